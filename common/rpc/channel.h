@@ -1,0 +1,25 @@
+#ifndef PS_COMMON_RPC_CHANNEL_H_
+#define PS_COMMON_RPC_CHANNEL_H_
+
+#include <memory>
+#include <string>
+
+#include "grpcpp/channel.h"
+#include "grpcpp/server_builder.h"
+
+namespace ps::rpc {
+
+// Raised explicitly (gRPC's default is 4 MiB) so one shard's slice of a large
+// model travels as one message: 512 MiB holds 128M float32 values.
+inline constexpr int kMaxMessageBytes = 512 << 20;
+
+// A channel to `target` ("host:port") with our message limits and keepalive
+// pings, so a dead peer is noticed even while a call is parked.
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target);
+
+// Applies the same limits and keepalive policy to a server.
+void ConfigureServerBuilder(grpc::ServerBuilder& builder);
+
+}  // namespace ps::rpc
+
+#endif  // PS_COMMON_RPC_CHANNEL_H_

@@ -1,0 +1,27 @@
+#ifndef PS_COMMON_RPC_CONVERT_H_
+#define PS_COMMON_RPC_CONVERT_H_
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/tensor_spec.h"
+#include "grpcpp/support/status.h"
+#include "ps/v1/parameter_server.pb.h"
+
+// The one place where gRPC/proto types and common types meet.
+namespace ps::rpc {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+common::TensorSpec FromProto(const ps::v1::TensorSpec& proto);
+void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto);
+
+std::vector<common::TensorSpec> FromProto(
+    const google::protobuf::RepeatedPtrField<ps::v1::TensorSpec>& protos);
+void ToProto(const std::vector<common::TensorSpec>& specs,
+             google::protobuf::RepeatedPtrField<ps::v1::TensorSpec>* protos);
+
+}  // namespace ps::rpc
+
+#endif  // PS_COMMON_RPC_CONVERT_H_

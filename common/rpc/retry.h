@@ -1,0 +1,38 @@
+#ifndef PS_COMMON_RPC_RETRY_H_
+#define PS_COMMON_RPC_RETRY_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/status.h"
+
+namespace ps::rpc {
+
+// Every client call has a deadline and is retried with exponential backoff
+// while the failure may be passing (UNAVAILABLE, DEADLINE_EXCEEDED,
+// RESOURCE_EXHAUSTED, ABORTED); a caller never waits longer than
+// max_retry_time in all.
+struct RetryPolicy {
+  // Deadline of one attempt. Default: 30 s
+  absl::Duration rpc_deadline = absl::Seconds(30);
+  // Give up when the next attempt would start after this. Default: 120 s
+  absl::Duration max_retry_time = absl::Seconds(120);
+  // First pause between attempts, doubled each time. Default: 50 ms
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  // Longest pause between attempts. Default: 2 s
+  absl::Duration max_backoff = absl::Seconds(2);
+};
+
+bool IsRetryable(grpc::StatusCode code);
+
+// Runs `attempt` with a fresh ClientContext (deadline set) until it succeeds,
+// fails for good, or the policy runs out. `what` names the call in logs.
+grpc::Status CallWithRetry(
+    const RetryPolicy& policy, const std::string& what,
+    const std::function<grpc::Status(grpc::ClientContext&)>& attempt);
+
+}  // namespace ps::rpc
+
+#endif  // PS_COMMON_RPC_RETRY_H_

@@ -1,0 +1,63 @@
+#ifndef PS_COMMON_SUBPROCESS_H_
+#define PS_COMMON_SUBPROCESS_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace ps::common {
+
+// A child process started by the local launcher or a test. The child gets
+// its own process group (so a terminal's Ctrl-C reaches only the launcher,
+// which then stops children in order) and dies with its parent, so nothing
+// outlives a launcher that was killed.
+class Subprocess {
+ public:
+  // Runs argv[0] (a path) with stdout and stderr appended to `log_path`, or
+  // inherited when it is empty.
+  static absl::StatusOr<Subprocess> Spawn(const std::vector<std::string>& argv,
+                                          const std::string& log_path);
+
+  Subprocess(Subprocess&& other) noexcept;
+  Subprocess& operator=(Subprocess&& other) noexcept;
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+  // Kills a child still running: a forgotten child must not leak.
+  ~Subprocess();
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0 && !wait_status_; }
+
+  // The wait status once the child ended; nullopt while it runs. Non-blocking.
+  std::optional<int> Poll();
+
+  void Signal(int signal);
+
+  // Sends SIGTERM, waits up to `grace`, then SIGKILL. Returns the wait status.
+  int Stop(absl::Duration grace);
+
+  // Waits up to `timeout` for the child to end by itself.
+  std::optional<int> WaitFor(absl::Duration timeout);
+
+ private:
+  Subprocess() = default;
+
+  pid_t pid_ = -1;
+  std::optional<int> wait_status_;
+};
+
+// "exited with status 1", "killed by signal 9 (Killed)".
+std::string DescribeWaitStatus(int wait_status);
+bool ExitedCleanly(int wait_status);
+
+// The directory holding the running executable, to find sibling binaries.
+std::string ExecutableDir();
+
+}  // namespace ps::common
+
+#endif  // PS_COMMON_SUBPROCESS_H_

@@ -1,0 +1,49 @@
+#ifndef PS_COMMON_TENSOR_SPEC_H_
+#define PS_COMMON_TENSOR_SPEC_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/key_range.h"
+
+namespace ps::common {
+
+// A named dense float32 tensor of the model. The model's tensors,
+// concatenated in declaration order, form the key space [0, D).
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  // L1/L2 regularization skips this tensor (biases, usually).
+  bool exempt_from_regularization = false;
+
+  uint64_t num_elements() const;
+  std::string ToString() const;  // "fc1/bias[128] (no regularization)"
+};
+
+// Total number of keys D.
+uint64_t NumKeys(const std::vector<TensorSpec>& tensors);
+
+// Non-empty unique names, positive dimensions, at least one tensor.
+absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors);
+
+// Empty when `a` and `b` declare the same model; otherwise one sentence that
+// names the first difference, for error messages.
+std::string DescribeDifference(const std::vector<TensorSpec>& a,
+                               const std::vector<TensorSpec>& b);
+
+// The part of one tensor that falls inside a key range.
+struct TensorSegment {
+  size_t tensor_index = 0;
+  KeyRange keys;  // absolute keys
+  bool regularize = true;
+};
+
+// The tensors overlapping `range`, clipped to it, in key order.
+std::vector<TensorSegment> SegmentsInRange(
+    const std::vector<TensorSpec>& tensors, KeyRange range);
+
+}  // namespace ps::common
+
+#endif  // PS_COMMON_TENSOR_SPEC_H_

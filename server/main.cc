@@ -1,0 +1,107 @@
+// ps_server: owns one shard of θ and applies the regularized update to it.
+#include <csignal>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli.h"
+#include "server/ps_server.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "Address to bind, host:port; port 0 picks a free port.");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port is written here once the server serves.");
+ABSL_FLAG(uint32_t, shard_index, 0, "This server's shard, 0-based.");
+ABSL_FLAG(uint32_t, num_shards, 1, "Number of server shards in the job.");
+ABSL_FLAG(uint32_t, num_workers, 1,
+          "Workers expected to push every sync round (worker ids 0..n-1).");
+ABSL_FLAG(std::string, mode, "sync", "Consistency mode: sync or async.");
+ABSL_FLAG(float, lr, 0.1f, "Learning rate α.");
+ABSL_FLAG(float, l2, 1e-4f, "L2 weight decay λ₂ (skips exempt tensors).");
+ABSL_FLAG(float, l1, 0.0f,
+          "L1 strength λ₁, an exact proximal soft-threshold step.");
+ABSL_FLAG(float, clip_min, -std::numeric_limits<float>::infinity(),
+          "Box constraint: lower bound on every parameter.");
+ABSL_FLAG(float, clip_max, std::numeric_limits<float>::infinity(),
+          "Box constraint: upper bound on every parameter.");
+ABSL_FLAG(bool, nonnegative, false, "Constrain every parameter to be >= 0.");
+ABSL_FLAG(float, max_norm, std::numeric_limits<float>::infinity(),
+          "L2-ball constraint radius, per tensor slice held by this shard.");
+ABSL_FLAG(float, penalty_beta, 0.0f,
+          "If > 0, enforce the constraints as the penalty β·∇C instead of "
+          "projecting onto them.");
+ABSL_FLAG(double, max_pull_wait_s, 60.0,
+          "Longest a pull may wait for its version, in seconds.");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error, critical or off.");
+
+int main(int argc, char** argv) {
+  using ps::common::Die;
+  ps::common::InitProgram(
+      argc, argv,
+      "ps_server --shard_index=I --num_shards=S --num_workers=W "
+      "[--listen=host:port] [--mode=sync|async] [--lr=...]");
+  ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+
+  ps::server::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.shard.shard_index = absl::GetFlag(FLAGS_shard_index);
+  options.shard.num_shards = absl::GetFlag(FLAGS_num_shards);
+  options.shard.num_workers = absl::GetFlag(FLAGS_num_workers);
+  absl::StatusOr<ps::server::ConsistencyMode> mode =
+      ps::server::ParseConsistencyMode(absl::GetFlag(FLAGS_mode));
+  ps::common::DieIfError(mode.status(), "--mode");
+  options.shard.mode = *mode;
+  ps::common::UpdateOptions& update = options.shard.update;
+  update.learning_rate = absl::GetFlag(FLAGS_lr);
+  update.l2 = absl::GetFlag(FLAGS_l2);
+  update.l1 = absl::GetFlag(FLAGS_l1);
+  update.clip_min = absl::GetFlag(FLAGS_clip_min);
+  update.clip_max = absl::GetFlag(FLAGS_clip_max);
+  update.nonnegative = absl::GetFlag(FLAGS_nonnegative);
+  update.max_norm = absl::GetFlag(FLAGS_max_norm);
+  update.penalty_beta = absl::GetFlag(FLAGS_penalty_beta);
+  const double max_pull_wait_s = absl::GetFlag(FLAGS_max_pull_wait_s);
+  if (!(max_pull_wait_s > 0)) Die("--max_pull_wait_s must be > 0");
+  options.max_pull_wait = absl::Seconds(max_pull_wait_s);
+  ps::common::DieIfError(ps::server::ValidateShardOptions(options.shard),
+                         "invalid options");
+
+  // Signals are taken by sigwait below, so block them before any thread
+  // starts (threads inherit the mask).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<ps::server::PsServer>> server =
+      ps::server::PsServer::Start(options);
+  ps::common::DieIfError(server.status(), "cannot start");
+  spdlog::info("shard {}/{} serving on port {} (mode {}, {} workers, lr {}, "
+               "l2 {}, l1 {})",
+               options.shard.shard_index, options.shard.num_shards,
+               (*server)->port(), absl::GetFlag(FLAGS_mode),
+               options.shard.num_workers, update.learning_rate, update.l2,
+               update.l1);
+  if (const std::string port_file = absl::GetFlag(FLAGS_port_file);
+      !port_file.empty()) {
+    ps::common::DieIfError(ps::common::WriteFileAtomically(
+                               port_file, absl::StrCat((*server)->port())),
+                           "--port_file");
+  }
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  spdlog::info("received {}; shutting down", strsignal(signal));
+  (*server)->Shutdown();
+  const ps::server::ShardStatus status = (*server)->shard().Status();
+  spdlog::info("stopped at version {} after {} applied pushes ({} stale, "
+               "{} duplicate, {} rejected)",
+               status.version, status.pushes_applied, status.pushes_stale,
+               status.pushes_duplicate, status.pushes_rejected);
+  return 0;
+}

@@ -1,0 +1,190 @@
+#include "server/parameter_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/rpc/convert.h"
+
+namespace ps::server {
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(rpc::ToGrpcStatus(status));
+  return reactor;
+}
+
+void FillPullResponse(PullResult result, ps::v1::PullResponse* response) {
+  response->set_version(result.version);
+  response->set_samples_applied(result.samples_applied);
+  response->set_key_begin(result.keys.begin);
+  response->set_key_end(result.keys.end);
+  response->set_values(std::move(result.values));
+}
+
+// A pull that may wait for its version. The mutex orders the three ways it
+// can end (ready at once, woken by a push, cancelled) against the start, so
+// the reactor is never finished before it has stored its ticket.
+class PullReactor final : public grpc::ServerUnaryReactor {
+ public:
+  PullReactor(ParameterShard* shard, ps::v1::PullResponse* response)
+      : shard_(shard), response_(response) {}
+
+  void Start(const PullArgs& args, absl::Time expires) {
+    absl::MutexLock lock(&mutex_);
+    auto started = shard_->Pull(
+        args, expires, [this](absl::StatusOr<PullResult> result) {
+          absl::MutexLock lock(&mutex_);
+          Complete(std::move(result));
+        });
+    if (auto* ready = std::get_if<absl::StatusOr<PullResult>>(&started)) {
+      Complete(std::move(*ready));
+    } else {
+      ticket_ = std::get<ParameterShard::PullTicket>(started);
+    }
+  }
+
+  void OnCancel() override {
+    ParameterShard::PullTicket ticket;
+    {
+      absl::MutexLock lock(&mutex_);
+      ticket = ticket_;
+    }
+    if (ticket != 0) shard_->CancelPull(ticket);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Complete(absl::StatusOr<PullResult> result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    if (result.ok()) FillPullResponse(std::move(*result), response_);
+    Finish(rpc::ToGrpcStatus(result.status()));
+  }
+
+  ParameterShard* const shard_;
+  ps::v1::PullResponse* const response_;
+  absl::Mutex mutex_;
+  ParameterShard::PullTicket ticket_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
+  switch (outcome) {
+    case PushOutcome::kApplied:
+      return ps::v1::PushResponse::APPLIED;
+    case PushOutcome::kAccepted:
+      return ps::v1::PushResponse::ACCEPTED;
+    case PushOutcome::kDuplicate:
+      return ps::v1::PushResponse::DUPLICATE;
+    case PushOutcome::kStale:
+      return ps::v1::PushResponse::STALE;
+  }
+  return ps::v1::PushResponse::OUTCOME_UNSPECIFIED;
+}
+
+}  // namespace
+
+ParameterService::ParameterService(ParameterShard* shard,
+                                   absl::Duration max_pull_wait)
+    : shard_(shard), max_pull_wait_(max_pull_wait) {
+  expiry_ticker_ = std::thread([this] {
+    while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      shard_->ExpirePulls(absl::Now());
+    }
+  });
+}
+
+ParameterService::~ParameterService() {
+  stop_.Notify();
+  expiry_ticker_.join();
+}
+
+grpc::ServerUnaryReactor* ParameterService::Init(
+    grpc::CallbackServerContext* context, const ps::v1::InitRequest* request,
+    ps::v1::InitResponse* response) {
+  InitArgs args;
+  args.worker_id = request->worker_id();
+  args.shard_index = request->shard_index();
+  args.num_shards = request->num_shards();
+  args.tensors = rpc::FromProto(request->tensors());
+  args.values = request->values();
+  absl::StatusOr<InitResult> result = shard_->Init(args);
+  if (result.ok()) {
+    response->set_created(result->created);
+    response->set_version(result->version);
+    response->set_key_begin(result->keys.begin);
+    response->set_key_end(result->keys.end);
+    response->set_mode(std::string(ConsistencyModeName(result->mode)));
+    response->set_expected_workers(result->expected_workers);
+  }
+  return FinishNow(context, result.status());
+}
+
+grpc::ServerUnaryReactor* ParameterService::Pull(
+    grpc::CallbackServerContext* context, const ps::v1::PullRequest* request,
+    ps::v1::PullResponse* response) {
+  PullArgs args;
+  args.worker_id = request->worker_id();
+  args.min_version = request->min_version();
+  args.keys = {request->key_begin(), request->key_end()};
+  // The client's deadline ends the call through OnCancel; this bound covers
+  // clients that set none.
+  const absl::Time expires = std::min(
+      absl::Now() + max_pull_wait_, absl::FromChrono(context->deadline()));
+  auto* reactor = new PullReactor(shard_, response);
+  reactor->Start(args, expires);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterService::Push(
+    grpc::CallbackServerContext* context, const ps::v1::PushRequest* request,
+    ps::v1::PushResponse* response) {
+  PushArgs args;
+  args.worker_id = request->worker_id();
+  args.incarnation = request->incarnation();
+  args.seq = request->seq();
+  args.step = request->step();
+  args.base_version = request->base_version();
+  args.batch_size = request->batch_size();
+  args.keys = {request->key_begin(), request->key_end()};
+  args.gradient = request->gradient();
+  absl::StatusOr<PushResult> result = shard_->Push(args);
+  if (result.ok()) {
+    response->set_outcome(ToProto(result->outcome));
+    response->set_version(result->version);
+  }
+  return FinishNow(context, result.status());
+}
+
+grpc::ServerUnaryReactor* ParameterService::Status(
+    grpc::CallbackServerContext* context, const ps::v1::StatusRequest*,
+    ps::v1::StatusResponse* response) {
+  const ShardStatus s = shard_->Status();
+  response->set_shard_index(s.options.shard_index);
+  response->set_num_shards(s.options.num_shards);
+  response->set_key_begin(s.keys.begin);
+  response->set_key_end(s.keys.end);
+  response->set_mode(std::string(ConsistencyModeName(s.options.mode)));
+  response->set_version(s.version);
+  response->set_expected_workers(s.options.num_workers);
+  response->set_initialized(s.initialized);
+  rpc::ToProto(s.tensors, response->mutable_tensors());
+  response->set_samples_applied(s.samples_applied);
+  response->set_pushes_applied(s.pushes_applied);
+  response->set_pushes_duplicate(s.pushes_duplicate);
+  response->set_pushes_stale(s.pushes_stale);
+  response->set_pushes_rejected(s.pushes_rejected);
+  response->set_round_gradients(s.round_gradients);
+  for (const WorkerInfo& w : s.workers) {
+    ps::v1::WorkerStatus* out = response->add_workers();
+    out->set_worker_id(w.worker_id);
+    out->set_incarnation(w.incarnation);
+    out->set_last_seq(w.last_seq);
+    out->set_last_step(w.last_step);
+    out->set_pushes(w.pushes);
+  }
+  return FinishNow(context, absl::OkStatus());
+}
+
+}  // namespace ps::server

@@ -1,0 +1,44 @@
+#ifndef PS_SERVER_PARAMETER_SERVICE_H_
+#define PS_SERVER_PARAMETER_SERVICE_H_
+
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
+#include "server/parameter_shard.h"
+
+namespace ps::server {
+
+// The gRPC face of a ParameterShard: converts messages and calls the core.
+// Pulls that must wait park in a reactor, costing no thread; a background
+// ticker ends those that outlive max_pull_wait even when the client set no
+// deadline.
+class ParameterService final : public ps::v1::ParameterServer::CallbackService {
+ public:
+  ParameterService(ParameterShard* shard, absl::Duration max_pull_wait);
+  ~ParameterService() override;
+
+  grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* context,
+                                 const ps::v1::InitRequest* request,
+                                 ps::v1::InitResponse* response) override;
+  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
+                                 const ps::v1::PullRequest* request,
+                                 ps::v1::PullResponse* response) override;
+  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
+                                 const ps::v1::PushRequest* request,
+                                 ps::v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                   const ps::v1::StatusRequest* request,
+                                   ps::v1::StatusResponse* response) override;
+
+ private:
+  ParameterShard* shard_;
+  absl::Duration max_pull_wait_;
+  absl::Notification stop_;
+  std::thread expiry_ticker_;
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_PARAMETER_SERVICE_H_

@@ -1,0 +1,205 @@
+#ifndef PS_SERVER_PARAMETER_SHARD_H_
+#define PS_SERVER_PARAMETER_SHARD_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <variant>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/key_range.h"
+#include "common/tensor_spec.h"
+#include "common/update_rule.h"
+#include "server/sync_round.h"
+
+namespace ps::server {
+
+enum class ConsistencyMode {
+  // Bulk-synchronous: a round closes when every expected worker has pushed;
+  // the update uses the rank-ordered, batch-weighted mean.
+  kSync,
+  // Every push is applied as it arrives.
+  kAsync,
+};
+
+absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name);
+absl::string_view ConsistencyModeName(ConsistencyMode mode);
+
+struct ShardOptions {
+  // Which contiguous part of the key space this server owns. Default: 0 of 1
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 1;
+  // Workers expected to push each sync round. Default: 1
+  uint32_t num_workers = 1;
+  // Default: kSync
+  ConsistencyMode mode = ConsistencyMode::kSync;
+  // The regularized update. Default: plain SGD, α = 0.1
+  common::UpdateOptions update;
+};
+
+absl::Status ValidateShardOptions(const ShardOptions& options);
+
+struct InitArgs {
+  uint32_t worker_id = 0;
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 0;
+  std::vector<common::TensorSpec> tensors;
+  absl::string_view values;  // float32 bytes of this shard's keys
+};
+
+struct InitResult {
+  bool created = false;
+  uint64_t version = 0;
+  common::KeyRange keys;
+  ConsistencyMode mode = ConsistencyMode::kSync;
+  uint32_t expected_workers = 0;
+};
+
+struct PullArgs {
+  uint32_t worker_id = 0;
+  uint64_t min_version = 0;
+  common::KeyRange keys;  // empty: the whole shard
+};
+
+struct PullResult {
+  uint64_t version = 0;
+  uint64_t samples_applied = 0;
+  common::KeyRange keys;
+  std::string values;  // float32 bytes
+};
+
+struct PushArgs {
+  uint32_t worker_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t seq = 0;
+  uint64_t step = 0;
+  uint64_t base_version = 0;
+  uint32_t batch_size = 0;
+  common::KeyRange keys;
+  absl::string_view gradient;  // float32 bytes
+};
+
+enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };
+
+struct PushResult {
+  PushOutcome outcome = PushOutcome::kApplied;
+  uint64_t version = 0;
+};
+
+struct WorkerInfo {
+  uint32_t worker_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t last_seq = 0;
+  uint64_t last_step = 0;
+  uint64_t pushes = 0;
+};
+
+struct ShardStatus {
+  ShardOptions options;
+  bool initialized = false;
+  common::KeyRange keys;
+  std::vector<common::TensorSpec> tensors;
+  uint64_t version = 0;
+  uint64_t samples_applied = 0;
+  uint64_t pushes_applied = 0;
+  uint64_t pushes_duplicate = 0;
+  uint64_t pushes_stale = 0;
+  uint64_t pushes_rejected = 0;
+  uint32_t round_gradients = 0;
+  std::vector<WorkerInfo> workers;  // by worker id
+};
+
+// One shard of θ and the rules that change it. Plain C++: the gRPC service
+// validates nothing itself; everything a request can get wrong is checked
+// here, before θ is touched. Thread-safe.
+class ParameterShard {
+ public:
+  explicit ParameterShard(ShardOptions options);
+
+  ParameterShard(const ParameterShard&) = delete;
+  ParameterShard& operator=(const ParameterShard&) = delete;
+
+  // Declares the model; the first declaration's values win.
+  absl::StatusOr<InitResult> Init(const InitArgs& args);
+
+  using PullDone = std::function<void(absl::StatusOr<PullResult>)>;
+  using PullTicket = uint64_t;
+
+  // θ[keys] at once when the version reached min_version (or the error, for
+  // a bad request); otherwise parks `done`, which later runs on the thread
+  // whose push advances the version, or with DEADLINE_EXCEEDED at `expires`
+  // (see ExpirePulls), or with CANCELLED, and returns its ticket.
+  std::variant<absl::StatusOr<PullResult>, PullTicket> Pull(
+      const PullArgs& args, absl::Time expires, PullDone done);
+
+  // Ends a parked pull with CANCELLED; false when it already ended.
+  bool CancelPull(PullTicket ticket);
+
+  // Ends the parked pulls whose expiry is at or before `now`.
+  void ExpirePulls(absl::Time now);
+
+  absl::StatusOr<PushResult> Push(const PushArgs& args);
+
+  ShardStatus Status() const;
+
+ private:
+  struct ParkedPull {
+    PullArgs args;
+    absl::Time expires;
+    PullDone done;
+  };
+  struct WorkerState {
+    bool seen = false;
+    uint64_t incarnation = 0;
+    uint64_t last_seq = 0;
+    uint64_t last_step = 0;
+    uint64_t pushes = 0;
+  };
+  using Completion = std::pair<PullDone, absl::StatusOr<PullResult>>;
+
+  absl::StatusOr<common::KeyRange> ResolvePullKeys(
+      const common::KeyRange& requested) const
+      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  PullResult Read(const common::KeyRange& keys) const
+      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  absl::Status ValidatePush(const PushArgs& args) const
+      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Applies `gradient` to the whole shard and advances the version.
+  void ApplyGradient(absl::Span<const float> gradient, uint64_t samples)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Removes the parked pulls the current version satisfies.
+  std::vector<Completion> TakeSatisfiedPulls()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  const ShardOptions options_;
+
+  mutable absl::Mutex mutex_;
+  bool initialized_ ABSL_GUARDED_BY(mutex_) = false;
+  std::vector<common::TensorSpec> tensors_ ABSL_GUARDED_BY(mutex_);
+  common::KeyRange keys_ ABSL_GUARDED_BY(mutex_);
+  std::vector<common::TensorSegment> segments_ ABSL_GUARDED_BY(mutex_);
+  std::vector<float> theta_ ABSL_GUARDED_BY(mutex_);
+  // Sync: closed rounds. Async: applied pushes.
+  uint64_t version_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t samples_applied_ ABSL_GUARDED_BY(mutex_) = 0;
+  std::optional<SyncRound> round_ ABSL_GUARDED_BY(mutex_);
+  // Reused for the async gradient and the sync mean.
+  std::vector<float> scratch_ ABSL_GUARDED_BY(mutex_);
+  std::vector<WorkerState> workers_ ABSL_GUARDED_BY(mutex_);
+  uint64_t pushes_applied_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t pushes_duplicate_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t pushes_stale_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t pushes_rejected_ ABSL_GUARDED_BY(mutex_) = 0;
+  PullTicket next_ticket_ ABSL_GUARDED_BY(mutex_) = 1;
+  absl::flat_hash_map<PullTicket, ParkedPull> parked_ ABSL_GUARDED_BY(mutex_);
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_PARAMETER_SHARD_H_

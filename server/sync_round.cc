@@ -1,0 +1,47 @@
+#include "server/sync_round.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace ps::server {
+
+SyncRound::SyncRound(uint32_t num_workers, size_t num_keys)
+    : num_keys_(num_keys),
+      slots_(num_workers, std::vector<float>(num_keys)),
+      batch_sizes_(num_workers, 0) {}
+
+absl::Span<float> SyncRound::Slot(uint32_t worker) {
+  return absl::MakeSpan(slots_[worker]);
+}
+
+void SyncRound::Commit(uint32_t worker, uint32_t batch_size) {
+  assert(batch_size > 0 && batch_sizes_[worker] == 0);
+  batch_sizes_[worker] = batch_size;
+  ++received_;
+}
+
+void SyncRound::Mean(absl::Span<float> out) const {
+  assert(out.size() == num_keys_ && received_ > 0);
+  std::fill(out.begin(), out.end(), 0.0f);
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    if (batch_sizes_[k] == 0) continue;
+    const float weight = static_cast<float>(batch_sizes_[k]);
+    const float* g = slots_[k].data();
+    for (size_t i = 0; i < num_keys_; ++i) out[i] += weight * g[i];
+  }
+  const float total = static_cast<float>(samples());
+  for (float& v : out) v /= total;
+}
+
+uint64_t SyncRound::samples() const {
+  uint64_t total = 0;
+  for (uint32_t b : batch_sizes_) total += b;
+  return total;
+}
+
+void SyncRound::Clear() {
+  std::fill(batch_sizes_.begin(), batch_sizes_.end(), 0);
+  received_ = 0;
+}
+
+}  // namespace ps::server

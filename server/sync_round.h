@@ -1,0 +1,43 @@
+#ifndef PS_SERVER_SYNC_ROUND_H_
+#define PS_SERVER_SYNC_ROUND_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace ps::server {
+
+// The gradients of one synchronous round, one slot per worker rank. Slots are
+// allocated once and reused, since touching fresh pages costs more than the
+// copy itself. The mean is reduced in rank order, never arrival order, so a
+// round's result is bit-for-bit reproducible.
+class SyncRound {
+ public:
+  SyncRound(uint32_t num_workers, size_t num_keys);
+
+  bool Has(uint32_t worker) const { return batch_sizes_[worker] > 0; }
+  uint32_t received() const { return received_; }
+  bool complete() const { return received_ == batch_sizes_.size(); }
+
+  // Where the worker's gradient is copied before it is validated; it counts
+  // only after Commit.
+  absl::Span<float> Slot(uint32_t worker);
+  void Commit(uint32_t worker, uint32_t batch_size);
+
+  // Σₖ bₖ·gₖ / Σₖ bₖ over the received gradients, k in rank order.
+  void Mean(absl::Span<float> out) const;
+  uint64_t samples() const;
+
+  void Clear();
+
+ private:
+  size_t num_keys_;
+  std::vector<std::vector<float>> slots_;
+  std::vector<uint32_t> batch_sizes_;  // 0: nothing received from this rank
+  uint32_t received_ = 0;
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_SYNC_ROUND_H_

@@ -1,0 +1,274 @@
+// Real servers and workers talking gRPC over loopback, in one process.
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/float_bytes.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/convert.h"
+#include "gmock/gmock.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "gtest/gtest.h"
+#include "server/ps_server.h"
+#include "tests/synthetic_data.h"
+#include "worker/model.h"
+#include "worker/parameter_client.h"
+#include "worker/trainer.h"
+
+namespace ps {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Cluster {
+  std::vector<std::unique_ptr<server::PsServer>> servers;
+  std::vector<std::string> addresses;
+};
+
+Cluster StartCluster(uint32_t shards, uint32_t workers,
+                     server::ConsistencyMode mode,
+                     common::UpdateOptions update = {}) {
+  Cluster cluster;
+  for (uint32_t i = 0; i < shards; ++i) {
+    server::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.shard.shard_index = i;
+    options.shard.num_shards = shards;
+    options.shard.num_workers = workers;
+    options.shard.mode = mode;
+    options.shard.update = update;
+    auto server = server::PsServer::Start(options);
+    EXPECT_TRUE(server.ok()) << server.status();
+    cluster.addresses.push_back(absl::StrCat("127.0.0.1:", (*server)->port()));
+    cluster.servers.push_back(std::move(*server));
+  }
+  return cluster;
+}
+
+worker::ClientOptions ClientFor(const Cluster& cluster, uint32_t worker) {
+  worker::ClientOptions options;
+  options.servers = cluster.addresses;
+  options.worker_id = worker;
+  options.retry.rpc_deadline = absl::Seconds(20);
+  options.retry.max_retry_time = absl::Seconds(30);
+  return options;
+}
+
+// Trains `workers` workers on synthetic data against `shards` fresh servers
+// and returns the final θ as rank 0 pulled it.
+std::vector<float> Train(uint32_t shards, uint32_t workers,
+                         server::ConsistencyMode mode,
+                         const std::string& model_name,
+                         const common::UpdateOptions& update,
+                         double* accuracy = nullptr) {
+  Cluster cluster = StartCluster(shards, workers, mode, update);
+  const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
+  std::vector<std::vector<float>> thetas(workers);
+  std::vector<absl::Status> results(workers);
+  std::vector<double> accuracies(workers);
+  std::vector<std::thread> threads;
+  for (uint32_t rank = 0; rank < workers; ++rank) {
+    threads.emplace_back([&, rank] {
+      auto model = worker::CreateModel(model_name, 12, 4);
+      auto client = worker::ParameterClient::Connect(ClientFor(cluster, rank));
+      if (!model.ok() || !client.ok()) {
+        results[rank] = absl::InternalError("setup failed");
+        return;
+      }
+      worker::TrainerOptions options;
+      options.rank = rank;
+      options.num_workers = workers;
+      options.batch_size = 16;
+      options.epochs = 3;
+      options.seed = 42;
+      worker::Trainer trainer(options, model->get(), client->get(), &data);
+      results[rank] = trainer.Run();
+      thetas[rank] = trainer.theta();
+      accuracies[rank] = trainer.last_evaluation().accuracy;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& status : results) EXPECT_TRUE(status.ok()) << status;
+  if (accuracy != nullptr) *accuracy = accuracies[0];
+  return thetas[0];
+}
+
+common::UpdateOptions Regularized() {
+  common::UpdateOptions update;
+  update.learning_rate = 0.2f;
+  update.l2 = 1e-3f;
+  update.l1 = 1e-4f;
+  update.clip_min = -3.0f;
+  update.clip_max = 3.0f;
+  return update;
+}
+
+bool SameBytes(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(Cluster, SyncTrainingIsBitForBitReproducibleAcrossShardCounts) {
+  const auto one = Train(1, 3, server::ConsistencyMode::kSync, "mlp",
+                         Regularized());
+  const auto three = Train(3, 3, server::ConsistencyMode::kSync, "mlp",
+                           Regularized());
+  const auto again = Train(3, 3, server::ConsistencyMode::kSync, "mlp",
+                           Regularized());
+  ASSERT_FALSE(one.empty());
+  EXPECT_TRUE(SameBytes(one, three));
+  EXPECT_TRUE(SameBytes(three, again));
+  // And training moved θ away from its seeded start.
+  auto model = worker::CreateModel("mlp", 12, 4);
+  EXPECT_FALSE(SameBytes(one, (*model)->InitialParams(42)));
+}
+
+TEST(Cluster, SyncAndAsyncTrainingLearnTheSyntheticTask) {
+  for (auto mode : {server::ConsistencyMode::kSync,
+                    server::ConsistencyMode::kAsync}) {
+    double accuracy = 0;
+    Train(2, 2, mode, "softmax", Regularized(), &accuracy);
+    EXPECT_GT(accuracy, 0.95) << server::ConsistencyModeName(mode);
+  }
+}
+
+class WireTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cluster_ = StartCluster(1, 2, server::ConsistencyMode::kAsync);
+    stub_ = ps::v1::ParameterServer::NewStub(
+        rpc::CreateChannel(cluster_.addresses[0]));
+  }
+
+  grpc::Status Call(const ps::v1::PushRequest& request) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ps::v1::PushResponse response;
+    return stub_->Push(&context, request, &response);
+  }
+
+  void Init(uint64_t keys) {
+    ps::v1::InitRequest request;
+    request.set_num_shards(1);
+    rpc::ToProto({{"w", {static_cast<int64_t>(keys)}, false}},
+                 request.mutable_tensors());
+    std::vector<float> zeros(keys, 0.0f);
+    common::FloatsToBytes(zeros, request.mutable_values());
+    grpc::ClientContext context;
+    ps::v1::InitResponse response;
+    ASSERT_TRUE(stub_->Init(&context, request, &response).ok());
+  }
+
+  ps::v1::PushRequest ValidPush(uint64_t keys) {
+    ps::v1::PushRequest request;
+    request.set_seq(1);
+    request.set_incarnation(1);
+    request.set_batch_size(8);
+    request.set_key_end(keys);
+    std::vector<float> ones(keys, 1.0f);
+    common::FloatsToBytes(ones, request.mutable_gradient());
+    return request;
+  }
+
+  Cluster cluster_;
+  std::unique_ptr<ps::v1::ParameterServer::Stub> stub_;
+};
+
+TEST_F(WireTest, BadRequestsGetTheRightStatusAndAReadableMessage) {
+  Init(16);
+  ps::v1::PushRequest request = ValidPush(16);
+  request.set_worker_id(9);
+  grpc::Status status = Call(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("unknown worker_id 9"));
+
+  request = ValidPush(16);
+  request.mutable_gradient()->resize(15 * sizeof(float));
+  status = Call(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("carries 15 floats"));
+
+  request = ValidPush(16);
+  const float nan = NAN;
+  std::memcpy(request.mutable_gradient()->data() + 4, &nan, sizeof(nan));
+  status = Call(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("key 1 is nan"));
+
+  request = ValidPush(16);
+  request.set_batch_size(0);
+  EXPECT_EQ(Call(request).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  grpc::ClientContext context;
+  ps::v1::PullRequest pull;
+  pull.set_key_begin(10);
+  pull.set_key_end(20);
+  ps::v1::PullResponse pulled;
+  EXPECT_EQ(stub_->Pull(&context, pull, &pulled).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
+
+  // None of it touched θ.
+  EXPECT_EQ(cluster_.servers[0]->shard().Status().version, 0u);
+  EXPECT_EQ(cluster_.servers[0]->shard().Status().pushes_rejected, 4u);
+}
+
+TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {
+  Init(4);
+  grpc::ClientContext context;
+  context.set_deadline(
+      absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  ps::v1::PullRequest pull;
+  pull.set_min_version(5);
+  ps::v1::PullResponse pulled;
+  EXPECT_EQ(stub_->Pull(&context, pull, &pulled).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(WireTest, ServesTheStandardHealthService) {
+  grpc::GenericStub generic(rpc::CreateChannel(cluster_.addresses[0]));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  // An empty HealthCheckRequest asks about the whole server.
+  grpc::ByteBuffer request(nullptr, 0), response;
+  absl::Notification done;
+  grpc::Status status;
+  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check",
+                    grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+}
+
+TEST_F(WireTest, ASixteenMillionFloatModelTravelsInOneMessage) {
+  constexpr uint64_t kKeys = 16 << 20;
+  Init(kKeys);
+  ASSERT_TRUE(Call(ValidPush(kKeys)).ok());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  ps::v1::PullRequest pull;
+  pull.set_min_version(1);
+  ps::v1::PullResponse pulled;
+  ASSERT_TRUE(stub_->Pull(&context, pull, &pulled).ok());
+  ASSERT_EQ(pulled.values().size(), kKeys * sizeof(float));
+  float last;
+  std::memcpy(&last, pulled.values().data() + (kKeys - 1) * sizeof(float),
+              sizeof(last));
+  EXPECT_FLOAT_EQ(last, -0.1f);  // 0 − α·1 with the default α = 0.1
+}
+
+}  // namespace
+}  // namespace ps

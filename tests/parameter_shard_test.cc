@@ -1,0 +1,328 @@
+// The server core without a network: validation, sync rounds, async
+// application, exactly-once retries, parked pulls.
+#include "server/parameter_shard.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/float_bytes.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ps::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string Bytes(const std::vector<float>& values) {
+  std::string out;
+  common::FloatsToBytes(values, &out);
+  return out;
+}
+
+// A 4-key model: weights w[3] and bias b[1] (exempt from regularization).
+std::vector<common::TensorSpec> Model() {
+  return {{"w", {3}, false}, {"b", {1}, true}};
+}
+
+ShardOptions Options(ConsistencyMode mode, uint32_t workers) {
+  ShardOptions options;
+  options.mode = mode;
+  options.num_workers = workers;
+  options.update.learning_rate = 1.0f;
+  return options;
+}
+
+void InitShard(ParameterShard& shard, std::vector<float> values) {
+  InitArgs args;
+  args.tensors = Model();
+  args.shard_index = 0;
+  args.num_shards = 1;
+  const std::string bytes = Bytes(values);
+  args.values = bytes;
+  ASSERT_TRUE(shard.Init(args).ok());
+}
+
+std::vector<float> Theta(ParameterShard& shard) {
+  auto pulled = shard.Pull({}, absl::InfiniteFuture(), nullptr);
+  auto& result = std::get<absl::StatusOr<PullResult>>(pulled);
+  EXPECT_TRUE(result.ok()) << result.status();
+  std::vector<float> theta(result->keys.size());
+  EXPECT_TRUE(common::BytesToFloats(result->values, absl::MakeSpan(theta), "θ")
+                  .ok());
+  return theta;
+}
+
+struct Pusher {
+  std::string bytes;
+  PushArgs args;
+  Pusher(uint32_t worker, uint64_t seq, uint64_t step,
+         const std::vector<float>& gradient, uint32_t batch = 1)
+      : bytes(Bytes(gradient)) {
+    args.worker_id = worker;
+    args.incarnation = 7;
+    args.seq = seq;
+    args.step = step;
+    args.batch_size = batch;
+    args.keys = {0, gradient.size()};
+    args.gradient = bytes;
+  }
+};
+
+absl::StatusOr<PushResult> Push(ParameterShard& shard, uint32_t worker,
+                                uint64_t seq, uint64_t step,
+                                const std::vector<float>& gradient,
+                                uint32_t batch = 1) {
+  Pusher p(worker, seq, step, gradient, batch);
+  return shard.Push(p.args);
+}
+
+TEST(ParameterShard, InitIsIdempotentAndTheFirstValuesWin) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+  InitShard(shard, {1, 2, 3, 4});
+  InitArgs again;
+  again.tensors = Model();
+  again.num_shards = 1;
+  const std::string other = Bytes({9, 9, 9, 9});
+  again.values = other;
+  absl::StatusOr<InitResult> result = shard.Init(again);
+  ASSERT_TRUE(result.ok());
+  EXPECT_FALSE(result->created);
+  EXPECT_THAT(Theta(shard), ElementsAre(1, 2, 3, 4));
+}
+
+TEST(ParameterShard, InitWithADifferentModelIsRefusedWithTheDifference) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+  InitShard(shard, {1, 2, 3, 4});
+  InitArgs other;
+  other.tensors = {{"w", {2}, false}, {"b", {1}, true}};
+  other.num_shards = 1;
+  absl::StatusOr<InitResult> result = shard.Init(other);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(result.status().message(), HasSubstr("w[3]"));
+  EXPECT_THAT(result.status().message(), HasSubstr("w[2]"));
+}
+
+TEST(ParameterShard, InitRejectsShardMismatchWrongLengthAndNonFinite) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+  InitArgs args;
+  args.tensors = Model();
+  args.num_shards = 2;
+  EXPECT_EQ(shard.Init(args).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  args.num_shards = 1;
+  const std::string short_values = Bytes({1, 2});
+  args.values = short_values;
+  EXPECT_THAT(shard.Init(args).status().message(), HasSubstr("carries 2"));
+  const std::string nan_values = Bytes({1, NAN, 3, 4});
+  args.values = nan_values;
+  EXPECT_EQ(shard.Init(args).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  args.worker_id = 5;
+  EXPECT_THAT(shard.Init(args).status().message(), HasSubstr("worker_id 5"));
+  EXPECT_FALSE(shard.Status().initialized);
+}
+
+TEST(ParameterShard, ShardsSplitTheKeySpaceAndSeeOnlyTheirSlice) {
+  ShardOptions options = Options(ConsistencyMode::kAsync, 1);
+  options.shard_index = 1;
+  options.num_shards = 2;
+  ParameterShard shard(options);
+  InitArgs args;
+  args.tensors = Model();
+  args.shard_index = 1;
+  args.num_shards = 2;
+  const std::string values = Bytes({30, 40});
+  args.values = values;
+  absl::StatusOr<InitResult> result = shard.Init(args);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->keys, (common::KeyRange{2, 4}));
+  EXPECT_THAT(Theta(shard), ElementsAre(30, 40));
+}
+
+TEST(ParameterShard, RejectedPushesNameTheFaultAndLeaveThetaUntouched) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 2));
+  EXPECT_EQ(Push(shard, 0, 1, 0, {1, 1, 1, 1}).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // before Init
+  InitShard(shard, {1, 2, 3, 4});
+
+  auto unknown = Push(shard, 2, 1, 0, {1, 1, 1, 1});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("unknown worker_id 2"));
+
+  auto wrong_length = Push(shard, 0, 1, 0, {1, 1, 1});
+  EXPECT_EQ(wrong_length.status().code(), absl::StatusCode::kInvalidArgument);
+
+  Pusher odd_bytes(0, 1, 0, {1, 1, 1, 1});
+  odd_bytes.bytes.pop_back();
+  odd_bytes.args.gradient = odd_bytes.bytes;
+  EXPECT_THAT(shard.Push(odd_bytes.args).status().message(),
+              HasSubstr("not a whole number"));
+
+  auto nan = Push(shard, 0, 1, 0, {1, NAN, 1, 1});
+  EXPECT_EQ(nan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(nan.status().message(), HasSubstr("key 1"));
+  auto inf = Push(shard, 0, 1, 0, {1, 1, 1, INFINITY});
+  EXPECT_THAT(inf.status().message(), HasSubstr("finite"));
+
+  auto zero_batch = Push(shard, 0, 1, 0, {1, 1, 1, 1}, 0);
+  EXPECT_THAT(zero_batch.status().message(), HasSubstr("batch_size is 0"));
+
+  Pusher wrong_keys(0, 1, 0, {1, 1, 1, 1});
+  wrong_keys.args.keys = {1, 5};
+  EXPECT_THAT(shard.Push(wrong_keys.args).status().message(),
+              HasSubstr("owns [0, 4)"));
+
+  EXPECT_THAT(Theta(shard), ElementsAre(1, 2, 3, 4));
+  EXPECT_EQ(shard.Status().version, 0u);
+  EXPECT_EQ(shard.Status().pushes_rejected, 8u);
+  // A valid push still works after all that: nothing was left half-done.
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
+  EXPECT_THAT(Theta(shard), ElementsAre(0, 1, 2, 3));
+}
+
+TEST(ParameterShard, AsyncAppliesEachPushAtOnce) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 2));
+  InitShard(shard, {1, 2, 3, 4});
+  auto first = Push(shard, 1, 1, 0, {1, 0, 0, 0});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(first->version, 1u);
+  EXPECT_THAT(Theta(shard), ElementsAre(0, 2, 3, 4));
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {0, 1, 0, 0}).ok());
+  EXPECT_THAT(Theta(shard), ElementsAre(0, 1, 3, 4));
+  EXPECT_EQ(shard.Status().samples_applied, 2u);
+}
+
+TEST(ParameterShard, ARetriedPushIsAcknowledgedButAppliedOnce) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+  InitShard(shard, {1, 2, 3, 4});
+  ASSERT_TRUE(Push(shard, 0, 5, 0, {1, 1, 1, 1}).ok());
+  auto retry = Push(shard, 0, 5, 0, {1, 1, 1, 1});
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(retry->outcome, PushOutcome::kDuplicate);
+  auto older = Push(shard, 0, 4, 0, {1, 1, 1, 1});
+  EXPECT_EQ(older->outcome, PushOutcome::kDuplicate);
+  EXPECT_THAT(Theta(shard), ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(shard.Status().pushes_duplicate, 2u);
+}
+
+TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  InitShard(shard, {0, 0, 0, 0});
+  auto first = Push(shard, 1, 1, 0, {4, 4, 4, 4}, 3);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->outcome, PushOutcome::kAccepted);
+  EXPECT_THAT(Theta(shard), ElementsAre(0, 0, 0, 0));
+  EXPECT_EQ(shard.Status().round_gradients, 1u);
+  auto second = Push(shard, 0, 1, 0, {0, 8, 0, 8}, 1);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(second->version, 1u);
+  // Mean weighted by batch size: (3·4 + 1·g₀) / 4, negated by the α=1 step.
+  EXPECT_THAT(Theta(shard), ElementsAre(-3, -5, -3, -5));
+  EXPECT_EQ(shard.Status().samples_applied, 4u);
+}
+
+TEST(ParameterShard, SyncDropsStalePushesAndRefusesFutureRounds) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 1));
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
+  auto stale = Push(shard, 0, 2, 0, {1, 1, 1, 1});
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(stale->outcome, PushOutcome::kStale);
+  auto future = Push(shard, 0, 3, 5, {1, 1, 1, 1});
+  EXPECT_EQ(future.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(future.status().message(), HasSubstr("round 1 is open"));
+  EXPECT_THAT(Theta(shard), ElementsAre(-1, -1, -1, -1));
+  EXPECT_EQ(shard.Status().pushes_stale, 1u);
+}
+
+TEST(ParameterShard, SyncIgnoresASecondGradientFromTheSameWorkerInARound) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
+  auto again = Push(shard, 0, 2, 0, {100, 100, 100, 100});
+  EXPECT_EQ(again->outcome, PushOutcome::kDuplicate);
+  ASSERT_TRUE(Push(shard, 1, 1, 0, {1, 1, 1, 1}).ok());
+  EXPECT_THAT(Theta(shard), ElementsAre(-1, -1, -1, -1));
+}
+
+TEST(ParameterShard, BiasIsExemptFromWeightDecay) {
+  ShardOptions options = Options(ConsistencyMode::kAsync, 1);
+  options.update.learning_rate = 0.5f;
+  options.update.l2 = 1.0f;
+  ParameterShard shard(options);
+  InitShard(shard, {2, 2, 2, 2});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {0, 0, 0, 0}).ok());
+  // Weights: 2 − 0.5·(0 + 1·2) = 1; the bias keeps its value.
+  EXPECT_THAT(Theta(shard), ElementsAre(1, 1, 1, 2));
+}
+
+TEST(ParameterShard, AParkedPullIsAnsweredWhenTheRoundCloses) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 1));
+  InitShard(shard, {0, 0, 0, 0});
+  std::optional<absl::StatusOr<PullResult>> answer;
+  PullArgs args;
+  args.min_version = 1;
+  auto started = shard.Pull(args, absl::InfiniteFuture(),
+                            [&](absl::StatusOr<PullResult> r) { answer = r; });
+  ASSERT_TRUE(std::holds_alternative<ParameterShard::PullTicket>(started));
+  EXPECT_FALSE(answer.has_value());
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
+  ASSERT_TRUE(answer.has_value());
+  ASSERT_TRUE(answer->ok());
+  EXPECT_EQ((*answer)->version, 1u);
+  std::vector<float> theta(4);
+  ASSERT_TRUE(common::BytesToFloats((*answer)->values, absl::MakeSpan(theta),
+                                    "θ")
+                  .ok());
+  EXPECT_THAT(theta, ElementsAre(-1, -1, -1, -1));
+}
+
+TEST(ParameterShard, AParkedPullExpiresOrIsCancelled) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 1));
+  InitShard(shard, {0, 0, 0, 0});
+  PullArgs args;
+  args.min_version = 3;
+  const absl::Time expires = absl::Now() + absl::Seconds(5);
+  std::optional<absl::Status> first, second;
+  shard.Pull(args, expires,
+             [&](absl::StatusOr<PullResult> r) { first = r.status(); });
+  auto ticket = std::get<ParameterShard::PullTicket>(shard.Pull(
+      args, absl::InfiniteFuture(),
+      [&](absl::StatusOr<PullResult> r) { second = r.status(); }));
+  shard.ExpirePulls(expires - absl::Seconds(1));
+  EXPECT_FALSE(first.has_value());
+  shard.ExpirePulls(expires);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_FALSE(second.has_value());
+  EXPECT_TRUE(shard.CancelPull(ticket));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(shard.CancelPull(ticket));
+}
+
+TEST(ParameterShard, PullOfASubRangeAndOutsideTheShard) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+  InitShard(shard, {1, 2, 3, 4});
+  PullArgs args;
+  args.keys = {1, 3};
+  auto part = std::get<absl::StatusOr<PullResult>>(
+      shard.Pull(args, absl::InfiniteFuture(), nullptr));
+  ASSERT_TRUE(part.ok());
+  std::vector<float> values(2);
+  ASSERT_TRUE(
+      common::BytesToFloats(part->values, absl::MakeSpan(values), "v").ok());
+  EXPECT_THAT(values, ElementsAre(2, 3));
+  args.keys = {3, 9};
+  auto outside = std::get<absl::StatusOr<PullResult>>(
+      shard.Pull(args, absl::InfiniteFuture(), nullptr));
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kOutOfRange);
+}
+
+}  // namespace
+}  // namespace ps::server

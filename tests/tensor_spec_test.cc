@@ -1,0 +1,61 @@
+#include "common/tensor_spec.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ps::common {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<TensorSpec> Softmax() {
+  return {{"w", {784, 10}, false}, {"b", {10}, true}};
+}
+
+TEST(TensorSpec, NumKeysIsTheSumOfElementCounts) {
+  EXPECT_EQ(NumKeys(Softmax()), 7850u);
+}
+
+TEST(TensorSpec, ValidationRejectsEmptyDuplicateAndNonPositive) {
+  EXPECT_TRUE(ValidateTensorSpecs(Softmax()).ok());
+  EXPECT_FALSE(ValidateTensorSpecs({}).ok());
+  EXPECT_THAT(ValidateTensorSpecs({{"", {1}, false}}).message(),
+              HasSubstr("empty name"));
+  EXPECT_THAT(ValidateTensorSpecs({{"a", {1}, false}, {"a", {2}, false}})
+                  .message(),
+              HasSubstr("declared twice"));
+  EXPECT_THAT(ValidateTensorSpecs({{"a", {3, 0}, false}}).message(),
+              HasSubstr("dimension 0"));
+  EXPECT_THAT(ValidateTensorSpecs({{"a", {}, false}}).message(),
+              HasSubstr("no dimensions"));
+}
+
+TEST(TensorSpec, DescribeDifferenceNamesTheTensor) {
+  EXPECT_EQ(DescribeDifference(Softmax(), Softmax()), "");
+  std::vector<TensorSpec> other = Softmax();
+  other[0].shape = {784, 11};
+  EXPECT_THAT(DescribeDifference(Softmax(), other),
+              HasSubstr("w[784,10]"));
+  EXPECT_THAT(DescribeDifference(Softmax(), other), HasSubstr("w[784,11]"));
+  other = Softmax();
+  other.pop_back();
+  EXPECT_THAT(DescribeDifference(Softmax(), other), HasSubstr("2 tensors"));
+  other = Softmax();
+  other[1].exempt_from_regularization = false;
+  EXPECT_THAT(DescribeDifference(Softmax(), other), HasSubstr("tensor #1"));
+}
+
+TEST(TensorSpec, SegmentsAreClippedToTheRangeAndCarryTheExemption) {
+  const auto segments = SegmentsInRange(Softmax(), {7000, 7845});
+  ASSERT_EQ(segments.size(), 2u);
+  EXPECT_EQ(segments[0].tensor_index, 0u);
+  EXPECT_EQ(segments[0].keys, (KeyRange{7000, 7840}));
+  EXPECT_TRUE(segments[0].regularize);
+  EXPECT_EQ(segments[1].tensor_index, 1u);
+  EXPECT_EQ(segments[1].keys, (KeyRange{7840, 7845}));
+  EXPECT_FALSE(segments[1].regularize);
+  EXPECT_TRUE(SegmentsInRange(Softmax(), {5, 5}).empty());
+}
+
+}  // namespace
+}  // namespace ps::common

@@ -1,0 +1,93 @@
+// ps_worker: trains on its shard of the data against the parameter servers.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/cli.h"
+#include "common/dataset.h"
+#include "spdlog/spdlog.h"
+#include "worker/model.h"
+#include "worker/parameter_client.h"
+#include "worker/trainer.h"
+
+ABSL_FLAG(std::string, servers, "",
+          "Comma-separated host:port of every server, in shard order.");
+ABSL_FLAG(uint32_t, rank, 0, "This worker's rank in [0, num_workers).");
+ABSL_FLAG(uint32_t, num_workers, 1, "Number of workers in the job.");
+ABSL_FLAG(std::string, model, "softmax", "softmax or mlp.");
+ABSL_FLAG(uint32_t, batch_size, 64, "Examples per mini-batch on this worker.");
+ABSL_FLAG(uint32_t, epochs, 1, "Passes over the training set.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial θ and of the shuffles.");
+ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
+          "Directory holding Fashion-MNIST's gzip IDX files.");
+ABSL_FLAG(double, eval_every, 0.25,
+          "Rank 0 evaluates on the test set every this fraction of an epoch.");
+ABSL_FLAG(std::string, metrics_out, "",
+          "Rank 0 appends one JSON line per evaluation to this file.");
+ABSL_FLAG(double, rpc_deadline_s, 30.0, "Deadline of one RPC attempt.");
+ABSL_FLAG(double, max_retry_time_s, 120.0,
+          "Give up on a server after retrying this long, and exit non-zero.");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error, critical or off.");
+
+int main(int argc, char** argv) {
+  using ps::common::Die;
+  using ps::common::DieIfError;
+  ps::common::InitProgram(
+      argc, argv,
+      "ps_worker --servers=host:port,... --rank=R --num_workers=W "
+      "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
+  ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+
+  ps::worker::ClientOptions client_options;
+  client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');
+  if (absl::GetFlag(FLAGS_servers).empty()) {
+    Die("--servers is required: host:port of every server, in shard order");
+  }
+  client_options.worker_id = absl::GetFlag(FLAGS_rank);
+  const double deadline_s = absl::GetFlag(FLAGS_rpc_deadline_s);
+  const double retry_s = absl::GetFlag(FLAGS_max_retry_time_s);
+  if (!(deadline_s > 0) || !(retry_s > 0)) {
+    Die("--rpc_deadline_s and --max_retry_time_s must be > 0");
+  }
+  client_options.retry.rpc_deadline = absl::Seconds(deadline_s);
+  client_options.retry.max_retry_time = absl::Seconds(retry_s);
+
+  ps::worker::TrainerOptions options;
+  options.rank = absl::GetFlag(FLAGS_rank);
+  options.num_workers = absl::GetFlag(FLAGS_num_workers);
+  options.batch_size = absl::GetFlag(FLAGS_batch_size);
+  options.epochs = absl::GetFlag(FLAGS_epochs);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.eval_every = absl::GetFlag(FLAGS_eval_every);
+  options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
+  options.model_name = absl::GetFlag(FLAGS_model);
+
+  absl::StatusOr<std::unique_ptr<ps::worker::Model>> model =
+      ps::worker::CreateModel(options.model_name, 784, 10);
+  DieIfError(model.status(), "--model");
+
+  absl::StatusOr<ps::common::TrainTestData> data =
+      ps::common::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
+  DieIfError(data.status(), "cannot load the training data");
+  if (data->train.features.cols() != 784 || data->train.num_classes != 10) {
+    Die("--data_dir does not hold 28x28 images in 10 classes");
+  }
+  DieIfError(ps::worker::ValidateTrainerOptions(options, data->train.size()),
+             "invalid options");
+
+  absl::StatusOr<std::unique_ptr<ps::worker::ParameterClient>> client =
+      ps::worker::ParameterClient::Connect(client_options);
+  DieIfError(client.status(), "--servers");
+
+  ps::worker::Trainer trainer(options, model->get(), client->get(), &*data);
+  if (absl::Status trained = trainer.Run(); !trained.ok()) {
+    spdlog::error("training failed: {}", trained.ToString());
+    return 1;
+  }
+  spdlog::info("worker {} finished", options.rank);
+  return 0;
+}

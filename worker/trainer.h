@@ -1,0 +1,68 @@
+#ifndef PS_WORKER_TRAINER_H_
+#define PS_WORKER_TRAINER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/dataset.h"
+#include "worker/model.h"
+#include "worker/parameter_client.h"
+
+namespace ps::worker {
+
+struct TrainerOptions {
+  // This worker's rank in [0, num_workers); rank 0 evaluates. Default: 0 of 1
+  uint32_t rank = 0;
+  uint32_t num_workers = 1;
+  // Examples per mini-batch on this worker. Default: 64
+  uint32_t batch_size = 64;
+  // Passes over the training set. Default: 1
+  uint32_t epochs = 1;
+  // Seeds θ's initial values and each epoch's shuffle. Default: 1
+  uint64_t seed = 1;
+  // Rank 0 evaluates every this fraction of an epoch. Default: 0.25
+  double eval_every = 0.25;
+  // Rank 0 appends one JSON line per evaluation here; empty: none.
+  std::string metrics_out;
+  // Identifies the job in the metrics lines.
+  std::string model_name;
+};
+
+// Validated before any network traffic; mentions the flag names.
+absl::Status ValidateTrainerOptions(const TrainerOptions& options,
+                                    int64_t train_size);
+
+// The worker's loop: pull θ from every shard, compute the mean gradient of a
+// mini-batch of its own data shard, push it. Each worker trains on part
+// `rank` of `num_workers` of the training set, reshuffled every epoch, and
+// every worker takes the same number of steps so sync rounds always fill.
+class Trainer {
+ public:
+  Trainer(TrainerOptions options, Model* model, ParameterClient* client,
+          const common::TrainTestData* data);
+
+  absl::Status Run();
+
+  // θ as last pulled (after Run: the final θ).
+  const std::vector<float>& theta() const { return theta_; }
+  // The last evaluation rank 0 made.
+  const Evaluation& last_evaluation() const { return last_evaluation_; }
+
+ private:
+  absl::Status Evaluate(uint64_t step, uint64_t version,
+                        uint64_t samples_applied, double train_loss);
+
+  TrainerOptions options_;
+  Model* model_;
+  ParameterClient* client_;
+  const common::TrainTestData* data_;
+  std::vector<float> theta_;
+  Evaluation last_evaluation_;
+  std::string mode_;  // as the servers reported it
+  double start_seconds_ = 0;
+};
+
+}  // namespace ps::worker
+
+#endif  // PS_WORKER_TRAINER_H_
