@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/rpc/channel.h"
 #include "server/ps_server.h"
 #include "spdlog/spdlog.h"
 
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
       "ps_server --shard_index=I --num_shards=S --num_workers=W "
       "[--listen=host:port] [--mode=sync|async] [--lr=...]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+  ps::rpc::RouteGrpcLogsToSpdlog();
 
   ps::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

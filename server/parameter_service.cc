@@ -23,50 +23,37 @@ void FillPullResponse(PullResult result, ps::v1::PullResponse* response) {
   response->set_values(std::move(result.values));
 }
 
-// A pull that may wait for its version. The mutex orders the three ways it
-// can end (ready at once, woken by a push, cancelled) against the start, so
-// the reactor is never finished before it has stored its ticket.
+// A pull that may wait for its version. Its ticket exists before the pull
+// can park, and once parked the reactor is only touched by whichever of
+// "woken by a push", "expired" or "cancelled" the shard runs, exactly once.
+// Finish may delete the reactor (OnDone), so nothing touches it afterwards.
 class PullReactor final : public grpc::ServerUnaryReactor {
  public:
   PullReactor(ParameterShard* shard, ps::v1::PullResponse* response)
-      : shard_(shard), response_(response) {}
+      : shard_(shard), response_(response), ticket_(shard->NewPullTicket()) {}
 
   void Start(const PullArgs& args, absl::Time expires) {
-    absl::MutexLock lock(&mutex_);
-    auto started = shard_->Pull(
-        args, expires, [this](absl::StatusOr<PullResult> result) {
-          absl::MutexLock lock(&mutex_);
+    std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
+        args, expires, ticket_,
+        [this](absl::StatusOr<PullResult> result) {
           Complete(std::move(result));
         });
-    if (auto* ready = std::get_if<absl::StatusOr<PullResult>>(&started)) {
-      Complete(std::move(*ready));
-    } else {
-      ticket_ = std::get<ParameterShard::PullTicket>(started);
-    }
+    if (ready.has_value()) Complete(std::move(*ready));
   }
 
-  void OnCancel() override {
-    ParameterShard::PullTicket ticket;
-    {
-      absl::MutexLock lock(&mutex_);
-      ticket = ticket_;
-    }
-    if (ticket != 0) shard_->CancelPull(ticket);
-  }
+  void OnCancel() override { shard_->CancelPull(ticket_); }
 
   void OnDone() override { delete this; }
 
  private:
-  void Complete(absl::StatusOr<PullResult> result)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+  void Complete(absl::StatusOr<PullResult> result) {
     if (result.ok()) FillPullResponse(std::move(*result), response_);
     Finish(rpc::ToGrpcStatus(result.status()));
   }
 
   ParameterShard* const shard_;
   ps::v1::PullResponse* const response_;
-  absl::Mutex mutex_;
-  ParameterShard::PullTicket ticket_ ABSL_GUARDED_BY(mutex_) = 0;
+  const ParameterShard::PullTicket ticket_;
 };
 
 ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {

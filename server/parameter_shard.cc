@@ -125,9 +125,13 @@ PullResult ParameterShard::Read(const KeyRange& keys) const {
   return result;
 }
 
-std::variant<absl::StatusOr<PullResult>, ParameterShard::PullTicket>
-ParameterShard::Pull(const PullArgs& args, absl::Time expires,
-                     PullDone done) {
+ParameterShard::PullTicket ParameterShard::NewPullTicket() {
+  return next_ticket_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
+    const PullArgs& args, absl::Time expires, PullTicket ticket,
+    PullDone done) {
   absl::MutexLock lock(&mutex_);
   if (!initialized_) {
     return absl::FailedPreconditionError(
@@ -136,11 +140,10 @@ ParameterShard::Pull(const PullArgs& args, absl::Time expires,
   absl::StatusOr<KeyRange> keys = ResolvePullKeys(args.keys);
   if (!keys.ok()) return keys.status();
   if (version_ >= args.min_version) return Read(*keys);
-  const PullTicket ticket = next_ticket_++;
   PullArgs parked = args;
   parked.keys = *keys;
   parked_.emplace(ticket, ParkedPull{parked, expires, std::move(done)});
-  return ticket;
+  return std::nullopt;
 }
 
 bool ParameterShard::CancelPull(PullTicket ticket) {

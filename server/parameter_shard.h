@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
-#include <variant>
+#include <atomic>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -131,12 +131,19 @@ class ParameterShard {
   using PullDone = std::function<void(absl::StatusOr<PullResult>)>;
   using PullTicket = uint64_t;
 
+  // A fresh ticket for Pull: taken before parking, so the caller knows it
+  // before `done` can possibly run.
+  PullTicket NewPullTicket();
+
   // θ[keys] at once when the version reached min_version (or the error, for
-  // a bad request); otherwise parks `done`, which later runs on the thread
-  // whose push advances the version, or with DEADLINE_EXCEEDED at `expires`
-  // (see ExpirePulls), or with CANCELLED, and returns its ticket.
-  std::variant<absl::StatusOr<PullResult>, PullTicket> Pull(
-      const PullArgs& args, absl::Time expires, PullDone done);
+  // a bad request). Otherwise parks `done` under `ticket` and returns
+  // nullopt; `done` later runs on the thread whose push advances the version,
+  // or with DEADLINE_EXCEEDED at `expires` (see ExpirePulls), or with
+  // CANCELLED.
+  std::optional<absl::StatusOr<PullResult>> Pull(const PullArgs& args,
+                                                 absl::Time expires,
+                                                 PullTicket ticket,
+                                                 PullDone done);
 
   // Ends a parked pull with CANCELLED; false when it already ended.
   bool CancelPull(PullTicket ticket);
@@ -196,7 +203,7 @@ class ParameterShard {
   uint64_t pushes_duplicate_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_stale_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_rejected_ ABSL_GUARDED_BY(mutex_) = 0;
-  PullTicket next_ticket_ ABSL_GUARDED_BY(mutex_) = 1;
+  std::atomic<PullTicket> next_ticket_{1};
   absl::flat_hash_map<PullTicket, ParkedPull> parked_ ABSL_GUARDED_BY(mutex_);
 };
 

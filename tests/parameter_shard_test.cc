@@ -46,8 +46,10 @@ void InitShard(ParameterShard& shard, std::vector<float> values) {
 }
 
 std::vector<float> Theta(ParameterShard& shard) {
-  auto pulled = shard.Pull({}, absl::InfiniteFuture(), nullptr);
-  auto& result = std::get<absl::StatusOr<PullResult>>(pulled);
+  auto pulled = shard.Pull({}, absl::InfiniteFuture(), shard.NewPullTicket(),
+                           nullptr);
+  EXPECT_TRUE(pulled.has_value());
+  auto& result = *pulled;
   EXPECT_TRUE(result.ok()) << result.status();
   std::vector<float> theta(result->keys.size());
   EXPECT_TRUE(common::BytesToFloats(result->values, absl::MakeSpan(theta), "θ")
@@ -267,9 +269,9 @@ TEST(ParameterShard, AParkedPullIsAnsweredWhenTheRoundCloses) {
   std::optional<absl::StatusOr<PullResult>> answer;
   PullArgs args;
   args.min_version = 1;
-  auto started = shard.Pull(args, absl::InfiniteFuture(),
+  auto started = shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
                             [&](absl::StatusOr<PullResult> r) { answer = r; });
-  ASSERT_TRUE(std::holds_alternative<ParameterShard::PullTicket>(started));
+  ASSERT_FALSE(started.has_value());
   EXPECT_FALSE(answer.has_value());
   ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
   ASSERT_TRUE(answer.has_value());
@@ -289,11 +291,15 @@ TEST(ParameterShard, AParkedPullExpiresOrIsCancelled) {
   args.min_version = 3;
   const absl::Time expires = absl::Now() + absl::Seconds(5);
   std::optional<absl::Status> first, second;
-  shard.Pull(args, expires,
+  shard.Pull(args, expires, shard.NewPullTicket(),
              [&](absl::StatusOr<PullResult> r) { first = r.status(); });
-  auto ticket = std::get<ParameterShard::PullTicket>(shard.Pull(
-      args, absl::InfiniteFuture(),
-      [&](absl::StatusOr<PullResult> r) { second = r.status(); }));
+  const ParameterShard::PullTicket ticket = shard.NewPullTicket();
+  ASSERT_FALSE(shard
+                   .Pull(args, absl::InfiniteFuture(), ticket,
+                         [&](absl::StatusOr<PullResult> r) {
+                           second = r.status();
+                         })
+                   .has_value());
   shard.ExpirePulls(expires - absl::Seconds(1));
   EXPECT_FALSE(first.has_value());
   shard.ExpirePulls(expires);
@@ -311,16 +317,16 @@ TEST(ParameterShard, PullOfASubRangeAndOutsideTheShard) {
   InitShard(shard, {1, 2, 3, 4});
   PullArgs args;
   args.keys = {1, 3};
-  auto part = std::get<absl::StatusOr<PullResult>>(
-      shard.Pull(args, absl::InfiniteFuture(), nullptr));
+  auto part = *shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
+                          nullptr);
   ASSERT_TRUE(part.ok());
   std::vector<float> values(2);
   ASSERT_TRUE(
       common::BytesToFloats(part->values, absl::MakeSpan(values), "v").ok());
   EXPECT_THAT(values, ElementsAre(2, 3));
   args.keys = {3, 9};
-  auto outside = std::get<absl::StatusOr<PullResult>>(
-      shard.Pull(args, absl::InfiniteFuture(), nullptr));
+  auto outside = *shard.Pull(args, absl::InfiniteFuture(),
+                             shard.NewPullTicket(), nullptr);
   EXPECT_EQ(outside.status().code(), absl::StatusCode::kOutOfRange);
 }
 

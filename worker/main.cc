@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "common/rpc/channel.h"
 #include "common/dataset.h"
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
       "ps_worker --servers=host:port,... --rank=R --num_workers=W "
       "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+  ps::rpc::RouteGrpcLogsToSpdlog();
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');

@@ -124,7 +124,7 @@ class Classifier : public Model {
       Reserve(rows);
       auto logits = logits_.topRows(rows);
       Forward(params, data.features.middleRows(start, rows), logits);
-      // Before SoftmaxCrossEntropy turns the logits into probabilities.
+      // Argmax first: SoftmaxCrossEntropy overwrites the logits.
       for (Eigen::Index i = 0; i < rows; ++i) {
         Eigen::Index best = 0;
         for (Eigen::Index c = 1; c < num_classes_; ++c) {
@@ -216,7 +216,8 @@ class SoftmaxModel final : public Classifier {
     // The loss is convex, so small weights only break exact ties.
     std::vector<float> params(num_params(), 0.0f);
     PortableUniform uniform(seed);
-    uniform.Fill(0.01f, params.data(), WeightCount());
+    const float limit = 1.0f / std::sqrt(static_cast<float>(input_dim_));
+    uniform.Fill(limit, params.data(), num_params());
     return params;
   }
 

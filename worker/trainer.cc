@@ -1,5 +1,6 @@
 #include "worker/trainer.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -91,10 +92,13 @@ absl::Status Trainer::Run() {
   mode_ = cluster->mode;
   const bool sync = mode_ == "sync";
 
-  // Every worker takes the steps the smallest shard allows, so no sync round
-  // waits for a worker that has run out of data.
+  // An epoch is one pass over each worker's whole shard, the last batch
+  // holding what is left. Every worker takes the same number of steps (shards
+  // differ by at most one example), so no sync round waits for a worker that
+  // ran out of data; the round's mean weighs each batch by its size.
   const common::KeyRange mine = common::BalancedPart(train.size(), workers, rank);
-  const uint64_t steps_per_epoch = (train.size() / workers) / batch;
+  const uint64_t smallest_shard = train.size() / workers;
+  const uint64_t steps_per_epoch = (smallest_shard + batch - 1) / batch;
   const uint64_t total_steps = steps_per_epoch * options_.epochs;
   std::vector<int64_t> order(mine.size());
   std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
@@ -106,7 +110,6 @@ absl::Status Trainer::Run() {
   std::vector<float> gradient(theta_.size());
   common::RowMatrix x(batch, train.features.cols());
   std::vector<int32_t> labels(batch);
-  const double examples_per_step = static_cast<double>(batch) * workers;
   double next_eval = options_.eval_every;
   double loss_sum = 0;
   uint64_t loss_count = 0;
@@ -122,28 +125,33 @@ absl::Status Trainer::Run() {
         client_->Pull(sync ? step : 0, absl::MakeSpan(theta_));
     if (!pulled.ok()) return pulled.status();
 
-    if (rank == 0 && step * examples_per_step / train.size() >= next_eval) {
+    const double epochs_done = static_cast<double>(step) / steps_per_epoch;
+    if (rank == 0 && epochs_done >= next_eval) {
       absl::Status evaluated =
           Evaluate(step, pulled->version, pulled->samples_applied,
                    loss_count ? loss_sum / loss_count : 0);
       if (!evaluated.ok()) return evaluated;
       loss_sum = 0;
       loss_count = 0;
-      while (step * examples_per_step / train.size() >= next_eval) {
+      while (epochs_done >= next_eval) {
         next_eval += options_.eval_every;
       }
     }
 
-    for (uint32_t b = 0; b < batch; ++b) {
-      const int64_t example = order[in_epoch * batch + b];
+    const uint64_t first = in_epoch * batch;
+    const uint32_t rows =
+        static_cast<uint32_t>(std::min<uint64_t>(batch, order.size() - first));
+    for (uint32_t b = 0; b < rows; ++b) {
+      const int64_t example = order[first + b];
       x.row(b) = train.features.row(example);
       labels[b] = train.labels[example];
     }
-    loss_sum += model_->LossAndGradient(theta_, x, labels,
-                                        absl::MakeSpan(gradient));
+    loss_sum += model_->LossAndGradient(
+        theta_, x.topRows(rows), absl::MakeConstSpan(labels).first(rows),
+        absl::MakeSpan(gradient));
     ++loss_count;
     if (absl::Status pushed =
-            client_->Push(step, pulled->version, batch, gradient);
+            client_->Push(step, pulled->version, rows, gradient);
         !pushed.ok()) {
       return pushed;
     }

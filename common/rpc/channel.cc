@@ -3,7 +3,9 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpc/support/log.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "spdlog/spdlog.h"
 
 namespace ps::rpc {
 
@@ -19,6 +21,12 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2'000);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
                                    args);
+}
+
+void RouteGrpcLogsToSpdlog() {
+  gpr_set_log_function([](gpr_log_func_args* args) {
+    spdlog::debug("grpc {}:{}: {}", args->file, args->line, args->message);
+  });
 }
 
 void ConfigureServerBuilder(grpc::ServerBuilder& builder) {

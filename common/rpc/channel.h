@@ -17,6 +17,11 @@ inline constexpr int kMaxMessageBytes = 512 << 20;
 // pings, so a dead peer is noticed even while a call is parked.
 std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target);
 
+// Sends gRPC's own log lines through spdlog at debug level: every gRPC
+// failure reaches our code as a status, which we report with its context,
+// so gRPC's line would only repeat it in another format.
+void RouteGrpcLogsToSpdlog();
+
 // Applies the same limits and keepalive policy to a server.
 void ConfigureServerBuilder(grpc::ServerBuilder& builder);
 

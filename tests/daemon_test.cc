@@ -1,0 +1,265 @@
+// The real binaries, started as processes exactly as a user starts them:
+// ps_local on Fashion-MNIST, and the daemons' start-up checks.
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/dataset.h"
+#include "common/subprocess.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ps {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string BinDir() {
+  const char* dir = std::getenv("PS_BIN_DIR");
+  return dir != nullptr ? dir : "build/bin";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::string TempDir(const std::string& name) {
+  std::string dir = absl::StrCat(::testing::TempDir(), "/ps_", name, "_", getpid());
+  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'").c_str()), 0);
+  return dir;
+}
+
+struct Outcome {
+  int wait_status = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs a binary to completion (bounded: a hang fails the test, never CI).
+Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
+            absl::Duration timeout = absl::Seconds(300)) {
+  argv[0] = absl::StrCat(BinDir(), "/", argv[0]);
+  absl::StatusOr<common::Subprocess> process = common::Subprocess::Spawn(argv, log);
+  EXPECT_TRUE(process.ok()) << process.status();
+  Outcome outcome;
+  if (!process.ok()) return outcome;
+  std::optional<int> status = process->WaitFor(timeout);
+  EXPECT_TRUE(status.has_value()) << argv[0] << " did not finish in time";
+  outcome.wait_status = status ? *status : process->Stop(absl::Seconds(1));
+  outcome.output = ReadFile(log);
+  return outcome;
+}
+
+bool ExitedWith(const Outcome& outcome, int code) {
+  return WIFEXITED(outcome.wait_status) &&
+         WEXITSTATUS(outcome.wait_status) == code;
+}
+
+double Field(const std::string& json, const std::string& key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
+  const size_t at = json.find(needle);
+  EXPECT_NE(at, std::string::npos) << key << " missing in " << json;
+  if (at == std::string::npos) return -1;
+  return std::strtod(json.c_str() + at + needle.size(), nullptr);
+}
+
+class LocalCluster : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LocalCluster, TrainsFashionMnistAndWritesOneJsonLinePerEvaluation) {
+  const std::string dir = TempDir(absl::StrCat("local_", GetParam()));
+  Outcome outcome = RunBinary({"ps_local", "--servers=2", "--workers=2",
+                         absl::StrCat("--mode=", GetParam()), "--model=softmax",
+                         "--epochs=1", "--eval_every=0.5",
+                         absl::StrCat("--out_dir=", dir)},
+                        dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("ps_local: done"));
+  EXPECT_THAT(outcome.output, HasSubstr("test accuracy"));
+
+  std::vector<std::string> lines = absl::StrSplit(
+      ReadFile(dir + "/metrics.jsonl"), '\n', absl::SkipEmpty());
+  // Evaluations at 0.5 epochs and the final one.
+  ASSERT_GE(lines.size(), 2u);
+  double previous_time = -1;
+  for (const std::string& line : lines) {
+    for (const char* key : {"time_s", "epoch", "step", "test_accuracy",
+                            "test_loss", "samples_per_s"}) {
+      EXPECT_GE(Field(line, key), 0) << key;
+    }
+    EXPECT_GT(Field(line, "time_s"), previous_time);
+    previous_time = Field(line, "time_s");
+  }
+  const std::string& last = lines.back();
+  // Every example of the epoch was applied, the last batches short.
+  EXPECT_EQ(Field(last, "epoch"), 1.0);
+  EXPECT_EQ(Field(last, "samples"), 60000);
+  EXPECT_GT(Field(last, "test_accuracy"), 0.75);
+  EXPECT_GT(Field(last, "samples_per_s"), 0);
+  EXPECT_THAT(last, HasSubstr(absl::StrCat("\"mode\":\"", GetParam(), "\"")));
+  // Every process it started is gone: servers were stopped, logs closed.
+  EXPECT_THAT(ReadFile(dir + "/server-0.log"), HasSubstr("shutting down"));
+  EXPECT_THAT(ReadFile(dir + "/server-1.log"), HasSubstr("shutting down"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, LocalCluster,
+                         ::testing::Values("sync", "async"));
+
+TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
+  const std::string dir = TempDir("bad_data");
+  Outcome outcome = RunBinary({"ps_local", "--servers=1", "--workers=2",
+                         "--data_dir=/nonexistent/fashion",
+                         absl::StrCat("--out_dir=", dir)},
+                        dir + "/ps_local.out", absl::Seconds(60));
+  EXPECT_TRUE(ExitedWith(outcome, 1)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("worker"));
+  EXPECT_THAT(outcome.output, HasSubstr("/nonexistent/fashion"));
+}
+
+// The pid of the process whose command line contains `needle`.
+pid_t FindProcess(const std::string& needle) {
+  DIR* proc = opendir("/proc");
+  pid_t found = 0;
+  while (dirent* entry = readdir(proc)) {
+    const pid_t pid = std::atoi(entry->d_name);
+    if (pid <= 0) continue;
+    std::string cmdline = ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
+    if (cmdline.find(needle) != std::string::npos) found = pid;
+  }
+  closedir(proc);
+  return found;
+}
+
+TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging) {
+  const std::string dir = TempDir("kill_server");
+  std::vector<std::string> argv = {absl::StrCat(BinDir(), "/ps_local"),
+                                   "--servers=2", "--workers=2", "--epochs=50",
+                                   absl::StrCat("--out_dir=", dir)};
+  auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
+  ASSERT_TRUE(process.ok());
+  // Wait until training is under way, then kill -9 server 1.
+  const absl::Time give_up = absl::Now() + absl::Seconds(120);
+  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  const pid_t server = FindProcess(absl::StrCat(dir, "/server-1.port"));
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(kill(server, SIGKILL), 0);
+  std::optional<int> status = process->WaitFor(absl::Seconds(60));
+  ASSERT_TRUE(status.has_value()) << "ps_local hung after a server died";
+  EXPECT_FALSE(common::ExitedCleanly(*status));
+  const std::string output = ReadFile(dir + "/ps_local.out");
+  EXPECT_THAT(output, HasSubstr("server 1 killed by signal 9"));
+  // No process of this job is left behind.
+  EXPECT_EQ(FindProcess(absl::StrCat(dir, "/server-0.port")), 0);
+  EXPECT_EQ(FindProcess(absl::StrCat("--metrics_out=", dir)), 0);
+}
+
+TEST(LocalClusterFaults, CtrlCStopsEveryProcessAndFails) {
+  const std::string dir = TempDir("interrupt");
+  std::vector<std::string> argv = {absl::StrCat(BinDir(), "/ps_local"),
+                                   "--servers=2", "--workers=2", "--epochs=50",
+                                   absl::StrCat("--out_dir=", dir)};
+  auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
+  ASSERT_TRUE(process.ok());
+  const absl::Time give_up = absl::Now() + absl::Seconds(120);
+  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  process->Signal(SIGINT);
+  std::optional<int> status = process->WaitFor(absl::Seconds(30));
+  ASSERT_TRUE(status.has_value()) << "ps_local did not stop on SIGINT";
+  EXPECT_FALSE(common::ExitedCleanly(*status));
+  EXPECT_THAT(ReadFile(dir + "/ps_local.out"), HasSubstr("interrupted"));
+  EXPECT_EQ(FindProcess(absl::StrCat(dir, "/server-0.port")), 0);
+  EXPECT_EQ(FindProcess(absl::StrCat(dir, "/server-1.port")), 0);
+  EXPECT_EQ(FindProcess(absl::StrCat("--metrics_out=", dir)), 0);
+}
+
+TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
+  const std::string dir = TempDir("flags");
+  struct Case {
+    std::vector<std::string> argv;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"ps_server", "--mode=bsp"}, "unknown mode 'bsp'"},
+      {{"ps_server", "--shard_index=2", "--num_shards=2"}, "shard_index 2"},
+      {{"ps_server", "--lr=0"}, "learning rate"},
+      {{"ps_server", "--clip_min=1", "--clip_max=0"}, "box constraint is empty"},
+      {{"ps_server", "--listen=not-an-address"}, "cannot listen"},
+      {{"ps_worker"}, "--servers is required"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--model=cnn"}, "unknown model"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--rank=3", "--num_workers=2"},
+       "--rank=3"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--batch_size=0"},
+       "--batch_size"},
+      {{"ps_local", "--mode=ssp"}, "not sync or async"},
+      {{"ps_local", "--servers=0"}, "--servers must be"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    Outcome outcome = RunBinary(cases[i].argv, absl::StrCat(dir, "/", i, ".out"),
+                          absl::Seconds(60));
+    EXPECT_TRUE(ExitedWith(outcome, 2)) << cases[i].argv[0] << " " << outcome.output;
+    EXPECT_THAT(outcome.output, HasSubstr(cases[i].says));
+    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
+        << outcome.output;
+  }
+}
+
+// Copies Fashion-MNIST into `dir`, replacing one file with `contents`.
+void CopyDataReplacing(const std::string& dir, const std::string& file,
+                       const std::string& contents) {
+  ASSERT_EQ(std::system(absl::StrCat("cp ", common::kDefaultFashionMnistDir,
+                                     "/*.gz '", dir, "/'")
+                            .c_str()),
+            0);
+  std::ofstream(absl::StrCat(dir, "/", file), std::ios::binary) << contents;
+}
+
+TEST(Daemons, CorruptDataStopsTheWorkerWithAClearLine) {
+  const std::string real = ReadFile(absl::StrCat(
+      common::kDefaultFashionMnistDir, "/t10k-labels-idx1-ubyte.gz"));
+  ASSERT_GT(real.size(), 100u);
+  // A gzip stream of a label file with an image file's magic number.
+  std::string wrong_magic;
+  {
+    const std::string path = TempDir("magic_src") + "/x.gz";
+    gzFile out = gzopen(path.c_str(), "wb");
+    const unsigned char header[8] = {0, 0, 8, 3, 0, 0, 0, 0};
+    gzwrite(out, header, sizeof(header));
+    gzclose(out);
+    wrong_magic = ReadFile(path);
+  }
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {real.substr(0, real.size() / 2), "t10k-labels-idx1-ubyte.gz"},
+      {wrong_magic, "magic"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string dir = TempDir(absl::StrCat("corrupt", i));
+    CopyDataReplacing(dir, "t10k-labels-idx1-ubyte.gz", cases[i].first);
+    Outcome outcome =
+        RunBinary({"ps_worker", "--servers=127.0.0.1:1", absl::StrCat("--data_dir=", dir)},
+            dir + "/worker.out", absl::Seconds(60));
+    EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
+    EXPECT_THAT(outcome.output, HasSubstr("cannot load the training data"));
+    EXPECT_THAT(outcome.output, HasSubstr(cases[i].second));
+    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
+        << outcome.output;
+  }
+}
+
+}  // namespace
+}  // namespace ps
