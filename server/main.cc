@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
 #include "common/rpc/channel.h"
@@ -34,8 +35,8 @@ ABSL_FLAG(float, max_norm, std::numeric_limits<float>::infinity(),
 ABSL_FLAG(float, penalty_beta, 0.0f,
           "If > 0, enforce the constraints as the penalty β·∇C instead of "
           "projecting onto them.");
-ABSL_FLAG(double, max_pull_wait_s, 60.0,
-          "Longest a pull may wait for its version, in seconds.");
+ABSL_FLAG(absl::Duration, max_pull_wait, absl::Seconds(60),
+          "Longest a pull may wait for its version, e.g. 60s.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -66,9 +67,10 @@ int main(int argc, char** argv) {
   update.nonnegative = absl::GetFlag(FLAGS_nonnegative);
   update.max_norm = absl::GetFlag(FLAGS_max_norm);
   update.penalty_beta = absl::GetFlag(FLAGS_penalty_beta);
-  const double max_pull_wait_s = absl::GetFlag(FLAGS_max_pull_wait_s);
-  if (!(max_pull_wait_s > 0)) Die("--max_pull_wait_s must be > 0");
-  options.max_pull_wait = absl::Seconds(max_pull_wait_s);
+  options.max_pull_wait = absl::GetFlag(FLAGS_max_pull_wait);
+  if (options.max_pull_wait <= absl::ZeroDuration()) {
+    Die("--max_pull_wait must be > 0");
+  }
   ps::common::DieIfError(ps::server::ValidateShardOptions(options.shard),
                          "invalid options");
 

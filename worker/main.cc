@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
@@ -28,8 +29,9 @@ ABSL_FLAG(double, eval_every, 0.25,
           "Rank 0 evaluates on the test set every this fraction of an epoch.");
 ABSL_FLAG(std::string, metrics_out, "",
           "Rank 0 appends one JSON line per evaluation to this file.");
-ABSL_FLAG(double, rpc_deadline_s, 30.0, "Deadline of one RPC attempt.");
-ABSL_FLAG(double, max_retry_time_s, 120.0,
+ABSL_FLAG(absl::Duration, rpc_deadline, absl::Seconds(30),
+          "Deadline of one RPC attempt, e.g. 30s.");
+ABSL_FLAG(absl::Duration, max_retry_time, absl::Seconds(120),
           "Give up on a server after retrying this long, and exit non-zero.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
@@ -50,13 +52,12 @@ int main(int argc, char** argv) {
     Die("--servers is required: host:port of every server, in shard order");
   }
   client_options.worker_id = absl::GetFlag(FLAGS_rank);
-  const double deadline_s = absl::GetFlag(FLAGS_rpc_deadline_s);
-  const double retry_s = absl::GetFlag(FLAGS_max_retry_time_s);
-  if (!(deadline_s > 0) || !(retry_s > 0)) {
-    Die("--rpc_deadline_s and --max_retry_time_s must be > 0");
+  client_options.retry.rpc_deadline = absl::GetFlag(FLAGS_rpc_deadline);
+  client_options.retry.max_retry_time = absl::GetFlag(FLAGS_max_retry_time);
+  if (client_options.retry.rpc_deadline <= absl::ZeroDuration() ||
+      client_options.retry.max_retry_time <= absl::ZeroDuration()) {
+    Die("--rpc_deadline and --max_retry_time must be > 0");
   }
-  client_options.retry.rpc_deadline = absl::Seconds(deadline_s);
-  client_options.retry.max_retry_time = absl::Seconds(retry_s);
 
   ps::worker::TrainerOptions options;
   options.rank = absl::GetFlag(FLAGS_rank);

@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/subprocess.h"
@@ -45,7 +46,8 @@ ABSL_FLAG(std::string, worker_flags, "",
           "Extra flags for every ps_worker, space-separated.");
 ABSL_FLAG(std::string, bin_dir, "",
           "Where ps_server and ps_worker are; default: beside ps_local.");
-ABSL_FLAG(double, timeout_s, 3600, "Stop everything and fail after this long.");
+ABSL_FLAG(absl::Duration, timeout, absl::Hours(1),
+          "Stop everything and fail after this long.");
 ABSL_FLAG(bool, quiet, false, "Print only the summary line.");
 
 namespace {
@@ -166,7 +168,7 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &action, nullptr);
 
   const absl::Time start = absl::Now();
-  const absl::Time give_up = start + absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
   std::vector<Child> children;
 
   // Servers bind port 0 and report the port they got: no race for ports.
@@ -273,7 +275,7 @@ int main(int argc, char** argv) {
                                          "; stopped every process"));
     }
     if (absl::Now() > give_up) {
-      return Fail(children, "--timeout_s reached; stopped every process");
+      return Fail(children, "--timeout reached; stopped every process");
     }
     workers_done = 0;
     for (Child& child : children) {
