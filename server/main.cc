@@ -19,8 +19,22 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(uint32_t, shard_index, 0, "This server's shard, 0-based.");
 ABSL_FLAG(uint32_t, num_shards, 1, "Number of server shards in the job.");
 ABSL_FLAG(uint32_t, num_workers, 1,
-          "Workers expected to push every sync round (worker ids 0..n-1).");
-ABSL_FLAG(std::string, mode, "sync", "Consistency mode: sync or async.");
+          "Workers that must register before the first sync round closes; "
+          "after that, rounds wait for the live workers.");
+ABSL_FLAG(uint32_t, max_workers, 256,
+          "Worker ids accepted are 0 to max(num_workers, max_workers)-1, so "
+          "workers can join a running job.");
+ABSL_FLAG(std::string, mode, "sync", "Consistency mode: sync, async or ssp.");
+ABSL_FLAG(absl::Duration, lease_timeout, absl::Seconds(5),
+          "A worker silent for this long stops counting toward rounds.");
+ABSL_FLAG(uint32_t, sync_quorum, 0,
+          "Sync: close a round with the first k gradients (backup workers); "
+          "0 waits for every live worker.");
+ABSL_FLAG(absl::Duration, round_timeout, absl::InfiniteDuration(),
+          "Sync: close a round this long after it opened with what arrived.");
+ABSL_FLAG(uint32_t, staleness, 0,
+          "SSP: a worker at clock c reads once every live worker reached "
+          "c - staleness.");
 ABSL_FLAG(float, lr, 0.1f, "Learning rate α.");
 ABSL_FLAG(float, l2, 1e-4f, "L2 weight decay λ₂ (skips exempt tensors).");
 ABSL_FLAG(float, l1, 0.0f,
@@ -45,7 +59,7 @@ int main(int argc, char** argv) {
   ps::common::InitProgram(
       argc, argv,
       "ps_server --shard_index=I --num_shards=S --num_workers=W "
-      "[--listen=host:port] [--mode=sync|async] [--lr=...]");
+      "[--listen=host:port] [--mode=sync|async|ssp] [--lr=...]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();
 
@@ -54,6 +68,11 @@ int main(int argc, char** argv) {
   options.shard.shard_index = absl::GetFlag(FLAGS_shard_index);
   options.shard.num_shards = absl::GetFlag(FLAGS_num_shards);
   options.shard.num_workers = absl::GetFlag(FLAGS_num_workers);
+  options.shard.max_workers = absl::GetFlag(FLAGS_max_workers);
+  options.shard.lease_timeout = absl::GetFlag(FLAGS_lease_timeout);
+  options.shard.sync_quorum = absl::GetFlag(FLAGS_sync_quorum);
+  options.shard.round_timeout = absl::GetFlag(FLAGS_round_timeout);
+  options.shard.staleness = absl::GetFlag(FLAGS_staleness);
   absl::StatusOr<ps::server::ConsistencyMode> mode =
       ps::server::ParseConsistencyMode(absl::GetFlag(FLAGS_mode));
   ps::common::DieIfError(mode.status(), "--mode");

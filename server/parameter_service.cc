@@ -77,7 +77,7 @@ ParameterService::ParameterService(ParameterShard* shard,
     : shard_(shard), max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-      shard_->ExpirePulls(absl::Now());
+      shard_->Tick(absl::Now());
     }
   });
 }
@@ -85,6 +85,39 @@ ParameterService::ParameterService(ParameterShard* shard,
 ParameterService::~ParameterService() {
   stop_.Notify();
   expiry_ticker_.join();
+}
+
+grpc::ServerUnaryReactor* ParameterService::Register(
+    grpc::CallbackServerContext* context,
+    const ps::v1::RegisterRequest* request,
+    ps::v1::RegisterResponse* response) {
+  absl::StatusOr<RegisterResult> result =
+      shard_->Register(request->worker_id(), request->incarnation());
+  if (result.ok()) {
+    response->set_lease_timeout_ms(
+        absl::ToInt64Milliseconds(result->lease_timeout));
+    response->set_version(result->version);
+    response->set_rejoined(result->rejoined);
+    response->set_resume_step(result->resume_step);
+  }
+  return FinishNow(context, result.status());
+}
+
+grpc::ServerUnaryReactor* ParameterService::Heartbeat(
+    grpc::CallbackServerContext* context,
+    const ps::v1::HeartbeatRequest* request,
+    ps::v1::HeartbeatResponse* response) {
+  absl::StatusOr<uint64_t> version =
+      shard_->Heartbeat(request->worker_id(), request->incarnation());
+  if (version.ok()) response->set_version(*version);
+  return FinishNow(context, version.status());
+}
+
+grpc::ServerUnaryReactor* ParameterService::Leave(
+    grpc::CallbackServerContext* context, const ps::v1::LeaveRequest* request,
+    ps::v1::LeaveResponse*) {
+  return FinishNow(context,
+                   shard_->Leave(request->worker_id(), request->incarnation()));
 }
 
 grpc::ServerUnaryReactor* ParameterService::Init(
@@ -115,6 +148,7 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
   args.worker_id = request->worker_id();
   args.min_version = request->min_version();
   args.keys = {request->key_begin(), request->key_end()};
+  args.clock = request->clock();
   // The client's deadline ends the call through OnCancel; this bound covers
   // clients that set none.
   const absl::Time expires = std::min(
@@ -170,7 +204,19 @@ grpc::ServerUnaryReactor* ParameterService::Status(
     out->set_last_seq(w.last_seq);
     out->set_last_step(w.last_step);
     out->set_pushes(w.pushes);
+    out->set_state(std::string(WorkerStateName(w.state)));
+    out->set_clock(w.clock);
+    out->set_staleness(w.staleness);
+    out->set_seconds_since_heartbeat(absl::ToDoubleSeconds(w.since_heartbeat));
+    out->set_registrations(w.registrations);
   }
+  response->set_live_workers(s.live_workers);
+  response->set_rounds_closed_all_live(s.rounds_closed_all_live);
+  response->set_rounds_closed_by_quorum(s.rounds_closed_by_quorum);
+  response->set_rounds_closed_by_timeout(s.rounds_closed_by_timeout);
+  response->set_leases_expired(s.leases_expired);
+  response->set_sync_quorum(s.options.sync_quorum);
+  response->set_staleness(s.options.staleness);
   return FinishNow(context, absl::OkStatus());
 }
 

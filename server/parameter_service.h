@@ -13,12 +13,22 @@ namespace ps::server {
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
 // ticker ends those that outlive max_pull_wait even when the client set no
-// deadline.
+// deadline. The same ticker expires leases and round timeouts.
 class ParameterService final : public ps::v1::ParameterServer::CallbackService {
  public:
   ParameterService(ParameterShard* shard, absl::Duration max_pull_wait);
   ~ParameterService() override;
 
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
+                                     const ps::v1::RegisterRequest* request,
+                                     ps::v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(
+      grpc::CallbackServerContext* context,
+      const ps::v1::HeartbeatRequest* request,
+      ps::v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* context,
+                                  const ps::v1::LeaveRequest* request,
+                                  ps::v1::LeaveResponse* response) override;
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* context,
                                  const ps::v1::InitRequest* request,
                                  ps::v1::InitResponse* response) override;

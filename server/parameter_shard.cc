@@ -1,5 +1,6 @@
 #include "server/parameter_shard.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,12 +14,21 @@ using common::KeyRange;
 absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name) {
   if (name == "sync") return ConsistencyMode::kSync;
   if (name == "async") return ConsistencyMode::kAsync;
+  if (name == "ssp") return ConsistencyMode::kSsp;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown mode '", name, "'; choose sync or async"));
+      absl::StrCat("unknown mode '", name, "'; choose sync, async or ssp"));
 }
 
 absl::string_view ConsistencyModeName(ConsistencyMode mode) {
-  return mode == ConsistencyMode::kSync ? "sync" : "async";
+  switch (mode) {
+    case ConsistencyMode::kSync:
+      return "sync";
+    case ConsistencyMode::kAsync:
+      return "async";
+    case ConsistencyMode::kSsp:
+      return "ssp";
+  }
+  return "unknown";
 }
 
 absl::Status ValidateShardOptions(const ShardOptions& o) {
@@ -34,11 +44,77 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "num_workers must be between 1 and 65536, got ", o.num_workers));
   }
+  if (o.max_workers > 65536) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_workers must be at most 65536, got ", o.max_workers));
+  }
+  if (o.lease_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease_timeout must be > 0");
+  }
+  if (o.round_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("round_timeout must be > 0");
+  }
+  if (o.sync_quorum > 0 && o.mode != ConsistencyMode::kSync) {
+    return absl::InvalidArgumentError("sync_quorum applies to mode sync only");
+  }
+  if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
+    return absl::InvalidArgumentError("staleness applies to mode ssp only");
+  }
   return common::ValidateUpdateOptions(o.update);
 }
 
 ParameterShard::ParameterShard(ShardOptions options)
-    : options_(std::move(options)), workers_(options_.num_workers) {}
+    : options_(std::move(options)),
+      members_(options_.num_workers, options_.max_workers,
+               options_.lease_timeout) {}
+
+absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
+                                                        uint64_t incarnation) {
+  std::vector<Completion> satisfied;
+  RegisterResult result;
+  {
+    absl::MutexLock lock(&mutex_);
+    absl::StatusOr<Membership::Registration> registered =
+        members_.Register(worker_id, incarnation, absl::Now());
+    if (!registered.ok()) return registered.status();
+    result = {registered->rejoined, registered->resume_step, version_,
+              members_.lease_timeout()};
+    spdlog::info("shard {}: worker {} {} (incarnation {}, resuming at step "
+                 "{}); {} live",
+                 options_.shard_index, worker_id,
+                 registered->rejoined ? "rejoined" : "registered", incarnation,
+                 registered->resume_step, members_.LiveWorkers().size());
+    satisfied = TakeSatisfiedPulls();
+  }
+  for (auto& [done, answer] : satisfied) done(std::move(answer));
+  return result;
+}
+
+absl::StatusOr<uint64_t> ParameterShard::Heartbeat(uint32_t worker_id,
+                                                   uint64_t incarnation) {
+  absl::MutexLock lock(&mutex_);
+  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, absl::Now());
+      !s.ok()) {
+    return s;
+  }
+  return version_;
+}
+
+absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation) {
+  std::vector<Completion> satisfied;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (absl::Status s = members_.Leave(worker_id, incarnation); !s.ok()) {
+      return s;
+    }
+    spdlog::info("shard {}: worker {} left; {} live", options_.shard_index,
+                 worker_id, members_.LiveWorkers().size());
+    MaybeCloseRound(absl::Now());
+    satisfied = TakeSatisfiedPulls();
+  }
+  for (auto& [done, answer] : satisfied) done(std::move(answer));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
   if (args.shard_index != options_.shard_index ||
@@ -50,10 +126,11 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         ": the worker's --servers order must match the servers' "
         "--shard_index and --num_shards"));
   }
-  if (args.worker_id >= options_.num_workers) {
+  if (const uint32_t ids = std::max(options_.num_workers, options_.max_workers);
+      args.worker_id >= ids) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "worker_id ", args.worker_id, " is outside [0, ", options_.num_workers,
-        "): this server expects --num_workers=", options_.num_workers));
+        "unknown worker_id ", args.worker_id,
+        ": this server accepts worker ids 0 to ", ids - 1));
   }
   if (absl::Status valid = common::ValidateTensorSpecs(args.tensors);
       !valid.ok()) {
@@ -91,7 +168,8 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
   theta_ = std::move(theta);
   scratch_.assign(keys_.size(), 0.0f);
   if (options_.mode == ConsistencyMode::kSync) {
-    round_.emplace(options_.num_workers, keys_.size());
+    round_.emplace(keys_.size());
+    round_opened_ = absl::Now();
   }
   initialized_ = true;
   spdlog::info("shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
@@ -139,9 +217,9 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   }
   absl::StatusOr<KeyRange> keys = ResolvePullKeys(args.keys);
   if (!keys.ok()) return keys.status();
-  if (version_ >= args.min_version) return Read(*keys);
   PullArgs parked = args;
   parked.keys = *keys;
+  if (Satisfied(parked)) return Read(*keys);
   parked_.emplace(ticket, ParkedPull{parked, expires, std::move(done)});
   return std::nullopt;
 }
@@ -159,25 +237,37 @@ bool ParameterShard::CancelPull(PullTicket ticket) {
   return true;
 }
 
-void ParameterShard::ExpirePulls(absl::Time now) {
-  std::vector<Completion> expired;
+void ParameterShard::Tick(absl::Time now) {
+  std::vector<Completion> done_now;
   {
     absl::MutexLock lock(&mutex_);
     for (auto it = parked_.begin(); it != parked_.end();) {
       if (it->second.expires <= now) {
-        expired.emplace_back(
+        done_now.emplace_back(
             std::move(it->second.done),
             absl::DeadlineExceededError(absl::StrCat(
                 "version ", it->second.args.min_version,
-                " was not reached in time; the shard is at version ",
-                version_)));
+                options_.mode == ConsistencyMode::kSsp
+                    ? absl::StrCat(" and the staleness bound for clock ",
+                                   it->second.args.clock)
+                    : "",
+                " not reached in time; the shard is at version ", version_)));
         parked_.erase(it++);
       } else {
         ++it;
       }
     }
+    for (uint32_t id : members_.Expire(now)) {
+      spdlog::warn("shard {}: lease of worker {} (incarnation {}) expired "
+                   "after {} without a heartbeat; {} live",
+                   options_.shard_index, id, members_.at(id).incarnation,
+                   absl::FormatDuration(options_.lease_timeout),
+                   members_.LiveWorkers().size());
+    }
+    MaybeCloseRound(now);
+    for (Completion& c : TakeSatisfiedPulls()) done_now.push_back(std::move(c));
   }
-  for (auto& [done, result] : expired) done(std::move(result));
+  for (auto& [done, result] : done_now) done(std::move(result));
 }
 
 absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
@@ -185,11 +275,10 @@ absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
     return absl::FailedPreconditionError(
         "no model is declared on this shard yet; call Init first");
   }
-  if (args.worker_id >= options_.num_workers) {
+  if (args.worker_id >= members_.max_workers()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown worker_id ", args.worker_id, ": this server expects workers 0 "
-        "to ", options_.num_workers - 1, " (--num_workers=",
-        options_.num_workers, ")"));
+        "unknown worker_id ", args.worker_id, ": this server accepts worker "
+        "ids 0 to ", members_.max_workers() - 1));
   }
   if (args.batch_size == 0) {
     return absl::InvalidArgumentError(
@@ -201,19 +290,7 @@ absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
         " but this shard owns ", keys_.ToString(),
         "; a push must cover exactly the shard's range"));
   }
-  const WorkerState& worker = workers_[args.worker_id];
-  if (worker.seen && args.incarnation < worker.incarnation) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "worker ", args.worker_id, " incarnation ", args.incarnation,
-        " is older than incarnation ", worker.incarnation,
-        " already seen; this process was replaced"));
-  }
-  if (options_.mode == ConsistencyMode::kSync && args.step > version_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the push is for round ", args.step, " but round ", version_,
-        " is open; pull before pushing"));
-  }
-  return absl::OkStatus();
+  return members_.CheckLive(args.worker_id, args.incarnation);
 }
 
 absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
@@ -225,17 +302,23 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       ++pushes_rejected_;
       return valid;
     }
-    WorkerState& worker = workers_[args.worker_id];
-    const bool same_process = worker.seen && args.incarnation == worker.incarnation;
-    if (same_process && args.seq <= worker.last_seq) {
+    Member& worker = members_.at(args.worker_id);
+    if (args.seq <= worker.last_seq) {
       ++pushes_duplicate_;
       return PushResult{PushOutcome::kDuplicate, version_};
     }
     const bool sync = options_.mode == ConsistencyMode::kSync;
+    if (sync && args.step > version_) {
+      ++pushes_rejected_;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the push is for round ", args.step, " but round ", version_,
+          " is open; pull before pushing"));
+    }
     if (sync && args.step < version_) {
       ++pushes_stale_;
-      spdlog::info("shard {}: dropped stale push from worker {} for closed "
-                   "round {} (open round {})",
+      worker.last_seq = args.seq;
+      spdlog::info("shard {}: dropped a stale push from worker {} for closed "
+                   "round {} (round {} is open)",
                    options_.shard_index, args.worker_id, args.step, version_);
       return PushResult{PushOutcome::kStale, version_};
     }
@@ -262,30 +345,67 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       return copied;
     }
 
-    worker.seen = true;
-    worker.incarnation = args.incarnation;
     worker.last_seq = args.seq;
     worker.last_step = args.step;
+    worker.clock = std::max(worker.clock, args.step + 1);
     ++worker.pushes;
 
     if (sync) {
       round_->Commit(args.worker_id, args.batch_size);
-      if (!round_->complete()) {
-        return PushResult{PushOutcome::kAccepted, version_};
-      }
-      round_->Mean(absl::MakeSpan(scratch_));
-      ApplyGradient(scratch_, round_->samples());
-      pushes_applied_ += round_->received();
-      round_->Clear();
+      result.outcome = MaybeCloseRound(absl::Now()) ? PushOutcome::kApplied
+                                                    : PushOutcome::kAccepted;
     } else {
       ApplyGradient(gradient, args.batch_size);
       ++pushes_applied_;
+      result.outcome = PushOutcome::kApplied;
     }
-    result = PushResult{PushOutcome::kApplied, version_};
+    result.version = version_;
     satisfied = TakeSatisfiedPulls();
   }
   for (auto& [done, answer] : satisfied) done(std::move(answer));
   return result;
+}
+
+bool ParameterShard::MaybeCloseRound(absl::Time now) {
+  if (!round_.has_value() || round_->received() == 0) return false;
+  const uint32_t received = round_->received();
+  uint64_t* reason = nullptr;
+  if (options_.sync_quorum > 0 && received >= options_.sync_quorum) {
+    reason = &rounds_closed_by_quorum_;
+  } else if (members_.gathered()) {
+    bool all_live_pushed = true;
+    for (uint32_t id : members_.LiveWorkers()) {
+      all_live_pushed = all_live_pushed && round_->Has(id);
+    }
+    if (all_live_pushed) reason = &rounds_closed_all_live_;
+  }
+  if (reason == nullptr && now - round_opened_ >= options_.round_timeout) {
+    reason = &rounds_closed_by_timeout_;
+    spdlog::warn("shard {}: round {} closed by --round_timeout={} with {} "
+                 "gradients of {} live workers",
+                 options_.shard_index, version_,
+                 absl::FormatDuration(options_.round_timeout), received,
+                 members_.LiveWorkers().size());
+  }
+  if (reason == nullptr) return false;
+  ++*reason;
+  round_->Mean(absl::MakeSpan(scratch_));
+  ApplyGradient(scratch_, round_->samples());
+  pushes_applied_ += received;
+  round_->Clear();
+  round_opened_ = now;
+  return true;
+}
+
+bool ParameterShard::Satisfied(const PullArgs& args) const {
+  if (version_ < args.min_version) return false;
+  if (options_.mode != ConsistencyMode::kSsp ||
+      args.clock <= options_.staleness) {
+    return true;
+  }
+  if (!members_.gathered()) return false;
+  const std::optional<uint64_t> slowest = members_.MinLiveClock();
+  return !slowest.has_value() || *slowest + options_.staleness >= args.clock;
 }
 
 void ParameterShard::ApplyGradient(absl::Span<const float> gradient,
@@ -304,7 +424,7 @@ void ParameterShard::ApplyGradient(absl::Span<const float> gradient,
 std::vector<ParameterShard::Completion> ParameterShard::TakeSatisfiedPulls() {
   std::vector<Completion> satisfied;
   for (auto it = parked_.begin(); it != parked_.end();) {
-    if (it->second.args.min_version <= version_) {
+    if (Satisfied(it->second.args)) {
       satisfied.emplace_back(std::move(it->second.done),
                              Read(it->second.args.keys));
       parked_.erase(it++);
@@ -329,12 +449,29 @@ ShardStatus ParameterShard::Status() const {
   status.pushes_stale = pushes_stale_;
   status.pushes_rejected = pushes_rejected_;
   status.round_gradients = round_ ? round_->received() : 0;
-  for (uint32_t id = 0; id < workers_.size(); ++id) {
-    const WorkerState& w = workers_[id];
-    if (!w.seen) continue;
-    status.workers.push_back(
-        {id, w.incarnation, w.last_seq, w.last_step, w.pushes});
+  const absl::Time now = absl::Now();
+  const uint64_t fastest = members_.MaxLiveClock().value_or(0);
+  for (uint32_t id = 0; id < members_.max_workers(); ++id) {
+    const Member& m = members_.members()[id];
+    if (!m.registered) continue;
+    WorkerInfo info;
+    info.worker_id = id;
+    info.incarnation = m.incarnation;
+    info.last_seq = m.last_seq;
+    info.last_step = m.last_step;
+    info.pushes = m.pushes;
+    info.state = m.state;
+    info.clock = m.clock;
+    info.staleness = fastest > m.clock ? fastest - m.clock : 0;
+    info.since_heartbeat = now - m.last_heartbeat;
+    info.registrations = m.registrations;
+    status.workers.push_back(info);
   }
+  status.live_workers = static_cast<uint32_t>(members_.LiveWorkers().size());
+  status.rounds_closed_all_live = rounds_closed_all_live_;
+  status.rounds_closed_by_quorum = rounds_closed_by_quorum_;
+  status.rounds_closed_by_timeout = rounds_closed_by_timeout_;
+  status.leases_expired = members_.leases_expired();
   return status;
 }
 

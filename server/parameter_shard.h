@@ -16,6 +16,7 @@
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
 #include "common/update_rule.h"
+#include "server/membership.h"
 #include "server/sync_round.h"
 
 namespace ps::server {
@@ -26,6 +27,9 @@ enum class ConsistencyMode {
   kSync,
   // Every push is applied as it arrives.
   kAsync,
+  // Stale synchronous parallel: pushes apply as they arrive; a worker at
+  // clock c may read only once every live worker reached c − staleness.
+  kSsp,
 };
 
 absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name);
@@ -35,10 +39,25 @@ struct ShardOptions {
   // Which contiguous part of the key space this server owns. Default: 0 of 1
   uint32_t shard_index = 0;
   uint32_t num_shards = 1;
-  // Workers expected to push each sync round. Default: 1
+  // Workers that must register before the first sync round may close.
+  // Default: 1
   uint32_t num_workers = 1;
+  // Worker ids accepted: [0, max(num_workers, max_workers)), so workers can
+  // join a running job. Default: 256
+  uint32_t max_workers = 256;
   // Default: kSync
   ConsistencyMode mode = ConsistencyMode::kSync;
+  // A worker that has not heartbeaten for this long stops counting toward
+  // rounds and SSP bounds. Default: 5 s
+  absl::Duration lease_timeout = absl::Seconds(5);
+  // Sync: close a round with the first k gradients (backup workers);
+  // 0 waits for every live worker. Default: 0
+  uint32_t sync_quorum = 0;
+  // Sync: close a round this long after it opened with what arrived, if
+  // anything did. Default: never
+  absl::Duration round_timeout = absl::InfiniteDuration();
+  // SSP: the staleness bound s. Default: 0
+  uint32_t staleness = 0;
   // The regularized update. Default: plain SGD, α = 0.1
   common::UpdateOptions update;
 };
@@ -65,6 +84,14 @@ struct PullArgs {
   uint32_t worker_id = 0;
   uint64_t min_version = 0;
   common::KeyRange keys;  // empty: the whole shard
+  uint64_t clock = 0;     // SSP: the caller's clock
+};
+
+struct RegisterResult {
+  bool rejoined = false;
+  uint64_t resume_step = 0;
+  uint64_t version = 0;
+  absl::Duration lease_timeout;
 };
 
 struct PullResult {
@@ -98,6 +125,11 @@ struct WorkerInfo {
   uint64_t last_seq = 0;
   uint64_t last_step = 0;
   uint64_t pushes = 0;
+  WorkerState state = WorkerState::kLive;
+  uint64_t clock = 0;
+  uint64_t staleness = 0;  // behind the fastest live worker
+  absl::Duration since_heartbeat;
+  uint32_t registrations = 0;
 };
 
 struct ShardStatus {
@@ -112,7 +144,12 @@ struct ShardStatus {
   uint64_t pushes_stale = 0;
   uint64_t pushes_rejected = 0;
   uint32_t round_gradients = 0;
-  std::vector<WorkerInfo> workers;  // by worker id
+  std::vector<WorkerInfo> workers;  // registered ones, by worker id
+  uint32_t live_workers = 0;
+  uint64_t rounds_closed_all_live = 0;
+  uint64_t rounds_closed_by_quorum = 0;
+  uint64_t rounds_closed_by_timeout = 0;
+  uint64_t leases_expired = 0;
 };
 
 // One shard of θ and the rules that change it. Plain C++: the gRPC service
@@ -124,6 +161,13 @@ class ParameterShard {
 
   ParameterShard(const ParameterShard&) = delete;
   ParameterShard& operator=(const ParameterShard&) = delete;
+
+  // Starts or renews a worker's lease (see Membership::Register).
+  absl::StatusOr<RegisterResult> Register(uint32_t worker_id,
+                                          uint64_t incarnation);
+  absl::StatusOr<uint64_t> Heartbeat(uint32_t worker_id, uint64_t incarnation);
+  // The worker finished; it stops counting toward rounds at once.
+  absl::Status Leave(uint32_t worker_id, uint64_t incarnation);
 
   // Declares the model; the first declaration's values win.
   absl::StatusOr<InitResult> Init(const InitArgs& args);
@@ -148,8 +192,9 @@ class ParameterShard {
   // Ends a parked pull with CANCELLED; false when it already ended.
   bool CancelPull(PullTicket ticket);
 
-  // Ends the parked pulls whose expiry is at or before `now`.
-  void ExpirePulls(absl::Time now);
+  // Time passes: ends parked pulls that expired, expires leases, closes a
+  // sync round whose timeout ran out or whose missing workers expired.
+  void Tick(absl::Time now);
 
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
@@ -160,13 +205,6 @@ class ParameterShard {
     PullArgs args;
     absl::Time expires;
     PullDone done;
-  };
-  struct WorkerState {
-    bool seen = false;
-    uint64_t incarnation = 0;
-    uint64_t last_seq = 0;
-    uint64_t last_step = 0;
-    uint64_t pushes = 0;
   };
   using Completion = std::pair<PullDone, absl::StatusOr<PullResult>>;
 
@@ -180,7 +218,12 @@ class ParameterShard {
   // Applies `gradient` to the whole shard and advances the version.
   void ApplyGradient(absl::Span<const float> gradient, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Removes the parked pulls the current version satisfies.
+  // Closes the open sync round if a rule says so; true when it did.
+  bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Whether a pull may be answered now (version and SSP bound).
+  bool Satisfied(const PullArgs& args) const
+      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Removes the parked pulls that can be answered now.
   std::vector<Completion> TakeSatisfiedPulls()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
@@ -196,13 +239,17 @@ class ParameterShard {
   uint64_t version_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t samples_applied_ ABSL_GUARDED_BY(mutex_) = 0;
   std::optional<SyncRound> round_ ABSL_GUARDED_BY(mutex_);
+  absl::Time round_opened_ ABSL_GUARDED_BY(mutex_);
   // Reused for the async gradient and the sync mean.
   std::vector<float> scratch_ ABSL_GUARDED_BY(mutex_);
-  std::vector<WorkerState> workers_ ABSL_GUARDED_BY(mutex_);
+  Membership members_ ABSL_GUARDED_BY(mutex_);
   uint64_t pushes_applied_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_duplicate_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_stale_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_rejected_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t rounds_closed_all_live_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t rounds_closed_by_quorum_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t rounds_closed_by_timeout_ ABSL_GUARDED_BY(mutex_) = 0;
   std::atomic<PullTicket> next_ticket_{1};
   absl::flat_hash_map<PullTicket, ParkedPull> parked_ ABSL_GUARDED_BY(mutex_);
 };

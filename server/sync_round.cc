@@ -5,17 +5,18 @@
 
 namespace ps::server {
 
-SyncRound::SyncRound(uint32_t num_workers, size_t num_keys)
-    : num_keys_(num_keys),
-      slots_(num_workers, std::vector<float>(num_keys)),
-      batch_sizes_(num_workers, 0) {}
-
 absl::Span<float> SyncRound::Slot(uint32_t worker) {
+  if (worker >= slots_.size()) {
+    slots_.resize(worker + 1);
+    batch_sizes_.resize(worker + 1, 0);
+  }
+  slots_[worker].resize(num_keys_);
   return absl::MakeSpan(slots_[worker]);
 }
 
 void SyncRound::Commit(uint32_t worker, uint32_t batch_size) {
-  assert(batch_size > 0 && batch_sizes_[worker] == 0);
+  assert(batch_size > 0 && worker < batch_sizes_.size() &&
+         batch_sizes_[worker] == 0);
   batch_sizes_[worker] = batch_size;
   ++received_;
 }

@@ -14,18 +14,20 @@ namespace ps::server {
 // round's result is bit-for-bit reproducible.
 class SyncRound {
  public:
-  SyncRound(uint32_t num_workers, size_t num_keys);
+  explicit SyncRound(size_t num_keys) : num_keys_(num_keys) {}
 
-  bool Has(uint32_t worker) const { return batch_sizes_[worker] > 0; }
+  bool Has(uint32_t worker) const {
+    return worker < batch_sizes_.size() && batch_sizes_[worker] > 0;
+  }
   uint32_t received() const { return received_; }
-  bool complete() const { return received_ == batch_sizes_.size(); }
 
   // Where the worker's gradient is copied before it is validated; it counts
-  // only after Commit.
+  // only after Commit. A worker's slot is allocated on its first gradient.
   absl::Span<float> Slot(uint32_t worker);
   void Commit(uint32_t worker, uint32_t batch_size);
 
-  // Σₖ bₖ·gₖ / Σₖ bₖ over the received gradients, k in rank order.
+  // Σₖ bₖ·gₖ / Σₖ bₖ over the received gradients, k in rank order, so the
+  // mean divides by what actually arrived.
   void Mean(absl::Span<float> out) const;
   uint64_t samples() const;
 

@@ -39,6 +39,7 @@ Cluster StartCluster(uint32_t shards, uint32_t workers,
     options.shard.shard_index = i;
     options.shard.num_shards = shards;
     options.shard.num_workers = workers;
+    options.shard.max_workers = workers;
     options.shard.mode = mode;
     options.shard.update = update;
     auto server = server::PsServer::Start(options);
@@ -151,7 +152,16 @@ class WireTest : public ::testing::Test {
     return stub_->Push(&context, request, &response);
   }
 
+  grpc::Status RegisterWorker0() {
+    ps::v1::RegisterRequest request;
+    request.set_incarnation(1);
+    ps::v1::RegisterResponse response;
+    grpc::ClientContext context;
+    return stub_->Register(&context, request, &response);
+  }
+
   void Init(uint64_t keys) {
+    ASSERT_TRUE(RegisterWorker0().ok());
     ps::v1::InitRequest request;
     request.set_num_shards(1);
     rpc::ToProto({{"w", {static_cast<int64_t>(keys)}, false}},
@@ -211,9 +221,20 @@ TEST_F(WireTest, BadRequestsGetTheRightStatusAndAReadableMessage) {
   EXPECT_EQ(stub_->Pull(&context, pull, &pulled).error_code(),
             grpc::StatusCode::OUT_OF_RANGE);
 
+  request = ValidPush(16);
+  request.set_worker_id(1);  // a valid id that never registered
+  status = Call(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("re-register"));
+
+  request = ValidPush(16);
+  request.set_incarnation(0);  // an older process than the registered one
+  status = Call(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
   // None of it touched θ.
   EXPECT_EQ(cluster_.servers[0]->shard().Status().version, 0u);
-  EXPECT_EQ(cluster_.servers[0]->shard().Status().pushes_rejected, 4u);
+  EXPECT_EQ(cluster_.servers[0]->shard().Status().pushes_rejected, 6u);
 }
 
 TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {

@@ -31,8 +31,17 @@ ShardOptions Options(ConsistencyMode mode, uint32_t workers) {
   ShardOptions options;
   options.mode = mode;
   options.num_workers = workers;
+  options.max_workers = workers;
   options.update.learning_rate = 1.0f;
   return options;
+}
+
+constexpr uint64_t kIncarnation = 7;
+
+void RegisterAll(ParameterShard& shard, uint32_t workers) {
+  for (uint32_t id = 0; id < workers; ++id) {
+    ASSERT_TRUE(shard.Register(id, kIncarnation).ok());
+  }
 }
 
 void InitShard(ParameterShard& shard, std::vector<float> values) {
@@ -64,7 +73,7 @@ struct Pusher {
          const std::vector<float>& gradient, uint32_t batch = 1)
       : bytes(Bytes(gradient)) {
     args.worker_id = worker;
-    args.incarnation = 7;
+    args.incarnation = kIncarnation;
     args.seq = seq;
     args.step = step;
     args.batch_size = batch;
@@ -146,6 +155,7 @@ TEST(ParameterShard, ShardsSplitTheKeySpaceAndSeeOnlyTheirSlice) {
 
 TEST(ParameterShard, RejectedPushesNameTheFaultAndLeaveThetaUntouched) {
   ParameterShard shard(Options(ConsistencyMode::kAsync, 2));
+  RegisterAll(shard, 2);
   EXPECT_EQ(Push(shard, 0, 1, 0, {1, 1, 1, 1}).status().code(),
             absl::StatusCode::kFailedPrecondition);  // before Init
   InitShard(shard, {1, 2, 3, 4});
@@ -187,6 +197,7 @@ TEST(ParameterShard, RejectedPushesNameTheFaultAndLeaveThetaUntouched) {
 
 TEST(ParameterShard, AsyncAppliesEachPushAtOnce) {
   ParameterShard shard(Options(ConsistencyMode::kAsync, 2));
+  RegisterAll(shard, 2);
   InitShard(shard, {1, 2, 3, 4});
   auto first = Push(shard, 1, 1, 0, {1, 0, 0, 0});
   ASSERT_TRUE(first.ok());
@@ -200,6 +211,7 @@ TEST(ParameterShard, AsyncAppliesEachPushAtOnce) {
 
 TEST(ParameterShard, ARetriedPushIsAcknowledgedButAppliedOnce) {
   ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+  RegisterAll(shard, 1);
   InitShard(shard, {1, 2, 3, 4});
   ASSERT_TRUE(Push(shard, 0, 5, 0, {1, 1, 1, 1}).ok());
   auto retry = Push(shard, 0, 5, 0, {1, 1, 1, 1});
@@ -213,6 +225,7 @@ TEST(ParameterShard, ARetriedPushIsAcknowledgedButAppliedOnce) {
 
 TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  RegisterAll(shard, 2);
   InitShard(shard, {0, 0, 0, 0});
   auto first = Push(shard, 1, 1, 0, {4, 4, 4, 4}, 3);
   ASSERT_TRUE(first.ok());
@@ -230,6 +243,7 @@ TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
 
 TEST(ParameterShard, SyncDropsStalePushesAndRefusesFutureRounds) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 1));
+  RegisterAll(shard, 1);
   InitShard(shard, {0, 0, 0, 0});
   ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
   auto stale = Push(shard, 0, 2, 0, {1, 1, 1, 1});
@@ -244,6 +258,7 @@ TEST(ParameterShard, SyncDropsStalePushesAndRefusesFutureRounds) {
 
 TEST(ParameterShard, SyncIgnoresASecondGradientFromTheSameWorkerInARound) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  RegisterAll(shard, 2);
   InitShard(shard, {0, 0, 0, 0});
   ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
   auto again = Push(shard, 0, 2, 0, {100, 100, 100, 100});
@@ -257,6 +272,7 @@ TEST(ParameterShard, BiasIsExemptFromWeightDecay) {
   options.update.learning_rate = 0.5f;
   options.update.l2 = 1.0f;
   ParameterShard shard(options);
+  RegisterAll(shard, 1);
   InitShard(shard, {2, 2, 2, 2});
   ASSERT_TRUE(Push(shard, 0, 1, 0, {0, 0, 0, 0}).ok());
   // Weights: 2 − 0.5·(0 + 1·2) = 1; the bias keeps its value.
@@ -265,6 +281,7 @@ TEST(ParameterShard, BiasIsExemptFromWeightDecay) {
 
 TEST(ParameterShard, AParkedPullIsAnsweredWhenTheRoundCloses) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 1));
+  RegisterAll(shard, 1);
   InitShard(shard, {0, 0, 0, 0});
   std::optional<absl::StatusOr<PullResult>> answer;
   PullArgs args;
@@ -300,9 +317,9 @@ TEST(ParameterShard, AParkedPullExpiresOrIsCancelled) {
                            second = r.status();
                          })
                    .has_value());
-  shard.ExpirePulls(expires - absl::Seconds(1));
+  shard.Tick(expires - absl::Seconds(1));
   EXPECT_FALSE(first.has_value());
-  shard.ExpirePulls(expires);
+  shard.Tick(expires);
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_FALSE(second.has_value());

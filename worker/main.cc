@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   options.eval_every = absl::GetFlag(FLAGS_eval_every);
   options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
   options.model_name = absl::GetFlag(FLAGS_model);
+  options.wait_for_others = client_options.retry.max_retry_time;
 
   absl::StatusOr<std::unique_ptr<ps::worker::Model>> model =
       ps::worker::CreateModel(options.model_name, 784, 10);

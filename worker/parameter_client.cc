@@ -9,6 +9,7 @@
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
+#include "spdlog/spdlog.h"
 
 namespace ps::worker {
 namespace {
@@ -35,10 +36,143 @@ class FirstError {
   absl::Status status_;
 };
 
+bool NeedsReRegistration(const grpc::Status& status);
+
 }  // namespace
 
 ParameterClient::ParameterClient(ClientOptions options)
     : options_(std::move(options)) {}
+
+ParameterClient::~ParameterClient() { StopHeartbeats(); }
+
+namespace {
+// The servers' FAILED_PRECONDITION for an unknown, replaced or expired
+// incarnation says "re-register" (server/membership.h, kReRegisterHint).
+bool NeedsReRegistration(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+         status.error_message().find("re-register") != std::string::npos;
+}
+}  // namespace
+
+grpc::Status ParameterClient::RegisterShard(
+    Shard& shard, ps::v1::RegisterResponse* response) {
+  ps::v1::RegisterRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_incarnation(options_.incarnation);
+  return rpc::CallWithRetry(options_.retry,
+                            absl::StrCat("Register with ", shard.address),
+                            [&](grpc::ClientContext& context) {
+                              return shard.stub->Register(&context, request,
+                                                          response);
+                            });
+}
+
+absl::StatusOr<uint64_t> ParameterClient::Register() {
+  std::vector<ps::v1::RegisterResponse> responses(shards_.size());
+  FirstError error;
+  common::ParallelFor(shards_.size(), [&](size_t i) {
+    error.Record(shards_[i].address, RegisterShard(shards_[i], &responses[i]));
+  });
+  if (!error.status().ok()) return error.status();
+  uint64_t resume_step = responses[0].resume_step();
+  absl::Duration lease = absl::Milliseconds(responses[0].lease_timeout_ms());
+  for (const auto& r : responses) {
+    resume_step = std::min(resume_step, r.resume_step());
+    lease = std::min(lease, absl::Milliseconds(r.lease_timeout_ms()));
+    if (r.rejoined()) {
+      spdlog::info("worker {} rejoined {} (incarnation {}), resuming at "
+                   "step {}",
+                   options_.worker_id, "the job",
+                   options_.incarnation, r.resume_step());
+    }
+  }
+  if (!heartbeats_.joinable()) {
+    // Three heartbeats per lease: one lost or late beat costs nothing.
+    heartbeats_ = std::thread(&ParameterClient::HeartbeatLoop, this,
+                              std::max(lease / 3, absl::Milliseconds(10)));
+  }
+  return resume_step;
+}
+
+void ParameterClient::HeartbeatLoop(absl::Duration interval) {
+  while (!stop_heartbeats_.WaitForNotificationWithTimeout(interval)) {
+    for (Shard& shard : shards_) {
+      ps::v1::HeartbeatRequest request;
+      request.set_worker_id(options_.worker_id);
+      request.set_incarnation(options_.incarnation);
+      ps::v1::HeartbeatResponse response;
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + interval));
+      const grpc::Status status =
+          shard.stub->Heartbeat(&context, request, &response);
+      if (NeedsReRegistration(status)) {
+        spdlog::warn("the lease on {} expired ({}); registering again",
+                     shard.address, status.error_message());
+        ps::v1::RegisterResponse registered;
+        grpc::ClientContext again;
+        again.set_deadline(absl::ToChronoTime(absl::Now() + interval));
+        ps::v1::RegisterRequest register_request;
+        register_request.set_worker_id(options_.worker_id);
+        register_request.set_incarnation(options_.incarnation);
+        if (shard.stub->Register(&again, register_request, &registered).ok()) {
+          ++reregistrations_;
+        }
+      }
+      // Other failures (a server restarting) are the data path's to report.
+    }
+  }
+}
+
+void ParameterClient::StopHeartbeats() {
+  if (!heartbeats_.joinable()) return;
+  stop_heartbeats_.Notify();
+  heartbeats_.join();
+}
+
+absl::Status ParameterClient::Leave() {
+  StopHeartbeats();
+  FirstError error;
+  common::ParallelFor(shards_.size(), [&](size_t i) {
+    Shard& shard = shards_[i];
+    ps::v1::LeaveRequest request;
+    request.set_worker_id(options_.worker_id);
+    request.set_incarnation(options_.incarnation);
+    ps::v1::LeaveResponse response;
+    error.Record(shard.address,
+                 rpc::CallWithRetry(options_.retry,
+                                    absl::StrCat("Leave ", shard.address),
+                                    [&](grpc::ClientContext& context) {
+                                      return shard.stub->Leave(
+                                          &context, request, &response);
+                                    }));
+  });
+  return error.status();
+}
+
+absl::Status ParameterClient::WaitForOtherWorkers(absl::Duration timeout) {
+  const absl::Time give_up = absl::Now() + timeout;
+  while (true) {
+    uint32_t live = 0;
+    for (Shard& shard : shards_) {
+      ps::v1::StatusResponse status;
+      grpc::Status got = rpc::CallWithRetry(
+          options_.retry, absl::StrCat("Status of ", shard.address),
+          [&](grpc::ClientContext& context) {
+            return shard.stub->Status(&context, ps::v1::StatusRequest(),
+                                      &status);
+          });
+      if (!got.ok()) return rpc::FromGrpcStatus(got);
+      live += status.live_workers();
+    }
+    if (live == 0) return absl::OkStatus();
+    if (absl::Now() > give_up) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          live, " worker leases are still live after ",
+          absl::FormatDuration(timeout)));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
 
 absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
     ClientOptions options) {
@@ -94,6 +228,7 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
 
   ClusterInfo info;
   info.mode = responses[0].mode();
+  sync_rounds_ = info.mode == "sync";
   info.expected_workers = responses[0].expected_workers();
   info.version = responses[0].version();
   for (uint32_t i = 0; i < num_shards; ++i) {
@@ -118,13 +253,15 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
 }
 
 absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
-                                               absl::Span<float> theta) {
+                                               absl::Span<float> theta,
+                                               uint64_t clock) {
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
     Shard& shard = shards_[i];
     ps::v1::PullRequest request;
     request.set_worker_id(options_.worker_id);
     request.set_min_version(min_version);
+    request.set_clock(clock);
     grpc::Status status = rpc::CallWithRetry(
         options_.retry, absl::StrCat("Pull from ", shard.address),
         [&](grpc::ClientContext& context) {
@@ -150,10 +287,11 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
   return info;
 }
 
-absl::Status ParameterClient::Push(uint64_t step, uint64_t base_version,
-                                   uint32_t batch_size,
+absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
                                    absl::Span<const float> gradient) {
   const uint64_t seq = next_seq_++;
+  std::vector<ps::v1::PushResponse> responses(shards_.size());
+  std::vector<bool> reregistered(shards_.size(), false);
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
     Shard& shard = shards_[i];
@@ -161,23 +299,48 @@ absl::Status ParameterClient::Push(uint64_t step, uint64_t base_version,
     request.set_worker_id(options_.worker_id);
     request.set_incarnation(options_.incarnation);
     request.set_seq(seq);
-    request.set_step(step);
-    request.set_base_version(base_version);
+    request.set_step(sync_rounds_ ? shard.pull.version() : step);
+    request.set_base_version(shard.pull.version());
     request.set_batch_size(batch_size);
     request.set_key_begin(shard.keys.begin);
     request.set_key_end(shard.keys.end);
     common::FloatsToBytes(gradient.subspan(shard.keys.begin, shard.keys.size()),
                           request.mutable_gradient());
-    ps::v1::PushResponse response;
     // A retry carries the same seq, so the server applies it at most once.
-    error.Record(shard.address,
-                 rpc::CallWithRetry(options_.retry,
-                                    absl::StrCat("Push to ", shard.address),
-                                    [&](grpc::ClientContext& context) {
-                                      return shard.stub->Push(
-                                          &context, request, &response);
-                                    }));
+    auto push = [&] {
+      return rpc::CallWithRetry(options_.retry,
+                                absl::StrCat("Push to ", shard.address),
+                                [&](grpc::ClientContext& context) {
+                                  return shard.stub->Push(&context, request,
+                                                          &responses[i]);
+                                });
+    };
+    grpc::Status status = push();
+    if (NeedsReRegistration(status)) {
+      spdlog::warn("{} refused a push ({}); registering again", shard.address,
+                   status.error_message());
+      ps::v1::RegisterResponse registered;
+      status = RegisterShard(shard, &registered);
+      if (status.ok()) {
+        reregistered[i] = true;
+        status = push();
+      }
+    }
+    error.Record(shard.address, status);
   });
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (reregistered[i]) ++push_counts_.reregistered;
+    switch (responses[i].outcome()) {
+      case ps::v1::PushResponse::STALE:
+        ++push_counts_.stale;
+        break;
+      case ps::v1::PushResponse::DUPLICATE:
+        ++push_counts_.duplicate;
+        break;
+      default:
+        ++push_counts_.applied_or_accepted;
+    }
+  }
   return error.status();
 }
 

@@ -2,11 +2,15 @@
 #define PS_WORKER_PARAMETER_CLIENT_H_
 
 #include <cstdint>
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/key_range.h"
 #include "common/rpc/retry.h"
@@ -37,6 +41,13 @@ struct PullInfo {
   uint64_t samples_applied = 0;  // as counted by shard 0
 };
 
+struct PushCounts {
+  uint64_t applied_or_accepted = 0;  // per shard
+  uint64_t stale = 0;                // dropped: the sync round had closed
+  uint64_t duplicate = 0;            // a retry the server had already
+  uint64_t reregistered = 0;         // a lease had expired meanwhile
+};
+
 // Talks to every server shard of one job, in parallel, with deadlines and
 // retries. Splits the flat θ and gradient into the shards' key ranges.
 class ParameterClient {
@@ -44,18 +55,38 @@ class ParameterClient {
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Connect(
       ClientOptions options);
 
+  // Registers with every shard (same incarnation: renews after an expiry)
+  // and starts heartbeating. Returns the step to resume at: what a previous
+  // process with this worker id completed (0 for a new worker).
+  absl::StatusOr<uint64_t> Register();
+
+  // Stops heartbeating and tells every shard this worker finished, so sync
+  // rounds stop waiting for it.
+  absl::Status Leave();
+
+  // Waits until no other worker is live on any shard, at most `timeout`.
+  absl::Status WaitForOtherWorkers(absl::Duration timeout);
+
   // Declares the model on every shard with `initial` θ (first one wins) and
   // checks the shards agree on mode and worker count.
   absl::StatusOr<ClusterInfo> Init(
       const std::vector<common::TensorSpec>& tensors,
       absl::Span<const float> initial);
 
-  // Fills `theta` from every shard once each reached `min_version`.
-  absl::StatusOr<PullInfo> Pull(uint64_t min_version, absl::Span<float> theta);
+  // Fills `theta` from every shard once each reached `min_version` (and,
+  // in SSP mode, once every live worker reached `clock` − staleness).
+  absl::StatusOr<PullInfo> Pull(uint64_t min_version, absl::Span<float> theta,
+                                uint64_t clock = 0);
 
   // Sends each shard its slice of the mean gradient of `batch_size` examples.
-  absl::Status Push(uint64_t step, uint64_t base_version, uint32_t batch_size,
+  // In sync mode each shard's push names the round of the θ last pulled from
+  // it; otherwise `step`. A shard that let the lease expire (the worker was
+  // paused, say) is re-registered and the push retried: the server then
+  // drops it as stale if its round closed meanwhile.
+  absl::Status Push(uint64_t step, uint32_t batch_size,
                     absl::Span<const float> gradient);
+
+  const PushCounts& push_counts() const { return push_counts_; }
 
   size_t num_shards() const { return shards_.size(); }
   uint64_t incarnation() const { return options_.incarnation; }
@@ -71,10 +102,22 @@ class ParameterClient {
   };
 
   explicit ParameterClient(ClientOptions options);
+  grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
+  void HeartbeatLoop(absl::Duration interval);
+  void StopHeartbeats();
 
+ public:
+  ~ParameterClient();
+
+ private:
   ClientOptions options_;
   std::vector<Shard> shards_;
+  bool sync_rounds_ = false;
   uint64_t next_seq_ = 1;
+  PushCounts push_counts_;
+  std::atomic<uint64_t> reregistrations_{0};
+  absl::Notification stop_heartbeats_;
+  std::thread heartbeats_;
 };
 
 }  // namespace ps::worker

@@ -81,16 +81,21 @@ absl::Status Trainer::Run() {
   const uint32_t workers = options_.num_workers;
   const uint32_t batch = options_.batch_size;
 
+  // Register first: a sync round cannot close until the expected workers
+  // have registered, so no worker runs ahead of one still starting.
+  absl::StatusOr<uint64_t> resume_step = client_->Register();
+  if (!resume_step.ok()) return resume_step.status();
   theta_ = model_->InitialParams(options_.seed);
   absl::StatusOr<ClusterInfo> cluster = client_->Init(model_->tensors(), theta_);
   if (!cluster.ok()) return cluster.status();
-  if (cluster->expected_workers != workers) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the servers expect ", cluster->expected_workers,
-        " workers but this worker was started with --num_workers=", workers));
-  }
   mode_ = cluster->mode;
+  if (cluster->expected_workers != workers) {
+    spdlog::warn("the servers were started for {} workers, this worker for "
+                 "--num_workers={}: data shards follow this worker's count",
+                 cluster->expected_workers, workers);
+  }
   const bool sync = mode_ == "sync";
+  const bool ssp = mode_ == "ssp";
 
   // An epoch is one pass over each worker's whole shard, the last batch
   // holding what is left. Every worker takes the same number of steps (shards
@@ -100,42 +105,57 @@ absl::Status Trainer::Run() {
   const uint64_t smallest_shard = train.size() / workers;
   const uint64_t steps_per_epoch = (smallest_shard + batch - 1) / batch;
   const uint64_t total_steps = steps_per_epoch * options_.epochs;
+  // A restarted worker resumes its pass over the data where its previous
+  // process stopped; in sync mode its first pull waits for the open round.
+  const uint64_t first_step = std::min(total_steps, *resume_step);
   std::vector<int64_t> order(mine.size());
   std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
   spdlog::info("worker {}/{}: {} mode, examples {}, {} steps of {} per epoch, "
-               "{} epochs, {} server shards",
-               rank, workers, cluster->mode, mine.ToString(), steps_per_epoch,
-               batch, options_.epochs, client_->num_shards());
+               "{} epochs, {} server shards, starting at step {}",
+               rank, workers, mode_, mine.ToString(), steps_per_epoch, batch,
+               options_.epochs, client_->num_shards(), first_step);
 
   std::vector<float> gradient(theta_.size());
   common::RowMatrix x(batch, train.features.cols());
   std::vector<int32_t> labels(batch);
   double next_eval = options_.eval_every;
+  while (static_cast<double>(first_step) / steps_per_epoch >= next_eval) {
+    next_eval += options_.eval_every;
+  }
   double loss_sum = 0;
   uint64_t loss_count = 0;
   start_seconds_ = NowSeconds();
+  double longest_step = 0;
+  uint64_t round = cluster->version;  // sync: the round the next pull awaits
 
-  for (uint64_t step = 0; step < total_steps; ++step) {
+  for (uint64_t step = first_step; step < total_steps; ++step) {
+    const double step_start = NowSeconds();
     const uint64_t epoch = step / steps_per_epoch;
     const uint64_t in_epoch = step % steps_per_epoch;
-    if (in_epoch == 0) Shuffle(order, MixSeed(options_.seed, rank, epoch));
+    if (in_epoch == 0 || step == first_step) {
+      std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
+      Shuffle(order, MixSeed(options_.seed, rank, epoch));
+    }
 
-    // Sync: wait for the round this step belongs to. Async: any θ will do.
-    absl::StatusOr<PullInfo> pulled =
-        client_->Pull(sync ? step : 0, absl::MakeSpan(theta_));
+    // Sync: wait for the round after the last one this worker saw; a worker
+    // that fell behind gets the newest θ at once and catches up. SSP: wait
+    // until the slowest live worker is within the staleness bound. Async:
+    // any θ will do.
+    absl::StatusOr<PullInfo> pulled = client_->Pull(
+        sync ? round : 0, absl::MakeSpan(theta_), ssp ? step : 0);
     if (!pulled.ok()) return pulled.status();
+    round = pulled->version + 1;
 
     const double epochs_done = static_cast<double>(step) / steps_per_epoch;
     if (rank == 0 && epochs_done >= next_eval) {
       absl::Status evaluated =
           Evaluate(step, pulled->version, pulled->samples_applied,
-                   loss_count ? loss_sum / loss_count : 0);
+                   loss_count ? loss_sum / loss_count : 0, longest_step);
       if (!evaluated.ok()) return evaluated;
       loss_sum = 0;
       loss_count = 0;
-      while (epochs_done >= next_eval) {
-        next_eval += options_.eval_every;
-      }
+      longest_step = 0;
+      while (epochs_done >= next_eval) next_eval += options_.eval_every;
     }
 
     const uint64_t first = in_epoch * batch;
@@ -150,34 +170,39 @@ absl::Status Trainer::Run() {
         theta_, x.topRows(rows), absl::MakeConstSpan(labels).first(rows),
         absl::MakeSpan(gradient));
     ++loss_count;
-    if (absl::Status pushed =
-            client_->Push(step, pulled->version, rows, gradient);
+    if (absl::Status pushed = client_->Push(step, rows, gradient);
         !pushed.ok()) {
       return pushed;
     }
+    longest_step = std::max(longest_step, NowSeconds() - step_start);
   }
 
-  // The final θ: every round closed (sync), or every worker's pushes applied
-  // (async). A worker that died leaves the async count short; the pull's
-  // deadline bounds that wait and rank 0 then evaluates what there is.
-  const uint64_t final_version = sync ? total_steps : total_steps * workers;
-  absl::StatusOr<PullInfo> last =
-      client_->Pull(final_version, absl::MakeSpan(theta_));
-  if (!last.ok() && rank == 0) {
-    spdlog::warn("final θ not reached ({}); evaluating the latest",
-                 last.status().ToString());
-    last = client_->Pull(0, absl::MakeSpan(theta_));
+  // Done: stop counting toward rounds, so the others' last rounds close
+  // without this worker.
+  if (absl::Status left = client_->Leave(); !left.ok()) return left;
+  const PushCounts& counts = client_->push_counts();
+  spdlog::info("worker {} finished: {} shard pushes applied or accepted, {} "
+               "stale, {} duplicate, {} after re-registering",
+               rank, counts.applied_or_accepted, counts.stale,
+               counts.duplicate, counts.reregistered);
+  if (rank != 0) return absl::OkStatus();
+
+  // Rank 0 evaluates the final θ once every other worker has finished (or
+  // its lease expired), bounded by the retry budget.
+  if (absl::Status waited =
+          client_->WaitForOtherWorkers(options_.wait_for_others);
+      !waited.ok()) {
+    spdlog::warn("evaluating without waiting longer: {}", waited.ToString());
   }
+  absl::StatusOr<PullInfo> last = client_->Pull(0, absl::MakeSpan(theta_));
   if (!last.ok()) return last.status();
-  if (rank == 0) {
-    return Evaluate(total_steps, last->version, last->samples_applied,
-                    loss_count ? loss_sum / loss_count : 0);
-  }
-  return absl::OkStatus();
+  return Evaluate(total_steps, last->version, last->samples_applied,
+                  loss_count ? loss_sum / loss_count : 0, longest_step);
 }
 
 absl::Status Trainer::Evaluate(uint64_t step, uint64_t version,
-                               uint64_t samples_applied, double train_loss) {
+                               uint64_t samples_applied, double train_loss,
+                               double longest_step) {
   const double elapsed = NowSeconds() - start_seconds_;
   last_evaluation_ = model_->Evaluate(theta_, data_->test);
   const double epoch =
@@ -187,10 +212,11 @@ absl::Status Trainer::Evaluate(uint64_t step, uint64_t version,
       "{\"time_s\":%.3f,\"epoch\":%.4f,\"step\":%d,\"version\":%d,"
       "\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"train_loss\":%.5f,"
       "\"samples_per_s\":%.1f,\"samples\":%d,\"model\":\"%s\",\"mode\":\"%s\","
-      "\"workers\":%d,\"servers\":%d}",
+      "\"workers\":%d,\"servers\":%d,\"max_step_s\":%.4f}",
       elapsed, epoch, step, version, last_evaluation_.accuracy,
       last_evaluation_.mean_loss, train_loss, samples_per_s, samples_applied,
-      options_.model_name, mode_, options_.num_workers, client_->num_shards());
+      options_.model_name, mode_, options_.num_workers, client_->num_shards(),
+      longest_step);
   spdlog::info("epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
                "({:.0f} samples/s)",
                epoch, step, last_evaluation_.accuracy,

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "common/dataset.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
@@ -27,6 +28,9 @@ struct TrainerOptions {
   std::string metrics_out;
   // Identifies the job in the metrics lines.
   std::string model_name;
+  // Rank 0 waits at most this long for the other workers to finish before
+  // its final evaluation. Default: 120 s
+  absl::Duration wait_for_others = absl::Seconds(120);
 };
 
 // Validated before any network traffic; mentions the flag names.
@@ -51,7 +55,8 @@ class Trainer {
 
  private:
   absl::Status Evaluate(uint64_t step, uint64_t version,
-                        uint64_t samples_applied, double train_loss);
+                        uint64_t samples_applied, double train_loss,
+                        double longest_step);
 
   TrainerOptions options_;
   Model* model_;

@@ -1,0 +1,150 @@
+#include "server/membership.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace ps::server {
+
+absl::string_view WorkerStateName(WorkerState state) {
+  switch (state) {
+    case WorkerState::kLive:
+      return "live";
+    case WorkerState::kExpired:
+      return "expired";
+    case WorkerState::kLeft:
+      return "left";
+  }
+  return "unknown";
+}
+
+Membership::Membership(uint32_t expected_workers, uint32_t max_workers,
+                       absl::Duration lease_timeout)
+    : expected_workers_(expected_workers),
+      lease_timeout_(lease_timeout),
+      members_(std::max(expected_workers, max_workers)) {}
+
+absl::Status Membership::CheckId(uint32_t id) const {
+  if (id >= members_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown worker_id ", id, ": this server accepts worker ids 0 to ",
+        members_.size() - 1, " (--max_workers=", members_.size(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Membership::Registration> Membership::Register(
+    uint32_t id, uint64_t incarnation, absl::Time now) {
+  if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
+  Member& m = members_[id];
+  const Registration registration{m.registered, m.clock};
+  if (m.registered && incarnation < m.incarnation) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", id, " incarnation ", incarnation,
+        " is older than the registered incarnation ", m.incarnation,
+        ": a newer process with this worker id replaced this one"));
+  }
+  if (!m.registered) ++ever_registered_;
+  if (!m.registered || incarnation > m.incarnation) {
+    // A new process: its pushes are numbered afresh.
+    const uint32_t registrations = m.registrations;
+    m = Member{};
+    m.registrations = registrations;
+  }
+  m.registered = true;
+  m.incarnation = incarnation;
+  m.state = WorkerState::kLive;
+  m.lease_expires = now + lease_timeout_;
+  m.last_heartbeat = now;
+  ++m.registrations;
+  return registration;
+}
+
+absl::Status Membership::CheckLive(uint32_t id, uint64_t incarnation) const {
+  if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
+  const Member& m = members_[id];
+  if (!m.registered) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", id, " is not registered; ", kReRegisterHint, " first"));
+  }
+  if (incarnation != m.incarnation) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", id, " incarnation ", incarnation,
+        " is not the registered incarnation ", m.incarnation, "; ",
+        kReRegisterHint, " if this process is the current one"));
+  }
+  if (m.state != WorkerState::kLive) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", id, " ",
+        m.state == WorkerState::kExpired ? "let its lease expire"
+                                         : "has left the job",
+        "; ", kReRegisterHint, " to take part again"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Membership::Heartbeat(uint32_t id, uint64_t incarnation,
+                                   absl::Time now) {
+  if (absl::Status live = CheckLive(id, incarnation); !live.ok()) return live;
+  Member& m = members_[id];
+  m.lease_expires = now + lease_timeout_;
+  m.last_heartbeat = now;
+  return absl::OkStatus();
+}
+
+absl::Status Membership::Leave(uint32_t id, uint64_t incarnation) {
+  if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
+  Member& m = members_[id];
+  if (!m.registered || incarnation != m.incarnation) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", id, " incarnation ", incarnation, " is not registered"));
+  }
+  m.state = WorkerState::kLeft;
+  return absl::OkStatus();
+}
+
+std::vector<uint32_t> Membership::Expire(absl::Time now) {
+  std::vector<uint32_t> expired;
+  for (uint32_t id = 0; id < members_.size(); ++id) {
+    Member& m = members_[id];
+    if (m.registered && m.state == WorkerState::kLive &&
+        m.lease_expires <= now) {
+      m.state = WorkerState::kExpired;
+      ++leases_expired_;
+      expired.push_back(id);
+    }
+  }
+  return expired;
+}
+
+bool Membership::IsLive(uint32_t id) const {
+  return id < members_.size() && members_[id].registered &&
+         members_[id].state == WorkerState::kLive;
+}
+
+std::vector<uint32_t> Membership::LiveWorkers() const {
+  std::vector<uint32_t> live;
+  for (uint32_t id = 0; id < members_.size(); ++id) {
+    if (IsLive(id)) live.push_back(id);
+  }
+  return live;
+}
+
+std::optional<uint64_t> Membership::MinLiveClock() const {
+  std::optional<uint64_t> lowest;
+  for (uint32_t id : LiveWorkers()) {
+    lowest = std::min(lowest.value_or(UINT64_MAX), members_[id].clock);
+  }
+  return lowest;
+}
+
+std::optional<uint64_t> Membership::MaxLiveClock() const {
+  std::optional<uint64_t> highest;
+  for (uint32_t id : LiveWorkers()) {
+    highest = std::max(highest.value_or(0), members_[id].clock);
+  }
+  return highest;
+}
+
+}  // namespace ps::server

@@ -1,0 +1,95 @@
+#ifndef PS_SERVER_MEMBERSHIP_H_
+#define PS_SERVER_MEMBERSHIP_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace ps::server {
+
+enum class WorkerState { kLive, kExpired, kLeft };
+absl::string_view WorkerStateName(WorkerState state);
+
+// What a shard knows of one worker id.
+struct Member {
+  bool registered = false;
+  uint64_t incarnation = 0;
+  WorkerState state = WorkerState::kLive;
+  absl::Time lease_expires;
+  absl::Time last_heartbeat;
+  uint32_t registrations = 0;
+  // Exactly-once bookkeeping of this incarnation's pushes.
+  uint64_t last_seq = 0;
+  uint64_t last_step = 0;
+  uint64_t pushes = 0;
+  // The SSP clock: last accepted step + 1.
+  uint64_t clock = 0;
+};
+
+// The workers a shard has seen, with their leases. A worker counts toward
+// rounds and SSP bounds only while live: registered, lease not expired, not
+// left. Not thread-safe: the shard's mutex guards it.
+class Membership {
+ public:
+  // Ids are valid in [0, max_workers); the job starts (see gathered()) once
+  // `expected_workers` distinct ids have registered.
+  Membership(uint32_t expected_workers, uint32_t max_workers,
+             absl::Duration lease_timeout);
+
+  // Starts or renews a lease. The same incarnation renews (after an expiry
+  // too); a newer one replaces the old process and restarts its bookkeeping;
+  // an older one is refused.
+  struct Registration {
+    bool rejoined = false;     // the id was registered before
+    uint64_t resume_step = 0;  // the previous process's clock
+  };
+  absl::StatusOr<Registration> Register(uint32_t id, uint64_t incarnation,
+                                        absl::Time now);
+  absl::Status Heartbeat(uint32_t id, uint64_t incarnation, absl::Time now);
+  absl::Status Leave(uint32_t id, uint64_t incarnation);
+
+  // OK when (id, incarnation) holds a live lease; otherwise
+  // FAILED_PRECONDITION telling the worker to re-register.
+  absl::Status CheckLive(uint32_t id, uint64_t incarnation) const;
+
+  // Expires the leases that ran out by `now`; returns their ids.
+  std::vector<uint32_t> Expire(absl::Time now);
+
+  // Whether `expected_workers` ids have registered at least once: until
+  // then no sync round may close, so the first rounds do not run ahead of
+  // workers still starting.
+  bool gathered() const { return ever_registered_ >= expected_workers_; }
+
+  bool IsLive(uint32_t id) const;
+  std::vector<uint32_t> LiveWorkers() const;
+  // Over live workers; nullopt when none is live.
+  std::optional<uint64_t> MinLiveClock() const;
+  std::optional<uint64_t> MaxLiveClock() const;
+
+  Member& at(uint32_t id) { return members_[id]; }
+  const std::vector<Member>& members() const { return members_; }
+  uint32_t max_workers() const { return static_cast<uint32_t>(members_.size()); }
+  absl::Duration lease_timeout() const { return lease_timeout_; }
+  uint64_t leases_expired() const { return leases_expired_; }
+
+ private:
+  absl::Status CheckId(uint32_t id) const;
+
+  uint32_t expected_workers_;
+  absl::Duration lease_timeout_;
+  std::vector<Member> members_;
+  uint32_t ever_registered_ = 0;
+  uint64_t leases_expired_ = 0;
+};
+
+// The FAILED_PRECONDITION message workers recognise as "register again".
+inline constexpr char kReRegisterHint[] = "re-register";
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_MEMBERSHIP_H_
