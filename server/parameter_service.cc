@@ -217,6 +217,7 @@ grpc::ServerUnaryReactor* ParameterService::Status(
   response->set_leases_expired(s.leases_expired);
   response->set_sync_quorum(s.options.sync_quorum);
   response->set_staleness(s.options.staleness);
+  response->set_max_read_clock_gap(s.max_read_clock_gap);
   return FinishNow(context, absl::OkStatus());
 }
 

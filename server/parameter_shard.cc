@@ -191,7 +191,14 @@ absl::StatusOr<KeyRange> ParameterShard::ResolvePullKeys(
   return requested;
 }
 
-PullResult ParameterShard::Read(const KeyRange& keys) const {
+PullResult ParameterShard::Read(const PullArgs& args) {
+  const KeyRange& keys = args.keys;
+  if (options_.mode == ConsistencyMode::kSsp) {
+    const uint64_t slowest = members_.MinLiveClock().value_or(args.clock);
+    if (args.clock > slowest) {
+      max_read_clock_gap_ = std::max(max_read_clock_gap_, args.clock - slowest);
+    }
+  }
   PullResult result;
   result.version = version_;
   result.samples_applied = samples_applied_;
@@ -219,7 +226,7 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   if (!keys.ok()) return keys.status();
   PullArgs parked = args;
   parked.keys = *keys;
-  if (Satisfied(parked)) return Read(*keys);
+  if (Satisfied(parked)) return Read(parked);
   parked_.emplace(ticket, ParkedPull{parked, expires, std::move(done)});
   return std::nullopt;
 }
@@ -426,7 +433,7 @@ std::vector<ParameterShard::Completion> ParameterShard::TakeSatisfiedPulls() {
   for (auto it = parked_.begin(); it != parked_.end();) {
     if (Satisfied(it->second.args)) {
       satisfied.emplace_back(std::move(it->second.done),
-                             Read(it->second.args.keys));
+                             Read(it->second.args));
       parked_.erase(it++);
     } else {
       ++it;
@@ -472,6 +479,7 @@ ShardStatus ParameterShard::Status() const {
   status.rounds_closed_by_quorum = rounds_closed_by_quorum_;
   status.rounds_closed_by_timeout = rounds_closed_by_timeout_;
   status.leases_expired = members_.leases_expired();
+  status.max_read_clock_gap = max_read_clock_gap_;
   return status;
 }
 

@@ -150,6 +150,9 @@ struct ShardStatus {
   uint64_t rounds_closed_by_quorum = 0;
   uint64_t rounds_closed_by_timeout = 0;
   uint64_t leases_expired = 0;
+  // SSP: the largest (reader's clock − slowest live clock) a pull was
+  // answered with; never above the staleness bound.
+  uint64_t max_read_clock_gap = 0;
 };
 
 // One shard of θ and the rules that change it. Plain C++: the gRPC service
@@ -211,8 +214,7 @@ class ParameterShard {
   absl::StatusOr<common::KeyRange> ResolvePullKeys(
       const common::KeyRange& requested) const
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
-  PullResult Read(const common::KeyRange& keys) const
-      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  PullResult Read(const PullArgs& args) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status ValidatePush(const PushArgs& args) const
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
   // Applies `gradient` to the whole shard and advances the version.
@@ -250,6 +252,7 @@ class ParameterShard {
   uint64_t rounds_closed_all_live_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t rounds_closed_by_quorum_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t rounds_closed_by_timeout_ ABSL_GUARDED_BY(mutex_) = 0;
+  uint64_t max_read_clock_gap_ ABSL_GUARDED_BY(mutex_) = 0;
   std::atomic<PullTicket> next_ticket_{1};
   absl::flat_hash_map<PullTicket, ParkedPull> parked_ ABSL_GUARDED_BY(mutex_);
 };

@@ -1,0 +1,322 @@
+// Leases, elastic membership, stragglers, SSP and exactly-once delivery,
+// driven through the shard core with an explicit clock.
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/float_bytes.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/parameter_shard.h"
+
+namespace ps::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kIncarnation = 7;
+
+std::string Bytes(const std::vector<float>& values) {
+  std::string out;
+  common::FloatsToBytes(values, &out);
+  return out;
+}
+
+class Shard {
+ public:
+  explicit Shard(ShardOptions options) : shard_(Defaults(options)) {
+    InitArgs args;
+    args.tensors = {{"w", {2}, false}};
+    args.num_shards = 1;
+    const std::string values = Bytes({0, 0});
+    args.values = values;
+    EXPECT_TRUE(shard_.Init(args).ok());
+  }
+
+  static ShardOptions Defaults(ShardOptions options) {
+    options.update.learning_rate = 1.0f;
+    options.max_workers = 8;
+    return options;
+  }
+
+  void Register(uint32_t worker, uint64_t incarnation = kIncarnation) {
+    ASSERT_TRUE(shard_.Register(worker, incarnation).ok());
+  }
+
+  absl::StatusOr<PushResult> Push(uint32_t worker, uint64_t seq, uint64_t step,
+                                  std::vector<float> gradient,
+                                  uint64_t incarnation = kIncarnation) {
+    const std::string bytes = Bytes(gradient);
+    PushArgs args;
+    args.worker_id = worker;
+    args.incarnation = incarnation;
+    args.seq = seq;
+    args.step = step;
+    args.batch_size = 1;
+    args.keys = {0, 2};
+    args.gradient = bytes;
+    return shard_.Push(args);
+  }
+
+  std::vector<float> Theta() {
+    auto pulled = shard_.Pull({}, absl::InfiniteFuture(),
+                              shard_.NewPullTicket(), nullptr);
+    std::vector<float> theta(2);
+    EXPECT_TRUE(common::BytesToFloats((*pulled)->values, absl::MakeSpan(theta),
+                                      "θ")
+                    .ok());
+    return theta;
+  }
+
+  ParameterShard& operator*() { return shard_; }
+  ParameterShard* operator->() { return &shard_; }
+
+ private:
+  ParameterShard shard_;
+};
+
+ShardOptions Sync(uint32_t workers) {
+  ShardOptions options;
+  options.mode = ConsistencyMode::kSync;
+  options.num_workers = workers;
+  options.lease_timeout = absl::Seconds(2);
+  return options;
+}
+
+TEST(Membership, ADeadWorkerStopsCountingOnceItsLeaseExpires) {
+  Shard shard(Sync(3));
+  for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {2, 0}).ok());
+  ASSERT_TRUE(shard.Push(1, 1, 0, {0, 4}).ok());
+  shard->Tick(absl::Now() + absl::Seconds(1));  // within the lease
+  EXPECT_EQ(shard->Status().version, 0u);
+  shard->Tick(absl::Now() + absl::Seconds(3));  // worker 2 is gone
+  const ShardStatus status = shard->Status();
+  EXPECT_EQ(status.version, 1u);
+  EXPECT_EQ(status.live_workers, 0u);  // nobody heartbeat in the fake future
+  EXPECT_EQ(status.leases_expired, 3u);
+  // The mean divides by the two gradients that arrived.
+  EXPECT_THAT(shard.Theta(), ElementsAre(-1, -2));
+}
+
+TEST(Membership, AGradientDeliveredBeforeTheLeaseExpiredStillCounts) {
+  Shard shard(Sync(2));
+  shard.Register(0);
+  shard.Register(1);
+  ASSERT_TRUE(shard.Push(1, 1, 0, {4, 4}).ok());
+  // Both leases lapse (nobody heartbeats in the fake future): no live worker
+  // is missing any more, so the round closes with the gradient it holds.
+  shard->Tick(absl::Now() + absl::Seconds(3));
+  EXPECT_EQ(shard->Status().version, 1u);
+  EXPECT_THAT(shard.Theta(), ElementsAre(-4, -4));
+}
+
+TEST(Membership, AnExpiredWorkerIsToldToReRegisterAndCanRejoin) {
+  Shard shard(Sync(1));
+  shard.Register(0);
+  shard->Tick(absl::Now() + absl::Seconds(3));
+  auto refused = shard.Push(0, 1, 0, {1, 1});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr(kReRegisterHint));
+  EXPECT_EQ(shard->Heartbeat(0, kIncarnation).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto again = shard->Register(0, kIncarnation);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->rejoined);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}).ok());
+  EXPECT_THAT(shard.Theta(), ElementsAre(-1, -1));
+}
+
+TEST(Membership, ARestartedWorkerReplacesItsOldIncarnationAndResumes) {
+  Shard shard(Sync(1));
+  shard.Register(0, 100);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}, 100).ok());
+  ASSERT_TRUE(shard.Push(0, 2, 1, {1, 1}, 100).ok());
+  auto restarted = shard->Register(0, 200);
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_TRUE(restarted->rejoined);
+  EXPECT_EQ(restarted->resume_step, 2u);
+  // The old process is refused; the new one numbers its pushes afresh.
+  EXPECT_EQ(shard.Push(0, 3, 2, {1, 1}, 100).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(shard->Register(0, 100).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto fresh = shard.Push(0, 1, 2, {1, 1}, 200);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(shard->Status().workers[0].registrations, 2u);
+}
+
+TEST(Membership, NoRoundClosesBeforeTheExpectedWorkersRegistered) {
+  Shard shard(Sync(2));
+  shard.Register(0);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}).ok());
+  EXPECT_EQ(shard->Status().version, 0u);
+  shard.Register(1);
+  EXPECT_EQ(shard->Status().version, 0u);
+  ASSERT_TRUE(shard.Push(1, 1, 0, {3, 3}).ok());
+  EXPECT_EQ(shard->Status().version, 1u);
+  EXPECT_THAT(shard.Theta(), ElementsAre(-2, -2));
+}
+
+TEST(Membership, AWorkerThatLeftStopsCountingAtOnce) {
+  Shard shard(Sync(2));
+  shard.Register(0);
+  shard.Register(1);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}).ok());
+  ASSERT_TRUE(shard->Leave(1, kIncarnation).ok());
+  EXPECT_EQ(shard->Status().version, 1u);
+  EXPECT_EQ(shard->Status().rounds_closed_all_live, 1u);
+}
+
+TEST(Stragglers, AQuorumClosesTheRoundAndLateGradientsAreStale) {
+  ShardOptions options = Sync(3);
+  options.sync_quorum = 2;
+  Shard shard(options);
+  for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
+  ASSERT_TRUE(shard.Push(2, 1, 0, {2, 2}).ok());
+  auto second = shard.Push(0, 1, 0, {4, 4});
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->outcome, PushOutcome::kApplied);
+  auto late = shard.Push(1, 1, 0, {100, 100});
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(late->outcome, PushOutcome::kStale);
+  EXPECT_THAT(shard.Theta(), ElementsAre(-3, -3));
+  const ShardStatus status = shard->Status();
+  EXPECT_EQ(status.pushes_stale, 1u);
+  EXPECT_EQ(status.rounds_closed_by_quorum, 1u);
+}
+
+TEST(Stragglers, ARoundTimeoutClosesWithWhatArrived) {
+  ShardOptions options = Sync(3);
+  options.round_timeout = absl::Milliseconds(500);
+  options.lease_timeout = absl::Seconds(60);
+  Shard shard(options);
+  for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
+  shard->Tick(absl::Now() + absl::Seconds(1));  // nothing arrived: stays open
+  EXPECT_EQ(shard->Status().version, 0u);
+  ASSERT_TRUE(shard.Push(1, 1, 0, {1, 1}).ok());
+  shard->Tick(absl::Now() + absl::Seconds(1));
+  EXPECT_EQ(shard->Status().version, 1u);
+  EXPECT_EQ(shard->Status().rounds_closed_by_timeout, 1u);
+  EXPECT_THAT(shard.Theta(), ElementsAre(-1, -1));
+}
+
+ShardOptions Ssp(uint32_t workers, uint32_t staleness) {
+  ShardOptions options;
+  options.mode = ConsistencyMode::kSsp;
+  options.num_workers = workers;
+  options.staleness = staleness;
+  options.lease_timeout = absl::Seconds(2);
+  return options;
+}
+
+TEST(Ssp, TheFastestWorkerNeverReadsMoreThanStalenessClocksAhead) {
+  constexpr uint32_t kStaleness = 2;
+  Shard shard(Ssp(2, kStaleness));
+  shard.Register(0);
+  shard.Register(1);
+  // Worker 0 races ahead while worker 1 stays at clock 0.
+  uint64_t clock = 0;
+  for (; clock < 10; ++clock) {
+    PullArgs args;
+    args.clock = clock;
+    std::optional<absl::Status> late;
+    auto answered = shard->Pull(args, absl::InfiniteFuture(),
+                                shard->NewPullTicket(),
+                                [&](absl::StatusOr<PullResult> r) {
+                                  late = r.status();
+                                });
+    if (!answered.has_value()) {
+      // Parked: that must be exactly when the lead would exceed s.
+      EXPECT_EQ(clock, kStaleness + 1);
+      // Worker 1 takes a step: the lead shrinks to s and the pull wakes.
+      ASSERT_TRUE(shard.Push(1, 1, 0, {0, 0}).ok());
+      ASSERT_TRUE(late.has_value());
+      EXPECT_TRUE(late->ok());
+      break;
+    }
+    ASSERT_TRUE(shard.Push(0, clock + 1, clock, {0, 0}).ok());
+  }
+  EXPECT_EQ(clock, kStaleness + 1);
+  EXPECT_LE(shard->Status().max_read_clock_gap, kStaleness);
+}
+
+TEST(Ssp, ADeadWorkerDoesNotHoldTheOthersBack) {
+  Shard shard(Ssp(2, 0));
+  shard.Register(0);
+  shard.Register(1);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {0, 0}).ok());
+  PullArgs args;
+  args.clock = 1;
+  std::optional<absl::Status> answer;
+  ASSERT_FALSE(shard
+                   ->Pull(args, absl::InfiniteFuture(), shard->NewPullTicket(),
+                          [&](absl::StatusOr<PullResult> r) {
+                            answer = r.status();
+                          })
+                   .has_value());
+  // Both leases lapse in the fake future; with no live worker left, nothing
+  // bounds the reader any more.
+  shard->Tick(absl::Now() + absl::Seconds(3));
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_TRUE(answer->ok());
+}
+
+// Runs three sync rounds of three workers with the given delivery plan and
+// returns θ's bytes.
+std::string ThreeRounds(bool faulty) {
+  Shard shard(Sync(3));
+  for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
+  auto gradient = [](uint32_t worker, uint64_t round) {
+    return std::vector<float>{0.1f * (worker + 1) + 0.37f * round,
+                              -0.3f * worker + 0.011f * round};
+  };
+  for (uint64_t round = 0; round < 3; ++round) {
+    std::vector<uint32_t> order = {0, 1, 2};
+    if (faulty) order = {2, 0, 1};  // reordered
+    for (uint32_t w : order) {
+      const uint64_t seq = round + 1;
+      EXPECT_TRUE(shard.Push(w, seq, round, gradient(w, round)).ok());
+      if (faulty) {
+        // Delivered twice, and an older retry arrives late.
+        auto again = shard.Push(w, seq, round, gradient(w, round));
+        EXPECT_TRUE(again.ok());
+        EXPECT_NE(again->outcome, PushOutcome::kApplied);
+        if (round > 0) {
+          auto old = shard.Push(w, seq - 1, round - 1, gradient(w, round - 1));
+          EXPECT_TRUE(old.ok());
+          EXPECT_EQ(old->outcome, PushOutcome::kDuplicate);
+        }
+      }
+    }
+  }
+  std::vector<float> theta = shard.Theta();
+  return std::string(reinterpret_cast<const char*>(theta.data()),
+                     theta.size() * sizeof(float));
+}
+
+TEST(ExactlyOnce, DuplicatedAndReorderedDeliveriesGiveTheSameTheta) {
+  EXPECT_EQ(ThreeRounds(false), ThreeRounds(true));
+}
+
+TEST(Visibility, StatusReportsWorkersWithStateClockAndStaleness) {
+  Shard shard(Ssp(2, 5));
+  shard.Register(0);
+  shard.Register(1);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {0, 0}).ok());
+  ASSERT_TRUE(shard.Push(0, 2, 1, {0, 0}).ok());
+  ASSERT_TRUE(shard->Leave(1, kIncarnation).ok());
+  const ShardStatus status = shard->Status();
+  ASSERT_EQ(status.workers.size(), 2u);
+  EXPECT_EQ(status.workers[0].clock, 2u);
+  EXPECT_EQ(status.workers[0].state, WorkerState::kLive);
+  EXPECT_EQ(status.workers[1].state, WorkerState::kLeft);
+  EXPECT_EQ(status.live_workers, 1u);
+  EXPECT_LT(status.workers[0].since_heartbeat, absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace ps::server
