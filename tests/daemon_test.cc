@@ -115,7 +115,7 @@ TEST_P(LocalCluster, TrainsFashionMnistAndWritesOneJsonLinePerEvaluation) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, LocalCluster,
-                         ::testing::Values("sync", "async"));
+                         ::testing::Values("sync", "async", "ssp"));
 
 TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   const std::string dir = TempDir("bad_data");
@@ -196,6 +196,7 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
   };
   const std::vector<Case> cases = {
       {{"ps_server", "--mode=bsp"}, "unknown mode 'bsp'"},
+      {{"ps_server", "--mode=async", "--staleness=2"}, "staleness"},
       {{"ps_server", "--shard_index=2", "--num_shards=2"}, "shard_index 2"},
       {{"ps_server", "--lr=0"}, "learning rate"},
       {{"ps_server", "--clip_min=1", "--clip_max=0"}, "box constraint is empty"},
@@ -206,7 +207,9 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
        "--rank=3"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--batch_size=0"},
        "--batch_size"},
-      {{"ps_local", "--mode=ssp"}, "not sync or async"},
+      {{"ps_local", "--mode=bsp"}, "not sync, ssp or async"},
+      {{"ps_server", "--mode=async", "--sync_quorum=2"}, "sync_quorum"},
+      {{"ps_server", "--lease_timeout=0s"}, "lease_timeout"},
       {{"ps_local", "--servers=0"}, "--servers must be"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -217,6 +220,23 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
     EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
         << outcome.output;
   }
+}
+
+TEST(Daemons, AWorkerFacingAnUnreachableServerGivesUpInTimeWithAClearLine) {
+  const std::string dir = TempDir("unreachable");
+  // Port 9 (discard): nothing listens on it on these machines.
+  const absl::Time start = absl::Now();
+  Outcome outcome = RunBinary(
+      {"ps_worker", "--servers=127.0.0.1:9", "--max_retry_time=2s",
+       "--rpc_deadline=500ms"},
+      dir + "/worker.out", absl::Seconds(60));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_FALSE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("127.0.0.1:9"));
+  EXPECT_THAT(outcome.output, HasSubstr("failed after"));
+  EXPECT_THAT(outcome.output, HasSubstr("retrying"));
+  // Data loading (~1 s) plus the 2 s retry budget, not a hang.
+  EXPECT_LT(took, absl::Seconds(20));
 }
 
 // Copies Fashion-MNIST into `dir`, replacing one file with `contents`.

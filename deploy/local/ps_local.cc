@@ -27,7 +27,7 @@
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
-ABSL_FLAG(std::string, mode, "sync", "sync or async.");
+ABSL_FLAG(std::string, mode, "sync", "sync, ssp or async.");
 ABSL_FLAG(std::string, model, "softmax", "softmax or mlp.");
 ABSL_FLAG(uint32_t, epochs, 5, "Passes over the training set.");
 ABSL_FLAG(std::string, out_dir, "out/ps_local",
@@ -147,8 +147,8 @@ int main(int argc, char** argv) {
   if (num_servers < 1 || num_servers > 64) Die("--servers must be 1 to 64");
   if (num_workers < 1 || num_workers > 64) Die("--workers must be 1 to 64");
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "sync" && mode != "async") {
-    Die(absl::StrCat("--mode='", mode, "' is not sync or async"));
+  if (mode != "sync" && mode != "async" && mode != "ssp") {
+    Die(absl::StrCat("--mode='", mode, "' is not sync, ssp or async"));
   }
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   if (out_dir.empty()) Die("--out_dir must not be empty");
