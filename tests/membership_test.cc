@@ -171,6 +171,25 @@ TEST(Membership, AWorkerThatLeftStopsCountingAtOnce) {
   EXPECT_EQ(shard->Status().rounds_closed_all_live, 1u);
 }
 
+TEST(Membership, ANewRankJoinsARunningJobAndRoundsWaitForIt) {
+  Shard shard(Sync(2));
+  shard.Register(0);
+  shard.Register(1);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}).ok());
+  ASSERT_TRUE(shard.Push(1, 1, 0, {1, 1}).ok());
+  EXPECT_EQ(shard->Status().version, 1u);
+  shard.Register(5);  // beyond --num_workers, within --max_workers
+  ASSERT_TRUE(shard.Push(0, 2, 1, {3, 3}).ok());
+  ASSERT_TRUE(shard.Push(1, 2, 1, {3, 3}).ok());
+  EXPECT_EQ(shard->Status().version, 1u) << "the round waits for rank 5";
+  ASSERT_TRUE(shard.Push(5, 1, 1, {6, 6}).ok());
+  EXPECT_EQ(shard->Status().version, 2u);
+  // −1 − (3 + 3 + 6) / 3
+  EXPECT_THAT(shard.Theta(), ElementsAre(-5, -5));
+  EXPECT_EQ(shard->Register(8, kIncarnation).status().code(),
+            absl::StatusCode::kInvalidArgument);  // --max_workers=8
+}
+
 TEST(Stragglers, AQuorumClosesTheRoundAndLateGradientsAreStale) {
   ShardOptions options = Sync(3);
   options.sync_quorum = 2;
