@@ -4,10 +4,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
@@ -57,24 +61,121 @@ void DieIfError(const absl::Status& status, absl::string_view context) {
   }
 }
 
+namespace {
+
+absl::Status ErrnoError(absl::string_view what, const std::string& path) {
+  return absl::UnavailableError(
+      absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(errno)));
+}
+
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents) {
   const std::string temp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-    out.flush();
-    if (!out) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot write ", temp, ": ", std::strerror(errno)));
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                        0644);
+  if (fd < 0) return ErrnoError("create", temp);
+  size_t written = 0;
+  while (written < contents.size()) {
+    const ssize_t n =
+        ::write(fd, contents.data() + written, contents.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      absl::Status error = ErrnoError("write", temp);
+      ::close(fd);
+      ::unlink(temp.c_str());
+      return error;
     }
+    written += static_cast<size_t>(n);
   }
+  if (::fsync(fd) != 0) {
+    absl::Status error = ErrnoError("fsync", temp);
+    ::close(fd);
+    ::unlink(temp.c_str());
+    return error;
+  }
+  if (::close(fd) != 0) return ErrnoError("close", temp);
   if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot rename ", temp, " to ",
-                                               path, ": ",
-                                               std::strerror(errno)));
+    absl::Status error = ErrnoError("rename into place", temp);
+    ::unlink(temp.c_str());
+    return error;
   }
+  // The rename is durable only once the directory entry is.
+  const std::string directory = DirectoryOf(path);
+  const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return ErrnoError("open directory", directory);
+  const int synced = ::fsync(dir_fd);
+  ::close(dir_fd);
+  if (synced != 0) return ErrnoError("fsync directory", directory);
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> OrdinalFromHostname(absl::string_view hostname) {
+  const size_t dash = hostname.rfind('-');
+  uint32_t ordinal = 0;
+  if (dash == absl::string_view::npos || dash + 1 == hostname.size() ||
+      !absl::SimpleAtoi(hostname.substr(dash + 1), &ordinal) ||
+      !absl::ascii_isdigit(static_cast<unsigned char>(hostname[dash + 1]))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hostname '", hostname,
+                     "' does not end in -<ordinal> (like ps-server-2)"));
+  }
+  return ordinal;
+}
+
+std::string Hostname() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "";
+  return name;
+}
+
+absl::StatusOr<uint32_t> ResolveIndex(int64_t flag_value,
+                                      absl::string_view flag_name,
+                                      uint32_t count,
+                                      absl::string_view env_name,
+                                      bool use_hostname) {
+  int64_t index = flag_value;
+  std::string source = absl::StrCat("--", flag_name);
+  const char* env =
+      env_name.empty() ? nullptr : std::getenv(std::string(env_name).c_str());
+  if (index >= 0) {
+    // Given explicitly.
+  } else if (env != nullptr && *env != '\0') {
+    source = absl::StrCat("$", env_name, "='", env, "'");
+    if (!absl::SimpleAtoi(env, &index) || index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, " is not a non-negative integer"));
+    }
+  } else if (count == 1) {
+    index = 0;
+  } else if (use_hostname) {
+    const std::string hostname = Hostname();
+    absl::StatusOr<uint32_t> ordinal = OrdinalFromHostname(hostname);
+    if (!ordinal.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag_name, " is not set and ", ordinal.status().message()));
+    }
+    index = *ordinal;
+    source = absl::StrCat("hostname '", hostname, "'");
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag_name, " is not set",
+        env_name.empty() ? "" : absl::StrCat(" (nor $", env_name, ")"),
+        " and there are ", count, " to choose from"));
+  }
+  if (index >= count) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, " gives ", flag_name, " ", index, ", outside [0, ", count,
+        ")"));
+  }
+  return static_cast<uint32_t>(index);
 }
 
 }  // namespace ps::common

@@ -1,10 +1,12 @@
 #ifndef PS_COMMON_CLI_H_
 #define PS_COMMON_CLI_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 // What every daemon's main() does the same way.
@@ -21,10 +23,28 @@ void SetLogLevelOrDie(const std::string& log_level);
 [[noreturn]] void Die(absl::string_view message);
 void DieIfError(const absl::Status& status, absl::string_view context);
 
-// Writes `contents` to `path` atomically (temp file, then rename), so a
-// reader never sees half a file.
+// Writes `contents` to `path` atomically and durably: temp file, fsync,
+// rename, fsync of the directory. A reader (or a machine that lost power)
+// sees the old file or the whole new one, never half a file.
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
+
+// The ordinal a StatefulSet gives its pods: "ps-server-2" → 2. Errors when
+// the name does not end in "-<digits>".
+absl::StatusOr<uint32_t> OrdinalFromHostname(absl::string_view hostname);
+
+// This machine's hostname (the pod name in Kubernetes).
+std::string Hostname();
+
+// Which of `count` slots this daemon fills: `flag_value` when >= 0 (named
+// `flag_name` in errors); else the integer in the environment variable
+// `env_name` (if not empty and set); else the hostname's ordinal when
+// `use_hostname`; else 0 when count is 1. Checks the result is < count.
+absl::StatusOr<uint32_t> ResolveIndex(int64_t flag_value,
+                                      absl::string_view flag_name,
+                                      uint32_t count,
+                                      absl::string_view env_name,
+                                      bool use_hostname);
 
 }  // namespace ps::common
 

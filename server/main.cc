@@ -16,7 +16,12 @@ ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
           "Address to bind, host:port; port 0 picks a free port.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound port is written here once the server serves.");
-ABSL_FLAG(uint32_t, shard_index, 0, "This server's shard, 0-based.");
+ABSL_FLAG(std::string, advertise, "",
+          "host:port others use to reach this server (a DNS name in "
+          "Kubernetes); reported by Status. Default: hostname and bound port.");
+ABSL_FLAG(int32_t, shard_index, -1,
+          "This server's shard, 0-based. Default: 0 with one shard, else the "
+          "hostname's ordinal suffix (StatefulSet pod ps-server-2 → 2).");
 ABSL_FLAG(uint32_t, num_shards, 1, "Number of server shards in the job.");
 ABSL_FLAG(uint32_t, num_workers, 1,
           "Workers that must register before the first sync round closes; "
@@ -65,8 +70,12 @@ int main(int argc, char** argv) {
 
   ps::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
-  options.shard.shard_index = absl::GetFlag(FLAGS_shard_index);
   options.shard.num_shards = absl::GetFlag(FLAGS_num_shards);
+  absl::StatusOr<uint32_t> shard_index = ps::common::ResolveIndex(
+      absl::GetFlag(FLAGS_shard_index), "shard_index", options.shard.num_shards,
+      /*env_name=*/"", /*use_hostname=*/true);
+  ps::common::DieIfError(shard_index.status(), "cannot tell the shard index");
+  options.shard.shard_index = *shard_index;
   options.shard.num_workers = absl::GetFlag(FLAGS_num_workers);
   options.shard.max_workers = absl::GetFlag(FLAGS_max_workers);
   options.shard.lease_timeout = absl::GetFlag(FLAGS_lease_timeout);
@@ -104,10 +113,15 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<ps::server::PsServer>> server =
       ps::server::PsServer::Start(options);
   ps::common::DieIfError(server.status(), "cannot start");
-  spdlog::info("shard {}/{} serving on port {} (mode {}, {} workers, lr {}, "
-               "l2 {}, l1 {})",
+  std::string advertise = absl::GetFlag(FLAGS_advertise);
+  if (advertise.empty()) {
+    advertise = absl::StrCat(ps::common::Hostname(), ":", (*server)->port());
+  }
+  (*server)->SetAdvertisedAddress(advertise);
+  spdlog::info("shard {}/{} serving on port {} as {} (mode {}, {} workers, "
+               "lr {}, l2 {}, l1 {})",
                options.shard.shard_index, options.shard.num_shards,
-               (*server)->port(), absl::GetFlag(FLAGS_mode),
+               (*server)->port(), advertise, absl::GetFlag(FLAGS_mode),
                options.shard.num_workers, update.learning_rate, update.l2,
                update.l1);
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file);

@@ -178,6 +178,11 @@ grpc::ServerUnaryReactor* ParameterService::Push(
   return FinishNow(context, result.status());
 }
 
+void ParameterService::SetAdvertisedAddress(std::string address) {
+  absl::MutexLock lock(&mu_);
+  advertised_address_ = std::move(address);
+}
+
 grpc::ServerUnaryReactor* ParameterService::Status(
     grpc::CallbackServerContext* context, const ps::v1::StatusRequest*,
     ps::v1::StatusResponse* response) {
@@ -218,6 +223,10 @@ grpc::ServerUnaryReactor* ParameterService::Status(
   response->set_sync_quorum(s.options.sync_quorum);
   response->set_staleness(s.options.staleness);
   response->set_max_read_clock_gap(s.max_read_clock_gap);
+  {
+    absl::MutexLock lock(&mu_);
+    response->set_advertise(advertised_address_);
+  }
   return FinishNow(context, absl::OkStatus());
 }
 

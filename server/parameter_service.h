@@ -1,8 +1,10 @@
 #ifndef PS_SERVER_PARAMETER_SERVICE_H_
 #define PS_SERVER_PARAMETER_SERVICE_H_
 
+#include <string>
 #include <thread>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
@@ -18,6 +20,8 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
  public:
   ParameterService(ParameterShard* shard, absl::Duration max_pull_wait);
   ~ParameterService() override;
+
+  void SetAdvertisedAddress(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const ps::v1::RegisterRequest* request,
@@ -47,6 +51,8 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
   absl::Duration max_pull_wait_;
   absl::Notification stop_;
   std::thread expiry_ticker_;
+  absl::Mutex mu_;
+  std::string advertised_address_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ps::server

@@ -31,6 +31,10 @@ class PsServer {
 
   int port() const { return port_; }
   ParameterShard& shard() { return *shard_; }
+  // How others reach this server; Status reports it.
+  void SetAdvertisedAddress(std::string address) {
+    service_->SetAdvertisedAddress(std::move(address));
+  }
 
   // Stops taking calls, ends the parked ones, and waits at most `grace` for
   // calls in flight.

@@ -17,7 +17,10 @@
 
 ABSL_FLAG(std::string, servers, "",
           "Comma-separated host:port of every server, in shard order.");
-ABSL_FLAG(uint32_t, rank, 0, "This worker's rank in [0, num_workers).");
+ABSL_FLAG(int32_t, rank, -1,
+          "This worker's rank in [0, num_workers). Default: "
+          "$JOB_COMPLETION_INDEX (Kubernetes Indexed Job), or 0 with one "
+          "worker.");
 ABSL_FLAG(uint32_t, num_workers, 1, "Number of workers in the job.");
 ABSL_FLAG(std::string, model, "softmax", "softmax or mlp.");
 ABSL_FLAG(uint32_t, batch_size, 64, "Examples per mini-batch on this worker.");
@@ -51,7 +54,11 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_servers).empty()) {
     Die("--servers is required: host:port of every server, in shard order");
   }
-  client_options.worker_id = absl::GetFlag(FLAGS_rank);
+  absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
+      absl::GetFlag(FLAGS_rank), "rank", absl::GetFlag(FLAGS_num_workers),
+      "JOB_COMPLETION_INDEX", /*use_hostname=*/false);
+  DieIfError(rank.status(), "cannot tell this worker's rank");
+  client_options.worker_id = *rank;
   client_options.retry.rpc_deadline = absl::GetFlag(FLAGS_rpc_deadline);
   client_options.retry.max_retry_time = absl::GetFlag(FLAGS_max_retry_time);
   if (client_options.retry.rpc_deadline <= absl::ZeroDuration() ||
@@ -60,7 +67,7 @@ int main(int argc, char** argv) {
   }
 
   ps::worker::TrainerOptions options;
-  options.rank = absl::GetFlag(FLAGS_rank);
+  options.rank = *rank;
   options.num_workers = absl::GetFlag(FLAGS_num_workers);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.epochs = absl::GetFlag(FLAGS_epochs);
