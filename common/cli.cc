@@ -142,11 +142,11 @@ absl::StatusOr<uint32_t> ResolveIndex(int64_t flag_value,
                                       absl::string_view env_name,
                                       bool use_hostname) {
   int64_t index = flag_value;
-  std::string source = absl::StrCat("--", flag_name);
+  std::string source;
   const char* env =
       env_name.empty() ? nullptr : std::getenv(std::string(env_name).c_str());
   if (index >= 0) {
-    // Given explicitly.
+    source = absl::StrCat("--", flag_name, "=", index);
   } else if (env != nullptr && *env != '\0') {
     source = absl::StrCat("$", env_name, "='", env, "'");
     if (!absl::SimpleAtoi(env, &index) || index < 0) {
@@ -172,7 +172,7 @@ absl::StatusOr<uint32_t> ResolveIndex(int64_t flag_value,
   }
   if (index >= count) {
     return absl::InvalidArgumentError(absl::StrCat(
-        source, " gives ", flag_name, " ", index, ", outside [0, ", count,
+        source, ": ", flag_name, " ", index, " is outside [0, ", count,
         ")"));
   }
   return static_cast<uint32_t>(index);
