@@ -12,10 +12,13 @@
 // What every daemon's main() does the same way.
 namespace ps::common {
 
-// Parses flags (absl), rejects stray positional arguments, and applies
-// --log_level-style `log_level` ("trace" … "off") to spdlog. Exits with one
-// clear line and status 2 on any problem.
-void InitProgram(int argc, char** argv, absl::string_view usage);
+// Parses flags (absl) and sets the log line format. Returns the positional
+// arguments (a subcommand, say), rejecting more than `max_arguments`. Exits
+// with one clear line and status 2 on any problem.
+std::vector<std::string> InitProgram(int argc, char** argv,
+                                     absl::string_view usage,
+                                     size_t max_arguments = 0);
+// Applies --log_level-style `log_level` ("trace" … "off") to spdlog.
 void SetLogLevelOrDie(const std::string& log_level);
 
 // Prints "<program>: <message>" to stderr and exits with status 2, the

@@ -1,0 +1,142 @@
+// psctl: the operator's view of a running job.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/cli.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/health.h"
+#include "common/rpc/retry.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
+
+ABSL_FLAG(std::string, servers, "",
+          "Comma-separated host:port of every server, in shard order.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10),
+          "Give up on a server that has not answered after this long.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "psctl COMMAND --servers=host:port,...\n"
+    "  status   per shard: key range, version, mode, live workers, counters\n"
+    "  health   exit 0 when every server's gRPC health check says SERVING\n";
+
+struct Server {
+  std::string address;
+  std::unique_ptr<ps::v1::ParameterServer::Stub> stub;
+};
+
+std::vector<Server> ConnectAll() {
+  const std::string list = absl::GetFlag(FLAGS_servers);
+  if (list.empty()) {
+    ps::common::Die("--servers is required: host:port of every server");
+  }
+  std::vector<Server> servers;
+  for (absl::string_view address : absl::StrSplit(list, ',')) {
+    Server server;
+    server.address = std::string(address);
+    server.stub =
+        ps::v1::ParameterServer::NewStub(ps::rpc::CreateChannel(server.address));
+    servers.push_back(std::move(server));
+  }
+  return servers;
+}
+
+ps::rpc::RetryPolicy Policy() {
+  ps::rpc::RetryPolicy policy;
+  policy.rpc_deadline = absl::GetFlag(FLAGS_timeout);
+  policy.max_retry_time = absl::GetFlag(FLAGS_timeout);
+  return policy;
+}
+
+// Prints one block per shard; fails when any server does not answer.
+int Status() {
+  int exit_code = 0;
+  for (Server& server : ConnectAll()) {
+    ps::v1::StatusResponse s;
+    grpc::Status status = ps::rpc::CallWithRetry(
+        Policy(), absl::StrCat("Status of ", server.address),
+        [&](grpc::ClientContext& context) {
+          return server.stub->Status(&context, ps::v1::StatusRequest(), &s);
+        });
+    if (!status.ok()) {
+      std::fprintf(stderr, "psctl: %s: %s\n", server.address.c_str(),
+                   status.error_message().c_str());
+      exit_code = 1;
+      continue;
+    }
+    std::printf(
+        "%s (advertised %s): shard %u/%u keys [%llu, %llu) %s version %llu, "
+        "%u live workers of %u expected\n",
+        server.address.c_str(), s.advertise().c_str(), s.shard_index(),
+        s.num_shards(), static_cast<unsigned long long>(s.key_begin()),
+        static_cast<unsigned long long>(s.key_end()), s.mode().c_str(),
+        static_cast<unsigned long long>(s.version()), s.live_workers(),
+        s.expected_workers());
+    std::printf(
+        "  pushes: %llu applied, %llu stale, %llu duplicate, %llu rejected; "
+        "rounds closed: %llu all-live, %llu quorum, %llu timeout; %llu leases "
+        "expired\n",
+        static_cast<unsigned long long>(s.pushes_applied()),
+        static_cast<unsigned long long>(s.pushes_stale()),
+        static_cast<unsigned long long>(s.pushes_duplicate()),
+        static_cast<unsigned long long>(s.pushes_rejected()),
+        static_cast<unsigned long long>(s.rounds_closed_all_live()),
+        static_cast<unsigned long long>(s.rounds_closed_by_quorum()),
+        static_cast<unsigned long long>(s.rounds_closed_by_timeout()),
+        static_cast<unsigned long long>(s.leases_expired()));
+    for (const ps::v1::WorkerStatus& w : s.workers()) {
+      std::printf(
+          "  worker %u: %s, incarnation %llu, clock %llu, staleness %llu, "
+          "last heartbeat %.1f s ago, %llu pushes\n",
+          w.worker_id(), w.state().c_str(),
+          static_cast<unsigned long long>(w.incarnation()),
+          static_cast<unsigned long long>(w.clock()),
+          static_cast<unsigned long long>(w.staleness()),
+          w.seconds_since_heartbeat(),
+          static_cast<unsigned long long>(w.pushes()));
+    }
+  }
+  return exit_code;
+}
+
+int Health() {
+  int exit_code = 0;
+  for (const Server& server : ConnectAll()) {
+    absl::Status serving =
+        ps::rpc::CheckServing(server.address, absl::GetFlag(FLAGS_timeout));
+    if (serving.ok()) {
+      std::printf("%s: SERVING\n", server.address.c_str());
+    } else {
+      std::fprintf(stderr, "psctl: %s\n",
+                   std::string(serving.message()).c_str());
+      exit_code = 1;
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> arguments =
+      ps::common::InitProgram(argc, argv, kUsage, /*max_arguments=*/1);
+  ps::rpc::RouteGrpcLogsToSpdlog();
+  // Failures are printed once, below, with the server they concern.
+  ps::common::SetLogLevelOrDie("off");
+  if (absl::GetFlag(FLAGS_timeout) <= absl::ZeroDuration()) {
+    ps::common::Die("--timeout must be > 0");
+  }
+  const std::string command = arguments.empty() ? "" : arguments[0];
+  if (command == "status") return Status();
+  if (command == "health") return Health();
+  ps::common::Die(absl::StrCat(
+      command.empty() ? "a command is required"
+                      : absl::StrCat("unknown command '", command, "'"),
+      "\nusage: ", kUsage));
+}
