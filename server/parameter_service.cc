@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/rpc/convert.h"
+#include "spdlog/spdlog.h"
 
 namespace ps::server {
 namespace {
@@ -73,8 +74,9 @@ ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
 }  // namespace
 
 ParameterService::ParameterService(ParameterShard* shard,
+                                   Checkpointer* checkpointer,
                                    absl::Duration max_pull_wait)
-    : shard_(shard), max_pull_wait_(max_pull_wait) {
+    : shard_(shard), checkpointer_(checkpointer), max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
       shard_->Tick(absl::Now());
@@ -227,6 +229,25 @@ grpc::ServerUnaryReactor* ParameterService::Status(
     absl::MutexLock lock(&mu_);
     response->set_advertise(advertised_address_);
   }
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterService::Checkpoint(
+    grpc::CallbackServerContext* context, const ps::v1::CheckpointRequest*,
+    ps::v1::CheckpointResponse* response) {
+  if (checkpointer_ == nullptr) {
+    return FinishNow(context, absl::FailedPreconditionError(
+                                  "this server runs without --checkpoint_dir"));
+  }
+  absl::StatusOr<SavedCheckpoint> saved = checkpointer_->Save(*shard_);
+  if (!saved.ok()) return FinishNow(context, saved.status());
+  spdlog::info("checkpoint on request: {} (version {}, {} bytes, {})",
+               saved->path, saved->version, saved->bytes,
+               absl::FormatDuration(saved->took));
+  response->set_path(saved->path);
+  response->set_version(saved->version);
+  response->set_bytes(saved->bytes);
+  response->set_seconds(absl::ToDoubleSeconds(saved->took));
   return FinishNow(context, absl::OkStatus());
 }
 

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
+#include "common/theta_file.h"
 #include "common/update_rule.h"
 #include "server/membership.h"
 #include "server/sync_round.h"
@@ -203,6 +204,20 @@ class ParameterShard {
 
   ShardStatus Status() const;
 
+  // Everything a restart must get back, as of one instant: θ, version,
+  // the workers' bookkeeping and, in sync mode, the open round's gradients.
+  // FAILED_PRECONDITION before the model is declared.
+  absl::StatusOr<common::ThetaFile> Snapshot() const;
+
+  // Takes the state of a checkpoint before serving. `saved` must cover
+  // exactly this shard's keys of its model; an open round is restored only
+  // when it came from this same shard layout.
+  absl::Status Restore(common::ThetaFile saved);
+
+  // Graceful shutdown: from now on pushes get UNAVAILABLE (the worker
+  // retries later, against the restarted server); pulls are still served.
+  void StopTakingPushes();
+
  private:
   struct ParkedPull {
     PullArgs args;
@@ -230,6 +245,7 @@ class ParameterShard {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   const ShardOptions options_;
+  std::atomic<bool> taking_pushes_{true};
 
   mutable absl::Mutex mutex_;
   bool initialized_ ABSL_GUARDED_BY(mutex_) = false;

@@ -242,7 +242,7 @@ TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {
   context.set_deadline(
       absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
   ps::v1::PullRequest pull;
-  pull.set_min_version(5);
+  pull.set_min_version(1);
   ps::v1::PullResponse pulled;
   EXPECT_EQ(stub_->Pull(&context, pull, &pulled).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);

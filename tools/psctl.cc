@@ -9,6 +9,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/cli.h"
+#include "common/float_bytes.h"
+#include "common/rpc/convert.h"
+#include "common/theta_file.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/health.h"
 #include "common/rpc/retry.h"
@@ -16,15 +19,19 @@
 
 ABSL_FLAG(std::string, servers, "",
           "Comma-separated host:port of every server, in shard order.");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10),
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "Give up on a server that has not answered after this long.");
+ABSL_FLAG(std::string, out, "", "export: the file to write θ to.");
 
 namespace {
 
 constexpr char kUsage[] =
     "psctl COMMAND --servers=host:port,...\n"
     "  status   per shard: key range, version, mode, live workers, counters\n"
-    "  health   exit 0 when every server's gRPC health check says SERVING\n";
+    "  health   exit 0 when every server's gRPC health check says SERVING\n"
+    "  checkpoint  every server writes its checkpoint now\n"
+    "  export --out=FILE  the whole θ as one self-describing file, which\n"
+    "           ps_worker --init_from=FILE reads\n";
 
 struct Server {
   std::string address;
@@ -121,6 +128,104 @@ int Health() {
   return exit_code;
 }
 
+int Checkpoint() {
+  int exit_code = 0;
+  for (Server& server : ConnectAll()) {
+    ps::v1::CheckpointResponse saved;
+    grpc::Status status = ps::rpc::CallWithRetry(
+        Policy(), absl::StrCat("Checkpoint of ", server.address),
+        [&](grpc::ClientContext& context) {
+          return server.stub->Checkpoint(&context, ps::v1::CheckpointRequest(),
+                                         &saved);
+        });
+    if (!status.ok()) {
+      std::fprintf(stderr, "psctl: %s: %s\n", server.address.c_str(),
+                   status.error_message().c_str());
+      exit_code = 1;
+      continue;
+    }
+    std::printf("%s: wrote %s (version %llu, %llu bytes, %.3f s)\n",
+                server.address.c_str(), saved.path().c_str(),
+                static_cast<unsigned long long>(saved.version()),
+                static_cast<unsigned long long>(saved.bytes()),
+                saved.seconds());
+  }
+  return exit_code;
+}
+
+// Reads every shard's slice (as it is now) into one file.
+int Export() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) ps::common::Die("export needs --out=FILE");
+  ps::common::ThetaFile model;
+  bool first = true;
+  for (Server& server : ConnectAll()) {
+    ps::v1::StatusResponse status;
+    ps::v1::PullResponse pulled;
+    grpc::Status rpc = ps::rpc::CallWithRetry(
+        Policy(), absl::StrCat("Status of ", server.address),
+        [&](grpc::ClientContext& context) {
+          return server.stub->Status(&context, ps::v1::StatusRequest(),
+                                     &status);
+        });
+    if (rpc.ok() && !status.initialized()) {
+      rpc = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                         "holds no model yet");
+    }
+    if (rpc.ok()) {
+      rpc = ps::rpc::CallWithRetry(
+          Policy(), absl::StrCat("Pull from ", server.address),
+          [&](grpc::ClientContext& context) {
+            return server.stub->Pull(&context, ps::v1::PullRequest(), &pulled);
+          });
+    }
+    if (!rpc.ok()) {
+      ps::common::Die(absl::StrCat(server.address, ": ", rpc.error_message()));
+    }
+    const std::vector<ps::common::TensorSpec> tensors =
+        ps::rpc::FromProto(status.tensors());
+    if (first) {
+      model.tensors = tensors;
+      model.version = pulled.version();
+      model.samples_applied = pulled.samples_applied();
+      first = false;
+    } else if (std::string diff =
+                   ps::common::DescribeDifference(model.tensors, tensors);
+               !diff.empty()) {
+      ps::common::Die(absl::StrCat(server.address,
+                                   " holds another model than the first "
+                                   "server: ",
+                                   diff));
+    }
+    if (pulled.key_begin() != model.values.size()) {
+      ps::common::Die(absl::StrCat(
+          server.address, " holds keys from ", pulled.key_begin(),
+          " but the servers before it end at ", model.values.size(),
+          ": list --servers in shard order"));
+    }
+    model.version = std::min(model.version, pulled.version());
+    const size_t begin = model.values.size();
+    model.values.resize(pulled.key_end());
+    ps::common::DieIfError(
+        ps::common::BytesToFloats(
+            pulled.values(), absl::MakeSpan(model.values).subspan(begin),
+            absl::StrCat("the values of ", server.address)),
+        "export");
+  }
+  if (model.values.size() != ps::common::NumKeys(model.tensors)) {
+    ps::common::Die(absl::StrCat("the servers hold ", model.values.size(),
+                                 " of the model's ",
+                                 ps::common::NumKeys(model.tensors),
+                                 " keys: is a shard missing from --servers?"));
+  }
+  model.keys = {0, model.values.size()};
+  ps::common::DieIfError(ps::common::WriteThetaFile(out, model), "export");
+  std::printf("wrote %s: %zu tensors, %zu values, version %llu\n", out.c_str(),
+              model.tensors.size(), model.values.size(),
+              static_cast<unsigned long long>(model.version));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -135,6 +240,8 @@ int main(int argc, char** argv) {
   const std::string command = arguments.empty() ? "" : arguments[0];
   if (command == "status") return Status();
   if (command == "health") return Health();
+  if (command == "checkpoint") return Checkpoint();
+  if (command == "export") return Export();
   ps::common::Die(absl::StrCat(
       command.empty() ? "a command is required"
                       : absl::StrCat("unknown command '", command, "'"),

@@ -1,5 +1,6 @@
 // ps_worker: trains on its shard of the data against the parameter servers.
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "common/cli.h"
 #include "common/rpc/channel.h"
 #include "common/dataset.h"
+#include "common/theta_file.h"
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
@@ -36,6 +38,12 @@ ABSL_FLAG(absl::Duration, rpc_deadline, absl::Seconds(30),
           "Deadline of one RPC attempt, e.g. 30s.");
 ABSL_FLAG(absl::Duration, max_retry_time, absl::Seconds(120),
           "Give up on a server after retrying this long, and exit non-zero.");
+ABSL_FLAG(std::string, init_from, "",
+          "Start from the θ in this file (psctl export writes one) instead of "
+          "seeded random values.");
+ABSL_FLAG(bool, evaluate_only, false,
+          "Evaluate the θ of --init_from on the test set, print one JSON line "
+          "and exit; no servers needed.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -51,7 +59,7 @@ int main(int argc, char** argv) {
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');
-  if (absl::GetFlag(FLAGS_servers).empty()) {
+  if (absl::GetFlag(FLAGS_servers).empty() && !absl::GetFlag(FLAGS_evaluate_only)) {
     Die("--servers is required: host:port of every server, in shard order");
   }
   absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
@@ -86,6 +94,36 @@ int main(int argc, char** argv) {
   DieIfError(data.status(), "cannot load the training data");
   if (data->train.features.cols() != 784 || data->train.num_classes != 10) {
     Die("--data_dir does not hold 28x28 images in 10 classes");
+  }
+  if (const std::string init_from = absl::GetFlag(FLAGS_init_from);
+      !init_from.empty()) {
+    absl::StatusOr<ps::common::ThetaFile> file =
+        ps::common::ReadThetaFile(init_from);
+    DieIfError(file.status(), "--init_from");
+    if (std::string diff = ps::common::DescribeDifference(
+            (*model)->tensors(), file->tensors);
+        !diff.empty()) {
+      Die(absl::StrCat("--init_from=", init_from, " holds another model than "
+                       "--model=", absl::GetFlag(FLAGS_model), ": ", diff));
+    }
+    if (file->keys.begin != 0 || file->values.size() != (*model)->num_params()) {
+      Die(absl::StrCat("--init_from=", init_from, " holds keys ",
+                       file->keys.ToString(), ", not the whole model: it is "
+                       "one shard's checkpoint; psctl export writes a whole "
+                       "model"));
+    }
+    options.initial_theta = std::move(file->values);
+  }
+  if (absl::GetFlag(FLAGS_evaluate_only)) {
+    if (options.initial_theta.empty()) {
+      Die("--evaluate_only needs --init_from=FILE (psctl export writes one)");
+    }
+    const ps::worker::Evaluation evaluation =
+        (*model)->Evaluate(options.initial_theta, data->test);
+    std::printf("{\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"examples\":%lld}\n",
+                evaluation.accuracy, evaluation.mean_loss,
+                static_cast<long long>(data->test.size()));
+    return 0;
   }
   DieIfError(ps::worker::ValidateTrainerOptions(options, data->train.size()),
              "invalid options");

@@ -260,8 +260,13 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
     Shard& shard = shards_[i];
     ps::v1::PullRequest request;
     request.set_worker_id(options_.worker_id);
-    request.set_min_version(min_version);
+    // Sync: each shard's next round, so shards that fell out of step (one
+    // restored from an older checkpoint) each keep their own rounds.
+    request.set_min_version(sync_rounds_ && shard.pulled
+                                ? shard.pull.version() + 1
+                                : min_version);
     request.set_clock(clock);
+    const uint64_t previous_version = shard.pull.version();
     grpc::Status status = rpc::CallWithRetry(
         options_.retry, absl::StrCat("Pull from ", shard.address),
         [&](grpc::ClientContext& context) {
@@ -271,6 +276,13 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
       error.Record(shard.address, status);
       return;
     }
+    if (shard.pulled && shard.pull.version() < previous_version) {
+      spdlog::warn("{} went back from version {} to {}: {} updates lost "
+                   "(the server restarted from a checkpoint)",
+                   shard.address, previous_version, shard.pull.version(),
+                   previous_version - shard.pull.version());
+    }
+    shard.pulled = true;
     error.Record(shard.address,
                  common::BytesToFloats(
                      shard.pull.values(),

@@ -74,7 +74,9 @@ class ParameterClient {
       absl::Span<const float> initial);
 
   // Fills `theta` from every shard once each reached `min_version` (and,
-  // in SSP mode, once every live worker reached `clock` − staleness).
+  // in SSP mode, once every live worker reached `clock` − staleness). In
+  // sync mode, after the first pull, each shard is asked for the round after
+  // the last one it answered with. Logs when a shard's version went back.
   absl::StatusOr<PullInfo> Pull(uint64_t min_version, absl::Span<float> theta,
                                 uint64_t clock = 0);
 
@@ -99,6 +101,7 @@ class ParameterClient {
     // Reused across steps so large payloads do not fault in fresh pages.
     ps::v1::PushRequest push;
     ps::v1::PullResponse pull;
+    bool pulled = false;  // `pull` holds an answer
   };
 
   explicit ParameterClient(ClientOptions options);

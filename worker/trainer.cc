@@ -85,7 +85,8 @@ absl::Status Trainer::Run() {
   // have registered, so no worker runs ahead of one still starting.
   absl::StatusOr<uint64_t> resume_step = client_->Register();
   if (!resume_step.ok()) return resume_step.status();
-  theta_ = model_->InitialParams(options_.seed);
+  theta_ = options_.initial_theta.empty() ? model_->InitialParams(options_.seed)
+                                          : options_.initial_theta;
   absl::StatusOr<ClusterInfo> cluster = client_->Init(model_->tensors(), theta_);
   if (!cluster.ok()) return cluster.status();
   mode_ = cluster->mode;

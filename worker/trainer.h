@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -31,6 +32,10 @@ struct TrainerOptions {
   // Rank 0 waits at most this long for the other workers to finish before
   // its final evaluation. Default: 120 s
   absl::Duration wait_for_others = absl::Seconds(120);
+  // θ to declare instead of the seeded initial values (a model exported by
+  // psctl, say); empty: seeded. The servers keep whatever was declared
+  // first.
+  std::vector<float> initial_theta;
 };
 
 // Validated before any network traffic; mentions the flag names.
