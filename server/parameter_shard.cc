@@ -229,6 +229,9 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   PullArgs parked = args;
   parked.keys = *keys;
   if (Satisfied(parked)) return Read(parked);
+  if (!parking_pulls_) {
+    return absl::UnavailableError("the server is shutting down; retry");
+  }
   parked_.emplace(ticket, ParkedPull{parked, expires, std::move(done)});
   return std::nullopt;
 }
@@ -244,6 +247,19 @@ bool ParameterShard::CancelPull(PullTicket ticket) {
   }
   done(absl::CancelledError("the pull was cancelled by the client"));
   return true;
+}
+
+void ParameterShard::EndParkedPulls() {
+  std::vector<PullDone> parked;
+  {
+    absl::MutexLock lock(&mutex_);
+    parking_pulls_ = false;
+    for (auto& [ticket, pull] : parked_) parked.push_back(std::move(pull.done));
+    parked_.clear();
+  }
+  for (PullDone& done : parked) {
+    done(absl::UnavailableError("the server is shutting down; retry"));
+  }
 }
 
 void ParameterShard::Tick(absl::Time now) {

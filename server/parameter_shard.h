@@ -196,6 +196,11 @@ class ParameterShard {
   // Ends a parked pull with CANCELLED; false when it already ended.
   bool CancelPull(PullTicket ticket);
 
+  // Ends every parked pull with UNAVAILABLE (the server is going away), so
+  // clients retry instead of taking the shutdown for a cancellation; pulls
+  // that would park from now on get UNAVAILABLE too.
+  void EndParkedPulls();
+
   // Time passes: ends parked pulls that expired, expires leases, closes a
   // sync round whose timeout ran out or whose missing workers expired.
   void Tick(absl::Time now);
@@ -246,6 +251,7 @@ class ParameterShard {
 
   const ShardOptions options_;
   std::atomic<bool> taking_pushes_{true};
+  bool parking_pulls_ ABSL_GUARDED_BY(mutex_) = true;
 
   mutable absl::Mutex mutex_;
   bool initialized_ ABSL_GUARDED_BY(mutex_) = false;

@@ -126,6 +126,7 @@ void PsServer::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   stop_checkpoints_.Notify();
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  shard_->EndParkedPulls();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
 }

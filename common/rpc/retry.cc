@@ -7,7 +7,10 @@
 namespace ps::rpc {
 
 bool IsRetryable(grpc::StatusCode code) {
+  // Our clients never cancel their own calls, so CANCELLED comes from a
+  // server shutting down under them (gRPC cancels calls still in flight).
   return code == grpc::StatusCode::UNAVAILABLE ||
+         code == grpc::StatusCode::CANCELLED ||
          code == grpc::StatusCode::DEADLINE_EXCEEDED ||
          code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
          code == grpc::StatusCode::ABORTED;

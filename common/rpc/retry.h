@@ -12,7 +12,7 @@ namespace ps::rpc {
 
 // Every client call has a deadline and is retried with exponential backoff
 // while the failure may be passing (UNAVAILABLE, DEADLINE_EXCEEDED,
-// RESOURCE_EXHAUSTED, ABORTED); a caller never waits longer than
+// RESOURCE_EXHAUSTED, ABORTED, CANCELLED); a caller never waits longer than
 // max_retry_time in all.
 struct RetryPolicy {
   // Deadline of one attempt. Default: 30 s

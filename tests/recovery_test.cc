@@ -1,0 +1,209 @@
+// Durable θ with real processes: a server killed with SIGKILL or stopped
+// with SIGTERM comes back from its checkpoint while workers ride through;
+// psctl exports what the job learned.
+#include <signal.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/subprocess.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/job.h"
+
+namespace ps {
+namespace {
+
+using ::testing::HasSubstr;
+using test_support::Field;
+using test_support::Job;
+using test_support::ReadFile;
+
+std::string Bin(const std::string& name) {
+  const char* dir = std::getenv("PS_BIN_DIR");
+  return absl::StrCat(dir ? dir : "build/bin", "/", name);
+}
+
+std::string CheckpointDir(const std::string& name) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "/ps_recovery_", name, "_", getpid());
+  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir,
+                                     "'")
+                            .c_str()),
+            0);
+  return dir;
+}
+
+// The number after `prefix` in the first line of `log` holding it.
+std::optional<uint64_t> NumberAfter(const std::string& log,
+                                    const std::string& prefix) {
+  const size_t at = log.find(prefix);
+  if (at == std::string::npos) return std::nullopt;
+  uint64_t value = 0;
+  const std::string rest = log.substr(at + prefix.size());
+  if (!absl::SimpleAtoi(rest.substr(0, rest.find_first_not_of("0123456789")),
+                        &value)) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+// Runs a command to the end; its exit status and everything it printed.
+struct Outcome {
+  int status = -1;
+  std::string output;
+};
+Outcome RunToEnd(const std::vector<std::string>& argv, const std::string& log) {
+  std::remove(log.c_str());
+  auto child = common::Subprocess::Spawn(argv, log);
+  EXPECT_TRUE(child.ok()) << child.status();
+  if (!child.ok()) return {};
+  std::optional<int> status = child->WaitFor(absl::Seconds(120));
+  return {status.value_or(-1), ReadFile(log)};
+}
+
+TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
+  const std::string checkpoints = CheckpointDir("sigkill");
+  Job job("recovery_sigkill",
+          {"--mode=async", absl::StrCat("--checkpoint_dir=", checkpoints),
+           "--checkpoint_every=200ms"},
+          2, {"--model=softmax", "--epochs=5", "--eval_every=0.25"});
+  ASSERT_TRUE(job.WaitForEpoch(1.5));
+  job.server().Signal(SIGKILL);
+  ASSERT_TRUE(job.server().WaitFor(absl::Seconds(10)).has_value());
+  absl::SleepFor(absl::Seconds(1));
+  job.RestartServer();
+  ASSERT_TRUE(job.server().running()) << job.Log("server-2");
+  ASSERT_TRUE(job.Finishes(0) && job.Finishes(1))
+      << job.Log("worker-0") << job.Log("server-2");
+
+  const std::string restarted = job.Log("server-2");
+  EXPECT_THAT(restarted, HasSubstr("restored version"));
+  // Each worker saw the version go back and says by how much.
+  EXPECT_THAT(job.Log("worker-0"), HasSubstr("updates lost"));
+  // Softmax regression at a constant step levels off at 82.5–83.5% and
+  // swings by ±0.3 points between evaluations, so the mean of the last five
+  // is held to 82.5%, the final figure is reported.
+  EXPECT_GE(job.RecentAccuracy(5), 0.825);
+  std::printf("final test accuracy after a server SIGKILL: %.4f (last-5 mean "
+              "%.4f)\n",
+              job.FinalAccuracy(), job.RecentAccuracy(5));
+}
+
+TEST(Recovery, SigtermCheckpointsEveryAppliedUpdateAndTheJobGoesOn) {
+  const std::string checkpoints = CheckpointDir("sigterm");
+  Job job("recovery_sigterm",
+          {"--mode=sync", absl::StrCat("--checkpoint_dir=", checkpoints)}, 2,
+          {"--model=softmax", "--epochs=2", "--eval_every=0.25"});
+  ASSERT_TRUE(job.WaitForEpoch(0.5));
+  job.server().Signal(SIGTERM);
+  std::optional<int> status = job.server().WaitFor(absl::Seconds(15));
+  ASSERT_TRUE(status.has_value()) << "SIGTERM did not stop the server";
+  EXPECT_TRUE(common::ExitedCleanly(*status))
+      << common::DescribeWaitStatus(*status) << job.Log("server");
+  const std::optional<uint64_t> stopped =
+      NumberAfter(job.Log("server"), "stopped at version ");
+  ASSERT_TRUE(stopped.has_value()) << job.Log("server");
+
+  job.RestartServer();
+  ASSERT_TRUE(job.Finishes(0) && job.Finishes(1))
+      << job.Log("worker-0") << job.Log("server-2");
+  // Nothing applied before the SIGTERM was lost.
+  EXPECT_EQ(NumberAfter(job.Log("server-2"), "restored version "), stopped);
+  EXPECT_THAT(job.Log("worker-0"), ::testing::Not(HasSubstr("updates lost")));
+}
+
+TEST(Recovery, AnExportedModelEvaluatesToWhatRankZeroLastReported) {
+  Job job("recovery_export", {"--mode=sync"}, 2,
+          {"--model=mlp", "--epochs=1", "--eval_every=0.5"});
+  ASSERT_TRUE(job.Finishes(0) && job.Finishes(1)) << job.Log("worker-0");
+  const std::string model = job.dir() + "/model.theta";
+  Outcome exported = RunToEnd({Bin("psctl"), "export",
+                          absl::StrCat("--servers=", job.address()),
+                          absl::StrCat("--out=", model)},
+                         job.dir() + "/export.log");
+  ASSERT_TRUE(common::ExitedCleanly(exported.status)) << exported.output;
+
+  Outcome evaluated =
+      RunToEnd({Bin("ps_worker"), "--model=mlp", "--evaluate_only",
+           absl::StrCat("--init_from=", model)},
+          job.dir() + "/evaluate.log");
+  ASSERT_TRUE(common::ExitedCleanly(evaluated.status)) << evaluated.output;
+  const std::vector<std::string> metrics = job.Metrics();
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_DOUBLE_EQ(Field(evaluated.output, "test_accuracy"),
+                   Field(metrics.back(), "test_accuracy"))
+      << evaluated.output << " vs " << metrics.back();
+
+  // The other model's file is refused with the difference spelled out.
+  Outcome wrong = RunToEnd({Bin("ps_worker"), "--model=softmax", "--evaluate_only",
+                       absl::StrCat("--init_from=", model)},
+                      job.dir() + "/wrong.log");
+  EXPECT_EQ(WEXITSTATUS(wrong.status), 2);
+  EXPECT_THAT(wrong.output, HasSubstr("holds another model"));
+}
+
+TEST(Recovery, PsctlNamesAnUnreachableServer) {
+  Outcome down = RunToEnd({Bin("psctl"), "status", "--servers=127.0.0.1:1",
+                      "--timeout=1s"},
+                     ::testing::TempDir() + "/psctl_down.log");
+  EXPECT_EQ(WEXITSTATUS(down.status), 1);
+  EXPECT_THAT(down.output, HasSubstr("127.0.0.1:1"));
+}
+
+TEST(Recovery, BadCheckpointDirectoriesStopTheServerWithOneClearLine) {
+  const std::string port_file = ::testing::TempDir() + "/recovery_port";
+  auto server = [&](const std::string& dir, bool allow_fresh_start) {
+    std::vector<std::string> argv = {
+        Bin("ps_server"), "--listen=127.0.0.1:0",
+        absl::StrCat("--port_file=", port_file),
+        absl::StrCat("--checkpoint_dir=", dir)};
+    if (allow_fresh_start) argv.push_back("--allow_fresh_start");
+    return argv;
+  };
+  Outcome missing = RunToEnd(server("/nonexistent/checkpoints", false),
+                        ::testing::TempDir() + "/recovery_missing.log");
+  EXPECT_EQ(WEXITSTATUS(missing.status), 2);
+  EXPECT_THAT(missing.output, HasSubstr("does not exist"));
+
+  Outcome unwritable = RunToEnd(server("/proc", false),
+                           ::testing::TempDir() + "/recovery_proc.log");
+  EXPECT_EQ(WEXITSTATUS(unwritable.status), 2);
+  EXPECT_THAT(unwritable.output, HasSubstr("not writable"));
+  EXPECT_EQ(std::count(unwritable.output.begin(), unwritable.output.end(),
+                       '\n'),
+            1)
+      << unwritable.output;
+
+  const std::string corrupt = CheckpointDir("corrupt");
+  EXPECT_EQ(std::system(absl::StrCat("echo garbage > '", corrupt,
+                                     "/ckpt-00000001-shard-0-of-1.theta'")
+                            .c_str()),
+            0);
+  Outcome refused = RunToEnd(server(corrupt, false),
+                        ::testing::TempDir() + "/recovery_corrupt.log");
+  EXPECT_EQ(WEXITSTATUS(refused.status), 2);
+  EXPECT_THAT(refused.output, HasSubstr("--allow_fresh_start"));
+
+  std::remove(port_file.c_str());
+  auto fresh = common::Subprocess::Spawn(
+      server(corrupt, true), ::testing::TempDir() + "/recovery_fresh.log");
+  ASSERT_TRUE(fresh.ok());
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (ReadFile(port_file).empty() && absl::Now() < give_up &&
+         fresh->running()) {
+    absl::SleepFor(absl::Milliseconds(20));
+    fresh->Poll();
+  }
+  EXPECT_FALSE(ReadFile(port_file).empty()) << "--allow_fresh_start did not "
+                                               "start the server";
+  EXPECT_TRUE(common::ExitedCleanly(fresh->Stop(absl::Seconds(10))));
+}
+
+}  // namespace
+}  // namespace ps
