@@ -110,8 +110,8 @@ TEST_P(LocalCluster, TrainsFashionMnistAndWritesOneJsonLinePerEvaluation) {
   EXPECT_GT(Field(last, "samples_per_s"), 0);
   EXPECT_THAT(last, HasSubstr(absl::StrCat("\"mode\":\"", GetParam(), "\"")));
   // Every process it started is gone: servers were stopped, logs closed.
-  EXPECT_THAT(ReadFile(dir + "/server-0.log"), HasSubstr("shutting down"));
-  EXPECT_THAT(ReadFile(dir + "/server-1.log"), HasSubstr("shutting down"));
+  EXPECT_THAT(ReadFile(dir + "/server-0.log"), HasSubstr("stopped at version"));
+  EXPECT_THAT(ReadFile(dir + "/server-1.log"), HasSubstr("stopped at version"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, LocalCluster,
