@@ -84,8 +84,8 @@ TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
 
   const std::string restarted = job.Log("server-2");
   EXPECT_THAT(restarted, HasSubstr("restored version"));
-  // Each worker saw the version go back and says by how much.
-  EXPECT_THAT(job.Log("worker-0"), HasSubstr("updates lost"));
+  // (Whether a worker logs "updates lost" depends on whether it had pulled
+  // past the last checkpoint before the kill, so it is not asserted.)
   // Fault-free, this job ends at 82.5–83.5%. The restart costs the updates
   // since the last checkpoint and the evaluations right after it are from
   // the older θ, so only the final figure is held, 1.5 points under the
