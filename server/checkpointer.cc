@@ -197,27 +197,29 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
   }
 
   // Resharding: learn the model from any good file, then read the parts of
-  // every old shard that overlap this shard's keys.
-  std::optional<common::ThetaFile> first;
-  for (uint32_t i = 0; i < layout && !first; ++i) {
+  // every old shard that overlap this shard's keys. Each file is read (and
+  // checked) once.
+  std::map<uint32_t, common::ThetaFile> read;
+  const common::ThetaFile* model = nullptr;
+  for (uint32_t i = 0; i < layout && model == nullptr; ++i) {
     if (absl::StatusOr<common::ThetaFile> f = NewestGood(files, i); f.ok()) {
-      first = std::move(*f);
+      model = &(read[i] = std::move(*f));
     }
   }
-  if (!first) {
+  if (model == nullptr) {
     return absl::DataLossError(
         absl::StrCat("no good checkpoint of the ", layout, "-shard layout in ",
                      dir_));
   }
-  const uint64_t num_keys = common::NumKeys(first->tensors);
+  const uint64_t num_keys = common::NumKeys(model->tensors);
   const common::KeyRange mine =
       common::BalancedPart(num_keys, num_shards_, shard_index_);
   common::ThetaFile merged;
-  merged.tensors = first->tensors;
+  merged.tensors = model->tensors;
   merged.keys = mine;
   merged.shard_index = shard_index_;
   merged.num_shards = num_shards_;
-  merged.mode = first->mode;
+  merged.mode = model->mode;
   merged.values.assign(mine.size(), 0.0f);
   std::map<uint32_t, common::WorkerRecord> workers;
   for (uint32_t i = 0; i < layout; ++i) {
@@ -225,26 +227,30 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
     const uint64_t begin = std::max(theirs.begin, mine.begin);
     const uint64_t end = std::min(theirs.end, mine.end);
     if (begin >= end) continue;
-    absl::StatusOr<common::ThetaFile> source = NewestGood(files, i);
-    if (!source.ok()) return source.status();
+    if (read.find(i) == read.end()) {
+      absl::StatusOr<common::ThetaFile> f = NewestGood(files, i);
+      if (!f.ok()) return f.status();
+      read[i] = std::move(*f);
+    }
+    const common::ThetaFile& source = read[i];
     if (std::string diff =
-            common::DescribeDifference(first->tensors, source->tensors);
-        !diff.empty() || source->keys != theirs) {
+            common::DescribeDifference(merged.tensors, source.tensors);
+        !diff.empty() || source.keys != theirs) {
       return absl::DataLossError(absl::StrCat(
           "the checkpoints of the ", layout, "-shard layout disagree: shard ",
           i, diff.empty() ? " holds other keys" : absl::StrCat(": ", diff)));
     }
-    std::copy(source->values.begin() + (begin - theirs.begin),
-              source->values.begin() + (end - theirs.begin),
+    std::copy(source.values.begin() + (begin - theirs.begin),
+              source.values.begin() + (end - theirs.begin),
               merged.values.begin() + (begin - mine.begin));
-    merged.version = std::max(merged.version, source->version);
+    merged.version = std::max(merged.version, source.version);
     merged.samples_applied =
-        std::max(merged.samples_applied, source->samples_applied);
-    Merge(source->workers, workers);
+        std::max(merged.samples_applied, source.samples_applied);
+    Merge(source.workers, workers);
     spdlog::info("shard {}/{}: restoring keys [{}, {}) from shard {} of {} "
                  "(version {})",
                  shard_index_, num_shards_, begin, end, i, layout,
-                 source->version);
+                 source.version);
   }
   for (auto& [id, record] : workers) merged.workers.push_back(record);
   return std::optional<common::ThetaFile>(std::move(merged));
