@@ -256,7 +256,8 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
   return std::optional<common::ThetaFile>(std::move(merged));
 }
 
-absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard) {
+absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard,
+                                                   absl::string_view why) {
   absl::MutexLock lock(&mutex_);
   const absl::Time start = absl::Now();
   absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
@@ -271,6 +272,9 @@ absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard) 
   ++next_seq_;
   SavedCheckpoint saved{path, snapshot->version, bytes.size(),
                         absl::Now() - start};
+  spdlog::info("{} checkpoint {} (version {}, {} bytes, {})", std::string(why),
+               saved.path, saved.version, saved.bytes,
+               absl::FormatDuration(saved.took));
 
   // Keep the newest `keep_` of this shard's files.
   absl::StatusOr<std::vector<FileName>> files = ListCheckpoints(dir_);

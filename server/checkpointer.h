@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/theta_file.h"
@@ -40,9 +41,11 @@ class Checkpointer {
   // but none usable for this shard.
   absl::StatusOr<std::optional<common::ThetaFile>> LoadLatest() const;
 
-  // Writes the shard's current state, then keeps the newest `keep` files
-  // of this shard.
-  absl::StatusOr<SavedCheckpoint> Save(const ParameterShard& shard)
+  // Writes the shard's current state, logs it ("<why> checkpoint <path>
+  // (version, bytes, time)"), then keeps the newest `keep` files of this
+  // shard.
+  absl::StatusOr<SavedCheckpoint> Save(const ParameterShard& shard,
+                                       absl::string_view why)
       ABSL_LOCKS_EXCLUDED(mutex_);
 
   const std::string& dir() const { return dir_; }

@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "common/rpc/convert.h"
-#include "spdlog/spdlog.h"
 
 namespace ps::server {
 namespace {
@@ -239,11 +238,9 @@ grpc::ServerUnaryReactor* ParameterService::Checkpoint(
     return FinishNow(context, absl::FailedPreconditionError(
                                   "this server runs without --checkpoint_dir"));
   }
-  absl::StatusOr<SavedCheckpoint> saved = checkpointer_->Save(*shard_);
+  absl::StatusOr<SavedCheckpoint> saved =
+      checkpointer_->Save(*shard_, "requested");
   if (!saved.ok()) return FinishNow(context, saved.status());
-  spdlog::info("checkpoint on request: {} (version {}, {} bytes, {})",
-               saved->path, saved->version, saved->bytes,
-               absl::FormatDuration(saved->took));
   response->set_path(saved->path);
   response->set_version(saved->version);
   response->set_bytes(saved->bytes);

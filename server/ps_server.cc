@@ -93,16 +93,14 @@ void PsServer::CheckpointLoop(absl::Duration every) {
         (saved_once && status.version == saved_version)) {
       continue;
     }
-    absl::StatusOr<SavedCheckpoint> saved = checkpointer_->Save(*shard_);
+    absl::StatusOr<SavedCheckpoint> saved =
+        checkpointer_->Save(*shard_, "periodic");
     if (!saved.ok()) {
       spdlog::error("periodic checkpoint failed: {}", saved.status().ToString());
       continue;
     }
     saved_version = saved->version;
     saved_once = true;
-    spdlog::info("checkpoint {} (version {}, {} bytes, {})", saved->path,
-                 saved->version, saved->bytes,
-                 absl::FormatDuration(saved->took));
   }
 }
 
@@ -114,11 +112,7 @@ absl::Status PsServer::Drain() {
     spdlog::info("no model declared yet: nothing to checkpoint");
     return absl::OkStatus();
   }
-  absl::StatusOr<SavedCheckpoint> saved = checkpointer_->Save(*shard_);
-  if (!saved.ok()) return saved.status();
-  spdlog::info("final checkpoint {} (version {}, {} bytes, {})", saved->path,
-               saved->version, saved->bytes, absl::FormatDuration(saved->took));
-  return absl::OkStatus();
+  return checkpointer_->Save(*shard_, "final").status();
 }
 
 void PsServer::Shutdown(absl::Duration grace) {

@@ -130,7 +130,7 @@ std::vector<float> TrainAndCheckpoint(const std::string& dir, uint32_t shards) {
       EXPECT_TRUE(s.Push(1, round + 1, round, -0.25f).ok());
     }
     EXPECT_TRUE(s.Push(0, 3, 2, 2.0f).ok());
-    EXPECT_TRUE(Open(dir, i, shards)->Save(s.shard()).ok());
+    EXPECT_TRUE(Open(dir, i, shards)->Save(s.shard(), "test").ok());
     const std::vector<float> part = Values(s.shard());
     theta.insert(theta.end(), part.begin(), part.end());
   }
@@ -161,7 +161,7 @@ TEST(Checkpoint, SameShardRestoresEverythingIncludingTheOpenRound) {
   ASSERT_TRUE(before.Push(0, 1, 0, 1.0f).ok());
   ASSERT_TRUE(before.Push(1, 1, 0, 1.0f).ok());
   ASSERT_TRUE(before.Push(0, 2, 1, 3.0f).ok());  // round 1 stays open
-  absl::StatusOr<SavedCheckpoint> saved = Open(dir, 0, 1)->Save(before.shard());
+  absl::StatusOr<SavedCheckpoint> saved = Open(dir, 0, 1)->Save(before.shard(), "test");
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(saved->version, 1u);
 
@@ -208,10 +208,10 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   s.Declare();
   std::unique_ptr<Checkpointer> checkpointer = Open(dir, 0, 1);
   ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());
-  ASSERT_TRUE(checkpointer->Save(s.shard()).ok());
+  ASSERT_TRUE(checkpointer->Save(s.shard(), "test").ok());
   const std::vector<float> good = Values(s.shard());
   ASSERT_TRUE(s.Push(0, 2, 1, 1.0f).ok());
-  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard());
+  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
   ASSERT_TRUE(newest.ok());
   fs::resize_file(newest->path, fs::file_size(newest->path) - 3);
 
@@ -240,7 +240,7 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   std::vector<std::string> paths;
   for (uint64_t seq = 1; seq <= 4; ++seq) {
     ASSERT_TRUE(s.Push(0, seq, seq, 1.0f).ok());
-    absl::StatusOr<SavedCheckpoint> saved = checkpointer->Save(s.shard());
+    absl::StatusOr<SavedCheckpoint> saved = checkpointer->Save(s.shard(), "test");
     ASSERT_TRUE(saved.ok());
     paths.push_back(saved->path);
   }
@@ -251,7 +251,7 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   EXPECT_TRUE(fs::exists(dir + "/ckpt-00000001-shard-1-of-2.theta"));
   // Numbering goes on across restarts.
   ASSERT_TRUE(s.Push(0, 5, 5, 1.0f).ok());
-  absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard());
+  absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard(), "test");
   ASSERT_TRUE(next.ok());
   EXPECT_THAT(next->path, HasSubstr("ckpt-00000005-shard-0-of-1"));
 }
@@ -276,7 +276,7 @@ TEST(Checkpoint, ACheckpointOfAnotherModelIsRefusedWithTheDifference) {
   const std::string dir = FreshDir("other_model");
   ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
   s.Declare();
-  ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard()).ok());
+  ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
   ShardUnderTest restored(ConsistencyMode::kAsync, 0, 1);
   auto loaded = Open(dir, 0, 1)->LoadLatest();
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
