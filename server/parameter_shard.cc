@@ -164,16 +164,7 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         "initial value of key ", keys.begin + *bad, " is ", theta[*bad],
         "; values must be finite"));
   }
-  tensors_ = args.tensors;
-  keys_ = keys;
-  segments_ = common::SegmentsInRange(tensors_, keys_);
-  theta_ = std::move(theta);
-  scratch_.assign(keys_.size(), 0.0f);
-  if (options_.mode == ConsistencyMode::kSync) {
-    round_.emplace(keys_.size());
-    round_opened_ = absl::Now();
-  }
-  initialized_ = true;
+  DeclareModel(args.tensors, keys, std::move(theta), absl::Now());
   spdlog::info("shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
                "this shard holds {}",
                options_.shard_index, options_.num_shards, args.worker_id,
@@ -574,7 +565,26 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
                  "in {} mode",
                  options_.shard_index, saved.mode, mode);
   }
+  const bool same_layout = saved.num_shards == options_.num_shards &&
+                           saved.shard_index == options_.shard_index &&
+                           saved.mode == mode;
   absl::MutexLock lock(&mutex_);
+  // Everything is checked before anything changes, so a rejected checkpoint
+  // leaves the shard as fresh as it was.
+  for (const common::WorkerRecord& w : saved.workers) {
+    if (w.worker_id >= members_.max_workers()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the checkpoint knows worker ", w.worker_id,
+          " but this server accepts worker ids 0 to ",
+          members_.max_workers() - 1, " (--max_workers)"));
+    }
+  }
+  for (const common::RoundGradient& g : saved.round) {
+    if (same_layout && (g.values.size() != keys.size() || g.batch_size == 0 ||
+                        g.worker_id >= members_.max_workers())) {
+      return absl::DataLossError("the checkpoint's open round is malformed");
+    }
+  }
   const absl::Time now = absl::Now();
   for (const common::WorkerRecord& w : saved.workers) {
     Member m;
@@ -589,25 +599,12 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       return restored;
     }
   }
-  tensors_ = std::move(saved.tensors);
-  keys_ = keys;
-  segments_ = common::SegmentsInRange(tensors_, keys_);
-  theta_ = std::move(saved.values);
-  scratch_.assign(keys_.size(), 0.0f);
+  DeclareModel(std::move(saved.tensors), keys, std::move(saved.values), now);
   version_ = saved.version;
   samples_applied_ = saved.samples_applied;
   if (options_.mode == ConsistencyMode::kSync) {
-    round_.emplace(keys_.size());
-    round_opened_ = now;
-    const bool same_layout = saved.num_shards == options_.num_shards &&
-                             saved.shard_index == options_.shard_index &&
-                             saved.mode == mode;
-    for (common::RoundGradient& g : saved.round) {
+    for (const common::RoundGradient& g : saved.round) {
       if (!same_layout) break;
-      if (g.values.size() != keys_.size() || g.batch_size == 0 ||
-          g.worker_id >= members_.max_workers()) {
-        return absl::DataLossError("the checkpoint's open round is malformed");
-      }
       absl::Span<float> slot = round_->Slot(g.worker_id);
       std::copy(g.values.begin(), g.values.end(), slot.begin());
       round_->Commit(g.worker_id, g.batch_size);
@@ -619,8 +616,22 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
                    saved.num_shards);
     }
   }
-  initialized_ = true;
   return absl::OkStatus();
+}
+
+void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
+                                  KeyRange keys, std::vector<float> theta,
+                                  absl::Time now) {
+  tensors_ = std::move(tensors);
+  keys_ = keys;
+  segments_ = common::SegmentsInRange(tensors_, keys_);
+  theta_ = std::move(theta);
+  scratch_.assign(keys_.size(), 0.0f);
+  if (options_.mode == ConsistencyMode::kSync) {
+    round_.emplace(keys_.size());
+    round_opened_ = now;
+  }
+  initialized_ = true;
 }
 
 void ParameterShard::StopTakingPushes() { taking_pushes_.store(false); }

@@ -237,6 +237,12 @@ class ParameterShard {
   PullResult Read(const PullArgs& args) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status ValidatePush(const PushArgs& args) const
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Holds `theta` for `keys` of the model `tensors`, with an empty round
+  // (sync) opened at `now`: the one way Init and Restore take a model.
+  void DeclareModel(std::vector<common::TensorSpec> tensors,
+                    common::KeyRange keys,
+                    std::vector<float> theta, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Applies `gradient` to the whole shard and advances the version.
   void ApplyGradient(absl::Span<const float> gradient, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);

@@ -293,6 +293,24 @@ TEST(Checkpoint, ACheckpointOfAnotherModelIsRefusedWithTheDifference) {
   EXPECT_THAT(declared.status().message(), HasSubstr("w"));
 }
 
+TEST(Checkpoint, ARejectedCheckpointLeavesTheShardFresh) {
+  const std::string dir = FreshDir("rejected");
+  ShardUnderTest s(ConsistencyMode::kSync, 0, 1);
+  s.Declare();
+  ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
+  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  (*loaded)->workers.push_back({kWorkers + 5, 1, 1, 1, 1, 1, true});
+
+  ShardUnderTest fresh(ConsistencyMode::kSync, 0, 1);
+  absl::Status restored = fresh.shard().Restore(std::move(**loaded));
+  EXPECT_EQ(restored.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(restored.message(), HasSubstr("--max_workers"));
+  const ShardStatus status = fresh.shard().Status();
+  EXPECT_FALSE(status.initialized);
+  EXPECT_TRUE(status.workers.empty());
+}
+
 TEST(Checkpoint, AShardStopsTakingPushesWhenDraining) {
   ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
   s.Declare();
