@@ -8,7 +8,6 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -19,67 +18,25 @@
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/job.h"
 
 namespace ps {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string BinDir() {
-  const char* dir = std::getenv("PS_BIN_DIR");
-  return dir != nullptr ? dir : "build/bin";
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-std::string TempDir(const std::string& name) {
-  std::string dir = absl::StrCat(::testing::TempDir(), "/ps_", name, "_", getpid());
-  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'").c_str()), 0);
-  return dir;
-}
-
-struct Outcome {
-  int wait_status = -1;
-  std::string output;  // stdout and stderr
-};
-
-// Runs a binary to completion (bounded: a hang fails the test, never CI).
-Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
-            absl::Duration timeout = absl::Seconds(300)) {
-  argv[0] = absl::StrCat(BinDir(), "/", argv[0]);
-  absl::StatusOr<common::Subprocess> process = common::Subprocess::Spawn(argv, log);
-  EXPECT_TRUE(process.ok()) << process.status();
-  Outcome outcome;
-  if (!process.ok()) return outcome;
-  std::optional<int> status = process->WaitFor(timeout);
-  EXPECT_TRUE(status.has_value()) << argv[0] << " did not finish in time";
-  outcome.wait_status = status ? *status : process->Stop(absl::Seconds(1));
-  outcome.output = ReadFile(log);
-  return outcome;
-}
-
-bool ExitedWith(const Outcome& outcome, int code) {
-  return WIFEXITED(outcome.wait_status) &&
-         WEXITSTATUS(outcome.wait_status) == code;
-}
-
-double Field(const std::string& json, const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = json.find(needle);
-  EXPECT_NE(at, std::string::npos) << key << " missing in " << json;
-  if (at == std::string::npos) return -1;
-  return std::strtod(json.c_str() + at + needle.size(), nullptr);
-}
+using test_support::BinDir;
+using test_support::ExitedWith;
+using test_support::Field;
+using test_support::FreshDir;
+using test_support::Outcome;
+using test_support::ReadFile;
+using test_support::RunBinary;
 
 class LocalCluster : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LocalCluster, TrainsFashionMnistAndWritesOneJsonLinePerEvaluation) {
-  const std::string dir = TempDir(absl::StrCat("local_", GetParam()));
+  const std::string dir = FreshDir(absl::StrCat("local_", GetParam()));
   Outcome outcome = RunBinary({"ps_local", "--servers=2", "--workers=2",
                          absl::StrCat("--mode=", GetParam()), "--model=softmax",
                          "--epochs=1", "--eval_every=0.5",
@@ -118,7 +75,7 @@ INSTANTIATE_TEST_SUITE_P(Modes, LocalCluster,
                          ::testing::Values("sync", "async", "ssp"));
 
 TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
-  const std::string dir = TempDir("bad_data");
+  const std::string dir = FreshDir("bad_data");
   Outcome outcome = RunBinary({"ps_local", "--servers=1", "--workers=2",
                          "--data_dir=/nonexistent/fashion",
                          absl::StrCat("--out_dir=", dir)},
@@ -143,7 +100,7 @@ pid_t FindProcess(const std::string& needle) {
 }
 
 TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging) {
-  const std::string dir = TempDir("kill_server");
+  const std::string dir = FreshDir("kill_server");
   std::vector<std::string> argv = {absl::StrCat(BinDir(), "/ps_local"),
                                    "--servers=2", "--workers=2", "--epochs=50",
                                    absl::StrCat("--out_dir=", dir)};
@@ -168,7 +125,7 @@ TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging)
 }
 
 TEST(LocalClusterFaults, CtrlCStopsEveryProcessAndFails) {
-  const std::string dir = TempDir("interrupt");
+  const std::string dir = FreshDir("interrupt");
   std::vector<std::string> argv = {absl::StrCat(BinDir(), "/ps_local"),
                                    "--servers=2", "--workers=2", "--epochs=50",
                                    absl::StrCat("--out_dir=", dir)};
@@ -189,7 +146,7 @@ TEST(LocalClusterFaults, CtrlCStopsEveryProcessAndFails) {
 }
 
 TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
-  const std::string dir = TempDir("flags");
+  const std::string dir = FreshDir("flags");
   struct Case {
     std::vector<std::string> argv;
     std::string says;
@@ -223,7 +180,7 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
 }
 
 TEST(Daemons, AWorkerFacingAnUnreachableServerGivesUpInTimeWithAClearLine) {
-  const std::string dir = TempDir("unreachable");
+  const std::string dir = FreshDir("unreachable");
   // Port 9 (discard): nothing listens on it on these machines.
   const absl::Time start = absl::Now();
   Outcome outcome = RunBinary(
@@ -256,7 +213,7 @@ TEST(Daemons, CorruptDataStopsTheWorkerWithAClearLine) {
   // A gzip stream of a label file with an image file's magic number.
   std::string wrong_magic;
   {
-    const std::string path = TempDir("magic_src") + "/x.gz";
+    const std::string path = FreshDir("magic_src") + "/x.gz";
     gzFile out = gzopen(path.c_str(), "wb");
     const unsigned char header[8] = {0, 0, 8, 3, 0, 0, 0, 0};
     gzwrite(out, header, sizeof(header));
@@ -268,7 +225,7 @@ TEST(Daemons, CorruptDataStopsTheWorkerWithAClearLine) {
       {wrong_magic, "magic"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    const std::string dir = TempDir(absl::StrCat("corrupt", i));
+    const std::string dir = FreshDir(absl::StrCat("corrupt", i));
     CopyDataReplacing(dir, "t10k-labels-idx1-ubyte.gz", cases[i].first);
     Outcome outcome =
         RunBinary({"ps_worker", "--servers=127.0.0.1:1", absl::StrCat("--data_dir=", dir)},

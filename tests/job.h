@@ -11,10 +11,12 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "common/rpc/channel.h"
 #include "common/subprocess.h"
@@ -23,6 +25,12 @@
 
 namespace ps::test_support {
 
+// Where the binaries under test are (ctest sets PS_BIN_DIR).
+inline std::string BinDir() {
+  const char* dir = std::getenv("PS_BIN_DIR");
+  return dir != nullptr ? dir : "build/bin";
+}
+
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream buffer;
@@ -30,11 +38,66 @@ inline std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
+// An empty directory of this test process's own: TempDir/ps_<name>_<pid>.
+inline std::string FreshDir(const std::string& name) {
+  std::string dir =
+      absl::StrCat(::testing::TempDir(), "/ps_", name, "_", getpid());
+  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir,
+                                     "'")
+                            .c_str()),
+            0);
+  return dir;
+}
+
+// The number after "key": in one JSON line; -1 (and a test failure) when
+// the key is missing.
 inline double Field(const std::string& json, const std::string& key) {
   const std::string needle = absl::StrCat("\"", key, "\":");
   const size_t at = json.find(needle);
+  EXPECT_NE(at, std::string::npos) << key << " missing in " << json;
   if (at == std::string::npos) return -1;
   return std::strtod(json.c_str() + at + needle.size(), nullptr);
+}
+
+struct Outcome {
+  int wait_status = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs BinDir()/argv[0] to completion (bounded: a hang fails the test,
+// never CI).
+inline Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
+                         absl::Duration timeout = absl::Seconds(300)) {
+  argv[0] = absl::StrCat(BinDir(), "/", argv[0]);
+  std::remove(log.c_str());  // the output of this run only
+  absl::StatusOr<common::Subprocess> process =
+      common::Subprocess::Spawn(argv, log);
+  EXPECT_TRUE(process.ok()) << process.status();
+  Outcome outcome;
+  if (!process.ok()) return outcome;
+  std::optional<int> status = process->WaitFor(timeout);
+  EXPECT_TRUE(status.has_value()) << argv[0] << " did not finish in time";
+  outcome.wait_status = status ? *status : process->Stop(absl::Seconds(1));
+  outcome.output = ReadFile(log);
+  return outcome;
+}
+
+// Waits (at most 30 s) until a server wrote its --port_file, which it does
+// once it serves; false if it ended or never did.
+inline bool WaitForPortFile(common::Subprocess& server,
+                            const std::string& port_file) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (ReadFile(port_file).empty() && absl::Now() < give_up &&
+         server.running()) {
+    absl::SleepFor(absl::Milliseconds(20));
+    server.Poll();
+  }
+  return !ReadFile(port_file).empty();
+}
+
+inline bool ExitedWith(const Outcome& outcome, int code) {
+  return WIFEXITED(outcome.wait_status) &&
+         WEXITSTATUS(outcome.wait_status) == code;
 }
 
 // One server and W workers started as processes, as a user would start them.
@@ -42,16 +105,10 @@ class Job {
  public:
   Job(const std::string& name, std::vector<std::string> server_flags,
       uint32_t workers, std::vector<std::string> worker_flags)
-      : dir_(absl::StrCat(::testing::TempDir(), "/ps_fault_", name, "_",
-                          getpid())),
-        bin_(std::getenv("PS_BIN_DIR") ? std::getenv("PS_BIN_DIR")
-                                       : "build/bin"),
+      : dir_(FreshDir(absl::StrCat("fault_", name))),
+        bin_(BinDir()),
         num_workers_(workers),
         worker_flags_(std::move(worker_flags)) {
-    EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir_, "' && mkdir -p '",
-                                       dir_, "'")
-                              .c_str()),
-              0);
     server_flags_ = {absl::StrCat("--port_file=", dir_, "/port"),
                      absl::StrCat("--num_workers=", workers)};
     server_flags_.insert(server_flags_.end(), server_flags.begin(),
@@ -166,12 +223,7 @@ class Job {
     auto server = common::Subprocess::Spawn(argv, log);
     EXPECT_TRUE(server.ok()) << server.status();
     server_ = std::make_unique<common::Subprocess>(std::move(*server));
-    const absl::Time give_up = absl::Now() + absl::Seconds(30);
-    while (ReadFile(dir_ + "/port").empty() && absl::Now() < give_up &&
-           server_->running()) {
-      absl::SleepFor(absl::Milliseconds(20));
-      server_->Poll();
-    }
+    WaitForPortFile(*server_, dir_ + "/port");
   }
 
   std::string dir_;

@@ -9,7 +9,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
@@ -20,24 +19,13 @@ namespace ps {
 namespace {
 
 using ::testing::HasSubstr;
+using test_support::BinDir;
+using test_support::ExitedWith;
 using test_support::Field;
+using test_support::FreshDir;
 using test_support::Job;
-using test_support::ReadFile;
-
-std::string Bin(const std::string& name) {
-  const char* dir = std::getenv("PS_BIN_DIR");
-  return absl::StrCat(dir ? dir : "build/bin", "/", name);
-}
-
-std::string CheckpointDir(const std::string& name) {
-  const std::string dir =
-      absl::StrCat(::testing::TempDir(), "/ps_recovery_", name, "_", getpid());
-  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir,
-                                     "'")
-                            .c_str()),
-            0);
-  return dir;
-}
+using test_support::Outcome;
+using test_support::RunBinary;
 
 // The number after `prefix` in the first line of `log` holding it.
 std::optional<uint64_t> NumberAfter(const std::string& log,
@@ -53,22 +41,8 @@ std::optional<uint64_t> NumberAfter(const std::string& log,
   return value;
 }
 
-// Runs a command to the end; its exit status and everything it printed.
-struct Outcome {
-  int status = -1;
-  std::string output;
-};
-Outcome RunToEnd(const std::vector<std::string>& argv, const std::string& log) {
-  std::remove(log.c_str());
-  auto child = common::Subprocess::Spawn(argv, log);
-  EXPECT_TRUE(child.ok()) << child.status();
-  if (!child.ok()) return {};
-  std::optional<int> status = child->WaitFor(absl::Seconds(120));
-  return {status.value_or(-1), ReadFile(log)};
-}
-
 TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
-  const std::string checkpoints = CheckpointDir("sigkill");
+  const std::string checkpoints = FreshDir("recovery_sigkill");
   Job job("recovery_sigkill",
           {"--mode=async", absl::StrCat("--checkpoint_dir=", checkpoints),
            "--checkpoint_every=200ms"},
@@ -97,7 +71,7 @@ TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
 }
 
 TEST(Recovery, SigtermCheckpointsEveryAppliedUpdateAndTheJobGoesOn) {
-  const std::string checkpoints = CheckpointDir("sigterm");
+  const std::string checkpoints = FreshDir("recovery_sigterm");
   Job job("recovery_sigterm",
           {"--mode=sync", absl::StrCat("--checkpoint_dir=", checkpoints)}, 2,
           {"--model=softmax", "--epochs=2", "--eval_every=0.25"});
@@ -124,17 +98,17 @@ TEST(Recovery, AnExportedModelEvaluatesToWhatRankZeroLastReported) {
           {"--model=mlp", "--epochs=1", "--eval_every=0.5"});
   ASSERT_TRUE(job.Finishes(0) && job.Finishes(1)) << job.Log("worker-0");
   const std::string model = job.dir() + "/model.theta";
-  Outcome exported = RunToEnd({Bin("psctl"), "export",
+  Outcome exported = RunBinary({"psctl", "export",
                           absl::StrCat("--servers=", job.address()),
                           absl::StrCat("--out=", model)},
                          job.dir() + "/export.log");
-  ASSERT_TRUE(common::ExitedCleanly(exported.status)) << exported.output;
+  ASSERT_TRUE(ExitedWith(exported, 0)) << exported.output;
 
   Outcome evaluated =
-      RunToEnd({Bin("ps_worker"), "--model=mlp", "--evaluate_only",
+      RunBinary({"ps_worker", "--model=mlp", "--evaluate_only",
            absl::StrCat("--init_from=", model)},
           job.dir() + "/evaluate.log");
-  ASSERT_TRUE(common::ExitedCleanly(evaluated.status)) << evaluated.output;
+  ASSERT_TRUE(ExitedWith(evaluated, 0)) << evaluated.output;
   const std::vector<std::string> metrics = job.Metrics();
   ASSERT_FALSE(metrics.empty());
   EXPECT_DOUBLE_EQ(Field(evaluated.output, "test_accuracy"),
@@ -142,18 +116,18 @@ TEST(Recovery, AnExportedModelEvaluatesToWhatRankZeroLastReported) {
       << evaluated.output << " vs " << metrics.back();
 
   // The other model's file is refused with the difference spelled out.
-  Outcome wrong = RunToEnd({Bin("ps_worker"), "--model=softmax", "--evaluate_only",
+  Outcome wrong = RunBinary({"ps_worker", "--model=softmax", "--evaluate_only",
                        absl::StrCat("--init_from=", model)},
                       job.dir() + "/wrong.log");
-  EXPECT_EQ(WEXITSTATUS(wrong.status), 2);
+  EXPECT_TRUE(ExitedWith(wrong, 2));
   EXPECT_THAT(wrong.output, HasSubstr("holds another model"));
 }
 
 TEST(Recovery, PsctlNamesAnUnreachableServer) {
-  Outcome down = RunToEnd({Bin("psctl"), "status", "--servers=127.0.0.1:1",
+  Outcome down = RunBinary({"psctl", "status", "--servers=127.0.0.1:1",
                       "--timeout=1s"},
                      ::testing::TempDir() + "/psctl_down.log");
-  EXPECT_EQ(WEXITSTATUS(down.status), 1);
+  EXPECT_TRUE(ExitedWith(down, 1));
   EXPECT_THAT(down.output, HasSubstr("127.0.0.1:1"));
 }
 
@@ -161,48 +135,44 @@ TEST(Recovery, BadCheckpointDirectoriesStopTheServerWithOneClearLine) {
   const std::string port_file = ::testing::TempDir() + "/recovery_port";
   auto server = [&](const std::string& dir, bool allow_fresh_start) {
     std::vector<std::string> argv = {
-        Bin("ps_server"), "--listen=127.0.0.1:0",
+        "ps_server", "--listen=127.0.0.1:0",
         absl::StrCat("--port_file=", port_file),
         absl::StrCat("--checkpoint_dir=", dir)};
     if (allow_fresh_start) argv.push_back("--allow_fresh_start");
     return argv;
   };
-  Outcome missing = RunToEnd(server("/nonexistent/checkpoints", false),
+  Outcome missing = RunBinary(server("/nonexistent/checkpoints", false),
                         ::testing::TempDir() + "/recovery_missing.log");
-  EXPECT_EQ(WEXITSTATUS(missing.status), 2);
+  EXPECT_TRUE(ExitedWith(missing, 2));
   EXPECT_THAT(missing.output, HasSubstr("does not exist"));
 
-  Outcome unwritable = RunToEnd(server("/proc", false),
+  Outcome unwritable = RunBinary(server("/proc", false),
                            ::testing::TempDir() + "/recovery_proc.log");
-  EXPECT_EQ(WEXITSTATUS(unwritable.status), 2);
+  EXPECT_TRUE(ExitedWith(unwritable, 2));
   EXPECT_THAT(unwritable.output, HasSubstr("not writable"));
   EXPECT_EQ(std::count(unwritable.output.begin(), unwritable.output.end(),
                        '\n'),
             1)
       << unwritable.output;
 
-  const std::string corrupt = CheckpointDir("corrupt");
+  const std::string corrupt = FreshDir("recovery_corrupt");
   EXPECT_EQ(std::system(absl::StrCat("echo garbage > '", corrupt,
                                      "/ckpt-00000001-shard-0-of-1.theta'")
                             .c_str()),
             0);
-  Outcome refused = RunToEnd(server(corrupt, false),
+  Outcome refused = RunBinary(server(corrupt, false),
                         ::testing::TempDir() + "/recovery_corrupt.log");
-  EXPECT_EQ(WEXITSTATUS(refused.status), 2);
+  EXPECT_TRUE(ExitedWith(refused, 2));
   EXPECT_THAT(refused.output, HasSubstr("--allow_fresh_start"));
 
   std::remove(port_file.c_str());
+  std::vector<std::string> argv = server(corrupt, true);
+  argv[0] = absl::StrCat(BinDir(), "/", argv[0]);
   auto fresh = common::Subprocess::Spawn(
-      server(corrupt, true), ::testing::TempDir() + "/recovery_fresh.log");
+      argv, ::testing::TempDir() + "/recovery_fresh.log");
   ASSERT_TRUE(fresh.ok());
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (ReadFile(port_file).empty() && absl::Now() < give_up &&
-         fresh->running()) {
-    absl::SleepFor(absl::Milliseconds(20));
-    fresh->Poll();
-  }
-  EXPECT_FALSE(ReadFile(port_file).empty()) << "--allow_fresh_start did not "
-                                               "start the server";
+  EXPECT_TRUE(test_support::WaitForPortFile(*fresh, port_file))
+      << "--allow_fresh_start did not start the server";
   EXPECT_TRUE(common::ExitedCleanly(fresh->Stop(absl::Seconds(10))));
 }
 
