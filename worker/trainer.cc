@@ -127,7 +127,6 @@ absl::Status Trainer::Run() {
   uint64_t loss_count = 0;
   start_seconds_ = NowSeconds();
   double longest_step = 0;
-  uint64_t round = cluster->version;  // sync: the round the next pull awaits
 
   for (uint64_t step = first_step; step < total_steps; ++step) {
     const double step_start = NowSeconds();
@@ -138,14 +137,14 @@ absl::Status Trainer::Run() {
       Shuffle(order, MixSeed(options_.seed, rank, epoch));
     }
 
-    // Sync: wait for the round after the last one this worker saw; a worker
-    // that fell behind gets the newest θ at once and catches up. SSP: wait
-    // until the slowest live worker is within the staleness bound. Async:
-    // any θ will do.
+    // Sync: wait for the round after the last one this worker saw (the
+    // client tracks that per shard; the first pull waits for the round the
+    // servers had open at Init); a worker that fell behind gets the newest θ
+    // at once and catches up. SSP: wait until the slowest live worker is
+    // within the staleness bound. Async: any θ will do.
     absl::StatusOr<PullInfo> pulled = client_->Pull(
-        sync ? round : 0, absl::MakeSpan(theta_), ssp ? step : 0);
+        sync ? cluster->version : 0, absl::MakeSpan(theta_), ssp ? step : 0);
     if (!pulled.ok()) return pulled.status();
-    round = pulled->version + 1;
 
     // A step's time leaves out rank 0's own evaluation: it measures waiting
     // on the cluster and computing, which is where a stall would show.
