@@ -54,11 +54,26 @@ std::vector<Server> ConnectAll() {
   return servers;
 }
 
-ps::rpc::RetryPolicy Policy() {
+// One RPC to one server, retried until --timeout; `method` is the stub's
+// method, e.g. &ps::v1::ParameterServer::Stub::Status.
+template <typename Request, typename Response>
+grpc::Status Call(Server& server,
+                  grpc::Status (ps::v1::ParameterServer::Stub::*method)(
+                      grpc::ClientContext*, const Request&, Response*),
+                  Response* response) {
   ps::rpc::RetryPolicy policy;
   policy.rpc_deadline = absl::GetFlag(FLAGS_timeout);
   policy.max_retry_time = absl::GetFlag(FLAGS_timeout);
-  return policy;
+  return ps::rpc::CallWithRetry(
+      policy, server.address, [&](grpc::ClientContext& context) {
+        return (server.stub.get()->*method)(&context, Request(), response);
+      });
+}
+
+// Says on stderr which server failed and why.
+void ReportFailure(const Server& server, const grpc::Status& status) {
+  std::fprintf(stderr, "psctl: %s: %s\n", server.address.c_str(),
+               status.error_message().c_str());
 }
 
 // Prints one block per shard; fails when any server does not answer.
@@ -66,14 +81,10 @@ int Status() {
   int exit_code = 0;
   for (Server& server : ConnectAll()) {
     ps::v1::StatusResponse s;
-    grpc::Status status = ps::rpc::CallWithRetry(
-        Policy(), absl::StrCat("Status of ", server.address),
-        [&](grpc::ClientContext& context) {
-          return server.stub->Status(&context, ps::v1::StatusRequest(), &s);
-        });
-    if (!status.ok()) {
-      std::fprintf(stderr, "psctl: %s: %s\n", server.address.c_str(),
-                   status.error_message().c_str());
+    if (grpc::Status status =
+            Call(server, &ps::v1::ParameterServer::Stub::Status, &s);
+        !status.ok()) {
+      ReportFailure(server, status);
       exit_code = 1;
       continue;
     }
@@ -132,15 +143,10 @@ int Checkpoint() {
   int exit_code = 0;
   for (Server& server : ConnectAll()) {
     ps::v1::CheckpointResponse saved;
-    grpc::Status status = ps::rpc::CallWithRetry(
-        Policy(), absl::StrCat("Checkpoint of ", server.address),
-        [&](grpc::ClientContext& context) {
-          return server.stub->Checkpoint(&context, ps::v1::CheckpointRequest(),
-                                         &saved);
-        });
-    if (!status.ok()) {
-      std::fprintf(stderr, "psctl: %s: %s\n", server.address.c_str(),
-                   status.error_message().c_str());
+    if (grpc::Status status =
+            Call(server, &ps::v1::ParameterServer::Stub::Checkpoint, &saved);
+        !status.ok()) {
+      ReportFailure(server, status);
       exit_code = 1;
       continue;
     }
@@ -162,22 +168,14 @@ int Export() {
   for (Server& server : ConnectAll()) {
     ps::v1::StatusResponse status;
     ps::v1::PullResponse pulled;
-    grpc::Status rpc = ps::rpc::CallWithRetry(
-        Policy(), absl::StrCat("Status of ", server.address),
-        [&](grpc::ClientContext& context) {
-          return server.stub->Status(&context, ps::v1::StatusRequest(),
-                                     &status);
-        });
+    grpc::Status rpc =
+        Call(server, &ps::v1::ParameterServer::Stub::Status, &status);
     if (rpc.ok() && !status.initialized()) {
       rpc = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                          "holds no model yet");
     }
     if (rpc.ok()) {
-      rpc = ps::rpc::CallWithRetry(
-          Policy(), absl::StrCat("Pull from ", server.address),
-          [&](grpc::ClientContext& context) {
-            return server.stub->Pull(&context, ps::v1::PullRequest(), &pulled);
-          });
+      rpc = Call(server, &ps::v1::ParameterServer::Stub::Pull, &pulled);
     }
     if (!rpc.ok()) {
       ps::common::Die(absl::StrCat(server.address, ": ", rpc.error_message()));
