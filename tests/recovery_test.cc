@@ -2,6 +2,7 @@
 // with SIGTERM comes back from its checkpoint while workers ride through;
 // psctl exports what the job learned.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -76,6 +77,19 @@ TEST(Recovery, SigtermCheckpointsEveryAppliedUpdateAndTheJobGoesOn) {
           {"--mode=sync", absl::StrCat("--checkpoint_dir=", checkpoints)}, 2,
           {"--model=softmax", "--epochs=2", "--eval_every=0.25"});
   ASSERT_TRUE(job.WaitForEpoch(0.5));
+  // A checkpoint on request, while training goes on.
+  Outcome requested =
+      RunBinary({"psctl", "checkpoint",
+                 absl::StrCat("--servers=", job.address())},
+                job.dir() + "/checkpoint.log");
+  ASSERT_TRUE(ExitedWith(requested, 0)) << requested.output;
+  const size_t wrote = requested.output.find("wrote ");
+  ASSERT_NE(wrote, std::string::npos) << requested.output;
+  const std::string path = requested.output.substr(
+      wrote + 6, requested.output.find(' ', wrote + 6) - (wrote + 6));
+  EXPECT_EQ(path.rfind(checkpoints, 0), 0u) << path;
+  EXPECT_EQ(::access(path.c_str(), R_OK), 0) << path;
+
   job.server().Signal(SIGTERM);
   std::optional<int> status = job.server().WaitFor(absl::Seconds(15));
   ASSERT_TRUE(status.has_value()) << "SIGTERM did not stop the server";
@@ -114,6 +128,14 @@ TEST(Recovery, AnExportedModelEvaluatesToWhatRankZeroLastReported) {
   EXPECT_DOUBLE_EQ(Field(evaluated.output, "test_accuracy"),
                    Field(metrics.back(), "test_accuracy"))
       << evaluated.output << " vs " << metrics.back();
+
+  // Without --checkpoint_dir a checkpoint request is refused, and said so.
+  Outcome no_dir =
+      RunBinary({"psctl", "checkpoint",
+                 absl::StrCat("--servers=", job.address())},
+                job.dir() + "/checkpoint.log");
+  EXPECT_TRUE(ExitedWith(no_dir, 1));
+  EXPECT_THAT(no_dir.output, HasSubstr("without --checkpoint_dir"));
 
   // The other model's file is refused with the difference spelled out.
   Outcome wrong = RunBinary({"ps_worker", "--model=softmax", "--evaluate_only",
