@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -86,6 +88,9 @@ struct Container {
   std::vector<std::string> argv;       // command and args, as written
   std::vector<std::pair<std::string, std::string>> env;
   std::map<std::string, std::string> files;  // mount path → contents
+  // Storage mounted for output (checkpoints): mount path → storage name.
+  // Containers that mount the same name share it.
+  std::map<std::string, std::string> volumes;
   std::vector<std::vector<std::string>> health_checks;  // run inside it
 };
 
@@ -148,9 +153,10 @@ absl::StatusOr<Job> ComposeJob(const std::string& compose_file) {
         source = parts[0];
         target = parts.size() > 1 ? parts[1] : "";
       }
-      // Bind-mounted files (the flagfiles); named volumes hold no input.
-      if (absl::StartsWith(source, "/") && std::ifstream(source)) {
-        c.files[target] = ReadFile(source);
+      if (absl::StartsWith(source, "/")) {
+        c.files[target] = ReadFile(source);  // a bind-mounted flagfile
+      } else if (!source.empty()) {
+        c.volumes[target] = source;  // a named volume
       }
     }
     const YAML::Node& health = spec["healthcheck"];
@@ -167,6 +173,15 @@ absl::StatusOr<Job> ComposeJob(const std::string& compose_file) {
     }
   }
   return job;
+}
+
+// The pod's volume called `name`; not a map when there is none (a claim
+// from the StatefulSet's volumeClaimTemplates).
+YAML::Node FindVolume(const YAML::Node& pod_spec, const std::string& name) {
+  for (const YAML::Node& volume : pod_spec["volumes"]) {
+    if (volume["name"].as<std::string>() == name) return volume;
+  }
+  return YAML::Node();
 }
 
 // The containers of one pod. Kubernetes expands $(VAR) in command and args
@@ -214,22 +229,23 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
       }
     }
     for (const YAML::Node& mount : spec["volumeMounts"]) {
-      for (const YAML::Node& volume : pod_spec["volumes"]) {
-        if (volume["name"].as<std::string>() != mount["name"].as<std::string>() ||
-            !volume["configMap"]) {
-          continue;
-        }
-        const std::string map_name = volume["configMap"]["name"].as<std::string>();
-        auto found = config_maps.find(map_name);
-        if (found == config_maps.end()) {
-          return absl::NotFoundError(absl::StrCat(
-              pod_name, " mounts ConfigMap ", map_name, ", which is not rendered"));
-        }
-        for (const auto& entry : found->second) {
-          c.files[absl::StrCat(mount["mountPath"].as<std::string>(), "/",
-                               entry.first.as<std::string>())] =
-              entry.second.as<std::string>();
-        }
+      const std::string mount_path = mount["mountPath"].as<std::string>();
+      const std::string volume_name = mount["name"].as<std::string>();
+      const YAML::Node volume = FindVolume(pod_spec, volume_name);
+      if (!volume.IsMap() || !volume["configMap"]) {
+        // A volumeClaimTemplate's claim or other storage of this pod's own.
+        c.volumes[mount_path] = absl::StrCat(pod_name, "-", volume_name);
+        continue;
+      }
+      const std::string map_name = volume["configMap"]["name"].as<std::string>();
+      auto found = config_maps.find(map_name);
+      if (found == config_maps.end()) {
+        return absl::NotFoundError(absl::StrCat(
+            pod_name, " mounts ConfigMap ", map_name, ", which is not rendered"));
+      }
+      for (const auto& entry : found->second) {
+        c.files[absl::StrCat(mount_path, "/", entry.first.as<std::string>())] =
+            entry.second.as<std::string>();
       }
     }
     // A grpc probe is gRPC health checking against the pod's port: what
@@ -466,6 +482,14 @@ class JobRunner {
         return Failed(job_.servers[i], absl::StrCat(
             common::DescribeWaitStatus(status), " on SIGTERM"));
       }
+      // With checkpoints on, SIGTERM leaves one in the mounted volume.
+      const Container& c = job_.servers[i];
+      const std::string checkpoints = MapVolumes(c, FlagValue(c, "checkpoint_dir"));
+      std::error_code error;
+      if (!checkpoints.empty() && std::filesystem::is_empty(checkpoints, error)) {
+        return Failed(c, absl::StrCat("left no checkpoint in ", checkpoints,
+                                      " on SIGTERM"));
+      }
     }
     return absl::OkStatus();
   }
@@ -507,6 +531,18 @@ class JobRunner {
         LastLines(LogPath(c), 15)));
   }
 
+  // `text` with the container's volume mount paths replaced by our
+  // directories standing in for those volumes.
+  std::string MapVolumes(const Container& c, const std::string& text) {
+    std::vector<std::pair<std::string, std::string>> replacements;
+    for (const auto& [mount_path, name] : c.volumes) {
+      const std::string dir = absl::StrCat(dir_, "/volumes/", name);
+      std::filesystem::create_directories(dir);
+      replacements.emplace_back(mount_path, dir);
+    }
+    return absl::StrReplaceAll(text, replacements);
+  }
+
   // The container's command line with loopback addresses, its flagfiles
   // written (rewritten the same way) where our copies live, and its
   // environment set through env(1).
@@ -529,7 +565,8 @@ class JobRunner {
     }
     argv.push_back(absl::StrCat(BinDir(), "/", Program(c)));
     for (size_t i = 1; i < c.argv.size(); ++i) {
-      absl::StatusOr<std::string> arg = network_.Rewrite(c.argv[i], self);
+      absl::StatusOr<std::string> arg =
+          network_.Rewrite(MapVolumes(c, c.argv[i]), self);
       if (!arg.ok()) return arg.status();
       if (absl::StartsWith(*arg, "--flagfile=")) {
         std::vector<std::string> paths;
@@ -539,7 +576,8 @@ class JobRunner {
             return absl::NotFoundError(absl::StrCat(
                 c.name, ": ", path, " is not mounted from the deploy files"));
           }
-          absl::StatusOr<std::string> contents = network_.Rewrite(file->second, self);
+          absl::StatusOr<std::string> contents =
+              network_.Rewrite(MapVolumes(c, file->second), self);
           if (!contents.ok()) return contents.status();
           paths.push_back(absl::StrCat(dir_, "/", c.name, "-",
                                        path.substr(path.rfind('/') + 1)));
