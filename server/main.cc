@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/fault_injection.h"
 #include "server/ps_server.h"
 #include "spdlog/spdlog.h"
 
@@ -66,6 +67,11 @@ ABSL_FLAG(uint32_t, checkpoint_keep, 3, "Checkpoint files kept per shard.");
 ABSL_FLAG(bool, allow_fresh_start, false,
           "Start with a fresh model when --checkpoint_dir holds checkpoints "
           "but none is usable, instead of refusing to start.");
+ABSL_FLAG(std::string, inject_faults, "",
+          "Experiments only: inject RPC faults, e.g. "
+          "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
+          "'@FILE' holding such a spec, re-read when it changes "
+          "(common/rpc/fault_injection.h). Empty: none, at no cost.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -77,6 +83,9 @@ int main(int argc, char** argv) {
       "[--listen=host:port] [--mode=sync|async|ssp] [--lr=...]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();
+  ps::common::DieIfError(
+      ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
+      "--inject_faults");
 
   ps::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/fault_injection.h"
 #include "common/dataset.h"
 #include "common/theta_file.h"
 #include "spdlog/spdlog.h"
@@ -44,6 +45,11 @@ ABSL_FLAG(std::string, init_from, "",
 ABSL_FLAG(bool, evaluate_only, false,
           "Evaluate the θ of --init_from on the test set, print one JSON line "
           "and exit; no servers needed.");
+ABSL_FLAG(std::string, inject_faults, "",
+          "Experiments only: inject RPC faults, e.g. "
+          "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
+          "'@FILE' holding such a spec, re-read when it changes "
+          "(common/rpc/fault_injection.h). Empty: none, at no cost.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -56,6 +62,9 @@ int main(int argc, char** argv) {
       "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();
+  ps::common::DieIfError(
+      ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
+      "--inject_faults");
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');

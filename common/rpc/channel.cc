@@ -1,5 +1,10 @@
 #include "common/rpc/channel.h"
 
+#include <utility>
+#include <vector>
+
+#include "common/rpc/fault_injection.h"
+
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
@@ -19,6 +24,15 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target) {
   // Reconnect quickly after a server restarts instead of gRPC's 20 s cap.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2'000);
+  if (FaultInjector* injector = InstalledFaultInjector()) {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(MakeClientFaultInterceptorFactory(injector, target));
+    return grpc::experimental::CreateCustomChannelWithInterceptors(
+        target, grpc::InsecureChannelCredentials(), args,
+        std::move(interceptors));
+  }
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
                                    args);
 }
@@ -37,6 +51,13 @@ void ConfigureServerBuilder(grpc::ServerBuilder& builder) {
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  if (FaultInjector* injector = InstalledFaultInjector()) {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(MakeServerFaultInterceptorFactory(injector));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
 }
 
 }  // namespace ps::rpc

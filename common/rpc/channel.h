@@ -14,7 +14,8 @@ namespace ps::rpc {
 inline constexpr int kMaxMessageBytes = 512 << 20;
 
 // A channel to `target` ("host:port") with our message limits and keepalive
-// pings, so a dead peer is noticed even while a call is parked.
+// pings, so a dead peer is noticed even while a call is parked; and with the
+// process's fault injector, when one is installed (fault_injection.h).
 std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target);
 
 // Sends gRPC's own log lines through spdlog at debug level: every gRPC
@@ -22,7 +23,8 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target);
 // so gRPC's line would only repeat it in another format.
 void RouteGrpcLogsToSpdlog();
 
-// Applies the same limits and keepalive policy to a server.
+// Applies the same limits and keepalive policy (and fault injector) to a
+// server.
 void ConfigureServerBuilder(grpc::ServerBuilder& builder);
 
 }  // namespace ps::rpc
