@@ -1,0 +1,197 @@
+// Scenario files: what they can say, and every bad input rejected with its
+// line before anything starts.
+#include "tools/chaos/scenario.h"
+
+#include <dirent.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ps::chaos {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kCluster[] =
+    "cluster:\n"          // line 1
+    "  servers: 2\n"      // 2
+    "  workers: 3\n"      // 3
+    "  mode: sync\n"      // 4
+    "faults:\n";          // 5
+
+TEST(Scenario, ReadsTheClusterAndEveryKindOfFault) {
+  const std::string text = std::string(kCluster) +
+      "  - at: 0.5 epoch\n"        // 6
+      "    kill: worker 2\n"
+      "    for: 3s\n"
+      "  - at: 1 epoch\n"          // 9
+      "    stop: worker 1\n"
+      "  - at: 1.2 epoch\n"        // 11
+      "    cont: worker 1\n"
+      "  - at: 2s\n"               // 13
+      "    rpc: workers\n"
+      "    delay: 1ms..5ms\n"
+      "    error: ABORTED:0.1\n"
+      "    methods: [Push, Pull]\n"
+      "    seed: 9\n"
+      "    for: 4s\n"
+      "  - at: 3s\n"               // 20
+      "    net: worker 0\n"
+      "    loss: 5%\n"
+      "    rate: 10mbit\n"
+      "    partition: servers\n"
+      "  - at: 4s\n"               // 25
+      "    cpu: server 1\n"
+      "    quota: 20%\n"
+      "  - at: 5s\n"               // 28
+      "    restart: server 0, server 1\n";
+  absl::StatusOr<Scenario> s = ParseScenario(text, "all.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->name, "all");
+  EXPECT_EQ(s->cluster.servers, 2u);
+  EXPECT_EQ(s->cluster.workers, 3u);
+  ASSERT_EQ(s->faults.size(), 7u);
+  const FaultEvent& kill = s->faults[0];
+  EXPECT_EQ(kill.line, 6);
+  EXPECT_EQ(kill.action, FaultEvent::Action::kKill);
+  EXPECT_EQ(kill.at.unit, Trigger::Unit::kEpoch);
+  EXPECT_DOUBLE_EQ(kill.at.value, 0.5);
+  ASSERT_TRUE(kill.duration.has_value());
+  EXPECT_EQ(*kill.duration, absl::Seconds(3));
+  EXPECT_EQ(kill.targets, (std::vector<ProcessRef>{{ProcessRef::Kind::kWorker, 2}}));
+  const FaultEvent& rpc = s->faults[3];
+  EXPECT_EQ(rpc.targets.size(), 3u);
+  EXPECT_EQ(rpc.at.unit, Trigger::Unit::kSeconds);
+  EXPECT_EQ(rpc.rpc.seed, 9u);
+  EXPECT_EQ(rpc.rpc.error_code, grpc::StatusCode::ABORTED);
+  EXPECT_EQ(rpc.rpc.methods, (std::vector<std::string>{"Push", "Pull"}));
+  const FaultEvent& net = s->faults[4];
+  EXPECT_DOUBLE_EQ(net.loss, 0.05);
+  EXPECT_EQ(net.rate, "10mbit");
+  EXPECT_EQ(net.partition.size(), 2u);
+  EXPECT_DOUBLE_EQ(s->faults[5].cpu, 0.2);
+  EXPECT_EQ(s->faults[6].targets.size(), 2u);
+  EXPECT_TRUE(s->NeedsNetwork());
+  EXPECT_TRUE(s->NeedsCgroups());
+  EXPECT_EQ(kill.Describe(), "kill worker 2: for 3s");
+}
+
+// The error for `faults` (appended to kCluster) must name `line` and say
+// `says`.
+void ExpectRejected(const std::string& faults, int line, const std::string& says) {
+  absl::StatusOr<Scenario> s =
+      ParseScenario(std::string(kCluster) + faults, "bad.yaml");
+  ASSERT_FALSE(s.ok()) << faults;
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr(absl::StrCat("bad.yaml:", line, ": ")))
+      << faults;
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr(says)) << faults;
+}
+
+TEST(Scenario, RejectsAnUnknownKeyNamingItsLine) {
+  ExpectRejected("  - at: 1s\n    kill: worker 0\n    fro: 2s\n", 8,
+                 "unknown key 'fro' in a fault");
+  absl::StatusOr<Scenario> s =
+      ParseScenario("cluster:\n  servers: 1\n  wrokers: 2\n", "c.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("c.yaml:3: unknown key 'wrokers' in cluster"));
+  s = ParseScenario("cluster: {}\nfault: []\n", "t.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("t.yaml:2: unknown key 'fault' in the scenario"));
+}
+
+TEST(Scenario, RejectsAProcessThatDoesNotExist) {
+  ExpectRejected("  - at: 1s\n    kill: worker 3\n", 7,
+                 "worker 3 does not exist: the cluster has 3 workers (0 to 2)");
+  ExpectRejected("  - at: 1s\n    stop: server 2\n", 7,
+                 "server 2 does not exist");
+  ExpectRejected("  - at: 1s\n    stop: the printer\n", 7, "is not a process");
+  ExpectRejected("  - at: 1s\n    net: worker 0\n    partition: worker 5\n", 8,
+                 "worker 5 does not exist");
+}
+
+TEST(Scenario, RejectsTimesOutOfOrder) {
+  ExpectRejected(
+      "  - at: 10s\n    kill: worker 0\n  - at: 5s\n    kill: worker 1\n", 8,
+      "at 5s comes before 10s of the fault on line 6");
+  ExpectRejected(
+      "  - at: 1 epoch\n    kill: worker 0\n"
+      "  - at: 20s\n    kill: worker 1\n"
+      "  - at: 0.5 epoch\n    kill: worker 2\n",
+      10, "0.5 epoch comes before 1 epoch");
+}
+
+TEST(Scenario, RejectsFaultsThatDoNotMakeSense) {
+  ExpectRejected("  - at: 1s\n    kill: worker 0\n    stop: worker 1\n", 6,
+                 "has both 'kill' and 'stop'");
+  ExpectRejected("  - at: 1s\n", 6, "needs one action");
+  ExpectRejected("  - kill: worker 0\n", 6, "needs 'at'");
+  ExpectRejected("  - at: soon\n    kill: worker 0\n", 6,
+                 "neither a time since training started");
+  ExpectRejected("  - at: 1s\n    kill: worker 0\n    loss: 5%\n", 8,
+                 "'loss' is a setting of net faults, not of kill");
+  ExpectRejected("  - at: 1s\n    restart: worker 0\n    for: 2s\n", 8,
+                 "'for' does not apply to restart");
+  ExpectRejected("  - at: 1s\n    rpc: worker 0\n    drop: 2\n", 6,
+                 "not a probability");
+  ExpectRejected("  - at: 1s\n    rpc: worker 0\n", 6,
+                 "needs delay, drop or error");
+  ExpectRejected("  - at: 1s\n    net: worker 0\n    rate: fast\n", 8,
+                 "not a bandwidth");
+  ExpectRejected("  - at: 1s\n    net: worker 0\n    partition: worker 0\n", 8,
+                 "not itself a target");
+  ExpectRejected("  - at: 1s\n    cpu: server 0\n", 6, "needs quota");
+  ExpectRejected("  - at: 1s\n    kill: worker 0\n    for: -2s\n", 8,
+                 "must be a duration");
+}
+
+TEST(Scenario, RejectsBadClusterValuesAndBadYaml) {
+  absl::StatusOr<Scenario> s =
+      ParseScenario("cluster:\n  mode: bulk\n", "m.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("m.yaml:2: mode 'bulk' is not sync, ssp or async"));
+  s = ParseScenario("cluster:\n  workers: 0\n", "w.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("w.yaml:2: workers"));
+  s = ParseScenario("cluster:\n  workers: 2\n  sync_quorum: 3\n", "q.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("q.yaml:3:"));
+  s = ParseScenario("cluster:\n  servers: [1\nfaults: []\n", "y.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("not valid YAML"));
+  s = ParseScenario(
+      "cluster:\n  network: loopback\nfaults:\n  - at: 1s\n    net: worker 0\n"
+      "    loss: 1%\n",
+      "l.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("l.yaml:4: loss and rate need network"));
+}
+
+TEST(Scenario, EveryPresetInDeployExperimentsIsValid) {
+  const std::string dir = std::string(PS_SOURCE_DIR) + "/deploy/experiments";
+  DIR* d = opendir(dir.c_str());
+  ASSERT_NE(d, nullptr) << dir;
+  int presets = 0;
+  while (dirent* entry = readdir(d)) {
+    const std::string name = entry->d_name;
+    if (!absl::EndsWith(name, ".yaml")) continue;
+    ++presets;
+    absl::StatusOr<Scenario> s = LoadScenario(dir + "/" + name);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_FALSE(s->faults.empty()) << name;
+  }
+  closedir(d);
+  EXPECT_GE(presets, 7);
+}
+
+}  // namespace
+}  // namespace ps::chaos

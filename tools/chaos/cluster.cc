@@ -1,0 +1,250 @@
+#include "tools/chaos/cluster.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "spdlog/spdlog.h"
+
+namespace ps::chaos {
+namespace {
+
+constexpr int kNamespacePort = 50051;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  return text;
+}
+
+std::string Seconds(absl::Duration d) {
+  return absl::StrCat(absl::ToInt64Milliseconds(d), "ms");
+}
+
+}  // namespace
+
+Cluster::Cluster(const Scenario& scenario, std::string out_dir,
+                 std::string bin_dir, NetworkSandbox* sandbox,
+                 bool fault_files)
+    : scenario_(scenario),
+      out_dir_(std::move(out_dir)),
+      bin_dir_(std::move(bin_dir)),
+      sandbox_(sandbox),
+      fault_files_(fault_files) {
+  const ClusterSpec& c = scenario.cluster;
+  for (uint32_t i = 0; i < c.servers + c.workers; ++i) {
+    Daemon d;
+    const bool server = i < c.servers;
+    d.ref = {server ? ProcessRef::Kind::kServer : ProcessRef::Kind::kWorker,
+             server ? i : i - c.servers};
+    d.host = absl::StrCat(server ? "s" : "w", d.ref.index);
+    d.log = absl::StrCat(out_dir_, server ? "/server-" : "/worker-",
+                         d.ref.index, ".log");
+    if (fault_files_) {
+      d.fault_file = absl::StrCat(out_dir_, "/faults/", d.host, ".spec");
+    }
+    daemons_.push_back(std::move(d));
+  }
+  for (uint32_t i = 0; i < c.servers; ++i) {
+    if (sandbox_ != nullptr) {
+      const std::string address = absl::StrCat(
+          sandbox_->Address(absl::StrCat("s", i)), ":", kNamespacePort);
+      server_listen_.push_back(address);
+      server_addresses_.push_back(address);
+    } else {
+      server_listen_.push_back("127.0.0.1:0");
+      server_addresses_.push_back("");  // known once the server serves
+    }
+  }
+}
+
+Cluster::~Cluster() { StopAll(absl::ZeroDuration()); }
+
+Daemon& Cluster::daemon(const ProcessRef& ref) {
+  const size_t i = ref.kind == ProcessRef::Kind::kServer
+                       ? ref.index
+                       : scenario_.cluster.servers + ref.index;
+  return daemons_[i];
+}
+
+std::string Cluster::AddressOf(const ProcessRef& ref) const {
+  if (sandbox_ == nullptr) return "127.0.0.1";
+  return sandbox_->Address(absl::StrCat(
+      ref.kind == ProcessRef::Kind::kServer ? "s" : "w", ref.index));
+}
+
+std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
+  const ClusterSpec& c = scenario_.cluster;
+  std::vector<std::string> argv;
+  if (d.ref.kind == ProcessRef::Kind::kServer) {
+    argv = {absl::StrCat(bin_dir_, "/ps_server"),
+            absl::StrCat("--listen=", server_listen_[d.ref.index]),
+            absl::StrCat("--port_file=", out_dir_, "/", d.host, ".port"),
+            absl::StrCat("--shard_index=", d.ref.index),
+            absl::StrCat("--num_shards=", c.servers),
+            absl::StrCat("--num_workers=", c.workers),
+            absl::StrCat("--mode=", c.mode),
+            absl::StrCat("--lease_timeout=", Seconds(c.lease_timeout)),
+            absl::StrCat("--sync_quorum=", c.sync_quorum)};
+    if (c.checkpoint_every < absl::InfiniteDuration()) {
+      argv.push_back(absl::StrCat("--checkpoint_dir=", out_dir_, "/checkpoints"));
+      argv.push_back(
+          absl::StrCat("--checkpoint_every=", Seconds(c.checkpoint_every)));
+    }
+    argv.insert(argv.end(), c.server_flags.begin(), c.server_flags.end());
+  } else {
+    argv = {absl::StrCat(bin_dir_, "/ps_worker"),
+            absl::StrCat("--servers=", absl::StrJoin(server_addresses_, ",")),
+            absl::StrCat("--rank=", d.ref.index),
+            absl::StrCat("--num_workers=", c.workers),
+            absl::StrCat("--model=", c.model),
+            absl::StrCat("--epochs=", c.epochs),
+            absl::StrCat("--batch_size=", c.batch_size),
+            absl::StrCat("--seed=", c.seed),
+            absl::StrCat("--eval_every=", c.eval_every),
+            absl::StrCat("--rpc_deadline=", Seconds(c.rpc_deadline)),
+            absl::StrCat("--max_retry_time=", Seconds(c.max_retry_time))};
+    if (d.ref.index == 0) {
+      argv.push_back(absl::StrCat("--metrics_out=", out_dir_, "/metrics.jsonl"));
+    }
+    argv.insert(argv.end(), c.worker_flags.begin(), c.worker_flags.end());
+  }
+  if (!d.fault_file.empty()) {
+    argv.push_back(absl::StrCat("--inject_faults=@", d.fault_file));
+  }
+  return sandbox_ != nullptr ? sandbox_->Wrap(d.host, argv) : argv;
+}
+
+absl::Status Cluster::Spawn(Daemon& d) {
+  const std::vector<std::string> argv = CommandLine(d);
+  {
+    std::ofstream log(d.log, std::ios::app);
+    log << "==== ps_chaos: start " << d.starts + 1 << " of " << d.ref.ToString()
+        << ": " << absl::StrJoin(argv, " ") << "\n";
+  }
+  absl::StatusOr<common::Subprocess> process =
+      common::Subprocess::Spawn(argv, d.log);
+  if (!process.ok()) return process.status();
+  d.process = std::make_unique<common::Subprocess>(std::move(*process));
+  d.stopped = false;
+  d.killed = false;
+  d.exit_status.reset();
+  ++d.starts;
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
+  if (scenario_.cluster.checkpoint_every < absl::InfiniteDuration()) {
+    mkdir(absl::StrCat(out_dir_, "/checkpoints").c_str(), 0755);
+  }
+  for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
+    Daemon& d = daemons_[i];
+    std::remove(absl::StrCat(out_dir_, "/", d.host, ".port").c_str());
+    if (absl::Status s = Spawn(d); !s.ok()) return s;
+  }
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
+    Daemon& d = daemons_[i];
+    const std::string port_file = absl::StrCat(out_dir_, "/", d.host, ".port");
+    int port = 0;
+    while (!absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadAll(port_file)),
+                             &port)) {
+      if (std::optional<int> ended = d.process->Poll()) {
+        return absl::UnavailableError(absl::StrCat(
+            d.ref.ToString(), " ", common::DescribeWaitStatus(*ended),
+            " before serving; see ", d.log));
+      }
+      if (interrupted()) return absl::CancelledError("interrupted");
+      if (absl::Now() > give_up) {
+        return absl::DeadlineExceededError(
+            absl::StrCat(d.ref.ToString(), " did not serve within 60 s"));
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    if (sandbox_ == nullptr) {
+      // Restarts bind the same port, so the workers find it again.
+      server_listen_[i] = absl::StrCat("127.0.0.1:", port);
+      server_addresses_[i] = server_listen_[i];
+    }
+  }
+  for (size_t i = scenario_.cluster.servers; i < daemons_.size(); ++i) {
+    if (absl::Status s = Spawn(daemons_[i]); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::Signal(const ProcessRef& ref, int signal) {
+  Daemon& d = daemon(ref);
+  if (!d.running()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ref.ToString(), " is not running"));
+  }
+  d.process->Signal(signal);
+  if (signal == SIGKILL) {
+    d.killed = true;
+    d.exit_status = d.process->WaitFor(absl::Seconds(10));
+  }
+  d.stopped = signal == SIGSTOP;
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::Kill(const ProcessRef& ref) { return Signal(ref, SIGKILL); }
+absl::Status Cluster::Stop(const ProcessRef& ref) { return Signal(ref, SIGSTOP); }
+absl::Status Cluster::Cont(const ProcessRef& ref) { return Signal(ref, SIGCONT); }
+
+absl::Status Cluster::Restart(const ProcessRef& ref) {
+  Daemon& d = daemon(ref);
+  if (d.running()) {
+    if (absl::Status killed = Kill(ref); !killed.ok()) return killed;
+  }
+  return Spawn(d);
+}
+
+std::vector<std::string> Cluster::Reap() {
+  std::vector<std::string> ended;
+  for (Daemon& d : daemons_) {
+    if (d.process == nullptr || d.exit_status) continue;
+    if (std::optional<int> status = d.process->Poll()) {
+      d.exit_status = status;
+      if (!d.killed) {
+        ended.push_back(absl::StrCat(d.ref.ToString(), " ",
+                                     common::DescribeWaitStatus(*status)));
+      }
+    }
+  }
+  return ended;
+}
+
+bool Cluster::AnyWorkerRunning() const {
+  for (const Daemon& d : daemons_) {
+    if (d.ref.kind == ProcessRef::Kind::kWorker && d.running()) return true;
+  }
+  return false;
+}
+
+void Cluster::StopAll(absl::Duration grace) {
+  for (Daemon& d : daemons_) {
+    if (d.running() && d.stopped) {
+      d.process->Signal(SIGCONT);
+      d.stopped = false;
+    }
+  }
+  // Workers first, so the servers' last checkpoint has every update.
+  for (bool servers : {false, true}) {
+    for (Daemon& d : daemons_) {
+      if ((d.ref.kind == ProcessRef::Kind::kServer) != servers) continue;
+      if (!d.running()) continue;
+      const int status = d.process->Stop(grace);
+      if (!d.exit_status) d.exit_status = status;
+    }
+  }
+}
+
+}  // namespace ps::chaos

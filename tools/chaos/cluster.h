@@ -1,0 +1,91 @@
+#ifndef PS_TOOLS_CHAOS_CLUSTER_H_
+#define PS_TOOLS_CHAOS_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/subprocess.h"
+#include "tools/chaos/network_sandbox.h"
+#include "tools/chaos/scenario.h"
+
+namespace ps::chaos {
+
+// One ps_server or ps_worker of an experiment, started, signalled and
+// restarted as an operator would.
+struct Daemon {
+  ProcessRef ref;
+  std::string host;        // "s0", "w2": its namespace and file names
+  std::string log;         // OUT/server-0.log; restarts append to it
+  std::string fault_file;  // its --inject_faults=@FILE, or empty
+  std::unique_ptr<common::Subprocess> process;
+  bool stopped = false;        // SIGSTOP sent, no SIGCONT yet
+  bool killed = false;         // ended by the runner (kill or restart)
+  int starts = 0;
+  std::optional<int> exit_status;  // of the last process, once it ended
+
+  bool running() const { return process != nullptr && process->running(); }
+};
+
+// The servers and workers of a scenario: on 127.0.0.1 with ports the
+// servers pick, or each in its namespace of `sandbox` on port 50051.
+class Cluster {
+ public:
+  // `fault_files`: give every daemon --inject_faults=@OUT/faults/HOST.spec
+  // (written by the runner) so faults can reach its gRPC layer at run time.
+  Cluster(const Scenario& scenario, std::string out_dir, std::string bin_dir,
+          NetworkSandbox* sandbox, bool fault_files);
+  ~Cluster();
+
+  // Starts the servers, waits until each serves, then starts the workers.
+  // `interrupted` is polled while waiting.
+  absl::Status Start(const std::function<bool()>& interrupted);
+
+  std::vector<Daemon>& daemons() { return daemons_; }
+  Daemon& daemon(const ProcessRef& ref);
+  const std::vector<std::string>& server_addresses() const {
+    return server_addresses_;
+  }
+  std::string AddressOf(const ProcessRef& ref) const;
+
+  absl::Status Kill(const ProcessRef& ref);
+  absl::Status Stop(const ProcessRef& ref);
+  absl::Status Cont(const ProcessRef& ref);
+  // Kills it if it runs, then starts it again with the same flags and
+  // address (a server restores its last checkpoint, a worker rejoins).
+  absl::Status Restart(const ProcessRef& ref);
+
+  // Collects the exit status of daemons that ended; returns one line per
+  // daemon that ended by itself since the last call ("worker 1 exited
+  // with status 0").
+  std::vector<std::string> Reap();
+  bool AnyWorkerRunning() const;
+
+  // Continues stopped daemons, ends the workers, then SIGTERMs the servers
+  // (they drain and checkpoint) and waits up to `grace` each.
+  void StopAll(absl::Duration grace);
+
+ private:
+  absl::Status Spawn(Daemon& daemon);
+  // Sends `signal` to a running daemon; SIGKILL also waits for it to end.
+  absl::Status Signal(const ProcessRef& ref, int signal);
+  std::vector<std::string> CommandLine(const Daemon& daemon) const;
+
+  const Scenario& scenario_;
+  std::string out_dir_;
+  std::string bin_dir_;
+  NetworkSandbox* sandbox_;
+  bool fault_files_;
+  std::vector<Daemon> daemons_;  // servers first, then workers
+  std::vector<std::string> server_addresses_;
+  std::vector<std::string> server_listen_;  // --listen of each server
+};
+
+}  // namespace ps::chaos
+
+#endif  // PS_TOOLS_CHAOS_CLUSTER_H_

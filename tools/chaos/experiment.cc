@@ -1,0 +1,550 @@
+#include "tools/chaos/experiment.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/cli.h"
+#include "common/parallel.h"
+#include "common/rpc/channel.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
+#include "spdlog/spdlog.h"
+#include "tools/chaos/cluster.h"
+#include "tools/chaos/cpu_throttle.h"
+#include "tools/chaos/leftovers.h"
+#include "tools/chaos/network_sandbox.h"
+
+namespace ps::chaos {
+namespace {
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// One flat number of a metrics line: {"time_s":1.2,"epoch":0.5,...}.
+std::optional<double> MetricsField(absl::string_view line,
+                                   absl::string_view key) {
+  for (absl::string_view item : absl::StrSplit(line, ',')) {
+    item = absl::StripPrefix(absl::StripPrefix(item, "{"), "\"");
+    if (!absl::ConsumePrefix(&item, key) ||
+        !absl::ConsumePrefix(&item, "\":")) {
+      continue;
+    }
+    double value = 0;
+    if (absl::SimpleAtod(absl::StripSuffix(item, "}"), &value)) return value;
+  }
+  return std::nullopt;
+}
+
+// Asks every server for its Status at once; one that does not answer
+// within `deadline` (killed, stopped, cut off) is marked down.
+class StatusPoller {
+ public:
+  StatusPoller(const std::vector<std::string>& addresses,
+               absl::Duration deadline)
+      : deadline_(deadline) {
+    for (const std::string& address : addresses) {
+      stubs_.push_back(
+          ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address)));
+    }
+  }
+
+  std::vector<ServerSample> Poll() {
+    std::vector<ServerSample> samples(stubs_.size());
+    common::ParallelFor(stubs_.size(), [&](size_t i) {
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
+      ps::v1::StatusResponse status;
+      if (!stubs_[i]->Status(&context, ps::v1::StatusRequest(), &status).ok()) {
+        return;
+      }
+      samples[i] = {true, status.version(), status.samples_applied(),
+                    status.live_workers(), status.leases_expired()};
+    });
+    return samples;
+  }
+
+ private:
+  absl::Duration deadline_;
+  std::vector<std::unique_ptr<ps::v1::ParameterServer::Stub>> stubs_;
+};
+
+// Turns the scenario's faults on and off, on processes (signals), their
+// gRPC layer (fault files), their links (sandbox) and CPU (cgroups); and
+// says what it did instead when the machine does not allow something.
+class FaultApplier {
+ public:
+  FaultApplier(const Scenario& scenario, Cluster& cluster,
+               NetworkSandbox* sandbox, CpuThrottle* throttle)
+      : scenario_(scenario),
+        cluster_(cluster),
+        sandbox_(sandbox),
+        throttle_(throttle) {}
+
+  // Starts fault i; returns problems (one line each, also in notes).
+  absl::Status Start(int i, std::vector<std::string>& notes) {
+    const FaultEvent& f = scenario_.faults[i];
+    absl::Status result;
+    auto keep = [&result](absl::Status s) {
+      if (result.ok()) result = s;
+    };
+    for (const ProcessRef& t : f.targets) {
+      switch (f.action) {
+        case FaultEvent::Action::kKill: keep(cluster_.Kill(t)); break;
+        case FaultEvent::Action::kStop: keep(cluster_.Stop(t)); break;
+        case FaultEvent::Action::kCont: keep(cluster_.Cont(t)); break;
+        case FaultEvent::Action::kRestart:
+          keep(cluster_.Restart(t));
+          keep(ReapplyCpu(t));
+          break;
+        case FaultEvent::Action::kRpc:
+        case FaultEvent::Action::kNet:
+        case FaultEvent::Action::kCpu:
+          active_[t.ToString()].push_back(i);
+          break;
+      }
+    }
+    if (f.action == FaultEvent::Action::kRpc ||
+        f.action == FaultEvent::Action::kNet ||
+        f.action == FaultEvent::Action::kCpu) {
+      keep(Refresh(f, notes));
+    }
+    return result;
+  }
+
+  // Undoes fault i (after its `for`).
+  absl::Status End(int i, std::vector<std::string>& notes) {
+    const FaultEvent& f = scenario_.faults[i];
+    absl::Status result;
+    for (const ProcessRef& t : f.targets) {
+      absl::Status s;
+      if (f.action == FaultEvent::Action::kKill) {
+        s = cluster_.Restart(t);
+        if (s.ok()) s = ReapplyCpu(t);
+      }
+      if (f.action == FaultEvent::Action::kStop) s = cluster_.Cont(t);
+      std::vector<int>& active = active_[t.ToString()];
+      active.erase(std::remove(active.begin(), active.end(), i), active.end());
+      if (result.ok()) result = s;
+    }
+    if (f.action == FaultEvent::Action::kRpc ||
+        f.action == FaultEvent::Action::kNet ||
+        f.action == FaultEvent::Action::kCpu) {
+      absl::Status s = Refresh(f, notes);
+      if (result.ok()) result = s;
+    }
+    return result;
+  }
+
+ private:
+  // Makes every target's fault file, link and CPU limit match the faults
+  // active on it now.
+  absl::Status Refresh(const FaultEvent& changed,
+                       std::vector<std::string>& notes) {
+    absl::Status result;
+    std::vector<ProcessRef> touched = changed.targets;
+    for (const ProcessRef& t : touched) {
+      absl::Status s = WriteFaultFile(t, notes);
+      if (s.ok() && changed.action == FaultEvent::Action::kNet &&
+          sandbox_ != nullptr) {
+        s = sandbox_->Apply(cluster_.daemon(t).host, LinkFaultsOf(t));
+      }
+      if (s.ok() && changed.action == FaultEvent::Action::kCpu) {
+        s = ApplyCpu(t, notes);
+      }
+      if (result.ok()) result = s;
+    }
+    return result;
+  }
+
+  std::vector<const FaultEvent*> Active(const ProcessRef& t,
+                                        FaultEvent::Action action) {
+    std::vector<const FaultEvent*> faults;
+    for (int i : active_[t.ToString()]) {
+      if (scenario_.faults[i].action == action) {
+        faults.push_back(&scenario_.faults[i]);
+      }
+    }
+    return faults;
+  }
+
+  LinkFaults LinkFaultsOf(const ProcessRef& t) {
+    LinkFaults link;
+    for (const FaultEvent* f : Active(t, FaultEvent::Action::kNet)) {
+      link.loss = std::max(link.loss, f->loss);
+      if (!f->rate.empty()) link.rate = f->rate;  // the newest cap
+      for (const ProcessRef& peer : f->partition) {
+        const std::string address = cluster_.AddressOf(peer);
+        if (std::find(link.cut_from.begin(), link.cut_from.end(), address) ==
+            link.cut_from.end()) {
+          link.cut_from.push_back(address);
+        }
+      }
+    }
+    return link;
+  }
+
+  // The newest rpc fault on t, plus what its net faults need in-process:
+  // latency always (no netem here), loss and partitions without a sandbox.
+  absl::Status WriteFaultFile(const ProcessRef& t,
+                              std::vector<std::string>& notes) {
+    const Daemon& d = cluster_.daemon(t);
+    rpc::FaultSpec spec;
+    spec.client = spec.server = true;
+    bool any = false;
+    for (const FaultEvent* f : Active(t, FaultEvent::Action::kRpc)) {
+      spec = f->rpc;
+      any = true;
+    }
+    for (const FaultEvent* f : Active(t, FaultEvent::Action::kNet)) {
+      if (f->latency > absl::ZeroDuration()) {
+        // Each call crosses the link twice; the injector delays it once.
+        spec.delay_min += 2 * f->latency;
+        spec.delay_max += 2 * f->latency;
+        any = true;
+      }
+      if (sandbox_ == nullptr && !f->partition.empty()) {
+        // Without namespaces: every call the target makes is lost, and
+        // every reply it would send.
+        spec.drop_probability = 1;
+        spec.error_probability = 0;
+        spec.methods.clear();
+        any = true;
+      }
+      if (sandbox_ == nullptr && f->loss > 0 && spec.drop_probability < 1) {
+        // A lost packet costs a TCP retransmission; a failed call costs a
+        // retry: the nearest thing our gRPC layer can do.
+        spec.error_probability =
+            std::min(1 - spec.drop_probability,
+                     std::max(spec.error_probability, f->loss));
+        spec.error_code = grpc::StatusCode::UNAVAILABLE;
+        any = true;
+      }
+      if (sandbox_ == nullptr && !f->rate.empty()) {
+        notes.push_back(absl::StrCat("rate ", f->rate, " on ", t.ToString(),
+                                     " skipped: bandwidth caps need network "
+                                     "namespaces and tc"));
+      }
+    }
+    if (d.fault_file.empty()) {
+      if (any) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            t.ToString(), " was started without a fault file"));
+      }
+      return absl::OkStatus();
+    }
+    return common::WriteFileAtomically(
+        d.fault_file, any ? rpc::FormatFaultSpec(spec) + "\n" : "");
+  }
+
+  absl::Status ApplyCpu(const ProcessRef& t, std::vector<std::string>& notes) {
+    double share = 1;
+    for (const FaultEvent* f : Active(t, FaultEvent::Action::kCpu)) {
+      share = f->cpu;  // the newest limit
+    }
+    if (throttle_ == nullptr) {
+      if (share < 1) {
+        notes.push_back(absl::StrCat(
+            "cpu limit on ", t.ToString(),
+            " skipped: no cgroup v1 cpu controller (needs root)"));
+      }
+      return absl::OkStatus();
+    }
+    const Daemon& d = cluster_.daemon(t);
+    if (!d.running()) return absl::OkStatus();
+    return throttle_->Limit(d.host, d.process->pid(), share);
+  }
+
+  // A restarted process starts outside the cgroup: put it back in.
+  absl::Status ReapplyCpu(const ProcessRef& t) {
+    if (Active(t, FaultEvent::Action::kCpu).empty()) return absl::OkStatus();
+    std::vector<std::string> ignored;
+    return ApplyCpu(t, ignored);
+  }
+
+  const Scenario& scenario_;
+  Cluster& cluster_;
+  NetworkSandbox* sandbox_;
+  CpuThrottle* throttle_;
+  std::map<std::string, std::vector<int>> active_;  // process → faults
+};
+
+bool NeedsFaultFiles(const Scenario& s, bool namespaces) {
+  for (const FaultEvent& f : s.faults) {
+    if (f.action == FaultEvent::Action::kRpc) return true;
+    if (f.action == FaultEvent::Action::kNet &&
+        (f.latency > absl::ZeroDuration() || !namespaces)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Say(bool verbose, const std::string& line) {
+  if (!verbose) return;
+  std::printf("ps_chaos: %s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+ExperimentResult RunExperiment(const Scenario& scenario,
+                               const ExperimentOptions& options) {
+  ExperimentResult result;
+  const ClusterSpec& c = scenario.cluster;
+  for (size_t i = 0; i < scenario.faults.size(); ++i) {
+    FaultReport r;
+    r.index = static_cast<int>(i);
+    r.line = scenario.faults[i].line;
+    r.what = scenario.faults[i].Describe();
+    r.trigger = scenario.faults[i].at.ToString();
+    result.faults.push_back(std::move(r));
+  }
+
+  std::unique_ptr<NetworkSandbox> sandbox;
+  if (options.namespaces) {
+    std::vector<std::string> hosts;
+    for (uint32_t i = 0; i < c.servers; ++i) hosts.push_back(absl::StrCat("s", i));
+    for (uint32_t i = 0; i < c.workers; ++i) hosts.push_back(absl::StrCat("w", i));
+    absl::StatusOr<std::unique_ptr<NetworkSandbox>> made =
+        NetworkSandbox::Create(hosts, options.caps.nft);
+    if (!made.ok()) {
+      result.failure = std::string(made.status().message());
+      return result;
+    }
+    sandbox = std::move(*made);
+    result.subnet = absl::StrCat(sandbox->subnet(), ".0/24");
+  }
+  std::unique_ptr<CpuThrottle> throttle;
+  if (options.apply_faults && scenario.NeedsCgroups() &&
+      options.caps.cgroup_cpu) {
+    throttle = std::make_unique<CpuThrottle>(options.caps.cgroup_cpu_root);
+  }
+  const bool fault_files =
+      options.apply_faults && NeedsFaultFiles(scenario, options.namespaces);
+  if (fault_files) {
+    mkdir(absl::StrCat(options.out_dir, "/faults").c_str(), 0755);
+  }
+  const std::string metrics_path = options.out_dir + "/metrics.jsonl";
+  std::remove(metrics_path.c_str());
+
+  {
+    Cluster cluster(scenario, options.out_dir, options.bin_dir, sandbox.get(),
+                    fault_files);
+    if (fault_files) {
+      for (const Daemon& d : cluster.daemons()) {
+        (void)common::WriteFileAtomically(d.fault_file, "");
+      }
+    }
+    if (absl::Status started = cluster.Start(options.interrupted);
+        !started.ok()) {
+      result.failure = absl::StrCat("cannot start the cluster: ",
+                                    started.message());
+    }
+    const absl::Time t0 = absl::Now();
+    auto now = [&t0] { return absl::ToDoubleSeconds(absl::Now() - t0); };
+    Say(options.verbose,
+        absl::StrCat(c.servers, " servers (", 
+                     absl::StrJoin(cluster.server_addresses(), ","), ") and ",
+                     c.workers, " workers started",
+                     options.namespaces ? " in network namespaces" : "",
+                     options.apply_faults ? "" : " (baseline: no faults)"));
+
+    FaultApplier applier(scenario, cluster, sandbox.get(), throttle.get());
+    StatusPoller poller(
+        cluster.server_addresses(),
+        std::clamp(scenario.poll_every * 1.5, absl::Milliseconds(100),
+                   absl::Seconds(1)));
+    enum class State { kPending, kActive, kDone };
+    std::vector<State> state(scenario.faults.size(), State::kPending);
+    std::vector<double> undo_at(scenario.faults.size(), -1);
+    size_t metrics_lines = 0;
+    double epoch_now = 0;
+
+    auto record = [&](int i, bool start, const std::string& text) {
+      result.timeline.events.push_back({now(), i, start, text});
+      Say(options.verbose, absl::StrFormat("%7.2f s  epoch %.2f  %s", now(),
+                                           epoch_now, text));
+    };
+    auto apply = [&](int i, bool start) {
+      std::vector<std::string> notes;
+      const absl::Status s =
+          start ? applier.Start(i, notes) : applier.End(i, notes);
+      FaultReport& r = result.faults[i];
+      const FaultEvent& f = scenario.faults[i];
+      if (start) {
+        r.applied = true;
+        r.start_s = now();
+        r.start_epoch = epoch_now;
+        state[i] = f.duration ? State::kActive : State::kDone;
+        if (f.duration) undo_at[i] = now() + absl::ToDoubleSeconds(*f.duration);
+      } else {
+        r.end_s = now();
+        state[i] = State::kDone;
+      }
+      for (const std::string& note : notes) {
+        if (std::find(r.notes.begin(), r.notes.end(), note) == r.notes.end()) {
+          r.notes.push_back(note);
+        }
+      }
+      if (!s.ok()) r.notes.push_back(std::string(s.message()));
+      record(i, start, absl::StrCat(start ? "" : "end: ", r.what,
+                                    s.ok() ? "" : absl::StrCat(" (", s.message(), ")")));
+    };
+
+    const absl::Time give_up = t0 + scenario.timeout;
+    while (result.failure.empty()) {
+      const absl::Time next_poll = absl::Now() + scenario.poll_every;
+      if (options.interrupted()) {
+        result.failure = "interrupted";
+        break;
+      }
+      if (absl::Now() > give_up) {
+        result.failure = absl::StrCat("timeout: training did not finish within ",
+                                      absl::FormatDuration(scenario.timeout));
+        break;
+      }
+      Sample sample;
+      sample.servers = poller.Poll();
+      sample.t = now();
+      result.timeline.samples.push_back(std::move(sample));
+
+      const std::string metrics = ReadAll(metrics_path);
+      std::vector<absl::string_view> lines = absl::StrSplit(metrics, '\n');
+      // The last piece is partial (or empty): only whole lines count.
+      for (; metrics_lines + 1 < lines.size(); ++metrics_lines) {
+        absl::string_view line = lines[metrics_lines];
+        Evaluation e;
+        e.t = now();
+        e.epoch = MetricsField(line, "epoch").value_or(0);
+        e.accuracy = MetricsField(line, "test_accuracy").value_or(0);
+        e.samples = static_cast<uint64_t>(MetricsField(line, "samples").value_or(0));
+        if (e.epoch > 0 && e.samples > 0) {
+          result.timeline.train_size = e.samples / e.epoch;
+        }
+        result.timeline.evaluations.push_back(e);
+        if (options.verbose) {
+          Say(true, absl::StrFormat("%7.2f s  epoch %.2f  accuracy %.2f%%",
+                                    e.t, e.epoch, 100 * e.accuracy));
+        }
+      }
+      epoch_now = result.timeline.EpochAt(result.timeline.samples.size() - 1);
+      if (!result.timeline.evaluations.empty()) {
+        epoch_now = std::max(epoch_now, result.timeline.evaluations.back().epoch);
+      }
+
+      if (options.apply_faults) {
+        for (size_t i = 0; i < scenario.faults.size(); ++i) {
+          if (state[i] == State::kActive && now() >= undo_at[i]) {
+            apply(static_cast<int>(i), false);
+          }
+        }
+        for (size_t i = 0; i < scenario.faults.size(); ++i) {
+          const Trigger& at = scenario.faults[i].at;
+          const double progress =
+              at.unit == Trigger::Unit::kSeconds ? now() : epoch_now;
+          if (state[i] == State::kPending && progress >= at.value) {
+            apply(static_cast<int>(i), true);
+          }
+        }
+      }
+      for (const std::string& ended : cluster.Reap()) {
+        result.process_events.push_back(
+            absl::StrFormat("%.2f s: %s", now(), ended));
+        Say(options.verbose, absl::StrFormat("%7.2f s  %s", now(), ended));
+      }
+      bool restart_pending = false;
+      for (size_t i = 0; i < scenario.faults.size(); ++i) {
+        if (state[i] == State::kActive &&
+            (scenario.faults[i].action == FaultEvent::Action::kKill ||
+             scenario.faults[i].action == FaultEvent::Action::kStop)) {
+          restart_pending = true;
+        }
+      }
+      if (!cluster.AnyWorkerRunning() && !restart_pending) break;
+      if (const absl::Duration rest = next_poll - absl::Now();
+          rest > absl::ZeroDuration()) {
+        absl::SleepFor(rest);
+      }
+    }
+
+    // Whatever is still on is turned off before the processes stop, so
+    // every process ends the way a healthy one does.
+    for (size_t i = 0; i < scenario.faults.size(); ++i) {
+      if (state[i] == State::kActive) apply(static_cast<int>(i), false);
+      if (state[i] == State::kPending && options.apply_faults) {
+        result.faults[i].notes.push_back(
+            "not applied: the run ended before its trigger");
+      }
+    }
+    result.duration_s = now();
+    cluster.StopAll(absl::Seconds(10));
+    for (const std::string& ended : cluster.Reap()) {
+      result.process_events.push_back(absl::StrFormat("%.2f s: %s", now(), ended));
+    }
+
+    // Completed: every worker that was not killed for good exited 0.
+    bool workers_ok = result.failure.empty();
+    for (const Daemon& d : cluster.daemons()) {
+      if (d.ref.kind != ProcessRef::Kind::kWorker) continue;
+      if (d.killed && !d.running()) continue;
+      if (!d.exit_status || !common::ExitedCleanly(*d.exit_status)) {
+        workers_ok = false;
+        if (result.failure.empty()) {
+          result.failure = absl::StrCat(
+              d.ref.ToString(), " did not finish: ",
+              d.exit_status ? common::DescribeWaitStatus(*d.exit_status)
+                            : "still running",
+              "; see ", d.log);
+        }
+      }
+    }
+    result.completed = workers_ok && !result.timeline.evaluations.empty();
+    if (workers_ok && result.timeline.evaluations.empty()) {
+      result.failure = "training finished but rank 0 wrote no evaluation";
+    }
+    for (const Daemon& d : cluster.daemons()) {
+      if (d.ref.kind != ProcessRef::Kind::kWorker) continue;
+      for (VersionRegression r :
+           ParseRegressions(ReadAll(d.log), cluster.server_addresses())) {
+        result.regressions.push_back(r);
+      }
+    }
+  }
+
+  // Teardown, also after a failure; then a look for anything of ours left.
+  if (throttle) {
+    for (std::string& line : throttle->Teardown()) {
+      result.left_behind.push_back(std::move(line));
+    }
+  }
+  if (sandbox) {
+    for (std::string& line : sandbox->Teardown()) {
+      result.left_behind.push_back(std::move(line));
+    }
+  }
+  for (std::string& line : ResourcesOf(getpid())) {
+    if (std::find(result.left_behind.begin(), result.left_behind.end(), line) ==
+        result.left_behind.end()) {
+      result.left_behind.push_back(std::move(line));
+    }
+  }
+  return result;
+}
+
+}  // namespace ps::chaos

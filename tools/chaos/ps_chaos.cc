@@ -1,0 +1,247 @@
+// ps_chaos: runs a fault-tolerance experiment described by a scenario file
+// and reports how training rode through it (README, "ps_chaos").
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/cli.h"
+#include "common/subprocess.h"
+#include "tools/chaos/analysis.h"
+#include "tools/chaos/capabilities.h"
+#include "tools/chaos/experiment.h"
+#include "tools/chaos/leftovers.h"
+#include "tools/chaos/report.h"
+#include "tools/chaos/scenario.h"
+
+ABSL_FLAG(std::string, out, "",
+          "run: directory for timeline.csv, summary.json, timeline.png and "
+          "every process's log (created if missing).");
+ABSL_FLAG(bool, baseline, false,
+          "run: first run the same cluster without faults (into OUT/baseline) "
+          "and report accuracy deltas against it.");
+ABSL_FLAG(std::string, bin_dir, "",
+          "Where ps_server and ps_worker are; default: beside ps_chaos.");
+ABSL_FLAG(bool, quiet, false, "run: print only the summary.");
+
+namespace {
+
+using ps::common::Die;
+
+constexpr char kUsage[] =
+    "ps_chaos COMMAND ...\n"
+    "  run SCENARIO --out DIR [--baseline]   run the experiment\n"
+    "  check SCENARIO                        validate the scenario only\n"
+    "  cleanup                               remove what killed runs left\n"
+    "Scenario format and presets: deploy/experiments/README.md";
+
+volatile std::sig_atomic_t stop_signal = 0;
+void OnStopSignal(int signal) { stop_signal = signal; }
+
+// "1.96 s", "45210" (no unit: a rate, no decimals), or "-".
+std::string Figure(std::optional<double> value, const char* unit) {
+  if (!value) return "-";
+  return *unit ? absl::StrFormat("%.2f %s", *value, unit)
+               : absl::StrFormat("%.0f", *value);
+}
+
+int Run(const std::string& scenario_path) {
+  absl::StatusOr<ps::chaos::Scenario> scenario =
+      ps::chaos::LoadScenario(scenario_path);
+  if (!scenario.ok()) Die(scenario.status().message());
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) Die("run needs --out DIR");
+  if (std::system(absl::StrCat("mkdir -p '", out, "'").c_str()) != 0 ||
+      access(out.c_str(), W_OK) != 0) {
+    Die(absl::StrCat("cannot create or write --out=", out));
+  }
+  std::string bin_dir = absl::GetFlag(FLAGS_bin_dir);
+  if (bin_dir.empty()) bin_dir = ps::common::ExecutableDir();
+
+  // What the machine allows, checked only when the scenario needs it.
+  const ps::chaos::ClusterSpec::Network network = scenario->cluster.network;
+  const bool wants_namespaces =
+      network == ps::chaos::ClusterSpec::Network::kNamespaces ||
+      (network == ps::chaos::ClusterSpec::Network::kAuto &&
+       scenario->NeedsNetwork());
+  ps::chaos::Capabilities caps;
+  if (wants_namespaces || scenario->NeedsCgroups()) {
+    caps = ps::chaos::ProbeCapabilities();
+    for (const std::string& line : caps.missing) {
+      std::printf("ps_chaos: not available here: %s\n", line.c_str());
+    }
+  }
+  bool namespaces = wants_namespaces && caps.network();
+  if (network == ps::chaos::ClusterSpec::Network::kNamespaces && !namespaces) {
+    Die("the scenario asks for network: namespaces, which this machine does "
+        "not allow (see above); use network: auto to fall back to "
+        "in-process injection");
+  }
+  if (wants_namespaces && !namespaces) {
+    std::printf("ps_chaos: falling back to loopback with in-process fault "
+                "injection\n");
+  }
+  for (const ps::chaos::FaultEvent& f : scenario->faults) {
+    if (!namespaces && f.action == ps::chaos::FaultEvent::Action::kNet &&
+        !f.partition.empty()) {
+      for (const ps::chaos::ProcessRef& t : f.targets) {
+        if (t.kind == ps::chaos::ProcessRef::Kind::kServer) {
+          Die(absl::StrCat(scenario_path, ":", f.line,
+                           ": partitioning a server needs network "
+                           "namespaces, which this machine does not allow"));
+        }
+      }
+    }
+  }
+
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+
+  ps::chaos::ExperimentOptions options;
+  options.bin_dir = bin_dir;
+  options.namespaces = namespaces;
+  options.caps = caps;
+  options.interrupted = [] { return stop_signal != 0; };
+  options.verbose = !absl::GetFlag(FLAGS_quiet);
+
+  ps::chaos::Report report;
+  report.scenario = &*scenario;
+  report.network = namespaces ? "namespaces" : "loopback";
+  report.capabilities_missing = caps.missing;
+
+  ps::chaos::ExperimentResult baseline;
+  if (absl::GetFlag(FLAGS_baseline)) {
+    options.out_dir = out + "/baseline";
+    mkdir(options.out_dir.c_str(), 0755);
+    options.apply_faults = false;
+    std::printf("ps_chaos: baseline run (no faults) into %s\n",
+                options.out_dir.c_str());
+    baseline = ps::chaos::RunExperiment(*scenario, options);
+    (void)ps::chaos::WriteTimelineCsv(baseline.timeline,
+                                      options.out_dir + "/timeline.csv");
+    report.baseline = &baseline;
+    if (!baseline.completed) {
+      std::fprintf(stderr, "ps_chaos: the baseline run failed: %s\n",
+                   baseline.failure.c_str());
+    }
+  }
+  ps::chaos::ExperimentResult run;
+  if (!stop_signal) {
+    options.out_dir = out;
+    options.apply_faults = true;
+    run = ps::chaos::RunExperiment(*scenario, options);
+  } else {
+    run.failure = "interrupted";
+  }
+  report.run = &run;
+  if (!run.subnet.empty()) report.network = "namespaces " + run.subnet;
+
+  // Each fault's window ends where the next applied fault starts.
+  report.faults = run.faults;
+  for (ps::chaos::FaultReport& f : report.faults) {
+    f.window_end_s = run.duration_s;
+    for (const ps::chaos::FaultReport& g : run.faults) {
+      if (g.applied && g.index != f.index && g.start_s > f.start_s) {
+        f.window_end_s = std::min(f.window_end_s, g.start_s);
+      }
+    }
+    ps::chaos::MeasureFault(run.timeline,
+                            report.baseline ? &baseline.timeline : nullptr,
+                            scenario->faults[f.index], run.regressions, f);
+  }
+
+  int exit_code = run.completed ? 0 : 1;
+  if (absl::Status s = ps::chaos::WriteTimelineCsv(run.timeline,
+                                                   out + "/timeline.csv");
+      !s.ok()) {
+    std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
+    exit_code = 1;
+  }
+  if (absl::Status s = ps::chaos::WriteSummaryJson(report, out + "/summary.json");
+      !s.ok()) {
+    std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
+    exit_code = 1;
+  }
+  if (absl::Status s = ps::chaos::WritePlot(report, out); !s.ok()) {
+    std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
+    exit_code = 1;
+  }
+
+  for (const ps::chaos::FaultReport& f : report.faults) {
+    std::printf(
+        "ps_chaos: line %d, %s at %s: %s; detect %s, stall %s%s, recover %s "
+        "(%s -> %s examples/s), %llu updates lost, accuracy delta %s\n",
+        f.line, f.what.c_str(), f.trigger.c_str(),
+        f.applied ? absl::StrFormat("applied at %.2f s (epoch %.2f)",
+                                    f.start_s, f.start_epoch)
+                        .c_str()
+                  : "not applied",
+        Figure(f.detect_s, "s").c_str(), Figure(f.stall_s, "s").c_str(),
+        f.stall_open ? " (still stalled)" : "",
+        Figure(f.recover_s, "s").c_str(),
+        Figure(f.pre_fault_samples_per_s, "").c_str(),
+        Figure(f.post_fault_samples_per_s, "").c_str(),
+        static_cast<unsigned long long>(f.updates_lost),
+        f.accuracy_delta ? absl::StrFormat("%+.2f points",
+                                           100 * *f.accuracy_delta)
+                               .c_str()
+                         : "-");
+    for (const std::string& note : f.notes) {
+      std::printf("ps_chaos:   note: %s\n", note.c_str());
+    }
+  }
+  std::printf("ps_chaos: %s in %.1f s; final accuracy %s; outputs in %s\n",
+              run.completed ? "training completed"
+                            : absl::StrCat("FAILED: ", run.failure).c_str(),
+              run.duration_s,
+              run.timeline.evaluations.empty()
+                  ? "-"
+                  : absl::StrFormat("%.2f%%",
+                                    100 * run.timeline.evaluations.back().accuracy)
+                        .c_str(),
+              out.c_str());
+  for (const ps::chaos::ExperimentResult* r : {&baseline, &run}) {
+    for (const std::string& line : r->left_behind) {
+      std::fprintf(stderr, "ps_chaos: left behind: %s\n", line.c_str());
+      exit_code = 1;
+    }
+  }
+  if (stop_signal) return 128 + stop_signal;
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args =
+      ps::common::InitProgram(argc, argv, kUsage, /*max_arguments=*/2);
+  if (args.empty()) Die(absl::StrCat("a command is needed\n", kUsage));
+  if (args[0] == "run" || args[0] == "check") {
+    if (args.size() != 2) Die(absl::StrCat(args[0], " needs SCENARIO"));
+    if (args[0] == "run") return Run(args[1]);
+    absl::StatusOr<ps::chaos::Scenario> scenario =
+        ps::chaos::LoadScenario(args[1]);
+    if (!scenario.ok()) Die(scenario.status().message());
+    std::printf("%s: %zu faults, valid\n", args[1].c_str(),
+                scenario->faults.size());
+    return 0;
+  }
+  if (args[0] == "cleanup" && args.size() == 1) {
+    const std::vector<std::string> lines = ps::chaos::CleanUpDeadRuns();
+    for (const std::string& line : lines) std::printf("%s\n", line.c_str());
+    if (lines.empty()) std::printf("ps_chaos: nothing left by earlier runs\n");
+    return 0;
+  }
+  Die(absl::StrCat("unknown command '", args[0], "'\n", kUsage));
+}
