@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,12 @@ namespace ps::chaos {
 namespace {
 
 using ::testing::HasSubstr;
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
 
 constexpr char kCluster[] =
     "cluster:\n"          // line 1
@@ -191,6 +198,19 @@ TEST(Scenario, EveryPresetInDeployExperimentsIsValid) {
   }
   closedir(d);
   EXPECT_GE(presets, 7);
+}
+
+TEST(Scenario, TheFormatExampleInTheExperimentsReadmeIsValid) {
+  const std::string readme =
+      ReadFileOrEmpty(std::string(PS_SOURCE_DIR) + "/deploy/experiments/README.md");
+  const size_t begin = readme.find("```yaml\nname: my-experiment");
+  ASSERT_NE(begin, std::string::npos);
+  const size_t text = begin + std::string("```yaml\n").size();
+  const size_t end = readme.find("```", text);
+  absl::StatusOr<Scenario> s =
+      ParseScenario(readme.substr(text, end - text), "README.md");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->faults.size(), 7u);
 }
 
 }  // namespace

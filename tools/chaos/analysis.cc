@@ -26,16 +26,15 @@ std::optional<size_t> LastBefore(const Timeline& run, double t) {
 }
 
 // Detection: the first poll after the fault at which the servers show it:
-// a lease expired (or fewer workers are live) for a fault on a worker, or
-// a target server does not answer.
+// a worker lease expired (faults on workers, partitions), or a target
+// server does not answer. Fewer live workers alone is no detection: a
+// worker that finished leaves.
 std::optional<double> Detect(const Timeline& run, const FaultEvent& fault,
                              const FaultReport& r) {
-  uint64_t expired_before = 0;
-  uint32_t live_before = 0;
+  std::vector<uint64_t> expired_before;
   if (std::optional<size_t> before = LastBefore(run, r.start_s)) {
     for (const ServerSample& s : run.samples[*before].servers) {
-      expired_before = std::max(expired_before, s.leases_expired);
-      live_before = std::max(live_before, s.live_workers);
+      expired_before.push_back(s.leases_expired);
     }
   }
   for (const Sample& sample : run.samples) {
@@ -47,11 +46,10 @@ std::optional<double> Detect(const Timeline& run, const FaultEvent& fault,
       }
     }
     if (!HitsWorkers(fault)) continue;
-    for (const ServerSample& s : sample.servers) {
-      if (s.up && (s.leases_expired > expired_before ||
-                   s.live_workers < live_before)) {
-        return sample.t - r.start_s;
-      }
+    for (size_t i = 0; i < sample.servers.size(); ++i) {
+      const ServerSample& s = sample.servers[i];
+      const uint64_t before = i < expired_before.size() ? expired_before[i] : 0;
+      if (s.up && s.leases_expired > before) return sample.t - r.start_s;
     }
   }
   return std::nullopt;
@@ -127,8 +125,12 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
     }
   }
 
+  const double fault_end = std::min(r.end_s.value_or(r.window_end_s),
+                                    r.window_end_s);
+  r.fault_samples_per_s = run.Rate(r.start_s, fault_end);
   if (!r.stall_open) {
-    r.post_fault_samples_per_s = run.Rate(stall_end, r.window_end_s);
+    r.post_fault_samples_per_s = run.Rate(
+        r.end_s ? std::max(*r.end_s, stall_end) : stall_end, r.window_end_s);
   }
 
   // Updates lost: versions a server went back by, as the servers' Status

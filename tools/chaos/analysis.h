@@ -39,8 +39,11 @@ struct FaultReport {
   bool stall_open = false;  // no progress again before the window closed
   std::optional<double> pre_fault_samples_per_s;
   std::optional<double> recover_s;
-  // Throughput from the end of the stall to the window's end: what the job
-  // settled at (below the pre-fault figure when it lost a worker for good).
+  // Throughput while the fault was on (until its end, or the window's end
+  // for a fault that is never undone).
+  std::optional<double> fault_samples_per_s;
+  // Throughput from the fault's end (or, for one never undone, the end of
+  // its stall) to the window's end: what the job settled at.
   std::optional<double> post_fault_samples_per_s;
   uint64_t updates_lost = 0;
   std::optional<double> accuracy;        // at the window's end

@@ -3,7 +3,9 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -141,8 +143,15 @@ absl::Status Cluster::Spawn(Daemon& d) {
 }
 
 absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
+  // A run starts from nothing: an earlier run's checkpoints would be
+  // restored, and its logs would mix with these.
+  std::error_code ignored;
+  std::filesystem::remove_all(out_dir_ + "/checkpoints", ignored);
   if (scenario_.cluster.checkpoint_every < absl::InfiniteDuration()) {
-    mkdir(absl::StrCat(out_dir_, "/checkpoints").c_str(), 0755);
+    std::filesystem::create_directory(out_dir_ + "/checkpoints", ignored);
+  }
+  for (const Daemon& d : daemons_) {
+    std::ofstream truncate(d.log, std::ios::trunc);
   }
   for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
     Daemon& d = daemons_[i];

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -464,6 +465,11 @@ ExperimentResult RunExperiment(const Scenario& scenario,
         }
       }
       for (const std::string& ended : cluster.Reap()) {
+        if (!result.first_worker_done_s &&
+            absl::StartsWith(ended, "worker") &&
+            absl::EndsWith(ended, "exited with status 0")) {
+          result.first_worker_done_s = now();
+        }
         result.process_events.push_back(
             absl::StrFormat("%.2f s: %s", now(), ended));
         Say(options.verbose, absl::StrFormat("%7.2f s  %s", now(), ended));

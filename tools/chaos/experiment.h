@@ -2,6 +2,7 @@
 #define PS_TOOLS_CHAOS_EXPERIMENT_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,10 @@ struct ExperimentResult {
   std::vector<FaultReport> faults;
   // The namespaces' /24 ("198.51.100.0/24"); empty on loopback.
   std::string subnet;
-  std::vector<std::string> process_events;  // "worker 1 exited with status 0"
+  std::vector<std::string> process_events;
+  // When the first worker finished training (exited 0 by itself): from
+  // then on the job winds down, which is no fault's doing.
+  std::optional<double> first_worker_done_s;  // "worker 1 exited with status 0"
   std::vector<VersionRegression> regressions;
   // What teardown could not remove; empty when clean.
   std::vector<std::string> left_behind;

@@ -147,10 +147,14 @@ int Run(const std::string& scenario_path) {
   report.run = &run;
   if (!run.subnet.empty()) report.network = "namespaces " + run.subnet;
 
-  // Each fault's window ends where the next applied fault starts.
+  // Each fault's window ends where the next applied fault starts, or when
+  // the first worker finished (the end of training is no fault's doing).
   report.faults = run.faults;
   for (ps::chaos::FaultReport& f : report.faults) {
     f.window_end_s = run.duration_s;
+    if (run.first_worker_done_s && *run.first_worker_done_s > f.start_s) {
+      f.window_end_s = *run.first_worker_done_s;
+    }
     for (const ps::chaos::FaultReport& g : run.faults) {
       if (g.applied && g.index != f.index && g.start_s > f.start_s) {
         f.window_end_s = std::min(f.window_end_s, g.start_s);
@@ -181,7 +185,8 @@ int Run(const std::string& scenario_path) {
   for (const ps::chaos::FaultReport& f : report.faults) {
     std::printf(
         "ps_chaos: line %d, %s at %s: %s; detect %s, stall %s%s, recover %s "
-        "(%s -> %s examples/s), %llu updates lost, accuracy delta %s\n",
+        "(examples/s %s before, %s during, %s after), %llu updates lost, "
+        "accuracy delta %s\n",
         f.line, f.what.c_str(), f.trigger.c_str(),
         f.applied ? absl::StrFormat("applied at %.2f s (epoch %.2f)",
                                     f.start_s, f.start_epoch)
@@ -191,6 +196,7 @@ int Run(const std::string& scenario_path) {
         f.stall_open ? " (still stalled)" : "",
         Figure(f.recover_s, "s").c_str(),
         Figure(f.pre_fault_samples_per_s, "").c_str(),
+        Figure(f.fault_samples_per_s, "").c_str(),
         Figure(f.post_fault_samples_per_s, "").c_str(),
         static_cast<unsigned long long>(f.updates_lost),
         f.accuracy_delta ? absl::StrFormat("%+.2f points",

@@ -111,6 +111,8 @@ absl::Status WriteSummaryJson(const Report& report, const std::string& path) {
                     ", \"pre_fault_samples_per_s\": ",
                     Json(f.pre_fault_samples_per_s, 0),
                     ", \"recover_s\": ", Json(f.recover_s),
+                    ", \"fault_samples_per_s\": ",
+                    Json(f.fault_samples_per_s, 0),
                     ", \"post_fault_samples_per_s\": ",
                     Json(f.post_fault_samples_per_s, 0),
                     ", \"updates_lost\": ", f.updates_lost,
