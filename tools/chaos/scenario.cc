@@ -152,7 +152,8 @@ class Parser {
   // "5%" or "0.05".
   absl::StatusOr<double> Fraction(const YAML::Node& node,
                                   absl::string_view key) const {
-    absl::string_view text = node.IsScalar() ? node.Scalar() : "";
+    const std::string scalar = node.IsScalar() ? node.Scalar() : "";
+    absl::string_view text = scalar;
     const bool percent = absl::ConsumeSuffix(&text, "%");
     double value = 0;
     if (!absl::SimpleAtod(text, &value) || !(value >= 0) ||
