@@ -66,34 +66,33 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
 
   // Stall: the longest time without version progress (every server
   // answering, the lowest version higher than the last seen), counted from
-  // the fault until the window closes.
+  // the fault. A gap still going when the window closes counts up to the
+  // next fault's start; at the run's end it is open; at the first worker's
+  // finish it is the wind-down's and does not count.
   std::optional<uint64_t> last_value;
   double last_progress = r.start_s;
   double longest = 0;
   double stall_end = r.start_s;
   for (size_t i = 0; i < run.samples.size(); ++i) {
     const double t = run.samples[i].t;
-    if (t > r.window_end_s) break;
     const std::optional<uint64_t> v = run.Progress(i);
     if (!v) continue;
     const bool progressed = last_value && *v > *last_value;
     last_value = v;
-    if (t < r.start_s) continue;
-    if (progressed) {
-      if (t - last_progress > longest) {
-        longest = t - last_progress;
-        stall_end = t;
-      }
-      last_progress = t;
+    if (t < r.start_s || !progressed) continue;
+    if (t > r.window_end_s) break;
+    if (t - last_progress > longest) {
+      longest = t - last_progress;
+      stall_end = t;
     }
+    last_progress = t;
   }
-  const double open_gap = std::min(r.window_end_s, run.samples.empty()
-                                                       ? r.start_s
-                                                       : run.samples.back().t) -
-                          last_progress;
-  if (open_gap > longest) {
-    longest = open_gap;
+  const double last_t = run.samples.empty() ? r.start_s : run.samples.back().t;
+  const double trailing = std::min(r.window_end_s, last_t) - last_progress;
+  if (trailing > longest && !r.window_ends_at_finish) {
+    longest = trailing;
     r.stall_open = true;
+    stall_end = r.window_end_s;
   }
   r.stall_s = longest;
 

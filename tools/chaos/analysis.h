@@ -34,6 +34,9 @@ struct FaultReport {
   // Where its effects are measured: until the next fault starts or the run
   // ends.
   double window_end_s = 0;
+  // The window ends because the first worker finished training: a gap in
+  // progress running into that end is the wind-down's, not a stall.
+  bool window_ends_at_finish = false;
   std::optional<double> detect_s;
   std::optional<double> stall_s;
   bool stall_open = false;  // no progress again before the window closed

@@ -154,10 +154,13 @@ int Run(const std::string& scenario_path) {
     f.window_end_s = run.duration_s;
     if (run.first_worker_done_s && *run.first_worker_done_s > f.start_s) {
       f.window_end_s = *run.first_worker_done_s;
+      f.window_ends_at_finish = true;
     }
     for (const ps::chaos::FaultReport& g : run.faults) {
-      if (g.applied && g.index != f.index && g.start_s > f.start_s) {
-        f.window_end_s = std::min(f.window_end_s, g.start_s);
+      if (g.applied && g.index != f.index && g.start_s > f.start_s &&
+          g.start_s < f.window_end_s) {
+        f.window_end_s = g.start_s;
+        f.window_ends_at_finish = false;
       }
     }
     ps::chaos::MeasureFault(run.timeline,
