@@ -37,6 +37,29 @@ std::string LastLines(const std::string& path, int count) {
   return out;
 }
 
+absl::StatusOr<int> WaitForPortFile(const std::string& port_file,
+                                    const std::string& name,
+                                    const std::string& log,
+                                    Subprocess& process, absl::Time give_up,
+                                    const std::function<bool()>& interrupted) {
+  while (true) {
+    std::ifstream in(port_file);
+    int port = 0;
+    if (in >> port && port > 0) return port;
+    if (std::optional<int> status = process.Poll()) {
+      return absl::UnavailableError(absl::StrCat(
+          name, " ", DescribeWaitStatus(*status), " before serving; its log ",
+          log, " ends:\n", LastLines(log, 10)));
+    }
+    if (interrupted()) return absl::CancelledError("interrupted");
+    if (absl::Now() > give_up) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(name, " did not start serving in time"));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
 LocalCluster::LocalCluster(LocalClusterOptions options)
     : options_(std::move(options)) {
   if (options_.bin_dir.empty()) options_.bin_dir = ExecutableDir();
@@ -81,27 +104,11 @@ absl::Status LocalCluster::StartServers(
   addresses_.assign(options_.num_servers, "");
   for (uint32_t i = 0; i < options_.num_servers; ++i) {
     ClusterProcess& server = processes_[first + i];
-    while (true) {
-      std::ifstream in(port_files[i]);
-      int port = 0;
-      if (in >> port && port > 0) {
-        addresses_[i] = absl::StrCat("127.0.0.1:", port);
-        break;
-      }
-      if (std::optional<int> status = server.process.Poll()) {
-        return absl::UnavailableError(absl::StrCat(
-            server.name, " ", DescribeWaitStatus(*status),
-            " before serving; its log ", server.log, " ends:\n",
-            LastLines(server.log, 10)));
-      }
-      if (interrupted()) return absl::CancelledError("interrupted");
-      if (absl::Now() > start + options_.start_timeout) {
-        return absl::DeadlineExceededError(
-            absl::StrCat(server.name, " did not start serving within ",
-                         absl::FormatDuration(options_.start_timeout)));
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
+    absl::StatusOr<int> port = WaitForPortFile(
+        port_files[i], server.name, server.log, server.process,
+        start + options_.start_timeout, interrupted);
+    if (!port.ok()) return port.status();
+    addresses_[i] = absl::StrCat("127.0.0.1:", *port);
   }
   return absl::OkStatus();
 }

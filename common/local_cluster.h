@@ -78,6 +78,15 @@ class LocalCluster {
   std::vector<std::string> addresses_;
 };
 
+// Waits until `process` wrote a port number to `port_file` (see ps_server's
+// --port_file) and returns it; fails when the process ends first, at
+// `give_up`, or when `interrupted` returns true.
+absl::StatusOr<int> WaitForPortFile(const std::string& port_file,
+                                    const std::string& name,
+                                    const std::string& log,
+                                    Subprocess& process, absl::Time give_up,
+                                    const std::function<bool()>& interrupted);
+
 // A number field of one of our own metrics lines (flat JSON, no nesting).
 std::optional<double> JsonNumber(const std::string& line,
                                  const std::string& key);
