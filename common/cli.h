@@ -14,8 +14,15 @@ namespace ps::common {
 
 // Parses flags (absl), rejects stray positional arguments, and applies
 // --log_level-style `log_level` ("trace" … "off") to spdlog. Exits with one
-// clear line and status 2 on any problem.
+// clear line and status 2 on any problem. Also tunes malloc (below).
 void InitProgram(int argc, char** argv, absl::string_view usage);
+
+// Keeps large blocks (messages, θ-sized buffers) in one heap that is never
+// trimmed, so a freed block is reused by the next message of that size:
+// glibc's default maps every block over 128 KiB to fresh pages (32 MiB once
+// its threshold adapted; always for blocks a thread arena cannot hold), and
+// faulting fresh pages in costs ~60x a memcpy of the same bytes.
+void TuneMallocForLargeBuffers();
 void SetLogLevelOrDie(const std::string& log_level);
 
 // Prints "<program>: <message>" to stderr and exits with status 2, the
