@@ -42,11 +42,22 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const ps::v1::PushRequest* request,
                                  ps::v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* PushPull(
+      grpc::CallbackServerContext* context,
+      const ps::v1::PushPullRequest* request,
+      ps::v1::PushPullResponse* response) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const ps::v1::StatusRequest* request,
                                    ps::v1::StatusResponse* response) override;
 
  private:
+  // The shared halves of Pull, Push and PushPull.
+  grpc::ServerUnaryReactor* StartPull(grpc::CallbackServerContext* context,
+                                      const ps::v1::PullRequest& request,
+                                      ps::v1::PullResponse* response);
+  absl::Status ApplyPush(const ps::v1::PushRequest& request,
+                         ps::v1::PushResponse* response);
+
   ParameterShard* shard_;
   absl::Duration max_pull_wait_;
   absl::Notification stop_;
