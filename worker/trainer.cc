@@ -128,23 +128,24 @@ absl::Status Trainer::Run() {
   double longest_step = 0;
   uint64_t round = cluster->version;  // sync: the round the next pull awaits
 
+  // Sync: wait for the round after the last one this worker saw; a worker
+  // that fell behind gets the newest θ at once and catches up. SSP: wait
+  // until the slowest live worker is within the staleness bound of this
+  // worker's clock (its pushes so far). Async: any θ will do.
+  auto min_version = [&] { return sync ? round : 0; };
+  auto clock = [&](uint64_t step) { return ssp ? step : 0; };
+  absl::StatusOr<PullInfo> pulled = client_->Pull(
+      min_version(), absl::MakeSpan(theta_), clock(first_step));
+  if (!pulled.ok()) return pulled.status();
+  double step_start = NowSeconds();
   for (uint64_t step = first_step; step < total_steps; ++step) {
-    const double step_start = NowSeconds();
+    round = pulled->version + 1;
     const uint64_t epoch = step / steps_per_epoch;
     const uint64_t in_epoch = step % steps_per_epoch;
     if (in_epoch == 0 || step == first_step) {
       std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
       Shuffle(order, MixSeed(options_.seed, rank, epoch));
     }
-
-    // Sync: wait for the round after the last one this worker saw; a worker
-    // that fell behind gets the newest θ at once and catches up. SSP: wait
-    // until the slowest live worker is within the staleness bound. Async:
-    // any θ will do.
-    absl::StatusOr<PullInfo> pulled = client_->Pull(
-        sync ? round : 0, absl::MakeSpan(theta_), ssp ? step : 0);
-    if (!pulled.ok()) return pulled.status();
-    round = pulled->version + 1;
 
     // A step's time leaves out rank 0's own evaluation: it measures waiting
     // on the cluster and computing, which is where a stall would show.
@@ -174,12 +175,19 @@ absl::Status Trainer::Run() {
         theta_, x.topRows(rows), absl::MakeConstSpan(labels).first(rows),
         absl::MakeSpan(gradient));
     ++loss_count;
-    if (absl::Status pushed = client_->Push(step, rows, gradient);
-        !pushed.ok()) {
+    if (step + 1 < total_steps) {
+      // Push this step's gradient and pull the next step's θ in one round
+      // trip per shard.
+      pulled = client_->PushPull(step, rows, gradient, min_version(),
+                                 absl::MakeSpan(theta_), clock(step + 1));
+      if (!pulled.ok()) return pulled.status();
+    } else if (absl::Status pushed = client_->Push(step, rows, gradient);
+               !pushed.ok()) {
       return pushed;
     }
     step_seconds += NowSeconds() - compute_start;
     longest_step = std::max(longest_step, step_seconds);
+    step_start = NowSeconds();
   }
 
   // Done: stop counting toward rounds, so the others' last rounds close
