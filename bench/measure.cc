@@ -25,10 +25,10 @@ double Percentile(std::vector<double>& sorted, double q) {
 absl::Status Measure(uint32_t callers, absl::Duration duration,
                      uint32_t min_ops,
                      const std::function<absl::Status(uint32_t)>& op,
-                     OpStats* stats) {
+                     OpStats* stats, std::vector<double>* latencies_ms) {
   std::mutex mutex;
   absl::Status first_error;
-  std::vector<double> latencies_ms;
+  uint64_t ops = 0;
   const absl::Time start = absl::Now();
   const absl::Time end = start + duration;
   std::vector<std::thread> threads;
@@ -46,16 +46,20 @@ absl::Status Measure(uint32_t callers, absl::Duration duration,
         mine.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
       }
       std::lock_guard<std::mutex> lock(mutex);
-      latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
+      ops += mine.size();
+      latencies_ms->insert(latencies_ms->end(), mine.begin(), mine.end());
     });
   }
   for (std::thread& t : threads) t.join();
-  stats->seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  stats->ops = latencies_ms.size();
+  stats->seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  stats->ops += ops;
+  return first_error;
+}
+
+void SetPercentiles(std::vector<double>& latencies_ms, OpStats* stats) {
   std::sort(latencies_ms.begin(), latencies_ms.end());
   stats->p50_ms = Percentile(latencies_ms, 0.50);
   stats->p99_ms = Percentile(latencies_ms, 0.99);
-  return first_error;
 }
 
 double MemcpyGbPerSecond(uint64_t bytes, absl::Duration duration) {

@@ -28,12 +28,16 @@ struct OpStats {
 };
 
 // Runs `op(caller)` on `callers` threads at once, each repeating it until
-// `duration` passed and it ran at least `min_ops` times. The first error
+// `duration` passed and it ran at least `min_ops` times; adds the ops and
+// time to `stats` and each op's latency to `latencies_ms`. The first error
 // stops the measurement and is returned.
 absl::Status Measure(uint32_t callers, absl::Duration duration,
                      uint32_t min_ops,
                      const std::function<absl::Status(uint32_t)>& op,
-                     OpStats* stats);
+                     OpStats* stats, std::vector<double>* latencies_ms);
+
+// Sets stats' p50 and p99 from all the latencies measured for it.
+void SetPercentiles(std::vector<double>& latencies_ms, OpStats* stats);
 
 // memcpy bandwidth between two reused buffers of `bytes`, in GB/s (bytes
 // copied per second): the ceiling of any copy the transfer makes.

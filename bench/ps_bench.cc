@@ -4,6 +4,7 @@
 //                       memcpy, per payload size and cluster shape
 //   ps_bench train      samples/s, time to accuracy and peak RSS of a local
 //                       cluster training Fashion-MNIST
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -34,6 +35,9 @@ ABSL_FLAG(absl::Duration, duration, absl::Seconds(1),
           "transfer: time spent on each figure.");
 ABSL_FLAG(uint32_t, min_ops, 3,
           "transfer: each client repeats an op at least this often.");
+ABSL_FLAG(uint32_t, rounds, 5,
+          "transfer: the ops take turns this many times (load drift hits "
+          "all alike).");
 ABSL_FLAG(std::string, models, "softmax", "train: softmax and/or mlp.");
 ABSL_FLAG(std::string, modes, "async,sync", "train: async, sync and/or ssp.");
 ABSL_FLAG(uint32_t, epochs, 5, "train: passes over the training set.");
@@ -105,6 +109,7 @@ int RunTransferMode(const std::string& out_dir) {
   options.out_dir = out_dir;
   options.duration = absl::GetFlag(FLAGS_duration);
   options.min_ops = absl::GetFlag(FLAGS_min_ops);
+  options.rounds = std::max<uint32_t>(1, absl::GetFlag(FLAGS_rounds));
   for (absl::string_view size :
        absl::StrSplit(absl::GetFlag(FLAGS_sizes), ',')) {
     absl::StatusOr<uint64_t> floats = ps::bench::ParseSize(std::string(size));

@@ -106,6 +106,12 @@ absl::Status Pull(BenchWorker& w) {
   return w.client->Pull(0, absl::MakeSpan(w.theta)).status();
 }
 
+// The worker's step: one PushPull call per shard.
+absl::Status PushPull(BenchWorker& w) {
+  return w.client->PushPull(w.step++, 1, w.gradient, 0, absl::MakeSpan(w.theta))
+      .status();
+}
+
 absl::Status MeasureSize(const TransferOptions& options,
                          const std::string& echo_address, uint64_t floats,
                          TransferResult* result) {
@@ -147,23 +153,36 @@ absl::Status MeasureSize(const TransferOptions& options,
          absl::Status s = Push(ws[w]);
          return s.ok() ? Pull(ws[w]) : s;
        }},
+      {"pushpull", 2 * bytes, [&](uint32_t w) { return PushPull(ws[w]); }},
   };
+  // One untimed round first: connections and buffers are warm for every
+  // kind alike.
   for (const Kind& kind : kinds) {
-    OpStats stats;
-    stats.name = kind.name;
-    stats.bytes_per_op = kind.bytes_per_op;
-    // One untimed round first: connections and buffers are warm for every
-    // kind alike.
     for (uint32_t w = 0; w < options.workers; ++w) {
       if (absl::Status s = kind.op(w); !s.ok()) return s;
     }
-    if (absl::Status s = Measure(options.workers, options.duration,
-                                 options.min_ops, kind.op, &stats);
-        !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat(kind.name, ": ", s.message()));
+  }
+  // The kinds take turns in short rounds, so a change in the machine's load
+  // (other jobs share its cores) hits every kind alike and the ratios hold.
+  result->ops.resize(kinds.size());
+  std::vector<std::vector<double>> latencies(kinds.size());
+  for (uint32_t round = 0; round < options.rounds; ++round) {
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      OpStats& stats = result->ops[k];
+      stats.name = kinds[k].name;
+      stats.bytes_per_op = kinds[k].bytes_per_op;
+      if (absl::Status s = Measure(
+              options.workers, options.duration / options.rounds,
+              (options.min_ops + options.rounds - 1) / options.rounds,
+              kinds[k].op, &stats, &latencies[k]);
+          !s.ok()) {
+        return absl::Status(s.code(),
+                            absl::StrCat(kinds[k].name, ": ", s.message()));
+      }
     }
-    result->ops.push_back(stats);
+  }
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    SetPercentiles(latencies[k], &result->ops[k]);
   }
   result->memcpy_gb_per_s =
       MemcpyGbPerSecond(static_cast<uint64_t>(bytes),

@@ -29,6 +29,9 @@ struct TransferOptions {
   absl::Duration duration = absl::Seconds(1);
   // Each client repeats an op at least this often, however slow. Default: 3
   uint32_t min_ops = 3;
+  // The op kinds take turns this many times, each for duration / rounds.
+  // Default: 5
+  uint32_t rounds = 5;
 };
 
 // Figures for one model size.
@@ -37,7 +40,8 @@ struct TransferResult {
   uint32_t servers = 0;
   uint64_t floats = 0;
   double memcpy_gb_per_s = 0;
-  // echo, push, pull, push+pull: bytes counted once per direction moved.
+  // echo, push, pull, push+pull (two calls), pushpull (one PushPull call):
+  // bytes counted once per direction moved.
   std::vector<OpStats> ops;
   std::vector<int64_t> server_peak_rss_bytes;  // one per ps_server
 };

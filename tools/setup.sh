@@ -10,6 +10,7 @@ packages=(
   libabsl-dev libeigen3-dev libspdlog-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  gnuplot-nox jq
 )
 
 missing=()
