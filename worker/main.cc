@@ -1,6 +1,7 @@
 // ps_worker: trains on its shard of the data against the parameter servers.
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "common/stop_signal.h"
 #include "common/rpc/channel.h"
 #include "common/dataset.h"
 #include "common/theta_file.h"
@@ -44,6 +46,11 @@ ABSL_FLAG(std::string, init_from, "",
 ABSL_FLAG(bool, evaluate_only, false,
           "Evaluate the θ of --init_from on the test set, print one JSON line "
           "and exit; no servers needed.");
+ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(5),
+          "On SIGTERM or SIGINT the worker finishes its step, leaves the job "
+          "and exits with 128+signal; if that takes longer than this (a "
+          "server is down, say), it exits at once. Keep it below the "
+          "orchestrator's grace period (Docker: 10 s, Kubernetes: 30 s).");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -56,6 +63,10 @@ int main(int argc, char** argv) {
       "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();
+  if (absl::GetFlag(FLAGS_stop_grace) <= absl::ZeroDuration()) {
+    Die("--stop_grace must be > 0");
+  }
+  ps::common::CatchStopSignals(absl::GetFlag(FLAGS_stop_grace));
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');
@@ -84,6 +95,7 @@ int main(int argc, char** argv) {
   options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
   options.model_name = absl::GetFlag(FLAGS_model);
   options.wait_for_others = client_options.retry.max_retry_time;
+  options.stop_requested = [] { return ps::common::StopSignalReceived() != 0; };
 
   absl::StatusOr<std::unique_ptr<ps::worker::Model>> model =
       ps::worker::CreateModel(options.model_name, 784, 10);
@@ -134,6 +146,11 @@ int main(int argc, char** argv) {
 
   ps::worker::Trainer trainer(options, model->get(), client->get(), &*data);
   if (absl::Status trained = trainer.Run(); !trained.ok()) {
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      spdlog::warn("received {}: {}", strsignal(signal),
+                   std::string(trained.message()));
+      return 128 + signal;
+    }
     spdlog::error("training failed: {}", trained.ToString());
     return 1;
   }

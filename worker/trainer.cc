@@ -129,6 +129,13 @@ absl::Status Trainer::Run() {
   double longest_step = 0;
 
   for (uint64_t step = first_step; step < total_steps; ++step) {
+    if (options_.stop_requested && options_.stop_requested()) {
+      if (absl::Status left = client_->Leave(); !left.ok()) return left;
+      return absl::CancelledError(absl::StrCat(
+          "stopped on request before step ", step, " of ", total_steps,
+          "; left the job, and a worker restarted with --rank=", rank,
+          " resumes there"));
+    }
     const double step_start = NowSeconds();
     const uint64_t epoch = step / steps_per_epoch;
     const uint64_t in_epoch = step % steps_per_epoch;

@@ -1,6 +1,5 @@
 // ps_local: starts S servers and W workers on loopback, streams progress,
 // and stops everything it started. Exits 0 only when training finished.
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -23,6 +22,7 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
+#include "common/stop_signal.h"
 #include "common/subprocess.h"
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
@@ -54,9 +54,6 @@ namespace {
 
 using ps::common::Die;
 using ps::common::Subprocess;
-
-volatile sig_atomic_t stop_signal = 0;
-void OnStopSignal(int signal) { stop_signal = signal; }
 
 // A number field of one of our own metrics lines (flat JSON, no nesting).
 std::optional<double> JsonNumber(const std::string& line,
@@ -162,10 +159,7 @@ int main(int argc, char** argv) {
   const std::string metrics_path = absl::StrCat(out_dir, "/metrics.jsonl");
   std::remove(metrics_path.c_str());
 
-  struct sigaction action = {};
-  action.sa_handler = OnStopSignal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+  ps::common::CatchStopSignals();
 
   const absl::Time start = absl::Now();
   const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
@@ -216,7 +210,7 @@ int main(int argc, char** argv) {
                                  " before serving; its log ", children[i].log,
                                  " ends:\n", LastLines(children[i].log, 10)));
       }
-      if (stop_signal) return Fail(children, "interrupted");
+      if (ps::common::StopSignalReceived()) return Fail(children, "interrupted");
       if (absl::Now() > start + absl::Seconds(30)) {
         return Fail(children, absl::StrCat(children[i].name,
                                            " did not start serving within 30 s"));
@@ -269,9 +263,8 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       last_metrics = std::move(line);
     }
-    if (stop_signal) {
-      return Fail(children, absl::StrCat("interrupted by ",
-                                         strsignal(stop_signal),
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      return Fail(children, absl::StrCat("interrupted by ", strsignal(signal),
                                          "; stopped every process"));
     }
     if (absl::Now() > give_up) {
