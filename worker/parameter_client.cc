@@ -188,6 +188,11 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
       return absl::InvalidArgumentError(absl::StrCat(
           "server address '", address, "' is not host:port"));
     }
+    if (grpc::Status resolved =
+            rpc::WaitUntilResolvable(options.retry, address);
+        !resolved.ok()) {
+      return rpc::FromGrpcStatus(resolved);
+    }
     Shard& shard = client->shards_.emplace_back();
     shard.address = address;
     shard.stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));

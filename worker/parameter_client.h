@@ -52,6 +52,7 @@ struct PushCounts {
 // retries. Splits the flat θ and gradient into the shards' key ranges.
 class ParameterClient {
  public:
+  // Waits, within the retry policy, until every server's name resolves.
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Connect(
       ClientOptions options);
 
