@@ -1,7 +1,5 @@
 #include "bench/transfer.h"
 
-#include <signal.h>
-
 #include <memory>
 #include <thread>
 
@@ -15,6 +13,7 @@
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
+#include "common/stop_signal.h"
 #include "common/subprocess.h"
 #include "ps/bench/v1/echo.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -289,18 +288,13 @@ std::string TransferJsonLines(const TransferResult& r) {
 }
 
 int RunEchoServer(const std::string& port_file) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  common::CatchStopSignals();
   absl::StatusOr<EchoServer> echo = StartEchoServer("127.0.0.1:0");
   common::DieIfError(echo.status(), "echo server");
   common::DieIfError(
       common::WriteFileAtomically(port_file, absl::StrCat(echo->port)),
       "--port_file");
-  int signal = 0;
-  sigwait(&stop_signals, &signal);
+  common::WaitForStopSignal();
   echo->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   return 0;
 }

@@ -30,7 +30,9 @@ void TuneMallocForLargeBuffers() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-void InitProgram(int argc, char** argv, absl::string_view usage) {
+std::vector<std::string> InitProgram(int argc, char** argv,
+                                     absl::string_view usage,
+                                     size_t max_arguments) {
   TuneMallocForLargeBuffers();
   if (argc > 0) {
     program_name = argv[0];
@@ -40,11 +42,13 @@ void InitProgram(int argc, char** argv, absl::string_view usage) {
   }
   absl::SetProgramUsageMessage(std::string(usage));
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  if (rest.size() > 1) {
-    Die(absl::StrCat("unexpected argument '", rest[1],
+  // rest[0] is the program itself.
+  if (rest.size() > max_arguments + 1) {
+    Die(absl::StrCat("unexpected argument '", rest[max_arguments + 1],
                      "'; all options are --flags (see --help)"));
   }
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ " + program_name + " %v");
+  return std::vector<std::string>(rest.begin() + 1, rest.end());
 }
 
 void SetLogLevelOrDie(const std::string& log_level) {

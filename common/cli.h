@@ -12,10 +12,12 @@
 // What every daemon's main() does the same way.
 namespace ps::common {
 
-// Parses flags (absl), rejects stray positional arguments, and applies
-// --log_level-style `log_level` ("trace" … "off") to spdlog. Exits with one
-// clear line and status 2 on any problem. Also tunes malloc (below).
-void InitProgram(int argc, char** argv, absl::string_view usage);
+// Parses flags (absl), sets the log line format and tunes malloc (below).
+// Returns the positional arguments (a subcommand, say), rejecting more than
+// `max_arguments`. Exits with one clear line and status 2 on any problem.
+std::vector<std::string> InitProgram(int argc, char** argv,
+                                     absl::string_view usage,
+                                     size_t max_arguments = 0);
 
 // Keeps large blocks (messages, θ-sized buffers) in one heap that is never
 // trimmed, so a freed block is reused by the next message of that size:
@@ -23,6 +25,8 @@ void InitProgram(int argc, char** argv, absl::string_view usage);
 // its threshold adapted; always for blocks a thread arena cannot hold), and
 // faulting fresh pages in costs ~60x a memcpy of the same bytes.
 void TuneMallocForLargeBuffers();
+
+// Applies --log_level-style `log_level` ("trace" … "off") to spdlog.
 void SetLogLevelOrDie(const std::string& log_level);
 
 // Prints "<program>: <message>" to stderr and exits with status 2, the

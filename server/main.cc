@@ -1,5 +1,5 @@
 // ps_server: owns one shard of θ and applies the regularized update to it.
-#include <csignal>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/stop_signal.h"
 #include "common/rpc/channel.h"
 #include "server/ps_server.h"
 #include "spdlog/spdlog.h"
@@ -56,6 +57,16 @@ ABSL_FLAG(float, penalty_beta, 0.0f,
           "projecting onto them.");
 ABSL_FLAG(absl::Duration, max_pull_wait, absl::Seconds(60),
           "Longest a pull may wait for its version, e.g. 60s.");
+ABSL_FLAG(std::string, checkpoint_dir, "",
+          "Directory (must exist) for this shard's checkpoints; restored from "
+          "at start. Empty: no checkpoints.");
+ABSL_FLAG(absl::Duration, checkpoint_every, absl::InfiniteDuration(),
+          "Checkpoint this often (when θ changed), e.g. 30s; also on SIGTERM "
+          "and on request (psctl checkpoint).");
+ABSL_FLAG(uint32_t, checkpoint_keep, 3, "Checkpoint files kept per shard.");
+ABSL_FLAG(bool, allow_fresh_start, false,
+          "Start with a fresh model when --checkpoint_dir holds checkpoints "
+          "but none is usable, instead of refusing to start.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -96,19 +107,24 @@ int main(int argc, char** argv) {
   update.max_norm = absl::GetFlag(FLAGS_max_norm);
   update.penalty_beta = absl::GetFlag(FLAGS_penalty_beta);
   options.max_pull_wait = absl::GetFlag(FLAGS_max_pull_wait);
+  options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
+  options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  options.checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
+  options.allow_fresh_start = absl::GetFlag(FLAGS_allow_fresh_start);
+  if (options.checkpoint_every <= absl::ZeroDuration()) {
+    Die("--checkpoint_every must be > 0");
+  }
+  if (options.checkpoint_dir.empty() &&
+      options.checkpoint_every < absl::InfiniteDuration()) {
+    Die("--checkpoint_every needs --checkpoint_dir");
+  }
   if (options.max_pull_wait <= absl::ZeroDuration()) {
     Die("--max_pull_wait must be > 0");
   }
   ps::common::DieIfError(ps::server::ValidateShardOptions(options.shard),
                          "invalid options");
 
-  // Signals are taken by sigwait below, so block them before any thread
-  // starts (threads inherit the mask).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ps::common::CatchStopSignals();
 
   absl::StatusOr<std::unique_ptr<ps::server::PsServer>> server =
       ps::server::PsServer::Start(options);
@@ -131,14 +147,17 @@ int main(int argc, char** argv) {
                            "--port_file");
   }
 
-  int signal = 0;
-  sigwait(&stop_signals, &signal);
-  spdlog::info("received {}; shutting down", strsignal(signal));
+  const int signal = ps::common::WaitForStopSignal();
+  spdlog::info("received {}; draining", strsignal(signal));
+  const absl::Status drained = (*server)->Drain();
+  if (!drained.ok()) {
+    spdlog::error("final checkpoint failed: {}", drained.ToString());
+  }
   (*server)->Shutdown();
   const ps::server::ShardStatus status = (*server)->shard().Status();
   spdlog::info("stopped at version {} after {} applied pushes ({} stale, "
                "{} duplicate, {} rejected)",
                status.version, status.pushes_applied, status.pushes_stale,
                status.pushes_duplicate, status.pushes_rejected);
-  return 0;
+  return drained.ok() ? 0 : 1;
 }

@@ -61,6 +61,18 @@ absl::StatusOr<Membership::Registration> Membership::Register(
   return registration;
 }
 
+absl::Status Membership::Restore(const Member& saved, uint32_t id,
+                                 absl::Time now) {
+  if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
+  Member& m = members_[id];
+  if (!m.registered) ++ever_registered_;
+  m = saved;
+  m.registered = true;
+  m.lease_expires = now + lease_timeout_;
+  m.last_heartbeat = now;
+  return absl::OkStatus();
+}
+
 absl::Status Membership::CheckLive(uint32_t id, uint64_t incarnation) const {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
   const Member& m = members_[id];

@@ -53,6 +53,10 @@ class Membership {
   absl::Status Heartbeat(uint32_t id, uint64_t incarnation, absl::Time now);
   absl::Status Leave(uint32_t id, uint64_t incarnation);
 
+  // Brings back a worker from a checkpoint: its pushes' bookkeeping as it
+  // was, and, if it was live, a fresh lease (it may well still be running).
+  absl::Status Restore(const Member& saved, uint32_t id, absl::Time now);
+
   // OK when (id, incarnation) holds a live lease; otherwise
   // FAILED_PRECONDITION telling the worker to re-register.
   absl::Status CheckLive(uint32_t id, uint64_t incarnation) const;

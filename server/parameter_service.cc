@@ -73,8 +73,9 @@ ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
 }  // namespace
 
 ParameterService::ParameterService(ParameterShard* shard,
+                                   Checkpointer* checkpointer,
                                    absl::Duration max_pull_wait)
-    : shard_(shard), max_pull_wait_(max_pull_wait) {
+    : shard_(shard), checkpointer_(checkpointer), max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
       shard_->Tick(absl::Now());
@@ -249,6 +250,23 @@ grpc::ServerUnaryReactor* ParameterService::Status(
     absl::MutexLock lock(&mu_);
     response->set_advertise(advertised_address_);
   }
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterService::Checkpoint(
+    grpc::CallbackServerContext* context, const ps::v1::CheckpointRequest*,
+    ps::v1::CheckpointResponse* response) {
+  if (checkpointer_ == nullptr) {
+    return FinishNow(context, absl::FailedPreconditionError(
+                                  "this server runs without --checkpoint_dir"));
+  }
+  absl::StatusOr<SavedCheckpoint> saved =
+      checkpointer_->Save(*shard_, "requested");
+  if (!saved.ok()) return FinishNow(context, saved.status());
+  response->set_path(saved->path);
+  response->set_version(saved->version);
+  response->set_bytes(saved->bytes);
+  response->set_seconds(absl::ToDoubleSeconds(saved->took));
   return FinishNow(context, absl::OkStatus());
 }
 

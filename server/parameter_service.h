@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
+#include "server/checkpointer.h"
 #include "server/parameter_shard.h"
 
 namespace ps::server {
@@ -18,7 +19,9 @@ namespace ps::server {
 // deadline. The same ticker expires leases and round timeouts.
 class ParameterService final : public ps::v1::ParameterServer::CallbackService {
  public:
-  ParameterService(ParameterShard* shard, absl::Duration max_pull_wait);
+  // `checkpointer` may be null: the server then refuses Checkpoint calls.
+  ParameterService(ParameterShard* shard, Checkpointer* checkpointer,
+                   absl::Duration max_pull_wait);
   ~ParameterService() override;
 
   void SetAdvertisedAddress(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
@@ -49,6 +52,12 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const ps::v1::StatusRequest* request,
                                    ps::v1::StatusResponse* response) override;
+  // Writes on the calling gRPC thread: a checkpoint is rare and bounded by
+  // the shard's size.
+  grpc::ServerUnaryReactor* Checkpoint(
+      grpc::CallbackServerContext* context,
+      const ps::v1::CheckpointRequest* request,
+      ps::v1::CheckpointResponse* response) override;
 
  private:
   // The shared halves of Pull, Push and PushPull.
@@ -59,6 +68,7 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
                          ps::v1::PushResponse* response);
 
   ParameterShard* shard_;
+  Checkpointer* checkpointer_;
   absl::Duration max_pull_wait_;
   absl::Notification stop_;
   std::thread expiry_ticker_;

@@ -145,7 +145,9 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     if (std::string diff = common::DescribeDifference(tensors_, args.tensors);
         !diff.empty()) {
       return absl::FailedPreconditionError(
-          absl::StrCat("this shard already holds a different model: ", diff));
+          absl::StrCat("this shard already holds a different model (declared "
+                       "first or restored from a checkpoint): ",
+                       diff));
     }
     return InitResult{false, version_, keys_, options_.mode,
                       options_.num_workers};
@@ -162,16 +164,7 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         "initial value of key ", keys.begin + *bad, " is ", theta[*bad],
         "; values must be finite"));
   }
-  tensors_ = args.tensors;
-  keys_ = keys;
-  segments_ = common::SegmentsInRange(tensors_, keys_);
-  theta_ = std::move(theta);
-  scratch_.assign(keys_.size(), 0.0f);
-  if (options_.mode == ConsistencyMode::kSync) {
-    round_.emplace(keys_.size());
-    round_opened_ = absl::Now();
-  }
-  initialized_ = true;
+  DeclareModel(args.tensors, keys, std::move(theta), absl::Now());
   spdlog::info("shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
                "this shard holds {}",
                options_.shard_index, options_.num_shards, args.worker_id,
@@ -227,6 +220,9 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   PullArgs parked = args;
   parked.keys = *keys;
   if (Satisfied(parked)) return Read(parked);
+  if (!parking_pulls_) {
+    return absl::UnavailableError("the server is shutting down; retry");
+  }
   parked_.emplace(ticket, ParkedPull{parked, expires, std::move(done)});
   return std::nullopt;
 }
@@ -242,6 +238,19 @@ bool ParameterShard::CancelPull(PullTicket ticket) {
   }
   done(absl::CancelledError("the pull was cancelled by the client"));
   return true;
+}
+
+void ParameterShard::EndParkedPulls() {
+  std::vector<PullDone> parked;
+  {
+    absl::MutexLock lock(&mutex_);
+    parking_pulls_ = false;
+    for (auto& [ticket, pull] : parked_) parked.push_back(std::move(pull.done));
+    parked_.clear();
+  }
+  for (PullDone& done : parked) {
+    done(absl::UnavailableError("the server is shutting down; retry"));
+  }
 }
 
 void ParameterShard::Tick(absl::Time now) {
@@ -305,6 +314,10 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
   PushResult result;
   {
     absl::MutexLock lock(&mutex_);
+    if (!taking_pushes_.load()) {
+      return absl::UnavailableError(
+          "the server is shutting down (checkpointing); retry the push");
+    }
     if (absl::Status valid = ValidatePush(args); !valid.ok()) {
       ++pushes_rejected_;
       return valid;
@@ -316,10 +329,14 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     }
     const bool sync = options_.mode == ConsistencyMode::kSync;
     if (sync && args.step > version_) {
-      ++pushes_rejected_;
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the push is for round ", args.step, " but round ", version_,
-          " is open; pull before pushing"));
+      // Only a shard restored from a checkpoint is behind a worker: the θ
+      // the gradient came from is gone, so it cannot count.
+      ++pushes_stale_;
+      worker.last_seq = args.seq;
+      spdlog::warn("shard {}: dropped a push from worker {} for round {}, "
+                   "which this shard has not reached (restored to round {})",
+                   options_.shard_index, args.worker_id, args.step, version_);
+      return PushResult{PushOutcome::kStale, version_};
     }
     if (sync && args.step < version_) {
       ++pushes_stale_;
@@ -405,7 +422,13 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
 }
 
 bool ParameterShard::Satisfied(const PullArgs& args) const {
-  if (version_ < args.min_version) return false;
+  // Sync rounds advance one at a time, so waiting for more than the next
+  // one means the worker saw rounds this shard no longer has (it was
+  // restored from a checkpoint): answer at once, so the worker learns the
+  // round it must continue from.
+  const bool behind_the_worker = options_.mode == ConsistencyMode::kSync &&
+                                 args.min_version > version_ + 1;
+  if (version_ < args.min_version && !behind_the_worker) return false;
   if (options_.mode != ConsistencyMode::kSsp ||
       args.clock <= options_.staleness) {
     return true;
@@ -482,5 +505,135 @@ ShardStatus ParameterShard::Status() const {
   status.max_read_clock_gap = max_read_clock_gap_;
   return status;
 }
+
+}  // namespace ps::server
+
+namespace ps::server {
+
+absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
+  absl::MutexLock lock(&mutex_);
+  if (!initialized_) {
+    return absl::FailedPreconditionError(
+        "no model is declared on this shard yet; nothing to checkpoint");
+  }
+  common::ThetaFile file;
+  file.tensors = tensors_;
+  file.keys = keys_;
+  file.shard_index = options_.shard_index;
+  file.num_shards = options_.num_shards;
+  file.mode = std::string(ConsistencyModeName(options_.mode));
+  file.version = version_;
+  file.samples_applied = samples_applied_;
+  file.values = theta_;
+  for (uint32_t id = 0; id < members_.max_workers(); ++id) {
+    const Member& m = members_.members()[id];
+    if (!m.registered) continue;
+    file.workers.push_back({id, m.incarnation, m.last_seq, m.last_step,
+                            m.pushes, m.clock, m.state == WorkerState::kLive});
+  }
+  if (round_.has_value()) {
+    for (uint32_t id : round_->Senders()) {
+      const absl::Span<const float> g = round_->gradient(id);
+      file.round.push_back(
+          {id, round_->batch_size(id), std::vector<float>(g.begin(), g.end())});
+    }
+  }
+  return file;
+}
+
+absl::Status ParameterShard::Restore(common::ThetaFile saved) {
+  if (absl::Status valid = common::ValidateTensorSpecs(saved.tensors);
+      !valid.ok()) {
+    return valid;
+  }
+  const KeyRange keys = common::BalancedPart(common::NumKeys(saved.tensors),
+                                             options_.num_shards,
+                                             options_.shard_index);
+  if (saved.keys != keys || saved.values.size() != keys.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the checkpoint holds keys ", saved.keys.ToString(), " but shard ",
+        options_.shard_index, " of ", options_.num_shards, " owns ",
+        keys.ToString()));
+  }
+  if (auto bad = common::FindNonFinite(saved.values)) {
+    return absl::DataLossError(absl::StrCat(
+        "the checkpoint's value of key ", keys.begin + *bad, " is not finite"));
+  }
+  const std::string mode(ConsistencyModeName(options_.mode));
+  if (saved.mode != mode) {
+    spdlog::warn("shard {}: the checkpoint was written in {} mode; going on "
+                 "in {} mode",
+                 options_.shard_index, saved.mode, mode);
+  }
+  const bool same_layout = saved.num_shards == options_.num_shards &&
+                           saved.shard_index == options_.shard_index &&
+                           saved.mode == mode;
+  absl::MutexLock lock(&mutex_);
+  // Everything is checked before anything changes, so a rejected checkpoint
+  // leaves the shard as fresh as it was.
+  for (const common::WorkerRecord& w : saved.workers) {
+    if (w.worker_id >= members_.max_workers()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the checkpoint knows worker ", w.worker_id,
+          " but this server accepts worker ids 0 to ",
+          members_.max_workers() - 1, " (--max_workers)"));
+    }
+  }
+  for (const common::RoundGradient& g : saved.round) {
+    if (same_layout && (g.values.size() != keys.size() || g.batch_size == 0 ||
+                        g.worker_id >= members_.max_workers())) {
+      return absl::DataLossError("the checkpoint's open round is malformed");
+    }
+  }
+  const absl::Time now = absl::Now();
+  for (const common::WorkerRecord& w : saved.workers) {
+    Member m;
+    m.incarnation = w.incarnation;
+    m.last_seq = w.last_seq;
+    m.last_step = w.last_step;
+    m.pushes = w.pushes;
+    m.clock = w.clock;
+    m.state = w.live ? WorkerState::kLive : WorkerState::kExpired;
+    if (absl::Status restored = members_.Restore(m, w.worker_id, now);
+        !restored.ok()) {
+      return restored;
+    }
+  }
+  DeclareModel(std::move(saved.tensors), keys, std::move(saved.values), now);
+  version_ = saved.version;
+  samples_applied_ = saved.samples_applied;
+  if (options_.mode == ConsistencyMode::kSync) {
+    for (const common::RoundGradient& g : saved.round) {
+      if (!same_layout) break;
+      absl::Span<float> slot = round_->Slot(g.worker_id);
+      std::copy(g.values.begin(), g.values.end(), slot.begin());
+      round_->Commit(g.worker_id, g.batch_size);
+    }
+    if (!same_layout && !saved.round.empty()) {
+      spdlog::warn("shard {}: dropped the {} gradients of the open round: "
+                   "they were saved by shard {} of {}",
+                   options_.shard_index, saved.round.size(), saved.shard_index,
+                   saved.num_shards);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
+                                  KeyRange keys, std::vector<float> theta,
+                                  absl::Time now) {
+  tensors_ = std::move(tensors);
+  keys_ = keys;
+  segments_ = common::SegmentsInRange(tensors_, keys_);
+  theta_ = std::move(theta);
+  scratch_.assign(keys_.size(), 0.0f);
+  if (options_.mode == ConsistencyMode::kSync) {
+    round_.emplace(keys_.size());
+    round_opened_ = now;
+  }
+  initialized_ = true;
+}
+
+void ParameterShard::StopTakingPushes() { taking_pushes_.store(false); }
 
 }  // namespace ps::server

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
+#include "common/theta_file.h"
 #include "common/update_rule.h"
 #include "server/membership.h"
 #include "server/sync_round.h"
@@ -195,6 +196,11 @@ class ParameterShard {
   // Ends a parked pull with CANCELLED; false when it already ended.
   bool CancelPull(PullTicket ticket);
 
+  // Ends every parked pull with UNAVAILABLE (the server is going away), so
+  // clients retry instead of taking the shutdown for a cancellation; pulls
+  // that would park from now on get UNAVAILABLE too.
+  void EndParkedPulls();
+
   // Time passes: ends parked pulls that expired, expires leases, closes a
   // sync round whose timeout ran out or whose missing workers expired.
   void Tick(absl::Time now);
@@ -202,6 +208,20 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+
+  // Everything a restart must get back, as of one instant: θ, version,
+  // the workers' bookkeeping and, in sync mode, the open round's gradients.
+  // FAILED_PRECONDITION before the model is declared.
+  absl::StatusOr<common::ThetaFile> Snapshot() const;
+
+  // Takes the state of a checkpoint before serving. `saved` must cover
+  // exactly this shard's keys of its model; an open round is restored only
+  // when it came from this same shard layout.
+  absl::Status Restore(common::ThetaFile saved);
+
+  // Graceful shutdown: from now on pushes get UNAVAILABLE (the worker
+  // retries later, against the restarted server); pulls are still served.
+  void StopTakingPushes();
 
  private:
   struct ParkedPull {
@@ -217,6 +237,12 @@ class ParameterShard {
   PullResult Read(const PullArgs& args) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status ValidatePush(const PushArgs& args) const
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Holds `theta` for `keys` of the model `tensors`, with an empty round
+  // (sync) opened at `now`: the one way Init and Restore take a model.
+  void DeclareModel(std::vector<common::TensorSpec> tensors,
+                    common::KeyRange keys,
+                    std::vector<float> theta, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Applies `gradient` to the whole shard and advances the version.
   void ApplyGradient(absl::Span<const float> gradient, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -230,6 +256,8 @@ class ParameterShard {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   const ShardOptions options_;
+  std::atomic<bool> taking_pushes_{true};
+  bool parking_pulls_ ABSL_GUARDED_BY(mutex_) = true;
 
   mutable absl::Mutex mutex_;
   bool initialized_ ABSL_GUARDED_BY(mutex_) = false;

@@ -17,8 +17,19 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   }
   std::unique_ptr<PsServer> server(new PsServer);
   server->shard_ = std::make_unique<ParameterShard>(options.shard);
-  server->service_ = std::make_unique<ParameterService>(server->shard_.get(),
-                                                        options.max_pull_wait);
+  if (!options.checkpoint_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<Checkpointer>> checkpointer =
+        Checkpointer::Open(options.checkpoint_dir, options.checkpoint_keep,
+                           options.shard.shard_index, options.shard.num_shards);
+    if (!checkpointer.ok()) return checkpointer.status();
+    server->checkpointer_ = std::move(*checkpointer);
+    if (absl::Status restored = server->Restore(options.allow_fresh_start);
+        !restored.ok()) {
+      return restored;
+    }
+  }
+  server->service_ = std::make_unique<ParameterService>(
+      server->shard_.get(), server->checkpointer_.get(), options.max_pull_wait);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -32,12 +43,84 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
         "cannot listen on ", options.listen,
         ": the address is malformed, not local, or the port is in use"));
   }
+  if (server->checkpointer_ != nullptr &&
+      options.checkpoint_every < absl::InfiniteDuration()) {
+    server->checkpoint_thread_ = std::thread(
+        [s = server.get(), every = options.checkpoint_every] {
+          s->CheckpointLoop(every);
+        });
+  }
   return server;
+}
+
+absl::Status PsServer::Restore(bool allow_fresh_start) {
+  absl::StatusOr<std::optional<common::ThetaFile>> latest =
+      checkpointer_->LoadLatest();
+  if (latest.ok() && !latest->has_value()) {
+    spdlog::info("no checkpoint in {}: starting with a fresh model",
+                 checkpointer_->dir());
+    return absl::OkStatus();
+  }
+  absl::Status restored = latest.status();
+  if (restored.ok()) {
+    const uint64_t version = (*latest)->version;
+    const uint64_t keys = (*latest)->values.size();
+    restored = shard_->Restore(std::move(**latest));
+    if (restored.ok()) {
+      restored_version_ = version;
+      spdlog::info("restored version {} ({} keys) from {}", version, keys,
+                   checkpointer_->dir());
+      return absl::OkStatus();
+    }
+  }
+  if (allow_fresh_start) {
+    spdlog::error("cannot restore from {} ({}); starting with a fresh model "
+                  "as --allow_fresh_start says",
+                  checkpointer_->dir(), restored.ToString());
+    return absl::OkStatus();
+  }
+  return absl::DataLossError(absl::StrCat(
+      "cannot restore from ", checkpointer_->dir(), ": ", restored.message(),
+      " (--allow_fresh_start starts a fresh model instead)"));
+}
+
+void PsServer::CheckpointLoop(absl::Duration every) {
+  uint64_t saved_version = restored_version_.value_or(0);
+  bool saved_once = restored_version_.has_value();
+  while (!stop_checkpoints_.WaitForNotificationWithTimeout(every)) {
+    const ShardStatus status = shard_->Status();
+    if (!status.initialized ||
+        (saved_once && status.version == saved_version)) {
+      continue;
+    }
+    absl::StatusOr<SavedCheckpoint> saved =
+        checkpointer_->Save(*shard_, "periodic");
+    if (!saved.ok()) {
+      spdlog::error("periodic checkpoint failed: {}", saved.status().ToString());
+      continue;
+    }
+    saved_version = saved->version;
+    saved_once = true;
+  }
+}
+
+absl::Status PsServer::Drain() {
+  shard_->StopTakingPushes();
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  if (checkpointer_ == nullptr) return absl::OkStatus();
+  if (!shard_->Status().initialized) {
+    spdlog::info("no model declared yet: nothing to checkpoint");
+    return absl::OkStatus();
+  }
+  return checkpointer_->Save(*shard_, "final").status();
 }
 
 void PsServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  stop_checkpoints_.Notify();
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  shard_->EndParkedPulls();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
 }

@@ -2,11 +2,15 @@
 #define PS_SERVER_PS_SERVER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "server/checkpointer.h"
 #include "server/parameter_service.h"
 #include "server/parameter_shard.h"
 
@@ -19,6 +23,17 @@ struct ServerOptions {
   // Longest a pull may wait for its version, whatever the client's
   // deadline. Default: 60 s
   absl::Duration max_pull_wait = absl::Seconds(60);
+
+  // Checkpoints go here; empty: none. The directory must exist.
+  std::string checkpoint_dir;
+  // Between periodic checkpoints (skipped while θ is unchanged). Default:
+  // never, only on request and on Drain
+  absl::Duration checkpoint_every = absl::InfiniteDuration();
+  // Files kept per shard. Default: 3
+  uint32_t checkpoint_keep = 3;
+  // Start with no state when the directory holds checkpoints but none is
+  // usable, instead of refusing to start. Default: false
+  bool allow_fresh_start = false;
 };
 
 // A running parameter server: one shard, its gRPC service, gRPC's health
@@ -36,18 +51,33 @@ class PsServer {
     service_->SetAdvertisedAddress(std::move(address));
   }
 
+  // Graceful shutdown, first half: pushes get UNAVAILABLE from now on, the
+  // health check says NOT_SERVING, and the shard is checkpointed (when a
+  // checkpoint directory is set) with every update applied so far.
+  absl::Status Drain();
+
   // Stops taking calls, ends the parked ones, and waits at most `grace` for
   // calls in flight.
   void Shutdown(absl::Duration grace = absl::Seconds(2));
 
+  // The version restored from a checkpoint at start, if any.
+  std::optional<uint64_t> restored_version() const { return restored_version_; }
+
  private:
   PsServer() = default;
 
+  absl::Status Restore(bool allow_fresh_start);
+  void CheckpointLoop(absl::Duration every);
+
   std::unique_ptr<ParameterShard> shard_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<ParameterService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;
+  std::optional<uint64_t> restored_version_;
+  absl::Notification stop_checkpoints_;
+  std::thread checkpoint_thread_;
 };
 
 }  // namespace ps::server

@@ -40,6 +40,14 @@ uint64_t SyncRound::samples() const {
   return total;
 }
 
+std::vector<uint32_t> SyncRound::Senders() const {
+  std::vector<uint32_t> senders;
+  for (uint32_t k = 0; k < batch_sizes_.size(); ++k) {
+    if (batch_sizes_[k] > 0) senders.push_back(k);
+  }
+  return senders;
+}
+
 void SyncRound::Clear() {
   std::fill(batch_sizes_.begin(), batch_sizes_.end(), 0);
   received_ = 0;

@@ -33,6 +33,14 @@ class SyncRound {
 
   void Clear();
 
+  // The ranks that pushed, in rank order, and what they pushed: for
+  // checkpoints of an open round.
+  std::vector<uint32_t> Senders() const;
+  uint32_t batch_size(uint32_t worker) const { return batch_sizes_[worker]; }
+  absl::Span<const float> gradient(uint32_t worker) const {
+    return slots_[worker];
+  }
+
  private:
   size_t num_keys_;
   std::vector<std::vector<float>> slots_;

@@ -1,165 +1,24 @@
 // Training that never hangs: real ps_server and ps_worker processes on
 // loopback, with workers killed, restarted and paused mid-run.
 #include <signal.h>
-#include <unistd.h>
+#include <sys/wait.h>
 
-#include <cstdlib>
-#include <fstream>
-#include <memory>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
-#include "common/rpc/channel.h"
-#include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "ps/v1/parameter_server.grpc.pb.h"
+#include "tests/job.h"
 
 namespace ps {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-double Field(const std::string& json, const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return -1;
-  return std::strtod(json.c_str() + at + needle.size(), nullptr);
-}
-
-// One server and W workers started as processes, as a user would start them.
-class Job {
- public:
-  Job(const std::string& name, std::vector<std::string> server_flags,
-      uint32_t workers, std::vector<std::string> worker_flags)
-      : dir_(absl::StrCat(::testing::TempDir(), "/ps_fault_", name, "_",
-                          getpid())),
-        bin_(std::getenv("PS_BIN_DIR") ? std::getenv("PS_BIN_DIR")
-                                       : "build/bin"),
-        num_workers_(workers),
-        worker_flags_(std::move(worker_flags)) {
-    EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir_, "' && mkdir -p '",
-                                       dir_, "'")
-                              .c_str()),
-              0);
-    std::vector<std::string> argv = {
-        absl::StrCat(bin_, "/ps_server"), "--listen=127.0.0.1:0",
-        absl::StrCat("--port_file=", dir_, "/port"),
-        absl::StrCat("--num_workers=", workers)};
-    argv.insert(argv.end(), server_flags.begin(), server_flags.end());
-    auto server = common::Subprocess::Spawn(argv, dir_ + "/server.log");
-    EXPECT_TRUE(server.ok()) << server.status();
-    server_ = std::make_unique<common::Subprocess>(std::move(*server));
-    const absl::Time give_up = absl::Now() + absl::Seconds(30);
-    while (ReadFile(dir_ + "/port").empty() && absl::Now() < give_up) {
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    address_ = absl::StrCat("127.0.0.1:", ReadFile(dir_ + "/port"));
-    for (uint32_t rank = 0; rank < workers; ++rank) StartWorker(rank);
-  }
-
-  void StartWorker(uint32_t rank) {
-    std::vector<std::string> argv = {
-        absl::StrCat(bin_, "/ps_worker"), absl::StrCat("--servers=", address_),
-        absl::StrCat("--rank=", rank),
-        absl::StrCat("--num_workers=", num_workers_),
-        absl::StrCat("--metrics_out=", dir_, "/metrics.jsonl")};
-    argv.insert(argv.end(), worker_flags_.begin(), worker_flags_.end());
-    auto worker = common::Subprocess::Spawn(
-        argv, absl::StrCat(dir_, "/worker-", rank, ".log"));
-    EXPECT_TRUE(worker.ok()) << worker.status();
-    if (workers_.size() <= rank) workers_.resize(rank + 1);
-    workers_[rank] = std::make_unique<common::Subprocess>(std::move(*worker));
-  }
-
-  common::Subprocess& worker(uint32_t rank) { return *workers_[rank]; }
-
-  // Rank 0's evaluations so far.
-  std::vector<std::string> Metrics() const {
-    return absl::StrSplit(ReadFile(dir_ + "/metrics.jsonl"), '\n',
-                          absl::SkipEmpty());
-  }
-
-  // Waits until rank 0 has evaluated at or past `epoch`.
-  bool WaitForEpoch(double epoch) const {
-    const absl::Time give_up = absl::Now() + absl::Seconds(120);
-    while (absl::Now() < give_up) {
-      std::vector<std::string> lines = Metrics();
-      if (!lines.empty() && Field(lines.back(), "epoch") >= epoch) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
-  }
-
-  // Whether `rank` ended by itself with status 0 within the time allowed.
-  bool Finishes(uint32_t rank) {
-    std::optional<int> status = workers_[rank]->WaitFor(absl::Seconds(180));
-    return status.has_value() && common::ExitedCleanly(*status);
-  }
-
-  // The longest step in the evaluation intervals that end after `epoch`
-  // (the first interval also holds the wait for every worker to start).
-  double LongestStepAfter(double epoch) const {
-    double longest = 0;
-    for (const std::string& line : Metrics()) {
-      if (Field(line, "epoch") > epoch) {
-        longest = std::max(longest, Field(line, "max_step_s"));
-      }
-    }
-    return longest;
-  }
-
-  double FinalAccuracy() const {
-    std::vector<std::string> lines = Metrics();
-    return lines.empty() ? -1 : Field(lines.back(), "test_accuracy");
-  }
-
-  // The mean of the last `n` evaluations: steadier than the last alone,
-  // which swings by about half a point between evaluations.
-  double RecentAccuracy(size_t n) const {
-    std::vector<std::string> lines = Metrics();
-    double sum = 0;
-    size_t count = 0;
-    for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size();
-         ++i, ++count) {
-      sum += Field(lines[i], "test_accuracy");
-    }
-    return count ? sum / count : -1;
-  }
-
-  ps::v1::StatusResponse Status() const {
-    auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address_));
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    ps::v1::StatusResponse status;
-    EXPECT_TRUE(stub->Status(&context, ps::v1::StatusRequest(), &status).ok());
-    return status;
-  }
-
-  std::string Log(const std::string& name) const {
-    return ReadFile(absl::StrCat(dir_, "/", name, ".log"));
-  }
-
- private:
-  std::string dir_;
-  std::string bin_;
-  std::string address_;
-  uint32_t num_workers_;
-  std::vector<std::string> worker_flags_;
-  std::unique_ptr<common::Subprocess> server_;
-  std::vector<std::unique_ptr<common::Subprocess>> workers_;
-};
+using test_support::Field;
+using test_support::Job;
 
 const std::vector<std::string> kWorkerFlags = {"--model=softmax", "--epochs=3",
                                                "--eval_every=0.1"};
@@ -215,6 +74,51 @@ TEST(Faults, AKilledWorkerRestartedLaterRejoinsAndTheJobFinishes) {
   EXPECT_GT(status.workers(2).pushes(), 0u);
   EXPECT_THAT(job.Log("worker-2"), ::testing::Not(HasSubstr("resuming at step 0")));
   EXPECT_GT(pushes_before, 0u);
+}
+
+TEST(Faults, ASigtermedWorkerLeavesAtOnceAndItsRestartResumesWhereItStopped) {
+  // A lease long enough that, had the worker not left, the others would
+  // visibly wait for its expiry.
+  Job job("sigterm", {"--mode=sync", "--lease_timeout=60s"}, 3, kWorkerFlags);
+  ASSERT_TRUE(job.WaitForEpoch(0.9));
+  const double stopped_at = Field(job.Metrics().back(), "epoch");
+  job.worker(2).Signal(SIGTERM);
+  const std::optional<int> exit = job.worker(2).WaitFor(absl::Seconds(10));
+  ASSERT_TRUE(exit.has_value()) << job.Log("worker-2");
+  EXPECT_TRUE(WIFEXITED(*exit) && WEXITSTATUS(*exit) == 128 + SIGTERM)
+      << "status " << *exit << ": " << job.Log("worker-2");
+  EXPECT_THAT(job.Log("worker-2"), HasSubstr("left the job"));
+  const ps::v1::StatusResponse stopped = job.Status();
+  ASSERT_EQ(stopped.workers_size(), 3);
+  EXPECT_EQ(stopped.workers(2).state(), "left");
+  EXPECT_GT(stopped.workers(2).pushes(), 0u);
+
+  job.StartWorker(2);
+  EXPECT_TRUE(job.Finishes(0));
+  EXPECT_TRUE(job.Finishes(1));
+  EXPECT_TRUE(job.Finishes(2)) << job.Log("worker-2");
+  EXPECT_THAT(job.Log("worker-2"), HasSubstr("rejoined the job"));
+  EXPECT_THAT(job.Log("worker-2"), ::testing::Not(HasSubstr("resuming at step 0")));
+  EXPECT_LT(job.LongestStepAfter(stopped_at), 1.0) << job.Log("server");
+  EXPECT_EQ(job.Status().leases_expired(), 0u);
+}
+
+TEST(Faults, AWorkerRetryingADeadServerStillStopsWithinItsGracePeriod) {
+  // Nothing listens on port 1: Register is retried for --max_retry_time.
+  const std::string log =
+      absl::StrCat(test_support::FreshDir("grace"), "/worker.log");
+  absl::StatusOr<common::Subprocess> worker = common::Subprocess::Spawn(
+      {absl::StrCat(test_support::BinDir(), "/ps_worker"),
+       "--servers=127.0.0.1:1", "--max_retry_time=300s", "--stop_grace=1s"},
+      log);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  absl::SleepFor(absl::Seconds(2));
+  worker->Signal(SIGTERM);
+  const std::optional<int> exit = worker->WaitFor(absl::Seconds(5));
+  ASSERT_TRUE(exit.has_value()) << test_support::ReadFile(log);
+  EXPECT_TRUE(WIFEXITED(*exit) && WEXITSTATUS(*exit) == 128 + SIGTERM)
+      << "status " << *exit;
+  EXPECT_THAT(test_support::ReadFile(log), HasSubstr("grace period"));
 }
 
 TEST(Faults, WithAQuorumAPausedWorkerHoldsNobodyBackAndItsLatePushesAreStale) {

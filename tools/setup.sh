@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running the parameter server need on
-# Debian 12, from Debian's packages only. Idempotent: a no-op when all is
-# there already.
+# Debian 12: Debian's packages, and the npm packages that check the deploy
+# files (deploy/validate). Idempotent: a no-op when all is there already.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(
   cmake g++ make pkg-config
@@ -10,8 +11,14 @@ packages=(
   libabsl-dev libeigen3-dev libspdlog-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  libyaml-cpp-dev docker-compose
   gnuplot-nox jq
 )
+# Offline checks of the deploy files use whatever kubectl and node the
+# machine has; Debian's (kubectl 1.20, node 18) only where there is none.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -20,11 +27,20 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"
-  exit 0
+else
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-echo "setup: installing ${missing[*]}"
-$sudo apt-get update -q
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+# The exact versions of package-lock.json; reinstalled only when it changed.
+validate=deploy/validate
+if cmp -s "$validate/package-lock.json" "$validate/node_modules/.installed-lock.json"; then
+  echo "setup: $validate/node_modules up to date"
+else
+  echo "setup: npm ci in $validate"
+  (cd "$validate" && npm ci --no-audit --no-fund)
+  cp "$validate/package-lock.json" "$validate/node_modules/.installed-lock.json"
+fi

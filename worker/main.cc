@@ -1,5 +1,7 @@
 // ps_worker: trains on its shard of the data against the parameter servers.
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -8,8 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "common/stop_signal.h"
 #include "common/rpc/channel.h"
 #include "common/dataset.h"
+#include "common/theta_file.h"
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
@@ -36,6 +40,17 @@ ABSL_FLAG(absl::Duration, rpc_deadline, absl::Seconds(30),
           "Deadline of one RPC attempt, e.g. 30s.");
 ABSL_FLAG(absl::Duration, max_retry_time, absl::Seconds(120),
           "Give up on a server after retrying this long, and exit non-zero.");
+ABSL_FLAG(std::string, init_from, "",
+          "Start from the θ in this file (psctl export writes one) instead of "
+          "seeded random values.");
+ABSL_FLAG(bool, evaluate_only, false,
+          "Evaluate the θ of --init_from on the test set, print one JSON line "
+          "and exit; no servers needed.");
+ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(5),
+          "On SIGTERM or SIGINT the worker finishes its step, leaves the job "
+          "and exits with 128+signal; if that takes longer than this (a "
+          "server is down, say), it exits at once. Keep it below the "
+          "orchestrator's grace period (Docker: 10 s, Kubernetes: 30 s).");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -48,10 +63,14 @@ int main(int argc, char** argv) {
       "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();
+  if (absl::GetFlag(FLAGS_stop_grace) <= absl::ZeroDuration()) {
+    Die("--stop_grace must be > 0");
+  }
+  ps::common::CatchStopSignals(absl::GetFlag(FLAGS_stop_grace));
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');
-  if (absl::GetFlag(FLAGS_servers).empty()) {
+  if (absl::GetFlag(FLAGS_servers).empty() && !absl::GetFlag(FLAGS_evaluate_only)) {
     Die("--servers is required: host:port of every server, in shard order");
   }
   absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
@@ -76,6 +95,7 @@ int main(int argc, char** argv) {
   options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
   options.model_name = absl::GetFlag(FLAGS_model);
   options.wait_for_others = client_options.retry.max_retry_time;
+  options.stop_requested = [] { return ps::common::StopSignalReceived() != 0; };
 
   absl::StatusOr<std::unique_ptr<ps::worker::Model>> model =
       ps::worker::CreateModel(options.model_name, 784, 10);
@@ -87,6 +107,36 @@ int main(int argc, char** argv) {
   if (data->train.features.cols() != 784 || data->train.num_classes != 10) {
     Die("--data_dir does not hold 28x28 images in 10 classes");
   }
+  if (const std::string init_from = absl::GetFlag(FLAGS_init_from);
+      !init_from.empty()) {
+    absl::StatusOr<ps::common::ThetaFile> file =
+        ps::common::ReadThetaFile(init_from);
+    DieIfError(file.status(), "--init_from");
+    if (std::string diff = ps::common::DescribeDifference(
+            (*model)->tensors(), file->tensors);
+        !diff.empty()) {
+      Die(absl::StrCat("--init_from=", init_from, " holds another model than "
+                       "--model=", absl::GetFlag(FLAGS_model), ": ", diff));
+    }
+    if (file->keys.begin != 0 || file->values.size() != (*model)->num_params()) {
+      Die(absl::StrCat("--init_from=", init_from, " holds keys ",
+                       file->keys.ToString(), ", not the whole model: it is "
+                       "one shard's checkpoint; psctl export writes a whole "
+                       "model"));
+    }
+    options.initial_theta = std::move(file->values);
+  }
+  if (absl::GetFlag(FLAGS_evaluate_only)) {
+    if (options.initial_theta.empty()) {
+      Die("--evaluate_only needs --init_from=FILE (psctl export writes one)");
+    }
+    const ps::worker::Evaluation evaluation =
+        (*model)->Evaluate(options.initial_theta, data->test);
+    std::printf("{\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"examples\":%lld}\n",
+                evaluation.accuracy, evaluation.mean_loss,
+                static_cast<long long>(data->test.size()));
+    return 0;
+  }
   DieIfError(ps::worker::ValidateTrainerOptions(options, data->train.size()),
              "invalid options");
 
@@ -96,6 +146,11 @@ int main(int argc, char** argv) {
 
   ps::worker::Trainer trainer(options, model->get(), client->get(), &*data);
   if (absl::Status trained = trainer.Run(); !trained.ok()) {
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      spdlog::warn("received {}: {}", strsignal(signal),
+                   std::string(trained.message()));
+      return 128 + signal;
+    }
     spdlog::error("training failed: {}", trained.ToString());
     return 1;
   }

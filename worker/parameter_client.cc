@@ -188,6 +188,11 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
       return absl::InvalidArgumentError(absl::StrCat(
           "server address '", address, "' is not host:port"));
     }
+    if (grpc::Status resolved =
+            rpc::WaitUntilResolvable(options.retry, address);
+        !resolved.ok()) {
+      return rpc::FromGrpcStatus(resolved);
+    }
     Shard& shard = client->shards_.emplace_back();
     shard.address = address;
     shard.stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
@@ -260,7 +265,7 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     ps::v1::PullRequest request;
-    FillPull(min_version, clock, &request);
+    FillPull(shard, min_version, clock, &request);
     grpc::Status status = rpc::CallWithRetry(
         options_.retry, absl::StrCat("Pull from ", shard.address),
         [&](grpc::ClientContext& context) {
@@ -302,7 +307,7 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     FillPush(shard, seq, step, batch_size, gradient);
-    FillPull(min_version, clock, shard.request.mutable_pull());
+    FillPull(shard, min_version, clock, shard.request.mutable_pull());
     grpc::Status status = CallPushing(
         shard, "PushPull with ",
         [&](grpc::ClientContext& context) {
@@ -317,16 +322,28 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
   return Pulled();
 }
 
-void ParameterClient::FillPull(uint64_t min_version, uint64_t clock,
+void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
+                               uint64_t clock,
                                ps::v1::PullRequest* request) const {
   request->set_worker_id(options_.worker_id);
-  request->set_min_version(min_version);
+  // Sync: each shard's next round, so shards that fell out of step (one
+  // restored from an older checkpoint) each keep their own rounds.
+  request->set_min_version(sync_rounds_ && shard.pulled
+                               ? shard.pulled_version + 1
+                               : min_version);
   request->set_clock(clock);
 }
 
 absl::Status ParameterClient::TakePulled(Shard& shard,
                                          absl::Span<float> theta) {
   const ps::v1::PullResponse& pulled = shard.response.pull();
+  if (shard.pulled && pulled.version() < shard.pulled_version) {
+    spdlog::warn("{} went back from version {} to {}: {} updates lost "
+                 "(the server restarted from a checkpoint)",
+                 shard.address, shard.pulled_version, pulled.version(),
+                 shard.pulled_version - pulled.version());
+  }
+  shard.pulled = true;
   shard.pulled_version = pulled.version();
   shard.pulled_samples = pulled.samples_applied();
   return common::BytesToFloats(

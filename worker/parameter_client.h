@@ -54,6 +54,7 @@ struct PushCounts {
 // retries. Splits the flat θ and gradient into the shards' key ranges.
 class ParameterClient {
  public:
+  // Waits, within the retry policy, until every server's name resolves.
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Connect(
       ClientOptions options);
 
@@ -76,7 +77,9 @@ class ParameterClient {
       absl::Span<const float> initial);
 
   // Fills `theta` from every shard once each reached `min_version` (and,
-  // in SSP mode, once every live worker reached `clock` − staleness).
+  // in SSP mode, once every live worker reached `clock` − staleness). In
+  // sync mode, after the first pull, each shard is asked for the round after
+  // the last one it answered with. Logs when a shard's version went back.
   absl::StatusOr<PullInfo> Pull(uint64_t min_version, absl::Span<float> theta,
                                 uint64_t clock = 0);
 
@@ -114,6 +117,7 @@ class ParameterClient {
     // From the last answered pull; a sync push names this round.
     uint64_t pulled_version = 0;
     uint64_t pulled_samples = 0;
+    bool pulled = false;  // a pull was answered
     // The last push had to register again (one flag per shard: the shards'
     // calls run on different threads).
     bool reregistered = false;
@@ -122,7 +126,7 @@ class ParameterClient {
   explicit ParameterClient(ClientOptions options);
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
   void HeartbeatLoop(absl::Duration interval);
-  void FillPull(uint64_t min_version, uint64_t clock,
+  void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
                 ps::v1::PullRequest* request) const;
   void FillPush(Shard& shard, uint64_t seq, uint64_t step,
                 uint32_t batch_size, absl::Span<const float> gradient);

@@ -85,7 +85,8 @@ absl::Status Trainer::Run() {
   // have registered, so no worker runs ahead of one still starting.
   absl::StatusOr<uint64_t> resume_step = client_->Register();
   if (!resume_step.ok()) return resume_step.status();
-  theta_ = model_->InitialParams(options_.seed);
+  theta_ = options_.initial_theta.empty() ? model_->InitialParams(options_.seed)
+                                          : options_.initial_theta;
   absl::StatusOr<ClusterInfo> cluster = client_->Init(model_->tensors(), theta_);
   if (!cluster.ok()) return cluster.status();
   mode_ = cluster->mode;
@@ -126,20 +127,27 @@ absl::Status Trainer::Run() {
   uint64_t loss_count = 0;
   start_seconds_ = NowSeconds();
   double longest_step = 0;
-  uint64_t round = cluster->version;  // sync: the round the next pull awaits
 
-  // Sync: wait for the round after the last one this worker saw; a worker
-  // that fell behind gets the newest θ at once and catches up. SSP: wait
-  // until the slowest live worker is within the staleness bound of this
-  // worker's clock (its pushes so far). Async: any θ will do.
-  auto min_version = [&] { return sync ? round : 0; };
+  // Sync: wait for the round after the last one this worker saw (the
+  // client tracks that per shard; the first pull waits for the round the
+  // servers had open at Init); a worker that fell behind gets the newest θ
+  // at once and catches up. SSP: wait until the slowest live worker is
+  // within the staleness bound of this worker's clock (its pushes so far).
+  // Async: any θ will do.
+  auto min_version = [&] { return sync ? cluster->version : 0; };
   auto clock = [&](uint64_t step) { return ssp ? step : 0; };
   absl::StatusOr<PullInfo> pulled = client_->Pull(
       min_version(), absl::MakeSpan(theta_), clock(first_step));
   if (!pulled.ok()) return pulled.status();
   double step_start = NowSeconds();
   for (uint64_t step = first_step; step < total_steps; ++step) {
-    round = pulled->version + 1;
+    if (options_.stop_requested && options_.stop_requested()) {
+      if (absl::Status left = client_->Leave(); !left.ok()) return left;
+      return absl::CancelledError(absl::StrCat(
+          "stopped on request before step ", step, " of ", total_steps,
+          "; left the job, and a worker restarted with --rank=", rank,
+          " resumes there"));
+    }
     const uint64_t epoch = step / steps_per_epoch;
     const uint64_t in_epoch = step % steps_per_epoch;
     if (in_epoch == 0 || step == first_step) {

@@ -2,7 +2,9 @@
 #define PS_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -31,6 +33,14 @@ struct TrainerOptions {
   // Rank 0 waits at most this long for the other workers to finish before
   // its final evaluation. Default: 120 s
   absl::Duration wait_for_others = absl::Seconds(120);
+  // θ to declare instead of the seeded initial values (a model exported by
+  // psctl, say); empty: seeded. The servers keep whatever was declared
+  // first.
+  std::vector<float> initial_theta;
+  // Polled before each step: when it returns true the worker leaves the job
+  // (sync rounds stop waiting for it) and Run returns CANCELLED. A new
+  // process with the same rank resumes at the next step. Default: never
+  std::function<bool()> stop_requested;
 };
 
 // Validated before any network traffic; mentions the flag names.

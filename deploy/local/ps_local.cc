@@ -1,6 +1,5 @@
 // ps_local: starts S servers and W workers on loopback, streams progress,
 // and stops everything it started. Exits 0 only when training finished.
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -24,6 +23,7 @@
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/local_cluster.h"
+#include "common/stop_signal.h"
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
@@ -53,9 +53,6 @@ ABSL_FLAG(bool, quiet, false, "Print only the summary line.");
 namespace {
 
 using ps::common::Die;
-
-volatile sig_atomic_t stop_signal = 0;
-void OnStopSignal(int signal) { stop_signal = signal; }
 
 using ps::common::JsonNumber;
 
@@ -130,10 +127,7 @@ int main(int argc, char** argv) {
   const std::string metrics_path = absl::StrCat(out_dir, "/metrics.jsonl");
   std::remove(metrics_path.c_str());
 
-  struct sigaction action = {};
-  action.sa_handler = OnStopSignal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+  ps::common::CatchStopSignals();
 
   const absl::Time start = absl::Now();
   const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
@@ -163,7 +157,8 @@ int main(int argc, char** argv) {
   }
   ps::common::LocalCluster cluster(cluster_options);
   if (absl::Status started =
-          cluster.StartServers([] { return stop_signal != 0; });
+          cluster.StartServers(
+              [] { return ps::common::StopSignalReceived() != 0; });
       !started.ok()) {
     return Fail(cluster, std::string(started.message()));
   }
@@ -189,9 +184,8 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       last_metrics = std::move(line);
     }
-    if (stop_signal) {
-      return Fail(cluster, absl::StrCat("interrupted by ",
-                                        strsignal(stop_signal),
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      return Fail(cluster, absl::StrCat("interrupted by ", strsignal(signal),
                                         "; stopped every process"));
     }
     if (absl::Now() > give_up) {

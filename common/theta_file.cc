@@ -1,0 +1,239 @@
+#include "common/theta_file.h"
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/cli.h"
+#include "zlib.h"
+
+namespace ps::common {
+namespace {
+
+constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
+// Bounds that keep a corrupt length from asking for absurd allocations
+// before the checksum is even checked.
+constexpr uint64_t kMaxCount = 1u << 20;
+
+class Writer {
+ public:
+  template <typename T>
+  void Put(T value) {
+    out_.append(reinterpret_cast<const char*>(&value), sizeof(value));
+  }
+  void PutString(absl::string_view s) {
+    Put<uint64_t>(s.size());
+    out_.append(s.data(), s.size());
+  }
+  void PutFloats(const std::vector<float>& values) {
+    out_.append(reinterpret_cast<const char*>(values.data()),
+                values.size() * sizeof(float));
+  }
+  std::string& bytes() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+// Reads what Writer wrote; the first short read marks the whole file bad.
+class Reader {
+ public:
+  explicit Reader(absl::string_view bytes) : in_(bytes) {}
+
+  template <typename T>
+  bool Get(T* value) {
+    if (!Take(sizeof(T))) return false;
+    std::memcpy(value, in_.data() + pos_ - sizeof(T), sizeof(T));
+    return true;
+  }
+  bool GetCount(uint64_t* count) { return Get(count) && *count <= kMaxCount; }
+  bool GetString(std::string* s) {
+    uint64_t size = 0;
+    if (!Get(&size) || size > in_.size() - pos_) return false;
+    s->assign(in_.data() + pos_, size);
+    pos_ += size;
+    return true;
+  }
+  bool GetFloats(uint64_t count, std::vector<float>* values) {
+    if (count > (in_.size() - pos_) / sizeof(float)) return false;
+    values->resize(count);
+    std::memcpy(values->data(), in_.data() + pos_, count * sizeof(float));
+    pos_ += count * sizeof(float);
+    return true;
+  }
+  bool AtEnd() const { return pos_ == in_.size(); }
+
+ private:
+  bool Take(size_t n) {
+    if (n > in_.size() - pos_) return false;
+    pos_ += n;
+    return true;
+  }
+
+  absl::string_view in_;
+  size_t pos_ = 0;
+};
+
+uint32_t Crc32(absl::string_view bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // zlib takes uInt lengths: feed large files in pieces.
+  constexpr size_t kPiece = 1u << 30;
+  for (size_t at = 0; at < bytes.size(); at += kPiece) {
+    const size_t n = std::min(kPiece, bytes.size() - at);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + at),
+                static_cast<uInt>(n));
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+bool DecodeBody(Reader& in, ThetaFile& file) {
+  uint64_t count = 0;
+  if (!in.GetCount(&count)) return false;
+  file.tensors.resize(count);
+  for (TensorSpec& tensor : file.tensors) {
+    uint64_t rank = 0;
+    uint8_t exempt = 0;
+    if (!in.GetString(&tensor.name) || !in.GetCount(&rank)) return false;
+    tensor.shape.resize(rank);
+    for (int64_t& dim : tensor.shape) {
+      if (!in.Get(&dim)) return false;
+    }
+    if (!in.Get(&exempt)) return false;
+    tensor.exempt_from_regularization = exempt != 0;
+  }
+  if (!in.Get(&file.keys.begin) || !in.Get(&file.keys.end) ||
+      file.keys.end < file.keys.begin || !in.Get(&file.shard_index) ||
+      !in.Get(&file.num_shards) || !in.GetString(&file.mode) ||
+      !in.Get(&file.version) || !in.Get(&file.samples_applied) ||
+      !in.GetString(&file.optimizer)) {
+    return false;
+  }
+  const uint64_t keys = file.keys.size();
+  if (!in.GetFloats(keys, &file.values) || !in.GetCount(&count)) return false;
+  file.state_names.resize(count);
+  file.state.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    if (!in.GetString(&file.state_names[i]) ||
+        !in.GetFloats(keys, &file.state[i])) {
+      return false;
+    }
+  }
+  if (!in.GetCount(&count)) return false;
+  file.workers.resize(count);
+  for (WorkerRecord& w : file.workers) {
+    if (!in.Get(&w.worker_id) || !in.Get(&w.incarnation) ||
+        !in.Get(&w.last_seq) || !in.Get(&w.last_step) || !in.Get(&w.pushes) ||
+        !in.Get(&w.clock)) {
+      return false;
+    }
+    uint8_t live = 0;
+    if (!in.Get(&live)) return false;
+    w.live = live != 0;
+  }
+  if (!in.GetCount(&count)) return false;
+  file.round.resize(count);
+  for (RoundGradient& g : file.round) {
+    if (!in.Get(&g.worker_id) || !in.Get(&g.batch_size) ||
+        !in.GetFloats(keys, &g.values)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string EncodeThetaFile(const ThetaFile& file) {
+  Writer out;
+  out.bytes().append(kMagic, sizeof(kMagic));
+  out.Put<uint64_t>(file.tensors.size());
+  for (const TensorSpec& tensor : file.tensors) {
+    out.PutString(tensor.name);
+    out.Put<uint64_t>(tensor.shape.size());
+    for (int64_t dim : tensor.shape) out.Put(dim);
+    out.Put<uint8_t>(tensor.exempt_from_regularization ? 1 : 0);
+  }
+  out.Put(file.keys.begin);
+  out.Put(file.keys.end);
+  out.Put(file.shard_index);
+  out.Put(file.num_shards);
+  out.PutString(file.mode);
+  out.Put(file.version);
+  out.Put(file.samples_applied);
+  out.PutString(file.optimizer);
+  out.PutFloats(file.values);
+  out.Put<uint64_t>(file.state.size());
+  for (size_t i = 0; i < file.state.size(); ++i) {
+    out.PutString(file.state_names[i]);
+    out.PutFloats(file.state[i]);
+  }
+  out.Put<uint64_t>(file.workers.size());
+  for (const WorkerRecord& w : file.workers) {
+    out.Put(w.worker_id);
+    out.Put(w.incarnation);
+    out.Put(w.last_seq);
+    out.Put(w.last_step);
+    out.Put(w.pushes);
+    out.Put(w.clock);
+    out.Put<uint8_t>(w.live ? 1 : 0);
+  }
+  out.Put<uint64_t>(file.round.size());
+  for (const RoundGradient& g : file.round) {
+    out.Put(g.worker_id);
+    out.Put(g.batch_size);
+    out.PutFloats(g.values);
+  }
+  out.Put(Crc32(out.bytes()));
+  return std::move(out.bytes());
+}
+
+absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
+                                          absl::string_view source) {
+  auto bad = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(source, ": ", why));
+  };
+  if (bytes.size() < sizeof(kMagic) + sizeof(uint32_t) ||
+      std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    return bad("not a θ file (bad magic) or truncated");
+  }
+  const absl::string_view body = bytes.substr(0, bytes.size() - sizeof(uint32_t));
+  uint32_t stored_crc = 0;
+  std::memcpy(&stored_crc, bytes.data() + body.size(), sizeof(stored_crc));
+  if (Crc32(body) != stored_crc) {
+    return bad(absl::StrCat("checksum mismatch: the file (", bytes.size(),
+                            " bytes) is truncated or corrupt"));
+  }
+  ThetaFile file;
+  Reader in(body.substr(sizeof(kMagic)));
+  if (!DecodeBody(in, file) || !in.AtEnd()) {
+    return bad("the checksum matches but the layout does not: written by an "
+               "incompatible version?");
+  }
+  if (absl::Status valid = ValidateTensorSpecs(file.tensors); !valid.ok()) {
+    return bad(valid.message());
+  }
+  if (file.keys.end > NumKeys(file.tensors)) {
+    return bad(absl::StrCat("keys ", file.keys.ToString(),
+                            " lie outside the model's ", NumKeys(file.tensors),
+                            " keys"));
+  }
+  return file;
+}
+
+absl::Status WriteThetaFile(const std::string& path, const ThetaFile& file) {
+  return WriteFileAtomically(path, EncodeThetaFile(file));
+}
+
+absl::StatusOr<ThetaFile> ReadThetaFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ",
+                                            std::strerror(errno)));
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return DecodeThetaFile(contents.str(), path);
+}
+
+}  // namespace ps::common

@@ -1,0 +1,70 @@
+#ifndef PS_COMMON_THETA_FILE_H_
+#define PS_COMMON_THETA_FILE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/key_range.h"
+#include "common/tensor_spec.h"
+
+namespace ps::common {
+
+// What a shard knows of one worker, enough for exactly-once pushes and
+// resuming after a restore.
+struct WorkerRecord {
+  uint32_t worker_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t last_seq = 0;
+  uint64_t last_step = 0;
+  uint64_t pushes = 0;
+  uint64_t clock = 0;
+  bool live = true;  // false: its lease had expired or it had left
+};
+
+// A gradient a sync round holds but has not applied yet.
+struct RoundGradient {
+  uint32_t worker_id = 0;
+  uint32_t batch_size = 0;
+  std::vector<float> values;  // over `keys`
+};
+
+// One self-describing file of θ: a shard's checkpoint (its key range plus
+// the server state that must survive a restart) or a whole exported model
+// (keys [0, D), no server state). One format for both, so an export is a
+// checkpoint of one shard and either can seed a model.
+struct ThetaFile {
+  std::vector<TensorSpec> tensors;  // the whole model's declaration
+  KeyRange keys;                    // the part of [0, D) held here
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 1;
+  std::string mode;  // "sync", "async", "ssp"; empty in an export
+  uint64_t version = 0;
+  uint64_t samples_applied = 0;
+  std::vector<float> values;  // θ[keys]
+  // Per-key optimizer state vectors, named ("momentum", …); plain SGD has
+  // none.
+  std::string optimizer = "sgd";
+  std::vector<std::string> state_names;
+  std::vector<std::vector<float>> state;  // each over `keys`
+  std::vector<WorkerRecord> workers;
+  std::vector<RoundGradient> round;  // sync: the open round
+};
+
+// The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
+std::string EncodeThetaFile(const ThetaFile& file);
+
+// Checks magic, every length, and the checksum: a truncated, padded or
+// corrupted file is DATA_LOSS naming `source` and what is wrong.
+absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
+                                          absl::string_view source);
+
+// Atomic and durable (see WriteFileAtomically).
+absl::Status WriteThetaFile(const std::string& path, const ThetaFile& file);
+absl::StatusOr<ThetaFile> ReadThetaFile(const std::string& path);
+
+}  // namespace ps::common
+
+#endif  // PS_COMMON_THETA_FILE_H_

@@ -1,0 +1,296 @@
+#include "server/checkpointer.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/cli.h"
+#include "spdlog/spdlog.h"
+
+namespace ps::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct FileName {
+  uint64_t seq = 0;
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 0;
+  std::string path;
+};
+
+std::string NameFor(uint64_t seq, uint32_t shard_index, uint32_t num_shards) {
+  return absl::StrFormat("ckpt-%08d-shard-%d-of-%d.theta", seq, shard_index,
+                         num_shards);
+}
+
+std::optional<FileName> ParseName(const fs::path& path) {
+  FileName name;
+  unsigned long long seq = 0;
+  unsigned shard = 0, shards = 0;
+  int consumed = 0;
+  const std::string base = path.filename().string();
+  if (std::sscanf(base.c_str(), "ckpt-%llu-shard-%u-of-%u.theta%n", &seq,
+                  &shard, &shards, &consumed) != 3 ||
+      consumed != static_cast<int>(base.size()) || shards == 0 ||
+      shard >= shards) {
+    return std::nullopt;
+  }
+  name.seq = seq;
+  name.shard_index = shard;
+  name.num_shards = shards;
+  name.path = path.string();
+  return name;
+}
+
+// Every checkpoint file in `dir`, newest first per shard.
+absl::StatusOr<std::vector<FileName>> ListCheckpoints(const std::string& dir) {
+  std::error_code error;
+  std::vector<FileName> files;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+    if (std::optional<FileName> name = ParseName(entry.path())) {
+      files.push_back(*name);
+    }
+  }
+  if (error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot list ", dir, ": ", error.message()));
+  }
+  std::sort(files.begin(), files.end(), [](const FileName& a, const FileName& b) {
+    return a.seq > b.seq;
+  });
+  return files;
+}
+
+// The newest file of `shard` (in `files`, one layout) that reads back whole.
+absl::StatusOr<common::ThetaFile> NewestGood(const std::vector<FileName>& files,
+                                             uint32_t shard) {
+  std::vector<std::string> problems;
+  for (const FileName& file : files) {
+    if (file.shard_index != shard) continue;
+    absl::StatusOr<common::ThetaFile> read = common::ReadThetaFile(file.path);
+    if (read.ok() && read->shard_index == file.shard_index &&
+        read->num_shards == file.num_shards) {
+      return read;
+    }
+    const std::string problem =
+        read.ok() ? absl::StrCat(file.path, ": its contents say shard ",
+                                 read->shard_index, " of ", read->num_shards)
+                  : std::string(read.status().message());
+    spdlog::error("checkpoint {} is unusable ({}); trying an older one",
+                  file.path, problem);
+    problems.push_back(problem);
+  }
+  return absl::DataLossError(
+      problems.empty()
+          ? absl::StrCat("no checkpoint file of shard ", shard)
+          : absl::StrCat("no good checkpoint of shard ", shard, ": ",
+                         absl::StrJoin(problems, "; ")));
+}
+
+void Merge(const std::vector<common::WorkerRecord>& from,
+           std::map<uint32_t, common::WorkerRecord>& into) {
+  for (const common::WorkerRecord& w : from) {
+    auto [it, inserted] = into.emplace(w.worker_id, w);
+    if (inserted) continue;
+    common::WorkerRecord& m = it->second;
+    m.incarnation = std::max(m.incarnation, w.incarnation);
+    m.last_seq = std::max(m.last_seq, w.last_seq);
+    m.last_step = std::max(m.last_step, w.last_step);
+    m.pushes = std::max(m.pushes, w.pushes);
+    m.clock = std::max(m.clock, w.clock);
+    m.live = m.live || w.live;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(
+    std::string dir, uint32_t keep, uint32_t shard_index, uint32_t num_shards) {
+  std::error_code error;
+  if (!fs::is_directory(dir, error)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint directory ", dir,
+        " does not exist (create it first: it is not created for you, so a "
+        "typo cannot start a fresh model)"));
+  }
+  if (keep == 0) {
+    return absl::InvalidArgumentError("--checkpoint_keep must be at least 1");
+  }
+  // Prove now, not at the first checkpoint, that the directory is writable.
+  const std::string probe = absl::StrCat(dir, "/.write-probe-shard-",
+                                         shard_index);
+  if (absl::Status written = common::WriteFileAtomically(probe, "probe");
+      !written.ok()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "checkpoint directory ", dir, " is not writable: ", written.message()));
+  }
+  std::remove(probe.c_str());
+  absl::StatusOr<std::vector<FileName>> files = ListCheckpoints(dir);
+  if (!files.ok()) return files.status();
+  uint64_t next_seq = 1;
+  for (const FileName& file : *files) {
+    if (file.shard_index == shard_index && file.num_shards == num_shards) {
+      next_seq = std::max(next_seq, file.seq + 1);
+    }
+  }
+  return std::unique_ptr<Checkpointer>(
+      new Checkpointer(std::move(dir), keep, shard_index, num_shards, next_seq));
+}
+
+Checkpointer::Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
+                           uint32_t num_shards, uint64_t next_seq)
+    : dir_(std::move(dir)),
+      keep_(keep),
+      shard_index_(shard_index),
+      num_shards_(num_shards),
+      next_seq_(next_seq) {}
+
+absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
+    const {
+  absl::StatusOr<std::vector<FileName>> all = ListCheckpoints(dir_);
+  if (!all.ok()) return all.status();
+  if (all->empty()) return std::nullopt;
+
+  // Prefer this shard's own files; else the layout written last.
+  std::map<uint32_t, std::vector<FileName>> layouts;
+  std::map<uint32_t, fs::file_time_type> newest_write;
+  for (const FileName& file : *all) {
+    layouts[file.num_shards].push_back(file);
+    std::error_code error;
+    const fs::file_time_type written = fs::last_write_time(file.path, error);
+    if (!error) {
+      newest_write[file.num_shards] =
+          std::max(newest_write[file.num_shards], written);
+    }
+  }
+  uint32_t layout = 0;
+  const std::vector<FileName>& same = layouts[num_shards_];
+  if (std::any_of(same.begin(), same.end(), [&](const FileName& f) {
+        return f.shard_index == shard_index_;
+      })) {
+    layout = num_shards_;
+  } else {
+    for (const auto& [shards, written] : newest_write) {
+      if (shards == num_shards_) continue;
+      if (layout == 0 || written > newest_write[layout]) layout = shards;
+    }
+    if (layout == 0) {
+      return absl::DataLossError(absl::StrCat(
+          dir_, " holds checkpoints of other shards of this layout but none "
+          "of shard ", shard_index_));
+    }
+  }
+  const std::vector<FileName>& files = layouts[layout];
+
+  if (layout == num_shards_) {
+    absl::StatusOr<common::ThetaFile> own = NewestGood(files, shard_index_);
+    if (!own.ok()) return own.status();
+    return std::optional<common::ThetaFile>(std::move(*own));
+  }
+
+  // Resharding: learn the model from any good file, then read the parts of
+  // every old shard that overlap this shard's keys. Each file is read (and
+  // checked) once.
+  std::map<uint32_t, common::ThetaFile> read;
+  const common::ThetaFile* model = nullptr;
+  for (uint32_t i = 0; i < layout && model == nullptr; ++i) {
+    if (absl::StatusOr<common::ThetaFile> f = NewestGood(files, i); f.ok()) {
+      model = &(read[i] = std::move(*f));
+    }
+  }
+  if (model == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("no good checkpoint of the ", layout, "-shard layout in ",
+                     dir_));
+  }
+  const uint64_t num_keys = common::NumKeys(model->tensors);
+  const common::KeyRange mine =
+      common::BalancedPart(num_keys, num_shards_, shard_index_);
+  common::ThetaFile merged;
+  merged.tensors = model->tensors;
+  merged.keys = mine;
+  merged.shard_index = shard_index_;
+  merged.num_shards = num_shards_;
+  merged.mode = model->mode;
+  merged.values.assign(mine.size(), 0.0f);
+  std::map<uint32_t, common::WorkerRecord> workers;
+  for (uint32_t i = 0; i < layout; ++i) {
+    const common::KeyRange theirs = common::BalancedPart(num_keys, layout, i);
+    const uint64_t begin = std::max(theirs.begin, mine.begin);
+    const uint64_t end = std::min(theirs.end, mine.end);
+    if (begin >= end) continue;
+    if (read.find(i) == read.end()) {
+      absl::StatusOr<common::ThetaFile> f = NewestGood(files, i);
+      if (!f.ok()) return f.status();
+      read[i] = std::move(*f);
+    }
+    const common::ThetaFile& source = read[i];
+    if (std::string diff =
+            common::DescribeDifference(merged.tensors, source.tensors);
+        !diff.empty() || source.keys != theirs) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoints of the ", layout, "-shard layout disagree: shard ",
+          i, diff.empty() ? " holds other keys" : absl::StrCat(": ", diff)));
+    }
+    std::copy(source.values.begin() + (begin - theirs.begin),
+              source.values.begin() + (end - theirs.begin),
+              merged.values.begin() + (begin - mine.begin));
+    merged.version = std::max(merged.version, source.version);
+    merged.samples_applied =
+        std::max(merged.samples_applied, source.samples_applied);
+    Merge(source.workers, workers);
+    spdlog::info("shard {}/{}: restoring keys [{}, {}) from shard {} of {} "
+                 "(version {})",
+                 shard_index_, num_shards_, begin, end, i, layout,
+                 source.version);
+  }
+  for (auto& [id, record] : workers) merged.workers.push_back(record);
+  return std::optional<common::ThetaFile>(std::move(merged));
+}
+
+absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard,
+                                                   absl::string_view why) {
+  absl::MutexLock lock(&mutex_);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
+  if (!snapshot.ok()) return snapshot.status();
+  const std::string bytes = common::EncodeThetaFile(*snapshot);
+  const std::string path =
+      absl::StrCat(dir_, "/", NameFor(next_seq_, shard_index_, num_shards_));
+  if (absl::Status written = common::WriteFileAtomically(path, bytes);
+      !written.ok()) {
+    return written;
+  }
+  ++next_seq_;
+  SavedCheckpoint saved{path, snapshot->version, bytes.size(),
+                        absl::Now() - start};
+  spdlog::info("{} checkpoint {} (version {}, {} bytes, {})", std::string(why),
+               saved.path, saved.version, saved.bytes,
+               absl::FormatDuration(saved.took));
+
+  // Keep the newest `keep_` of this shard's files.
+  absl::StatusOr<std::vector<FileName>> files = ListCheckpoints(dir_);
+  if (files.ok()) {
+    uint32_t kept = 0;
+    for (const FileName& file : *files) {
+      if (file.shard_index != shard_index_ || file.num_shards != num_shards_) {
+        continue;
+      }
+      if (++kept > keep_ && std::remove(file.path.c_str()) != 0) {
+        spdlog::warn("cannot remove old checkpoint {}: {}", file.path,
+                     std::strerror(errno));
+      }
+    }
+  }
+  return saved;
+}
+
+}  // namespace ps::server

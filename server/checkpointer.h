@@ -1,0 +1,67 @@
+#ifndef PS_SERVER_CHECKPOINTER_H_
+#define PS_SERVER_CHECKPOINTER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/theta_file.h"
+#include "server/parameter_shard.h"
+
+namespace ps::server {
+
+struct SavedCheckpoint {
+  std::string path;
+  uint64_t version = 0;
+  uint64_t bytes = 0;
+  absl::Duration took;  // snapshot + encode + write + fsync
+};
+
+// One shard's checkpoints in a directory shared by the job's shards (or
+// not: a shard only needs its own files unless the shard count changed).
+// Files are named ckpt-<seq>-shard-<i>-of-<S>.theta; seq grows with every
+// save of shard i, across restarts. Thread-safe.
+class Checkpointer {
+ public:
+  // The directory must exist and be writable: a typo in its name must stop
+  // the server, not start a fresh model.
+  static absl::StatusOr<std::unique_ptr<Checkpointer>> Open(
+      std::string dir, uint32_t keep, uint32_t shard_index,
+      uint32_t num_shards);
+
+  // The newest good state for this shard, assembled from the files of
+  // whichever shard layout wrote them (so S shards restore onto S' ≠ S).
+  // A corrupt newest file is reported and the one before it used. nullopt
+  // when the directory holds no checkpoint; DATA_LOSS when it holds some
+  // but none usable for this shard.
+  absl::StatusOr<std::optional<common::ThetaFile>> LoadLatest() const;
+
+  // Writes the shard's current state, logs it ("<why> checkpoint <path>
+  // (version, bytes, time)"), then keeps the newest `keep` files of this
+  // shard.
+  absl::StatusOr<SavedCheckpoint> Save(const ParameterShard& shard,
+                                       absl::string_view why)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
+               uint32_t num_shards, uint64_t next_seq);
+
+  const std::string dir_;
+  const uint32_t keep_;
+  const uint32_t shard_index_;
+  const uint32_t num_shards_;
+  absl::Mutex mutex_;  // one save at a time
+  uint64_t next_seq_ ABSL_GUARDED_BY(mutex_);
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_CHECKPOINTER_H_

@@ -1,0 +1,324 @@
+// Checkpoints without a network: a shard's state saved and restored, onto
+// the same shard or onto a different number of shards, and every way a
+// checkpoint directory can be wrong.
+#include "server/checkpointer.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/float_bytes.h"
+#include "common/key_range.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/parameter_shard.h"
+
+namespace ps::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kIncarnation = 5;
+constexpr uint32_t kWorkers = 2;
+
+// 10 weights and 3 biases: 13 keys split unevenly whatever the shard count.
+std::vector<common::TensorSpec> Model() {
+  return {{"w", {2, 5}, false}, {"b", {3}, true}};
+}
+
+std::vector<float> InitialTheta() {
+  std::vector<float> theta(13);
+  for (size_t i = 0; i < theta.size(); ++i) theta[i] = 0.1f * i - 0.5f;
+  return theta;
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/checkpoint_test_" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// A shard of a model with `num_shards` shards, declared and trained a bit.
+class ShardUnderTest {
+ public:
+  ShardUnderTest(ConsistencyMode mode, uint32_t shard_index,
+                 uint32_t num_shards) {
+    options_.mode = mode;
+    options_.num_workers = kWorkers;
+    options_.max_workers = kWorkers;
+    options_.shard_index = shard_index;
+    options_.num_shards = num_shards;
+    options_.update.learning_rate = 0.5f;
+    options_.update.l2 = 0.01f;
+    shard_ = std::make_unique<ParameterShard>(options_);
+    keys_ = common::BalancedPart(13, num_shards, shard_index);
+  }
+
+  void Declare() {
+    for (uint32_t id = 0; id < kWorkers; ++id) {
+      ASSERT_TRUE(shard_->Register(id, kIncarnation).ok());
+    }
+    const std::vector<float> all = InitialTheta();
+    std::string bytes;
+    common::FloatsToBytes(absl::MakeConstSpan(all).subspan(keys_.begin,
+                                                           keys_.size()),
+                          &bytes);
+    InitArgs args;
+    args.tensors = Model();
+    args.shard_index = options_.shard_index;
+    args.num_shards = options_.num_shards;
+    args.values = bytes;
+    ASSERT_TRUE(shard_->Init(args).ok());
+  }
+
+  absl::StatusOr<PushResult> Push(uint32_t worker, uint64_t seq, uint64_t step,
+                                  float scale) {
+    std::vector<float> gradient(keys_.size());
+    for (size_t i = 0; i < gradient.size(); ++i) {
+      gradient[i] = scale * (1.0f + keys_.begin + i);
+    }
+    std::string bytes;
+    common::FloatsToBytes(gradient, &bytes);
+    PushArgs args;
+    args.worker_id = worker;
+    args.incarnation = kIncarnation;
+    args.seq = seq;
+    args.step = step;
+    args.batch_size = 4;
+    args.keys = keys_;
+    args.gradient = bytes;
+    return shard_->Push(args);
+  }
+
+  ParameterShard& shard() { return *shard_; }
+  const ShardOptions& options() const { return options_; }
+
+ private:
+  ShardOptions options_;
+  std::unique_ptr<ParameterShard> shard_;
+  common::KeyRange keys_;
+};
+
+std::vector<float> Values(ParameterShard& shard) {
+  absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
+  EXPECT_TRUE(snapshot.ok()) << snapshot.status();
+  return snapshot.ok() ? snapshot->values : std::vector<float>();
+}
+
+std::unique_ptr<Checkpointer> Open(const std::string& dir, uint32_t shard,
+                                   uint32_t shards, uint32_t keep = 3) {
+  absl::StatusOr<std::unique_ptr<Checkpointer>> opened =
+      Checkpointer::Open(dir, keep, shard, shards);
+  EXPECT_TRUE(opened.ok()) << opened.status();
+  return opened.ok() ? std::move(*opened) : nullptr;
+}
+
+// Trains `shards` sync shards for three rounds (the last one left open,
+// holding worker 0's gradient) and checkpoints each.
+std::vector<float> TrainAndCheckpoint(const std::string& dir, uint32_t shards) {
+  std::vector<float> theta;
+  for (uint32_t i = 0; i < shards; ++i) {
+    ShardUnderTest s(ConsistencyMode::kSync, i, shards);
+    s.Declare();
+    for (uint64_t round = 0; round < 2; ++round) {
+      EXPECT_TRUE(s.Push(0, round + 1, round, 1.0f).ok());
+      EXPECT_TRUE(s.Push(1, round + 1, round, -0.25f).ok());
+    }
+    EXPECT_TRUE(s.Push(0, 3, 2, 2.0f).ok());
+    EXPECT_TRUE(Open(dir, i, shards)->Save(s.shard(), "test").ok());
+    const std::vector<float> part = Values(s.shard());
+    theta.insert(theta.end(), part.begin(), part.end());
+  }
+  return theta;
+}
+
+std::vector<float> RestoreAll(const std::string& dir, uint32_t shards,
+                              std::vector<uint64_t>* versions = nullptr) {
+  std::vector<float> theta;
+  for (uint32_t i = 0; i < shards; ++i) {
+    ShardUnderTest s(ConsistencyMode::kSync, i, shards);
+    absl::StatusOr<std::optional<common::ThetaFile>> loaded =
+        Open(dir, i, shards)->LoadLatest();
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    if (!loaded.ok() || !loaded->has_value()) return {};
+    if (versions) versions->push_back((*loaded)->version);
+    EXPECT_TRUE(s.shard().Restore(std::move(**loaded)).ok());
+    const std::vector<float> part = Values(s.shard());
+    theta.insert(theta.end(), part.begin(), part.end());
+  }
+  return theta;
+}
+
+TEST(Checkpoint, SameShardRestoresEverythingIncludingTheOpenRound) {
+  const std::string dir = FreshDir("same");
+  ShardUnderTest before(ConsistencyMode::kSync, 0, 1);
+  before.Declare();
+  ASSERT_TRUE(before.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(before.Push(1, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(before.Push(0, 2, 1, 3.0f).ok());  // round 1 stays open
+  absl::StatusOr<SavedCheckpoint> saved = Open(dir, 0, 1)->Save(before.shard(), "test");
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->version, 1u);
+
+  ShardUnderTest after(ConsistencyMode::kSync, 0, 1);
+  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  ASSERT_TRUE(after.shard().Restore(std::move(**loaded)).ok());
+  EXPECT_EQ(Values(after.shard()), Values(before.shard()));
+  const ShardStatus status = after.shard().Status();
+  EXPECT_EQ(status.version, 1u);
+  EXPECT_EQ(status.round_gradients, 1u);
+  EXPECT_EQ(status.live_workers, kWorkers);
+
+  // Exactly-once survives: worker 0's retried push is a duplicate, and
+  // worker 1's gradient closes the restored round just as it would have.
+  auto retried = after.Push(0, 2, 1, 3.0f);
+  ASSERT_TRUE(retried.ok());
+  EXPECT_EQ(retried->outcome, PushOutcome::kDuplicate);
+  ASSERT_TRUE(before.Push(1, 2, 1, -1.0f).ok());
+  auto closed = after.Push(1, 2, 1, -1.0f);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(closed->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(Values(after.shard()), Values(before.shard()));
+}
+
+TEST(Checkpoint, TwoShardsRestoreOntoThreeAndThreeOntoOneByteForByte) {
+  const std::string two = FreshDir("two");
+  const std::vector<float> saved = TrainAndCheckpoint(two, 2);
+  ASSERT_EQ(saved.size(), 13u);
+  std::vector<uint64_t> versions;
+  EXPECT_EQ(RestoreAll(two, 3, &versions), saved);
+  EXPECT_THAT(versions, ::testing::Each(2u));
+
+  const std::string three = FreshDir("three");
+  const std::vector<float> saved3 = TrainAndCheckpoint(three, 3);
+  EXPECT_EQ(RestoreAll(three, 1), saved3);
+  // Same model, same pushes: the layout never changed the arithmetic.
+  EXPECT_EQ(saved3, saved);
+}
+
+TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
+  const std::string dir = FreshDir("corrupt");
+  ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+  s.Declare();
+  std::unique_ptr<Checkpointer> checkpointer = Open(dir, 0, 1);
+  ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(checkpointer->Save(s.shard(), "test").ok());
+  const std::vector<float> good = Values(s.shard());
+  ASSERT_TRUE(s.Push(0, 2, 1, 1.0f).ok());
+  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
+  ASSERT_TRUE(newest.ok());
+  fs::resize_file(newest->path, fs::file_size(newest->path) - 3);
+
+  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  EXPECT_EQ((*loaded)->version, 1u);
+  EXPECT_EQ((*loaded)->values, good);
+
+  // With every file bad there is nothing to restore: an error, never a
+  // silent fresh start.
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    fs::resize_file(entry.path(), 10);
+  }
+  auto none = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(none.status().message(), HasSubstr("no good checkpoint"));
+}
+
+TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
+  const std::string dir = FreshDir("keep");
+  ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+  s.Declare();
+  std::ofstream(dir + "/ckpt-00000001-shard-1-of-2.theta") << "another job";
+  std::unique_ptr<Checkpointer> checkpointer = Open(dir, 0, 1, /*keep=*/2);
+  std::vector<std::string> paths;
+  for (uint64_t seq = 1; seq <= 4; ++seq) {
+    ASSERT_TRUE(s.Push(0, seq, seq, 1.0f).ok());
+    absl::StatusOr<SavedCheckpoint> saved = checkpointer->Save(s.shard(), "test");
+    ASSERT_TRUE(saved.ok());
+    paths.push_back(saved->path);
+  }
+  EXPECT_FALSE(fs::exists(paths[0]));
+  EXPECT_FALSE(fs::exists(paths[1]));
+  EXPECT_TRUE(fs::exists(paths[2]));
+  EXPECT_TRUE(fs::exists(paths[3]));
+  EXPECT_TRUE(fs::exists(dir + "/ckpt-00000001-shard-1-of-2.theta"));
+  // Numbering goes on across restarts.
+  ASSERT_TRUE(s.Push(0, 5, 5, 1.0f).ok());
+  absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard(), "test");
+  ASSERT_TRUE(next.ok());
+  EXPECT_THAT(next->path, HasSubstr("ckpt-00000005-shard-0-of-1"));
+}
+
+TEST(Checkpoint, AnEmptyDirectoryIsAFreshStart) {
+  auto loaded = Open(FreshDir("empty"), 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_FALSE(loaded->has_value());
+}
+
+TEST(Checkpoint, AMissingOrUnwritableDirectoryIsRefused) {
+  auto missing = Checkpointer::Open(FreshDir("x") + "/typo", 3, 0, 1);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("does not exist"));
+  // /proc refuses new files even to root, which CI runs as.
+  auto unwritable = Checkpointer::Open("/proc", 3, 0, 1);
+  ASSERT_FALSE(unwritable.ok());
+  EXPECT_THAT(unwritable.status().message(), HasSubstr("not writable"));
+}
+
+TEST(Checkpoint, ACheckpointOfAnotherModelIsRefusedWithTheDifference) {
+  const std::string dir = FreshDir("other_model");
+  ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+  s.Declare();
+  ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
+  ShardUnderTest restored(ConsistencyMode::kAsync, 0, 1);
+  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  ASSERT_TRUE(restored.shard().Restore(std::move(**loaded)).ok());
+  InitArgs args;
+  args.tensors = {{"w", {2, 6}, false}, {"b", {3}, true}};
+  args.num_shards = 1;
+  std::string bytes(15 * sizeof(float), '\0');
+  args.values = bytes;
+  absl::StatusOr<InitResult> declared = restored.shard().Init(args);
+  ASSERT_FALSE(declared.ok());
+  EXPECT_EQ(declared.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(declared.status().message(), HasSubstr("checkpoint"));
+  EXPECT_THAT(declared.status().message(), HasSubstr("w"));
+}
+
+TEST(Checkpoint, ARejectedCheckpointLeavesTheShardFresh) {
+  const std::string dir = FreshDir("rejected");
+  ShardUnderTest s(ConsistencyMode::kSync, 0, 1);
+  s.Declare();
+  ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
+  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  (*loaded)->workers.push_back({kWorkers + 5, 1, 1, 1, 1, 1, true});
+
+  ShardUnderTest fresh(ConsistencyMode::kSync, 0, 1);
+  absl::Status restored = fresh.shard().Restore(std::move(**loaded));
+  EXPECT_EQ(restored.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(restored.message(), HasSubstr("--max_workers"));
+  const ShardStatus status = fresh.shard().Status();
+  EXPECT_FALSE(status.initialized);
+  EXPECT_TRUE(status.workers.empty());
+}
+
+TEST(Checkpoint, AShardStopsTakingPushesWhenDraining) {
+  ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+  s.Declare();
+  s.shard().StopTakingPushes();
+  auto refused = s.Push(0, 1, 0, 1.0f);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.shard().Status().version, 0u);
+}
+
+}  // namespace
+}  // namespace ps::server

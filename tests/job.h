@@ -1,0 +1,242 @@
+#ifndef PS_TESTS_JOB_H_
+#define PS_TESTS_JOB_H_
+
+// A job of real ps_server and ps_worker processes on loopback, started as a
+// user would start them, for tests that kill, pause and restart them.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "common/rpc/channel.h"
+#include "common/subprocess.h"
+#include "gtest/gtest.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
+
+namespace ps::test_support {
+
+// Where the binaries under test are (ctest sets PS_BIN_DIR).
+inline std::string BinDir() {
+  const char* dir = std::getenv("PS_BIN_DIR");
+  return dir != nullptr ? dir : "build/bin";
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// An empty directory of this test process's own: TempDir/ps_<name>_<pid>.
+inline std::string FreshDir(const std::string& name) {
+  std::string dir =
+      absl::StrCat(::testing::TempDir(), "/ps_", name, "_", getpid());
+  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir,
+                                     "'")
+                            .c_str()),
+            0);
+  return dir;
+}
+
+// The number after "key": in one JSON line; -1 (and a test failure) when
+// the key is missing.
+inline double Field(const std::string& json, const std::string& key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
+  const size_t at = json.find(needle);
+  EXPECT_NE(at, std::string::npos) << key << " missing in " << json;
+  if (at == std::string::npos) return -1;
+  return std::strtod(json.c_str() + at + needle.size(), nullptr);
+}
+
+struct Outcome {
+  int wait_status = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs BinDir()/argv[0] to completion (bounded: a hang fails the test,
+// never CI).
+inline Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
+                         absl::Duration timeout = absl::Seconds(300)) {
+  argv[0] = absl::StrCat(BinDir(), "/", argv[0]);
+  std::remove(log.c_str());  // the output of this run only
+  absl::StatusOr<common::Subprocess> process =
+      common::Subprocess::Spawn(argv, log);
+  EXPECT_TRUE(process.ok()) << process.status();
+  Outcome outcome;
+  if (!process.ok()) return outcome;
+  std::optional<int> status = process->WaitFor(timeout);
+  EXPECT_TRUE(status.has_value()) << argv[0] << " did not finish in time";
+  outcome.wait_status = status ? *status : process->Stop(absl::Seconds(1));
+  outcome.output = ReadFile(log);
+  return outcome;
+}
+
+// Waits (at most 30 s) until a server wrote its --port_file, which it does
+// once it serves; false if it ended or never did.
+inline bool WaitForPortFile(common::Subprocess& server,
+                            const std::string& port_file) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (ReadFile(port_file).empty() && absl::Now() < give_up &&
+         server.running()) {
+    absl::SleepFor(absl::Milliseconds(20));
+    server.Poll();
+  }
+  return !ReadFile(port_file).empty();
+}
+
+inline bool ExitedWith(const Outcome& outcome, int code) {
+  return WIFEXITED(outcome.wait_status) &&
+         WEXITSTATUS(outcome.wait_status) == code;
+}
+
+// One server and W workers started as processes, as a user would start them.
+class Job {
+ public:
+  Job(const std::string& name, std::vector<std::string> server_flags,
+      uint32_t workers, std::vector<std::string> worker_flags)
+      : dir_(FreshDir(absl::StrCat("fault_", name))),
+        bin_(BinDir()),
+        num_workers_(workers),
+        worker_flags_(std::move(worker_flags)) {
+    server_flags_ = {absl::StrCat("--port_file=", dir_, "/port"),
+                     absl::StrCat("--num_workers=", workers)};
+    server_flags_.insert(server_flags_.end(), server_flags.begin(),
+                         server_flags.end());
+    StartServer("127.0.0.1:0");
+    address_ = absl::StrCat("127.0.0.1:", ReadFile(dir_ + "/port"));
+    for (uint32_t rank = 0; rank < workers; ++rank) StartWorker(rank);
+  }
+
+  // Starts the server again with the same flags on the same port, as an
+  // operator (or a restart policy) would after it died.
+  void RestartServer() { StartServer(address_); }
+
+  common::Subprocess& server() { return *server_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& address() const { return address_; }
+
+  void StartWorker(uint32_t rank) {
+    std::vector<std::string> argv = {
+        absl::StrCat(bin_, "/ps_worker"), absl::StrCat("--servers=", address_),
+        absl::StrCat("--rank=", rank),
+        absl::StrCat("--num_workers=", num_workers_),
+        absl::StrCat("--metrics_out=", dir_, "/metrics.jsonl")};
+    argv.insert(argv.end(), worker_flags_.begin(), worker_flags_.end());
+    auto worker = common::Subprocess::Spawn(
+        argv, absl::StrCat(dir_, "/worker-", rank, ".log"));
+    EXPECT_TRUE(worker.ok()) << worker.status();
+    if (workers_.size() <= rank) workers_.resize(rank + 1);
+    workers_[rank] = std::make_unique<common::Subprocess>(std::move(*worker));
+  }
+
+  common::Subprocess& worker(uint32_t rank) { return *workers_[rank]; }
+
+  // Rank 0's evaluations so far.
+  std::vector<std::string> Metrics() const {
+    return absl::StrSplit(ReadFile(dir_ + "/metrics.jsonl"), '\n',
+                          absl::SkipEmpty());
+  }
+
+  // Waits until rank 0 has evaluated at or past `epoch`.
+  bool WaitForEpoch(double epoch) const {
+    const absl::Time give_up = absl::Now() + absl::Seconds(120);
+    while (absl::Now() < give_up) {
+      std::vector<std::string> lines = Metrics();
+      if (!lines.empty() && Field(lines.back(), "epoch") >= epoch) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+
+  // Whether `rank` ended by itself with status 0 within the time allowed.
+  bool Finishes(uint32_t rank) {
+    std::optional<int> status = workers_[rank]->WaitFor(absl::Seconds(180));
+    return status.has_value() && common::ExitedCleanly(*status);
+  }
+
+  // The longest step in the evaluation intervals that end after `epoch`
+  // (the first interval also holds the wait for every worker to start).
+  double LongestStepAfter(double epoch) const {
+    double longest = 0;
+    for (const std::string& line : Metrics()) {
+      if (Field(line, "epoch") > epoch) {
+        longest = std::max(longest, Field(line, "max_step_s"));
+      }
+    }
+    return longest;
+  }
+
+  double FinalAccuracy() const {
+    std::vector<std::string> lines = Metrics();
+    return lines.empty() ? -1 : Field(lines.back(), "test_accuracy");
+  }
+
+  // The mean of the last `n` evaluations: steadier than the last alone,
+  // which swings by about half a point between evaluations.
+  double RecentAccuracy(size_t n) const {
+    std::vector<std::string> lines = Metrics();
+    double sum = 0;
+    size_t count = 0;
+    for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size();
+         ++i, ++count) {
+      sum += Field(lines[i], "test_accuracy");
+    }
+    return count ? sum / count : -1;
+  }
+
+  ps::v1::StatusResponse Status() const {
+    auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address_));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ps::v1::StatusResponse status;
+    EXPECT_TRUE(stub->Status(&context, ps::v1::StatusRequest(), &status).ok());
+    return status;
+  }
+
+  std::string Log(const std::string& name) const {
+    return ReadFile(absl::StrCat(dir_, "/", name, ".log"));
+  }
+
+ private:
+  // Waits until the server wrote its port: it serves from then on.
+  void StartServer(const std::string& listen) {
+    std::remove((dir_ + "/port").c_str());
+    std::vector<std::string> argv = {absl::StrCat(bin_, "/ps_server"),
+                                     absl::StrCat("--listen=", listen)};
+    argv.insert(argv.end(), server_flags_.begin(), server_flags_.end());
+    // server.log, then server-2.log, … for each restart.
+    ++server_starts_;
+    const std::string log = server_starts_ == 1
+        ? dir_ + "/server.log"
+        : absl::StrCat(dir_, "/server-", server_starts_, ".log");
+    auto server = common::Subprocess::Spawn(argv, log);
+    EXPECT_TRUE(server.ok()) << server.status();
+    server_ = std::make_unique<common::Subprocess>(std::move(*server));
+    WaitForPortFile(*server_, dir_ + "/port");
+  }
+
+  std::string dir_;
+  std::string bin_;
+  std::string address_;
+  uint32_t num_workers_;
+  std::vector<std::string> worker_flags_;
+  std::vector<std::string> server_flags_;
+  uint32_t server_starts_ = 0;
+  std::unique_ptr<common::Subprocess> server_;
+  std::vector<std::unique_ptr<common::Subprocess>> workers_;
+};
+
+}  // namespace ps::test_support
+
+#endif  // PS_TESTS_JOB_H_

@@ -1,0 +1,112 @@
+#include "common/theta_file.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace ps::common {
+namespace {
+
+ThetaFile SmallCheckpoint() {
+  ThetaFile file;
+  file.tensors = {{"w", {2, 3}, false}, {"b", {3}, true}};
+  file.keys = {2, 7};
+  file.shard_index = 1;
+  file.num_shards = 2;
+  file.mode = "sync";
+  file.version = 42;
+  file.samples_applied = 4200;
+  file.values = {0.5f, -1.25f, 3.0f, 1e-30f, -0.0f};
+  file.optimizer = "momentum";
+  file.state_names = {"velocity"};
+  file.state = {{0.1f, 0.2f, 0.3f, 0.4f, 0.5f}};
+  file.workers = {{0, 7, 11, 10, 11, 11, true}, {3, 9, 5, 4, 5, 5, false}};
+  file.round = {{3, 64, {1, 2, 3, 4, 5}}};
+  return file;
+}
+
+void ExpectSame(const ThetaFile& a, const ThetaFile& b) {
+  EXPECT_EQ(DescribeDifference(a.tensors, b.tensors), "");
+  EXPECT_EQ(a.tensors[1].exempt_from_regularization,
+            b.tensors[1].exempt_from_regularization);
+  EXPECT_EQ(a.keys, b.keys);
+  EXPECT_EQ(a.shard_index, b.shard_index);
+  EXPECT_EQ(a.num_shards, b.num_shards);
+  EXPECT_EQ(a.mode, b.mode);
+  EXPECT_EQ(a.version, b.version);
+  EXPECT_EQ(a.samples_applied, b.samples_applied);
+  EXPECT_EQ(a.values, b.values);
+  EXPECT_EQ(a.optimizer, b.optimizer);
+  EXPECT_EQ(a.state_names, b.state_names);
+  EXPECT_EQ(a.state, b.state);
+  ASSERT_EQ(a.workers.size(), b.workers.size());
+  for (size_t i = 0; i < a.workers.size(); ++i) {
+    EXPECT_EQ(a.workers[i].worker_id, b.workers[i].worker_id);
+    EXPECT_EQ(a.workers[i].incarnation, b.workers[i].incarnation);
+    EXPECT_EQ(a.workers[i].last_seq, b.workers[i].last_seq);
+    EXPECT_EQ(a.workers[i].last_step, b.workers[i].last_step);
+    EXPECT_EQ(a.workers[i].pushes, b.workers[i].pushes);
+    EXPECT_EQ(a.workers[i].clock, b.workers[i].clock);
+    EXPECT_EQ(a.workers[i].live, b.workers[i].live);
+  }
+  ASSERT_EQ(a.round.size(), b.round.size());
+  EXPECT_EQ(a.round[0].worker_id, b.round[0].worker_id);
+  EXPECT_EQ(a.round[0].batch_size, b.round[0].batch_size);
+  EXPECT_EQ(a.round[0].values, b.round[0].values);
+}
+
+TEST(ThetaFile, RoundTripsThetaOptimizerStateWorkersAndTheOpenRound) {
+  const ThetaFile original = SmallCheckpoint();
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(EncodeThetaFile(original), "test");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(original, *decoded);
+}
+
+TEST(ThetaFile, RoundTripsThroughDisk) {
+  const std::string path = ::testing::TempDir() + "/theta_file_test.theta";
+  const ThetaFile original = SmallCheckpoint();
+  ASSERT_TRUE(WriteThetaFile(path, original).ok());
+  absl::StatusOr<ThetaFile> read = ReadThetaFile(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ExpectSame(original, *read);
+  EXPECT_EQ(ReadThetaFile(path + ".missing").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(ThetaFile, EveryTruncationIsDetected) {
+  const std::string bytes = EncodeThetaFile(SmallCheckpoint());
+  for (size_t length = 0; length < bytes.size(); ++length) {
+    absl::StatusOr<ThetaFile> decoded =
+        DecodeThetaFile(absl::string_view(bytes).substr(0, length), "cut");
+    ASSERT_FALSE(decoded.ok()) << "truncated to " << length << " bytes";
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(decoded.status().message().find("cut:"), std::string::npos);
+  }
+  EXPECT_FALSE(DecodeThetaFile(bytes + "x", "padded").ok());
+}
+
+TEST(ThetaFile, EveryFlippedByteIsDetected) {
+  const std::string bytes = EncodeThetaFile(SmallCheckpoint());
+  for (size_t at = 0; at < bytes.size(); ++at) {
+    std::string corrupt = bytes;
+    corrupt[at] = static_cast<char>(corrupt[at] ^ 0x10);
+    EXPECT_FALSE(DecodeThetaFile(corrupt, "flipped").ok()) << "byte " << at;
+  }
+}
+
+TEST(ThetaFile, AWholeModelExportHasNoServerState) {
+  ThetaFile model;
+  model.tensors = {{"w", {4}, false}};
+  model.keys = {0, 4};
+  model.values = {1, 2, 3, 4};
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(EncodeThetaFile(model), "export");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->values, model.values);
+  EXPECT_TRUE(decoded->workers.empty());
+  EXPECT_TRUE(decoded->round.empty());
+}
+
+}  // namespace
+}  // namespace ps::common

@@ -1,0 +1,247 @@
+// psctl: the operator's view of a running job.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/cli.h"
+#include "common/float_bytes.h"
+#include "common/rpc/convert.h"
+#include "common/theta_file.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/health.h"
+#include "common/rpc/retry.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
+
+ABSL_FLAG(std::string, servers, "",
+          "Comma-separated host:port of every server, in shard order.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
+          "Give up on a server that has not answered after this long.");
+ABSL_FLAG(std::string, out, "", "export: the file to write θ to.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "psctl COMMAND --servers=host:port,...\n"
+    "  status   per shard: key range, version, mode, live workers, counters\n"
+    "  health   exit 0 when every server's gRPC health check says SERVING\n"
+    "  checkpoint  every server writes its checkpoint now\n"
+    "  export --out=FILE  the whole θ as one self-describing file, which\n"
+    "           ps_worker --init_from=FILE reads\n";
+
+struct Server {
+  std::string address;
+  std::unique_ptr<ps::v1::ParameterServer::Stub> stub;
+};
+
+std::vector<Server> ConnectAll() {
+  const std::string list = absl::GetFlag(FLAGS_servers);
+  if (list.empty()) {
+    ps::common::Die("--servers is required: host:port of every server");
+  }
+  std::vector<Server> servers;
+  for (absl::string_view address : absl::StrSplit(list, ',')) {
+    Server server;
+    server.address = std::string(address);
+    server.stub =
+        ps::v1::ParameterServer::NewStub(ps::rpc::CreateChannel(server.address));
+    servers.push_back(std::move(server));
+  }
+  return servers;
+}
+
+// One RPC to one server, retried until --timeout; `method` is the stub's
+// method, e.g. &ps::v1::ParameterServer::Stub::Status.
+template <typename Request, typename Response>
+grpc::Status Call(Server& server,
+                  grpc::Status (ps::v1::ParameterServer::Stub::*method)(
+                      grpc::ClientContext*, const Request&, Response*),
+                  Response* response) {
+  ps::rpc::RetryPolicy policy;
+  policy.rpc_deadline = absl::GetFlag(FLAGS_timeout);
+  policy.max_retry_time = absl::GetFlag(FLAGS_timeout);
+  return ps::rpc::CallWithRetry(
+      policy, server.address, [&](grpc::ClientContext& context) {
+        return (server.stub.get()->*method)(&context, Request(), response);
+      });
+}
+
+// Says on stderr which server failed and why.
+void ReportFailure(const Server& server, const grpc::Status& status) {
+  std::fprintf(stderr, "psctl: %s: %s\n", server.address.c_str(),
+               status.error_message().c_str());
+}
+
+// Prints one block per shard; fails when any server does not answer.
+int Status() {
+  int exit_code = 0;
+  for (Server& server : ConnectAll()) {
+    ps::v1::StatusResponse s;
+    if (grpc::Status status =
+            Call(server, &ps::v1::ParameterServer::Stub::Status, &s);
+        !status.ok()) {
+      ReportFailure(server, status);
+      exit_code = 1;
+      continue;
+    }
+    std::printf(
+        "%s (advertised %s): shard %u/%u keys [%llu, %llu) %s version %llu, "
+        "%u live workers of %u expected\n",
+        server.address.c_str(), s.advertise().c_str(), s.shard_index(),
+        s.num_shards(), static_cast<unsigned long long>(s.key_begin()),
+        static_cast<unsigned long long>(s.key_end()), s.mode().c_str(),
+        static_cast<unsigned long long>(s.version()), s.live_workers(),
+        s.expected_workers());
+    std::printf(
+        "  pushes: %llu applied, %llu stale, %llu duplicate, %llu rejected; "
+        "rounds closed: %llu all-live, %llu quorum, %llu timeout; %llu leases "
+        "expired\n",
+        static_cast<unsigned long long>(s.pushes_applied()),
+        static_cast<unsigned long long>(s.pushes_stale()),
+        static_cast<unsigned long long>(s.pushes_duplicate()),
+        static_cast<unsigned long long>(s.pushes_rejected()),
+        static_cast<unsigned long long>(s.rounds_closed_all_live()),
+        static_cast<unsigned long long>(s.rounds_closed_by_quorum()),
+        static_cast<unsigned long long>(s.rounds_closed_by_timeout()),
+        static_cast<unsigned long long>(s.leases_expired()));
+    for (const ps::v1::WorkerStatus& w : s.workers()) {
+      std::printf(
+          "  worker %u: %s, incarnation %llu, clock %llu, staleness %llu, "
+          "last heartbeat %.1f s ago, %llu pushes\n",
+          w.worker_id(), w.state().c_str(),
+          static_cast<unsigned long long>(w.incarnation()),
+          static_cast<unsigned long long>(w.clock()),
+          static_cast<unsigned long long>(w.staleness()),
+          w.seconds_since_heartbeat(),
+          static_cast<unsigned long long>(w.pushes()));
+    }
+  }
+  return exit_code;
+}
+
+int Health() {
+  int exit_code = 0;
+  for (const Server& server : ConnectAll()) {
+    absl::Status serving =
+        ps::rpc::CheckServing(server.address, absl::GetFlag(FLAGS_timeout));
+    if (serving.ok()) {
+      std::printf("%s: SERVING\n", server.address.c_str());
+    } else {
+      std::fprintf(stderr, "psctl: %s\n",
+                   std::string(serving.message()).c_str());
+      exit_code = 1;
+    }
+  }
+  return exit_code;
+}
+
+int Checkpoint() {
+  int exit_code = 0;
+  for (Server& server : ConnectAll()) {
+    ps::v1::CheckpointResponse saved;
+    if (grpc::Status status =
+            Call(server, &ps::v1::ParameterServer::Stub::Checkpoint, &saved);
+        !status.ok()) {
+      ReportFailure(server, status);
+      exit_code = 1;
+      continue;
+    }
+    std::printf("%s: wrote %s (version %llu, %llu bytes, %.3f s)\n",
+                server.address.c_str(), saved.path().c_str(),
+                static_cast<unsigned long long>(saved.version()),
+                static_cast<unsigned long long>(saved.bytes()),
+                saved.seconds());
+  }
+  return exit_code;
+}
+
+// Reads every shard's slice (as it is now) into one file.
+int Export() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) ps::common::Die("export needs --out=FILE");
+  ps::common::ThetaFile model;
+  bool first = true;
+  for (Server& server : ConnectAll()) {
+    ps::v1::StatusResponse status;
+    ps::v1::PullResponse pulled;
+    grpc::Status rpc =
+        Call(server, &ps::v1::ParameterServer::Stub::Status, &status);
+    if (rpc.ok() && !status.initialized()) {
+      rpc = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                         "holds no model yet");
+    }
+    if (rpc.ok()) {
+      rpc = Call(server, &ps::v1::ParameterServer::Stub::Pull, &pulled);
+    }
+    if (!rpc.ok()) {
+      ps::common::Die(absl::StrCat(server.address, ": ", rpc.error_message()));
+    }
+    const std::vector<ps::common::TensorSpec> tensors =
+        ps::rpc::FromProto(status.tensors());
+    if (first) {
+      model.tensors = tensors;
+      model.version = pulled.version();
+      model.samples_applied = pulled.samples_applied();
+      first = false;
+    } else if (std::string diff =
+                   ps::common::DescribeDifference(model.tensors, tensors);
+               !diff.empty()) {
+      ps::common::Die(absl::StrCat(server.address,
+                                   " holds another model than the first "
+                                   "server: ",
+                                   diff));
+    }
+    if (pulled.key_begin() != model.values.size()) {
+      ps::common::Die(absl::StrCat(
+          server.address, " holds keys from ", pulled.key_begin(),
+          " but the servers before it end at ", model.values.size(),
+          ": list --servers in shard order"));
+    }
+    model.version = std::min(model.version, pulled.version());
+    const size_t begin = model.values.size();
+    model.values.resize(pulled.key_end());
+    ps::common::DieIfError(
+        ps::common::BytesToFloats(
+            pulled.values(), absl::MakeSpan(model.values).subspan(begin),
+            absl::StrCat("the values of ", server.address)),
+        "export");
+  }
+  if (model.values.size() != ps::common::NumKeys(model.tensors)) {
+    ps::common::Die(absl::StrCat("the servers hold ", model.values.size(),
+                                 " of the model's ",
+                                 ps::common::NumKeys(model.tensors),
+                                 " keys: is a shard missing from --servers?"));
+  }
+  model.keys = {0, model.values.size()};
+  ps::common::DieIfError(ps::common::WriteThetaFile(out, model), "export");
+  std::printf("wrote %s: %zu tensors, %zu values, version %llu\n", out.c_str(),
+              model.tensors.size(), model.values.size(),
+              static_cast<unsigned long long>(model.version));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> arguments =
+      ps::common::InitProgram(argc, argv, kUsage, /*max_arguments=*/1);
+  ps::rpc::RouteGrpcLogsToSpdlog();
+  // Failures are printed once, below, with the server they concern.
+  ps::common::SetLogLevelOrDie("off");
+  if (absl::GetFlag(FLAGS_timeout) <= absl::ZeroDuration()) {
+    ps::common::Die("--timeout must be > 0");
+  }
+  const std::string command = arguments.empty() ? "" : arguments[0];
+  if (command == "status") return Status();
+  if (command == "health") return Health();
+  if (command == "checkpoint") return Checkpoint();
+  if (command == "export") return Export();
+  ps::common::Die(absl::StrCat(
+      command.empty() ? "a command is required"
+                      : absl::StrCat("unknown command '", command, "'"),
+      "\nusage: ", kUsage));
+}
