@@ -30,7 +30,8 @@ struct Cluster {
 
 Cluster StartCluster(uint32_t shards, uint32_t workers,
                      server::ConsistencyMode mode,
-                     common::UpdateOptions update = {}) {
+                     common::UpdateOptions update = {},
+                     absl::Duration lease = absl::Seconds(5)) {
   Cluster cluster;
   for (uint32_t i = 0; i < shards; ++i) {
     server::ServerOptions options;
@@ -41,6 +42,7 @@ Cluster StartCluster(uint32_t shards, uint32_t workers,
     options.shard.max_workers = workers;
     options.shard.mode = mode;
     options.shard.update = update;
+    options.shard.lease_timeout = lease;
     auto server = server::PsServer::Start(options);
     EXPECT_TRUE(server.ok()) << server.status();
     cluster.addresses.push_back(absl::StrCat("127.0.0.1:", (*server)->port()));
@@ -139,7 +141,10 @@ TEST(Cluster, SyncAndAsyncTrainingLearnTheSyntheticTask) {
 class WireTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cluster_ = StartCluster(1, 2, server::ConsistencyMode::kAsync);
+    // Nothing heartbeats for these hand-made calls: a lease that outlasts
+    // the slowest test (a 16M-float Init under load took 7 s).
+    cluster_ = StartCluster(1, 2, server::ConsistencyMode::kAsync, {},
+                            absl::Minutes(10));
     stub_ = ps::v1::ParameterServer::NewStub(
         rpc::CreateChannel(cluster_.addresses[0]));
   }
