@@ -138,6 +138,29 @@ TEST(Cluster, SyncAndAsyncTrainingLearnTheSyntheticTask) {
   }
 }
 
+TEST(Cluster, RankZeroWaitsForAWorkerThatHasNotStartedYet) {
+  // Async mode lets rank 0 finish before a slow worker even registers; its
+  // final evaluation must still wait for that worker's pushes.
+  Cluster cluster = StartCluster(2, 2, server::ConsistencyMode::kAsync);
+  auto first = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->Register().ok());
+  ASSERT_TRUE((*first)->Leave().ok());
+  absl::Status early = (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
+  EXPECT_EQ(early.code(), absl::StatusCode::kDeadlineExceeded) << early;
+  EXPECT_NE(early.message().find("1 of 2 workers never registered"),
+            std::string::npos) << early;
+
+  auto second = worker::ParameterClient::Connect(ClientFor(cluster, 1));
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->Register().ok());
+  absl::Status running = (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
+  EXPECT_NE(running.message().find("1 workers are still live"),
+            std::string::npos) << running;
+  ASSERT_TRUE((*second)->Leave().ok());
+  EXPECT_TRUE((*first)->WaitForOtherWorkers(2, absl::Seconds(10)).ok());
+}
+
 class WireTest : public ::testing::Test {
  protected:
   void SetUp() override {

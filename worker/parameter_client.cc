@@ -149,10 +149,13 @@ absl::Status ParameterClient::Leave() {
   return error.status();
 }
 
-absl::Status ParameterClient::WaitForOtherWorkers(absl::Duration timeout) {
+absl::Status ParameterClient::WaitForOtherWorkers(uint32_t num_workers,
+                                                  absl::Duration timeout) {
   const absl::Time give_up = absl::Now() + timeout;
   while (true) {
+    // Each counted on the shard where it is largest.
     uint32_t live = 0;
+    uint32_t unregistered = 0;
     for (Shard& shard : shards_) {
       ps::v1::StatusResponse status;
       grpc::Status got = rpc::CallWithRetry(
@@ -162,13 +165,20 @@ absl::Status ParameterClient::WaitForOtherWorkers(absl::Duration timeout) {
                                       &status);
           });
       if (!got.ok()) return rpc::FromGrpcStatus(got);
-      live += status.live_workers();
+      live = std::max(live, status.live_workers());
+      uint32_t registered = 0;
+      for (const ps::v1::WorkerStatus& worker : status.workers()) {
+        if (worker.worker_id() < num_workers) ++registered;
+      }
+      unregistered =
+          std::max(unregistered, num_workers - std::min(registered, num_workers));
     }
-    if (live == 0) return absl::OkStatus();
+    if (live == 0 && unregistered == 0) return absl::OkStatus();
     if (absl::Now() > give_up) {
       return absl::DeadlineExceededError(absl::StrCat(
-          live, " worker leases are still live after ",
-          absl::FormatDuration(timeout)));
+          "after ", absl::FormatDuration(timeout), ", ", live,
+          " workers are still live and ", unregistered, " of ",
+          num_workers, " workers never registered"));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }

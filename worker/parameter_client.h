@@ -67,8 +67,11 @@ class ParameterClient {
   // rounds stop waiting for it.
   absl::Status Leave();
 
-  // Waits until no other worker is live on any shard, at most `timeout`.
-  absl::Status WaitForOtherWorkers(absl::Duration timeout);
+  // Waits until workers 0 to `num_workers`-1 have all registered and none
+  // is live on any shard (each finished or its lease expired), at most
+  // `timeout`: a worker that started late has not finished yet.
+  absl::Status WaitForOtherWorkers(uint32_t num_workers,
+                                   absl::Duration timeout);
 
   // Declares the model on every shard with `initial` θ (first one wins) and
   // checks the shards agree on mode and worker count.

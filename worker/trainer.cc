@@ -208,10 +208,10 @@ absl::Status Trainer::Run() {
                counts.duplicate, counts.reregistered);
   if (rank != 0) return absl::OkStatus();
 
-  // Rank 0 evaluates the final θ once every other worker has finished (or
-  // its lease expired), bounded by the retry budget.
+  // Rank 0 evaluates the final θ once every other worker has started and
+  // finished (or its lease expired), bounded by the retry budget.
   if (absl::Status waited =
-          client_->WaitForOtherWorkers(options_.wait_for_others);
+          client_->WaitForOtherWorkers(workers, options_.wait_for_others);
       !waited.ok()) {
     spdlog::warn("evaluating without waiting longer: {}", waited.ToString());
   }
