@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include "absl/flags/parse.h"
@@ -21,9 +22,18 @@ namespace {
 std::string program_name = "ps";
 }  // namespace
 
+void TuneMallocForLargeBuffers() {
+  // One arena: a thread arena's heaps hold at most 64 MiB, so a 16M-float
+  // message there would be mapped afresh on every call.
+  mallopt(M_ARENA_MAX, 1);
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 std::vector<std::string> InitProgram(int argc, char** argv,
                                      absl::string_view usage,
                                      size_t max_arguments) {
+  TuneMallocForLargeBuffers();
   if (argc > 0) {
     program_name = argv[0];
     if (size_t slash = program_name.rfind('/'); slash != std::string::npos) {

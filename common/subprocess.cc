@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,7 +64,9 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(
 }
 
 Subprocess::Subprocess(Subprocess&& other) noexcept
-    : pid_(other.pid_), wait_status_(other.wait_status_) {
+    : pid_(other.pid_),
+      wait_status_(other.wait_status_),
+      peak_rss_bytes_(other.peak_rss_bytes_) {
   other.pid_ = -1;
 }
 
@@ -72,6 +75,7 @@ Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
     if (running()) Stop(absl::ZeroDuration());
     pid_ = other.pid_;
     wait_status_ = other.wait_status_;
+    peak_rss_bytes_ = other.peak_rss_bytes_;
     other.pid_ = -1;
   }
   return *this;
@@ -81,11 +85,18 @@ Subprocess::~Subprocess() {
   if (running()) Stop(absl::ZeroDuration());
 }
 
+bool Subprocess::Reap(bool block) {
+  int status = 0;
+  struct rusage usage = {};
+  if (wait4(pid_, &status, block ? 0 : WNOHANG, &usage) != pid_) return false;
+  wait_status_ = status;
+  peak_rss_bytes_ = int64_t{usage.ru_maxrss} * 1024;  // Linux reports KiB
+  return true;
+}
+
 std::optional<int> Subprocess::Poll() {
   if (wait_status_ || pid_ <= 0) return wait_status_;
-  int status = 0;
-  const pid_t done = waitpid(pid_, &status, WNOHANG);
-  if (done == pid_) wait_status_ = status;
+  Reap(/*block=*/false);
   return wait_status_;
 }
 
@@ -109,10 +120,8 @@ int Subprocess::Stop(absl::Duration grace) {
     if (WaitFor(grace)) return *wait_status_;
   }
   Signal(SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  wait_status_ = status;
-  return status;
+  Reap(/*block=*/true);
+  return wait_status_.value_or(0);
 }
 
 std::string DescribeWaitStatus(int wait_status) {

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +37,10 @@ class Subprocess {
   // The wait status once the child ended; nullopt while it runs. Non-blocking.
   std::optional<int> Poll();
 
+  // The child's peak resident set (the kernel's ru_maxrss) once it ended and
+  // was reaped; nullopt before. Benchmarks report it per process.
+  std::optional<int64_t> peak_rss_bytes() const { return peak_rss_bytes_; }
+
   void Signal(int signal);
 
   // Sends SIGTERM, waits up to `grace`, then SIGKILL. Returns the wait status.
@@ -47,8 +52,12 @@ class Subprocess {
  private:
   Subprocess() = default;
 
+  // Reaps the child with wait4 (blocking or not), keeping its peak RSS.
+  bool Reap(bool block);
+
   pid_t pid_ = -1;
   std::optional<int> wait_status_;
+  std::optional<int64_t> peak_rss_bytes_;
 };
 
 // "exited with status 1", "killed by signal 9 (Killed)".

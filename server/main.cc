@@ -1,5 +1,5 @@
 // ps_server: owns one shard of θ and applies the regularized update to it.
-#include <csignal>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/stop_signal.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "server/ps_server.h"
@@ -132,13 +133,7 @@ int main(int argc, char** argv) {
   ps::common::DieIfError(ps::server::ValidateShardOptions(options.shard),
                          "invalid options");
 
-  // Signals are taken by sigwait below, so block them before any thread
-  // starts (threads inherit the mask).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ps::common::CatchStopSignals();
 
   absl::StatusOr<std::unique_ptr<ps::server::PsServer>> server =
       ps::server::PsServer::Start(options);
@@ -161,8 +156,7 @@ int main(int argc, char** argv) {
                            "--port_file");
   }
 
-  int signal = 0;
-  sigwait(&stop_signals, &signal);
+  const int signal = ps::common::WaitForStopSignal();
   spdlog::info("received {}; draining", strsignal(signal));
   const absl::Status drained = (*server)->Drain();
   if (!drained.ok()) {

@@ -145,11 +145,17 @@ grpc::ServerUnaryReactor* ParameterService::Init(
 grpc::ServerUnaryReactor* ParameterService::Pull(
     grpc::CallbackServerContext* context, const ps::v1::PullRequest* request,
     ps::v1::PullResponse* response) {
+  return StartPull(context, *request, response);
+}
+
+grpc::ServerUnaryReactor* ParameterService::StartPull(
+    grpc::CallbackServerContext* context, const ps::v1::PullRequest& request,
+    ps::v1::PullResponse* response) {
   PullArgs args;
-  args.worker_id = request->worker_id();
-  args.min_version = request->min_version();
-  args.keys = {request->key_begin(), request->key_end()};
-  args.clock = request->clock();
+  args.worker_id = request.worker_id();
+  args.min_version = request.min_version();
+  args.keys = {request.key_begin(), request.key_end()};
+  args.clock = request.clock();
   // The client's deadline ends the call through OnCancel; this bound covers
   // clients that set none.
   const absl::Time expires = std::min(
@@ -162,21 +168,37 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
 grpc::ServerUnaryReactor* ParameterService::Push(
     grpc::CallbackServerContext* context, const ps::v1::PushRequest* request,
     ps::v1::PushResponse* response) {
+  return FinishNow(context, ApplyPush(*request, response));
+}
+
+absl::Status ParameterService::ApplyPush(const ps::v1::PushRequest& request,
+                                         ps::v1::PushResponse* response) {
   PushArgs args;
-  args.worker_id = request->worker_id();
-  args.incarnation = request->incarnation();
-  args.seq = request->seq();
-  args.step = request->step();
-  args.base_version = request->base_version();
-  args.batch_size = request->batch_size();
-  args.keys = {request->key_begin(), request->key_end()};
-  args.gradient = request->gradient();
+  args.worker_id = request.worker_id();
+  args.incarnation = request.incarnation();
+  args.seq = request.seq();
+  args.step = request.step();
+  args.base_version = request.base_version();
+  args.batch_size = request.batch_size();
+  args.keys = {request.key_begin(), request.key_end()};
+  args.gradient = request.gradient();
   absl::StatusOr<PushResult> result = shard_->Push(args);
   if (result.ok()) {
     response->set_outcome(ToProto(result->outcome));
     response->set_version(result->version);
   }
-  return FinishNow(context, result.status());
+  return result.status();
+}
+
+grpc::ServerUnaryReactor* ParameterService::PushPull(
+    grpc::CallbackServerContext* context,
+    const ps::v1::PushPullRequest* request,
+    ps::v1::PushPullResponse* response) {
+  if (absl::Status pushed = ApplyPush(request->push(), response->mutable_push());
+      !pushed.ok()) {
+    return FinishNow(context, pushed);
+  }
+  return StartPull(context, request->pull(), response->mutable_pull());
 }
 
 void ParameterService::SetAdvertisedAddress(std::string address) {

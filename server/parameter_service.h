@@ -45,6 +45,10 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const ps::v1::PushRequest* request,
                                  ps::v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* PushPull(
+      grpc::CallbackServerContext* context,
+      const ps::v1::PushPullRequest* request,
+      ps::v1::PushPullResponse* response) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const ps::v1::StatusRequest* request,
                                    ps::v1::StatusResponse* response) override;
@@ -56,6 +60,13 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
       ps::v1::CheckpointResponse* response) override;
 
  private:
+  // The shared halves of Pull, Push and PushPull.
+  grpc::ServerUnaryReactor* StartPull(grpc::CallbackServerContext* context,
+                                      const ps::v1::PullRequest& request,
+                                      ps::v1::PullResponse* response);
+  absl::Status ApplyPush(const ps::v1::PushRequest& request,
+                         ps::v1::PushResponse* response);
+
   ParameterShard* shard_;
   Checkpointer* checkpointer_;
   absl::Duration max_pull_wait_;

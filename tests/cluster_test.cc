@@ -30,7 +30,8 @@ struct Cluster {
 
 Cluster StartCluster(uint32_t shards, uint32_t workers,
                      server::ConsistencyMode mode,
-                     common::UpdateOptions update = {}) {
+                     common::UpdateOptions update = {},
+                     absl::Duration lease = absl::Seconds(5)) {
   Cluster cluster;
   for (uint32_t i = 0; i < shards; ++i) {
     server::ServerOptions options;
@@ -41,6 +42,7 @@ Cluster StartCluster(uint32_t shards, uint32_t workers,
     options.shard.max_workers = workers;
     options.shard.mode = mode;
     options.shard.update = update;
+    options.shard.lease_timeout = lease;
     auto server = server::PsServer::Start(options);
     EXPECT_TRUE(server.ok()) << server.status();
     cluster.addresses.push_back(absl::StrCat("127.0.0.1:", (*server)->port()));
@@ -136,10 +138,36 @@ TEST(Cluster, SyncAndAsyncTrainingLearnTheSyntheticTask) {
   }
 }
 
+TEST(Cluster, RankZeroWaitsForAWorkerThatHasNotStartedYet) {
+  // Async mode lets rank 0 finish before a slow worker even registers; its
+  // final evaluation must still wait for that worker's pushes.
+  Cluster cluster = StartCluster(2, 2, server::ConsistencyMode::kAsync);
+  auto first = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->Register().ok());
+  ASSERT_TRUE((*first)->Leave().ok());
+  absl::Status early = (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
+  EXPECT_EQ(early.code(), absl::StatusCode::kDeadlineExceeded) << early;
+  EXPECT_NE(early.message().find("1 of 2 workers never registered"),
+            std::string::npos) << early;
+
+  auto second = worker::ParameterClient::Connect(ClientFor(cluster, 1));
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->Register().ok());
+  absl::Status running = (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
+  EXPECT_NE(running.message().find("1 workers are still live"),
+            std::string::npos) << running;
+  ASSERT_TRUE((*second)->Leave().ok());
+  EXPECT_TRUE((*first)->WaitForOtherWorkers(2, absl::Seconds(10)).ok());
+}
+
 class WireTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cluster_ = StartCluster(1, 2, server::ConsistencyMode::kAsync);
+    // Nothing heartbeats for these hand-made calls: a lease that outlasts
+    // the slowest test (a 16M-float Init under load took 7 s).
+    cluster_ = StartCluster(1, 2, server::ConsistencyMode::kAsync, {},
+                            absl::Minutes(10));
     stub_ = ps::v1::ParameterServer::NewStub(
         rpc::CreateChannel(cluster_.addresses[0]));
   }

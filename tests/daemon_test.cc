@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ namespace ps {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using test_support::BinDir;
 using test_support::ExitedWith;
@@ -194,6 +196,47 @@ TEST(Daemons, AWorkerFacingAnUnreachableServerGivesUpInTimeWithAClearLine) {
   EXPECT_THAT(outcome.output, HasSubstr("retrying"));
   // Data loading (~1 s) plus the 2 s retry budget, not a hang.
   EXPECT_LT(took, absl::Seconds(20));
+}
+
+TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
+  // As in Kubernetes, where a pod's DNS name appears once it is scheduled:
+  // the worker sees a private /etc/hosts (a mount namespace of its own)
+  // that names the server only later.
+  const std::string dir = FreshDir("late_name");
+  const std::string hosts = dir + "/hosts";
+  ASSERT_EQ(std::system(absl::StrCat("cp /etc/hosts '", hosts, "'").c_str()), 0);
+  absl::StatusOr<common::Subprocess> server = common::Subprocess::Spawn(
+      {BinDir() + "/ps_server", "--listen=127.0.0.1:0",
+       absl::StrCat("--port_file=", dir, "/port"), "--mode=async"},
+      dir + "/server.log");
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(test_support::WaitForPortFile(*server, dir + "/port"));
+  absl::StatusOr<common::Subprocess> worker = common::Subprocess::Spawn(
+      {"/usr/bin/unshare", "--user", "--map-root-user", "--mount", "/bin/sh",
+       "-c",
+       absl::StrCat("mount --bind '", hosts, "' /etc/hosts && exec '",
+                    BinDir(), "/ps_worker' --servers=ps-late-server:",
+                    ReadFile(dir + "/port"), " --epochs=1 --eval_every=1")},
+      dir + "/worker.log");
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  absl::SleepFor(absl::Seconds(12));
+  EXPECT_TRUE(worker->running()) << ReadFile(dir + "/worker.log");
+  EXPECT_THAT(ReadFile(dir + "/worker.log"),
+              HasSubstr("server name ps-late-server does not resolve yet"));
+  EXPECT_THAT(ReadFile(dir + "/worker.log"), Not(HasSubstr("steps of")));
+
+  std::ofstream(hosts, std::ios::app) << "127.0.0.1 ps-late-server\n";
+  const absl::Time named = absl::Now();
+  while (ReadFile(dir + "/worker.log").find("steps of") == std::string::npos &&
+         worker->running() && absl::Now() < named + absl::Seconds(30)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  // Not a speed test: gRPC's own retries of the name were about 6.5 s apart
+  // by now (1, 1.6, 2.6, 4.1, 6.5 s), ours are at most 1 s apart.
+  EXPECT_LT(absl::Now() - named, absl::Seconds(3)) << ReadFile(dir + "/worker.log");
+  const std::optional<int> exit = worker->WaitFor(absl::Seconds(60));
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_TRUE(common::ExitedCleanly(*exit)) << ReadFile(dir + "/worker.log");
 }
 
 // Copies Fashion-MNIST into `dir`, replacing one file with `contents`.

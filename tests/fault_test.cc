@@ -1,7 +1,9 @@
 // Training that never hangs: real ps_server and ps_worker processes on
 // loopback, with workers killed, restarted and paused mid-run.
 #include <signal.h>
+#include <sys/wait.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,12 +68,59 @@ TEST(Faults, AKilledWorkerRestartedLaterRejoinsAndTheJobFinishes) {
   EXPECT_THAT(job.Log("worker-2"), HasSubstr("rejoined the job"));
   const ps::v1::StatusResponse status = job.Status();
   ASSERT_EQ(status.workers_size(), 3);
-  EXPECT_EQ(status.workers(2).registrations(), 2u);
+  // The old process and the new one (each may also have renewed a lease
+  // it let expire under load).
+  EXPECT_GE(status.workers(2).registrations(), 2u);
   // The new process trained (its pushes are counted afresh) and resumed
   // where the old one stopped rather than from step 0.
   EXPECT_GT(status.workers(2).pushes(), 0u);
   EXPECT_THAT(job.Log("worker-2"), ::testing::Not(HasSubstr("resuming at step 0")));
   EXPECT_GT(pushes_before, 0u);
+}
+
+TEST(Faults, ASigtermedWorkerLeavesAtOnceAndItsRestartResumesWhereItStopped) {
+  // A lease long enough that, had the worker not left, the others would
+  // visibly wait for its expiry.
+  Job job("sigterm", {"--mode=sync", "--lease_timeout=60s"}, 3, kWorkerFlags);
+  ASSERT_TRUE(job.WaitForEpoch(0.9));
+  const double stopped_at = Field(job.Metrics().back(), "epoch");
+  job.worker(2).Signal(SIGTERM);
+  const std::optional<int> exit = job.worker(2).WaitFor(absl::Seconds(10));
+  ASSERT_TRUE(exit.has_value()) << job.Log("worker-2");
+  EXPECT_TRUE(WIFEXITED(*exit) && WEXITSTATUS(*exit) == 128 + SIGTERM)
+      << "status " << *exit << ": " << job.Log("worker-2");
+  EXPECT_THAT(job.Log("worker-2"), HasSubstr("left the job"));
+  const ps::v1::StatusResponse stopped = job.Status();
+  ASSERT_EQ(stopped.workers_size(), 3);
+  EXPECT_EQ(stopped.workers(2).state(), "left");
+  EXPECT_GT(stopped.workers(2).pushes(), 0u);
+
+  job.StartWorker(2);
+  EXPECT_TRUE(job.Finishes(0));
+  EXPECT_TRUE(job.Finishes(1));
+  EXPECT_TRUE(job.Finishes(2)) << job.Log("worker-2");
+  EXPECT_THAT(job.Log("worker-2"), HasSubstr("rejoined the job"));
+  EXPECT_THAT(job.Log("worker-2"), ::testing::Not(HasSubstr("resuming at step 0")));
+  EXPECT_LT(job.LongestStepAfter(stopped_at), 1.0) << job.Log("server");
+  EXPECT_EQ(job.Status().leases_expired(), 0u);
+}
+
+TEST(Faults, AWorkerRetryingADeadServerStillStopsWithinItsGracePeriod) {
+  // Nothing listens on port 1: Register is retried for --max_retry_time.
+  const std::string log =
+      absl::StrCat(test_support::FreshDir("grace"), "/worker.log");
+  absl::StatusOr<common::Subprocess> worker = common::Subprocess::Spawn(
+      {absl::StrCat(test_support::BinDir(), "/ps_worker"),
+       "--servers=127.0.0.1:1", "--max_retry_time=300s", "--stop_grace=1s"},
+      log);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  absl::SleepFor(absl::Seconds(2));
+  worker->Signal(SIGTERM);
+  const std::optional<int> exit = worker->WaitFor(absl::Seconds(5));
+  ASSERT_TRUE(exit.has_value()) << test_support::ReadFile(log);
+  EXPECT_TRUE(WIFEXITED(*exit) && WEXITSTATUS(*exit) == 128 + SIGTERM)
+      << "status " << *exit;
+  EXPECT_THAT(test_support::ReadFile(log), HasSubstr("grace period"));
 }
 
 TEST(Faults, WithAQuorumAPausedWorkerHoldsNobodyBackAndItsLatePushesAreStale) {
@@ -90,7 +139,9 @@ TEST(Faults, WithAQuorumAPausedWorkerHoldsNobodyBackAndItsLatePushesAreStale) {
   EXPECT_TRUE(job.Finishes(0));
   EXPECT_TRUE(job.Finishes(1));
   EXPECT_TRUE(job.Finishes(2)) << job.Log("worker-2");
-  EXPECT_LT(job.LongestStepAfter(stopped_at), 1.0) << job.Log("server");
+  // Below the 3 s lease: the others never waited for the paused worker
+  // (rounds take milliseconds; the margin is for a loaded machine).
+  EXPECT_LT(job.LongestStepAfter(stopped_at), 2.5) << job.Log("server");
   const ps::v1::StatusResponse status = job.Status();
   EXPECT_GT(status.pushes_stale(), 0u);
   EXPECT_GT(status.rounds_closed_by_quorum(), 0u);

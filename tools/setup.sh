@@ -12,7 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   libyaml-cpp-dev docker-compose
-  gnuplot-nox iproute2 nftables
+  gnuplot-nox jq iproute2 nftables
 )
 # Offline checks of the deploy files use whatever kubectl and node the
 # machine has; Debian's (kubectl 1.20, node 18) only where there is none.

@@ -1,6 +1,7 @@
 // ps_worker: trains on its shard of the data against the parameter servers.
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cli.h"
+#include "common/stop_signal.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/dataset.h"
@@ -50,6 +52,11 @@ ABSL_FLAG(std::string, inject_faults, "",
           "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
           "'@FILE' holding such a spec, re-read when it changes "
           "(common/rpc/fault_injection.h). Empty: none, at no cost.");
+ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(5),
+          "On SIGTERM or SIGINT the worker finishes its step, leaves the job "
+          "and exits with 128+signal; if that takes longer than this (a "
+          "server is down, say), it exits at once. Keep it below the "
+          "orchestrator's grace period (Docker: 10 s, Kubernetes: 30 s).");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -65,6 +72,10 @@ int main(int argc, char** argv) {
   ps::common::DieIfError(
       ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
       "--inject_faults");
+  if (absl::GetFlag(FLAGS_stop_grace) <= absl::ZeroDuration()) {
+    Die("--stop_grace must be > 0");
+  }
+  ps::common::CatchStopSignals(absl::GetFlag(FLAGS_stop_grace));
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');
@@ -93,6 +104,7 @@ int main(int argc, char** argv) {
   options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
   options.model_name = absl::GetFlag(FLAGS_model);
   options.wait_for_others = client_options.retry.max_retry_time;
+  options.stop_requested = [] { return ps::common::StopSignalReceived() != 0; };
 
   absl::StatusOr<std::unique_ptr<ps::worker::Model>> model =
       ps::worker::CreateModel(options.model_name, 784, 10);
@@ -143,6 +155,11 @@ int main(int argc, char** argv) {
 
   ps::worker::Trainer trainer(options, model->get(), client->get(), &*data);
   if (absl::Status trained = trainer.Run(); !trained.ok()) {
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      spdlog::warn("received {}: {}", strsignal(signal),
+                   std::string(trained.message()));
+      return 128 + signal;
+    }
     spdlog::error("training failed: {}", trained.ToString());
     return 1;
   }

@@ -149,10 +149,13 @@ absl::Status ParameterClient::Leave() {
   return error.status();
 }
 
-absl::Status ParameterClient::WaitForOtherWorkers(absl::Duration timeout) {
+absl::Status ParameterClient::WaitForOtherWorkers(uint32_t num_workers,
+                                                  absl::Duration timeout) {
   const absl::Time give_up = absl::Now() + timeout;
   while (true) {
+    // Each counted on the shard where it is largest.
     uint32_t live = 0;
+    uint32_t unregistered = 0;
     for (Shard& shard : shards_) {
       ps::v1::StatusResponse status;
       grpc::Status got = rpc::CallWithRetry(
@@ -162,13 +165,20 @@ absl::Status ParameterClient::WaitForOtherWorkers(absl::Duration timeout) {
                                       &status);
           });
       if (!got.ok()) return rpc::FromGrpcStatus(got);
-      live += status.live_workers();
+      live = std::max(live, status.live_workers());
+      uint32_t registered = 0;
+      for (const ps::v1::WorkerStatus& worker : status.workers()) {
+        if (worker.worker_id() < num_workers) ++registered;
+      }
+      unregistered =
+          std::max(unregistered, num_workers - std::min(registered, num_workers));
     }
-    if (live == 0) return absl::OkStatus();
+    if (live == 0 && unregistered == 0) return absl::OkStatus();
     if (absl::Now() > give_up) {
       return absl::DeadlineExceededError(absl::StrCat(
-          live, " worker leases are still live after ",
-          absl::FormatDuration(timeout)));
+          "after ", absl::FormatDuration(timeout), ", ", live,
+          " workers are still live and ", unregistered, " of ",
+          num_workers, " workers never registered"));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
@@ -188,10 +198,16 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
       return absl::InvalidArgumentError(absl::StrCat(
           "server address '", address, "' is not host:port"));
     }
+    if (grpc::Status resolved =
+            rpc::WaitUntilResolvable(options.retry, address);
+        !resolved.ok()) {
+      return rpc::FromGrpcStatus(resolved);
+    }
     Shard& shard = client->shards_.emplace_back();
     shard.address = address;
     shard.stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
   }
+  client->team_ = std::make_unique<common::ThreadTeam>(client->shards_.size());
   return client;
 }
 
@@ -256,93 +272,148 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
                                                absl::Span<float> theta,
                                                uint64_t clock) {
   FirstError error;
-  common::ParallelFor(shards_.size(), [&](size_t i) {
+  team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     ps::v1::PullRequest request;
-    request.set_worker_id(options_.worker_id);
-    // Sync: each shard's next round, so shards that fell out of step (one
-    // restored from an older checkpoint) each keep their own rounds.
-    request.set_min_version(sync_rounds_ && shard.pulled
-                                ? shard.pull.version() + 1
-                                : min_version);
-    request.set_clock(clock);
-    const uint64_t previous_version = shard.pull.version();
+    FillPull(shard, min_version, clock, &request);
     grpc::Status status = rpc::CallWithRetry(
         options_.retry, absl::StrCat("Pull from ", shard.address),
         [&](grpc::ClientContext& context) {
-          return shard.stub->Pull(&context, request, &shard.pull);
+          return shard.stub->Pull(&context, request,
+                                  shard.response.mutable_pull());
         });
-    if (!status.ok()) {
-      error.Record(shard.address, status);
-      return;
-    }
-    if (shard.pulled && shard.pull.version() < previous_version) {
-      spdlog::warn("{} went back from version {} to {}: {} updates lost "
-                   "(the server restarted from a checkpoint)",
-                   shard.address, previous_version, shard.pull.version(),
-                   previous_version - shard.pull.version());
-    }
-    shard.pulled = true;
     error.Record(shard.address,
-                 common::BytesToFloats(
-                     shard.pull.values(),
-                     theta.subspan(shard.keys.begin, shard.keys.size()),
-                     "the pulled values"));
+                 status.ok() ? TakePulled(shard, theta)
+                             : rpc::FromGrpcStatus(status));
   });
   if (!error.status().ok()) return error.status();
-  PullInfo info;
-  info.version = shards_[0].pull.version();
-  info.samples_applied = shards_[0].pull.samples_applied();
-  for (const Shard& shard : shards_) {
-    info.version = std::min(info.version, shard.pull.version());
-  }
-  return info;
+  return Pulled();
 }
 
 absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
                                    absl::Span<const float> gradient) {
   const uint64_t seq = next_seq_++;
-  std::vector<ps::v1::PushResponse> responses(shards_.size());
-  std::vector<bool> reregistered(shards_.size(), false);
   FirstError error;
-  common::ParallelFor(shards_.size(), [&](size_t i) {
+  team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    ps::v1::PushRequest& request = shard.push;
-    request.set_worker_id(options_.worker_id);
-    request.set_incarnation(options_.incarnation);
-    request.set_seq(seq);
-    request.set_step(sync_rounds_ ? shard.pull.version() : step);
-    request.set_base_version(shard.pull.version());
-    request.set_batch_size(batch_size);
-    request.set_key_begin(shard.keys.begin);
-    request.set_key_end(shard.keys.end);
-    common::FloatsToBytes(gradient.subspan(shard.keys.begin, shard.keys.size()),
-                          request.mutable_gradient());
-    // A retry carries the same seq, so the server applies it at most once.
-    auto push = [&] {
-      return rpc::CallWithRetry(options_.retry,
-                                absl::StrCat("Push to ", shard.address),
-                                [&](grpc::ClientContext& context) {
-                                  return shard.stub->Push(&context, request,
-                                                          &responses[i]);
-                                });
-    };
-    grpc::Status status = push();
-    if (NeedsReRegistration(status)) {
-      spdlog::warn("{} refused a push ({}); registering again", shard.address,
-                   status.error_message());
-      ps::v1::RegisterResponse registered;
-      status = RegisterShard(shard, &registered);
-      if (status.ok()) {
-        reregistered[i] = true;
-        status = push();
-      }
-    }
-    error.Record(shard.address, status);
+    FillPush(shard, seq, step, batch_size, gradient);
+    error.Record(shard.address,
+                 CallPushing(shard, "Push to ",
+                             [&](grpc::ClientContext& context) {
+                               return shard.stub->Push(
+                                   &context, shard.request.push(),
+                                   shard.response.mutable_push());
+                             }));
   });
+  CountPushes();
+  return error.status();
+}
+
+absl::StatusOr<PullInfo> ParameterClient::PushPull(
+    uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+    uint64_t min_version, absl::Span<float> theta, uint64_t clock) {
+  const uint64_t seq = next_seq_++;
+  FirstError error;
+  team_->Run([&](size_t i) {
+    Shard& shard = shards_[i];
+    FillPush(shard, seq, step, batch_size, gradient);
+    FillPull(shard, min_version, clock, shard.request.mutable_pull());
+    grpc::Status status = CallPushing(
+        shard, "PushPull with ",
+        [&](grpc::ClientContext& context) {
+          return shard.stub->PushPull(&context, shard.request, &shard.response);
+        });
+    error.Record(shard.address,
+                 status.ok() ? TakePulled(shard, theta)
+                             : rpc::FromGrpcStatus(status));
+  });
+  CountPushes();
+  if (!error.status().ok()) return error.status();
+  return Pulled();
+}
+
+void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
+                               uint64_t clock,
+                               ps::v1::PullRequest* request) const {
+  request->set_worker_id(options_.worker_id);
+  // Sync: each shard's next round, so shards that fell out of step (one
+  // restored from an older checkpoint) each keep their own rounds.
+  request->set_min_version(sync_rounds_ && shard.pulled
+                               ? shard.pulled_version + 1
+                               : min_version);
+  request->set_clock(clock);
+}
+
+absl::Status ParameterClient::TakePulled(Shard& shard,
+                                         absl::Span<float> theta) {
+  const ps::v1::PullResponse& pulled = shard.response.pull();
+  if (shard.pulled && pulled.version() < shard.pulled_version) {
+    spdlog::warn("{} went back from version {} to {}: {} updates lost "
+                 "(the server restarted from a checkpoint)",
+                 shard.address, shard.pulled_version, pulled.version(),
+                 shard.pulled_version - pulled.version());
+  }
+  shard.pulled = true;
+  shard.pulled_version = pulled.version();
+  shard.pulled_samples = pulled.samples_applied();
+  return common::BytesToFloats(
+      pulled.values(), theta.subspan(shard.keys.begin, shard.keys.size()),
+      "the pulled values");
+}
+
+PullInfo ParameterClient::Pulled() const {
+  PullInfo info;
+  info.version = shards_[0].pulled_version;
+  info.samples_applied = shards_[0].pulled_samples;
+  for (const Shard& shard : shards_) {
+    info.version = std::min(info.version, shard.pulled_version);
+  }
+  return info;
+}
+
+void ParameterClient::FillPush(Shard& shard, uint64_t seq, uint64_t step,
+                               uint32_t batch_size,
+                               absl::Span<const float> gradient) {
+  ps::v1::PushRequest& request = *shard.request.mutable_push();
+  request.set_worker_id(options_.worker_id);
+  request.set_incarnation(options_.incarnation);
+  request.set_seq(seq);
+  request.set_step(sync_rounds_ ? shard.pulled_version : step);
+  request.set_base_version(shard.pulled_version);
+  request.set_batch_size(batch_size);
+  request.set_key_begin(shard.keys.begin);
+  request.set_key_end(shard.keys.end);
+  common::FloatsToBytes(gradient.subspan(shard.keys.begin, shard.keys.size()),
+                        request.mutable_gradient());
+}
+
+grpc::Status ParameterClient::CallPushing(
+    Shard& shard, const char* what,
+    const std::function<grpc::Status(grpc::ClientContext&)>& attempt) {
+  // A retry carries the same seq, so the server applies it at most once.
+  auto call = [&] {
+    return rpc::CallWithRetry(options_.retry,
+                              absl::StrCat(what, shard.address), attempt);
+  };
+  grpc::Status status = call();
+  if (NeedsReRegistration(status)) {
+    spdlog::warn("{} refused a push ({}); registering again", shard.address,
+                 status.error_message());
+    ps::v1::RegisterResponse registered;
+    status = RegisterShard(shard, &registered);
+    if (status.ok()) {
+      shard.reregistered = true;
+      status = call();
+    }
+  }
+  return status;
+}
+
+void ParameterClient::CountPushes() {
   for (size_t i = 0; i < shards_.size(); ++i) {
-    if (reregistered[i]) ++push_counts_.reregistered;
-    switch (responses[i].outcome()) {
+    if (shards_[i].reregistered) ++push_counts_.reregistered;
+    shards_[i].reregistered = false;
+    switch (shards_[i].response.push().outcome()) {
       case ps::v1::PushResponse::STALE:
         ++push_counts_.stale;
         break;
@@ -353,7 +424,6 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
         ++push_counts_.applied_or_accepted;
     }
   }
-  return error.status();
 }
 
 }  // namespace ps::worker

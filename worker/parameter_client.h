@@ -1,8 +1,9 @@
 #ifndef PS_WORKER_PARAMETER_CLIENT_H_
 #define PS_WORKER_PARAMETER_CLIENT_H_
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/key_range.h"
+#include "common/parallel.h"
 #include "common/rpc/retry.h"
 #include "common/tensor_spec.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
@@ -52,6 +54,7 @@ struct PushCounts {
 // retries. Splits the flat θ and gradient into the shards' key ranges.
 class ParameterClient {
  public:
+  // Waits, within the retry policy, until every server's name resolves.
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Connect(
       ClientOptions options);
 
@@ -64,8 +67,11 @@ class ParameterClient {
   // rounds stop waiting for it.
   absl::Status Leave();
 
-  // Waits until no other worker is live on any shard, at most `timeout`.
-  absl::Status WaitForOtherWorkers(absl::Duration timeout);
+  // Waits until workers 0 to `num_workers`-1 have all registered and none
+  // is live on any shard (each finished or its lease expired), at most
+  // `timeout`: a worker that started late has not finished yet.
+  absl::Status WaitForOtherWorkers(uint32_t num_workers,
+                                   absl::Duration timeout);
 
   // Declares the model on every shard with `initial` θ (first one wins) and
   // checks the shards agree on mode and worker count.
@@ -88,6 +94,15 @@ class ParameterClient {
   absl::Status Push(uint64_t step, uint32_t batch_size,
                     absl::Span<const float> gradient);
 
+  // Push, then Pull(min_version, theta, clock), in one call per shard: a
+  // training step's traffic in one round trip. Each shard's push names the
+  // round of the θ last pulled from it, as Push does.
+  absl::StatusOr<PullInfo> PushPull(uint64_t step, uint32_t batch_size,
+                                    absl::Span<const float> gradient,
+                                    uint64_t min_version,
+                                    absl::Span<float> theta,
+                                    uint64_t clock = 0);
+
   const PushCounts& push_counts() const { return push_counts_; }
 
   size_t num_shards() const { return shards_.size(); }
@@ -98,15 +113,36 @@ class ParameterClient {
     std::string address;
     std::unique_ptr<ps::v1::ParameterServer::Stub> stub;
     common::KeyRange keys;
-    // Reused across steps so large payloads do not fault in fresh pages.
-    ps::v1::PushRequest push;
-    ps::v1::PullResponse pull;
-    bool pulled = false;  // `pull` holds an answer
+    // Reused across steps so large payloads do not fault in fresh pages;
+    // Push and Pull use their halves.
+    ps::v1::PushPullRequest request;
+    ps::v1::PushPullResponse response;
+    // From the last answered pull; a sync push names this round.
+    uint64_t pulled_version = 0;
+    uint64_t pulled_samples = 0;
+    bool pulled = false;  // a pull was answered
+    // The last push had to register again (one flag per shard: the shards'
+    // calls run on different threads).
+    bool reregistered = false;
   };
 
   explicit ParameterClient(ClientOptions options);
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
   void HeartbeatLoop(absl::Duration interval);
+  void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
+                ps::v1::PullRequest* request) const;
+  void FillPush(Shard& shard, uint64_t seq, uint64_t step,
+                uint32_t batch_size, absl::Span<const float> gradient);
+  // Copies the shard's pulled values into its part of θ.
+  absl::Status TakePulled(Shard& shard, absl::Span<float> theta);
+  PullInfo Pulled() const;
+  // Runs a call that pushes, with retries; re-registers once when the
+  // server no longer knows this incarnation (the lease expired) and tries
+  // again.
+  grpc::Status CallPushing(
+      Shard& shard, const char* what,
+      const std::function<grpc::Status(grpc::ClientContext&)>& attempt);
+  void CountPushes();
   void StopHeartbeats();
 
  public:
@@ -115,6 +151,8 @@ class ParameterClient {
  private:
   ClientOptions options_;
   std::vector<Shard> shards_;
+  // Runs the per-shard halves of Pull, Push and PushPull in parallel.
+  std::unique_ptr<common::ThreadTeam> team_;
   bool sync_rounds_ = false;
   uint64_t next_seq_ = 1;
   PushCounts push_counts_;

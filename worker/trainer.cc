@@ -128,23 +128,32 @@ absl::Status Trainer::Run() {
   start_seconds_ = NowSeconds();
   double longest_step = 0;
 
+  // Sync: wait for the round after the last one this worker saw (the
+  // client tracks that per shard; the first pull waits for the round the
+  // servers had open at Init); a worker that fell behind gets the newest θ
+  // at once and catches up. SSP: wait until the slowest live worker is
+  // within the staleness bound of this worker's clock (its pushes so far).
+  // Async: any θ will do.
+  auto min_version = [&] { return sync ? cluster->version : 0; };
+  auto clock = [&](uint64_t step) { return ssp ? step : 0; };
+  absl::StatusOr<PullInfo> pulled = client_->Pull(
+      min_version(), absl::MakeSpan(theta_), clock(first_step));
+  if (!pulled.ok()) return pulled.status();
+  double step_start = NowSeconds();
   for (uint64_t step = first_step; step < total_steps; ++step) {
-    const double step_start = NowSeconds();
+    if (options_.stop_requested && options_.stop_requested()) {
+      if (absl::Status left = client_->Leave(); !left.ok()) return left;
+      return absl::CancelledError(absl::StrCat(
+          "stopped on request before step ", step, " of ", total_steps,
+          "; left the job, and a worker restarted with --rank=", rank,
+          " resumes there"));
+    }
     const uint64_t epoch = step / steps_per_epoch;
     const uint64_t in_epoch = step % steps_per_epoch;
     if (in_epoch == 0 || step == first_step) {
       std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
       Shuffle(order, MixSeed(options_.seed, rank, epoch));
     }
-
-    // Sync: wait for the round after the last one this worker saw (the
-    // client tracks that per shard; the first pull waits for the round the
-    // servers had open at Init); a worker that fell behind gets the newest θ
-    // at once and catches up. SSP: wait until the slowest live worker is
-    // within the staleness bound. Async: any θ will do.
-    absl::StatusOr<PullInfo> pulled = client_->Pull(
-        sync ? cluster->version : 0, absl::MakeSpan(theta_), ssp ? step : 0);
-    if (!pulled.ok()) return pulled.status();
 
     // A step's time leaves out rank 0's own evaluation: it measures waiting
     // on the cluster and computing, which is where a stall would show.
@@ -174,12 +183,19 @@ absl::Status Trainer::Run() {
         theta_, x.topRows(rows), absl::MakeConstSpan(labels).first(rows),
         absl::MakeSpan(gradient));
     ++loss_count;
-    if (absl::Status pushed = client_->Push(step, rows, gradient);
-        !pushed.ok()) {
+    if (step + 1 < total_steps) {
+      // Push this step's gradient and pull the next step's θ in one round
+      // trip per shard.
+      pulled = client_->PushPull(step, rows, gradient, min_version(),
+                                 absl::MakeSpan(theta_), clock(step + 1));
+      if (!pulled.ok()) return pulled.status();
+    } else if (absl::Status pushed = client_->Push(step, rows, gradient);
+               !pushed.ok()) {
       return pushed;
     }
     step_seconds += NowSeconds() - compute_start;
     longest_step = std::max(longest_step, step_seconds);
+    step_start = NowSeconds();
   }
 
   // Done: stop counting toward rounds, so the others' last rounds close
@@ -192,10 +208,10 @@ absl::Status Trainer::Run() {
                counts.duplicate, counts.reregistered);
   if (rank != 0) return absl::OkStatus();
 
-  // Rank 0 evaluates the final θ once every other worker has finished (or
-  // its lease expired), bounded by the retry budget.
+  // Rank 0 evaluates the final θ once every other worker has started and
+  // finished (or its lease expired), bounded by the retry budget.
   if (absl::Status waited =
-          client_->WaitForOtherWorkers(options_.wait_for_others);
+          client_->WaitForOtherWorkers(workers, options_.wait_for_others);
       !waited.ok()) {
     spdlog::warn("evaluating without waiting longer: {}", waited.ToString());
   }

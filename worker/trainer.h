@@ -2,6 +2,7 @@
 #define PS_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,10 @@ struct TrainerOptions {
   // psctl, say); empty: seeded. The servers keep whatever was declared
   // first.
   std::vector<float> initial_theta;
+  // Polled before each step: when it returns true the worker leaves the job
+  // (sync rounds stop waiting for it) and Run returns CANCELLED. A new
+  // process with the same rank resumes at the next step. Default: never
+  std::function<bool()> stop_requested;
 };
 
 // Validated before any network traffic; mentions the flag names.

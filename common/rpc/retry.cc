@@ -1,7 +1,11 @@
 #include "common/rpc/retry.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::rpc {
@@ -41,6 +45,30 @@ grpc::Status CallWithRetry(
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, policy.max_backoff);
   }
+}
+
+grpc::Status WaitUntilResolvable(const RetryPolicy& policy,
+                                 const std::string& target) {
+  std::string host = target.substr(0, target.rfind(':'));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return CallWithRetry(
+      policy, absl::StrCat("Resolve ", host), [&](grpc::ClientContext&) {
+        addrinfo hints = {};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* found = nullptr;
+        const int error = getaddrinfo(host.c_str(), nullptr, &hints, &found);
+        if (error == 0) {
+          freeaddrinfo(found);
+          return grpc::Status::OK;
+        }
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            absl::StrCat("server name ", host,
+                                         " does not resolve yet: ",
+                                         gai_strerror(error)));
+      });
 }
 
 }  // namespace ps::rpc

@@ -21,8 +21,9 @@ struct RetryPolicy {
   absl::Duration max_retry_time = absl::Seconds(120);
   // First pause between attempts, doubled each time. Default: 50 ms
   absl::Duration initial_backoff = absl::Milliseconds(50);
-  // Longest pause between attempts. Default: 2 s
-  absl::Duration max_backoff = absl::Seconds(2);
+  // Longest pause between attempts: bounds how long a worker idles after
+  // its server is back. Default: 1 s
+  absl::Duration max_backoff = absl::Seconds(1);
 };
 
 bool IsRetryable(grpc::StatusCode code);
@@ -32,6 +33,14 @@ bool IsRetryable(grpc::StatusCode code);
 grpc::Status CallWithRetry(
     const RetryPolicy& policy, const std::string& what,
     const std::function<grpc::Status(grpc::ClientContext&)>& attempt);
+
+// Waits, under the same policy, until the host of `target` ("host:port" or
+// "[v6]:port") resolves. gRPC retries a name that does not resolve yet (a
+// pod not scheduled yet, a container still starting) after a backoff that
+// grows to 2 minutes, so a channel made too early kept a worker idle long
+// after the name appeared (7 s after a 15 s wait, measured).
+grpc::Status WaitUntilResolvable(const RetryPolicy& policy,
+                                 const std::string& target);
 
 }  // namespace ps::rpc
 

@@ -1,6 +1,5 @@
 // ps_local: starts S servers and W workers on loopback, streams progress,
 // and stops everything it started. Exits 0 only when training finished.
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -23,7 +22,8 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
-#include "common/subprocess.h"
+#include "common/local_cluster.h"
+#include "common/stop_signal.h"
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
@@ -53,23 +53,8 @@ ABSL_FLAG(bool, quiet, false, "Print only the summary line.");
 namespace {
 
 using ps::common::Die;
-using ps::common::Subprocess;
 
-volatile sig_atomic_t stop_signal = 0;
-void OnStopSignal(int signal) { stop_signal = signal; }
-
-// A number field of one of our own metrics lines (flat JSON, no nesting).
-std::optional<double> JsonNumber(const std::string& line,
-                                 const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = line.find(needle);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = line.c_str() + at + needle.size();
-  char* end = nullptr;
-  const double value = std::strtod(begin, &end);
-  if (end == begin) return std::nullopt;
-  return value;
-}
+using ps::common::JsonNumber;
 
 std::string ProgressLine(const std::string& json) {
   return absl::StrFormat(
@@ -105,33 +90,13 @@ class LineTailer {
   size_t offset_ = 0;
 };
 
-std::string LastLines(const std::string& path, int count) {
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  const size_t from = lines.size() > static_cast<size_t>(count)
-                          ? lines.size() - count
-                          : 0;
-  std::string out;
-  for (size_t i = from; i < lines.size(); ++i) {
-    absl::StrAppend(&out, "    ", lines[i], "\n");
-  }
-  return out;
-}
-
 std::vector<std::string> SplitFlags(const std::string& flags) {
   return absl::StrSplit(flags, ' ', absl::SkipEmpty());
 }
 
-struct Child {
-  std::string name;  // "server 1", "worker 0"
-  std::string log;
-  Subprocess process;
-};
-
-int Fail(std::vector<Child>& children, const std::string& message) {
+int Fail(ps::common::LocalCluster& cluster, const std::string& message) {
   std::fprintf(stderr, "ps_local: %s\n", message.c_str());
-  for (Child& child : children) child.process.Stop(absl::Seconds(3));
+  cluster.Stop(absl::Seconds(3));
   return 1;
 }
 
@@ -162,94 +127,44 @@ int main(int argc, char** argv) {
   const std::string metrics_path = absl::StrCat(out_dir, "/metrics.jsonl");
   std::remove(metrics_path.c_str());
 
-  struct sigaction action = {};
-  action.sa_handler = OnStopSignal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+  ps::common::CatchStopSignals();
 
   const absl::Time start = absl::Now();
   const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
-  std::vector<Child> children;
-
-  // Servers bind port 0 and report the port they got: no race for ports.
-  std::vector<std::string> port_files;
-  for (uint32_t i = 0; i < num_servers; ++i) {
-    const std::string port_file = absl::StrCat(out_dir, "/server-", i, ".port");
-    std::remove(port_file.c_str());
-    port_files.push_back(port_file);
-    std::vector<std::string> args = {
-        absl::StrCat(bin_dir, "/ps_server"),
-        "--listen=127.0.0.1:0",
-        absl::StrCat("--port_file=", port_file),
-        absl::StrCat("--shard_index=", i),
-        absl::StrCat("--num_shards=", num_servers),
-        absl::StrCat("--num_workers=", num_workers),
-        absl::StrCat("--mode=", mode),
-        absl::StrCat("--lr=", absl::GetFlag(FLAGS_lr)),
-        absl::StrCat("--l2=", absl::GetFlag(FLAGS_l2)),
-        absl::StrCat("--l1=", absl::GetFlag(FLAGS_l1))};
-    for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_server_flags))) {
-      args.push_back(std::move(flag));
-    }
-    const std::string log = absl::StrCat(out_dir, "/server-", i, ".log");
-    std::remove(log.c_str());
-    absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log);
-    if (!process.ok()) {
-      return Fail(children, std::string(process.status().message()));
-    }
-    children.push_back({absl::StrCat("server ", i), log, std::move(*process)});
+  ps::common::LocalClusterOptions cluster_options;
+  cluster_options.bin_dir = bin_dir;
+  cluster_options.out_dir = out_dir;
+  cluster_options.num_servers = num_servers;
+  cluster_options.num_workers = num_workers;
+  cluster_options.server_flags = {
+      absl::StrCat("--mode=", mode),
+      absl::StrCat("--lr=", absl::GetFlag(FLAGS_lr)),
+      absl::StrCat("--l2=", absl::GetFlag(FLAGS_l2)),
+      absl::StrCat("--l1=", absl::GetFlag(FLAGS_l1))};
+  for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_server_flags))) {
+    cluster_options.server_flags.push_back(std::move(flag));
   }
-
-  std::vector<std::string> addresses(num_servers);
-  for (uint32_t i = 0; i < num_servers; ++i) {
-    while (true) {
-      std::ifstream in(port_files[i]);
-      int port = 0;
-      if (in >> port && port > 0) {
-        addresses[i] = absl::StrCat("127.0.0.1:", port);
-        break;
-      }
-      if (auto status = children[i].process.Poll()) {
-        return Fail(children,
-                    absl::StrCat(children[i].name, " ",
-                                 ps::common::DescribeWaitStatus(*status),
-                                 " before serving; its log ", children[i].log,
-                                 " ends:\n", LastLines(children[i].log, 10)));
-      }
-      if (stop_signal) return Fail(children, "interrupted");
-      if (absl::Now() > start + absl::Seconds(30)) {
-        return Fail(children, absl::StrCat(children[i].name,
-                                           " did not start serving within 30 s"));
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
+  cluster_options.worker_flags = {
+      absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
+      absl::StrCat("--epochs=", absl::GetFlag(FLAGS_epochs)),
+      absl::StrCat("--batch_size=", absl::GetFlag(FLAGS_batch_size)),
+      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
+      absl::StrCat("--eval_every=", absl::GetFlag(FLAGS_eval_every)),
+      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
+      absl::StrCat("--metrics_out=", metrics_path)};
+  for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_worker_flags))) {
+    cluster_options.worker_flags.push_back(std::move(flag));
   }
-  const std::string servers = absl::StrJoin(addresses, ",");
-
-  for (uint32_t rank = 0; rank < num_workers; ++rank) {
-    std::vector<std::string> args = {
-        absl::StrCat(bin_dir, "/ps_worker"),
-        absl::StrCat("--servers=", servers),
-        absl::StrCat("--rank=", rank),
-        absl::StrCat("--num_workers=", num_workers),
-        absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
-        absl::StrCat("--epochs=", absl::GetFlag(FLAGS_epochs)),
-        absl::StrCat("--batch_size=", absl::GetFlag(FLAGS_batch_size)),
-        absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
-        absl::StrCat("--eval_every=", absl::GetFlag(FLAGS_eval_every)),
-        absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
-        absl::StrCat("--metrics_out=", metrics_path)};
-    for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_worker_flags))) {
-      args.push_back(std::move(flag));
-    }
-    const std::string log = absl::StrCat(out_dir, "/worker-", rank, ".log");
-    std::remove(log.c_str());
-    absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log);
-    if (!process.ok()) {
-      return Fail(children, std::string(process.status().message()));
-    }
-    children.push_back(
-        {absl::StrCat("worker ", rank), log, std::move(*process)});
+  ps::common::LocalCluster cluster(cluster_options);
+  if (absl::Status started =
+          cluster.StartServers(
+              [] { return ps::common::StopSignalReceived() != 0; });
+      !started.ok()) {
+    return Fail(cluster, std::string(started.message()));
+  }
+  const std::string servers = absl::StrJoin(cluster.addresses(), ",");
+  if (absl::Status started = cluster.StartWorkers(); !started.ok()) {
+    return Fail(cluster, std::string(started.message()));
   }
   if (!quiet) {
     std::printf("ps_local: %u servers (%s) and %u workers, %s mode, model %s, "
@@ -269,42 +184,24 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       last_metrics = std::move(line);
     }
-    if (stop_signal) {
-      return Fail(children, absl::StrCat("interrupted by ",
-                                         strsignal(stop_signal),
-                                         "; stopped every process"));
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      return Fail(cluster, absl::StrCat("interrupted by ", strsignal(signal),
+                                        "; stopped every process"));
     }
     if (absl::Now() > give_up) {
-      return Fail(children, "--timeout reached; stopped every process");
+      return Fail(cluster, "--timeout reached; stopped every process");
     }
-    workers_done = 0;
-    for (Child& child : children) {
-      const std::optional<int> status = child.process.Poll();
-      const bool is_worker = child.name.rfind("worker", 0) == 0;
-      if (!status) continue;
-      if (is_worker && ps::common::ExitedCleanly(*status)) {
-        ++workers_done;
-        continue;
-      }
-      return Fail(children,
-                  absl::StrCat(child.name, " ",
-                               ps::common::DescribeWaitStatus(*status),
-                               "; its log ", child.log, " ends:\n",
-                               LastLines(child.log, 10)));
-    }
+    absl::StatusOr<uint32_t> done = cluster.PollWorkers();
+    if (!done.ok()) return Fail(cluster, std::string(done.status().message()));
+    workers_done = *done;
     absl::SleepFor(absl::Milliseconds(50));
   }
   for (std::string& line : metrics.NewLines()) {
     if (!quiet) std::printf("%s\n", ProgressLine(line).c_str());
     last_metrics = std::move(line);
   }
-  for (Child& child : children) {
-    const int status = child.process.Stop(absl::Seconds(10));
-    if (!ps::common::ExitedCleanly(status)) {
-      std::fprintf(stderr, "ps_local: %s %s while stopping\n",
-                   child.name.c_str(),
-                   ps::common::DescribeWaitStatus(status).c_str());
-    }
+  for (const std::string& problem : cluster.Stop(absl::Seconds(10))) {
+    std::fprintf(stderr, "ps_local: %s while stopping\n", problem.c_str());
   }
   if (last_metrics.empty()) {
     std::fprintf(stderr, "ps_local: training finished but %s has no "

@@ -1,0 +1,136 @@
+#include "bench/train.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/dataset.h"
+#include "common/local_cluster.h"
+
+namespace ps::bench {
+namespace {
+
+constexpr double kMiB = 1 << 20;
+
+}  // namespace
+
+absl::StatusOr<TrainBenchResult> RunTrainBench(
+    const TrainBenchOptions& options) {
+  const absl::Time start = absl::Now();
+  const std::string metrics_path =
+      absl::StrCat(options.out_dir, "/metrics.jsonl");
+  std::remove(metrics_path.c_str());
+  common::LocalClusterOptions cluster_options;
+  cluster_options.bin_dir = options.bin_dir;
+  cluster_options.out_dir = options.out_dir;
+  cluster_options.num_servers = options.servers;
+  cluster_options.num_workers = options.workers;
+  cluster_options.server_flags = {absl::StrCat("--mode=", options.mode),
+                                  "--log_level=warn"};
+  cluster_options.worker_flags = {
+      absl::StrCat("--model=", options.model),
+      absl::StrCat("--epochs=", options.epochs),
+      absl::StrCat("--batch_size=", options.batch_size),
+      absl::StrCat("--seed=", options.seed),
+      absl::StrCat("--eval_every=", options.eval_every),
+      absl::StrCat("--data_dir=", options.data_dir.empty()
+                                      ? common::kDefaultFashionMnistDir
+                                      : options.data_dir),
+      absl::StrCat("--metrics_out=", metrics_path),
+      "--log_level=warn"};
+  common::LocalCluster cluster(cluster_options);
+  if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = cluster.StartWorkers(); !s.ok()) return s;
+  while (true) {
+    absl::StatusOr<uint32_t> done = cluster.PollWorkers();
+    if (!done.ok()) return done.status();
+    if (*done == options.workers) break;
+    if (absl::Now() > start + options.timeout) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "training did not finish within ",
+          absl::FormatDuration(options.timeout)));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  TrainBenchResult result;
+  result.options = options;
+  result.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  cluster.Stop(absl::Seconds(10));
+  for (common::ClusterProcess& p : cluster.processes()) {
+    result.peaks.push_back({p.name, p.process.peak_rss_bytes().value_or(0)});
+  }
+
+  std::ifstream in(metrics_path);
+  std::string last;
+  for (std::string line; std::getline(in, line);) {
+    const double accuracy = common::JsonNumber(line, "test_accuracy").value_or(0);
+    if (result.seconds_to_target < 0 && accuracy >= options.target_accuracy) {
+      result.seconds_to_target = common::JsonNumber(line, "time_s").value_or(0);
+      result.epoch_at_target = common::JsonNumber(line, "epoch").value_or(0);
+    }
+    last = line;
+  }
+  if (last.empty()) {
+    return absl::DataLossError(
+        absl::StrCat("training finished but ", metrics_path,
+                     " holds no evaluation"));
+  }
+  result.samples_per_s = common::JsonNumber(last, "samples_per_s").value_or(0);
+  result.train_seconds = common::JsonNumber(last, "time_s").value_or(0);
+  result.final_accuracy = common::JsonNumber(last, "test_accuracy").value_or(0);
+  return result;
+}
+
+void PrintTrainHeader(std::FILE* out) {
+  std::fprintf(out, "%-8s %-6s %3s %3s %5s %6s %10s %8s %11s %8s %7s  %s\n",
+               "model", "mode", "W", "S", "batch", "epochs", "samples/s",
+               "train s", "to target s", "epoch", "final%",
+               "peak RSS MiB (servers | workers)");
+}
+
+void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
+  std::vector<std::string> servers, workers;
+  for (const ProcessPeak& p : r.peaks) {
+    (p.name.rfind("worker", 0) == 0 ? workers : servers)
+        .push_back(absl::StrFormat("%.0f", p.peak_rss_bytes / kMiB));
+  }
+  const TrainBenchOptions& o = r.options;
+  const std::string target =
+      r.seconds_to_target < 0
+          ? absl::StrFormat("not %.0f%%", 100 * o.target_accuracy)
+          : absl::StrFormat("%.2f", r.seconds_to_target);
+  std::fprintf(out,
+               "%-8s %-6s %3u %3u %5u %6u %10.0f %8.2f %11s %8.2f %7.2f  "
+               "%s | %s\n",
+               o.model.c_str(), o.mode.c_str(), o.workers, o.servers,
+               o.batch_size, o.epochs, r.samples_per_s, r.train_seconds,
+               target.c_str(), r.epoch_at_target, 100 * r.final_accuracy,
+               absl::StrJoin(servers, " ").c_str(),
+               absl::StrJoin(workers, " ").c_str());
+  std::fflush(out);
+}
+
+std::string TrainJsonLine(const TrainBenchResult& r) {
+  std::vector<std::string> peaks;
+  for (const ProcessPeak& p : r.peaks) {
+    peaks.push_back(absl::StrFormat("\"%s\":%.1f", p.name,
+                                    p.peak_rss_bytes / kMiB));
+  }
+  const TrainBenchOptions& o = r.options;
+  return absl::StrFormat(
+      "{\"bench\":\"train\",\"model\":\"%s\",\"mode\":\"%s\",\"workers\":%d,"
+      "\"servers\":%d,\"batch_size\":%d,\"epochs\":%d,\"samples_per_s\":%.1f,"
+      "\"train_s\":%.3f,\"wall_s\":%.3f,\"target_accuracy\":%.4f,"
+      "\"seconds_to_target\":%.3f,\"epoch_at_target\":%.3f,"
+      "\"final_accuracy\":%.4f,\"peak_rss_mib\":{%s}}\n",
+      o.model, o.mode, o.workers, o.servers, o.batch_size, o.epochs,
+      r.samples_per_s, r.train_seconds, r.wall_seconds, o.target_accuracy,
+      r.seconds_to_target, r.epoch_at_target, r.final_accuracy,
+      absl::StrJoin(peaks, ","));
+}
+
+}  // namespace ps::bench

@@ -1,0 +1,64 @@
+#ifndef PS_BENCH_TRAIN_H_
+#define PS_BENCH_TRAIN_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace ps::bench {
+
+struct TrainBenchOptions {
+  // Where ps_server and ps_worker are. Default: beside this executable
+  std::string bin_dir;
+  // metrics.jsonl and every process's log; must exist.
+  std::string out_dir;
+  // Default: softmax, async, 2 servers x 2 workers, batch 64, 5 epochs
+  std::string model = "softmax";
+  std::string mode = "async";
+  uint32_t servers = 2;
+  uint32_t workers = 2;
+  uint32_t batch_size = 64;
+  uint32_t epochs = 5;
+  uint64_t seed = 1;
+  double eval_every = 0.25;
+  std::string data_dir;
+  // Time to accuracy is measured to the first evaluation at or above this.
+  // Default: 0.83
+  double target_accuracy = 0.83;
+  // Stop everything and fail after this long. Default: 10 min
+  absl::Duration timeout = absl::Minutes(10);
+};
+
+struct ProcessPeak {
+  std::string name;  // "server 0", "worker 1"
+  int64_t peak_rss_bytes = 0;
+};
+
+struct TrainBenchResult {
+  TrainBenchOptions options;
+  double samples_per_s = 0;     // the last evaluation's, all workers
+  double train_seconds = 0;     // since training started, as rank 0 saw it
+  double wall_seconds = 0;      // including start-up and data loading
+  double final_accuracy = 0;
+  // First evaluation at or above the target; negative when none was.
+  double seconds_to_target = -1;
+  double epoch_at_target = -1;
+  std::vector<ProcessPeak> peaks;
+};
+
+// Trains on a local cluster (ps_local's, from common/local_cluster) and
+// reads rank 0's metrics for throughput and time to accuracy.
+absl::StatusOr<TrainBenchResult> RunTrainBench(
+    const TrainBenchOptions& options);
+
+void PrintTrainHeader(std::FILE* out);
+void PrintTrainResult(const TrainBenchResult& result, std::FILE* out);
+std::string TrainJsonLine(const TrainBenchResult& result);
+
+}  // namespace ps::bench
+
+#endif  // PS_BENCH_TRAIN_H_

@@ -1,0 +1,302 @@
+#include "bench/transfer.h"
+
+#include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/echo_server.h"
+#include "common/cli.h"
+#include "common/float_bytes.h"
+#include "common/local_cluster.h"
+#include "common/parallel.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/convert.h"
+#include "common/stop_signal.h"
+#include "common/subprocess.h"
+#include "ps/bench/v1/echo.grpc.pb.h"
+#include "spdlog/spdlog.h"
+#include "worker/parameter_client.h"
+
+namespace ps::bench {
+namespace {
+
+using worker::ParameterClient;
+
+constexpr double kMiB = 1 << 20;
+
+// One echo client per worker thread, with its buffers reused like the
+// parameter client's: the same copies in and out of the caller's floats.
+class EchoClient {
+ public:
+  EchoClient(const std::string& address, uint64_t floats)
+      : stub_(ps::bench::v1::Echo::NewStub(rpc::CreateChannel(address))),
+        values_(floats, 0.5f),
+        back_(floats) {}
+
+  absl::Status RoundTrip() {
+    common::FloatsToBytes(values_, request_.mutable_payload());
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    grpc::Status status = stub_->Echo(&context, request_, &response_);
+    if (!status.ok()) return rpc::FromGrpcStatus(status);
+    return common::BytesToFloats(response_.payload(), absl::MakeSpan(back_),
+                                 "the echo");
+  }
+
+ private:
+  std::unique_ptr<ps::bench::v1::Echo::Stub> stub_;
+  std::vector<float> values_;
+  std::vector<float> back_;
+  ps::bench::v1::EchoMessage request_;
+  ps::bench::v1::EchoMessage response_;
+};
+
+// A worker as the trainer drives it, minus the model: θ and a gradient of
+// the model's size.
+struct BenchWorker {
+  std::unique_ptr<ParameterClient> client;
+  std::vector<float> theta;
+  std::vector<float> gradient;
+  uint64_t step = 0;
+};
+
+absl::StatusOr<std::vector<BenchWorker>> ConnectWorkers(
+    const std::vector<std::string>& servers, uint32_t count, uint64_t floats) {
+  std::vector<BenchWorker> workers(count);
+  std::vector<absl::Status> status(count);
+  // Init from all at once, as a job's workers do; the first one wins.
+  common::ParallelFor(count, [&](size_t w) {
+    worker::ClientOptions options;
+    options.servers = servers;
+    options.worker_id = static_cast<uint32_t>(w);
+    options.retry.rpc_deadline = absl::Seconds(60);
+    absl::StatusOr<std::unique_ptr<ParameterClient>> client =
+        ParameterClient::Connect(options);
+    if (!client.ok()) {
+      status[w] = client.status();
+      return;
+    }
+    BenchWorker& bw = workers[w];
+    bw.client = std::move(*client);
+    bw.theta.assign(floats, 0.0f);
+    // Small and finite: θ drifts by lr·1e-3 per push, far from overflow.
+    bw.gradient.assign(floats, 1e-3f);
+    if (absl::StatusOr<uint64_t> r = bw.client->Register(); !r.ok()) {
+      status[w] = r.status();
+      return;
+    }
+    const std::vector<common::TensorSpec> model = {
+        {"bench/values", {static_cast<int64_t>(floats)}, false}};
+    status[w] = bw.client->Init(model, bw.theta).status();
+  });
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
+  }
+  return workers;
+}
+
+absl::Status Push(BenchWorker& w) {
+  return w.client->Push(w.step++, 1, w.gradient);
+}
+
+absl::Status Pull(BenchWorker& w) {
+  return w.client->Pull(0, absl::MakeSpan(w.theta)).status();
+}
+
+// The worker's step: one PushPull call per shard.
+absl::Status PushPull(BenchWorker& w) {
+  return w.client->PushPull(w.step++, 1, w.gradient, 0, absl::MakeSpan(w.theta))
+      .status();
+}
+
+absl::Status MeasureSize(const TransferOptions& options,
+                         const std::string& echo_address, uint64_t floats,
+                         TransferResult* result) {
+  result->workers = options.workers;
+  result->servers = options.servers;
+  result->floats = floats;
+  const double bytes = floats * sizeof(float);
+
+  common::LocalClusterOptions cluster_options;
+  cluster_options.bin_dir = options.bin_dir;
+  cluster_options.out_dir = options.out_dir;
+  cluster_options.num_servers = options.servers;
+  cluster_options.num_workers = options.workers;
+  cluster_options.server_flags = {"--mode=async", "--log_level=warn"};
+  common::LocalCluster cluster(cluster_options);
+  if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::vector<BenchWorker>> workers =
+      ConnectWorkers(cluster.addresses(), options.workers, floats);
+  if (!workers.ok()) return workers.status();
+
+  std::vector<std::unique_ptr<EchoClient>> echoes;
+  for (uint32_t w = 0; w < options.workers; ++w) {
+    echoes.push_back(std::make_unique<EchoClient>(echo_address, floats));
+  }
+  struct Kind {
+    const char* name;
+    double bytes_per_op;
+    std::function<absl::Status(uint32_t)> op;
+  };
+  std::vector<BenchWorker>& ws = *workers;
+  const std::vector<Kind> kinds = {
+      {"echo", 2 * bytes, [&](uint32_t w) { return echoes[w]->RoundTrip(); }},
+      {"push", bytes, [&](uint32_t w) { return Push(ws[w]); }},
+      {"pull", bytes, [&](uint32_t w) { return Pull(ws[w]); }},
+      {"push+pull", 2 * bytes,
+       [&](uint32_t w) {
+         absl::Status s = Push(ws[w]);
+         return s.ok() ? Pull(ws[w]) : s;
+       }},
+      {"pushpull", 2 * bytes, [&](uint32_t w) { return PushPull(ws[w]); }},
+  };
+  // One untimed round first: connections and buffers are warm for every
+  // kind alike.
+  for (const Kind& kind : kinds) {
+    for (uint32_t w = 0; w < options.workers; ++w) {
+      if (absl::Status s = kind.op(w); !s.ok()) return s;
+    }
+  }
+  // The kinds take turns in short rounds, so a change in the machine's load
+  // (other jobs share its cores) hits every kind alike and the ratios hold.
+  result->ops.resize(kinds.size());
+  std::vector<std::vector<double>> latencies(kinds.size());
+  for (uint32_t round = 0; round < options.rounds; ++round) {
+    for (size_t k = 0; k < kinds.size(); ++k) {
+      OpStats& stats = result->ops[k];
+      stats.name = kinds[k].name;
+      stats.bytes_per_op = kinds[k].bytes_per_op;
+      if (absl::Status s = Measure(
+              options.workers, options.duration / options.rounds,
+              (options.min_ops + options.rounds - 1) / options.rounds,
+              kinds[k].op, &stats, &latencies[k]);
+          !s.ok()) {
+        return absl::Status(s.code(),
+                            absl::StrCat(kinds[k].name, ": ", s.message()));
+      }
+    }
+  }
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    SetPercentiles(latencies[k], &result->ops[k]);
+  }
+  result->memcpy_gb_per_s =
+      MemcpyGbPerSecond(static_cast<uint64_t>(bytes),
+                        std::min(options.duration, absl::Milliseconds(300)));
+
+  workers->clear();  // closes connections before the servers stop
+  for (const std::string& problem : cluster.Stop(absl::Seconds(10))) {
+    spdlog::warn("{} while stopping", problem);
+  }
+  for (common::ClusterProcess& p : cluster.processes()) {
+    result->server_peak_rss_bytes.push_back(
+        p.process.peak_rss_bytes().value_or(0));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunTransfer(
+    const TransferOptions& options,
+    const std::function<void(const TransferResult&)>& report) {
+  std::string bin_dir = options.bin_dir;
+  if (bin_dir.empty()) bin_dir = common::ExecutableDir();
+  const std::string port_file = absl::StrCat(options.out_dir, "/echo.port");
+  const std::string log = absl::StrCat(options.out_dir, "/echo.log");
+  std::remove(port_file.c_str());
+  absl::StatusOr<common::Subprocess> echo = common::Subprocess::Spawn(
+      {absl::StrCat(bin_dir, "/ps_bench"), "echo_server",
+       absl::StrCat("--port_file=", port_file)},
+      log);
+  if (!echo.ok()) return echo.status();
+  absl::StatusOr<int> port =
+      common::WaitForPortFile(port_file, "the echo server", log, *echo,
+                              absl::Now() + absl::Seconds(30),
+                              [] { return false; });
+  if (!port.ok()) return port.status();
+  const std::string echo_address = absl::StrCat("127.0.0.1:", *port);
+
+  TransferOptions with_bin = options;
+  with_bin.bin_dir = bin_dir;
+  for (uint64_t floats : options.sizes) {
+    TransferResult result;
+    if (absl::Status s = MeasureSize(with_bin, echo_address, floats, &result);
+        !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(SizeName(floats),
+                                                 " floats: ", s.message()));
+    }
+    report(result);
+  }
+  echo->Stop(absl::Seconds(5));
+  return absl::OkStatus();
+}
+
+void PrintTransferHeader(const TransferOptions& options, std::FILE* out) {
+  std::fprintf(out,
+               "ps_bench transfer: %u worker(s) x %u server(s) on loopback, "
+               "%s per figure; GB/s counts payload bytes in both directions\n",
+               options.workers, options.servers,
+               absl::FormatDuration(options.duration).c_str());
+  std::fprintf(out, "%-6s %-10s %9s %8s %10s %9s %9s\n", "floats", "op",
+               "GB/s", "x echo", "ops/s", "p50 ms", "p99 ms");
+}
+
+void PrintTransferResult(const TransferResult& r, std::FILE* out) {
+  const double echo = r.ops.empty() ? 0 : r.ops[0].gb_per_s();
+  for (const OpStats& op : r.ops) {
+    std::fprintf(out, "%-6s %-10s %9.3f %8.2f %10.0f %9.3f %9.3f\n",
+                 SizeName(r.floats).c_str(), op.name.c_str(), op.gb_per_s(),
+                 echo > 0 ? op.gb_per_s() / echo : 0, op.ops_per_s(),
+                 op.p50_ms, op.p99_ms);
+  }
+  std::vector<std::string> rss;
+  for (int64_t b : r.server_peak_rss_bytes) {
+    rss.push_back(absl::StrFormat("%.0f", b / kMiB));
+  }
+  std::fprintf(out,
+               "%-6s %-10s %9.3f   (limit: one copy of the bytes)\n"
+               "%-6s server peak RSS MiB: %s (θ is %.1f MiB)\n",
+               SizeName(r.floats).c_str(), "memcpy", r.memcpy_gb_per_s,
+               SizeName(r.floats).c_str(), absl::StrJoin(rss, " / ").c_str(),
+               r.floats * sizeof(float) / kMiB);
+  std::fflush(out);
+}
+
+std::string TransferJsonLines(const TransferResult& r) {
+  const double echo = r.ops.empty() ? 0 : r.ops[0].gb_per_s();
+  std::vector<std::string> rss;
+  for (int64_t b : r.server_peak_rss_bytes) {
+    rss.push_back(absl::StrFormat("%.1f", b / kMiB));
+  }
+  std::string out;
+  for (const OpStats& op : r.ops) {
+    absl::StrAppendFormat(
+        &out,
+        "{\"bench\":\"transfer\",\"workers\":%d,\"servers\":%d,"
+        "\"floats\":%d,\"op\":\"%s\",\"gb_per_s\":%.4f,\"ratio_to_echo\":%.3f,"
+        "\"ops_per_s\":%.1f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"ops\":%d,"
+        "\"memcpy_gb_per_s\":%.3f,\"server_peak_rss_mib\":[%s]}\n",
+        r.workers, r.servers, r.floats, op.name, op.gb_per_s(),
+        echo > 0 ? op.gb_per_s() / echo : 0, op.ops_per_s(), op.p50_ms,
+        op.p99_ms, op.ops, r.memcpy_gb_per_s, absl::StrJoin(rss, ","));
+  }
+  return out;
+}
+
+int RunEchoServer(const std::string& port_file) {
+  common::CatchStopSignals();
+  absl::StatusOr<EchoServer> echo = StartEchoServer("127.0.0.1:0");
+  common::DieIfError(echo.status(), "echo server");
+  common::DieIfError(
+      common::WriteFileAtomically(port_file, absl::StrCat(echo->port)),
+      "--port_file");
+  common::WaitForStopSignal();
+  echo->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  return 0;
+}
+
+}  // namespace ps::bench

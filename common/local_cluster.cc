@@ -1,0 +1,166 @@
+#include "common/local_cluster.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+
+namespace ps::common {
+
+std::optional<double> JsonNumber(const std::string& line,
+                                 const std::string& key) {
+  const std::string needle = absl::StrCat("\"", key, "\":");
+  const size_t at = line.find(needle);
+  if (at == std::string::npos) return std::nullopt;
+  const char* begin = line.c_str() + at + needle.size();
+  char* end = nullptr;
+  const double value = std::strtod(begin, &end);
+  if (end == begin) return std::nullopt;
+  return value;
+}
+
+std::string LastLines(const std::string& path, int count) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  const size_t from = lines.size() > static_cast<size_t>(count)
+                          ? lines.size() - count
+                          : 0;
+  std::string out;
+  for (size_t i = from; i < lines.size(); ++i) {
+    absl::StrAppend(&out, "    ", lines[i], "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<int> WaitForPortFile(const std::string& port_file,
+                                    const std::string& name,
+                                    const std::string& log,
+                                    Subprocess& process, absl::Time give_up,
+                                    const std::function<bool()>& interrupted) {
+  while (true) {
+    std::ifstream in(port_file);
+    int port = 0;
+    if (in >> port && port > 0) return port;
+    if (std::optional<int> status = process.Poll()) {
+      return absl::UnavailableError(absl::StrCat(
+          name, " ", DescribeWaitStatus(*status), " before serving; its log ",
+          log, " ends:\n", LastLines(log, 10)));
+    }
+    if (interrupted()) return absl::CancelledError("interrupted");
+    if (absl::Now() > give_up) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(name, " did not start serving in time"));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+LocalCluster::LocalCluster(LocalClusterOptions options)
+    : options_(std::move(options)) {
+  if (options_.bin_dir.empty()) options_.bin_dir = ExecutableDir();
+}
+
+absl::Status LocalCluster::Spawn(std::string name, bool is_worker,
+                                 const std::vector<std::string>& args,
+                                 const std::string& log) {
+  std::remove(log.c_str());
+  absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log);
+  if (!process.ok()) return process.status();
+  processes_.push_back({std::move(name), log, is_worker, std::move(*process)});
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartServers(
+    const std::function<bool()>& interrupted) {
+  const absl::Time start = absl::Now();
+  const std::string& dir = options_.out_dir;
+  std::vector<std::string> port_files;
+  const size_t first = processes_.size();
+  for (uint32_t i = 0; i < options_.num_servers; ++i) {
+    const std::string port_file = absl::StrCat(dir, "/server-", i, ".port");
+    std::remove(port_file.c_str());
+    port_files.push_back(port_file);
+    std::vector<std::string> args = {
+        absl::StrCat(options_.bin_dir, "/ps_server"),
+        "--listen=127.0.0.1:0",
+        absl::StrCat("--port_file=", port_file),
+        absl::StrCat("--shard_index=", i),
+        absl::StrCat("--num_shards=", options_.num_servers),
+        absl::StrCat("--num_workers=", options_.num_workers)};
+    args.insert(args.end(), options_.server_flags.begin(),
+                options_.server_flags.end());
+    if (absl::Status s = Spawn(absl::StrCat("server ", i), false, args,
+                               absl::StrCat(dir, "/server-", i, ".log"));
+        !s.ok()) {
+      return s;
+    }
+  }
+
+  addresses_.assign(options_.num_servers, "");
+  for (uint32_t i = 0; i < options_.num_servers; ++i) {
+    ClusterProcess& server = processes_[first + i];
+    absl::StatusOr<int> port = WaitForPortFile(
+        port_files[i], server.name, server.log, server.process,
+        start + options_.start_timeout, interrupted);
+    if (!port.ok()) return port.status();
+    addresses_[i] = absl::StrCat("127.0.0.1:", *port);
+  }
+  return absl::OkStatus();
+}
+
+std::string LocalCluster::servers_flag() const {
+  return absl::StrCat("--servers=", absl::StrJoin(addresses_, ","));
+}
+
+absl::Status LocalCluster::StartWorkers() {
+  for (uint32_t rank = 0; rank < options_.num_workers; ++rank) {
+    std::vector<std::string> args = {
+        absl::StrCat(options_.bin_dir, "/ps_worker"), servers_flag(),
+        absl::StrCat("--rank=", rank),
+        absl::StrCat("--num_workers=", options_.num_workers)};
+    args.insert(args.end(), options_.worker_flags.begin(),
+                options_.worker_flags.end());
+    if (absl::Status s =
+            Spawn(absl::StrCat("worker ", rank), true, args,
+                  absl::StrCat(options_.out_dir, "/worker-", rank, ".log"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> LocalCluster::PollWorkers() {
+  uint32_t done = 0;
+  for (ClusterProcess& p : processes_) {
+    const std::optional<int> status = p.process.Poll();
+    if (!status) continue;
+    if (p.is_worker && ExitedCleanly(*status)) {
+      ++done;
+      continue;
+    }
+    return absl::AbortedError(absl::StrCat(
+        p.name, " ", DescribeWaitStatus(*status), "; its log ", p.log,
+        " ends:\n", LastLines(p.log, 10)));
+  }
+  return done;
+}
+
+std::vector<std::string> LocalCluster::Stop(absl::Duration grace) {
+  std::vector<std::string> problems;
+  for (ClusterProcess& p : processes_) {
+    const int status = p.process.Stop(grace);
+    if (!ExitedCleanly(status)) {
+      problems.push_back(
+          absl::StrCat(p.name, " ", DescribeWaitStatus(status)));
+    }
+  }
+  return problems;
+}
+
+}  // namespace ps::common

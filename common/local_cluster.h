@@ -1,0 +1,99 @@
+#ifndef PS_COMMON_LOCAL_CLUSTER_H_
+#define PS_COMMON_LOCAL_CLUSTER_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/subprocess.h"
+
+namespace ps::common {
+
+struct LocalClusterOptions {
+  // Where ps_server and ps_worker are. Default: beside this executable
+  std::string bin_dir;
+  // Port files and one log per process go here; it must exist.
+  std::string out_dir;
+  // Default: 2 servers, 2 workers
+  uint32_t num_servers = 2;
+  uint32_t num_workers = 2;
+  // Flags for every server besides the ones the cluster sets (--listen,
+  // --port_file, --shard_index, --num_shards, --num_workers).
+  std::vector<std::string> server_flags;
+  // Flags for every worker besides --servers, --rank and --num_workers.
+  std::vector<std::string> worker_flags;
+  // Servers not serving by then fail the start. Default: 30 s
+  absl::Duration start_timeout = absl::Seconds(30);
+};
+
+// One process of the cluster.
+struct ClusterProcess {
+  std::string name;  // "server 1", "worker 0"
+  std::string log;
+  bool is_worker = false;
+  Subprocess process;
+};
+
+// S servers and W workers on 127.0.0.1, as ps_local and ps_bench start them.
+// Servers bind port 0 and report the port they got through a file, so there
+// is no race for ports. Everything still running is killed on destruction.
+class LocalCluster {
+ public:
+  explicit LocalCluster(LocalClusterOptions options);
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  // Starts the servers and waits until each serves. `interrupted` is polled
+  // while waiting; when it returns true the start fails.
+  absl::Status StartServers(const std::function<bool()>& interrupted);
+
+  // Starts the workers against the servers (after StartServers).
+  absl::Status StartWorkers();
+
+  // Workers that exited cleanly so far; an error naming the process (with
+  // the end of its log) when any process ended otherwise.
+  absl::StatusOr<uint32_t> PollWorkers();
+
+  // Stops every process (SIGTERM, then SIGKILL after `grace`). Returns one
+  // line per process that did not exit cleanly.
+  std::vector<std::string> Stop(absl::Duration grace);
+
+  // host:port of every server, in shard order.
+  const std::vector<std::string>& addresses() const { return addresses_; }
+  std::string servers_flag() const;
+  std::vector<ClusterProcess>& processes() { return processes_; }
+
+ private:
+  absl::Status Spawn(std::string name, bool is_worker,
+                     const std::vector<std::string>& args,
+                     const std::string& log);
+
+  LocalClusterOptions options_;
+  std::vector<ClusterProcess> processes_;
+  std::vector<std::string> addresses_;
+};
+
+// Waits until `process` wrote a port number to `port_file` (see ps_server's
+// --port_file) and returns it; fails when the process ends first, at
+// `give_up`, or when `interrupted` returns true.
+absl::StatusOr<int> WaitForPortFile(const std::string& port_file,
+                                    const std::string& name,
+                                    const std::string& log,
+                                    Subprocess& process, absl::Time give_up,
+                                    const std::function<bool()>& interrupted);
+
+// A number field of one of our own metrics lines (flat JSON, no nesting).
+std::optional<double> JsonNumber(const std::string& line,
+                                 const std::string& key);
+
+// The last `count` lines of a file, indented, for error messages.
+std::string LastLines(const std::string& path, int count);
+
+}  // namespace ps::common
+
+#endif  // PS_COMMON_LOCAL_CLUSTER_H_
