@@ -29,6 +29,7 @@ void WriteStderr(const char* text) {
 void OnStopSignal(int signal) {
   int expected = 0;
   if (!received_signal.compare_exchange_strong(expected, signal)) {
+    if (grace_seconds == 0) return;
     WriteStderr("second stop signal: exiting now\n");
     _exit(128 + expected);
   }

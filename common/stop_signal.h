@@ -8,10 +8,12 @@
 // record the request, and the program acts on it where stopping is safe.
 namespace ps::common {
 
-// Installs the handlers; call once, early in main(). If the process has not
-// exited `grace` after the first signal, it exits with status 128+signal,
-// saying so on stderr (a second signal does that at once), so a daemon stuck
-// in a call still stops before an orchestrator's SIGKILL.
+// Installs the handlers; call once, early in main(). With a finite `grace`,
+// a process that has not exited `grace` after the first signal exits with
+// status 128+signal, saying so on stderr (a second signal does that at
+// once), so a daemon stuck in a call still stops before an orchestrator's
+// SIGKILL. Without one, later signals are ignored: a process that must
+// clean up (stop its children, checkpoint) is never cut short.
 void CatchStopSignals(absl::Duration grace = absl::InfiniteDuration());
 
 // The stop signal received (SIGTERM or SIGINT), or 0. Cheap; any thread.

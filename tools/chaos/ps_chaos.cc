@@ -1,11 +1,9 @@
 // ps_chaos: runs a fault-tolerance experiment described by a scenario file
 // and reports how training rode through it (README, "ps_chaos").
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/cli.h"
+#include "common/stop_signal.h"
 #include "common/subprocess.h"
 #include "tools/chaos/analysis.h"
 #include "tools/chaos/capabilities.h"
@@ -43,9 +42,6 @@ constexpr char kUsage[] =
     "  check SCENARIO                        validate the scenario only\n"
     "  cleanup                               remove what killed runs left\n"
     "Scenario format and presets: deploy/experiments/README.md";
-
-volatile std::sig_atomic_t stop_signal = 0;
-void OnStopSignal(int signal) { stop_signal = signal; }
 
 // "1.96 s", "45210" (no unit: a rate, no decimals), or "-".
 std::string Figure(std::optional<double> value, const char* unit) {
@@ -103,16 +99,14 @@ int Run(const std::string& scenario_path) {
     }
   }
 
-  struct sigaction action = {};
-  action.sa_handler = OnStopSignal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+  // Teardown must run to the end: repeated signals are ignored.
+  ps::common::CatchStopSignals();
 
   ps::chaos::ExperimentOptions options;
   options.bin_dir = bin_dir;
   options.namespaces = namespaces;
   options.caps = caps;
-  options.interrupted = [] { return stop_signal != 0; };
+  options.interrupted = [] { return ps::common::StopSignalReceived() != 0; };
   options.verbose = !absl::GetFlag(FLAGS_quiet);
 
   ps::chaos::Report report;
@@ -137,7 +131,7 @@ int Run(const std::string& scenario_path) {
     }
   }
   ps::chaos::ExperimentResult run;
-  if (!stop_signal) {
+  if (ps::common::StopSignalReceived() == 0) {
     options.out_dir = out;
     options.apply_faults = true;
     run = ps::chaos::RunExperiment(*scenario, options);
@@ -226,7 +220,9 @@ int Run(const std::string& scenario_path) {
       exit_code = 1;
     }
   }
-  if (stop_signal) return 128 + stop_signal;
+  if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+    return 128 + signal;
+  }
   return exit_code;
 }
 
