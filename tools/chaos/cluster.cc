@@ -7,24 +7,16 @@
 #include <fstream>
 #include <system_error>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/local_cluster.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::chaos {
 namespace {
 
 constexpr int kNamespacePort = 50051;
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::string text((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  return text;
-}
 
 std::string Seconds(absl::Duration d) {
   return absl::StrCat(absl::ToInt64Milliseconds(d), "ms");
@@ -161,25 +153,13 @@ absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
   for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
     Daemon& d = daemons_[i];
-    const std::string port_file = absl::StrCat(out_dir_, "/", d.host, ".port");
-    int port = 0;
-    while (!absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadAll(port_file)),
-                             &port)) {
-      if (std::optional<int> ended = d.process->Poll()) {
-        return absl::UnavailableError(absl::StrCat(
-            d.ref.ToString(), " ", common::DescribeWaitStatus(*ended),
-            " before serving; see ", d.log));
-      }
-      if (interrupted()) return absl::CancelledError("interrupted");
-      if (absl::Now() > give_up) {
-        return absl::DeadlineExceededError(
-            absl::StrCat(d.ref.ToString(), " did not serve within 60 s"));
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
+    absl::StatusOr<int> port = common::WaitForPortFile(
+        absl::StrCat(out_dir_, "/", d.host, ".port"), d.ref.ToString(), d.log,
+        *d.process, give_up, interrupted);
+    if (!port.ok()) return port.status();
     if (sandbox_ == nullptr) {
       // Restarts bind the same port, so the workers find it again.
-      server_listen_[i] = absl::StrCat("127.0.0.1:", port);
+      server_listen_[i] = absl::StrCat("127.0.0.1:", *port);
       server_addresses_[i] = server_listen_[i];
     }
   }

@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/cli.h"
+#include "common/local_cluster.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
@@ -35,21 +36,6 @@ std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)),
                      std::istreambuf_iterator<char>());
-}
-
-// One flat number of a metrics line: {"time_s":1.2,"epoch":0.5,...}.
-std::optional<double> MetricsField(absl::string_view line,
-                                   absl::string_view key) {
-  for (absl::string_view item : absl::StrSplit(line, ',')) {
-    item = absl::StripPrefix(absl::StripPrefix(item, "{"), "\"");
-    if (!absl::ConsumePrefix(&item, key) ||
-        !absl::ConsumePrefix(&item, "\":")) {
-      continue;
-    }
-    double value = 0;
-    if (absl::SimpleAtod(absl::StripSuffix(item, "}"), &value)) return value;
-  }
-  return std::nullopt;
 }
 
 // Asks every server for its Status at once; one that does not answer
@@ -429,12 +415,13 @@ ExperimentResult RunExperiment(const Scenario& scenario,
       std::vector<absl::string_view> lines = absl::StrSplit(metrics, '\n');
       // The last piece is partial (or empty): only whole lines count.
       for (; metrics_lines + 1 < lines.size(); ++metrics_lines) {
-        absl::string_view line = lines[metrics_lines];
+        const std::string line(lines[metrics_lines]);
         Evaluation e;
         e.t = now();
-        e.epoch = MetricsField(line, "epoch").value_or(0);
-        e.accuracy = MetricsField(line, "test_accuracy").value_or(0);
-        e.samples = static_cast<uint64_t>(MetricsField(line, "samples").value_or(0));
+        e.epoch = common::JsonNumber(line, "epoch").value_or(0);
+        e.accuracy = common::JsonNumber(line, "test_accuracy").value_or(0);
+        e.samples = static_cast<uint64_t>(
+            common::JsonNumber(line, "samples").value_or(0));
         if (e.epoch > 0 && e.samples > 0) {
           result.timeline.train_size = e.samples / e.epoch;
         }
