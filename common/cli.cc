@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::common {
@@ -30,10 +31,15 @@ void TuneMallocForLargeBuffers() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+void DisableMutexDeadlockDetection() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+}
+
 std::vector<std::string> InitProgram(int argc, char** argv,
                                      absl::string_view usage,
                                      size_t max_arguments) {
   TuneMallocForLargeBuffers();
+  DisableMutexDeadlockDetection();
   if (argc > 0) {
     program_name = argv[0];
     if (size_t slash = program_name.rfind('/'); slash != std::string::npos) {

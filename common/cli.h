@@ -12,7 +12,8 @@
 // What every daemon's main() does the same way.
 namespace ps::common {
 
-// Parses flags (absl), sets the log line format and tunes malloc (below).
+// Parses flags (absl), sets the log line format, tunes malloc (below) and
+// turns off absl::Mutex's deadlock detection (below).
 // Returns the positional arguments (a subcommand, say), rejecting more than
 // `max_arguments`. Exits with one clear line and status 2 on any problem.
 std::vector<std::string> InitProgram(int argc, char** argv,
@@ -25,6 +26,12 @@ std::vector<std::string> InitProgram(int argc, char** argv,
 // its threshold adapted; always for blocks a thread arena cannot hold), and
 // faulting fresh pages in costs ~60x a memcpy of the same bytes.
 void TuneMallocForLargeBuffers();
+
+// Debian builds Abseil without NDEBUG, so every absl::Mutex lock (ours and
+// gRPC's, which wraps absl::Mutex) ran the deadlock detector's global graph
+// of lock order: a few per cent of a small call's server CPU, profiled.
+// Tests keep it on: they do not call InitProgram.
+void DisableMutexDeadlockDetection();
 
 // Applies --log_level-style `log_level` ("trace" … "off") to spdlog.
 void SetLogLevelOrDie(const std::string& log_level);

@@ -25,8 +25,17 @@ void FloatsToBytes(absl::Span<const float> values, std::string* out);
 absl::Status BytesToFloats(absl::string_view bytes, absl::Span<float> out,
                            absl::string_view what);
 
+// Fails unless `bytes` holds exactly `expected` floats; the error names
+// `what` as BytesToFloats does.
+absl::Status CheckFloatBytes(absl::string_view bytes, size_t expected,
+                             absl::string_view what);
+
 // Index of the first NaN or infinity, if any.
 std::optional<size_t> FindNonFinite(absl::Span<const float> values);
+
+// The same over float32 bytes (a whole number of floats), read in place: a
+// server validates a push without copying it first.
+std::optional<size_t> FindNonFiniteBytes(absl::string_view bytes);
 
 }  // namespace ps::common
 

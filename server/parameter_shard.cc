@@ -1,6 +1,7 @@
 #include "server/parameter_shard.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -65,6 +66,7 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
 
 ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
+      chunk_(kApplyChunkFloats),
       members_(options_.num_workers, options_.max_workers,
                options_.lease_timeout) {}
 
@@ -220,6 +222,7 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   PullArgs parked = args;
   parked.keys = *keys;
   if (Satisfied(parked)) return Read(parked);
+  if (!done) return std::nullopt;
   if (!parking_pulls_) {
     return absl::UnavailableError("the server is shutting down; retry");
   }
@@ -351,22 +354,36 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       return PushResult{PushOutcome::kDuplicate, version_};
     }
 
-    // Copy first, validate the copy, and only then let it count: a rejected
-    // gradient leaves θ and the round as they were.
-    absl::Span<float> gradient =
-        sync ? round_->Slot(args.worker_id) : absl::MakeSpan(scratch_);
-    absl::Status copied =
-        common::BytesToFloats(args.gradient, gradient, "the gradient");
-    if (copied.ok()) {
-      if (auto bad = common::FindNonFinite(gradient)) {
-        copied = absl::InvalidArgumentError(absl::StrCat(
-            "gradient value for key ", keys_.begin + *bad, " is ",
-            gradient[*bad], "; gradients must be finite"));
+    // Validate everything before the gradient counts: a rejected gradient
+    // leaves θ and the round as they were. Sync copies it into the round's
+    // slot first (the round keeps it); async and SSP check the request's
+    // bytes in place and apply straight from them, with no θ-sized copy.
+    absl::Status valid =
+        common::CheckFloatBytes(args.gradient, keys_.size(), "the gradient");
+    if (valid.ok()) {
+      std::optional<size_t> bad;
+      float bad_value = 0;
+      if (sync) {
+        absl::Span<float> slot = round_->Slot(args.worker_id);
+        valid = common::BytesToFloats(args.gradient, slot, "the gradient");
+        bad = common::FindNonFinite(slot);
+        if (bad) bad_value = slot[*bad];
+      } else {
+        bad = common::FindNonFiniteBytes(args.gradient);
+        if (bad) {
+          std::memcpy(&bad_value, args.gradient.data() + *bad * sizeof(float),
+                      sizeof(float));
+        }
+      }
+      if (valid.ok() && bad) {
+        valid = absl::InvalidArgumentError(absl::StrCat(
+            "gradient value for key ", keys_.begin + *bad, " is ", bad_value,
+            "; gradients must be finite"));
       }
     }
-    if (!copied.ok()) {
+    if (!valid.ok()) {
       ++pushes_rejected_;
-      return copied;
+      return valid;
     }
 
     worker.last_seq = args.seq;
@@ -379,7 +396,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       result.outcome = MaybeCloseRound(absl::Now()) ? PushOutcome::kApplied
                                                     : PushOutcome::kAccepted;
     } else {
-      ApplyGradient(gradient, args.batch_size);
+      ApplyGradientBytes(args.gradient, args.batch_size);
       ++pushes_applied_;
       result.outcome = PushOutcome::kApplied;
     }
@@ -446,6 +463,36 @@ void ParameterShard::ApplyGradient(absl::Span<const float> gradient,
         options_.update, segment.regularize,
         gradient.subspan(offset, segment.keys.size()),
         absl::MakeSpan(theta_).subspan(offset, segment.keys.size()));
+  }
+  ++version_;
+  samples_applied_ += samples;
+}
+
+void ParameterShard::ApplyGradientBytes(absl::string_view bytes,
+                                        uint64_t samples) {
+  for (const common::TensorSegment& segment : segments_) {
+    const size_t offset = segment.keys.begin - keys_.begin;
+    const size_t size = segment.keys.size();
+    const char* from = bytes.data() + offset * sizeof(float);
+    absl::Span<float> theta = absl::MakeSpan(theta_).subspan(offset, size);
+    if (options_.update.has_ball()) {
+      // The ball's norm is the whole segment's: the rule needs it whole.
+      if (scratch_.size() < size) scratch_.resize(size);
+      std::memcpy(scratch_.data(), from, size * sizeof(float));
+      common::ApplyUpdate(options_.update, segment.regularize,
+                          absl::MakeConstSpan(scratch_).first(size), theta);
+      continue;
+    }
+    // Elementwise otherwise: a cache-sized piece at a time, so no θ-sized
+    // copy of the gradient is ever alive.
+    for (size_t done = 0; done < size; done += chunk_.size()) {
+      const size_t n = std::min(chunk_.size(), size - done);
+      std::memcpy(chunk_.data(), from + done * sizeof(float),
+                  n * sizeof(float));
+      common::ApplyUpdate(options_.update, segment.regularize,
+                          absl::MakeConstSpan(chunk_).first(n),
+                          theta.subspan(done, n));
+    }
   }
   ++version_;
   samples_applied_ += samples;
@@ -626,7 +673,10 @@ void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
   keys_ = keys;
   segments_ = common::SegmentsInRange(tensors_, keys_);
   theta_ = std::move(theta);
-  scratch_.assign(keys_.size(), 0.0f);
+  // Sync's round mean needs a θ-sized buffer; async and SSP apply from the
+  // request (ApplyGradientBytes).
+  scratch_.assign(options_.mode == ConsistencyMode::kSync ? keys_.size() : 0,
+                  0.0f);
   if (options_.mode == ConsistencyMode::kSync) {
     round_.emplace(keys_.size());
     round_opened_ = now;

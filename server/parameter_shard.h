@@ -184,8 +184,9 @@ class ParameterShard {
   PullTicket NewPullTicket();
 
   // θ[keys] at once when the version reached min_version (or the error, for
-  // a bad request). Otherwise parks `done` under `ticket` and returns
-  // nullopt; `done` later runs on the thread whose push advances the version,
+  // a bad request). Otherwise, with an empty `done`, returns nullopt without
+  // parking (a caller that answers at once when it can); else parks `done`
+  // under `ticket` and returns nullopt; `done` later runs on the thread whose push advances the version,
   // or with DEADLINE_EXCEEDED at `expires` (see ExpirePulls), or with
   // CANCELLED.
   std::optional<absl::StatusOr<PullResult>> Pull(const PullArgs& args,
@@ -246,6 +247,10 @@ class ParameterShard {
   // Applies `gradient` to the whole shard and advances the version.
   void ApplyGradient(absl::Span<const float> gradient, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // ApplyGradient from a push's float32 bytes (already validated), without
+  // a θ-sized copy unless the rule has a ball (which needs whole segments).
+  void ApplyGradientBytes(absl::string_view bytes, uint64_t samples)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Closes the open sync round if a rule says so; true when it did.
   bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Whether a pull may be answered now (version and SSP bound).
@@ -270,8 +275,13 @@ class ParameterShard {
   uint64_t samples_applied_ ABSL_GUARDED_BY(mutex_) = 0;
   std::optional<SyncRound> round_ ABSL_GUARDED_BY(mutex_);
   absl::Time round_opened_ ABSL_GUARDED_BY(mutex_);
-  // Reused for the async gradient and the sync mean.
+  // The sync round's mean; in async, a segment's gradient when the rule has
+  // a ball.
   std::vector<float> scratch_ ABSL_GUARDED_BY(mutex_);
+  // A piece of an async gradient on its way from the request into θ: small
+  // enough to stay in cache.
+  static constexpr size_t kApplyChunkFloats = 4096;
+  std::vector<float> chunk_ ABSL_GUARDED_BY(mutex_);
   Membership members_ ABSL_GUARDED_BY(mutex_);
   uint64_t pushes_applied_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_duplicate_ ABSL_GUARDED_BY(mutex_) = 0;

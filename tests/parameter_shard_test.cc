@@ -195,6 +195,46 @@ TEST(ParameterShard, RejectedPushesNameTheFaultAndLeaveThetaUntouched) {
   EXPECT_THAT(Theta(shard), ElementsAre(0, 1, 2, 3));
 }
 
+// Async pushes are checked in place and applied from the request a piece
+// at a time: a model longer than a piece, with two tensors, must come out
+// exactly as the whole-vector rule gives, and a bad value far in must be
+// found before any of θ changes.
+TEST(ParameterShard, AsyncLargePushIsAppliedWhollyOrNotAtAll) {
+  ShardOptions options = Options(ConsistencyMode::kAsync, 1);
+  options.update.learning_rate = 0.5f;
+  options.update.l2 = 0.25f;
+  ParameterShard shard(options);
+  RegisterAll(shard, 1);
+  const int64_t weights = 10001, biases = 7;  // over two 4096-float pieces
+  InitArgs init;
+  init.tensors = {{"w", {weights}, false}, {"b", {biases}, true}};
+  init.num_shards = 1;
+  std::vector<float> theta(weights + biases), gradient(weights + biases);
+  for (size_t i = 0; i < theta.size(); ++i) {
+    theta[i] = 0.001f * static_cast<float>(i % 997) - 0.3f;
+    gradient[i] = 0.002f * static_cast<float>(i % 389) - 0.2f;
+  }
+  const std::string initial = Bytes(theta);
+  init.values = initial;
+  ASSERT_TRUE(shard.Init(init).ok());
+
+  std::vector<float> bad = gradient;
+  bad[9000] = NAN;
+  auto rejected = Push(shard, 0, 1, 0, bad);
+  EXPECT_THAT(rejected.status().message(), HasSubstr("key 9000"));
+  EXPECT_EQ(Theta(shard), theta);
+
+  ASSERT_TRUE(Push(shard, 0, 2, 0, gradient).ok());
+  std::vector<float> expected = theta;
+  common::ApplyUpdate(options.update, true,
+                      absl::MakeConstSpan(gradient).first(weights),
+                      absl::MakeSpan(expected).first(weights));
+  common::ApplyUpdate(options.update, false,
+                      absl::MakeConstSpan(gradient).subspan(weights),
+                      absl::MakeSpan(expected).subspan(weights));
+  EXPECT_EQ(Theta(shard), expected);
+}
+
 TEST(ParameterShard, AsyncAppliesEachPushAtOnce) {
   ParameterShard shard(Options(ConsistencyMode::kAsync, 2));
   RegisterAll(shard, 2);

@@ -1,6 +1,8 @@
 #include "common/update_rule.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -32,6 +34,52 @@ TEST(UpdateRule, L2DecaysTowardZeroAndSkipsExemptTensors) {
   // θ − α(g + λ₂θ) = 2 − 0.1·(1 + 1) = 1.8
   EXPECT_FLOAT_EQ(Update(o, true, {2}, {1})[0], 1.8f);
   EXPECT_FLOAT_EQ(Update(o, false, {2}, {1})[0], 1.9f);
+}
+
+// The update as one scalar loop with branches, as it was written before it
+// was split into branch-free variants: every variant must give the same
+// bits (sync mode's reproducibility rests on it).
+float ReferenceElement(const UpdateOptions& o, bool regularize, float t,
+                       float g) {
+  const float l2 = regularize ? o.l2 : 0.0f;
+  const float l1 = regularize ? o.l1 : 0.0f;
+  const float lo = o.nonnegative ? std::max(o.clip_min, 0.0f) : o.clip_min;
+  const float hi = o.clip_max;
+  float next = t - o.learning_rate * (g + l2 * t);
+  if (l1 > 0) {
+    const float threshold = o.learning_rate * l1;
+    next = next > threshold    ? next - threshold
+           : next < -threshold ? next + threshold
+                               : 0.0f;
+  }
+  return std::clamp(next, lo, hi);
+}
+
+TEST(UpdateRule, EveryElementwiseVariantGivesTheScalarFormulasBits) {
+  std::vector<UpdateOptions> rules(4);
+  rules[1].l2 = 1e-2f;
+  rules[2].l2 = 1e-2f;
+  rules[2].l1 = 3e-3f;
+  rules[3].l1 = 3e-3f;
+  rules[3].clip_min = -0.4f;
+  rules[3].clip_max = 0.35f;
+  const size_t n = 1037;  // not a multiple of any vector width
+  std::vector<float> theta(n), gradient(n);
+  for (size_t i = 0; i < n; ++i) {
+    theta[i] = 0.0013f * static_cast<float>(i % 701) - 0.45f;
+    gradient[i] = 0.0029f * static_cast<float>(i % 331) - 0.48f;
+  }
+  for (const UpdateOptions& o : rules) {
+    for (bool regularize : {true, false}) {
+      const std::vector<float> got = Update(o, regularize, theta, gradient);
+      for (size_t i = 0; i < n; ++i) {
+        const float want = ReferenceElement(o, regularize, theta[i],
+                                            gradient[i]);
+        ASSERT_EQ(std::memcmp(&got[i], &want, sizeof(float)), 0)
+            << "element " << i << ": " << got[i] << " vs " << want;
+      }
+    }
+  }
 }
 
 TEST(UpdateRule, L1IsAnExactSoftThreshold) {

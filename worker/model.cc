@@ -212,6 +212,10 @@ class SoftmaxModel final : public Classifier {
                    {{"softmax/weights", {input_dim, num_classes}, false},
                     {"softmax/bias", {num_classes}, true}}) {}
 
+  std::unique_ptr<Model> Clone() const override {
+    return std::make_unique<SoftmaxModel>(input_dim_, num_classes_);
+  }
+
   std::vector<float> InitialParams(uint64_t seed) const override {
     // The loss is convex, so small weights only break exact ties.
     std::vector<float> params(num_params(), 0.0f);
@@ -258,6 +262,10 @@ class MlpModel final : public Classifier {
                     {"mlp/fc1/bias", {kMlpHiddenUnits}, true},
                     {"mlp/fc2/weights", {kMlpHiddenUnits, num_classes}, false},
                     {"mlp/fc2/bias", {num_classes}, true}}) {}
+
+  std::unique_ptr<Model> Clone() const override {
+    return std::make_unique<MlpModel>(input_dim_, num_classes_);
+  }
 
   std::vector<float> InitialParams(uint64_t seed) const override {
     // Glorot-uniform weights keep activations and gradients at a similar

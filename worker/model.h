@@ -40,6 +40,10 @@ class Model {
                                 absl::Span<const int32_t> labels,
                                 absl::Span<float> grad) = 0;
 
+  // A fresh model of the same kind and shape, with scratch of its own: for
+  // evaluating on another thread while this one trains.
+  virtual std::unique_ptr<Model> Clone() const = 0;
+
   // Loss and accuracy over a whole dataset, in chunks to bound memory.
   virtual Evaluation Evaluate(absl::Span<const float> params,
                               const common::Dataset& data) = 0;

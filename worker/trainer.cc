@@ -5,6 +5,8 @@
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <thread>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -140,6 +142,31 @@ absl::Status Trainer::Run() {
       min_version(), absl::MakeSpan(theta_), clock(first_step));
   if (!pulled.ok()) return pulled.status();
   double step_start = NowSeconds();
+  // Rank 0 evaluates on a thread of its own: an evaluation no longer stalls
+  // its steps (nor, in sync mode, everyone's rounds). Each line's time is
+  // when its θ was pulled, so time to accuracy keeps its meaning; the
+  // evaluations' CPU still counts against the machine. The guard stops the
+  // thread on every way out of Run.
+  std::unique_ptr<Model> eval_model;
+  std::thread evaluator;
+  auto stop_evaluations = [&]() -> absl::Status {
+    if (!evaluator.joinable()) return absl::OkStatus();
+    {
+      absl::MutexLock lock(&eval_mutex_);
+      eval_done_ = true;
+    }
+    evaluator.join();
+    absl::MutexLock lock(&eval_mutex_);
+    return eval_status_;
+  };
+  struct JoinOnExit {
+    std::function<absl::Status()> stop;
+    ~JoinOnExit() { stop().IgnoreError(); }
+  } join_on_exit{stop_evaluations};
+  if (rank == 0) {
+    eval_model = model_->Clone();
+    evaluator = std::thread(&Trainer::EvaluationLoop, this, eval_model.get());
+  }
   for (uint64_t step = first_step; step < total_steps; ++step) {
     if (options_.stop_requested && options_.stop_requested()) {
       if (absl::Status left = client_->Leave(); !left.ok()) return left;
@@ -160,10 +187,12 @@ absl::Status Trainer::Run() {
     double step_seconds = NowSeconds() - step_start;
     const double epochs_done = static_cast<double>(step) / steps_per_epoch;
     if (rank == 0 && epochs_done >= next_eval) {
-      absl::Status evaluated =
-          Evaluate(step, pulled->version, pulled->samples_applied,
+      EvalPoint point =
+          Snapshot(step, pulled->version, pulled->samples_applied,
                    loss_count ? loss_sum / loss_count : 0, longest_step);
-      if (!evaluated.ok()) return evaluated;
+      absl::MutexLock lock(&eval_mutex_);
+      if (!eval_status_.ok()) return eval_status_;
+      eval_queue_.push_back(std::move(point));
       loss_sum = 0;
       loss_count = 0;
       longest_step = 0;
@@ -207,6 +236,10 @@ absl::Status Trainer::Run() {
                rank, counts.applied_or_accepted, counts.stale,
                counts.duplicate, counts.reregistered);
   if (rank != 0) return absl::OkStatus();
+  // The evaluations queued during training are written before the last.
+  if (absl::Status evaluated = stop_evaluations(); !evaluated.ok()) {
+    return evaluated;
+  }
 
   // Rank 0 evaluates the final θ once every other worker has started and
   // finished (or its lease expired), bounded by the retry budget.
@@ -217,15 +250,55 @@ absl::Status Trainer::Run() {
   }
   absl::StatusOr<PullInfo> last = client_->Pull(0, absl::MakeSpan(theta_));
   if (!last.ok()) return last.status();
-  return Evaluate(total_steps, last->version, last->samples_applied,
-                  loss_count ? loss_sum / loss_count : 0, longest_step);
+  return Evaluate(*model_, Snapshot(total_steps, last->version,
+                                    last->samples_applied,
+                                    loss_count ? loss_sum / loss_count : 0,
+                                    longest_step));
 }
 
-absl::Status Trainer::Evaluate(uint64_t step, uint64_t version,
-                               uint64_t samples_applied, double train_loss,
-                               double longest_step) {
-  const double elapsed = NowSeconds() - start_seconds_;
-  last_evaluation_ = model_->Evaluate(theta_, data_->test);
+Trainer::EvalPoint Trainer::Snapshot(uint64_t step, uint64_t version,
+                                     uint64_t samples_applied,
+                                     double train_loss,
+                                     double longest_step) const {
+  EvalPoint point;
+  point.theta = theta_;
+  point.elapsed = NowSeconds() - start_seconds_;
+  point.step = step;
+  point.version = version;
+  point.samples_applied = samples_applied;
+  point.train_loss = train_loss;
+  point.longest_step = longest_step;
+  return point;
+}
+
+void Trainer::EvaluationLoop(Model* model) {
+  while (true) {
+    EvalPoint point;
+    {
+      absl::MutexLock lock(&eval_mutex_);
+      eval_mutex_.Await(absl::Condition(
+          +[](Trainer* t) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return t->eval_done_ || !t->eval_queue_.empty();
+          },
+          this));
+      if (eval_queue_.empty()) return;  // done, and nothing left
+      point = std::move(eval_queue_.front());
+      eval_queue_.pop_front();
+    }
+    absl::Status evaluated = Evaluate(*model, point);
+    absl::MutexLock lock(&eval_mutex_);
+    if (eval_status_.ok()) eval_status_ = evaluated;
+  }
+}
+
+absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
+  const Evaluation evaluation = model.Evaluate(point.theta, data_->test);
+  const double elapsed = point.elapsed;
+  const uint64_t step = point.step;
+  const uint64_t version = point.version;
+  const uint64_t samples_applied = point.samples_applied;
+  const double train_loss = point.train_loss;
+  const double longest_step = point.longest_step;
   const double epoch =
       static_cast<double>(samples_applied) / data_->train.size();
   const double samples_per_s = elapsed > 0 ? samples_applied / elapsed : 0;
@@ -234,14 +307,15 @@ absl::Status Trainer::Evaluate(uint64_t step, uint64_t version,
       "\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"train_loss\":%.5f,"
       "\"samples_per_s\":%.1f,\"samples\":%d,\"model\":\"%s\",\"mode\":\"%s\","
       "\"workers\":%d,\"servers\":%d,\"max_step_s\":%.4f}",
-      elapsed, epoch, step, version, last_evaluation_.accuracy,
-      last_evaluation_.mean_loss, train_loss, samples_per_s, samples_applied,
+      elapsed, epoch, step, version, evaluation.accuracy,
+      evaluation.mean_loss, train_loss, samples_per_s, samples_applied,
       options_.model_name, mode_, options_.num_workers, client_->num_shards(),
       longest_step);
   spdlog::info("epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
                "({:.0f} samples/s)",
-               epoch, step, last_evaluation_.accuracy,
-               last_evaluation_.mean_loss, samples_per_s);
+               epoch, step, evaluation.accuracy, evaluation.mean_loss,
+               samples_per_s);
+  last_evaluation_ = evaluation;
   if (options_.metrics_out.empty()) return absl::OkStatus();
   std::ofstream out(options_.metrics_out, std::ios::app);
   out << line << "\n";

@@ -2,11 +2,13 @@
 #define PS_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/dataset.h"
 #include "worker/model.h"
@@ -64,9 +66,28 @@ class Trainer {
   const Evaluation& last_evaluation() const { return last_evaluation_; }
 
  private:
-  absl::Status Evaluate(uint64_t step, uint64_t version,
-                        uint64_t samples_applied, double train_loss,
-                        double longest_step);
+  // What one evaluation reports: θ as of `elapsed` seconds into training.
+  struct EvalPoint {
+    std::vector<float> theta;
+    double elapsed = 0;
+    uint64_t step = 0;
+    uint64_t version = 0;
+    uint64_t samples_applied = 0;
+    double train_loss = 0;
+    double longest_step = 0;
+  };
+  EvalPoint Snapshot(uint64_t step, uint64_t version, uint64_t samples_applied,
+                     double train_loss, double longest_step) const;
+  // Evaluates `point` with `model` and appends its metrics line.
+  absl::Status Evaluate(Model& model, const EvalPoint& point);
+  // Rank 0's evaluations during training run here, on a copy of θ and a
+  // model of their own, off the training path; in order, one at a time.
+  void EvaluationLoop(Model* model);
+
+  absl::Mutex eval_mutex_;
+  std::deque<EvalPoint> eval_queue_ ABSL_GUARDED_BY(eval_mutex_);
+  bool eval_done_ ABSL_GUARDED_BY(eval_mutex_) = false;
+  absl::Status eval_status_ ABSL_GUARDED_BY(eval_mutex_);
 
   TrainerOptions options_;
   Model* model_;
