@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/rpc/convert.h"
+#include "server/wire_messages.h"
 
 namespace ps::server {
 namespace {
@@ -15,12 +16,11 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-void FillPullResponse(PullResult result, ps::v1::PullResponse* response) {
-  response->set_version(result.version);
-  response->set_samples_applied(result.samples_applied);
-  response->set_key_begin(result.keys.begin);
-  response->set_key_end(result.keys.end);
-  response->set_values(std::move(result.values));
+// The answer to a Pull, or to a PushPull with its push's outcome.
+grpc::ByteBuffer EncodeAnswer(const ps::v1::PushResponse* pushed,
+                              PullResult pulled) {
+  return pushed == nullptr ? EncodePullResponse(std::move(pulled))
+                           : EncodePushPullResponse(*pushed, std::move(pulled));
 }
 
 // A pull that may wait for its version. Its ticket exists before the pull
@@ -29,8 +29,11 @@ void FillPullResponse(PullResult result, ps::v1::PullResponse* response) {
 // Finish may delete the reactor (OnDone), so nothing touches it afterwards.
 class PullReactor final : public grpc::ServerUnaryReactor {
  public:
-  PullReactor(ParameterShard* shard, ps::v1::PullResponse* response)
-      : shard_(shard), response_(response), ticket_(shard->NewPullTicket()) {}
+  PullReactor(ParameterShard* shard, const ps::v1::PushResponse* pushed,
+              grpc::ByteBuffer* response)
+      : shard_(shard), response_(response), ticket_(shard->NewPullTicket()) {
+    if (pushed != nullptr) pushed_ = *pushed;
+  }
 
   void Start(const PullArgs& args, absl::Time expires) {
     std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
@@ -47,12 +50,16 @@ class PullReactor final : public grpc::ServerUnaryReactor {
 
  private:
   void Complete(absl::StatusOr<PullResult> result) {
-    if (result.ok()) FillPullResponse(std::move(*result), response_);
+    if (result.ok()) {
+      *response_ = EncodeAnswer(pushed_ ? &*pushed_ : nullptr,
+                                std::move(*result));
+    }
     Finish(rpc::ToGrpcStatus(result.status()));
   }
 
   ParameterShard* const shard_;
-  ps::v1::PullResponse* const response_;
+  std::optional<ps::v1::PushResponse> pushed_;
+  grpc::ByteBuffer* const response_;
   const ParameterShard::PullTicket ticket_;
 };
 
@@ -143,14 +150,18 @@ grpc::ServerUnaryReactor* ParameterService::Init(
 }
 
 grpc::ServerUnaryReactor* ParameterService::Pull(
-    grpc::CallbackServerContext* context, const ps::v1::PullRequest* request,
-    ps::v1::PullResponse* response) {
-  return StartPull(context, *request, response);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  ps::v1::PullRequest pull;
+  if (absl::Status parsed = ParseRequest(request, &pull); !parsed.ok()) {
+    return FinishNow(context, parsed);
+  }
+  return StartPull(context, pull, /*pushed=*/nullptr, response);
 }
 
 grpc::ServerUnaryReactor* ParameterService::StartPull(
     grpc::CallbackServerContext* context, const ps::v1::PullRequest& request,
-    ps::v1::PullResponse* response) {
+    const ps::v1::PushResponse* pushed, grpc::ByteBuffer* response) {
   PullArgs args;
   args.worker_id = request.worker_id();
   args.min_version = request.min_version();
@@ -166,10 +177,10 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
   std::optional<absl::StatusOr<PullResult>> ready =
       shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
   if (ready.has_value()) {
-    if (ready->ok()) FillPullResponse(std::move(**ready), response);
+    if (ready->ok()) *response = EncodeAnswer(pushed, std::move(**ready));
     return FinishNow(context, ready->status());
   }
-  auto* reactor = new PullReactor(shard_, response);
+  auto* reactor = new PullReactor(shard_, pushed, response);
   reactor->Start(args, expires);
   return reactor;
 }
@@ -200,14 +211,18 @@ absl::Status ParameterService::ApplyPush(const ps::v1::PushRequest& request,
 }
 
 grpc::ServerUnaryReactor* ParameterService::PushPull(
-    grpc::CallbackServerContext* context,
-    const ps::v1::PushPullRequest* request,
-    ps::v1::PushPullResponse* response) {
-  if (absl::Status pushed = ApplyPush(request->push(), response->mutable_push());
-      !pushed.ok()) {
-    return FinishNow(context, pushed);
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  ps::v1::PushPullRequest push_pull;
+  if (absl::Status parsed = ParseRequest(request, &push_pull); !parsed.ok()) {
+    return FinishNow(context, parsed);
   }
-  return StartPull(context, request->pull(), response->mutable_pull());
+  ps::v1::PushResponse pushed;
+  absl::Status applied = ApplyPush(push_pull.push(), &pushed);
+  // The gradient is spent: free it before θ is copied out for the answer.
+  push_pull.mutable_push()->clear_gradient();
+  if (!applied.ok()) return FinishNow(context, applied);
+  return StartPull(context, push_pull.pull(), &pushed, response);
 }
 
 void ParameterService::SetAdvertisedAddress(std::string address) {

@@ -13,11 +13,17 @@
 
 namespace ps::server {
 
+// Pull and PushPull take and answer raw bytes (server/wire_messages.h) so
+// that θ is copied once on its way out; the rest are typed.
+using ParameterServiceBase = ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
+    ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
+        ps::v1::ParameterServer::CallbackService>>;
+
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
 // ticker ends those that outlive max_pull_wait even when the client set no
 // deadline. The same ticker expires leases and round timeouts.
-class ParameterService final : public ps::v1::ParameterServer::CallbackService {
+class ParameterService final : public ParameterServiceBase {
  public:
   // `checkpointer` may be null: the server then refuses Checkpoint calls.
   ParameterService(ParameterShard* shard, Checkpointer* checkpointer,
@@ -40,15 +46,14 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
                                  const ps::v1::InitRequest* request,
                                  ps::v1::InitResponse* response) override;
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
-                                 const ps::v1::PullRequest* request,
-                                 ps::v1::PullResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const ps::v1::PushRequest* request,
                                  ps::v1::PushResponse* response) override;
-  grpc::ServerUnaryReactor* PushPull(
-      grpc::CallbackServerContext* context,
-      const ps::v1::PushPullRequest* request,
-      ps::v1::PushPullResponse* response) override;
+  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const ps::v1::StatusRequest* request,
                                    ps::v1::StatusResponse* response) override;
@@ -61,9 +66,11 @@ class ParameterService final : public ps::v1::ParameterServer::CallbackService {
 
  private:
   // The shared halves of Pull, Push and PushPull.
+  // `pushed` is the outcome of a PushPull's push, null for a Pull.
   grpc::ServerUnaryReactor* StartPull(grpc::CallbackServerContext* context,
                                       const ps::v1::PullRequest& request,
-                                      ps::v1::PullResponse* response);
+                                      const ps::v1::PushResponse* pushed,
+                                      grpc::ByteBuffer* response);
   absl::Status ApplyPush(const ps::v1::PushRequest& request,
                          ps::v1::PushResponse* response);
 
