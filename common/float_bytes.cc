@@ -12,24 +12,37 @@ void FloatsToBytes(absl::Span<const float> values, std::string* out) {
   if (!values.empty()) std::memcpy(out->data(), values.data(), out->size());
 }
 
-absl::Status CheckFloatBytes(absl::string_view bytes, size_t expected,
+absl::Status CheckFloatBytes(size_t bytes, size_t expected,
                              absl::string_view what) {
-  if (bytes.size() % sizeof(float) != 0) {
+  if (bytes % sizeof(float) != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " has ", bytes.size(),
+        absl::StrCat(what, " has ", bytes,
                      " bytes, which is not a whole number of float32 values"));
   }
-  if (bytes.size() / sizeof(float) != expected) {
+  if (bytes / sizeof(float) != expected) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " carries ", bytes.size() / sizeof(float),
-                     " floats but ", expected, " are expected"));
+        absl::StrCat(what, " carries ", bytes / sizeof(float), " floats but ",
+                     expected, " are expected"));
   }
   return absl::OkStatus();
 }
 
+void ReadFloats(absl::Cord::CharIterator& from, absl::Span<float> out) {
+  char* to = reinterpret_cast<char*>(out.data());
+  size_t left = out.size() * sizeof(float);
+  while (left > 0) {
+    const absl::string_view piece = absl::Cord::ChunkRemaining(from);
+    const size_t take = std::min(left, piece.size());
+    std::memcpy(to, piece.data(), take);
+    absl::Cord::Advance(&from, take);
+    to += take;
+    left -= take;
+  }
+}
+
 absl::Status BytesToFloats(absl::string_view bytes, absl::Span<float> out,
                            absl::string_view what) {
-  if (absl::Status s = CheckFloatBytes(bytes, out.size(), what); !s.ok()) {
+  if (absl::Status s = CheckFloatBytes(bytes.size(), out.size(), what); !s.ok()) {
     return s;
   }
   if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
@@ -68,11 +81,6 @@ std::optional<size_t> FindNonFiniteIn(const unsigned char* data, size_t n) {
 std::optional<size_t> FindNonFinite(absl::Span<const float> values) {
   return FindNonFiniteIn(reinterpret_cast<const unsigned char*>(values.data()),
                          values.size());
-}
-
-std::optional<size_t> FindNonFiniteBytes(absl::string_view bytes) {
-  return FindNonFiniteIn(reinterpret_cast<const unsigned char*>(bytes.data()),
-                         bytes.size() / sizeof(float));
 }
 
 }  // namespace ps::common

@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 // The wire format of values is little-endian float32, which on the hosts we
@@ -25,17 +25,17 @@ void FloatsToBytes(absl::Span<const float> values, std::string* out);
 absl::Status BytesToFloats(absl::string_view bytes, absl::Span<float> out,
                            absl::string_view what);
 
-// Fails unless `bytes` holds exactly `expected` floats; the error names
-// `what` as BytesToFloats does.
-absl::Status CheckFloatBytes(absl::string_view bytes, size_t expected,
+// Fails unless `bytes` bytes hold exactly `expected` floats; the error
+// names `what` as BytesToFloats does.
+absl::Status CheckFloatBytes(size_t bytes, size_t expected,
                              absl::string_view what);
+
+// Copies the next out.size() floats from float32 bytes that arrived in
+// pieces (a request's slices), advancing `from` past them.
+void ReadFloats(absl::Cord::CharIterator& from, absl::Span<float> out);
 
 // Index of the first NaN or infinity, if any.
 std::optional<size_t> FindNonFinite(absl::Span<const float> values);
-
-// The same over float32 bytes (a whole number of floats), read in place: a
-// server validates a push without copying it first.
-std::optional<size_t> FindNonFiniteBytes(absl::string_view bytes);
 
 }  // namespace ps::common
 

@@ -16,6 +16,20 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// Finishes a raw method with a typed answer.
+template <typename Message>
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    absl::Status status,
+                                    const Message& message,
+                                    grpc::ByteBuffer* response) {
+  if (status.ok()) {
+    bool own_buffer = false;
+    status = rpc::FromGrpcStatus(grpc::SerializationTraits<Message>::Serialize(
+        message, response, &own_buffer));
+  }
+  return FinishNow(context, status);
+}
+
 // The answer to a Pull, or to a PushPull with its push's outcome.
 grpc::ByteBuffer EncodeAnswer(const ps::v1::PushResponse* pushed,
                               PullResult pulled) {
@@ -129,24 +143,29 @@ grpc::ServerUnaryReactor* ParameterService::Leave(
 }
 
 grpc::ServerUnaryReactor* ParameterService::Init(
-    grpc::CallbackServerContext* context, const ps::v1::InitRequest* request,
-    ps::v1::InitResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  ps::v1::InitRequest fields;
   InitArgs args;
-  args.worker_id = request->worker_id();
-  args.shard_index = request->shard_index();
-  args.num_shards = request->num_shards();
-  args.tensors = rpc::FromProto(request->tensors());
-  args.values = request->values();
-  absl::StatusOr<InitResult> result = shard_->Init(args);
-  if (result.ok()) {
-    response->set_created(result->created);
-    response->set_version(result->version);
-    response->set_key_begin(result->keys.begin);
-    response->set_key_end(result->keys.end);
-    response->set_mode(std::string(ConsistencyModeName(result->mode)));
-    response->set_expected_workers(result->expected_workers);
+  if (absl::Status parsed = ParseInitRequest(request, &fields, &args.values);
+      !parsed.ok()) {
+    return FinishNow(context, parsed);
   }
-  return FinishNow(context, result.status());
+  args.worker_id = fields.worker_id();
+  args.shard_index = fields.shard_index();
+  args.num_shards = fields.num_shards();
+  args.tensors = rpc::FromProto(fields.tensors());
+  absl::StatusOr<InitResult> result = shard_->Init(args);
+  ps::v1::InitResponse answer;
+  if (result.ok()) {
+    answer.set_created(result->created);
+    answer.set_version(result->version);
+    answer.set_key_begin(result->keys.begin);
+    answer.set_key_end(result->keys.end);
+    answer.set_mode(std::string(ConsistencyModeName(result->mode)));
+    answer.set_expected_workers(result->expected_workers);
+  }
+  return FinishNow(context, result.status(), answer, response);
 }
 
 grpc::ServerUnaryReactor* ParameterService::Pull(
@@ -186,13 +205,20 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
 }
 
 grpc::ServerUnaryReactor* ParameterService::Push(
-    grpc::CallbackServerContext* context, const ps::v1::PushRequest* request,
-    ps::v1::PushResponse* response) {
-  return FinishNow(context, ApplyPush(*request, response));
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  ReceivedPush push;
+  if (absl::Status parsed = ParsePushRequest(request, &push); !parsed.ok()) {
+    return FinishNow(context, parsed);
+  }
+  ps::v1::PushResponse pushed;
+  absl::Status applied = ApplyPush(std::move(push), &pushed);
+  return FinishNow(context, applied, pushed, response);
 }
 
-absl::Status ParameterService::ApplyPush(const ps::v1::PushRequest& request,
+absl::Status ParameterService::ApplyPush(ReceivedPush push,
                                          ps::v1::PushResponse* response) {
+  const ps::v1::PushRequest& request = push.fields;
   PushArgs args;
   args.worker_id = request.worker_id();
   args.incarnation = request.incarnation();
@@ -201,7 +227,7 @@ absl::Status ParameterService::ApplyPush(const ps::v1::PushRequest& request,
   args.base_version = request.base_version();
   args.batch_size = request.batch_size();
   args.keys = {request.key_begin(), request.key_end()};
-  args.gradient = request.gradient();
+  args.gradient = std::move(push.gradient);
   absl::StatusOr<PushResult> result = shard_->Push(args);
   if (result.ok()) {
     response->set_outcome(ToProto(result->outcome));
@@ -213,16 +239,20 @@ absl::Status ParameterService::ApplyPush(const ps::v1::PushRequest& request,
 grpc::ServerUnaryReactor* ParameterService::PushPull(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  ps::v1::PushPullRequest push_pull;
-  if (absl::Status parsed = ParseRequest(request, &push_pull); !parsed.ok()) {
+  ReceivedPush push;
+  ps::v1::PullRequest pull;
+  if (absl::Status parsed = ParsePushPullRequest(request, &push, &pull);
+      !parsed.ok()) {
     return FinishNow(context, parsed);
   }
   ps::v1::PushResponse pushed;
-  absl::Status applied = ApplyPush(push_pull.push(), &pushed);
-  // The gradient is spent: free it before θ is copied out for the answer.
-  push_pull.mutable_push()->clear_gradient();
-  if (!applied.ok()) return FinishNow(context, applied);
-  return StartPull(context, push_pull.pull(), &pushed, response);
+  // ApplyPush takes the gradient: its slices are freed before θ is copied
+  // out for the answer.
+  if (absl::Status applied = ApplyPush(std::move(push), &pushed);
+      !applied.ok()) {
+    return FinishNow(context, applied);
+  }
+  return StartPull(context, pull, &pushed, response);
 }
 
 void ParameterService::SetAdvertisedAddress(std::string address) {

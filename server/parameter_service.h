@@ -10,14 +10,19 @@
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "server/checkpointer.h"
 #include "server/parameter_shard.h"
+#include "server/wire_messages.h"
 
 namespace ps::server {
 
-// Pull and PushPull take and answer raw bytes (server/wire_messages.h) so
-// that θ is copied once on its way out; the rest are typed.
-using ParameterServiceBase = ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
-    ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
-        ps::v1::ParameterServer::CallbackService>>;
+// Init, Push, Pull and PushPull take and answer raw bytes
+// (server/wire_messages.h): θ-sized values and gradients are read from the
+// request's slices where they arrived, and θ is copied once on its way out.
+// The rest are typed.
+using ParameterServiceBase = ps::v1::ParameterServer::WithRawCallbackMethod_Init<
+    ps::v1::ParameterServer::WithRawCallbackMethod_Push<
+        ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
+            ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
+                ps::v1::ParameterServer::CallbackService>>>>;
 
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
@@ -43,14 +48,14 @@ class ParameterService final : public ParameterServiceBase {
                                   const ps::v1::LeaveRequest* request,
                                   ps::v1::LeaveResponse* response) override;
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* context,
-                                 const ps::v1::InitRequest* request,
-                                 ps::v1::InitResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
-                                 const ps::v1::PushRequest* request,
-                                 ps::v1::PushResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
@@ -71,8 +76,7 @@ class ParameterService final : public ParameterServiceBase {
                                       const ps::v1::PullRequest& request,
                                       const ps::v1::PushResponse* pushed,
                                       grpc::ByteBuffer* response);
-  absl::Status ApplyPush(const ps::v1::PushRequest& request,
-                         ps::v1::PushResponse* response);
+  absl::Status ApplyPush(ReceivedPush push, ps::v1::PushResponse* response);
 
   ParameterShard* shard_;
   Checkpointer* checkpointer_;

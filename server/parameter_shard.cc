@@ -154,13 +154,15 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return InitResult{false, version_, keys_, options_.mode,
                       options_.num_workers};
   }
-  std::vector<float> theta(keys.size());
-  if (absl::Status s = common::BytesToFloats(
-          args.values, absl::MakeSpan(theta),
+  if (absl::Status s = common::CheckFloatBytes(
+          args.values.size(), keys.size(),
           absl::StrCat("initial values for keys ", keys.ToString()));
       !s.ok()) {
     return s;
   }
+  std::vector<float> theta(keys.size());
+  absl::Cord::CharIterator from = args.values.char_begin();
+  common::ReadFloats(from, absl::MakeSpan(theta));
   if (auto bad = common::FindNonFinite(theta)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "initial value of key ", keys.begin + *bad, " is ", theta[*bad],
@@ -357,28 +359,24 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     // Validate everything before the gradient counts: a rejected gradient
     // leaves θ and the round as they were. Sync copies it into the round's
     // slot first (the round keeps it); async and SSP check the request's
-    // bytes in place and apply straight from them, with no θ-sized copy.
-    absl::Status valid =
-        common::CheckFloatBytes(args.gradient, keys_.size(), "the gradient");
+    // slices a cache-sized chunk at a time and apply straight from them,
+    // with no θ-sized copy.
+    absl::Status valid = common::CheckFloatBytes(
+        args.gradient.size(), keys_.size(), "the gradient");
     if (valid.ok()) {
-      std::optional<size_t> bad;
-      float bad_value = 0;
+      std::optional<std::pair<size_t, float>> bad;
       if (sync) {
         absl::Span<float> slot = round_->Slot(args.worker_id);
-        valid = common::BytesToFloats(args.gradient, slot, "the gradient");
-        bad = common::FindNonFinite(slot);
-        if (bad) bad_value = slot[*bad];
+        absl::Cord::CharIterator from = args.gradient.char_begin();
+        common::ReadFloats(from, slot);
+        if (auto at = common::FindNonFinite(slot)) bad = {{*at, slot[*at]}};
       } else {
-        bad = common::FindNonFiniteBytes(args.gradient);
-        if (bad) {
-          std::memcpy(&bad_value, args.gradient.data() + *bad * sizeof(float),
-                      sizeof(float));
-        }
+        bad = FindNonFiniteGradient(args.gradient);
       }
-      if (valid.ok() && bad) {
+      if (bad) {
         valid = absl::InvalidArgumentError(absl::StrCat(
-            "gradient value for key ", keys_.begin + *bad, " is ", bad_value,
-            "; gradients must be finite"));
+            "gradient value for key ", keys_.begin + bad->first, " is ",
+            bad->second, "; gradients must be finite"));
       }
     }
     if (!valid.ok()) {
@@ -468,17 +466,18 @@ void ParameterShard::ApplyGradient(absl::Span<const float> gradient,
   samples_applied_ += samples;
 }
 
-void ParameterShard::ApplyGradientBytes(absl::string_view bytes,
+void ParameterShard::ApplyGradientBytes(const absl::Cord& bytes,
                                         uint64_t samples) {
+  // Segments tile the shard in order, so one pass reads the gradient.
+  absl::Cord::CharIterator from = bytes.char_begin();
   for (const common::TensorSegment& segment : segments_) {
     const size_t offset = segment.keys.begin - keys_.begin;
     const size_t size = segment.keys.size();
-    const char* from = bytes.data() + offset * sizeof(float);
     absl::Span<float> theta = absl::MakeSpan(theta_).subspan(offset, size);
     if (options_.update.has_ball()) {
       // The ball's norm is the whole segment's: the rule needs it whole.
       if (scratch_.size() < size) scratch_.resize(size);
-      std::memcpy(scratch_.data(), from, size * sizeof(float));
+      common::ReadFloats(from, absl::MakeSpan(scratch_).first(size));
       common::ApplyUpdate(options_.update, segment.regularize,
                           absl::MakeConstSpan(scratch_).first(size), theta);
       continue;
@@ -487,8 +486,7 @@ void ParameterShard::ApplyGradientBytes(absl::string_view bytes,
     // copy of the gradient is ever alive.
     for (size_t done = 0; done < size; done += chunk_.size()) {
       const size_t n = std::min(chunk_.size(), size - done);
-      std::memcpy(chunk_.data(), from + done * sizeof(float),
-                  n * sizeof(float));
+      common::ReadFloats(from, absl::MakeSpan(chunk_).first(n));
       common::ApplyUpdate(options_.update, segment.regularize,
                           absl::MakeConstSpan(chunk_).first(n),
                           theta.subspan(done, n));
@@ -496,6 +494,20 @@ void ParameterShard::ApplyGradientBytes(absl::string_view bytes,
   }
   ++version_;
   samples_applied_ += samples;
+}
+
+std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteGradient(
+    const absl::Cord& bytes) {
+  absl::Cord::CharIterator from = bytes.char_begin();
+  for (size_t done = 0; done < keys_.size(); done += chunk_.size()) {
+    const size_t n = std::min(chunk_.size(), keys_.size() - done);
+    absl::Span<float> piece = absl::MakeSpan(chunk_).first(n);
+    common::ReadFloats(from, piece);
+    if (auto at = common::FindNonFinite(piece)) {
+      return std::make_pair(done + *at, piece[*at]);
+    }
+  }
+  return std::nullopt;
 }
 
 std::vector<ParameterShard::Completion> ParameterShard::TakeSatisfiedPulls() {

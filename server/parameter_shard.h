@@ -5,12 +5,14 @@
 #include <functional>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <atomic>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/key_range.h"
@@ -70,7 +72,7 @@ struct InitArgs {
   uint32_t shard_index = 0;
   uint32_t num_shards = 0;
   std::vector<common::TensorSpec> tensors;
-  absl::string_view values;  // float32 bytes of this shard's keys
+  absl::Cord values;  // float32 bytes of this shard's keys
 };
 
 struct InitResult {
@@ -110,7 +112,8 @@ struct PushArgs {
   uint64_t base_version = 0;
   uint32_t batch_size = 0;
   common::KeyRange keys;
-  absl::string_view gradient;  // float32 bytes
+  // float32 bytes, as they arrived (in pieces: the request's slices)
+  absl::Cord gradient;
 };
 
 enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };
@@ -249,8 +252,12 @@ class ParameterShard {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // ApplyGradient from a push's float32 bytes (already validated), without
   // a θ-sized copy unless the rule has a ball (which needs whole segments).
-  void ApplyGradientBytes(absl::string_view bytes, uint64_t samples)
+  void ApplyGradientBytes(const absl::Cord& bytes, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Index and value of the gradient's first NaN or infinity, if any, read
+  // a chunk at a time.
+  std::optional<std::pair<size_t, float>> FindNonFiniteGradient(
+      const absl::Cord& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Closes the open sync round if a rule says so; true when it did.
   bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Whether a pull may be answered now (version and SSP bound).

@@ -218,13 +218,32 @@ TEST(ParameterShard, AsyncLargePushIsAppliedWhollyOrNotAtAll) {
   init.values = initial;
   ASSERT_TRUE(shard.Init(init).ok());
 
+  // As a request's slices deliver it: pieces that cut floats in two.
+  auto in_pieces = [](const std::string& bytes) {
+    absl::Cord cord;
+    size_t at = 0;
+    for (size_t size : {4003, 5001, 6007, 100'000}) {
+      const size_t n = std::min(size, bytes.size() - at);
+      cord.Append(absl::MakeCordFromExternal(
+          absl::string_view(bytes.data() + at, n), [] {}));
+      at += n;
+    }
+    return cord;
+  };
   std::vector<float> bad = gradient;
   bad[9000] = NAN;
-  auto rejected = Push(shard, 0, 1, 0, bad);
-  EXPECT_THAT(rejected.status().message(), HasSubstr("key 9000"));
+  Pusher rejected(0, 1, 0, bad);
+  rejected.args.gradient = in_pieces(rejected.bytes);
+  EXPECT_THAT(shard.Push(rejected.args).status().message(),
+              HasSubstr("key 9000"));
   EXPECT_EQ(Theta(shard), theta);
 
-  ASSERT_TRUE(Push(shard, 0, 2, 0, gradient).ok());
+  Pusher accepted(0, 2, 0, gradient);
+  accepted.args.gradient = in_pieces(accepted.bytes);
+  ASSERT_GT(std::distance(accepted.args.gradient.chunk_begin(),
+                          accepted.args.gradient.chunk_end()),
+            3);
+  ASSERT_TRUE(shard.Push(accepted.args).ok());
   std::vector<float> expected = theta;
   common::ApplyUpdate(options.update, true,
                       absl::MakeConstSpan(gradient).first(weights),

@@ -1,8 +1,10 @@
 #include "server/wire_messages.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
+#include "common/float_bytes.h"
 #include "gtest/gtest.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 
@@ -93,6 +95,112 @@ TEST(WireMessages, GarbageIsAnInvalidArgumentThatNamesTheMessage) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("ps.v1.PushPullRequest"), std::string::npos)
       << status;
+}
+
+// The message's bytes cut into slices at awkward places: inside varints,
+// tags and floats, one byte at a time at the start.
+grpc::ByteBuffer CutIntoSlices(const std::string& bytes) {
+  std::vector<grpc::Slice> slices;
+  size_t at = 0;
+  for (size_t size = 1; at < bytes.size(); size = size * 3 + 1) {
+    const size_t n = std::min(size, bytes.size() - at);
+    slices.emplace_back(bytes.data() + at, n);
+    at += n;
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+std::vector<float> FloatsOf(const absl::Cord& bytes) {
+  std::vector<float> floats(bytes.size() / sizeof(float));
+  absl::Cord::CharIterator from = bytes.char_begin();
+  common::ReadFloats(from, absl::MakeSpan(floats));
+  return floats;
+}
+
+ps::v1::PushRequest SomePush(size_t floats) {
+  ps::v1::PushRequest push;
+  push.set_worker_id(3);
+  push.set_incarnation(1ull << 40);
+  push.set_seq(12345);
+  push.set_step(678);
+  push.set_base_version(9);
+  push.set_batch_size(64);
+  push.set_key_begin(100);
+  push.set_key_end(100 + floats);
+  std::vector<float> gradient(floats);
+  for (size_t i = 0; i < floats; ++i) gradient[i] = 0.25f * i - 7;
+  common::FloatsToBytes(gradient, push.mutable_gradient());
+  return push;
+}
+
+TEST(WireMessages, APushPullIsSplitIntoItsFieldsAndTheGradientInPlace) {
+  ps::v1::PushPullRequest sent;
+  *sent.mutable_push() = SomePush(10'000);
+  sent.mutable_pull()->set_min_version(41);
+  sent.mutable_pull()->set_clock(7);
+  sent.mutable_pull()->set_key_end(10'100);
+  grpc::ByteBuffer buffer = CutIntoSlices(sent.SerializeAsString());
+
+  ReceivedPush push;
+  ps::v1::PullRequest pull;
+  ASSERT_TRUE(ParsePushPullRequest(&buffer, &push, &pull).ok());
+  EXPECT_EQ(buffer.Length(), 0u);  // the buffer let go; the cord holds on
+  EXPECT_EQ(pull.SerializeAsString(), sent.pull().SerializeAsString());
+  ps::v1::PushRequest fields = sent.push();
+  fields.clear_gradient();
+  EXPECT_EQ(push.fields.SerializeAsString(), fields.SerializeAsString());
+  EXPECT_EQ(std::string(push.gradient), sent.push().gradient());
+  std::vector<float> expected(10'000);
+  ASSERT_TRUE(common::BytesToFloats(sent.push().gradient(),
+                                    absl::MakeSpan(expected), "expected")
+                  .ok());
+  EXPECT_EQ(FloatsOf(push.gradient), expected);
+}
+
+TEST(WireMessages, APushAndAnInitAreSplitTheSameWay) {
+  const ps::v1::PushRequest sent = SomePush(777);
+  grpc::ByteBuffer buffer = CutIntoSlices(sent.SerializeAsString());
+  ReceivedPush push;
+  ASSERT_TRUE(ParsePushRequest(&buffer, &push).ok());
+  EXPECT_EQ(std::string(push.gradient), sent.gradient());
+  EXPECT_EQ(push.fields.seq(), 12345u);
+  EXPECT_EQ(push.fields.incarnation(), 1ull << 40);
+
+  ps::v1::InitRequest init;
+  init.set_num_shards(2);
+  init.set_shard_index(1);
+  init.add_tensors()->set_name("w");
+  init.mutable_tensors(0)->add_shape(777);
+  init.set_values(sent.gradient());
+  grpc::ByteBuffer init_buffer = CutIntoSlices(init.SerializeAsString());
+  ps::v1::InitRequest fields;
+  absl::Cord values;
+  ASSERT_TRUE(ParseInitRequest(&init_buffer, &fields, &values).ok());
+  EXPECT_EQ(std::string(values), init.values());
+  init.clear_values();
+  EXPECT_EQ(fields.SerializeAsString(), init.SerializeAsString());
+}
+
+TEST(WireMessages, ATruncatedOrOverlongPushIsAnInvalidArgument) {
+  ps::v1::PushPullRequest sent;
+  *sent.mutable_push() = SomePush(100);
+  const std::string whole = sent.SerializeAsString();
+  for (size_t cut : {size_t{1}, size_t{5}, whole.size() / 2, whole.size() - 1}) {
+    grpc::ByteBuffer buffer = CutIntoSlices(whole.substr(0, cut));
+    ReceivedPush push;
+    ps::v1::PullRequest pull;
+    absl::Status status = ParsePushPullRequest(&buffer, &push, &pull);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << cut;
+    EXPECT_NE(status.message().find("ps.v1.PushPullRequest"),
+              std::string::npos)
+        << status;
+  }
+  // A gradient whose length runs past the end of the message.
+  std::string overlong = "\x4a\xff\xff\x03" + std::string(8, '\0');
+  grpc::ByteBuffer buffer = CutIntoSlices(overlong);
+  ReceivedPush push;
+  EXPECT_EQ(ParsePushRequest(&buffer, &push).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
