@@ -31,6 +31,9 @@ ABSL_FLAG(std::string, servers, "",
           "transfer, 2 for train.");
 ABSL_FLAG(std::string, sizes, "1K,64K,1M,16M",
           "transfer: model sizes in floats (K = 1024, M = 1024²).");
+ABSL_FLAG(std::string, ops, "",
+          "transfer: the ops to measure beside the echo, of push, pull, "
+          "push+pull and pushpull. Default: all.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(1),
           "transfer: time spent on each figure.");
 ABSL_FLAG(uint32_t, min_ops, 3,
@@ -110,6 +113,10 @@ int RunTransferMode(const std::string& out_dir) {
   options.duration = absl::GetFlag(FLAGS_duration);
   options.min_ops = absl::GetFlag(FLAGS_min_ops);
   options.rounds = std::max<uint32_t>(1, absl::GetFlag(FLAGS_rounds));
+  for (absl::string_view op :
+       absl::StrSplit(absl::GetFlag(FLAGS_ops), ',', absl::SkipEmpty())) {
+    options.ops.emplace_back(op);
+  }
   for (absl::string_view size :
        absl::StrSplit(absl::GetFlag(FLAGS_sizes), ',')) {
     absl::StatusOr<uint64_t> floats = ps::bench::ParseSize(std::string(size));

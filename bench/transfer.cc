@@ -1,5 +1,6 @@
 #include "bench/transfer.h"
 
+#include <algorithm>
 #include <memory>
 #include <thread>
 
@@ -143,7 +144,7 @@ absl::Status MeasureSize(const TransferOptions& options,
     std::function<absl::Status(uint32_t)> op;
   };
   std::vector<BenchWorker>& ws = *workers;
-  const std::vector<Kind> kinds = {
+  std::vector<Kind> kinds = {
       {"echo", 2 * bytes, [&](uint32_t w) { return echoes[w]->RoundTrip(); }},
       {"push", bytes, [&](uint32_t w) { return Push(ws[w]); }},
       {"pull", bytes, [&](uint32_t w) { return Pull(ws[w]); }},
@@ -154,6 +155,20 @@ absl::Status MeasureSize(const TransferOptions& options,
        }},
       {"pushpull", 2 * bytes, [&](uint32_t w) { return PushPull(ws[w]); }},
   };
+  if (!options.ops.empty()) {
+    std::vector<Kind> chosen = {kinds[0]};
+    for (const std::string& name : options.ops) {
+      auto it = std::find_if(kinds.begin() + 1, kinds.end(),
+                             [&](const Kind& k) { return name == k.name; });
+      if (it == kinds.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--ops: unknown op '", name,
+            "'; the ops are push, pull, push+pull and pushpull"));
+      }
+      chosen.push_back(*it);
+    }
+    kinds = std::move(chosen);
+  }
   // One untimed round first: connections and buffers are warm for every
   // kind alike.
   for (const Kind& kind : kinds) {

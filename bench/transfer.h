@@ -32,6 +32,9 @@ struct TransferOptions {
   // The op kinds take turns this many times, each for duration / rounds.
   // Default: 5
   uint32_t rounds = 5;
+  // The ops measured beside the echo (always first): push, pull, push+pull,
+  // pushpull. Default (empty): all.
+  std::vector<std::string> ops;
 };
 
 // Figures for one model size.

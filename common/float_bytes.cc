@@ -8,8 +8,10 @@
 namespace ps::common {
 
 void FloatsToBytes(absl::Span<const float> values, std::string* out) {
-  out->resize(values.size() * sizeof(float));
-  if (!values.empty()) std::memcpy(out->data(), values.data(), out->size());
+  // assign, not resize and copy: resize would zero new bytes first (a
+  // memset as long as the copy, measured at 5% of a client's CPU).
+  out->assign(reinterpret_cast<const char*>(values.data()),
+              values.size() * sizeof(float));
 }
 
 absl::Status CheckFloatBytes(size_t bytes, size_t expected,

@@ -8,38 +8,32 @@
 #include "ps/v1/parameter_server.pb.h"
 #include "server/parameter_shard.h"
 
-// Pull and PushPull answers are written for the wire by hand: the θ bytes
-// the shard copied out become the message's last slice as they are, where
-// the typed path copies them into the message and again into gRPC's buffer
-// (at 16M floats, 64 MiB more copied and alive per call). The bytes are
-// exactly the protobuf encoding of the typed messages, so clients do not
-// know the difference.
+// The server's side of the raw methods (common/rpc/wire_format.h): θ-sized
+// fields are read from the request's slices where they arrived, and the
+// θ bytes the shard copied out become the answer's last slice as they are.
+// Every request's buffer is released as soon as it is parsed, as gRPC's
+// typed handlers do, so a large request is not held twice.
 namespace ps::server {
 
 grpc::ByteBuffer EncodePullResponse(PullResult pulled);
 grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
                                         PullResult pulled);
 
-// Parses a raw request and releases its bytes at once, as gRPC's typed
-// handlers do, so a large request is not held twice while the call runs.
+// Parses a raw request with no large field (a Pull).
 absl::Status ParseRequest(const grpc::ByteBuffer* request,
                           google::protobuf::MessageLite* message);
 
 // A push as it arrived: its fields, and its gradient as a Cord over the
-// request's own slices. Parsing `gradient` as a protobuf string would copy
-// it into a string grown by doubling (100 MB and several copies for a 64
-// MiB gradient, measured with massif); this copies nothing.
+// request's own slices.
 struct ReceivedPush {
   ps::v1::PushRequest fields;  // gradient left empty
   absl::Cord gradient;
 };
 
-// Splits a raw PushRequest, or the push of a raw PushPullRequest (its pull
-// parsed into `pull`), and releases the request buffer's own hold on the
-// bytes. Malformed bytes are INVALID_ARGUMENT.
+// A raw PushRequest, InitRequest (its values apart) or PushPullRequest
+// (its pull parsed into `pull`). Malformed bytes are INVALID_ARGUMENT.
 absl::Status ParsePushRequest(const grpc::ByteBuffer* request,
                               ReceivedPush* push);
-// The same for an InitRequest's initial values.
 absl::Status ParseInitRequest(const grpc::ByteBuffer* request,
                               ps::v1::InitRequest* fields, absl::Cord* values);
 absl::Status ParsePushPullRequest(const grpc::ByteBuffer* request,

@@ -9,6 +9,7 @@
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
+#include "common/rpc/wire_format.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::worker {
@@ -37,6 +38,27 @@ class FirstError {
 };
 
 bool NeedsReRegistration(const grpc::Status& status);
+
+// Pull, Push and PushPull go as raw bytes (common/rpc/wire_format.h): the
+// gradient is copied once into the request and θ once out of the answer.
+const std::string kPullMethod =
+    absl::StrCat("/", ps::v1::ParameterServer::service_full_name(), "/Pull");
+const std::string kPushMethod =
+    absl::StrCat("/", ps::v1::ParameterServer::service_full_name(), "/Push");
+const std::string kPushPullMethod = absl::StrCat(
+    "/", ps::v1::ParameterServer::service_full_name(), "/PushPull");
+
+grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& message) {
+  const std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes.data(), bytes.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+grpc::Status Unparsable(const google::protobuf::MessageLite& message) {
+  return grpc::Status(grpc::StatusCode::INTERNAL,
+                      absl::StrCat("the server's answer is not a valid ",
+                                   message.GetTypeName(), " message"));
+}
 
 }  // namespace
 
@@ -205,7 +227,9 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
     }
     Shard& shard = client->shards_.emplace_back();
     shard.address = address;
-    shard.stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
+    std::shared_ptr<grpc::Channel> channel = rpc::CreateChannel(address);
+    shard.stub = ps::v1::ParameterServer::NewStub(channel);
+    shard.caller = std::make_unique<rpc::RawUnaryCaller>(channel);
   }
   client->team_ = std::make_unique<common::ThreadTeam>(client->shards_.size());
   return client;
@@ -274,17 +298,24 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    ps::v1::PullRequest request;
-    FillPull(shard, min_version, clock, &request);
+    FillPull(shard, min_version, clock, shard.request.mutable_pull());
+    const grpc::ByteBuffer request = Serialize(shard.request.pull());
+    grpc::ByteBuffer answer;
     grpc::Status status = rpc::CallWithRetry(
         options_.retry, absl::StrCat("Pull from ", shard.address),
         [&](grpc::ClientContext& context) {
-          return shard.stub->Pull(&context, request,
-                                  shard.response.mutable_pull());
+          return shard.caller->Call(&context, kPullMethod, request, &answer);
         });
-    error.Record(shard.address,
-                 status.ok() ? TakePulled(shard, theta)
-                             : rpc::FromGrpcStatus(status));
+    absl::Cord values;
+    if (status.ok() &&
+        !rpc::ParseApart(rpc::CordOf(answer),
+                         {ps::v1::PullResponse::kValuesFieldNumber},
+                         shard.response.mutable_pull(), &values)) {
+      status = Unparsable(shard.response.pull());
+    }
+    error.Record(shard.address, status.ok()
+                                    ? TakePulled(shard, values, theta)
+                                    : rpc::FromGrpcStatus(status));
   });
   if (!error.status().ok()) return error.status();
   return Pulled();
@@ -296,14 +327,20 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    FillPush(shard, seq, step, batch_size, gradient);
-    error.Record(shard.address,
-                 CallPushing(shard, "Push to ",
-                             [&](grpc::ClientContext& context) {
-                               return shard.stub->Push(
-                                   &context, shard.request.push(),
-                                   shard.response.mutable_push());
-                             }));
+    const grpc::ByteBuffer request = rpc::SerializeApart(
+        FillPush(shard, seq, step, batch_size),
+        {ps::v1::PushRequest::kGradientFieldNumber},
+        GradientBytes(shard, gradient));
+    grpc::ByteBuffer answer;
+    grpc::Status status =
+        CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
+          return shard.caller->Call(&context, kPushMethod, request, &answer);
+        });
+    if (status.ok() && !shard.response.mutable_push()->ParseFromString(
+                           std::string(rpc::CordOf(answer)))) {
+      status = Unparsable(shard.response.push());
+    }
+    error.Record(shard.address, status);
   });
   CountPushes();
   return error.status();
@@ -316,16 +353,30 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    FillPush(shard, seq, step, batch_size, gradient);
+    FillPush(shard, seq, step, batch_size);
     FillPull(shard, min_version, clock, shard.request.mutable_pull());
-    grpc::Status status = CallPushing(
-        shard, "PushPull with ",
-        [&](grpc::ClientContext& context) {
-          return shard.stub->PushPull(&context, shard.request, &shard.response);
+    const grpc::ByteBuffer request = rpc::SerializeApart(
+        shard.request,
+        {ps::v1::PushPullRequest::kPushFieldNumber,
+         ps::v1::PushRequest::kGradientFieldNumber},
+        GradientBytes(shard, gradient));
+    grpc::ByteBuffer answer;
+    grpc::Status status =
+        CallPushing(shard, "PushPull with ", [&](grpc::ClientContext& context) {
+          return shard.caller->Call(&context, kPushPullMethod, request,
+                                    &answer);
         });
-    error.Record(shard.address,
-                 status.ok() ? TakePulled(shard, theta)
-                             : rpc::FromGrpcStatus(status));
+    absl::Cord values;
+    if (status.ok() &&
+        !rpc::ParseApart(rpc::CordOf(answer),
+                         {ps::v1::PushPullResponse::kPullFieldNumber,
+                          ps::v1::PullResponse::kValuesFieldNumber},
+                         &shard.response, &values)) {
+      status = Unparsable(shard.response);
+    }
+    error.Record(shard.address, status.ok()
+                                    ? TakePulled(shard, values, theta)
+                                    : rpc::FromGrpcStatus(status));
   });
   CountPushes();
   if (!error.status().ok()) return error.status();
@@ -345,8 +396,16 @@ void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
 }
 
 absl::Status ParameterClient::TakePulled(Shard& shard,
+                                         const absl::Cord& values,
                                          absl::Span<float> theta) {
   const ps::v1::PullResponse& pulled = shard.response.pull();
+  const absl::Span<float> mine =
+      theta.subspan(shard.keys.begin, shard.keys.size());
+  if (absl::Status valid =
+          common::CheckFloatBytes(values.size(), mine.size(), "the pulled values");
+      !valid.ok()) {
+    return valid;
+  }
   if (shard.pulled && pulled.version() < shard.pulled_version) {
     spdlog::warn("{} went back from version {} to {}: {} updates lost "
                  "(the server restarted from a checkpoint)",
@@ -356,9 +415,9 @@ absl::Status ParameterClient::TakePulled(Shard& shard,
   shard.pulled = true;
   shard.pulled_version = pulled.version();
   shard.pulled_samples = pulled.samples_applied();
-  return common::BytesToFloats(
-      pulled.values(), theta.subspan(shard.keys.begin, shard.keys.size()),
-      "the pulled values");
+  absl::Cord::CharIterator from = values.char_begin();
+  common::ReadFloats(from, mine);
+  return absl::OkStatus();
 }
 
 PullInfo ParameterClient::Pulled() const {
@@ -371,9 +430,10 @@ PullInfo ParameterClient::Pulled() const {
   return info;
 }
 
-void ParameterClient::FillPush(Shard& shard, uint64_t seq, uint64_t step,
-                               uint32_t batch_size,
-                               absl::Span<const float> gradient) {
+const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard,
+                                                    uint64_t seq,
+                                                    uint64_t step,
+                                                    uint32_t batch_size) {
   ps::v1::PushRequest& request = *shard.request.mutable_push();
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
@@ -383,8 +443,15 @@ void ParameterClient::FillPush(Shard& shard, uint64_t seq, uint64_t step,
   request.set_batch_size(batch_size);
   request.set_key_begin(shard.keys.begin);
   request.set_key_end(shard.keys.end);
+  return request;
+}
+
+std::string ParameterClient::GradientBytes(const Shard& shard,
+                                           absl::Span<const float> gradient) {
+  std::string bytes;
   common::FloatsToBytes(gradient.subspan(shard.keys.begin, shard.keys.size()),
-                        request.mutable_gradient());
+                        &bytes);
+  return bytes;
 }
 
 grpc::Status ParameterClient::CallPushing(

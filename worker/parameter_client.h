@@ -10,12 +10,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/key_range.h"
 #include "common/parallel.h"
 #include "common/rpc/retry.h"
+#include "common/rpc/wire_format.h"
 #include "common/tensor_spec.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 
@@ -112,9 +114,11 @@ class ParameterClient {
   struct Shard {
     std::string address;
     std::unique_ptr<ps::v1::ParameterServer::Stub> stub;
+    // Pull, Push and PushPull, with raw bytes on the same channel.
+    std::unique_ptr<rpc::RawUnaryCaller> caller;
     common::KeyRange keys;
-    // Reused across steps so large payloads do not fault in fresh pages;
-    // Push and Pull use their halves.
+    // The last call's fields (θ-sized bytes travel apart); Push and Pull
+    // use their halves.
     ps::v1::PushPullRequest request;
     ps::v1::PushPullResponse response;
     // From the last answered pull; a sync push names this round.
@@ -131,10 +135,14 @@ class ParameterClient {
   void HeartbeatLoop(absl::Duration interval);
   void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
                 ps::v1::PullRequest* request) const;
-  void FillPush(Shard& shard, uint64_t seq, uint64_t step,
-                uint32_t batch_size, absl::Span<const float> gradient);
-  // Copies the shard's pulled values into its part of θ.
-  absl::Status TakePulled(Shard& shard, absl::Span<float> theta);
+  // The push's fields; its gradient travels apart (GradientBytes).
+  const ps::v1::PushRequest& FillPush(Shard& shard, uint64_t seq,
+                                      uint64_t step, uint32_t batch_size);
+  static std::string GradientBytes(const Shard& shard,
+                                   absl::Span<const float> gradient);
+  // Checks the shard's pulled values and copies them into its part of θ.
+  absl::Status TakePulled(Shard& shard, const absl::Cord& values,
+                          absl::Span<float> theta);
   PullInfo Pulled() const;
   // Runs a call that pushes, with retries; re-registers once when the
   // server no longer knows this incarnation (the lease expired) and tries
