@@ -3,13 +3,16 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -87,15 +90,26 @@ Subprocess::~Subprocess() {
 
 bool Subprocess::Reap(bool block) {
   int status = 0;
-  struct rusage usage = {};
-  if (wait4(pid_, &status, block ? 0 : WNOHANG, &usage) != pid_) return false;
+  if (waitpid(pid_, &status, block ? 0 : WNOHANG) != pid_) return false;
   wait_status_ = status;
-  peak_rss_bytes_ = int64_t{usage.ru_maxrss} * 1024;  // Linux reports KiB
   return true;
+}
+
+void Subprocess::SamplePeakRss() {
+  std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    int64_t kib = 0;
+    if (std::sscanf(line.c_str(), "VmHWM: %" SCNd64 " kB", &kib) == 1) {
+      peak_rss_bytes_ = std::max(peak_rss_bytes_.value_or(0), kib * 1024);
+      return;
+    }
+  }
 }
 
 std::optional<int> Subprocess::Poll() {
   if (wait_status_ || pid_ <= 0) return wait_status_;
+  SamplePeakRss();
   Reap(/*block=*/false);
   return wait_status_;
 }
@@ -115,6 +129,7 @@ std::optional<int> Subprocess::WaitFor(absl::Duration timeout) {
 
 int Subprocess::Stop(absl::Duration grace) {
   if (!running()) return wait_status_.value_or(0);
+  SamplePeakRss();
   if (grace > absl::ZeroDuration()) {
     Signal(SIGTERM);
     if (WaitFor(grace)) return *wait_status_;

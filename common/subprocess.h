@@ -37,8 +37,11 @@ class Subprocess {
   // The wait status once the child ended; nullopt while it runs. Non-blocking.
   std::optional<int> Poll();
 
-  // The child's peak resident set (the kernel's ru_maxrss) once it ended and
-  // was reaped; nullopt before. Benchmarks report it per process.
+  // The child's peak resident set as last seen: its VmHWM, read on every
+  // Poll and before Stop signals it (so growth in its last moments may be
+  // missed); nullopt if it was never seen running. Not wait4's ru_maxrss:
+  // that also counts the parent's pages the fork copied before exec, which
+  // made a small server launched by a large benchmark look large.
   std::optional<int64_t> peak_rss_bytes() const { return peak_rss_bytes_; }
 
   void Signal(int signal);
@@ -52,8 +55,10 @@ class Subprocess {
  private:
   Subprocess() = default;
 
-  // Reaps the child with wait4 (blocking or not), keeping its peak RSS.
+  // Reaps the child with waitpid (blocking or not).
   bool Reap(bool block);
+  // Reads the running child's VmHWM into peak_rss_bytes_.
+  void SamplePeakRss();
 
   pid_t pid_ = -1;
   std::optional<int> wait_status_;
