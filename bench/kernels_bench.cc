@@ -1,7 +1,9 @@
 // Google Benchmark micro-benchmarks of the hot kernels: the regularized
 // update per regularizer/constraint (beside an Eigen axpy of the same size,
 // the memory-bandwidth limit), (de)serialisation of a push and a pull as
-// gRPC runs it, and each model's forward+backward on one batch.
+// the processes run it (raw bytes, common/rpc/wire_format.h) beside the
+// typed protobuf way, and each model's forward+backward on one batch.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +15,7 @@
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/float_bytes.h"
+#include "common/rpc/wire_format.h"
 #include "common/update_rule.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
@@ -61,15 +64,29 @@ grpc::ByteBuffer Serialize(const Message& message) {
   return buffer;
 }
 
-// Worker side of a push: the gradient into the (reused) request, then the
-// wire bytes.
+constexpr uint32_t kGradientPath[] = {
+    ps::v1::PushRequest::kGradientFieldNumber};
+constexpr uint32_t kValuesPath[] = {ps::v1::PullResponse::kValuesFieldNumber};
+
+ps::v1::PushRequest PushFields(int64_t n) {
+  ps::v1::PushRequest request;
+  request.set_seq(1);
+  request.set_batch_size(64);
+  request.set_key_end(n);
+  return request;
+}
+
+// Worker side of a push: the gradient copied once into a slice of its own,
+// beside the other fields (common/rpc/wire_format.h).
 void BM_PushEncode(benchmark::State& state) {
   const int64_t n = state.range(0);
   std::vector<float> gradient(n, 1e-3f);
-  ps::v1::PushRequest request;
+  const ps::v1::PushRequest fields = PushFields(n);
   auto encode = [&] {
-    ps::common::FloatsToBytes(gradient, request.mutable_gradient());
-    grpc::ByteBuffer buffer = Serialize(request);
+    std::string bytes;
+    ps::common::FloatsToBytes(gradient, &bytes);
+    grpc::ByteBuffer buffer =
+        ps::rpc::SerializeApart(fields, kGradientPath, std::move(bytes));
     benchmark::DoNotOptimize(buffer.Length());
   };
   encode();  // warm: the figure is the steady state, not first faults
@@ -77,18 +94,63 @@ void BM_PushEncode(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
 }
 
-// Server side of a push: parse the wire bytes, copy the gradient out (as
-// the shard does before validating it).
-void BM_PushDecode(benchmark::State& state) {
+// The typed way, the baseline: into the (reused) message, then gRPC's
+// buffer.
+void BM_PushEncodeTyped(benchmark::State& state) {
   const int64_t n = state.range(0);
-  ps::v1::PushRequest request;
+  std::vector<float> gradient(n, 1e-3f);
+  ps::v1::PushRequest request = PushFields(n);
+  auto encode = [&] {
+    ps::common::FloatsToBytes(gradient, request.mutable_gradient());
+    grpc::ByteBuffer buffer = Serialize(request);
+    benchmark::DoNotOptimize(buffer.Length());
+  };
+  encode();
+  for (auto _ : state) encode();
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+grpc::ByteBuffer PushWire(int64_t n) {
+  ps::v1::PushRequest request = PushFields(n);
   ps::common::FloatsToBytes(std::vector<float>(n, 1e-3f),
                             request.mutable_gradient());
-  const grpc::ByteBuffer wire = Serialize(request);
+  return Serialize(request);
+}
+
+// Server side of a push: the gradient stays in the request's slices and is
+// read a cache-sized chunk at a time, as the shard validates and applies it.
+void BM_PushDecode(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const grpc::ByteBuffer wire = PushWire(n);
+  std::vector<float> chunk(4096);
+  auto decode = [&] {
+    ps::v1::PushRequest fields;
+    absl::Cord gradient;
+    if (!ps::rpc::ParseApart(ps::rpc::CordOf(wire), kGradientPath, &fields,
+                             &gradient)) {
+      return false;
+    }
+    absl::Cord::CharIterator from = gradient.char_begin();
+    for (int64_t done = 0; done < n; done += 4096) {
+      const int64_t k = std::min<int64_t>(4096, n - done);
+      ps::common::ReadFloats(from, absl::MakeSpan(chunk).first(k));
+      benchmark::DoNotOptimize(chunk.data());
+    }
+    return true;
+  };
+  if (!decode()) state.SkipWithError("cannot parse the push");
+  for (auto _ : state) decode();
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+// The typed way: parse into a fresh message, copy the gradient out.
+void BM_PushDecodeTyped(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const grpc::ByteBuffer wire = PushWire(n);
   std::vector<float> gradient(n);
   auto decode = [&] {
     grpc::ByteBuffer buffer(wire);  // shares the slices
-    ps::v1::PushRequest parsed;     // the server gets a fresh one per call
+    ps::v1::PushRequest parsed;     // a typed handler gets a fresh one
     return grpc::SerializationTraits<ps::v1::PushRequest>::Deserialize(
                &buffer, &parsed)
                .ok() &&
@@ -98,22 +160,6 @@ void BM_PushDecode(benchmark::State& state) {
   };
   if (!decode()) state.SkipWithError("cannot parse the push");
   for (auto _ : state) decode();
-  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
-}
-
-// Server side of a pull as it was typed: θ into the response, then the
-// wire bytes. The baseline for PullEncode.
-void BM_PullEncodeTyped(benchmark::State& state) {
-  const int64_t n = state.range(0);
-  std::vector<float> theta(n, 0.5f);
-  auto encode = [&] {
-    ps::v1::PullResponse response;  // the server gets a fresh one per call
-    ps::common::FloatsToBytes(theta, response.mutable_values());
-    grpc::ByteBuffer buffer = Serialize(response);
-    benchmark::DoNotOptimize(buffer.Length());
-  };
-  encode();
-  for (auto _ : state) encode();
   state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
 }
 
@@ -134,13 +180,54 @@ void BM_PullEncode(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
 }
 
-// Worker side of a pull: parse into the reused response, copy θ out.
-void BM_PullDecode(benchmark::State& state) {
+// The typed way: θ into a fresh response, then gRPC's buffer.
+void BM_PullEncodeTyped(benchmark::State& state) {
   const int64_t n = state.range(0);
+  std::vector<float> theta(n, 0.5f);
+  auto encode = [&] {
+    ps::v1::PullResponse response;
+    ps::common::FloatsToBytes(theta, response.mutable_values());
+    grpc::ByteBuffer buffer = Serialize(response);
+    benchmark::DoNotOptimize(buffer.Length());
+  };
+  encode();
+  for (auto _ : state) encode();
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+grpc::ByteBuffer PullWire(int64_t n) {
   ps::v1::PullResponse response;
   ps::common::FloatsToBytes(std::vector<float>(n, 0.5f),
                             response.mutable_values());
-  const grpc::ByteBuffer wire = Serialize(response);
+  return Serialize(response);
+}
+
+// Worker side of a pull: θ read from the answer's slices into its vector.
+void BM_PullDecode(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const grpc::ByteBuffer wire = PullWire(n);
+  std::vector<float> theta(n);
+  ps::v1::PullResponse fields;
+  auto decode = [&] {
+    absl::Cord values;
+    if (!ps::rpc::ParseApart(ps::rpc::CordOf(wire), kValuesPath, &fields,
+                             &values) ||
+        values.size() != theta.size() * sizeof(float)) {
+      return false;
+    }
+    absl::Cord::CharIterator from = values.char_begin();
+    ps::common::ReadFloats(from, absl::MakeSpan(theta));
+    return true;
+  };
+  if (!decode()) state.SkipWithError("cannot parse the pull");
+  for (auto _ : state) decode();
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+// The typed way: parse into the reused response, copy θ out.
+void BM_PullDecodeTyped(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const grpc::ByteBuffer wire = PullWire(n);
   std::vector<float> theta(n);
   ps::v1::PullResponse parsed;
   auto decode = [&] {
@@ -226,13 +313,16 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(name, BM_Update, options)->Arg(n);
     }
   }
+  // Each of the raw-bytes paths the processes run beside the typed way.
+  const std::pair<const char*, void (*)(benchmark::State&)> codecs[] = {
+      {"PushEncode", BM_PushEncode}, {"PushEncodeTyped", BM_PushEncodeTyped},
+      {"PushDecode", BM_PushDecode}, {"PushDecodeTyped", BM_PushDecodeTyped},
+      {"PullEncode", BM_PullEncode}, {"PullEncodeTyped", BM_PullEncodeTyped},
+      {"PullDecode", BM_PullDecode}, {"PullDecodeTyped", BM_PullDecodeTyped}};
   for (int64_t n : kSizes) {
-    benchmark::RegisterBenchmark("PushEncode", BM_PushEncode)->Arg(n);
-    benchmark::RegisterBenchmark("PushDecode", BM_PushDecode)->Arg(n);
-    benchmark::RegisterBenchmark("PullEncode", BM_PullEncode)->Arg(n);
-    benchmark::RegisterBenchmark("PullEncodeTyped", BM_PullEncodeTyped)
-        ->Arg(n);
-    benchmark::RegisterBenchmark("PullDecode", BM_PullDecode)->Arg(n);
+    for (const auto& [name, codec] : codecs) {
+      benchmark::RegisterBenchmark(name, codec)->Arg(n);
+    }
   }
   for (const char* model : {"softmax", "mlp"}) {
     benchmark::RegisterBenchmark((std::string("ModelStep/") + model).c_str(),
