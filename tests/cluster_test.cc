@@ -10,6 +10,7 @@
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/health.h"
+#include "common/rpc/wire_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/ps_server.h"
@@ -262,6 +263,36 @@ TEST_F(WireTest, BadRequestsGetTheRightStatusAndAReadableMessage) {
   // None of it touched θ.
   EXPECT_EQ(cluster_.servers[0]->shard().Status().version, 0u);
   EXPECT_EQ(cluster_.servers[0]->shard().Status().pushes_rejected, 6u);
+}
+
+TEST_F(WireTest, BytesThatAreNotTheMessageGetInvalidArgumentAndLeaveThetaAlone) {
+  Init(16);
+  rpc::RawUnaryCaller caller(rpc::CreateChannel(cluster_.addresses[0]));
+  auto call = [&](const char* method, const std::string& bytes) {
+    grpc::Slice slice(bytes.data(), bytes.size());
+    grpc::ByteBuffer request(&slice, 1), response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    return caller.Call(&context, method, request, &response);
+  };
+  // A PushPull whose gradient's length runs past the end of its push.
+  grpc::Status status = call("/ps.v1.ParameterServer/PushPull",
+                             std::string("\x0a\x05\x4a\xff\xff\x03\x00", 7));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("is not a valid ps.v1.PushPullRequest"));
+  // Bytes that are no protobuf at all (a varint that never ends).
+  for (const char* method : {"/ps.v1.ParameterServer/PushPull",
+                             "/ps.v1.ParameterServer/Push",
+                             "/ps.v1.ParameterServer/Init",
+                             "/ps.v1.ParameterServer/Pull"}) {
+    status = call(method, std::string(64, '\xff'));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << method;
+    EXPECT_THAT(status.error_message(), HasSubstr("is not a valid ps.v1."))
+        << method;
+  }
+  EXPECT_EQ(cluster_.servers[0]->shard().Status().version, 0u);
 }
 
 TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {
