@@ -117,6 +117,7 @@ int RunTransferMode(const std::string& out_dir) {
        absl::StrSplit(absl::GetFlag(FLAGS_ops), ',', absl::SkipEmpty())) {
     options.ops.emplace_back(op);
   }
+  ps::common::DieIfError(ps::bench::ValidateTransferOps(options.ops), "--ops");
   for (absl::string_view size :
        absl::StrSplit(absl::GetFlag(FLAGS_sizes), ',')) {
     absl::StatusOr<uint64_t> floats = ps::bench::ParseSize(std::string(size));

@@ -112,6 +112,8 @@ absl::Status PushPull(BenchWorker& w) {
       .status();
 }
 
+constexpr const char* kOps[] = {"push", "pull", "push+pull", "pushpull"};
+
 absl::Status MeasureSize(const TransferOptions& options,
                          const std::string& echo_address, uint64_t floats,
                          TransferResult* result) {
@@ -160,11 +162,7 @@ absl::Status MeasureSize(const TransferOptions& options,
     for (const std::string& name : options.ops) {
       auto it = std::find_if(kinds.begin() + 1, kinds.end(),
                              [&](const Kind& k) { return name == k.name; });
-      if (it == kinds.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--ops: unknown op '", name,
-            "'; the ops are push, pull, push+pull and pushpull"));
-      }
+      if (it == kinds.end()) return ValidateTransferOps(options.ops);
       chosen.push_back(*it);
     }
     kinds = std::move(chosen);
@@ -214,6 +212,17 @@ absl::Status MeasureSize(const TransferOptions& options,
 }
 
 }  // namespace
+
+absl::Status ValidateTransferOps(const std::vector<std::string>& ops) {
+  for (const std::string& op : ops) {
+    if (std::find(std::begin(kOps), std::end(kOps), op) == std::end(kOps)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown op '", op, "'; the ops are ",
+          absl::StrJoin(kOps, ", ")));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RunTransfer(
     const TransferOptions& options,

@@ -37,6 +37,10 @@ struct TransferOptions {
   std::vector<std::string> ops;
 };
 
+// Fails, naming the known ops, unless every op is push, pull, push+pull or
+// pushpull.
+absl::Status ValidateTransferOps(const std::vector<std::string>& ops);
+
 // Figures for one model size.
 struct TransferResult {
   uint32_t workers = 0;
