@@ -133,11 +133,10 @@ bool Split(CordReader& reader, uint64_t length,
 std::string HeaderFor(const absl::Cord& encoded,
                       absl::Span<const uint32_t> path, size_t size) {
   CordReader reader(encoded);
-  std::string header;
-  absl::Cord inner;  // the path's message
-  std::string others;
-  Split(reader, reader.left(), path.first(1), &others, &inner);
-  header = std::move(others);
+  std::string header;  // every field off the path, as encoded
+  absl::Cord inner;    // the path's next message
+  // `encoded` is protobuf's own encoding of a message: it always splits.
+  Split(reader, reader.left(), path.first(1), &header, &inner);
   if (path.size() == 1) {
     AppendLengthDelimited(path[0], size, &header);
     return header;
