@@ -210,14 +210,10 @@ void BM_PullDecode(benchmark::State& state) {
   ps::v1::PullResponse fields;
   auto decode = [&] {
     absl::Cord values;
-    if (!ps::rpc::ParseApart(ps::rpc::CordOf(wire), kValuesPath, &fields,
-                             &values) ||
-        values.size() != theta.size() * sizeof(float)) {
-      return false;
-    }
-    absl::Cord::CharIterator from = values.char_begin();
-    ps::common::ReadFloats(from, absl::MakeSpan(theta));
-    return true;
+    return ps::rpc::ParseApart(ps::rpc::CordOf(wire), kValuesPath, &fields,
+                               &values) &&
+           ps::common::BytesToFloats(values, absl::MakeSpan(theta), "values")
+               .ok();
   };
   if (!decode()) state.SkipWithError("cannot parse the pull");
   for (auto _ : state) decode();

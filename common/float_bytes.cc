@@ -44,10 +44,22 @@ void ReadFloats(absl::Cord::CharIterator& from, absl::Span<float> out) {
 
 absl::Status BytesToFloats(absl::string_view bytes, absl::Span<float> out,
                            absl::string_view what) {
-  if (absl::Status s = CheckFloatBytes(bytes.size(), out.size(), what); !s.ok()) {
+  if (absl::Status s = CheckFloatBytes(bytes.size(), out.size(), what);
+      !s.ok()) {
     return s;
   }
   if (!bytes.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return absl::OkStatus();
+}
+
+absl::Status BytesToFloats(const absl::Cord& bytes, absl::Span<float> out,
+                           absl::string_view what) {
+  if (absl::Status s = CheckFloatBytes(bytes.size(), out.size(), what);
+      !s.ok()) {
+    return s;
+  }
+  absl::Cord::CharIterator from = bytes.char_begin();
+  ReadFloats(from, out);
   return absl::OkStatus();
 }
 
@@ -56,14 +68,17 @@ namespace {
 // A float32 is NaN or infinite exactly when its exponent bits are all ones.
 constexpr uint32_t kExponentBits = 0x7f800000u;
 
+}  // namespace
+
 // Scans blocks without an early exit, so the compiler vectorises the test
 // (it does not vectorise an early-exit loop over std::isfinite); only a
 // block that holds a bad value is searched for its first one.
-std::optional<size_t> FindNonFiniteIn(const unsigned char* data, size_t n) {
+std::optional<size_t> FindNonFinite(absl::Span<const float> values) {
   constexpr size_t kBlock = 1024;
-  auto bits_at = [data](size_t i) {
+  const size_t n = values.size();
+  auto bits_at = [&values](size_t i) {
     uint32_t bits;
-    std::memcpy(&bits, data + i * sizeof(float), sizeof(bits));
+    std::memcpy(&bits, &values[i], sizeof(bits));
     return bits & kExponentBits;
   };
   for (size_t begin = 0; begin < n; begin += kBlock) {
@@ -76,13 +91,6 @@ std::optional<size_t> FindNonFiniteIn(const unsigned char* data, size_t n) {
     }
   }
   return std::nullopt;
-}
-
-}  // namespace
-
-std::optional<size_t> FindNonFinite(absl::Span<const float> values) {
-  return FindNonFiniteIn(reinterpret_cast<const unsigned char*>(values.data()),
-                         values.size());
 }
 
 }  // namespace ps::common

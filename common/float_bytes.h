@@ -24,6 +24,9 @@ void FloatsToBytes(absl::Span<const float> values, std::string* out);
 // `what` names the payload in the error ("gradient", "initial values").
 absl::Status BytesToFloats(absl::string_view bytes, absl::Span<float> out,
                            absl::string_view what);
+// The same for bytes that arrived in pieces (a message's slices).
+absl::Status BytesToFloats(const absl::Cord& bytes, absl::Span<float> out,
+                           absl::string_view what);
 
 // Fails unless `bytes` bytes hold exactly `expected` floats; the error
 // names `what` as BytesToFloats does.

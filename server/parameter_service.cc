@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/rpc/convert.h"
+#include "common/rpc/wire_format.h"
 #include "server/wire_messages.h"
 
 namespace ps::server {
@@ -17,16 +18,10 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 }
 
 // Finishes a raw method with a typed answer.
-template <typename Message>
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    absl::Status status,
-                                    const Message& message,
-                                    grpc::ByteBuffer* response) {
-  if (status.ok()) {
-    bool own_buffer = false;
-    status = rpc::FromGrpcStatus(grpc::SerializationTraits<Message>::Serialize(
-        message, response, &own_buffer));
-  }
+grpc::ServerUnaryReactor* FinishNow(
+    grpc::CallbackServerContext* context, const absl::Status& status,
+    const google::protobuf::MessageLite& message, grpc::ByteBuffer* response) {
+  if (status.ok()) *response = rpc::Serialize(message);
   return FinishNow(context, status);
 }
 

@@ -154,15 +154,13 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return InitResult{false, version_, keys_, options_.mode,
                       options_.num_workers};
   }
-  if (absl::Status s = common::CheckFloatBytes(
-          args.values.size(), keys.size(),
+  std::vector<float> theta(keys.size());
+  if (absl::Status s = common::BytesToFloats(
+          args.values, absl::MakeSpan(theta),
           absl::StrCat("initial values for keys ", keys.ToString()));
       !s.ok()) {
     return s;
   }
-  std::vector<float> theta(keys.size());
-  absl::Cord::CharIterator from = args.values.char_begin();
-  common::ReadFloats(from, absl::MakeSpan(theta));
   if (auto bad = common::FindNonFinite(theta)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "initial value of key ", keys.begin + *bad, " is ", theta[*bad],

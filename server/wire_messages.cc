@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/wire_format.h"
-#include "grpcpp/support/proto_buffer_reader.h"
 
 namespace ps::server {
 namespace {
@@ -60,16 +59,10 @@ grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
 
 absl::Status ParseRequest(const grpc::ByteBuffer* request,
                           google::protobuf::MessageLite* message) {
-  // gRPC owns the buffer and only destroys it after the call; clearing it
-  // now frees the request's bytes as soon as they are parsed.
-  auto* buffer = const_cast<grpc::ByteBuffer*>(request);
-  bool parsed = false;
-  {
-    grpc::ProtoBufferReader reader(buffer);
-    parsed = message->ParseFromZeroCopyStream(&reader);
+  if (!message->ParseFromString(std::string(TakeWire(request)))) {
+    return Malformed(*message);
   }
-  buffer->Clear();
-  return parsed ? absl::OkStatus() : Malformed(*message);
+  return absl::OkStatus();
 }
 
 absl::Status ParsePushRequest(const grpc::ByteBuffer* request,

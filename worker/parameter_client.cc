@@ -48,12 +48,6 @@ const std::string kPushMethod =
 const std::string kPushPullMethod = absl::StrCat(
     "/", ps::v1::ParameterServer::service_full_name(), "/PushPull");
 
-grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& message) {
-  const std::string bytes = message.SerializeAsString();
-  grpc::Slice slice(bytes.data(), bytes.size());
-  return grpc::ByteBuffer(&slice, 1);
-}
-
 grpc::Status Unparsable(const google::protobuf::MessageLite& message) {
   return grpc::Status(grpc::StatusCode::INTERNAL,
                       absl::StrCat("the server's answer is not a valid ",
@@ -299,7 +293,7 @@ absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     FillPull(shard, min_version, clock, shard.request.mutable_pull());
-    const grpc::ByteBuffer request = Serialize(shard.request.pull());
+    const grpc::ByteBuffer request = rpc::Serialize(shard.request.pull());
     grpc::ByteBuffer answer;
     grpc::Status status = rpc::CallWithRetry(
         options_.retry, absl::StrCat("Pull from ", shard.address),
@@ -398,14 +392,13 @@ void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
 absl::Status ParameterClient::TakePulled(Shard& shard,
                                          const absl::Cord& values,
                                          absl::Span<float> theta) {
-  const ps::v1::PullResponse& pulled = shard.response.pull();
-  const absl::Span<float> mine =
-      theta.subspan(shard.keys.begin, shard.keys.size());
-  if (absl::Status valid =
-          common::CheckFloatBytes(values.size(), mine.size(), "the pulled values");
-      !valid.ok()) {
-    return valid;
+  if (absl::Status copied = common::BytesToFloats(
+          values, theta.subspan(shard.keys.begin, shard.keys.size()),
+          "the pulled values");
+      !copied.ok()) {
+    return copied;
   }
+  const ps::v1::PullResponse& pulled = shard.response.pull();
   if (shard.pulled && pulled.version() < shard.pulled_version) {
     spdlog::warn("{} went back from version {} to {}: {} updates lost "
                  "(the server restarted from a checkpoint)",
@@ -415,8 +408,6 @@ absl::Status ParameterClient::TakePulled(Shard& shard,
   shard.pulled = true;
   shard.pulled_version = pulled.version();
   shard.pulled_samples = pulled.samples_applied();
-  absl::Cord::CharIterator from = values.char_begin();
-  common::ReadFloats(from, mine);
   return absl::OkStatus();
 }
 

@@ -149,6 +149,12 @@ std::string HeaderFor(const absl::Cord& encoded,
 
 }  // namespace
 
+grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& message) {
+  const std::string encoded = message.SerializeAsString();
+  grpc::Slice slice(encoded.data(), encoded.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
 absl::Cord CordOf(const grpc::ByteBuffer& buffer) {
   absl::Cord wire;
   std::vector<grpc::Slice> slices;
@@ -175,11 +181,8 @@ bool ParseApart(const absl::Cord& wire, absl::Span<const uint32_t> path,
 grpc::ByteBuffer SerializeApart(const google::protobuf::MessageLite& message,
                                 absl::Span<const uint32_t> path,
                                 std::string bytes) {
-  if (bytes.empty()) {  // as protobuf encodes an empty field: not at all
-    const std::string encoded = message.SerializeAsString();
-    grpc::Slice slice(encoded.data(), encoded.size());
-    return grpc::ByteBuffer(&slice, 1);
-  }
+  // As protobuf encodes an empty field: not at all.
+  if (bytes.empty()) return Serialize(message);
   const std::string header =
       HeaderFor(absl::Cord(message.SerializeAsString()), path, bytes.size());
   std::vector<grpc::Slice> slices;

@@ -18,6 +18,10 @@
 // protobuf encoding, so either side may use the typed stubs.
 namespace ps::rpc {
 
+// A whole message as one slice: for small messages, which have no field to
+// keep apart.
+grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& message);
+
 // A message's bytes as a Cord over the buffer's slices (no copy).
 absl::Cord CordOf(const grpc::ByteBuffer& buffer);
 
