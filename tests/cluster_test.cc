@@ -307,6 +307,21 @@ TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
+TEST_F(WireTest, ARawCallEndsAtItsDeadlineToo) {
+  Init(4);
+  rpc::RawUnaryCaller caller(rpc::CreateChannel(cluster_.addresses[0]));
+  ps::v1::PullRequest pull;
+  pull.set_min_version(1);  // no push comes: the pull parks
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(
+      absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  EXPECT_EQ(caller.Call(&context, "/ps.v1.ParameterServer/Pull",
+                        rpc::Serialize(pull), &response)
+                .error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
 TEST_F(WireTest, ServesTheStandardHealthService) {
   EXPECT_TRUE(rpc::CheckServing(cluster_.addresses[0], absl::Seconds(10)).ok());
   // Nothing listens on a port we just closed: a clear error, not a hang.
