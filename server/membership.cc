@@ -47,10 +47,15 @@ absl::StatusOr<Membership::Registration> Membership::Register(
   }
   if (!m.registered) ++ever_registered_;
   if (!m.registered || incarnation > m.incarnation) {
-    // A new process: its pushes are numbered afresh.
-    const uint32_t registrations = m.registrations;
-    m = Member{};
-    m.registrations = registrations;
+    // A new process: its pushes are numbered afresh. It resumes the old
+    // one's pass over the data, so the clock (steps completed) carries over:
+    // reset to 0, it would hold every SSP pull beyond the bound until the
+    // new process pushed, and a process that died before its first push
+    // would send the next one back to step 0.
+    Member fresh;
+    fresh.registrations = m.registrations;
+    fresh.clock = m.clock;
+    m = fresh;
   }
   m.registered = true;
   m.incarnation = incarnation;

@@ -27,7 +27,8 @@ struct Member {
   uint64_t last_seq = 0;
   uint64_t last_step = 0;
   uint64_t pushes = 0;
-  // The SSP clock: last accepted step + 1.
+  // Steps this worker id completed, across its processes: its last
+  // accepted step + 1. The SSP clock, and where a restart resumes.
   uint64_t clock = 0;
 };
 
@@ -42,8 +43,9 @@ class Membership {
              absl::Duration lease_timeout);
 
   // Starts or renews a lease. The same incarnation renews (after an expiry
-  // too); a newer one replaces the old process and restarts its bookkeeping;
-  // an older one is refused.
+  // too); a newer one replaces the old process and restarts its push
+  // bookkeeping, keeping its clock (where it resumes); an older one is
+  // refused.
   struct Registration {
     bool rejoined = false;     // the id was registered before
     uint64_t resume_step = 0;  // the previous process's clock

@@ -331,22 +331,24 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       return PushResult{PushOutcome::kDuplicate, version_};
     }
     const bool sync = options_.mode == ConsistencyMode::kSync;
-    if (sync && args.step > version_) {
+    // Sync: the gradient belongs to the round of the θ it came from.
+    const uint64_t round = args.base_version;
+    if (sync && round > version_) {
       // Only a shard restored from a checkpoint is behind a worker: the θ
       // the gradient came from is gone, so it cannot count.
       ++pushes_stale_;
       worker.last_seq = args.seq;
       spdlog::warn("shard {}: dropped a push from worker {} for round {}, "
                    "which this shard has not reached (restored to round {})",
-                   options_.shard_index, args.worker_id, args.step, version_);
+                   options_.shard_index, args.worker_id, round, version_);
       return PushResult{PushOutcome::kStale, version_};
     }
-    if (sync && args.step < version_) {
+    if (sync && round < version_) {
       ++pushes_stale_;
       worker.last_seq = args.seq;
       spdlog::info("shard {}: dropped a stale push from worker {} for closed "
                    "round {} (round {} is open)",
-                   options_.shard_index, args.worker_id, args.step, version_);
+                   options_.shard_index, args.worker_id, round, version_);
       return PushResult{PushOutcome::kStale, version_};
     }
     if (sync && round_->Has(args.worker_id)) {

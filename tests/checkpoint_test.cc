@@ -89,6 +89,9 @@ class ShardUnderTest {
     args.incarnation = kIncarnation;
     args.seq = seq;
     args.step = step;
+    // These tests take one step per round: a sync push names its round by
+    // the version it was computed from.
+    args.base_version = step;
     args.batch_size = 4;
     args.keys = keys_;
     args.gradient = bytes;

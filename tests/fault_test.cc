@@ -105,6 +105,45 @@ TEST(Faults, ASigtermedWorkerLeavesAtOnceAndItsRestartResumesWhereItStopped) {
   EXPECT_EQ(job.Status().leases_expired(), 0u);
 }
 
+// Stops rank 1 of two with `signal` a third into the run, starts it again a
+// second later, and checks that both finish and rank 1 resumed where it
+// stopped. A hang fails within the workers' 30 s retry budget.
+void RestartRankOneMidRun(const std::string& name,
+                          const std::vector<std::string>& server_flags,
+                          int signal) {
+  // The MLP keeps rank 0 busy until rank 1 is back.
+  Job job(name, server_flags, 2,
+          {"--model=mlp", "--epochs=2", "--eval_every=0.1",
+           "--max_retry_time=30s"});
+  ASSERT_TRUE(job.WaitForEpoch(0.6));
+  job.worker(1).Signal(signal);
+  ASSERT_TRUE(job.worker(1).WaitFor(absl::Seconds(10)).has_value());
+  absl::SleepFor(absl::Seconds(1));  // away for a second, as in the report
+  job.StartWorker(1);
+  EXPECT_TRUE(job.Finishes(0)) << job.Log("worker-0");
+  EXPECT_TRUE(job.Finishes(1)) << job.Log("worker-1");
+  EXPECT_THAT(job.Log("worker-1"), HasSubstr("rejoined the job"));
+  EXPECT_THAT(job.Log("worker-1"),
+              ::testing::Not(HasSubstr("resuming at step 0")));
+}
+
+TEST(Faults, SspRidesThroughAWorkerKilledAndRestarted) {
+  RestartRankOneMidRun("ssp_kill",
+                       {"--mode=ssp", "--staleness=2", "--lease_timeout=1s"},
+                       SIGKILL);
+}
+
+TEST(Faults, SspRidesThroughAWorkerStoppedWithSigtermAndRestarted) {
+  RestartRankOneMidRun("ssp_term",
+                       {"--mode=ssp", "--staleness=2", "--lease_timeout=1s"},
+                       SIGTERM);
+}
+
+TEST(Faults, AsyncRidesThroughAWorkerKilledAndRestarted) {
+  RestartRankOneMidRun("async_kill", {"--mode=async", "--lease_timeout=1s"},
+                       SIGKILL);
+}
+
 TEST(Faults, AWorkerRetryingADeadServerStillStopsWithinItsGracePeriod) {
   // Nothing listens on port 1: Register is retried for --max_retry_time.
   const std::string log =

@@ -45,15 +45,26 @@ class Shard {
     ASSERT_TRUE(shard_.Register(worker, incarnation).ok());
   }
 
+  // Mostly one step per round: a sync push names its round by the version
+  // it was computed from.
   absl::StatusOr<PushResult> Push(uint32_t worker, uint64_t seq, uint64_t step,
                                   std::vector<float> gradient,
                                   uint64_t incarnation = kIncarnation) {
+    return PushFrom(worker, seq, step, step, std::move(gradient), incarnation);
+  }
+
+  // A push of the worker's `step`, computed from θ of version `base`.
+  absl::StatusOr<PushResult> PushFrom(uint32_t worker, uint64_t seq,
+                                      uint64_t step, uint64_t base,
+                                      std::vector<float> gradient,
+                                      uint64_t incarnation = kIncarnation) {
     const std::string bytes = Bytes(gradient);
     PushArgs args;
     args.worker_id = worker;
     args.incarnation = incarnation;
     args.seq = seq;
     args.step = step;
+    args.base_version = base;
     args.batch_size = 1;
     args.keys = {0, 2};
     args.gradient = bytes;
@@ -147,6 +158,41 @@ TEST(Membership, ARestartedWorkerReplacesItsOldIncarnationAndResumes) {
   ASSERT_TRUE(fresh.ok());
   EXPECT_EQ(fresh->outcome, PushOutcome::kApplied);
   EXPECT_EQ(shard->Status().workers[0].registrations, 2u);
+}
+
+TEST(Membership, AProcessThatDiedBeforeItsFirstPushKeepsTheResumeStep) {
+  Shard shard(Sync(1));
+  shard.Register(0, 100);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}, 100).ok());
+  ASSERT_TRUE(shard.Push(0, 2, 1, {1, 1}, 100).ok());
+  ASSERT_EQ(shard->Register(0, 200)->resume_step, 2u);
+  // Incarnation 200 dies before pushing; 300 still resumes at step 2.
+  auto third = shard->Register(0, 300);
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->resume_step, 2u);
+}
+
+TEST(Membership, SyncResumesAtTheWorkersOwnStepNotTheRound) {
+  // Worker 3 joins a running job at round 5 and takes its own steps 0 and 1
+  // in rounds 5 and 6: a restart resumes its data at step 2, not 7.
+  ShardOptions options = Sync(1);
+  Shard shard(options);
+  shard.Register(0);
+  for (uint64_t round = 0; round < 5; ++round) {
+    ASSERT_TRUE(shard.Push(0, round + 1, round, {0, 0}).ok());
+  }
+  shard.Register(3);
+  for (uint64_t step = 0; step < 2; ++step) {
+    const uint64_t round = 5 + step;
+    auto applied = shard.PushFrom(3, step + 1, step, round, {0, 0});
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    EXPECT_EQ(applied->outcome, PushOutcome::kAccepted);
+    ASSERT_TRUE(shard.Push(0, round + 1, round, {0, 0}).ok());
+    EXPECT_EQ(shard->Status().version, round + 1);
+  }
+  auto restarted = shard->Register(3, kIncarnation + 1);
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_EQ(restarted->resume_step, 2u);
 }
 
 TEST(Membership, NoRoundClosesBeforeTheExpectedWorkersRegistered) {
@@ -261,6 +307,34 @@ TEST(Ssp, TheFastestWorkerNeverReadsMoreThanStalenessClocksAhead) {
   }
   EXPECT_EQ(clock, kStaleness + 1);
   EXPECT_LE(shard->Status().max_read_clock_gap, kStaleness);
+}
+
+TEST(Ssp, ARestartedWorkerHoldsNobodyBack) {
+  constexpr uint32_t kStaleness = 2;
+  Shard shard(Ssp(2, kStaleness));
+  shard.Register(0);
+  shard.Register(1);
+  for (uint64_t step = 0; step < 5; ++step) {
+    ASSERT_TRUE(shard.Push(0, step + 1, step, {0, 0}).ok());
+    ASSERT_TRUE(shard.Push(1, step + 1, step, {0, 0}).ok());
+  }
+  // Worker 1 restarts: it resumes at its clock and its first pull, before
+  // any push of the new process, is answered at once, as are worker 0's
+  // pulls up to the bound.
+  auto restarted = shard->Register(1, kIncarnation + 1);
+  ASSERT_TRUE(restarted.ok());
+  ASSERT_EQ(restarted->resume_step, 5u);
+  const std::vector<std::pair<uint32_t, uint64_t>> pulls = {
+      {1, 5}, {0, 5 + kStaleness}};
+  for (const auto& [worker, clock] : pulls) {
+    PullArgs args;
+    args.worker_id = worker;
+    args.clock = clock;
+    auto answered = shard->Pull(args, absl::InfiniteFuture(),
+                                shard->NewPullTicket(), nullptr);
+    ASSERT_TRUE(answered.has_value()) << "worker " << worker << " would wait";
+    EXPECT_TRUE(answered->ok());
+  }
 }
 
 TEST(Ssp, ADeadWorkerDoesNotHoldTheOthersBack) {

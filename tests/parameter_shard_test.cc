@@ -76,6 +76,9 @@ struct Pusher {
     args.incarnation = kIncarnation;
     args.seq = seq;
     args.step = step;
+    // These tests take one step per round: a sync push names its round by
+    // the version it was computed from.
+    args.base_version = step;
     args.batch_size = batch;
     args.keys = {0, gradient.size()};
     args.gradient = bytes;

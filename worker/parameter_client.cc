@@ -429,7 +429,8 @@ const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard,
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
   request.set_seq(seq);
-  request.set_step(sync_rounds_ ? shard.pulled_version : step);
+  request.set_step(step);
+  // Sync: the round the gradient belongs to.
   request.set_base_version(shard.pulled_version);
   request.set_batch_size(batch_size);
   request.set_key_begin(shard.keys.begin);

@@ -88,11 +88,12 @@ class ParameterClient {
   absl::StatusOr<PullInfo> Pull(uint64_t min_version, absl::Span<float> theta,
                                 uint64_t clock = 0);
 
-  // Sends each shard its slice of the mean gradient of `batch_size` examples.
-  // In sync mode each shard's push names the round of the θ last pulled from
-  // it; otherwise `step`. A shard that let the lease expire (the worker was
-  // paused, say) is re-registered and the push retried: the server then
-  // drops it as stale if its round closed meanwhile.
+  // Sends each shard its slice of the mean gradient of `batch_size` examples,
+  // computed at this worker's `step` from the θ last pulled from that shard
+  // (whose version, in sync mode, is the round the gradient belongs to). A
+  // shard that let the lease expire (the worker was paused, say) is
+  // re-registered and the push retried: the server then drops it as stale if
+  // its round closed meanwhile.
   absl::Status Push(uint64_t step, uint32_t batch_size,
                     absl::Span<const float> gradient);
 
