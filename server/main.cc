@@ -38,7 +38,8 @@ ABSL_FLAG(uint32_t, sync_quorum, 0,
           "Sync: close a round with the first k gradients (backup workers); "
           "0 waits for every live worker.");
 ABSL_FLAG(absl::Duration, round_timeout, absl::InfiniteDuration(),
-          "Sync: close a round this long after it opened with what arrived.");
+          "Sync: close a round this long after it opened with what arrived "
+          "(counted from when --num_workers had registered, if later).");
 ABSL_FLAG(uint32_t, staleness, 0,
           "SSP: a worker at clock c reads once every live worker reached "
           "c - staleness.");

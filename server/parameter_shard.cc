@@ -12,6 +12,18 @@ namespace ps::server {
 
 using common::KeyRange;
 
+namespace {
+
+// Steps and clocks far beyond any run's (2^62 steps), so that step + 1 and
+// clock + staleness never wrap.
+constexpr uint64_t kMaxStep = uint64_t{1} << 62;
+// How far one push may number past the incarnation's last one: seqs may skip
+// (a push the server never saw), but a corrupt seq near 2^64 would make every
+// later push of the incarnation a duplicate.
+constexpr uint64_t kMaxSeqJump = uint64_t{1} << 32;
+
+}  // namespace
+
 absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name) {
   if (name == "sync") return ConsistencyMode::kSync;
   if (name == "async") return ConsistencyMode::kAsync;
@@ -76,9 +88,13 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
   RegisterResult result;
   {
     absl::MutexLock lock(&mutex_);
+    const bool gathered = members_.gathered();
+    const absl::Time now = absl::Now();
     absl::StatusOr<Membership::Registration> registered =
-        members_.Register(worker_id, incarnation, absl::Now());
+        members_.Register(worker_id, incarnation, now);
     if (!registered.ok()) return registered.status();
+    // A round's timeout runs from when it could first close.
+    if (!gathered && members_.gathered()) round_opened_ = now;
     result = {registered->rejoined, registered->resume_step, version_,
               members_.lease_timeout()};
     spdlog::info("shard {}: worker {} {} (incarnation {}, resuming at step "
@@ -106,6 +122,13 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation) {
   std::vector<Completion> satisfied;
   {
     absl::MutexLock lock(&mutex_);
+    if (!taking_pushes_.load()) {
+      // The final checkpoint is taken: a leave recorded now would be lost
+      // and the worker restored as live. It retries against the restart.
+      return absl::UnavailableError(
+          "the server is shutting down (checkpointing); leave again after it "
+          "restarts");
+    }
     if (absl::Status s = members_.Leave(worker_id, incarnation); !s.ok()) {
       return s;
     }
@@ -219,6 +242,10 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   }
   absl::StatusOr<KeyRange> keys = ResolvePullKeys(args.keys);
   if (!keys.ok()) return keys.status();
+  if (args.clock >= kMaxStep) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "clock ", args.clock, " is not a worker's clock (at most 2^62)"));
+  }
   PullArgs parked = args;
   parked.keys = *keys;
   if (Satisfied(parked)) return Read(parked);
@@ -309,7 +336,26 @@ absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
         " but this shard owns ", keys_.ToString(),
         "; a push must cover exactly the shard's range"));
   }
-  return members_.CheckLive(args.worker_id, args.incarnation);
+  if (args.seq == 0) {
+    return absl::InvalidArgumentError(
+        "seq is 0: an incarnation numbers its pushes from 1 (a retry repeats "
+        "its push's seq)");
+  }
+  if (args.step >= kMaxStep) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step ", args.step, " is not a worker's step (at most 2^62)"));
+  }
+  if (absl::Status live = members_.CheckLive(args.worker_id, args.incarnation);
+      !live.ok()) {
+    return live;
+  }
+  const uint64_t last_seq = members_.members()[args.worker_id].last_seq;
+  if (args.seq > last_seq && args.seq - last_seq > kMaxSeqJump) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "seq ", args.seq, " jumps more than 2^32 past this incarnation's last "
+        "push (", last_seq, "): pushes are numbered 1, 2, 3, …"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
@@ -407,11 +453,17 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
 
 bool ParameterShard::MaybeCloseRound(absl::Time now) {
   if (!round_.has_value() || round_->received() == 0) return false;
+  // Draining: the final checkpoint holds this version; a round closed now
+  // would be served to workers and then rewound by the restart.
+  if (!taking_pushes_.load()) return false;
+  // No rule closes a round before the expected workers registered once, so
+  // the first rounds never run ahead of workers still starting.
+  if (!members_.gathered()) return false;
   const uint32_t received = round_->received();
   uint64_t* reason = nullptr;
   if (options_.sync_quorum > 0 && received >= options_.sync_quorum) {
     reason = &rounds_closed_by_quorum_;
-  } else if (members_.gathered()) {
+  } else {
     bool all_live_pushed = true;
     for (uint32_t id : members_.LiveWorkers()) {
       all_live_pushed = all_live_pushed && round_->Has(id);

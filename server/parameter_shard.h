@@ -56,8 +56,8 @@ struct ShardOptions {
   // Sync: close a round with the first k gradients (backup workers);
   // 0 waits for every live worker. Default: 0
   uint32_t sync_quorum = 0;
-  // Sync: close a round this long after it opened with what arrived, if
-  // anything did. Default: never
+  // Sync: close a round this long after it opened (or after `num_workers`
+  // registered, if later) with what arrived, if anything did. Default: never
   absl::Duration round_timeout = absl::InfiniteDuration();
   // SSP: the staleness bound s. Default: 0
   uint32_t staleness = 0;
@@ -174,6 +174,7 @@ class ParameterShard {
                                           uint64_t incarnation);
   absl::StatusOr<uint64_t> Heartbeat(uint32_t worker_id, uint64_t incarnation);
   // The worker finished; it stops counting toward rounds at once.
+  // UNAVAILABLE while draining (see StopTakingPushes).
   absl::Status Leave(uint32_t worker_id, uint64_t incarnation);
 
   // Declares the model; the first declaration's values win.
@@ -223,8 +224,10 @@ class ParameterShard {
   // when it came from this same shard layout.
   absl::Status Restore(common::ThetaFile saved);
 
-  // Graceful shutdown: from now on pushes get UNAVAILABLE (the worker
-  // retries later, against the restarted server); pulls are still served.
+  // Graceful shutdown: from now on pushes and leaves get UNAVAILABLE (the
+  // worker retries later, against the restarted server) and no round
+  // closes, so the version stays what the final checkpoint holds; pulls are
+  // still served.
   void StopTakingPushes();
 
  private:

@@ -323,5 +323,20 @@ TEST(Checkpoint, AShardStopsTakingPushesWhenDraining) {
   EXPECT_EQ(s.shard().Status().version, 0u);
 }
 
+TEST(Checkpoint, ADrainingShardKeepsTheVersionItsFinalCheckpointHolds) {
+  ShardUnderTest s(ConsistencyMode::kSync, 0, 1);
+  s.Declare();
+  ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());  // worker 1 still owes round 0
+  s.shard().StopTakingPushes();
+  // Neither worker 1 leaving nor its lease running out closes the round: the
+  // leave is refused (to be retried against the restarted server).
+  EXPECT_EQ(s.shard().Leave(1, kIncarnation).code(),
+            absl::StatusCode::kUnavailable);
+  s.shard().Tick(absl::Now() + absl::Hours(1));
+  const ShardStatus status = s.shard().Status();
+  EXPECT_EQ(status.version, 0u);
+  EXPECT_EQ(status.round_gradients, 1u);
+}
+
 }  // namespace
 }  // namespace ps::server

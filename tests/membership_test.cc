@@ -254,6 +254,25 @@ TEST(Stragglers, AQuorumClosesTheRoundAndLateGradientsAreStale) {
   EXPECT_EQ(status.rounds_closed_by_quorum, 1u);
 }
 
+TEST(Stragglers, ARoundTimeoutWaitsForTheExpectedWorkersToRegister) {
+  ShardOptions options = Sync(3);
+  options.round_timeout = absl::Milliseconds(500);
+  options.lease_timeout = absl::Seconds(60);
+  Shard shard(options);
+  shard.Register(0);
+  shard.Register(1);
+  ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}).ok());
+  shard->Tick(absl::Now() + absl::Seconds(1));
+  EXPECT_EQ(shard->Status().version, 0u) << "worker 2 is still starting";
+  // The timeout runs from when the last expected worker registered.
+  shard.Register(2);
+  shard->Tick(absl::Now() + absl::Milliseconds(100));
+  EXPECT_EQ(shard->Status().version, 0u);
+  shard->Tick(absl::Now() + absl::Seconds(1));
+  EXPECT_EQ(shard->Status().version, 1u);
+  EXPECT_EQ(shard->Status().rounds_closed_by_timeout, 1u);
+}
+
 TEST(Stragglers, ARoundTimeoutClosesWithWhatArrived) {
   ShardOptions options = Sync(3);
   options.round_timeout = absl::Milliseconds(500);
@@ -393,6 +412,32 @@ std::string ThreeRounds(bool faulty) {
 
 TEST(ExactlyOnce, DuplicatedAndReorderedDeliveriesGiveTheSameTheta) {
   EXPECT_EQ(ThreeRounds(false), ThreeRounds(true));
+}
+
+TEST(ExactlyOnce, SeqZeroAndNumbersThatCouldBlockAnIncarnationAreRefused) {
+  Shard shard(Ssp(1, 1));
+  shard.Register(0);
+  auto zero = shard.Push(0, 0, 0, {5, 5});
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(zero.status().message(), HasSubstr("from 1"));
+  // A seq near 2^64 would make every later push a duplicate; a step near it
+  // would wrap the clock (step + 1).
+  auto far = shard.Push(0, UINT64_MAX, 0, {5, 5});
+  EXPECT_EQ(far.status().code(), absl::StatusCode::kInvalidArgument);
+  auto wrapping = shard.Push(0, 1, UINT64_MAX, {5, 5});
+  EXPECT_EQ(wrapping.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(shard.Theta(), ElementsAre(0, 0));
+  PullArgs pull;
+  pull.clock = UINT64_MAX;
+  auto huge_clock = shard->Pull(pull, absl::InfiniteFuture(),
+                                shard->NewPullTicket(), nullptr);
+  ASSERT_TRUE(huge_clock.has_value());
+  EXPECT_EQ(huge_clock->status().code(), absl::StatusCode::kInvalidArgument);
+  // The incarnation goes on numbering from 1.
+  auto first = shard.Push(0, 1, 0, {1, 1});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(shard->Status().workers[0].clock, 1u);
 }
 
 TEST(Visibility, StatusReportsWorkersWithStateClockAndStaleness) {
