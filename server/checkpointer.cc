@@ -19,12 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct FileName {
-  uint64_t seq = 0;
-  uint32_t shard_index = 0;
-  uint32_t num_shards = 0;
-  std::string path;
-};
+using FileName = Checkpointer::FileName;
 
 std::string NameFor(uint64_t seq, uint32_t shard_index, uint32_t num_shards) {
   return absl::StrFormat("ckpt-%08d-shard-%d-of-%d.theta", seq, shard_index,
@@ -95,6 +90,10 @@ absl::StatusOr<common::ThetaFile> NewestGood(const std::vector<FileName>& files,
                          absl::StrJoin(problems, "; ")));
 }
 
+// Several old shards' records of one worker: the one shape a restored shard
+// of their keys holds. A step counts as completed only where every old shard
+// has it (the lowest clock), so a worker killed between its pushes to two
+// shards redoes that step rather than skipping part of it.
 void Merge(const std::vector<common::WorkerRecord>& from,
            std::map<uint32_t, common::WorkerRecord>& into) {
   for (const common::WorkerRecord& w : from) {
@@ -103,11 +102,53 @@ void Merge(const std::vector<common::WorkerRecord>& from,
     common::WorkerRecord& m = it->second;
     m.incarnation = std::max(m.incarnation, w.incarnation);
     m.last_seq = std::max(m.last_seq, w.last_seq);
-    m.last_step = std::max(m.last_step, w.last_step);
+    m.last_step = std::min(m.last_step, w.last_step);
     m.pushes = std::max(m.pushes, w.pushes);
-    m.clock = std::max(m.clock, w.clock);
+    m.clock = std::min(m.clock, w.clock);
     m.live = m.live || w.live;
   }
+}
+
+// The open rounds of old shards that are all at one round, cut to `mine`:
+// a worker's gradient is kept when every old shard holds its part (with the
+// same batch); one held by some only is dropped, and that worker resumes at
+// the step it belongs to (see Merge) and pushes it again.
+std::vector<common::RoundGradient> SliceRounds(
+    const std::vector<const common::ThetaFile*>& sources, common::KeyRange mine,
+    uint32_t shard_index) {
+  std::map<uint32_t, std::vector<const common::RoundGradient*>> by_worker;
+  for (const common::ThetaFile* source : sources) {
+    for (const common::RoundGradient& g : source->round) {
+      by_worker[g.worker_id].push_back(&g);
+    }
+  }
+  std::vector<common::RoundGradient> round;
+  for (const auto& [worker, parts] : by_worker) {
+    bool whole = parts.size() == sources.size();
+    for (const common::RoundGradient* part : parts) {
+      whole = whole && part->batch_size == parts[0]->batch_size;
+    }
+    if (!whole) {
+      spdlog::warn("shard {}: dropped worker {}'s gradient of the open round: "
+                   "only {} of the {} old shards holding these keys had it; "
+                   "the worker pushes it again",
+                   shard_index, worker, parts.size(), sources.size());
+      continue;
+    }
+    common::RoundGradient& merged = round.emplace_back();
+    merged.worker_id = worker;
+    merged.batch_size = parts[0]->batch_size;
+    merged.values.assign(mine.size(), 0.0f);
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const common::KeyRange theirs = sources[i]->keys;
+      const uint64_t begin = std::max(theirs.begin, mine.begin);
+      const uint64_t end = std::min(theirs.end, mine.end);
+      std::copy(parts[i]->values.begin() + (begin - theirs.begin),
+                parts[i]->values.begin() + (end - theirs.begin),
+                merged.values.begin() + (begin - mine.begin));
+    }
+  }
+  return round;
 }
 
 }  // namespace
@@ -135,11 +176,11 @@ absl::StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(
   std::remove(probe.c_str());
   absl::StatusOr<std::vector<FileName>> files = ListCheckpoints(dir);
   if (!files.ok()) return files.status();
+  // Past every file of every layout: the layout that saved last then has the
+  // highest seqs, which is how LoadLatest tells the newest state.
   uint64_t next_seq = 1;
   for (const FileName& file : *files) {
-    if (file.shard_index == shard_index && file.num_shards == num_shards) {
-      next_seq = std::max(next_seq, file.seq + 1);
-    }
+    next_seq = std::max(next_seq, file.seq + 1);
   }
   return std::unique_ptr<Checkpointer>(
       new Checkpointer(std::move(dir), keep, shard_index, num_shards, next_seq));
@@ -153,52 +194,53 @@ Checkpointer::Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
       num_shards_(num_shards),
       next_seq_(next_seq) {}
 
-absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
-    const {
+absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest(
+    const common::UpdateOptions& update) const {
   absl::StatusOr<std::vector<FileName>> all = ListCheckpoints(dir_);
   if (!all.ok()) return all.status();
   if (all->empty()) return std::nullopt;
 
-  // Prefer this shard's own files; else the layout written last.
+  // Layouts, the one saved last first: seqs grow across layouts (Open), so
+  // a layout's newest seq says when it last saved.
+  std::vector<uint32_t> newest_first;
   std::map<uint32_t, std::vector<FileName>> layouts;
-  std::map<uint32_t, fs::file_time_type> newest_write;
-  for (const FileName& file : *all) {
+  for (const FileName& file : *all) {  // newest first
+    if (layouts.find(file.num_shards) == layouts.end()) {
+      newest_first.push_back(file.num_shards);
+    }
     layouts[file.num_shards].push_back(file);
-    std::error_code error;
-    const fs::file_time_type written = fs::last_write_time(file.path, error);
-    if (!error) {
-      newest_write[file.num_shards] =
-          std::max(newest_write[file.num_shards], written);
-    }
   }
-  uint32_t layout = 0;
-  const std::vector<FileName>& same = layouts[num_shards_];
-  if (std::any_of(same.begin(), same.end(), [&](const FileName& f) {
-        return f.shard_index == shard_index_;
-      })) {
-    layout = num_shards_;
-  } else {
-    for (const auto& [shards, written] : newest_write) {
-      if (shards == num_shards_) continue;
-      if (layout == 0 || written > newest_write[layout]) layout = shards;
-    }
-    if (layout == 0) {
-      return absl::DataLossError(absl::StrCat(
-          dir_, " holds checkpoints of other shards of this layout but none "
-          "of shard ", shard_index_));
-    }
+  for (uint32_t layout : newest_first) {
+    absl::StatusOr<std::optional<common::ThetaFile>> restored =
+        layout == num_shards_ ? OwnLayout(layouts[layout])
+                              : Reshard(layouts[layout], layout, update);
+    if (!restored.ok() || restored->has_value()) return restored;
+    spdlog::warn("shard {}/{}: the {}-shard checkpoints, newer, hold none of "
+                 "this shard's keys; looking at older ones",
+                 shard_index_, num_shards_, layout);
   }
-  const std::vector<FileName>& files = layouts[layout];
+  return absl::DataLossError(absl::StrCat(
+      dir_, " holds checkpoints, but none with keys of shard ", shard_index_,
+      " of ", num_shards_));
+}
 
-  if (layout == num_shards_) {
-    absl::StatusOr<common::ThetaFile> own = NewestGood(files, shard_index_);
-    if (!own.ok()) return own.status();
-    return std::optional<common::ThetaFile>(std::move(*own));
-  }
+absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::OwnLayout(
+    const std::vector<FileName>& files) const {
+  const bool any = std::any_of(
+      files.begin(), files.end(),
+      [&](const FileName& f) { return f.shard_index == shard_index_; });
+  if (!any) return std::nullopt;
+  absl::StatusOr<common::ThetaFile> own = NewestGood(files, shard_index_);
+  if (!own.ok()) return own.status();
+  return std::optional<common::ThetaFile>(std::move(*own));
+}
 
-  // Resharding: learn the model from any good file, then read the parts of
-  // every old shard that overlap this shard's keys. Each file is read (and
-  // checked) once.
+absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
+    const std::vector<FileName>& files, uint32_t layout,
+    const common::UpdateOptions& update) const {
+  // Learn the model from any good file, then read the parts of every old
+  // shard that overlap this shard's keys. Each file is read (and checked)
+  // once.
   std::map<uint32_t, common::ThetaFile> read;
   const common::ThetaFile* model = nullptr;
   for (uint32_t i = 0; i < layout && model == nullptr; ++i) {
@@ -214,45 +256,112 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
   const uint64_t num_keys = common::NumKeys(model->tensors);
   const common::KeyRange mine =
       common::BalancedPart(num_keys, num_shards_, shard_index_);
+  std::vector<uint32_t> overlapping;
+  std::vector<uint32_t> missing;
+  for (uint32_t i = 0; i < layout; ++i) {
+    const common::KeyRange theirs = common::BalancedPart(num_keys, layout, i);
+    if (std::max(theirs.begin, mine.begin) >= std::min(theirs.end, mine.end)) {
+      continue;
+    }
+    overlapping.push_back(i);
+    if (!std::any_of(files.begin(), files.end(),
+                     [i](const FileName& f) { return f.shard_index == i; })) {
+      missing.push_back(i);
+    }
+  }
+  if (missing.size() == overlapping.size()) return std::nullopt;
+  if (!missing.empty()) {
+    // Part of these keys is newer here than anywhere else: restoring them
+    // from an older layout would silently bring back stale state.
+    return absl::DataLossError(absl::StrCat(
+        "the newest checkpoints (", layout, " shards) hold part of shard ",
+        shard_index_, "'s keys ", mine.ToString(), " but no file of old shard ",
+        absl::StrJoin(missing, ", "), ": restoring the rest from older files "
+        "would mix states; restart with ", layout, " shards"));
+  }
+
+  std::vector<common::ThetaFile*> sources;
+  for (uint32_t i : overlapping) {
+    if (read.find(i) == read.end()) {
+      absl::StatusOr<common::ThetaFile> f = NewestGood(files, i);
+      if (!f.ok()) return f.status();
+      read[i] = std::move(*f);
+    }
+    common::ThetaFile& source = read[i];
+    if (std::string diff =
+            common::DescribeDifference(model->tensors, source.tensors);
+        !diff.empty() ||
+        source.keys != common::BalancedPart(num_keys, layout, i)) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoints of the ", layout, "-shard layout disagree: shard ",
+          i, diff.empty() ? " holds other keys" : absl::StrCat(": ", diff)));
+    }
+    sources.push_back(&source);
+  }
+
+  // Sync shards stop at most one round apart (a worker pushes round r + 1
+  // only after every shard closed round r). The shards one behind have their
+  // open round closed as they would have closed it, so that every key is
+  // restored at the same round and no accepted gradient is lost.
+  const bool sync = model->mode == "sync";
+  uint64_t newest = 0;
+  for (const common::ThetaFile* source : sources) {
+    newest = std::max(newest, source->version);
+  }
+  for (size_t k = 0; k < sources.size() && sync; ++k) {
+    common::ThetaFile& source = *sources[k];
+    if (source.version + 1 < newest) {
+      return absl::DataLossError(absl::StrCat(
+          "the ", layout, "-shard sync checkpoints are at rounds ",
+          source.version, " (shard ", overlapping[k], ") and ", newest,
+          ": sync shards are never more than one round apart, so these files "
+          "are not one job's state"));
+    }
+    if (source.version + 1 == newest) {
+      spdlog::warn("shard {}/{}: old shard {} of {} stopped one round behind "
+                   "(round {}): closing that round on its keys with the {} "
+                   "gradients it held{}",
+                   shard_index_, num_shards_, overlapping[k], layout,
+                   source.version, source.round.size(),
+                   source.round.empty() ? ", so those keys skip the round"
+                                        : "");
+      if (absl::Status closed = CloseSavedRound(update, source); !closed.ok()) {
+        return closed;
+      }
+    }
+  }
+
   common::ThetaFile merged;
   merged.tensors = model->tensors;
   merged.keys = mine;
   merged.shard_index = shard_index_;
   merged.num_shards = num_shards_;
   merged.mode = model->mode;
+  merged.version = newest;
   merged.values.assign(mine.size(), 0.0f);
   std::map<uint32_t, common::WorkerRecord> workers;
-  for (uint32_t i = 0; i < layout; ++i) {
-    const common::KeyRange theirs = common::BalancedPart(num_keys, layout, i);
+  for (size_t k = 0; k < sources.size(); ++k) {
+    const common::ThetaFile& source = *sources[k];
+    const common::KeyRange theirs = source.keys;
     const uint64_t begin = std::max(theirs.begin, mine.begin);
     const uint64_t end = std::min(theirs.end, mine.end);
-    if (begin >= end) continue;
-    if (read.find(i) == read.end()) {
-      absl::StatusOr<common::ThetaFile> f = NewestGood(files, i);
-      if (!f.ok()) return f.status();
-      read[i] = std::move(*f);
-    }
-    const common::ThetaFile& source = read[i];
-    if (std::string diff =
-            common::DescribeDifference(merged.tensors, source.tensors);
-        !diff.empty() || source.keys != theirs) {
-      return absl::DataLossError(absl::StrCat(
-          "the checkpoints of the ", layout, "-shard layout disagree: shard ",
-          i, diff.empty() ? " holds other keys" : absl::StrCat(": ", diff)));
-    }
     std::copy(source.values.begin() + (begin - theirs.begin),
               source.values.begin() + (end - theirs.begin),
               merged.values.begin() + (begin - mine.begin));
-    merged.version = std::max(merged.version, source.version);
     merged.samples_applied =
         std::max(merged.samples_applied, source.samples_applied);
     Merge(source.workers, workers);
     spdlog::info("shard {}/{}: restoring keys [{}, {}) from shard {} of {} "
                  "(version {})",
-                 shard_index_, num_shards_, begin, end, i, layout,
+                 shard_index_, num_shards_, begin, end, overlapping[k], layout,
                  source.version);
   }
   for (auto& [id, record] : workers) merged.workers.push_back(record);
+  if (sync) {
+    merged.round = SliceRounds(
+        std::vector<const common::ThetaFile*>(sources.begin(), sources.end()),
+        mine, shard_index_);
+  }
   return std::optional<common::ThetaFile>(std::move(merged));
 }
 

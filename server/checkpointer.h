@@ -5,12 +5,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/theta_file.h"
+#include "common/update_rule.h"
 #include "server/parameter_shard.h"
 
 namespace ps::server {
@@ -34,12 +36,18 @@ class Checkpointer {
       std::string dir, uint32_t keep, uint32_t shard_index,
       uint32_t num_shards);
 
-  // The newest good state for this shard, assembled from the files of
-  // whichever shard layout wrote them (so S shards restore onto S' ≠ S).
-  // A corrupt newest file is reported and the one before it used. nullopt
-  // when the directory holds no checkpoint; DATA_LOSS when it holds some
-  // but none usable for this shard.
-  absl::StatusOr<std::optional<common::ThetaFile>> LoadLatest() const;
+  // The newest good state for this shard: from the shard layout that saved
+  // last (highest seq), assembled from its files when it had another number
+  // of shards (so S shards restore onto S' ≠ S). Sync rounds open at the
+  // stop are cut by key like θ; an old shard that stopped one round behind
+  // has its open round closed with `update` first, so every key is at the
+  // same round. An older layout is used only when the newest holds none of
+  // this shard's keys. A corrupt newest file is reported and the one before
+  // it used. nullopt when the directory holds no checkpoint; DATA_LOSS when
+  // it holds some but none usable for this shard, or when restoring would
+  // mix states.
+  absl::StatusOr<std::optional<common::ThetaFile>> LoadLatest(
+      const common::UpdateOptions& update) const;
 
   // Writes the shard's current state, logs it ("<why> checkpoint <path>
   // (version, bytes, time)"), then keeps the newest `keep` files of this
@@ -50,9 +58,25 @@ class Checkpointer {
 
   const std::string& dir() const { return dir_; }
 
+  // What a checkpoint file's name says.
+  struct FileName {
+    uint64_t seq = 0;
+    uint32_t shard_index = 0;
+    uint32_t num_shards = 0;
+    std::string path;
+  };
+
  private:
   Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
                uint32_t num_shards, uint64_t next_seq);
+
+  // LoadLatest from one layout's files (newest first); nullopt when they
+  // hold none of this shard's keys.
+  absl::StatusOr<std::optional<common::ThetaFile>> OwnLayout(
+      const std::vector<FileName>& files) const;
+  absl::StatusOr<std::optional<common::ThetaFile>> Reshard(
+      const std::vector<FileName>& files, uint32_t layout,
+      const common::UpdateOptions& update) const;
 
   const std::string dir_;
   const uint32_t keep_;

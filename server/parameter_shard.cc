@@ -22,7 +22,49 @@ constexpr uint64_t kMaxStep = uint64_t{1} << 62;
 // later push of the incarnation a duplicate.
 constexpr uint64_t kMaxSeqJump = uint64_t{1} << 32;
 
+// θ ← update(θ, gradient) over keys starting at `first_key`, each tensor's
+// part with its own regularization.
+void ApplyOverSegments(const common::UpdateOptions& update,
+                       const std::vector<common::TensorSegment>& segments,
+                       uint64_t first_key, absl::Span<const float> gradient,
+                       absl::Span<float> theta) {
+  for (const common::TensorSegment& segment : segments) {
+    const size_t offset = segment.keys.begin - first_key;
+    common::ApplyUpdate(update, segment.regularize,
+                        gradient.subspan(offset, segment.keys.size()),
+                        theta.subspan(offset, segment.keys.size()));
+  }
+}
+
 }  // namespace
+
+absl::Status CloseSavedRound(const common::UpdateOptions& update,
+                             common::ThetaFile& file) {
+  const size_t num_keys = file.values.size();
+  if (file.keys.size() != num_keys) {
+    return absl::DataLossError("the checkpoint's key range and values differ");
+  }
+  SyncRound round(num_keys);
+  for (const common::RoundGradient& g : file.round) {
+    if (g.values.size() != num_keys || g.batch_size == 0 ||
+        round.Has(g.worker_id)) {
+      return absl::DataLossError("the checkpoint's open round is malformed");
+    }
+    absl::Span<float> slot = round.Slot(g.worker_id);
+    std::copy(g.values.begin(), g.values.end(), slot.begin());
+    round.Commit(g.worker_id, g.batch_size);
+  }
+  if (round.received() > 0) {
+    std::vector<float> mean(num_keys);
+    round.Mean(absl::MakeSpan(mean));
+    ApplyOverSegments(update, common::SegmentsInRange(file.tensors, file.keys),
+                      file.keys.begin, mean, absl::MakeSpan(file.values));
+    file.samples_applied += round.samples();
+  }
+  ++file.version;
+  file.round.clear();
+  return absl::OkStatus();
+}
 
 absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name) {
   if (name == "sync") return ConsistencyMode::kSync;
@@ -507,13 +549,8 @@ bool ParameterShard::Satisfied(const PullArgs& args) const {
 
 void ParameterShard::ApplyGradient(absl::Span<const float> gradient,
                                    uint64_t samples) {
-  for (const common::TensorSegment& segment : segments_) {
-    const size_t offset = segment.keys.begin - keys_.begin;
-    common::ApplyUpdate(
-        options_.update, segment.regularize,
-        gradient.subspan(offset, segment.keys.size()),
-        absl::MakeSpan(theta_).subspan(offset, segment.keys.size()));
-  }
+  ApplyOverSegments(options_.update, segments_, keys_.begin, gradient,
+                    absl::MakeSpan(theta_));
   ++version_;
   samples_applied_ += samples;
 }

@@ -159,6 +159,14 @@ struct ShardStatus {
   uint64_t max_read_clock_gap = 0;
 };
 
+// Closes the open sync round that `file` (a checkpoint) holds, as the shard
+// would have: the rank-ordered, batch-weighted mean of its gradients applied
+// with `update`, the version one higher. With no gradient, only the version
+// moves. For a reshard whose old shards stopped one round apart, so that
+// every key is restored at the same round.
+absl::Status CloseSavedRound(const common::UpdateOptions& update,
+                             common::ThetaFile& file);
+
 // One shard of θ and the rules that change it. Plain C++: the gRPC service
 // validates nothing itself; everything a request can get wrong is checked
 // here, before θ is touched. Thread-safe.

@@ -23,7 +23,8 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
                            options.shard.shard_index, options.shard.num_shards);
     if (!checkpointer.ok()) return checkpointer.status();
     server->checkpointer_ = std::move(*checkpointer);
-    if (absl::Status restored = server->Restore(options.allow_fresh_start);
+    if (absl::Status restored = server->Restore(options.shard.update,
+                                                   options.allow_fresh_start);
         !restored.ok()) {
       return restored;
     }
@@ -53,9 +54,10 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   return server;
 }
 
-absl::Status PsServer::Restore(bool allow_fresh_start) {
+absl::Status PsServer::Restore(const common::UpdateOptions& update,
+                               bool allow_fresh_start) {
   absl::StatusOr<std::optional<common::ThetaFile>> latest =
-      checkpointer_->LoadLatest();
+      checkpointer_->LoadLatest(update);
   if (latest.ok() && !latest->has_value()) {
     spdlog::info("no checkpoint in {}: starting with a fresh model",
                  checkpointer_->dir());

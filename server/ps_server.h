@@ -66,7 +66,8 @@ class PsServer {
  private:
   PsServer() = default;
 
-  absl::Status Restore(bool allow_fresh_start);
+  absl::Status Restore(const common::UpdateOptions& update,
+                       bool allow_fresh_start);
   void CheckpointLoop(absl::Duration every);
 
   std::unique_ptr<ParameterShard> shard_;

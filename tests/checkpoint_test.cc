@@ -36,6 +36,14 @@ std::vector<float> InitialTheta() {
   return theta;
 }
 
+// The update every shard of these tests applies.
+common::UpdateOptions Update() {
+  common::UpdateOptions update;
+  update.learning_rate = 0.5f;
+  update.l2 = 0.01f;
+  return update;
+}
+
 std::string FreshDir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/checkpoint_test_" + name;
   fs::remove_all(dir);
@@ -53,8 +61,7 @@ class ShardUnderTest {
     options_.max_workers = kWorkers;
     options_.shard_index = shard_index;
     options_.num_shards = num_shards;
-    options_.update.learning_rate = 0.5f;
-    options_.update.l2 = 0.01f;
+    options_.update = Update();
     shard_ = std::make_unique<ParameterShard>(options_);
     keys_ = common::BalancedPart(13, num_shards, shard_index);
   }
@@ -121,18 +128,22 @@ std::unique_ptr<Checkpointer> Open(const std::string& dir, uint32_t shard,
   return opened.ok() ? std::move(*opened) : nullptr;
 }
 
-// Trains `shards` sync shards for three rounds (the last one left open,
-// holding worker 0's gradient) and checkpoints each.
+// Two sync rounds, then a third left open holding worker 0's gradient.
+void TrainTwoRoundsAndAHalf(ShardUnderTest& s) {
+  for (uint64_t round = 0; round < 2; ++round) {
+    EXPECT_TRUE(s.Push(0, round + 1, round, 1.0f).ok());
+    EXPECT_TRUE(s.Push(1, round + 1, round, -0.25f).ok());
+  }
+  EXPECT_TRUE(s.Push(0, 3, 2, 2.0f).ok());
+}
+
+// Trains `shards` sync shards (TrainTwoRoundsAndAHalf) and checkpoints each.
 std::vector<float> TrainAndCheckpoint(const std::string& dir, uint32_t shards) {
   std::vector<float> theta;
   for (uint32_t i = 0; i < shards; ++i) {
     ShardUnderTest s(ConsistencyMode::kSync, i, shards);
     s.Declare();
-    for (uint64_t round = 0; round < 2; ++round) {
-      EXPECT_TRUE(s.Push(0, round + 1, round, 1.0f).ok());
-      EXPECT_TRUE(s.Push(1, round + 1, round, -0.25f).ok());
-    }
-    EXPECT_TRUE(s.Push(0, 3, 2, 2.0f).ok());
+    TrainTwoRoundsAndAHalf(s);
     EXPECT_TRUE(Open(dir, i, shards)->Save(s.shard(), "test").ok());
     const std::vector<float> part = Values(s.shard());
     theta.insert(theta.end(), part.begin(), part.end());
@@ -146,7 +157,7 @@ std::vector<float> RestoreAll(const std::string& dir, uint32_t shards,
   for (uint32_t i = 0; i < shards; ++i) {
     ShardUnderTest s(ConsistencyMode::kSync, i, shards);
     absl::StatusOr<std::optional<common::ThetaFile>> loaded =
-        Open(dir, i, shards)->LoadLatest();
+        Open(dir, i, shards)->LoadLatest(Update());
     EXPECT_TRUE(loaded.ok()) << loaded.status();
     if (!loaded.ok() || !loaded->has_value()) return {};
     if (versions) versions->push_back((*loaded)->version);
@@ -169,7 +180,7 @@ TEST(Checkpoint, SameShardRestoresEverythingIncludingTheOpenRound) {
   EXPECT_EQ(saved->version, 1u);
 
   ShardUnderTest after(ConsistencyMode::kSync, 0, 1);
-  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
   ASSERT_TRUE(after.shard().Restore(std::move(**loaded)).ok());
   EXPECT_EQ(Values(after.shard()), Values(before.shard()));
@@ -205,6 +216,169 @@ TEST(Checkpoint, TwoShardsRestoreOntoThreeAndThreeOntoOneByteForByte) {
   EXPECT_EQ(saved3, saved);
 }
 
+// Restores shard `index` of `shards` from `dir`; the loading must succeed.
+std::unique_ptr<ShardUnderTest> Restored(const std::string& dir,
+                                         ConsistencyMode mode, uint32_t index,
+                                         uint32_t shards) {
+  auto s = std::make_unique<ShardUnderTest>(mode, index, shards);
+  auto loaded = Open(dir, index, shards)->LoadLatest(Update());
+  EXPECT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  if (loaded.ok() && loaded->has_value()) {
+    EXPECT_TRUE(s->shard().Restore(std::move(**loaded)).ok());
+  }
+  return s;
+}
+
+TEST(Checkpoint, AReshardKeepsTheOpenRoundCutByKey) {
+  const std::string dir = FreshDir("reshard_round");
+  TrainAndCheckpoint(dir, 2);
+  // Without a restart: worker 1's gradient closes round 2.
+  ShardUnderTest reference(ConsistencyMode::kSync, 0, 1);
+  reference.Declare();
+  TrainTwoRoundsAndAHalf(reference);
+  ASSERT_TRUE(reference.Push(1, 3, 2, 0.5f).ok());
+
+  // Onto 3 shards: each holds worker 0's part of round 2, a retry of it is
+  // a duplicate, and worker 1's gradient closes the round as it would have.
+  std::vector<float> theta;
+  for (uint32_t i = 0; i < 3; ++i) {
+    std::unique_ptr<ShardUnderTest> s =
+        Restored(dir, ConsistencyMode::kSync, i, 3);
+    EXPECT_EQ(s->shard().Status().round_gradients, 1u) << "shard " << i;
+    auto retried = s->Push(0, 3, 2, 2.0f);
+    ASSERT_TRUE(retried.ok());
+    EXPECT_EQ(retried->outcome, PushOutcome::kDuplicate);
+    auto closed = s->Push(1, 3, 2, 0.5f);
+    ASSERT_TRUE(closed.ok()) << closed.status();
+    EXPECT_EQ(closed->outcome, PushOutcome::kApplied) << "shard " << i;
+    const std::vector<float> part = Values(s->shard());
+    theta.insert(theta.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(theta, Values(reference.shard()));
+}
+
+TEST(Checkpoint, SyncShardsStoppedOneRoundApartRestoreEveryKeyAtOneRound) {
+  const std::string dir = FreshDir("one_round_apart");
+  // Shard 0 closed round 0; shard 1 holds only worker 0's gradient of it
+  // (answered ACCEPTED) when both stop.
+  ShardUnderTest ahead(ConsistencyMode::kSync, 0, 2);
+  ShardUnderTest behind(ConsistencyMode::kSync, 1, 2);
+  ahead.Declare();
+  behind.Declare();
+  ASSERT_TRUE(ahead.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(ahead.Push(1, 1, 0, -0.25f).ok());
+  auto accepted = behind.Push(0, 1, 0, 1.0f);
+  ASSERT_TRUE(accepted.ok());
+  ASSERT_EQ(accepted->outcome, PushOutcome::kAccepted);
+  ASSERT_TRUE(Open(dir, 0, 2)->Save(ahead.shard(), "test").ok());
+  ASSERT_TRUE(Open(dir, 1, 2)->Save(behind.shard(), "test").ok());
+
+  // Shard 1's keys as the round would have closed there with what it held
+  // (worker 1 leaving instead of pushing).
+  ShardUnderTest reference(ConsistencyMode::kSync, 1, 2);
+  reference.Declare();
+  ASSERT_TRUE(reference.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(reference.shard().Leave(1, kIncarnation).ok());
+  ASSERT_EQ(reference.shard().Status().version, 1u);
+  std::vector<float> expected = Values(ahead.shard());
+  const std::vector<float> rest = Values(reference.shard());
+  expected.insert(expected.end(), rest.begin(), rest.end());
+
+  std::unique_ptr<ShardUnderTest> one =
+      Restored(dir, ConsistencyMode::kSync, 0, 1);
+  const ShardStatus status = one->shard().Status();
+  EXPECT_EQ(status.version, 1u);
+  EXPECT_EQ(status.round_gradients, 0u);
+  EXPECT_EQ(Values(one->shard()), expected);
+}
+
+TEST(Checkpoint, SyncCheckpointsMoreThanOneRoundApartAreRefused) {
+  const std::string dir = FreshDir("rounds_apart");
+  ShardUnderTest ahead(ConsistencyMode::kSync, 0, 2);
+  ShardUnderTest behind(ConsistencyMode::kSync, 1, 2);
+  ahead.Declare();
+  behind.Declare();
+  for (uint64_t round = 0; round < 2; ++round) {
+    ASSERT_TRUE(ahead.Push(0, round + 1, round, 1.0f).ok());
+    ASSERT_TRUE(ahead.Push(1, round + 1, round, 1.0f).ok());
+  }
+  ASSERT_TRUE(Open(dir, 0, 2)->Save(ahead.shard(), "test").ok());
+  ASSERT_TRUE(Open(dir, 1, 2)->Save(behind.shard(), "test").ok());
+  auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("rounds 0"));
+}
+
+TEST(Checkpoint, AGradientOnlyPartOfTheOldShardsHadIsPushedAgain) {
+  const std::string dir = FreshDir("partial_round");
+  // Worker 0 was stopped between its pushes of round 0: shard 0 has its
+  // gradient, shard 1 never got it.
+  ShardUnderTest got(ConsistencyMode::kSync, 0, 2);
+  ShardUnderTest missed(ConsistencyMode::kSync, 1, 2);
+  got.Declare();
+  missed.Declare();
+  ASSERT_TRUE(got.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(Open(dir, 0, 2)->Save(got.shard(), "test").ok());
+  ASSERT_TRUE(Open(dir, 1, 2)->Save(missed.shard(), "test").ok());
+
+  std::unique_ptr<ShardUnderTest> one =
+      Restored(dir, ConsistencyMode::kSync, 0, 1);
+  EXPECT_EQ(one->shard().Status().round_gradients, 0u);
+  // Its new process resumes at that step, not past it.
+  auto restarted = one->shard().Register(0, kIncarnation + 1);
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_EQ(restarted->resume_step, 0u);
+}
+
+TEST(Checkpoint, GoingBackToAnEarlierLayoutRestoresTheNewestState) {
+  const std::string dir = FreshDir("back_to_one");
+  ShardUnderTest first(ConsistencyMode::kAsync, 0, 1);
+  first.Declare();
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    ASSERT_TRUE(first.Push(0, seq, seq - 1, 1.0f).ok());
+  }
+  ASSERT_TRUE(Open(dir, 0, 1)->Save(first.shard(), "test").ok());
+
+  // Two shards take over from it, train on and save.
+  std::vector<float> newest;
+  for (uint32_t i = 0; i < 2; ++i) {
+    std::unique_ptr<ShardUnderTest> s =
+        Restored(dir, ConsistencyMode::kAsync, i, 2);
+    for (uint64_t seq = 4; seq <= 13; ++seq) {
+      ASSERT_TRUE(s->Push(0, seq, seq - 1, 0.5f).ok());
+    }
+    ASSERT_TRUE(Open(dir, i, 2)->Save(s->shard(), "test").ok());
+    const std::vector<float> part = Values(s->shard());
+    newest.insert(newest.end(), part.begin(), part.end());
+  }
+
+  // Back on one shard: the two shards' state, not the older file of its own
+  // layout.
+  std::unique_ptr<ShardUnderTest> back =
+      Restored(dir, ConsistencyMode::kAsync, 0, 1);
+  EXPECT_EQ(back->shard().Status().version, 13u);
+  EXPECT_EQ(Values(back->shard()), newest);
+}
+
+TEST(Checkpoint, ANewLayoutWithoutAFileOfThisShardRestoresFromTheOlderOne) {
+  const std::string dir = FreshDir("unsaved_shard");
+  const std::vector<float> one = TrainAndCheckpoint(dir, 1);
+  // Two shards took over; shard 0 saved, shard 1 died before its first save.
+  std::unique_ptr<ShardUnderTest> saved =
+      Restored(dir, ConsistencyMode::kSync, 0, 2);
+  ASSERT_TRUE(Open(dir, 0, 2)->Save(saved->shard(), "test").ok());
+  // Shard 1's keys are newest in the one-shard file.
+  std::unique_ptr<ShardUnderTest> unsaved =
+      Restored(dir, ConsistencyMode::kSync, 1, 2);
+  const std::vector<float> part = Values(unsaved->shard());
+  EXPECT_EQ(part, std::vector<float>(one.end() - part.size(), one.end()));
+  // Back on one shard, half its keys would come from the newer files and
+  // half from older ones: refused, saying so.
+  auto mixed = Open(dir, 0, 1)->LoadLatest(Update());
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(mixed.status().message(), HasSubstr("no file of old shard 1"));
+}
+
 TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   const std::string dir = FreshDir("corrupt");
   ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
@@ -218,7 +392,7 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   ASSERT_TRUE(newest.ok());
   fs::resize_file(newest->path, fs::file_size(newest->path) - 3);
 
-  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
   EXPECT_EQ((*loaded)->version, 1u);
   EXPECT_EQ((*loaded)->values, good);
@@ -228,7 +402,7 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     fs::resize_file(entry.path(), 10);
   }
-  auto none = Open(dir, 0, 1)->LoadLatest();
+  auto none = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(none.status().message(), HasSubstr("no good checkpoint"));
@@ -252,15 +426,17 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   EXPECT_TRUE(fs::exists(paths[2]));
   EXPECT_TRUE(fs::exists(paths[3]));
   EXPECT_TRUE(fs::exists(dir + "/ckpt-00000001-shard-1-of-2.theta"));
-  // Numbering goes on across restarts.
+  // Numbering starts past every file in the directory, whatever its layout
+  // (seq 1 is the other layout's), and goes on across restarts.
+  EXPECT_THAT(paths[0], HasSubstr("ckpt-00000002-shard-0-of-1"));
   ASSERT_TRUE(s.Push(0, 5, 5, 1.0f).ok());
   absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard(), "test");
   ASSERT_TRUE(next.ok());
-  EXPECT_THAT(next->path, HasSubstr("ckpt-00000005-shard-0-of-1"));
+  EXPECT_THAT(next->path, HasSubstr("ckpt-00000006-shard-0-of-1"));
 }
 
 TEST(Checkpoint, AnEmptyDirectoryIsAFreshStart) {
-  auto loaded = Open(FreshDir("empty"), 0, 1)->LoadLatest();
+  auto loaded = Open(FreshDir("empty"), 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_FALSE(loaded->has_value());
 }
@@ -281,7 +457,7 @@ TEST(Checkpoint, ACheckpointOfAnotherModelIsRefusedWithTheDifference) {
   s.Declare();
   ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
   ShardUnderTest restored(ConsistencyMode::kAsync, 0, 1);
-  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
   ASSERT_TRUE(restored.shard().Restore(std::move(**loaded)).ok());
   InitArgs args;
@@ -301,7 +477,7 @@ TEST(Checkpoint, ARejectedCheckpointLeavesTheShardFresh) {
   ShardUnderTest s(ConsistencyMode::kSync, 0, 1);
   s.Declare();
   ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
-  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
   (*loaded)->workers.push_back({kWorkers + 5, 1, 1, 1, 1, 1, true});
 
