@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
 #include "common/key_range.h"
 #include "gmock/gmock.h"
@@ -214,6 +217,7 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
   ASSERT_TRUE(newest.ok());
   fs::resize_file(newest->path, fs::file_size(newest->path) - 3);
+  checkpointer.reset();  // the server is gone; a new one starts
 
   auto loaded = Open(dir, 0, 1)->LoadLatest();
   ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
@@ -250,10 +254,29 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   EXPECT_TRUE(fs::exists(paths[3]));
   EXPECT_TRUE(fs::exists(dir + "/ckpt-00000001-shard-1-of-2.theta"));
   // Numbering goes on across restarts.
+  checkpointer.reset();
   ASSERT_TRUE(s.Push(0, 5, 5, 1.0f).ok());
   absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard(), "test");
   ASSERT_TRUE(next.ok());
   EXPECT_THAT(next->path, HasSubstr("ckpt-00000005-shard-0-of-1"));
+}
+
+TEST(Checkpoint, ASecondServerOfTheSameShardAndDirectoryIsRefused) {
+  const std::string dir = FreshDir("locked");
+  std::unique_ptr<Checkpointer> first = Open(dir, 0, 2);
+  ASSERT_NE(first, nullptr);
+  auto second = Checkpointer::Open(dir, 3, 0, 2);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr("in use by another server"));
+  EXPECT_THAT(second.status().message(),
+              HasSubstr(absl::StrCat("pid ", getpid())));
+  // Another shard of the job shares the directory.
+  EXPECT_NE(Open(dir, 1, 2), nullptr);
+  // The lock goes with its holder (as it does when a server dies: the
+  // kernel closes its descriptors).
+  first.reset();
+  EXPECT_NE(Open(dir, 0, 2), nullptr);
 }
 
 TEST(Checkpoint, AnEmptyDirectoryIsAFreshStart) {
