@@ -56,6 +56,11 @@ ABSL_FLAG(float, max_norm, std::numeric_limits<float>::infinity(),
 ABSL_FLAG(float, penalty_beta, 0.0f,
           "If > 0, enforce the constraints as the penalty β·∇C instead of "
           "projecting onto them.");
+ABSL_FLAG(uint64_t, max_keys_per_shard, uint64_t{1} << 26,
+          "The most keys this shard holds (4 bytes each of θ, plus a θ-sized "
+          "slot per worker in sync mode): an Init or checkpoint declaring "
+          "more is refused before anything is allocated. Default 2^26 "
+          "(256 MiB of θ).");
 ABSL_FLAG(absl::Duration, max_pull_wait, absl::Seconds(60),
           "Longest a pull may wait for its version, e.g. 60s.");
 ABSL_FLAG(std::string, checkpoint_dir, "",
@@ -102,6 +107,7 @@ int main(int argc, char** argv) {
   options.shard.sync_quorum = absl::GetFlag(FLAGS_sync_quorum);
   options.shard.round_timeout = absl::GetFlag(FLAGS_round_timeout);
   options.shard.staleness = absl::GetFlag(FLAGS_staleness);
+  options.shard.max_keys_per_shard = absl::GetFlag(FLAGS_max_keys_per_shard);
   absl::StatusOr<ps::server::ConsistencyMode> mode =
       ps::server::ParseConsistencyMode(absl::GetFlag(FLAGS_mode));
   ps::common::DieIfError(mode.status(), "--mode");

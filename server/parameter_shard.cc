@@ -58,6 +58,11 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
   if (o.sync_quorum > 0 && o.mode != ConsistencyMode::kSync) {
     return absl::InvalidArgumentError("sync_quorum applies to mode sync only");
   }
+  if (o.max_keys_per_shard == 0 || o.max_keys_per_shard > common::kMaxKeys) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_keys_per_shard must be between 1 and 2^40, got ",
+        o.max_keys_per_shard));
+  }
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
@@ -154,6 +159,16 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return InitResult{false, version_, keys_, options_.mode,
                       options_.num_workers};
   }
+  // Sizes first: θ is allocated only for a shard this server may hold and
+  // values that fill it exactly, so a request cannot cost more memory than
+  // it carries.
+  if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
+  if (absl::Status s = common::CheckFloatBytes(
+          args.values.size(), keys.size(),
+          absl::StrCat("initial values for keys ", keys.ToString()));
+      !s.ok()) {
+    return s;
+  }
   std::vector<float> theta(keys.size());
   if (absl::Status s = common::BytesToFloats(
           args.values, absl::MakeSpan(theta),
@@ -173,6 +188,16 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
                tensors_.size(), num_keys, keys_.ToString());
   return InitResult{true, version_, keys_, options_.mode,
                     options_.num_workers};
+}
+
+absl::Status ParameterShard::CheckShardSize(const KeyRange& keys) const {
+  if (keys.size() <= options_.max_keys_per_shard) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "shard ", options_.shard_index, " of ", options_.num_shards,
+      " would hold ", keys.size(), " keys ", keys.ToString(),
+      ", more than this server's --max_keys_per_shard=",
+      options_.max_keys_per_shard,
+      " (raise it, or split the model over more shards)"));
 }
 
 absl::StatusOr<KeyRange> ParameterShard::ResolvePullKeys(
@@ -606,6 +631,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
   const KeyRange keys = common::BalancedPart(common::NumKeys(saved.tensors),
                                              options_.num_shards,
                                              options_.shard_index);
+  if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
   if (saved.keys != keys || saved.values.size() != keys.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the checkpoint holds keys ", saved.keys.ToString(), " but shard ",

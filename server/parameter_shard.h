@@ -63,6 +63,10 @@ struct ShardOptions {
   uint32_t staleness = 0;
   // The regularized update. Default: plain SGD, α = 0.1
   common::UpdateOptions update;
+  // The most keys this shard holds, whatever a request or checkpoint
+  // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
+  // worker on top. Default: 2^26 (256 MiB of θ)
+  uint64_t max_keys_per_shard = uint64_t{1} << 26;
 };
 
 absl::Status ValidateShardOptions(const ShardOptions& options);
@@ -241,6 +245,8 @@ class ParameterShard {
   PullResult Read(const PullArgs& args) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status ValidatePush(const PushArgs& args) const
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // OK when this shard may hold `keys`; checked before θ is allocated.
+  absl::Status CheckShardSize(const common::KeyRange& keys) const;
   // Holds `theta` for `keys` of the model `tensors`, with an empty round
   // (sync) opened at `now`: the one way Init and Restore take a model.
   void DeclareModel(std::vector<common::TensorSpec> tensors,

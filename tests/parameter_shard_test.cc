@@ -136,6 +136,38 @@ TEST(ParameterShard, InitRejectsShardMismatchWrongLengthAndNonFinite) {
   EXPECT_FALSE(shard.Status().initialized);
 }
 
+// A 30-byte request that declares a huge shape and carries no values must
+// be refused before anything the size of the shape is allocated: with the
+// cap raised to 2^40 keys, allocating first would ask for 4 TiB and throw.
+TEST(ParameterShard, InitChecksTheValuesBeforeAllocatingTheDeclaredShape) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 1);
+  options.max_keys_per_shard = common::kMaxKeys;
+  ParameterShard shard(options);
+  InitArgs args;
+  args.tensors = {{"w", {int64_t{1} << 40}, false}};
+  args.num_shards = 1;
+  const absl::StatusOr<InitResult> result = shard.Init(args);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result.status().message(), HasSubstr("carries 0"));
+  EXPECT_FALSE(shard.Status().initialized);
+}
+
+TEST(ParameterShard, InitRefusesAShardLargerThanMaxKeysPerShard) {
+  ShardOptions options = Options(ConsistencyMode::kAsync, 1);
+  options.max_keys_per_shard = 3;
+  ParameterShard shard(options);
+  InitArgs args;
+  args.tensors = Model();  // 4 keys
+  args.num_shards = 1;
+  const std::string values = Bytes({1, 2, 3, 4});
+  args.values = values;
+  const absl::StatusOr<InitResult> result = shard.Init(args);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result.status().message(), HasSubstr("4 keys"));
+  EXPECT_THAT(result.status().message(), HasSubstr("--max_keys_per_shard=3"));
+  EXPECT_FALSE(shard.Status().initialized);
+}
+
 TEST(ParameterShard, ShardsSplitTheKeySpaceAndSeeOnlyTheirSlice) {
   ShardOptions options = Options(ConsistencyMode::kAsync, 1);
   options.shard_index = 1;
