@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/float_bytes.h"
 #include "zlib.h"
 
 namespace ps::common {
@@ -217,6 +218,27 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
     return bad(absl::StrCat("keys ", file.keys.ToString(),
                             " lie outside the model's ", NumKeys(file.tensors),
                             " keys"));
+  }
+  // θ never holds a NaN or infinity (servers refuse updates that would make
+  // one), so a file that does is as unusable as a corrupt one: readers fall
+  // back to an older file instead of restoring it.
+  if (auto at = FindNonFinite(file.values)) {
+    return bad(absl::StrCat("the value of key ", file.keys.begin + *at,
+                            " is not finite (", file.values[*at], ")"));
+  }
+  for (size_t i = 0; i < file.state.size(); ++i) {
+    if (auto at = FindNonFinite(file.state[i])) {
+      return bad(absl::StrCat("optimizer state '", file.state_names[i],
+                              "' of key ", file.keys.begin + *at,
+                              " is not finite"));
+    }
+  }
+  for (const RoundGradient& g : file.round) {
+    if (auto at = FindNonFinite(g.values)) {
+      return bad(absl::StrCat("the open round's gradient of worker ",
+                              g.worker_id, " for key ", file.keys.begin + *at,
+                              " is not finite"));
+    }
   }
   return file;
 }

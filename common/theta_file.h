@@ -56,8 +56,9 @@ struct ThetaFile {
 // The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
 std::string EncodeThetaFile(const ThetaFile& file);
 
-// Checks magic, every length, and the checksum: a truncated, padded or
-// corrupted file is DATA_LOSS naming `source` and what is wrong.
+// Checks magic, every length, the checksum, and that every value is finite:
+// a truncated, padded or corrupted file, or one holding a NaN or infinity,
+// is DATA_LOSS naming `source` and what is wrong.
 absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
                                           absl::string_view source);
 

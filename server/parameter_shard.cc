@@ -400,6 +400,19 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
         valid = absl::InvalidArgumentError(absl::StrCat(
             "gradient value for key ", keys_.begin + bad->first, " is ",
             bad->second, "; gradients must be finite"));
+      } else if (!sync) {
+        // Finite gradients can still carry θ past the float range; a sync
+        // round is checked as a whole when it closes (MaybeCloseRound).
+        absl::Cord::CharIterator from = args.gradient.char_begin();
+        if (auto result = FindNonFiniteResult([&](absl::Span<float> out) {
+              common::ReadFloats(from, out);
+            })) {
+          valid = absl::InvalidArgumentError(absl::StrCat(
+              "applying this gradient would make the value of key ",
+              keys_.begin + result->first, " ", result->second,
+              ", which is not finite; the push is refused and θ unchanged "
+              "(is the learning rate too high?)"));
+        }
       }
     }
     if (!valid.ok()) {
@@ -452,8 +465,24 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   if (reason == nullptr) return false;
   ++*reason;
   round_->Mean(absl::MakeSpan(scratch_));
-  ApplyGradient(scratch_, round_->samples());
-  pushes_applied_ += received;
+  size_t read = 0;
+  if (auto result = FindNonFiniteResult([&](absl::Span<float> out) {
+        std::copy_n(scratch_.begin() + read, out.size(), out.begin());
+        read += out.size();
+      })) {
+    // The round ends (no worker waits for it forever) but changes nothing:
+    // a θ that overflowed would be checkpointed and block every restore.
+    spdlog::error("shard {}: round {}'s update would make the value of key "
+                  "{} {}, which is not finite; dropped its {} gradients, θ "
+                  "unchanged (is the learning rate too high?)",
+                  options_.shard_index, version_, keys_.begin + result->first,
+                  result->second, received);
+    pushes_rejected_ += received;
+    ++version_;
+  } else {
+    ApplyGradient(scratch_, round_->samples());
+    pushes_applied_ += received;
+  }
   round_->Clear();
   round_opened_ = now;
   return true;
@@ -528,6 +557,34 @@ std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteGradient(
     common::ReadFloats(from, piece);
     if (auto at = common::FindNonFinite(piece)) {
       return std::make_pair(done + *at, piece[*at]);
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteResult(
+    const std::function<void(absl::Span<float>)>& read) {
+  for (const common::TensorSegment& segment : segments_) {
+    const size_t offset = segment.keys.begin - keys_.begin;
+    const size_t size = segment.keys.size();
+    // The ball's norm is the whole segment's; the rest is elementwise.
+    const size_t piece =
+        options_.update.has_ball() ? size : std::min(size, kApplyChunkFloats);
+    if (trial_theta_.size() < piece) {
+      trial_theta_.resize(piece);
+      trial_gradient_.resize(piece);
+    }
+    for (size_t done = 0; done < size; done += piece) {
+      const size_t n = std::min(piece, size - done);
+      absl::Span<float> gradient = absl::MakeSpan(trial_gradient_).first(n);
+      absl::Span<float> theta = absl::MakeSpan(trial_theta_).first(n);
+      read(gradient);
+      std::copy_n(theta_.begin() + offset + done, n, theta.begin());
+      common::ApplyUpdate(options_.update, segment.regularize, gradient,
+                          theta);
+      if (auto at = common::FindNonFinite(theta)) {
+        return std::make_pair(offset + done + *at, theta[*at]);
+      }
     }
   }
   return std::nullopt;

@@ -264,6 +264,14 @@ class ParameterShard {
   // a chunk at a time.
   std::optional<std::pair<size_t, float>> FindNonFiniteGradient(
       const absl::Cord& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Where applying a gradient to the whole shard would leave θ non-finite:
+  // the first such key (shard offset) and the value it would get. `read`
+  // fills the gradient's next floats in key order. Runs the update on
+  // copies, a cache-sized piece at a time (a whole segment when the rule
+  // has a ball), so θ is untouched and the verdict is exactly the apply's.
+  std::optional<std::pair<size_t, float>> FindNonFiniteResult(
+      const std::function<void(absl::Span<float>)>& read)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Closes the open sync round if a rule says so; true when it did.
   bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Whether a pull may be answered now (version and SSP bound).
@@ -295,6 +303,9 @@ class ParameterShard {
   // enough to stay in cache.
   static constexpr size_t kApplyChunkFloats = 4096;
   std::vector<float> chunk_ ABSL_GUARDED_BY(mutex_);
+  // FindNonFiniteResult's copies of a piece of the gradient and of θ.
+  std::vector<float> trial_gradient_ ABSL_GUARDED_BY(mutex_);
+  std::vector<float> trial_theta_ ABSL_GUARDED_BY(mutex_);
   Membership members_ ABSL_GUARDED_BY(mutex_);
   uint64_t pushes_applied_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_duplicate_ ABSL_GUARDED_BY(mutex_) = 0;

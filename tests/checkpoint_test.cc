@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -233,6 +234,31 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(none.status().message(), HasSubstr("no good checkpoint"));
+}
+
+// A newest file that decodes but holds a non-finite θ (written by a server
+// before updates were checked) is passed over like a corrupt one.
+TEST(Checkpoint, ANewestFileWithANonFiniteValueFallsBackToThePreviousOne) {
+  const std::string dir = FreshDir("non_finite");
+  ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+  s.Declare();
+  std::unique_ptr<Checkpointer> checkpointer = Open(dir, 0, 1);
+  ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(checkpointer->Save(s.shard(), "test").ok());
+  const std::vector<float> good = Values(s.shard());
+  ASSERT_TRUE(s.Push(0, 2, 1, 1.0f).ok());
+  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
+  ASSERT_TRUE(newest.ok());
+  absl::StatusOr<common::ThetaFile> file = common::ReadThetaFile(newest->path);
+  ASSERT_TRUE(file.ok());
+  file->values[0] = std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(common::WriteThetaFile(newest->path, *file).ok());
+  checkpointer.reset();
+
+  auto loaded = Open(dir, 0, 1)->LoadLatest();
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  EXPECT_EQ((*loaded)->version, 1u);
+  EXPECT_EQ((*loaded)->values, good);
 }
 
 TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {

@@ -300,6 +300,50 @@ TEST(ParameterShard, AsyncAppliesEachPushAtOnce) {
   EXPECT_EQ(shard.Status().samples_applied, 2u);
 }
 
+// Finite gradients can still carry θ past the float range: such an update
+// is refused whole, so θ (and every checkpoint of it) stays finite.
+TEST(ParameterShard, AsyncRefusesAnUpdateThatWouldMakeThetaInfinite) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));  // α = 1
+  RegisterAll(shard, 1);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {0, -3e38f, 0, 0}).ok());
+  const std::vector<float> before = Theta(shard);
+  ASSERT_EQ(before[1], 3e38f);
+  const absl::StatusOr<PushResult> overflow =
+      Push(shard, 0, 2, 1, {1, -3e38f, 0, 0});
+  EXPECT_EQ(overflow.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(overflow.status().message(), HasSubstr("key 1"));
+  EXPECT_THAT(overflow.status().message(), HasSubstr("not finite"));
+  EXPECT_EQ(Theta(shard), before);  // key 0 untouched too: all or nothing
+  const ShardStatus status = shard.Status();
+  EXPECT_EQ(status.version, 1u);
+  EXPECT_EQ(status.pushes_rejected, 1u);
+  // The refused seq was not taken: the worker may push again with it.
+  EXPECT_EQ(Push(shard, 0, 2, 1, {1, 0, 0, 0})->outcome,
+            PushOutcome::kApplied);
+}
+
+TEST(ParameterShard, SyncDropsARoundWhoseUpdateWouldMakeThetaInfinite) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));  // α = 1
+  RegisterAll(shard, 2);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {0, -1.5e38f, 0, 0}).ok());
+  ASSERT_TRUE(Push(shard, 1, 1, 0, {0, -1.5e38f, 0, 0}).ok());
+  const std::vector<float> before = Theta(shard);
+  ASSERT_EQ(before[1], 1.5e38f);
+  ASSERT_TRUE(Push(shard, 0, 2, 1, {1, -2e38f, 0, 0}).ok());
+  const absl::StatusOr<PushResult> closing =
+      Push(shard, 1, 2, 1, {1, -2e38f, 0, 0});
+  ASSERT_TRUE(closing.ok()) << closing.status();
+  // The round is over (no worker waits for it) but changed nothing.
+  EXPECT_EQ(closing->version, 2u);
+  EXPECT_EQ(Theta(shard), before);
+  const ShardStatus status = shard.Status();
+  EXPECT_EQ(status.pushes_rejected, 2u);
+  EXPECT_EQ(status.pushes_applied, 2u);
+  EXPECT_EQ(status.samples_applied, 2u);
+}
+
 TEST(ParameterShard, ARetriedPushIsAcknowledgedButAppliedOnce) {
   ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
   RegisterAll(shard, 1);
