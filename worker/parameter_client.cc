@@ -448,10 +448,17 @@ std::string ParameterClient::GradientBytes(const Shard& shard,
 grpc::Status ParameterClient::CallPushing(
     Shard& shard, const char* what,
     const std::function<grpc::Status(grpc::ClientContext&)>& attempt) {
-  // A retry carries the same seq, so the server applies it at most once.
+  // A retry carries the same seq, so the server applies it at most once;
+  // counting the attempts tells CountPushes what a DUPLICATE means.
+  shard.push_attempts = 0;
+  shard.push_answered = false;
+  auto counted = [&](grpc::ClientContext& context) {
+    ++shard.push_attempts;
+    return attempt(context);
+  };
   auto call = [&] {
     return rpc::CallWithRetry(options_.retry,
-                              absl::StrCat(what, shard.address), attempt);
+                              absl::StrCat(what, shard.address), counted);
   };
   grpc::Status status = call();
   if (NeedsReRegistration(status)) {
@@ -464,6 +471,7 @@ grpc::Status ParameterClient::CallPushing(
       status = call();
     }
   }
+  shard.push_answered = status.ok();
   return status;
 }
 
@@ -471,12 +479,20 @@ void ParameterClient::CountPushes() {
   for (size_t i = 0; i < shards_.size(); ++i) {
     if (shards_[i].reregistered) ++push_counts_.reregistered;
     shards_[i].reregistered = false;
+    // A push that failed has no outcome (the response is the last one's).
+    if (!shards_[i].push_answered) continue;
     switch (shards_[i].response.push().outcome()) {
       case ps::v1::PushResponse::STALE:
         ++push_counts_.stale;
         break;
       case ps::v1::PushResponse::DUPLICATE:
-        ++push_counts_.duplicate;
+        // This seq was new to this call: a DUPLICATE after more than one
+        // attempt means an earlier attempt got there and its reply was lost.
+        if (shards_[i].push_attempts > 1) {
+          ++push_counts_.applied_or_accepted;
+        } else {
+          ++push_counts_.duplicate;
+        }
         break;
       default:
         ++push_counts_.applied_or_accepted;

@@ -45,11 +45,17 @@ struct PullInfo {
   uint64_t samples_applied = 0;  // as counted by shard 0
 };
 
+// What the servers did with this worker's pushes, one count per shard push
+// (a push sent again after a lost reply counts once, as what its first
+// arrival did).
 struct PushCounts {
-  uint64_t applied_or_accepted = 0;  // per shard
-  uint64_t stale = 0;                // dropped: the sync round had closed
-  uint64_t duplicate = 0;            // a retry the server had already
-  uint64_t reregistered = 0;         // a lease had expired meanwhile
+  // Applied, or held for the open sync round; also a push answered
+  // DUPLICATE after it was sent more than once: the server took an earlier
+  // attempt whose reply was lost.
+  uint64_t applied_or_accepted = 0;
+  uint64_t stale = 0;         // dropped: the sync round had closed
+  uint64_t duplicate = 0;     // the server had it before this call sent it
+  uint64_t reregistered = 0;  // a lease had expired meanwhile
 };
 
 // Talks to every server shard of one job, in parallel, with deadlines and
@@ -128,6 +134,10 @@ class ParameterClient {
     // The last push had to register again (one flag per shard: the shards'
     // calls run on different threads).
     bool reregistered = false;
+    // The last push's attempts (same seq each time), and whether it was
+    // answered at all.
+    uint32_t push_attempts = 0;
+    bool push_answered = false;
   };
 
   explicit ParameterClient(ClientOptions options);
