@@ -275,6 +275,7 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest()
   merged.shard_index = shard_index_;
   merged.num_shards = num_shards_;
   merged.mode = model->mode;
+  merged.rules = model->rules;
   merged.values.assign(mine.size(), 0.0f);
   std::map<uint32_t, common::WorkerRecord> workers;
   for (uint32_t i = 0; i < layout; ++i) {

@@ -73,6 +73,11 @@ ABSL_FLAG(uint32_t, checkpoint_keep, 3, "Checkpoint files kept per shard.");
 ABSL_FLAG(bool, allow_fresh_start, false,
           "Start with a fresh model when --checkpoint_dir holds checkpoints "
           "but none is usable, instead of refusing to start.");
+ABSL_FLAG(bool, allow_config_change, false,
+          "Restore a checkpoint written under other settings (--mode, "
+          "--staleness, --sync_quorum, --lr, --l2, --l1, the constraints) "
+          "instead of refusing to start; running workers follow the new "
+          "mode.");
 ABSL_FLAG(std::string, inject_faults, "",
           "Experiments only: inject RPC faults, e.g. "
           "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
@@ -126,6 +131,7 @@ int main(int argc, char** argv) {
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
   options.allow_fresh_start = absl::GetFlag(FLAGS_allow_fresh_start);
+  options.allow_config_change = absl::GetFlag(FLAGS_allow_config_change);
   if (options.checkpoint_every <= absl::ZeroDuration()) {
     Die("--checkpoint_every must be > 0");
   }

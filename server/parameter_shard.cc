@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/float_bytes.h"
 #include "spdlog/spdlog.h"
 
@@ -67,6 +68,37 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
   return common::ValidateUpdateOptions(o.update);
+}
+
+std::string DescribeRuleChange(const common::ThetaFile& saved,
+                               const ShardOptions& options) {
+  std::vector<std::string> changes;
+  auto compare = [&](absl::string_view name, auto was, auto now) {
+    // Bitwise for floats: -0 vs 0 would not change a rule, but NaN never
+    // appears (validated) and infinities compare equal.
+    if (!(was == now)) {
+      changes.push_back(absl::StrCat(name, " ", was, " → ", now));
+    }
+  };
+  // Exports carry no mode; a checkpoint always does.
+  if (!saved.mode.empty()) {
+    compare("mode", saved.mode, std::string(ConsistencyModeName(options.mode)));
+  }
+  if (saved.rules.has_value()) {
+    const common::RuleSettings& was = *saved.rules;
+    const common::UpdateOptions& now = options.update;
+    compare("sync_quorum", was.sync_quorum, options.sync_quorum);
+    compare("staleness", was.staleness, options.staleness);
+    compare("lr", was.update.learning_rate, now.learning_rate);
+    compare("l2", was.update.l2, now.l2);
+    compare("l1", was.update.l1, now.l1);
+    compare("clip_min", was.update.clip_min, now.clip_min);
+    compare("clip_max", was.update.clip_max, now.clip_max);
+    compare("nonnegative", was.update.nonnegative, now.nonnegative);
+    compare("max_norm", was.update.max_norm, now.max_norm);
+    compare("penalty_beta", was.update.penalty_beta, now.penalty_beta);
+  }
+  return absl::StrJoin(changes, ", ");
 }
 
 ParameterShard::ParameterShard(ShardOptions options)
@@ -222,6 +254,7 @@ PullResult ParameterShard::Read(const PullArgs& args) {
   PullResult result;
   result.version = version_;
   result.samples_applied = samples_applied_;
+  result.mode = options_.mode;
   result.keys = keys;
   common::FloatsToBytes(
       absl::MakeConstSpan(theta_).subspan(keys.begin - keys_.begin,
@@ -661,6 +694,8 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.shard_index = options_.shard_index;
   file.num_shards = options_.num_shards;
   file.mode = std::string(ConsistencyModeName(options_.mode));
+  file.rules = common::RuleSettings{options_.update, options_.sync_quorum,
+                                    options_.staleness};
   file.version = version_;
   file.samples_applied = samples_applied_;
   file.values = theta_;
@@ -755,6 +790,11 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
                    options_.shard_index, saved.round.size(), saved.shard_index,
                    saved.num_shards);
     }
+  }
+  if (options_.mode != ConsistencyMode::kSync && !saved.round.empty()) {
+    spdlog::warn("shard {}: dropped the {} gradients of the open sync round: "
+                 "this server runs in {} mode",
+                 options_.shard_index, saved.round.size(), mode);
   }
   return absl::OkStatus();
 }

@@ -71,6 +71,12 @@ struct ShardOptions {
 
 absl::Status ValidateShardOptions(const ShardOptions& options);
 
+// Empty when `saved` was written under the rules `options` set (mode,
+// staleness, quorum, update rule); otherwise one line listing each change,
+// "mode async → sync, lr 0.1 → 1", for a refusal at start-up.
+std::string DescribeRuleChange(const common::ThetaFile& saved,
+                               const ShardOptions& options);
+
 struct InitArgs {
   uint32_t worker_id = 0;
   uint32_t shard_index = 0;
@@ -104,6 +110,7 @@ struct RegisterResult {
 struct PullResult {
   uint64_t version = 0;
   uint64_t samples_applied = 0;
+  ConsistencyMode mode = ConsistencyMode::kSync;  // the shard's, told to workers
   common::KeyRange keys;
   std::string values;  // float32 bytes
 };
@@ -216,6 +223,9 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+  // Fixed for the server's life; every answer tells workers (they follow a
+  // server restarted in another mode).
+  ConsistencyMode mode() const { return options_.mode; }
 
   // Everything a restart must get back, as of one instant: θ, version,
   // the workers' bookkeeping and, in sync mode, the open round's gradients.

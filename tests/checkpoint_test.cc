@@ -19,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/parameter_shard.h"
+#include "server/ps_server.h"
 
 namespace ps::server {
 namespace {
@@ -303,6 +304,52 @@ TEST(Checkpoint, ASecondServerOfTheSameShardAndDirectoryIsRefused) {
   // kernel closes its descriptors).
   first.reset();
   EXPECT_NE(Open(dir, 0, 2), nullptr);
+}
+
+// A restart with another mode or update rule on the same checkpoints is
+// refused unless asked for: an async job restarted in sync mode used to
+// drop every push of its running workers as stale.
+TEST(Checkpoint, ARestartUnderOtherRulesIsRefusedUnlessAllowed) {
+  const std::string dir = FreshDir("rules");
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.checkpoint_dir = dir;
+  options.shard.mode = ConsistencyMode::kAsync;
+  options.shard.num_workers = kWorkers;
+  options.shard.max_workers = kWorkers;
+  {
+    ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+    s.Declare();
+    ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());
+    // The shard's rules are ShardUnderTest's: lr 0.5, l2 0.01.
+    options.shard.update = s.options().update;
+    ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
+  }
+  {
+    auto same = PsServer::Start(options);
+    ASSERT_TRUE(same.ok()) << same.status();
+  }
+  ServerOptions sync = options;
+  sync.shard.mode = ConsistencyMode::kSync;
+  auto refused = PsServer::Start(sync);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("mode async → sync"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("--allow_config_change"));
+  // --allow_fresh_start is no way around it: it is not a broken checkpoint.
+  sync.allow_fresh_start = true;
+  EXPECT_FALSE(PsServer::Start(sync).ok());
+
+  ServerOptions faster = options;
+  faster.shard.update.learning_rate = 1.0f;
+  auto lr = PsServer::Start(faster);
+  ASSERT_FALSE(lr.ok());
+  EXPECT_THAT(lr.status().message(), HasSubstr("lr 0.5 → 1"));
+
+  sync.allow_config_change = true;
+  auto allowed = PsServer::Start(sync);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_EQ((*allowed)->restored_version(), 1u);
 }
 
 TEST(Checkpoint, AnEmptyDirectoryIsAFreshStart) {

@@ -262,7 +262,10 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
 
   ClusterInfo info;
   info.mode = responses[0].mode();
-  sync_rounds_ = info.mode == "sync";
+  mode_ = info.mode == "sync"    ? ps::v1::MODE_SYNC
+          : info.mode == "ssp"   ? ps::v1::MODE_SSP
+          : info.mode == "async" ? ps::v1::MODE_ASYNC
+                                 : ps::v1::MODE_UNSPECIFIED;
   info.expected_workers = responses[0].expected_workers();
   info.version = responses[0].version();
   for (uint32_t i = 0; i < num_shards; ++i) {
@@ -334,6 +337,7 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
                            std::string(rpc::CordOf(answer)))) {
       status = Unparsable(shard.response.push());
     }
+    if (status.ok()) LearnMode(shard, shard.response.push().mode());
     error.Record(shard.address, status);
   });
   CountPushes();
@@ -383,7 +387,7 @@ void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
   request->set_worker_id(options_.worker_id);
   // Sync: each shard's next round, so shards that fell out of step (one
   // restored from an older checkpoint) each keep their own rounds.
-  request->set_min_version(sync_rounds_ && shard.pulled
+  request->set_min_version(sync_rounds() && shard.pulled
                                ? shard.pulled_version + 1
                                : min_version);
   request->set_clock(clock);
@@ -399,6 +403,7 @@ absl::Status ParameterClient::TakePulled(Shard& shard,
     return copied;
   }
   const ps::v1::PullResponse& pulled = shard.response.pull();
+  LearnMode(shard, pulled.mode());
   if (shard.pulled && pulled.version() < shard.pulled_version) {
     spdlog::warn("{} went back from version {} to {}: {} updates lost "
                  "(the server restarted from a checkpoint)",
@@ -429,7 +434,7 @@ const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard,
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
   request.set_seq(seq);
-  request.set_step(sync_rounds_ ? shard.pulled_version : step);
+  request.set_step(sync_rounds() ? shard.pulled_version : step);
   request.set_base_version(shard.pulled_version);
   request.set_batch_size(batch_size);
   request.set_key_begin(shard.keys.begin);
@@ -473,6 +478,35 @@ grpc::Status ParameterClient::CallPushing(
   }
   shard.push_answered = status.ok();
   return status;
+}
+
+namespace {
+const char* ModeName(ps::v1::ConsistencyMode mode) {
+  switch (mode) {
+    case ps::v1::MODE_SYNC:
+      return "sync";
+    case ps::v1::MODE_ASYNC:
+      return "async";
+    case ps::v1::MODE_SSP:
+      return "ssp";
+    default:
+      return "unknown";
+  }
+}
+}  // namespace
+
+std::string ParameterClient::mode() const { return ModeName(mode_.load()); }
+
+void ParameterClient::LearnMode(const Shard& shard,
+                                ps::v1::ConsistencyMode mode) {
+  // An older server does not say: keep what Init reported.
+  if (mode == ps::v1::MODE_UNSPECIFIED) return;
+  const ps::v1::ConsistencyMode was = mode_.exchange(mode);
+  if (was != mode) {
+    spdlog::warn("{} now runs in {} mode (it was {}): pushing and pulling "
+                 "by its rules from now on",
+                 shard.address, ModeName(mode), ModeName(was));
+  }
 }
 
 void ParameterClient::CountPushes() {

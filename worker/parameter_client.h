@@ -113,6 +113,11 @@ class ParameterClient {
 
   const PushCounts& push_counts() const { return push_counts_; }
 
+  // The servers' consistency mode ("sync", "async", "ssp") as the latest
+  // answer said it: Init's at first, then every Pull, Push and PushPull
+  // answer's (a server restarted in another mode is followed).
+  std::string mode() const;
+
   size_t num_shards() const { return shards_.size(); }
   uint64_t incarnation() const { return options_.incarnation; }
 
@@ -171,7 +176,12 @@ class ParameterClient {
   std::vector<Shard> shards_;
   // Runs the per-shard halves of Pull, Push and PushPull in parallel.
   std::unique_ptr<common::ThreadTeam> team_;
-  bool sync_rounds_ = false;
+  // Follows every answer's mode (LearnMode); read and written by the
+  // shards' threads at once.
+  std::atomic<ps::v1::ConsistencyMode> mode_{ps::v1::MODE_UNSPECIFIED};
+  bool sync_rounds() const { return mode_.load() == ps::v1::MODE_SYNC; }
+  // Takes the mode a server answered with; logs when it changed.
+  void LearnMode(const Shard& shard, ps::v1::ConsistencyMode mode);
   uint64_t next_seq_ = 1;
   PushCounts push_counts_;
   std::atomic<uint64_t> reregistrations_{0};
