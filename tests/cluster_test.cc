@@ -404,5 +404,32 @@ TEST_F(WireTest, ASixteenMillionFloatModelTravelsInOneMessage) {
   EXPECT_FLOAT_EQ(last, -0.1f);  // 0 − α·1 with the default α = 0.1
 }
 
+// The previous process of rank 0 ran on a node whose clock was an hour
+// ahead: a new process on a node with a right clock must still register and
+// replace it (the servers refuse older incarnations).
+TEST(Cluster, ARestartedWorkerRegistersWhateverItsNodesClockSays) {
+  Cluster cluster = StartCluster(2, 1, server::ConsistencyMode::kAsync);
+  worker::ClientOptions ahead = ClientFor(cluster, 0);
+  ahead.incarnation = static_cast<uint64_t>(
+      absl::ToUnixNanos(absl::Now() + absl::Hours(1)));
+  auto previous = worker::ParameterClient::Connect(ahead);
+  ASSERT_TRUE(previous.ok()) << previous.status();
+  ASSERT_TRUE((*previous)->Register().ok());
+
+  auto restarted = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  const absl::StatusOr<uint64_t> registered = (*restarted)->Register();
+  ASSERT_TRUE(registered.ok()) << registered.status();
+  EXPECT_GT((*restarted)->incarnation(), ahead.incarnation);
+  for (auto& server : cluster.servers) {
+    const server::ShardStatus status = server->shard().Status();
+    ASSERT_EQ(status.workers.size(), 1u);
+    EXPECT_EQ(status.workers[0].incarnation, (*restarted)->incarnation());
+  }
+  // The old process is the one refused now.
+  const absl::StatusOr<uint64_t> old = (*previous)->Register();
+  EXPECT_FALSE(old.ok()) << *old;
+}
+
 }  // namespace
 }  // namespace ps

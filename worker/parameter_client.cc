@@ -83,7 +83,41 @@ grpc::Status ParameterClient::RegisterShard(
                             });
 }
 
+absl::Status ParameterClient::ChooseIncarnation() {
+  // The clock alone would do if clocks agreed; a node whose clock is behind
+  // would then pick an incarnation below its predecessor's and be refused.
+  // So: above every incarnation the servers hold for this id.
+  uint64_t known = 0;
+  for (Shard& shard : shards_) {
+    ps::v1::StatusResponse status;
+    grpc::Status got = rpc::CallWithRetry(
+        options_.retry, absl::StrCat("Status of ", shard.address),
+        [&](grpc::ClientContext& context) {
+          return shard.stub->Status(&context, ps::v1::StatusRequest(),
+                                    &status);
+        });
+    if (!got.ok()) return rpc::FromGrpcStatus(got);
+    for (const ps::v1::WorkerStatus& worker : status.workers()) {
+      if (worker.worker_id() == options_.worker_id) {
+        known = std::max(known, worker.incarnation());
+      }
+    }
+  }
+  const uint64_t clock = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  options_.incarnation = std::max(clock, known + 1);
+  if (known >= clock) {
+    spdlog::warn("worker {}: the servers hold incarnation {}, ahead of this "
+                 "node's clock; registering as {}",
+                 options_.worker_id, known, options_.incarnation);
+  }
+  incarnation_chosen_ = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> ParameterClient::Register() {
+  if (!incarnation_chosen_) {
+    if (absl::Status chosen = ChooseIncarnation(); !chosen.ok()) return chosen;
+  }
   std::vector<ps::v1::RegisterResponse> responses(shards_.size());
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
@@ -205,10 +239,8 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
   if (options.servers.empty()) {
     return absl::InvalidArgumentError("no servers given");
   }
-  if (options.incarnation == 0) {
-    options.incarnation = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
-  }
   std::unique_ptr<ParameterClient> client(new ParameterClient(options));
+  client->incarnation_chosen_ = options.incarnation != 0;
   for (const std::string& address : options.servers) {
     if (address.empty() || address.find(':') == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat(

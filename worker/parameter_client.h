@@ -27,8 +27,11 @@ struct ClientOptions {
   // host:port of every shard, in shard order.
   std::vector<std::string> servers;
   uint32_t worker_id = 0;
-  // Distinguishes this process from earlier ones with the same worker_id.
-  // Default: 0 (Connect picks one from the clock)
+  // Distinguishes this process from earlier ones with the same worker_id;
+  // servers refuse an incarnation older than the one they hold. Default: 0
+  // (the first Register picks one above every incarnation the servers know
+  // for this id, and above the clock: a process rescheduled onto a node
+  // whose clock is behind still replaces its predecessor)
   uint64_t incarnation = 0;
   rpc::RetryPolicy retry;
 };
@@ -146,6 +149,9 @@ class ParameterClient {
   };
 
   explicit ParameterClient(ClientOptions options);
+  // Picks this process's incarnation (see ClientOptions::incarnation) from
+  // the servers' Status, once, before the first registration.
+  absl::Status ChooseIncarnation();
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
   void HeartbeatLoop(absl::Duration interval);
   void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
@@ -173,6 +179,7 @@ class ParameterClient {
 
  private:
   ClientOptions options_;
+  bool incarnation_chosen_ = false;  // given, or picked by ChooseIncarnation
   std::vector<Shard> shards_;
   // Runs the per-shard halves of Pull, Push and PushPull in parallel.
   std::unique_ptr<common::ThreadTeam> team_;
