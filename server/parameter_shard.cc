@@ -1,7 +1,10 @@
 #include "server/parameter_shard.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +15,31 @@
 namespace ps::server {
 
 using common::KeyRange;
+
+namespace {
+
+// Updates whose every |value| stays below this are finite in float
+// arithmetic (FLT_MAX ≈ 3.4e38; each rounding adds a relative 2^-24).
+constexpr double kSurelyFiniteBelow = 1e38;
+
+// The largest |value|, or infinity when any value is NaN or infinite (so
+// a NaN never passes a bound). Works on the bits with the sign cleared,
+// which order like the magnitudes: an integer max, so the loop vectorizes
+// (a float max with NaN semantics does not).
+double LargestMagnitude(absl::Span<const float> values) {
+  int32_t largest = 0;
+  for (float v : values) {
+    int32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    largest = std::max(largest, bits & 0x7fffffff);
+  }
+  if (largest >= 0x7f800000) return std::numeric_limits<double>::infinity();
+  float magnitude;
+  std::memcpy(&magnitude, &largest, sizeof(magnitude));
+  return magnitude;
+}
+
+}  // namespace
 
 absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name) {
   if (name == "sync") return ConsistencyMode::kSync;
@@ -419,6 +447,8 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     // with no θ-sized copy.
     absl::Status valid = common::CheckFloatBytes(
         args.gradient.size(), keys_.size(), "the gradient");
+    double largest = 0;  // async: the gradient's largest magnitude
+    bool checked_exactly = false;
     if (valid.ok()) {
       std::optional<std::pair<size_t, float>> bad;
       if (sync) {
@@ -427,15 +457,17 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
         common::ReadFloats(from, slot);
         if (auto at = common::FindNonFinite(slot)) bad = {{*at, slot[*at]}};
       } else {
-        bad = FindNonFiniteGradient(args.gradient);
+        bad = FindNonFiniteGradient(args.gradient, &largest);
       }
       if (bad) {
         valid = absl::InvalidArgumentError(absl::StrCat(
             "gradient value for key ", keys_.begin + bad->first, " is ",
             bad->second, "; gradients must be finite"));
-      } else if (!sync) {
-        // Finite gradients can still carry θ past the float range; a sync
+      } else if (!sync && !SurelyFinite(largest)) {
+        // Finite gradients can still carry θ past the float range: when
+        // the bound cannot rule it out, run the update on copies. A sync
         // round is checked as a whole when it closes (MaybeCloseRound).
+        checked_exactly = true;
         absl::Cord::CharIterator from = args.gradient.char_begin();
         if (auto result = FindNonFiniteResult([&](absl::Span<float> out) {
               common::ReadFloats(from, out);
@@ -464,6 +496,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
                                                     : PushOutcome::kAccepted;
     } else {
       ApplyGradientBytes(args.gradient, args.batch_size);
+      BoundAfterUpdate(largest, checked_exactly);
       ++pushes_applied_;
       result.outcome = PushOutcome::kApplied;
     }
@@ -498,11 +531,18 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   if (reason == nullptr) return false;
   ++*reason;
   round_->Mean(absl::MakeSpan(scratch_));
+  // A mean of finite gradients can itself overflow (inf fails the bound).
+  const double largest = LargestMagnitude(scratch_);
+  const bool check_exactly = !SurelyFinite(largest);
   size_t read = 0;
-  if (auto result = FindNonFiniteResult([&](absl::Span<float> out) {
-        std::copy_n(scratch_.begin() + read, out.size(), out.begin());
-        read += out.size();
-      })) {
+  std::optional<std::pair<size_t, float>> result;
+  if (check_exactly) {
+    result = FindNonFiniteResult([&](absl::Span<float> out) {
+      std::copy_n(scratch_.begin() + read, out.size(), out.begin());
+      read += out.size();
+    });
+  }
+  if (result) {
     // The round ends (no worker waits for it forever) but changes nothing:
     // a θ that overflowed would be checkpointed and block every restore.
     spdlog::error("shard {}: round {}'s update would make the value of key "
@@ -514,6 +554,7 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
     ++version_;
   } else {
     ApplyGradient(scratch_, round_->samples());
+    BoundAfterUpdate(largest, check_exactly);
     pushes_applied_ += received;
   }
   round_->Clear();
@@ -582,17 +623,49 @@ void ParameterShard::ApplyGradientBytes(const absl::Cord& bytes,
 }
 
 std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteGradient(
-    const absl::Cord& bytes) {
+    const absl::Cord& bytes, double* largest) {
   absl::Cord::CharIterator from = bytes.char_begin();
+  *largest = 0;
   for (size_t done = 0; done < keys_.size(); done += chunk_.size()) {
     const size_t n = std::min(chunk_.size(), keys_.size() - done);
     absl::Span<float> piece = absl::MakeSpan(chunk_).first(n);
     common::ReadFloats(from, piece);
-    if (auto at = common::FindNonFinite(piece)) {
-      return std::make_pair(done + *at, piece[*at]);
+    // One pass finds both: infinity means a NaN or infinity is in there.
+    const double magnitude = LargestMagnitude(piece);
+    if (std::isinf(magnitude)) {
+      const size_t at = common::FindNonFinite(piece).value_or(0);
+      return std::make_pair(done + at, piece[at]);
     }
+    *largest = std::max(*largest, magnitude);
   }
   return std::nullopt;
+}
+
+bool ParameterShard::SurelyFinite(double largest) const {
+  const common::UpdateOptions& u = options_.update;
+  // The penalty's terms are not bounded here: always check those exactly.
+  if (u.penalty_beta > 0) return false;
+  // |θ − α(g + λ₂θ)| ≤ max(1, |1 − αλ₂|)·|θ| + α|g| (exempt tensors have
+  // λ₂ = 0); the soft-threshold, the box clamp and the ball's scaling
+  // only shrink magnitudes.
+  const double keep = std::max(
+      1.0, std::fabs(1.0 - static_cast<double>(u.learning_rate) * u.l2));
+  return keep * theta_bound_ + static_cast<double>(u.learning_rate) * largest <
+         kSurelyFiniteBelow;
+}
+
+void ParameterShard::BoundAfterUpdate(double largest, bool exact) {
+  // With a penalty every update is checked exactly: no bound is used.
+  if (options_.update.penalty_beta > 0) return;
+  if (exact) {
+    theta_bound_ = LargestMagnitude(theta_);
+    return;
+  }
+  const common::UpdateOptions& u = options_.update;
+  const double keep = std::max(
+      1.0, std::fabs(1.0 - static_cast<double>(u.learning_rate) * u.l2));
+  theta_bound_ = keep * theta_bound_ + static_cast<double>(u.learning_rate) *
+                                           largest;
 }
 
 std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteResult(
@@ -806,6 +879,7 @@ void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
   keys_ = keys;
   segments_ = common::SegmentsInRange(tensors_, keys_);
   theta_ = std::move(theta);
+  theta_bound_ = LargestMagnitude(theta_);
   // Sync's round mean needs a θ-sized buffer; async and SSP apply from the
   // request (ApplyGradientBytes).
   scratch_.assign(options_.mode == ConsistencyMode::kSync ? keys_.size() : 0,

@@ -271,9 +271,18 @@ class ParameterShard {
   void ApplyGradientBytes(const absl::Cord& bytes, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Index and value of the gradient's first NaN or infinity, if any, read
-  // a chunk at a time.
+  // a chunk at a time; else sets *largest to its largest magnitude.
   std::optional<std::pair<size_t, float>> FindNonFiniteGradient(
-      const absl::Cord& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+      const absl::Cord& bytes, double* largest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Whether an update by a gradient no larger than `largest` in magnitude
+  // surely leaves θ finite, judged from theta_bound_ alone (no pass over
+  // θ); false means "run FindNonFiniteResult".
+  bool SurelyFinite(double largest) const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Keeps theta_bound_ an upper bound on max|θ| after an applied update by
+  // a gradient of magnitude at most `largest`; `exact` recomputes it.
+  void BoundAfterUpdate(double largest, bool exact)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Where applying a gradient to the whole shard would leave θ non-finite:
   // the first such key (shard offset) and the value it would get. `read`
   // fills the gradient's next floats in key order. Runs the update on
@@ -313,6 +322,9 @@ class ParameterShard {
   // enough to stay in cache.
   static constexpr size_t kApplyChunkFloats = 4096;
   std::vector<float> chunk_ ABSL_GUARDED_BY(mutex_);
+  // An upper bound on max|θ| (exact after a declaration or a full check):
+  // lets most updates skip FindNonFiniteResult's second pass over θ.
+  double theta_bound_ ABSL_GUARDED_BY(mutex_) = 0;
   // FindNonFiniteResult's copies of a piece of the gradient and of θ.
   std::vector<float> trial_gradient_ ABSL_GUARDED_BY(mutex_);
   std::vector<float> trial_theta_ ABSL_GUARDED_BY(mutex_);

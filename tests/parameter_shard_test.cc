@@ -2,6 +2,7 @@
 // application, exactly-once retries, parked pulls.
 #include "server/parameter_shard.h"
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -342,6 +343,36 @@ TEST(ParameterShard, SyncDropsARoundWhoseUpdateWouldMakeThetaInfinite) {
   EXPECT_EQ(status.pushes_rejected, 2u);
   EXPECT_EQ(status.pushes_applied, 2u);
   EXPECT_EQ(status.samples_applied, 2u);
+}
+
+// Most updates are cleared by a bound on |θ| instead of a second pass over
+// θ: creeping up on the float range, the push that would cross it is still
+// the one refused.
+TEST(ParameterShard, AsyncThetaCreepingTowardTheFloatRangeStaysFinite) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));  // α = 1
+  RegisterAll(shard, 1);
+  InitShard(shard, {0, 0, 0, 0});
+  uint64_t seq = 1;
+  for (; seq <= 6; ++seq) {
+    ASSERT_TRUE(Push(shard, 0, seq, seq, {0, -5e37f, 0, 0}).ok()) << seq;
+  }
+  const float before = Theta(shard)[1];
+  EXPECT_GT(before, 2.9e38f);
+  EXPECT_EQ(Push(shard, 0, seq, seq, {0, -5e37f, 0, 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Theta(shard)[1], before);
+}
+
+// Batch-weighted sums of finite gradients can overflow to +inf and -inf,
+// and their sum to NaN: no such mean reaches θ.
+TEST(ParameterShard, SyncNeverAppliesAMeanThatOverflowedToNan) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  RegisterAll(shard, 2);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {3e38f, 0, 0, 0}, 64).ok());
+  ASSERT_TRUE(Push(shard, 1, 1, 0, {-3e38f, 0, 0, 0}, 64).ok());
+  EXPECT_EQ(shard.Status().version, 1u);
+  for (float v : Theta(shard)) EXPECT_TRUE(std::isfinite(v)) << v;
 }
 
 TEST(ParameterShard, ARetriedPushIsAcknowledgedButAppliedOnce) {
