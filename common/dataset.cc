@@ -1,5 +1,6 @@
 #include "common/dataset.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,6 +63,12 @@ class ContentReader {
       return absl::ErrnoToStatus(errno != 0 ? errno : EIO,
                                  absl::StrCat("cannot open '", path, "'"));
     }
+    struct stat info;
+    if (::fstat(::fileno(file_), &info) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat '", path,
+                                                     "'"));
+    }
+    file_bytes_ = static_cast<uint64_t>(info.st_size);
     input_.resize(kInputChunkBytes);
     absl::Status status = Refill();
     if (!status.ok()) return status;
@@ -77,6 +85,23 @@ class ContentReader {
   }
 
   const std::string& path() const { return path_; }
+
+  // The most content bytes the file can hold: its size when plain; for
+  // gzip, deflate's best ratio (1032:1) times its size. Sizes declared by a
+  // header are held to it before anything of their size is allocated.
+  uint64_t MaxContentBytes() const {
+    return inflating_ ? file_bytes_ * kMaxDeflateRatio : file_bytes_;
+  }
+
+  // Fails unless `bytes` more content bytes can follow what was read.
+  absl::Status CheckCanHold(uint64_t bytes, absl::string_view what) const {
+    const uint64_t most = MaxContentBytes();
+    if (bytes <= most && position_ <= most - bytes) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat(
+        "'", path_, "' declares ", what, " (", bytes, " bytes) but the file, ",
+        file_bytes_, " bytes", inflating_ ? " of gzip" : "",
+        ", cannot hold that much: it is truncated or its header is corrupt"));
+  }
 
   // Reads exactly `size` bytes; `what` names them for error messages.
   absl::Status ReadExactly(void* data, uint64_t size, absl::string_view what) {
@@ -183,6 +208,10 @@ class ContentReader {
   }
 
   std::string path_;
+  // Deflate emits at least one bit per 258-byte match: 1032 content bytes
+  // per compressed byte at best.
+  static constexpr uint64_t kMaxDeflateRatio = 1032;
+  uint64_t file_bytes_ = 0;  // on disk
   uint64_t position_ = 0;  // content bytes read so far
   std::FILE* file_ = nullptr;
   std::vector<unsigned char> input_;
@@ -212,11 +241,9 @@ absl::StatusOr<uint64_t> ReadDimension(ContentReader& reader,
   return uint64_t{*dim};
 }
 
-}  // namespace
-
-absl::StatusOr<Dataset> ReadIdxDataset(const std::string& images_path,
-                                       const std::string& labels_path,
-                                       int num_classes) {
+absl::StatusOr<Dataset> ReadIdx(const std::string& images_path,
+                                const std::string& labels_path,
+                                int num_classes) {
   if (num_classes <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_classes must be positive, got ", num_classes));
@@ -260,6 +287,15 @@ absl::StatusOr<Dataset> ReadIdxDataset(const std::string& images_path,
                      labels_path, "' holds ", *label_count, " labels"));
   }
 
+  // Counts within the caps can still ask for gigabytes: hold them to what
+  // the files can contain before allocating anything of their size.
+  status = labels.CheckCanHold(*count, absl::StrCat(*count, " labels"));
+  if (!status.ok()) return status;
+  status = images.CheckCanHold(
+      *count * pixels_per_image,
+      absl::StrCat(*count, " images of ", *rows, "x", *cols, " pixels"));
+  if (!status.ok()) return status;
+
   Dataset data;
   data.num_classes = num_classes;
   std::vector<unsigned char> raw_labels(*count);
@@ -300,6 +336,23 @@ absl::StatusOr<Dataset> ReadIdxDataset(const std::string& images_path,
   status = images.ExpectEnd();
   if (!status.ok()) return status;
   return data;
+}
+
+}  // namespace
+
+absl::StatusOr<Dataset> ReadIdxDataset(const std::string& images_path,
+                                       const std::string& labels_path,
+                                       int num_classes) {
+  // The sizes are checked against the files first, but a data set that is
+  // what it says can still outgrow the memory a process may use (ulimit -v):
+  // say so, instead of ending in an uncaught std::bad_alloc.
+  try {
+    return ReadIdx(images_path, labels_path, num_classes);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "not enough memory to load '", images_path, "' and '", labels_path,
+        "'"));
+  }
 }
 
 absl::StatusOr<TrainTestData> LoadFashionMnist(const std::string& dir) {

@@ -30,6 +30,7 @@ absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors) {
     return absl::InvalidArgumentError("the model declares no tensors");
   }
   absl::flat_hash_set<std::string> names;
+  uint64_t total = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorSpec& t = tensors[i];
     if (t.name.empty()) {
@@ -44,17 +45,27 @@ absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", t.name, "' has no dimensions"));
     }
+    // Each partial product is checked before the next multiplication, so
+    // no shape can wrap around 2^64 into a small count.
+    uint64_t elements = 1;
     for (int64_t d : t.shape) {
-      // 2^40 keeps every product far from overflow.
-      if (d <= 0 || d > (int64_t{1} << 40)) {
+      if (d <= 0 || static_cast<uint64_t>(d) > kMaxKeys) {
         return absl::InvalidArgumentError(absl::StrCat(
             "tensor '", t.name, "' has dimension ", d,
             "; dimensions must be positive and at most 2^40"));
       }
+      if (elements > kMaxKeys / static_cast<uint64_t>(d)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", t.name, "' of shape [", absl::StrJoin(t.shape, ","),
+            "] has more than 2^40 elements"));
+      }
+      elements *= static_cast<uint64_t>(d);
     }
-  }
-  if (NumKeys(tensors) > (uint64_t{1} << 40)) {
-    return absl::InvalidArgumentError("the model has more than 2^40 keys");
+    if (total > kMaxKeys - elements) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the model has more than 2^40 keys (at tensor '", t.name, "')"));
+    }
+    total += elements;
   }
   return absl::OkStatus();
 }

@@ -22,10 +22,15 @@ struct TensorSpec {
   std::string ToString() const;  // "fc1/bias[128] (no regularization)"
 };
 
-// Total number of keys D.
+// The most keys a model may have: every element count, product and sum
+// below it is checked (ValidateTensorSpecs), so none can overflow.
+inline constexpr uint64_t kMaxKeys = uint64_t{1} << 40;
+
+// Total number of keys D; meaningful only for validated specs.
 uint64_t NumKeys(const std::vector<TensorSpec>& tensors);
 
-// Non-empty unique names, positive dimensions, at least one tensor.
+// Non-empty unique names, positive dimensions, at least one tensor, at most
+// kMaxKeys keys in all (products checked for overflow).
 absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors);
 
 // Empty when `a` and `b` declare the same model; otherwise one sentence that

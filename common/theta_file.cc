@@ -6,12 +6,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/float_bytes.h"
 #include "zlib.h"
 
 namespace ps::common {
 namespace {
 
-constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
+// Format 2 appends the rule settings; format 1 files (no settings) stay
+// readable.
+constexpr char kMagicV1[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
+constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
 // Bounds that keep a corrupt length from asking for absurd allocations
 // before the checksum is even checked.
 constexpr uint64_t kMaxCount = 1u << 20;
@@ -142,6 +146,25 @@ bool DecodeBody(Reader& in, ThetaFile& file) {
   return true;
 }
 
+// Format 2's tail: a presence byte, then the settings.
+bool DecodeRules(Reader& in, ThetaFile& file) {
+  uint8_t present = 0;
+  if (!in.Get(&present) || present > 1) return false;
+  if (present == 0) return true;
+  RuleSettings rules;
+  UpdateOptions& u = rules.update;
+  uint8_t nonnegative = 0;
+  if (!in.Get(&u.learning_rate) || !in.Get(&u.l2) || !in.Get(&u.l1) ||
+      !in.Get(&u.clip_min) || !in.Get(&u.clip_max) || !in.Get(&nonnegative) ||
+      !in.Get(&u.max_norm) || !in.Get(&u.penalty_beta) ||
+      !in.Get(&rules.sync_quorum) || !in.Get(&rules.staleness)) {
+    return false;
+  }
+  u.nonnegative = nonnegative != 0;
+  file.rules = rules;
+  return true;
+}
+
 }  // namespace
 
 std::string EncodeThetaFile(const ThetaFile& file) {
@@ -184,6 +207,20 @@ std::string EncodeThetaFile(const ThetaFile& file) {
     out.Put(g.batch_size);
     out.PutFloats(g.values);
   }
+  out.Put<uint8_t>(file.rules.has_value() ? 1 : 0);
+  if (file.rules.has_value()) {
+    const UpdateOptions& u = file.rules->update;
+    out.Put(u.learning_rate);
+    out.Put(u.l2);
+    out.Put(u.l1);
+    out.Put(u.clip_min);
+    out.Put(u.clip_max);
+    out.Put<uint8_t>(u.nonnegative ? 1 : 0);
+    out.Put(u.max_norm);
+    out.Put(u.penalty_beta);
+    out.Put(file.rules->sync_quorum);
+    out.Put(file.rules->staleness);
+  }
   out.Put(Crc32(out.bytes()));
   return std::move(out.bytes());
 }
@@ -193,8 +230,12 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   auto bad = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat(source, ": ", why));
   };
-  if (bytes.size() < sizeof(kMagic) + sizeof(uint32_t) ||
-      std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+  if (bytes.size() < sizeof(kMagic) + sizeof(uint32_t)) {
+    return bad("not a θ file (bad magic) or truncated");
+  }
+  const bool format_2 = std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0;
+  if (!format_2 &&
+      std::memcmp(bytes.data(), kMagicV1, sizeof(kMagicV1)) != 0) {
     return bad("not a θ file (bad magic) or truncated");
   }
   const absl::string_view body = bytes.substr(0, bytes.size() - sizeof(uint32_t));
@@ -206,7 +247,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   }
   ThetaFile file;
   Reader in(body.substr(sizeof(kMagic)));
-  if (!DecodeBody(in, file) || !in.AtEnd()) {
+  if (!DecodeBody(in, file) || (format_2 && !DecodeRules(in, file)) ||
+      !in.AtEnd()) {
     return bad("the checksum matches but the layout does not: written by an "
                "incompatible version?");
   }
@@ -217,6 +259,27 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
     return bad(absl::StrCat("keys ", file.keys.ToString(),
                             " lie outside the model's ", NumKeys(file.tensors),
                             " keys"));
+  }
+  // θ never holds a NaN or infinity (servers refuse updates that would make
+  // one), so a file that does is as unusable as a corrupt one: readers fall
+  // back to an older file instead of restoring it.
+  if (auto at = FindNonFinite(file.values)) {
+    return bad(absl::StrCat("the value of key ", file.keys.begin + *at,
+                            " is not finite (", file.values[*at], ")"));
+  }
+  for (size_t i = 0; i < file.state.size(); ++i) {
+    if (auto at = FindNonFinite(file.state[i])) {
+      return bad(absl::StrCat("optimizer state '", file.state_names[i],
+                              "' of key ", file.keys.begin + *at,
+                              " is not finite"));
+    }
+  }
+  for (const RoundGradient& g : file.round) {
+    if (auto at = FindNonFinite(g.values)) {
+      return bad(absl::StrCat("the open round's gradient of worker ",
+                              g.worker_id, " for key ", file.keys.begin + *at,
+                              " is not finite"));
+    }
   }
   return file;
 }

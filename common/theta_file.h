@@ -2,6 +2,7 @@
 #define PS_COMMON_THETA_FILE_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
+#include "common/update_rule.h"
 
 namespace ps::common {
 
@@ -31,6 +33,14 @@ struct RoundGradient {
   std::vector<float> values;  // over `keys`
 };
 
+// The settings that decide what a push does to θ, as the server that wrote
+// a checkpoint ran with them: a restart with other ones must be deliberate.
+struct RuleSettings {
+  UpdateOptions update;
+  uint32_t sync_quorum = 0;
+  uint32_t staleness = 0;
+};
+
 // One self-describing file of θ: a shard's checkpoint (its key range plus
 // the server state that must survive a restart) or a whole exported model
 // (keys [0, D), no server state). One format for both, so an export is a
@@ -51,13 +61,18 @@ struct ThetaFile {
   std::vector<std::vector<float>> state;  // each over `keys`
   std::vector<WorkerRecord> workers;
   std::vector<RoundGradient> round;  // sync: the open round
+  // Absent in exports and in files written before format 2.
+  std::optional<RuleSettings> rules;
 };
 
 // The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
+// Always format 2 ("PSTHETA2": format 1 followed by the rule settings);
+// DecodeThetaFile reads both.
 std::string EncodeThetaFile(const ThetaFile& file);
 
-// Checks magic, every length, and the checksum: a truncated, padded or
-// corrupted file is DATA_LOSS naming `source` and what is wrong.
+// Checks magic, every length, the checksum, and that every value is finite:
+// a truncated, padded or corrupted file, or one holding a NaN or infinity,
+// is DATA_LOSS naming `source` and what is wrong.
 absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
                                           absl::string_view source);
 

@@ -8,6 +8,11 @@
 #include <map>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -151,6 +156,46 @@ std::vector<common::RoundGradient> SliceRounds(
   return round;
 }
 
+// Takes DIR/shard-<i>-of-<S>.lock with a non-blocking exclusive flock and
+// writes our pid into it (for the refusal message of the next one); the
+// open descriptor is the lock.
+absl::StatusOr<int> LockShard(const std::string& dir, uint32_t shard_index,
+                              uint32_t num_shards) {
+  const std::string path = absl::StrFormat("%s/shard-%d-of-%d.lock", dir,
+                                           shard_index, num_shards);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cannot open the lock file ", path, ": ", std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    char holder[32] = {};
+    const ssize_t n = ::pread(fd, holder, sizeof(holder) - 1, 0);
+    ::close(fd);
+    if (error != EWOULDBLOCK) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot lock ", path, ": ", std::strerror(error)));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint directory ", dir, " is in use by another server of shard ",
+        shard_index, " of ", num_shards,
+        n > 0 ? absl::StrCat(" (pid ", absl::StripAsciiWhitespace(holder), ")")
+              : "",
+        ", which holds ", path,
+        ": two servers of one shard would overwrite each other's "
+        "checkpoints"));
+  }
+  const std::string pid = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, pid.data(), pid.size(), 0) !=
+          static_cast<ssize_t>(pid.size())) {
+    spdlog::warn("cannot write the pid into {}: {}", path,
+                 std::strerror(errno));
+  }
+  return fd;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(
@@ -174,25 +219,35 @@ absl::StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(
         "checkpoint directory ", dir, " is not writable: ", written.message()));
   }
   std::remove(probe.c_str());
+  absl::StatusOr<int> lock_fd = LockShard(dir, shard_index, num_shards);
+  if (!lock_fd.ok()) return lock_fd.status();
   absl::StatusOr<std::vector<FileName>> files = ListCheckpoints(dir);
-  if (!files.ok()) return files.status();
+  if (!files.ok()) {
+    ::close(*lock_fd);
+    return files.status();
+  }
   // Past every file of every layout: the layout that saved last then has the
   // highest seqs, which is how LoadLatest tells the newest state.
   uint64_t next_seq = 1;
   for (const FileName& file : *files) {
     next_seq = std::max(next_seq, file.seq + 1);
   }
-  return std::unique_ptr<Checkpointer>(
-      new Checkpointer(std::move(dir), keep, shard_index, num_shards, next_seq));
+  return std::unique_ptr<Checkpointer>(new Checkpointer(
+      std::move(dir), keep, shard_index, num_shards, next_seq, *lock_fd));
 }
 
 Checkpointer::Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
-                           uint32_t num_shards, uint64_t next_seq)
+                           uint32_t num_shards, uint64_t next_seq, int lock_fd)
     : dir_(std::move(dir)),
       keep_(keep),
       shard_index_(shard_index),
       num_shards_(num_shards),
-      next_seq_(next_seq) {}
+      next_seq_(next_seq),
+      lock_fd_(lock_fd) {}
+
+// The lock file stays: removing it could race with a next holder that
+// opened it already, and an unlocked file costs nothing.
+Checkpointer::~Checkpointer() { ::close(lock_fd_); }
 
 absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest(
     const common::UpdateOptions& update) const {
@@ -338,6 +393,7 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
   merged.num_shards = num_shards_;
   merged.mode = model->mode;
   merged.version = newest;
+  merged.rules = model->rules;
   merged.values.assign(mine.size(), 0.0f);
   std::map<uint32_t, common::WorkerRecord> workers;
   for (size_t k = 0; k < sources.size(); ++k) {

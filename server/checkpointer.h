@@ -31,7 +31,11 @@ struct SavedCheckpoint {
 class Checkpointer {
  public:
   // The directory must exist and be writable: a typo in its name must stop
-  // the server, not start a fresh model.
+  // the server, not start a fresh model. Holds an flock on
+  // DIR/shard-<i>-of-<S>.lock while the Checkpointer lives, so a second
+  // server given the same directory and shard is refused (two would number
+  // their files alike, overwrite and prune each other's); the kernel drops
+  // the lock when the holder dies, so a crash leaves nothing stale.
   static absl::StatusOr<std::unique_ptr<Checkpointer>> Open(
       std::string dir, uint32_t keep, uint32_t shard_index,
       uint32_t num_shards);
@@ -58,6 +62,10 @@ class Checkpointer {
 
   const std::string& dir() const { return dir_; }
 
+  ~Checkpointer();
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
   // What a checkpoint file's name says.
   struct FileName {
     uint64_t seq = 0;
@@ -68,7 +76,7 @@ class Checkpointer {
 
  private:
   Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
-               uint32_t num_shards, uint64_t next_seq);
+               uint32_t num_shards, uint64_t next_seq, int lock_fd);
 
   // LoadLatest from one layout's files (newest first); nullopt when they
   // hold none of this shard's keys.
@@ -84,6 +92,8 @@ class Checkpointer {
   const uint32_t num_shards_;
   absl::Mutex mutex_;  // one save at a time
   uint64_t next_seq_ ABSL_GUARDED_BY(mutex_);
+  // Holds the directory's lock for this shard; closing it releases it.
+  const int lock_fd_;
 };
 
 }  // namespace ps::server

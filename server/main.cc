@@ -57,6 +57,11 @@ ABSL_FLAG(float, max_norm, std::numeric_limits<float>::infinity(),
 ABSL_FLAG(float, penalty_beta, 0.0f,
           "If > 0, enforce the constraints as the penalty β·∇C instead of "
           "projecting onto them.");
+ABSL_FLAG(uint64_t, max_keys_per_shard, uint64_t{1} << 26,
+          "The most keys this shard holds (4 bytes each of θ, plus a θ-sized "
+          "slot per worker in sync mode): an Init or checkpoint declaring "
+          "more is refused before anything is allocated. Default 2^26 "
+          "(256 MiB of θ).");
 ABSL_FLAG(absl::Duration, max_pull_wait, absl::Seconds(60),
           "Longest a pull may wait for its version, e.g. 60s.");
 ABSL_FLAG(std::string, checkpoint_dir, "",
@@ -69,6 +74,11 @@ ABSL_FLAG(uint32_t, checkpoint_keep, 3, "Checkpoint files kept per shard.");
 ABSL_FLAG(bool, allow_fresh_start, false,
           "Start with a fresh model when --checkpoint_dir holds checkpoints "
           "but none is usable, instead of refusing to start.");
+ABSL_FLAG(bool, allow_config_change, false,
+          "Restore a checkpoint written under other settings (--mode, "
+          "--staleness, --sync_quorum, --lr, --l2, --l1, the constraints) "
+          "instead of refusing to start; running workers follow the new "
+          "mode.");
 ABSL_FLAG(std::string, inject_faults, "",
           "Experiments only: inject RPC faults, e.g. "
           "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
@@ -103,6 +113,7 @@ int main(int argc, char** argv) {
   options.shard.sync_quorum = absl::GetFlag(FLAGS_sync_quorum);
   options.shard.round_timeout = absl::GetFlag(FLAGS_round_timeout);
   options.shard.staleness = absl::GetFlag(FLAGS_staleness);
+  options.shard.max_keys_per_shard = absl::GetFlag(FLAGS_max_keys_per_shard);
   absl::StatusOr<ps::server::ConsistencyMode> mode =
       ps::server::ParseConsistencyMode(absl::GetFlag(FLAGS_mode));
   ps::common::DieIfError(mode.status(), "--mode");
@@ -121,6 +132,7 @@ int main(int argc, char** argv) {
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   options.checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
   options.allow_fresh_start = absl::GetFlag(FLAGS_allow_fresh_start);
+  options.allow_config_change = absl::GetFlag(FLAGS_allow_config_change);
   if (options.checkpoint_every <= absl::ZeroDuration()) {
     Die("--checkpoint_every must be > 0");
   }

@@ -227,6 +227,7 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   if (result.ok()) {
     response->set_outcome(ToProto(result->outcome));
     response->set_version(result->version);
+    response->set_mode(ModeToProto(shard_->mode()));
   }
   return result.status();
 }

@@ -1,10 +1,14 @@
 #include "server/parameter_shard.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/float_bytes.h"
 #include "spdlog/spdlog.h"
 
@@ -34,6 +38,27 @@ void ApplyOverSegments(const common::UpdateOptions& update,
                         gradient.subspan(offset, segment.keys.size()),
                         theta.subspan(offset, segment.keys.size()));
   }
+}
+
+// Updates whose every |value| stays below this are finite in float
+// arithmetic (FLT_MAX ≈ 3.4e38; each rounding adds a relative 2^-24).
+constexpr double kSurelyFiniteBelow = 1e38;
+
+// The largest |value|, or infinity when any value is NaN or infinite (so
+// a NaN never passes a bound). Works on the bits with the sign cleared,
+// which order like the magnitudes: an integer max, so the loop vectorizes
+// (a float max with NaN semantics does not).
+double LargestMagnitude(absl::Span<const float> values) {
+  int32_t largest = 0;
+  for (float v : values) {
+    int32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    largest = std::max(largest, bits & 0x7fffffff);
+  }
+  if (largest >= 0x7f800000) return std::numeric_limits<double>::infinity();
+  float magnitude;
+  std::memcpy(&magnitude, &largest, sizeof(magnitude));
+  return magnitude;
 }
 
 }  // namespace
@@ -112,10 +137,46 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
   if (o.sync_quorum > 0 && o.mode != ConsistencyMode::kSync) {
     return absl::InvalidArgumentError("sync_quorum applies to mode sync only");
   }
+  if (o.max_keys_per_shard == 0 || o.max_keys_per_shard > common::kMaxKeys) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_keys_per_shard must be between 1 and 2^40, got ",
+        o.max_keys_per_shard));
+  }
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
   return common::ValidateUpdateOptions(o.update);
+}
+
+std::string DescribeRuleChange(const common::ThetaFile& saved,
+                               const ShardOptions& options) {
+  std::vector<std::string> changes;
+  auto compare = [&](absl::string_view name, auto was, auto now) {
+    // Bitwise for floats: -0 vs 0 would not change a rule, but NaN never
+    // appears (validated) and infinities compare equal.
+    if (!(was == now)) {
+      changes.push_back(absl::StrCat(name, " ", was, " → ", now));
+    }
+  };
+  // Exports carry no mode; a checkpoint always does.
+  if (!saved.mode.empty()) {
+    compare("mode", saved.mode, std::string(ConsistencyModeName(options.mode)));
+  }
+  if (saved.rules.has_value()) {
+    const common::RuleSettings& was = *saved.rules;
+    const common::UpdateOptions& now = options.update;
+    compare("sync_quorum", was.sync_quorum, options.sync_quorum);
+    compare("staleness", was.staleness, options.staleness);
+    compare("lr", was.update.learning_rate, now.learning_rate);
+    compare("l2", was.update.l2, now.l2);
+    compare("l1", was.update.l1, now.l1);
+    compare("clip_min", was.update.clip_min, now.clip_min);
+    compare("clip_max", was.update.clip_max, now.clip_max);
+    compare("nonnegative", was.update.nonnegative, now.nonnegative);
+    compare("max_norm", was.update.max_norm, now.max_norm);
+    compare("penalty_beta", was.update.penalty_beta, now.penalty_beta);
+  }
+  return absl::StrJoin(changes, ", ");
 }
 
 ParameterShard::ParameterShard(ShardOptions options)
@@ -219,6 +280,16 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return InitResult{false, version_, keys_, options_.mode,
                       options_.num_workers};
   }
+  // Sizes first: θ is allocated only for a shard this server may hold and
+  // values that fill it exactly, so a request cannot cost more memory than
+  // it carries.
+  if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
+  if (absl::Status s = common::CheckFloatBytes(
+          args.values.size(), keys.size(),
+          absl::StrCat("initial values for keys ", keys.ToString()));
+      !s.ok()) {
+    return s;
+  }
   std::vector<float> theta(keys.size());
   if (absl::Status s = common::BytesToFloats(
           args.values, absl::MakeSpan(theta),
@@ -238,6 +309,16 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
                tensors_.size(), num_keys, keys_.ToString());
   return InitResult{true, version_, keys_, options_.mode,
                     options_.num_workers};
+}
+
+absl::Status ParameterShard::CheckShardSize(const KeyRange& keys) const {
+  if (keys.size() <= options_.max_keys_per_shard) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "shard ", options_.shard_index, " of ", options_.num_shards,
+      " would hold ", keys.size(), " keys ", keys.ToString(),
+      ", more than this server's --max_keys_per_shard=",
+      options_.max_keys_per_shard,
+      " (raise it, or split the model over more shards)"));
 }
 
 absl::StatusOr<KeyRange> ParameterShard::ResolvePullKeys(
@@ -262,6 +343,7 @@ PullResult ParameterShard::Read(const PullArgs& args) {
   PullResult result;
   result.version = version_;
   result.samples_applied = samples_applied_;
+  result.mode = options_.mode;
   result.keys = keys;
   common::FloatsToBytes(
       absl::MakeConstSpan(theta_).subspan(keys.begin - keys_.begin,
@@ -451,6 +533,8 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     // with no θ-sized copy.
     absl::Status valid = common::CheckFloatBytes(
         args.gradient.size(), keys_.size(), "the gradient");
+    double largest = 0;  // async: the gradient's largest magnitude
+    bool checked_exactly = false;
     if (valid.ok()) {
       std::optional<std::pair<size_t, float>> bad;
       if (sync) {
@@ -459,12 +543,27 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
         common::ReadFloats(from, slot);
         if (auto at = common::FindNonFinite(slot)) bad = {{*at, slot[*at]}};
       } else {
-        bad = FindNonFiniteGradient(args.gradient);
+        bad = FindNonFiniteGradient(args.gradient, &largest);
       }
       if (bad) {
         valid = absl::InvalidArgumentError(absl::StrCat(
             "gradient value for key ", keys_.begin + bad->first, " is ",
             bad->second, "; gradients must be finite"));
+      } else if (!sync && !SurelyFinite(largest)) {
+        // Finite gradients can still carry θ past the float range: when
+        // the bound cannot rule it out, run the update on copies. A sync
+        // round is checked as a whole when it closes (MaybeCloseRound).
+        checked_exactly = true;
+        absl::Cord::CharIterator from = args.gradient.char_begin();
+        if (auto result = FindNonFiniteResult([&](absl::Span<float> out) {
+              common::ReadFloats(from, out);
+            })) {
+          valid = absl::InvalidArgumentError(absl::StrCat(
+              "applying this gradient would make the value of key ",
+              keys_.begin + result->first, " ", result->second,
+              ", which is not finite; the push is refused and θ unchanged "
+              "(is the learning rate too high?)"));
+        }
       }
     }
     if (!valid.ok()) {
@@ -483,6 +582,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
                                                     : PushOutcome::kAccepted;
     } else {
       ApplyGradientBytes(args.gradient, args.batch_size);
+      BoundAfterUpdate(largest, checked_exactly);
       ++pushes_applied_;
       result.outcome = PushOutcome::kApplied;
     }
@@ -523,8 +623,32 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   if (reason == nullptr) return false;
   ++*reason;
   round_->Mean(absl::MakeSpan(scratch_));
-  ApplyGradient(scratch_, round_->samples());
-  pushes_applied_ += received;
+  // A mean of finite gradients can itself overflow (inf fails the bound).
+  const double largest = LargestMagnitude(scratch_);
+  const bool check_exactly = !SurelyFinite(largest);
+  size_t read = 0;
+  std::optional<std::pair<size_t, float>> result;
+  if (check_exactly) {
+    result = FindNonFiniteResult([&](absl::Span<float> out) {
+      std::copy_n(scratch_.begin() + read, out.size(), out.begin());
+      read += out.size();
+    });
+  }
+  if (result) {
+    // The round ends (no worker waits for it forever) but changes nothing:
+    // a θ that overflowed would be checkpointed and block every restore.
+    spdlog::error("shard {}: round {}'s update would make the value of key "
+                  "{} {}, which is not finite; dropped its {} gradients, θ "
+                  "unchanged (is the learning rate too high?)",
+                  options_.shard_index, version_, keys_.begin + result->first,
+                  result->second, received);
+    pushes_rejected_ += received;
+    ++version_;
+  } else {
+    ApplyGradient(scratch_, round_->samples());
+    BoundAfterUpdate(largest, check_exactly);
+    pushes_applied_ += received;
+  }
   round_->Clear();
   round_opened_ = now;
   return true;
@@ -586,14 +710,74 @@ void ParameterShard::ApplyGradientBytes(const absl::Cord& bytes,
 }
 
 std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteGradient(
-    const absl::Cord& bytes) {
+    const absl::Cord& bytes, double* largest) {
   absl::Cord::CharIterator from = bytes.char_begin();
+  *largest = 0;
   for (size_t done = 0; done < keys_.size(); done += chunk_.size()) {
     const size_t n = std::min(chunk_.size(), keys_.size() - done);
     absl::Span<float> piece = absl::MakeSpan(chunk_).first(n);
     common::ReadFloats(from, piece);
-    if (auto at = common::FindNonFinite(piece)) {
-      return std::make_pair(done + *at, piece[*at]);
+    // One pass finds both: infinity means a NaN or infinity is in there.
+    const double magnitude = LargestMagnitude(piece);
+    if (std::isinf(magnitude)) {
+      const size_t at = common::FindNonFinite(piece).value_or(0);
+      return std::make_pair(done + at, piece[at]);
+    }
+    *largest = std::max(*largest, magnitude);
+  }
+  return std::nullopt;
+}
+
+bool ParameterShard::SurelyFinite(double largest) const {
+  const common::UpdateOptions& u = options_.update;
+  // The penalty's terms are not bounded here: always check those exactly.
+  if (u.penalty_beta > 0) return false;
+  // |θ − α(g + λ₂θ)| ≤ max(1, |1 − αλ₂|)·|θ| + α|g| (exempt tensors have
+  // λ₂ = 0); the soft-threshold, the box clamp and the ball's scaling
+  // only shrink magnitudes.
+  const double keep = std::max(
+      1.0, std::fabs(1.0 - static_cast<double>(u.learning_rate) * u.l2));
+  return keep * theta_bound_ + static_cast<double>(u.learning_rate) * largest <
+         kSurelyFiniteBelow;
+}
+
+void ParameterShard::BoundAfterUpdate(double largest, bool exact) {
+  // With a penalty every update is checked exactly: no bound is used.
+  if (options_.update.penalty_beta > 0) return;
+  if (exact) {
+    theta_bound_ = LargestMagnitude(theta_);
+    return;
+  }
+  const common::UpdateOptions& u = options_.update;
+  const double keep = std::max(
+      1.0, std::fabs(1.0 - static_cast<double>(u.learning_rate) * u.l2));
+  theta_bound_ = keep * theta_bound_ + static_cast<double>(u.learning_rate) *
+                                           largest;
+}
+
+std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteResult(
+    const std::function<void(absl::Span<float>)>& read) {
+  for (const common::TensorSegment& segment : segments_) {
+    const size_t offset = segment.keys.begin - keys_.begin;
+    const size_t size = segment.keys.size();
+    // The ball's norm is the whole segment's; the rest is elementwise.
+    const size_t piece =
+        options_.update.has_ball() ? size : std::min(size, kApplyChunkFloats);
+    if (trial_theta_.size() < piece) {
+      trial_theta_.resize(piece);
+      trial_gradient_.resize(piece);
+    }
+    for (size_t done = 0; done < size; done += piece) {
+      const size_t n = std::min(piece, size - done);
+      absl::Span<float> gradient = absl::MakeSpan(trial_gradient_).first(n);
+      absl::Span<float> theta = absl::MakeSpan(trial_theta_).first(n);
+      read(gradient);
+      std::copy_n(theta_.begin() + offset + done, n, theta.begin());
+      common::ApplyUpdate(options_.update, segment.regularize, gradient,
+                          theta);
+      if (auto at = common::FindNonFinite(theta)) {
+        return std::make_pair(offset + done + *at, theta[*at]);
+      }
     }
   }
   return std::nullopt;
@@ -670,6 +854,8 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.shard_index = options_.shard_index;
   file.num_shards = options_.num_shards;
   file.mode = std::string(ConsistencyModeName(options_.mode));
+  file.rules = common::RuleSettings{options_.update, options_.sync_quorum,
+                                    options_.staleness};
   file.version = version_;
   file.samples_applied = samples_applied_;
   file.values = theta_;
@@ -697,6 +883,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
   const KeyRange keys = common::BalancedPart(common::NumKeys(saved.tensors),
                                              options_.num_shards,
                                              options_.shard_index);
+  if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
   if (saved.keys != keys || saved.values.size() != keys.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the checkpoint holds keys ", saved.keys.ToString(), " but shard ",
@@ -764,6 +951,11 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
                    saved.num_shards);
     }
   }
+  if (options_.mode != ConsistencyMode::kSync && !saved.round.empty()) {
+    spdlog::warn("shard {}: dropped the {} gradients of the open sync round: "
+                 "this server runs in {} mode",
+                 options_.shard_index, saved.round.size(), mode);
+  }
   return absl::OkStatus();
 }
 
@@ -774,6 +966,7 @@ void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
   keys_ = keys;
   segments_ = common::SegmentsInRange(tensors_, keys_);
   theta_ = std::move(theta);
+  theta_bound_ = LargestMagnitude(theta_);
   // Sync's round mean needs a θ-sized buffer; async and SSP apply from the
   // request (ApplyGradientBytes).
   scratch_.assign(options_.mode == ConsistencyMode::kSync ? keys_.size() : 0,

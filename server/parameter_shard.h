@@ -63,9 +63,19 @@ struct ShardOptions {
   uint32_t staleness = 0;
   // The regularized update. Default: plain SGD, α = 0.1
   common::UpdateOptions update;
+  // The most keys this shard holds, whatever a request or checkpoint
+  // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
+  // worker on top. Default: 2^26 (256 MiB of θ)
+  uint64_t max_keys_per_shard = uint64_t{1} << 26;
 };
 
 absl::Status ValidateShardOptions(const ShardOptions& options);
+
+// Empty when `saved` was written under the rules `options` set (mode,
+// staleness, quorum, update rule); otherwise one line listing each change,
+// "mode async → sync, lr 0.1 → 1", for a refusal at start-up.
+std::string DescribeRuleChange(const common::ThetaFile& saved,
+                               const ShardOptions& options);
 
 struct InitArgs {
   uint32_t worker_id = 0;
@@ -100,6 +110,7 @@ struct RegisterResult {
 struct PullResult {
   uint64_t version = 0;
   uint64_t samples_applied = 0;
+  ConsistencyMode mode = ConsistencyMode::kSync;  // the shard's, told to workers
   common::KeyRange keys;
   std::string values;  // float32 bytes
 };
@@ -221,6 +232,9 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+  // Fixed for the server's life; every answer tells workers (they follow a
+  // server restarted in another mode).
+  ConsistencyMode mode() const { return options_.mode; }
 
   // Everything a restart must get back, as of one instant: θ, version,
   // the workers' bookkeeping and, in sync mode, the open round's gradients.
@@ -252,6 +266,8 @@ class ParameterShard {
   PullResult Read(const PullArgs& args) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status ValidatePush(const PushArgs& args) const
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // OK when this shard may hold `keys`; checked before θ is allocated.
+  absl::Status CheckShardSize(const common::KeyRange& keys) const;
   // Holds `theta` for `keys` of the model `tensors`, with an empty round
   // (sync) opened at `now`: the one way Init and Restore take a model.
   void DeclareModel(std::vector<common::TensorSpec> tensors,
@@ -266,9 +282,26 @@ class ParameterShard {
   void ApplyGradientBytes(const absl::Cord& bytes, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Index and value of the gradient's first NaN or infinity, if any, read
-  // a chunk at a time.
+  // a chunk at a time; else sets *largest to its largest magnitude.
   std::optional<std::pair<size_t, float>> FindNonFiniteGradient(
-      const absl::Cord& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+      const absl::Cord& bytes, double* largest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Whether an update by a gradient no larger than `largest` in magnitude
+  // surely leaves θ finite, judged from theta_bound_ alone (no pass over
+  // θ); false means "run FindNonFiniteResult".
+  bool SurelyFinite(double largest) const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Keeps theta_bound_ an upper bound on max|θ| after an applied update by
+  // a gradient of magnitude at most `largest`; `exact` recomputes it.
+  void BoundAfterUpdate(double largest, bool exact)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Where applying a gradient to the whole shard would leave θ non-finite:
+  // the first such key (shard offset) and the value it would get. `read`
+  // fills the gradient's next floats in key order. Runs the update on
+  // copies, a cache-sized piece at a time (a whole segment when the rule
+  // has a ball), so θ is untouched and the verdict is exactly the apply's.
+  std::optional<std::pair<size_t, float>> FindNonFiniteResult(
+      const std::function<void(absl::Span<float>)>& read)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Closes the open sync round if a rule says so; true when it did.
   bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Whether a pull may be answered now (version and SSP bound).
@@ -300,6 +333,12 @@ class ParameterShard {
   // enough to stay in cache.
   static constexpr size_t kApplyChunkFloats = 4096;
   std::vector<float> chunk_ ABSL_GUARDED_BY(mutex_);
+  // An upper bound on max|θ| (exact after a declaration or a full check):
+  // lets most updates skip FindNonFiniteResult's second pass over θ.
+  double theta_bound_ ABSL_GUARDED_BY(mutex_) = 0;
+  // FindNonFiniteResult's copies of a piece of the gradient and of θ.
+  std::vector<float> trial_gradient_ ABSL_GUARDED_BY(mutex_);
+  std::vector<float> trial_theta_ ABSL_GUARDED_BY(mutex_);
   Membership members_ ABSL_GUARDED_BY(mutex_);
   uint64_t pushes_applied_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t pushes_duplicate_ ABSL_GUARDED_BY(mutex_) = 0;

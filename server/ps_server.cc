@@ -23,8 +23,7 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
                            options.shard.shard_index, options.shard.num_shards);
     if (!checkpointer.ok()) return checkpointer.status();
     server->checkpointer_ = std::move(*checkpointer);
-    if (absl::Status restored = server->Restore(options.shard.update,
-                                                   options.allow_fresh_start);
+    if (absl::Status restored = server->Restore(options);
         !restored.ok()) {
       return restored;
     }
@@ -54,16 +53,33 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   return server;
 }
 
-absl::Status PsServer::Restore(const common::UpdateOptions& update,
-                               bool allow_fresh_start) {
+absl::Status PsServer::Restore(const ServerOptions& options) {
   absl::StatusOr<std::optional<common::ThetaFile>> latest =
-      checkpointer_->LoadLatest(update);
+      checkpointer_->LoadLatest(options.shard.update);
   if (latest.ok() && !latest->has_value()) {
     spdlog::info("no checkpoint in {}: starting with a fresh model",
                  checkpointer_->dir());
     return absl::OkStatus();
   }
   absl::Status restored = latest.status();
+  if (restored.ok()) {
+    // Other rules on the same θ change what every push does (a mode switch
+    // under running workers used to drop all their pushes as stale): only
+    // on purpose. Not a reason to start fresh either.
+    if (std::string change = DescribeRuleChange(**latest, options.shard);
+        !change.empty()) {
+      if (!options.allow_config_change) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the checkpoint in ", checkpointer_->dir(),
+            " was written with other settings (", change,
+            "): start with the settings it was written with, or give "
+            "--allow_config_change to go on under the new ones"));
+      }
+      spdlog::warn("restoring under changed settings, as "
+                   "--allow_config_change says: {}",
+                   change);
+    }
+  }
   if (restored.ok()) {
     const uint64_t version = (*latest)->version;
     const uint64_t keys = (*latest)->values.size();
@@ -75,7 +91,7 @@ absl::Status PsServer::Restore(const common::UpdateOptions& update,
       return absl::OkStatus();
     }
   }
-  if (allow_fresh_start) {
+  if (options.allow_fresh_start) {
     spdlog::error("cannot restore from {} ({}); starting with a fresh model "
                   "as --allow_fresh_start says",
                   checkpointer_->dir(), restored.ToString());

@@ -34,6 +34,9 @@ struct ServerOptions {
   // Start with no state when the directory holds checkpoints but none is
   // usable, instead of refusing to start. Default: false
   bool allow_fresh_start = false;
+  // Restore a checkpoint written under other rules (mode, staleness,
+  // quorum, update rule) instead of refusing to start. Default: false
+  bool allow_config_change = false;
 };
 
 // A running parameter server: one shard, its gRPC service, gRPC's health
@@ -66,8 +69,7 @@ class PsServer {
  private:
   PsServer() = default;
 
-  absl::Status Restore(const common::UpdateOptions& update,
-                       bool allow_fresh_start);
+  absl::Status Restore(const ServerOptions& options);
   void CheckpointLoop(absl::Duration every);
 
   std::unique_ptr<ParameterShard> shard_;

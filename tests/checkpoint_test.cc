@@ -6,15 +6,20 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
 #include "common/key_range.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/parameter_shard.h"
+#include "server/ps_server.h"
 
 namespace ps::server {
 namespace {
@@ -391,6 +396,7 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
   ASSERT_TRUE(newest.ok());
   fs::resize_file(newest->path, fs::file_size(newest->path) - 3);
+  checkpointer.reset();  // the server is gone; a new one starts
 
   auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
@@ -406,6 +412,31 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(none.status().message(), HasSubstr("no good checkpoint"));
+}
+
+// A newest file that decodes but holds a non-finite θ (written by a server
+// before updates were checked) is passed over like a corrupt one.
+TEST(Checkpoint, ANewestFileWithANonFiniteValueFallsBackToThePreviousOne) {
+  const std::string dir = FreshDir("non_finite");
+  ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+  s.Declare();
+  std::unique_ptr<Checkpointer> checkpointer = Open(dir, 0, 1);
+  ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(checkpointer->Save(s.shard(), "test").ok());
+  const std::vector<float> good = Values(s.shard());
+  ASSERT_TRUE(s.Push(0, 2, 1, 1.0f).ok());
+  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
+  ASSERT_TRUE(newest.ok());
+  absl::StatusOr<common::ThetaFile> file = common::ReadThetaFile(newest->path);
+  ASSERT_TRUE(file.ok());
+  file->values[0] = std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(common::WriteThetaFile(newest->path, *file).ok());
+  checkpointer.reset();
+
+  auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
+  ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+  EXPECT_EQ((*loaded)->version, 1u);
+  EXPECT_EQ((*loaded)->values, good);
 }
 
 TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
@@ -426,6 +457,7 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   EXPECT_TRUE(fs::exists(paths[2]));
   EXPECT_TRUE(fs::exists(paths[3]));
   EXPECT_TRUE(fs::exists(dir + "/ckpt-00000001-shard-1-of-2.theta"));
+  checkpointer.reset();  // its lock, before the next server opens
   // Numbering starts past every file in the directory, whatever its layout
   // (seq 1 is the other layout's), and goes on across restarts.
   EXPECT_THAT(paths[0], HasSubstr("ckpt-00000002-shard-0-of-1"));
@@ -433,6 +465,70 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard(), "test");
   ASSERT_TRUE(next.ok());
   EXPECT_THAT(next->path, HasSubstr("ckpt-00000006-shard-0-of-1"));
+}
+
+TEST(Checkpoint, ASecondServerOfTheSameShardAndDirectoryIsRefused) {
+  const std::string dir = FreshDir("locked");
+  std::unique_ptr<Checkpointer> first = Open(dir, 0, 2);
+  ASSERT_NE(first, nullptr);
+  auto second = Checkpointer::Open(dir, 3, 0, 2);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr("in use by another server"));
+  EXPECT_THAT(second.status().message(),
+              HasSubstr(absl::StrCat("pid ", getpid())));
+  // Another shard of the job shares the directory.
+  EXPECT_NE(Open(dir, 1, 2), nullptr);
+  // The lock goes with its holder (as it does when a server dies: the
+  // kernel closes its descriptors).
+  first.reset();
+  EXPECT_NE(Open(dir, 0, 2), nullptr);
+}
+
+// A restart with another mode or update rule on the same checkpoints is
+// refused unless asked for: an async job restarted in sync mode used to
+// drop every push of its running workers as stale.
+TEST(Checkpoint, ARestartUnderOtherRulesIsRefusedUnlessAllowed) {
+  const std::string dir = FreshDir("rules");
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.checkpoint_dir = dir;
+  options.shard.mode = ConsistencyMode::kAsync;
+  options.shard.num_workers = kWorkers;
+  options.shard.max_workers = kWorkers;
+  {
+    ShardUnderTest s(ConsistencyMode::kAsync, 0, 1);
+    s.Declare();
+    ASSERT_TRUE(s.Push(0, 1, 0, 1.0f).ok());
+    // The shard's rules are ShardUnderTest's: lr 0.5, l2 0.01.
+    options.shard.update = s.options().update;
+    ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
+  }
+  {
+    auto same = PsServer::Start(options);
+    ASSERT_TRUE(same.ok()) << same.status();
+  }
+  ServerOptions sync = options;
+  sync.shard.mode = ConsistencyMode::kSync;
+  auto refused = PsServer::Start(sync);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("mode async → sync"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("--allow_config_change"));
+  // --allow_fresh_start is no way around it: it is not a broken checkpoint.
+  sync.allow_fresh_start = true;
+  EXPECT_FALSE(PsServer::Start(sync).ok());
+
+  ServerOptions faster = options;
+  faster.shard.update.learning_rate = 1.0f;
+  auto lr = PsServer::Start(faster);
+  ASSERT_FALSE(lr.ok());
+  EXPECT_THAT(lr.status().message(), HasSubstr("lr 0.5 → 1"));
+
+  sync.allow_config_change = true;
+  auto allowed = PsServer::Start(sync);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_EQ((*allowed)->restored_version(), 1u);
 }
 
 TEST(Checkpoint, AnEmptyDirectoryIsAFreshStart) {

@@ -1,5 +1,8 @@
 // Real servers and workers talking gRPC over loopback, in one process.
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -160,6 +163,59 @@ TEST(Cluster, RankZeroWaitsForAWorkerThatHasNotStartedYet) {
             std::string::npos) << running;
   ASSERT_TRUE((*second)->Leave().ok());
   EXPECT_TRUE((*first)->WaitForOtherWorkers(2, absl::Seconds(10)).ok());
+}
+
+// A server restarted in another mode on the same checkpoints (as
+// --allow_config_change permits) is followed by a running worker from its
+// next answer on: before, the worker pushed by the async rules it learned at
+// Init and the sync server dropped every push as stale.
+TEST(Cluster, AWorkerFollowsAServerRestartedInAnotherMode) {
+  const std::string dir =
+      absl::StrCat(::testing::TempDir(), "/cluster_mode_switch_", getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.shard.mode = server::ConsistencyMode::kAsync;
+  options.checkpoint_dir = dir;
+  auto async_server = server::PsServer::Start(options);
+  ASSERT_TRUE(async_server.ok()) << async_server.status();
+  const int port = (*async_server)->port();
+  Cluster cluster;
+  cluster.addresses = {absl::StrCat("127.0.0.1:", port)};
+  auto client = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Register().ok());
+  std::vector<float> theta = {0, 0, 0, 0};
+  ASSERT_TRUE((*client)->Init({{"w", {4}, false}}, theta).ok());
+  EXPECT_EQ((*client)->mode(), "async");
+  const std::vector<float> gradient = {1, 1, 1, 1};
+  // Steps far from the shard's version, as a worker deep into its run has.
+  uint64_t step = 100;
+  for (int i = 0; i < 3; ++i, ++step) {
+    ASSERT_TRUE(
+        (*client)->PushPull(step, 4, gradient, 0, absl::MakeSpan(theta)).ok());
+  }
+  ASSERT_TRUE((*async_server)->Drain().ok());
+  (*async_server)->Shutdown();
+  async_server->reset();
+
+  options.listen = absl::StrCat("127.0.0.1:", port);
+  options.shard.mode = server::ConsistencyMode::kSync;
+  options.allow_config_change = true;
+  auto sync_server = server::PsServer::Start(options);
+  ASSERT_TRUE(sync_server.ok()) << sync_server.status();
+  const uint64_t restored = (*sync_server)->shard().Status().version;
+  for (int i = 0; i < 6; ++i, ++step) {
+    ASSERT_TRUE(
+        (*client)->PushPull(step, 4, gradient, 0, absl::MakeSpan(theta)).ok());
+  }
+  EXPECT_EQ((*client)->mode(), "sync");
+  const server::ShardStatus status = (*sync_server)->shard().Status();
+  // At most the push sent before the first answer told the worker.
+  EXPECT_LE(status.pushes_stale, 1u);
+  EXPECT_GE(status.version, restored + 5);
+  std::filesystem::remove_all(dir);
 }
 
 class WireTest : public ::testing::Test {
@@ -346,6 +402,33 @@ TEST_F(WireTest, ASixteenMillionFloatModelTravelsInOneMessage) {
   std::memcpy(&last, pulled.values().data() + (kKeys - 1) * sizeof(float),
               sizeof(last));
   EXPECT_FLOAT_EQ(last, -0.1f);  // 0 − α·1 with the default α = 0.1
+}
+
+// The previous process of rank 0 ran on a node whose clock was an hour
+// ahead: a new process on a node with a right clock must still register and
+// replace it (the servers refuse older incarnations).
+TEST(Cluster, ARestartedWorkerRegistersWhateverItsNodesClockSays) {
+  Cluster cluster = StartCluster(2, 1, server::ConsistencyMode::kAsync);
+  worker::ClientOptions ahead = ClientFor(cluster, 0);
+  ahead.incarnation = static_cast<uint64_t>(
+      absl::ToUnixNanos(absl::Now() + absl::Hours(1)));
+  auto previous = worker::ParameterClient::Connect(ahead);
+  ASSERT_TRUE(previous.ok()) << previous.status();
+  ASSERT_TRUE((*previous)->Register().ok());
+
+  auto restarted = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  const absl::StatusOr<uint64_t> registered = (*restarted)->Register();
+  ASSERT_TRUE(registered.ok()) << registered.status();
+  EXPECT_GT((*restarted)->incarnation(), ahead.incarnation);
+  for (auto& server : cluster.servers) {
+    const server::ShardStatus status = server->shard().Status();
+    ASSERT_EQ(status.workers.size(), 1u);
+    EXPECT_EQ(status.workers[0].incarnation, (*restarted)->incarnation());
+  }
+  // The old process is the one refused now.
+  const absl::StatusOr<uint64_t> old = (*previous)->Register();
+  EXPECT_FALSE(old.ok()) << *old;
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
+#include <iostream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -201,6 +203,42 @@ TEST(Faults, SspNeverLetsTheFastestWorkerReadMoreThanStalenessClocksAhead) {
   EXPECT_TRUE(job.Finishes(0));
   EXPECT_TRUE(job.Finishes(1));
   EXPECT_EQ(job.Status().max_read_clock_gap(), 2u);
+}
+
+// The number before `label` in a worker's "finished: …" summary line.
+uint64_t SummaryCount(const std::string& log, const std::string& label) {
+  const size_t line = log.find("finished: ");
+  EXPECT_NE(line, std::string::npos) << log;
+  const size_t at = log.find(label, line);
+  EXPECT_NE(at, std::string::npos) << label << " missing in " << log;
+  if (line == std::string::npos || at == std::string::npos) return 0;
+  size_t start = log.rfind(' ', at - 2) + 1;
+  return std::strtoull(log.c_str() + start, nullptr, 10);
+}
+
+// Replies lost after the server applied the push (a fifth of them): the
+// retries are answered DUPLICATE, and the workers' summaries must still add
+// up to what the server applied.
+TEST(Faults, WorkersCountWhatTheServerDidWhenRepliesAreLost) {
+  Job job("lost_replies",
+          {"--mode=async",
+           "--inject_faults=seed=5,side=server,error=UNAVAILABLE:0.2,"
+           "methods=Push|PushPull"},
+          2, {"--model=softmax", "--epochs=1", "--eval_every=0.5"});
+  ASSERT_TRUE(job.Finishes(0)) << job.Log("worker-0");
+  ASSERT_TRUE(job.Finishes(1)) << job.Log("worker-1");
+  const ps::v1::StatusResponse status = job.Status();
+  const uint64_t applied =
+      SummaryCount(job.Log("worker-0"), "shard pushes applied") +
+      SummaryCount(job.Log("worker-1"), "shard pushes applied");
+  const uint64_t duplicate = SummaryCount(job.Log("worker-0"), "duplicate") +
+                             SummaryCount(job.Log("worker-1"), "duplicate");
+  std::cout << "server applied " << status.pushes_applied() << " and saw "
+            << status.pushes_duplicate() << " duplicates; workers report "
+            << applied << " applied, " << duplicate << " duplicate\n";
+  ASSERT_GT(status.pushes_duplicate(), 0u) << "no reply was lost";
+  EXPECT_EQ(applied, status.pushes_applied());
+  EXPECT_EQ(duplicate, 0u);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // application, exactly-once retries, parked pulls.
 #include "server/parameter_shard.h"
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -139,6 +140,38 @@ TEST(ParameterShard, InitRejectsShardMismatchWrongLengthAndNonFinite) {
   EXPECT_FALSE(shard.Status().initialized);
 }
 
+// A 30-byte request that declares a huge shape and carries no values must
+// be refused before anything the size of the shape is allocated: with the
+// cap raised to 2^40 keys, allocating first would ask for 4 TiB and throw.
+TEST(ParameterShard, InitChecksTheValuesBeforeAllocatingTheDeclaredShape) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 1);
+  options.max_keys_per_shard = common::kMaxKeys;
+  ParameterShard shard(options);
+  InitArgs args;
+  args.tensors = {{"w", {int64_t{1} << 40}, false}};
+  args.num_shards = 1;
+  const absl::StatusOr<InitResult> result = shard.Init(args);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result.status().message(), HasSubstr("carries 0"));
+  EXPECT_FALSE(shard.Status().initialized);
+}
+
+TEST(ParameterShard, InitRefusesAShardLargerThanMaxKeysPerShard) {
+  ShardOptions options = Options(ConsistencyMode::kAsync, 1);
+  options.max_keys_per_shard = 3;
+  ParameterShard shard(options);
+  InitArgs args;
+  args.tensors = Model();  // 4 keys
+  args.num_shards = 1;
+  const std::string values = Bytes({1, 2, 3, 4});
+  args.values = values;
+  const absl::StatusOr<InitResult> result = shard.Init(args);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result.status().message(), HasSubstr("4 keys"));
+  EXPECT_THAT(result.status().message(), HasSubstr("--max_keys_per_shard=3"));
+  EXPECT_FALSE(shard.Status().initialized);
+}
+
 TEST(ParameterShard, ShardsSplitTheKeySpaceAndSeeOnlyTheirSlice) {
   ShardOptions options = Options(ConsistencyMode::kAsync, 1);
   options.shard_index = 1;
@@ -269,6 +302,80 @@ TEST(ParameterShard, AsyncAppliesEachPushAtOnce) {
   ASSERT_TRUE(Push(shard, 0, 1, 0, {0, 1, 0, 0}).ok());
   EXPECT_THAT(Theta(shard), ElementsAre(0, 1, 3, 4));
   EXPECT_EQ(shard.Status().samples_applied, 2u);
+}
+
+// Finite gradients can still carry θ past the float range: such an update
+// is refused whole, so θ (and every checkpoint of it) stays finite.
+TEST(ParameterShard, AsyncRefusesAnUpdateThatWouldMakeThetaInfinite) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));  // α = 1
+  RegisterAll(shard, 1);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {0, -3e38f, 0, 0}).ok());
+  const std::vector<float> before = Theta(shard);
+  ASSERT_EQ(before[1], 3e38f);
+  const absl::StatusOr<PushResult> overflow =
+      Push(shard, 0, 2, 1, {1, -3e38f, 0, 0});
+  EXPECT_EQ(overflow.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(overflow.status().message(), HasSubstr("key 1"));
+  EXPECT_THAT(overflow.status().message(), HasSubstr("not finite"));
+  EXPECT_EQ(Theta(shard), before);  // key 0 untouched too: all or nothing
+  const ShardStatus status = shard.Status();
+  EXPECT_EQ(status.version, 1u);
+  EXPECT_EQ(status.pushes_rejected, 1u);
+  // The refused seq was not taken: the worker may push again with it.
+  EXPECT_EQ(Push(shard, 0, 2, 1, {1, 0, 0, 0})->outcome,
+            PushOutcome::kApplied);
+}
+
+TEST(ParameterShard, SyncDropsARoundWhoseUpdateWouldMakeThetaInfinite) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));  // α = 1
+  RegisterAll(shard, 2);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {0, -1.5e38f, 0, 0}).ok());
+  ASSERT_TRUE(Push(shard, 1, 1, 0, {0, -1.5e38f, 0, 0}).ok());
+  const std::vector<float> before = Theta(shard);
+  ASSERT_EQ(before[1], 1.5e38f);
+  ASSERT_TRUE(Push(shard, 0, 2, 1, {1, -2e38f, 0, 0}).ok());
+  const absl::StatusOr<PushResult> closing =
+      Push(shard, 1, 2, 1, {1, -2e38f, 0, 0});
+  ASSERT_TRUE(closing.ok()) << closing.status();
+  // The round is over (no worker waits for it) but changed nothing.
+  EXPECT_EQ(closing->version, 2u);
+  EXPECT_EQ(Theta(shard), before);
+  const ShardStatus status = shard.Status();
+  EXPECT_EQ(status.pushes_rejected, 2u);
+  EXPECT_EQ(status.pushes_applied, 2u);
+  EXPECT_EQ(status.samples_applied, 2u);
+}
+
+// Most updates are cleared by a bound on |θ| instead of a second pass over
+// θ: creeping up on the float range, the push that would cross it is still
+// the one refused.
+TEST(ParameterShard, AsyncThetaCreepingTowardTheFloatRangeStaysFinite) {
+  ParameterShard shard(Options(ConsistencyMode::kAsync, 1));  // α = 1
+  RegisterAll(shard, 1);
+  InitShard(shard, {0, 0, 0, 0});
+  uint64_t seq = 1;
+  for (; seq <= 6; ++seq) {
+    ASSERT_TRUE(Push(shard, 0, seq, seq, {0, -5e37f, 0, 0}).ok()) << seq;
+  }
+  const float before = Theta(shard)[1];
+  EXPECT_GT(before, 2.9e38f);
+  EXPECT_EQ(Push(shard, 0, seq, seq, {0, -5e37f, 0, 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Theta(shard)[1], before);
+}
+
+// Batch-weighted sums of finite gradients can overflow to +inf and -inf,
+// and their sum to NaN: no such mean reaches θ.
+TEST(ParameterShard, SyncNeverAppliesAMeanThatOverflowedToNan) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  RegisterAll(shard, 2);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {3e38f, 0, 0, 0}, 64).ok());
+  ASSERT_TRUE(Push(shard, 1, 1, 0, {-3e38f, 0, 0, 0}, 64).ok());
+  EXPECT_EQ(shard.Status().version, 1u);
+  for (float v : Theta(shard)) EXPECT_TRUE(std::isfinite(v)) << v;
 }
 
 TEST(ParameterShard, ARetriedPushIsAcknowledgedButAppliedOnce) {

@@ -151,6 +151,17 @@ TEST(Recovery, PsctlNamesAnUnreachableServer) {
                      ::testing::TempDir() + "/psctl_down.log");
   EXPECT_TRUE(ExitedWith(down, 1));
   EXPECT_THAT(down.output, HasSubstr("127.0.0.1:1"));
+  // Every command alike: export too (2 is for usage errors).
+  Outcome export_down = RunBinary(
+      {"psctl", "export", "--servers=127.0.0.1:1", "--timeout=1s",
+       absl::StrCat("--out=", ::testing::TempDir(), "/psctl_down.theta")},
+      ::testing::TempDir() + "/psctl_export_down.log");
+  EXPECT_TRUE(ExitedWith(export_down, 1)) << export_down.output;
+  EXPECT_THAT(export_down.output, HasSubstr("127.0.0.1:1"));
+  Outcome usage = RunBinary({"psctl", "export", "--servers=127.0.0.1:1"},
+                            ::testing::TempDir() + "/psctl_usage.log");
+  EXPECT_TRUE(ExitedWith(usage, 2)) << usage.output;
+  EXPECT_THAT(usage.output, HasSubstr("--out"));
 }
 
 TEST(Recovery, BadCheckpointDirectoriesStopTheServerWithOneClearLine) {

@@ -124,6 +124,44 @@ TEST(Scenario, RejectsAProcessThatDoesNotExist) {
                  "worker 5 does not exist");
 }
 
+// A nested list used to end the targets silently: [worker 0, [worker 1],
+// bogus 99] targeted worker 0 alone.
+TEST(Scenario, RejectsATargetListWithAnItemThatIsNotAProcessName) {
+  ExpectRejected("  - at: 1s\n    kill: [worker 0, [worker 1], bogus 99]\n", 7,
+                 "each item of kill must be one process name");
+  ExpectRejected("  - at: 1s\n    kill:\n      - worker 0\n      - {a: 1}\n",
+                 9, "each item of kill must be one process name");
+  ExpectRejected("  - at: 1s\n    kill: [worker 0, bogus 99]\n", 7,
+                 "'bogus 99' in kill is not a process");
+}
+
+// Only one document used to be read: a second one, whatever it said, was
+// ignored without a word.
+TEST(Scenario, RejectsASecondYamlDocument) {
+  ExpectRejected("  - at: 1s\n    kill: worker 0\n---\nfaults:\n"
+                 "  - at: 2s\n    kill: worker 9\n",
+                 8, "holds a second YAML document");
+  ExpectRejected("  - at: 1s\n    kill: worker 0\n---\n", 8,
+                 "holds a second YAML document");
+  // One document that starts with the marker is fine.
+  EXPECT_TRUE(ParseScenario(std::string("---\n") + kCluster +
+                                "  - at: 1s\n    kill: worker 0\n",
+                            "one.yaml")
+                  .ok());
+}
+
+TEST(Scenario, RejectsATriggerThatCanNeverFire) {
+  ExpectRejected("  - at: inf epoch\n    kill: worker 0\n", 6,
+                 "is neither a time");
+  ExpectRejected("  - at: nan epoch\n    kill: worker 0\n", 6,
+                 "is neither a time");
+  ExpectRejected("  - at: 1e400 epoch\n    kill: worker 0\n", 6,
+                 "is neither a time");
+  // kCluster runs the default 3 epochs.
+  ExpectRejected("  - at: 3.5 epoch\n    kill: worker 0\n", 6,
+                 "after the run's 3 epochs");
+}
+
 TEST(Scenario, RejectsTimesOutOfOrder) {
   ExpectRejected(
       "  - at: 10s\n    kill: worker 0\n  - at: 5s\n    kill: worker 1\n", 8,

@@ -30,6 +30,28 @@ TEST(TensorSpec, ValidationRejectsEmptyDuplicateAndNonPositive) {
               HasSubstr("no dimensions"));
 }
 
+// 16777232 · 1099510579201 = 2^64 + 16: a product that wraps to 16 must not
+// pass for a 16-key tensor.
+TEST(TensorSpec, ValidationRejectsAShapeWhoseProductOverflows) {
+  const absl::Status wrapped =
+      ValidateTensorSpecs({{"w", {16777232, 1099510579201}, false}});
+  EXPECT_EQ(wrapped.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrapped.message(), HasSubstr("more than 2^40"));
+  EXPECT_THAT(wrapped.message(), HasSubstr("'w'"));
+  // Three dimensions that each pass alone, whose product is 2^60.
+  EXPECT_FALSE(ValidateTensorSpecs(
+                   {{"w", {int64_t{1} << 20, int64_t{1} << 20,
+                           int64_t{1} << 20}, false}})
+                   .ok());
+  // Tensors that each pass, whose sum passes 2^40.
+  EXPECT_FALSE(ValidateTensorSpecs({{"a", {int64_t{1} << 40}, false},
+                                    {"b", {1}, false}})
+                   .ok());
+  EXPECT_TRUE(ValidateTensorSpecs({{"a", {int64_t{1} << 20,
+                                          int64_t{1} << 20}, false}})
+                  .ok());
+}
+
 TEST(TensorSpec, DescribeDifferenceNamesTheTensor) {
   EXPECT_EQ(DescribeDifference(Softmax(), Softmax()), "");
   std::vector<TensorSpec> other = Softmax();

@@ -1,6 +1,10 @@
 #include "common/theta_file.h"
 
+#include <cstdint>
+#include <limits>
 #include <string>
+
+#include "zlib.h"
 
 #include "gtest/gtest.h"
 
@@ -61,6 +65,61 @@ TEST(ThetaFile, RoundTripsThetaOptimizerStateWorkersAndTheOpenRound) {
       DecodeThetaFile(EncodeThetaFile(original), "test");
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   ExpectSame(original, *decoded);
+}
+
+TEST(ThetaFile, RoundTripsTheRuleSettings) {
+  ThetaFile original = SmallCheckpoint();
+  RuleSettings rules;
+  rules.update.learning_rate = 0.25f;
+  rules.update.l2 = 1e-3f;
+  rules.update.l1 = 2e-4f;
+  rules.update.clip_min = -2.0f;
+  rules.update.nonnegative = true;
+  rules.update.max_norm = 9.0f;
+  rules.update.penalty_beta = 0.5f;
+  rules.sync_quorum = 3;
+  rules.staleness = 2;
+  original.rules = rules;
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(EncodeThetaFile(original), "rules");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_TRUE(decoded->rules.has_value());
+  const UpdateOptions& u = decoded->rules->update;
+  EXPECT_EQ(u.learning_rate, 0.25f);
+  EXPECT_EQ(u.l2, 1e-3f);
+  EXPECT_EQ(u.l1, 2e-4f);
+  EXPECT_EQ(u.clip_min, -2.0f);
+  EXPECT_EQ(u.clip_max, std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(u.nonnegative);
+  EXPECT_EQ(u.max_norm, 9.0f);
+  EXPECT_EQ(u.penalty_beta, 0.5f);
+  EXPECT_EQ(decoded->rules->sync_quorum, 3u);
+  EXPECT_EQ(decoded->rules->staleness, 2u);
+  // An export records none.
+  decoded = DecodeThetaFile(EncodeThetaFile(SmallCheckpoint()), "none");
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_FALSE(decoded->rules.has_value());
+}
+
+// Files written before the rule settings were recorded (format 1: magic
+// PSTHETA1, no settings) still restore.
+TEST(ThetaFile, AFormatOneFileStillReads) {
+  std::string bytes = EncodeThetaFile(SmallCheckpoint());
+  // Format 2 without settings is format 1 plus one zero byte before the
+  // checksum.
+  bytes.resize(bytes.size() - sizeof(uint32_t));
+  ASSERT_EQ(bytes.back(), '\0');
+  bytes.pop_back();
+  ASSERT_EQ(bytes.substr(0, 8), "PSTHETA2");
+  bytes[7] = '1';
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()),
+            static_cast<uInt>(bytes.size())));
+  bytes.append(reinterpret_cast<const char*>(&crc), sizeof(crc));
+  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(bytes, "v1");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(*decoded, SmallCheckpoint());
+  EXPECT_FALSE(decoded->rules.has_value());
 }
 
 TEST(ThetaFile, RoundTripsThroughDisk) {

@@ -39,6 +39,7 @@ ps::v1::PullResponse Typed(const PullResult& pulled) {
   typed.set_key_begin(pulled.keys.begin);
   typed.set_key_end(pulled.keys.end);
   typed.set_values(pulled.values);
+  typed.set_mode(ModeToProto(pulled.mode));
   return typed;
 }
 

@@ -1,5 +1,6 @@
 // psctl: the operator's view of a running job.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -159,6 +160,14 @@ int Checkpoint() {
   return exit_code;
 }
 
+// Export's failures that are the servers' or the file's, not the command
+// line's: exit 1 like every other command (2 is for usage errors).
+[[noreturn]] void ExportFailed(absl::string_view message) {
+  std::fprintf(stderr, "psctl: %.*s\n", static_cast<int>(message.size()),
+               message.data());
+  std::exit(1);
+}
+
 // Reads every shard's slice (as it is now) into one file.
 int Export() {
   const std::string out = absl::GetFlag(FLAGS_out);
@@ -178,7 +187,7 @@ int Export() {
       rpc = Call(server, &ps::v1::ParameterServer::Stub::Pull, &pulled);
     }
     if (!rpc.ok()) {
-      ps::common::Die(absl::StrCat(server.address, ": ", rpc.error_message()));
+      ExportFailed(absl::StrCat(server.address, ": ", rpc.error_message()));
     }
     const std::vector<ps::common::TensorSpec> tensors =
         ps::rpc::FromProto(status.tensors());
@@ -190,13 +199,13 @@ int Export() {
     } else if (std::string diff =
                    ps::common::DescribeDifference(model.tensors, tensors);
                !diff.empty()) {
-      ps::common::Die(absl::StrCat(server.address,
+      ExportFailed(absl::StrCat(server.address,
                                    " holds another model than the first "
                                    "server: ",
                                    diff));
     }
     if (pulled.key_begin() != model.values.size()) {
-      ps::common::Die(absl::StrCat(
+      ExportFailed(absl::StrCat(
           server.address, " holds keys from ", pulled.key_begin(),
           " but the servers before it end at ", model.values.size(),
           ": list --servers in shard order"));
@@ -204,20 +213,24 @@ int Export() {
     model.version = std::min(model.version, pulled.version());
     const size_t begin = model.values.size();
     model.values.resize(pulled.key_end());
-    ps::common::DieIfError(
-        ps::common::BytesToFloats(
+    if (absl::Status copied = ps::common::BytesToFloats(
             pulled.values(), absl::MakeSpan(model.values).subspan(begin),
-            absl::StrCat("the values of ", server.address)),
-        "export");
+            absl::StrCat("the values of ", server.address));
+        !copied.ok()) {
+      ExportFailed(copied.message());
+    }
   }
   if (model.values.size() != ps::common::NumKeys(model.tensors)) {
-    ps::common::Die(absl::StrCat("the servers hold ", model.values.size(),
+    ExportFailed(absl::StrCat("the servers hold ", model.values.size(),
                                  " of the model's ",
                                  ps::common::NumKeys(model.tensors),
                                  " keys: is a shard missing from --servers?"));
   }
   model.keys = {0, model.values.size()};
-  ps::common::DieIfError(ps::common::WriteThetaFile(out, model), "export");
+  if (absl::Status written = ps::common::WriteThetaFile(out, model);
+      !written.ok()) {
+    ExportFailed(written.message());
+  }
   std::printf("wrote %s: %zu tensors, %zu values, version %llu\n", out.c_str(),
               model.tensors.size(), model.values.size(),
               static_cast<unsigned long long>(model.version));

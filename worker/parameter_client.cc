@@ -83,7 +83,41 @@ grpc::Status ParameterClient::RegisterShard(
                             });
 }
 
+absl::Status ParameterClient::ChooseIncarnation() {
+  // The clock alone would do if clocks agreed; a node whose clock is behind
+  // would then pick an incarnation below its predecessor's and be refused.
+  // So: above every incarnation the servers hold for this id.
+  uint64_t known = 0;
+  for (Shard& shard : shards_) {
+    ps::v1::StatusResponse status;
+    grpc::Status got = rpc::CallWithRetry(
+        options_.retry, absl::StrCat("Status of ", shard.address),
+        [&](grpc::ClientContext& context) {
+          return shard.stub->Status(&context, ps::v1::StatusRequest(),
+                                    &status);
+        });
+    if (!got.ok()) return rpc::FromGrpcStatus(got);
+    for (const ps::v1::WorkerStatus& worker : status.workers()) {
+      if (worker.worker_id() == options_.worker_id) {
+        known = std::max(known, worker.incarnation());
+      }
+    }
+  }
+  const uint64_t clock = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  options_.incarnation = std::max(clock, known + 1);
+  if (known >= clock) {
+    spdlog::warn("worker {}: the servers hold incarnation {}, ahead of this "
+                 "node's clock; registering as {}",
+                 options_.worker_id, known, options_.incarnation);
+  }
+  incarnation_chosen_ = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> ParameterClient::Register() {
+  if (!incarnation_chosen_) {
+    if (absl::Status chosen = ChooseIncarnation(); !chosen.ok()) return chosen;
+  }
   std::vector<ps::v1::RegisterResponse> responses(shards_.size());
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
@@ -205,10 +239,8 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
   if (options.servers.empty()) {
     return absl::InvalidArgumentError("no servers given");
   }
-  if (options.incarnation == 0) {
-    options.incarnation = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
-  }
   std::unique_ptr<ParameterClient> client(new ParameterClient(options));
+  client->incarnation_chosen_ = options.incarnation != 0;
   for (const std::string& address : options.servers) {
     if (address.empty() || address.find(':') == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -262,7 +294,10 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
 
   ClusterInfo info;
   info.mode = responses[0].mode();
-  sync_rounds_ = info.mode == "sync";
+  mode_ = info.mode == "sync"    ? ps::v1::MODE_SYNC
+          : info.mode == "ssp"   ? ps::v1::MODE_SSP
+          : info.mode == "async" ? ps::v1::MODE_ASYNC
+                                 : ps::v1::MODE_UNSPECIFIED;
   info.expected_workers = responses[0].expected_workers();
   info.version = responses[0].version();
   for (uint32_t i = 0; i < num_shards; ++i) {
@@ -334,6 +369,7 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
                            std::string(rpc::CordOf(answer)))) {
       status = Unparsable(shard.response.push());
     }
+    if (status.ok()) LearnMode(shard, shard.response.push().mode());
     error.Record(shard.address, status);
   });
   CountPushes();
@@ -383,7 +419,7 @@ void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
   request->set_worker_id(options_.worker_id);
   // Sync: each shard's next round, so shards that fell out of step (one
   // restored from an older checkpoint) each keep their own rounds.
-  request->set_min_version(sync_rounds_ && shard.pulled
+  request->set_min_version(sync_rounds() && shard.pulled
                                ? shard.pulled_version + 1
                                : min_version);
   request->set_clock(clock);
@@ -399,6 +435,7 @@ absl::Status ParameterClient::TakePulled(Shard& shard,
     return copied;
   }
   const ps::v1::PullResponse& pulled = shard.response.pull();
+  LearnMode(shard, pulled.mode());
   if (shard.pulled && pulled.version() < shard.pulled_version) {
     spdlog::warn("{} went back from version {} to {}: {} updates lost "
                  "(the server restarted from a checkpoint)",
@@ -449,10 +486,17 @@ std::string ParameterClient::GradientBytes(const Shard& shard,
 grpc::Status ParameterClient::CallPushing(
     Shard& shard, const char* what,
     const std::function<grpc::Status(grpc::ClientContext&)>& attempt) {
-  // A retry carries the same seq, so the server applies it at most once.
+  // A retry carries the same seq, so the server applies it at most once;
+  // counting the attempts tells CountPushes what a DUPLICATE means.
+  shard.push_attempts = 0;
+  shard.push_answered = false;
+  auto counted = [&](grpc::ClientContext& context) {
+    ++shard.push_attempts;
+    return attempt(context);
+  };
   auto call = [&] {
     return rpc::CallWithRetry(options_.retry,
-                              absl::StrCat(what, shard.address), attempt);
+                              absl::StrCat(what, shard.address), counted);
   };
   grpc::Status status = call();
   if (NeedsReRegistration(status)) {
@@ -465,19 +509,57 @@ grpc::Status ParameterClient::CallPushing(
       status = call();
     }
   }
+  shard.push_answered = status.ok();
   return status;
+}
+
+namespace {
+const char* ModeName(ps::v1::ConsistencyMode mode) {
+  switch (mode) {
+    case ps::v1::MODE_SYNC:
+      return "sync";
+    case ps::v1::MODE_ASYNC:
+      return "async";
+    case ps::v1::MODE_SSP:
+      return "ssp";
+    default:
+      return "unknown";
+  }
+}
+}  // namespace
+
+std::string ParameterClient::mode() const { return ModeName(mode_.load()); }
+
+void ParameterClient::LearnMode(const Shard& shard,
+                                ps::v1::ConsistencyMode mode) {
+  // An older server does not say: keep what Init reported.
+  if (mode == ps::v1::MODE_UNSPECIFIED) return;
+  const ps::v1::ConsistencyMode was = mode_.exchange(mode);
+  if (was != mode) {
+    spdlog::warn("{} now runs in {} mode (it was {}): pushing and pulling "
+                 "by its rules from now on",
+                 shard.address, ModeName(mode), ModeName(was));
+  }
 }
 
 void ParameterClient::CountPushes() {
   for (size_t i = 0; i < shards_.size(); ++i) {
     if (shards_[i].reregistered) ++push_counts_.reregistered;
     shards_[i].reregistered = false;
+    // A push that failed has no outcome (the response is the last one's).
+    if (!shards_[i].push_answered) continue;
     switch (shards_[i].response.push().outcome()) {
       case ps::v1::PushResponse::STALE:
         ++push_counts_.stale;
         break;
       case ps::v1::PushResponse::DUPLICATE:
-        ++push_counts_.duplicate;
+        // This seq was new to this call: a DUPLICATE after more than one
+        // attempt means an earlier attempt got there and its reply was lost.
+        if (shards_[i].push_attempts > 1) {
+          ++push_counts_.applied_or_accepted;
+        } else {
+          ++push_counts_.duplicate;
+        }
         break;
       default:
         ++push_counts_.applied_or_accepted;

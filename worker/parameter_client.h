@@ -27,8 +27,11 @@ struct ClientOptions {
   // host:port of every shard, in shard order.
   std::vector<std::string> servers;
   uint32_t worker_id = 0;
-  // Distinguishes this process from earlier ones with the same worker_id.
-  // Default: 0 (Connect picks one from the clock)
+  // Distinguishes this process from earlier ones with the same worker_id;
+  // servers refuse an incarnation older than the one they hold. Default: 0
+  // (the first Register picks one above every incarnation the servers know
+  // for this id, and above the clock: a process rescheduled onto a node
+  // whose clock is behind still replaces its predecessor)
   uint64_t incarnation = 0;
   rpc::RetryPolicy retry;
 };
@@ -45,11 +48,17 @@ struct PullInfo {
   uint64_t samples_applied = 0;  // as counted by shard 0
 };
 
+// What the servers did with this worker's pushes, one count per shard push
+// (a push sent again after a lost reply counts once, as what its first
+// arrival did).
 struct PushCounts {
-  uint64_t applied_or_accepted = 0;  // per shard
-  uint64_t stale = 0;                // dropped: the sync round had closed
-  uint64_t duplicate = 0;            // a retry the server had already
-  uint64_t reregistered = 0;         // a lease had expired meanwhile
+  // Applied, or held for the open sync round; also a push answered
+  // DUPLICATE after it was sent more than once: the server took an earlier
+  // attempt whose reply was lost.
+  uint64_t applied_or_accepted = 0;
+  uint64_t stale = 0;         // dropped: the sync round had closed
+  uint64_t duplicate = 0;     // the server had it before this call sent it
+  uint64_t reregistered = 0;  // a lease had expired meanwhile
 };
 
 // Talks to every server shard of one job, in parallel, with deadlines and
@@ -108,6 +117,11 @@ class ParameterClient {
 
   const PushCounts& push_counts() const { return push_counts_; }
 
+  // The servers' consistency mode ("sync", "async", "ssp") as the latest
+  // answer said it: Init's at first, then every Pull, Push and PushPull
+  // answer's (a server restarted in another mode is followed).
+  std::string mode() const;
+
   size_t num_shards() const { return shards_.size(); }
   uint64_t incarnation() const { return options_.incarnation; }
 
@@ -129,9 +143,16 @@ class ParameterClient {
     // The last push had to register again (one flag per shard: the shards'
     // calls run on different threads).
     bool reregistered = false;
+    // The last push's attempts (same seq each time), and whether it was
+    // answered at all.
+    uint32_t push_attempts = 0;
+    bool push_answered = false;
   };
 
   explicit ParameterClient(ClientOptions options);
+  // Picks this process's incarnation (see ClientOptions::incarnation) from
+  // the servers' Status, once, before the first registration.
+  absl::Status ChooseIncarnation();
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
   void HeartbeatLoop(absl::Duration interval);
   void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
@@ -159,10 +180,16 @@ class ParameterClient {
 
  private:
   ClientOptions options_;
+  bool incarnation_chosen_ = false;  // given, or picked by ChooseIncarnation
   std::vector<Shard> shards_;
   // Runs the per-shard halves of Pull, Push and PushPull in parallel.
   std::unique_ptr<common::ThreadTeam> team_;
-  bool sync_rounds_ = false;
+  // Follows every answer's mode (LearnMode); read and written by the
+  // shards' threads at once.
+  std::atomic<ps::v1::ConsistencyMode> mode_{ps::v1::MODE_UNSPECIFIED};
+  bool sync_rounds() const { return mode_.load() == ps::v1::MODE_SYNC; }
+  // Takes the mode a server answered with; logs when it changed.
+  void LearnMode(const Shard& shard, ps::v1::ConsistencyMode mode);
   uint64_t next_seq_ = 1;
   PushCounts push_counts_;
   std::atomic<uint64_t> reregistrations_{0};

@@ -98,7 +98,6 @@ absl::Status Trainer::Run() {
                  cluster->expected_workers, workers);
   }
   const bool sync = mode_ == "sync";
-  const bool ssp = mode_ == "ssp";
 
   // An epoch is one pass over each worker's whole shard, the last batch
   // holding what is left. Every worker takes the same number of steps (shards
@@ -135,9 +134,11 @@ absl::Status Trainer::Run() {
   // servers had open at Init); a worker that fell behind gets the newest θ
   // at once and catches up. SSP: wait until the slowest live worker is
   // within the staleness bound of this worker's clock (its pushes so far).
-  // Async: any θ will do.
+  // Async: any θ will do. The client follows the mode every answer says
+  // (a server may be restarted in another), so the clock always goes out:
+  // servers not in SSP mode ignore it.
   auto min_version = [&] { return sync ? cluster->version : 0; };
-  auto clock = [&](uint64_t step) { return ssp ? step : 0; };
+  auto clock = [&](uint64_t step) { return step; };
   absl::StatusOr<PullInfo> pulled = client_->Pull(
       min_version(), absl::MakeSpan(theta_), clock(first_step));
   if (!pulled.ok()) return pulled.status();
@@ -309,8 +310,8 @@ absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
       "\"workers\":%d,\"servers\":%d,\"max_step_s\":%.4f}",
       elapsed, epoch, step, version, evaluation.accuracy,
       evaluation.mean_loss, train_loss, samples_per_s, samples_applied,
-      options_.model_name, mode_, options_.num_workers, client_->num_shards(),
-      longest_step);
+      options_.model_name, client_->mode(), options_.num_workers,
+      client_->num_shards(), longest_step);
   spdlog::info("epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
                "({:.0f} samples/s)",
                epoch, step, evaluation.accuracy, evaluation.mean_loss,

@@ -1,6 +1,8 @@
 #include "tools/chaos/scenario.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -207,7 +209,12 @@ class Parser {
       }
     } else if (node.IsSequence()) {
       for (const YAML::Node& item : node) {
-        if (!item.IsScalar()) break;
+        if (!item.IsScalar()) {
+          return Error(item, absl::StrCat("each item of ", key,
+                                          " must be one process name like "
+                                          "'worker 2', not a list or a "
+                                          "mapping"));
+        }
         words.push_back(item.Scalar());
       }
     }
@@ -269,8 +276,9 @@ class Parser {
         absl::ConsumeSuffix(&rest, "epochs") ||
         absl::ConsumeSuffix(&rest, "epoch")) {
       trigger.unit = Trigger::Unit::kEpoch;
+      // inf would never be reached and NaN never compares: both never fire.
       if (absl::SimpleAtod(absl::StripAsciiWhitespace(rest), &trigger.value) &&
-          trigger.value >= 0) {
+          std::isfinite(trigger.value) && trigger.value >= 0) {
         return trigger;
       }
     } else if (absl::Duration d; absl::ParseDuration(text, &d) &&
@@ -405,6 +413,12 @@ class Parser {
     absl::StatusOr<Trigger> at = At(node["at"]);
     if (!at.ok()) return at.status();
     fault.at = *at;
+    if (fault.at.unit == Trigger::Unit::kEpoch &&
+        fault.at.value > cluster.epochs) {
+      return Error(node["at"], absl::StrCat(
+          "at ", fault.at.ToString(), " is after the run's ", cluster.epochs,
+          " epochs: the fault would never fire"));
+    }
     for (const auto& kv : node) {
       auto it = kParameterAction.find(kv.first.Scalar());
       if (it != kParameterAction.end() && it->second != action) {
@@ -587,6 +601,26 @@ class Parser {
   std::string file_;
 };
 
+// The zero-based line of the '---' that starts `document` in `text`: the
+// last marker before its first node (an empty document has no position of
+// its own: the last marker in the file).
+int DocumentStartLine(const std::string& text, const YAML::Node& document) {
+  const int content = document.IsNull() || document.Mark().line < 0
+                          ? std::numeric_limits<int>::max()
+                          : document.Mark().line;
+  int marker = content == std::numeric_limits<int>::max() ? 0 : content;
+  int line = 0;
+  for (absl::string_view row : absl::StrSplit(text, '\n')) {
+    if (line > content) break;
+    if (absl::StartsWith(row, "---") &&
+        (row.size() == 3 || absl::ascii_isspace(row[3]))) {
+      marker = line;
+    }
+    ++line;
+  }
+  return marker;
+}
+
 }  // namespace
 
 absl::StatusOr<Scenario> ParseScenario(const std::string& text,
@@ -595,7 +629,16 @@ absl::StatusOr<Scenario> ParseScenario(const std::string& text,
   YAML::Node root;
   // yaml-cpp reports syntax errors by exception; they stop here.
   try {
-    root = YAML::Load(text);
+    // Every document, not just the first: a second one would otherwise be
+    // ignored without a word, faults and all.
+    const std::vector<YAML::Node> documents = YAML::LoadAll(text);
+    if (documents.size() > 1) {
+      return parser.Error(
+          DocumentStartLine(text, documents[1]),
+          "the file holds a second YAML document (after '---'); a scenario "
+          "is one document: remove the marker or move its faults up");
+    }
+    if (!documents.empty()) root = documents[0];
   } catch (const YAML::Exception& e) {
     return parser.Error(e.mark.line, absl::StrCat("not valid YAML: ", e.msg));
   }
