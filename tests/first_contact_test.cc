@@ -201,13 +201,15 @@ TEST(FirstContact, AWorkerWithTheServersOutOfOrderNeverCountsAsAMember) {
        absl::StrCat("--servers=", servers.address(1), ",", servers.address(0)),
        "--rank=0", flags[0], flags[1]},
       dir + "/wrong.out", absl::Seconds(60));
-  EXPECT_FALSE(ExitedWith(wrong, 0)) << wrong.output;
+  EXPECT_TRUE(ExitedWith(wrong, 2)) << wrong.output;
   EXPECT_THAT(wrong.output, HasSubstr("list the servers in shard order"));
+  EXPECT_EQ(std::count(wrong.output.begin(), wrong.output.end(), '\n'), 1)
+      << wrong.output;
   Outcome short_list = RunBinary(
       {"ps_worker", absl::StrCat("--servers=", servers.address(0)), "--rank=0",
        flags[0], flags[1]},
       dir + "/short.out", absl::Seconds(60));
-  EXPECT_FALSE(ExitedWith(short_list, 0)) << short_list.output;
+  EXPECT_TRUE(ExitedWith(short_list, 2)) << short_list.output;
   EXPECT_THAT(short_list.output,
               HasSubstr("--servers lists 1 server but " + servers.address(0) +
                         " is shard 0 of 2"));

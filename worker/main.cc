@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -186,6 +187,11 @@ int main(int argc, char** argv) {
       spdlog::warn("received {}: {}", strsignal(signal),
                    std::string(trained.message()));
       return 128 + signal;
+    }
+    if (!trainer.started() && (absl::IsFailedPrecondition(trained) ||
+                               absl::IsInvalidArgument(trained))) {
+      // The servers answered, and this worker cannot be one of theirs.
+      Die(absl::StrCat("cannot start: ", trained.message()));
     }
     spdlog::error("training failed: {}", trained.ToString());
     return 1;

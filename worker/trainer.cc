@@ -175,6 +175,7 @@ absl::Status Trainer::Run() {
   // samples_per_s counts from here: a restarted rank 0 must not credit
   // itself with what the job applied before it came.
   samples_at_start_ = pulled->samples_applied;
+  started_ = true;
   double step_start = NowSeconds();
   // Rank 0 evaluates on a thread of its own: an evaluation no longer stalls
   // its steps (nor, in sync mode, everyone's rounds). Each line's time is

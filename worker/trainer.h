@@ -65,6 +65,9 @@ class Trainer {
   // Run found every worker of the job finished on every server, and
   // returned at once without registering.
   bool found_job_complete() const { return found_job_complete_; }
+  // Run got as far as its first step: a failure before that is a failure
+  // to start (the servers' layout or model disagrees with this worker's).
+  bool started() const { return started_; }
 
   // θ as last pulled (after Run: the final θ).
   const std::vector<float>& theta() const { return theta_; }
@@ -103,6 +106,7 @@ class Trainer {
   Evaluation last_evaluation_;
   std::string mode_;  // as the servers reported it
   bool found_job_complete_ = false;
+  bool started_ = false;
   double start_seconds_ = 0;
   // Examples the servers had applied when this process started training.
   uint64_t samples_at_start_ = 0;
