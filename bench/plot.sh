@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # Plots ps_bench transfer's JSON lines (jq + gnuplot from Debian):
-#   bench/plot.sh RESULTS.jsonl OUT_DIR
+#   bench/plot.sh RESULTS.jsonl [OUT_DIR]
+# OUT_DIR (default out/plots; created if missing; `bench` redraws the
+# committed plots):
 # OUT_DIR/transfer_by_size.png: GB/s against payload size, 1 worker x 1 server
 # OUT_DIR/transfer_by_shape.png: pushpull GB/s against workers, per server
 #   count, at the size given as SIZE (floats; default 1048576)
 set -euo pipefail
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  echo "usage: bench/plot.sh RESULTS.jsonl [OUT_DIR]   (e.g. bench/results/transfer.jsonl)" >&2
+  exit 2
+fi
 results=$1
-out=${2:-bench}
+out=${2:-out/plots}
 size=${SIZE:-1048576}
+if [ ! -r "$results" ]; then
+  echo "plot.sh: cannot read $results (from the repository root the committed results are bench/results/transfer.jsonl)" >&2
+  exit 2
+fi
+# gnuplot writes the PNG to the terminal when its output file cannot be
+# opened: make sure it can.
+mkdir -p "$out"
+if [ ! -w "$out" ]; then
+  echo "plot.sh: cannot write to $out" >&2
+  exit 2
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

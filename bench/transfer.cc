@@ -201,7 +201,7 @@ absl::Status MeasureSize(const TransferOptions& options,
                         std::min(options.duration, absl::Milliseconds(300)));
 
   workers->clear();  // closes connections before the servers stop
-  for (const std::string& problem : cluster.Stop(absl::Seconds(10))) {
+  for (const std::string& problem : cluster.Stop(absl::Seconds(10)).problems) {
     spdlog::warn("{} while stopping", problem);
   }
   for (common::ClusterProcess& p : cluster.processes()) {

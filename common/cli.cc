@@ -1,20 +1,28 @@
 #include "common/cli.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <optional>
 
 #include <fcntl.h>
 #include <malloc.h>
 #include <unistd.h>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 
@@ -35,6 +43,78 @@ void DisableMutexDeadlockDetection() {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 }
 
+namespace {
+
+// absl's parser exits with status 1 on an unknown flag or a bad value (and
+// says only "Illegal value '5'" for a duration without its unit), where
+// every other start-up error exits 2. So the command line, and the
+// flagfiles it names, are checked here first with absl's own parsers.
+void CheckFlags(const std::vector<std::string>& args, int depth) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (arg == "--") return;  // the rest are positional
+    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) {
+      continue;
+    }
+    const size_t equals = arg.find('=');
+    const std::string name(arg.substr(0, equals));
+    if (name.empty()) continue;  // "-" alone is an argument
+    std::optional<std::string> value;
+    if (equals != absl::string_view::npos) {
+      value = std::string(arg.substr(equals + 1));
+    }
+    // absl's parser handles these itself (some are no registered flags).
+    if (absl::StartsWith(name, "help") || name == "version" ||
+        name == "only_check_args" || name == "undefok" || name == "fromenv" ||
+        name == "tryfromenv") {
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no") && !value) {
+      // --noflag sets a bool flag to false.
+      absl::CommandLineFlag* negated =
+          absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>()) continue;
+    }
+    if (flag == nullptr) {
+      Die(absl::StrCat("Unknown command line flag '", name, "' (see --help)"));
+    }
+    if (!value) {
+      if (flag->IsOfType<bool>()) continue;
+      if (i + 1 == args.size()) {
+        Die(absl::StrCat("--", name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    if (name == "flagfile") {
+      for (absl::string_view path : absl::StrSplit(*value, ',')) {
+        std::ifstream in{std::string(path)};
+        if (!in) Die(absl::StrCat("cannot read --flagfile=", path));
+        std::vector<std::string> lines;
+        for (std::string line; std::getline(in, line);) {
+          absl::string_view text = absl::StripAsciiWhitespace(line);
+          if (!text.empty() && text[0] != '#') lines.emplace_back(text);
+        }
+        if (depth < 4) CheckFlags(lines, depth + 1);
+      }
+      continue;
+    }
+    std::string error;
+    // Sets the value too; absl's parser sets every flag again, in order.
+    if (!flag->ParseFrom(*value, &error)) {
+      double number = 0;
+      if (flag->IsOfType<absl::Duration>() &&
+          absl::SimpleAtod(*value, &number)) {
+        Die(absl::StrCat("--", name, "=", *value,
+                         " needs a unit, as in 500ms, 30s or 2m"));
+      }
+      Die(absl::StrCat("--", name, "=", *value, ": ", error));
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> InitProgram(int argc, char** argv,
                                      absl::string_view usage,
                                      size_t max_arguments) {
@@ -47,6 +127,8 @@ std::vector<std::string> InitProgram(int argc, char** argv,
     }
   }
   absl::SetProgramUsageMessage(std::string(usage));
+  CheckFlags(std::vector<std::string>(argv + std::min(argc, 1), argv + argc),
+             /*depth=*/0);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   // rest[0] is the program itself.
   if (rest.size() > max_arguments + 1) {

@@ -1,5 +1,9 @@
 #include "common/local_cluster.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -151,16 +155,42 @@ absl::StatusOr<uint32_t> LocalCluster::PollWorkers() {
   return done;
 }
 
-std::vector<std::string> LocalCluster::Stop(absl::Duration grace) {
-  std::vector<std::string> problems;
-  for (ClusterProcess& p : processes_) {
-    const int status = p.process.Stop(grace);
-    if (!ExitedCleanly(status)) {
-      problems.push_back(
-          absl::StrCat(p.name, " ", DescribeWaitStatus(status)));
+LocalCluster::StopReport LocalCluster::Stop(absl::Duration grace) {
+  StopReport report;
+  for (const bool workers : {true, false}) {
+    std::vector<ClusterProcess*> stopping;
+    for (ClusterProcess& p : processes_) {
+      if (p.is_worker != workers || !p.process.running()) continue;
+      // One signal each: a second SIGTERM makes a worker exit at once,
+      // without leaving the job.
+      p.process.Signal(SIGTERM);
+      stopping.push_back(&p);
+    }
+    (workers ? report.workers_stopped : report.servers_stopped) =
+        static_cast<uint32_t>(stopping.size());
+    const absl::Time give_up = absl::Now() + grace;
+    for (ClusterProcess& p : processes_) {
+      if (p.is_worker != workers) continue;
+      const bool asked =
+          std::find(stopping.begin(), stopping.end(), &p) != stopping.end();
+      if (asked && !p.process.WaitFor(give_up - absl::Now())) {
+        p.process.Stop(absl::ZeroDuration());
+        report.problems.push_back(absl::StrCat(
+            p.name, " did not stop within ", absl::FormatDuration(grace),
+            " of SIGTERM: killed"));
+        continue;
+      }
+      const int status = p.process.Poll().value_or(0);
+      const bool stopped_as_asked = asked && p.is_worker &&
+                                    WIFEXITED(status) &&
+                                    WEXITSTATUS(status) == 128 + SIGTERM;
+      if (!ExitedCleanly(status) && !stopped_as_asked) {
+        report.problems.push_back(
+            absl::StrCat(p.name, " ", DescribeWaitStatus(status)));
+      }
     }
   }
-  return problems;
+  return report;
 }
 
 }  // namespace ps::common

@@ -59,9 +59,21 @@ class LocalCluster {
   // the end of its log) when any process ended otherwise.
   absl::StatusOr<uint32_t> PollWorkers();
 
-  // Stops every process (SIGTERM, then SIGKILL after `grace`). Returns one
-  // line per process that did not exit cleanly.
-  std::vector<std::string> Stop(absl::Duration grace);
+  // What Stop did.
+  struct StopReport {
+    uint32_t workers_stopped = 0;  // running when Stop began
+    uint32_t servers_stopped = 0;
+    // One line per process that did not end cleanly: killed after the
+    // grace period, or an exit status other than 0 (or, for a worker told
+    // to stop, 128+SIGTERM).
+    std::vector<std::string> problems;
+  };
+
+  // Stops every process still running: first the workers (SIGTERM: each
+  // finishes its step and leaves the job, which needs the servers up), then
+  // the servers (SIGTERM: they drain and checkpoint). Each group gets
+  // `grace` before SIGKILL.
+  StopReport Stop(absl::Duration grace);
 
   // host:port of every server, in shard order.
   const std::vector<std::string>& addresses() const { return addresses_; }

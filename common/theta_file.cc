@@ -131,9 +131,12 @@ bool DecodeBody(Reader& in, ThetaFile& file) {
         !in.Get(&w.clock)) {
       return false;
     }
-    uint8_t live = 0;
-    if (!in.Get(&live)) return false;
-    w.live = live != 0;
+    // 0: expired or left, 1: live, 2: finished (files before that flag
+    // hold only 0 and 1).
+    uint8_t state = 0;
+    if (!in.Get(&state) || state > 2) return false;
+    w.live = state == 1;
+    w.finished = state == 2;
   }
   if (!in.GetCount(&count)) return false;
   file.round.resize(count);
@@ -199,7 +202,7 @@ std::string EncodeThetaFile(const ThetaFile& file) {
     out.Put(w.last_step);
     out.Put(w.pushes);
     out.Put(w.clock);
-    out.Put<uint8_t>(w.live ? 1 : 0);
+    out.Put<uint8_t>(w.live ? 1 : w.finished ? 2 : 0);
   }
   out.Put<uint64_t>(file.round.size());
   for (const RoundGradient& g : file.round) {

@@ -24,6 +24,7 @@ struct WorkerRecord {
   uint64_t pushes = 0;
   uint64_t clock = 0;
   bool live = true;  // false: its lease had expired or it had left
+  bool finished = false;  // it left after its last step (not live then)
 };
 
 // A gradient a sync round holds but has not applied yet.

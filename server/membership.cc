@@ -45,7 +45,8 @@ absl::StatusOr<Membership::Registration> Membership::Register(
         " is older than the registered incarnation ", m.incarnation,
         ": a newer process with this worker id replaced this one"));
   }
-  if (!m.registered) ++ever_registered_;
+  const bool first_seen = !m.registered;
+  if (first_seen) ++ever_registered_;
   if (!m.registered || incarnation > m.incarnation) {
     // A new process: its pushes are numbered afresh. It resumes the old
     // one's pass over the data, so the clock (steps completed) carries over:
@@ -55,6 +56,7 @@ absl::StatusOr<Membership::Registration> Membership::Register(
     Member fresh;
     fresh.registrations = m.registrations;
     fresh.clock = m.clock;
+    fresh.first_seen = first_seen;
     m = fresh;
   }
   m.registered = true;
@@ -110,14 +112,21 @@ absl::Status Membership::Heartbeat(uint32_t id, uint64_t incarnation,
   return absl::OkStatus();
 }
 
-absl::Status Membership::Leave(uint32_t id, uint64_t incarnation) {
+absl::Status Membership::Leave(uint32_t id, uint64_t incarnation,
+                               LeaveReason reason) {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
   Member& m = members_[id];
   if (!m.registered || incarnation != m.incarnation) {
     return absl::FailedPreconditionError(absl::StrCat(
         "worker ", id, " incarnation ", incarnation, " is not registered"));
   }
+  if (reason == LeaveReason::kStartFailed && m.first_seen && m.pushes == 0) {
+    m = Member{};
+    --ever_registered_;
+    return absl::OkStatus();
+  }
   m.state = WorkerState::kLeft;
+  m.finished = reason == LeaveReason::kFinished;
   return absl::OkStatus();
 }
 

@@ -15,6 +15,13 @@ namespace ps::server {
 enum class WorkerState { kLive, kExpired, kLeft };
 absl::string_view WorkerStateName(WorkerState state);
 
+// Why a worker left (LeaveRequest.Reason).
+enum class LeaveReason {
+  kStopped,      // told to stop, or failed mid-run: a restart resumes it
+  kFinished,     // pushed every step of its epochs
+  kStartFailed,  // failed before its first push
+};
+
 // What a shard knows of one worker id.
 struct Member {
   bool registered = false;
@@ -30,6 +37,12 @@ struct Member {
   // Steps this worker id completed, across its processes: its last
   // accepted step + 1. The SSP clock, and where a restart resumes.
   uint64_t clock = 0;
+  // Left after its last step (LeaveReason::kFinished); cleared when a new
+  // incarnation registers.
+  bool finished = false;
+  // This incarnation is the first this shard saw of the id (not restored,
+  // not a restart): a start that fails is then forgotten altogether.
+  bool first_seen = false;
 };
 
 // The workers a shard has seen, with their leases. A worker counts toward
@@ -53,7 +66,11 @@ class Membership {
   absl::StatusOr<Registration> Register(uint32_t id, uint64_t incarnation,
                                         absl::Time now);
   absl::Status Heartbeat(uint32_t id, uint64_t incarnation, absl::Time now);
-  absl::Status Leave(uint32_t id, uint64_t incarnation);
+  // Ends the lease. kStartFailed for an id first seen by this incarnation,
+  // which pushed nothing, forgets the id: it no longer counts toward
+  // gathered(), so a worker that could not start does not let the next
+  // run's sync rounds close before its real workers joined.
+  absl::Status Leave(uint32_t id, uint64_t incarnation, LeaveReason reason);
 
   // Brings back a worker from a checkpoint: its pushes' bookkeeping as it
   // was, and, if it was live, a fresh lease (it may well still be running).

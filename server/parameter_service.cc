@@ -133,8 +133,14 @@ grpc::ServerUnaryReactor* ParameterService::Heartbeat(
 grpc::ServerUnaryReactor* ParameterService::Leave(
     grpc::CallbackServerContext* context, const ps::v1::LeaveRequest* request,
     ps::v1::LeaveResponse*) {
-  return FinishNow(context,
-                   shard_->Leave(request->worker_id(), request->incarnation()));
+  LeaveReason reason = LeaveReason::kStopped;
+  if (request->reason() == ps::v1::LeaveRequest::FINISHED) {
+    reason = LeaveReason::kFinished;
+  } else if (request->reason() == ps::v1::LeaveRequest::START_FAILED) {
+    reason = LeaveReason::kStartFailed;
+  }
+  return FinishNow(context, shard_->Leave(request->worker_id(),
+                                          request->incarnation(), reason));
 }
 
 grpc::ServerUnaryReactor* ParameterService::Init(
@@ -287,6 +293,7 @@ grpc::ServerUnaryReactor* ParameterService::Status(
     out->set_staleness(w.staleness);
     out->set_seconds_since_heartbeat(absl::ToDoubleSeconds(w.since_heartbeat));
     out->set_registrations(w.registrations);
+    out->set_finished(w.finished);
   }
   response->set_live_workers(s.live_workers);
   response->set_rounds_closed_all_live(s.rounds_closed_all_live);

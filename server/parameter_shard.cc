@@ -221,7 +221,8 @@ absl::StatusOr<uint64_t> ParameterShard::Heartbeat(uint32_t worker_id,
   return version_;
 }
 
-absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation) {
+absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
+                                   LeaveReason reason) {
   std::vector<Completion> satisfied;
   {
     absl::MutexLock lock(&mutex_);
@@ -232,11 +233,17 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation) {
           "the server is shutting down (checkpointing); leave again after it "
           "restarts");
     }
-    if (absl::Status s = members_.Leave(worker_id, incarnation); !s.ok()) {
+    if (absl::Status s = members_.Leave(worker_id, incarnation, reason);
+        !s.ok()) {
       return s;
     }
-    spdlog::info("shard {}: worker {} left; {} live", options_.shard_index,
-                 worker_id, members_.LiveWorkers().size());
+    spdlog::info("shard {}: worker {} {}; {} live", options_.shard_index,
+                 worker_id,
+                 reason == LeaveReason::kFinished ? "finished and left"
+                 : reason == LeaveReason::kStartFailed
+                     ? "failed to start and left"
+                     : "left",
+                 members_.LiveWorkers().size());
     MaybeCloseRound(absl::Now());
     satisfied = TakeSatisfiedPulls();
   }
@@ -827,6 +834,7 @@ ShardStatus ParameterShard::Status() const {
     info.staleness = fastest > m.clock ? fastest - m.clock : 0;
     info.since_heartbeat = now - m.last_heartbeat;
     info.registrations = m.registrations;
+    info.finished = m.finished;
     status.workers.push_back(info);
   }
   status.live_workers = static_cast<uint32_t>(members_.LiveWorkers().size());
@@ -863,7 +871,8 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
     const Member& m = members_.members()[id];
     if (!m.registered) continue;
     file.workers.push_back({id, m.incarnation, m.last_seq, m.last_step,
-                            m.pushes, m.clock, m.state == WorkerState::kLive});
+                            m.pushes, m.clock, m.state == WorkerState::kLive,
+                            m.finished});
   }
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
@@ -928,7 +937,10 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
     m.last_step = w.last_step;
     m.pushes = w.pushes;
     m.clock = w.clock;
-    m.state = w.live ? WorkerState::kLive : WorkerState::kExpired;
+    m.state = w.live       ? WorkerState::kLive
+              : w.finished ? WorkerState::kLeft
+                           : WorkerState::kExpired;
+    m.finished = w.finished;
     if (absl::Status restored = members_.Restore(m, w.worker_id, now);
         !restored.ok()) {
       return restored;

@@ -145,6 +145,7 @@ struct WorkerInfo {
   uint64_t staleness = 0;  // behind the fastest live worker
   absl::Duration since_heartbeat;
   uint32_t registrations = 0;
+  bool finished = false;  // left after its last step
 };
 
 struct ShardStatus {
@@ -192,9 +193,10 @@ class ParameterShard {
   absl::StatusOr<RegisterResult> Register(uint32_t worker_id,
                                           uint64_t incarnation);
   absl::StatusOr<uint64_t> Heartbeat(uint32_t worker_id, uint64_t incarnation);
-  // The worker finished; it stops counting toward rounds at once.
-  // UNAVAILABLE while draining (see StopTakingPushes).
-  absl::Status Leave(uint32_t worker_id, uint64_t incarnation);
+  // The worker is done (see LeaveReason); it stops counting toward rounds
+  // at once. UNAVAILABLE while draining (see StopTakingPushes).
+  absl::Status Leave(uint32_t worker_id, uint64_t incarnation,
+                     LeaveReason reason = LeaveReason::kStopped);
 
   // Declares the model; the first declaration's values win.
   absl::StatusOr<InitResult> Init(const InitArgs& args);

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/float_bytes.h"
+#include "common/parallel.h"
 #include "common/rpc/convert.h"
 #include "common/theta_file.h"
 #include "common/rpc/channel.h"
@@ -20,8 +21,10 @@
 
 ABSL_FLAG(std::string, servers, "",
           "Comma-separated host:port of every server, in shard order.");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
-          "Give up on a server that has not answered after this long.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
+          "Give up on a server that has not answered after this long; "
+          "servers are asked in parallel, so a command takes at most about "
+          "this long however many are down.");
 ABSL_FLAG(std::string, out, "", "export: the file to write θ to.");
 
 namespace {
@@ -77,15 +80,23 @@ void ReportFailure(const Server& server, const grpc::Status& status) {
                status.error_message().c_str());
 }
 
-// Prints one block per shard; fails when any server does not answer.
+// Prints one block per shard, in --servers order; fails when any server
+// does not answer. Every server is asked at once: a dead one costs one
+// --timeout in all, not one each.
 int Status() {
+  std::vector<Server> servers = ConnectAll();
+  std::vector<ps::v1::StatusResponse> answers(servers.size());
+  std::vector<grpc::Status> outcomes(servers.size());
+  ps::common::ParallelFor(servers.size(), [&](size_t i) {
+    outcomes[i] =
+        Call(servers[i], &ps::v1::ParameterServer::Stub::Status, &answers[i]);
+  });
   int exit_code = 0;
-  for (Server& server : ConnectAll()) {
-    ps::v1::StatusResponse s;
-    if (grpc::Status status =
-            Call(server, &ps::v1::ParameterServer::Stub::Status, &s);
-        !status.ok()) {
-      ReportFailure(server, status);
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const Server& server = servers[i];
+    const ps::v1::StatusResponse& s = answers[i];
+    if (!outcomes[i].ok()) {
+      ReportFailure(server, outcomes[i]);
       exit_code = 1;
       continue;
     }
@@ -111,9 +122,9 @@ int Status() {
         static_cast<unsigned long long>(s.leases_expired()));
     for (const ps::v1::WorkerStatus& w : s.workers()) {
       std::printf(
-          "  worker %u: %s, incarnation %llu, clock %llu, staleness %llu, "
+          "  worker %u: %s%s, incarnation %llu, clock %llu, staleness %llu, "
           "last heartbeat %.1f s ago, %llu pushes\n",
-          w.worker_id(), w.state().c_str(),
+          w.worker_id(), w.state().c_str(), w.finished() ? " (finished)" : "",
           static_cast<unsigned long long>(w.incarnation()),
           static_cast<unsigned long long>(w.clock()),
           static_cast<unsigned long long>(w.staleness()),
@@ -125,10 +136,16 @@ int Status() {
 }
 
 int Health() {
+  const std::vector<Server> servers = ConnectAll();
+  std::vector<absl::Status> outcomes(servers.size());
+  ps::common::ParallelFor(servers.size(), [&](size_t i) {
+    outcomes[i] = ps::rpc::CheckServing(servers[i].address,
+                                        absl::GetFlag(FLAGS_timeout));
+  });
   int exit_code = 0;
-  for (const Server& server : ConnectAll()) {
-    absl::Status serving =
-        ps::rpc::CheckServing(server.address, absl::GetFlag(FLAGS_timeout));
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const Server& server = servers[i];
+    const absl::Status& serving = outcomes[i];
     if (serving.ok()) {
       std::printf("%s: SERVING\n", server.address.c_str());
     } else {
@@ -141,13 +158,19 @@ int Health() {
 }
 
 int Checkpoint() {
+  std::vector<Server> servers = ConnectAll();
+  std::vector<ps::v1::CheckpointResponse> answers(servers.size());
+  std::vector<grpc::Status> outcomes(servers.size());
+  ps::common::ParallelFor(servers.size(), [&](size_t i) {
+    outcomes[i] = Call(servers[i], &ps::v1::ParameterServer::Stub::Checkpoint,
+                       &answers[i]);
+  });
   int exit_code = 0;
-  for (Server& server : ConnectAll()) {
-    ps::v1::CheckpointResponse saved;
-    if (grpc::Status status =
-            Call(server, &ps::v1::ParameterServer::Stub::Checkpoint, &saved);
-        !status.ok()) {
-      ReportFailure(server, status);
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const Server& server = servers[i];
+    const ps::v1::CheckpointResponse& saved = answers[i];
+    if (!outcomes[i].ok()) {
+      ReportFailure(server, outcomes[i]);
       exit_code = 1;
       continue;
     }

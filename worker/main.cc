@@ -2,10 +2,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -27,7 +29,9 @@ ABSL_FLAG(int32_t, rank, -1,
           "$JOB_COMPLETION_INDEX (Kubernetes Indexed Job), or 0 with one "
           "worker.");
 ABSL_FLAG(uint32_t, num_workers, 1, "Number of workers in the job.");
-ABSL_FLAG(std::string, model, "softmax", "softmax or mlp.");
+ABSL_FLAG(std::string, model, "",
+          "softmax or mlp. Default: the model of --init_from's file, else "
+          "softmax.");
 ABSL_FLAG(uint32_t, batch_size, 64, "Examples per mini-batch on this worker.");
 ABSL_FLAG(uint32_t, epochs, 1, "Passes over the training set.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial θ and of the shuffles.");
@@ -93,6 +97,14 @@ int main(int argc, char** argv) {
       client_options.retry.max_retry_time <= absl::ZeroDuration()) {
     Die("--rpc_deadline and --max_retry_time must be > 0");
   }
+  if (client_options.retry.rpc_deadline > client_options.retry.max_retry_time) {
+    spdlog::warn("--rpc_deadline={} is longer than --max_retry_time={}: a "
+                 "server that does not answer is given one attempt of {}, "
+                 "not retried",
+                 absl::FormatDuration(client_options.retry.rpc_deadline),
+                 absl::FormatDuration(client_options.retry.max_retry_time),
+                 absl::FormatDuration(client_options.retry.rpc_deadline));
+  }
 
   ps::worker::TrainerOptions options;
   options.rank = *rank;
@@ -102,10 +114,28 @@ int main(int argc, char** argv) {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.eval_every = absl::GetFlag(FLAGS_eval_every);
   options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
-  options.model_name = absl::GetFlag(FLAGS_model);
   options.wait_for_others = client_options.retry.max_retry_time;
   options.stop_requested = [] { return ps::common::StopSignalReceived() != 0; };
 
+  const std::string init_from = absl::GetFlag(FLAGS_init_from);
+  std::optional<ps::common::ThetaFile> init_file;
+  if (!init_from.empty()) {
+    absl::StatusOr<ps::common::ThetaFile> file =
+        ps::common::ReadThetaFile(init_from);
+    DieIfError(file.status(), "--init_from");
+    init_file = std::move(*file);
+  }
+  options.model_name = absl::GetFlag(FLAGS_model);
+  if (options.model_name.empty() && init_file.has_value()) {
+    absl::StatusOr<std::string> named =
+        ps::worker::ModelNamed(init_file->tensors, 784, 10);
+    DieIfError(named.status(),
+               absl::StrCat("--model is not given and --init_from=", init_from,
+                            " does not hold a model it knows"));
+    options.model_name = *named;
+  } else if (options.model_name.empty()) {
+    options.model_name = "softmax";
+  }
   absl::StatusOr<std::unique_ptr<ps::worker::Model>> model =
       ps::worker::CreateModel(options.model_name, 784, 10);
   DieIfError(model.status(), "--model");
@@ -116,16 +146,14 @@ int main(int argc, char** argv) {
   if (data->train.features.cols() != 784 || data->train.num_classes != 10) {
     Die("--data_dir does not hold 28x28 images in 10 classes");
   }
-  if (const std::string init_from = absl::GetFlag(FLAGS_init_from);
-      !init_from.empty()) {
-    absl::StatusOr<ps::common::ThetaFile> file =
-        ps::common::ReadThetaFile(init_from);
-    DieIfError(file.status(), "--init_from");
+  if (init_file.has_value()) {
+    ps::common::ThetaFile* file = &*init_file;
+    // The file declares its tensors; --model requests its own.
     if (std::string diff = ps::common::DescribeDifference(
-            (*model)->tensors(), file->tensors);
+            file->tensors, (*model)->tensors());
         !diff.empty()) {
       Die(absl::StrCat("--init_from=", init_from, " holds another model than "
-                       "--model=", absl::GetFlag(FLAGS_model), ": ", diff));
+                       "--model=", options.model_name, ": ", diff));
     }
     if (file->keys.begin != 0 || file->values.size() != (*model)->num_params()) {
       Die(absl::StrCat("--init_from=", init_from, " holds keys ",
@@ -160,9 +188,16 @@ int main(int argc, char** argv) {
                    std::string(trained.message()));
       return 128 + signal;
     }
+    if (!trainer.started() && (absl::IsFailedPrecondition(trained) ||
+                               absl::IsInvalidArgument(trained))) {
+      // The servers answered, and this worker cannot be one of theirs.
+      Die(absl::StrCat("cannot start: ", trained.message()));
+    }
     spdlog::error("training failed: {}", trained.ToString());
     return 1;
   }
-  spdlog::info("worker {} finished", options.rank);
+  if (!trainer.found_job_complete()) {
+    spdlog::info("worker {} finished", options.rank);
+  }
   return 0;
 }

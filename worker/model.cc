@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 
 namespace ps::worker {
@@ -370,6 +371,26 @@ absl::StatusOr<std::unique_ptr<Model>> CreateModel(std::string_view name,
   absl::Status status = common::ValidateTensorSpecs(model->tensors());
   if (!status.ok()) return status;
   return model;
+}
+
+absl::StatusOr<std::string> ModelNamed(
+    const std::vector<common::TensorSpec>& tensors, int input_dim,
+    int num_classes) {
+  for (const char* name : {"softmax", "mlp"}) {
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        CreateModel(name, input_dim, num_classes);
+    if (!model.ok()) return model.status();
+    if (common::DescribeDifference((*model)->tensors(), tensors).empty()) {
+      return std::string(name);
+    }
+  }
+  std::vector<std::string> names;
+  for (const common::TensorSpec& tensor : tensors) {
+    names.push_back(tensor.ToString());
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "its tensors (", absl::StrJoin(names, ", "),
+      ") are those of neither softmax nor mlp"));
 }
 
 }  // namespace ps::worker

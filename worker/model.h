@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -54,6 +55,13 @@ class Model {
 absl::StatusOr<std::unique_ptr<Model>> CreateModel(std::string_view name,
                                                    int input_dim,
                                                    int num_classes);
+
+// The name of the model CreateModel makes with exactly these tensor
+// declarations (a file written by psctl export, say); NOT_FOUND when no
+// model has them.
+absl::StatusOr<std::string> ModelNamed(
+    const std::vector<common::TensorSpec>& tensors, int input_dim,
+    int num_classes);
 
 }  // namespace ps::worker
 

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/float_bytes.h"
 #include "common/parallel.h"
@@ -126,15 +127,21 @@ absl::StatusOr<uint64_t> ParameterClient::Register() {
   if (!error.status().ok()) return error.status();
   uint64_t resume_step = responses[0].resume_step();
   absl::Duration lease = absl::Milliseconds(responses[0].lease_timeout_ms());
+  bool rejoined = false;
+  std::vector<std::string> steps;
   for (const auto& r : responses) {
     resume_step = std::min(resume_step, r.resume_step());
     lease = std::min(lease, absl::Milliseconds(r.lease_timeout_ms()));
-    if (r.rejoined()) {
-      spdlog::info("worker {} rejoined {} (incarnation {}), resuming at "
-                   "step {}",
-                   options_.worker_id, "the job",
-                   options_.incarnation, r.resume_step());
-    }
+    rejoined = rejoined || r.rejoined();
+    steps.push_back(absl::StrCat(r.resume_step()));
+  }
+  if (rejoined) {
+    // One line for the job, not one per shard: the shards may have seen
+    // different last steps (one restored from an older checkpoint).
+    spdlog::info("worker {} rejoined the job (incarnation {}), resuming at "
+                 "step {} (the shards' last steps: {})",
+                 options_.worker_id, options_.incarnation, resume_step,
+                 absl::StrJoin(steps, ", "));
   }
   if (!heartbeats_.joinable()) {
     // Three heartbeats per lease: one lost or late beat costs nothing.
@@ -179,7 +186,51 @@ void ParameterClient::StopHeartbeats() {
   heartbeats_.join();
 }
 
-absl::Status ParameterClient::Leave() {
+absl::StatusOr<JobSurvey> ParameterClient::Survey() {
+  const uint32_t listed = static_cast<uint32_t>(shards_.size());
+  std::vector<ps::v1::StatusResponse> answers(listed);
+  FirstError error;
+  common::ParallelFor(listed, [&](size_t i) {
+    error.Record(shards_[i].address,
+                 rpc::CallWithRetry(
+                     options_.retry, absl::StrCat("Status of ",
+                                                  shards_[i].address),
+                     [&](grpc::ClientContext& context) {
+                       return shards_[i].stub->Status(
+                           &context, ps::v1::StatusRequest(), &answers[i]);
+                     }));
+  });
+  if (!error.status().ok()) return error.status();
+  JobSurvey survey;
+  survey.complete = true;
+  survey.expected_workers = answers[0].expected_workers();
+  survey.version = answers[0].version();
+  for (uint32_t i = 0; i < listed; ++i) {
+    const ps::v1::StatusResponse& s = answers[i];
+    if (s.num_shards() != listed) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--servers lists ", listed, " server", listed == 1 ? "" : "s",
+          " but ", shards_[i].address, " is shard ", s.shard_index(), " of ",
+          s.num_shards(), ": give every server of the job, in shard order"));
+    }
+    if (s.shard_index() != i) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--servers lists ", shards_[i].address, " at position ", i,
+          " but it is shard ", s.shard_index(), " of ", s.num_shards(),
+          ": list the servers in shard order"));
+    }
+    survey.version = std::min(survey.version, s.version());
+    uint32_t finished = 0;
+    for (const ps::v1::WorkerStatus& w : s.workers()) {
+      if (w.finished() && w.worker_id() < s.expected_workers()) ++finished;
+    }
+    survey.complete = survey.complete && s.initialized() &&
+                      finished == s.expected_workers();
+  }
+  return survey;
+}
+
+absl::Status ParameterClient::Leave(ps::v1::LeaveRequest::Reason reason) {
   StopHeartbeats();
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
@@ -187,6 +238,7 @@ absl::Status ParameterClient::Leave() {
     ps::v1::LeaveRequest request;
     request.set_worker_id(options_.worker_id);
     request.set_incarnation(options_.incarnation);
+    request.set_reason(reason);
     ps::v1::LeaveResponse response;
     error.Record(shard.address,
                  rpc::CallWithRetry(options_.retry,

@@ -43,6 +43,15 @@ struct ClusterInfo {
   uint64_t version = 0;           // lowest shard version
 };
 
+// What the servers said before this worker registered.
+struct JobSurvey {
+  // Every worker the servers expect (ids 0 to expected_workers-1) left
+  // after its last step, on every shard: the job is complete.
+  bool complete = false;
+  uint32_t expected_workers = 0;  // shard 0's
+  uint64_t version = 0;           // lowest shard version
+};
+
 struct PullInfo {
   uint64_t version = 0;          // lowest shard version
   uint64_t samples_applied = 0;  // as counted by shard 0
@@ -69,14 +78,23 @@ class ParameterClient {
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Connect(
       ClientOptions options);
 
+  // Asks every shard for its Status, before this worker registers: fails
+  // with FAILED_PRECONDITION when --servers does not match the servers'
+  // layout (a shard missing or extra, or listed out of order), so a worker
+  // that cannot train never registers; and says whether the job is
+  // complete already.
+  absl::StatusOr<JobSurvey> Survey();
+
   // Registers with every shard (same incarnation: renews after an expiry)
   // and starts heartbeating. Returns the step to resume at: what a previous
   // process with this worker id completed (0 for a new worker).
   absl::StatusOr<uint64_t> Register();
 
-  // Stops heartbeating and tells every shard this worker finished, so sync
-  // rounds stop waiting for it.
-  absl::Status Leave();
+  // Stops heartbeating and tells every shard this worker is done, and why
+  // (a finished worker is recorded as such), so sync rounds stop waiting
+  // for it.
+  absl::Status Leave(
+      ps::v1::LeaveRequest::Reason reason = ps::v1::LeaveRequest::STOPPED);
 
   // Waits until workers 0 to `num_workers`-1 have all registered and none
   // is live on any shard (each finished or its lease expired), at most

@@ -83,14 +83,45 @@ absl::Status Trainer::Run() {
   const uint32_t workers = options_.num_workers;
   const uint32_t batch = options_.batch_size;
 
+  // Look before registering: a worker given the servers in the wrong order
+  // must not count as a member, and one that comes to a finished job (a
+  // second `docker compose up`, a rerun) has nothing to train.
+  absl::StatusOr<JobSurvey> survey = client_->Survey();
+  if (!survey.ok()) return survey.status();
+  if (survey->complete) {
+    found_job_complete_ = true;
+    spdlog::info(
+        "the job is already complete: {} finished all {} epochs on every "
+        "server (version {}); nothing to train. To train again, start the "
+        "servers afresh (an empty --checkpoint_dir; compose: down -v)",
+        survey->expected_workers == 1
+            ? std::string("worker 0")
+            : absl::StrCat("workers 0 to ", survey->expected_workers - 1),
+        survey->expected_workers == 1 ? "its" : "their",
+        survey->version);
+    return absl::OkStatus();
+  }
   // Register first: a sync round cannot close until the expected workers
   // have registered, so no worker runs ahead of one still starting.
   absl::StatusOr<uint64_t> resume_step = client_->Register();
   if (!resume_step.ok()) return resume_step.status();
+  // A start that fails after registering leaves at once, so the servers do
+  // not count this worker toward the next run's rounds; unless the servers
+  // cannot be reached, when the lease runs out instead.
+  auto fail_start = [&](const absl::Status& failure) {
+    if (!absl::IsUnavailable(failure) && !absl::IsDeadlineExceeded(failure)) {
+      if (absl::Status left = client_->Leave(ps::v1::LeaveRequest::START_FAILED);
+          !left.ok()) {
+        spdlog::warn("could not leave after failing to start: {}",
+                     left.ToString());
+      }
+    }
+    return failure;
+  };
   theta_ = options_.initial_theta.empty() ? model_->InitialParams(options_.seed)
                                           : options_.initial_theta;
   absl::StatusOr<ClusterInfo> cluster = client_->Init(model_->tensors(), theta_);
-  if (!cluster.ok()) return cluster.status();
+  if (!cluster.ok()) return fail_start(cluster.status());
   mode_ = cluster->mode;
   if (cluster->expected_workers != workers) {
     spdlog::warn("the servers were started for {} workers, this worker for "
@@ -141,7 +172,11 @@ absl::Status Trainer::Run() {
   auto clock = [&](uint64_t step) { return step; };
   absl::StatusOr<PullInfo> pulled = client_->Pull(
       min_version(), absl::MakeSpan(theta_), clock(first_step));
-  if (!pulled.ok()) return pulled.status();
+  if (!pulled.ok()) return fail_start(pulled.status());
+  // samples_per_s counts from here: a restarted rank 0 must not credit
+  // itself with what the job applied before it came.
+  samples_at_start_ = pulled->samples_applied;
+  started_ = true;
   double step_start = NowSeconds();
   // Rank 0 evaluates on a thread of its own: an evaluation no longer stalls
   // its steps (nor, in sync mode, everyone's rounds). Each line's time is
@@ -229,8 +264,11 @@ absl::Status Trainer::Run() {
   }
 
   // Done: stop counting toward rounds, so the others' last rounds close
-  // without this worker.
-  if (absl::Status left = client_->Leave(); !left.ok()) return left;
+  // without this worker; the servers record it as finished.
+  if (absl::Status left = client_->Leave(ps::v1::LeaveRequest::FINISHED);
+      !left.ok()) {
+    return left;
+  }
   const PushCounts& counts = client_->push_counts();
   spdlog::info("worker {} finished: {} shard pushes applied or accepted, {} "
                "stale, {} duplicate, {} after re-registering",
@@ -302,7 +340,10 @@ absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
   const double longest_step = point.longest_step;
   const double epoch =
       static_cast<double>(samples_applied) / data_->train.size();
-  const double samples_per_s = elapsed > 0 ? samples_applied / elapsed : 0;
+  const uint64_t applied_here =
+      samples_applied > samples_at_start_ ? samples_applied - samples_at_start_
+                                          : 0;
+  const double samples_per_s = elapsed > 0 ? applied_here / elapsed : 0;
   const std::string line = absl::StrFormat(
       "{\"time_s\":%.3f,\"epoch\":%.4f,\"step\":%d,\"version\":%d,"
       "\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"train_loss\":%.5f,"

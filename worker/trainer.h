@@ -58,7 +58,16 @@ class Trainer {
   Trainer(TrainerOptions options, Model* model, ParameterClient* client,
           const common::TrainTestData* data);
 
+  // Trains to the end; OK also when the job was complete before this
+  // worker came (found_job_complete()), having trained nothing.
   absl::Status Run();
+
+  // Run found every worker of the job finished on every server, and
+  // returned at once without registering.
+  bool found_job_complete() const { return found_job_complete_; }
+  // Run got as far as its first step: a failure before that is a failure
+  // to start (the servers' layout or model disagrees with this worker's).
+  bool started() const { return started_; }
 
   // θ as last pulled (after Run: the final θ).
   const std::vector<float>& theta() const { return theta_; }
@@ -96,7 +105,11 @@ class Trainer {
   std::vector<float> theta_;
   Evaluation last_evaluation_;
   std::string mode_;  // as the servers reported it
+  bool found_job_complete_ = false;
+  bool started_ = false;
   double start_seconds_ = 0;
+  // Examples the servers had applied when this process started training.
+  uint64_t samples_at_start_ = 0;
 };
 
 }  // namespace ps::worker

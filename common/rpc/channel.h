@@ -24,7 +24,7 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target);
 void RouteGrpcLogsToSpdlog();
 
 // Applies the same limits and keepalive policy (and fault injector) to a
-// server.
+// server, and refuses a port another server already listens on.
 void ConfigureServerBuilder(grpc::ServerBuilder& builder);
 
 }  // namespace ps::rpc

@@ -23,7 +23,8 @@ bool IsRetryable(grpc::StatusCode code) {
 grpc::Status CallWithRetry(
     const RetryPolicy& policy, const std::string& what,
     const std::function<grpc::Status(grpc::ClientContext&)>& attempt) {
-  const absl::Time give_up = absl::Now() + policy.max_retry_time;
+  const absl::Time start = absl::Now();
+  const absl::Time give_up = start + policy.max_retry_time;
   absl::Duration backoff = policy.initial_backoff;
   for (int attempts = 1;; ++attempts) {
     grpc::ClientContext context;
@@ -31,8 +32,12 @@ grpc::Status CallWithRetry(
     grpc::Status status = attempt(context);
     if (status.ok() || !IsRetryable(status.error_code())) return status;
     if (absl::Now() + backoff > give_up) {
-      spdlog::error("{} failed after {} attempts over {}: {}", what, attempts,
-                    absl::FormatDuration(policy.max_retry_time),
+      // The time it took, which one long attempt can make more than
+      // max_retry_time.
+      spdlog::error("{} failed after {} attempt{} in {}: {}", what, attempts,
+                    attempts == 1 ? "" : "s",
+                    absl::FormatDuration(
+                        absl::Trunc(absl::Now() - start, absl::Milliseconds(100))),
                     status.error_message());
       return status;
     }

@@ -94,9 +94,24 @@ std::vector<std::string> SplitFlags(const std::string& flags) {
   return absl::StrSplit(flags, ' ', absl::SkipEmpty());
 }
 
+// Says why, then stops what runs (workers first, so they can leave) and
+// says what that did.
 int Fail(ps::common::LocalCluster& cluster, const std::string& message) {
   std::fprintf(stderr, "ps_local: %s\n", message.c_str());
-  cluster.Stop(absl::Seconds(3));
+  std::fflush(stderr);
+  const ps::common::LocalCluster::StopReport stopped =
+      cluster.Stop(absl::Seconds(10));
+  for (const std::string& problem : stopped.problems) {
+    std::fprintf(stderr, "ps_local: %s\n", problem.c_str());
+  }
+  std::fprintf(stderr, "ps_local: stopped %u running worker%s, then %u "
+               "running server%s%s\n",
+               stopped.workers_stopped,
+               stopped.workers_stopped == 1 ? "" : "s",
+               stopped.servers_stopped,
+               stopped.servers_stopped == 1 ? "" : "s",
+               stopped.problems.empty() ? "; every process has ended cleanly"
+                                        : "; every process has ended");
   return 1;
 }
 
@@ -105,7 +120,8 @@ int Fail(ps::common::LocalCluster& cluster, const std::string& message) {
 int main(int argc, char** argv) {
   ps::common::InitProgram(
       argc, argv,
-      "ps_local --servers=S --workers=W --mode=sync|async --model=softmax|mlp "
+      "ps_local --servers=S --workers=W --mode=sync|ssp|async "
+      "--model=softmax|mlp "
       "--epochs=N --out_dir=DIR");
   const uint32_t num_servers = absl::GetFlag(FLAGS_servers);
   const uint32_t num_workers = absl::GetFlag(FLAGS_workers);
@@ -186,10 +202,12 @@ int main(int argc, char** argv) {
     }
     if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
       return Fail(cluster, absl::StrCat("interrupted by ", strsignal(signal),
-                                        "; stopped every process"));
+                                        "; stopping the workers, then the "
+                                        "servers"));
     }
     if (absl::Now() > give_up) {
-      return Fail(cluster, "--timeout reached; stopped every process");
+      return Fail(cluster, "--timeout reached; stopping the workers, then "
+                           "the servers");
     }
     absl::StatusOr<uint32_t> done = cluster.PollWorkers();
     if (!done.ok()) return Fail(cluster, std::string(done.status().message()));
@@ -200,7 +218,7 @@ int main(int argc, char** argv) {
     if (!quiet) std::printf("%s\n", ProgressLine(line).c_str());
     last_metrics = std::move(line);
   }
-  for (const std::string& problem : cluster.Stop(absl::Seconds(10))) {
+  for (const std::string& problem : cluster.Stop(absl::Seconds(10)).problems) {
     std::fprintf(stderr, "ps_local: %s while stopping\n", problem.c_str());
   }
   if (last_metrics.empty()) {

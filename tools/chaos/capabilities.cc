@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "tools/chaos/network_sandbox.h"
 #include "tools/chaos/shell.h"
 
 namespace ps::chaos {
@@ -88,6 +89,17 @@ Capabilities ProbeCapabilities() {
       caps.missing.push_back(absl::StrCat("could not delete the probe "
                                           "namespace ", ns, ": ",
                                           Why(deleted)));
+    }
+  }
+  if (caps.netns) {
+    // Two throw-away namespaces on a bridge, and a connection between them.
+    absl::StatusOr<std::unique_ptr<NetworkSandbox>> probe =
+        NetworkSandbox::Create({"s0", "w0"}, caps.nft);
+    caps.bridge_traffic = probe.ok();
+    if (!probe.ok()) {
+      caps.missing.push_back(absl::StrCat(
+          "bridged traffic: ", probe.status().message(),
+          ": network faults fall back to in-process injection"));
     }
   }
   ProbeCgroup(caps);

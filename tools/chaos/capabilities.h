@@ -11,6 +11,9 @@ namespace ps::chaos {
 // looking at the user id: a container may be root and still lack them.
 struct Capabilities {
   bool netns = false;     // ip netns add/exec, veth pairs, a bridge
+  // Packets cross a bridge between two namespaces (a host firewall can
+  // drop bridged traffic: Docker's FORWARD policy).
+  bool bridge_traffic = false;
   bool tc_tbf = false;    // tc qdisc tbf (bandwidth caps)
   bool nft = false;       // nft tables in a namespace (loss, partitions)
   bool iptables = false;  // iptables with the statistic match, if no nft
@@ -19,7 +22,9 @@ struct Capabilities {
   // One sentence per missing capability, saying why.
   std::vector<std::string> missing;
 
-  bool network() const { return netns && (nft || iptables); }
+  bool network() const {
+    return netns && bridge_traffic && (nft || iptables);
+  }
 };
 
 // Probes every capability; leaves nothing behind (the probe's own

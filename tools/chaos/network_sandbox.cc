@@ -1,7 +1,12 @@
 #include "tools/chaos/network_sandbox.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,12 +15,15 @@
 #include <cstring>
 #include <algorithm>
 #include <fstream>
+#include <functional>
+#include <thread>
 #include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 #include "tools/chaos/leftovers.h"
 #include "tools/chaos/shell.h"
@@ -100,7 +108,107 @@ std::string Burst(const std::string& rate) {
   return absl::StrCat(static_cast<int64_t>(bytes), "b");
 }
 
+// Runs `fn` on a thread of its own inside network namespace `ns`: setns
+// moves only the calling thread, and sockets stay in the namespace they
+// were made in. The thread goes back before it ends: a thread still
+// ending after join would keep the namespace (and its veth) alive past
+// Teardown.
+absl::Status InNamespace(const std::string& ns,
+                         const std::function<absl::Status()>& fn) {
+  absl::Status result;
+  std::thread thread([&] {
+    const int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    const std::string path = absl::StrCat("/var/run/netns/", ns);
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (home < 0 || fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      result = absl::UnavailableError(absl::StrCat(
+          "cannot enter network namespace ", ns, ": ", std::strerror(errno)));
+    } else {
+      result = fn();
+      if (setns(home, CLONE_NEWNET) != 0 && result.ok()) {
+        result = absl::InternalError(absl::StrCat(
+            "cannot leave network namespace ", ns, ": ",
+            std::strerror(errno)));
+      }
+    }
+    if (fd >= 0) close(fd);
+    if (home >= 0) close(home);
+  });
+  thread.join();
+  return result;
+}
+
+sockaddr_in SocketAddress(const std::string& address, uint16_t port) {
+  sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, address.c_str(), &a.sin_addr);
+  return a;
+}
+
 }  // namespace
+
+absl::Status NetworkSandbox::CheckTraffic(const std::string& from,
+                                          const std::string& to,
+                                          absl::Duration timeout) const {
+  const std::string to_address = Address(to);
+  int listener = -1;
+  uint16_t port = 0;
+  absl::Status listening = InNamespace(Namespace(to), [&]() -> absl::Status {
+    listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a = SocketAddress(to_address, 0);
+    socklen_t length = sizeof(a);
+    if (listener < 0 ||
+        bind(listener, reinterpret_cast<sockaddr*>(&a), length) != 0 ||
+        listen(listener, 4) != 0 ||
+        getsockname(listener, reinterpret_cast<sockaddr*>(&a), &length) != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", to_address, ": ", std::strerror(errno)));
+    }
+    port = ntohs(a.sin_port);
+    return absl::OkStatus();
+  });
+  absl::Status connected = listening;
+  if (listening.ok()) {
+    connected = InNamespace(Namespace(from), [&]() -> absl::Status {
+      const int fd =
+          socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) return absl::UnavailableError(std::strerror(errno));
+      sockaddr_in a = SocketAddress(to_address, port);
+      int error = 0;
+      if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        error = errno;
+        if (error == EINPROGRESS) {
+          pollfd waiting = {fd, POLLOUT, 0};
+          const int ready = poll(
+              &waiting, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+          socklen_t length = sizeof(error);
+          error = ETIMEDOUT;
+          if (ready == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        }
+      }
+      close(fd);
+      if (error == 0) return absl::OkStatus();
+      return absl::UnavailableError(std::strerror(error));
+    });
+  }
+  if (listener >= 0) close(listener);
+  if (!listening.ok()) return listening;
+  if (connected.ok()) return absl::OkStatus();
+  std::string why = "a firewall rule of this machine drops them";
+  std::ifstream bridge_nf("/proc/sys/net/bridge/bridge-nf-call-iptables");
+  if (int on = 0; bridge_nf >> on && on == 1) {
+    why = "net.bridge.bridge-nf-call-iptables is 1, so bridged packets pass "
+          "through the host's iptables FORWARD chain, whose policy Docker "
+          "sets to DROP; allow the bridge there, or run the scenario with "
+          "network: loopback";
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "packets do not cross the sandbox's bridge ", bridge_, ": a TCP "
+      "connection from ", from, " (", Address(from), ") to ", to, " (",
+      to_address, ") failed within ", absl::FormatDuration(timeout), " (",
+      connected.message(), "): ", why));
+}
 
 absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
     const std::vector<std::string>& hosts, bool use_nft) {
@@ -177,6 +285,15 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
           left.empty() ? ""
                        : absl::StrCat("; left behind: ",
                                       absl::StrJoin(left, "; "))));
+    }
+  }
+  // Fail now, not after the workers' retries ran out.
+  if (hosts.size() >= 2) {
+    if (absl::Status crosses =
+            sandbox->CheckTraffic(hosts.back(), hosts.front());
+        !crosses.ok()) {
+      sandbox->Teardown();
+      return crosses;
     }
   }
   spdlog::info("network sandbox: bridge {} ({}.1/24), {} namespaces",
@@ -304,13 +421,23 @@ std::vector<std::string> NetworkSandbox::Teardown() {
     (void)RunCommand({"ip", "netns", "delete", Namespace(host)});
   }
   if (!bridge_.empty()) (void)RunCommand({"ip", "link", "delete", bridge_});
-  std::vector<std::string> left = ResourcesOf(pid_);
   // Our cgroups are the throttle's to remove, not ours to report.
-  left.erase(std::remove_if(left.begin(), left.end(),
-                            [](const std::string& line) {
-                              return line.rfind("cgroup", 0) == 0;
-                            }),
-             left.end());
+  auto ours_left = [this] {
+    std::vector<std::string> left = ResourcesOf(pid_);
+    left.erase(std::remove_if(left.begin(), left.end(),
+                              [](const std::string& line) {
+                                return line.rfind("cgroup", 0) == 0;
+                              }),
+               left.end());
+    return left;
+  };
+  // The kernel frees a deleted namespace, and the veth it holds, on a work
+  // queue of its own: give it a moment before calling anything left.
+  std::vector<std::string> left = ours_left();
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(3);
+       !left.empty() && absl::Now() < give_up; left = ours_left()) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   if (lock_fd_ >= 0) {
     flock(lock_fd_, LOCK_UN);
     close(lock_fd_);

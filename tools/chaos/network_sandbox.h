@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace ps::chaos {
 
@@ -54,6 +55,15 @@ class NetworkSandbox {
   // argv run inside `host`'s namespace (ip netns exec keeps the pid).
   std::vector<std::string> Wrap(const std::string& host,
                                 std::vector<std::string> argv) const;
+  // OK when a TCP connection from `from`'s namespace to `to`'s address
+  // crosses the bridge within `timeout`. A namespace can be made and still
+  // pass nothing: a host whose firewall filters bridged packets (Docker
+  // sets the FORWARD policy to DROP, and br_netfilter sends bridged IPv4
+  // through it) drops everything between two daemons. FAILED_PRECONDITION
+  // saying so otherwise. Create checks the last host against the first.
+  absl::Status CheckTraffic(const std::string& from, const std::string& to,
+                            absl::Duration timeout = absl::Seconds(2)) const;
+
   // Replaces the faults on `host`'s link by `faults`.
   absl::Status Apply(const std::string& host, const LinkFaults& faults);
 

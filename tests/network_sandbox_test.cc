@@ -1,0 +1,81 @@
+// The network sandbox checks that packets cross its bridge: a namespace can
+// be made on a host whose firewall drops every bridged packet (Docker's
+// FORWARD policy), and a run must then fail at once with the reason, not
+// after minutes of worker retries. Needs root (network namespaces).
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tools/chaos/capabilities.h"
+#include "tools/chaos/network_sandbox.h"
+#include "tools/chaos/shell.h"
+
+namespace ps::chaos {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(NetworkSandbox, TrafficThatDoesNotCrossTheBridgeIsReportedAtOnce) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  const absl::Time created = absl::Now();
+  absl::StatusOr<std::unique_ptr<NetworkSandbox>> sandbox =
+      NetworkSandbox::Create({"s0", "w0"}, /*use_nft=*/true);
+  if (!sandbox.ok()) {
+    // This host drops bridged packets already (Docker's FORWARD policy, as
+    // on a machine running dockerd): Create must say so, and at once.
+    EXPECT_LT(absl::Now() - created, absl::Seconds(6));
+    EXPECT_EQ(sandbox.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(sandbox.status().message(),
+                HasSubstr("packets do not cross the sandbox's bridge"));
+    return;
+  }
+  ASSERT_TRUE((*sandbox)->CheckTraffic("w0", "s0").ok());
+
+  // Everything arriving at s0 dropped, inside s0's own namespace (the
+  // machine's firewall is not touched): as a host that filters bridged
+  // packets would.
+  ASSERT_TRUE(RunCommand((*sandbox)->Wrap("s0", {"nft",
+                                                 "add table inet block"}))
+                  .ok());
+  ASSERT_TRUE(RunCommand((*sandbox)->Wrap(
+                             "s0", {"nft", "add chain inet block input { type "
+                                           "filter hook input priority 0 ; "
+                                           "policy drop ; }"}))
+                  .ok());
+  const absl::Time start = absl::Now();
+  const absl::Status crossed = (*sandbox)->CheckTraffic("w0", "s0");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+  EXPECT_EQ(crossed.code(), absl::StatusCode::kFailedPrecondition) << crossed;
+  EXPECT_THAT(crossed.message(),
+              HasSubstr(absl::StrCat("packets do not cross the sandbox's "
+                                     "bridge pcb", getpid())));
+  EXPECT_THAT(crossed.message(), HasSubstr((*sandbox)->Address("s0")));
+  EXPECT_THAT((*sandbox)->Teardown(), ::testing::IsEmpty());
+}
+
+TEST(NetworkSandbox, TheProbeSaysWhetherTrafficCrossesAndANamespacedRunStopsAtOnce) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  const Capabilities caps = ProbeCapabilities();
+  ASSERT_TRUE(caps.netns) << "no network namespaces here";
+  // The probe's verdict is the sandbox's: built and checked the same way.
+  absl::StatusOr<std::unique_ptr<NetworkSandbox>> sandbox =
+      NetworkSandbox::Create({"s0", "w0"}, caps.nft);
+  EXPECT_EQ(caps.bridge_traffic, sandbox.ok())
+      << (sandbox.ok() ? "" : sandbox.status().ToString());
+  bool reported = false;
+  for (const std::string& line : caps.missing) {
+    reported = reported || line.find("bridged traffic: packets do not cross "
+                                     "the sandbox's bridge") == 0;
+  }
+  EXPECT_EQ(reported, !caps.bridge_traffic)
+      << "missing: " << absl::StrJoin(caps.missing, " | ");
+  EXPECT_EQ(caps.network(), caps.bridge_traffic && (caps.nft || caps.iptables));
+}
+
+}  // namespace
+}  // namespace ps::chaos
