@@ -84,20 +84,31 @@ grpc::Status ParameterClient::RegisterShard(
                             });
 }
 
-absl::Status ParameterClient::ChooseIncarnation() {
+absl::StatusOr<std::vector<ps::v1::StatusResponse>>
+ParameterClient::StatusOfEveryShard() {
+  std::vector<ps::v1::StatusResponse> answers(shards_.size());
+  FirstError error;
+  common::ParallelFor(shards_.size(), [&](size_t i) {
+    error.Record(shards_[i].address,
+                 rpc::CallWithRetry(
+                     options_.retry,
+                     absl::StrCat("Status of ", shards_[i].address),
+                     [&](grpc::ClientContext& context) {
+                       return shards_[i].stub->Status(
+                           &context, ps::v1::StatusRequest(), &answers[i]);
+                     }));
+  });
+  if (!error.status().ok()) return error.status();
+  return answers;
+}
+
+void ParameterClient::ChooseIncarnation(
+    const std::vector<ps::v1::StatusResponse>& answers) {
   // The clock alone would do if clocks agreed; a node whose clock is behind
   // would then pick an incarnation below its predecessor's and be refused.
   // So: above every incarnation the servers hold for this id.
   uint64_t known = 0;
-  for (Shard& shard : shards_) {
-    ps::v1::StatusResponse status;
-    grpc::Status got = rpc::CallWithRetry(
-        options_.retry, absl::StrCat("Status of ", shard.address),
-        [&](grpc::ClientContext& context) {
-          return shard.stub->Status(&context, ps::v1::StatusRequest(),
-                                    &status);
-        });
-    if (!got.ok()) return rpc::FromGrpcStatus(got);
+  for (const ps::v1::StatusResponse& status : answers) {
     for (const ps::v1::WorkerStatus& worker : status.workers()) {
       if (worker.worker_id() == options_.worker_id) {
         known = std::max(known, worker.incarnation());
@@ -112,12 +123,14 @@ absl::Status ParameterClient::ChooseIncarnation() {
                  options_.worker_id, known, options_.incarnation);
   }
   incarnation_chosen_ = true;
-  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> ParameterClient::Register() {
   if (!incarnation_chosen_) {
-    if (absl::Status chosen = ChooseIncarnation(); !chosen.ok()) return chosen;
+    absl::StatusOr<std::vector<ps::v1::StatusResponse>> answers =
+        StatusOfEveryShard();
+    if (!answers.ok()) return answers.status();
+    ChooseIncarnation(*answers);
   }
   std::vector<ps::v1::RegisterResponse> responses(shards_.size());
   FirstError error;
@@ -188,19 +201,12 @@ void ParameterClient::StopHeartbeats() {
 
 absl::StatusOr<JobSurvey> ParameterClient::Survey() {
   const uint32_t listed = static_cast<uint32_t>(shards_.size());
-  std::vector<ps::v1::StatusResponse> answers(listed);
-  FirstError error;
-  common::ParallelFor(listed, [&](size_t i) {
-    error.Record(shards_[i].address,
-                 rpc::CallWithRetry(
-                     options_.retry, absl::StrCat("Status of ",
-                                                  shards_[i].address),
-                     [&](grpc::ClientContext& context) {
-                       return shards_[i].stub->Status(
-                           &context, ps::v1::StatusRequest(), &answers[i]);
-                     }));
-  });
-  if (!error.status().ok()) return error.status();
+  absl::StatusOr<std::vector<ps::v1::StatusResponse>> status =
+      StatusOfEveryShard();
+  if (!status.ok()) return status.status();
+  const std::vector<ps::v1::StatusResponse>& answers = *status;
+  // The same answers say which incarnation to register with.
+  if (!incarnation_chosen_) ChooseIncarnation(answers);
   JobSurvey survey;
   survey.complete = true;
   survey.expected_workers = answers[0].expected_workers();
@@ -258,15 +264,10 @@ absl::Status ParameterClient::WaitForOtherWorkers(uint32_t num_workers,
     // Each counted on the shard where it is largest.
     uint32_t live = 0;
     uint32_t unregistered = 0;
-    for (Shard& shard : shards_) {
-      ps::v1::StatusResponse status;
-      grpc::Status got = rpc::CallWithRetry(
-          options_.retry, absl::StrCat("Status of ", shard.address),
-          [&](grpc::ClientContext& context) {
-            return shard.stub->Status(&context, ps::v1::StatusRequest(),
-                                      &status);
-          });
-      if (!got.ok()) return rpc::FromGrpcStatus(got);
+    absl::StatusOr<std::vector<ps::v1::StatusResponse>> answers =
+        StatusOfEveryShard();
+    if (!answers.ok()) return answers.status();
+    for (const ps::v1::StatusResponse& status : *answers) {
       live = std::max(live, status.live_workers());
       uint32_t registered = 0;
       for (const ps::v1::WorkerStatus& worker : status.workers()) {

@@ -168,9 +168,11 @@ class ParameterClient {
   };
 
   explicit ParameterClient(ClientOptions options);
+  // Every shard's Status, asked in parallel with retries.
+  absl::StatusOr<std::vector<ps::v1::StatusResponse>> StatusOfEveryShard();
   // Picks this process's incarnation (see ClientOptions::incarnation) from
-  // the servers' Status, once, before the first registration.
-  absl::Status ChooseIncarnation();
+  // the shards' Status answers, once, before the first registration.
+  void ChooseIncarnation(const std::vector<ps::v1::StatusResponse>& answers);
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
   void HeartbeatLoop(absl::Duration interval);
   void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
