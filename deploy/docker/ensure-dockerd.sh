@@ -19,6 +19,10 @@ if answers; then
   echo "ensure-dockerd: a Docker daemon already answers; using it"
   exit 0
 fi
+if [ -n "${DOCKER_HOST:-}" ]; then
+  echo "ensure-dockerd: DOCKER_HOST=$DOCKER_HOST does not answer (this script starts only the default daemon)" >&2
+  exit 1
+fi
 if ! command -v dockerd >/dev/null; then
   echo "ensure-dockerd: no Docker daemon answers and dockerd is not installed (tools/setup.sh installs docker.io)" >&2
   exit 1
