@@ -13,7 +13,13 @@ packages=(
   dataset-fashion-mnist
   libyaml-cpp-dev docker-compose
   gnuplot-nox jq iproute2 nftables
+  mmdebstrap
 )
+# The docker tests (tests/docker_test.sh) need an engine: Debian's docker.io,
+# unless the machine has one already (docker-ce's packages conflict with it).
+# Without systemd, deploy/docker/ensure-dockerd.sh starts the daemon;
+# mmdebstrap makes the base image where no registry answers.
+command -v dockerd >/dev/null || packages+=(docker.io)
 # Offline checks of the deploy files use whatever kubectl and node the
 # machine has; Debian's (kubectl 1.20, node 18) only where there is none.
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

@@ -21,12 +21,13 @@ namespace {
 constexpr const char* kCgroupRoots[] = {"/sys/fs/cgroup/cpu",
                                         "/sys/fs/cgroup/cpu,cpuacct"};
 
-enum class Kind { kNamespace, kLink, kCgroup };
+enum class Kind { kNamespace, kLink, kCgroup, kForwardRule };
 
 struct Resource {
   Kind kind;
   pid_t pid;
-  std::string name;  // a namespace, a link, or a cgroup directory
+  std::string name;  // a namespace, a link, a cgroup directory, or a rule
+                     // as iptables -S prints it ("-A FORWARD -i pcb1 …")
   std::string root;  // cgroups: the controller's root
 };
 
@@ -74,6 +75,19 @@ std::vector<Resource> AllResources() {
       if (PidOfLink(name, &pid)) found.push_back({Kind::kLink, pid, name, ""});
     }
   }
+  if (absl::StatusOr<std::string> rules = RunCommand({"iptables", "-w", "-S"});
+      rules.ok()) {
+    for (absl::string_view line : absl::StrSplit(*rules, '\n')) {
+      const size_t at = line.find("--comment ps_chaos-");
+      pid_t pid = 0;
+      if (at != absl::string_view::npos &&
+          absl::SimpleAtoi(line.substr(at + 19, line.find(' ', at + 19) -
+                                                    (at + 19)),
+                           &pid)) {
+        found.push_back({Kind::kForwardRule, pid, std::string(line), ""});
+      }
+    }
+  }
   for (const char* root : kCgroupRoots) {
     DIR* dir = opendir(root);
     if (dir == nullptr) continue;
@@ -96,6 +110,7 @@ std::string Describe(const Resource& r) {
     case Kind::kNamespace: return absl::StrCat("network namespace ", r.name);
     case Kind::kLink: return absl::StrCat("network link ", r.name);
     case Kind::kCgroup: return absl::StrCat("cgroup ", r.name);
+    case Kind::kForwardRule: return absl::StrCat("iptables rule ", r.name);
   }
   return r.name;
 }
@@ -103,6 +118,12 @@ std::string Describe(const Resource& r) {
 bool Running(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
 
 }  // namespace
+
+std::vector<std::string> ForwardRule(const std::string& bridge, pid_t pid) {
+  return {"-i",        bridge,      "-o",       bridge,
+          "-m",        "comment",   "--comment", absl::StrCat("ps_chaos-", pid),
+          "-j",        "ACCEPT"};
+}
 
 void RemoveCgroupTree(const std::string& dir, const std::string& root) {
   if (DIR* d = opendir(dir.c_str())) {
@@ -150,6 +171,16 @@ std::vector<std::string> CleanUpDeadRuns() {
       case Kind::kCgroup:
         RemoveCgroupTree(r.name, r.root);
         break;
+      case Kind::kForwardRule: {
+        // "-A CHAIN …" as iptables -S printed it, deleted as "-D CHAIN …".
+        std::vector<std::string> command = {"iptables", "-w"};
+        for (absl::string_view word :
+             absl::StrSplit(r.name, ' ', absl::SkipEmpty())) {
+          command.emplace_back(word == "-A" ? "-D" : word);
+        }
+        (void)RunCommand(command);
+        break;
+      }
     }
   }
   std::vector<std::string> still;

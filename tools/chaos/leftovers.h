@@ -8,8 +8,13 @@
 
 namespace ps::chaos {
 
+// The iptables rule (after "-I CHAIN") that lets frames cross the sandbox
+// bridge of run `pid`; its comment ps_chaos-<pid> tells whose it is.
+std::vector<std::string> ForwardRule(const std::string& bridge, pid_t pid);
+
 // What a ps_chaos run with this pid has in the kernel: network namespaces
-// ps_chaos-<pid>-*, links pcb<pid> and pc<pid>*, cgroups ps_chaos-<pid>.
+// ps_chaos-<pid>-*, links pcb<pid> and pc<pid>*, cgroups ps_chaos-<pid>,
+// iptables rules commented ps_chaos-<pid>.
 // One line each ("network namespace ps_chaos-123-w0"); empty when none.
 std::vector<std::string> ResourcesOf(pid_t pid);
 

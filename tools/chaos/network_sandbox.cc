@@ -287,6 +287,14 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
                                       absl::StrJoin(left, "; "))));
     }
   }
+  if (absl::Status allowed = sandbox->AllowForwarding(); !allowed.ok()) {
+    const std::vector<std::string> left = sandbox->Teardown();
+    return absl::UnavailableError(absl::StrCat(
+        "cannot let traffic cross the sandbox bridge: ", allowed.message(),
+        left.empty() ? ""
+                     : absl::StrCat("; left behind: ",
+                                    absl::StrJoin(left, "; "))));
+  }
   // Fail now, not after the workers' retries ran out.
   if (hosts.size() >= 2) {
     if (absl::Status crosses =
@@ -299,6 +307,26 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
   spdlog::info("network sandbox: bridge {} ({}.1/24), {} namespaces",
                sandbox->bridge_, subnet, hosts.size());
   return sandbox;
+}
+
+absl::Status NetworkSandbox::AllowForwarding() {
+  // Frames between two namespaces cross our bridge. Once dockerd has run,
+  // br_netfilter hands them to iptables (bridge-nf-call-iptables=1) and
+  // FORWARD's policy is DROP: without this rule no worker reaches a server.
+  // DOCKER-USER is where Docker wants such rules (FORWARD jumps to it
+  // first); without Docker, FORWARD itself.
+  if (FindProgram("iptables").empty()) return absl::OkStatus();
+  const std::string chain =
+      RunCommand({"iptables", "-w", "-n", "-L", "DOCKER-USER"}).ok()
+          ? "DOCKER-USER"
+          : "FORWARD";
+  std::vector<std::string> rule = ForwardRule(bridge_, pid_);
+  rule.insert(rule.begin(), {"iptables", "-w", "-I", chain});
+  if (absl::StatusOr<std::string> added = RunCommand(rule); !added.ok()) {
+    return added.status();
+  }
+  forward_chain_ = chain;
+  return absl::OkStatus();
 }
 
 NetworkSandbox::~NetworkSandbox() {
@@ -421,6 +449,11 @@ std::vector<std::string> NetworkSandbox::Teardown() {
     (void)RunCommand({"ip", "netns", "delete", Namespace(host)});
   }
   if (!bridge_.empty()) (void)RunCommand({"ip", "link", "delete", bridge_});
+  if (!forward_chain_.empty()) {
+    std::vector<std::string> rule = ForwardRule(bridge_, pid_);
+    rule.insert(rule.begin(), {"iptables", "-w", "-D", forward_chain_});
+    (void)RunCommand(rule);
+  }
   // Our cgroups are the throttle's to remove, not ours to report.
   auto ours_left = [this] {
     std::vector<std::string> left = ResourcesOf(pid_);

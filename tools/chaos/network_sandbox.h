@@ -35,7 +35,8 @@ struct LinkFaults {
 // sandbox. The runner reaches the daemons through the bridge's own address,
 // .1 of that range. Faults are nft (or
 // iptables) rules and tc tbf qdiscs inside a host's namespace and on its
-// end of the bridge, so the machine's own firewall is never touched.
+// end of the bridge. The machine's own firewall gets one rule, removed at
+// teardown: ACCEPT for frames that stay on our bridge (AllowForwarding).
 //
 // Names carry the runner's pid (namespaces ps_chaos-<pid>-w0, links
 // pcb<pid> and pc<pid>w0), so leftovers of a run that was killed can be
@@ -73,6 +74,8 @@ class NetworkSandbox {
 
  private:
   NetworkSandbox() = default;
+  // Adds the ACCEPT rule for our bridge to DOCKER-USER (or FORWARD).
+  absl::Status AllowForwarding();
   std::string Namespace(const std::string& host) const;
   std::string HostLink(const std::string& host) const;
 
@@ -81,6 +84,7 @@ class NetworkSandbox {
   int lock_fd_ = -1;
   bool torn_down_ = false;
   std::string bridge_;
+  std::string forward_chain_;  // where AllowForwarding put its rule, or ""
   std::string subnet_;
   std::map<std::string, std::string> addresses_;  // host → address
 };
