@@ -114,7 +114,8 @@ TEST(Leave, AFailedRestartOfAKnownWorkerIsOnlyAStop) {
   ASSERT_TRUE(shard.Register(0, kIncarnation - 1).ok());
   ASSERT_TRUE(shard.Register(0, kIncarnation).ok());
   ASSERT_TRUE(shard.Leave(0, kIncarnation, LeaveReason::kStartFailed).ok());
-  const WorkerInfo* worker = Find(shard.Status(), 0);
+  const ShardStatus status = shard.Status();
+  const WorkerInfo* worker = Find(status, 0);
   ASSERT_NE(worker, nullptr);
   EXPECT_EQ(worker->state, WorkerState::kLeft);
   EXPECT_FALSE(worker->finished);
