@@ -10,7 +10,7 @@
 #include "bench/echo_server.h"
 #include "common/cli.h"
 #include "common/float_bytes.h"
-#include "common/local_cluster.h"
+#include "deploy/local/launcher.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
@@ -122,13 +122,14 @@ absl::Status MeasureSize(const TransferOptions& options,
   result->floats = floats;
   const double bytes = floats * sizeof(float);
 
-  common::LocalClusterOptions cluster_options;
+  launch::LocalClusterOptions cluster_options;
   cluster_options.bin_dir = options.bin_dir;
   cluster_options.out_dir = options.out_dir;
   cluster_options.num_servers = options.servers;
   cluster_options.num_workers = options.workers;
-  cluster_options.server_flags = {"--mode=async", "--log_level=warn"};
-  common::LocalCluster cluster(cluster_options);
+  cluster_options.server_flags.mode = "async";
+  cluster_options.server_flags.log_level = "warn";
+  launch::LocalCluster cluster(cluster_options);
   if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
     return s;
   }
@@ -204,7 +205,7 @@ absl::Status MeasureSize(const TransferOptions& options,
   for (const std::string& problem : cluster.Stop(absl::Seconds(10)).problems) {
     spdlog::warn("{} while stopping", problem);
   }
-  for (common::ClusterProcess& p : cluster.processes()) {
+  for (launch::ClusterProcess& p : cluster.processes()) {
     result->server_peak_rss_bytes.push_back(
         p.process.peak_rss_bytes().value_or(0));
   }
@@ -238,7 +239,7 @@ absl::Status RunTransfer(
       log);
   if (!echo.ok()) return echo.status();
   absl::StatusOr<int> port =
-      common::WaitForPortFile(port_file, "the echo server", log, *echo,
+      launch::WaitForPortFile(port_file, "the echo server", log, *echo,
                               absl::Now() + absl::Seconds(30),
                               [] { return false; });
   if (!port.ok()) return port.status();

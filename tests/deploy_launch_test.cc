@@ -25,12 +25,15 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/subprocess.h"
+#include "deploy/local/daemon_flags.h"
+#include "deploy/local/launcher.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/job.h"
@@ -41,25 +44,15 @@ namespace {
 
 using ::testing::HasSubstr;
 
+using launch::LastLines;
+using test_support::BinDir;
 using test_support::ReadFile;
-
-std::string BinDir() {
-  const char* dir = std::getenv("PS_BIN_DIR");
-  return dir != nullptr ? dir : "build/bin";
-}
 
 // A new directory for one job's logs and flagfile copies.
 std::string TempDir(const std::string& name) {
   std::string dir = absl::StrCat(::testing::TempDir(), "/ps_", name, "_XXXXXX");
   EXPECT_NE(mkdtemp(dir.data()), nullptr) << dir;
   return dir;
-}
-
-std::string LastLines(const std::string& path, size_t count) {
-  std::vector<std::string> lines =
-      absl::StrSplit(ReadFile(path), '\n', absl::SkipEmpty());
-  if (lines.size() > count) lines.erase(lines.begin(), lines.end() - count);
-  return absl::StrCat("    ", absl::StrJoin(lines, "\n    "));
 }
 
 // Runs a shell command and returns its stdout; stderr goes to the test log.
@@ -458,8 +451,10 @@ class JobRunner {
     for (Container& worker : job_.workers) {
       // Appended last, so it overrides the flagfile's --epochs: only to
       // keep the test short.
+      launch::WorkerFlags short_run;
+      short_run.epochs = 1;
       absl::StatusOr<common::Subprocess> process =
-          Start(worker, -1, {"--epochs=1"});
+          Start(worker, -1, launch::WorkerArgs(short_run));
       if (!process.ok()) return process.status();
       workers.push_back(std::move(*process));
     }
@@ -590,7 +585,14 @@ class JobRunner {
     if (Program(c) == "ps_server" && !c.hostname.empty() && !set_hostname_) {
       // Without namespaces the hostname cannot be faked: pass the ordinal
       // the pod's hostname would give (ps-server-1 → 1) as a flag instead.
-      argv.push_back(absl::StrCat("--shard_index=", ordinal));
+      launch::ServerFlags shard;
+      uint32_t index = 0;
+      if (!absl::SimpleAtoi(ordinal, &index)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            c.name, ": hostname ", c.hostname, " has no ordinal suffix"));
+      }
+      shard.shard_index = index;
+      for (std::string& arg : launch::ServerArgs(shard)) argv.push_back(arg);
       std::fprintf(stderr, "note: cannot set a hostname here; %s gets %s\n",
                    c.name.c_str(), argv.back().c_str());
     }

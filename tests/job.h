@@ -20,6 +20,8 @@
 #include "absl/time/clock.h"
 #include "common/rpc/channel.h"
 #include "common/subprocess.h"
+#include "deploy/local/daemon_flags.h"
+#include "deploy/local/launcher.h"
 #include "gtest/gtest.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 
@@ -83,16 +85,14 @@ inline Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
 }
 
 // Waits (at most 30 s) until a server wrote its --port_file, which it does
-// once it serves; false if it ended or never did.
+// once it serves; false (and why, in the test log) if it ended or never did.
 inline bool WaitForPortFile(common::Subprocess& server,
                             const std::string& port_file) {
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (ReadFile(port_file).empty() && absl::Now() < give_up &&
-         server.running()) {
-    absl::SleepFor(absl::Milliseconds(20));
-    server.Poll();
-  }
-  return !ReadFile(port_file).empty();
+  absl::StatusOr<int> port = launch::WaitForPortFile(
+      port_file, "the server", "its log", server,
+      absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(port.ok()) << port.status();
+  return port.ok();
 }
 
 inline bool ExitedWith(const Outcome& outcome, int code) {
@@ -109,10 +109,9 @@ class Job {
         bin_(BinDir()),
         num_workers_(workers),
         worker_flags_(std::move(worker_flags)) {
-    server_flags_ = {absl::StrCat("--port_file=", dir_, "/port"),
-                     absl::StrCat("--num_workers=", workers)};
-    server_flags_.insert(server_flags_.end(), server_flags.begin(),
-                         server_flags.end());
+    server_flags_.port_file = dir_ + "/port";
+    server_flags_.num_workers = workers;
+    server_flags_.extra = std::move(server_flags);
     StartServer("127.0.0.1:0");
     address_ = absl::StrCat("127.0.0.1:", ReadFile(dir_ + "/port"));
     for (uint32_t rank = 0; rank < workers; ++rank) StartWorker(rank);
@@ -127,12 +126,13 @@ class Job {
   const std::string& address() const { return address_; }
 
   void StartWorker(uint32_t rank) {
-    std::vector<std::string> argv = {
-        absl::StrCat(bin_, "/ps_worker"), absl::StrCat("--servers=", address_),
-        absl::StrCat("--rank=", rank),
-        absl::StrCat("--num_workers=", num_workers_),
-        absl::StrCat("--metrics_out=", dir_, "/metrics.jsonl")};
-    argv.insert(argv.end(), worker_flags_.begin(), worker_flags_.end());
+    launch::WorkerFlags flags;
+    flags.servers = {address_};
+    flags.rank = rank;
+    flags.num_workers = num_workers_;
+    flags.metrics_out = dir_ + "/metrics.jsonl";
+    flags.extra = worker_flags_;
+    const std::vector<std::string> argv = launch::WorkerCommand(bin_, flags);
     auto worker = common::Subprocess::Spawn(
         argv, absl::StrCat(dir_, "/worker-", rank, ".log"));
     EXPECT_TRUE(worker.ok()) << worker.status();
@@ -212,9 +212,9 @@ class Job {
   // Waits until the server wrote its port: it serves from then on.
   void StartServer(const std::string& listen) {
     std::remove((dir_ + "/port").c_str());
-    std::vector<std::string> argv = {absl::StrCat(bin_, "/ps_server"),
-                                     absl::StrCat("--listen=", listen)};
-    argv.insert(argv.end(), server_flags_.begin(), server_flags_.end());
+    launch::ServerFlags flags = server_flags_;
+    flags.listen = listen;
+    const std::vector<std::string> argv = launch::ServerCommand(bin_, flags);
     // server.log, then server-2.log, … for each restart.
     ++server_starts_;
     const std::string log = server_starts_ == 1
@@ -231,7 +231,7 @@ class Job {
   std::string address_;
   uint32_t num_workers_;
   std::vector<std::string> worker_flags_;
-  std::vector<std::string> server_flags_;
+  launch::ServerFlags server_flags_;
   uint32_t server_starts_ = 0;
   std::unique_ptr<common::Subprocess> server_;
   std::vector<std::unique_ptr<common::Subprocess>> workers_;

@@ -22,8 +22,8 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
-#include "common/local_cluster.h"
 #include "common/stop_signal.h"
+#include "deploy/local/launcher.h"
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
@@ -54,7 +54,7 @@ namespace {
 
 using ps::common::Die;
 
-using ps::common::JsonNumber;
+using ps::launch::JsonNumber;
 
 std::string ProgressLine(const std::string& json) {
   return absl::StrFormat(
@@ -96,10 +96,10 @@ std::vector<std::string> SplitFlags(const std::string& flags) {
 
 // Says why, then stops what runs (workers first, so they can leave) and
 // says what that did.
-int Fail(ps::common::LocalCluster& cluster, const std::string& message) {
+int Fail(ps::launch::LocalCluster& cluster, const std::string& message) {
   std::fprintf(stderr, "ps_local: %s\n", message.c_str());
   std::fflush(stderr);
-  const ps::common::LocalCluster::StopReport stopped =
+  const ps::launch::StopReport stopped =
       cluster.Stop(absl::Seconds(10));
   for (const std::string& problem : stopped.problems) {
     std::fprintf(stderr, "ps_local: %s\n", problem.c_str());
@@ -147,31 +147,27 @@ int main(int argc, char** argv) {
 
   const absl::Time start = absl::Now();
   const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
-  ps::common::LocalClusterOptions cluster_options;
+  ps::launch::LocalClusterOptions cluster_options;
   cluster_options.bin_dir = bin_dir;
   cluster_options.out_dir = out_dir;
   cluster_options.num_servers = num_servers;
   cluster_options.num_workers = num_workers;
-  cluster_options.server_flags = {
-      absl::StrCat("--mode=", mode),
-      absl::StrCat("--lr=", absl::GetFlag(FLAGS_lr)),
-      absl::StrCat("--l2=", absl::GetFlag(FLAGS_l2)),
-      absl::StrCat("--l1=", absl::GetFlag(FLAGS_l1))};
-  for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_server_flags))) {
-    cluster_options.server_flags.push_back(std::move(flag));
-  }
-  cluster_options.worker_flags = {
-      absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
-      absl::StrCat("--epochs=", absl::GetFlag(FLAGS_epochs)),
-      absl::StrCat("--batch_size=", absl::GetFlag(FLAGS_batch_size)),
-      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
-      absl::StrCat("--eval_every=", absl::GetFlag(FLAGS_eval_every)),
-      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
-      absl::StrCat("--metrics_out=", metrics_path)};
-  for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_worker_flags))) {
-    cluster_options.worker_flags.push_back(std::move(flag));
-  }
-  ps::common::LocalCluster cluster(cluster_options);
+  ps::launch::ServerFlags& server = cluster_options.server_flags;
+  server.mode = mode;
+  server.lr = absl::GetFlag(FLAGS_lr);
+  server.l2 = absl::GetFlag(FLAGS_l2);
+  server.l1 = absl::GetFlag(FLAGS_l1);
+  server.extra = SplitFlags(absl::GetFlag(FLAGS_server_flags));
+  ps::launch::WorkerFlags& worker = cluster_options.worker_flags;
+  worker.model = absl::GetFlag(FLAGS_model);
+  worker.epochs = absl::GetFlag(FLAGS_epochs);
+  worker.batch_size = absl::GetFlag(FLAGS_batch_size);
+  worker.seed = absl::GetFlag(FLAGS_seed);
+  worker.eval_every = absl::GetFlag(FLAGS_eval_every);
+  worker.data_dir = absl::GetFlag(FLAGS_data_dir);
+  worker.metrics_out = metrics_path;
+  worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
+  ps::launch::LocalCluster cluster(cluster_options);
   if (absl::Status started =
           cluster.StartServers(
               [] { return ps::common::StopSignalReceived() != 0; });

@@ -19,9 +19,9 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/cli.h"
-#include "common/local_cluster.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
+#include "deploy/local/launcher.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "spdlog/spdlog.h"
 #include "tools/chaos/cluster.h"
@@ -418,10 +418,10 @@ ExperimentResult RunExperiment(const Scenario& scenario,
         const std::string line(lines[metrics_lines]);
         Evaluation e;
         e.t = now();
-        e.epoch = common::JsonNumber(line, "epoch").value_or(0);
-        e.accuracy = common::JsonNumber(line, "test_accuracy").value_or(0);
+        e.epoch = launch::JsonNumber(line, "epoch").value_or(0);
+        e.accuracy = launch::JsonNumber(line, "test_accuracy").value_or(0);
         e.samples = static_cast<uint64_t>(
-            common::JsonNumber(line, "samples").value_or(0));
+            launch::JsonNumber(line, "samples").value_or(0));
         if (e.epoch > 0 && e.samples > 0) {
           result.timeline.train_size = e.samples / e.epoch;
         }
