@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 
 #include <fcntl.h>
@@ -44,6 +45,12 @@ void DisableMutexDeadlockDetection() {
 }
 
 namespace {
+
+// What FlagValues answers; written once, by InitProgram.
+std::map<std::string, std::vector<std::string>>& FlagValuesSeen() {
+  static auto* seen = new std::map<std::string, std::vector<std::string>>();
+  return *seen;
+}
 
 // absl's parser exits with status 1 on an unknown flag or a bad value (and
 // says only "Illegal value '5'" for a duration without its unit), where
@@ -110,10 +117,17 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
       }
       Die(absl::StrCat("--", name, "=", *value, ": ", error));
     }
+    FlagValuesSeen()[name].push_back(*value);
   }
 }
 
 }  // namespace
+
+std::vector<std::string> FlagValues(absl::string_view name) {
+  auto found = FlagValuesSeen().find(std::string(name));
+  return found == FlagValuesSeen().end() ? std::vector<std::string>()
+                                         : found->second;
+}
 
 std::vector<std::string> InitProgram(int argc, char** argv,
                                      absl::string_view usage,

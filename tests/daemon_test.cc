@@ -6,7 +6,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -85,6 +87,84 @@ TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   EXPECT_TRUE(ExitedWith(outcome, 1)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("worker"));
   EXPECT_THAT(outcome.output, HasSubstr("/nonexistent/fashion"));
+}
+
+// A --worker_command that records what it was given (in RECORD) and then
+// runs ps_worker; the script's path is quoted as a shell user would.
+std::string RecordingWorker(const std::string& record) {
+  return absl::StrCat("/bin/sh '", PS_SOURCE_DIR, "/tests/record_worker.sh' ",
+                      record, " ", BinDir(), "/ps_worker");
+}
+
+// The job trains with rank 1 run by --worker_command and rank 0 by
+// ps_worker, and the command gets ps_worker's flags and this build's
+// python/ first on PYTHONPATH.
+TEST(LocalClusterWorkerCommand, RanksOfARangeRunTheCommandAndTheJobTrains) {
+  const std::string dir = FreshDir("worker_command_range");
+  const std::string record = dir + "/record.txt";
+  setenv("PYTHONPATH", "/inherited", 1);
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=1", "--workers=2", "--epochs=1",
+       "--eval_every=1", absl::StrCat("--out_dir=", dir),
+       absl::StrCat("--worker_command=1-1:", RecordingWorker(record))},
+      dir + "/ps_local.out");
+  unsetenv("PYTHONPATH");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("ps_local: done"));
+  const std::vector<std::string> runs =
+      absl::StrSplit(ReadFile(record), '\n', absl::SkipEmpty());
+  ASSERT_EQ(runs.size(), 1u) << ReadFile(record);
+  const std::string build_python =
+      std::filesystem::path(BinDir() + "/../python").lexically_normal().string();
+  EXPECT_THAT(runs[0], HasSubstr(absl::StrCat("PYTHONPATH=", build_python,
+                                              ":/inherited argv=")));
+  EXPECT_THAT(runs[0], HasSubstr("--servers=127.0.0.1:"));
+  EXPECT_THAT(runs[0], HasSubstr(" --rank=1 --num_workers=2 "));
+  EXPECT_THAT(runs[0], HasSubstr(" --epochs=1 "));
+}
+
+TEST(LocalClusterWorkerCommand, ACommandWithoutRanksRunsForEveryRank) {
+  const std::string dir = FreshDir("worker_command_all");
+  const std::string record = dir + "/record.txt";
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=1", "--workers=2", "--epochs=1",
+       "--eval_every=1", absl::StrCat("--out_dir=", dir),
+       absl::StrCat("--worker_command=", RecordingWorker(record))},
+      dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  const std::string runs = ReadFile(record);
+  EXPECT_THAT(runs, HasSubstr(" --rank=0 "));
+  EXPECT_THAT(runs, HasSubstr(" --rank=1 "));
+}
+
+TEST(LocalClusterWorkerCommand, BadRangesStopPsLocalAtStartUpWithOneLine) {
+  const std::string dir = FreshDir("worker_command_bad");
+  const struct {
+    std::vector<std::string> flags;
+    std::string says;
+  } cases[] = {
+      {{"--worker_command=0-1:true", "--worker_command=1-1:true"},
+       "ranks 1-1 overlap ranks 0-1"},
+      {{"--worker_command=true", "--worker_command=0-0:true"},
+       "ranks 0-0 overlap ranks 0-1"},
+      {{"--worker_command=1-2:true"}, "ranks 1-2 are not within 0-1"},
+      {{"--worker_command=1-0:true"}, "ranks 1-0 are not within 0-1"},
+      {{"--worker_command=python3 'unterminated"}, "an unterminated ' quote"},
+      {{"--worker_command=0-1:"}, "no command"},
+      {{"--worker_command=no_such_program_here --x"},
+       "cannot find no_such_program_here"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {"ps_local", "--servers=1", "--workers=2",
+                                     absl::StrCat("--out_dir=", dir)};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    Outcome outcome = RunBinary(argv, dir + "/ps_local.out", absl::Seconds(30));
+    EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
+    EXPECT_THAT(outcome.output, HasSubstr(c.says));
+    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
+        << outcome.output;
+    EXPECT_THAT(outcome.output, Not(HasSubstr("server"))) << "nothing starts";
+  }
 }
 
 // The pid of the process whose command line contains `needle`.

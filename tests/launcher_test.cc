@@ -47,5 +47,44 @@ TEST(DaemonFlags, AWorkerGetsTheServerListInShardOrder) {
                           "--metrics_out=m.jsonl", "--epochs=1"));
 }
 
+TEST(SplitCommandLine, SplitsAsAShellWouldWithoutRunningOne) {
+  absl::StatusOr<std::vector<std::string>> words = SplitCommandLine(
+      R"(  python3  'my dir/train.py' --name="a \"b\" $HOME" c\ d '' )");
+  ASSERT_TRUE(words.ok()) << words.status();
+  EXPECT_THAT(*words, ElementsAre("python3", "my dir/train.py",
+                                  "--name=a \"b\" $HOME", "c d", ""));
+  EXPECT_FALSE(SplitCommandLine("python3 'open").ok());
+  EXPECT_FALSE(SplitCommandLine("python3 \"open").ok());
+  EXPECT_FALSE(SplitCommandLine("python3 \\").ok());
+}
+
+TEST(ParseWorkerPrograms, ARangeCoversItsRanksAndABareCommandEveryRank) {
+  absl::StatusOr<std::vector<WorkerProgram>> programs =
+      ParseWorkerPrograms({"0-1:python3 a.py", "3:b --x"}, 4);
+  ASSERT_TRUE(programs.ok()) << programs.status();
+  ASSERT_EQ(programs->size(), 2u);
+  EXPECT_EQ((*programs)[0].first_rank, 0u);
+  EXPECT_EQ((*programs)[0].last_rank, 1u);
+  EXPECT_THAT((*programs)[0].command, ElementsAre("python3", "a.py"));
+  EXPECT_EQ((*programs)[1].first_rank, 3u);
+  EXPECT_EQ((*programs)[1].last_rank, 3u);
+
+  programs = ParseWorkerPrograms({"python3 a.py --at=1:2"}, 4);
+  ASSERT_TRUE(programs.ok()) << programs.status();
+  EXPECT_EQ((*programs)[0].first_rank, 0u);
+  EXPECT_EQ((*programs)[0].last_rank, 3u);
+  EXPECT_THAT((*programs)[0].command,
+              ElementsAre("python3", "a.py", "--at=1:2"));
+}
+
+TEST(ParseWorkerPrograms, OverlapsAndRanksOutsideTheJobAreErrors) {
+  EXPECT_FALSE(ParseWorkerPrograms({"0-2:a", "2-3:b"}, 4).ok());
+  EXPECT_FALSE(ParseWorkerPrograms({"a", "3:b"}, 4).ok());
+  EXPECT_FALSE(ParseWorkerPrograms({"a", "b"}, 4).ok());
+  EXPECT_FALSE(ParseWorkerPrograms({"2-4:a"}, 4).ok());
+  EXPECT_FALSE(ParseWorkerPrograms({"3-2:a"}, 4).ok());
+  EXPECT_FALSE(ParseWorkerPrograms({"1:"}, 4).ok());
+}
+
 }  // namespace
 }  // namespace ps::launch

@@ -1,6 +1,10 @@
 #include "common/subprocess.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -25,6 +29,25 @@ TEST(Subprocess, PeakRssIsTheChildsOwnNotTheParentsItWasForkedFrom) {
   EXPECT_GT(*child->peak_rss_bytes(), 0);
   EXPECT_LT(*child->peak_rss_bytes(), 32 * kMiB);
   EXPECT_EQ(ballast[12345], 1);
+}
+
+TEST(Subprocess, FindsAProgramInPathAndSetsTheEnvironmentItIsGiven) {
+  const std::string log = ::testing::TempDir() + "/subprocess_env.log";
+  std::remove(log.c_str());
+  setenv("PS_SUBPROCESS_INHERITED", "kept", 1);
+  absl::StatusOr<Subprocess> child = Subprocess::Spawn(
+      {"sh", "-c", "echo \"$PS_SUBPROCESS_SET $PS_SUBPROCESS_INHERITED\""}, log,
+      {"PS_SUBPROCESS_SET=given"});
+  unsetenv("PS_SUBPROCESS_INHERITED");
+  ASSERT_TRUE(child.ok()) << child.status();
+  std::optional<int> status = child->WaitFor(absl::Seconds(30));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(ExitedCleanly(*status));
+  std::ifstream in(log);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "given kept");
+  EXPECT_FALSE(Subprocess::Spawn({"no_such_program_here"}, "").ok());
 }
 
 }  // namespace

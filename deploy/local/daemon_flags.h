@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace ps::launch {
@@ -57,6 +59,27 @@ struct WorkerFlags {
   std::vector<std::string> extra;
   std::string inject_faults;  // as for ServerFlags
 };
+
+// A program that runs instead of ps_worker for ranks first_rank to
+// last_rank (ps_local's --worker_command), given the flags ps_worker would
+// get after its own arguments.
+struct WorkerProgram {
+  uint32_t first_rank = 0;
+  uint32_t last_rank = 0;
+  std::vector<std::string> command;
+};
+
+// Reads --worker_command values: "CMD" for every rank, "R1-R2:CMD" (or
+// "R:CMD") for those ranks. An error names the value that is empty, badly
+// quoted, outside ranks 0 to num_workers-1 or overlapping another.
+absl::StatusOr<std::vector<WorkerProgram>> ParseWorkerPrograms(
+    const std::vector<std::string>& values, uint32_t num_workers);
+
+// Splits a command into words as a POSIX shell does (blanks separate;
+// '...', "..." and backslash quote), without running one: no variables,
+// globs or redirections.
+absl::StatusOr<std::vector<std::string>> SplitCommandLine(
+    absl::string_view command);
 
 // The arguments alone (no program), in a fixed order.
 std::vector<std::string> ServerArgs(const ServerFlags& flags);

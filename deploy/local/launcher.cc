@@ -76,9 +76,10 @@ LocalCluster::LocalCluster(LocalClusterOptions options)
 
 absl::Status LocalCluster::Spawn(std::string name, bool is_worker,
                                  const std::vector<std::string>& args,
-                                 const std::string& log) {
+                                 const std::string& log,
+                                 const std::vector<std::string>& env) {
   std::remove(log.c_str());
-  absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log);
+  absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log, env);
   if (!process.ok()) return process.status();
   processes_.push_back({std::move(name), log, is_worker, std::move(*process)});
   return absl::OkStatus();
@@ -121,17 +122,26 @@ absl::Status LocalCluster::StartServers(
   return absl::OkStatus();
 }
 
+std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
+  WorkerFlags flags = options_.worker_flags;
+  flags.servers = addresses_;
+  flags.rank = rank;
+  flags.num_workers = options_.num_workers;
+  for (const WorkerProgram& program : options_.worker_programs) {
+    if (rank < program.first_rank || rank > program.last_rank) continue;
+    std::vector<std::string> argv = program.command;
+    for (std::string& arg : WorkerArgs(flags)) argv.push_back(std::move(arg));
+    return argv;
+  }
+  return WorkerCommand(options_.bin_dir, flags);
+}
+
 absl::Status LocalCluster::StartWorkers() {
   for (uint32_t rank = 0; rank < options_.num_workers; ++rank) {
-    WorkerFlags flags = options_.worker_flags;
-    flags.servers = addresses_;
-    flags.rank = rank;
-    flags.num_workers = options_.num_workers;
-    const std::vector<std::string> args =
-        WorkerCommand(options_.bin_dir, flags);
     if (absl::Status s =
-            Spawn(absl::StrCat("worker ", rank), true, args,
-                  absl::StrCat(options_.out_dir, "/worker-", rank, ".log"));
+            Spawn(absl::StrCat("worker ", rank), true, WorkerCommandLine(rank),
+                  absl::StrCat(options_.out_dir, "/worker-", rank, ".log"),
+                  options_.worker_env);
         !s.ok()) {
       return s;
     }

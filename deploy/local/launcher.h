@@ -70,6 +70,11 @@ struct LocalClusterOptions {
   ServerFlags server_flags;
   // Flags for every worker; the cluster sets servers, rank and num_workers.
   WorkerFlags worker_flags;
+  // Programs that run instead of ps_worker for some ranks, given the
+  // flags ps_worker would get. Default: none, every rank runs ps_worker
+  std::vector<WorkerProgram> worker_programs;
+  // Set in every worker's environment ("NAME=VALUE").
+  std::vector<std::string> worker_env;
   // Servers not serving by then fail the start. Default: 30 s
   absl::Duration start_timeout = absl::Seconds(30);
 };
@@ -112,7 +117,10 @@ class LocalCluster {
  private:
   absl::Status Spawn(std::string name, bool is_worker,
                      const std::vector<std::string>& args,
-                     const std::string& log);
+                     const std::string& log,
+                     const std::vector<std::string>& env = {});
+  // ps_worker's command line for `rank`, or its WorkerProgram's.
+  std::vector<std::string> WorkerCommandLine(uint32_t rank) const;
 
   LocalClusterOptions options_;
   std::vector<ClusterProcess> processes_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -44,6 +45,10 @@ ABSL_FLAG(std::string, server_flags, "",
           "Extra flags for every ps_server, space-separated.");
 ABSL_FLAG(std::string, worker_flags, "",
           "Extra flags for every ps_worker, space-separated.");
+ABSL_FLAG(std::string, worker_command, "",
+          "Run this command (split like a shell, no shell) with the flags "
+          "ps_worker would get, instead of ps_worker; R1-R2:CMD for those "
+          "ranks only. Repeatable.");
 ABSL_FLAG(std::string, bin_dir, "",
           "Where ps_server and ps_worker are; default: beside ps_local.");
 ABSL_FLAG(absl::Duration, timeout, absl::Hours(1),
@@ -92,6 +97,30 @@ class LineTailer {
 
 std::vector<std::string> SplitFlags(const std::string& flags) {
   return absl::StrSplit(flags, ' ', absl::SkipEmpty());
+}
+
+// --worker_command's values, each checked before anything starts.
+std::vector<ps::launch::WorkerProgram> WorkerProgramsOrDie(
+    const std::vector<std::string>& values, uint32_t num_workers) {
+  absl::StatusOr<std::vector<ps::launch::WorkerProgram>> programs =
+      ps::launch::ParseWorkerPrograms(values, num_workers);
+  if (!programs.ok()) Die(programs.status().message());
+  for (const ps::launch::WorkerProgram& program : *programs) {
+    if (ps::common::FindExecutable(program.command[0]).empty()) {
+      Die(absl::StrCat("--worker_command: cannot find ", program.command[0],
+                       " (not a path, and not in $PATH)"));
+    }
+  }
+  return *std::move(programs);
+}
+
+// PYTHONPATH=DIR, then whatever PYTHONPATH this process has.
+std::string PythonPathWith(const std::string& dir) {
+  const char* inherited = std::getenv("PYTHONPATH");
+  return absl::StrCat("PYTHONPATH=", dir,
+                      inherited != nullptr && *inherited != '\0'
+                          ? absl::StrCat(":", inherited)
+                          : "");
 }
 
 // Says why, then stops what runs (workers first, so they can leave) and
@@ -167,6 +196,13 @@ int main(int argc, char** argv) {
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.metrics_out = metrics_path;
   worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
+  cluster_options.worker_programs =
+      WorkerProgramsOrDie(ps::common::FlagValues("worker_command"), num_workers);
+  // So a Python worker imports the pyps of this build (build/python).
+  cluster_options.worker_env = {PythonPathWith(
+      std::filesystem::path(ps::common::ExecutableDir() + "/../python")
+          .lexically_normal()
+          .string())};
   ps::launch::LocalCluster cluster(cluster_options);
   if (absl::Status started =
           cluster.StartServers(
