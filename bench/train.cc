@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/dataset.h"
+#include "common/json.h"
 #include "deploy/local/launcher.h"
 
 namespace ps::bench {
@@ -66,10 +67,14 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   std::ifstream in(metrics_path);
   std::string last;
   for (std::string line; std::getline(in, line);) {
-    const double accuracy = launch::JsonNumber(line, "test_accuracy").value_or(0);
+    const common::Json metrics = common::ParseJsonObject(line);
+    const double accuracy =
+        common::NumberField(metrics, "test_accuracy").value_or(0);
     if (result.seconds_to_target < 0 && accuracy >= options.target_accuracy) {
-      result.seconds_to_target = launch::JsonNumber(line, "time_s").value_or(0);
-      result.epoch_at_target = launch::JsonNumber(line, "epoch").value_or(0);
+      result.seconds_to_target =
+          common::NumberField(metrics, "time_s").value_or(0);
+      result.epoch_at_target =
+          common::NumberField(metrics, "epoch").value_or(0);
     }
     last = line;
   }
@@ -78,9 +83,13 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
         absl::StrCat("training finished but ", metrics_path,
                      " holds no evaluation"));
   }
-  result.samples_per_s = launch::JsonNumber(last, "samples_per_s").value_or(0);
-  result.train_seconds = launch::JsonNumber(last, "time_s").value_or(0);
-  result.final_accuracy = launch::JsonNumber(last, "test_accuracy").value_or(0);
+  const common::Json final_metrics = common::ParseJsonObject(last);
+  result.samples_per_s =
+      common::NumberField(final_metrics, "samples_per_s").value_or(0);
+  result.train_seconds =
+      common::NumberField(final_metrics, "time_s").value_or(0);
+  result.final_accuracy =
+      common::NumberField(final_metrics, "test_accuracy").value_or(0);
   return result;
 }
 
@@ -114,22 +123,29 @@ void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
 }
 
 std::string TrainJsonLine(const TrainBenchResult& r) {
-  std::vector<std::string> peaks;
+  using common::RoundTo;
+  common::Json peaks = common::Json::object();
   for (const ProcessPeak& p : r.peaks) {
-    peaks.push_back(absl::StrFormat("\"%s\":%.1f", p.name,
-                                    p.peak_rss_bytes / kMiB));
+    peaks[p.name] = RoundTo(p.peak_rss_bytes / kMiB, 1);
   }
   const TrainBenchOptions& o = r.options;
-  return absl::StrFormat(
-      "{\"bench\":\"train\",\"model\":\"%s\",\"mode\":\"%s\",\"workers\":%d,"
-      "\"servers\":%d,\"batch_size\":%d,\"epochs\":%d,\"samples_per_s\":%.1f,"
-      "\"train_s\":%.3f,\"wall_s\":%.3f,\"target_accuracy\":%.4f,"
-      "\"seconds_to_target\":%.3f,\"epoch_at_target\":%.3f,"
-      "\"final_accuracy\":%.4f,\"peak_rss_mib\":{%s}}\n",
-      o.model, o.mode, o.workers, o.servers, o.batch_size, o.epochs,
-      r.samples_per_s, r.train_seconds, r.wall_seconds, o.target_accuracy,
-      r.seconds_to_target, r.epoch_at_target, r.final_accuracy,
-      absl::StrJoin(peaks, ","));
+  const common::Json line = {
+      {"bench", "train"},
+      {"model", o.model},
+      {"mode", o.mode},
+      {"workers", o.workers},
+      {"servers", o.servers},
+      {"batch_size", o.batch_size},
+      {"epochs", o.epochs},
+      {"samples_per_s", RoundTo(r.samples_per_s, 1)},
+      {"train_s", RoundTo(r.train_seconds, 3)},
+      {"wall_s", RoundTo(r.wall_seconds, 3)},
+      {"target_accuracy", RoundTo(o.target_accuracy, 4)},
+      {"seconds_to_target", RoundTo(r.seconds_to_target, 3)},
+      {"epoch_at_target", RoundTo(r.epoch_at_target, 3)},
+      {"final_accuracy", RoundTo(r.final_accuracy, 4)},
+      {"peak_rss_mib", std::move(peaks)}};
+  return line.dump() + "\n";
 }
 
 }  // namespace ps::bench

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
+#include "common/json.h"
 #include "common/rpc/channel.h"
 #include "common/subprocess.h"
 #include "deploy/local/daemon_flags.h"
@@ -51,14 +52,13 @@ inline std::string FreshDir(const std::string& name) {
   return dir;
 }
 
-// The number after "key": in one JSON line; -1 (and a test failure) when
-// the key is missing.
+// The number at "key" of one JSON object; -1 (and a test failure) when
+// the key is missing or not a number.
 inline double Field(const std::string& json, const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = json.find(needle);
-  EXPECT_NE(at, std::string::npos) << key << " missing in " << json;
-  if (at == std::string::npos) return -1;
-  return std::strtod(json.c_str() + at + needle.size(), nullptr);
+  const std::optional<double> value =
+      common::NumberField(common::ParseJsonObject(json), key);
+  EXPECT_TRUE(value.has_value()) << key << " missing in " << json;
+  return value.value_or(-1);
 }
 
 struct Outcome {

@@ -20,18 +20,6 @@ using common::ExitedCleanly;
 using common::ExecutableDir;
 using common::Subprocess;
 
-std::optional<double> JsonNumber(const std::string& line,
-                                 const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = line.find(needle);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = line.c_str() + at + needle.size();
-  char* end = nullptr;
-  const double value = std::strtod(begin, &end);
-  if (end == begin) return std::nullopt;
-  return value;
-}
-
 std::string LastLines(const std::string& path, int count) {
   std::ifstream in(path);
   std::vector<std::string> lines;

@@ -29,10 +29,6 @@ absl::StatusOr<int> WaitForPortFile(
 // The last `count` lines of a file, indented, for error messages.
 std::string LastLines(const std::string& path, int count);
 
-// A number field of one of our own metrics lines (flat JSON, no nesting).
-std::optional<double> JsonNumber(const std::string& line,
-                                 const std::string& key);
-
 // A daemon to stop, as StopWorkersThenServers sees it.
 struct StopTarget {
   std::string name;  // "server 1", "worker 0"

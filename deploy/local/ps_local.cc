@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
+#include "common/json.h"
 #include "common/stop_signal.h"
 #include "deploy/local/launcher.h"
 
@@ -59,17 +60,18 @@ namespace {
 
 using ps::common::Die;
 
-using ps::launch::JsonNumber;
+// A field of a metrics line; 0 when it is missing.
+double Metric(const ps::common::Json& metrics, const char* key) {
+  return ps::common::NumberField(metrics, key).value_or(0);
+}
 
-std::string ProgressLine(const std::string& json) {
+std::string ProgressLine(const std::string& line) {
+  const ps::common::Json m = ps::common::ParseJsonObject(line);
   return absl::StrFormat(
       "epoch %5.2f  step %6.0f  test accuracy %6.2f%%  test loss %.4f  "
       "%8.0f samples/s  %6.1f s",
-      JsonNumber(json, "epoch").value_or(0), JsonNumber(json, "step").value_or(0),
-      100 * JsonNumber(json, "test_accuracy").value_or(0),
-      JsonNumber(json, "test_loss").value_or(0),
-      JsonNumber(json, "samples_per_s").value_or(0),
-      JsonNumber(json, "time_s").value_or(0));
+      Metric(m, "epoch"), Metric(m, "step"), 100 * Metric(m, "test_accuracy"),
+      Metric(m, "test_loss"), Metric(m, "samples_per_s"), Metric(m, "time_s"));
 }
 
 // Reads the lines appended to a file since the last call.
@@ -258,14 +260,14 @@ int main(int argc, char** argv) {
                  "evaluation\n", metrics_path.c_str());
     return 1;
   }
+  const ps::common::Json last = ps::common::ParseJsonObject(last_metrics);
   std::printf(
       "ps_local: done in %.1f s: test accuracy %.2f%% after %.2f epochs "
       "(%s, %s, %u servers x %u workers), %.0f samples/s; metrics in %s\n",
       absl::ToDoubleSeconds(absl::Now() - start),
-      100 * JsonNumber(last_metrics, "test_accuracy").value_or(0),
-      JsonNumber(last_metrics, "epoch").value_or(0), mode.c_str(),
+      100 * Metric(last, "test_accuracy"), Metric(last, "epoch"), mode.c_str(),
       absl::GetFlag(FLAGS_model).c_str(), num_servers, num_workers,
-      JsonNumber(last_metrics, "samples_per_s").value_or(0),
+      Metric(last, "samples_per_s"),
       metrics_path.c_str());
   return 0;
 }

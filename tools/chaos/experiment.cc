@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/cli.h"
+#include "common/json.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "deploy/local/launcher.h"
@@ -418,10 +419,11 @@ ExperimentResult RunExperiment(const Scenario& scenario,
         const std::string line(lines[metrics_lines]);
         Evaluation e;
         e.t = now();
-        e.epoch = launch::JsonNumber(line, "epoch").value_or(0);
-        e.accuracy = launch::JsonNumber(line, "test_accuracy").value_or(0);
+        const common::Json metrics = common::ParseJsonObject(line);
+        e.epoch = common::NumberField(metrics, "epoch").value_or(0);
+        e.accuracy = common::NumberField(metrics, "test_accuracy").value_or(0);
         e.samples = static_cast<uint64_t>(
-            launch::JsonNumber(line, "samples").value_or(0));
+            common::NumberField(metrics, "samples").value_or(0));
         if (e.epoch > 0 && e.samples > 0) {
           result.timeline.train_size = e.samples / e.epoch;
         }
