@@ -36,6 +36,7 @@ using test_support::FreshDir;
 using test_support::Outcome;
 using test_support::ReadFile;
 using test_support::RunBinary;
+using test_support::WaitUntil;
 
 class LocalCluster : public ::testing::TestWithParam<std::string> {};
 
@@ -189,10 +190,8 @@ TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging)
   auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
   ASSERT_TRUE(process.ok());
   // Wait until training is under way, then kill -9 server 1.
-  const absl::Time give_up = absl::Now() + absl::Seconds(120);
-  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+                        absl::Seconds(120)));
   const pid_t server = FindProcess(absl::StrCat(dir, "/server-1.port"));
   ASSERT_GT(server, 0);
   ASSERT_EQ(kill(server, SIGKILL), 0);
@@ -213,10 +212,8 @@ TEST(LocalClusterFaults, CtrlCStopsEveryProcessAndFails) {
                                    absl::StrCat("--out_dir=", dir)};
   auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
   ASSERT_TRUE(process.ok());
-  const absl::Time give_up = absl::Now() + absl::Seconds(120);
-  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+                        absl::Seconds(120)));
   process->Signal(SIGINT);
   std::optional<int> status = process->WaitFor(absl::Seconds(30));
   ASSERT_TRUE(status.has_value()) << "ps_local did not stop on SIGINT";
@@ -299,7 +296,16 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
                     ReadFile(dir + "/port"), " --epochs=1 --eval_every=1")},
       dir + "/worker.log");
   ASSERT_TRUE(worker.ok()) << worker.status();
-  absl::SleepFor(absl::Seconds(12));
+  // Long enough unnamed for gRPC's own backoff to have grown (attempt 20
+  // is logged about 15 s in).
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ReadFile(dir + "/worker.log")
+                   .find("Resolve ps-late-server attempt 20 failed") !=
+               std::string::npos;
+      },
+      absl::Seconds(60)))
+      << ReadFile(dir + "/worker.log");
   EXPECT_TRUE(worker->running()) << ReadFile(dir + "/worker.log");
   EXPECT_THAT(ReadFile(dir + "/worker.log"),
               HasSubstr("server name ps-late-server does not resolve yet"));
@@ -307,10 +313,10 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
 
   std::ofstream(hosts, std::ios::app) << "127.0.0.1 ps-late-server\n";
   const absl::Time named = absl::Now();
-  while (ReadFile(dir + "/worker.log").find("steps of") == std::string::npos &&
-         worker->running() && absl::Now() < named + absl::Seconds(30)) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  WaitUntil([&] {
+    return ReadFile(dir + "/worker.log").find("steps of") != std::string::npos ||
+           !worker->running();
+  });
   // Not a speed test: gRPC's own retries of the name were about 6.5 s apart
   // by now (1, 1.6, 2.6, 4.1, 6.5 s), ours are at most 1 s apart.
   EXPECT_LT(absl::Now() - named, absl::Seconds(3)) << ReadFile(dir + "/worker.log");

@@ -25,6 +25,7 @@
 #include "deploy/local/launcher.h"
 #include "gtest/gtest.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
+#include "tests/wait.h"
 
 namespace ps::test_support {
 
@@ -150,13 +151,22 @@ class Job {
 
   // Waits until rank 0 has evaluated at or past `epoch`.
   bool WaitForEpoch(double epoch) const {
-    const absl::Time give_up = absl::Now() + absl::Seconds(120);
-    while (absl::Now() < give_up) {
-      std::vector<std::string> lines = Metrics();
-      if (!lines.empty() && Field(lines.back(), "epoch") >= epoch) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
+    return WaitUntil(
+        [&] {
+          const std::vector<std::string> lines = Metrics();
+          return !lines.empty() && Field(lines.back(), "epoch") >= epoch;
+        },
+        absl::Seconds(120));
+  }
+
+  // Waits until the server no longer counts `rank` as live: its lease
+  // expired (after a kill) or it left (after SIGTERM).
+  bool WaitUntilGone(uint32_t rank) const {
+    return WaitUntil([&] {
+      const ps::v1::StatusResponse status = Status();
+      return status.workers_size() > static_cast<int>(rank) &&
+             status.workers(rank).state() != "live";
+    });
   }
 
   // Whether `rank` ended by itself with status 0 within the time allowed.

@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/wait.h"
 
 namespace ps::common {
 namespace {
@@ -22,7 +24,12 @@ TEST(Subprocess, PeakRssIsTheChildsOwnNotTheParentsItWasForkedFrom) {
   absl::StatusOr<Subprocess> child = Subprocess::Spawn({"/bin/sleep", "5"}, "");
   ASSERT_TRUE(child.ok()) << child.status();
   // Running once exec has replaced the forked copy.
-  absl::SleepFor(absl::Milliseconds(300));
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    std::ifstream cmdline(absl::StrCat("/proc/", child->pid(), "/cmdline"));
+    std::string program;
+    std::getline(cmdline, program, '\0');
+    return program == "/bin/sleep";
+  }));
   EXPECT_FALSE(child->Poll().has_value());
   child->Stop(absl::Seconds(2));
   ASSERT_TRUE(child->peak_rss_bytes().has_value());
