@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -141,6 +142,12 @@ std::vector<std::string> InitProgram(int argc, char** argv,
     }
   }
   absl::SetProgramUsageMessage(std::string(usage));
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] {
+    return absl::StrCat(program_name, " ", PS_VERSION, " (commit ",
+                        PS_GIT_COMMIT, ")\n");
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   CheckFlags(std::vector<std::string>(argv + std::min(argc, 1), argv + argc),
              /*depth=*/0);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
