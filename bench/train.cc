@@ -7,7 +7,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/dataset.h"
-#include "common/local_cluster.h"
+#include "common/json.h"
+#include "deploy/local/launcher.h"
 
 namespace ps::bench {
 namespace {
@@ -22,25 +23,24 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   const std::string metrics_path =
       absl::StrCat(options.out_dir, "/metrics.jsonl");
   std::remove(metrics_path.c_str());
-  common::LocalClusterOptions cluster_options;
+  launch::LocalClusterOptions cluster_options;
   cluster_options.bin_dir = options.bin_dir;
   cluster_options.out_dir = options.out_dir;
   cluster_options.num_servers = options.servers;
   cluster_options.num_workers = options.workers;
-  cluster_options.server_flags = {absl::StrCat("--mode=", options.mode),
-                                  "--log_level=warn"};
-  cluster_options.worker_flags = {
-      absl::StrCat("--model=", options.model),
-      absl::StrCat("--epochs=", options.epochs),
-      absl::StrCat("--batch_size=", options.batch_size),
-      absl::StrCat("--seed=", options.seed),
-      absl::StrCat("--eval_every=", options.eval_every),
-      absl::StrCat("--data_dir=", options.data_dir.empty()
-                                      ? common::kDefaultFashionMnistDir
-                                      : options.data_dir),
-      absl::StrCat("--metrics_out=", metrics_path),
-      "--log_level=warn"};
-  common::LocalCluster cluster(cluster_options);
+  cluster_options.server_flags.mode = options.mode;
+  cluster_options.server_flags.log_level = "warn";
+  launch::WorkerFlags& worker = cluster_options.worker_flags;
+  worker.model = options.model;
+  worker.epochs = options.epochs;
+  worker.batch_size = options.batch_size;
+  worker.seed = options.seed;
+  worker.eval_every = options.eval_every;
+  worker.data_dir = options.data_dir.empty() ? common::kDefaultFashionMnistDir
+                                             : options.data_dir;
+  worker.metrics_out = metrics_path;
+  worker.log_level = "warn";
+  launch::LocalCluster cluster(cluster_options);
   if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
     return s;
   }
@@ -60,17 +60,21 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   result.options = options;
   result.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   cluster.Stop(absl::Seconds(10));
-  for (common::ClusterProcess& p : cluster.processes()) {
+  for (launch::ClusterProcess& p : cluster.processes()) {
     result.peaks.push_back({p.name, p.process.peak_rss_bytes().value_or(0)});
   }
 
   std::ifstream in(metrics_path);
   std::string last;
   for (std::string line; std::getline(in, line);) {
-    const double accuracy = common::JsonNumber(line, "test_accuracy").value_or(0);
+    const common::Json metrics = common::ParseJsonObject(line);
+    const double accuracy =
+        common::NumberField(metrics, "test_accuracy").value_or(0);
     if (result.seconds_to_target < 0 && accuracy >= options.target_accuracy) {
-      result.seconds_to_target = common::JsonNumber(line, "time_s").value_or(0);
-      result.epoch_at_target = common::JsonNumber(line, "epoch").value_or(0);
+      result.seconds_to_target =
+          common::NumberField(metrics, "time_s").value_or(0);
+      result.epoch_at_target =
+          common::NumberField(metrics, "epoch").value_or(0);
     }
     last = line;
   }
@@ -79,9 +83,13 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
         absl::StrCat("training finished but ", metrics_path,
                      " holds no evaluation"));
   }
-  result.samples_per_s = common::JsonNumber(last, "samples_per_s").value_or(0);
-  result.train_seconds = common::JsonNumber(last, "time_s").value_or(0);
-  result.final_accuracy = common::JsonNumber(last, "test_accuracy").value_or(0);
+  const common::Json final_metrics = common::ParseJsonObject(last);
+  result.samples_per_s =
+      common::NumberField(final_metrics, "samples_per_s").value_or(0);
+  result.train_seconds =
+      common::NumberField(final_metrics, "time_s").value_or(0);
+  result.final_accuracy =
+      common::NumberField(final_metrics, "test_accuracy").value_or(0);
   return result;
 }
 
@@ -115,22 +123,29 @@ void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
 }
 
 std::string TrainJsonLine(const TrainBenchResult& r) {
-  std::vector<std::string> peaks;
+  using common::RoundTo;
+  common::Json peaks = common::Json::object();
   for (const ProcessPeak& p : r.peaks) {
-    peaks.push_back(absl::StrFormat("\"%s\":%.1f", p.name,
-                                    p.peak_rss_bytes / kMiB));
+    peaks[p.name] = RoundTo(p.peak_rss_bytes / kMiB, 1);
   }
   const TrainBenchOptions& o = r.options;
-  return absl::StrFormat(
-      "{\"bench\":\"train\",\"model\":\"%s\",\"mode\":\"%s\",\"workers\":%d,"
-      "\"servers\":%d,\"batch_size\":%d,\"epochs\":%d,\"samples_per_s\":%.1f,"
-      "\"train_s\":%.3f,\"wall_s\":%.3f,\"target_accuracy\":%.4f,"
-      "\"seconds_to_target\":%.3f,\"epoch_at_target\":%.3f,"
-      "\"final_accuracy\":%.4f,\"peak_rss_mib\":{%s}}\n",
-      o.model, o.mode, o.workers, o.servers, o.batch_size, o.epochs,
-      r.samples_per_s, r.train_seconds, r.wall_seconds, o.target_accuracy,
-      r.seconds_to_target, r.epoch_at_target, r.final_accuracy,
-      absl::StrJoin(peaks, ","));
+  const common::Json line = {
+      {"bench", "train"},
+      {"model", o.model},
+      {"mode", o.mode},
+      {"workers", o.workers},
+      {"servers", o.servers},
+      {"batch_size", o.batch_size},
+      {"epochs", o.epochs},
+      {"samples_per_s", RoundTo(r.samples_per_s, 1)},
+      {"train_s", RoundTo(r.train_seconds, 3)},
+      {"wall_s", RoundTo(r.wall_seconds, 3)},
+      {"target_accuracy", RoundTo(o.target_accuracy, 4)},
+      {"seconds_to_target", RoundTo(r.seconds_to_target, 3)},
+      {"epoch_at_target", RoundTo(r.epoch_at_target, 3)},
+      {"final_accuracy", RoundTo(r.final_accuracy, 4)},
+      {"peak_rss_mib", std::move(peaks)}};
+  return line.dump() + "\n";
 }
 
 }  // namespace ps::bench

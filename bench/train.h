@@ -50,7 +50,7 @@ struct TrainBenchResult {
   std::vector<ProcessPeak> peaks;
 };
 
-// Trains on a local cluster (ps_local's, from common/local_cluster) and
+// Trains on a local cluster (ps_local's, from deploy/local/launcher) and
 // reads rank 0's metrics for throughput and time to accuracy.
 absl::StatusOr<TrainBenchResult> RunTrainBench(
     const TrainBenchOptions& options);

@@ -10,12 +10,13 @@
 #include "bench/echo_server.h"
 #include "common/cli.h"
 #include "common/float_bytes.h"
-#include "common/local_cluster.h"
+#include "common/json.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
 #include "common/stop_signal.h"
 #include "common/subprocess.h"
+#include "deploy/local/launcher.h"
 #include "ps/bench/v1/echo.grpc.pb.h"
 #include "spdlog/spdlog.h"
 #include "worker/parameter_client.h"
@@ -122,13 +123,14 @@ absl::Status MeasureSize(const TransferOptions& options,
   result->floats = floats;
   const double bytes = floats * sizeof(float);
 
-  common::LocalClusterOptions cluster_options;
+  launch::LocalClusterOptions cluster_options;
   cluster_options.bin_dir = options.bin_dir;
   cluster_options.out_dir = options.out_dir;
   cluster_options.num_servers = options.servers;
   cluster_options.num_workers = options.workers;
-  cluster_options.server_flags = {"--mode=async", "--log_level=warn"};
-  common::LocalCluster cluster(cluster_options);
+  cluster_options.server_flags.mode = "async";
+  cluster_options.server_flags.log_level = "warn";
+  launch::LocalCluster cluster(cluster_options);
   if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
     return s;
   }
@@ -204,7 +206,7 @@ absl::Status MeasureSize(const TransferOptions& options,
   for (const std::string& problem : cluster.Stop(absl::Seconds(10)).problems) {
     spdlog::warn("{} while stopping", problem);
   }
-  for (common::ClusterProcess& p : cluster.processes()) {
+  for (launch::ClusterProcess& p : cluster.processes()) {
     result->server_peak_rss_bytes.push_back(
         p.process.peak_rss_bytes().value_or(0));
   }
@@ -238,7 +240,7 @@ absl::Status RunTransfer(
       log);
   if (!echo.ok()) return echo.status();
   absl::StatusOr<int> port =
-      common::WaitForPortFile(port_file, "the echo server", log, *echo,
+      launch::WaitForPortFile(port_file, "the echo server", log, *echo,
                               absl::Now() + absl::Seconds(30),
                               [] { return false; });
   if (!port.ok()) return port.status();
@@ -291,22 +293,27 @@ void PrintTransferResult(const TransferResult& r, std::FILE* out) {
 }
 
 std::string TransferJsonLines(const TransferResult& r) {
+  using common::RoundTo;
   const double echo = r.ops.empty() ? 0 : r.ops[0].gb_per_s();
-  std::vector<std::string> rss;
-  for (int64_t b : r.server_peak_rss_bytes) {
-    rss.push_back(absl::StrFormat("%.1f", b / kMiB));
-  }
+  common::Json rss = common::Json::array();
+  for (int64_t b : r.server_peak_rss_bytes) rss.push_back(RoundTo(b / kMiB, 1));
   std::string out;
   for (const OpStats& op : r.ops) {
-    absl::StrAppendFormat(
-        &out,
-        "{\"bench\":\"transfer\",\"workers\":%d,\"servers\":%d,"
-        "\"floats\":%d,\"op\":\"%s\",\"gb_per_s\":%.4f,\"ratio_to_echo\":%.3f,"
-        "\"ops_per_s\":%.1f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"ops\":%d,"
-        "\"memcpy_gb_per_s\":%.3f,\"server_peak_rss_mib\":[%s]}\n",
-        r.workers, r.servers, r.floats, op.name, op.gb_per_s(),
-        echo > 0 ? op.gb_per_s() / echo : 0, op.ops_per_s(), op.p50_ms,
-        op.p99_ms, op.ops, r.memcpy_gb_per_s, absl::StrJoin(rss, ","));
+    const common::Json line = {
+        {"bench", "transfer"},
+        {"workers", r.workers},
+        {"servers", r.servers},
+        {"floats", r.floats},
+        {"op", op.name},
+        {"gb_per_s", RoundTo(op.gb_per_s(), 4)},
+        {"ratio_to_echo", RoundTo(echo > 0 ? op.gb_per_s() / echo : 0, 3)},
+        {"ops_per_s", RoundTo(op.ops_per_s(), 1)},
+        {"p50_ms", RoundTo(op.p50_ms, 4)},
+        {"p99_ms", RoundTo(op.p99_ms, 4)},
+        {"ops", op.ops},
+        {"memcpy_gb_per_s", RoundTo(r.memcpy_gb_per_s, 3)},
+        {"server_peak_rss_mib", rss}};
+    absl::StrAppend(&out, line.dump(), "\n");
   }
   return out;
 }

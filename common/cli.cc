@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -44,6 +46,12 @@ void DisableMutexDeadlockDetection() {
 }
 
 namespace {
+
+// What FlagValues answers; written once, by InitProgram.
+std::map<std::string, std::vector<std::string>>& FlagValuesSeen() {
+  static auto* seen = new std::map<std::string, std::vector<std::string>>();
+  return *seen;
+}
 
 // absl's parser exits with status 1 on an unknown flag or a bad value (and
 // says only "Illegal value '5'" for a duration without its unit), where
@@ -110,10 +118,17 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
       }
       Die(absl::StrCat("--", name, "=", *value, ": ", error));
     }
+    FlagValuesSeen()[name].push_back(*value);
   }
 }
 
 }  // namespace
+
+std::vector<std::string> FlagValues(absl::string_view name) {
+  auto found = FlagValuesSeen().find(std::string(name));
+  return found == FlagValuesSeen().end() ? std::vector<std::string>()
+                                         : found->second;
+}
 
 std::vector<std::string> InitProgram(int argc, char** argv,
                                      absl::string_view usage,
@@ -127,6 +142,12 @@ std::vector<std::string> InitProgram(int argc, char** argv,
     }
   }
   absl::SetProgramUsageMessage(std::string(usage));
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] {
+    return absl::StrCat(program_name, " ", PS_VERSION, " (commit ",
+                        PS_GIT_COMMIT, ")\n");
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   CheckFlags(std::vector<std::string>(argv + std::min(argc, 1), argv + argc),
              /*depth=*/0);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

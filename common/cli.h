@@ -20,6 +20,11 @@ std::vector<std::string> InitProgram(int argc, char** argv,
                                      absl::string_view usage,
                                      size_t max_arguments = 0);
 
+// Every value `name` was given by the command line and its flagfiles, in
+// order, as InitProgram read them: absl keeps only the last, which is not
+// enough for a flag that may be repeated.
+std::vector<std::string> FlagValues(absl::string_view name);
+
 // Keeps large blocks (messages, θ-sized buffers) in one heap that is never
 // trimmed, so a freed block is reused by the next message of that size:
 // glibc's default maps every block over 128 KiB to fresh pages (32 MiB once

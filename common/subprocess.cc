@@ -10,22 +10,71 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
 namespace ps::common {
 
-absl::StatusOr<Subprocess> Subprocess::Spawn(
-    const std::vector<std::string>& argv, const std::string& log_path) {
-  if (argv.empty()) return absl::InvalidArgumentError("empty command line");
-  if (access(argv[0].c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "cannot execute ", argv[0], ": ", std::strerror(errno)));
+namespace {
+
+// This process's environment with `overrides` ("NAME=VALUE") set on top.
+std::vector<std::string> EnvironmentWith(
+    const std::vector<std::string>& overrides) {
+  std::vector<std::string> result;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const absl::string_view variable(*entry);
+    const absl::string_view name = variable.substr(0, variable.find('='));
+    const bool overridden =
+        std::any_of(overrides.begin(), overrides.end(),
+                    [&](const std::string& o) {
+                      return absl::StartsWith(o, absl::StrCat(name, "="));
+                    });
+    if (!overridden) result.emplace_back(variable);
   }
+  result.insert(result.end(), overrides.begin(), overrides.end());
+  return result;
+}
+
+}  // namespace
+
+std::string FindExecutable(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    return access(name.c_str(), X_OK) == 0 ? name : "";
+  }
+  const char* path = std::getenv("PATH");
+  for (absl::string_view dir :
+       absl::StrSplit(path != nullptr ? path : "/usr/bin:/bin", ':')) {
+    std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+absl::StatusOr<Subprocess> Subprocess::Spawn(
+    const std::vector<std::string>& argv, const std::string& log_path,
+    const std::vector<std::string>& env) {
+  if (argv.empty()) return absl::InvalidArgumentError("empty command line");
+  const std::string program = FindExecutable(argv[0]);
+  if (program.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "cannot execute ", argv[0], ": ",
+        argv[0].find('/') == std::string::npos ? "not found in $PATH"
+                                               : std::strerror(errno)));
+  }
+  // Built before fork: the child may only make async-signal-safe calls.
+  const std::vector<std::string> environment = EnvironmentWith(env);
+  std::vector<char*> envp;
+  for (const std::string& variable : environment) {
+    envp.push_back(const_cast<char*>(variable.c_str()));
+  }
+  envp.push_back(nullptr);
   int log_fd = -1;
   if (!log_path.empty()) {
     log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
@@ -55,7 +104,7 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(
       dup2(log_fd, STDOUT_FILENO);
       dup2(log_fd, STDERR_FILENO);
     }
-    execv(args[0], args.data());
+    execve(program.c_str(), args.data(), envp.data());
     const char message[] = "exec failed\n";
     (void)!write(STDERR_FILENO, message, sizeof(message) - 1);
     _exit(127);

@@ -19,10 +19,13 @@ namespace ps::common {
 // outlives a launcher that was killed.
 class Subprocess {
  public:
-  // Runs argv[0] (a path) with stdout and stderr appended to `log_path`, or
-  // inherited when it is empty.
-  static absl::StatusOr<Subprocess> Spawn(const std::vector<std::string>& argv,
-                                          const std::string& log_path);
+  // Runs argv[0] (a path, or a name without '/' looked up in $PATH) with
+  // stdout and stderr appended to `log_path`, or inherited when it is
+  // empty. `env` ("NAME=VALUE") is set on top of this process's
+  // environment.
+  static absl::StatusOr<Subprocess> Spawn(
+      const std::vector<std::string>& argv, const std::string& log_path,
+      const std::vector<std::string>& env = {});
 
   Subprocess(Subprocess&& other) noexcept;
   Subprocess& operator=(Subprocess&& other) noexcept;
@@ -68,6 +71,11 @@ class Subprocess {
 // "exited with status 1", "killed by signal 9 (Killed)".
 std::string DescribeWaitStatus(int wait_status);
 bool ExitedCleanly(int wait_status);
+
+// The file `name` runs: itself when it holds a '/', else the first
+// executable of that name in $PATH (as a shell finds it); empty when that
+// is no executable.
+std::string FindExecutable(const std::string& name);
 
 // The directory holding the running executable, to find sibling binaries.
 std::string ExecutableDir();

@@ -2,12 +2,12 @@
 // faults on another, on loopback; the assertions read summary.json.
 #include <sys/stat.h>
 
-#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
+#include "common/json.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/job.h"
@@ -23,22 +23,6 @@ using test_support::ReadFile;
 using test_support::RunBinary;
 
 constexpr double kLeaseSeconds = 1;
-
-// The text after the first "key": in `json`, up to the next comma or brace.
-std::string Value(const std::string& json, const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\": ");
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return "";
-  const size_t begin = at + needle.size();
-  return json.substr(begin, json.find_first_of(",}", begin) - begin);
-}
-
-// A number, or -1 for null or anything else.
-double Number(const std::string& text) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  return end != text.c_str() ? value : -1;
-}
 
 TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
   const std::string dir = FreshDir("chaos");
@@ -70,24 +54,25 @@ TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
       dir + "/ps_chaos.log", absl::Minutes(4));
   ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
 
-  const std::string summary = ReadFile(out + "/summary.json");
-  ASSERT_THAT(summary, HasSubstr("\"completed\": true")) << summary;
-  EXPECT_GT(Field(summary, "final_accuracy"), 0.7) << summary;
-  EXPECT_THAT(summary, HasSubstr("\"teardown\": {\"clean\": true")) << summary;
+  const std::string text = ReadFile(out + "/summary.json");
+  const common::Json summary = common::ParseJsonObject(text);
+  ASSERT_EQ(summary.value("completed", false), true) << text;
+  EXPECT_GT(Field(text, "final_accuracy"), 0.7) << text;
+  EXPECT_EQ(summary.at("teardown").value("clean", false), true) << text;
 
   // The kill (the second fault) was detected through the lease, and the
   // stall it caused lasted about one lease: bounded, not a hang.
-  const size_t kill = summary.find("\"what\": \"kill worker 2\"");
-  ASSERT_NE(kill, std::string::npos) << summary;
-  const std::string kill_part = summary.substr(kill);
-  EXPECT_EQ(Value(kill_part, "applied"), "true");
-  const double detect = Number(Value(kill_part, "detect_s"));
-  const double stall = Number(Value(kill_part, "stall_s"));
-  EXPECT_GT(detect, 0.5 * kLeaseSeconds) << summary;
-  EXPECT_LT(detect, kLeaseSeconds + 3) << summary;
-  EXPECT_GT(stall, 0.5 * kLeaseSeconds) << summary;
-  EXPECT_LT(stall, kLeaseSeconds + 3) << summary;
-  EXPECT_EQ(Value(kill_part, "stall_open"), "false");
+  ASSERT_EQ(summary.at("faults").size(), 2u) << text;
+  const common::Json& kill = summary.at("faults")[1];
+  ASSERT_EQ(kill.value("what", ""), "kill worker 2") << text;
+  EXPECT_EQ(kill.value("applied", false), true);
+  const double detect = common::NumberField(kill, "detect_s").value_or(-1);
+  const double stall = common::NumberField(kill, "stall_s").value_or(-1);
+  EXPECT_GT(detect, 0.5 * kLeaseSeconds) << text;
+  EXPECT_LT(detect, kLeaseSeconds + 3) << text;
+  EXPECT_GT(stall, 0.5 * kLeaseSeconds) << text;
+  EXPECT_LT(stall, kLeaseSeconds + 3) << text;
+  EXPECT_EQ(kill.value("stall_open", true), false);
 
   // The in-process faults reached worker 1's gRPC layer, which retried.
   EXPECT_THAT(ReadFile(out + "/worker-1.log"),

@@ -6,7 +6,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -34,6 +36,7 @@ using test_support::FreshDir;
 using test_support::Outcome;
 using test_support::ReadFile;
 using test_support::RunBinary;
+using test_support::WaitUntil;
 
 class LocalCluster : public ::testing::TestWithParam<std::string> {};
 
@@ -87,6 +90,84 @@ TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   EXPECT_THAT(outcome.output, HasSubstr("/nonexistent/fashion"));
 }
 
+// A --worker_command that records what it was given (in RECORD) and then
+// runs ps_worker; the script's path is quoted as a shell user would.
+std::string RecordingWorker(const std::string& record) {
+  return absl::StrCat("/bin/sh '", PS_SOURCE_DIR, "/tests/record_worker.sh' ",
+                      record, " ", BinDir(), "/ps_worker");
+}
+
+// The job trains with rank 1 run by --worker_command and rank 0 by
+// ps_worker, and the command gets ps_worker's flags and this build's
+// python/ first on PYTHONPATH.
+TEST(LocalClusterWorkerCommand, RanksOfARangeRunTheCommandAndTheJobTrains) {
+  const std::string dir = FreshDir("worker_command_range");
+  const std::string record = dir + "/record.txt";
+  setenv("PYTHONPATH", "/inherited", 1);
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=1", "--workers=2", "--epochs=1",
+       "--eval_every=1", absl::StrCat("--out_dir=", dir),
+       absl::StrCat("--worker_command=1-1:", RecordingWorker(record))},
+      dir + "/ps_local.out");
+  unsetenv("PYTHONPATH");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("ps_local: done"));
+  const std::vector<std::string> runs =
+      absl::StrSplit(ReadFile(record), '\n', absl::SkipEmpty());
+  ASSERT_EQ(runs.size(), 1u) << ReadFile(record);
+  const std::string build_python =
+      std::filesystem::path(BinDir() + "/../python").lexically_normal().string();
+  EXPECT_THAT(runs[0], HasSubstr(absl::StrCat("PYTHONPATH=", build_python,
+                                              ":/inherited argv=")));
+  EXPECT_THAT(runs[0], HasSubstr("--servers=127.0.0.1:"));
+  EXPECT_THAT(runs[0], HasSubstr(" --rank=1 --num_workers=2 "));
+  EXPECT_THAT(runs[0], HasSubstr(" --epochs=1 "));
+}
+
+TEST(LocalClusterWorkerCommand, ACommandWithoutRanksRunsForEveryRank) {
+  const std::string dir = FreshDir("worker_command_all");
+  const std::string record = dir + "/record.txt";
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=1", "--workers=2", "--epochs=1",
+       "--eval_every=1", absl::StrCat("--out_dir=", dir),
+       absl::StrCat("--worker_command=", RecordingWorker(record))},
+      dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  const std::string runs = ReadFile(record);
+  EXPECT_THAT(runs, HasSubstr(" --rank=0 "));
+  EXPECT_THAT(runs, HasSubstr(" --rank=1 "));
+}
+
+TEST(LocalClusterWorkerCommand, BadRangesStopPsLocalAtStartUpWithOneLine) {
+  const std::string dir = FreshDir("worker_command_bad");
+  const struct {
+    std::vector<std::string> flags;
+    std::string says;
+  } cases[] = {
+      {{"--worker_command=0-1:true", "--worker_command=1-1:true"},
+       "ranks 1-1 overlap ranks 0-1"},
+      {{"--worker_command=true", "--worker_command=0-0:true"},
+       "ranks 0-0 overlap ranks 0-1"},
+      {{"--worker_command=1-2:true"}, "ranks 1-2 are not within 0-1"},
+      {{"--worker_command=1-0:true"}, "ranks 1-0 are not within 0-1"},
+      {{"--worker_command=python3 'unterminated"}, "an unterminated ' quote"},
+      {{"--worker_command=0-1:"}, "no command"},
+      {{"--worker_command=no_such_program_here --x"},
+       "cannot find no_such_program_here"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {"ps_local", "--servers=1", "--workers=2",
+                                     absl::StrCat("--out_dir=", dir)};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    Outcome outcome = RunBinary(argv, dir + "/ps_local.out", absl::Seconds(30));
+    EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
+    EXPECT_THAT(outcome.output, HasSubstr(c.says));
+    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
+        << outcome.output;
+    EXPECT_THAT(outcome.output, Not(HasSubstr("server"))) << "nothing starts";
+  }
+}
+
 // The pid of the process whose command line contains `needle`.
 pid_t FindProcess(const std::string& needle) {
   DIR* proc = opendir("/proc");
@@ -109,10 +190,8 @@ TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging)
   auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
   ASSERT_TRUE(process.ok());
   // Wait until training is under way, then kill -9 server 1.
-  const absl::Time give_up = absl::Now() + absl::Seconds(120);
-  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+                        absl::Seconds(120)));
   const pid_t server = FindProcess(absl::StrCat(dir, "/server-1.port"));
   ASSERT_GT(server, 0);
   ASSERT_EQ(kill(server, SIGKILL), 0);
@@ -133,10 +212,8 @@ TEST(LocalClusterFaults, CtrlCStopsEveryProcessAndFails) {
                                    absl::StrCat("--out_dir=", dir)};
   auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
   ASSERT_TRUE(process.ok());
-  const absl::Time give_up = absl::Now() + absl::Seconds(120);
-  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+                        absl::Seconds(120)));
   process->Signal(SIGINT);
   std::optional<int> status = process->WaitFor(absl::Seconds(30));
   ASSERT_TRUE(status.has_value()) << "ps_local did not stop on SIGINT";
@@ -219,7 +296,16 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
                     ReadFile(dir + "/port"), " --epochs=1 --eval_every=1")},
       dir + "/worker.log");
   ASSERT_TRUE(worker.ok()) << worker.status();
-  absl::SleepFor(absl::Seconds(12));
+  // Long enough unnamed for gRPC's own backoff to have grown (attempt 20
+  // is logged about 15 s in).
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return ReadFile(dir + "/worker.log")
+                   .find("Resolve ps-late-server attempt 20 failed") !=
+               std::string::npos;
+      },
+      absl::Seconds(60)))
+      << ReadFile(dir + "/worker.log");
   EXPECT_TRUE(worker->running()) << ReadFile(dir + "/worker.log");
   EXPECT_THAT(ReadFile(dir + "/worker.log"),
               HasSubstr("server name ps-late-server does not resolve yet"));
@@ -227,10 +313,10 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
 
   std::ofstream(hosts, std::ios::app) << "127.0.0.1 ps-late-server\n";
   const absl::Time named = absl::Now();
-  while (ReadFile(dir + "/worker.log").find("steps of") == std::string::npos &&
-         worker->running() && absl::Now() < named + absl::Seconds(30)) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  WaitUntil([&] {
+    return ReadFile(dir + "/worker.log").find("steps of") != std::string::npos ||
+           !worker->running();
+  });
   // Not a speed test: gRPC's own retries of the name were about 6.5 s apart
   // by now (1, 1.6, 2.6, 4.1, 6.5 s), ours are at most 1 s apart.
   EXPECT_LT(absl::Now() - named, absl::Seconds(3)) << ReadFile(dir + "/worker.log");

@@ -307,13 +307,13 @@ case "$what" in
     "$bin_dir/ps_chaos" run "$root/deploy/experiments/packet_loss.yaml" \
       --out "$tmp/out" --quiet || fail "ps_chaos failed: $(tail -n 5 "$tmp/out/worker-0.log" 2>/dev/null)"
     summary=$(cat "$tmp/out/summary.json")
-    grep -q '"network": "namespaces' <<<"$summary" ||
+    jq -e '.cluster.network | startswith("namespaces")' <<<"$summary" >/dev/null ||
       fail "the preset did not run in network namespaces: $summary"
-    grep -q '"completed": true' <<<"$summary" || fail "training did not complete: $summary"
-    grep -q '"teardown": {"clean": true' <<<"$summary" || fail "teardown left things: $summary"
+    jq -e '.completed == true' <<<"$summary" >/dev/null || fail "training did not complete: $summary"
+    jq -e '.teardown.clean == true' <<<"$summary" >/dev/null || fail "teardown left things: $summary"
     left=$(iptables -w -S | grep -e '--comment ps_chaos-' || true)
     [ -z "$left" ] || fail "ps_chaos left its firewall rule: $left"
-    echo "packet_loss.yaml in namespaces beside dockerd: $(sed -n 's/.*"final_accuracy": \([0-9.]*\).*/\1/p' <<<"$summary") in $(seconds_since "$start") s"
+    echo "packet_loss.yaml in namespaces beside dockerd: $(jq -r '.final_accuracy' <<<"$summary") in $(seconds_since "$start") s"
     ;;
 
   *) fail "unknown test $what" ;;

@@ -162,13 +162,14 @@ TEST(DeployDocs, EveryFlagInTheFlagfileTablesExists) {
 // The fields of the metrics line, as worker/trainer.cc writes it.
 std::set<std::string> MetricsFieldsWritten() {
   const std::string trainer = Source("worker/trainer.cc");
-  const size_t begin = trainer.find("\"{\\\"time_s\\\"");
+  const size_t begin = trainer.find("common::Json{{\"time_s\"");
   EXPECT_NE(begin, std::string::npos)
       << "the metrics line's format is not where this test looks for it";
-  const size_t end = trainer.find(')', begin);
+  if (begin == std::string::npos) return {};
+  const size_t end = trainer.find(".dump()", begin);
   const std::string format = trainer.substr(begin, end - begin);
   std::set<std::string> fields;
-  const std::regex key(R"re(\\"([a-z_]+)\\":)re");
+  const std::regex key(R"re(\{"([a-z_]+)",)re");
   for (std::sregex_iterator it(format.begin(), format.end(), key), last;
        it != last; ++it) {
     fields.insert((*it)[1]);

@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "server/ps_server.h"
+#include "tests/wait.h"
 
 namespace ps {
 namespace {
@@ -191,6 +192,18 @@ TEST(ClientFaultInterceptor, ADroppedCallWaitsOutItsDeadline) {
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
 }
 
+// Waits until the installed injector decides `kind` for a server's
+// Register (it re-reads its file at most every 100 ms, on a call); asks on
+// a stream of its own, so the server's own sequence is untouched.
+bool InjectsIntoRegister(rpc::FaultDecision::Kind kind) {
+  return test_support::WaitUntil([kind] {
+    return rpc::InstalledFaultInjector()
+               ->Next(rpc::FaultInjector::Side::kServer, "probe",
+                      "/ps.v1.ParameterServer/Register")
+               .kind == kind;
+  });
+}
+
 // The one test here that installs the process-wide injector (from a file, so
 // the spec can change while the server runs): the server's replies fail
 // after the work was done.
@@ -219,7 +232,7 @@ TEST(ServerFaultInterceptor, FailsTheReplyAfterTheWorkIsDoneAndFollowsItsFile) {
   ASSERT_TRUE(common::WriteFileAtomically(
                   file, "side=server,error=UNAVAILABLE:1,methods=Register")
                   .ok());
-  absl::SleepFor(absl::Milliseconds(250));  // the injector looks every 100 ms
+  ASSERT_TRUE(InjectsIntoRegister(rpc::FaultDecision::Kind::kError));
   const grpc::Status failed = call_register(1);
   EXPECT_EQ(failed.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(failed.error_message(), HasSubstr("injected fault"));
@@ -227,7 +240,7 @@ TEST(ServerFaultInterceptor, FailsTheReplyAfterTheWorkIsDoneAndFollowsItsFile) {
   EXPECT_EQ(server->shard().Status().workers.size(), 2u);
 
   ASSERT_TRUE(common::WriteFileAtomically(file, "").ok());
-  absl::SleepFor(absl::Milliseconds(250));
+  ASSERT_TRUE(InjectsIntoRegister(rpc::FaultDecision::Kind::kNone));
   EXPECT_TRUE(call_register(2).ok());
   std::remove(file.c_str());
 }

@@ -54,13 +54,14 @@ TEST(Faults, SyncTrainingRidesThroughAWorkerKilledWithSigkill) {
 }
 
 TEST(Faults, AKilledWorkerRestartedLaterRejoinsAndTheJobFinishes) {
-  // The MLP makes the run long enough to outlast the 3 s of absence.
+  // The MLP makes the run long enough to outlast the absence (a lease).
   Job job("restart", kSyncServer, 3,
           {"--model=mlp", "--epochs=3", "--eval_every=0.1"});
   ASSERT_TRUE(job.WaitForEpoch(0.9));
   job.worker(2).Signal(SIGKILL);
   ASSERT_TRUE(job.worker(2).WaitFor(absl::Seconds(10)).has_value());
-  absl::SleepFor(absl::Seconds(3));
+  // Away until its lease expired, so it comes back as a rejoining worker.
+  ASSERT_TRUE(job.WaitUntilGone(2)) << job.Log("server");
   const uint64_t pushes_before = job.Status().workers(2).pushes();
   job.StartWorker(2);
   EXPECT_TRUE(job.Finishes(0));
@@ -120,7 +121,8 @@ void RestartRankOneMidRun(const std::string& name,
   ASSERT_TRUE(job.WaitForEpoch(0.6));
   job.worker(1).Signal(signal);
   ASSERT_TRUE(job.worker(1).WaitFor(absl::Seconds(10)).has_value());
-  absl::SleepFor(absl::Seconds(1));  // away for a second, as in the report
+  // Away until the server stopped counting it, as in the report.
+  ASSERT_TRUE(job.WaitUntilGone(1)) << job.Log("server");
   job.StartWorker(1);
   EXPECT_TRUE(job.Finishes(0)) << job.Log("worker-0");
   EXPECT_TRUE(job.Finishes(1)) << job.Log("worker-1");
@@ -155,7 +157,11 @@ TEST(Faults, AWorkerRetryingADeadServerStillStopsWithinItsGracePeriod) {
        "--servers=127.0.0.1:1", "--max_retry_time=300s", "--stop_grace=1s"},
       log);
   ASSERT_TRUE(worker.ok()) << worker.status();
-  absl::SleepFor(absl::Seconds(2));
+  // SIGTERM once it is deep in its retries (the third attempt is logged).
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    return test_support::ReadFile(log).find("attempt 3 failed") !=
+           std::string::npos;
+  })) << test_support::ReadFile(log);
   worker->Signal(SIGTERM);
   const std::optional<int> exit = worker->WaitFor(absl::Seconds(5));
   ASSERT_TRUE(exit.has_value()) << test_support::ReadFile(log);
@@ -173,9 +179,10 @@ TEST(Faults, WithAQuorumAPausedWorkerHoldsNobodyBackAndItsLatePushesAreStale) {
   job.worker(2).Signal(SIGSTOP);
   const double stopped_at = Field(job.Metrics().back(), "epoch");
   const uint64_t rounds_at_stop = job.Status().version();
-  absl::SleepFor(absl::Seconds(5));
   // The other two kept closing rounds while it was stopped.
-  EXPECT_GT(job.Status().version(), rounds_at_stop + 10);
+  EXPECT_TRUE(test_support::WaitUntil(
+      [&] { return job.Status().version() > rounds_at_stop + 10; }))
+      << job.Log("server");
   job.worker(2).Signal(SIGCONT);
   EXPECT_TRUE(job.Finishes(0));
   EXPECT_TRUE(job.Finishes(1));
@@ -193,9 +200,19 @@ TEST(Faults, SspNeverLetsTheFastestWorkerReadMoreThanStalenessClocksAhead) {
           {"--model=softmax", "--epochs=1", "--eval_every=0.25"});
   ASSERT_TRUE(job.WaitForEpoch(0.25));
   job.worker(1).Signal(SIGSTOP);
-  absl::SleepFor(absl::Seconds(2));
-  // Rank 0 is held at most 2 clocks ahead of the paused worker.
-  const ps::v1::StatusResponse held = job.Status();
+  // Rank 0 runs until it reaches the bound, where it parks.
+  ps::v1::StatusResponse held;
+  EXPECT_TRUE(test_support::WaitUntil([&] {
+    held = job.Status();
+    return held.workers_size() == 2 &&
+           held.workers(0).clock() >= held.workers(1).clock() + 2 + 1;
+  }));
+  // Parked: a while later it is still there, not further ahead.
+  const uint64_t parked_at = held.workers(0).clock();
+  EXPECT_FALSE(test_support::WaitUntil(
+      [&] { return job.Status().workers(0).clock() > parked_at; },
+      absl::Seconds(1)));
+  held = job.Status();
   ASSERT_EQ(held.workers_size(), 2);
   EXPECT_EQ(held.workers(0).clock(), held.workers(1).clock() + 2 + 1)
       << "rank 0 pushed its step at the bound, then parked";

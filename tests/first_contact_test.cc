@@ -222,10 +222,8 @@ TEST(FirstContact, AWorkerWithTheServersOutOfOrderNeverCountsAsAMember) {
   // would let rank 1's rounds close without rank 0: more rounds than steps.
   auto wait_for = [&](const std::function<bool(const ps::v1::StatusResponse&)>&
                           condition) {
-    const absl::Time give_up = absl::Now() + absl::Seconds(60);
-    while (!condition(servers.Status(0)) && absl::Now() < give_up) {
-      absl::SleepFor(absl::Milliseconds(20));
-    }
+    test_support::WaitUntil([&] { return condition(servers.Status(0)); },
+                            absl::Seconds(60));
   };
   wait_for([](const ps::v1::StatusResponse& s) {
     return s.live_workers() == 0;
@@ -332,12 +330,12 @@ TEST(FirstContact, ARestartedRankZeroCountsOnlyTheExamplesAppliedSinceItStarted)
       absl::StrCat("--metrics_out=", metrics)};
   auto rank0 = StartWorker(dir + "/worker-0.log", servers.list(), 0, flags);
   auto rank1 = StartWorker(dir + "/worker-1.log", servers.list(), 1, flags);
-  const absl::Time give_up = absl::Now() + absl::Seconds(120);
-  while ((Lines(metrics).empty() ||
-          test_support::Field(Lines(metrics).back(), "epoch") < 0.5) &&
-         absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  test_support::WaitUntil(
+      [&] {
+        return !Lines(metrics).empty() &&
+               test_support::Field(Lines(metrics).back(), "epoch") >= 0.5;
+      },
+      absl::Seconds(120));
   rank0->Signal(SIGTERM);
   ASSERT_TRUE(rank0->WaitFor(absl::Seconds(30)).has_value());
   const size_t before = Lines(metrics).size();
@@ -430,10 +428,9 @@ TEST(FirstContact, CtrlCOnPsLocalStopsTheWorkersFirstAndSaysWhatHappened) {
        absl::StrCat("--out_dir=", dir)},
       dir + "/ps_local.out");
   ASSERT_TRUE(process.ok()) << process.status();
-  const absl::Time give_up = absl::Now() + absl::Seconds(120);
-  while (ReadFile(dir + "/metrics.jsonl").empty() && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  test_support::WaitUntil(
+      [&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+      absl::Seconds(120));
   process->Signal(SIGINT);
   std::optional<int> status = process->WaitFor(absl::Seconds(60));
   ASSERT_TRUE(status.has_value()) << "ps_local did not stop on SIGINT";

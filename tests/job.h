@@ -18,10 +18,14 @@
 #include "absl/strings/str_split.h"
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
+#include "common/json.h"
 #include "common/rpc/channel.h"
 #include "common/subprocess.h"
+#include "deploy/local/daemon_flags.h"
+#include "deploy/local/launcher.h"
 #include "gtest/gtest.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
+#include "tests/wait.h"
 
 namespace ps::test_support {
 
@@ -49,14 +53,13 @@ inline std::string FreshDir(const std::string& name) {
   return dir;
 }
 
-// The number after "key": in one JSON line; -1 (and a test failure) when
-// the key is missing.
+// The number at "key" of one JSON object; -1 (and a test failure) when
+// the key is missing or not a number.
 inline double Field(const std::string& json, const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = json.find(needle);
-  EXPECT_NE(at, std::string::npos) << key << " missing in " << json;
-  if (at == std::string::npos) return -1;
-  return std::strtod(json.c_str() + at + needle.size(), nullptr);
+  const std::optional<double> value =
+      common::NumberField(common::ParseJsonObject(json), key);
+  EXPECT_TRUE(value.has_value()) << key << " missing in " << json;
+  return value.value_or(-1);
 }
 
 struct Outcome {
@@ -83,16 +86,14 @@ inline Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
 }
 
 // Waits (at most 30 s) until a server wrote its --port_file, which it does
-// once it serves; false if it ended or never did.
+// once it serves; false (and why, in the test log) if it ended or never did.
 inline bool WaitForPortFile(common::Subprocess& server,
                             const std::string& port_file) {
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (ReadFile(port_file).empty() && absl::Now() < give_up &&
-         server.running()) {
-    absl::SleepFor(absl::Milliseconds(20));
-    server.Poll();
-  }
-  return !ReadFile(port_file).empty();
+  absl::StatusOr<int> port = launch::WaitForPortFile(
+      port_file, "the server", "its log", server,
+      absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(port.ok()) << port.status();
+  return port.ok();
 }
 
 inline bool ExitedWith(const Outcome& outcome, int code) {
@@ -109,10 +110,9 @@ class Job {
         bin_(BinDir()),
         num_workers_(workers),
         worker_flags_(std::move(worker_flags)) {
-    server_flags_ = {absl::StrCat("--port_file=", dir_, "/port"),
-                     absl::StrCat("--num_workers=", workers)};
-    server_flags_.insert(server_flags_.end(), server_flags.begin(),
-                         server_flags.end());
+    server_flags_.port_file = dir_ + "/port";
+    server_flags_.num_workers = workers;
+    server_flags_.extra = std::move(server_flags);
     StartServer("127.0.0.1:0");
     address_ = absl::StrCat("127.0.0.1:", ReadFile(dir_ + "/port"));
     for (uint32_t rank = 0; rank < workers; ++rank) StartWorker(rank);
@@ -127,12 +127,13 @@ class Job {
   const std::string& address() const { return address_; }
 
   void StartWorker(uint32_t rank) {
-    std::vector<std::string> argv = {
-        absl::StrCat(bin_, "/ps_worker"), absl::StrCat("--servers=", address_),
-        absl::StrCat("--rank=", rank),
-        absl::StrCat("--num_workers=", num_workers_),
-        absl::StrCat("--metrics_out=", dir_, "/metrics.jsonl")};
-    argv.insert(argv.end(), worker_flags_.begin(), worker_flags_.end());
+    launch::WorkerFlags flags;
+    flags.servers = {address_};
+    flags.rank = rank;
+    flags.num_workers = num_workers_;
+    flags.metrics_out = dir_ + "/metrics.jsonl";
+    flags.extra = worker_flags_;
+    const std::vector<std::string> argv = launch::WorkerCommand(bin_, flags);
     auto worker = common::Subprocess::Spawn(
         argv, absl::StrCat(dir_, "/worker-", rank, ".log"));
     EXPECT_TRUE(worker.ok()) << worker.status();
@@ -150,13 +151,22 @@ class Job {
 
   // Waits until rank 0 has evaluated at or past `epoch`.
   bool WaitForEpoch(double epoch) const {
-    const absl::Time give_up = absl::Now() + absl::Seconds(120);
-    while (absl::Now() < give_up) {
-      std::vector<std::string> lines = Metrics();
-      if (!lines.empty() && Field(lines.back(), "epoch") >= epoch) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
+    return WaitUntil(
+        [&] {
+          const std::vector<std::string> lines = Metrics();
+          return !lines.empty() && Field(lines.back(), "epoch") >= epoch;
+        },
+        absl::Seconds(120));
+  }
+
+  // Waits until the server no longer counts `rank` as live: its lease
+  // expired (after a kill) or it left (after SIGTERM).
+  bool WaitUntilGone(uint32_t rank) const {
+    return WaitUntil([&] {
+      const ps::v1::StatusResponse status = Status();
+      return status.workers_size() > static_cast<int>(rank) &&
+             status.workers(rank).state() != "live";
+    });
   }
 
   // Whether `rank` ended by itself with status 0 within the time allowed.
@@ -212,9 +222,9 @@ class Job {
   // Waits until the server wrote its port: it serves from then on.
   void StartServer(const std::string& listen) {
     std::remove((dir_ + "/port").c_str());
-    std::vector<std::string> argv = {absl::StrCat(bin_, "/ps_server"),
-                                     absl::StrCat("--listen=", listen)};
-    argv.insert(argv.end(), server_flags_.begin(), server_flags_.end());
+    launch::ServerFlags flags = server_flags_;
+    flags.listen = listen;
+    const std::vector<std::string> argv = launch::ServerCommand(bin_, flags);
     // server.log, then server-2.log, … for each restart.
     ++server_starts_;
     const std::string log = server_starts_ == 1
@@ -231,7 +241,7 @@ class Job {
   std::string address_;
   uint32_t num_workers_;
   std::vector<std::string> worker_flags_;
-  std::vector<std::string> server_flags_;
+  launch::ServerFlags server_flags_;
   uint32_t server_starts_ = 0;
   std::unique_ptr<common::Subprocess> server_;
   std::vector<std::unique_ptr<common::Subprocess>> workers_;

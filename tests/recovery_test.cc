@@ -51,7 +51,10 @@ TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
   ASSERT_TRUE(job.WaitForEpoch(1.5));
   job.server().Signal(SIGKILL);
   ASSERT_TRUE(job.server().WaitFor(absl::Seconds(10)).has_value());
-  absl::SleepFor(absl::Seconds(1));
+  // Restarted once the workers found it gone and are retrying.
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    return job.Log("worker-0").find("attempt 3 failed") != std::string::npos;
+  })) << job.Log("worker-0");
   job.RestartServer();
   ASSERT_TRUE(job.server().running()) << job.Log("server-2");
   ASSERT_TRUE(job.Finishes(0) && job.Finishes(1))

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   cmake g++ make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libeigen3-dev libspdlog-dev zlib1g-dev
+  libabsl-dev libeigen3-dev libspdlog-dev zlib1g-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   libyaml-cpp-dev docker-compose

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/json.h"
 #include "common/key_range.h"
 #include "spdlog/spdlog.h"
 
@@ -344,15 +345,23 @@ absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
       samples_applied > samples_at_start_ ? samples_applied - samples_at_start_
                                           : 0;
   const double samples_per_s = elapsed > 0 ? applied_here / elapsed : 0;
-  const std::string line = absl::StrFormat(
-      "{\"time_s\":%.3f,\"epoch\":%.4f,\"step\":%d,\"version\":%d,"
-      "\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"train_loss\":%.5f,"
-      "\"samples_per_s\":%.1f,\"samples\":%d,\"model\":\"%s\",\"mode\":\"%s\","
-      "\"workers\":%d,\"servers\":%d,\"max_step_s\":%.4f}",
-      elapsed, epoch, step, version, evaluation.accuracy,
-      evaluation.mean_loss, train_loss, samples_per_s, samples_applied,
-      options_.model_name, client_->mode(), options_.num_workers,
-      client_->num_shards(), longest_step);
+  using common::RoundTo;
+  const std::string line =
+      common::Json{{"time_s", RoundTo(elapsed, 3)},
+                   {"epoch", RoundTo(epoch, 4)},
+                   {"step", step},
+                   {"version", version},
+                   {"test_accuracy", RoundTo(evaluation.accuracy, 4)},
+                   {"test_loss", RoundTo(evaluation.mean_loss, 5)},
+                   {"train_loss", RoundTo(train_loss, 5)},
+                   {"samples_per_s", RoundTo(samples_per_s, 1)},
+                   {"samples", samples_applied},
+                   {"model", options_.model_name},
+                   {"mode", client_->mode()},
+                   {"workers", options_.num_workers},
+                   {"servers", client_->num_shards()},
+                   {"max_step_s", RoundTo(longest_step, 4)}}
+          .dump();
   spdlog::info("epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
                "({:.0f} samples/s)",
                epoch, step, evaluation.accuracy, evaluation.mean_loss,

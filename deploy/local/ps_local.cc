@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -22,8 +23,9 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
-#include "common/local_cluster.h"
+#include "common/json.h"
 #include "common/stop_signal.h"
+#include "deploy/local/launcher.h"
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
@@ -44,6 +46,10 @@ ABSL_FLAG(std::string, server_flags, "",
           "Extra flags for every ps_server, space-separated.");
 ABSL_FLAG(std::string, worker_flags, "",
           "Extra flags for every ps_worker, space-separated.");
+ABSL_FLAG(std::string, worker_command, "",
+          "Run this command (split like a shell, no shell) with the flags "
+          "ps_worker would get, instead of ps_worker; R1-R2:CMD for those "
+          "ranks only. Repeatable.");
 ABSL_FLAG(std::string, bin_dir, "",
           "Where ps_server and ps_worker are; default: beside ps_local.");
 ABSL_FLAG(absl::Duration, timeout, absl::Hours(1),
@@ -54,17 +60,18 @@ namespace {
 
 using ps::common::Die;
 
-using ps::common::JsonNumber;
+// A field of a metrics line; 0 when it is missing.
+double Metric(const ps::common::Json& metrics, const char* key) {
+  return ps::common::NumberField(metrics, key).value_or(0);
+}
 
-std::string ProgressLine(const std::string& json) {
+std::string ProgressLine(const std::string& line) {
+  const ps::common::Json m = ps::common::ParseJsonObject(line);
   return absl::StrFormat(
       "epoch %5.2f  step %6.0f  test accuracy %6.2f%%  test loss %.4f  "
       "%8.0f samples/s  %6.1f s",
-      JsonNumber(json, "epoch").value_or(0), JsonNumber(json, "step").value_or(0),
-      100 * JsonNumber(json, "test_accuracy").value_or(0),
-      JsonNumber(json, "test_loss").value_or(0),
-      JsonNumber(json, "samples_per_s").value_or(0),
-      JsonNumber(json, "time_s").value_or(0));
+      Metric(m, "epoch"), Metric(m, "step"), 100 * Metric(m, "test_accuracy"),
+      Metric(m, "test_loss"), Metric(m, "samples_per_s"), Metric(m, "time_s"));
 }
 
 // Reads the lines appended to a file since the last call.
@@ -94,12 +101,36 @@ std::vector<std::string> SplitFlags(const std::string& flags) {
   return absl::StrSplit(flags, ' ', absl::SkipEmpty());
 }
 
+// --worker_command's values, each checked before anything starts.
+std::vector<ps::launch::WorkerProgram> WorkerProgramsOrDie(
+    const std::vector<std::string>& values, uint32_t num_workers) {
+  absl::StatusOr<std::vector<ps::launch::WorkerProgram>> programs =
+      ps::launch::ParseWorkerPrograms(values, num_workers);
+  if (!programs.ok()) Die(programs.status().message());
+  for (const ps::launch::WorkerProgram& program : *programs) {
+    if (ps::common::FindExecutable(program.command[0]).empty()) {
+      Die(absl::StrCat("--worker_command: cannot find ", program.command[0],
+                       " (not a path, and not in $PATH)"));
+    }
+  }
+  return *std::move(programs);
+}
+
+// PYTHONPATH=DIR, then whatever PYTHONPATH this process has.
+std::string PythonPathWith(const std::string& dir) {
+  const char* inherited = std::getenv("PYTHONPATH");
+  return absl::StrCat("PYTHONPATH=", dir,
+                      inherited != nullptr && *inherited != '\0'
+                          ? absl::StrCat(":", inherited)
+                          : "");
+}
+
 // Says why, then stops what runs (workers first, so they can leave) and
 // says what that did.
-int Fail(ps::common::LocalCluster& cluster, const std::string& message) {
+int Fail(ps::launch::LocalCluster& cluster, const std::string& message) {
   std::fprintf(stderr, "ps_local: %s\n", message.c_str());
   std::fflush(stderr);
-  const ps::common::LocalCluster::StopReport stopped =
+  const ps::launch::StopReport stopped =
       cluster.Stop(absl::Seconds(10));
   for (const std::string& problem : stopped.problems) {
     std::fprintf(stderr, "ps_local: %s\n", problem.c_str());
@@ -147,31 +178,34 @@ int main(int argc, char** argv) {
 
   const absl::Time start = absl::Now();
   const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
-  ps::common::LocalClusterOptions cluster_options;
+  ps::launch::LocalClusterOptions cluster_options;
   cluster_options.bin_dir = bin_dir;
   cluster_options.out_dir = out_dir;
   cluster_options.num_servers = num_servers;
   cluster_options.num_workers = num_workers;
-  cluster_options.server_flags = {
-      absl::StrCat("--mode=", mode),
-      absl::StrCat("--lr=", absl::GetFlag(FLAGS_lr)),
-      absl::StrCat("--l2=", absl::GetFlag(FLAGS_l2)),
-      absl::StrCat("--l1=", absl::GetFlag(FLAGS_l1))};
-  for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_server_flags))) {
-    cluster_options.server_flags.push_back(std::move(flag));
-  }
-  cluster_options.worker_flags = {
-      absl::StrCat("--model=", absl::GetFlag(FLAGS_model)),
-      absl::StrCat("--epochs=", absl::GetFlag(FLAGS_epochs)),
-      absl::StrCat("--batch_size=", absl::GetFlag(FLAGS_batch_size)),
-      absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
-      absl::StrCat("--eval_every=", absl::GetFlag(FLAGS_eval_every)),
-      absl::StrCat("--data_dir=", absl::GetFlag(FLAGS_data_dir)),
-      absl::StrCat("--metrics_out=", metrics_path)};
-  for (std::string& flag : SplitFlags(absl::GetFlag(FLAGS_worker_flags))) {
-    cluster_options.worker_flags.push_back(std::move(flag));
-  }
-  ps::common::LocalCluster cluster(cluster_options);
+  ps::launch::ServerFlags& server = cluster_options.server_flags;
+  server.mode = mode;
+  server.lr = absl::GetFlag(FLAGS_lr);
+  server.l2 = absl::GetFlag(FLAGS_l2);
+  server.l1 = absl::GetFlag(FLAGS_l1);
+  server.extra = SplitFlags(absl::GetFlag(FLAGS_server_flags));
+  ps::launch::WorkerFlags& worker = cluster_options.worker_flags;
+  worker.model = absl::GetFlag(FLAGS_model);
+  worker.epochs = absl::GetFlag(FLAGS_epochs);
+  worker.batch_size = absl::GetFlag(FLAGS_batch_size);
+  worker.seed = absl::GetFlag(FLAGS_seed);
+  worker.eval_every = absl::GetFlag(FLAGS_eval_every);
+  worker.data_dir = absl::GetFlag(FLAGS_data_dir);
+  worker.metrics_out = metrics_path;
+  worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
+  cluster_options.worker_programs =
+      WorkerProgramsOrDie(ps::common::FlagValues("worker_command"), num_workers);
+  // So a Python worker imports the pyps of this build (build/python).
+  cluster_options.worker_env = {PythonPathWith(
+      std::filesystem::path(ps::common::ExecutableDir() + "/../python")
+          .lexically_normal()
+          .string())};
+  ps::launch::LocalCluster cluster(cluster_options);
   if (absl::Status started =
           cluster.StartServers(
               [] { return ps::common::StopSignalReceived() != 0; });
@@ -226,14 +260,14 @@ int main(int argc, char** argv) {
                  "evaluation\n", metrics_path.c_str());
     return 1;
   }
+  const ps::common::Json last = ps::common::ParseJsonObject(last_metrics);
   std::printf(
       "ps_local: done in %.1f s: test accuracy %.2f%% after %.2f epochs "
       "(%s, %s, %u servers x %u workers), %.0f samples/s; metrics in %s\n",
       absl::ToDoubleSeconds(absl::Now() - start),
-      100 * JsonNumber(last_metrics, "test_accuracy").value_or(0),
-      JsonNumber(last_metrics, "epoch").value_or(0), mode.c_str(),
+      100 * Metric(last, "test_accuracy"), Metric(last, "epoch"), mode.c_str(),
       absl::GetFlag(FLAGS_model).c_str(), num_servers, num_workers,
-      JsonNumber(last_metrics, "samples_per_s").value_or(0),
+      Metric(last, "samples_per_s"),
       metrics_path.c_str());
   return 0;
 }

@@ -10,17 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "common/local_cluster.h"
+#include "deploy/local/daemon_flags.h"
+#include "deploy/local/launcher.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::chaos {
 namespace {
 
 constexpr int kNamespacePort = 50051;
-
-std::string Seconds(absl::Duration d) {
-  return absl::StrCat(absl::ToInt64Milliseconds(d), "ms");
-}
 
 }  // namespace
 
@@ -78,40 +75,40 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
   const ClusterSpec& c = scenario_.cluster;
   std::vector<std::string> argv;
   if (d.ref.kind == ProcessRef::Kind::kServer) {
-    argv = {absl::StrCat(bin_dir_, "/ps_server"),
-            absl::StrCat("--listen=", server_listen_[d.ref.index]),
-            absl::StrCat("--port_file=", out_dir_, "/", d.host, ".port"),
-            absl::StrCat("--shard_index=", d.ref.index),
-            absl::StrCat("--num_shards=", c.servers),
-            absl::StrCat("--num_workers=", c.workers),
-            absl::StrCat("--mode=", c.mode),
-            absl::StrCat("--lease_timeout=", Seconds(c.lease_timeout)),
-            absl::StrCat("--sync_quorum=", c.sync_quorum)};
+    launch::ServerFlags flags;
+    flags.listen = server_listen_[d.ref.index];
+    flags.port_file = absl::StrCat(out_dir_, "/", d.host, ".port");
+    flags.shard_index = d.ref.index;
+    flags.num_shards = c.servers;
+    flags.num_workers = c.workers;
+    flags.mode = c.mode;
+    flags.lease_timeout = c.lease_timeout;
+    flags.sync_quorum = c.sync_quorum;
     if (c.checkpoint_every < absl::InfiniteDuration()) {
-      argv.push_back(absl::StrCat("--checkpoint_dir=", out_dir_, "/checkpoints"));
-      argv.push_back(
-          absl::StrCat("--checkpoint_every=", Seconds(c.checkpoint_every)));
+      flags.checkpoint_dir = absl::StrCat(out_dir_, "/checkpoints");
+      flags.checkpoint_every = c.checkpoint_every;
     }
-    argv.insert(argv.end(), c.server_flags.begin(), c.server_flags.end());
+    flags.extra = c.server_flags;
+    if (!d.fault_file.empty()) flags.inject_faults = "@" + d.fault_file;
+    argv = launch::ServerCommand(bin_dir_, flags);
   } else {
-    argv = {absl::StrCat(bin_dir_, "/ps_worker"),
-            absl::StrCat("--servers=", absl::StrJoin(server_addresses_, ",")),
-            absl::StrCat("--rank=", d.ref.index),
-            absl::StrCat("--num_workers=", c.workers),
-            absl::StrCat("--model=", c.model),
-            absl::StrCat("--epochs=", c.epochs),
-            absl::StrCat("--batch_size=", c.batch_size),
-            absl::StrCat("--seed=", c.seed),
-            absl::StrCat("--eval_every=", c.eval_every),
-            absl::StrCat("--rpc_deadline=", Seconds(c.rpc_deadline)),
-            absl::StrCat("--max_retry_time=", Seconds(c.max_retry_time))};
+    launch::WorkerFlags flags;
+    flags.servers = server_addresses_;
+    flags.rank = d.ref.index;
+    flags.num_workers = c.workers;
+    flags.model = c.model;
+    flags.epochs = c.epochs;
+    flags.batch_size = c.batch_size;
+    flags.seed = c.seed;
+    flags.eval_every = c.eval_every;
+    flags.rpc_deadline = c.rpc_deadline;
+    flags.max_retry_time = c.max_retry_time;
     if (d.ref.index == 0) {
-      argv.push_back(absl::StrCat("--metrics_out=", out_dir_, "/metrics.jsonl"));
+      flags.metrics_out = absl::StrCat(out_dir_, "/metrics.jsonl");
     }
-    argv.insert(argv.end(), c.worker_flags.begin(), c.worker_flags.end());
-  }
-  if (!d.fault_file.empty()) {
-    argv.push_back(absl::StrCat("--inject_faults=@", d.fault_file));
+    flags.extra = c.worker_flags;
+    if (!d.fault_file.empty()) flags.inject_faults = "@" + d.fault_file;
+    argv = launch::WorkerCommand(bin_dir_, flags);
   }
   return sandbox_ != nullptr ? sandbox_->Wrap(d.host, argv) : argv;
 }
@@ -153,7 +150,7 @@ absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
   for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
     Daemon& d = daemons_[i];
-    absl::StatusOr<int> port = common::WaitForPortFile(
+    absl::StatusOr<int> port = launch::WaitForPortFile(
         absl::StrCat(out_dir_, "/", d.host, ".port"), d.ref.ToString(), d.log,
         *d.process, give_up, interrupted);
     if (!port.ok()) return port.status();
@@ -226,12 +223,17 @@ void Cluster::StopAll(absl::Duration grace) {
     }
   }
   // Workers first, so the servers' last checkpoint has every update.
-  for (bool servers : {false, true}) {
-    for (Daemon& d : daemons_) {
-      if ((d.ref.kind == ProcessRef::Kind::kServer) != servers) continue;
-      if (!d.running()) continue;
-      const int status = d.process->Stop(grace);
-      if (!d.exit_status) d.exit_status = status;
+  std::vector<launch::StopTarget> targets;
+  for (Daemon& d : daemons_) {
+    if (!d.running()) continue;
+    targets.push_back({d.ref.ToString(),
+                       d.ref.kind == ProcessRef::Kind::kWorker,
+                       d.process.get()});
+  }
+  launch::StopWorkersThenServers(targets, grace);
+  for (Daemon& d : daemons_) {
+    if (d.process != nullptr && !d.exit_status) {
+      d.exit_status = d.process->Poll();
     }
   }
 }

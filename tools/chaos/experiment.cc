@@ -19,9 +19,10 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/cli.h"
-#include "common/local_cluster.h"
+#include "common/json.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
+#include "deploy/local/launcher.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "spdlog/spdlog.h"
 #include "tools/chaos/cluster.h"
@@ -288,218 +289,292 @@ void Say(bool verbose, const std::string& line) {
   std::fflush(stdout);
 }
 
-}  // namespace
+// One run of a scenario, in named steps that RunExperiment calls in order.
+// Owns what the run creates (network namespaces, CPU throttling) until
+// Teardown.
+class ExperimentRun {
+ public:
+  ExperimentRun(const Scenario& scenario, const ExperimentOptions& options)
+      : scenario_(scenario),
+        options_(options),
+        metrics_path_(options.out_dir + "/metrics.jsonl"),
+        state_(scenario.faults.size(), State::kPending),
+        undo_at_(scenario.faults.size(), -1) {}
 
-ExperimentResult RunExperiment(const Scenario& scenario,
-                               const ExperimentOptions& options) {
-  ExperimentResult result;
-  const ClusterSpec& c = scenario.cluster;
-  for (size_t i = 0; i < scenario.faults.size(); ++i) {
-    FaultReport r;
-    r.index = static_cast<int>(i);
-    r.line = scenario.faults[i].line;
-    r.what = scenario.faults[i].Describe();
-    r.trigger = scenario.faults[i].at.ToString();
-    result.faults.push_back(std::move(r));
-  }
-
-  std::unique_ptr<NetworkSandbox> sandbox;
-  if (options.namespaces) {
-    std::vector<std::string> hosts;
-    for (uint32_t i = 0; i < c.servers; ++i) hosts.push_back(absl::StrCat("s", i));
-    for (uint32_t i = 0; i < c.workers; ++i) hosts.push_back(absl::StrCat("w", i));
-    absl::StatusOr<std::unique_ptr<NetworkSandbox>> made =
-        NetworkSandbox::Create(hosts, options.caps.nft);
-    if (!made.ok()) {
-      result.failure = std::string(made.status().message());
-      return result;
+  // One report per fault of the scenario, filled in as the run goes.
+  void ListFaults() {
+    for (size_t i = 0; i < scenario_.faults.size(); ++i) {
+      FaultReport r;
+      r.index = static_cast<int>(i);
+      r.line = scenario_.faults[i].line;
+      r.what = scenario_.faults[i].Describe();
+      r.trigger = scenario_.faults[i].at.ToString();
+      result_.faults.push_back(std::move(r));
     }
-    sandbox = std::move(*made);
-    result.subnet = absl::StrCat(sandbox->subnet(), ".0/24");
   }
-  std::unique_ptr<CpuThrottle> throttle;
-  if (options.apply_faults && scenario.NeedsCgroups() &&
-      options.caps.cgroup_cpu) {
-    throttle = std::make_unique<CpuThrottle>(options.caps.cgroup_cpu_root);
-  }
-  const bool fault_files =
-      options.apply_faults && NeedsFaultFiles(scenario, options.namespaces);
-  if (fault_files) {
-    mkdir(absl::StrCat(options.out_dir, "/faults").c_str(), 0755);
-  }
-  const std::string metrics_path = options.out_dir + "/metrics.jsonl";
-  std::remove(metrics_path.c_str());
 
-  {
-    Cluster cluster(scenario, options.out_dir, options.bin_dir, sandbox.get(),
-                    fault_files);
-    if (fault_files) {
-      for (const Daemon& d : cluster.daemons()) {
-        (void)common::WriteFileAtomically(d.fault_file, "");
+  // Network namespaces, CPU throttling and fault files, as far as the
+  // scenario needs them. False (with the failure recorded) when the
+  // namespaces cannot be made.
+  bool PrepareResources() {
+    const ClusterSpec& c = scenario_.cluster;
+    if (options_.namespaces) {
+      std::vector<std::string> hosts;
+      for (uint32_t i = 0; i < c.servers; ++i) hosts.push_back(absl::StrCat("s", i));
+      for (uint32_t i = 0; i < c.workers; ++i) hosts.push_back(absl::StrCat("w", i));
+      absl::StatusOr<std::unique_ptr<NetworkSandbox>> made =
+          NetworkSandbox::Create(hosts, options_.caps.nft);
+      if (!made.ok()) {
+        result_.failure = std::string(made.status().message());
+        return false;
       }
+      sandbox_ = std::move(*made);
+      result_.subnet = absl::StrCat(sandbox_->subnet(), ".0/24");
     }
-    if (absl::Status started = cluster.Start(options.interrupted);
-        !started.ok()) {
-      result.failure = absl::StrCat("cannot start the cluster: ",
-                                    started.message());
+    if (options_.apply_faults && scenario_.NeedsCgroups() &&
+        options_.caps.cgroup_cpu) {
+      throttle_ = std::make_unique<CpuThrottle>(options_.caps.cgroup_cpu_root);
     }
-    const absl::Time t0 = absl::Now();
-    auto now = [&t0] { return absl::ToDoubleSeconds(absl::Now() - t0); };
-    Say(options.verbose,
-        absl::StrCat(c.servers, " servers (", 
-                     absl::StrJoin(cluster.server_addresses(), ","), ") and ",
-                     c.workers, " workers started",
-                     options.namespaces ? " in network namespaces" : "",
-                     options.apply_faults ? "" : " (baseline: no faults)"));
+    fault_files_ =
+        options_.apply_faults && NeedsFaultFiles(scenario_, options_.namespaces);
+    if (fault_files_) {
+      mkdir(absl::StrCat(options_.out_dir, "/faults").c_str(), 0755);
+    }
+    std::remove(metrics_path_.c_str());
+    return true;
+  }
 
-    FaultApplier applier(scenario, cluster, sandbox.get(), throttle.get());
+  // Starts the cluster, watches it until training ends or fails (applying
+  // and undoing faults on time), then turns every fault off, stops the
+  // cluster and judges the run.
+  void Train() {
+    Cluster cluster(scenario_, options_.out_dir, options_.bin_dir,
+                    sandbox_.get(), fault_files_);
+    cluster_ = &cluster;
+    StartCluster();
+    FaultApplier applier(scenario_, cluster, sandbox_.get(), throttle_.get());
+    applier_ = &applier;
     StatusPoller poller(
         cluster.server_addresses(),
-        std::clamp(scenario.poll_every * 1.5, absl::Milliseconds(100),
+        std::clamp(scenario_.poll_every * 1.5, absl::Milliseconds(100),
                    absl::Seconds(1)));
-    enum class State { kPending, kActive, kDone };
-    std::vector<State> state(scenario.faults.size(), State::kPending);
-    std::vector<double> undo_at(scenario.faults.size(), -1);
-    size_t metrics_lines = 0;
-    double epoch_now = 0;
-
-    auto record = [&](int i, bool start, const std::string& text) {
-      result.timeline.events.push_back({now(), i, start, text});
-      Say(options.verbose, absl::StrFormat("%7.2f s  epoch %.2f  %s", now(),
-                                           epoch_now, text));
-    };
-    auto apply = [&](int i, bool start) {
-      std::vector<std::string> notes;
-      const absl::Status s =
-          start ? applier.Start(i, notes) : applier.End(i, notes);
-      FaultReport& r = result.faults[i];
-      const FaultEvent& f = scenario.faults[i];
-      if (start) {
-        r.applied = true;
-        r.start_s = now();
-        r.start_epoch = epoch_now;
-        state[i] = f.duration ? State::kActive : State::kDone;
-        if (f.duration) undo_at[i] = now() + absl::ToDoubleSeconds(*f.duration);
-      } else {
-        r.end_s = now();
-        state[i] = State::kDone;
-      }
-      for (const std::string& note : notes) {
-        if (std::find(r.notes.begin(), r.notes.end(), note) == r.notes.end()) {
-          r.notes.push_back(note);
-        }
-      }
-      if (!s.ok()) r.notes.push_back(std::string(s.message()));
-      record(i, start, absl::StrCat(start ? "" : "end: ", r.what,
-                                    s.ok() ? "" : absl::StrCat(" (", s.message(), ")")));
-    };
-
-    const absl::Time give_up = t0 + scenario.timeout;
-    while (result.failure.empty()) {
-      const absl::Time next_poll = absl::Now() + scenario.poll_every;
-      if (options.interrupted()) {
-        result.failure = "interrupted";
+    const absl::Time give_up = t0_ + scenario_.timeout;
+    while (result_.failure.empty()) {
+      const absl::Time next_poll = absl::Now() + scenario_.poll_every;
+      if (options_.interrupted()) {
+        result_.failure = "interrupted";
         break;
       }
       if (absl::Now() > give_up) {
-        result.failure = absl::StrCat("timeout: training did not finish within ",
-                                      absl::FormatDuration(scenario.timeout));
+        result_.failure =
+            absl::StrCat("timeout: training did not finish within ",
+                         absl::FormatDuration(scenario_.timeout));
         break;
       }
       Sample sample;
       sample.servers = poller.Poll();
-      sample.t = now();
-      result.timeline.samples.push_back(std::move(sample));
-
-      const std::string metrics = ReadAll(metrics_path);
-      std::vector<absl::string_view> lines = absl::StrSplit(metrics, '\n');
-      // The last piece is partial (or empty): only whole lines count.
-      for (; metrics_lines + 1 < lines.size(); ++metrics_lines) {
-        const std::string line(lines[metrics_lines]);
-        Evaluation e;
-        e.t = now();
-        e.epoch = common::JsonNumber(line, "epoch").value_or(0);
-        e.accuracy = common::JsonNumber(line, "test_accuracy").value_or(0);
-        e.samples = static_cast<uint64_t>(
-            common::JsonNumber(line, "samples").value_or(0));
-        if (e.epoch > 0 && e.samples > 0) {
-          result.timeline.train_size = e.samples / e.epoch;
-        }
-        result.timeline.evaluations.push_back(e);
-        if (options.verbose) {
-          Say(true, absl::StrFormat("%7.2f s  epoch %.2f  accuracy %.2f%%",
-                                    e.t, e.epoch, 100 * e.accuracy));
-        }
-      }
-      epoch_now = result.timeline.EpochAt(result.timeline.samples.size() - 1);
-      if (!result.timeline.evaluations.empty()) {
-        epoch_now = std::max(epoch_now, result.timeline.evaluations.back().epoch);
-      }
-
-      if (options.apply_faults) {
-        for (size_t i = 0; i < scenario.faults.size(); ++i) {
-          if (state[i] == State::kActive && now() >= undo_at[i]) {
-            apply(static_cast<int>(i), false);
-          }
-        }
-        for (size_t i = 0; i < scenario.faults.size(); ++i) {
-          const Trigger& at = scenario.faults[i].at;
-          const double progress =
-              at.unit == Trigger::Unit::kSeconds ? now() : epoch_now;
-          if (state[i] == State::kPending && progress >= at.value) {
-            apply(static_cast<int>(i), true);
-          }
-        }
-      }
-      for (const std::string& ended : cluster.Reap()) {
-        if (!result.first_worker_done_s &&
-            absl::StartsWith(ended, "worker") &&
-            absl::EndsWith(ended, "exited with status 0")) {
-          result.first_worker_done_s = now();
-        }
-        result.process_events.push_back(
-            absl::StrFormat("%.2f s: %s", now(), ended));
-        Say(options.verbose, absl::StrFormat("%7.2f s  %s", now(), ended));
-      }
-      bool restart_pending = false;
-      for (size_t i = 0; i < scenario.faults.size(); ++i) {
-        if (state[i] == State::kActive &&
-            (scenario.faults[i].action == FaultEvent::Action::kKill ||
-             scenario.faults[i].action == FaultEvent::Action::kStop)) {
-          restart_pending = true;
-        }
-      }
-      if (!cluster.AnyWorkerRunning() && !restart_pending) break;
+      sample.t = Now();
+      result_.timeline.samples.push_back(std::move(sample));
+      ReadNewEvaluations();
+      if (options_.apply_faults) ApplyDueFaults();
+      ReapEnded();
+      if (!cluster.AnyWorkerRunning() && !RestartPending()) break;
       if (const absl::Duration rest = next_poll - absl::Now();
           rest > absl::ZeroDuration()) {
         absl::SleepFor(rest);
       }
     }
+    EndFaults();
+    result_.duration_s = Now();
+    cluster.StopAll(absl::Seconds(10));
+    for (const std::string& ended : cluster.Reap()) {
+      result_.process_events.push_back(
+          absl::StrFormat("%.2f s: %s", Now(), ended));
+    }
+    JudgeCompletion();
+    applier_ = nullptr;
+    cluster_ = nullptr;
+  }
 
-    // Whatever is still on is turned off before the processes stop, so
-    // every process ends the way a healthy one does.
-    for (size_t i = 0; i < scenario.faults.size(); ++i) {
-      if (state[i] == State::kActive) apply(static_cast<int>(i), false);
-      if (state[i] == State::kPending && options.apply_faults) {
-        result.faults[i].notes.push_back(
+  // Removes what the run created, also after a failure, then looks for
+  // anything of ours left behind.
+  void Teardown() {
+    if (throttle_) {
+      for (std::string& line : throttle_->Teardown()) {
+        result_.left_behind.push_back(std::move(line));
+      }
+    }
+    if (sandbox_) {
+      for (std::string& line : sandbox_->Teardown()) {
+        result_.left_behind.push_back(std::move(line));
+      }
+    }
+    for (std::string& line : ResourcesOf(getpid())) {
+      if (std::find(result_.left_behind.begin(), result_.left_behind.end(),
+                    line) == result_.left_behind.end()) {
+        result_.left_behind.push_back(std::move(line));
+      }
+    }
+  }
+
+  ExperimentResult TakeResult() { return std::move(result_); }
+
+ private:
+  enum class State { kPending, kActive, kDone };
+
+  double Now() const { return absl::ToDoubleSeconds(absl::Now() - t0_); }
+
+  void StartCluster() {
+    if (fault_files_) {
+      for (const Daemon& d : cluster_->daemons()) {
+        (void)common::WriteFileAtomically(d.fault_file, "");
+      }
+    }
+    if (absl::Status started = cluster_->Start(options_.interrupted);
+        !started.ok()) {
+      result_.failure =
+          absl::StrCat("cannot start the cluster: ", started.message());
+    }
+    t0_ = absl::Now();
+    const ClusterSpec& c = scenario_.cluster;
+    Say(options_.verbose,
+        absl::StrCat(c.servers, " servers (",
+                     absl::StrJoin(cluster_->server_addresses(), ","), ") and ",
+                     c.workers, " workers started",
+                     options_.namespaces ? " in network namespaces" : "",
+                     options_.apply_faults ? "" : " (baseline: no faults)"));
+  }
+
+  // Rank 0's evaluations written since the last look, and the epoch now.
+  void ReadNewEvaluations() {
+    const std::string metrics = ReadAll(metrics_path_);
+    std::vector<absl::string_view> lines = absl::StrSplit(metrics, '\n');
+    // The last piece is partial (or empty): only whole lines count.
+    for (; metrics_lines_ + 1 < lines.size(); ++metrics_lines_) {
+      const common::Json line =
+          common::ParseJsonObject(lines[metrics_lines_]);
+      Evaluation e;
+      e.t = Now();
+      e.epoch = common::NumberField(line, "epoch").value_or(0);
+      e.accuracy = common::NumberField(line, "test_accuracy").value_or(0);
+      e.samples = static_cast<uint64_t>(
+          common::NumberField(line, "samples").value_or(0));
+      if (e.epoch > 0 && e.samples > 0) {
+        result_.timeline.train_size = e.samples / e.epoch;
+      }
+      result_.timeline.evaluations.push_back(e);
+      if (options_.verbose) {
+        Say(true, absl::StrFormat("%7.2f s  epoch %.2f  accuracy %.2f%%", e.t,
+                                  e.epoch, 100 * e.accuracy));
+      }
+    }
+    epoch_now_ =
+        result_.timeline.EpochAt(result_.timeline.samples.size() - 1);
+    if (!result_.timeline.evaluations.empty()) {
+      epoch_now_ =
+          std::max(epoch_now_, result_.timeline.evaluations.back().epoch);
+    }
+  }
+
+  // Undoes the faults whose time is up, then starts those whose trigger
+  // (seconds or epochs) was reached.
+  void ApplyDueFaults() {
+    for (size_t i = 0; i < scenario_.faults.size(); ++i) {
+      if (state_[i] == State::kActive && Now() >= undo_at_[i]) {
+        Apply(static_cast<int>(i), false);
+      }
+    }
+    for (size_t i = 0; i < scenario_.faults.size(); ++i) {
+      const Trigger& at = scenario_.faults[i].at;
+      const double progress =
+          at.unit == Trigger::Unit::kSeconds ? Now() : epoch_now_;
+      if (state_[i] == State::kPending && progress >= at.value) {
+        Apply(static_cast<int>(i), true);
+      }
+    }
+  }
+
+  void Apply(int i, bool start) {
+    std::vector<std::string> notes;
+    const absl::Status s =
+        start ? applier_->Start(i, notes) : applier_->End(i, notes);
+    FaultReport& r = result_.faults[i];
+    const FaultEvent& f = scenario_.faults[i];
+    if (start) {
+      r.applied = true;
+      r.start_s = Now();
+      r.start_epoch = epoch_now_;
+      state_[i] = f.duration ? State::kActive : State::kDone;
+      if (f.duration) undo_at_[i] = Now() + absl::ToDoubleSeconds(*f.duration);
+    } else {
+      r.end_s = Now();
+      state_[i] = State::kDone;
+    }
+    for (const std::string& note : notes) {
+      if (std::find(r.notes.begin(), r.notes.end(), note) == r.notes.end()) {
+        r.notes.push_back(note);
+      }
+    }
+    if (!s.ok()) r.notes.push_back(std::string(s.message()));
+    Record(i, start,
+           absl::StrCat(start ? "" : "end: ", r.what,
+                        s.ok() ? "" : absl::StrCat(" (", s.message(), ")")));
+  }
+
+  void Record(int i, bool start, const std::string& text) {
+    result_.timeline.events.push_back({Now(), i, start, text});
+    Say(options_.verbose, absl::StrFormat("%7.2f s  epoch %.2f  %s", Now(),
+                                          epoch_now_, text));
+  }
+
+  // Notes the processes that ended by themselves since the last look.
+  void ReapEnded() {
+    for (const std::string& ended : cluster_->Reap()) {
+      if (!result_.first_worker_done_s && absl::StartsWith(ended, "worker") &&
+          absl::EndsWith(ended, "exited with status 0")) {
+        result_.first_worker_done_s = Now();
+      }
+      result_.process_events.push_back(
+          absl::StrFormat("%.2f s: %s", Now(), ended));
+      Say(options_.verbose, absl::StrFormat("%7.2f s  %s", Now(), ended));
+    }
+  }
+
+  // A killed or stopped process is still to be restarted or continued.
+  bool RestartPending() const {
+    for (size_t i = 0; i < scenario_.faults.size(); ++i) {
+      if (state_[i] == State::kActive &&
+          (scenario_.faults[i].action == FaultEvent::Action::kKill ||
+           scenario_.faults[i].action == FaultEvent::Action::kStop)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Whatever is still on is turned off before the processes stop, so
+  // every process ends the way a healthy one does.
+  void EndFaults() {
+    for (size_t i = 0; i < scenario_.faults.size(); ++i) {
+      if (state_[i] == State::kActive) Apply(static_cast<int>(i), false);
+      if (state_[i] == State::kPending && options_.apply_faults) {
+        result_.faults[i].notes.push_back(
             "not applied: the run ended before its trigger");
       }
     }
-    result.duration_s = now();
-    cluster.StopAll(absl::Seconds(10));
-    for (const std::string& ended : cluster.Reap()) {
-      result.process_events.push_back(absl::StrFormat("%.2f s: %s", now(), ended));
-    }
+  }
 
-    // Completed: every worker that was not killed for good exited 0.
-    bool workers_ok = result.failure.empty();
-    for (const Daemon& d : cluster.daemons()) {
+  // Completed: every worker that was not killed for good exited 0, and
+  // rank 0 evaluated. Also collects the workers' version regressions.
+  void JudgeCompletion() {
+    bool workers_ok = result_.failure.empty();
+    for (const Daemon& d : cluster_->daemons()) {
       if (d.ref.kind != ProcessRef::Kind::kWorker) continue;
       if (d.killed && !d.running()) continue;
       if (!d.exit_status || !common::ExitedCleanly(*d.exit_status)) {
         workers_ok = false;
-        if (result.failure.empty()) {
-          result.failure = absl::StrCat(
+        if (result_.failure.empty()) {
+          result_.failure = absl::StrCat(
               d.ref.ToString(), " did not finish: ",
               d.exit_status ? common::DescribeWaitStatus(*d.exit_status)
                             : "still running",
@@ -507,37 +582,46 @@ ExperimentResult RunExperiment(const Scenario& scenario,
         }
       }
     }
-    result.completed = workers_ok && !result.timeline.evaluations.empty();
-    if (workers_ok && result.timeline.evaluations.empty()) {
-      result.failure = "training finished but rank 0 wrote no evaluation";
+    result_.completed = workers_ok && !result_.timeline.evaluations.empty();
+    if (workers_ok && result_.timeline.evaluations.empty()) {
+      result_.failure = "training finished but rank 0 wrote no evaluation";
     }
-    for (const Daemon& d : cluster.daemons()) {
+    for (const Daemon& d : cluster_->daemons()) {
       if (d.ref.kind != ProcessRef::Kind::kWorker) continue;
       for (VersionRegression r :
-           ParseRegressions(ReadAll(d.log), cluster.server_addresses())) {
-        result.regressions.push_back(r);
+           ParseRegressions(ReadAll(d.log), cluster_->server_addresses())) {
+        result_.regressions.push_back(r);
       }
     }
   }
 
-  // Teardown, also after a failure; then a look for anything of ours left.
-  if (throttle) {
-    for (std::string& line : throttle->Teardown()) {
-      result.left_behind.push_back(std::move(line));
-    }
-  }
-  if (sandbox) {
-    for (std::string& line : sandbox->Teardown()) {
-      result.left_behind.push_back(std::move(line));
-    }
-  }
-  for (std::string& line : ResourcesOf(getpid())) {
-    if (std::find(result.left_behind.begin(), result.left_behind.end(), line) ==
-        result.left_behind.end()) {
-      result.left_behind.push_back(std::move(line));
-    }
-  }
-  return result;
+  const Scenario& scenario_;
+  const ExperimentOptions& options_;
+  const std::string metrics_path_;
+  ExperimentResult result_;
+  std::unique_ptr<NetworkSandbox> sandbox_;
+  std::unique_ptr<CpuThrottle> throttle_;
+  bool fault_files_ = false;
+  // While Train runs.
+  Cluster* cluster_ = nullptr;
+  FaultApplier* applier_ = nullptr;
+  absl::Time t0_ = absl::Now();  // when the cluster was started
+  std::vector<State> state_;     // per fault
+  std::vector<double> undo_at_;  // per fault: seconds, for timed ones
+  size_t metrics_lines_ = 0;     // of metrics.jsonl, read so far
+  double epoch_now_ = 0;
+};
+
+}  // namespace
+
+ExperimentResult RunExperiment(const Scenario& scenario,
+                               const ExperimentOptions& options) {
+  ExperimentRun run(scenario, options);
+  run.ListFaults();
+  if (!run.PrepareResources()) return run.TakeResult();
+  run.Train();
+  run.Teardown();
+  return run.TakeResult();
 }
 
 }  // namespace ps::chaos

@@ -50,34 +50,38 @@ std::string Figure(std::optional<double> value, const char* unit) {
                : absl::StrFormat("%.0f", *value);
 }
 
-int Run(const std::string& scenario_path) {
-  absl::StatusOr<ps::chaos::Scenario> scenario =
-      ps::chaos::LoadScenario(scenario_path);
-  if (!scenario.ok()) Die(scenario.status().message());
+namespace chaos = ps::chaos;
+
+// --out, created if missing; dies when it cannot be written.
+std::string OutDirOrDie() {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) Die("run needs --out DIR");
   if (std::system(absl::StrCat("mkdir -p '", out, "'").c_str()) != 0 ||
       access(out.c_str(), W_OK) != 0) {
     Die(absl::StrCat("cannot create or write --out=", out));
   }
-  std::string bin_dir = absl::GetFlag(FLAGS_bin_dir);
-  if (bin_dir.empty()) bin_dir = ps::common::ExecutableDir();
+  return out;
+}
 
-  // What the machine allows, checked only when the scenario needs it.
-  const ps::chaos::ClusterSpec::Network network = scenario->cluster.network;
+// Whether the run uses network namespaces: what the scenario asks for and
+// the machine allows (probed, into `caps`, only when the scenario needs
+// it). Dies when the scenario cannot run without them.
+bool UseNamespacesOrDie(const chaos::Scenario& scenario,
+                        const std::string& scenario_path,
+                        chaos::Capabilities& caps) {
+  const chaos::ClusterSpec::Network network = scenario.cluster.network;
   const bool wants_namespaces =
-      network == ps::chaos::ClusterSpec::Network::kNamespaces ||
-      (network == ps::chaos::ClusterSpec::Network::kAuto &&
-       scenario->NeedsNetwork());
-  ps::chaos::Capabilities caps;
-  if (wants_namespaces || scenario->NeedsCgroups()) {
-    caps = ps::chaos::ProbeCapabilities();
+      network == chaos::ClusterSpec::Network::kNamespaces ||
+      (network == chaos::ClusterSpec::Network::kAuto &&
+       scenario.NeedsNetwork());
+  if (wants_namespaces || scenario.NeedsCgroups()) {
+    caps = chaos::ProbeCapabilities();
     for (const std::string& line : caps.missing) {
       std::printf("ps_chaos: not available here: %s\n", line.c_str());
     }
   }
-  bool namespaces = wants_namespaces && caps.network();
-  if (network == ps::chaos::ClusterSpec::Network::kNamespaces && !namespaces) {
+  const bool namespaces = wants_namespaces && caps.network();
+  if (network == chaos::ClusterSpec::Network::kNamespaces && !namespaces) {
     Die("the scenario asks for network: namespaces, which this machine does "
         "not allow (see above); use network: auto to fall back to "
         "in-process injection");
@@ -86,100 +90,87 @@ int Run(const std::string& scenario_path) {
     std::printf("ps_chaos: falling back to loopback with in-process fault "
                 "injection\n");
   }
-  for (const ps::chaos::FaultEvent& f : scenario->faults) {
-    if (!namespaces && f.action == ps::chaos::FaultEvent::Action::kNet &&
-        !f.partition.empty()) {
-      for (const ps::chaos::ProcessRef& t : f.targets) {
-        if (t.kind == ps::chaos::ProcessRef::Kind::kServer) {
-          Die(absl::StrCat(scenario_path, ":", f.line,
-                           ": partitioning a server needs network "
-                           "namespaces, which this machine does not allow"));
-        }
+  for (const chaos::FaultEvent& f : scenario.faults) {
+    if (namespaces || f.action != chaos::FaultEvent::Action::kNet ||
+        f.partition.empty()) {
+      continue;
+    }
+    for (const chaos::ProcessRef& t : f.targets) {
+      if (t.kind == chaos::ProcessRef::Kind::kServer) {
+        Die(absl::StrCat(scenario_path, ":", f.line,
+                         ": partitioning a server needs network "
+                         "namespaces, which this machine does not allow"));
       }
     }
   }
+  return namespaces;
+}
 
-  // Teardown must run to the end: repeated signals are ignored.
-  ps::common::CatchStopSignals();
-
-  ps::chaos::ExperimentOptions options;
-  options.bin_dir = bin_dir;
-  options.namespaces = namespaces;
-  options.caps = caps;
-  options.interrupted = [] { return ps::common::StopSignalReceived() != 0; };
-  options.verbose = !absl::GetFlag(FLAGS_quiet);
-
-  ps::chaos::Report report;
-  report.scenario = &*scenario;
-  report.network = namespaces ? "namespaces" : "loopback";
-  report.capabilities_missing = caps.missing;
-
-  ps::chaos::ExperimentResult baseline;
-  if (absl::GetFlag(FLAGS_baseline)) {
-    options.out_dir = out + "/baseline";
-    mkdir(options.out_dir.c_str(), 0755);
-    options.apply_faults = false;
-    std::printf("ps_chaos: baseline run (no faults) into %s\n",
-                options.out_dir.c_str());
-    baseline = ps::chaos::RunExperiment(*scenario, options);
-    (void)ps::chaos::WriteTimelineCsv(baseline.timeline,
-                                      options.out_dir + "/timeline.csv");
-    report.baseline = &baseline;
-    if (!baseline.completed) {
-      std::fprintf(stderr, "ps_chaos: the baseline run failed: %s\n",
-                   baseline.failure.c_str());
-    }
+// The same cluster without faults, into OUT/baseline.
+chaos::ExperimentResult RunBaseline(const chaos::Scenario& scenario,
+                                    chaos::ExperimentOptions options,
+                                    const std::string& out) {
+  options.out_dir = out + "/baseline";
+  mkdir(options.out_dir.c_str(), 0755);
+  options.apply_faults = false;
+  std::printf("ps_chaos: baseline run (no faults) into %s\n",
+              options.out_dir.c_str());
+  chaos::ExperimentResult baseline = chaos::RunExperiment(scenario, options);
+  (void)chaos::WriteTimelineCsv(baseline.timeline,
+                                options.out_dir + "/timeline.csv");
+  if (!baseline.completed) {
+    std::fprintf(stderr, "ps_chaos: the baseline run failed: %s\n",
+                 baseline.failure.c_str());
   }
-  ps::chaos::ExperimentResult run;
-  if (ps::common::StopSignalReceived() == 0) {
-    options.out_dir = out;
-    options.apply_faults = true;
-    run = ps::chaos::RunExperiment(*scenario, options);
-  } else {
-    run.failure = "interrupted";
-  }
-  report.run = &run;
-  if (!run.subnet.empty()) report.network = "namespaces " + run.subnet;
+  return baseline;
+}
 
-  // Each fault's window ends where the next applied fault starts, or when
-  // the first worker finished (the end of training is no fault's doing).
-  report.faults = run.faults;
-  for (ps::chaos::FaultReport& f : report.faults) {
+// The figures of every fault. Each fault's window ends where the next
+// applied fault starts, or when the first worker finished (the end of
+// training is no fault's doing).
+std::vector<chaos::FaultReport> MeasureFaults(
+    const chaos::Scenario& scenario, const chaos::ExperimentResult& run,
+    const chaos::ExperimentResult* baseline) {
+  std::vector<chaos::FaultReport> faults = run.faults;
+  for (chaos::FaultReport& f : faults) {
     f.window_end_s = run.duration_s;
     if (run.first_worker_done_s && *run.first_worker_done_s > f.start_s) {
       f.window_end_s = *run.first_worker_done_s;
       f.window_ends_at_finish = true;
     }
-    for (const ps::chaos::FaultReport& g : run.faults) {
+    for (const chaos::FaultReport& g : run.faults) {
       if (g.applied && g.index != f.index && g.start_s > f.start_s &&
           g.start_s < f.window_end_s) {
         f.window_end_s = g.start_s;
         f.window_ends_at_finish = false;
       }
     }
-    ps::chaos::MeasureFault(run.timeline,
-                            report.baseline ? &baseline.timeline : nullptr,
-                            scenario->faults[f.index], run.regressions, f);
+    chaos::MeasureFault(run.timeline,
+                        baseline != nullptr ? &baseline->timeline : nullptr,
+                        scenario.faults[f.index], run.regressions, f);
   }
+  return faults;
+}
 
-  int exit_code = run.completed ? 0 : 1;
-  if (absl::Status s = ps::chaos::WriteTimelineCsv(run.timeline,
-                                                   out + "/timeline.csv");
-      !s.ok()) {
-    std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
-    exit_code = 1;
+// timeline.csv, summary.json and timeline.png; false when one failed (it
+// says which).
+bool WriteOutputs(const chaos::Report& report, const std::string& out) {
+  bool ok = true;
+  for (const absl::Status& s :
+       {chaos::WriteTimelineCsv(report.run->timeline, out + "/timeline.csv"),
+        chaos::WriteSummaryJson(report, out + "/summary.json"),
+        chaos::WritePlot(report, out)}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
+      ok = false;
+    }
   }
-  if (absl::Status s = ps::chaos::WriteSummaryJson(report, out + "/summary.json");
-      !s.ok()) {
-    std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
-    exit_code = 1;
-  }
-  if (absl::Status s = ps::chaos::WritePlot(report, out); !s.ok()) {
-    std::fprintf(stderr, "ps_chaos: %s\n", std::string(s.message()).c_str());
-    exit_code = 1;
-  }
+  return ok;
+}
 
-  for (const ps::chaos::FaultReport& f : report.faults) {
+// One paragraph per fault, then the run's line.
+void PrintSummary(const chaos::Report& report, const std::string& out) {
+  for (const chaos::FaultReport& f : report.faults) {
     std::printf(
         "ps_chaos: line %d, %s at %s: %s; detect %s, stall %s%s, recover %s "
         "(examples/s %s before, %s during, %s after), %llu updates lost, "
@@ -204,6 +195,7 @@ int Run(const std::string& scenario_path) {
       std::printf("ps_chaos:   note: %s\n", note.c_str());
     }
   }
+  const chaos::ExperimentResult& run = *report.run;
   std::printf("ps_chaos: %s in %.1f s; final accuracy %s; outputs in %s\n",
               run.completed ? "training completed"
                             : absl::StrCat("FAILED: ", run.failure).c_str(),
@@ -214,7 +206,47 @@ int Run(const std::string& scenario_path) {
                                     100 * run.timeline.evaluations.back().accuracy)
                         .c_str(),
               out.c_str());
-  for (const ps::chaos::ExperimentResult* r : {&baseline, &run}) {
+}
+
+int Run(const std::string& scenario_path) {
+  absl::StatusOr<chaos::Scenario> scenario = chaos::LoadScenario(scenario_path);
+  if (!scenario.ok()) Die(scenario.status().message());
+  const std::string out = OutDirOrDie();
+  chaos::ExperimentOptions options;
+  options.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+  if (options.bin_dir.empty()) options.bin_dir = ps::common::ExecutableDir();
+  options.namespaces = UseNamespacesOrDie(*scenario, scenario_path, options.caps);
+  options.interrupted = [] { return ps::common::StopSignalReceived() != 0; };
+  options.verbose = !absl::GetFlag(FLAGS_quiet);
+
+  // Teardown must run to the end: repeated signals are ignored.
+  ps::common::CatchStopSignals();
+
+  chaos::Report report;
+  report.scenario = &*scenario;
+  report.network = options.namespaces ? "namespaces" : "loopback";
+  report.capabilities_missing = options.caps.missing;
+  chaos::ExperimentResult baseline;
+  if (absl::GetFlag(FLAGS_baseline)) {
+    baseline = RunBaseline(*scenario, options, out);
+    report.baseline = &baseline;
+  }
+  chaos::ExperimentResult run;
+  if (ps::common::StopSignalReceived() == 0) {
+    options.out_dir = out;
+    options.apply_faults = true;
+    run = chaos::RunExperiment(*scenario, options);
+  } else {
+    run.failure = "interrupted";
+  }
+  report.run = &run;
+  if (!run.subnet.empty()) report.network = "namespaces " + run.subnet;
+  report.faults = MeasureFaults(*scenario, run, report.baseline);
+
+  int exit_code = run.completed ? 0 : 1;
+  if (!WriteOutputs(report, out)) exit_code = 1;
+  PrintSummary(report, out);
+  for (const chaos::ExperimentResult* r : {&baseline, &run}) {
     for (const std::string& line : r->left_behind) {
       std::fprintf(stderr, "ps_chaos: left behind: %s\n", line.c_str());
       exit_code = 1;

@@ -8,38 +8,22 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/json.h"
 #include "tools/chaos/shell.h"
 
 namespace ps::chaos {
 namespace {
 
-std::string Json(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
+using common::Json;
+
+// A figure rounded to `digits` decimals, or null when there is none.
+Json Figure(std::optional<double> value, int digits = 3) {
+  return value ? Json(common::RoundTo(*value, digits)) : Json(nullptr);
 }
 
-std::string Json(std::optional<double> value, int digits = 3) {
-  return value ? absl::StrFormat("%.*f", digits, *value) : "null";
-}
-
-std::string Json(const std::vector<std::string>& lines) {
-  std::vector<std::string> items;
-  for (const std::string& line : lines) items.push_back(Json(line));
-  return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+// A double-quoted string with JSON's escapes, which gnuplot reads too.
+std::string Quoted(const std::string& text) {
+  return Json(text).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 std::optional<double> FinalAccuracy(const ExperimentResult* run) {
@@ -57,78 +41,63 @@ std::optional<double> FinalEpoch(const ExperimentResult* run) {
 absl::Status WriteSummaryJson(const Report& report, const std::string& path) {
   const ExperimentResult& run = *report.run;
   const ClusterSpec& c = report.scenario->cluster;
-  std::string j = "{\n";
-  absl::StrAppend(&j, "  \"scenario\": ", Json(report.scenario->name), ",\n");
-  absl::StrAppend(&j, "  \"cluster\": {\"servers\": ", c.servers,
-                  ", \"workers\": ", c.workers, ", \"mode\": ", Json(c.mode),
-                  ", \"model\": ", Json(c.model), ", \"epochs\": ", c.epochs,
-                  ", \"network\": ", Json(report.network), "},\n");
-  absl::StrAppend(&j, "  \"capabilities_missing\": ",
-                  Json(report.capabilities_missing), ",\n");
-  absl::StrAppend(&j, "  \"completed\": ", run.completed ? "true" : "false",
-                  ",\n");
-  absl::StrAppend(&j, "  \"failure\": ",
-                  run.failure.empty() ? "null" : Json(run.failure), ",\n");
-  absl::StrAppend(&j, "  \"duration_s\": ", Json(run.duration_s), ",\n");
-  absl::StrAppend(&j, "  \"final_accuracy\": ", Json(FinalAccuracy(&run), 4),
-                  ",\n");
-  absl::StrAppend(&j, "  \"final_epoch\": ", Json(FinalEpoch(&run), 4), ",\n");
+  Json j;
+  j["scenario"] = report.scenario->name;
+  j["cluster"] = {{"servers", c.servers}, {"workers", c.workers},
+                  {"mode", c.mode},       {"model", c.model},
+                  {"epochs", c.epochs},   {"network", report.network}};
+  j["capabilities_missing"] = report.capabilities_missing;
+  j["completed"] = run.completed;
+  j["failure"] = run.failure.empty() ? Json(nullptr) : Json(run.failure);
+  j["duration_s"] = Figure(run.duration_s);
+  j["final_accuracy"] = Figure(FinalAccuracy(&run), 4);
+  j["final_epoch"] = Figure(FinalEpoch(&run), 4);
   if (report.baseline != nullptr) {
     const std::optional<double> base = FinalAccuracy(report.baseline);
     const std::optional<double> mine = FinalAccuracy(&run);
-    absl::StrAppend(
-        &j, "  \"baseline\": {\"completed\": ",
-        report.baseline->completed ? "true" : "false",
-        ", \"duration_s\": ", Json(report.baseline->duration_s),
-        ", \"final_accuracy\": ", Json(base, 4), "},\n");
-    absl::StrAppend(&j, "  \"final_accuracy_delta\": ",
-                    Json(base && mine ? std::optional<double>(*mine - *base)
-                                      : std::nullopt,
-                         4),
-                    ",\n");
+    j["baseline"] = {{"completed", report.baseline->completed},
+                     {"duration_s", Figure(report.baseline->duration_s)},
+                     {"final_accuracy", Figure(base, 4)}};
+    j["final_accuracy_delta"] = Figure(
+        base && mine ? std::optional<double>(*mine - *base) : std::nullopt, 4);
   } else {
-    absl::StrAppend(&j, "  \"baseline\": null,\n  \"final_accuracy_delta\": null,\n");
+    j["baseline"] = nullptr;
+    j["final_accuracy_delta"] = nullptr;
   }
-  absl::StrAppend(&j, "  \"faults\": [");
-  for (size_t i = 0; i < report.faults.size(); ++i) {
-    const FaultReport& f = report.faults[i];
-    absl::StrAppend(&j, i ? ",\n" : "\n", "    {\"line\": ", f.line,
-                    ", \"what\": ", Json(f.what), ", \"at\": ", Json(f.trigger),
-                    ", \"applied\": ", f.applied ? "true" : "false",
-                    ",\n     \"start_s\": ",
-                    Json(f.applied ? std::optional<double>(f.start_s)
-                                   : std::nullopt),
-                    ", \"start_epoch\": ",
-                    Json(f.applied ? std::optional<double>(f.start_epoch)
-                                   : std::nullopt),
-                    ", \"end_s\": ", Json(f.end_s),
-                    ", \"window_end_s\": ",
-                    Json(f.applied ? std::optional<double>(f.window_end_s)
-                                   : std::nullopt),
-                    ",\n     \"detect_s\": ", Json(f.detect_s),
-                    ", \"stall_s\": ", Json(f.stall_s),
-                    ", \"stall_open\": ", f.stall_open ? "true" : "false",
-                    ", \"pre_fault_samples_per_s\": ",
-                    Json(f.pre_fault_samples_per_s, 0),
-                    ", \"recover_s\": ", Json(f.recover_s),
-                    ", \"fault_samples_per_s\": ",
-                    Json(f.fault_samples_per_s, 0),
-                    ", \"post_fault_samples_per_s\": ",
-                    Json(f.post_fault_samples_per_s, 0),
-                    ", \"updates_lost\": ", f.updates_lost,
-                    ",\n     \"accuracy\": ", Json(f.accuracy, 4),
-                    ", \"baseline_accuracy\": ", Json(f.baseline_accuracy, 4),
-                    ", \"accuracy_delta\": ", Json(f.accuracy_delta, 4),
-                    ", \"notes\": ", Json(f.notes), "}");
+  j["faults"] = Json::array();
+  for (const FaultReport& f : report.faults) {
+    // Where a fault never applied, its window has no start or end.
+    auto if_applied = [&f](double value) {
+      return f.applied ? std::optional<double>(value) : std::nullopt;
+    };
+    j["faults"].push_back(
+        {{"line", f.line},
+         {"what", f.what},
+         {"at", f.trigger},
+         {"applied", f.applied},
+         {"start_s", Figure(if_applied(f.start_s))},
+         {"start_epoch", Figure(if_applied(f.start_epoch))},
+         {"end_s", Figure(f.end_s)},
+         {"window_end_s", Figure(if_applied(f.window_end_s))},
+         {"detect_s", Figure(f.detect_s)},
+         {"stall_s", Figure(f.stall_s)},
+         {"stall_open", f.stall_open},
+         {"pre_fault_samples_per_s", Figure(f.pre_fault_samples_per_s, 0)},
+         {"recover_s", Figure(f.recover_s)},
+         {"fault_samples_per_s", Figure(f.fault_samples_per_s, 0)},
+         {"post_fault_samples_per_s", Figure(f.post_fault_samples_per_s, 0)},
+         {"updates_lost", f.updates_lost},
+         {"accuracy", Figure(f.accuracy, 4)},
+         {"baseline_accuracy", Figure(f.baseline_accuracy, 4)},
+         {"accuracy_delta", Figure(f.accuracy_delta, 4)},
+         {"notes", f.notes}});
   }
-  absl::StrAppend(&j, report.faults.empty() ? "],\n" : "\n  ],\n");
-  absl::StrAppend(&j, "  \"process_events\": ", Json(run.process_events),
-                  ",\n");
-  absl::StrAppend(&j, "  \"teardown\": {\"clean\": ",
-                  run.left_behind.empty() ? "true" : "false",
-                  ", \"left_behind\": ", Json(run.left_behind), "}\n}\n");
+  j["process_events"] = run.process_events;
+  j["teardown"] = {{"clean", run.left_behind.empty()},
+                   {"left_behind", run.left_behind}};
   std::ofstream out(path);
-  out << j;
+  // Bytes that are not UTF-8 (from a log line, say) become U+FFFD.
+  out << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   out.close();
   if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path));
   return absl::OkStatus();
@@ -151,7 +120,7 @@ absl::Status WritePlot(const Report& report, const std::string& out_dir) {
       "set xrange [0:", absl::StrFormat("%.1f", std::max(1.0, run.duration_s)),
       "]\n"
       "set multiplot layout 2,1 title ",
-      Json(absl::StrCat(report.scenario->name, " (", report.scenario->cluster.mode,
+      Quoted(absl::StrCat(report.scenario->name, " (", report.scenario->cluster.mode,
                         ", ", report.scenario->cluster.servers, " servers x ",
                         report.scenario->cluster.workers, " workers, ",
                         report.network, ")")),
@@ -165,7 +134,7 @@ absl::Status WritePlot(const Report& report, const std::string& out_dir) {
                     e.t, ", graph 1 nohead dt 2 lw 1.5 lc rgb '",
                     e.start ? "#d62728" : "#2ca02c", "'\n");
     absl::StrAppend(&marks, "set label ", n, " ",
-                    Json(absl::StrReplaceAll(e.text, {{"'", ""}})), " at ", e.t,
+                    Quoted(absl::StrReplaceAll(e.text, {{"'", ""}})), " at ", e.t,
                     ", graph ", 0.97 - 0.07 * ((n - 1) % 4),
                     " left offset 0.5,0 font 'sans,8' tc rgb '",
                     e.start ? "#d62728" : "#2ca02c", "'\n");

@@ -1,4 +1,4 @@
-#include "common/local_cluster.h"
+#include "deploy/local/launcher.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -13,19 +13,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 
-namespace ps::common {
+namespace ps::launch {
 
-std::optional<double> JsonNumber(const std::string& line,
-                                 const std::string& key) {
-  const std::string needle = absl::StrCat("\"", key, "\":");
-  const size_t at = line.find(needle);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = line.c_str() + at + needle.size();
-  char* end = nullptr;
-  const double value = std::strtod(begin, &end);
-  if (end == begin) return std::nullopt;
-  return value;
-}
+using common::DescribeWaitStatus;
+using common::ExitedCleanly;
+using common::ExecutableDir;
+using common::Subprocess;
 
 std::string LastLines(const std::string& path, int count) {
   std::ifstream in(path);
@@ -71,9 +64,10 @@ LocalCluster::LocalCluster(LocalClusterOptions options)
 
 absl::Status LocalCluster::Spawn(std::string name, bool is_worker,
                                  const std::vector<std::string>& args,
-                                 const std::string& log) {
+                                 const std::string& log,
+                                 const std::vector<std::string>& env) {
   std::remove(log.c_str());
-  absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log);
+  absl::StatusOr<Subprocess> process = Subprocess::Spawn(args, log, env);
   if (!process.ok()) return process.status();
   processes_.push_back({std::move(name), log, is_worker, std::move(*process)});
   return absl::OkStatus();
@@ -89,15 +83,14 @@ absl::Status LocalCluster::StartServers(
     const std::string port_file = absl::StrCat(dir, "/server-", i, ".port");
     std::remove(port_file.c_str());
     port_files.push_back(port_file);
-    std::vector<std::string> args = {
-        absl::StrCat(options_.bin_dir, "/ps_server"),
-        "--listen=127.0.0.1:0",
-        absl::StrCat("--port_file=", port_file),
-        absl::StrCat("--shard_index=", i),
-        absl::StrCat("--num_shards=", options_.num_servers),
-        absl::StrCat("--num_workers=", options_.num_workers)};
-    args.insert(args.end(), options_.server_flags.begin(),
-                options_.server_flags.end());
+    ServerFlags flags = options_.server_flags;
+    flags.listen = "127.0.0.1:0";
+    flags.port_file = port_file;
+    flags.shard_index = i;
+    flags.num_shards = options_.num_servers;
+    flags.num_workers = options_.num_workers;
+    const std::vector<std::string> args =
+        ServerCommand(options_.bin_dir, flags);
     if (absl::Status s = Spawn(absl::StrCat("server ", i), false, args,
                                absl::StrCat(dir, "/server-", i, ".log"));
         !s.ok()) {
@@ -117,21 +110,26 @@ absl::Status LocalCluster::StartServers(
   return absl::OkStatus();
 }
 
-std::string LocalCluster::servers_flag() const {
-  return absl::StrCat("--servers=", absl::StrJoin(addresses_, ","));
+std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
+  WorkerFlags flags = options_.worker_flags;
+  flags.servers = addresses_;
+  flags.rank = rank;
+  flags.num_workers = options_.num_workers;
+  for (const WorkerProgram& program : options_.worker_programs) {
+    if (rank < program.first_rank || rank > program.last_rank) continue;
+    std::vector<std::string> argv = program.command;
+    for (std::string& arg : WorkerArgs(flags)) argv.push_back(std::move(arg));
+    return argv;
+  }
+  return WorkerCommand(options_.bin_dir, flags);
 }
 
 absl::Status LocalCluster::StartWorkers() {
   for (uint32_t rank = 0; rank < options_.num_workers; ++rank) {
-    std::vector<std::string> args = {
-        absl::StrCat(options_.bin_dir, "/ps_worker"), servers_flag(),
-        absl::StrCat("--rank=", rank),
-        absl::StrCat("--num_workers=", options_.num_workers)};
-    args.insert(args.end(), options_.worker_flags.begin(),
-                options_.worker_flags.end());
     if (absl::Status s =
-            Spawn(absl::StrCat("worker ", rank), true, args,
-                  absl::StrCat(options_.out_dir, "/worker-", rank, ".log"));
+            Spawn(absl::StrCat("worker ", rank), true, WorkerCommandLine(rank),
+                  absl::StrCat(options_.out_dir, "/worker-", rank, ".log"),
+                  options_.worker_env);
         !s.ok()) {
       return s;
     }
@@ -155,42 +153,51 @@ absl::StatusOr<uint32_t> LocalCluster::PollWorkers() {
   return done;
 }
 
-LocalCluster::StopReport LocalCluster::Stop(absl::Duration grace) {
+StopReport StopWorkersThenServers(const std::vector<StopTarget>& targets,
+                                  absl::Duration grace) {
   StopReport report;
   for (const bool workers : {true, false}) {
-    std::vector<ClusterProcess*> stopping;
-    for (ClusterProcess& p : processes_) {
-      if (p.is_worker != workers || !p.process.running()) continue;
+    std::vector<const StopTarget*> stopping;
+    for (const StopTarget& t : targets) {
+      if (t.is_worker != workers || !t.process->running()) continue;
       // One signal each: a second SIGTERM makes a worker exit at once,
       // without leaving the job.
-      p.process.Signal(SIGTERM);
-      stopping.push_back(&p);
+      t.process->Signal(SIGTERM);
+      stopping.push_back(&t);
     }
     (workers ? report.workers_stopped : report.servers_stopped) =
         static_cast<uint32_t>(stopping.size());
     const absl::Time give_up = absl::Now() + grace;
-    for (ClusterProcess& p : processes_) {
-      if (p.is_worker != workers) continue;
+    for (const StopTarget& t : targets) {
+      if (t.is_worker != workers) continue;
       const bool asked =
-          std::find(stopping.begin(), stopping.end(), &p) != stopping.end();
-      if (asked && !p.process.WaitFor(give_up - absl::Now())) {
-        p.process.Stop(absl::ZeroDuration());
+          std::find(stopping.begin(), stopping.end(), &t) != stopping.end();
+      if (asked && !t.process->WaitFor(give_up - absl::Now())) {
+        t.process->Stop(absl::ZeroDuration());
         report.problems.push_back(absl::StrCat(
-            p.name, " did not stop within ", absl::FormatDuration(grace),
+            t.name, " did not stop within ", absl::FormatDuration(grace),
             " of SIGTERM: killed"));
         continue;
       }
-      const int status = p.process.Poll().value_or(0);
-      const bool stopped_as_asked = asked && p.is_worker &&
+      const int status = t.process->Poll().value_or(0);
+      const bool stopped_as_asked = asked && t.is_worker &&
                                     WIFEXITED(status) &&
                                     WEXITSTATUS(status) == 128 + SIGTERM;
       if (!ExitedCleanly(status) && !stopped_as_asked) {
         report.problems.push_back(
-            absl::StrCat(p.name, " ", DescribeWaitStatus(status)));
+            absl::StrCat(t.name, " ", DescribeWaitStatus(status)));
       }
     }
   }
   return report;
 }
 
-}  // namespace ps::common
+StopReport LocalCluster::Stop(absl::Duration grace) {
+  std::vector<StopTarget> targets;
+  for (ClusterProcess& p : processes_) {
+    targets.push_back({p.name, p.is_worker, &p.process});
+  }
+  return StopWorkersThenServers(targets, grace);
+}
+
+}  // namespace ps::launch

@@ -1,0 +1,128 @@
+#ifndef PS_DEPLOY_LOCAL_LAUNCHER_H_
+#define PS_DEPLOY_LOCAL_LAUNCHER_H_
+
+// Starting and stopping daemons on this machine: port files, logs, and the
+// stop order every launcher (ps_local, ps_chaos, ps_bench, the process
+// tests) shares. Their command lines come from daemon_flags.h.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/subprocess.h"
+#include "deploy/local/daemon_flags.h"
+
+namespace ps::launch {
+
+// Waits until `process` wrote a port number to `port_file` (see ps_server's
+// --port_file) and returns it; fails when the process ends first, at
+// `give_up`, or when `interrupted` returns true.
+absl::StatusOr<int> WaitForPortFile(
+    const std::string& port_file, const std::string& name,
+    const std::string& log, common::Subprocess& process, absl::Time give_up,
+    const std::function<bool()>& interrupted = [] { return false; });
+
+// The last `count` lines of a file, indented, for error messages.
+std::string LastLines(const std::string& path, int count);
+
+// A daemon to stop, as StopWorkersThenServers sees it.
+struct StopTarget {
+  std::string name;  // "server 1", "worker 0"
+  bool is_worker = false;
+  common::Subprocess* process = nullptr;
+};
+
+// What StopWorkersThenServers did.
+struct StopReport {
+  uint32_t workers_stopped = 0;  // running when the stop began
+  uint32_t servers_stopped = 0;
+  // One line per process that did not end cleanly: killed after the
+  // grace period, or an exit status other than 0 (or, for a worker told
+  // to stop, 128+SIGTERM).
+  std::vector<std::string> problems;
+};
+
+// Stops every target still running: first the workers (SIGTERM: each
+// finishes its step and leaves the job, which needs the servers up), then
+// the servers (SIGTERM: they drain and checkpoint). Each group gets
+// `grace` before SIGKILL.
+StopReport StopWorkersThenServers(const std::vector<StopTarget>& targets,
+                                  absl::Duration grace);
+
+struct LocalClusterOptions {
+  // Where ps_server and ps_worker are. Default: beside this executable
+  std::string bin_dir;
+  // Port files and one log per process go here; it must exist.
+  std::string out_dir;
+  // Default: 2 servers, 2 workers
+  uint32_t num_servers = 2;
+  uint32_t num_workers = 2;
+  // Flags for every server; the cluster sets listen, port_file,
+  // shard_index, num_shards and num_workers.
+  ServerFlags server_flags;
+  // Flags for every worker; the cluster sets servers, rank and num_workers.
+  WorkerFlags worker_flags;
+  // Programs that run instead of ps_worker for some ranks, given the
+  // flags ps_worker would get. Default: none, every rank runs ps_worker
+  std::vector<WorkerProgram> worker_programs;
+  // Set in every worker's environment ("NAME=VALUE").
+  std::vector<std::string> worker_env;
+  // Servers not serving by then fail the start. Default: 30 s
+  absl::Duration start_timeout = absl::Seconds(30);
+};
+
+// One process of the cluster.
+struct ClusterProcess {
+  std::string name;  // "server 1", "worker 0"
+  std::string log;
+  bool is_worker = false;
+  common::Subprocess process;
+};
+
+// S servers and W workers on 127.0.0.1, as ps_local and ps_bench start them.
+// Servers bind port 0 and report the port they got through a file, so there
+// is no race for ports. Everything still running is killed on destruction.
+class LocalCluster {
+ public:
+  explicit LocalCluster(LocalClusterOptions options);
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  // Starts the servers and waits until each serves. `interrupted` is polled
+  // while waiting; when it returns true the start fails.
+  absl::Status StartServers(const std::function<bool()>& interrupted);
+
+  // Starts the workers against the servers (after StartServers).
+  absl::Status StartWorkers();
+
+  // Workers that exited cleanly so far; an error naming the process (with
+  // the end of its log) when any process ended otherwise.
+  absl::StatusOr<uint32_t> PollWorkers();
+
+  // StopWorkersThenServers over every process of the cluster.
+  StopReport Stop(absl::Duration grace);
+
+  // host:port of every server, in shard order.
+  const std::vector<std::string>& addresses() const { return addresses_; }
+  std::vector<ClusterProcess>& processes() { return processes_; }
+
+ private:
+  absl::Status Spawn(std::string name, bool is_worker,
+                     const std::vector<std::string>& args,
+                     const std::string& log,
+                     const std::vector<std::string>& env = {});
+  // ps_worker's command line for `rank`, or its WorkerProgram's.
+  std::vector<std::string> WorkerCommandLine(uint32_t rank) const;
+
+  LocalClusterOptions options_;
+  std::vector<ClusterProcess> processes_;
+  std::vector<std::string> addresses_;
+};
+
+}  // namespace ps::launch
+
+#endif  // PS_DEPLOY_LOCAL_LAUNCHER_H_
