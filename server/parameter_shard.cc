@@ -182,8 +182,8 @@ std::string DescribeRuleChange(const common::ThetaFile& saved,
 ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
       chunk_(kApplyChunkFloats),
-      members_(options_.num_workers, options_.max_workers,
-               options_.lease_timeout) {}
+      members_(options_.shard_index, options_.num_workers,
+               options_.max_workers, options_.lease_timeout) {}
 
 absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
                                                         uint64_t incarnation) {

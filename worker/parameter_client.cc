@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/error_info.h"
 #include "common/float_bytes.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
@@ -63,11 +64,11 @@ ParameterClient::ParameterClient(ClientOptions options)
 ParameterClient::~ParameterClient() { StopHeartbeats(); }
 
 namespace {
-// The servers' FAILED_PRECONDITION for an unknown, replaced or expired
-// incarnation says "re-register" (server/membership.h, kReRegisterHint).
+// The servers answer an unknown, replaced or expired incarnation with the
+// reason REGISTRATION_REQUIRED in the status details (common/error_info.h).
 bool NeedsReRegistration(const grpc::Status& status) {
-  return status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
-         status.error_message().find("re-register") != std::string::npos;
+  return common::HasErrorReason(rpc::FromGrpcStatus(status),
+                                common::kRegistrationRequired);
 }
 }  // namespace
 

@@ -1,21 +1,56 @@
 #include "common/rpc/convert.h"
 
+#include <optional>
 #include <string>
+
+#include "common/error_info.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 
 namespace ps::rpc {
 
 // absl::StatusCode and grpc::StatusCode share their numbering (both follow
-// google.rpc.Code), so the conversion is a cast.
+// google.rpc.Code), so the code converts by a cast.
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  const auto code = static_cast<grpc::StatusCode>(status.code());
+  std::string message(status.message());
+  const std::optional<common::ErrorInfo> info = common::GetErrorInfo(status);
+  if (!info.has_value()) return grpc::Status(code, std::move(message));
+  google::rpc::ErrorInfo detail;
+  detail.set_reason(info->reason);
+  detail.set_domain(info->domain);
+  detail.mutable_metadata()->insert(info->metadata.begin(),
+                                    info->metadata.end());
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(code));
+  details.set_message(message);
+  google::protobuf::Any* any = details.add_details();
+  any->set_type_url(kErrorInfoTypeUrl);
+  any->set_value(detail.SerializeAsString());
+  return grpc::Status(code, std::move(message), details.SerializeAsString());
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
+  absl::Status converted(static_cast<absl::StatusCode>(status.error_code()),
+                         status.error_message());
+  google::rpc::Status details;
+  if (status.error_details().empty() ||
+      !details.ParseFromString(status.error_details())) {
+    return converted;
+  }
+  for (const google::protobuf::Any& any : details.details()) {
+    google::rpc::ErrorInfo detail;
+    if (any.type_url() != kErrorInfoTypeUrl ||
+        !detail.ParseFromString(any.value())) {
+      continue;
+    }
+    common::ErrorInfo info{detail.reason(), detail.domain(),
+                           {detail.metadata().begin(), detail.metadata().end()}};
+    return common::WithErrorInfo(std::move(converted), info);
+  }
+  return converted;
 }
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {

@@ -11,8 +11,16 @@
 // The one place where gRPC/proto types and common types meet.
 namespace ps::rpc {
 
+// The status's ErrorInfo (common/error_info.h) travels as a serialized
+// google.rpc.Status{code, message, details: [Any(ErrorInfo)]} in the
+// grpc::Status's error_details (the grpc-status-details-bin trailer), and
+// comes back from it.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// The type_url of a packed google.rpc.ErrorInfo.
+inline constexpr char kErrorInfoTypeUrl[] =
+    "type.googleapis.com/google.rpc.ErrorInfo";
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto);
 void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto);
