@@ -139,6 +139,7 @@ class Client:
                                  max_retry_time=max_retry_time)
         self.incarnation = incarnation
         self.push_counts = PushCounts()
+        self._counts_lock = threading.Lock()
         self.job_complete = False
         # The worker's clock: steps pushed, from where a previous process
         # with this worker id stopped.
@@ -156,6 +157,7 @@ class Client:
         self._stop_heartbeats = threading.Event()
         self._heartbeats = None
         self._left = False
+        self._closed = False
         self._registered = False
         self._stop_signal = 0
         self._in_step = False
@@ -269,7 +271,7 @@ class Client:
         """θ as {name: float32 array} once every shard reached min_version
         (sync: by default the next round; ssp: once the slowest live worker
         is within the staleness bound of this worker's clock)."""
-        self._require_model()
+        self._require_model(reading=True)
 
         def pull_shard(shard, theta):
             request = self._pull_request(shard, min_version).SerializeToString()
@@ -351,13 +353,18 @@ class Client:
                 return False
             time.sleep(0.05)  # polling the servers, not synchronising
 
-    def close(self, finished=False):
+    def leave(self, finished=False):
         """Leaves the job (FINISHED when every step was pushed, else
-        STOPPED: a restart resumes) and releases the channels."""
+        STOPPED: a restart resumes), so sync rounds stop waiting for this
+        worker. pull() and wait_for_other_workers() still work."""
+        if self._registered and not self._left:
+            self._leave(pb.LeaveRequest.FINISHED if finished
+                        else pb.LeaveRequest.STOPPED)
+
+    def close(self, finished=False):
+        """leave(finished), then releases the channels."""
         try:
-            if self._registered and not self._left:
-                self._leave(pb.LeaveRequest.FINISHED if finished
-                            else pb.LeaveRequest.STOPPED)
+            self.leave(finished)
         finally:
             self._shutdown()
 
@@ -491,6 +498,7 @@ class Client:
             raise SystemExit(128 + number)
 
     def _shutdown(self):
+        self._closed = True
         self._stop_heartbeats.set()
         if (self._heartbeats is not None and
                 self._heartbeats is not threading.current_thread()):
@@ -527,7 +535,8 @@ class Client:
                 log.warning("%s refused a push (%s); registering again",
                             shard.address, error.details())
             self._register_shard(shard)
-            self.push_counts.reregistered += 1
+            with self._counts_lock:  # shards' threads count at once
+                self.push_counts.reregistered += 1
             return call()
         except grpc.RpcError as error:
             raise as_pyps_error(shard.address, error) from None
@@ -707,15 +716,17 @@ class Client:
                         f"{mine.exempt_from_regularization}) here")
         return ""
 
-    def _require_registered(self):
+    def _require_registered(self, reading=False):
+        if self._closed:
+            raise Error("this client is closed")
         if self.job_complete:
             raise Error("the job is already complete: every worker finished "
                         "on every server; to train again, start the servers "
                         "afresh")
-        if self._left:
-            raise Error("this client left the job (close() was called)")
+        if self._left and not reading:
+            raise Error("this client left the job: it may pull, not push")
 
-    def _require_model(self):
-        self._require_registered()
+    def _require_model(self, reading=False):
+        self._require_registered(reading)
         if self._tensors is None:
             raise Error("declare the model with init() first")
