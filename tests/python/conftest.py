@@ -127,3 +127,8 @@ def spawn(processes, tmp_path):
         processes.append(process)
         return process
     return start
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: trains a whole job (tens of seconds)")
