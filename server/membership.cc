@@ -8,18 +8,6 @@
 
 namespace ps::server {
 
-absl::string_view WorkerStateName(WorkerState state) {
-  switch (state) {
-    case WorkerState::kLive:
-      return "live";
-    case WorkerState::kExpired:
-      return "expired";
-    case WorkerState::kLeft:
-      return "left";
-  }
-  return "unknown";
-}
-
 Membership::Membership(uint32_t shard_index, uint32_t expected_workers,
                        uint32_t max_workers, absl::Duration lease_timeout)
     : shard_index_(shard_index),

@@ -9,11 +9,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/worker_record.h"
 
 namespace ps::server {
 
-enum class WorkerState { kLive, kExpired, kLeft };
-absl::string_view WorkerStateName(WorkerState state);
+// The state's enum lives in common: checkpoints and the wire share it.
+using common::WorkerState;
+using common::WorkerStateName;
 
 // Why a worker left (LeaveRequest.Reason).
 enum class LeaveReason {

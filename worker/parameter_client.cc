@@ -348,10 +348,7 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
 
   ClusterInfo info;
   info.mode = responses[0].mode();
-  mode_ = info.mode == "sync"    ? ps::v1::MODE_SYNC
-          : info.mode == "ssp"   ? ps::v1::MODE_SSP
-          : info.mode == "async" ? ps::v1::MODE_ASYNC
-                                 : ps::v1::MODE_UNSPECIFIED;
+  mode_ = info.mode;
   info.expected_workers = responses[0].expected_workers();
   info.version = responses[0].version();
   for (uint32_t i = 0; i < num_shards; ++i) {
@@ -365,9 +362,10 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
     }
     if (r.mode() != info.mode || r.expected_workers() != info.expected_workers) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "servers disagree: ", shards_[0].address, " runs mode ", info.mode,
-          " with ", info.expected_workers, " workers but ",
-          shards_[i].address, " runs mode ", r.mode(), " with ",
+          "servers disagree: ", shards_[0].address, " runs mode ",
+          rpc::ModeName(info.mode), " with ", info.expected_workers,
+          " workers but ", shards_[i].address, " runs mode ",
+          rpc::ModeName(r.mode()), " with ",
           r.expected_workers(), " workers"));
     }
     info.version = std::min(info.version, r.version());
@@ -567,22 +565,9 @@ grpc::Status ParameterClient::CallPushing(
   return status;
 }
 
-namespace {
-const char* ModeName(ps::v1::ConsistencyMode mode) {
-  switch (mode) {
-    case ps::v1::MODE_SYNC:
-      return "sync";
-    case ps::v1::MODE_ASYNC:
-      return "async";
-    case ps::v1::MODE_SSP:
-      return "ssp";
-    default:
-      return "unknown";
-  }
+std::string ParameterClient::mode() const {
+  return std::string(rpc::ModeName(mode_.load()));
 }
-}  // namespace
-
-std::string ParameterClient::mode() const { return ModeName(mode_.load()); }
 
 void ParameterClient::LearnMode(const Shard& shard,
                                 ps::v1::ConsistencyMode mode) {
@@ -592,7 +577,7 @@ void ParameterClient::LearnMode(const Shard& shard,
   if (was != mode) {
     spdlog::warn("{} now runs in {} mode (it was {}): pushing and pulling "
                  "by its rules from now on",
-                 shard.address, ModeName(mode), ModeName(was));
+                 shard.address, rpc::ModeName(mode), rpc::ModeName(was));
   }
 }
 

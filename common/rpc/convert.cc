@@ -53,6 +53,60 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return converted;
 }
 
+ps::v1::ConsistencyMode ToProto(common::ConsistencyMode mode) {
+  switch (mode) {
+    case common::ConsistencyMode::kSync:
+      return ps::v1::MODE_SYNC;
+    case common::ConsistencyMode::kAsync:
+      return ps::v1::MODE_ASYNC;
+    case common::ConsistencyMode::kSsp:
+      return ps::v1::MODE_SSP;
+  }
+  return ps::v1::MODE_UNSPECIFIED;
+}
+
+ps::v1::WorkerState ToProto(common::WorkerState state) {
+  switch (state) {
+    case common::WorkerState::kLive:
+      return ps::v1::WORKER_STATE_LIVE;
+    case common::WorkerState::kExpired:
+      return ps::v1::WORKER_STATE_EXPIRED;
+    case common::WorkerState::kLeft:
+      return ps::v1::WORKER_STATE_LEFT;
+  }
+  return ps::v1::WORKER_STATE_UNSPECIFIED;
+}
+
+std::string ModeName(ps::v1::ConsistencyMode mode) {
+  switch (mode) {
+    case ps::v1::MODE_SYNC:
+      return std::string(
+          common::ConsistencyModeName(common::ConsistencyMode::kSync));
+    case ps::v1::MODE_ASYNC:
+      return std::string(
+          common::ConsistencyModeName(common::ConsistencyMode::kAsync));
+    case ps::v1::MODE_SSP:
+      return std::string(
+          common::ConsistencyModeName(common::ConsistencyMode::kSsp));
+    default:
+      return "unspecified";
+  }
+}
+
+std::string WorkerStateName(ps::v1::WorkerState state) {
+  switch (state) {
+    case ps::v1::WORKER_STATE_LIVE:
+      return std::string(common::WorkerStateName(common::WorkerState::kLive));
+    case ps::v1::WORKER_STATE_EXPIRED:
+      return std::string(
+          common::WorkerStateName(common::WorkerState::kExpired));
+    case ps::v1::WORKER_STATE_LEFT:
+      return std::string(common::WorkerStateName(common::WorkerState::kLeft));
+    default:
+      return "unspecified";
+  }
+}
+
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {
   common::TensorSpec spec;
   spec.name = proto.name();
