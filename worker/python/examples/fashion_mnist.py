@@ -300,7 +300,9 @@ def main(argv):
             loss.backward()
             loss_sum += loss.item()
             loss_count += 1
-            worker.step(len(rows))
+            # The last step only pushes, as ps_worker's does: in sync mode
+            # no round follows it to pull.
+            worker.step(len(rows), pull=step + 1 < total_steps)
             now = time.monotonic()
             longest_step = max(longest_step, now - step_start)
             step_start = now

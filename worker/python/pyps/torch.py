@@ -47,17 +47,21 @@ class Worker:
         """Copies θ from the servers into the parameters."""
         self._load(self.client.pull(min_version))
 
-    def step(self, batch_size, min_version=None):
+    def step(self, batch_size, min_version=None, pull=True):
         """Pushes the parameters' .grad (the mean over `batch_size`
         examples), loads the answer's θ, and zeroes the gradients: one
-        PushPull per shard."""
+        PushPull per shard. pull=False only pushes (a worker's last step:
+        in sync mode no round follows it to wait for)."""
         grads = {}
         for name, p in self.parameters.items():
             if p.grad is None:
                 raise ValueError(f"parameter '{name}' has no gradient: call "
                                  "backward() before step()")
             grads[name] = self._host_values(name, p.grad)
-        self._load(self.client.push_pull(grads, batch_size, min_version))
+        if pull:
+            self._load(self.client.push_pull(grads, batch_size, min_version))
+        else:
+            self.client.push(grads, batch_size)
         for p in self.parameters.values():
             p.grad = None
 
