@@ -80,8 +80,11 @@ class Mlp(torch.nn.Module):
 
 
 class Cnn(torch.nn.Module):
-    """Two 5x5 conv layers (32 and 64 channels, each ReLU and 2x2 max-pool)
-    and a linear layer: a model ps_worker does not have."""
+    """Two 3x3 conv layers (32 and 64 channels, each ReLU and 2x2 max-pool)
+    and a linear layer: a model ps_worker does not have. Inputs are
+    standardised first (Fashion-MNIST's pixel mean and deviation), which
+    plain SGD needs to converge in few epochs."""
+    MEAN, STD = 0.2860, 0.3530
 
     def __init__(self, inputs, classes, seed):
         super().__init__()
@@ -91,12 +94,12 @@ class Cnn(torch.nn.Module):
                              f"{inputs} values are not")
         self.side = side
         torch.manual_seed(seed)
-        self.conv1 = torch.nn.Conv2d(1, 32, 5, padding=2)
-        self.conv2 = torch.nn.Conv2d(32, 64, 5, padding=2)
+        self.conv1 = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(32, 64, 3, padding=1)
         self.fc = torch.nn.Linear(64 * (side // 4) ** 2, classes)
 
     def forward(self, x):
-        x = x.view(-1, 1, self.side, self.side)
+        x = (x.view(-1, 1, self.side, self.side) - self.MEAN) / self.STD
         x = F.max_pool2d(torch.relu(self.conv1(x)), 2)
         x = F.max_pool2d(torch.relu(self.conv2(x)), 2)
         return self.fc(x.flatten(1))
