@@ -52,7 +52,8 @@ def main():
                         choices=sorted(fashion_mnist.MODELS))
     flags = parser.parse_args()
     torch.set_num_threads(1)
-    work = tempfile.mkdtemp(prefix="pyps_overhead_")
+    scratch = tempfile.TemporaryDirectory(prefix="pyps_overhead_")
+    work = scratch.name
     port_file = os.path.join(work, "port")
     server = subprocess.Popen(
         [os.path.join(flags.build, "bin", "ps_server"), "--listen=127.0.0.1:0",
@@ -86,6 +87,7 @@ def main():
     finally:
         server.kill()
         server.wait()
+        scratch.cleanup()
     outside_grpc = in_step - timed.total
     print(json.dumps({
         "model": flags.model, "steps": flags.steps,

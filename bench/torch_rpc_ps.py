@@ -156,7 +156,8 @@ def run_torch_rpc(flags):
 def run_pyps(flags):
     """2 ps_server shards and 2 example workers, started and stopped here."""
     bin_dir = os.path.join(flags.build, "bin")
-    work = tempfile.mkdtemp(prefix="pyps_bench_")
+    scratch = tempfile.TemporaryDirectory(prefix="pyps_bench_")
+    work = scratch.name
     servers, addresses = [], []
     try:
         for shard in range(2):
@@ -197,6 +198,7 @@ def run_pyps(flags):
         for server in servers:
             server.kill()
             server.wait()
+        scratch.cleanup()
 
 
 def main():
