@@ -26,6 +26,10 @@ def test_retried_pushes_are_applied_once_under_injected_faults(servers):
             else:
                 client.push_pull(ones, 1)
         pulled = client.pull()
+        # Counted as the C++ client counts: a DUPLICATE answer to a retry
+        # is this call's own push, applied once.
+        assert client.push_counts == pyps.PushCounts(
+            applied_or_accepted=2 * PUSHES)
         answers = [s.stub.Status(pb.StatusRequest(), timeout=10)
                    for s in client._shards]
     # 0.5 per push, exact in float32.

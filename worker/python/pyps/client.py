@@ -292,9 +292,9 @@ class Client:
             request = self._push_bytes(shard, seq, batch_size, flat)
             raw = self._call_pushing(shard, "Push to", lambda t: shard.raw[
                 "Push"](request, timeout=t))
-            answer = pb.PushResponse.FromString(raw)
+            answer = pb.PushResponse.FromString(raw[0])
             self._learn_mode(shard, answer.mode)
-            return answer
+            return answer, raw[1]
 
         def step():
             self._count(self._on_every_shard(push_shard))
@@ -316,10 +316,10 @@ class Client:
                                 _length_delimited(2, len(pull)), pull])
             raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
                 "PushPull"](request, timeout=t))
-            answer = pb.PushPullResponse.FromString(raw)
+            answer = pb.PushPullResponse.FromString(raw[0])
             self._learn_mode(shard, answer.push.mode)
             self._take_pulled(shard, answer.pull, theta)
-            return answer.push
+            return answer.push, raw[1]
 
         def step():
             answers = []
@@ -522,10 +522,18 @@ class Client:
 
     def _call_pushing(self, shard, what, attempt):
         """A call that pushes: retried with the same seq (the server applies
-        it once); re-registers once when the lease expired meanwhile."""
+        it once); re-registers once when the lease expired meanwhile.
+        Returns the answer and how many attempts carried this seq."""
+        attempts = 0
+
+        def counted(timeout):
+            nonlocal attempts
+            attempts += 1
+            return attempt(timeout)
+
         def call():
             return call_with_retry(self.retry, f"{what} {shard.address}",
-                                   attempt)
+                                   counted), attempts
         try:
             try:
                 return call()
@@ -643,12 +651,15 @@ class Client:
         self._mode = mode
 
     def _count(self, answers):
-        for answer in answers:
+        """Counts (answer, attempts) pairs as the C++ client does."""
+        for answer, attempts in answers:
             if answer.outcome == pb.PushResponse.STALE:
                 self.push_counts.stale += 1
-            elif answer.outcome == pb.PushResponse.DUPLICATE:
+            elif answer.outcome == pb.PushResponse.DUPLICATE and attempts == 1:
                 self.push_counts.duplicate += 1
             else:
+                # A DUPLICATE after more than one attempt: an earlier
+                # attempt got there and its reply was lost.
                 self.push_counts.applied_or_accepted += 1
 
     def _flatten(self, arrays, what):
