@@ -1,6 +1,8 @@
 #include "common/theta_file.h"
 
 #include <cstring>
+#include <optional>
+#include <string>
 #include <fstream>
 #include <sstream>
 
@@ -12,10 +14,35 @@
 namespace ps::common {
 namespace {
 
-// Format 2 appends the rule settings; format 1 files (no settings) stay
-// readable.
+// Format 2 appended the rule settings to format 1; format 3 writes the mode
+// and the workers' states as enum codes instead of a name and a
+// live/finished byte. Files of formats 1 and 2 stay readable.
 constexpr char kMagicV1[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
-constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
+constexpr char kMagicV2[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
+constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '3'};
+
+// Format 3's codes: the position in these tables plus one, fixed here
+// whatever the enums' order; 0 is "none" (an export has no mode).
+constexpr ConsistencyMode kModeByCode[] = {
+    ConsistencyMode::kSync, ConsistencyMode::kAsync, ConsistencyMode::kSsp};
+constexpr WorkerState kStateByCode[] = {
+    WorkerState::kLive, WorkerState::kExpired, WorkerState::kLeft};
+
+template <typename Enum, size_t N>
+uint8_t CodeOf(const Enum (&by_code)[N], Enum value) {
+  for (size_t i = 0; i < N; ++i) {
+    if (by_code[i] == value) return static_cast<uint8_t>(i + 1);
+  }
+  return 0;
+}
+
+template <typename Enum, size_t N>
+bool FromCode(const Enum (&by_code)[N], uint8_t code, Enum* value) {
+  if (code == 0 || code > N) return false;
+  *value = by_code[code - 1];
+  return true;
+}
+
 // Bounds that keep a corrupt length from asking for absurd allocations
 // before the checksum is even checked.
 constexpr uint64_t kMaxCount = 1u << 20;
@@ -91,7 +118,56 @@ uint32_t Crc32(absl::string_view bytes) {
   return static_cast<uint32_t>(crc);
 }
 
-bool DecodeBody(Reader& in, ThetaFile& file) {
+// Format 3: a code (ModeCode). Before: the name, empty in an export.
+bool DecodeMode(Reader& in, int format,
+                std::optional<ConsistencyMode>* mode) {
+  if (format >= 3) {
+    uint8_t code = 0;
+    if (!in.Get(&code)) return false;
+    if (code == 0) {
+      *mode = std::nullopt;
+      return true;
+    }
+    ConsistencyMode known;
+    if (!FromCode(kModeByCode, code, &known)) return false;
+    *mode = known;
+    return true;
+  }
+  std::string name;
+  if (!in.GetString(&name)) return false;
+  if (name.empty()) {
+    *mode = std::nullopt;
+    return true;
+  }
+  absl::StatusOr<ConsistencyMode> parsed = ParseConsistencyMode(name);
+  if (!parsed.ok()) return false;
+  *mode = *parsed;
+  return true;
+}
+
+// Format 3: the state's code, then the finished flag. Before: one byte,
+// 0 expired or left, 1 live, 2 finished (files before that flag hold only
+// 0 and 1).
+bool DecodeWorkerState(Reader& in, int format, WorkerRecord* w) {
+  uint8_t code = 0;
+  if (format >= 3) {
+    uint8_t finished = 0;
+    if (!in.Get(&code) || !FromCode(kStateByCode, code, &w->state) ||
+        !in.Get(&finished) || finished > 1) {
+      return false;
+    }
+    w->finished = finished == 1;
+    return true;
+  }
+  if (!in.Get(&code) || code > 2) return false;
+  w->state = code == 1   ? WorkerState::kLive
+             : code == 2 ? WorkerState::kLeft
+                         : WorkerState::kExpired;
+  w->finished = code == 2;
+  return true;
+}
+
+bool DecodeBody(Reader& in, int format, ThetaFile& file) {
   uint64_t count = 0;
   if (!in.GetCount(&count)) return false;
   file.tensors.resize(count);
@@ -108,7 +184,7 @@ bool DecodeBody(Reader& in, ThetaFile& file) {
   }
   if (!in.Get(&file.keys.begin) || !in.Get(&file.keys.end) ||
       file.keys.end < file.keys.begin || !in.Get(&file.shard_index) ||
-      !in.Get(&file.num_shards) || !in.GetString(&file.mode) ||
+      !in.Get(&file.num_shards) || !DecodeMode(in, format, &file.mode) ||
       !in.Get(&file.version) || !in.Get(&file.samples_applied) ||
       !in.GetString(&file.optimizer)) {
     return false;
@@ -131,12 +207,7 @@ bool DecodeBody(Reader& in, ThetaFile& file) {
         !in.Get(&w.clock)) {
       return false;
     }
-    // 0: expired or left, 1: live, 2: finished (files before that flag
-    // hold only 0 and 1).
-    uint8_t state = 0;
-    if (!in.Get(&state) || state > 2) return false;
-    w.live = state == 1;
-    w.finished = state == 2;
+    if (!DecodeWorkerState(in, format, &w)) return false;
   }
   if (!in.GetCount(&count)) return false;
   file.round.resize(count);
@@ -149,7 +220,7 @@ bool DecodeBody(Reader& in, ThetaFile& file) {
   return true;
 }
 
-// Format 2's tail: a presence byte, then the settings.
+// Format 2's and 3's tail: a presence byte, then the settings.
 bool DecodeRules(Reader& in, ThetaFile& file) {
   uint8_t present = 0;
   if (!in.Get(&present) || present > 1) return false;
@@ -184,7 +255,8 @@ std::string EncodeThetaFile(const ThetaFile& file) {
   out.Put(file.keys.end);
   out.Put(file.shard_index);
   out.Put(file.num_shards);
-  out.PutString(file.mode);
+  out.Put<uint8_t>(
+      file.mode.has_value() ? CodeOf(kModeByCode, *file.mode) : 0);
   out.Put(file.version);
   out.Put(file.samples_applied);
   out.PutString(file.optimizer);
@@ -202,7 +274,8 @@ std::string EncodeThetaFile(const ThetaFile& file) {
     out.Put(w.last_step);
     out.Put(w.pushes);
     out.Put(w.clock);
-    out.Put<uint8_t>(w.live ? 1 : w.finished ? 2 : 0);
+    out.Put<uint8_t>(CodeOf(kStateByCode, w.state));
+    out.Put<uint8_t>(w.finished ? 1 : 0);
   }
   out.Put<uint64_t>(file.round.size());
   for (const RoundGradient& g : file.round) {
@@ -236,9 +309,14 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   if (bytes.size() < sizeof(kMagic) + sizeof(uint32_t)) {
     return bad("not a θ file (bad magic) or truncated");
   }
-  const bool format_2 = std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0;
-  if (!format_2 &&
-      std::memcmp(bytes.data(), kMagicV1, sizeof(kMagicV1)) != 0) {
+  int format = 0;
+  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0) {
+    format = 3;
+  } else if (std::memcmp(bytes.data(), kMagicV2, sizeof(kMagicV2)) == 0) {
+    format = 2;
+  } else if (std::memcmp(bytes.data(), kMagicV1, sizeof(kMagicV1)) == 0) {
+    format = 1;
+  } else {
     return bad("not a θ file (bad magic) or truncated");
   }
   const absl::string_view body = bytes.substr(0, bytes.size() - sizeof(uint32_t));
@@ -250,7 +328,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   }
   ThetaFile file;
   Reader in(body.substr(sizeof(kMagic)));
-  if (!DecodeBody(in, file) || (format_2 && !DecodeRules(in, file)) ||
+  if (!DecodeBody(in, format, file) ||
+      (format >= 2 && !DecodeRules(in, file)) ||
       !in.AtEnd()) {
     return bad("the checksum matches but the layout does not: written by an "
                "incompatible version?");

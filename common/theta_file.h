@@ -8,24 +8,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/consistency_mode.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
 #include "common/update_rule.h"
+#include "common/worker_record.h"
 
 namespace ps::common {
-
-// What a shard knows of one worker, enough for exactly-once pushes and
-// resuming after a restore.
-struct WorkerRecord {
-  uint32_t worker_id = 0;
-  uint64_t incarnation = 0;
-  uint64_t last_seq = 0;
-  uint64_t last_step = 0;
-  uint64_t pushes = 0;
-  uint64_t clock = 0;
-  bool live = true;  // false: its lease had expired or it had left
-  bool finished = false;  // it left after its last step (not live then)
-};
 
 // A gradient a sync round holds but has not applied yet.
 struct RoundGradient {
@@ -51,7 +40,7 @@ struct ThetaFile {
   KeyRange keys;                    // the part of [0, D) held here
   uint32_t shard_index = 0;
   uint32_t num_shards = 1;
-  std::string mode;  // "sync", "async", "ssp"; empty in an export
+  std::optional<ConsistencyMode> mode;  // absent in an export
   uint64_t version = 0;
   uint64_t samples_applied = 0;
   std::vector<float> values;  // θ[keys]
@@ -67,8 +56,9 @@ struct ThetaFile {
 };
 
 // The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
-// Always format 2 ("PSTHETA2": format 1 followed by the rule settings);
-// DecodeThetaFile reads both.
+// Always format 3 ("PSTHETA3": the mode and each worker's state as enum
+// codes where format 2 had the mode's name and a live/finished byte);
+// DecodeThetaFile reads formats 1 ("PSTHETA1", no rule settings), 2 and 3.
 std::string EncodeThetaFile(const ThetaFile& file);
 
 // Checks magic, every length, the checksum, and that every value is finite:

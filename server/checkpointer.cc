@@ -110,7 +110,8 @@ void Merge(const std::vector<common::WorkerRecord>& from,
     m.last_step = std::min(m.last_step, w.last_step);
     m.pushes = std::max(m.pushes, w.pushes);
     m.clock = std::min(m.clock, w.clock);
-    m.live = m.live || w.live;
+    // Live if live anywhere: a fresh lease costs at most one timeout.
+    if (w.state == common::WorkerState::kLive) m.state = w.state;
   }
 }
 
@@ -358,7 +359,7 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
   // only after every shard closed round r). The shards one behind have their
   // open round closed as they would have closed it, so that every key is
   // restored at the same round and no accepted gradient is lost.
-  const bool sync = model->mode == "sync";
+  const bool sync = model->mode == common::ConsistencyMode::kSync;
   uint64_t newest = 0;
   for (const common::ThetaFile* source : sources) {
     newest = std::max(newest, source->version);

@@ -3,25 +3,15 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/error_info.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::server {
 
-absl::string_view WorkerStateName(WorkerState state) {
-  switch (state) {
-    case WorkerState::kLive:
-      return "live";
-    case WorkerState::kExpired:
-      return "expired";
-    case WorkerState::kLeft:
-      return "left";
-  }
-  return "unknown";
-}
-
-Membership::Membership(uint32_t expected_workers, uint32_t max_workers,
-                       absl::Duration lease_timeout)
-    : expected_workers_(expected_workers),
+Membership::Membership(uint32_t shard_index, uint32_t expected_workers,
+                       uint32_t max_workers, absl::Duration lease_timeout)
+    : shard_index_(shard_index),
+      expected_workers_(expected_workers),
       lease_timeout_(lease_timeout),
       members_(std::max(expected_workers, max_workers)) {}
 
@@ -32,6 +22,12 @@ absl::Status Membership::CheckId(uint32_t id) const {
         members_.size() - 1, " (--max_workers=", members_.size(), ")"));
   }
   return absl::OkStatus();
+}
+
+absl::Status Membership::RegistrationRequired(
+    absl::string_view message) const {
+  return common::RegistrationRequiredError(
+      message, {{"shard", absl::StrCat(shard_index_)}});
 }
 
 absl::StatusOr<Membership::Registration> Membership::Register(
@@ -84,21 +80,21 @@ absl::Status Membership::CheckLive(uint32_t id, uint64_t incarnation) const {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
   const Member& m = members_[id];
   if (!m.registered) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "worker ", id, " is not registered; ", kReRegisterHint, " first"));
+    return RegistrationRequired(absl::StrCat(
+        "worker ", id, " is not registered; register first"));
   }
   if (incarnation != m.incarnation) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return RegistrationRequired(absl::StrCat(
         "worker ", id, " incarnation ", incarnation,
-        " is not the registered incarnation ", m.incarnation, "; ",
-        kReRegisterHint, " if this process is the current one"));
+        " is not the registered incarnation ", m.incarnation,
+        "; register again if this process is the current one"));
   }
   if (m.state != WorkerState::kLive) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    return RegistrationRequired(absl::StrCat(
         "worker ", id, " ",
         m.state == WorkerState::kExpired ? "let its lease expire"
                                          : "has left the job",
-        "; ", kReRegisterHint, " to take part again"));
+        "; register again to take part"));
   }
   return absl::OkStatus();
 }

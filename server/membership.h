@@ -9,11 +9,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/worker_record.h"
 
 namespace ps::server {
 
-enum class WorkerState { kLive, kExpired, kLeft };
-absl::string_view WorkerStateName(WorkerState state);
+// The state's enum lives in common: checkpoints and the wire share it.
+using common::WorkerState;
+using common::WorkerStateName;
 
 // Why a worker left (LeaveRequest.Reason).
 enum class LeaveReason {
@@ -51,9 +53,10 @@ struct Member {
 class Membership {
  public:
   // Ids are valid in [0, max_workers); the job starts (see gathered()) once
-  // `expected_workers` distinct ids have registered.
-  Membership(uint32_t expected_workers, uint32_t max_workers,
-             absl::Duration lease_timeout);
+  // `expected_workers` distinct ids have registered. `shard_index` names the
+  // shard in the REGISTRATION_REQUIRED errors' metadata.
+  Membership(uint32_t shard_index, uint32_t expected_workers,
+             uint32_t max_workers, absl::Duration lease_timeout);
 
   // Starts or renews a lease. The same incarnation renews (after an expiry
   // too); a newer one replaces the old process and restarts its push
@@ -77,7 +80,8 @@ class Membership {
   absl::Status Restore(const Member& saved, uint32_t id, absl::Time now);
 
   // OK when (id, incarnation) holds a live lease; otherwise
-  // FAILED_PRECONDITION telling the worker to re-register.
+  // FAILED_PRECONDITION with reason REGISTRATION_REQUIRED
+  // (common/error_info.h): the worker registers again.
   absl::Status CheckLive(uint32_t id, uint64_t incarnation) const;
 
   // Expires the leases that ran out by `now`; returns their ids.
@@ -102,16 +106,15 @@ class Membership {
 
  private:
   absl::Status CheckId(uint32_t id) const;
+  absl::Status RegistrationRequired(absl::string_view message) const;
 
+  uint32_t shard_index_;
   uint32_t expected_workers_;
   absl::Duration lease_timeout_;
   std::vector<Member> members_;
   uint32_t ever_registered_ = 0;
   uint64_t leases_expired_ = 0;
 };
-
-// The FAILED_PRECONDITION message workers recognise as "register again".
-inline constexpr char kReRegisterHint[] = "re-register";
 
 }  // namespace ps::server
 

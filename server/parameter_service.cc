@@ -163,7 +163,7 @@ grpc::ServerUnaryReactor* ParameterService::Init(
     answer.set_version(result->version);
     answer.set_key_begin(result->keys.begin);
     answer.set_key_end(result->keys.end);
-    answer.set_mode(std::string(ConsistencyModeName(result->mode)));
+    answer.set_mode(rpc::ToProto(result->mode));
     answer.set_expected_workers(result->expected_workers);
   }
   return FinishNow(context, result.status(), answer, response);
@@ -233,7 +233,7 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   if (result.ok()) {
     response->set_outcome(ToProto(result->outcome));
     response->set_version(result->version);
-    response->set_mode(ModeToProto(shard_->mode()));
+    response->set_mode(rpc::ToProto(shard_->mode()));
   }
   return result.status();
 }
@@ -270,7 +270,7 @@ grpc::ServerUnaryReactor* ParameterService::Status(
   response->set_num_shards(s.options.num_shards);
   response->set_key_begin(s.keys.begin);
   response->set_key_end(s.keys.end);
-  response->set_mode(std::string(ConsistencyModeName(s.options.mode)));
+  response->set_mode(rpc::ToProto(s.options.mode));
   response->set_version(s.version);
   response->set_expected_workers(s.options.num_workers);
   response->set_initialized(s.initialized);
@@ -288,7 +288,7 @@ grpc::ServerUnaryReactor* ParameterService::Status(
     out->set_last_seq(w.last_seq);
     out->set_last_step(w.last_step);
     out->set_pushes(w.pushes);
-    out->set_state(std::string(WorkerStateName(w.state)));
+    out->set_state(rpc::ToProto(w.state));
     out->set_clock(w.clock);
     out->set_staleness(w.staleness);
     out->set_seconds_since_heartbeat(absl::ToDoubleSeconds(w.since_heartbeat));

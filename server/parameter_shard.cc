@@ -91,26 +91,6 @@ absl::Status CloseSavedRound(const common::UpdateOptions& update,
   return absl::OkStatus();
 }
 
-absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name) {
-  if (name == "sync") return ConsistencyMode::kSync;
-  if (name == "async") return ConsistencyMode::kAsync;
-  if (name == "ssp") return ConsistencyMode::kSsp;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown mode '", name, "'; choose sync, async or ssp"));
-}
-
-absl::string_view ConsistencyModeName(ConsistencyMode mode) {
-  switch (mode) {
-    case ConsistencyMode::kSync:
-      return "sync";
-    case ConsistencyMode::kAsync:
-      return "async";
-    case ConsistencyMode::kSsp:
-      return "ssp";
-  }
-  return "unknown";
-}
-
 absl::Status ValidateShardOptions(const ShardOptions& o) {
   if (o.num_shards == 0) {
     return absl::InvalidArgumentError("num_shards must be at least 1");
@@ -159,8 +139,9 @@ std::string DescribeRuleChange(const common::ThetaFile& saved,
     }
   };
   // Exports carry no mode; a checkpoint always does.
-  if (!saved.mode.empty()) {
-    compare("mode", saved.mode, std::string(ConsistencyModeName(options.mode)));
+  if (saved.mode.has_value()) {
+    compare("mode", ConsistencyModeName(*saved.mode),
+            ConsistencyModeName(options.mode));
   }
   if (saved.rules.has_value()) {
     const common::RuleSettings& was = *saved.rules;
@@ -182,8 +163,8 @@ std::string DescribeRuleChange(const common::ThetaFile& saved,
 ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
       chunk_(kApplyChunkFloats),
-      members_(options_.num_workers, options_.max_workers,
-               options_.lease_timeout) {}
+      members_(options_.shard_index, options_.num_workers,
+               options_.max_workers, options_.lease_timeout) {}
 
 absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
                                                         uint64_t incarnation) {
@@ -861,7 +842,7 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.keys = keys_;
   file.shard_index = options_.shard_index;
   file.num_shards = options_.num_shards;
-  file.mode = std::string(ConsistencyModeName(options_.mode));
+  file.mode = options_.mode;
   file.rules = common::RuleSettings{options_.update, options_.sync_quorum,
                                     options_.staleness};
   file.version = version_;
@@ -871,8 +852,7 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
     const Member& m = members_.members()[id];
     if (!m.registered) continue;
     file.workers.push_back({id, m.incarnation, m.last_seq, m.last_step,
-                            m.pushes, m.clock, m.state == WorkerState::kLive,
-                            m.finished});
+                            m.pushes, m.clock, m.state, m.finished});
   }
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
@@ -904,14 +884,18 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
         "the checkpoint's value of key ", keys.begin + *bad, " is not finite"));
   }
   const std::string mode(ConsistencyModeName(options_.mode));
-  if (saved.mode != mode) {
+  if (saved.mode != options_.mode) {
     spdlog::warn("shard {}: the checkpoint was written in {} mode; going on "
                  "in {} mode",
-                 options_.shard_index, saved.mode, mode);
+                 options_.shard_index,
+                 saved.mode.has_value()
+                     ? std::string(ConsistencyModeName(*saved.mode))
+                     : "no",
+                 mode);
   }
   const bool same_layout = saved.num_shards == options_.num_shards &&
                            saved.shard_index == options_.shard_index &&
-                           saved.mode == mode;
+                           saved.mode == options_.mode;
   absl::MutexLock lock(&mutex_);
   // Everything is checked before anything changes, so a rejected checkpoint
   // leaves the shard as fresh as it was.
@@ -937,9 +921,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
     m.last_step = w.last_step;
     m.pushes = w.pushes;
     m.clock = w.clock;
-    m.state = w.live       ? WorkerState::kLive
-              : w.finished ? WorkerState::kLeft
-                           : WorkerState::kExpired;
+    m.state = w.state;
     m.finished = w.finished;
     if (absl::Status restored = members_.Restore(m, w.worker_id, now);
         !restored.ok()) {

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/consistency_mode.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
 #include "common/theta_file.h"
@@ -24,19 +25,10 @@
 
 namespace ps::server {
 
-enum class ConsistencyMode {
-  // Bulk-synchronous: a round closes when every expected worker has pushed;
-  // the update uses the rank-ordered, batch-weighted mean.
-  kSync,
-  // Every push is applied as it arrives.
-  kAsync,
-  // Stale synchronous parallel: pushes apply as they arrive; a worker at
-  // clock c may read only once every live worker reached c − staleness.
-  kSsp,
-};
-
-absl::StatusOr<ConsistencyMode> ParseConsistencyMode(absl::string_view name);
-absl::string_view ConsistencyModeName(ConsistencyMode mode);
+// The mode's enum lives in common: checkpoints and the wire share it.
+using common::ConsistencyMode;
+using common::ConsistencyModeName;
+using common::ParseConsistencyMode;
 
 struct ShardOptions {
   // Which contiguous part of the key space this server owns. Default: 0 of 1

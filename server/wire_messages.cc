@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
 
 namespace ps::server {
@@ -35,23 +36,11 @@ PullResponse PullHead(const PullResult& pulled) {
   head.set_key_begin(pulled.keys.begin);
   head.set_key_end(pulled.keys.end);
   head.set_samples_applied(pulled.samples_applied);
-  head.set_mode(ModeToProto(pulled.mode));
+  head.set_mode(rpc::ToProto(pulled.mode));
   return head;
 }
 
 }  // namespace
-
-ps::v1::ConsistencyMode ModeToProto(ConsistencyMode mode) {
-  switch (mode) {
-    case ConsistencyMode::kSync:
-      return ps::v1::MODE_SYNC;
-    case ConsistencyMode::kAsync:
-      return ps::v1::MODE_ASYNC;
-    case ConsistencyMode::kSsp:
-      return ps::v1::MODE_SSP;
-  }
-  return ps::v1::MODE_UNSPECIFIED;
-}
 
 grpc::ByteBuffer EncodePullResponse(PullResult pulled) {
   return rpc::SerializeApart(PullHead(pulled),

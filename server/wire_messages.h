@@ -15,9 +15,6 @@
 // typed handlers do, so a large request is not held twice.
 namespace ps::server {
 
-// The shard's mode as the protocol says it.
-ps::v1::ConsistencyMode ModeToProto(ConsistencyMode mode);
-
 grpc::ByteBuffer EncodePullResponse(PullResult pulled);
 grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
                                         PullResult pulled);

@@ -575,7 +575,8 @@ TEST(Checkpoint, ARejectedCheckpointLeavesTheShardFresh) {
   ASSERT_TRUE(Open(dir, 0, 1)->Save(s.shard(), "test").ok());
   auto loaded = Open(dir, 0, 1)->LoadLatest(Update());
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
-  (*loaded)->workers.push_back({kWorkers + 5, 1, 1, 1, 1, 1, true});
+  (*loaded)->workers.push_back(
+      {kWorkers + 5, 1, 1, 1, 1, 1, common::WorkerState::kLive});
 
   ShardUnderTest fresh(ConsistencyMode::kSync, 0, 1);
   absl::Status restored = fresh.shard().Restore(std::move(**loaded));

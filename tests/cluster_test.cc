@@ -15,6 +15,8 @@
 #include "common/rpc/health.h"
 #include "common/rpc/wire_format.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "server/ps_server.h"
 #include "tests/synthetic_data.h"
@@ -218,6 +220,23 @@ TEST(Cluster, AWorkerFollowsAServerRestartedInAnotherMode) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Cluster, AWorkerWhoseLeaseExpiredRegistersAgainAndKeepsPushing) {
+  Cluster cluster = StartCluster(1, 1, server::ConsistencyMode::kAsync);
+  auto client = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Register().ok());
+  std::vector<float> theta = {0, 0};
+  ASSERT_TRUE((*client)->Init({{"w", {2}, false}}, theta).ok());
+  // The shard's clock jumps past the lease: the worker is expired at once.
+  cluster.servers[0]->shard().Tick(absl::Now() + absl::Minutes(1));
+  ASSERT_EQ(cluster.servers[0]->shard().Status().live_workers, 0u);
+  const std::vector<float> gradient = {1, 1};
+  ASSERT_TRUE((*client)->Push(0, 4, gradient).ok());
+  EXPECT_EQ((*client)->push_counts().reregistered, 1u);
+  EXPECT_EQ((*client)->push_counts().applied_or_accepted, 1u);
+  EXPECT_EQ(cluster.servers[0]->shard().Status().live_workers, 1u);
+}
+
 class WireTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -309,7 +328,20 @@ TEST_F(WireTest, BadRequestsGetTheRightStatusAndAReadableMessage) {
   request.set_worker_id(1);  // a valid id that never registered
   status = Call(request);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_THAT(status.error_message(), HasSubstr("re-register"));
+  // The contract with every client (C++ and Python): a google.rpc.Status in
+  // the details, carrying ErrorInfo{REGISTRATION_REQUIRED, ps.v1, shard}.
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(status.error_details()));
+  EXPECT_EQ(details.code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(details.message(), status.error_message());
+  ASSERT_EQ(details.details_size(), 1);
+  EXPECT_EQ(details.details(0).type_url(),
+            "type.googleapis.com/google.rpc.ErrorInfo");
+  google::rpc::ErrorInfo info;
+  ASSERT_TRUE(info.ParseFromString(details.details(0).value()));
+  EXPECT_EQ(info.reason(), "REGISTRATION_REQUIRED");
+  EXPECT_EQ(info.domain(), "ps.v1");
+  EXPECT_EQ(info.metadata().at("shard"), "0");
 
   request = ValidPush(16);
   request.set_incarnation(0);  // an older process than the registered one

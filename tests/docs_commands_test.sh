@@ -98,4 +98,17 @@ run "${plot% bench}"
 for png in out/plots/transfer_by_size.png out/plots/transfer_by_shape.png; do
   [ -s "$png" ] || fail "plot.sh did not write $png"
 done
+# README.md, "Train your own PyTorch model": the block as pasted, with
+# Debian's python3 (it has python3-torch) and a free port for 50051.
+torch_block=$(awk '/^### Train your own PyTorch model/ { found = 1 }
+                   found && /^```/ { if (++fences == 2) exit; next }
+                   found && fences == 1' "$src/README.md")
+grep -q '127.0.0.1:50051' <<< "$torch_block" ||
+  fail "README's PyTorch block no longer starts a server on 127.0.0.1:50051"
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket();
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+echo "${torch_block//127.0.0.1:50051/127.0.0.1:$port}" > torch_block.sh
+run "PATH=/usr/bin:\$PATH bash torch_block.sh"
+grep -qE '^accuracy 0\.(8|9)' out.txt ||
+  { cat out.txt; fail "README's PyTorch model did not learn"; }
 echo "docs_commands_test: every command ran as documented"

@@ -95,7 +95,7 @@ TEST(Faults, ASigtermedWorkerLeavesAtOnceAndItsRestartResumesWhereItStopped) {
   EXPECT_THAT(job.Log("worker-2"), HasSubstr("left the job"));
   const ps::v1::StatusResponse stopped = job.Status();
   ASSERT_EQ(stopped.workers_size(), 3);
-  EXPECT_EQ(stopped.workers(2).state(), "left");
+  EXPECT_EQ(stopped.workers(2).state(), ps::v1::WORKER_STATE_LEFT);
   EXPECT_GT(stopped.workers(2).pushes(), 0u);
 
   job.StartWorker(2);

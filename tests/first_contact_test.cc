@@ -317,6 +317,31 @@ TEST(FirstContact, PsctlStatusAsksEveryServerAtOnce) {
   EXPECT_LT(took, absl::Seconds(6));
 }
 
+// The mode and the workers' states travel as enums; psctl prints the words.
+TEST(FirstContact, PsctlStatusPrintsTheModeAndWorkerStatesInWords) {
+  const std::string dir = FreshDir("psctl_words");
+  Servers servers(dir, 1, {"--mode=async"});
+  auto stub =
+      ps::v1::ParameterServer::NewStub(rpc::CreateChannel(servers.address(0)));
+  ps::v1::RegisterRequest request;
+  request.set_worker_id(0);
+  request.set_incarnation(5);
+  ps::v1::RegisterResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  ASSERT_TRUE(stub->Register(&context, request, &response).ok());
+  EXPECT_EQ(servers.Status(0).mode(), ps::v1::MODE_ASYNC);
+  ASSERT_EQ(servers.Status(0).workers_size(), 1);
+  EXPECT_EQ(servers.Status(0).workers(0).state(), ps::v1::WORKER_STATE_LIVE);
+
+  Outcome outcome =
+      RunBinary({"psctl", "status", absl::StrCat("--servers=", servers.list())},
+                dir + "/psctl.out", absl::Seconds(60));
+  EXPECT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr(") async version 0,"));
+  EXPECT_THAT(outcome.output, HasSubstr("  worker 0: live, incarnation 5,"));
+}
+
 std::vector<std::string> Lines(const std::string& path) {
   return absl::StrSplit(ReadFile(path), '\n', absl::SkipEmpty());
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error_info.h"
 #include "common/float_bytes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -130,9 +131,14 @@ TEST(Membership, AnExpiredWorkerIsToldToReRegisterAndCanRejoin) {
   shard->Tick(absl::Now() + absl::Seconds(3));
   auto refused = shard.Push(0, 1, 0, {1, 1});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(refused.status().message(), HasSubstr(kReRegisterHint));
-  EXPECT_EQ(shard->Heartbeat(0, kIncarnation).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  const std::optional<common::ErrorInfo> info =
+      common::GetErrorInfo(refused.status());
+  ASSERT_TRUE(info.has_value()) << refused.status();
+  EXPECT_EQ(info->reason, common::kRegistrationRequired);
+  EXPECT_EQ(info->domain, "ps.v1");
+  EXPECT_EQ(info->metadata.at("shard"), "0");
+  EXPECT_TRUE(common::HasErrorReason(shard->Heartbeat(0, kIncarnation).status(),
+                                     common::kRegistrationRequired));
   auto again = shard->Register(0, kIncarnation);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(again->rejoined);

@@ -17,14 +17,17 @@ ThetaFile SmallCheckpoint() {
   file.keys = {2, 7};
   file.shard_index = 1;
   file.num_shards = 2;
-  file.mode = "sync";
+  file.mode = ConsistencyMode::kSync;
   file.version = 42;
   file.samples_applied = 4200;
   file.values = {0.5f, -1.25f, 3.0f, 1e-30f, -0.0f};
   file.optimizer = "momentum";
   file.state_names = {"velocity"};
   file.state = {{0.1f, 0.2f, 0.3f, 0.4f, 0.5f}};
-  file.workers = {{0, 7, 11, 10, 11, 11, true}, {3, 9, 5, 4, 5, 5, false}};
+  file.workers = {{0, 7, 11, 10, 11, 11, WorkerState::kLive, false},
+                  {3, 9, 5, 4, 5, 5, WorkerState::kExpired, false},
+                  {4, 2, 8, 7, 8, 8, WorkerState::kLeft, true},
+                  {5, 3, 1, 0, 1, 1, WorkerState::kLeft, false}};
   file.round = {{3, 64, {1, 2, 3, 4, 5}}};
   return file;
 }
@@ -51,7 +54,8 @@ void ExpectSame(const ThetaFile& a, const ThetaFile& b) {
     EXPECT_EQ(a.workers[i].last_step, b.workers[i].last_step);
     EXPECT_EQ(a.workers[i].pushes, b.workers[i].pushes);
     EXPECT_EQ(a.workers[i].clock, b.workers[i].clock);
-    EXPECT_EQ(a.workers[i].live, b.workers[i].live);
+    EXPECT_EQ(a.workers[i].state, b.workers[i].state);
+    EXPECT_EQ(a.workers[i].finished, b.workers[i].finished);
   }
   ASSERT_EQ(a.round.size(), b.round.size());
   EXPECT_EQ(a.round[0].worker_id, b.round[0].worker_id);
@@ -101,25 +105,103 @@ TEST(ThetaFile, RoundTripsTheRuleSettings) {
   EXPECT_FALSE(decoded->rules.has_value());
 }
 
+// A format 2 file ("PSTHETA2": the mode as its name, each worker's state as
+// one live/finished byte), as the encoder of that format wrote it: an ssp
+// checkpoint with rule settings and a live, an expired and a finished
+// worker.
+const std::string& FormatTwoFile() {
+  static const std::string* bytes = new std::string(
+    "\x50\x53\x54\x48\x45\x54\x41\x32\x02\x00\x00\x00\x00\x00\x00\x00"
+    "\x01\x00\x00\x00\x00\x00\x00\x00\x77\x02\x00\x00\x00\x00\x00\x00"
+    "\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00"
+    "\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x62\x01\x00\x00\x00\x00"
+    "\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00"
+    "\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00"
+    "\x02\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x73\x73\x70\x2a"
+    "\x00\x00\x00\x00\x00\x00\x00\x68\x10\x00\x00\x00\x00\x00\x00\x03"
+    "\x00\x00\x00\x00\x00\x00\x00\x73\x67\x64\x00\x00\x00\x3f\x00\x00"
+    "\xa0\xbf\x00\x00\x40\x40\x60\x42\xa2\x0d\x00\x00\x00\x80\x00\x00"
+    "\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x0b\x00\x00\x00\x00\x00"
+    "\x00\x00\x0a\x00\x00\x00\x00\x00\x00\x00\x0b\x00\x00\x00\x00\x00"
+    "\x00\x00\x0b\x00\x00\x00\x00\x00\x00\x00\x01\x03\x00\x00\x00\x09"
+    "\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x04"
+    "\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x05"
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x02\x00\x00\x00"
+    "\x00\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x00"
+    "\x00\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\x08\x00\x00\x00"
+    "\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00"
+    "\x80\x3e\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80\xff\x00\x00"
+    "\x80\x7f\x00\x00\x00\x80\x7f\x00\x00\x00\x00\x00\x00\x00\x00\x02"
+    "\x00\x00\x00\x22\xf1\xab\xcd",
+      359);
+  return *bytes;
+}
+
+std::string WithChecksum(std::string body) {
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(body.data()),
+            static_cast<uInt>(body.size())));
+  body.append(reinterpret_cast<const char*>(&crc), sizeof(crc));
+  return body;
+}
+
+TEST(ThetaFile, WritesFormatThree) {
+  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA3");
+}
+
+// Checkpoints written before the mode and the workers' states became enum
+// codes still restore, with the same meaning.
+TEST(ThetaFile, AFormatTwoFileStillReads) {
+  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(FormatTwoFile(), "v2");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->mode, ConsistencyMode::kSsp);
+  EXPECT_EQ(decoded->version, 42u);
+  EXPECT_EQ(decoded->values,
+            (std::vector<float>{0.5f, -1.25f, 3.0f, 1e-30f, -0.0f}));
+  ASSERT_EQ(decoded->workers.size(), 3u);
+  EXPECT_EQ(decoded->workers[0].state, WorkerState::kLive);
+  EXPECT_FALSE(decoded->workers[0].finished);
+  EXPECT_EQ(decoded->workers[0].last_seq, 11u);
+  EXPECT_EQ(decoded->workers[1].state, WorkerState::kExpired);
+  EXPECT_FALSE(decoded->workers[1].finished);
+  EXPECT_EQ(decoded->workers[2].state, WorkerState::kLeft);
+  EXPECT_TRUE(decoded->workers[2].finished);
+  ASSERT_TRUE(decoded->rules.has_value());
+  EXPECT_EQ(decoded->rules->update.learning_rate, 0.25f);
+  EXPECT_EQ(decoded->rules->staleness, 2u);
+  // Read back and written again, it is format 3 with the same content.
+  absl::StatusOr<ThetaFile> again =
+      DecodeThetaFile(EncodeThetaFile(*decoded), "v3");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->mode, ConsistencyMode::kSsp);
+  EXPECT_EQ(again->workers[2].state, WorkerState::kLeft);
+}
+
 // Files written before the rule settings were recorded (format 1: magic
 // PSTHETA1, no settings) still restore.
 TEST(ThetaFile, AFormatOneFileStillReads) {
-  std::string bytes = EncodeThetaFile(SmallCheckpoint());
-  // Format 2 without settings is format 1 plus one zero byte before the
-  // checksum.
+  std::string bytes = FormatTwoFile();
+  // Format 1 is format 2 without its settings: a presence byte and 37
+  // bytes (7 floats, a flag, 2 uint32) before the checksum.
   bytes.resize(bytes.size() - sizeof(uint32_t));
-  ASSERT_EQ(bytes.back(), '\0');
-  bytes.pop_back();
-  ASSERT_EQ(bytes.substr(0, 8), "PSTHETA2");
+  bytes.resize(bytes.size() - 1 - 37);
   bytes[7] = '1';
-  const uint32_t crc = static_cast<uint32_t>(
-      crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()),
-            static_cast<uInt>(bytes.size())));
-  bytes.append(reinterpret_cast<const char*>(&crc), sizeof(crc));
-  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(bytes, "v1");
+  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(WithChecksum(bytes), "v1");
   ASSERT_TRUE(decoded.ok()) << decoded.status();
-  ExpectSame(*decoded, SmallCheckpoint());
+  EXPECT_EQ(decoded->mode, ConsistencyMode::kSsp);
+  EXPECT_EQ(decoded->workers.size(), 3u);
   EXPECT_FALSE(decoded->rules.has_value());
+}
+
+TEST(ThetaFile, AFormatTwoFileWithAnUnknownModeIsRefused) {
+  std::string bytes = FormatTwoFile();
+  bytes.resize(bytes.size() - sizeof(uint32_t));
+  const size_t at = bytes.find("ssp");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 3, "sxp");
+  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(WithChecksum(bytes), "v2");
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(ThetaFile, RoundTripsThroughDisk) {

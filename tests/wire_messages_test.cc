@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/float_bytes.h"
+#include "common/rpc/convert.h"
 #include "gtest/gtest.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 
@@ -39,7 +40,7 @@ ps::v1::PullResponse Typed(const PullResult& pulled) {
   typed.set_key_begin(pulled.keys.begin);
   typed.set_key_end(pulled.keys.end);
   typed.set_values(pulled.values);
-  typed.set_mode(ModeToProto(pulled.mode));
+  typed.set_mode(rpc::ToProto(pulled.mode));
   return typed;
 }
 

@@ -105,7 +105,8 @@ int Status() {
         "%u live workers of %u expected\n",
         server.address.c_str(), s.advertise().c_str(), s.shard_index(),
         s.num_shards(), static_cast<unsigned long long>(s.key_begin()),
-        static_cast<unsigned long long>(s.key_end()), s.mode().c_str(),
+        static_cast<unsigned long long>(s.key_end()),
+        ps::rpc::ModeName(s.mode()).c_str(),
         static_cast<unsigned long long>(s.version()), s.live_workers(),
         s.expected_workers());
     std::printf(
@@ -124,7 +125,8 @@ int Status() {
       std::printf(
           "  worker %u: %s%s, incarnation %llu, clock %llu, staleness %llu, "
           "last heartbeat %.1f s ago, %llu pushes\n",
-          w.worker_id(), w.state().c_str(), w.finished() ? " (finished)" : "",
+          w.worker_id(), ps::rpc::WorkerStateName(w.state()).c_str(),
+          w.finished() ? " (finished)" : "",
           static_cast<unsigned long long>(w.incarnation()),
           static_cast<unsigned long long>(w.clock()),
           static_cast<unsigned long long>(w.staleness()),

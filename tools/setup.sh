@@ -11,6 +11,7 @@ packages=(
   libabsl-dev libeigen3-dev libspdlog-dev zlib1g-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  python3-grpcio python3-protobuf python3-numpy python3-pytest python3-torch
   libyaml-cpp-dev docker-compose
   gnuplot-nox jq iproute2 nftables
   mmdebstrap

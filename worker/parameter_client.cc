@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/error_info.h"
 #include "common/float_bytes.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
@@ -63,11 +64,11 @@ ParameterClient::ParameterClient(ClientOptions options)
 ParameterClient::~ParameterClient() { StopHeartbeats(); }
 
 namespace {
-// The servers' FAILED_PRECONDITION for an unknown, replaced or expired
-// incarnation says "re-register" (server/membership.h, kReRegisterHint).
+// The servers answer an unknown, replaced or expired incarnation with the
+// reason REGISTRATION_REQUIRED in the status details (common/error_info.h).
 bool NeedsReRegistration(const grpc::Status& status) {
-  return status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
-         status.error_message().find("re-register") != std::string::npos;
+  return common::HasErrorReason(rpc::FromGrpcStatus(status),
+                                common::kRegistrationRequired);
 }
 }  // namespace
 
@@ -347,10 +348,7 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
 
   ClusterInfo info;
   info.mode = responses[0].mode();
-  mode_ = info.mode == "sync"    ? ps::v1::MODE_SYNC
-          : info.mode == "ssp"   ? ps::v1::MODE_SSP
-          : info.mode == "async" ? ps::v1::MODE_ASYNC
-                                 : ps::v1::MODE_UNSPECIFIED;
+  mode_ = info.mode;
   info.expected_workers = responses[0].expected_workers();
   info.version = responses[0].version();
   for (uint32_t i = 0; i < num_shards; ++i) {
@@ -364,9 +362,10 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
     }
     if (r.mode() != info.mode || r.expected_workers() != info.expected_workers) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "servers disagree: ", shards_[0].address, " runs mode ", info.mode,
-          " with ", info.expected_workers, " workers but ",
-          shards_[i].address, " runs mode ", r.mode(), " with ",
+          "servers disagree: ", shards_[0].address, " runs mode ",
+          rpc::ModeName(info.mode), " with ", info.expected_workers,
+          " workers but ", shards_[i].address, " runs mode ",
+          rpc::ModeName(r.mode()), " with ",
           r.expected_workers(), " workers"));
     }
     info.version = std::min(info.version, r.version());
@@ -566,22 +565,9 @@ grpc::Status ParameterClient::CallPushing(
   return status;
 }
 
-namespace {
-const char* ModeName(ps::v1::ConsistencyMode mode) {
-  switch (mode) {
-    case ps::v1::MODE_SYNC:
-      return "sync";
-    case ps::v1::MODE_ASYNC:
-      return "async";
-    case ps::v1::MODE_SSP:
-      return "ssp";
-    default:
-      return "unknown";
-  }
+std::string ParameterClient::mode() const {
+  return std::string(rpc::ModeName(mode_.load()));
 }
-}  // namespace
-
-std::string ParameterClient::mode() const { return ModeName(mode_.load()); }
 
 void ParameterClient::LearnMode(const Shard& shard,
                                 ps::v1::ConsistencyMode mode) {
@@ -591,7 +577,7 @@ void ParameterClient::LearnMode(const Shard& shard,
   if (was != mode) {
     spdlog::warn("{} now runs in {} mode (it was {}): pushing and pulling "
                  "by its rules from now on",
-                 shard.address, ModeName(mode), ModeName(was));
+                 shard.address, rpc::ModeName(mode), rpc::ModeName(was));
   }
 }
 

@@ -38,7 +38,7 @@ struct ClientOptions {
 
 // What the servers told a worker when it declared the model.
 struct ClusterInfo {
-  std::string mode;               // "sync" or "async", the same on all shards
+  ps::v1::ConsistencyMode mode = ps::v1::MODE_UNSPECIFIED;  // on all shards
   uint32_t expected_workers = 0;  // the same on all shards
   uint64_t version = 0;           // lowest shard version
 };

@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/json.h"
 #include "common/key_range.h"
+#include "common/rpc/convert.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::worker {
@@ -129,7 +130,7 @@ absl::Status Trainer::Run() {
                  "--num_workers={}: data shards follow this worker's count",
                  cluster->expected_workers, workers);
   }
-  const bool sync = mode_ == "sync";
+  const bool sync = mode_ == ps::v1::MODE_SYNC;
 
   // An epoch is one pass over each worker's whole shard, the last batch
   // holding what is left. Every worker takes the same number of steps (shards
@@ -146,7 +147,8 @@ absl::Status Trainer::Run() {
   std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
   spdlog::info("worker {}/{}: {} mode, examples {}, {} steps of {} per epoch, "
                "{} epochs, {} server shards, starting at step {}",
-               rank, workers, mode_, mine.ToString(), steps_per_epoch, batch,
+               rank, workers, rpc::ModeName(mode_), mine.ToString(),
+               steps_per_epoch, batch,
                options_.epochs, client_->num_shards(), first_step);
 
   std::vector<float> gradient(theta_.size());

@@ -104,7 +104,7 @@ class Trainer {
   const common::TrainTestData* data_;
   std::vector<float> theta_;
   Evaluation last_evaluation_;
-  std::string mode_;  // as the servers reported it
+  ps::v1::ConsistencyMode mode_ = ps::v1::MODE_UNSPECIFIED;  // at Init
   bool found_job_complete_ = false;
   bool started_ = false;
   double start_seconds_ = 0;

@@ -1,21 +1,110 @@
 #include "common/rpc/convert.h"
 
+#include <optional>
 #include <string>
+
+#include "common/error_info.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 
 namespace ps::rpc {
 
 // absl::StatusCode and grpc::StatusCode share their numbering (both follow
-// google.rpc.Code), so the conversion is a cast.
+// google.rpc.Code), so the code converts by a cast.
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  const auto code = static_cast<grpc::StatusCode>(status.code());
+  std::string message(status.message());
+  const std::optional<common::ErrorInfo> info = common::GetErrorInfo(status);
+  if (!info.has_value()) return grpc::Status(code, std::move(message));
+  google::rpc::ErrorInfo detail;
+  detail.set_reason(info->reason);
+  detail.set_domain(info->domain);
+  detail.mutable_metadata()->insert(info->metadata.begin(),
+                                    info->metadata.end());
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(code));
+  details.set_message(message);
+  google::protobuf::Any* any = details.add_details();
+  any->set_type_url(kErrorInfoTypeUrl);
+  any->set_value(detail.SerializeAsString());
+  return grpc::Status(code, std::move(message), details.SerializeAsString());
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
+  absl::Status converted(static_cast<absl::StatusCode>(status.error_code()),
+                         status.error_message());
+  google::rpc::Status details;
+  if (status.error_details().empty() ||
+      !details.ParseFromString(status.error_details())) {
+    return converted;
+  }
+  for (const google::protobuf::Any& any : details.details()) {
+    google::rpc::ErrorInfo detail;
+    if (any.type_url() != kErrorInfoTypeUrl ||
+        !detail.ParseFromString(any.value())) {
+      continue;
+    }
+    common::ErrorInfo info{detail.reason(), detail.domain(),
+                           {detail.metadata().begin(), detail.metadata().end()}};
+    return common::WithErrorInfo(std::move(converted), info);
+  }
+  return converted;
+}
+
+ps::v1::ConsistencyMode ToProto(common::ConsistencyMode mode) {
+  switch (mode) {
+    case common::ConsistencyMode::kSync:
+      return ps::v1::MODE_SYNC;
+    case common::ConsistencyMode::kAsync:
+      return ps::v1::MODE_ASYNC;
+    case common::ConsistencyMode::kSsp:
+      return ps::v1::MODE_SSP;
+  }
+  return ps::v1::MODE_UNSPECIFIED;
+}
+
+ps::v1::WorkerState ToProto(common::WorkerState state) {
+  switch (state) {
+    case common::WorkerState::kLive:
+      return ps::v1::WORKER_STATE_LIVE;
+    case common::WorkerState::kExpired:
+      return ps::v1::WORKER_STATE_EXPIRED;
+    case common::WorkerState::kLeft:
+      return ps::v1::WORKER_STATE_LEFT;
+  }
+  return ps::v1::WORKER_STATE_UNSPECIFIED;
+}
+
+std::string ModeName(ps::v1::ConsistencyMode mode) {
+  switch (mode) {
+    case ps::v1::MODE_SYNC:
+      return std::string(
+          common::ConsistencyModeName(common::ConsistencyMode::kSync));
+    case ps::v1::MODE_ASYNC:
+      return std::string(
+          common::ConsistencyModeName(common::ConsistencyMode::kAsync));
+    case ps::v1::MODE_SSP:
+      return std::string(
+          common::ConsistencyModeName(common::ConsistencyMode::kSsp));
+    default:
+      return "unspecified";
+  }
+}
+
+std::string WorkerStateName(ps::v1::WorkerState state) {
+  switch (state) {
+    case ps::v1::WORKER_STATE_LIVE:
+      return std::string(common::WorkerStateName(common::WorkerState::kLive));
+    case ps::v1::WORKER_STATE_EXPIRED:
+      return std::string(
+          common::WorkerStateName(common::WorkerState::kExpired));
+    case ps::v1::WORKER_STATE_LEFT:
+      return std::string(common::WorkerStateName(common::WorkerState::kLeft));
+    default:
+      return "unspecified";
+  }
 }
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {

@@ -1,18 +1,37 @@
 #ifndef PS_COMMON_RPC_CONVERT_H_
 #define PS_COMMON_RPC_CONVERT_H_
 
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "common/consistency_mode.h"
 #include "common/tensor_spec.h"
+#include "common/worker_record.h"
 #include "grpcpp/support/status.h"
 #include "ps/v1/parameter_server.pb.h"
 
 // The one place where gRPC/proto types and common types meet.
 namespace ps::rpc {
 
+// The status's ErrorInfo (common/error_info.h) travels as a serialized
+// google.rpc.Status{code, message, details: [Any(ErrorInfo)]} in the
+// grpc::Status's error_details (the grpc-status-details-bin trailer), and
+// comes back from it.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// The type_url of a packed google.rpc.ErrorInfo.
+inline constexpr char kErrorInfoTypeUrl[] =
+    "type.googleapis.com/google.rpc.ErrorInfo";
+
+ps::v1::ConsistencyMode ToProto(common::ConsistencyMode mode);
+ps::v1::WorkerState ToProto(common::WorkerState state);
+// The words a person reads ("sync", "live", …), as the server's names say
+// them; "unspecified" for a server that did not say.
+std::string ModeName(ps::v1::ConsistencyMode mode);
+std::string WorkerStateName(ps::v1::WorkerState state);
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto);
 void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto);

@@ -1,0 +1,743 @@
+"""pyps.Client: a worker of the parameter-server protocol, by the rules of
+the C++ client (worker/parameter_client.cc): the same key split, retries,
+exactly-once push numbering, leases and consistency modes."""
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from ps.v1 import parameter_server_pb2 as pb
+from ps.v1 import parameter_server_pb2_grpc as pb_grpc
+from pyps.errors import Error, ModelMismatch, Rejected
+from pyps.key_range import balanced_part
+from pyps.retry import RetryPolicy, as_pyps_error, call_with_retry
+from pyps.status_details import needs_registration
+
+log = logging.getLogger("pyps")
+
+# common/rpc/channel.h's kMaxMessageBytes and CreateChannel's arguments:
+# reconnect within a second of a server coming back.
+_MAX_MESSAGE_BYTES = 512 << 20
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.dns_min_time_between_resolutions_ms", 500),
+]
+_SERVICE = "/ps.v1.ParameterServer/"
+_MODE_NAMES = {pb.MODE_SYNC: "sync", pb.MODE_ASYNC: "async",
+               pb.MODE_SSP: "ssp"}
+# float16, float32 and float64 arrays are taken (converted once to float32);
+# anything else is a caller's mistake.
+_FLOAT_KINDS = "f"
+_WIRE_FLOAT = np.dtype("<f4")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitInfo:
+    """What the servers said when this worker declared the model."""
+    created: bool          # this call created the model on some shard
+    mode: str              # "sync", "async" or "ssp", the same on all shards
+    expected_workers: int  # the same on all shards
+    version: int           # lowest shard version
+
+
+@dataclasses.dataclass
+class PushCounts:
+    """What the servers did with this worker's pushes, one count per shard
+    push (worker/parameter_client.h's PushCounts)."""
+    applied_or_accepted: int = 0
+    stale: int = 0          # dropped: the sync round had closed
+    duplicate: int = 0      # the server had it before this call sent it
+    reregistered: int = 0   # a lease had expired meanwhile
+
+
+@dataclasses.dataclass
+class _Tensor:
+    name: str
+    shape: tuple
+    offset: int  # first key
+    size: int
+
+
+class _Shard:
+    def __init__(self, index, address):
+        self.index = index
+        self.address = address
+        self.channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self.stub = pb_grpc.ParameterServerStub(self.channel)
+        # Pull, Push and PushPull as raw bytes: the gradient goes out from
+        # the arrays' buffers, θ is read with numpy.frombuffer.
+        self.raw = {method: self.channel.unary_unary(_SERVICE + method)
+                    for method in ("Pull", "Push", "PushPull")}
+        self.begin = 0
+        self.end = 0
+        # From the last answered pull; a sync push names this round.
+        self.pulled_version = 0
+        self.pulled_samples = 0
+        self.pulled = False
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _length_delimited(field_number, size):
+    """The tag and length of a bytes or message field of `size` bytes."""
+    return _varint(field_number << 3 | 2) + _varint(size)
+
+
+class Client:
+    """One worker of a job: registers with every server shard, heartbeats,
+    and pulls and pushes θ split over the shards exactly as ps_worker does.
+
+    Use it as a context manager, or call close(): the servers then stop
+    counting this worker toward sync rounds at once. SIGTERM and SIGINT
+    (when created on the main thread) finish the step in flight, leave, and
+    exit with 128+signal, as ps_worker does.
+    """
+
+    def __init__(self, servers, worker_id, *, num_workers=1,
+                 rpc_deadline=30.0, max_retry_time=120.0, incarnation=0,
+                 stop_grace=5.0, handle_signals=True):
+        if isinstance(servers, str):
+            servers = servers.split(",")
+        servers = list(servers)
+        if not servers:
+            raise ValueError("no servers given")
+        for address in servers:
+            if ":" not in address:
+                raise ValueError(f"server address '{address}' is not "
+                                 "host:port")
+        if not 0 <= worker_id < num_workers:
+            raise ValueError(f"worker_id={worker_id} must be in "
+                             f"[0, num_workers={num_workers})")
+        if not stop_grace > 0:
+            raise ValueError("stop_grace must be > 0 seconds")
+        self.worker_id = worker_id
+        self.num_workers = num_workers
+        self.retry = RetryPolicy(rpc_deadline=rpc_deadline,
+                                 max_retry_time=max_retry_time)
+        self.incarnation = incarnation
+        self.push_counts = PushCounts()
+        self._counts_lock = threading.Lock()
+        self.job_complete = False
+        # The worker's clock: steps pushed, from where a previous process
+        # with this worker id stopped.
+        self.step = 0
+        self._stop_grace = stop_grace
+        self._shards = [_Shard(i, a) for i, a in enumerate(servers)]
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, len(servers) - 1),
+            thread_name_prefix="pyps-shard")
+        self._tensors = None
+        self._num_keys = 0
+        self._init_version = 0
+        self._mode = pb.MODE_UNSPECIFIED
+        self._next_seq = 1
+        self._stop_heartbeats = threading.Event()
+        self._heartbeats = None
+        self._left = False
+        self._closed = False
+        self._registered = False
+        self._stop_signal = 0
+        self._in_step = False
+        self._previous_handlers = {}
+        try:
+            self._survey_and_register()
+        except BaseException:
+            self._shutdown()
+            raise
+        if handle_signals and (threading.current_thread()
+                               is threading.main_thread()):
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous_handlers[number] = signal.signal(
+                    number, self._on_stop_signal)
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def mode(self):
+        """The servers' consistency mode as the latest answer said it."""
+        return _MODE_NAMES.get(self._mode, "unknown")
+
+    @property
+    def num_shards(self):
+        return len(self._shards)
+
+    @property
+    def version(self):
+        """The lowest shard version of the last pull."""
+        return min(s.pulled_version for s in self._shards)
+
+    @property
+    def samples_applied(self):
+        """Training examples in θ as of the last pull (shard 0's count)."""
+        return self._shards[0].pulled_samples
+
+    def init(self, tensors, exempt_from_regularization=()):
+        """Declares the model: `tensors` maps names to initial values, in
+        key order (the dict's order). The first declaration wins; one that
+        differs from it raises ModelMismatch naming the tensor."""
+        self._require_registered()
+        exempt = set(exempt_from_regularization)
+        unknown = exempt - set(tensors)
+        if unknown:
+            raise ValueError("exempt_from_regularization names tensors that "
+                             f"are not declared: {sorted(unknown)}")
+        declared = []
+        offset = 0
+        for name, value in tensors.items():
+            shape = tuple(int(d) for d in np.shape(value))
+            size = int(np.prod(shape, dtype=np.int64))
+            declared.append(_Tensor(name, shape, offset, size))
+            offset += size
+        self._tensors = declared
+        self._num_keys = offset
+        flat = self._flatten(tensors, "initial value")
+        specs = [pb.TensorSpec(name=t.name, shape=t.shape,
+                               exempt_from_regularization=t.name in exempt)
+                 for t in declared]
+
+        def init_shard(shard):
+            shard.begin, shard.end = balanced_part(
+                self._num_keys, len(self._shards), shard.index)
+            request = pb.InitRequest(
+                worker_id=self.worker_id, shard_index=shard.index,
+                num_shards=len(self._shards), tensors=specs,
+                values=b"".join(self._pieces(flat, shard)))
+            try:
+                return self._call(shard, "Init on",
+                                  lambda t: shard.stub.Init(request, timeout=t))
+            except Rejected as refused:
+                mismatch = self._model_difference(shard, specs)
+                if mismatch:
+                    raise ModelMismatch(
+                        f"server {shard.address} holds another model: "
+                        f"{mismatch}") from refused
+                raise
+
+        try:
+            answers = self._on_every_shard(init_shard)
+        except Error as failure:
+            self._leave_after_failed_start(failure)
+            raise
+        first = answers[0]
+        for shard, answer in zip(self._shards, answers):
+            if (answer.key_begin, answer.key_end) != (shard.begin, shard.end):
+                raise Rejected(
+                    f"server {shard.address} holds keys [{answer.key_begin}, "
+                    f"{answer.key_end}) but this worker expected "
+                    f"[{shard.begin}, {shard.end})")
+            if (answer.mode != first.mode or
+                    answer.expected_workers != first.expected_workers):
+                raise Rejected(
+                    f"servers disagree: {self._shards[0].address} runs mode "
+                    f"{_MODE_NAMES.get(first.mode)} with "
+                    f"{first.expected_workers} workers but {shard.address} "
+                    f"runs mode {_MODE_NAMES.get(answer.mode)} with "
+                    f"{answer.expected_workers} workers")
+        self._mode = first.mode
+        self._init_version = min(a.version for a in answers)
+        if first.expected_workers != self.num_workers:
+            log.warning("the servers were started for %d workers, this "
+                        "worker for num_workers=%d", first.expected_workers,
+                        self.num_workers)
+        return InitInfo(created=any(a.created for a in answers),
+                        mode=self.mode,
+                        expected_workers=first.expected_workers,
+                        version=self._init_version)
+
+    def pull(self, min_version=None):
+        """θ as {name: float32 array} once every shard reached min_version
+        (sync: by default the next round; ssp: once the slowest live worker
+        is within the staleness bound of this worker's clock)."""
+        self._require_model(reading=True)
+
+        def pull_shard(shard, theta):
+            request = self._pull_request(shard, min_version).SerializeToString()
+            raw = self._call(shard, "Pull from", lambda t: shard.raw["Pull"](
+                request, timeout=t))
+            self._take_pulled(shard, pb.PullResponse.FromString(raw), theta)
+
+        return self._in_a_step(lambda: self._pulled(pull_shard))
+
+    def push(self, grads, batch_size):
+        """Sends the mean gradient of `batch_size` examples, {name: array}
+        shaped as declared, computed from the θ last pulled."""
+        self._require_model()
+        flat = self._flatten(grads, "gradient")
+        seq = self._take_seq()
+
+        def push_shard(shard):
+            request = self._push_bytes(shard, seq, batch_size, flat)
+            raw = self._call_pushing(shard, "Push to", lambda t: shard.raw[
+                "Push"](request, timeout=t))
+            answer = pb.PushResponse.FromString(raw[0])
+            self._learn_mode(shard, answer.mode)
+            return answer, raw[1]
+
+        def step():
+            self._count(self._on_every_shard(push_shard))
+            self.step += 1
+        self._in_a_step(step)
+
+    def push_pull(self, grads, batch_size, min_version=None):
+        """push(grads, batch_size), then pull(min_version), in one round
+        trip per shard; returns θ as pull() does."""
+        self._require_model()
+        flat = self._flatten(grads, "gradient")
+        seq = self._take_seq()
+
+        def push_pull_shard(shard, theta):
+            push = self._push_bytes(shard, seq, batch_size, flat)
+            pull = self._pull_request(shard, min_version,
+                                      clock=self.step + 1).SerializeToString()
+            request = b"".join([_length_delimited(1, len(push)), push,
+                                _length_delimited(2, len(pull)), pull])
+            raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
+                "PushPull"](request, timeout=t))
+            answer = pb.PushPullResponse.FromString(raw[0])
+            self._learn_mode(shard, answer.push.mode)
+            self._take_pulled(shard, answer.pull, theta)
+            return answer.push, raw[1]
+
+        def step():
+            answers = []
+
+            def record(shard, theta):
+                answers.append(push_pull_shard(shard, theta))
+            try:
+                return self._pulled(record)
+            finally:
+                self._count(answers)
+                self.step += 1
+        return self._in_a_step(step)
+
+    def wait_for_other_workers(self, num_workers, timeout):
+        """Waits until workers 0..num_workers-1 all registered and none is
+        live on any shard, at most `timeout` seconds; False on timeout."""
+        give_up = time.monotonic() + timeout
+        while True:
+            answers = self._status_of_every_shard()
+            live = max(a.live_workers for a in answers)
+            unregistered = max(
+                num_workers - min(num_workers, sum(
+                    w.worker_id < num_workers for w in a.workers))
+                for a in answers)
+            if live == 0 and unregistered == 0:
+                return True
+            if time.monotonic() > give_up:
+                log.warning("after %.0fs, %d workers are still live and %d of "
+                            "%d never registered", timeout, live,
+                            unregistered, num_workers)
+                return False
+            time.sleep(0.05)  # polling the servers, not synchronising
+
+    def leave(self, finished=False):
+        """Leaves the job (FINISHED when every step was pushed, else
+        STOPPED: a restart resumes), so sync rounds stop waiting for this
+        worker. pull() and wait_for_other_workers() still work."""
+        if self._registered and not self._left:
+            self._leave(pb.LeaveRequest.FINISHED if finished
+                        else pb.LeaveRequest.STOPPED)
+
+    def close(self, finished=False):
+        """leave(finished), then releases the channels."""
+        try:
+            self.leave(finished)
+        finally:
+            self._shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        # A with-block that ran to its end finished its work.
+        self.close(finished=kind is None)
+        return False
+
+    # -- registration and leases ------------------------------------------
+
+    def _survey_and_register(self):
+        answers = self._status_of_every_shard()
+        listed = len(self._shards)
+        complete = True
+        for shard, status in zip(self._shards, answers):
+            if status.num_shards != listed:
+                raise Rejected(
+                    f"servers lists {listed} server{'s' * (listed != 1)} but "
+                    f"{shard.address} is shard {status.shard_index} of "
+                    f"{status.num_shards}: give every server of the job, in "
+                    "shard order")
+            if status.shard_index != shard.index:
+                raise Rejected(
+                    f"servers lists {shard.address} at position {shard.index}"
+                    f" but it is shard {status.shard_index} of "
+                    f"{status.num_shards}: list the servers in shard order")
+            finished = sum(w.finished and w.worker_id < status.expected_workers
+                           for w in status.workers)
+            complete = (complete and status.initialized and
+                        finished == status.expected_workers)
+        if complete:
+            # Nothing to train: the caller looks at job_complete.
+            self.job_complete = True
+            log.info("the job is already complete: every worker finished on "
+                     "every server; nothing to train")
+            return
+        if self.incarnation == 0:
+            self._choose_incarnation(answers)
+        registered = self._on_every_shard(self._register_shard)
+        self._registered = True
+        self.step = min(r.resume_step for r in registered)
+        lease = min(r.lease_timeout_ms for r in registered) / 1000.0
+        if any(r.rejoined for r in registered):
+            log.info("worker %d rejoined the job (incarnation %d), resuming "
+                     "at step %d", self.worker_id, self.incarnation, self.step)
+        # Three heartbeats per lease: one lost or late beat costs nothing.
+        self._heartbeats = threading.Thread(
+            target=self._heartbeat_loop, args=(max(lease / 3, 0.01),),
+            name="pyps-heartbeats", daemon=True)
+        self._heartbeats.start()
+
+    def _choose_incarnation(self, answers):
+        # Above every incarnation the servers hold for this id, and above
+        # the clock (ParameterClient::ChooseIncarnation).
+        known = max((w.incarnation for a in answers for w in a.workers
+                     if w.worker_id == self.worker_id), default=0)
+        self.incarnation = max(time.time_ns(), known + 1)
+
+    def _register_request(self):
+        return pb.RegisterRequest(worker_id=self.worker_id,
+                                  incarnation=self.incarnation)
+
+    def _register_shard(self, shard):
+        request = self._register_request()
+        return self._call(shard, "Register with",
+                          lambda t: shard.stub.Register(request, timeout=t))
+
+    def _heartbeat_loop(self, interval):
+        while not self._stop_heartbeats.wait(interval):
+            for shard in self._shards:
+                request = pb.HeartbeatRequest(worker_id=self.worker_id,
+                                              incarnation=self.incarnation)
+                try:
+                    shard.stub.Heartbeat(request, timeout=interval)
+                except grpc.RpcError as error:
+                    # Other failures (a server restarting) are the data
+                    # path's to report.
+                    if not needs_registration(error):
+                        continue
+                    log.warning("the lease on %s expired (%s); registering "
+                                "again", shard.address, error.details())
+                    try:
+                        shard.stub.Register(self._register_request(),
+                                            timeout=interval)
+                    except grpc.RpcError:
+                        pass  # the next beat, or the next push, tries again
+
+    def _leave(self, reason):
+        self._left = True
+        self._stop_heartbeats.set()
+
+        def leave_shard(shard):
+            request = pb.LeaveRequest(worker_id=self.worker_id,
+                                      incarnation=self.incarnation,
+                                      reason=reason)
+            self._call(shard, "Leave",
+                       lambda t: shard.stub.Leave(request, timeout=t))
+        self._on_every_shard(leave_shard)
+
+    def _leave_after_failed_start(self, failure):
+        # The servers must not count this worker toward the next run's
+        # rounds; unreachable servers let the lease run out instead.
+        if self.step == 0 and not self._left and isinstance(failure, Rejected):
+            try:
+                self._leave(pb.LeaveRequest.START_FAILED)
+            except Error as left:
+                log.warning("could not leave after failing to start: %s", left)
+
+    def _on_stop_signal(self, number, frame):
+        del frame
+        self._stop_signal = number
+        # Like ps_worker's --stop_grace: leaving must not hang the exit.
+        timer = threading.Timer(self._stop_grace, os._exit, (128 + number,))
+        timer.daemon = True
+        timer.start()
+        if not self._in_step:
+            self._stop_now()
+        # Otherwise the step in flight finishes first (_in_a_step).
+
+    def _stop_now(self):
+        number = self._stop_signal
+        log.warning("received %s: leaving the job; a restart with worker_id "
+                    "%d resumes at step %d", signal.Signals(number).name,
+                    self.worker_id, self.step)
+        try:
+            self.close(finished=False)
+        finally:
+            raise SystemExit(128 + number)
+
+    def _shutdown(self):
+        self._closed = True
+        self._stop_heartbeats.set()
+        if (self._heartbeats is not None and
+                self._heartbeats is not threading.current_thread()):
+            self._heartbeats.join()
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+        self._previous_handlers = {}
+        self._pool.shutdown(wait=True)
+        for shard in self._shards:
+            shard.channel.close()
+
+    # -- calls ------------------------------------------------------------
+
+    def _call(self, shard, what, attempt):
+        """attempt(timeout) with retries; errors as pyps exceptions."""
+        try:
+            return call_with_retry(self.retry, f"{what} {shard.address}",
+                                   attempt)
+        except grpc.RpcError as error:
+            raise as_pyps_error(shard.address, error) from None
+
+    def _call_pushing(self, shard, what, attempt):
+        """A call that pushes: retried with the same seq (the server applies
+        it once); re-registers once when the lease expired meanwhile.
+        Returns the answer and how many attempts carried this seq."""
+        attempts = 0
+
+        def counted(timeout):
+            nonlocal attempts
+            attempts += 1
+            return attempt(timeout)
+
+        def call():
+            return call_with_retry(self.retry, f"{what} {shard.address}",
+                                   counted), attempts
+        try:
+            try:
+                return call()
+            except grpc.RpcError as error:
+                if not needs_registration(error):
+                    raise
+                log.warning("%s refused a push (%s); registering again",
+                            shard.address, error.details())
+            self._register_shard(shard)
+            with self._counts_lock:  # shards' threads count at once
+                self.push_counts.reregistered += 1
+            return call()
+        except grpc.RpcError as error:
+            raise as_pyps_error(shard.address, error) from None
+
+    def _on_every_shard(self, work):
+        """work(shard) on every shard at once (the last on this thread);
+        the answers in shard order, or the first shard's error once all
+        calls ended."""
+        futures = [self._pool.submit(work, s) for s in self._shards[:-1]]
+        results = []
+        failure = None
+        try:
+            last = work(self._shards[-1])
+        except Error as error:
+            failure, last = error, None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Error as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return results + [last]
+
+    def _status_of_every_shard(self):
+        def status(shard):
+            return self._call(shard, "Status of", lambda t: shard.stub.Status(
+                pb.StatusRequest(), timeout=t))
+        return self._on_every_shard(status)
+
+    def _in_a_step(self, step):
+        """Runs a step's calls; a stop signal that came meanwhile is obeyed
+        once they are done."""
+        self._in_step = True
+        try:
+            return step()
+        finally:
+            self._in_step = False
+            if self._stop_signal:
+                self._stop_now()
+
+    # -- the data path ----------------------------------------------------
+
+    def _take_seq(self):
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _pull_request(self, shard, min_version, clock=None):
+        sync = self._mode == pb.MODE_SYNC
+        if min_version is None:
+            min_version = self._init_version if sync else 0
+        # Sync: each shard's next round, so shards that fell out of step
+        # each keep their own rounds.
+        if sync and shard.pulled:
+            min_version = shard.pulled_version + 1
+        return pb.PullRequest(worker_id=self.worker_id,
+                              min_version=min_version,
+                              clock=self.step if clock is None else clock)
+
+    def _push_bytes(self, shard, seq, batch_size, flat):
+        """The shard's PushRequest, its gradient copied once from the
+        arrays' buffers."""
+        header = pb.PushRequest(
+            worker_id=self.worker_id, incarnation=self.incarnation, seq=seq,
+            step=self.step, base_version=shard.pulled_version,
+            batch_size=batch_size, key_begin=shard.begin,
+            key_end=shard.end).SerializeToString()
+        pieces = self._pieces(flat, shard)
+        size = sum(len(p) for p in pieces)
+        return b"".join([header, _length_delimited(9, size), *pieces])
+
+    def _pulled(self, fetch):
+        """fetch(shard, theta) on every shard into one new flat θ; returns
+        it as {name: view shaped as declared}."""
+        theta = np.empty(self._num_keys, dtype=np.float32)
+        self._on_every_shard(lambda shard: fetch(shard, theta))
+        return {t.name: theta[t.offset:t.offset + t.size].reshape(t.shape)
+                for t in self._tensors}
+
+    def _take_pulled(self, shard, answer, theta):
+        values = np.frombuffer(answer.values, dtype=_WIRE_FLOAT)
+        if values.size != shard.end - shard.begin:
+            raise Error(f"server {shard.address} sent {values.size} values "
+                        f"for keys [{shard.begin}, {shard.end})")
+        theta[shard.begin:shard.end] = values
+        self._learn_mode(shard, answer.mode)
+        if shard.pulled and answer.version < shard.pulled_version:
+            log.warning("%s went back from version %d to %d: %d updates lost "
+                        "(the server restarted from a checkpoint)",
+                        shard.address, shard.pulled_version, answer.version,
+                        shard.pulled_version - answer.version)
+        shard.pulled = True
+        shard.pulled_version = answer.version
+        shard.pulled_samples = answer.samples_applied
+
+    def _learn_mode(self, shard, mode):
+        # An older server does not say: keep what Init reported.
+        if mode == pb.MODE_UNSPECIFIED or mode == self._mode:
+            return
+        log.warning("%s now runs in %s mode (it was %s): pushing and pulling "
+                    "by its rules from now on", shard.address,
+                    _MODE_NAMES.get(mode), self.mode)
+        self._mode = mode
+
+    def _count(self, answers):
+        """Counts (answer, attempts) pairs as the C++ client does."""
+        for answer, attempts in answers:
+            if answer.outcome == pb.PushResponse.STALE:
+                self.push_counts.stale += 1
+            elif answer.outcome == pb.PushResponse.DUPLICATE and attempts == 1:
+                self.push_counts.duplicate += 1
+            else:
+                # A DUPLICATE after more than one attempt: an earlier
+                # attempt got there and its reply was lost.
+                self.push_counts.applied_or_accepted += 1
+
+    def _flatten(self, arrays, what):
+        """The declared tensors' values as float32 arrays in key order,
+        checked before anything is sent; converted only when they are not
+        contiguous float32 already."""
+        names = [t.name for t in self._tensors]
+        if list(arrays) != names and set(arrays) != set(names):
+            missing = sorted(set(names) - set(arrays))
+            extra = sorted(set(arrays) - set(names))
+            raise ValueError(f"the {what}s must name exactly the declared "
+                             f"tensors: missing {missing}, undeclared {extra}")
+        flat = []
+        for tensor in self._tensors:
+            value = arrays[tensor.name]
+            dtype = getattr(value, "dtype", None)
+            if dtype is None or np.dtype(dtype).kind not in _FLOAT_KINDS:
+                raise ValueError(f"{what} of tensor '{tensor.name}' has dtype "
+                                 f"{dtype}; a float array is needed")
+            if tuple(np.shape(value)) != tensor.shape:
+                raise ValueError(f"{what} of tensor '{tensor.name}' has shape "
+                                 f"{tuple(np.shape(value))}, declared "
+                                 f"{tensor.shape}")
+            flat.append(np.ascontiguousarray(value, dtype=_WIRE_FLOAT)
+                        .reshape(-1))
+        return flat
+
+    def _pieces(self, flat, shard):
+        """Byte views of the parts of `flat` (per-tensor arrays in key
+        order) that fall in the shard's key range; no copy."""
+        pieces = []
+        for tensor, values in zip(self._tensors, flat):
+            begin = max(shard.begin, tensor.offset)
+            end = min(shard.end, tensor.offset + tensor.size)
+            if begin < end:
+                pieces.append(memoryview(
+                    values[begin - tensor.offset:end - tensor.offset]).cast("B"))
+        return pieces
+
+    def _model_difference(self, shard, specs):
+        """How the shard's declared model differs from `specs`; empty when
+        it does not (or cannot be asked)."""
+        try:
+            status = self._call(shard, "Status of", lambda t: shard.stub.Status(
+                pb.StatusRequest(), timeout=t))
+        except Error:
+            return ""
+        if not status.initialized:
+            return ""
+        theirs = list(status.tensors)
+        for i in range(max(len(theirs), len(specs))):
+            if i >= len(theirs):
+                return f"tensor '{specs[i].name}' is not declared there"
+            if i >= len(specs):
+                return (f"it declares tensor '{theirs[i].name}' that this "
+                        "worker does not")
+            mine, there = specs[i], theirs[i]
+            if (mine.name, list(mine.shape), mine.exempt_from_regularization) \
+                    != (there.name, list(there.shape),
+                        there.exempt_from_regularization):
+                return (f"tensor {i} is '{there.name}' of shape "
+                        f"{list(there.shape)} (exempt "
+                        f"{there.exempt_from_regularization}) there, "
+                        f"'{mine.name}' of shape {list(mine.shape)} (exempt "
+                        f"{mine.exempt_from_regularization}) here")
+        return ""
+
+    def _require_registered(self, reading=False):
+        if self._closed:
+            raise Error("this client is closed")
+        if self.job_complete:
+            raise Error("the job is already complete: every worker finished "
+                        "on every server; to train again, start the servers "
+                        "afresh")
+        if self._left and not reading:
+            raise Error("this client left the job: it may pull, not push")
+
+    def _require_model(self, reading=False):
+        self._require_registered(reading)
+        if self._tensors is None:
+            raise Error("declare the model with init() first")

@@ -1,0 +1,38 @@
+"""The structured details our servers attach to errors (the contract in
+proto/google/rpc/): a program reads these, never the error message."""
+
+import grpc
+
+# Mirrors common/error_info.h: the ErrorInfo of a FAILED_PRECONDITION that
+# asks the worker to register again (lease expired, unknown worker, stale
+# incarnation).
+DOMAIN = "ps.v1"
+REGISTRATION_REQUIRED = "REGISTRATION_REQUIRED"
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def error_infos(error):
+    """The google.rpc.ErrorInfo details of a grpc.RpcError (none when the
+    server sent no details)."""
+    # Imported here: the generated modules exist only once the build ran.
+    from google.rpc import error_details_pb2, status_pb2
+    for key, value in error.trailing_metadata() or ():
+        if key != _DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Is(info.DESCRIPTOR):
+                detail.Unpack(info)
+                yield info
+
+
+def needs_registration(error):
+    """True when the server no longer knows this worker's incarnation."""
+    if not isinstance(error, grpc.RpcError):
+        return False
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return False
+    return any(info.domain == DOMAIN and info.reason == REGISTRATION_REQUIRED
+               for info in error_infos(error))
