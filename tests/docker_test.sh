@@ -3,7 +3,7 @@
 # `docker`, tests/CMakeLists.txt). One call per ctest:
 #   docker_test.sh build-image TAG   fixture: engine, base image, image
 #   docker_test.sh remove-image TAG  fixture cleanup: the image tag
-#   docker_test.sh image TAG         libraries, --version, uid 10001
+#   docker_test.sh image TAG         libraries, --version, uid 10001, pyps
 #   docker_test.sh train TAG         health-gated start, trains like
 #                                            ps_local, stop, checkpoint, up again
 #   docker_test.sh kill TAG                   SIGKILL a server mid-training
@@ -165,7 +165,13 @@ case "$what" in
     for b in ps_server ps_worker psctl ps_local; do
       docker run --rm "$image" "$b" --version >/dev/null || fail "$b --version"
     done
-    echo "every binary finds its libraries; runs as uid 10001"
+    # The Python worker: pyps with its generated protocol code, torch, and the
+    # example that parses its flags.
+    docker run --rm "$image" python3 -c 'import pyps, pyps.torch' ||
+      fail "the image's python3 cannot import pyps and pyps.torch"
+    docker run --rm "$image" python3 /usr/local/share/ps/examples/fashion_mnist.py --help >/dev/null ||
+      fail "the image's Python example does not start"
+    echo "every binary finds its libraries; runs as uid 10001; pyps imports"
     ;;
 
   train)

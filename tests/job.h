@@ -165,7 +165,7 @@ class Job {
     return WaitUntil([&] {
       const ps::v1::StatusResponse status = Status();
       return status.workers_size() > static_cast<int>(rank) &&
-             status.workers(rank).state() != "live";
+             status.workers(rank).state() != ps::v1::WORKER_STATE_LIVE;
     });
   }
 
