@@ -136,13 +136,17 @@ wait_for_workers() {
   done
 }
 
+# The commit of the sources the image is built from ("unknown" outside git).
+source_commit() { git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown; }
+
 # --- the tests ---------------------------------------------------------------
 case "$what" in
   build-image)
     start=$(now)
     bash "$root/deploy/docker/ensure-dockerd.sh"
     bash "$root/deploy/docker/base-image.sh"
-    docker build -q -f "$root/deploy/docker/Dockerfile" -t "$image" "$root"
+    docker build -q --build-arg PS_GIT_COMMIT="$(source_commit)" \
+      -f "$root/deploy/docker/Dockerfile" -t "$image" "$root"
     echo "image $image built in $(seconds_since "$start") s"
     ;;
 
@@ -156,7 +160,10 @@ case "$what" in
 
   image)
     engine_answers
-    docker run --rm "$image" ps_server --version
+    version=$(docker run --rm "$image" ps_server --version)
+    echo "$version"
+    [[ "$version" == *"(commit $(source_commit))"* ]] ||
+      fail "the image's ps_server --version does not name the commit $(source_commit)"
     missing=$(docker run --rm "$image" sh -c \
       'for b in /usr/local/bin/*; do ldd "$b" | sed "s|^|$b: |"; done' | grep 'not found' || true)
     [ -z "$missing" ] || fail "libraries missing from the image: $missing"
