@@ -12,7 +12,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/key_range.h"
-#include "common/rpc/convert.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::worker {
@@ -67,7 +66,7 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o,
   return absl::OkStatus();
 }
 
-Trainer::Trainer(TrainerOptions options, Model* model, ParameterClient* client,
+Trainer::Trainer(TrainerOptions options, Model* model, ParameterStore* client,
                  const common::TrainTestData* data)
     : options_(std::move(options)),
       model_(model),
@@ -123,14 +122,11 @@ absl::Status Trainer::Run() {
                                           : options_.initial_theta;
   absl::StatusOr<ClusterInfo> cluster = client_->Init(model_->tensors(), theta_);
   if (!cluster.ok()) return fail_start(cluster.status());
-  mode_ = cluster->mode;
   if (cluster->expected_workers != workers) {
     spdlog::warn("the servers were started for {} workers, this worker for "
                  "--num_workers={}: data shards follow this worker's count",
                  cluster->expected_workers, workers);
   }
-  const bool sync = mode_ == ps::v1::MODE_SYNC;
-
   // An epoch is one pass over each worker's whole shard, the last batch
   // holding what is left. Every worker takes the same number of steps (shards
   // differ by at most one example), so no sync round waits for a worker that
@@ -146,7 +142,7 @@ absl::Status Trainer::Run() {
   std::iota(order.begin(), order.end(), static_cast<int64_t>(mine.begin));
   spdlog::info("worker {}/{}: {} mode, examples {}, {} steps of {} per epoch, "
                "{} epochs, {} server shards, starting at step {}",
-               rank, workers, rpc::ModeName(mode_), mine.ToString(),
+               rank, workers, client_->mode(), mine.ToString(),
                steps_per_epoch, batch,
                options_.epochs, client_->num_shards(), first_step);
 
@@ -162,18 +158,10 @@ absl::Status Trainer::Run() {
   start_seconds_ = NowSeconds();
   double longest_step = 0;
 
-  // Sync: wait for the round after the last one this worker saw (the
-  // client tracks that per shard; the first pull waits for the round the
-  // servers had open at Init); a worker that fell behind gets the newest θ
-  // at once and catches up. SSP: wait until the slowest live worker is
-  // within the staleness bound of this worker's clock (its pushes so far).
-  // Async: any θ will do. The client follows the mode every answer says
-  // (a server may be restarted in another), so the clock always goes out:
-  // servers not in SSP mode ignore it.
-  auto min_version = [&] { return sync ? cluster->version : 0; };
-  auto clock = [&](uint64_t step) { return step; };
-  absl::StatusOr<PullInfo> pulled = client_->Pull(
-      min_version(), absl::MakeSpan(theta_), clock(first_step));
+  // What each pull waits for is the store's to decide, from the mode the
+  // servers report (ParameterStore::Pull).
+  absl::StatusOr<PullInfo> pulled =
+      client_->Pull(first_step, absl::MakeSpan(theta_));
   if (!pulled.ok()) return fail_start(pulled.status());
   // samples_per_s counts from here: a restarted rank 0 must not credit
   // itself with what the job applied before it came.
@@ -253,8 +241,8 @@ absl::Status Trainer::Run() {
     if (step + 1 < total_steps) {
       // Push this step's gradient and pull the next step's θ in one round
       // trip per shard.
-      pulled = client_->PushPull(step, rows, gradient, min_version(),
-                                 absl::MakeSpan(theta_), clock(step + 1));
+      pulled =
+          client_->PushPull(step, rows, gradient, absl::MakeSpan(theta_));
       if (!pulled.ok()) return pulled.status();
     } else if (absl::Status pushed = client_->Push(step, rows, gradient);
                !pushed.ok()) {
@@ -289,7 +277,7 @@ absl::Status Trainer::Run() {
       !waited.ok()) {
     spdlog::warn("evaluating without waiting longer: {}", waited.ToString());
   }
-  absl::StatusOr<PullInfo> last = client_->Pull(0, absl::MakeSpan(theta_));
+  absl::StatusOr<PullInfo> last = client_->PullFinal(absl::MakeSpan(theta_));
   if (!last.ok()) return last.status();
   return Evaluate(*model_, Snapshot(total_steps, last->version,
                                     last->samples_applied,

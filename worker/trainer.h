@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "common/dataset.h"
 #include "worker/model.h"
-#include "worker/parameter_client.h"
+#include "worker/parameter_store.h"
 
 namespace ps::worker {
 
@@ -55,7 +55,9 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& options,
 // every worker takes the same number of steps so sync rounds always fill.
 class Trainer {
  public:
-  Trainer(TrainerOptions options, Model* model, ParameterClient* client,
+  // `client` (a ParameterClient, or an in-memory store in tests) decides
+  // what each pull waits for from the mode the servers report.
+  Trainer(TrainerOptions options, Model* model, ParameterStore* client,
           const common::TrainTestData* data);
 
   // Trains to the end; OK also when the job was complete before this
@@ -100,11 +102,10 @@ class Trainer {
 
   TrainerOptions options_;
   Model* model_;
-  ParameterClient* client_;
+  ParameterStore* client_;
   const common::TrainTestData* data_;
   std::vector<float> theta_;
   Evaluation last_evaluation_;
-  ps::v1::ConsistencyMode mode_ = ps::v1::MODE_UNSPECIFIED;  // at Init
   bool found_job_complete_ = false;
   bool started_ = false;
   double start_seconds_ = 0;
