@@ -94,7 +94,7 @@ ParameterService::ParameterService(ParameterShard* shard,
     : shard_(shard), checkpointer_(checkpointer), max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-      shard_->Tick(absl::Now());
+      shard_->Tick(shard_->Now());
     }
   });
 }

@@ -122,6 +122,7 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
         "max_keys_per_shard must be between 1 and 2^40, got ",
         o.max_keys_per_shard));
   }
+  if (!o.clock) return absl::InvalidArgumentError("the shard needs a clock");
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
@@ -173,7 +174,7 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
   {
     absl::MutexLock lock(&mutex_);
     const bool gathered = members_.gathered();
-    const absl::Time now = absl::Now();
+    const absl::Time now = Now();
     absl::StatusOr<Membership::Registration> registered =
         members_.Register(worker_id, incarnation, now);
     if (!registered.ok()) return registered.status();
@@ -195,7 +196,7 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
 absl::StatusOr<uint64_t> ParameterShard::Heartbeat(uint32_t worker_id,
                                                    uint64_t incarnation) {
   absl::MutexLock lock(&mutex_);
-  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, absl::Now());
+  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, Now());
       !s.ok()) {
     return s;
   }
@@ -225,7 +226,7 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
                      ? "failed to start and left"
                      : "left",
                  members_.LiveWorkers().size());
-    MaybeCloseRound(absl::Now());
+    MaybeCloseRound(Now());
     satisfied = TakeSatisfiedPulls();
   }
   for (auto& [done, answer] : satisfied) done(std::move(answer));
@@ -290,7 +291,7 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         "initial value of key ", keys.begin + *bad, " is ", theta[*bad],
         "; values must be finite"));
   }
-  DeclareModel(args.tensors, keys, std::move(theta), absl::Now());
+  DeclareModel(args.tensors, keys, std::move(theta), Now());
   spdlog::info("shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
                "this shard holds {}",
                options_.shard_index, options_.num_shards, args.worker_id,
@@ -566,7 +567,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
 
     if (sync) {
       round_->Commit(args.worker_id, args.batch_size);
-      result.outcome = MaybeCloseRound(absl::Now()) ? PushOutcome::kApplied
+      result.outcome = MaybeCloseRound(Now()) ? PushOutcome::kApplied
                                                     : PushOutcome::kAccepted;
     } else {
       ApplyGradientBytes(args.gradient, args.batch_size);
@@ -799,7 +800,7 @@ ShardStatus ParameterShard::Status() const {
   status.pushes_stale = pushes_stale_;
   status.pushes_rejected = pushes_rejected_;
   status.round_gradients = round_ ? round_->received() : 0;
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   const uint64_t fastest = members_.MaxLiveClock().value_or(0);
   for (uint32_t id = 0; id < members_.max_workers(); ++id) {
     const Member& m = members_.members()[id];
@@ -913,7 +914,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       return absl::DataLossError("the checkpoint's open round is malformed");
     }
   }
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   for (const common::WorkerRecord& w : saved.workers) {
     Member m;
     m.incarnation = w.incarnation;

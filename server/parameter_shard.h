@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/consistency_mode.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
@@ -59,6 +60,9 @@ struct ShardOptions {
   // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
   // worker on top. Default: 2^26 (256 MiB of θ)
   uint64_t max_keys_per_shard = uint64_t{1} << 26;
+  // Where the shard reads the time (leases, round timeouts, heartbeat
+  // ages). Default: the real clock
+  common::Clock clock = common::RealClock();
 };
 
 absl::Status ValidateShardOptions(const ShardOptions& options);
@@ -222,6 +226,8 @@ class ParameterShard {
   // Time passes: ends parked pulls that expired, expires leases, closes a
   // sync round whose timeout ran out or whose missing workers expired.
   void Tick(absl::Time now);
+  // The shard's clock's time now (ShardOptions::clock).
+  absl::Time Now() const { return options_.clock(); }
 
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
