@@ -484,7 +484,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       ++pushes_rejected_;
       return valid;
     }
-    Member& worker = members_.at(args.worker_id);
+    common::WorkerRecord& worker = members_.at(args.worker_id);
     if (args.seq <= worker.last_seq) {
       ++pushes_duplicate_;
       return PushResult{PushOutcome::kDuplicate, version_};
@@ -800,24 +800,10 @@ ShardStatus ParameterShard::Status() const {
   status.pushes_stale = pushes_stale_;
   status.pushes_rejected = pushes_rejected_;
   status.round_gradients = round_ ? round_->received() : 0;
-  const absl::Time now = Now();
-  const uint64_t fastest = members_.MaxLiveClock().value_or(0);
-  for (uint32_t id = 0; id < members_.max_workers(); ++id) {
-    const Member& m = members_.members()[id];
-    if (!m.registered) continue;
-    WorkerInfo info;
-    info.worker_id = id;
-    info.incarnation = m.incarnation;
-    info.last_seq = m.last_seq;
-    info.last_step = m.last_step;
-    info.pushes = m.pushes;
-    info.state = m.state;
-    info.clock = m.clock;
-    info.staleness = fastest > m.clock ? fastest - m.clock : 0;
-    info.since_heartbeat = now - m.last_heartbeat;
-    info.registrations = m.registrations;
-    info.finished = m.finished;
-    status.workers.push_back(info);
+  status.taken_at = Now();
+  status.fastest_live_clock = members_.MaxLiveClock().value_or(0);
+  for (const common::WorkerRecord& m : members_.members()) {
+    if (m.registered) status.workers.push_back(m);
   }
   status.live_workers = static_cast<uint32_t>(members_.LiveWorkers().size());
   status.rounds_closed_all_live = rounds_closed_all_live_;
@@ -849,11 +835,8 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.version = version_;
   file.samples_applied = samples_applied_;
   file.values = theta_;
-  for (uint32_t id = 0; id < members_.max_workers(); ++id) {
-    const Member& m = members_.members()[id];
-    if (!m.registered) continue;
-    file.workers.push_back({id, m.incarnation, m.last_seq, m.last_step,
-                            m.pushes, m.clock, m.state, m.finished});
+  for (const common::WorkerRecord& m : members_.members()) {
+    if (m.registered) file.workers.push_back(m);
   }
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
@@ -916,16 +899,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
   }
   const absl::Time now = Now();
   for (const common::WorkerRecord& w : saved.workers) {
-    Member m;
-    m.incarnation = w.incarnation;
-    m.last_seq = w.last_seq;
-    m.last_step = w.last_step;
-    m.pushes = w.pushes;
-    m.clock = w.clock;
-    m.state = w.state;
-    m.finished = w.finished;
-    if (absl::Status restored = members_.Restore(m, w.worker_id, now);
-        !restored.ok()) {
+    if (absl::Status restored = members_.Restore(w, now); !restored.ok()) {
       return restored;
     }
   }

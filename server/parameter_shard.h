@@ -130,20 +130,6 @@ struct PushResult {
   uint64_t version = 0;
 };
 
-struct WorkerInfo {
-  uint32_t worker_id = 0;
-  uint64_t incarnation = 0;
-  uint64_t last_seq = 0;
-  uint64_t last_step = 0;
-  uint64_t pushes = 0;
-  WorkerState state = WorkerState::kLive;
-  uint64_t clock = 0;
-  uint64_t staleness = 0;  // behind the fastest live worker
-  absl::Duration since_heartbeat;
-  uint32_t registrations = 0;
-  bool finished = false;  // left after its last step
-};
-
 struct ShardStatus {
   ShardOptions options;
   bool initialized = false;
@@ -156,7 +142,18 @@ struct ShardStatus {
   uint64_t pushes_stale = 0;
   uint64_t pushes_rejected = 0;
   uint32_t round_gradients = 0;
-  std::vector<WorkerInfo> workers;  // registered ones, by worker id
+  std::vector<common::WorkerRecord> workers;  // registered ones, by id
+  // When the status was taken, and the fastest live worker's clock then:
+  // what a worker's heartbeat age and staleness are measured against.
+  absl::Time taken_at;
+  uint64_t fastest_live_clock = 0;
+  absl::Duration SinceHeartbeat(const common::WorkerRecord& w) const {
+    return taken_at - w.last_heartbeat;
+  }
+  // Clocks behind the fastest live worker.
+  uint64_t Staleness(const common::WorkerRecord& w) const {
+    return fastest_live_clock > w.clock ? fastest_live_clock - w.clock : 0;
+  }
   uint32_t live_workers = 0;
   uint64_t rounds_closed_all_live = 0;
   uint64_t rounds_closed_by_quorum = 0;

@@ -39,7 +39,7 @@ class Shard {
   static ShardOptions Defaults(ShardOptions options, const absl::Time* now) {
     options.update.learning_rate = 1.0f;
     options.max_workers = 8;
-    options.clock = [now] { return *now; };
+    if (now != nullptr) options.clock = [now] { return *now; };
     return options;
   }
 
@@ -113,7 +113,7 @@ TEST(Membership, LeasesAndHeartbeatAgesRunOnTheShardsClock) {
   shard.Advance(absl::Milliseconds(1500));
   ShardStatus status = shard->Status();
   ASSERT_EQ(status.workers.size(), 1u);
-  EXPECT_EQ(status.workers[0].since_heartbeat, absl::Milliseconds(1500));
+  EXPECT_EQ(status.SinceHeartbeat(status.workers[0]), absl::Milliseconds(1500));
   EXPECT_EQ(status.live_workers, 1u);
   ASSERT_TRUE(shard->Heartbeat(0, kIncarnation).ok());
   shard.Advance(absl::Milliseconds(1999));  // 2 s lease, renewed at 1.5 s
@@ -121,7 +121,40 @@ TEST(Membership, LeasesAndHeartbeatAgesRunOnTheShardsClock) {
   shard.Advance(absl::Milliseconds(1));
   status = shard->Status();
   EXPECT_EQ(status.live_workers, 0u);
-  EXPECT_EQ(status.workers[0].since_heartbeat, absl::Seconds(2));
+  EXPECT_EQ(status.SinceHeartbeat(status.workers[0]), absl::Seconds(2));
+}
+
+// Checkpoints hold the same record the shard keeps: a restore brings back
+// each worker as it was, a worker that stopped early as left, not expired.
+TEST(Membership, ARestoredShardHasEveryWorkersRecordAsItWas) {
+  Shard shard(Sync(3));
+  for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
+  for (uint32_t w = 0; w < 3; ++w) ASSERT_TRUE(shard.Push(w, 1, 0, {1, 1}).ok());
+  ASSERT_TRUE(shard->Leave(1, kIncarnation, LeaveReason::kStopped).ok());
+  ASSERT_TRUE(shard->Leave(2, kIncarnation, LeaveReason::kFinished).ok());
+  absl::StatusOr<common::ThetaFile> saved = shard->Snapshot();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  const ShardStatus before = shard->Status();
+
+  ParameterShard restored(Shard::Defaults(Sync(3), nullptr));
+  ASSERT_TRUE(restored.Restore(*saved).ok());
+  const ShardStatus after = restored.Status();
+  ASSERT_EQ(after.workers.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const common::WorkerRecord& was = before.workers[i];
+    const common::WorkerRecord& is = after.workers[i];
+    EXPECT_EQ(is.worker_id, was.worker_id);
+    EXPECT_EQ(is.incarnation, was.incarnation);
+    EXPECT_EQ(is.last_seq, was.last_seq);
+    EXPECT_EQ(is.last_step, was.last_step);
+    EXPECT_EQ(is.pushes, was.pushes);
+    EXPECT_EQ(is.clock, was.clock);
+    EXPECT_EQ(is.state, was.state) << "worker " << i;
+    EXPECT_EQ(is.finished, was.finished);
+  }
+  EXPECT_EQ(after.workers[1].state, WorkerState::kLeft);
+  EXPECT_FALSE(after.workers[1].finished);
+  EXPECT_TRUE(after.workers[2].finished);
 }
 
 TEST(Membership, ADeadWorkerStopsCountingOnceItsLeaseExpires) {
@@ -486,7 +519,7 @@ TEST(Visibility, StatusReportsWorkersWithStateClockAndStaleness) {
   EXPECT_EQ(status.workers[0].state, WorkerState::kLive);
   EXPECT_EQ(status.workers[1].state, WorkerState::kLeft);
   EXPECT_EQ(status.live_workers, 1u);
-  EXPECT_LT(status.workers[0].since_heartbeat, absl::Seconds(5));
+  EXPECT_LT(status.SinceHeartbeat(status.workers[0]), absl::Seconds(5));
 }
 
 }  // namespace
