@@ -618,8 +618,11 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   size_t read = 0;
   std::optional<std::pair<size_t, float>> result;
   if (check_exactly) {
+    // The lambda runs here, under mutex_; it reads the mean through a span
+    // so the lock analysis need not follow it into the lambda.
+    const absl::Span<const float> mean = scratch_;
     result = FindNonFiniteResult([&](absl::Span<float> out) {
-      std::copy_n(scratch_.begin() + read, out.size(), out.begin());
+      std::copy_n(mean.begin() + read, out.size(), out.begin());
       read += out.size();
     });
   }

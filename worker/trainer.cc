@@ -343,7 +343,9 @@ void Trainer::EvaluationLoop(Model* model) {
     {
       absl::MutexLock lock(&eval_mutex_);
       eval_mutex_.Await(absl::Condition(
-          +[](Trainer* t) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          +[](Trainer* t) {
+            // Await calls this with eval_mutex_ held.
+            t->eval_mutex_.AssertHeld();
             return t->eval_done_ || !t->eval_queue_.empty();
           },
           this));
