@@ -104,12 +104,12 @@ absl::Status Push(BenchWorker& w) {
 }
 
 absl::Status Pull(BenchWorker& w) {
-  return w.client->Pull(0, absl::MakeSpan(w.theta)).status();
+  return w.client->Pull(w.step, absl::MakeSpan(w.theta)).status();
 }
 
 // The worker's step: one PushPull call per shard.
 absl::Status PushPull(BenchWorker& w) {
-  return w.client->PushPull(w.step++, 1, w.gradient, 0, absl::MakeSpan(w.theta))
+  return w.client->PushPull(w.step++, 1, w.gradient, absl::MakeSpan(w.theta))
       .status();
 }
 

@@ -65,7 +65,12 @@ class ThreadTeam {
       const std::function<void(size_t)>* fn = nullptr;
       {
         absl::MutexLock lock(&mutex_);
-        auto ready = [&] { return stopping_ || generation_ != seen; };
+        // Await evaluates the condition with mutex_ held; the analysis
+        // cannot see that through the lambda, so the assertion says it.
+        auto ready = [&] {
+          mutex_.AssertHeld();
+          return stopping_ || generation_ != seen;
+        };
         mutex_.Await(absl::Condition(&ready));
         if (stopping_) return;
         seen = generation_;

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace ps::common {
 
@@ -18,17 +19,31 @@ enum class WorkerState {
 // "live", "expired", "left": the words of logs and psctl.
 absl::string_view WorkerStateName(WorkerState state);
 
-// What a shard knows of one worker, enough for exactly-once pushes and
-// resuming after a restore.
+// What a shard knows of one worker id: the one shape membership, the
+// shard's Status, checkpoints (the fields up to `finished`) and the wire
+// (rpc::ToProto) share.
 struct WorkerRecord {
   uint32_t worker_id = 0;
   uint64_t incarnation = 0;
+  // Exactly-once bookkeeping of this incarnation's pushes.
   uint64_t last_seq = 0;
   uint64_t last_step = 0;
   uint64_t pushes = 0;
+  // Steps this worker id completed, across its processes: its last
+  // accepted step + 1. The SSP clock, and where a restart resumes.
   uint64_t clock = 0;
   WorkerState state = WorkerState::kLive;
-  bool finished = false;  // it left after its last step (state kLeft then)
+  // Left after its last step; cleared when a new incarnation registers.
+  bool finished = false;
+
+  // Kept by a running shard only, not in checkpoints:
+  bool registered = false;
+  uint32_t registrations = 0;
+  // This incarnation is the first the shard saw of the id (not restored,
+  // not a restart): a start that fails is then forgotten altogether.
+  bool first_seen = false;
+  absl::Time lease_expires = absl::UnixEpoch();
+  absl::Time last_heartbeat = absl::UnixEpoch();
 };
 
 }  // namespace ps::common

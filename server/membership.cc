@@ -13,7 +13,9 @@ Membership::Membership(uint32_t shard_index, uint32_t expected_workers,
     : shard_index_(shard_index),
       expected_workers_(expected_workers),
       lease_timeout_(lease_timeout),
-      members_(std::max(expected_workers, max_workers)) {}
+      members_(std::max(expected_workers, max_workers)) {
+  for (uint32_t id = 0; id < members_.size(); ++id) members_[id].worker_id = id;
+}
 
 absl::Status Membership::CheckId(uint32_t id) const {
   if (id >= members_.size()) {
@@ -33,7 +35,7 @@ absl::Status Membership::RegistrationRequired(
 absl::StatusOr<Membership::Registration> Membership::Register(
     uint32_t id, uint64_t incarnation, absl::Time now) {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
-  Member& m = members_[id];
+  common::WorkerRecord& m = members_[id];
   const Registration registration{m.registered, m.clock};
   if (m.registered && incarnation < m.incarnation) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -49,7 +51,8 @@ absl::StatusOr<Membership::Registration> Membership::Register(
     // reset to 0, it would hold every SSP pull beyond the bound until the
     // new process pushed, and a process that died before its first push
     // would send the next one back to step 0.
-    Member fresh;
+    common::WorkerRecord fresh;
+    fresh.worker_id = id;
     fresh.registrations = m.registrations;
     fresh.clock = m.clock;
     fresh.first_seen = first_seen;
@@ -64,12 +67,16 @@ absl::StatusOr<Membership::Registration> Membership::Register(
   return registration;
 }
 
-absl::Status Membership::Restore(const Member& saved, uint32_t id,
+absl::Status Membership::Restore(const common::WorkerRecord& saved,
                                  absl::Time now) {
+  const uint32_t id = saved.worker_id;
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
-  Member& m = members_[id];
+  common::WorkerRecord& m = members_[id];
   if (!m.registered) ++ever_registered_;
   m = saved;
+  // What a running shard alone keeps starts afresh.
+  m.first_seen = false;
+  m.registrations = 0;
   m.registered = true;
   m.lease_expires = now + lease_timeout_;
   m.last_heartbeat = now;
@@ -78,7 +85,7 @@ absl::Status Membership::Restore(const Member& saved, uint32_t id,
 
 absl::Status Membership::CheckLive(uint32_t id, uint64_t incarnation) const {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
-  const Member& m = members_[id];
+  const common::WorkerRecord& m = members_[id];
   if (!m.registered) {
     return RegistrationRequired(absl::StrCat(
         "worker ", id, " is not registered; register first"));
@@ -102,7 +109,7 @@ absl::Status Membership::CheckLive(uint32_t id, uint64_t incarnation) const {
 absl::Status Membership::Heartbeat(uint32_t id, uint64_t incarnation,
                                    absl::Time now) {
   if (absl::Status live = CheckLive(id, incarnation); !live.ok()) return live;
-  Member& m = members_[id];
+  common::WorkerRecord& m = members_[id];
   m.lease_expires = now + lease_timeout_;
   m.last_heartbeat = now;
   return absl::OkStatus();
@@ -111,13 +118,14 @@ absl::Status Membership::Heartbeat(uint32_t id, uint64_t incarnation,
 absl::Status Membership::Leave(uint32_t id, uint64_t incarnation,
                                LeaveReason reason) {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
-  Member& m = members_[id];
+  common::WorkerRecord& m = members_[id];
   if (!m.registered || incarnation != m.incarnation) {
     return absl::FailedPreconditionError(absl::StrCat(
         "worker ", id, " incarnation ", incarnation, " is not registered"));
   }
   if (reason == LeaveReason::kStartFailed && m.first_seen && m.pushes == 0) {
-    m = Member{};
+    m = common::WorkerRecord{};
+    m.worker_id = id;
     --ever_registered_;
     return absl::OkStatus();
   }
@@ -129,7 +137,7 @@ absl::Status Membership::Leave(uint32_t id, uint64_t incarnation,
 std::vector<uint32_t> Membership::Expire(absl::Time now) {
   std::vector<uint32_t> expired;
   for (uint32_t id = 0; id < members_.size(); ++id) {
-    Member& m = members_[id];
+    common::WorkerRecord& m = members_[id];
     if (m.registered && m.state == WorkerState::kLive &&
         m.lease_expires <= now) {
       m.state = WorkerState::kExpired;

@@ -24,29 +24,6 @@ enum class LeaveReason {
   kStartFailed,  // failed before its first push
 };
 
-// What a shard knows of one worker id.
-struct Member {
-  bool registered = false;
-  uint64_t incarnation = 0;
-  WorkerState state = WorkerState::kLive;
-  absl::Time lease_expires;
-  absl::Time last_heartbeat;
-  uint32_t registrations = 0;
-  // Exactly-once bookkeeping of this incarnation's pushes.
-  uint64_t last_seq = 0;
-  uint64_t last_step = 0;
-  uint64_t pushes = 0;
-  // Steps this worker id completed, across its processes: its last
-  // accepted step + 1. The SSP clock, and where a restart resumes.
-  uint64_t clock = 0;
-  // Left after its last step (LeaveReason::kFinished); cleared when a new
-  // incarnation registers.
-  bool finished = false;
-  // This incarnation is the first this shard saw of the id (not restored,
-  // not a restart): a start that fails is then forgotten altogether.
-  bool first_seen = false;
-};
-
 // The workers a shard has seen, with their leases. A worker counts toward
 // rounds and SSP bounds only while live: registered, lease not expired, not
 // left. Not thread-safe: the shard's mutex guards it.
@@ -77,7 +54,7 @@ class Membership {
 
   // Brings back a worker from a checkpoint: its pushes' bookkeeping as it
   // was, and, if it was live, a fresh lease (it may well still be running).
-  absl::Status Restore(const Member& saved, uint32_t id, absl::Time now);
+  absl::Status Restore(const common::WorkerRecord& saved, absl::Time now);
 
   // OK when (id, incarnation) holds a live lease; otherwise
   // FAILED_PRECONDITION with reason REGISTRATION_REQUIRED
@@ -98,8 +75,8 @@ class Membership {
   std::optional<uint64_t> MinLiveClock() const;
   std::optional<uint64_t> MaxLiveClock() const;
 
-  Member& at(uint32_t id) { return members_[id]; }
-  const std::vector<Member>& members() const { return members_; }
+  common::WorkerRecord& at(uint32_t id) { return members_[id]; }
+  const std::vector<common::WorkerRecord>& members() const { return members_; }
   uint32_t max_workers() const { return static_cast<uint32_t>(members_.size()); }
   absl::Duration lease_timeout() const { return lease_timeout_; }
   uint64_t leases_expired() const { return leases_expired_; }
@@ -111,7 +88,7 @@ class Membership {
   uint32_t shard_index_;
   uint32_t expected_workers_;
   absl::Duration lease_timeout_;
-  std::vector<Member> members_;
+  std::vector<common::WorkerRecord> members_;
   uint32_t ever_registered_ = 0;
   uint64_t leases_expired_ = 0;
 };

@@ -94,7 +94,7 @@ ParameterService::ParameterService(ParameterShard* shard,
     : shard_(shard), checkpointer_(checkpointer), max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-      shard_->Tick(absl::Now());
+      shard_->Tick(shard_->Now());
     }
   });
 }
@@ -281,19 +281,9 @@ grpc::ServerUnaryReactor* ParameterService::Status(
   response->set_pushes_stale(s.pushes_stale);
   response->set_pushes_rejected(s.pushes_rejected);
   response->set_round_gradients(s.round_gradients);
-  for (const WorkerInfo& w : s.workers) {
-    ps::v1::WorkerStatus* out = response->add_workers();
-    out->set_worker_id(w.worker_id);
-    out->set_incarnation(w.incarnation);
-    out->set_last_seq(w.last_seq);
-    out->set_last_step(w.last_step);
-    out->set_pushes(w.pushes);
-    out->set_state(rpc::ToProto(w.state));
-    out->set_clock(w.clock);
-    out->set_staleness(w.staleness);
-    out->set_seconds_since_heartbeat(absl::ToDoubleSeconds(w.since_heartbeat));
-    out->set_registrations(w.registrations);
-    out->set_finished(w.finished);
+  for (const common::WorkerRecord& w : s.workers) {
+    rpc::ToProto(w, s.Staleness(w), s.SinceHeartbeat(w),
+                 response->add_workers());
   }
   response->set_live_workers(s.live_workers);
   response->set_rounds_closed_all_live(s.rounds_closed_all_live);

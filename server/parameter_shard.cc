@@ -122,6 +122,7 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
         "max_keys_per_shard must be between 1 and 2^40, got ",
         o.max_keys_per_shard));
   }
+  if (!o.clock) return absl::InvalidArgumentError("the shard needs a clock");
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
@@ -173,7 +174,7 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
   {
     absl::MutexLock lock(&mutex_);
     const bool gathered = members_.gathered();
-    const absl::Time now = absl::Now();
+    const absl::Time now = Now();
     absl::StatusOr<Membership::Registration> registered =
         members_.Register(worker_id, incarnation, now);
     if (!registered.ok()) return registered.status();
@@ -195,7 +196,7 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
 absl::StatusOr<uint64_t> ParameterShard::Heartbeat(uint32_t worker_id,
                                                    uint64_t incarnation) {
   absl::MutexLock lock(&mutex_);
-  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, absl::Now());
+  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, Now());
       !s.ok()) {
     return s;
   }
@@ -225,7 +226,7 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
                      ? "failed to start and left"
                      : "left",
                  members_.LiveWorkers().size());
-    MaybeCloseRound(absl::Now());
+    MaybeCloseRound(Now());
     satisfied = TakeSatisfiedPulls();
   }
   for (auto& [done, answer] : satisfied) done(std::move(answer));
@@ -290,7 +291,7 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         "initial value of key ", keys.begin + *bad, " is ", theta[*bad],
         "; values must be finite"));
   }
-  DeclareModel(args.tensors, keys, std::move(theta), absl::Now());
+  DeclareModel(args.tensors, keys, std::move(theta), Now());
   spdlog::info("shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
                "this shard holds {}",
                options_.shard_index, options_.num_shards, args.worker_id,
@@ -483,7 +484,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       ++pushes_rejected_;
       return valid;
     }
-    Member& worker = members_.at(args.worker_id);
+    common::WorkerRecord& worker = members_.at(args.worker_id);
     if (args.seq <= worker.last_seq) {
       ++pushes_duplicate_;
       return PushResult{PushOutcome::kDuplicate, version_};
@@ -566,7 +567,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
 
     if (sync) {
       round_->Commit(args.worker_id, args.batch_size);
-      result.outcome = MaybeCloseRound(absl::Now()) ? PushOutcome::kApplied
+      result.outcome = MaybeCloseRound(Now()) ? PushOutcome::kApplied
                                                     : PushOutcome::kAccepted;
     } else {
       ApplyGradientBytes(args.gradient, args.batch_size);
@@ -617,8 +618,11 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   size_t read = 0;
   std::optional<std::pair<size_t, float>> result;
   if (check_exactly) {
+    // The lambda runs here, under mutex_; it reads the mean through a span
+    // so the lock analysis need not follow it into the lambda.
+    const absl::Span<const float> mean = scratch_;
     result = FindNonFiniteResult([&](absl::Span<float> out) {
-      std::copy_n(scratch_.begin() + read, out.size(), out.begin());
+      std::copy_n(mean.begin() + read, out.size(), out.begin());
       read += out.size();
     });
   }
@@ -799,24 +803,10 @@ ShardStatus ParameterShard::Status() const {
   status.pushes_stale = pushes_stale_;
   status.pushes_rejected = pushes_rejected_;
   status.round_gradients = round_ ? round_->received() : 0;
-  const absl::Time now = absl::Now();
-  const uint64_t fastest = members_.MaxLiveClock().value_or(0);
-  for (uint32_t id = 0; id < members_.max_workers(); ++id) {
-    const Member& m = members_.members()[id];
-    if (!m.registered) continue;
-    WorkerInfo info;
-    info.worker_id = id;
-    info.incarnation = m.incarnation;
-    info.last_seq = m.last_seq;
-    info.last_step = m.last_step;
-    info.pushes = m.pushes;
-    info.state = m.state;
-    info.clock = m.clock;
-    info.staleness = fastest > m.clock ? fastest - m.clock : 0;
-    info.since_heartbeat = now - m.last_heartbeat;
-    info.registrations = m.registrations;
-    info.finished = m.finished;
-    status.workers.push_back(info);
+  status.taken_at = Now();
+  status.fastest_live_clock = members_.MaxLiveClock().value_or(0);
+  for (const common::WorkerRecord& m : members_.members()) {
+    if (m.registered) status.workers.push_back(m);
   }
   status.live_workers = static_cast<uint32_t>(members_.LiveWorkers().size());
   status.rounds_closed_all_live = rounds_closed_all_live_;
@@ -848,11 +838,8 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.version = version_;
   file.samples_applied = samples_applied_;
   file.values = theta_;
-  for (uint32_t id = 0; id < members_.max_workers(); ++id) {
-    const Member& m = members_.members()[id];
-    if (!m.registered) continue;
-    file.workers.push_back({id, m.incarnation, m.last_seq, m.last_step,
-                            m.pushes, m.clock, m.state, m.finished});
+  for (const common::WorkerRecord& m : members_.members()) {
+    if (m.registered) file.workers.push_back(m);
   }
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
@@ -913,18 +900,9 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       return absl::DataLossError("the checkpoint's open round is malformed");
     }
   }
-  const absl::Time now = absl::Now();
+  const absl::Time now = Now();
   for (const common::WorkerRecord& w : saved.workers) {
-    Member m;
-    m.incarnation = w.incarnation;
-    m.last_seq = w.last_seq;
-    m.last_step = w.last_step;
-    m.pushes = w.pushes;
-    m.clock = w.clock;
-    m.state = w.state;
-    m.finished = w.finished;
-    if (absl::Status restored = members_.Restore(m, w.worker_id, now);
-        !restored.ok()) {
+    if (absl::Status restored = members_.Restore(w, now); !restored.ok()) {
       return restored;
     }
   }

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/consistency_mode.h"
 #include "common/key_range.h"
 #include "common/tensor_spec.h"
@@ -59,6 +60,9 @@ struct ShardOptions {
   // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
   // worker on top. Default: 2^26 (256 MiB of θ)
   uint64_t max_keys_per_shard = uint64_t{1} << 26;
+  // Where the shard reads the time (leases, round timeouts, heartbeat
+  // ages). Default: the real clock
+  common::Clock clock = common::RealClock();
 };
 
 absl::Status ValidateShardOptions(const ShardOptions& options);
@@ -126,20 +130,6 @@ struct PushResult {
   uint64_t version = 0;
 };
 
-struct WorkerInfo {
-  uint32_t worker_id = 0;
-  uint64_t incarnation = 0;
-  uint64_t last_seq = 0;
-  uint64_t last_step = 0;
-  uint64_t pushes = 0;
-  WorkerState state = WorkerState::kLive;
-  uint64_t clock = 0;
-  uint64_t staleness = 0;  // behind the fastest live worker
-  absl::Duration since_heartbeat;
-  uint32_t registrations = 0;
-  bool finished = false;  // left after its last step
-};
-
 struct ShardStatus {
   ShardOptions options;
   bool initialized = false;
@@ -152,7 +142,18 @@ struct ShardStatus {
   uint64_t pushes_stale = 0;
   uint64_t pushes_rejected = 0;
   uint32_t round_gradients = 0;
-  std::vector<WorkerInfo> workers;  // registered ones, by worker id
+  std::vector<common::WorkerRecord> workers;  // registered ones, by id
+  // When the status was taken, and the fastest live worker's clock then:
+  // what a worker's heartbeat age and staleness are measured against.
+  absl::Time taken_at;
+  uint64_t fastest_live_clock = 0;
+  absl::Duration SinceHeartbeat(const common::WorkerRecord& w) const {
+    return taken_at - w.last_heartbeat;
+  }
+  // Clocks behind the fastest live worker.
+  uint64_t Staleness(const common::WorkerRecord& w) const {
+    return fastest_live_clock > w.clock ? fastest_live_clock - w.clock : 0;
+  }
   uint32_t live_workers = 0;
   uint64_t rounds_closed_all_live = 0;
   uint64_t rounds_closed_by_quorum = 0;
@@ -222,6 +223,8 @@ class ParameterShard {
   // Time passes: ends parked pulls that expired, expires leases, closes a
   // sync round whose timeout ran out or whose missing workers expired.
   void Tick(absl::Time now);
+  // The shard's clock's time now (ShardOptions::clock).
+  absl::Time Now() const { return options_.clock(); }
 
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 

@@ -196,7 +196,7 @@ TEST(Cluster, AWorkerFollowsAServerRestartedInAnotherMode) {
   uint64_t step = 100;
   for (int i = 0; i < 3; ++i, ++step) {
     ASSERT_TRUE(
-        (*client)->PushPull(step, 4, gradient, 0, absl::MakeSpan(theta)).ok());
+        (*client)->PushPull(step, 4, gradient, absl::MakeSpan(theta)).ok());
   }
   ASSERT_TRUE((*async_server)->Drain().ok());
   (*async_server)->Shutdown();
@@ -210,7 +210,7 @@ TEST(Cluster, AWorkerFollowsAServerRestartedInAnotherMode) {
   const uint64_t restored = (*sync_server)->shard().Status().version;
   for (int i = 0; i < 6; ++i, ++step) {
     ASSERT_TRUE(
-        (*client)->PushPull(step, 4, gradient, 0, absl::MakeSpan(theta)).ok());
+        (*client)->PushPull(step, 4, gradient, absl::MakeSpan(theta)).ok());
   }
   EXPECT_EQ((*client)->mode(), "sync");
   const server::ShardStatus status = (*sync_server)->shard().Status();

@@ -50,8 +50,8 @@ absl::StatusOr<PushResult> Push(ParameterShard& shard, uint32_t worker,
   return shard.Push(args);
 }
 
-const WorkerInfo* Find(const ShardStatus& status, uint32_t worker) {
-  for (const WorkerInfo& w : status.workers) {
+const common::WorkerRecord* Find(const ShardStatus& status, uint32_t worker) {
+  for (const common::WorkerRecord& w : status.workers) {
     if (w.worker_id == worker) return &w;
   }
   return nullptr;
@@ -115,7 +115,7 @@ TEST(Leave, AFailedRestartOfAKnownWorkerIsOnlyAStop) {
   ASSERT_TRUE(shard.Register(0, kIncarnation).ok());
   ASSERT_TRUE(shard.Leave(0, kIncarnation, LeaveReason::kStartFailed).ok());
   const ShardStatus status = shard.Status();
-  const WorkerInfo* worker = Find(status, 0);
+  const common::WorkerRecord* worker = Find(status, 0);
   ASSERT_NE(worker, nullptr);
   EXPECT_EQ(worker->state, WorkerState::kLeft);
   EXPECT_FALSE(worker->finished);

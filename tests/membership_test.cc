@@ -27,7 +27,7 @@ std::string Bytes(const std::vector<float>& values) {
 
 class Shard {
  public:
-  explicit Shard(ShardOptions options) : shard_(Defaults(options)) {
+  explicit Shard(ShardOptions options) : shard_(Defaults(options, &now_)) {
     InitArgs args;
     args.tensors = {{"w", {2}, false}};
     args.num_shards = 1;
@@ -36,10 +36,17 @@ class Shard {
     EXPECT_TRUE(shard_.Init(args).ok());
   }
 
-  static ShardOptions Defaults(ShardOptions options) {
+  static ShardOptions Defaults(ShardOptions options, const absl::Time* now) {
     options.update.learning_rate = 1.0f;
     options.max_workers = 8;
+    if (now != nullptr) options.clock = [now] { return *now; };
     return options;
+  }
+
+  // The shard's clock moves on by `elapsed`, and the shard sees it.
+  void Advance(absl::Duration elapsed) {
+    now_ += elapsed;
+    shard_.Tick(now_);
   }
 
   void Register(uint32_t worker, uint64_t incarnation = kIncarnation) {
@@ -86,6 +93,8 @@ class Shard {
   ParameterShard* operator->() { return &shard_; }
 
  private:
+  // The shard's clock: a fixed start, moved only by Advance.
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
   ParameterShard shard_;
 };
 
@@ -97,14 +106,65 @@ ShardOptions Sync(uint32_t workers) {
   return options;
 }
 
+// Leases and heartbeat ages follow the shard's clock, not the machine's.
+TEST(Membership, LeasesAndHeartbeatAgesRunOnTheShardsClock) {
+  Shard shard(Sync(1));
+  shard.Register(0);
+  shard.Advance(absl::Milliseconds(1500));
+  ShardStatus status = shard->Status();
+  ASSERT_EQ(status.workers.size(), 1u);
+  EXPECT_EQ(status.SinceHeartbeat(status.workers[0]), absl::Milliseconds(1500));
+  EXPECT_EQ(status.live_workers, 1u);
+  ASSERT_TRUE(shard->Heartbeat(0, kIncarnation).ok());
+  shard.Advance(absl::Milliseconds(1999));  // 2 s lease, renewed at 1.5 s
+  EXPECT_EQ(shard->Status().live_workers, 1u);
+  shard.Advance(absl::Milliseconds(1));
+  status = shard->Status();
+  EXPECT_EQ(status.live_workers, 0u);
+  EXPECT_EQ(status.SinceHeartbeat(status.workers[0]), absl::Seconds(2));
+}
+
+// Checkpoints hold the same record the shard keeps: a restore brings back
+// each worker as it was, a worker that stopped early as left, not expired.
+TEST(Membership, ARestoredShardHasEveryWorkersRecordAsItWas) {
+  Shard shard(Sync(3));
+  for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
+  for (uint32_t w = 0; w < 3; ++w) ASSERT_TRUE(shard.Push(w, 1, 0, {1, 1}).ok());
+  ASSERT_TRUE(shard->Leave(1, kIncarnation, LeaveReason::kStopped).ok());
+  ASSERT_TRUE(shard->Leave(2, kIncarnation, LeaveReason::kFinished).ok());
+  absl::StatusOr<common::ThetaFile> saved = shard->Snapshot();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  const ShardStatus before = shard->Status();
+
+  ParameterShard restored(Shard::Defaults(Sync(3), nullptr));
+  ASSERT_TRUE(restored.Restore(*saved).ok());
+  const ShardStatus after = restored.Status();
+  ASSERT_EQ(after.workers.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const common::WorkerRecord& was = before.workers[i];
+    const common::WorkerRecord& is = after.workers[i];
+    EXPECT_EQ(is.worker_id, was.worker_id);
+    EXPECT_EQ(is.incarnation, was.incarnation);
+    EXPECT_EQ(is.last_seq, was.last_seq);
+    EXPECT_EQ(is.last_step, was.last_step);
+    EXPECT_EQ(is.pushes, was.pushes);
+    EXPECT_EQ(is.clock, was.clock);
+    EXPECT_EQ(is.state, was.state) << "worker " << i;
+    EXPECT_EQ(is.finished, was.finished);
+  }
+  EXPECT_EQ(after.workers[1].state, WorkerState::kLeft);
+  EXPECT_FALSE(after.workers[1].finished);
+  EXPECT_TRUE(after.workers[2].finished);
+}
+
 TEST(Membership, ADeadWorkerStopsCountingOnceItsLeaseExpires) {
   Shard shard(Sync(3));
   for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
   ASSERT_TRUE(shard.Push(0, 1, 0, {2, 0}).ok());
   ASSERT_TRUE(shard.Push(1, 1, 0, {0, 4}).ok());
-  shard->Tick(absl::Now() + absl::Seconds(1));  // within the lease
+  shard.Advance(absl::Seconds(1));  // within the lease
   EXPECT_EQ(shard->Status().version, 0u);
-  shard->Tick(absl::Now() + absl::Seconds(3));  // worker 2 is gone
+  shard.Advance(absl::Seconds(2));  // 3 s: worker 2 is gone
   const ShardStatus status = shard->Status();
   EXPECT_EQ(status.version, 1u);
   EXPECT_EQ(status.live_workers, 0u);  // nobody heartbeat in the fake future
@@ -120,7 +180,7 @@ TEST(Membership, AGradientDeliveredBeforeTheLeaseExpiredStillCounts) {
   ASSERT_TRUE(shard.Push(1, 1, 0, {4, 4}).ok());
   // Both leases lapse (nobody heartbeats in the fake future): no live worker
   // is missing any more, so the round closes with the gradient it holds.
-  shard->Tick(absl::Now() + absl::Seconds(3));
+  shard.Advance(absl::Seconds(3));
   EXPECT_EQ(shard->Status().version, 1u);
   EXPECT_THAT(shard.Theta(), ElementsAre(-4, -4));
 }
@@ -128,7 +188,7 @@ TEST(Membership, AGradientDeliveredBeforeTheLeaseExpiredStillCounts) {
 TEST(Membership, AnExpiredWorkerIsToldToReRegisterAndCanRejoin) {
   Shard shard(Sync(1));
   shard.Register(0);
-  shard->Tick(absl::Now() + absl::Seconds(3));
+  shard.Advance(absl::Seconds(3));
   auto refused = shard.Push(0, 1, 0, {1, 1});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   const std::optional<common::ErrorInfo> info =
@@ -268,13 +328,13 @@ TEST(Stragglers, ARoundTimeoutWaitsForTheExpectedWorkersToRegister) {
   shard.Register(0);
   shard.Register(1);
   ASSERT_TRUE(shard.Push(0, 1, 0, {1, 1}).ok());
-  shard->Tick(absl::Now() + absl::Seconds(1));
+  shard.Advance(absl::Seconds(1));
   EXPECT_EQ(shard->Status().version, 0u) << "worker 2 is still starting";
   // The timeout runs from when the last expected worker registered.
   shard.Register(2);
-  shard->Tick(absl::Now() + absl::Milliseconds(100));
+  shard.Advance(absl::Milliseconds(100));
   EXPECT_EQ(shard->Status().version, 0u);
-  shard->Tick(absl::Now() + absl::Seconds(1));
+  shard.Advance(absl::Milliseconds(400));
   EXPECT_EQ(shard->Status().version, 1u);
   EXPECT_EQ(shard->Status().rounds_closed_by_timeout, 1u);
 }
@@ -285,10 +345,10 @@ TEST(Stragglers, ARoundTimeoutClosesWithWhatArrived) {
   options.lease_timeout = absl::Seconds(60);
   Shard shard(options);
   for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
-  shard->Tick(absl::Now() + absl::Seconds(1));  // nothing arrived: stays open
+  shard.Advance(absl::Seconds(1));  // nothing arrived: stays open
   EXPECT_EQ(shard->Status().version, 0u);
   ASSERT_TRUE(shard.Push(1, 1, 0, {1, 1}).ok());
-  shard->Tick(absl::Now() + absl::Seconds(1));
+  shard.Advance(absl::Milliseconds(1));
   EXPECT_EQ(shard->Status().version, 1u);
   EXPECT_EQ(shard->Status().rounds_closed_by_timeout, 1u);
   EXPECT_THAT(shard.Theta(), ElementsAre(-1, -1));
@@ -378,7 +438,7 @@ TEST(Ssp, ADeadWorkerDoesNotHoldTheOthersBack) {
                    .has_value());
   // Both leases lapse in the fake future; with no live worker left, nothing
   // bounds the reader any more.
-  shard->Tick(absl::Now() + absl::Seconds(3));
+  shard.Advance(absl::Seconds(3));
   ASSERT_TRUE(answer.has_value());
   EXPECT_TRUE(answer->ok());
 }
@@ -459,7 +519,7 @@ TEST(Visibility, StatusReportsWorkersWithStateClockAndStaleness) {
   EXPECT_EQ(status.workers[0].state, WorkerState::kLive);
   EXPECT_EQ(status.workers[1].state, WorkerState::kLeft);
   EXPECT_EQ(status.live_workers, 1u);
-  EXPECT_LT(status.workers[0].since_heartbeat, absl::Seconds(5));
+  EXPECT_LT(status.SinceHeartbeat(status.workers[0]), absl::Seconds(5));
 }
 
 }  // namespace

@@ -370,16 +370,27 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
     }
     info.version = std::min(info.version, r.version());
   }
+  init_version_ = info.version;
   return info;
 }
 
-absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t min_version,
-                                               absl::Span<float> theta,
-                                               uint64_t clock) {
+absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t step,
+                                               absl::Span<float> theta) {
+  // The steps completed before `step` are the SSP clock.
+  return PullAtClock(step, theta);
+}
+
+absl::StatusOr<PullInfo> ParameterClient::PullFinal(absl::Span<float> theta) {
+  // No staleness wait: the other workers may have finished long ago.
+  return PullAtClock(0, theta);
+}
+
+absl::StatusOr<PullInfo> ParameterClient::PullAtClock(uint64_t clock,
+                                                      absl::Span<float> theta) {
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    FillPull(shard, min_version, clock, shard.request.mutable_pull());
+    FillPull(shard, clock, shard.request.mutable_pull());
     const grpc::ByteBuffer request = rpc::Serialize(shard.request.pull());
     grpc::ByteBuffer answer;
     grpc::Status status = rpc::CallWithRetry(
@@ -430,13 +441,13 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
 
 absl::StatusOr<PullInfo> ParameterClient::PushPull(
     uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
-    uint64_t min_version, absl::Span<float> theta, uint64_t clock) {
+    absl::Span<float> theta) {
   const uint64_t seq = next_seq_++;
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     FillPush(shard, seq, step, batch_size);
-    FillPull(shard, min_version, clock, shard.request.mutable_pull());
+    FillPull(shard, step + 1, shard.request.mutable_pull());
     const grpc::ByteBuffer request = rpc::SerializeApart(
         shard.request,
         {ps::v1::PushPullRequest::kPushFieldNumber,
@@ -465,15 +476,18 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
   return Pulled();
 }
 
-void ParameterClient::FillPull(const Shard& shard, uint64_t min_version,
-                               uint64_t clock,
+void ParameterClient::FillPull(const Shard& shard, uint64_t clock,
                                ps::v1::PullRequest* request) const {
   request->set_worker_id(options_.worker_id);
   // Sync: each shard's next round, so shards that fell out of step (one
-  // restored from an older checkpoint) each keep their own rounds.
-  request->set_min_version(sync_rounds() && shard.pulled
-                               ? shard.pulled_version + 1
-                               : min_version);
+  // restored from an older checkpoint) each keep their own rounds; a
+  // worker that fell behind gets the newest θ at once and catches up.
+  // SSP waits on the clock instead, async on nothing.
+  uint64_t min_version = 0;
+  if (sync_rounds()) {
+    min_version = shard.pulled ? shard.pulled_version + 1 : init_version_;
+  }
+  request->set_min_version(min_version);
   request->set_clock(clock);
 }
 

@@ -20,6 +20,7 @@
 #include "common/rpc/wire_format.h"
 #include "common/tensor_spec.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
+#include "worker/parameter_store.h"
 
 namespace ps::worker {
 
@@ -36,43 +37,9 @@ struct ClientOptions {
   rpc::RetryPolicy retry;
 };
 
-// What the servers told a worker when it declared the model.
-struct ClusterInfo {
-  ps::v1::ConsistencyMode mode = ps::v1::MODE_UNSPECIFIED;  // on all shards
-  uint32_t expected_workers = 0;  // the same on all shards
-  uint64_t version = 0;           // lowest shard version
-};
-
-// What the servers said before this worker registered.
-struct JobSurvey {
-  // Every worker the servers expect (ids 0 to expected_workers-1) left
-  // after its last step, on every shard: the job is complete.
-  bool complete = false;
-  uint32_t expected_workers = 0;  // shard 0's
-  uint64_t version = 0;           // lowest shard version
-};
-
-struct PullInfo {
-  uint64_t version = 0;          // lowest shard version
-  uint64_t samples_applied = 0;  // as counted by shard 0
-};
-
-// What the servers did with this worker's pushes, one count per shard push
-// (a push sent again after a lost reply counts once, as what its first
-// arrival did).
-struct PushCounts {
-  // Applied, or held for the open sync round; also a push answered
-  // DUPLICATE after it was sent more than once: the server took an earlier
-  // attempt whose reply was lost.
-  uint64_t applied_or_accepted = 0;
-  uint64_t stale = 0;         // dropped: the sync round had closed
-  uint64_t duplicate = 0;     // the server had it before this call sent it
-  uint64_t reregistered = 0;  // a lease had expired meanwhile
-};
-
 // Talks to every server shard of one job, in parallel, with deadlines and
 // retries. Splits the flat θ and gradient into the shards' key ranges.
-class ParameterClient {
+class ParameterClient final : public ParameterStore {
  public:
   // Waits, within the retry policy, until every server's name resolves.
   static absl::StatusOr<std::unique_ptr<ParameterClient>> Connect(
@@ -83,37 +50,38 @@ class ParameterClient {
   // layout (a shard missing or extra, or listed out of order), so a worker
   // that cannot train never registers; and says whether the job is
   // complete already.
-  absl::StatusOr<JobSurvey> Survey();
+  absl::StatusOr<JobSurvey> Survey() override;
 
   // Registers with every shard (same incarnation: renews after an expiry)
   // and starts heartbeating. Returns the step to resume at: what a previous
   // process with this worker id completed (0 for a new worker).
-  absl::StatusOr<uint64_t> Register();
+  absl::StatusOr<uint64_t> Register() override;
 
   // Stops heartbeating and tells every shard this worker is done, and why
   // (a finished worker is recorded as such), so sync rounds stop waiting
   // for it.
-  absl::Status Leave(
-      ps::v1::LeaveRequest::Reason reason = ps::v1::LeaveRequest::STOPPED);
+  absl::Status Leave(ps::v1::LeaveRequest::Reason reason =
+                         ps::v1::LeaveRequest::STOPPED) override;
 
   // Waits until workers 0 to `num_workers`-1 have all registered and none
   // is live on any shard (each finished or its lease expired), at most
   // `timeout`: a worker that started late has not finished yet.
   absl::Status WaitForOtherWorkers(uint32_t num_workers,
-                                   absl::Duration timeout);
+                                   absl::Duration timeout) override;
 
   // Declares the model on every shard with `initial` θ (first one wins) and
   // checks the shards agree on mode and worker count.
-  absl::StatusOr<ClusterInfo> Init(
-      const std::vector<common::TensorSpec>& tensors,
-      absl::Span<const float> initial);
+  absl::StatusOr<ClusterInfo> Init(const std::vector<common::TensorSpec>& tensors,
+                                   absl::Span<const float> initial) override;
 
-  // Fills `theta` from every shard once each reached `min_version` (and,
-  // in SSP mode, once every live worker reached `clock` − staleness). In
-  // sync mode, after the first pull, each shard is asked for the round after
-  // the last one it answered with. Logs when a shard's version went back.
-  absl::StatusOr<PullInfo> Pull(uint64_t min_version, absl::Span<float> theta,
-                                uint64_t clock = 0);
+  // See ParameterStore::Pull. Sync rounds are each shard's own: a shard
+  // that fell out of step (restored from an older checkpoint) is asked for
+  // the round after the last one it answered with. SSP sends `step` as the
+  // clock; servers in other modes ignore it, so a server restarted in
+  // another mode is followed at once. Logs when a shard's version went
+  // back.
+  absl::StatusOr<PullInfo> Pull(uint64_t step,
+                                absl::Span<float> theta) override;
 
   // Sends each shard its slice of the mean gradient of `batch_size` examples,
   // computed at this worker's `step` from the θ last pulled from that shard
@@ -122,25 +90,25 @@ class ParameterClient {
   // re-registered and the push retried: the server then drops it as stale if
   // its round closed meanwhile.
   absl::Status Push(uint64_t step, uint32_t batch_size,
-                    absl::Span<const float> gradient);
+                    absl::Span<const float> gradient) override;
 
-  // Push, then Pull(min_version, theta, clock), in one call per shard: a
-  // training step's traffic in one round trip. Each shard's push names the
-  // round of the θ last pulled from it, as Push does.
+  // Push, then Pull(step + 1, theta), in one call per shard: a training
+  // step's traffic in one round trip. Each shard's push names the round of
+  // the θ last pulled from it, as Push does.
   absl::StatusOr<PullInfo> PushPull(uint64_t step, uint32_t batch_size,
                                     absl::Span<const float> gradient,
-                                    uint64_t min_version,
-                                    absl::Span<float> theta,
-                                    uint64_t clock = 0);
+                                    absl::Span<float> theta) override;
 
-  const PushCounts& push_counts() const { return push_counts_; }
+  absl::StatusOr<PullInfo> PullFinal(absl::Span<float> theta) override;
+
+  const PushCounts& push_counts() const override { return push_counts_; }
 
   // The servers' consistency mode ("sync", "async", "ssp") as the latest
   // answer said it: Init's at first, then every Pull, Push and PushPull
   // answer's (a server restarted in another mode is followed).
-  std::string mode() const;
+  std::string mode() const override;
 
-  size_t num_shards() const { return shards_.size(); }
+  size_t num_shards() const override { return shards_.size(); }
   uint64_t incarnation() const { return options_.incarnation; }
 
  private:
@@ -175,8 +143,11 @@ class ParameterClient {
   void ChooseIncarnation(const std::vector<ps::v1::StatusResponse>& answers);
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
   void HeartbeatLoop(absl::Duration interval);
-  void FillPull(const Shard& shard, uint64_t min_version, uint64_t clock,
+  // The one place that applies the mode's rule for what a pull waits for.
+  void FillPull(const Shard& shard, uint64_t clock,
                 ps::v1::PullRequest* request) const;
+  // Pull with the SSP clock given as is (0: no staleness wait).
+  absl::StatusOr<PullInfo> PullAtClock(uint64_t clock, absl::Span<float> theta);
   // The push's fields; its gradient travels apart (GradientBytes).
   const ps::v1::PushRequest& FillPush(Shard& shard, uint64_t seq,
                                       uint64_t step, uint32_t batch_size);
@@ -210,6 +181,9 @@ class ParameterClient {
   bool sync_rounds() const { return mode_.load() == ps::v1::MODE_SYNC; }
   // Takes the mode a server answered with; logs when it changed.
   void LearnMode(const Shard& shard, ps::v1::ConsistencyMode mode);
+  // Sync: the round a first pull waits for (the lowest shard version Init
+  // reported: the round open then).
+  uint64_t init_version_ = 0;
   uint64_t next_seq_ = 1;
   PushCounts push_counts_;
   std::atomic<uint64_t> reregistrations_{0};

@@ -4,15 +4,18 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/dataset.h"
+#include "common/key_range.h"
 #include "worker/model.h"
-#include "worker/parameter_client.h"
+#include "worker/parameter_store.h"
 
 namespace ps::worker {
 
@@ -55,11 +58,14 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& options,
 // every worker takes the same number of steps so sync rounds always fill.
 class Trainer {
  public:
-  Trainer(TrainerOptions options, Model* model, ParameterClient* client,
+  // `client` (a ParameterClient, or an in-memory store in tests) decides
+  // what each pull waits for from the mode the servers report.
+  Trainer(TrainerOptions options, Model* model, ParameterStore* client,
           const common::TrainTestData* data);
 
   // Trains to the end; OK also when the job was complete before this
-  // worker came (found_job_complete()), having trained nothing.
+  // worker came (found_job_complete()), having trained nothing. In steps:
+  // JoinJob, the first Pull, TakeStep for each step, Finish.
   absl::Status Run();
 
   // Run found every worker of the job finished on every server, and
@@ -75,6 +81,46 @@ class Trainer {
   const Evaluation& last_evaluation() const { return last_evaluation_; }
 
  private:
+  // Where this process's run starts and ends, set by JoinJob.
+  struct Plan {
+    common::KeyRange mine;  // this worker's examples
+    uint64_t steps_per_epoch = 0;
+    uint64_t total_steps = 0;
+    uint64_t first_step = 0;  // the resume step
+  };
+  // What the loop carries from one step to the next.
+  struct StepState {
+    StepState(const Trainer& trainer, PullInfo first_pull);
+    double MeanLoss() const { return loss_count ? loss_sum / loss_count : 0; }
+
+    PullInfo pulled;  // the θ the next step computes from
+    std::vector<float> gradient;
+    std::vector<int64_t> order;  // this epoch's shuffle of `mine`
+    common::RowMatrix x;
+    std::vector<int32_t> labels;
+    double next_eval;  // in epochs
+    double loss_sum = 0;
+    uint64_t loss_count = 0;
+    double longest_step = 0;
+    double step_start;
+  };
+
+  // Surveys, registers and declares the model; sets plan_. False: the job
+  // was complete already and this worker did not join.
+  absl::StatusOr<bool> JoinJob();
+  // Leaves as a failed start (unless the servers are unreachable) and
+  // returns `failure`.
+  absl::Status FailStart(const absl::Status& failure);
+  // Computes step `step`'s gradient from theta_, pushes it and pulls the
+  // next step's θ; rank 0 queues an evaluation first when one is due.
+  absl::Status TakeStep(uint64_t step, StepState& state);
+  absl::Status QueueEvaluationIfDue(uint64_t step, StepState& state);
+  // Leaves as finished; rank 0 then evaluates the final θ.
+  absl::Status Finish(const StepState& state);
+  void StartEvaluations();
+  // Waits for the queued evaluations; their first failure.
+  absl::Status StopEvaluations();
+
   // What one evaluation reports: θ as of `elapsed` seconds into training.
   struct EvalPoint {
     std::vector<float> theta;
@@ -100,11 +146,14 @@ class Trainer {
 
   TrainerOptions options_;
   Model* model_;
-  ParameterClient* client_;
+  ParameterStore* client_;
   const common::TrainTestData* data_;
   std::vector<float> theta_;
+  Plan plan_;
+  // Rank 0's evaluator and its own model.
+  std::unique_ptr<Model> eval_model_;
+  std::thread evaluator_;
   Evaluation last_evaluation_;
-  ps::v1::ConsistencyMode mode_ = ps::v1::MODE_UNSPECIFIED;  // at Init
   bool found_job_complete_ = false;
   bool started_ = false;
   double start_seconds_ = 0;

@@ -107,6 +107,21 @@ std::string WorkerStateName(ps::v1::WorkerState state) {
   }
 }
 
+void ToProto(const common::WorkerRecord& worker, uint64_t staleness,
+             absl::Duration since_heartbeat, ps::v1::WorkerStatus* proto) {
+  proto->set_worker_id(worker.worker_id);
+  proto->set_incarnation(worker.incarnation);
+  proto->set_last_seq(worker.last_seq);
+  proto->set_last_step(worker.last_step);
+  proto->set_pushes(worker.pushes);
+  proto->set_state(ToProto(worker.state));
+  proto->set_clock(worker.clock);
+  proto->set_staleness(staleness);
+  proto->set_seconds_since_heartbeat(absl::ToDoubleSeconds(since_heartbeat));
+  proto->set_registrations(worker.registrations);
+  proto->set_finished(worker.finished);
+}
+
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {
   common::TensorSpec spec;
   spec.name = proto.name();

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "common/consistency_mode.h"
 #include "common/tensor_spec.h"
 #include "common/worker_record.h"
@@ -32,6 +33,11 @@ ps::v1::WorkerState ToProto(common::WorkerState state);
 // them; "unspecified" for a server that did not say.
 std::string ModeName(ps::v1::ConsistencyMode mode);
 std::string WorkerStateName(ps::v1::WorkerState state);
+
+// A worker as Status reports it: its record, how many clocks it is behind
+// the fastest live worker, and how long ago it last heartbeat.
+void ToProto(const common::WorkerRecord& worker, uint64_t staleness,
+             absl::Duration since_heartbeat, ps::v1::WorkerStatus* proto);
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto);
 void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto);

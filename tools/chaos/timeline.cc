@@ -73,7 +73,9 @@ absl::Status WriteTimelineCsv(const Timeline& timeline,
   out << "time_s,epoch,test_accuracy,samples_per_s,live_workers";
   for (size_t s = 0; s < servers; ++s) out << ",version_s" << s;
   out << ",event\n";
-  auto optional = [](std::optional<double> v, const char* format) {
+  // A FormatSpec, not a char*: clang checks every format at compile time.
+  auto optional = [](std::optional<double> v,
+                     const absl::FormatSpec<double>& format) {
     return v ? absl::StrFormat(format, *v) : std::string();
   };
   size_t e = 0;

@@ -1,0 +1,213 @@
+// The trainer's loop against an in-memory ParameterStore: what it asks the
+// store for, in which order, with no server.
+#include "worker/trainer.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/synthetic_data.h"
+#include "worker/model.h"
+#include "worker/parameter_store.h"
+
+namespace ps::worker {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+// Holds θ in memory, applies every gradient at once (plain SGD), and
+// writes down each call.
+class InMemoryStore final : public ParameterStore {
+ public:
+  std::vector<std::string> calls;
+  JobSurvey survey;
+  uint64_t resume_step = 0;
+  absl::Status init_status;
+  // What mode() says: the trainer reports whatever the store says now.
+  std::string current_mode = "sync";
+  std::string mode_at_final_pull = "sync";
+
+  absl::StatusOr<JobSurvey> Survey() override {
+    calls.push_back("Survey");
+    return survey;
+  }
+  absl::StatusOr<uint64_t> Register() override {
+    calls.push_back("Register");
+    return resume_step;
+  }
+  absl::StatusOr<ClusterInfo> Init(const std::vector<common::TensorSpec>&,
+                                   absl::Span<const float> initial) override {
+    calls.push_back("Init");
+    if (!init_status.ok()) return init_status;
+    theta_.assign(initial.begin(), initial.end());
+    ClusterInfo info;
+    info.mode = ps::v1::MODE_SYNC;
+    info.expected_workers = 1;
+    return info;
+  }
+  absl::StatusOr<PullInfo> Pull(uint64_t step,
+                                absl::Span<float> theta) override {
+    calls.push_back(absl::StrCat("Pull ", step));
+    return Answer(theta);
+  }
+  absl::Status Push(uint64_t step, uint32_t batch_size,
+                    absl::Span<const float> gradient) override {
+    calls.push_back(absl::StrCat("Push ", step, " of ", batch_size));
+    Apply(batch_size, gradient);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<PullInfo> PushPull(uint64_t step, uint32_t batch_size,
+                                    absl::Span<const float> gradient,
+                                    absl::Span<float> theta) override {
+    calls.push_back(absl::StrCat("PushPull ", step, " of ", batch_size));
+    Apply(batch_size, gradient);
+    return Answer(theta);
+  }
+  absl::StatusOr<PullInfo> PullFinal(absl::Span<float> theta) override {
+    calls.push_back("PullFinal");
+    current_mode = mode_at_final_pull;
+    return Answer(theta);
+  }
+  absl::Status Leave(ps::v1::LeaveRequest::Reason reason) override {
+    calls.push_back(
+        absl::StrCat("Leave ", ps::v1::LeaveRequest::Reason_Name(reason)));
+    return absl::OkStatus();
+  }
+  absl::Status WaitForOtherWorkers(uint32_t num_workers,
+                                   absl::Duration) override {
+    calls.push_back(absl::StrCat("WaitForOtherWorkers ", num_workers));
+    return absl::OkStatus();
+  }
+  const PushCounts& push_counts() const override { return counts_; }
+  std::string mode() const override { return current_mode; }
+  size_t num_shards() const override { return 1; }
+
+ private:
+  void Apply(uint32_t batch_size, absl::Span<const float> gradient) {
+    for (size_t i = 0; i < theta_.size(); ++i) theta_[i] -= 0.1f * gradient[i];
+    ++version_;
+    samples_ += batch_size;
+    ++counts_.applied_or_accepted;
+  }
+  PullInfo Answer(absl::Span<float> theta) {
+    std::copy(theta_.begin(), theta_.end(), theta.begin());
+    return PullInfo{version_, samples_};
+  }
+
+  std::vector<float> theta_;
+  uint64_t version_ = 0;
+  uint64_t samples_ = 0;
+  PushCounts counts_;
+};
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  // 1200 examples, batches of 400: 3 steps an epoch, 6 in two epochs.
+  TrainerOptions Options() {
+    TrainerOptions options;
+    options.batch_size = 400;
+    options.epochs = 2;
+    options.model_name = "softmax";
+    options.metrics_out = metrics_;
+    return options;
+  }
+
+  absl::Status Run(const TrainerOptions& options, Trainer** out = nullptr) {
+    auto model = CreateModel("softmax", 12, 4);
+    EXPECT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    trainer_ =
+        std::make_unique<Trainer>(options, model_.get(), &store_, &data_);
+    if (out != nullptr) *out = trainer_.get();
+    return trainer_->Run();
+  }
+
+  std::vector<std::string> MetricsLines() {
+    std::ifstream in(metrics_);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  }
+
+  void TearDown() override { std::remove(metrics_.c_str()); }
+
+  const std::string metrics_ = absl::StrCat(
+      ::testing::TempDir(), "/trainer_test_", getpid(), ".jsonl");
+  const common::TrainTestData data_ = testing::SyntheticTrainTest(12, 4);
+  InMemoryStore store_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Trainer> trainer_;
+};
+
+TEST_F(TrainerTest, AsksTheStoreForEachStepsThetaAndLeavesFinished) {
+  ASSERT_TRUE(Run(Options()).ok());
+  EXPECT_THAT(store_.calls,
+              ElementsAre("Survey", "Register", "Init", "Pull 0",
+                          "PushPull 0 of 400", "PushPull 1 of 400",
+                          "PushPull 2 of 400", "PushPull 3 of 400",
+                          "PushPull 4 of 400", "Push 5 of 400",
+                          "Leave FINISHED", "WaitForOtherWorkers 1",
+                          "PullFinal"));
+  EXPECT_GT(trainer_->last_evaluation().accuracy, 0.5);
+}
+
+TEST_F(TrainerTest, AResumedWorkerAsksForItsResumeStepFirst) {
+  store_.resume_step = 4;
+  ASSERT_TRUE(Run(Options()).ok());
+  EXPECT_THAT(store_.calls,
+              ElementsAre("Survey", "Register", "Init", "Pull 4",
+                          "PushPull 4 of 400", "Push 5 of 400",
+                          "Leave FINISHED", "WaitForOtherWorkers 1",
+                          "PullFinal"));
+}
+
+TEST_F(TrainerTest, ACompleteJobIsNotJoined) {
+  store_.survey.complete = true;
+  store_.survey.expected_workers = 1;
+  ASSERT_TRUE(Run(Options()).ok());
+  EXPECT_TRUE(trainer_->found_job_complete());
+  EXPECT_THAT(store_.calls, ElementsAre("Survey"));
+}
+
+TEST_F(TrainerTest, AFailedInitLeavesAsAFailedStartAndPullsNothing) {
+  store_.init_status = absl::FailedPreconditionError("tensors differ");
+  const absl::Status status = Run(Options());
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(trainer_->started());
+  EXPECT_THAT(store_.calls,
+              ElementsAre("Survey", "Register", "Init", "Leave START_FAILED"));
+}
+
+TEST_F(TrainerTest, AStopRequestLeavesStoppedBeforeTheNextStep) {
+  TrainerOptions options = Options();
+  int polls = 0;
+  options.stop_requested = [&] { return ++polls > 2; };
+  const absl::Status status = Run(options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(status.message(), HasSubstr("before step 2 of 6"));
+  EXPECT_THAT(store_.calls,
+              ElementsAre("Survey", "Register", "Init", "Pull 0",
+                          "PushPull 0 of 400", "PushPull 1 of 400",
+                          "Leave STOPPED"));
+}
+
+// The mode in the metrics is the store's as it says it now: a server
+// restarted in another mode is reported as such.
+TEST_F(TrainerTest, ReportsTheModeTheStoreReports) {
+  store_.mode_at_final_pull = "async";
+  ASSERT_TRUE(Run(Options()).ok());
+  const std::vector<std::string> lines = MetricsLines();
+  ASSERT_FALSE(lines.empty());
+  EXPECT_THAT(lines.back(), HasSubstr("\"mode\":\"async\""));
+  EXPECT_THAT(lines.front(), HasSubstr("\"mode\":\"sync\""));
+}
+
+}  // namespace
+}  // namespace ps::worker
