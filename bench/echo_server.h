@@ -14,10 +14,9 @@ namespace ps::bench {
 // of those bytes, with the parameter server's channel settings.
 class EchoService final : public ps::bench::v1::Echo::CallbackService {
  public:
-  grpc::ServerUnaryReactor* Echo(
-      grpc::CallbackServerContext* context,
-      const ps::bench::v1::EchoMessage* request,
-      ps::bench::v1::EchoMessage* response) override;
+  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* context,
+                                 const ps::bench::v1::EchoMessage* request,
+                                 ps::bench::v1::EchoMessage* response) override;
 };
 
 // A running echo server on `listen` (port 0: a free one).

@@ -17,8 +17,8 @@
 #include "common/float_bytes.h"
 #include "common/rpc/wire_format.h"
 #include "common/update_rule.h"
-#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "ps/v1/parameter_server.pb.h"
 #include "server/wire_messages.h"
 #include "worker/model.h"
@@ -151,8 +151,8 @@ void BM_PushDecodeTyped(benchmark::State& state) {
   auto decode = [&] {
     grpc::ByteBuffer buffer(wire);  // shares the slices
     ps::v1::PushRequest parsed;     // a typed handler gets a fresh one
-    return grpc::SerializationTraits<ps::v1::PushRequest>::Deserialize(
-               &buffer, &parsed)
+    return grpc::SerializationTraits<ps::v1::PushRequest>::Deserialize(&buffer,
+                                                                       &parsed)
                .ok() &&
            ps::common::BytesToFloats(parsed.gradient(),
                                      absl::MakeSpan(gradient), "gradient")
@@ -228,8 +228,8 @@ void BM_PullDecodeTyped(benchmark::State& state) {
   ps::v1::PullResponse parsed;
   auto decode = [&] {
     grpc::ByteBuffer buffer(wire);
-    return grpc::SerializationTraits<ps::v1::PullResponse>::Deserialize(
-               &buffer, &parsed)
+    return grpc::SerializationTraits<ps::v1::PullResponse>::Deserialize(&buffer,
+                                                                        &parsed)
                .ok() &&
            ps::common::BytesToFloats(parsed.values(), absl::MakeSpan(theta),
                                      "values")
@@ -302,9 +302,9 @@ int main(int argc, char** argv) {
   for (int64_t n : kSizes) {
     benchmark::RegisterBenchmark("EigenAxpy", BM_EigenAxpy)->Arg(n);
     const std::pair<const char*, UpdateOptions> rules[] = {
-        {"Update/sgd", Sgd()},         {"Update/l2", L2()},
+        {"Update/sgd", Sgd()},          {"Update/l2", L2()},
         {"Update/l1+l2", ElasticNet()}, {"Update/l2+box", Box()},
-        {"Update/l2+ball", Ball()},    {"Update/penalty", Penalty()}};
+        {"Update/l2+ball", Ball()},     {"Update/penalty", Penalty()}};
     for (const auto& [name, options] : rules) {
       benchmark::RegisterBenchmark(name, BM_Update, options)->Arg(n);
     }

@@ -15,8 +15,8 @@ namespace {
 
 double Percentile(std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
-  const size_t at = std::min(sorted.size() - 1,
-                             static_cast<size_t>(q * (sorted.size() - 1) + 0.5));
+  const size_t at = std::min(
+      sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5));
   return sorted[at];
 }
 
@@ -74,8 +74,8 @@ double MemcpyGbPerSecond(uint64_t bytes, absl::Duration duration) {
     ++copies;
     elapsed = absl::Now() - start;
   } while (elapsed < duration || copies < 3);
-  return copies * static_cast<double>(bytes) /
-         absl::ToDoubleSeconds(elapsed) / 1e9;
+  return copies * static_cast<double>(bytes) / absl::ToDoubleSeconds(elapsed) /
+         1e9;
 }
 
 std::string SizeName(uint64_t floats) {
@@ -94,7 +94,8 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& name) {
   if (!digits.empty() && (digits.back() == 'K' || digits.back() == 'k')) {
     scale = 1 << 10;
     digits.pop_back();
-  } else if (!digits.empty() && (digits.back() == 'M' || digits.back() == 'm')) {
+  } else if (!digits.empty() &&
+             (digits.back() == 'M' || digits.back() == 'm')) {
     scale = 1 << 20;
     digits.pop_back();
   }

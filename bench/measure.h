@@ -14,10 +14,10 @@ namespace ps::bench {
 
 // Throughput and latency of one kind of operation, over all callers.
 struct OpStats {
-  std::string name;          // "push", "pull", "push+pull", "echo"
-  uint64_t ops = 0;          // completed, all callers together
-  double seconds = 0;        // wall time of the measurement
-  double bytes_per_op = 0;   // payload bytes moved (both directions)
+  std::string name;         // "push", "pull", "push+pull", "echo"
+  uint64_t ops = 0;         // completed, all callers together
+  double seconds = 0;       // wall time of the measurement
+  double bytes_per_op = 0;  // payload bytes moved (both directions)
   double p50_ms = 0;
   double p99_ms = 0;
 

@@ -87,7 +87,8 @@ class Output {
   Output() : json_path_(absl::GetFlag(FLAGS_json)) {
     if (!json_path_.empty() && json_path_ != "-") {
       json_ = std::fopen(json_path_.c_str(), "a");
-      if (json_ == nullptr) Die(absl::StrCat("cannot append to --json=", json_path_));
+      if (json_ == nullptr)
+        Die(absl::StrCat("cannot append to --json=", json_path_));
     } else if (json_path_ == "-") {
       json_ = stdout;
     }
@@ -130,7 +131,8 @@ int RunTransferMode(const std::string& out_dir) {
          Counts(absl::GetFlag(FLAGS_workers), "workers", 1)) {
       options.servers = servers;
       options.workers = workers;
-      if (output.table()) ps::bench::PrintTransferHeader(options, output.table());
+      if (output.table())
+        ps::bench::PrintTransferHeader(options, output.table());
       absl::Status done = ps::bench::RunTransfer(
           options, [&](const ps::bench::TransferResult& result) {
             if (output.table()) {
@@ -216,7 +218,8 @@ int main(int argc, char** argv) {
   if (mode != "transfer" && mode != "train") {
     Die("the first argument must be transfer or train (see --help)");
   }
-  const std::string out_dir = absl::StrCat(absl::GetFlag(FLAGS_out_dir), "/", mode);
+  const std::string out_dir =
+      absl::StrCat(absl::GetFlag(FLAGS_out_dir), "/", mode);
   if (std::system(absl::StrCat("mkdir -p '", out_dir, "'").c_str()) != 0) {
     Die(absl::StrCat("cannot create ", out_dir));
   }

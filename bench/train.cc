@@ -50,9 +50,9 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
     if (!done.ok()) return done.status();
     if (*done == options.workers) break;
     if (absl::Now() > start + options.timeout) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "training did not finish within ",
-          absl::FormatDuration(options.timeout)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("training did not finish within ",
+                       absl::FormatDuration(options.timeout)));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
@@ -79,9 +79,8 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
     last = line;
   }
   if (last.empty()) {
-    return absl::DataLossError(
-        absl::StrCat("training finished but ", metrics_path,
-                     " holds no evaluation"));
+    return absl::DataLossError(absl::StrCat(
+        "training finished but ", metrics_path, " holds no evaluation"));
   }
   const common::Json final_metrics = common::ParseJsonObject(last);
   result.samples_per_s =

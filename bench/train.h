@@ -40,9 +40,9 @@ struct ProcessPeak {
 
 struct TrainBenchResult {
   TrainBenchOptions options;
-  double samples_per_s = 0;     // the last evaluation's, all workers
-  double train_seconds = 0;     // since training started, as rank 0 saw it
-  double wall_seconds = 0;      // including start-up and data loading
+  double samples_per_s = 0;  // the last evaluation's, all workers
+  double train_seconds = 0;  // since training started, as rank 0 saw it
+  double wall_seconds = 0;   // including start-up and data loading
   double final_accuracy = 0;
   // First evaluation at or above the target; negative when none was.
   double seconds_to_target = -1;

@@ -185,10 +185,10 @@ absl::Status MeasureSize(const TransferOptions& options,
       OpStats& stats = result->ops[k];
       stats.name = kinds[k].name;
       stats.bytes_per_op = kinds[k].bytes_per_op;
-      if (absl::Status s = Measure(
-              options.workers, options.duration / options.rounds,
-              (options.min_ops + options.rounds - 1) / options.rounds,
-              kinds[k].op, &stats, &latencies[k]);
+      if (absl::Status s =
+              Measure(options.workers, options.duration / options.rounds,
+                      (options.min_ops + options.rounds - 1) / options.rounds,
+                      kinds[k].op, &stats, &latencies[k]);
           !s.ok()) {
         return absl::Status(s.code(),
                             absl::StrCat(kinds[k].name, ": ", s.message()));
@@ -219,8 +219,7 @@ absl::Status ValidateTransferOps(const std::vector<std::string>& ops) {
   for (const std::string& op : ops) {
     if (std::find(std::begin(kOps), std::end(kOps), op) == std::end(kOps)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown op '", op, "'; the ops are ",
-          absl::StrJoin(kOps, ", ")));
+          "unknown op '", op, "'; the ops are ", absl::StrJoin(kOps, ", ")));
     }
   }
   return absl::OkStatus();
@@ -239,10 +238,9 @@ absl::Status RunTransfer(
        absl::StrCat("--port_file=", port_file)},
       log);
   if (!echo.ok()) return echo.status();
-  absl::StatusOr<int> port =
-      launch::WaitForPortFile(port_file, "the echo server", log, *echo,
-                              absl::Now() + absl::Seconds(30),
-                              [] { return false; });
+  absl::StatusOr<int> port = launch::WaitForPortFile(
+      port_file, "the echo server", log, *echo, absl::Now() + absl::Seconds(30),
+      [] { return false; });
   if (!port.ok()) return port.status();
   const std::string echo_address = absl::StrCat("127.0.0.1:", *port);
 
@@ -252,8 +250,8 @@ absl::Status RunTransfer(
     TransferResult result;
     if (absl::Status s = MeasureSize(with_bin, echo_address, floats, &result);
         !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat(SizeName(floats),
-                                                 " floats: ", s.message()));
+      return absl::Status(
+          s.code(), absl::StrCat(SizeName(floats), " floats: ", s.message()));
     }
     report(result);
   }
@@ -267,8 +265,8 @@ void PrintTransferHeader(const TransferOptions& options, std::FILE* out) {
                "%s per figure; GB/s counts payload bytes in both directions\n",
                options.workers, options.servers,
                absl::FormatDuration(options.duration).c_str());
-  std::fprintf(out, "%-6s %-10s %9s %8s %10s %9s %9s\n", "floats", "op",
-               "GB/s", "x echo", "ops/s", "p50 ms", "p99 ms");
+  std::fprintf(out, "%-6s %-10s %9s %8s %10s %9s %9s\n", "floats", "op", "GB/s",
+               "x echo", "ops/s", "p50 ms", "p99 ms");
 }
 
 void PrintTransferResult(const TransferResult& r, std::FILE* out) {
@@ -276,8 +274,8 @@ void PrintTransferResult(const TransferResult& r, std::FILE* out) {
   for (const OpStats& op : r.ops) {
     std::fprintf(out, "%-6s %-10s %9.3f %8.2f %10.0f %9.3f %9.3f\n",
                  SizeName(r.floats).c_str(), op.name.c_str(), op.gb_per_s(),
-                 echo > 0 ? op.gb_per_s() / echo : 0, op.ops_per_s(),
-                 op.p50_ms, op.p99_ms);
+                 echo > 0 ? op.gb_per_s() / echo : 0, op.ops_per_s(), op.p50_ms,
+                 op.p99_ms);
   }
   std::vector<std::string> rss;
   for (int64_t b : r.server_peak_rss_bytes) {

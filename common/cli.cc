@@ -1,5 +1,9 @@
 #include "common/cli.h"
 
+#include <fcntl.h>
+#include <malloc.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -8,10 +12,6 @@
 #include <fstream>
 #include <map>
 #include <optional>
-
-#include <fcntl.h>
-#include <malloc.h>
-#include <unistd.h>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
@@ -24,8 +24,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/time/time.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::common {
@@ -202,8 +202,8 @@ std::string DirectoryOf(const std::string& path) {
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents) {
   const std::string temp = absl::StrCat(path, ".tmp");
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0644);
+  const int fd =
+      ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create", temp);
   size_t written = 0;
   while (written < contents.size()) {
@@ -232,7 +232,8 @@ absl::Status WriteFileAtomically(const std::string& path,
   }
   // The rename is durable only once the directory entry is.
   const std::string directory = DirectoryOf(path);
-  const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dir_fd =
+      ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd < 0) return ErrnoError("open directory", directory);
   const int synced = ::fsync(dir_fd);
   ::close(dir_fd);
@@ -295,8 +296,7 @@ absl::StatusOr<uint32_t> ResolveIndex(int64_t flag_value,
   }
   if (index >= count) {
     return absl::InvalidArgumentError(absl::StrCat(
-        source, ": ", flag_name, " ", index, " is outside [0, ", count,
-        ")"));
+        source, ": ", flag_name, " ", index, " is outside [0, ", count, ")"));
   }
   return static_cast<uint32_t>(index);
 }

@@ -65,8 +65,8 @@ class ContentReader {
     }
     struct stat info;
     if (::fstat(::fileno(file_), &info) != 0) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat '", path,
-                                                     "'"));
+      return absl::ErrnoToStatus(errno,
+                                 absl::StrCat("cannot stat '", path, "'"));
     }
     file_bytes_ = static_cast<uint64_t>(info.st_size);
     input_.resize(kInputChunkBytes);
@@ -212,7 +212,7 @@ class ContentReader {
   // per compressed byte at best.
   static constexpr uint64_t kMaxDeflateRatio = 1032;
   uint64_t file_bytes_ = 0;  // on disk
-  uint64_t position_ = 0;  // content bytes read so far
+  uint64_t position_ = 0;    // content bytes read so far
   std::FILE* file_ = nullptr;
   std::vector<unsigned char> input_;
   z_stream stream_{};          // its next_in/avail_in also track plain input
@@ -349,9 +349,9 @@ absl::StatusOr<Dataset> ReadIdxDataset(const std::string& images_path,
   try {
     return ReadIdx(images_path, labels_path, num_classes);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "not enough memory to load '", images_path, "' and '", labels_path,
-        "'"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("not enough memory to load '", images_path, "' and '",
+                     labels_path, "'"));
   }
 }
 

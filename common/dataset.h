@@ -15,8 +15,8 @@ using RowMatrix =
 
 // Labelled examples held in memory: one row of features per example.
 struct Dataset {
-  RowMatrix features;            // pixels scaled to [0, 1] for image data
-  std::vector<int32_t> labels;   // class index of each row, in [0, num_classes)
+  RowMatrix features;           // pixels scaled to [0, 1] for image data
+  std::vector<int32_t> labels;  // class index of each row, in [0, num_classes)
   int num_classes = 0;
 
   int64_t size() const { return static_cast<int64_t>(labels.size()); }

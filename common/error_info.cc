@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace ps::common {
 namespace {
@@ -38,7 +38,8 @@ std::optional<ErrorInfo> GetErrorInfo(const absl::Status& status) {
   if (!reason.has_value()) return std::nullopt;
   ErrorInfo info;
   info.reason = std::string(*reason);
-  info.domain = std::string(status.GetPayload(kDomainKey).value_or(absl::Cord()));
+  info.domain =
+      std::string(status.GetPayload(kDomainKey).value_or(absl::Cord()));
   status.ForEachPayload([&](absl::string_view key, const absl::Cord& value) {
     if (absl::ConsumePrefix(&key, kMetadataPrefix)) {
       info.metadata[std::string(key)] = std::string(value);

@@ -40,8 +40,9 @@ void OnStopSignal(int signal) {
 }
 
 void OnGraceOver(int) {
-  WriteStderr("did not stop within the grace period after the stop signal: "
-              "exiting without finishing\n");
+  WriteStderr(
+      "did not stop within the grace period after the stop signal: "
+      "exiting without finishing\n");
   _exit(128 + received_signal.load());
 }
 
@@ -53,8 +54,8 @@ void CatchStopSignals(absl::Duration grace) {
     std::exit(2);
   }
   if (grace < absl::InfiniteDuration()) {
-    grace_seconds = static_cast<unsigned>(
-        std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(grace, absl::Seconds(1)))));
+    grace_seconds = static_cast<unsigned>(std::max<int64_t>(
+        1, absl::ToInt64Seconds(absl::Ceil(grace, absl::Seconds(1)))));
   }
   struct sigaction action = {};
   action.sa_handler = OnStopSignal;

@@ -31,11 +31,10 @@ std::vector<std::string> EnvironmentWith(
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const absl::string_view variable(*entry);
     const absl::string_view name = variable.substr(0, variable.find('='));
-    const bool overridden =
-        std::any_of(overrides.begin(), overrides.end(),
-                    [&](const std::string& o) {
-                      return absl::StartsWith(o, absl::StrCat(name, "="));
-                    });
+    const bool overridden = std::any_of(
+        overrides.begin(), overrides.end(), [&](const std::string& o) {
+          return absl::StartsWith(o, absl::StrCat(name, "="));
+        });
     if (!overridden) result.emplace_back(variable);
   }
   result.insert(result.end(), overrides.begin(), overrides.end());
@@ -77,15 +76,16 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(
   envp.push_back(nullptr);
   int log_fd = -1;
   if (!log_path.empty()) {
-    log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                  0644);
+    log_fd =
+        open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd < 0) {
       return absl::UnavailableError(absl::StrCat(
           "cannot open log file ", log_path, ": ", std::strerror(errno)));
     }
   }
   std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  for (const std::string& arg : argv)
+    args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   const pid_t parent = getpid();
 

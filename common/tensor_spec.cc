@@ -50,9 +50,9 @@ absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors) {
     uint64_t elements = 1;
     for (int64_t d : t.shape) {
       if (d <= 0 || static_cast<uint64_t>(d) > kMaxKeys) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", t.name, "' has dimension ", d,
-            "; dimensions must be positive and at most 2^40"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", t.name, "' has dimension ", d,
+                         "; dimensions must be positive and at most 2^40"));
       }
       if (elements > kMaxKeys / static_cast<uint64_t>(d)) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -98,8 +98,7 @@ std::vector<TensorSegment> SegmentsInRange(
     const uint64_t lo = std::max(begin, range.begin);
     const uint64_t hi = std::min(end, range.end);
     if (lo < hi) {
-      segments.push_back(
-          {i, {lo, hi}, !tensors[i].exempt_from_regularization});
+      segments.push_back({i, {lo, hi}, !tensors[i].exempt_from_regularization});
     }
   }
   return segments;

@@ -1,10 +1,10 @@
 #include "common/theta_file.h"
 
 #include <cstring>
-#include <optional>
-#include <string>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
@@ -119,8 +119,7 @@ uint32_t Crc32(absl::string_view bytes) {
 }
 
 // Format 3: a code (ModeCode). Before: the name, empty in an export.
-bool DecodeMode(Reader& in, int format,
-                std::optional<ConsistencyMode>* mode) {
+bool DecodeMode(Reader& in, int format, std::optional<ConsistencyMode>* mode) {
   if (format >= 3) {
     uint8_t code = 0;
     if (!in.Get(&code)) return false;
@@ -255,8 +254,7 @@ std::string EncodeThetaFile(const ThetaFile& file) {
   out.Put(file.keys.end);
   out.Put(file.shard_index);
   out.Put(file.num_shards);
-  out.Put<uint8_t>(
-      file.mode.has_value() ? CodeOf(kModeByCode, *file.mode) : 0);
+  out.Put<uint8_t>(file.mode.has_value() ? CodeOf(kModeByCode, *file.mode) : 0);
   out.Put(file.version);
   out.Put(file.samples_applied);
   out.PutString(file.optimizer);
@@ -319,7 +317,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   } else {
     return bad("not a θ file (bad magic) or truncated");
   }
-  const absl::string_view body = bytes.substr(0, bytes.size() - sizeof(uint32_t));
+  const absl::string_view body =
+      bytes.substr(0, bytes.size() - sizeof(uint32_t));
   uint32_t stored_crc = 0;
   std::memcpy(&stored_crc, bytes.data() + body.size(), sizeof(stored_crc));
   if (Crc32(body) != stored_crc) {
@@ -329,10 +328,10 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   ThetaFile file;
   Reader in(body.substr(sizeof(kMagic)));
   if (!DecodeBody(in, format, file) ||
-      (format >= 2 && !DecodeRules(in, file)) ||
-      !in.AtEnd()) {
-    return bad("the checksum matches but the layout does not: written by an "
-               "incompatible version?");
+      (format >= 2 && !DecodeRules(in, file)) || !in.AtEnd()) {
+    return bad(
+        "the checksum matches but the layout does not: written by an "
+        "incompatible version?");
   }
   if (absl::Status valid = ValidateTensorSpecs(file.tensors); !valid.ok()) {
     return bad(valid.message());
@@ -373,8 +372,8 @@ absl::Status WriteThetaFile(const std::string& path, const ThetaFile& file) {
 absl::StatusOr<ThetaFile> ReadThetaFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   }
   std::ostringstream contents;
   contents << in.rdbuf();

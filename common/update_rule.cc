@@ -19,15 +19,15 @@ double SquaredNorm(absl::Span<const float> v) {
 
 absl::Status ValidateUpdateOptions(const UpdateOptions& o) {
   if (!std::isfinite(o.learning_rate) || o.learning_rate <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "learning rate must be a positive finite number, got ",
-        o.learning_rate));
+    return absl::InvalidArgumentError(
+        absl::StrCat("learning rate must be a positive finite number, got ",
+                     o.learning_rate));
   }
   for (auto [name, value] : {std::pair{"l2", o.l2}, std::pair{"l1", o.l1},
                              std::pair{"penalty_beta", o.penalty_beta}}) {
     if (!std::isfinite(value) || value < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, " must be a finite number >= 0, got ", value));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be a finite number >= 0, got ", value));
     }
   }
   if (std::isnan(o.clip_min) || std::isnan(o.clip_max)) {

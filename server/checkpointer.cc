@@ -1,5 +1,9 @@
 #include "server/checkpointer.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -7,10 +11,6 @@
 #include <filesystem>
 #include <map>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -63,9 +63,8 @@ absl::StatusOr<std::vector<FileName>> ListCheckpoints(const std::string& dir) {
     return absl::UnavailableError(
         absl::StrCat("cannot list ", dir, ": ", error.message()));
   }
-  std::sort(files.begin(), files.end(), [](const FileName& a, const FileName& b) {
-    return a.seq > b.seq;
-  });
+  std::sort(files.begin(), files.end(),
+            [](const FileName& a, const FileName& b) { return a.seq > b.seq; });
   return files;
 }
 
@@ -89,10 +88,9 @@ absl::StatusOr<common::ThetaFile> NewestGood(const std::vector<FileName>& files,
     problems.push_back(problem);
   }
   return absl::DataLossError(
-      problems.empty()
-          ? absl::StrCat("no checkpoint file of shard ", shard)
-          : absl::StrCat("no good checkpoint of shard ", shard, ": ",
-                         absl::StrJoin(problems, "; ")));
+      problems.empty() ? absl::StrCat("no checkpoint file of shard ", shard)
+                       : absl::StrCat("no good checkpoint of shard ", shard,
+                                      ": ", absl::StrJoin(problems, "; ")));
 }
 
 // Several old shards' records of one worker: the one shape a restored shard
@@ -135,10 +133,11 @@ std::vector<common::RoundGradient> SliceRounds(
       whole = whole && part->batch_size == parts[0]->batch_size;
     }
     if (!whole) {
-      spdlog::warn("shard {}: dropped worker {}'s gradient of the open round: "
-                   "only {} of the {} old shards holding these keys had it; "
-                   "the worker pushes it again",
-                   shard_index, worker, parts.size(), sources.size());
+      spdlog::warn(
+          "shard {}: dropped worker {}'s gradient of the open round: "
+          "only {} of the {} old shards holding these keys had it; "
+          "the worker pushes it again",
+          shard_index, worker, parts.size(), sources.size());
       continue;
     }
     common::RoundGradient& merged = round.emplace_back();
@@ -162,8 +161,8 @@ std::vector<common::RoundGradient> SliceRounds(
 // open descriptor is the lock.
 absl::StatusOr<int> LockShard(const std::string& dir, uint32_t shard_index,
                               uint32_t num_shards) {
-  const std::string path = absl::StrFormat("%s/shard-%d-of-%d.lock", dir,
-                                           shard_index, num_shards);
+  const std::string path =
+      absl::StrFormat("%s/shard-%d-of-%d.lock", dir, shard_index, num_shards);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -175,8 +174,8 @@ absl::StatusOr<int> LockShard(const std::string& dir, uint32_t shard_index,
     const ssize_t n = ::pread(fd, holder, sizeof(holder) - 1, 0);
     ::close(fd);
     if (error != EWOULDBLOCK) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot lock ", path, ": ", std::strerror(error)));
+      return absl::UnavailableError(
+          absl::StrCat("cannot lock ", path, ": ", std::strerror(error)));
     }
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint directory ", dir, " is in use by another server of shard ",
@@ -188,9 +187,8 @@ absl::StatusOr<int> LockShard(const std::string& dir, uint32_t shard_index,
         "checkpoints"));
   }
   const std::string pid = absl::StrCat(::getpid(), "\n");
-  if (::ftruncate(fd, 0) != 0 ||
-      ::pwrite(fd, pid.data(), pid.size(), 0) !=
-          static_cast<ssize_t>(pid.size())) {
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) !=
+                                     static_cast<ssize_t>(pid.size())) {
     spdlog::warn("cannot write the pid into {}: {}", path,
                  std::strerror(errno));
   }
@@ -212,8 +210,8 @@ absl::StatusOr<std::unique_ptr<Checkpointer>> Checkpointer::Open(
     return absl::InvalidArgumentError("--checkpoint_keep must be at least 1");
   }
   // Prove now, not at the first checkpoint, that the directory is writable.
-  const std::string probe = absl::StrCat(dir, "/.write-probe-shard-",
-                                         shard_index);
+  const std::string probe =
+      absl::StrCat(dir, "/.write-probe-shard-", shard_index);
   if (absl::Status written = common::WriteFileAtomically(probe, "probe");
       !written.ok()) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -271,13 +269,14 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest(
         layout == num_shards_ ? OwnLayout(layouts[layout])
                               : Reshard(layouts[layout], layout, update);
     if (!restored.ok() || restored->has_value()) return restored;
-    spdlog::warn("shard {}/{}: the {}-shard checkpoints, newer, hold none of "
-                 "this shard's keys; looking at older ones",
-                 shard_index_, num_shards_, layout);
+    spdlog::warn(
+        "shard {}/{}: the {}-shard checkpoints, newer, hold none of "
+        "this shard's keys; looking at older ones",
+        shard_index_, num_shards_, layout);
   }
-  return absl::DataLossError(absl::StrCat(
-      dir_, " holds checkpoints, but none with keys of shard ", shard_index_,
-      " of ", num_shards_));
+  return absl::DataLossError(
+      absl::StrCat(dir_, " holds checkpoints, but none with keys of shard ",
+                   shard_index_, " of ", num_shards_));
 }
 
 absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::OwnLayout(
@@ -305,9 +304,8 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     }
   }
   if (model == nullptr) {
-    return absl::DataLossError(
-        absl::StrCat("no good checkpoint of the ", layout, "-shard layout in ",
-                     dir_));
+    return absl::DataLossError(absl::StrCat("no good checkpoint of the ",
+                                            layout, "-shard layout in ", dir_));
   }
   const uint64_t num_keys = common::NumKeys(model->tensors);
   const common::KeyRange mine =
@@ -332,8 +330,10 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     return absl::DataLossError(absl::StrCat(
         "the newest checkpoints (", layout, " shards) hold part of shard ",
         shard_index_, "'s keys ", mine.ToString(), " but no file of old shard ",
-        absl::StrJoin(missing, ", "), ": restoring the rest from older files "
-        "would mix states; restart with ", layout, " shards"));
+        absl::StrJoin(missing, ", "),
+        ": restoring the rest from older files "
+        "would mix states; restart with ",
+        layout, " shards"));
   }
 
   std::vector<common::ThetaFile*> sources;
@@ -374,13 +374,13 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
           "are not one job's state"));
     }
     if (source.version + 1 == newest) {
-      spdlog::warn("shard {}/{}: old shard {} of {} stopped one round behind "
-                   "(round {}): closing that round on its keys with the {} "
-                   "gradients it held{}",
-                   shard_index_, num_shards_, overlapping[k], layout,
-                   source.version, source.round.size(),
-                   source.round.empty() ? ", so those keys skip the round"
-                                        : "");
+      spdlog::warn(
+          "shard {}/{}: old shard {} of {} stopped one round behind "
+          "(round {}): closing that round on its keys with the {} "
+          "gradients it held{}",
+          shard_index_, num_shards_, overlapping[k], layout, source.version,
+          source.round.size(),
+          source.round.empty() ? ", so those keys skip the round" : "");
       if (absl::Status closed = CloseSavedRound(update, source); !closed.ok()) {
         return closed;
       }
@@ -408,10 +408,11 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     merged.samples_applied =
         std::max(merged.samples_applied, source.samples_applied);
     Merge(source.workers, workers);
-    spdlog::info("shard {}/{}: restoring keys [{}, {}) from shard {} of {} "
-                 "(version {})",
-                 shard_index_, num_shards_, begin, end, overlapping[k], layout,
-                 source.version);
+    spdlog::info(
+        "shard {}/{}: restoring keys [{}, {}) from shard {} of {} "
+        "(version {})",
+        shard_index_, num_shards_, begin, end, overlapping[k], layout,
+        source.version);
   }
   for (auto& [id, record] : workers) merged.workers.push_back(record);
   if (sync) {

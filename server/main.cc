@@ -1,16 +1,16 @@
 // ps_server: owns one shard of θ and applies the regularized update to it.
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/cli.h"
-#include "common/stop_signal.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
+#include "common/stop_signal.h"
 #include "server/ps_server.h"
 #include "spdlog/spdlog.h"
 
@@ -156,12 +156,12 @@ int main(int argc, char** argv) {
     advertise = absl::StrCat(ps::common::Hostname(), ":", (*server)->port());
   }
   (*server)->SetAdvertisedAddress(advertise);
-  spdlog::info("shard {}/{} serving on port {} as {} (mode {}, {} workers, "
-               "lr {}, l2 {}, l1 {})",
-               options.shard.shard_index, options.shard.num_shards,
-               (*server)->port(), advertise, absl::GetFlag(FLAGS_mode),
-               options.shard.num_workers, update.learning_rate, update.l2,
-               update.l1);
+  spdlog::info(
+      "shard {}/{} serving on port {} as {} (mode {}, {} workers, "
+      "lr {}, l2 {}, l1 {})",
+      options.shard.shard_index, options.shard.num_shards, (*server)->port(),
+      advertise, absl::GetFlag(FLAGS_mode), options.shard.num_workers,
+      update.learning_rate, update.l2, update.l1);
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file);
       !port_file.empty()) {
     ps::common::DieIfError(ps::common::WriteFileAtomically(
@@ -177,9 +177,10 @@ int main(int argc, char** argv) {
   }
   (*server)->Shutdown();
   const ps::server::ShardStatus status = (*server)->shard().Status();
-  spdlog::info("stopped at version {} after {} applied pushes ({} stale, "
-               "{} duplicate, {} rejected)",
-               status.version, status.pushes_applied, status.pushes_stale,
-               status.pushes_duplicate, status.pushes_rejected);
+  spdlog::info(
+      "stopped at version {} after {} applied pushes ({} stale, "
+      "{} duplicate, {} rejected)",
+      status.version, status.pushes_applied, status.pushes_stale,
+      status.pushes_duplicate, status.pushes_rejected);
   return drained.ok() ? 0 : 1;
 }

@@ -26,8 +26,7 @@ absl::Status Membership::CheckId(uint32_t id) const {
   return absl::OkStatus();
 }
 
-absl::Status Membership::RegistrationRequired(
-    absl::string_view message) const {
+absl::Status Membership::RegistrationRequired(absl::string_view message) const {
   return common::RegistrationRequiredError(
       message, {{"shard", absl::StrCat(shard_index_)}});
 }
@@ -87,21 +86,21 @@ absl::Status Membership::CheckLive(uint32_t id, uint64_t incarnation) const {
   if (absl::Status valid = CheckId(id); !valid.ok()) return valid;
   const common::WorkerRecord& m = members_[id];
   if (!m.registered) {
-    return RegistrationRequired(absl::StrCat(
-        "worker ", id, " is not registered; register first"));
+    return RegistrationRequired(
+        absl::StrCat("worker ", id, " is not registered; register first"));
   }
   if (incarnation != m.incarnation) {
-    return RegistrationRequired(absl::StrCat(
-        "worker ", id, " incarnation ", incarnation,
-        " is not the registered incarnation ", m.incarnation,
-        "; register again if this process is the current one"));
+    return RegistrationRequired(
+        absl::StrCat("worker ", id, " incarnation ", incarnation,
+                     " is not the registered incarnation ", m.incarnation,
+                     "; register again if this process is the current one"));
   }
   if (m.state != WorkerState::kLive) {
-    return RegistrationRequired(absl::StrCat(
-        "worker ", id, " ",
-        m.state == WorkerState::kExpired ? "let its lease expire"
-                                         : "has left the job",
-        "; register again to take part"));
+    return RegistrationRequired(absl::StrCat("worker ", id, " ",
+                                             m.state == WorkerState::kExpired
+                                                 ? "let its lease expire"
+                                                 : "has left the job",
+                                             "; register again to take part"));
   }
   return absl::OkStatus();
 }

@@ -77,7 +77,9 @@ class Membership {
 
   common::WorkerRecord& at(uint32_t id) { return members_[id]; }
   const std::vector<common::WorkerRecord>& members() const { return members_; }
-  uint32_t max_workers() const { return static_cast<uint32_t>(members_.size()); }
+  uint32_t max_workers() const {
+    return static_cast<uint32_t>(members_.size());
+  }
   absl::Duration lease_timeout() const { return lease_timeout_; }
   uint64_t leases_expired() const { return leases_expired_; }
 

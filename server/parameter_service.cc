@@ -46,8 +46,7 @@ class PullReactor final : public grpc::ServerUnaryReactor {
 
   void Start(const PullArgs& args, absl::Time expires) {
     std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
-        args, expires, ticket_,
-        [this](absl::StatusOr<PullResult> result) {
+        args, expires, ticket_, [this](absl::StatusOr<PullResult> result) {
           Complete(std::move(result));
         });
     if (ready.has_value()) Complete(std::move(*ready));
@@ -60,8 +59,8 @@ class PullReactor final : public grpc::ServerUnaryReactor {
  private:
   void Complete(absl::StatusOr<PullResult> result) {
     if (result.ok()) {
-      *response_ = EncodeAnswer(pushed_ ? &*pushed_ : nullptr,
-                                std::move(*result));
+      *response_ =
+          EncodeAnswer(pushed_ ? &*pushed_ : nullptr, std::move(*result));
     }
     Finish(rpc::ToGrpcStatus(result.status()));
   }
@@ -91,7 +90,9 @@ ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
 ParameterService::ParameterService(ParameterShard* shard,
                                    Checkpointer* checkpointer,
                                    absl::Duration max_pull_wait)
-    : shard_(shard), checkpointer_(checkpointer), max_pull_wait_(max_pull_wait) {
+    : shard_(shard),
+      checkpointer_(checkpointer),
+      max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
       shard_->Tick(shard_->Now());
@@ -189,8 +190,8 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
   args.clock = request.clock();
   // The client's deadline ends the call through OnCancel; this bound covers
   // clients that set none.
-  const absl::Time expires = std::min(
-      absl::Now() + max_pull_wait_, absl::FromChrono(context->deadline()));
+  const absl::Time expires = std::min(absl::Now() + max_pull_wait_,
+                                      absl::FromChrono(context->deadline()));
   // Answered at once (async, or a version already reached): the default
   // reactor, which gRPC finishes inline. A reactor of our own costs a heap
   // object and a hop to another thread for OnDone on every call.

@@ -18,11 +18,12 @@ namespace ps::server {
 // (server/wire_messages.h): θ-sized values and gradients are read from the
 // request's slices where they arrived, and θ is copied once on its way out.
 // The rest are typed.
-using ParameterServiceBase = ps::v1::ParameterServer::WithRawCallbackMethod_Init<
-    ps::v1::ParameterServer::WithRawCallbackMethod_Push<
-        ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
-            ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
-                ps::v1::ParameterServer::CallbackService>>>>;
+using ParameterServiceBase =
+    ps::v1::ParameterServer::WithRawCallbackMethod_Init<
+        ps::v1::ParameterServer::WithRawCallbackMethod_Push<
+            ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
+                ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
+                    ps::v1::ParameterServer::CallbackService>>>>;
 
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
@@ -37,9 +38,10 @@ class ParameterService final : public ParameterServiceBase {
 
   void SetAdvertisedAddress(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
 
-  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
-                                     const ps::v1::RegisterRequest* request,
-                                     ps::v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* Register(
+      grpc::CallbackServerContext* context,
+      const ps::v1::RegisterRequest* request,
+      ps::v1::RegisterResponse* response) override;
   grpc::ServerUnaryReactor* Heartbeat(
       grpc::CallbackServerContext* context,
       const ps::v1::HeartbeatRequest* request,

@@ -105,8 +105,8 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
         "num_workers must be between 1 and 65536, got ", o.num_workers));
   }
   if (o.max_workers > 65536) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_workers must be at most 65536, got ", o.max_workers));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_workers must be at most 65536, got ", o.max_workers));
   }
   if (o.lease_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("lease_timeout must be > 0");
@@ -118,9 +118,9 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
     return absl::InvalidArgumentError("sync_quorum applies to mode sync only");
   }
   if (o.max_keys_per_shard == 0 || o.max_keys_per_shard > common::kMaxKeys) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_keys_per_shard must be between 1 and 2^40, got ",
-        o.max_keys_per_shard));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_keys_per_shard must be between 1 and 2^40, got ",
+                     o.max_keys_per_shard));
   }
   if (!o.clock) return absl::InvalidArgumentError("the shard needs a clock");
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
@@ -164,8 +164,8 @@ std::string DescribeRuleChange(const common::ThetaFile& saved,
 ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
       chunk_(kApplyChunkFloats),
-      members_(options_.shard_index, options_.num_workers,
-               options_.max_workers, options_.lease_timeout) {}
+      members_(options_.shard_index, options_.num_workers, options_.max_workers,
+               options_.lease_timeout) {}
 
 absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
                                                         uint64_t incarnation) {
@@ -182,11 +182,12 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
     if (!gathered && members_.gathered()) round_opened_ = now;
     result = {registered->rejoined, registered->resume_step, version_,
               members_.lease_timeout()};
-    spdlog::info("shard {}: worker {} {} (incarnation {}, resuming at step "
-                 "{}); {} live",
-                 options_.shard_index, worker_id,
-                 registered->rejoined ? "rejoined" : "registered", incarnation,
-                 registered->resume_step, members_.LiveWorkers().size());
+    spdlog::info(
+        "shard {}: worker {} {} (incarnation {}, resuming at step "
+        "{}); {} live",
+        options_.shard_index, worker_id,
+        registered->rejoined ? "rejoined" : "registered", incarnation,
+        registered->resume_step, members_.LiveWorkers().size());
     satisfied = TakeSatisfiedPulls();
   }
   for (auto& [done, answer] : satisfied) done(std::move(answer));
@@ -219,13 +220,12 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
         !s.ok()) {
       return s;
     }
-    spdlog::info("shard {}: worker {} {}; {} live", options_.shard_index,
-                 worker_id,
-                 reason == LeaveReason::kFinished ? "finished and left"
-                 : reason == LeaveReason::kStartFailed
-                     ? "failed to start and left"
-                     : "left",
-                 members_.LiveWorkers().size());
+    spdlog::info(
+        "shard {}: worker {} {}; {} live", options_.shard_index, worker_id,
+        reason == LeaveReason::kFinished      ? "finished and left"
+        : reason == LeaveReason::kStartFailed ? "failed to start and left"
+                                              : "left",
+        members_.LiveWorkers().size());
     MaybeCloseRound(Now());
     satisfied = TakeSatisfiedPulls();
   }
@@ -236,18 +236,18 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
 absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
   if (args.shard_index != options_.shard_index ||
       args.num_shards != options_.num_shards) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the worker addressed shard ", args.shard_index, " of ",
-        args.num_shards, " but this server is shard ", options_.shard_index,
-        " of ", options_.num_shards,
-        ": the worker's --servers order must match the servers' "
-        "--shard_index and --num_shards"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the worker addressed shard ", args.shard_index, " of ",
+                     args.num_shards, " but this server is shard ",
+                     options_.shard_index, " of ", options_.num_shards,
+                     ": the worker's --servers order must match the servers' "
+                     "--shard_index and --num_shards"));
   }
   if (const uint32_t ids = std::max(options_.num_workers, options_.max_workers);
       args.worker_id >= ids) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown worker_id ", args.worker_id,
-        ": this server accepts worker ids 0 to ", ids - 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown worker_id ", args.worker_id,
+                     ": this server accepts worker ids 0 to ", ids - 1));
   }
   if (absl::Status valid = common::ValidateTensorSpecs(args.tensors);
       !valid.ok()) {
@@ -287,27 +287,27 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return s;
   }
   if (auto bad = common::FindNonFinite(theta)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "initial value of key ", keys.begin + *bad, " is ", theta[*bad],
-        "; values must be finite"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("initial value of key ", keys.begin + *bad, " is ",
+                     theta[*bad], "; values must be finite"));
   }
   DeclareModel(args.tensors, keys, std::move(theta), Now());
-  spdlog::info("shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
-               "this shard holds {}",
-               options_.shard_index, options_.num_shards, args.worker_id,
-               tensors_.size(), num_keys, keys_.ToString());
-  return InitResult{true, version_, keys_, options_.mode,
-                    options_.num_workers};
+  spdlog::info(
+      "shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
+      "this shard holds {}",
+      options_.shard_index, options_.num_shards, args.worker_id,
+      tensors_.size(), num_keys, keys_.ToString());
+  return InitResult{true, version_, keys_, options_.mode, options_.num_workers};
 }
 
 absl::Status ParameterShard::CheckShardSize(const KeyRange& keys) const {
   if (keys.size() <= options_.max_keys_per_shard) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "shard ", options_.shard_index, " of ", options_.num_shards,
-      " would hold ", keys.size(), " keys ", keys.ToString(),
-      ", more than this server's --max_keys_per_shard=",
-      options_.max_keys_per_shard,
-      " (raise it, or split the model over more shards)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("shard ", options_.shard_index, " of ", options_.num_shards,
+                   " would hold ", keys.size(), " keys ", keys.ToString(),
+                   ", more than this server's --max_keys_per_shard=",
+                   options_.max_keys_per_shard,
+                   " (raise it, or split the model over more shards)"));
 }
 
 absl::StatusOr<KeyRange> ParameterShard::ResolvePullKeys(
@@ -334,10 +334,9 @@ PullResult ParameterShard::Read(const PullArgs& args) {
   result.samples_applied = samples_applied_;
   result.mode = options_.mode;
   result.keys = keys;
-  common::FloatsToBytes(
-      absl::MakeConstSpan(theta_).subspan(keys.begin - keys_.begin,
-                                          keys.size()),
-      &result.values);
+  common::FloatsToBytes(absl::MakeConstSpan(theta_).subspan(
+                            keys.begin - keys_.begin, keys.size()),
+                        &result.values);
   return result;
 }
 
@@ -417,11 +416,12 @@ void ParameterShard::Tick(absl::Time now) {
       }
     }
     for (uint32_t id : members_.Expire(now)) {
-      spdlog::warn("shard {}: lease of worker {} (incarnation {}) expired "
-                   "after {} without a heartbeat; {} live",
-                   options_.shard_index, id, members_.at(id).incarnation,
-                   absl::FormatDuration(options_.lease_timeout),
-                   members_.LiveWorkers().size());
+      spdlog::warn(
+          "shard {}: lease of worker {} (incarnation {}) expired "
+          "after {} without a heartbeat; {} live",
+          options_.shard_index, id, members_.at(id).incarnation,
+          absl::FormatDuration(options_.lease_timeout),
+          members_.LiveWorkers().size());
     }
     MaybeCloseRound(now);
     for (Completion& c : TakeSatisfiedPulls()) done_now.push_back(std::move(c));
@@ -435,19 +435,21 @@ absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
         "no model is declared on this shard yet; call Init first");
   }
   if (args.worker_id >= members_.max_workers()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown worker_id ", args.worker_id, ": this server accepts worker "
-        "ids 0 to ", members_.max_workers() - 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown worker_id ", args.worker_id,
+                     ": this server accepts worker "
+                     "ids 0 to ",
+                     members_.max_workers() - 1));
   }
   if (args.batch_size == 0) {
     return absl::InvalidArgumentError(
         "batch_size is 0; a gradient must come from at least one example");
   }
   if (args.keys != keys_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the push addresses keys ", args.keys.ToString(),
-        " but this shard owns ", keys_.ToString(),
-        "; a push must cover exactly the shard's range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the push addresses keys ", args.keys.ToString(),
+                     " but this shard owns ", keys_.ToString(),
+                     "; a push must cover exactly the shard's range"));
   }
   if (args.seq == 0) {
     return absl::InvalidArgumentError(
@@ -464,9 +466,11 @@ absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
   }
   const uint64_t last_seq = members_.members()[args.worker_id].last_seq;
   if (args.seq > last_seq && args.seq - last_seq > kMaxSeqJump) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "seq ", args.seq, " jumps more than 2^32 past this incarnation's last "
-        "push (", last_seq, "): pushes are numbered 1, 2, 3, …"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq ", args.seq,
+                     " jumps more than 2^32 past this incarnation's last "
+                     "push (",
+                     last_seq, "): pushes are numbered 1, 2, 3, …"));
   }
   return absl::OkStatus();
 }
@@ -497,17 +501,19 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       // the gradient came from is gone, so it cannot count.
       ++pushes_stale_;
       worker.last_seq = args.seq;
-      spdlog::warn("shard {}: dropped a push from worker {} for round {}, "
-                   "which this shard has not reached (restored to round {})",
-                   options_.shard_index, args.worker_id, round, version_);
+      spdlog::warn(
+          "shard {}: dropped a push from worker {} for round {}, "
+          "which this shard has not reached (restored to round {})",
+          options_.shard_index, args.worker_id, round, version_);
       return PushResult{PushOutcome::kStale, version_};
     }
     if (sync && round < version_) {
       ++pushes_stale_;
       worker.last_seq = args.seq;
-      spdlog::info("shard {}: dropped a stale push from worker {} for closed "
-                   "round {} (round {} is open)",
-                   options_.shard_index, args.worker_id, round, version_);
+      spdlog::info(
+          "shard {}: dropped a stale push from worker {} for closed "
+          "round {} (round {} is open)",
+          options_.shard_index, args.worker_id, round, version_);
       return PushResult{PushOutcome::kStale, version_};
     }
     if (sync && round_->Has(args.worker_id)) {
@@ -520,8 +526,8 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     // slot first (the round keeps it); async and SSP check the request's
     // slices a cache-sized chunk at a time and apply straight from them,
     // with no θ-sized copy.
-    absl::Status valid = common::CheckFloatBytes(
-        args.gradient.size(), keys_.size(), "the gradient");
+    absl::Status valid = common::CheckFloatBytes(args.gradient.size(),
+                                                 keys_.size(), "the gradient");
     double largest = 0;  // async: the gradient's largest magnitude
     bool checked_exactly = false;
     if (valid.ok()) {
@@ -535,9 +541,9 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
         bad = FindNonFiniteGradient(args.gradient, &largest);
       }
       if (bad) {
-        valid = absl::InvalidArgumentError(absl::StrCat(
-            "gradient value for key ", keys_.begin + bad->first, " is ",
-            bad->second, "; gradients must be finite"));
+        valid = absl::InvalidArgumentError(
+            absl::StrCat("gradient value for key ", keys_.begin + bad->first,
+                         " is ", bad->second, "; gradients must be finite"));
       } else if (!sync && !SurelyFinite(largest)) {
         // Finite gradients can still carry θ past the float range: when
         // the bound cannot rule it out, run the update on copies. A sync
@@ -568,7 +574,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     if (sync) {
       round_->Commit(args.worker_id, args.batch_size);
       result.outcome = MaybeCloseRound(Now()) ? PushOutcome::kApplied
-                                                    : PushOutcome::kAccepted;
+                                              : PushOutcome::kAccepted;
     } else {
       ApplyGradientBytes(args.gradient, args.batch_size);
       BoundAfterUpdate(largest, checked_exactly);
@@ -603,11 +609,12 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   }
   if (reason == nullptr && now - round_opened_ >= options_.round_timeout) {
     reason = &rounds_closed_by_timeout_;
-    spdlog::warn("shard {}: round {} closed by --round_timeout={} with {} "
-                 "gradients of {} live workers",
-                 options_.shard_index, version_,
-                 absl::FormatDuration(options_.round_timeout), received,
-                 members_.LiveWorkers().size());
+    spdlog::warn(
+        "shard {}: round {} closed by --round_timeout={} with {} "
+        "gradients of {} live workers",
+        options_.shard_index, version_,
+        absl::FormatDuration(options_.round_timeout), received,
+        members_.LiveWorkers().size());
   }
   if (reason == nullptr) return false;
   ++*reason;
@@ -629,11 +636,12 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   if (result) {
     // The round ends (no worker waits for it forever) but changes nothing:
     // a θ that overflowed would be checkpointed and block every restore.
-    spdlog::error("shard {}: round {}'s update would make the value of key "
-                  "{} {}, which is not finite; dropped its {} gradients, θ "
-                  "unchanged (is the learning rate too high?)",
-                  options_.shard_index, version_, keys_.begin + result->first,
-                  result->second, received);
+    spdlog::error(
+        "shard {}: round {}'s update would make the value of key "
+        "{} {}, which is not finite; dropped its {} gradients, θ "
+        "unchanged (is the learning rate too high?)",
+        options_.shard_index, version_, keys_.begin + result->first,
+        result->second, received);
     pushes_rejected_ += received;
     ++version_;
   } else {
@@ -743,8 +751,8 @@ void ParameterShard::BoundAfterUpdate(double largest, bool exact) {
   const common::UpdateOptions& u = options_.update;
   const double keep = std::max(
       1.0, std::fabs(1.0 - static_cast<double>(u.learning_rate) * u.l2));
-  theta_bound_ = keep * theta_bound_ + static_cast<double>(u.learning_rate) *
-                                           largest;
+  theta_bound_ =
+      keep * theta_bound_ + static_cast<double>(u.learning_rate) * largest;
 }
 
 std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteResult(
@@ -765,8 +773,7 @@ std::optional<std::pair<size_t, float>> ParameterShard::FindNonFiniteResult(
       absl::Span<float> theta = absl::MakeSpan(trial_theta_).first(n);
       read(gradient);
       std::copy_n(theta_.begin() + offset + done, n, theta.begin());
-      common::ApplyUpdate(options_.update, segment.regularize, gradient,
-                          theta);
+      common::ApplyUpdate(options_.update, segment.regularize, gradient, theta);
       if (auto at = common::FindNonFinite(theta)) {
         return std::make_pair(offset + done + *at, theta[*at]);
       }
@@ -779,8 +786,7 @@ std::vector<ParameterShard::Completion> ParameterShard::TakeSatisfiedPulls() {
   std::vector<Completion> satisfied;
   for (auto it = parked_.begin(); it != parked_.end();) {
     if (Satisfied(it->second.args)) {
-      satisfied.emplace_back(std::move(it->second.done),
-                             Read(it->second.args));
+      satisfied.emplace_back(std::move(it->second.done), Read(it->second.args));
       parked_.erase(it++);
     } else {
       ++it;
@@ -856,15 +862,15 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       !valid.ok()) {
     return valid;
   }
-  const KeyRange keys = common::BalancedPart(common::NumKeys(saved.tensors),
-                                             options_.num_shards,
-                                             options_.shard_index);
+  const KeyRange keys =
+      common::BalancedPart(common::NumKeys(saved.tensors), options_.num_shards,
+                           options_.shard_index);
   if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
   if (saved.keys != keys || saved.values.size() != keys.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the checkpoint holds keys ", saved.keys.ToString(), " but shard ",
-        options_.shard_index, " of ", options_.num_shards, " owns ",
-        keys.ToString()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the checkpoint holds keys ", saved.keys.ToString(),
+                     " but shard ", options_.shard_index, " of ",
+                     options_.num_shards, " owns ", keys.ToString()));
   }
   if (auto bad = common::FindNonFinite(saved.values)) {
     return absl::DataLossError(absl::StrCat(
@@ -872,13 +878,13 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
   }
   const std::string mode(ConsistencyModeName(options_.mode));
   if (saved.mode != options_.mode) {
-    spdlog::warn("shard {}: the checkpoint was written in {} mode; going on "
-                 "in {} mode",
-                 options_.shard_index,
-                 saved.mode.has_value()
-                     ? std::string(ConsistencyModeName(*saved.mode))
-                     : "no",
-                 mode);
+    spdlog::warn(
+        "shard {}: the checkpoint was written in {} mode; going on "
+        "in {} mode",
+        options_.shard_index,
+        saved.mode.has_value() ? std::string(ConsistencyModeName(*saved.mode))
+                               : "no",
+        mode);
   }
   const bool same_layout = saved.num_shards == options_.num_shards &&
                            saved.shard_index == options_.shard_index &&
@@ -888,10 +894,10 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
   // leaves the shard as fresh as it was.
   for (const common::WorkerRecord& w : saved.workers) {
     if (w.worker_id >= members_.max_workers()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the checkpoint knows worker ", w.worker_id,
-          " but this server accepts worker ids 0 to ",
-          members_.max_workers() - 1, " (--max_workers)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the checkpoint knows worker ", w.worker_id,
+                       " but this server accepts worker ids 0 to ",
+                       members_.max_workers() - 1, " (--max_workers)"));
     }
   }
   for (const common::RoundGradient& g : saved.round) {
@@ -917,16 +923,18 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       round_->Commit(g.worker_id, g.batch_size);
     }
     if (!same_layout && !saved.round.empty()) {
-      spdlog::warn("shard {}: dropped the {} gradients of the open round: "
-                   "they were saved by shard {} of {}",
-                   options_.shard_index, saved.round.size(), saved.shard_index,
-                   saved.num_shards);
+      spdlog::warn(
+          "shard {}: dropped the {} gradients of the open round: "
+          "they were saved by shard {} of {}",
+          options_.shard_index, saved.round.size(), saved.shard_index,
+          saved.num_shards);
     }
   }
   if (options_.mode != ConsistencyMode::kSync && !saved.round.empty()) {
-    spdlog::warn("shard {}: dropped the {} gradients of the open sync round: "
-                 "this server runs in {} mode",
-                 options_.shard_index, saved.round.size(), mode);
+    spdlog::warn(
+        "shard {}: dropped the {} gradients of the open sync round: "
+        "this server runs in {} mode",
+        options_.shard_index, saved.round.size(), mode);
   }
   return absl::OkStatus();
 }

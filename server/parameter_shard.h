@@ -1,11 +1,11 @@
 #ifndef PS_SERVER_PARAMETER_SHARD_H_
 #define PS_SERVER_PARAMETER_SHARD_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
-#include <atomic>
 #include <utility>
 #include <vector>
 
@@ -106,7 +106,8 @@ struct RegisterResult {
 struct PullResult {
   uint64_t version = 0;
   uint64_t samples_applied = 0;
-  ConsistencyMode mode = ConsistencyMode::kSync;  // the shard's, told to workers
+  ConsistencyMode mode =
+      ConsistencyMode::kSync;  // the shard's, told to workers
   common::KeyRange keys;
   std::string values;  // float32 bytes
 };
@@ -204,9 +205,9 @@ class ParameterShard {
   // θ[keys] at once when the version reached min_version (or the error, for
   // a bad request). Otherwise, with an empty `done`, returns nullopt without
   // parking (a caller that answers at once when it can); else parks `done`
-  // under `ticket` and returns nullopt; `done` later runs on the thread whose push advances the version,
-  // or with DEADLINE_EXCEEDED at `expires` (see ExpirePulls), or with
-  // CANCELLED.
+  // under `ticket` and returns nullopt; `done` later runs on the thread whose
+  // push advances the version, or with DEADLINE_EXCEEDED at `expires` (see
+  // ExpirePulls), or with CANCELLED.
   std::optional<absl::StatusOr<PullResult>> Pull(const PullArgs& args,
                                                  absl::Time expires,
                                                  PullTicket ticket,
@@ -268,9 +269,8 @@ class ParameterShard {
   // Holds `theta` for `keys` of the model `tensors`, with an empty round
   // (sync) opened at `now`: the one way Init and Restore take a model.
   void DeclareModel(std::vector<common::TensorSpec> tensors,
-                    common::KeyRange keys,
-                    std::vector<float> theta, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+                    common::KeyRange keys, std::vector<float> theta,
+                    absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Applies `gradient` to the whole shard and advances the version.
   void ApplyGradient(absl::Span<const float> gradient, uint64_t samples)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -302,8 +302,7 @@ class ParameterShard {
   // Closes the open sync round if a rule says so; true when it did.
   bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Whether a pull may be answered now (version and SSP bound).
-  bool Satisfied(const PullArgs& args) const
-      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  bool Satisfied(const PullArgs& args) const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
   // Removes the parked pulls that can be answered now.
   std::vector<Completion> TakeSatisfiedPulls()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);

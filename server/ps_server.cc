@@ -23,8 +23,7 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
                            options.shard.shard_index, options.shard.num_shards);
     if (!checkpointer.ok()) return checkpointer.status();
     server->checkpointer_ = std::move(*checkpointer);
-    if (absl::Status restored = server->Restore(options);
-        !restored.ok()) {
+    if (absl::Status restored = server->Restore(options); !restored.ok()) {
       return restored;
     }
   }
@@ -45,8 +44,8 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   }
   if (server->checkpointer_ != nullptr &&
       options.checkpoint_every < absl::InfiniteDuration()) {
-    server->checkpoint_thread_ = std::thread(
-        [s = server.get(), every = options.checkpoint_every] {
+    server->checkpoint_thread_ =
+        std::thread([s = server.get(), every = options.checkpoint_every] {
           s->CheckpointLoop(every);
         });
   }
@@ -75,9 +74,10 @@ absl::Status PsServer::Restore(const ServerOptions& options) {
             "): start with the settings it was written with, or give "
             "--allow_config_change to go on under the new ones"));
       }
-      spdlog::warn("restoring under changed settings, as "
-                   "--allow_config_change says: {}",
-                   change);
+      spdlog::warn(
+          "restoring under changed settings, as "
+          "--allow_config_change says: {}",
+          change);
     }
   }
   if (restored.ok()) {
@@ -92,9 +92,10 @@ absl::Status PsServer::Restore(const ServerOptions& options) {
     }
   }
   if (options.allow_fresh_start) {
-    spdlog::error("cannot restore from {} ({}); starting with a fresh model "
-                  "as --allow_fresh_start says",
-                  checkpointer_->dir(), restored.ToString());
+    spdlog::error(
+        "cannot restore from {} ({}); starting with a fresh model "
+        "as --allow_fresh_start says",
+        checkpointer_->dir(), restored.ToString());
     return absl::OkStatus();
   }
   return absl::DataLossError(absl::StrCat(
@@ -114,7 +115,8 @@ void PsServer::CheckpointLoop(absl::Duration every) {
     absl::StatusOr<SavedCheckpoint> saved =
         checkpointer_->Save(*shard_, "periodic");
     if (!saved.ok()) {
-      spdlog::error("periodic checkpoint failed: {}", saved.status().ToString());
+      spdlog::error("periodic checkpoint failed: {}",
+                    saved.status().ToString());
       continue;
     }
     saved_version = saved->version;

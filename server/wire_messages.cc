@@ -89,10 +89,10 @@ absl::Status ParsePushPullRequest(const grpc::ByteBuffer* request,
                                   ReceivedPush* push,
                                   ps::v1::PullRequest* pull) {
   PushPullRequest fields;
-  if (!rpc::ParseApart(
-          TakeWire(request),
-          {PushPullRequest::kPushFieldNumber, PushRequest::kGradientFieldNumber},
-          &fields, &push->gradient)) {
+  if (!rpc::ParseApart(TakeWire(request),
+                       {PushPullRequest::kPushFieldNumber,
+                        PushRequest::kGradientFieldNumber},
+                       &fields, &push->gradient)) {
     return Malformed(fields);
   }
   push->fields = std::move(*fields.mutable_push());

@@ -15,43 +15,42 @@
 namespace ps {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::Not;
 using test_support::Field;
 using test_support::FreshDir;
 using test_support::ReadFile;
 using test_support::RunBinary;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr double kLeaseSeconds = 1;
 
 TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
   const std::string dir = FreshDir("chaos");
   const std::string scenario = dir + "/worker_kill.yaml";
-  ASSERT_TRUE(common::WriteFileAtomically(
-                  scenario,
-                  "cluster:\n"
-                  "  servers: 1\n"
-                  "  workers: 3\n"
-                  "  mode: sync\n"
-                  "  epochs: 2\n"
-                  "  eval_every: 0.2\n"
-                  "  lease_timeout: 1s\n"
-                  "  network: loopback\n"
-                  "poll_every: 100ms\n"
-                  "timeout: 3m\n"
-                  "faults:\n"
-                  "  - at: 0.2 epoch\n"
-                  "    rpc: worker 1\n"
-                  "    error: UNAVAILABLE:0.05\n"
-                  "    methods: [Push, Pull]\n"
-                  "    side: client\n"
-                  "  - at: 0.6 epoch\n"
-                  "    kill: worker 2\n")
+  ASSERT_TRUE(common::WriteFileAtomically(scenario,
+                                          "cluster:\n"
+                                          "  servers: 1\n"
+                                          "  workers: 3\n"
+                                          "  mode: sync\n"
+                                          "  epochs: 2\n"
+                                          "  eval_every: 0.2\n"
+                                          "  lease_timeout: 1s\n"
+                                          "  network: loopback\n"
+                                          "poll_every: 100ms\n"
+                                          "timeout: 3m\n"
+                                          "faults:\n"
+                                          "  - at: 0.2 epoch\n"
+                                          "    rpc: worker 1\n"
+                                          "    error: UNAVAILABLE:0.05\n"
+                                          "    methods: [Push, Pull]\n"
+                                          "    side: client\n"
+                                          "  - at: 0.6 epoch\n"
+                                          "    kill: worker 2\n")
                   .ok());
   const std::string out = dir + "/out";
-  test_support::Outcome run = RunBinary(
-      {"ps_chaos", "run", scenario, "--out", out, "--quiet"},
-      dir + "/ps_chaos.log", absl::Minutes(4));
+  test_support::Outcome run =
+      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
+                dir + "/ps_chaos.log", absl::Minutes(4));
   ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
 
   const std::string text = ReadFile(out + "/summary.json");

@@ -1,7 +1,7 @@
 // Checkpoints without a network: a shard's state saved and restored, onto
 // the same shard or onto a different number of shards, and every way a
 // checkpoint directory can be wrong.
-#include "server/checkpointer.h"
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -11,13 +11,12 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
 #include "common/key_range.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/checkpointer.h"
 #include "server/parameter_shard.h"
 #include "server/ps_server.h"
 
@@ -77,9 +76,8 @@ class ShardUnderTest {
     }
     const std::vector<float> all = InitialTheta();
     std::string bytes;
-    common::FloatsToBytes(absl::MakeConstSpan(all).subspan(keys_.begin,
-                                                           keys_.size()),
-                          &bytes);
+    common::FloatsToBytes(
+        absl::MakeConstSpan(all).subspan(keys_.begin, keys_.size()), &bytes);
     InitArgs args;
     args.tensors = Model();
     args.shard_index = options_.shard_index;
@@ -180,7 +178,8 @@ TEST(Checkpoint, SameShardRestoresEverythingIncludingTheOpenRound) {
   ASSERT_TRUE(before.Push(0, 1, 0, 1.0f).ok());
   ASSERT_TRUE(before.Push(1, 1, 0, 1.0f).ok());
   ASSERT_TRUE(before.Push(0, 2, 1, 3.0f).ok());  // round 1 stays open
-  absl::StatusOr<SavedCheckpoint> saved = Open(dir, 0, 1)->Save(before.shard(), "test");
+  absl::StatusOr<SavedCheckpoint> saved =
+      Open(dir, 0, 1)->Save(before.shard(), "test");
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(saved->version, 1u);
 
@@ -393,7 +392,8 @@ TEST(Checkpoint, ACorruptNewestFileFallsBackToThePreviousOne) {
   ASSERT_TRUE(checkpointer->Save(s.shard(), "test").ok());
   const std::vector<float> good = Values(s.shard());
   ASSERT_TRUE(s.Push(0, 2, 1, 1.0f).ok());
-  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
+  absl::StatusOr<SavedCheckpoint> newest =
+      checkpointer->Save(s.shard(), "test");
   ASSERT_TRUE(newest.ok());
   fs::resize_file(newest->path, fs::file_size(newest->path) - 3);
   checkpointer.reset();  // the server is gone; a new one starts
@@ -425,7 +425,8 @@ TEST(Checkpoint, ANewestFileWithANonFiniteValueFallsBackToThePreviousOne) {
   ASSERT_TRUE(checkpointer->Save(s.shard(), "test").ok());
   const std::vector<float> good = Values(s.shard());
   ASSERT_TRUE(s.Push(0, 2, 1, 1.0f).ok());
-  absl::StatusOr<SavedCheckpoint> newest = checkpointer->Save(s.shard(), "test");
+  absl::StatusOr<SavedCheckpoint> newest =
+      checkpointer->Save(s.shard(), "test");
   ASSERT_TRUE(newest.ok());
   absl::StatusOr<common::ThetaFile> file = common::ReadThetaFile(newest->path);
   ASSERT_TRUE(file.ok());
@@ -448,7 +449,8 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   std::vector<std::string> paths;
   for (uint64_t seq = 1; seq <= 4; ++seq) {
     ASSERT_TRUE(s.Push(0, seq, seq, 1.0f).ok());
-    absl::StatusOr<SavedCheckpoint> saved = checkpointer->Save(s.shard(), "test");
+    absl::StatusOr<SavedCheckpoint> saved =
+        checkpointer->Save(s.shard(), "test");
     ASSERT_TRUE(saved.ok());
     paths.push_back(saved->path);
   }
@@ -462,7 +464,8 @@ TEST(Checkpoint, KeepsTheNewestFilesOfItsOwnShardOnly) {
   // (seq 1 is the other layout's), and goes on across restarts.
   EXPECT_THAT(paths[0], HasSubstr("ckpt-00000002-shard-0-of-1"));
   ASSERT_TRUE(s.Push(0, 5, 5, 1.0f).ok());
-  absl::StatusOr<SavedCheckpoint> next = Open(dir, 0, 1)->Save(s.shard(), "test");
+  absl::StatusOr<SavedCheckpoint> next =
+      Open(dir, 0, 1)->Save(s.shard(), "test");
   ASSERT_TRUE(next.ok());
   EXPECT_THAT(next->path, HasSubstr("ckpt-00000006-shard-0-of-1"));
 }

@@ -121,12 +121,12 @@ bool SameBytes(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 TEST(Cluster, SyncTrainingIsBitForBitReproducibleAcrossShardCounts) {
-  const auto one = Train(1, 3, server::ConsistencyMode::kSync, "mlp",
-                         Regularized());
-  const auto three = Train(3, 3, server::ConsistencyMode::kSync, "mlp",
-                           Regularized());
-  const auto again = Train(3, 3, server::ConsistencyMode::kSync, "mlp",
-                           Regularized());
+  const auto one =
+      Train(1, 3, server::ConsistencyMode::kSync, "mlp", Regularized());
+  const auto three =
+      Train(3, 3, server::ConsistencyMode::kSync, "mlp", Regularized());
+  const auto again =
+      Train(3, 3, server::ConsistencyMode::kSync, "mlp", Regularized());
   ASSERT_FALSE(one.empty());
   EXPECT_TRUE(SameBytes(one, three));
   EXPECT_TRUE(SameBytes(three, again));
@@ -136,8 +136,8 @@ TEST(Cluster, SyncTrainingIsBitForBitReproducibleAcrossShardCounts) {
 }
 
 TEST(Cluster, SyncAndAsyncTrainingLearnTheSyntheticTask) {
-  for (auto mode : {server::ConsistencyMode::kSync,
-                    server::ConsistencyMode::kAsync}) {
+  for (auto mode :
+       {server::ConsistencyMode::kSync, server::ConsistencyMode::kAsync}) {
     double accuracy = 0;
     Train(2, 2, mode, "softmax", Regularized(), &accuracy);
     EXPECT_GT(accuracy, 0.95) << server::ConsistencyModeName(mode);
@@ -152,17 +152,21 @@ TEST(Cluster, RankZeroWaitsForAWorkerThatHasNotStartedYet) {
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE((*first)->Register().ok());
   ASSERT_TRUE((*first)->Leave().ok());
-  absl::Status early = (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
+  absl::Status early =
+      (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
   EXPECT_EQ(early.code(), absl::StatusCode::kDeadlineExceeded) << early;
   EXPECT_NE(early.message().find("1 of 2 workers never registered"),
-            std::string::npos) << early;
+            std::string::npos)
+      << early;
 
   auto second = worker::ParameterClient::Connect(ClientFor(cluster, 1));
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_TRUE((*second)->Register().ok());
-  absl::Status running = (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
+  absl::Status running =
+      (*first)->WaitForOtherWorkers(2, absl::Milliseconds(300));
   EXPECT_NE(running.message().find("1 workers are still live"),
-            std::string::npos) << running;
+            std::string::npos)
+      << running;
   ASSERT_TRUE((*second)->Leave().ok());
   EXPECT_TRUE((*first)->WaitForOtherWorkers(2, absl::Seconds(10)).ok());
 }
@@ -353,7 +357,8 @@ TEST_F(WireTest, BadRequestsGetTheRightStatusAndAReadableMessage) {
   EXPECT_EQ(cluster_.servers[0]->shard().Status().pushes_rejected, 6u);
 }
 
-TEST_F(WireTest, BytesThatAreNotTheMessageGetInvalidArgumentAndLeaveThetaAlone) {
+TEST_F(WireTest,
+       BytesThatAreNotTheMessageGetInvalidArgumentAndLeaveThetaAlone) {
   Init(16);
   rpc::RawUnaryCaller caller(rpc::CreateChannel(cluster_.addresses[0]));
   auto call = [&](const char* method, const std::string& bytes) {
@@ -370,10 +375,9 @@ TEST_F(WireTest, BytesThatAreNotTheMessageGetInvalidArgumentAndLeaveThetaAlone) 
   EXPECT_THAT(status.error_message(),
               HasSubstr("is not a valid ps.v1.PushPullRequest"));
   // Bytes that are no protobuf at all (a varint that never ends).
-  for (const char* method : {"/ps.v1.ParameterServer/PushPull",
-                             "/ps.v1.ParameterServer/Push",
-                             "/ps.v1.ParameterServer/Init",
-                             "/ps.v1.ParameterServer/Pull"}) {
+  for (const char* method :
+       {"/ps.v1.ParameterServer/PushPull", "/ps.v1.ParameterServer/Push",
+        "/ps.v1.ParameterServer/Init", "/ps.v1.ParameterServer/Pull"}) {
     status = call(method, std::string(64, '\xff'));
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << method;
@@ -404,8 +408,9 @@ TEST_F(WireTest, ARawCallEndsAtItsDeadlineToo) {
   grpc::ClientContext context;
   context.set_deadline(
       absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
-  EXPECT_EQ(caller.Call(&context, "/ps.v1.ParameterServer/Pull",
-                        rpc::Serialize(pull), &response)
+  EXPECT_EQ(caller
+                .Call(&context, "/ps.v1.ParameterServer/Pull",
+                      rpc::Serialize(pull), &response)
                 .error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
 }
@@ -442,8 +447,8 @@ TEST_F(WireTest, ASixteenMillionFloatModelTravelsInOneMessage) {
 TEST(Cluster, ARestartedWorkerRegistersWhateverItsNodesClockSays) {
   Cluster cluster = StartCluster(2, 1, server::ConsistencyMode::kAsync);
   worker::ClientOptions ahead = ClientFor(cluster, 0);
-  ahead.incarnation = static_cast<uint64_t>(
-      absl::ToUnixNanos(absl::Now() + absl::Hours(1)));
+  ahead.incarnation =
+      static_cast<uint64_t>(absl::ToUnixNanos(absl::Now() + absl::Hours(1)));
   auto previous = worker::ParameterClient::Connect(ahead);
   ASSERT_TRUE(previous.ok()) << previous.status();
   ASSERT_TRUE((*previous)->Register().ok());

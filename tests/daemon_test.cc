@@ -42,17 +42,17 @@ class LocalCluster : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LocalCluster, TrainsFashionMnistAndWritesOneJsonLinePerEvaluation) {
   const std::string dir = FreshDir(absl::StrCat("local_", GetParam()));
-  Outcome outcome = RunBinary({"ps_local", "--servers=2", "--workers=2",
-                         absl::StrCat("--mode=", GetParam()), "--model=softmax",
-                         "--epochs=1", "--eval_every=0.5",
-                         absl::StrCat("--out_dir=", dir)},
-                        dir + "/ps_local.out");
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=2", "--workers=2",
+       absl::StrCat("--mode=", GetParam()), "--model=softmax", "--epochs=1",
+       "--eval_every=0.5", absl::StrCat("--out_dir=", dir)},
+      dir + "/ps_local.out");
   ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("ps_local: done"));
   EXPECT_THAT(outcome.output, HasSubstr("test accuracy"));
 
-  std::vector<std::string> lines = absl::StrSplit(
-      ReadFile(dir + "/metrics.jsonl"), '\n', absl::SkipEmpty());
+  std::vector<std::string> lines =
+      absl::StrSplit(ReadFile(dir + "/metrics.jsonl"), '\n', absl::SkipEmpty());
   // Evaluations at 0.5 epochs and the final one.
   ASSERT_GE(lines.size(), 2u);
   double previous_time = -1;
@@ -81,10 +81,10 @@ INSTANTIATE_TEST_SUITE_P(Modes, LocalCluster,
 
 TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   const std::string dir = FreshDir("bad_data");
-  Outcome outcome = RunBinary({"ps_local", "--servers=1", "--workers=2",
-                         "--data_dir=/nonexistent/fashion",
-                         absl::StrCat("--out_dir=", dir)},
-                        dir + "/ps_local.out", absl::Seconds(60));
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=1", "--workers=2",
+       "--data_dir=/nonexistent/fashion", absl::StrCat("--out_dir=", dir)},
+      dir + "/ps_local.out", absl::Seconds(60));
   EXPECT_TRUE(ExitedWith(outcome, 1)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("worker"));
   EXPECT_THAT(outcome.output, HasSubstr("/nonexistent/fashion"));
@@ -105,8 +105,8 @@ TEST(LocalClusterWorkerCommand, RanksOfARangeRunTheCommandAndTheJobTrains) {
   const std::string record = dir + "/record.txt";
   setenv("PYTHONPATH", "/inherited", 1);
   Outcome outcome = RunBinary(
-      {"ps_local", "--servers=1", "--workers=2", "--epochs=1",
-       "--eval_every=1", absl::StrCat("--out_dir=", dir),
+      {"ps_local", "--servers=1", "--workers=2", "--epochs=1", "--eval_every=1",
+       absl::StrCat("--out_dir=", dir),
        absl::StrCat("--worker_command=1-1:", RecordingWorker(record))},
       dir + "/ps_local.out");
   unsetenv("PYTHONPATH");
@@ -116,7 +116,9 @@ TEST(LocalClusterWorkerCommand, RanksOfARangeRunTheCommandAndTheJobTrains) {
       absl::StrSplit(ReadFile(record), '\n', absl::SkipEmpty());
   ASSERT_EQ(runs.size(), 1u) << ReadFile(record);
   const std::string build_python =
-      std::filesystem::path(BinDir() + "/../python").lexically_normal().string();
+      std::filesystem::path(BinDir() + "/../python")
+          .lexically_normal()
+          .string();
   EXPECT_THAT(runs[0], HasSubstr(absl::StrCat("PYTHONPATH=", build_python,
                                               ":/inherited argv=")));
   EXPECT_THAT(runs[0], HasSubstr("--servers=127.0.0.1:"));
@@ -127,11 +129,11 @@ TEST(LocalClusterWorkerCommand, RanksOfARangeRunTheCommandAndTheJobTrains) {
 TEST(LocalClusterWorkerCommand, ACommandWithoutRanksRunsForEveryRank) {
   const std::string dir = FreshDir("worker_command_all");
   const std::string record = dir + "/record.txt";
-  Outcome outcome = RunBinary(
-      {"ps_local", "--servers=1", "--workers=2", "--epochs=1",
-       "--eval_every=1", absl::StrCat("--out_dir=", dir),
-       absl::StrCat("--worker_command=", RecordingWorker(record))},
-      dir + "/ps_local.out");
+  Outcome outcome =
+      RunBinary({"ps_local", "--servers=1", "--workers=2", "--epochs=1",
+                 "--eval_every=1", absl::StrCat("--out_dir=", dir),
+                 absl::StrCat("--worker_command=", RecordingWorker(record))},
+                dir + "/ps_local.out");
   ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
   const std::string runs = ReadFile(record);
   EXPECT_THAT(runs, HasSubstr(" --rank=0 "));
@@ -182,7 +184,8 @@ pid_t FindProcess(const std::string& needle) {
   return found;
 }
 
-TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging) {
+TEST(LocalClusterFaults,
+     AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging) {
   const std::string dir = FreshDir("kill_server");
   std::vector<std::string> argv = {absl::StrCat(BinDir(), "/ps_local"),
                                    "--servers=2", "--workers=2", "--epochs=50",
@@ -190,8 +193,9 @@ TEST(LocalClusterFaults, AKilledServerMakesPsLocalNameItAndExitInsteadOfHanging)
   auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
   ASSERT_TRUE(process.ok());
   // Wait until training is under way, then kill -9 server 1.
-  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
-                        absl::Seconds(120)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+                absl::Seconds(120)));
   const pid_t server = FindProcess(absl::StrCat(dir, "/server-1.port"));
   ASSERT_GT(server, 0);
   ASSERT_EQ(kill(server, SIGKILL), 0);
@@ -212,8 +216,9 @@ TEST(LocalClusterFaults, CtrlCStopsEveryProcessAndFails) {
                                    absl::StrCat("--out_dir=", dir)};
   auto process = common::Subprocess::Spawn(argv, dir + "/ps_local.out");
   ASSERT_TRUE(process.ok());
-  ASSERT_TRUE(WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
-                        absl::Seconds(120)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return !ReadFile(dir + "/metrics.jsonl").empty(); },
+                absl::Seconds(120)));
   process->Signal(SIGINT);
   std::optional<int> status = process->WaitFor(absl::Seconds(30));
   ASSERT_TRUE(status.has_value()) << "ps_local did not stop on SIGINT";
@@ -235,7 +240,8 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--mode=async", "--staleness=2"}, "staleness"},
       {{"ps_server", "--shard_index=2", "--num_shards=2"}, "shard_index 2"},
       {{"ps_server", "--lr=0"}, "learning rate"},
-      {{"ps_server", "--clip_min=1", "--clip_max=0"}, "box constraint is empty"},
+      {{"ps_server", "--clip_min=1", "--clip_max=0"},
+       "box constraint is empty"},
       {{"ps_server", "--listen=not-an-address"}, "cannot listen"},
       {{"ps_worker"}, "--servers is required"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--model=cnn"}, "unknown model"},
@@ -249,9 +255,10 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_local", "--servers=0"}, "--servers must be"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    Outcome outcome = RunBinary(cases[i].argv, absl::StrCat(dir, "/", i, ".out"),
-                          absl::Seconds(60));
-    EXPECT_TRUE(ExitedWith(outcome, 2)) << cases[i].argv[0] << " " << outcome.output;
+    Outcome outcome = RunBinary(
+        cases[i].argv, absl::StrCat(dir, "/", i, ".out"), absl::Seconds(60));
+    EXPECT_TRUE(ExitedWith(outcome, 2))
+        << cases[i].argv[0] << " " << outcome.output;
     EXPECT_THAT(outcome.output, HasSubstr(cases[i].says));
     EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
         << outcome.output;
@@ -262,10 +269,9 @@ TEST(Daemons, AWorkerFacingAnUnreachableServerGivesUpInTimeWithAClearLine) {
   const std::string dir = FreshDir("unreachable");
   // Port 9 (discard): nothing listens on it on these machines.
   const absl::Time start = absl::Now();
-  Outcome outcome = RunBinary(
-      {"ps_worker", "--servers=127.0.0.1:9", "--max_retry_time=2s",
-       "--rpc_deadline=500ms"},
-      dir + "/worker.out", absl::Seconds(60));
+  Outcome outcome = RunBinary({"ps_worker", "--servers=127.0.0.1:9",
+                               "--max_retry_time=2s", "--rpc_deadline=500ms"},
+                              dir + "/worker.out", absl::Seconds(60));
   const absl::Duration took = absl::Now() - start;
   EXPECT_FALSE(ExitedWith(outcome, 0)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("127.0.0.1:9"));
@@ -281,7 +287,8 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
   // that names the server only later.
   const std::string dir = FreshDir("late_name");
   const std::string hosts = dir + "/hosts";
-  ASSERT_EQ(std::system(absl::StrCat("cp /etc/hosts '", hosts, "'").c_str()), 0);
+  ASSERT_EQ(std::system(absl::StrCat("cp /etc/hosts '", hosts, "'").c_str()),
+            0);
   absl::StatusOr<common::Subprocess> server = common::Subprocess::Spawn(
       {BinDir() + "/ps_server", "--listen=127.0.0.1:0",
        absl::StrCat("--port_file=", dir, "/port"), "--mode=async"},
@@ -291,8 +298,8 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
   absl::StatusOr<common::Subprocess> worker = common::Subprocess::Spawn(
       {"/usr/bin/unshare", "--user", "--map-root-user", "--mount", "/bin/sh",
        "-c",
-       absl::StrCat("mount --bind '", hosts, "' /etc/hosts && exec '",
-                    BinDir(), "/ps_worker' --servers=ps-late-server:",
+       absl::StrCat("mount --bind '", hosts, "' /etc/hosts && exec '", BinDir(),
+                    "/ps_worker' --servers=ps-late-server:",
                     ReadFile(dir + "/port"), " --epochs=1 --eval_every=1")},
       dir + "/worker.log");
   ASSERT_TRUE(worker.ok()) << worker.status();
@@ -314,12 +321,14 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
   std::ofstream(hosts, std::ios::app) << "127.0.0.1 ps-late-server\n";
   const absl::Time named = absl::Now();
   WaitUntil([&] {
-    return ReadFile(dir + "/worker.log").find("steps of") != std::string::npos ||
+    return ReadFile(dir + "/worker.log").find("steps of") !=
+               std::string::npos ||
            !worker->running();
   });
   // Not a speed test: gRPC's own retries of the name were about 6.5 s apart
   // by now (1, 1.6, 2.6, 4.1, 6.5 s), ours are at most 1 s apart.
-  EXPECT_LT(absl::Now() - named, absl::Seconds(3)) << ReadFile(dir + "/worker.log");
+  EXPECT_LT(absl::Now() - named, absl::Seconds(3))
+      << ReadFile(dir + "/worker.log");
   const std::optional<int> exit = worker->WaitFor(absl::Seconds(60));
   ASSERT_TRUE(exit.has_value());
   EXPECT_TRUE(common::ExitedCleanly(*exit)) << ReadFile(dir + "/worker.log");
@@ -356,9 +365,9 @@ TEST(Daemons, CorruptDataStopsTheWorkerWithAClearLine) {
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string dir = FreshDir(absl::StrCat("corrupt", i));
     CopyDataReplacing(dir, "t10k-labels-idx1-ubyte.gz", cases[i].first);
-    Outcome outcome =
-        RunBinary({"ps_worker", "--servers=127.0.0.1:1", absl::StrCat("--data_dir=", dir)},
-            dir + "/worker.out", absl::Seconds(60));
+    Outcome outcome = RunBinary({"ps_worker", "--servers=127.0.0.1:1",
+                                 absl::StrCat("--data_dir=", dir)},
+                                dir + "/worker.out", absl::Seconds(60));
     EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
     EXPECT_THAT(outcome.output, HasSubstr("cannot load the training data"));
     EXPECT_THAT(outcome.output, HasSubstr(cases[i].second));

@@ -25,7 +25,8 @@ TEST(DeployFiles, AFlagIsReadFromItsFlagfilesThenTheArgsTheLastWinning) {
   EXPECT_EQ(FlagValue(c, "num_shards"), "");
 }
 
-TEST(DeployFiles, EveryNameOfAServerMapsToOneLoopbackPortAndStrangersAreRefused) {
+TEST(DeployFiles,
+     EveryNameOfAServerMapsToOneLoopbackPortAndStrangersAreRefused) {
   DeployJob job;
   Container server;
   server.dns_names = {"ps-server-0.ps-server", "ps-server-0"};
@@ -36,15 +37,17 @@ TEST(DeployFiles, EveryNameOfAServerMapsToOneLoopbackPortAndStrangersAreRefused)
   ASSERT_TRUE(outside.ok()) << outside.status();
   EXPECT_THAT(*outside, StartsWith("--servers=127.0.0.1:"));
   // The server itself listens where the others reach it.
-  absl::StatusOr<std::string> inside = network.Rewrite("--listen=0.0.0.0:50051", 0);
+  absl::StatusOr<std::string> inside =
+      network.Rewrite("--listen=0.0.0.0:50051", 0);
   ASSERT_TRUE(inside.ok()) << inside.status();
-  EXPECT_EQ(inside->substr(inside->find(':')), outside->substr(outside->find(':')));
+  EXPECT_EQ(inside->substr(inside->find(':')),
+            outside->substr(outside->find(':')));
   EXPECT_FALSE(network.Rewrite("--servers=elsewhere:50051", -1).ok());
 }
 
 TEST(DeployFiles, TheComposeFileDefinesTwoServersAndTwoWorkers) {
-  absl::StatusOr<DeployJob> job =
-      ComposeJob(absl::StrCat(PS_SOURCE_DIR, "/deploy/compose/docker-compose.yml"));
+  absl::StatusOr<DeployJob> job = ComposeJob(
+      absl::StrCat(PS_SOURCE_DIR, "/deploy/compose/docker-compose.yml"));
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->servers.size(), 2u);
   EXPECT_EQ(job->workers.size(), 2u);

@@ -90,7 +90,8 @@ class JobRunner {
       servers_.push_back(std::move(*server));
     }
     for (size_t i = 0; i < job_.servers.size(); ++i) {
-      if (absl::Status healthy = WaitHealthy(i, absl::Seconds(60)); !healthy.ok()) {
+      if (absl::Status healthy = WaitHealthy(i, absl::Seconds(60));
+          !healthy.ok()) {
         return healthy;
       }
     }
@@ -107,28 +108,33 @@ class JobRunner {
     }
     const absl::Time give_up = absl::Now() + absl::Seconds(600);
     for (size_t i = 0; i < workers.size(); ++i) {
-      const absl::Duration left = std::max(give_up - absl::Now(), absl::ZeroDuration());
+      const absl::Duration left =
+          std::max(give_up - absl::Now(), absl::ZeroDuration());
       std::optional<int> status = workers[i].WaitFor(left);
       if (!status || !common::ExitedCleanly(*status)) {
-        return Failed(job_.workers[i],
-                      status ? common::DescribeWaitStatus(*status)
-                             : "did not finish in time");
+        return Failed(job_.workers[i], status
+                                           ? common::DescribeWaitStatus(*status)
+                                           : "did not finish in time");
       }
     }
     for (size_t i = 0; i < job_.servers.size(); ++i) {
-      if (absl::Status healthy = WaitHealthy(i, absl::Seconds(10)); !healthy.ok()) {
+      if (absl::Status healthy = WaitHealthy(i, absl::Seconds(10));
+          !healthy.ok()) {
         return healthy;
       }
       const int status = servers_[i].Stop(absl::Seconds(30));
       if (!common::ExitedCleanly(status)) {
-        return Failed(job_.servers[i], absl::StrCat(
-            common::DescribeWaitStatus(status), " on SIGTERM"));
+        return Failed(
+            job_.servers[i],
+            absl::StrCat(common::DescribeWaitStatus(status), " on SIGTERM"));
       }
       // With checkpoints on, SIGTERM leaves one in the mounted volume.
       const Container& c = job_.servers[i];
-      const std::string checkpoints = MapVolumes(c, FlagValue(c, "checkpoint_dir"));
+      const std::string checkpoints =
+          MapVolumes(c, FlagValue(c, "checkpoint_dir"));
       std::error_code error;
-      if (!checkpoints.empty() && std::filesystem::is_empty(checkpoints, error)) {
+      if (!checkpoints.empty() &&
+          std::filesystem::is_empty(checkpoints, error)) {
         return Failed(c, absl::StrCat("left no checkpoint in ", checkpoints,
                                       " on SIGTERM"));
       }
@@ -147,8 +153,9 @@ class JobRunner {
           FlagValue(c, "num_workers") != workers) {
         return absl::InvalidArgumentError(absl::StrCat(
             c.name, " has --num_shards=", FlagValue(c, "num_shards"),
-            " --num_workers=", FlagValue(c, "num_workers"), " but the file runs ",
-            servers, " servers and ", workers, " workers"));
+            " --num_workers=", FlagValue(c, "num_workers"),
+            " but the file runs ", servers, " servers and ", workers,
+            " workers"));
       }
     }
     for (const Container& c : job_.workers) {
@@ -165,12 +172,14 @@ class JobRunner {
     return absl::OkStatus();
   }
 
-  std::string LogPath(const Container& c) { return absl::StrCat(dir_, "/", c.name, ".log"); }
+  std::string LogPath(const Container& c) {
+    return absl::StrCat(dir_, "/", c.name, ".log");
+  }
 
   absl::Status Failed(const Container& c, const std::string& what) {
-    return absl::AbortedError(absl::StrCat(
-        c.name, " (", absl::StrJoin(c.argv, " "), ") ", what, "; its log ends:\n",
-        LastLines(LogPath(c), 15)));
+    return absl::AbortedError(
+        absl::StrCat(c.name, " (", absl::StrJoin(c.argv, " "), ") ", what,
+                     "; its log ends:\n", LastLines(LogPath(c), 15)));
   }
 
   // `text` with the container's volume mount paths replaced by our
@@ -188,18 +197,20 @@ class JobRunner {
   // The container's command line with loopback addresses, its flagfiles
   // written (rewritten the same way) where our copies live, and its
   // environment set through env(1).
-  absl::StatusOr<common::Subprocess> Start(const Container& c, int self,
-                                           const std::vector<std::string>& extra) {
+  absl::StatusOr<common::Subprocess> Start(
+      const Container& c, int self, const std::vector<std::string>& extra) {
     std::vector<std::string> argv = {"/usr/bin/env"};
-    for (const auto& [name, value] : c.env) argv.push_back(absl::StrCat(name, "=", value));
+    for (const auto& [name, value] : c.env)
+      argv.push_back(absl::StrCat(name, "=", value));
     const std::string ordinal = c.hostname.substr(c.hostname.rfind('-') + 1);
     if (Program(c) == "ps_server" && !c.hostname.empty()) {
       if (set_hostname_) {
         // ps_server reads its shard index from the hostname, as in the pod
         // or the compose container: give it that hostname in a UTS
         // namespace of its own.
-        for (const char* arg : {"unshare", "--user", "--map-root-user", "--uts",
-                                "/bin/sh", "-c", "hostname \"$0\" && exec \"$@\""}) {
+        for (const char* arg :
+             {"unshare", "--user", "--map-root-user", "--uts", "/bin/sh", "-c",
+              "hostname \"$0\" && exec \"$@\""}) {
           argv.push_back(arg);
         }
         argv.push_back(c.hostname);
@@ -268,14 +279,15 @@ class JobRunner {
                                         " before its health check passed"));
         }
         std::remove(log.c_str());
-        absl::StatusOr<common::Subprocess> probe = common::Subprocess::Spawn(argv, log);
+        absl::StatusOr<common::Subprocess> probe =
+            common::Subprocess::Spawn(argv, log);
         if (!probe.ok()) return probe.status();
         std::optional<int> status = probe->WaitFor(absl::Seconds(20));
         if (status && common::ExitedCleanly(*status)) break;
         if (absl::Now() > give_up) {
-          return absl::DeadlineExceededError(absl::StrCat(
-              c.name, ": health check `", absl::StrJoin(argv, " "),
-              "` still fails: ", ReadFile(log)));
+          return absl::DeadlineExceededError(
+              absl::StrCat(c.name, ": health check `", absl::StrJoin(argv, " "),
+                           "` still fails: ", ReadFile(log)));
         }
         absl::SleepFor(absl::Milliseconds(200));
       }
@@ -326,7 +338,8 @@ TEST(DeployFiles, AFlagADaemonDoesNotKnowFailsTheLaunchAndIsNamed) {
   ASSERT_TRUE(job.ok()) << job.status();
   // As if the ConfigMap's server.flags had a typo.
   job->servers[0].files["/etc/ps/server.flags"] += "--lerning_rate=0.1\n";
-  absl::Status ran = JobRunner(*std::move(job), TempDir("deploy_bad_flag")).Run();
+  absl::Status ran =
+      JobRunner(*std::move(job), TempDir("deploy_bad_flag")).Run();
   EXPECT_FALSE(ran.ok());
   EXPECT_THAT(std::string(ran.message()),
               HasSubstr("Unknown command line flag 'lerning_rate'"));

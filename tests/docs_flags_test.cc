@@ -113,8 +113,7 @@ TEST_P(FlagDocs, EveryFlagOfTheBinaryIsDocumentedAndEveryDocumentedFlagExists) {
   const std::set<std::string> documented =
       DocumentedFlags(Section(d.doc, d.marker));
   EXPECT_THAT(Minus(defined, documented), ::testing::IsEmpty())
-      << d.binary << " flags missing from " << d.doc << " (" << d.marker
-      << ")";
+      << d.binary << " flags missing from " << d.doc << " (" << d.marker << ")";
   EXPECT_THAT(Minus(documented, defined), ::testing::IsEmpty())
       << d.doc << " (" << d.marker << ") documents flags " << d.binary
       << " does not have";
@@ -122,18 +121,18 @@ TEST_P(FlagDocs, EveryFlagOfTheBinaryIsDocumentedAndEveryDocumentedFlagExists) {
 
 INSTANTIATE_TEST_SUITE_P(
     Binaries, FlagDocs,
-    ::testing::Values(
-        FlagDoc{"ps_local", "deploy/local/ps_local.cc", "README.md",
-                "`ps_local` (the launcher):"},
-        FlagDoc{"ps_server", "server/main.cc", "README.md",
-                "`ps_server`: `--listen`"},
-        FlagDoc{"ps_worker", "worker/main.cc", "README.md",
-                "`ps_worker`: `--servers"},
-        FlagDoc{"psctl", "tools/psctl.cc", "README.md", "`psctl` flags:"},
-        FlagDoc{"ps_chaos", "tools/chaos/ps_chaos.cc", "README.md",
-                "`ps_chaos` flags:"},
-        FlagDoc{"ps_bench", "bench/ps_bench.cc", "bench/README.md",
-                "`ps_bench` flags"}),
+    ::testing::Values(FlagDoc{"ps_local", "deploy/local/ps_local.cc",
+                              "README.md", "`ps_local` (the launcher):"},
+                      FlagDoc{"ps_server", "server/main.cc", "README.md",
+                              "`ps_server`: `--listen`"},
+                      FlagDoc{"ps_worker", "worker/main.cc", "README.md",
+                              "`ps_worker`: `--servers"},
+                      FlagDoc{"psctl", "tools/psctl.cc", "README.md",
+                              "`psctl` flags:"},
+                      FlagDoc{"ps_chaos", "tools/chaos/ps_chaos.cc",
+                              "README.md", "`ps_chaos` flags:"},
+                      FlagDoc{"ps_bench", "bench/ps_bench.cc",
+                              "bench/README.md", "`ps_bench` flags"}),
     [](const ::testing::TestParamInfo<FlagDoc>& info) {
       return info.param.binary;
     });
@@ -144,18 +143,17 @@ TEST(DeployDocs, EveryFlagInTheFlagfileTablesExists) {
   struct Table {
     std::string binary, main_file, marker;
   };
-  for (const Table& t :
-       {Table{"ps_server", "server/main.cc",
-              "`server.flags`, read by every `ps_server`:"},
-        Table{"ps_worker", "worker/main.cc",
-              "`worker.flags`, read by every `ps_worker`:"}}) {
+  for (const Table& t : {Table{"ps_server", "server/main.cc",
+                               "`server.flags`, read by every `ps_server`:"},
+                         Table{"ps_worker", "worker/main.cc",
+                               "`worker.flags`, read by every `ps_worker`:"}}) {
     const std::set<std::string> documented =
         DocumentedFlags(Section("deploy/README.md", t.marker));
     EXPECT_FALSE(documented.empty()) << t.marker;
     EXPECT_THAT(Minus(documented, OwnFlags(t.binary, t.main_file)),
                 ::testing::IsEmpty())
-        << "deploy/README.md (" << t.marker << ") documents flags "
-        << t.binary << " does not have";
+        << "deploy/README.md (" << t.marker << ") documents flags " << t.binary
+        << " does not have";
   }
 }
 

@@ -20,10 +20,9 @@ TEST(ErrorInfo, AReasonSurvivesTheTripThroughGrpc) {
   const absl::Status received = rpc::FromGrpcStatus(on_the_wire);
   EXPECT_EQ(received.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(received.message(), "worker 3 let its lease expire");
-  EXPECT_TRUE(
-      common::HasErrorReason(received, common::kRegistrationRequired));
-  const common::ErrorInfo expected{common::kRegistrationRequired, "ps.v1",
-                                   {{"shard", "2"}}};
+  EXPECT_TRUE(common::HasErrorReason(received, common::kRegistrationRequired));
+  const common::ErrorInfo expected{
+      common::kRegistrationRequired, "ps.v1", {{"shard", "2"}}};
   EXPECT_EQ(common::GetErrorInfo(received), expected);
 }
 
@@ -48,16 +47,16 @@ TEST(ErrorInfo, AMessageThatMentionsRegistrationIsNotAReason) {
   const absl::Status worded =
       absl::FailedPreconditionError("please re-register");
   EXPECT_FALSE(common::HasErrorReason(worded, common::kRegistrationRequired));
-  EXPECT_FALSE(common::HasErrorReason(
-      rpc::FromGrpcStatus(rpc::ToGrpcStatus(worded)),
-      common::kRegistrationRequired));
+  EXPECT_FALSE(
+      common::HasErrorReason(rpc::FromGrpcStatus(rpc::ToGrpcStatus(worded)),
+                             common::kRegistrationRequired));
   EXPECT_TRUE(rpc::ToGrpcStatus(worded).error_details().empty());
 }
 
 TEST(ErrorInfo, AnotherDomainsReasonIsNotOurs) {
-  const absl::Status foreign = common::WithErrorInfo(
-      absl::FailedPreconditionError("x"),
-      {common::kRegistrationRequired, "example.com", {}});
+  const absl::Status foreign =
+      common::WithErrorInfo(absl::FailedPreconditionError("x"),
+                            {common::kRegistrationRequired, "example.com", {}});
   EXPECT_FALSE(common::HasErrorReason(foreign, common::kRegistrationRequired));
 }
 

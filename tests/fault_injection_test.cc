@@ -22,9 +22,9 @@
 namespace ps {
 namespace {
 
-using ::testing::HasSubstr;
 using rpc::FaultDecision;
 using rpc::FaultSpec;
+using ::testing::HasSubstr;
 
 TEST(FaultSpec, ParsesEveryKeyAndFormatsBackToTheSameSpec) {
   absl::StatusOr<FaultSpec> spec = rpc::ParseFaultSpec(
@@ -48,7 +48,8 @@ TEST(FaultSpec, ParsesEveryKeyAndFormatsBackToTheSameSpec) {
 }
 
 TEST(FaultSpec, RejectsWhatItDoesNotUnderstandSayingWhat) {
-  for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [text, says] :
+       std::vector<std::pair<std::string, std::string>>{
            {"dorp=0.1", "unknown key 'dorp'"},
            {"drop=1.5", "not a probability"},
            {"error=NOPE:0.1", "not a gRPC status code"},
@@ -118,9 +119,11 @@ std::unique_ptr<server::PsServer> StartServer() {
 // A stub whose channel to `target` has only our client interceptor.
 std::unique_ptr<ps::v1::ParameterServer::Stub> StubThrough(
     rpc::FaultInjector* injector, const std::string& target) {
-  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
-  interceptors.push_back(rpc::MakeClientFaultInterceptorFactory(injector, target));
+  interceptors.push_back(
+      rpc::MakeClientFaultInterceptorFactory(injector, target));
   return ps::v1::ParameterServer::NewStub(
       grpc::experimental::CreateCustomChannelWithInterceptors(
           target, grpc::InsecureChannelCredentials(), grpc::ChannelArguments(),
@@ -156,8 +159,10 @@ TEST(ClientFaultInterceptor, FailsTheSameCallsForTheSameSeedOverRealGrpc) {
   ASSERT_NE(server, nullptr);
   const std::vector<std::string> first =
       Outcomes(server->port(), "seed=11,error=ABORTED:0.3", 120, 120);
-  EXPECT_EQ(Outcomes(server->port(), "seed=11,error=ABORTED:0.3", 120, 120), first);
-  EXPECT_NE(Outcomes(server->port(), "seed=12,error=ABORTED:0.3", 120, 120), first);
+  EXPECT_EQ(Outcomes(server->port(), "seed=11,error=ABORTED:0.3", 120, 120),
+            first);
+  EXPECT_NE(Outcomes(server->port(), "seed=12,error=ABORTED:0.3", 120, 120),
+            first);
   int failed = 0;
   for (const std::string& outcome : first) {
     if (outcome == "ok") continue;

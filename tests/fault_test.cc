@@ -30,7 +30,8 @@ const std::vector<std::string> kSyncServer = {"--mode=sync",
 
 TEST(Faults, SyncTrainingRidesThroughAWorkerKilledWithSigkill) {
   Job healthy("healthy", kSyncServer, 3, kWorkerFlags);
-  ASSERT_TRUE(healthy.Finishes(0) && healthy.Finishes(1) && healthy.Finishes(2));
+  ASSERT_TRUE(healthy.Finishes(0) && healthy.Finishes(1) &&
+              healthy.Finishes(2));
 
   Job job("sigkill", kSyncServer, 3, kWorkerFlags);
   ASSERT_TRUE(job.WaitForEpoch(0.9));  // about a third of the run
@@ -48,9 +49,8 @@ TEST(Faults, SyncTrainingRidesThroughAWorkerKilledWithSigkill) {
   EXPECT_NEAR(job.FinalAccuracy(), healthy.FinalAccuracy(), 0.015);
   EXPECT_THAT(job.Log("server"), HasSubstr("lease of worker 2"));
   EXPECT_EQ(job.Status().leases_expired(), 1u);
-  std::cout << "stall " << stall << " s; final accuracy "
-            << job.FinalAccuracy() << " vs " << healthy.FinalAccuracy()
-            << " without the fault\n";
+  std::cout << "stall " << stall << " s; final accuracy " << job.FinalAccuracy()
+            << " vs " << healthy.FinalAccuracy() << " without the fault\n";
 }
 
 TEST(Faults, AKilledWorkerRestartedLaterRejoinsAndTheJobFinishes) {
@@ -77,7 +77,8 @@ TEST(Faults, AKilledWorkerRestartedLaterRejoinsAndTheJobFinishes) {
   // The new process trained (its pushes are counted afresh) and resumed
   // where the old one stopped rather than from step 0.
   EXPECT_GT(status.workers(2).pushes(), 0u);
-  EXPECT_THAT(job.Log("worker-2"), ::testing::Not(HasSubstr("resuming at step 0")));
+  EXPECT_THAT(job.Log("worker-2"),
+              ::testing::Not(HasSubstr("resuming at step 0")));
   EXPECT_GT(pushes_before, 0u);
 }
 
@@ -103,7 +104,8 @@ TEST(Faults, ASigtermedWorkerLeavesAtOnceAndItsRestartResumesWhereItStopped) {
   EXPECT_TRUE(job.Finishes(1));
   EXPECT_TRUE(job.Finishes(2)) << job.Log("worker-2");
   EXPECT_THAT(job.Log("worker-2"), HasSubstr("rejoined the job"));
-  EXPECT_THAT(job.Log("worker-2"), ::testing::Not(HasSubstr("resuming at step 0")));
+  EXPECT_THAT(job.Log("worker-2"),
+              ::testing::Not(HasSubstr("resuming at step 0")));
   EXPECT_LT(job.LongestStepAfter(stopped_at), 1.0) << job.Log("server");
   EXPECT_EQ(job.Status().leases_expired(), 0u);
 }
@@ -180,9 +182,9 @@ TEST(Faults, WithAQuorumAPausedWorkerHoldsNobodyBackAndItsLatePushesAreStale) {
   const double stopped_at = Field(job.Metrics().back(), "epoch");
   const uint64_t rounds_at_stop = job.Status().version();
   // The other two kept closing rounds while it was stopped.
-  EXPECT_TRUE(test_support::WaitUntil(
-      [&] { return job.Status().version() > rounds_at_stop + 10; }))
-      << job.Log("server");
+  EXPECT_TRUE(test_support::WaitUntil([&] {
+    return job.Status().version() > rounds_at_stop + 10;
+  })) << job.Log("server");
   job.worker(2).Signal(SIGCONT);
   EXPECT_TRUE(job.Finishes(0));
   EXPECT_TRUE(job.Finishes(1));

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <fstream>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -32,14 +31,14 @@
 namespace ps {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::Not;
 using test_support::BinDir;
 using test_support::ExitedWith;
 using test_support::FreshDir;
 using test_support::Outcome;
 using test_support::ReadFile;
 using test_support::RunBinary;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 // S servers of one job as processes, each on a port of its own.
 class Servers {
@@ -119,10 +118,10 @@ TEST(FirstContact, ASecondServerOnABusyPortFailsAtStartUp) {
   const std::string dir = FreshDir("busy_port");
   Servers first(dir, 1, {});
   // The same port, as two servers left at the default --listen would be.
-  Outcome second = RunBinary({"ps_server",
-                              absl::StrCat("--listen=", first.address(0)),
-                              "--shard_index=1", "--num_shards=2"},
-                             dir + "/second.out", absl::Seconds(30));
+  Outcome second =
+      RunBinary({"ps_server", absl::StrCat("--listen=", first.address(0)),
+                 "--shard_index=1", "--num_shards=2"},
+                dir + "/second.out", absl::Seconds(30));
   EXPECT_TRUE(ExitedWith(second, 2)) << second.output;
   EXPECT_THAT(second.output, HasSubstr("the port is in use"));
   EXPECT_EQ(std::count(second.output.begin(), second.output.end(), '\n'), 1)
@@ -140,9 +139,9 @@ TEST(FirstContact, ARerunOfAFinishedJobExitsAtOnceWithoutTraining) {
                   {"--num_workers=2", "--mode=sync",
                    absl::StrCat("--checkpoint_dir=", checkpoints)});
   // Bounded retries: before the fix a rerun hung in its final pull.
-  const std::vector<std::string> flags = {
-      "--num_workers=2", "--epochs=1", "--eval_every=1",
-      "--rpc_deadline=2s", "--max_retry_time=5s"};
+  const std::vector<std::string> flags = {"--num_workers=2", "--epochs=1",
+                                          "--eval_every=1", "--rpc_deadline=2s",
+                                          "--max_retry_time=5s"};
   auto rank0 = StartWorker(dir + "/worker-0.log", servers.list(), 0, flags);
   auto rank1 = StartWorker(dir + "/worker-1.log", servers.list(), 1, flags);
   ASSERT_TRUE(FinishesCleanly(*rank0)) << ReadFile(dir + "/worker-0.log");
@@ -158,11 +157,10 @@ TEST(FirstContact, ARerunOfAFinishedJobExitsAtOnceWithoutTraining) {
 
   auto rerun = [&](const std::string& name) {
     const absl::Time start = absl::Now();
-    Outcome outcome =
-        RunBinary({"ps_worker", absl::StrCat("--servers=", servers.list()),
-                   "--rank=0", flags[0], flags[1], flags[2], flags[3],
-                   flags[4]},
-                  absl::StrCat(dir, "/", name, ".out"), absl::Seconds(60));
+    Outcome outcome = RunBinary(
+        {"ps_worker", absl::StrCat("--servers=", servers.list()), "--rank=0",
+         flags[0], flags[1], flags[2], flags[3], flags[4]},
+        absl::StrCat(dir, "/", name, ".out"), absl::Seconds(60));
     EXPECT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
     EXPECT_THAT(outcome.output,
                 HasSubstr("the job is already complete: workers 0 to 1 "
@@ -205,10 +203,10 @@ TEST(FirstContact, AWorkerWithTheServersOutOfOrderNeverCountsAsAMember) {
   EXPECT_THAT(wrong.output, HasSubstr("list the servers in shard order"));
   EXPECT_EQ(std::count(wrong.output.begin(), wrong.output.end(), '\n'), 1)
       << wrong.output;
-  Outcome short_list = RunBinary(
-      {"ps_worker", absl::StrCat("--servers=", servers.address(0)), "--rank=0",
-       flags[0], flags[1]},
-      dir + "/short.out", absl::Seconds(60));
+  Outcome short_list =
+      RunBinary({"ps_worker", absl::StrCat("--servers=", servers.address(0)),
+                 "--rank=0", flags[0], flags[1]},
+                dir + "/short.out", absl::Seconds(60));
   EXPECT_TRUE(ExitedWith(short_list, 2)) << short_list.output;
   EXPECT_THAT(short_list.output,
               HasSubstr("--servers lists 1 server but " + servers.address(0) +
@@ -220,14 +218,13 @@ TEST(FirstContact, AWorkerWithTheServersOutOfOrderNeverCountsAsAMember) {
   // The next, correct run: rank 1 first, alone until rank 0 registers. A
   // member left over from the failed start (its lease expired by now)
   // would let rank 1's rounds close without rank 0: more rounds than steps.
-  auto wait_for = [&](const std::function<bool(const ps::v1::StatusResponse&)>&
-                          condition) {
-    test_support::WaitUntil([&] { return condition(servers.Status(0)); },
-                            absl::Seconds(60));
-  };
-  wait_for([](const ps::v1::StatusResponse& s) {
-    return s.live_workers() == 0;
-  });
+  auto wait_for =
+      [&](const std::function<bool(const ps::v1::StatusResponse&)>& condition) {
+        test_support::WaitUntil([&] { return condition(servers.Status(0)); },
+                                absl::Seconds(60));
+      };
+  wait_for(
+      [](const ps::v1::StatusResponse& s) { return s.live_workers() == 0; });
   auto rank1 = StartWorker(dir + "/worker-1.log", servers.list(), 1, flags);
   // Until rank 1's first gradient is held for the round, or applied.
   wait_for([](const ps::v1::StatusResponse& s) {
@@ -255,11 +252,12 @@ std::string ModelFile(const std::string& path,
   return path;
 }
 
-TEST(FirstContact, InitFromTakesTheModelFromTheFileAndStatesAMismatchRightWayRound) {
+TEST(FirstContact,
+     InitFromTakesTheModelFromTheFileAndStatesAMismatchRightWayRound) {
   const std::string dir = FreshDir("init_from");
-  const std::string softmax =
-      ModelFile(dir + "/softmax.theta", {{"softmax/weights", {784, 10}, false},
-                                         {"softmax/bias", {10}, true}});
+  const std::string softmax = ModelFile(
+      dir + "/softmax.theta",
+      {{"softmax/weights", {784, 10}, false}, {"softmax/bias", {10}, true}});
   const std::string mlp =
       ModelFile(dir + "/mlp.theta", {{"mlp/fc1/weights", {784, 128}, false},
                                      {"mlp/fc1/bias", {128}, true},
@@ -276,10 +274,9 @@ TEST(FirstContact, InitFromTakesTheModelFromTheFileAndStatesAMismatchRightWayRou
   EXPECT_THAT(taken.output, HasSubstr("\"test_accuracy\":0.1000"));
 
   // The file holds softmax; mlp was asked for.
-  Outcome mismatch = RunBinary(
-      {"ps_worker", "--evaluate_only", "--model=mlp",
-       absl::StrCat("--init_from=", softmax)},
-      dir + "/mismatch.out", absl::Seconds(60));
+  Outcome mismatch = RunBinary({"ps_worker", "--evaluate_only", "--model=mlp",
+                                absl::StrCat("--init_from=", softmax)},
+                               dir + "/mismatch.out", absl::Seconds(60));
   EXPECT_TRUE(ExitedWith(mismatch, 2)) << mismatch.output;
   EXPECT_THAT(mismatch.output,
               HasSubstr("holds another model than --model=mlp: tensor #0 is "
@@ -305,8 +302,7 @@ TEST(FirstContact, PsctlStatusAsksEveryServerAtOnce) {
   const absl::Time start = absl::Now();
   Outcome outcome = RunBinary(
       {"psctl", "status", "--timeout=4s",
-       absl::StrCat("--servers=", live.address(0),
-                    ",127.0.0.1:1,127.0.0.1:9")},
+       absl::StrCat("--servers=", live.address(0), ",127.0.0.1:1,127.0.0.1:9")},
       dir + "/psctl.out", absl::Seconds(60));
   const absl::Duration took = absl::Now() - start;
   EXPECT_TRUE(ExitedWith(outcome, 1)) << outcome.output;
@@ -346,7 +342,8 @@ std::vector<std::string> Lines(const std::string& path) {
   return absl::StrSplit(ReadFile(path), '\n', absl::SkipEmpty());
 }
 
-TEST(FirstContact, ARestartedRankZeroCountsOnlyTheExamplesAppliedSinceItStarted) {
+TEST(FirstContact,
+     ARestartedRankZeroCountsOnlyTheExamplesAppliedSinceItStarted) {
   const std::string dir = FreshDir("restart_rate");
   Servers servers(dir, 2, {"--num_workers=2", "--mode=sync"});
   const std::string metrics = dir + "/metrics.jsonl";
@@ -413,13 +410,13 @@ TEST(FirstContact, StartUpErrorsExitTwoWithOneLineAndDurationsAskForAUnit) {
         cases[i].argv, absl::StrCat(dir, "/", i, ".out"), absl::Seconds(30));
     EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
     EXPECT_THAT(outcome.output, HasSubstr(cases[i].says));
-    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'),
-              1)
+    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
         << outcome.output;
   }
 }
 
-TEST(FirstContact, AWorkerSaysHowLongItTriedAndWarnsOfAnAttemptLongerThanItsRetries) {
+TEST(FirstContact,
+     AWorkerSaysHowLongItTriedAndWarnsOfAnAttemptLongerThanItsRetries) {
   const std::string dir = FreshDir("long_attempt");
   // A port that accepts connections and never speaks: an attempt lasts its
   // whole deadline.
@@ -431,18 +428,18 @@ TEST(FirstContact, AWorkerSaysHowLongItTriedAndWarnsOfAnAttemptLongerThanItsRetr
   socklen_t length = sizeof(address);
   ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
   ASSERT_EQ(listen(listener, 16), 0);
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address),
-                        &length),
-            0);
-  Outcome outcome = RunBinary(
-      {"ps_worker",
-       absl::StrCat("--servers=127.0.0.1:", ntohs(address.sin_port)),
-       "--rpc_deadline=3s", "--max_retry_time=1s"},
-      dir + "/worker.out", absl::Seconds(60));
+  ASSERT_EQ(
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  Outcome outcome =
+      RunBinary({"ps_worker",
+                 absl::StrCat("--servers=127.0.0.1:", ntohs(address.sin_port)),
+                 "--rpc_deadline=3s", "--max_retry_time=1s"},
+                dir + "/worker.out", absl::Seconds(60));
   close(listener);
   EXPECT_FALSE(ExitedWith(outcome, 0)) << outcome.output;
-  EXPECT_THAT(outcome.output,
-              HasSubstr("--rpc_deadline=3s is longer than --max_retry_time=1s"));
+  EXPECT_THAT(
+      outcome.output,
+      HasSubstr("--rpc_deadline=3s is longer than --max_retry_time=1s"));
   EXPECT_THAT(outcome.output, HasSubstr("failed after 1 attempt in 3"));
 }
 
@@ -466,13 +463,15 @@ TEST(FirstContact, CtrlCOnPsLocalStopsTheWorkersFirstAndSaysWhatHappened) {
                                 "servers; every process has ended cleanly"));
   for (int i = 0; i < 2; ++i) {
     // Each worker left the job while the servers still served it...
-    const std::string server = ReadFile(absl::StrCat(dir, "/server-", i, ".log"));
+    const std::string server =
+        ReadFile(absl::StrCat(dir, "/server-", i, ".log"));
     const size_t draining = server.find("draining");
     ASSERT_NE(draining, std::string::npos) << server;
     EXPECT_LT(server.find("worker 0 left"), draining) << server;
     EXPECT_LT(server.find("worker 1 left"), draining) << server;
     // ...and never found them gone.
-    const std::string worker = ReadFile(absl::StrCat(dir, "/worker-", i, ".log"));
+    const std::string worker =
+        ReadFile(absl::StrCat(dir, "/worker-", i, ".log"));
     EXPECT_THAT(worker, HasSubstr("left the job")) << worker;
     EXPECT_THAT(worker, Not(HasSubstr("retrying"))) << worker;
   }

@@ -22,11 +22,11 @@
 namespace ps {
 namespace {
 
-using ::testing::HasSubstr;
 using test_support::BinDir;
 using test_support::FreshDir;
 using test_support::ReadFile;
 using test_support::WaitForPortFile;
+using ::testing::HasSubstr;
 
 // The process's peak resident set (VmHWM), in bytes; -1 when unreadable.
 int64_t PeakRssBytes(pid_t pid) {
@@ -74,8 +74,8 @@ class Server {
 
 // An Init declaring one tensor of `elements` keys and carrying no values:
 // about 30 bytes on the wire.
-grpc::Status HostileInit(ps::v1::ParameterServer::Stub& stub,
-                         int64_t elements, absl::Duration* took) {
+grpc::Status HostileInit(ps::v1::ParameterServer::Stub& stub, int64_t elements,
+                         absl::Duration* took) {
   ps::v1::InitRequest request;
   request.set_num_shards(1);
   ps::v1::TensorSpec* tensor = request.add_tensors();
@@ -131,12 +131,11 @@ TEST(HostileInput, AShapeAboveTheKeyCapIsRefusedWithTheFlagNamed) {
 
 TEST(HostileInput, ASecondServerOnTheSameCheckpointsRefusesToStart) {
   const std::string checkpoints = FreshDir("two_servers_checkpoints");
-  Server first("two_servers",
-               {absl::StrCat("--checkpoint_dir=", checkpoints)});
-  test_support::Outcome second = test_support::RunBinary(
-      {"ps_server", "--listen=127.0.0.1:0",
-       absl::StrCat("--checkpoint_dir=", checkpoints)},
-      checkpoints + "/second.log", absl::Seconds(60));
+  Server first("two_servers", {absl::StrCat("--checkpoint_dir=", checkpoints)});
+  test_support::Outcome second =
+      test_support::RunBinary({"ps_server", "--listen=127.0.0.1:0",
+                               absl::StrCat("--checkpoint_dir=", checkpoints)},
+                              checkpoints + "/second.log", absl::Seconds(60));
   EXPECT_TRUE(test_support::ExitedWith(second, 2)) << second.output;
   EXPECT_THAT(second.output, HasSubstr("in use by another server"));
   EXPECT_THAT(second.output, HasSubstr(absl::StrCat("pid ", first.pid())));

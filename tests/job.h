@@ -3,6 +3,9 @@
 
 // A job of real ps_server and ps_worker processes on loopback, started as a
 // user would start them, for tests that kill, pause and restart them.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -11,12 +14,9 @@
 #include <string>
 #include <vector>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "common/json.h"
 #include "common/rpc/channel.h"
@@ -46,10 +46,10 @@ inline std::string ReadFile(const std::string& path) {
 inline std::string FreshDir(const std::string& name) {
   std::string dir =
       absl::StrCat(::testing::TempDir(), "/ps_", name, "_", getpid());
-  EXPECT_EQ(std::system(absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir,
-                                     "'")
-                            .c_str()),
-            0);
+  EXPECT_EQ(
+      std::system(
+          absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'").c_str()),
+      0);
   return dir;
 }
 
@@ -89,9 +89,9 @@ inline Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
 // once it serves; false (and why, in the test log) if it ended or never did.
 inline bool WaitForPortFile(common::Subprocess& server,
                             const std::string& port_file) {
-  absl::StatusOr<int> port = launch::WaitForPortFile(
-      port_file, "the server", "its log", server,
-      absl::Now() + absl::Seconds(30));
+  absl::StatusOr<int> port =
+      launch::WaitForPortFile(port_file, "the server", "its log", server,
+                              absl::Now() + absl::Seconds(30));
   EXPECT_TRUE(port.ok()) << port.status();
   return port.ok();
 }
@@ -227,9 +227,10 @@ class Job {
     const std::vector<std::string> argv = launch::ServerCommand(bin_, flags);
     // server.log, then server-2.log, … for each restart.
     ++server_starts_;
-    const std::string log = server_starts_ == 1
-        ? dir_ + "/server.log"
-        : absl::StrCat(dir_, "/server-", server_starts_, ".log");
+    const std::string log =
+        server_starts_ == 1
+            ? dir_ + "/server.log"
+            : absl::StrCat(dir_, "/server-", server_starts_, ".log");
     auto server = common::Subprocess::Spawn(argv, log);
     EXPECT_TRUE(server.ok()) << server.status();
     server_ = std::make_unique<common::Subprocess>(std::move(*server));

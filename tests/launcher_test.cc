@@ -26,11 +26,11 @@ TEST(DaemonFlags, ExtraFlagsComeAfterTheLaunchersOwnSoTheyWin) {
   server.lease_timeout = absl::Milliseconds(1500);
   server.extra = {"--lr=0.5"};
   server.inject_faults = "@faults.spec";
-  EXPECT_THAT(ServerCommand("/bin", server),
-              ElementsAre("/bin/ps_server", "--listen=127.0.0.1:0",
-                          "--shard_index=1", "--num_shards=2",
-                          "--lease_timeout=1500ms", "--lr=0.5",
-                          "--inject_faults=@faults.spec"));
+  EXPECT_THAT(
+      ServerCommand("/bin", server),
+      ElementsAre("/bin/ps_server", "--listen=127.0.0.1:0", "--shard_index=1",
+                  "--num_shards=2", "--lease_timeout=1500ms", "--lr=0.5",
+                  "--inject_faults=@faults.spec"));
 }
 
 TEST(DaemonFlags, AWorkerGetsTheServerListInShardOrder) {

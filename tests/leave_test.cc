@@ -75,8 +75,8 @@ TEST(Leave, AFinishedWorkerIsRecordedAndStaysSoThroughACheckpoint) {
   // Through the checkpoint file's bytes, into a fresh shard.
   absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
-  absl::StatusOr<common::ThetaFile> decoded = common::DecodeThetaFile(
-      common::EncodeThetaFile(*snapshot), "checkpoint");
+  absl::StatusOr<common::ThetaFile> decoded =
+      common::DecodeThetaFile(common::EncodeThetaFile(*snapshot), "checkpoint");
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   ParameterShard restored(Sync(2));
   ASSERT_TRUE(restored.Restore(std::move(*decoded)).ok());

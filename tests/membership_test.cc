@@ -83,9 +83,9 @@ class Shard {
     auto pulled = shard_.Pull({}, absl::InfiniteFuture(),
                               shard_.NewPullTicket(), nullptr);
     std::vector<float> theta(2);
-    EXPECT_TRUE(common::BytesToFloats((*pulled)->values, absl::MakeSpan(theta),
-                                      "θ")
-                    .ok());
+    EXPECT_TRUE(
+        common::BytesToFloats((*pulled)->values, absl::MakeSpan(theta), "θ")
+            .ok());
     return theta;
   }
 
@@ -129,7 +129,8 @@ TEST(Membership, LeasesAndHeartbeatAgesRunOnTheShardsClock) {
 TEST(Membership, ARestoredShardHasEveryWorkersRecordAsItWas) {
   Shard shard(Sync(3));
   for (uint32_t w = 0; w < 3; ++w) shard.Register(w);
-  for (uint32_t w = 0; w < 3; ++w) ASSERT_TRUE(shard.Push(w, 1, 0, {1, 1}).ok());
+  for (uint32_t w = 0; w < 3; ++w)
+    ASSERT_TRUE(shard.Push(w, 1, 0, {1, 1}).ok());
   ASSERT_TRUE(shard->Leave(1, kIncarnation, LeaveReason::kStopped).ok());
   ASSERT_TRUE(shard->Leave(2, kIncarnation, LeaveReason::kFinished).ok());
   absl::StatusOr<common::ThetaFile> saved = shard->Snapshot();
@@ -374,11 +375,9 @@ TEST(Ssp, TheFastestWorkerNeverReadsMoreThanStalenessClocksAhead) {
     PullArgs args;
     args.clock = clock;
     std::optional<absl::Status> late;
-    auto answered = shard->Pull(args, absl::InfiniteFuture(),
-                                shard->NewPullTicket(),
-                                [&](absl::StatusOr<PullResult> r) {
-                                  late = r.status();
-                                });
+    auto answered =
+        shard->Pull(args, absl::InfiniteFuture(), shard->NewPullTicket(),
+                    [&](absl::StatusOr<PullResult> r) { late = r.status(); });
     if (!answered.has_value()) {
       // Parked: that must be exactly when the lead would exceed s.
       EXPECT_EQ(clock, kStaleness + 1);
@@ -430,12 +429,11 @@ TEST(Ssp, ADeadWorkerDoesNotHoldTheOthersBack) {
   PullArgs args;
   args.clock = 1;
   std::optional<absl::Status> answer;
-  ASSERT_FALSE(shard
-                   ->Pull(args, absl::InfiniteFuture(), shard->NewPullTicket(),
-                          [&](absl::StatusOr<PullResult> r) {
-                            answer = r.status();
-                          })
-                   .has_value());
+  ASSERT_FALSE(
+      shard
+          ->Pull(args, absl::InfiniteFuture(), shard->NewPullTicket(),
+                 [&](absl::StatusOr<PullResult> r) { answer = r.status(); })
+          .has_value());
   // Both leases lapse in the fake future; with no live worker left, nothing
   // bounds the reader any more.
   shard.Advance(absl::Seconds(3));

@@ -2,6 +2,8 @@
 // be made on a host whose firewall drops every bridged packet (Docker's
 // FORWARD policy), and a run must then fail at once with the reason, not
 // after minutes of worker retries. Needs root (network namespaces).
+#include "tools/chaos/network_sandbox.h"
+
 #include <unistd.h>
 
 #include <string>
@@ -12,7 +14,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tools/chaos/capabilities.h"
-#include "tools/chaos/network_sandbox.h"
 #include "tools/chaos/shell.h"
 
 namespace ps::chaos {
@@ -39,26 +40,28 @@ TEST(NetworkSandbox, TrafficThatDoesNotCrossTheBridgeIsReportedAtOnce) {
   // Everything arriving at s0 dropped, inside s0's own namespace (the
   // machine's firewall is not touched): as a host that filters bridged
   // packets would.
-  ASSERT_TRUE(RunCommand((*sandbox)->Wrap("s0", {"nft",
-                                                 "add table inet block"}))
-                  .ok());
-  ASSERT_TRUE(RunCommand((*sandbox)->Wrap(
-                             "s0", {"nft", "add chain inet block input { type "
-                                           "filter hook input priority 0 ; "
-                                           "policy drop ; }"}))
-                  .ok());
+  ASSERT_TRUE(
+      RunCommand((*sandbox)->Wrap("s0", {"nft", "add table inet block"})).ok());
+  ASSERT_TRUE(
+      RunCommand((*sandbox)->Wrap("s0", {"nft",
+                                         "add chain inet block input { type "
+                                         "filter hook input priority 0 ; "
+                                         "policy drop ; }"}))
+          .ok());
   const absl::Time start = absl::Now();
   const absl::Status crossed = (*sandbox)->CheckTraffic("w0", "s0");
   EXPECT_LT(absl::Now() - start, absl::Seconds(4));
   EXPECT_EQ(crossed.code(), absl::StatusCode::kFailedPrecondition) << crossed;
   EXPECT_THAT(crossed.message(),
               HasSubstr(absl::StrCat("packets do not cross the sandbox's "
-                                     "bridge pcb", getpid())));
+                                     "bridge pcb",
+                                     getpid())));
   EXPECT_THAT(crossed.message(), HasSubstr((*sandbox)->Address("s0")));
   EXPECT_THAT((*sandbox)->Teardown(), ::testing::IsEmpty());
 }
 
-TEST(NetworkSandbox, TheProbeSaysWhetherTrafficCrossesAndANamespacedRunStopsAtOnce) {
+TEST(NetworkSandbox,
+     TheProbeSaysWhetherTrafficCrossesAndANamespacedRunStopsAtOnce) {
   if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
   const Capabilities caps = ProbeCapabilities();
   ASSERT_TRUE(caps.netns) << "no network namespaces here";
@@ -69,8 +72,9 @@ TEST(NetworkSandbox, TheProbeSaysWhetherTrafficCrossesAndANamespacedRunStopsAtOn
       << (sandbox.ok() ? "" : sandbox.status().ToString());
   bool reported = false;
   for (const std::string& line : caps.missing) {
-    reported = reported || line.find("bridged traffic: packets do not cross "
-                                     "the sandbox's bridge") == 0;
+    reported = reported || line.find(
+                               "bridged traffic: packets do not cross "
+                               "the sandbox's bridge") == 0;
   }
   EXPECT_EQ(reported, !caps.bridge_traffic)
       << "missing: " << absl::StrJoin(caps.missing, " | ");

@@ -56,14 +56,14 @@ void InitShard(ParameterShard& shard, std::vector<float> values) {
 }
 
 std::vector<float> Theta(ParameterShard& shard) {
-  auto pulled = shard.Pull({}, absl::InfiniteFuture(), shard.NewPullTicket(),
-                           nullptr);
+  auto pulled =
+      shard.Pull({}, absl::InfiniteFuture(), shard.NewPullTicket(), nullptr);
   EXPECT_TRUE(pulled.has_value());
   auto& result = *pulled;
   EXPECT_TRUE(result.ok()) << result.status();
   std::vector<float> theta(result->keys.size());
-  EXPECT_TRUE(common::BytesToFloats(result->values, absl::MakeSpan(theta), "θ")
-                  .ok());
+  EXPECT_TRUE(
+      common::BytesToFloats(result->values, absl::MakeSpan(theta), "θ").ok());
   return theta;
 }
 
@@ -323,8 +323,7 @@ TEST(ParameterShard, AsyncRefusesAnUpdateThatWouldMakeThetaInfinite) {
   EXPECT_EQ(status.version, 1u);
   EXPECT_EQ(status.pushes_rejected, 1u);
   // The refused seq was not taken: the worker may push again with it.
-  EXPECT_EQ(Push(shard, 0, 2, 1, {1, 0, 0, 0})->outcome,
-            PushOutcome::kApplied);
+  EXPECT_EQ(Push(shard, 0, 2, 1, {1, 0, 0, 0})->outcome, PushOutcome::kApplied);
 }
 
 TEST(ParameterShard, SyncDropsARoundWhoseUpdateWouldMakeThetaInfinite) {
@@ -433,9 +432,9 @@ TEST(ParameterShard, SyncAnswersAPullForARoundItHasNotReachedAtOnce) {
   InitShard(shard, {0, 0, 0, 0});
   PullArgs args;
   args.min_version = 7;  // seen before a restore to version 0
-  std::optional<absl::StatusOr<PullResult>> answer = shard.Pull(
-      args, absl::InfiniteFuture(), shard.NewPullTicket(),
-      [](absl::StatusOr<PullResult>) { FAIL() << "must not park"; });
+  std::optional<absl::StatusOr<PullResult>> answer =
+      shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
+                 [](absl::StatusOr<PullResult>) { FAIL() << "must not park"; });
   ASSERT_TRUE(answer.has_value());
   ASSERT_TRUE(answer->ok()) << answer->status();
   EXPECT_EQ((*answer)->version, 0u);
@@ -480,9 +479,9 @@ TEST(ParameterShard, AParkedPullIsAnsweredWhenTheRoundCloses) {
   ASSERT_TRUE(answer->ok());
   EXPECT_EQ((*answer)->version, 1u);
   std::vector<float> theta(4);
-  ASSERT_TRUE(common::BytesToFloats((*answer)->values, absl::MakeSpan(theta),
-                                    "θ")
-                  .ok());
+  ASSERT_TRUE(
+      common::BytesToFloats((*answer)->values, absl::MakeSpan(theta), "θ")
+          .ok());
   EXPECT_THAT(theta, ElementsAre(-1, -1, -1, -1));
 }
 
@@ -496,12 +495,11 @@ TEST(ParameterShard, AParkedPullExpiresOrIsCancelled) {
   shard.Pull(args, expires, shard.NewPullTicket(),
              [&](absl::StatusOr<PullResult> r) { first = r.status(); });
   const ParameterShard::PullTicket ticket = shard.NewPullTicket();
-  ASSERT_FALSE(shard
-                   .Pull(args, absl::InfiniteFuture(), ticket,
-                         [&](absl::StatusOr<PullResult> r) {
-                           second = r.status();
-                         })
-                   .has_value());
+  ASSERT_FALSE(
+      shard
+          .Pull(args, absl::InfiniteFuture(), ticket,
+                [&](absl::StatusOr<PullResult> r) { second = r.status(); })
+          .has_value());
   shard.Tick(expires - absl::Seconds(1));
   EXPECT_FALSE(first.has_value());
   shard.Tick(expires);
@@ -519,16 +517,16 @@ TEST(ParameterShard, PullOfASubRangeAndOutsideTheShard) {
   InitShard(shard, {1, 2, 3, 4});
   PullArgs args;
   args.keys = {1, 3};
-  auto part = *shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
-                          nullptr);
+  auto part =
+      *shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(), nullptr);
   ASSERT_TRUE(part.ok());
   std::vector<float> values(2);
   ASSERT_TRUE(
       common::BytesToFloats(part->values, absl::MakeSpan(values), "v").ok());
   EXPECT_THAT(values, ElementsAre(2, 3));
   args.keys = {3, 9};
-  auto outside = *shard.Pull(args, absl::InfiniteFuture(),
-                             shard.NewPullTicket(), nullptr);
+  auto outside =
+      *shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(), nullptr);
   EXPECT_EQ(outside.status().code(), absl::StatusCode::kOutOfRange);
 }
 

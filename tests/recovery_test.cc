@@ -19,7 +19,6 @@
 namespace ps {
 namespace {
 
-using ::testing::HasSubstr;
 using test_support::BinDir;
 using test_support::ExitedWith;
 using test_support::Field;
@@ -27,6 +26,7 @@ using test_support::FreshDir;
 using test_support::Job;
 using test_support::Outcome;
 using test_support::RunBinary;
+using ::testing::HasSubstr;
 
 // The number after `prefix` in the first line of `log` holding it.
 std::optional<uint64_t> NumberAfter(const std::string& log,
@@ -69,9 +69,10 @@ TEST(Recovery, AsyncTrainingRidesThroughAServerKilledWithSigkill) {
   // the older θ, so only the final figure is held, 1.5 points under the
   // fault-free band (sanitizer builds are slow and lose more updates).
   EXPECT_GE(job.FinalAccuracy(), 0.815);
-  std::printf("final test accuracy after a server SIGKILL: %.4f (last-5 mean "
-              "%.4f)\n",
-              job.FinalAccuracy(), job.RecentAccuracy(5));
+  std::printf(
+      "final test accuracy after a server SIGKILL: %.4f (last-5 mean "
+      "%.4f)\n",
+      job.FinalAccuracy(), job.RecentAccuracy(5));
 }
 
 TEST(Recovery, SigtermCheckpointsEveryAppliedUpdateAndTheJobGoesOn) {
@@ -81,10 +82,9 @@ TEST(Recovery, SigtermCheckpointsEveryAppliedUpdateAndTheJobGoesOn) {
           {"--model=softmax", "--epochs=2", "--eval_every=0.25"});
   ASSERT_TRUE(job.WaitForEpoch(0.5));
   // A checkpoint on request, while training goes on.
-  Outcome requested =
-      RunBinary({"psctl", "checkpoint",
-                 absl::StrCat("--servers=", job.address())},
-                job.dir() + "/checkpoint.log");
+  Outcome requested = RunBinary(
+      {"psctl", "checkpoint", absl::StrCat("--servers=", job.address())},
+      job.dir() + "/checkpoint.log");
   ASSERT_TRUE(ExitedWith(requested, 0)) << requested.output;
   const size_t wrote = requested.output.find("wrote ");
   ASSERT_NE(wrote, std::string::npos) << requested.output;
@@ -115,16 +115,15 @@ TEST(Recovery, AnExportedModelEvaluatesToWhatRankZeroLastReported) {
           {"--model=mlp", "--epochs=1", "--eval_every=0.5"});
   ASSERT_TRUE(job.Finishes(0) && job.Finishes(1)) << job.Log("worker-0");
   const std::string model = job.dir() + "/model.theta";
-  Outcome exported = RunBinary({"psctl", "export",
-                          absl::StrCat("--servers=", job.address()),
-                          absl::StrCat("--out=", model)},
-                         job.dir() + "/export.log");
+  Outcome exported =
+      RunBinary({"psctl", "export", absl::StrCat("--servers=", job.address()),
+                 absl::StrCat("--out=", model)},
+                job.dir() + "/export.log");
   ASSERT_TRUE(ExitedWith(exported, 0)) << exported.output;
 
-  Outcome evaluated =
-      RunBinary({"ps_worker", "--model=mlp", "--evaluate_only",
-           absl::StrCat("--init_from=", model)},
-          job.dir() + "/evaluate.log");
+  Outcome evaluated = RunBinary({"ps_worker", "--model=mlp", "--evaluate_only",
+                                 absl::StrCat("--init_from=", model)},
+                                job.dir() + "/evaluate.log");
   ASSERT_TRUE(ExitedWith(evaluated, 0)) << evaluated.output;
   const std::vector<std::string> metrics = job.Metrics();
   ASSERT_FALSE(metrics.empty());
@@ -133,25 +132,24 @@ TEST(Recovery, AnExportedModelEvaluatesToWhatRankZeroLastReported) {
       << evaluated.output << " vs " << metrics.back();
 
   // Without --checkpoint_dir a checkpoint request is refused, and said so.
-  Outcome no_dir =
-      RunBinary({"psctl", "checkpoint",
-                 absl::StrCat("--servers=", job.address())},
-                job.dir() + "/checkpoint.log");
+  Outcome no_dir = RunBinary(
+      {"psctl", "checkpoint", absl::StrCat("--servers=", job.address())},
+      job.dir() + "/checkpoint.log");
   EXPECT_TRUE(ExitedWith(no_dir, 1));
   EXPECT_THAT(no_dir.output, HasSubstr("without --checkpoint_dir"));
 
   // The other model's file is refused with the difference spelled out.
   Outcome wrong = RunBinary({"ps_worker", "--model=softmax", "--evaluate_only",
-                       absl::StrCat("--init_from=", model)},
-                      job.dir() + "/wrong.log");
+                             absl::StrCat("--init_from=", model)},
+                            job.dir() + "/wrong.log");
   EXPECT_TRUE(ExitedWith(wrong, 2));
   EXPECT_THAT(wrong.output, HasSubstr("holds another model"));
 }
 
 TEST(Recovery, PsctlNamesAnUnreachableServer) {
-  Outcome down = RunBinary({"psctl", "status", "--servers=127.0.0.1:1",
-                      "--timeout=1s"},
-                     ::testing::TempDir() + "/psctl_down.log");
+  Outcome down =
+      RunBinary({"psctl", "status", "--servers=127.0.0.1:1", "--timeout=1s"},
+                ::testing::TempDir() + "/psctl_down.log");
   EXPECT_TRUE(ExitedWith(down, 1));
   EXPECT_THAT(down.output, HasSubstr("127.0.0.1:1"));
   // Every command alike: export too (2 is for usage errors).
@@ -170,25 +168,23 @@ TEST(Recovery, PsctlNamesAnUnreachableServer) {
 TEST(Recovery, BadCheckpointDirectoriesStopTheServerWithOneClearLine) {
   const std::string port_file = ::testing::TempDir() + "/recovery_port";
   auto server = [&](const std::string& dir, bool allow_fresh_start) {
-    std::vector<std::string> argv = {
-        "ps_server", "--listen=127.0.0.1:0",
-        absl::StrCat("--port_file=", port_file),
-        absl::StrCat("--checkpoint_dir=", dir)};
+    std::vector<std::string> argv = {"ps_server", "--listen=127.0.0.1:0",
+                                     absl::StrCat("--port_file=", port_file),
+                                     absl::StrCat("--checkpoint_dir=", dir)};
     if (allow_fresh_start) argv.push_back("--allow_fresh_start");
     return argv;
   };
   Outcome missing = RunBinary(server("/nonexistent/checkpoints", false),
-                        ::testing::TempDir() + "/recovery_missing.log");
+                              ::testing::TempDir() + "/recovery_missing.log");
   EXPECT_TRUE(ExitedWith(missing, 2));
   EXPECT_THAT(missing.output, HasSubstr("does not exist"));
 
   Outcome unwritable = RunBinary(server("/proc", false),
-                           ::testing::TempDir() + "/recovery_proc.log");
+                                 ::testing::TempDir() + "/recovery_proc.log");
   EXPECT_TRUE(ExitedWith(unwritable, 2));
   EXPECT_THAT(unwritable.output, HasSubstr("not writable"));
-  EXPECT_EQ(std::count(unwritable.output.begin(), unwritable.output.end(),
-                       '\n'),
-            1)
+  EXPECT_EQ(
+      std::count(unwritable.output.begin(), unwritable.output.end(), '\n'), 1)
       << unwritable.output;
 
   const std::string corrupt = FreshDir("recovery_corrupt");
@@ -197,7 +193,7 @@ TEST(Recovery, BadCheckpointDirectoriesStopTheServerWithOneClearLine) {
                             .c_str()),
             0);
   Outcome refused = RunBinary(server(corrupt, false),
-                        ::testing::TempDir() + "/recovery_corrupt.log");
+                              ::testing::TempDir() + "/recovery_corrupt.log");
   EXPECT_TRUE(ExitedWith(refused, 2));
   EXPECT_THAT(refused.output, HasSubstr("--allow_fresh_start"));
 

@@ -25,38 +25,38 @@ std::string ReadFileOrEmpty(const std::string& path) {
 }
 
 constexpr char kCluster[] =
-    "cluster:\n"          // line 1
-    "  servers: 2\n"      // 2
-    "  workers: 3\n"      // 3
-    "  mode: sync\n"      // 4
-    "faults:\n";          // 5
+    "cluster:\n"      // line 1
+    "  servers: 2\n"  // 2
+    "  workers: 3\n"  // 3
+    "  mode: sync\n"  // 4
+    "faults:\n";      // 5
 
 TEST(Scenario, ReadsTheClusterAndEveryKindOfFault) {
   const std::string text = std::string(kCluster) +
-      "  - at: 0.5 epoch\n"        // 6
-      "    kill: worker 2\n"
-      "    for: 3s\n"
-      "  - at: 1 epoch\n"          // 9
-      "    stop: worker 1\n"
-      "  - at: 1.2 epoch\n"        // 11
-      "    cont: worker 1\n"
-      "  - at: 2s\n"               // 13
-      "    rpc: workers\n"
-      "    delay: 1ms..5ms\n"
-      "    error: ABORTED:0.1\n"
-      "    methods: [Push, Pull]\n"
-      "    seed: 9\n"
-      "    for: 4s\n"
-      "  - at: 3s\n"               // 20
-      "    net: worker 0\n"
-      "    loss: 5%\n"
-      "    rate: 10mbit\n"
-      "    partition: servers\n"
-      "  - at: 4s\n"               // 25
-      "    cpu: server 1\n"
-      "    quota: 20%\n"
-      "  - at: 5s\n"               // 28
-      "    restart: server 0, server 1\n";
+                           "  - at: 0.5 epoch\n"  // 6
+                           "    kill: worker 2\n"
+                           "    for: 3s\n"
+                           "  - at: 1 epoch\n"  // 9
+                           "    stop: worker 1\n"
+                           "  - at: 1.2 epoch\n"  // 11
+                           "    cont: worker 1\n"
+                           "  - at: 2s\n"  // 13
+                           "    rpc: workers\n"
+                           "    delay: 1ms..5ms\n"
+                           "    error: ABORTED:0.1\n"
+                           "    methods: [Push, Pull]\n"
+                           "    seed: 9\n"
+                           "    for: 4s\n"
+                           "  - at: 3s\n"  // 20
+                           "    net: worker 0\n"
+                           "    loss: 5%\n"
+                           "    rate: 10mbit\n"
+                           "    partition: servers\n"
+                           "  - at: 4s\n"  // 25
+                           "    cpu: server 1\n"
+                           "    quota: 20%\n"
+                           "  - at: 5s\n"  // 28
+                           "    restart: server 0, server 1\n";
   absl::StatusOr<Scenario> s = ParseScenario(text, "all.yaml");
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->name, "all");
@@ -70,7 +70,8 @@ TEST(Scenario, ReadsTheClusterAndEveryKindOfFault) {
   EXPECT_DOUBLE_EQ(kill.at.value, 0.5);
   ASSERT_TRUE(kill.duration.has_value());
   EXPECT_EQ(*kill.duration, absl::Seconds(3));
-  EXPECT_EQ(kill.targets, (std::vector<ProcessRef>{{ProcessRef::Kind::kWorker, 2}}));
+  EXPECT_EQ(kill.targets,
+            (std::vector<ProcessRef>{{ProcessRef::Kind::kWorker, 2}}));
   const FaultEvent& rpc = s->faults[3];
   EXPECT_EQ(rpc.targets.size(), 3u);
   EXPECT_EQ(rpc.at.unit, Trigger::Unit::kSeconds);
@@ -90,7 +91,8 @@ TEST(Scenario, ReadsTheClusterAndEveryKindOfFault) {
 
 // The error for `faults` (appended to kCluster) must name `line` and say
 // `says`.
-void ExpectRejected(const std::string& faults, int line, const std::string& says) {
+void ExpectRejected(const std::string& faults, int line,
+                    const std::string& says) {
   absl::StatusOr<Scenario> s =
       ParseScenario(std::string(kCluster) + faults, "bad.yaml");
   ASSERT_FALSE(s.ok()) << faults;
@@ -129,8 +131,8 @@ TEST(Scenario, RejectsAProcessThatDoesNotExist) {
 TEST(Scenario, RejectsATargetListWithAnItemThatIsNotAProcessName) {
   ExpectRejected("  - at: 1s\n    kill: [worker 0, [worker 1], bogus 99]\n", 7,
                  "each item of kill must be one process name");
-  ExpectRejected("  - at: 1s\n    kill:\n      - worker 0\n      - {a: 1}\n",
-                 9, "each item of kill must be one process name");
+  ExpectRejected("  - at: 1s\n    kill:\n      - worker 0\n      - {a: 1}\n", 9,
+                 "each item of kill must be one process name");
   ExpectRejected("  - at: 1s\n    kill: [worker 0, bogus 99]\n", 7,
                  "'bogus 99' in kill is not a process");
 }
@@ -138,9 +140,10 @@ TEST(Scenario, RejectsATargetListWithAnItemThatIsNotAProcessName) {
 // Only one document used to be read: a second one, whatever it said, was
 // ignored without a word.
 TEST(Scenario, RejectsASecondYamlDocument) {
-  ExpectRejected("  - at: 1s\n    kill: worker 0\n---\nfaults:\n"
-                 "  - at: 2s\n    kill: worker 9\n",
-                 8, "holds a second YAML document");
+  ExpectRejected(
+      "  - at: 1s\n    kill: worker 0\n---\nfaults:\n"
+      "  - at: 2s\n    kill: worker 9\n",
+      8, "holds a second YAML document");
   ExpectRejected("  - at: 1s\n    kill: worker 0\n---\n", 8,
                  "holds a second YAML document");
   // One document that starts with the marker is fine.
@@ -205,7 +208,8 @@ TEST(Scenario, RejectsBadClusterValuesAndBadYaml) {
               HasSubstr("m.yaml:2: mode 'bulk' is not sync, ssp or async"));
   s = ParseScenario("cluster:\n  workers: 0\n", "w.yaml");
   ASSERT_FALSE(s.ok());
-  EXPECT_THAT(std::string(s.status().message()), HasSubstr("w.yaml:2: workers"));
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("w.yaml:2: workers"));
   s = ParseScenario("cluster:\n  workers: 2\n  sync_quorum: 3\n", "q.yaml");
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("q.yaml:3:"));
@@ -239,8 +243,8 @@ TEST(Scenario, EveryPresetInDeployExperimentsIsValid) {
 }
 
 TEST(Scenario, TheFormatExampleInTheExperimentsReadmeIsValid) {
-  const std::string readme =
-      ReadFileOrEmpty(std::string(PS_SOURCE_DIR) + "/deploy/experiments/README.md");
+  const std::string readme = ReadFileOrEmpty(std::string(PS_SOURCE_DIR) +
+                                             "/deploy/experiments/README.md");
   const size_t begin = readme.find("```yaml\nname: my-experiment");
   ASSERT_NE(begin, std::string::npos);
   const size_t text = begin + std::string("```yaml\n").size();

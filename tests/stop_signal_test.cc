@@ -28,7 +28,8 @@ TEST(StopSignal, IsRecordedNotFatalAndWakesTheWaiter) {
     if (StopSignalReceived() != 0) return 1;
     raise(SIGTERM);
     return WaitForStopSignal() == SIGTERM && StopSignalReceived() == SIGTERM
-               ? 0 : 2;
+               ? 0
+               : 2;
   });
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);

@@ -38,7 +38,8 @@ inline common::Dataset GaussianBlobs(int64_t examples, int dim, int classes,
 }
 
 inline common::TrainTestData SyntheticTrainTest(int dim, int classes) {
-  return {GaussianBlobs(1200, dim, classes, 1), GaussianBlobs(300, dim, classes, 2)};
+  return {GaussianBlobs(1200, dim, classes, 1),
+          GaussianBlobs(300, dim, classes, 2)};
 }
 
 }  // namespace ps::testing

@@ -21,9 +21,9 @@ TEST(TensorSpec, ValidationRejectsEmptyDuplicateAndNonPositive) {
   EXPECT_FALSE(ValidateTensorSpecs({}).ok());
   EXPECT_THAT(ValidateTensorSpecs({{"", {1}, false}}).message(),
               HasSubstr("empty name"));
-  EXPECT_THAT(ValidateTensorSpecs({{"a", {1}, false}, {"a", {2}, false}})
-                  .message(),
-              HasSubstr("declared twice"));
+  EXPECT_THAT(
+      ValidateTensorSpecs({{"a", {1}, false}, {"a", {2}, false}}).message(),
+      HasSubstr("declared twice"));
   EXPECT_THAT(ValidateTensorSpecs({{"a", {3, 0}, false}}).message(),
               HasSubstr("dimension 0"));
   EXPECT_THAT(ValidateTensorSpecs({{"a", {}, false}}).message(),
@@ -40,24 +40,24 @@ TEST(TensorSpec, ValidationRejectsAShapeWhoseProductOverflows) {
   EXPECT_THAT(wrapped.message(), HasSubstr("'w'"));
   // Three dimensions that each pass alone, whose product is 2^60.
   EXPECT_FALSE(ValidateTensorSpecs(
-                   {{"w", {int64_t{1} << 20, int64_t{1} << 20,
-                           int64_t{1} << 20}, false}})
+                   {{"w",
+                     {int64_t{1} << 20, int64_t{1} << 20, int64_t{1} << 20},
+                     false}})
                    .ok());
   // Tensors that each pass, whose sum passes 2^40.
-  EXPECT_FALSE(ValidateTensorSpecs({{"a", {int64_t{1} << 40}, false},
-                                    {"b", {1}, false}})
-                   .ok());
-  EXPECT_TRUE(ValidateTensorSpecs({{"a", {int64_t{1} << 20,
-                                          int64_t{1} << 20}, false}})
-                  .ok());
+  EXPECT_FALSE(
+      ValidateTensorSpecs({{"a", {int64_t{1} << 40}, false}, {"b", {1}, false}})
+          .ok());
+  EXPECT_TRUE(
+      ValidateTensorSpecs({{"a", {int64_t{1} << 20, int64_t{1} << 20}, false}})
+          .ok());
 }
 
 TEST(TensorSpec, DescribeDifferenceNamesTheTensor) {
   EXPECT_EQ(DescribeDifference(Softmax(), Softmax()), "");
   std::vector<TensorSpec> other = Softmax();
   other[0].shape = {784, 11};
-  EXPECT_THAT(DescribeDifference(Softmax(), other),
-              HasSubstr("w[784,10]"));
+  EXPECT_THAT(DescribeDifference(Softmax(), other), HasSubstr("w[784,10]"));
   EXPECT_THAT(DescribeDifference(Softmax(), other), HasSubstr("w[784,11]"));
   other = Softmax();
   other.pop_back();

@@ -138,8 +138,8 @@ class TrainerTest : public ::testing::Test {
 
   void TearDown() override { std::remove(metrics_.c_str()); }
 
-  const std::string metrics_ = absl::StrCat(
-      ::testing::TempDir(), "/trainer_test_", getpid(), ".jsonl");
+  const std::string metrics_ =
+      absl::StrCat(::testing::TempDir(), "/trainer_test_", getpid(), ".jsonl");
   const common::TrainTestData data_ = testing::SyntheticTrainTest(12, 4);
   InMemoryStore store_;
   std::unique_ptr<Model> model_;
@@ -148,24 +148,22 @@ class TrainerTest : public ::testing::Test {
 
 TEST_F(TrainerTest, AsksTheStoreForEachStepsThetaAndLeavesFinished) {
   ASSERT_TRUE(Run(Options()).ok());
-  EXPECT_THAT(store_.calls,
-              ElementsAre("Survey", "Register", "Init", "Pull 0",
-                          "PushPull 0 of 400", "PushPull 1 of 400",
-                          "PushPull 2 of 400", "PushPull 3 of 400",
-                          "PushPull 4 of 400", "Push 5 of 400",
-                          "Leave FINISHED", "WaitForOtherWorkers 1",
-                          "PullFinal"));
+  EXPECT_THAT(
+      store_.calls,
+      ElementsAre("Survey", "Register", "Init", "Pull 0", "PushPull 0 of 400",
+                  "PushPull 1 of 400", "PushPull 2 of 400", "PushPull 3 of 400",
+                  "PushPull 4 of 400", "Push 5 of 400", "Leave FINISHED",
+                  "WaitForOtherWorkers 1", "PullFinal"));
   EXPECT_GT(trainer_->last_evaluation().accuracy, 0.5);
 }
 
 TEST_F(TrainerTest, AResumedWorkerAsksForItsResumeStepFirst) {
   store_.resume_step = 4;
   ASSERT_TRUE(Run(Options()).ok());
-  EXPECT_THAT(store_.calls,
-              ElementsAre("Survey", "Register", "Init", "Pull 4",
-                          "PushPull 4 of 400", "Push 5 of 400",
-                          "Leave FINISHED", "WaitForOtherWorkers 1",
-                          "PullFinal"));
+  EXPECT_THAT(store_.calls, ElementsAre("Survey", "Register", "Init", "Pull 4",
+                                        "PushPull 4 of 400", "Push 5 of 400",
+                                        "Leave FINISHED",
+                                        "WaitForOtherWorkers 1", "PullFinal"));
 }
 
 TEST_F(TrainerTest, ACompleteJobIsNotJoined) {
@@ -192,10 +190,9 @@ TEST_F(TrainerTest, AStopRequestLeavesStoppedBeforeTheNextStep) {
   const absl::Status status = Run(options);
   EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
   EXPECT_THAT(status.message(), HasSubstr("before step 2 of 6"));
-  EXPECT_THAT(store_.calls,
-              ElementsAre("Survey", "Register", "Init", "Pull 0",
-                          "PushPull 0 of 400", "PushPull 1 of 400",
-                          "Leave STOPPED"));
+  EXPECT_THAT(store_.calls, ElementsAre("Survey", "Register", "Init", "Pull 0",
+                                        "PushPull 0 of 400",
+                                        "PushPull 1 of 400", "Leave STOPPED"));
 }
 
 // The mode in the metrics is the store's as it says it now: a server

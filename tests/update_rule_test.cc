@@ -73,8 +73,8 @@ TEST(UpdateRule, EveryElementwiseVariantGivesTheScalarFormulasBits) {
     for (bool regularize : {true, false}) {
       const std::vector<float> got = Update(o, regularize, theta, gradient);
       for (size_t i = 0; i < n; ++i) {
-        const float want = ReferenceElement(o, regularize, theta[i],
-                                            gradient[i]);
+        const float want =
+            ReferenceElement(o, regularize, theta[i], gradient[i]);
         ASSERT_EQ(std::memcmp(&got[i], &want, sizeof(float)), 0)
             << "element " << i << ": " << got[i] << " vs " << want;
       }
@@ -87,8 +87,8 @@ TEST(UpdateRule, L1IsAnExactSoftThreshold) {
   o.learning_rate = 1.0f;
   o.l1 = 0.25f;
   // After the gradient step: 1.0, 0.2, -0.1, -0.5; threshold α·λ₁ = 0.25.
-  const std::vector<float> got = Update(o, true, {1, 0.2f, -0.1f, -0.5f},
-                                        {0, 0, 0, 0});
+  const std::vector<float> got =
+      Update(o, true, {1, 0.2f, -0.1f, -0.5f}, {0, 0, 0, 0});
   EXPECT_FLOAT_EQ(got[0], 0.75f);
   EXPECT_EQ(got[1], 0.0f);  // exactly zero, unlike a subgradient step
   EXPECT_EQ(got[2], 0.0f);

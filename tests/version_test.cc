@@ -11,11 +11,11 @@
 namespace ps {
 namespace {
 
-using ::testing::HasSubstr;
 using test_support::ExitedWith;
 using test_support::FreshDir;
 using test_support::Outcome;
 using test_support::RunBinary;
+using ::testing::HasSubstr;
 
 class Version : public ::testing::TestWithParam<std::string> {};
 

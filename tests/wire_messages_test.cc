@@ -6,8 +6,8 @@
 
 #include "common/float_bytes.h"
 #include "common/rpc/convert.h"
-#include "gtest/gtest.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "gtest/gtest.h"
 
 namespace ps::server {
 namespace {
@@ -187,14 +187,14 @@ TEST(WireMessages, ATruncatedOrOverlongPushIsAnInvalidArgument) {
   ps::v1::PushPullRequest sent;
   *sent.mutable_push() = SomePush(100);
   const std::string whole = sent.SerializeAsString();
-  for (size_t cut : {size_t{1}, size_t{5}, whole.size() / 2, whole.size() - 1}) {
+  for (size_t cut :
+       {size_t{1}, size_t{5}, whole.size() / 2, whole.size() - 1}) {
     grpc::ByteBuffer buffer = CutIntoSlices(whole.substr(0, cut));
     ReceivedPush push;
     ps::v1::PullRequest pull;
     absl::Status status = ParsePushPullRequest(&buffer, &push, &pull);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << cut;
-    EXPECT_NE(status.message().find("ps.v1.PushPullRequest"),
-              std::string::npos)
+    EXPECT_NE(status.message().find("ps.v1.PushPullRequest"), std::string::npos)
         << status;
   }
   // A gradient whose length runs past the end of the message.

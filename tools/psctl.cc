@@ -12,11 +12,11 @@
 #include "common/cli.h"
 #include "common/float_bytes.h"
 #include "common/parallel.h"
-#include "common/rpc/convert.h"
-#include "common/theta_file.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/convert.h"
 #include "common/rpc/health.h"
 #include "common/rpc/retry.h"
+#include "common/theta_file.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 
 ABSL_FLAG(std::string, servers, "",
@@ -51,8 +51,8 @@ std::vector<Server> ConnectAll() {
   for (absl::string_view address : absl::StrSplit(list, ',')) {
     Server server;
     server.address = std::string(address);
-    server.stub =
-        ps::v1::ParameterServer::NewStub(ps::rpc::CreateChannel(server.address));
+    server.stub = ps::v1::ParameterServer::NewStub(
+        ps::rpc::CreateChannel(server.address));
     servers.push_back(std::move(server));
   }
   return servers;
@@ -141,8 +141,8 @@ int Health() {
   const std::vector<Server> servers = ConnectAll();
   std::vector<absl::Status> outcomes(servers.size());
   ps::common::ParallelFor(servers.size(), [&](size_t i) {
-    outcomes[i] = ps::rpc::CheckServing(servers[i].address,
-                                        absl::GetFlag(FLAGS_timeout));
+    outcomes[i] =
+        ps::rpc::CheckServing(servers[i].address, absl::GetFlag(FLAGS_timeout));
   });
   int exit_code = 0;
   for (size_t i = 0; i < servers.size(); ++i) {
@@ -225,15 +225,15 @@ int Export() {
                    ps::common::DescribeDifference(model.tensors, tensors);
                !diff.empty()) {
       ExportFailed(absl::StrCat(server.address,
-                                   " holds another model than the first "
-                                   "server: ",
-                                   diff));
+                                " holds another model than the first "
+                                "server: ",
+                                diff));
     }
     if (pulled.key_begin() != model.values.size()) {
-      ExportFailed(absl::StrCat(
-          server.address, " holds keys from ", pulled.key_begin(),
-          " but the servers before it end at ", model.values.size(),
-          ": list --servers in shard order"));
+      ExportFailed(
+          absl::StrCat(server.address, " holds keys from ", pulled.key_begin(),
+                       " but the servers before it end at ",
+                       model.values.size(), ": list --servers in shard order"));
     }
     model.version = std::min(model.version, pulled.version());
     const size_t begin = model.values.size();
@@ -247,9 +247,9 @@ int Export() {
   }
   if (model.values.size() != ps::common::NumKeys(model.tensors)) {
     ExportFailed(absl::StrCat("the servers hold ", model.values.size(),
-                                 " of the model's ",
-                                 ps::common::NumKeys(model.tensors),
-                                 " keys: is a shard missing from --servers?"));
+                              " of the model's ",
+                              ps::common::NumKeys(model.tensors),
+                              " keys: is a shard missing from --servers?"));
   }
   model.keys = {0, model.values.size()};
   if (absl::Status written = ps::common::WriteThetaFile(out, model);

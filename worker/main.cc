@@ -8,14 +8,14 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
-#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/cli.h"
-#include "common/stop_signal.h"
+#include "common/dataset.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
-#include "common/dataset.h"
+#include "common/stop_signal.h"
 #include "common/theta_file.h"
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
 
   ps::worker::ClientOptions client_options;
   client_options.servers = absl::StrSplit(absl::GetFlag(FLAGS_servers), ',');
-  if (absl::GetFlag(FLAGS_servers).empty() && !absl::GetFlag(FLAGS_evaluate_only)) {
+  if (absl::GetFlag(FLAGS_servers).empty() &&
+      !absl::GetFlag(FLAGS_evaluate_only)) {
     Die("--servers is required: host:port of every server, in shard order");
   }
   absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
@@ -98,12 +99,13 @@ int main(int argc, char** argv) {
     Die("--rpc_deadline and --max_retry_time must be > 0");
   }
   if (client_options.retry.rpc_deadline > client_options.retry.max_retry_time) {
-    spdlog::warn("--rpc_deadline={} is longer than --max_retry_time={}: a "
-                 "server that does not answer is given one attempt of {}, "
-                 "not retried",
-                 absl::FormatDuration(client_options.retry.rpc_deadline),
-                 absl::FormatDuration(client_options.retry.max_retry_time),
-                 absl::FormatDuration(client_options.retry.rpc_deadline));
+    spdlog::warn(
+        "--rpc_deadline={} is longer than --max_retry_time={}: a "
+        "server that does not answer is given one attempt of {}, "
+        "not retried",
+        absl::FormatDuration(client_options.retry.rpc_deadline),
+        absl::FormatDuration(client_options.retry.max_retry_time),
+        absl::FormatDuration(client_options.retry.rpc_deadline));
   }
 
   ps::worker::TrainerOptions options;
@@ -113,7 +115,8 @@ int main(int argc, char** argv) {
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.eval_every = absl::GetFlag(FLAGS_eval_every);
-  options.metrics_out = options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
+  options.metrics_out =
+      options.rank == 0 ? absl::GetFlag(FLAGS_metrics_out) : "";
   options.wait_for_others = client_options.retry.max_retry_time;
   options.stop_requested = [] { return ps::common::StopSignalReceived() != 0; };
 
@@ -149,15 +152,19 @@ int main(int argc, char** argv) {
   if (init_file.has_value()) {
     ps::common::ThetaFile* file = &*init_file;
     // The file declares its tensors; --model requests its own.
-    if (std::string diff = ps::common::DescribeDifference(
-            file->tensors, (*model)->tensors());
+    if (std::string diff =
+            ps::common::DescribeDifference(file->tensors, (*model)->tensors());
         !diff.empty()) {
-      Die(absl::StrCat("--init_from=", init_from, " holds another model than "
-                       "--model=", options.model_name, ": ", diff));
+      Die(absl::StrCat("--init_from=", init_from,
+                       " holds another model than "
+                       "--model=",
+                       options.model_name, ": ", diff));
     }
-    if (file->keys.begin != 0 || file->values.size() != (*model)->num_params()) {
+    if (file->keys.begin != 0 ||
+        file->values.size() != (*model)->num_params()) {
       Die(absl::StrCat("--init_from=", init_from, " holds keys ",
-                       file->keys.ToString(), ", not the whole model: it is "
+                       file->keys.ToString(),
+                       ", not the whole model: it is "
                        "one shard's checkpoint; psctl export writes a whole "
                        "model"));
     }
@@ -169,9 +176,10 @@ int main(int argc, char** argv) {
     }
     const ps::worker::Evaluation evaluation =
         (*model)->Evaluate(options.initial_theta, data->test);
-    std::printf("{\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"examples\":%lld}\n",
-                evaluation.accuracy, evaluation.mean_loss,
-                static_cast<long long>(data->test.size()));
+    std::printf(
+        "{\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"examples\":%lld}\n",
+        evaluation.accuracy, evaluation.mean_loss,
+        static_cast<long long>(data->test.size()));
     return 0;
   }
   DieIfError(ps::worker::ValidateTrainerOptions(options, data->train.size()),

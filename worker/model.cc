@@ -388,9 +388,9 @@ absl::StatusOr<std::string> ModelNamed(
   for (const common::TensorSpec& tensor : tensors) {
     names.push_back(tensor.ToString());
   }
-  return absl::NotFoundError(absl::StrCat(
-      "its tensors (", absl::StrJoin(names, ", "),
-      ") are those of neither softmax nor mlp"));
+  return absl::NotFoundError(
+      absl::StrCat("its tensors (", absl::StrJoin(names, ", "),
+                   ") are those of neither softmax nor mlp"));
 }
 
 }  // namespace ps::worker

@@ -77,12 +77,11 @@ grpc::Status ParameterClient::RegisterShard(
   ps::v1::RegisterRequest request;
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
-  return rpc::CallWithRetry(options_.retry,
-                            absl::StrCat("Register with ", shard.address),
-                            [&](grpc::ClientContext& context) {
-                              return shard.stub->Register(&context, request,
-                                                          response);
-                            });
+  return rpc::CallWithRetry(
+      options_.retry, absl::StrCat("Register with ", shard.address),
+      [&](grpc::ClientContext& context) {
+        return shard.stub->Register(&context, request, response);
+      });
 }
 
 absl::StatusOr<std::vector<ps::v1::StatusResponse>>
@@ -90,14 +89,14 @@ ParameterClient::StatusOfEveryShard() {
   std::vector<ps::v1::StatusResponse> answers(shards_.size());
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
-    error.Record(shards_[i].address,
-                 rpc::CallWithRetry(
-                     options_.retry,
-                     absl::StrCat("Status of ", shards_[i].address),
-                     [&](grpc::ClientContext& context) {
-                       return shards_[i].stub->Status(
-                           &context, ps::v1::StatusRequest(), &answers[i]);
-                     }));
+    error.Record(
+        shards_[i].address,
+        rpc::CallWithRetry(
+            options_.retry, absl::StrCat("Status of ", shards_[i].address),
+            [&](grpc::ClientContext& context) {
+              return shards_[i].stub->Status(&context, ps::v1::StatusRequest(),
+                                             &answers[i]);
+            }));
   });
   if (!error.status().ok()) return error.status();
   return answers;
@@ -119,9 +118,10 @@ void ParameterClient::ChooseIncarnation(
   const uint64_t clock = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   options_.incarnation = std::max(clock, known + 1);
   if (known >= clock) {
-    spdlog::warn("worker {}: the servers hold incarnation {}, ahead of this "
-                 "node's clock; registering as {}",
-                 options_.worker_id, known, options_.incarnation);
+    spdlog::warn(
+        "worker {}: the servers hold incarnation {}, ahead of this "
+        "node's clock; registering as {}",
+        options_.worker_id, known, options_.incarnation);
   }
   incarnation_chosen_ = true;
 }
@@ -152,10 +152,11 @@ absl::StatusOr<uint64_t> ParameterClient::Register() {
   if (rejoined) {
     // One line for the job, not one per shard: the shards may have seen
     // different last steps (one restored from an older checkpoint).
-    spdlog::info("worker {} rejoined the job (incarnation {}), resuming at "
-                 "step {} (the shards' last steps: {})",
-                 options_.worker_id, options_.incarnation, resume_step,
-                 absl::StrJoin(steps, ", "));
+    spdlog::info(
+        "worker {} rejoined the job (incarnation {}), resuming at "
+        "step {} (the shards' last steps: {})",
+        options_.worker_id, options_.incarnation, resume_step,
+        absl::StrJoin(steps, ", "));
   }
   if (!heartbeats_.joinable()) {
     // Three heartbeats per lease: one lost or late beat costs nothing.
@@ -221,18 +222,18 @@ absl::StatusOr<JobSurvey> ParameterClient::Survey() {
           s.num_shards(), ": give every server of the job, in shard order"));
     }
     if (s.shard_index() != i) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--servers lists ", shards_[i].address, " at position ", i,
-          " but it is shard ", s.shard_index(), " of ", s.num_shards(),
-          ": list the servers in shard order"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("--servers lists ", shards_[i].address, " at position ",
+                       i, " but it is shard ", s.shard_index(), " of ",
+                       s.num_shards(), ": list the servers in shard order"));
     }
     survey.version = std::min(survey.version, s.version());
     uint32_t finished = 0;
     for (const ps::v1::WorkerStatus& w : s.workers()) {
       if (w.finished() && w.worker_id() < s.expected_workers()) ++finished;
     }
-    survey.complete = survey.complete && s.initialized() &&
-                      finished == s.expected_workers();
+    survey.complete =
+        survey.complete && s.initialized() && finished == s.expected_workers();
   }
   return survey;
 }
@@ -248,12 +249,11 @@ absl::Status ParameterClient::Leave(ps::v1::LeaveRequest::Reason reason) {
     request.set_reason(reason);
     ps::v1::LeaveResponse response;
     error.Record(shard.address,
-                 rpc::CallWithRetry(options_.retry,
-                                    absl::StrCat("Leave ", shard.address),
-                                    [&](grpc::ClientContext& context) {
-                                      return shard.stub->Leave(
-                                          &context, request, &response);
-                                    }));
+                 rpc::CallWithRetry(
+                     options_.retry, absl::StrCat("Leave ", shard.address),
+                     [&](grpc::ClientContext& context) {
+                       return shard.stub->Leave(&context, request, &response);
+                     }));
   });
   return error.status();
 }
@@ -274,15 +274,15 @@ absl::Status ParameterClient::WaitForOtherWorkers(uint32_t num_workers,
       for (const ps::v1::WorkerStatus& worker : status.workers()) {
         if (worker.worker_id() < num_workers) ++registered;
       }
-      unregistered =
-          std::max(unregistered, num_workers - std::min(registered, num_workers));
+      unregistered = std::max(unregistered,
+                              num_workers - std::min(registered, num_workers));
     }
     if (live == 0 && unregistered == 0) return absl::OkStatus();
     if (absl::Now() > give_up) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "after ", absl::FormatDuration(timeout), ", ", live,
-          " workers are still live and ", unregistered, " of ",
-          num_workers, " workers never registered"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("after ", absl::FormatDuration(timeout), ", ", live,
+                       " workers are still live and ", unregistered, " of ",
+                       num_workers, " workers never registered"));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
@@ -297,8 +297,8 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
   client->incarnation_chosen_ = options.incarnation != 0;
   for (const std::string& address : options.servers) {
     if (address.empty() || address.find(':') == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "server address '", address, "' is not host:port"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("server address '", address, "' is not host:port"));
     }
     if (grpc::Status resolved =
             rpc::WaitUntilResolvable(options.retry, address);
@@ -340,8 +340,8 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
                  rpc::CallWithRetry(options_.retry,
                                     absl::StrCat("Init on ", shard.address),
                                     [&](grpc::ClientContext& context) {
-                                      return shard.stub->Init(
-                                          &context, request, &responses[i]);
+                                      return shard.stub->Init(&context, request,
+                                                              &responses[i]);
                                     }));
   });
   if (!error.status().ok()) return error.status();
@@ -360,13 +360,13 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
           r.key_end(), ") but this worker expected ",
           shards_[i].keys.ToString()));
     }
-    if (r.mode() != info.mode || r.expected_workers() != info.expected_workers) {
+    if (r.mode() != info.mode ||
+        r.expected_workers() != info.expected_workers) {
       return absl::FailedPreconditionError(absl::StrCat(
           "servers disagree: ", shards_[0].address, " runs mode ",
           rpc::ModeName(info.mode), " with ", info.expected_workers,
           " workers but ", shards_[i].address, " runs mode ",
-          rpc::ModeName(r.mode()), " with ",
-          r.expected_workers(), " workers"));
+          rpc::ModeName(r.mode()), " with ", r.expected_workers(), " workers"));
     }
     info.version = std::min(info.version, r.version());
   }
@@ -405,9 +405,8 @@ absl::StatusOr<PullInfo> ParameterClient::PullAtClock(uint64_t clock,
                          shard.response.mutable_pull(), &values)) {
       status = Unparsable(shard.response.pull());
     }
-    error.Record(shard.address, status.ok()
-                                    ? TakePulled(shard, values, theta)
-                                    : rpc::FromGrpcStatus(status));
+    error.Record(shard.address, status.ok() ? TakePulled(shard, values, theta)
+                                            : rpc::FromGrpcStatus(status));
   });
   if (!error.status().ok()) return error.status();
   return Pulled();
@@ -419,10 +418,10 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    const grpc::ByteBuffer request = rpc::SerializeApart(
-        FillPush(shard, seq, step, batch_size),
-        {ps::v1::PushRequest::kGradientFieldNumber},
-        GradientBytes(shard, gradient));
+    const grpc::ByteBuffer request =
+        rpc::SerializeApart(FillPush(shard, seq, step, batch_size),
+                            {ps::v1::PushRequest::kGradientFieldNumber},
+                            GradientBytes(shard, gradient));
     grpc::ByteBuffer answer;
     grpc::Status status =
         CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
@@ -448,11 +447,11 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
     Shard& shard = shards_[i];
     FillPush(shard, seq, step, batch_size);
     FillPull(shard, step + 1, shard.request.mutable_pull());
-    const grpc::ByteBuffer request = rpc::SerializeApart(
-        shard.request,
-        {ps::v1::PushPullRequest::kPushFieldNumber,
-         ps::v1::PushRequest::kGradientFieldNumber},
-        GradientBytes(shard, gradient));
+    const grpc::ByteBuffer request =
+        rpc::SerializeApart(shard.request,
+                            {ps::v1::PushPullRequest::kPushFieldNumber,
+                             ps::v1::PushRequest::kGradientFieldNumber},
+                            GradientBytes(shard, gradient));
     grpc::ByteBuffer answer;
     grpc::Status status =
         CallPushing(shard, "PushPull with ", [&](grpc::ClientContext& context) {
@@ -467,9 +466,8 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
                          &shard.response, &values)) {
       status = Unparsable(shard.response);
     }
-    error.Record(shard.address, status.ok()
-                                    ? TakePulled(shard, values, theta)
-                                    : rpc::FromGrpcStatus(status));
+    error.Record(shard.address, status.ok() ? TakePulled(shard, values, theta)
+                                            : rpc::FromGrpcStatus(status));
   });
   CountPushes();
   if (!error.status().ok()) return error.status();
@@ -491,8 +489,7 @@ void ParameterClient::FillPull(const Shard& shard, uint64_t clock,
   request->set_clock(clock);
 }
 
-absl::Status ParameterClient::TakePulled(Shard& shard,
-                                         const absl::Cord& values,
+absl::Status ParameterClient::TakePulled(Shard& shard, const absl::Cord& values,
                                          absl::Span<float> theta) {
   if (absl::Status copied = common::BytesToFloats(
           values, theta.subspan(shard.keys.begin, shard.keys.size()),
@@ -503,10 +500,11 @@ absl::Status ParameterClient::TakePulled(Shard& shard,
   const ps::v1::PullResponse& pulled = shard.response.pull();
   LearnMode(shard, pulled.mode());
   if (shard.pulled && pulled.version() < shard.pulled_version) {
-    spdlog::warn("{} went back from version {} to {}: {} updates lost "
-                 "(the server restarted from a checkpoint)",
-                 shard.address, shard.pulled_version, pulled.version(),
-                 shard.pulled_version - pulled.version());
+    spdlog::warn(
+        "{} went back from version {} to {}: {} updates lost "
+        "(the server restarted from a checkpoint)",
+        shard.address, shard.pulled_version, pulled.version(),
+        shard.pulled_version - pulled.version());
   }
   shard.pulled = true;
   shard.pulled_version = pulled.version();
@@ -524,10 +522,9 @@ PullInfo ParameterClient::Pulled() const {
   return info;
 }
 
-const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard,
-                                                    uint64_t seq,
-                                                    uint64_t step,
-                                                    uint32_t batch_size) {
+const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard, uint64_t seq,
+                                                     uint64_t step,
+                                                     uint32_t batch_size) {
   ps::v1::PushRequest& request = *shard.request.mutable_push();
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
@@ -561,8 +558,8 @@ grpc::Status ParameterClient::CallPushing(
     return attempt(context);
   };
   auto call = [&] {
-    return rpc::CallWithRetry(options_.retry,
-                              absl::StrCat(what, shard.address), counted);
+    return rpc::CallWithRetry(options_.retry, absl::StrCat(what, shard.address),
+                              counted);
   };
   grpc::Status status = call();
   if (NeedsReRegistration(status)) {
@@ -589,9 +586,10 @@ void ParameterClient::LearnMode(const Shard& shard,
   if (mode == ps::v1::MODE_UNSPECIFIED) return;
   const ps::v1::ConsistencyMode was = mode_.exchange(mode);
   if (was != mode) {
-    spdlog::warn("{} now runs in {} mode (it was {}): pushing and pulling "
-                 "by its rules from now on",
-                 shard.address, rpc::ModeName(mode), rpc::ModeName(was));
+    spdlog::warn(
+        "{} now runs in {} mode (it was {}): pushing and pulling "
+        "by its rules from now on",
+        shard.address, rpc::ModeName(mode), rpc::ModeName(was));
   }
 }
 

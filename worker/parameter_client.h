@@ -71,8 +71,9 @@ class ParameterClient final : public ParameterStore {
 
   // Declares the model on every shard with `initial` θ (first one wins) and
   // checks the shards agree on mode and worker count.
-  absl::StatusOr<ClusterInfo> Init(const std::vector<common::TensorSpec>& tensors,
-                                   absl::Span<const float> initial) override;
+  absl::StatusOr<ClusterInfo> Init(
+      const std::vector<common::TensorSpec>& tensors,
+      absl::Span<const float> initial) override;
 
   // See ParameterStore::Pull. Sync rounds are each shard's own: a shard
   // that fell out of step (restored from an older checkpoint) is asked for
@@ -149,8 +150,8 @@ class ParameterClient final : public ParameterStore {
   // Pull with the SSP clock given as is (0: no staleness wait).
   absl::StatusOr<PullInfo> PullAtClock(uint64_t clock, absl::Span<float> theta);
   // The push's fields; its gradient travels apart (GradientBytes).
-  const ps::v1::PushRequest& FillPush(Shard& shard, uint64_t seq,
-                                      uint64_t step, uint32_t batch_size);
+  const ps::v1::PushRequest& FillPush(Shard& shard, uint64_t seq, uint64_t step,
+                                      uint32_t batch_size);
   static std::string GradientBytes(const Shard& shard,
                                    absl::Span<const float> gradient);
   // Checks the shard's pulled values and copies them into its part of θ.

@@ -17,7 +17,9 @@
 namespace ps::worker {
 namespace {
 
-double NowSeconds() { return absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()); }
+double NowSeconds() {
+  return absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+}
 
 // Fisher–Yates with our own index draw: std::shuffle's algorithm is left to
 // the library, which would make runs differ between toolchains.
@@ -31,7 +33,8 @@ void Shuffle(std::vector<int64_t>& items, uint64_t seed) {
 
 // A distinct, reproducible stream per (seed, rank, epoch).
 uint64_t MixSeed(uint64_t seed, uint64_t rank, uint64_t epoch) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull ^ (rank + 1) * 0xBF58476D1CE4E5B9ull ^
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull ^
+               (rank + 1) * 0xBF58476D1CE4E5B9ull ^
                (epoch + 1) * 0x94D049BB133111EBull;
   x ^= x >> 31;
   return x;
@@ -59,9 +62,11 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o,
   }
   const int64_t shard = train_size / o.num_workers;
   if (shard < static_cast<int64_t>(o.batch_size)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "each worker's shard holds ", shard, " examples, fewer than one batch "
-        "of --batch_size=", o.batch_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("each worker's shard holds ", shard,
+                     " examples, fewer than one batch "
+                     "of --batch_size=",
+                     o.batch_size));
   }
   return absl::OkStatus();
 }
@@ -150,8 +155,7 @@ absl::StatusOr<bool> Trainer::JoinJob() {
         survey->expected_workers == 1
             ? std::string("worker 0")
             : absl::StrCat("workers 0 to ", survey->expected_workers - 1),
-        survey->expected_workers == 1 ? "its" : "their",
-        survey->version);
+        survey->expected_workers == 1 ? "its" : "their", survey->version);
     return false;
   }
   // Register first: a sync round cannot close until the expected workers
@@ -160,12 +164,14 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   if (!resume_step.ok()) return resume_step.status();
   theta_ = options_.initial_theta.empty() ? model_->InitialParams(options_.seed)
                                           : options_.initial_theta;
-  absl::StatusOr<ClusterInfo> cluster = client_->Init(model_->tensors(), theta_);
+  absl::StatusOr<ClusterInfo> cluster =
+      client_->Init(model_->tensors(), theta_);
   if (!cluster.ok()) return FailStart(cluster.status());
   if (cluster->expected_workers != workers) {
-    spdlog::warn("the servers were started for {} workers, this worker for "
-                 "--num_workers={}: data shards follow this worker's count",
-                 cluster->expected_workers, workers);
+    spdlog::warn(
+        "the servers were started for {} workers, this worker for "
+        "--num_workers={}: data shards follow this worker's count",
+        cluster->expected_workers, workers);
   }
 
   // An epoch is one pass over each worker's whole shard, the last batch
@@ -177,11 +183,12 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   plan_.steps_per_epoch = (smallest_shard + batch - 1) / batch;
   plan_.total_steps = plan_.steps_per_epoch * options_.epochs;
   plan_.first_step = std::min(plan_.total_steps, *resume_step);
-  spdlog::info("worker {}/{}: {} mode, examples {}, {} steps of {} per epoch, "
-               "{} epochs, {} server shards, starting at step {}",
-               rank, workers, client_->mode(), plan_.mine.ToString(),
-               plan_.steps_per_epoch, batch, options_.epochs,
-               client_->num_shards(), plan_.first_step);
+  spdlog::info(
+      "worker {}/{}: {} mode, examples {}, {} steps of {} per epoch, "
+      "{} epochs, {} server shards, starting at step {}",
+      rank, workers, client_->mode(), plan_.mine.ToString(),
+      plan_.steps_per_epoch, batch, options_.epochs, client_->num_shards(),
+      plan_.first_step);
   return true;
 }
 
@@ -228,16 +235,16 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
     state.x.row(b) = train.features.row(example);
     state.labels[b] = train.labels[example];
   }
-  state.loss_sum += model_->LossAndGradient(
-      theta_, state.x.topRows(rows),
-      absl::MakeConstSpan(state.labels).first(rows),
-      absl::MakeSpan(state.gradient));
+  state.loss_sum +=
+      model_->LossAndGradient(theta_, state.x.topRows(rows),
+                              absl::MakeConstSpan(state.labels).first(rows),
+                              absl::MakeSpan(state.gradient));
   ++state.loss_count;
   if (step + 1 < plan_.total_steps) {
     // Push this step's gradient and pull the next step's θ in one round
     // trip per shard.
-    absl::StatusOr<PullInfo> pulled = client_->PushPull(
-        step, rows, state.gradient, absl::MakeSpan(theta_));
+    absl::StatusOr<PullInfo> pulled =
+        client_->PushPull(step, rows, state.gradient, absl::MakeSpan(theta_));
     if (!pulled.ok()) return pulled.status();
     state.pulled = *pulled;
   } else if (absl::Status pushed = client_->Push(step, rows, state.gradient);
@@ -251,14 +258,13 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
 }
 
 absl::Status Trainer::QueueEvaluationIfDue(uint64_t step, StepState& state) {
-  const double epochs_done =
-      static_cast<double>(step) / plan_.steps_per_epoch;
+  const double epochs_done = static_cast<double>(step) / plan_.steps_per_epoch;
   if (options_.rank != 0 || epochs_done < state.next_eval) {
     return absl::OkStatus();
   }
-  EvalPoint point = Snapshot(step, state.pulled.version,
-                             state.pulled.samples_applied, state.MeanLoss(),
-                             state.longest_step);
+  EvalPoint point =
+      Snapshot(step, state.pulled.version, state.pulled.samples_applied,
+               state.MeanLoss(), state.longest_step);
   absl::MutexLock lock(&eval_mutex_);
   if (!eval_status_.ok()) return eval_status_;
   eval_queue_.push_back(std::move(point));
@@ -279,10 +285,11 @@ absl::Status Trainer::Finish(const StepState& state) {
     return left;
   }
   const PushCounts& counts = client_->push_counts();
-  spdlog::info("worker {} finished: {} shard pushes applied or accepted, {} "
-               "stale, {} duplicate, {} after re-registering",
-               options_.rank, counts.applied_or_accepted, counts.stale,
-               counts.duplicate, counts.reregistered);
+  spdlog::info(
+      "worker {} finished: {} shard pushes applied or accepted, {} "
+      "stale, {} duplicate, {} after re-registering",
+      options_.rank, counts.applied_or_accepted, counts.stale, counts.duplicate,
+      counts.reregistered);
   if (options_.rank != 0) return absl::OkStatus();
   // The evaluations queued during training are written before the last.
   if (absl::Status evaluated = StopEvaluations(); !evaluated.ok()) {
@@ -298,9 +305,9 @@ absl::Status Trainer::Finish(const StepState& state) {
   }
   absl::StatusOr<PullInfo> last = client_->PullFinal(absl::MakeSpan(theta_));
   if (!last.ok()) return last.status();
-  return Evaluate(*model_, Snapshot(plan_.total_steps, last->version,
-                                    last->samples_applied, state.MeanLoss(),
-                                    state.longest_step));
+  return Evaluate(
+      *model_, Snapshot(plan_.total_steps, last->version, last->samples_applied,
+                        state.MeanLoss(), state.longest_step));
 }
 
 void Trainer::StartEvaluations() {
@@ -370,9 +377,9 @@ absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
   const double longest_step = point.longest_step;
   const double epoch =
       static_cast<double>(samples_applied) / data_->train.size();
-  const uint64_t applied_here =
-      samples_applied > samples_at_start_ ? samples_applied - samples_at_start_
-                                          : 0;
+  const uint64_t applied_here = samples_applied > samples_at_start_
+                                    ? samples_applied - samples_at_start_
+                                    : 0;
   const double samples_per_s = elapsed > 0 ? applied_here / elapsed : 0;
   using common::RoundTo;
   const std::string line =
@@ -391,10 +398,10 @@ absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
                    {"servers", client_->num_shards()},
                    {"max_step_s", RoundTo(longest_step, 4)}}
           .dump();
-  spdlog::info("epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
-               "({:.0f} samples/s)",
-               epoch, step, evaluation.accuracy, evaluation.mean_loss,
-               samples_per_s);
+  spdlog::info(
+      "epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
+      "({:.0f} samples/s)",
+      epoch, step, evaluation.accuracy, evaluation.mean_loss, samples_per_s);
   last_evaluation_ = evaluation;
   if (options_.metrics_out.empty()) return absl::OkStatus();
   std::ofstream out(options_.metrics_out, std::ios::app);

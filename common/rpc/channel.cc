@@ -4,11 +4,10 @@
 #include <vector>
 
 #include "common/rpc/fault_injection.h"
-
+#include "grpc/support/log.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
-#include "grpc/support/log.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "spdlog/spdlog.h"
 

@@ -46,8 +46,10 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
         !detail.ParseFromString(any.value())) {
       continue;
     }
-    common::ErrorInfo info{detail.reason(), detail.domain(),
-                           {detail.metadata().begin(), detail.metadata().end()}};
+    common::ErrorInfo info{
+        detail.reason(),
+        detail.domain(),
+        {detail.metadata().begin(), detail.metadata().end()}};
     return common::WithErrorInfo(std::move(converted), info);
   }
   return converted;

@@ -19,13 +19,23 @@
 namespace ps::rpc {
 namespace {
 
-constexpr const char* kCodeNames[] = {
-    "OK",                "CANCELLED",          "UNKNOWN",
-    "INVALID_ARGUMENT",  "DEADLINE_EXCEEDED",  "NOT_FOUND",
-    "ALREADY_EXISTS",    "PERMISSION_DENIED",  "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED",          "OUT_OF_RANGE",
-    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS",         "UNAUTHENTICATED"};
+constexpr const char* kCodeNames[] = {"OK",
+                                      "CANCELLED",
+                                      "UNKNOWN",
+                                      "INVALID_ARGUMENT",
+                                      "DEADLINE_EXCEEDED",
+                                      "NOT_FOUND",
+                                      "ALREADY_EXISTS",
+                                      "PERMISSION_DENIED",
+                                      "RESOURCE_EXHAUSTED",
+                                      "FAILED_PRECONDITION",
+                                      "ABORTED",
+                                      "OUT_OF_RANGE",
+                                      "UNIMPLEMENTED",
+                                      "INTERNAL",
+                                      "UNAVAILABLE",
+                                      "DATA_LOSS",
+                                      "UNAUTHENTICATED"};
 
 std::string CodeName(grpc::StatusCode code) {
   const int i = static_cast<int>(code);
@@ -39,19 +49,20 @@ absl::StatusOr<grpc::StatusCode> ParseCode(absl::string_view name) {
   for (size_t i = 1; i < std::size(kCodeNames); ++i) {
     if (upper == kCodeNames[i]) return static_cast<grpc::StatusCode>(i);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "'", name, "' is not a gRPC status code name other than OK (e.g. "
-      "UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", name,
+                   "' is not a gRPC status code name other than OK (e.g. "
+                   "UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED)"));
 }
 
 absl::StatusOr<double> ParseProbability(absl::string_view key,
                                         absl::string_view text) {
   double p = 0;
   bool percent = absl::ConsumeSuffix(&text, "%");
-  if (!absl::SimpleAtod(text, &p) || !(p >= 0) ||
-      (percent ? p > 100 : p > 1)) {
+  if (!absl::SimpleAtod(text, &p) || !(p >= 0) || (percent ? p > 100 : p > 1)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(key, "='", text, "' is not a probability in [0, 1] "
+        absl::StrCat(key, "='", text,
+                     "' is not a probability in [0, 1] "
                      "(or a percentage like 5%)"));
   }
   return percent ? p / 100 : p;
@@ -61,8 +72,8 @@ absl::StatusOr<absl::Duration> ParseDelay(absl::string_view text) {
   absl::Duration d;
   if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
       d == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "delay '", text, "' is not a duration like 5ms or 0.2s"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("delay '", text, "' is not a duration like 5ms or 0.2s"));
   }
   return d;
 }
@@ -98,8 +109,8 @@ grpc::Status InjectedStatus(const FaultDecision& decision) {
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                         "injected fault: call dropped");
   }
-  return grpc::Status(decision.code,
-                      absl::StrCat("injected fault: ", CodeName(decision.code)));
+  return grpc::Status(
+      decision.code, absl::StrCat("injected fault: ", CodeName(decision.code)));
 }
 
 }  // namespace
@@ -159,15 +170,15 @@ absl::StatusOr<FaultSpec> ParseFaultSpec(absl::string_view text) {
       spec.methods = absl::StrSplit(value, '|', absl::SkipEmpty());
     } else if (key == "side") {
       if (value != "client" && value != "server" && value != "both") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "side='", value, "' is not client, server or both"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("side='", value, "' is not client, server or both"));
       }
       spec.client = value != "server";
       spec.server = value != "client";
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown key '", key, "' in fault spec '", item,
-          "'; known: seed, delay, drop, error, methods, side"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown key '", key, "' in fault spec '", item,
+                       "'; known: seed, delay, drop, error, methods, side"));
     }
   }
   if (spec.drop_probability + spec.error_probability > 1) {
@@ -285,19 +296,19 @@ FaultDecision FaultInjector::Next(Side side, absl::string_view stream,
   if (decision.kind == FaultDecision::Kind::kDrop) ++counts_.dropped;
   if (decision.kind == FaultDecision::Kind::kError) ++counts_.failed;
   if (decision.kind != FaultDecision::Kind::kNone) {
-    spdlog::debug("fault injection: {} call {} of {} on {}",
-                  decision.kind == FaultDecision::Kind::kDrop ? "dropping"
-                                                              : "failing",
-                  n, std::string(name), std::string(stream));
+    spdlog::debug(
+        "fault injection: {} call {} of {} on {}",
+        decision.kind == FaultDecision::Kind::kDrop ? "dropping" : "failing", n,
+        std::string(name), std::string(stream));
   }
   // One line every ten seconds at most, so a log shows what was injected
   // without a line per call.
   if (const absl::Time now = absl::Now(); now >= next_report_) {
     next_report_ = now + absl::Seconds(10);
-    spdlog::info("fault injection so far: {} calls, {} delayed, {} dropped, "
-                 "{} failed",
-                 counts_.calls, counts_.delayed, counts_.dropped,
-                 counts_.failed);
+    spdlog::info(
+        "fault injection so far: {} calls, {} delayed, {} dropped, "
+        "{} failed",
+        counts_.calls, counts_.delayed, counts_.dropped, counts_.failed);
   }
   return decision;
 }
@@ -320,7 +331,8 @@ class ClientFaultInterceptor : public grpc::experimental::Interceptor {
                          FaultInjector* injector, const std::string* stream)
       : info_(info), injector_(injector), stream_(stream) {}
 
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
     using Hook = grpc::experimental::InterceptionHookPoints;
     bool hijack = false;
     if (methods->QueryInterceptionHookPoint(Hook::PRE_SEND_INITIAL_METADATA)) {
@@ -379,7 +391,8 @@ class ServerFaultInterceptor : public grpc::experimental::Interceptor {
                          FaultInjector* injector)
       : info_(info), injector_(injector) {}
 
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
     using Hook = grpc::experimental::InterceptionHookPoints;
     if (methods->QueryInterceptionHookPoint(Hook::POST_RECV_MESSAGE)) {
       // The request arrives late; the handler then runs as usual.
@@ -438,13 +451,14 @@ absl::Status InstallFaultInjection(const std::string& source) {
   if (!injector.ok()) return injector.status();
   absl::MutexLock lock(&installed_mutex);
   if (installed != nullptr) {
-    return absl::FailedPreconditionError("fault injection is already installed");
+    return absl::FailedPreconditionError(
+        "fault injection is already installed");
   }
   // Lives as long as the process: channels and servers may outlive main().
   installed = injector->release();
-  spdlog::warn("fault injection is on ({}): {}", source,
-               installed->Describe().empty() ? "nothing yet"
-                                             : installed->Describe());
+  spdlog::warn(
+      "fault injection is on ({}): {}", source,
+      installed->Describe().empty() ? "nothing yet" : installed->Describe());
   return absl::OkStatus();
 }
 

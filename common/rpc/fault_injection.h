@@ -80,7 +80,7 @@ FaultDecision DecideFault(const FaultSpec& spec, absl::string_view stream,
                           absl::string_view method, uint64_t n);
 
 struct FaultCounts {
-  uint64_t calls = 0;    // calls the spec applied to
+  uint64_t calls = 0;  // calls the spec applied to
   uint64_t delayed = 0;
   uint64_t dropped = 0;
   uint64_t failed = 0;

@@ -51,8 +51,8 @@ absl::Status CheckServing(const std::string& target, absl::Duration deadline) {
     serving_status = bytes[1];
   }
   if (serving_status == kServing) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat(target, " answers ",
-                                             kStatusNames[serving_status]));
+  return absl::UnavailableError(
+      absl::StrCat(target, " answers ", kStatusNames[serving_status]));
 }
 
 }  // namespace ps::rpc

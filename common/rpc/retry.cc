@@ -36,8 +36,8 @@ grpc::Status CallWithRetry(
       // max_retry_time.
       spdlog::error("{} failed after {} attempt{} in {}: {}", what, attempts,
                     attempts == 1 ? "" : "s",
-                    absl::FormatDuration(
-                        absl::Trunc(absl::Now() - start, absl::Milliseconds(100))),
+                    absl::FormatDuration(absl::Trunc(absl::Now() - start,
+                                                     absl::Milliseconds(100))),
                     status.error_message());
       return status;
     }
@@ -69,10 +69,10 @@ grpc::Status WaitUntilResolvable(const RetryPolicy& policy,
           freeaddrinfo(found);
           return grpc::Status::OK;
         }
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            absl::StrCat("server name ", host,
-                                         " does not resolve yet: ",
-                                         gai_strerror(error)));
+        return grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            absl::StrCat("server name ", host,
+                         " does not resolve yet: ", gai_strerror(error)));
       });
 }
 

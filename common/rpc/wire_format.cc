@@ -4,15 +4,15 @@
 #include <vector>
 
 #include "google/protobuf/io/coded_stream.h"
-#include "grpcpp/channel.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/support/slice.h"
 
 namespace ps::rpc {
 namespace {
 
-using google::protobuf::io::CodedOutputStream;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedOutputStream;
 
 void AppendVarint(uint64_t value, std::string* out) {
   uint8_t bytes[10];
@@ -98,9 +98,8 @@ bool CopyPayload(CordReader& reader, uint32_t wire_type, std::string* out) {
 // copied to `rest`, the field at the path's end referenced in `bytes`.
 // Repeated occurrences stay separate in `rest`, where protobuf merges them
 // as it would have; for `bytes` the last one counts, as in protobuf.
-bool Split(CordReader& reader, uint64_t length,
-           absl::Span<const uint32_t> path, std::string* rest,
-           absl::Cord* bytes) {
+bool Split(CordReader& reader, uint64_t length, absl::Span<const uint32_t> path,
+           std::string* rest, absl::Cord* bytes) {
   if (length > reader.left()) return false;
   const size_t end = reader.left() - length;
   while (reader.left() > end) {

@@ -22,8 +22,8 @@ class ArgList {
   void Add(const char* name, const std::optional<absl::Duration>& value) {
     // Whole milliseconds: what absl's duration flags parse back exactly.
     if (value) {
-      args_.push_back(
-          absl::StrCat("--", name, "=", absl::ToInt64Milliseconds(*value), "ms"));
+      args_.push_back(absl::StrCat("--", name, "=",
+                                   absl::ToInt64Milliseconds(*value), "ms"));
     }
   }
   void Add(const char* name, const std::string& value) {
@@ -123,7 +123,8 @@ absl::StatusOr<std::vector<WorkerProgram>> ParseWorkerPrograms(
     WorkerProgram program;
     program.last_rank = num_workers - 1;
     absl::string_view command = value;
-    if (const size_t colon = command.find(':'); colon != absl::string_view::npos) {
+    if (const size_t colon = command.find(':');
+        colon != absl::string_view::npos) {
       if (auto range = ParseRankRange(command.substr(0, colon))) {
         std::tie(program.first_rank, program.last_rank) = *range;
         command.remove_prefix(colon + 1);
@@ -147,10 +148,11 @@ absl::StatusOr<std::vector<WorkerProgram>> ParseWorkerPrograms(
     for (const WorkerProgram& other : programs) {
       if (program.first_rank <= other.last_rank &&
           other.first_rank <= program.last_rank) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": ranks ", RangeText(program), " overlap ranks ",
-            RangeText(other), " of an earlier --worker_command; each rank "
-            "runs one program"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": ranks ", RangeText(program),
+                         " overlap ranks ", RangeText(other),
+                         " of an earlier --worker_command; each rank "
+                         "runs one program"));
       }
     }
     programs.push_back(std::move(program));

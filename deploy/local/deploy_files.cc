@@ -89,8 +89,8 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
       for (const YAML::Node& arg : spec[part]) {
         std::string value = arg.as<std::string>();
         for (const auto& [name, variable_value] : c.env) {
-          value = absl::StrReplaceAll(value, {{absl::StrCat("$(", name, ")"),
-                                              variable_value}});
+          value = absl::StrReplaceAll(
+              value, {{absl::StrCat("$(", name, ")"), variable_value}});
         }
         c.argv.push_back(value);
       }
@@ -104,11 +104,13 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
         c.volumes[mount_path] = absl::StrCat(pod_name, "-", volume_name);
         continue;
       }
-      const std::string map_name = volume["configMap"]["name"].as<std::string>();
+      const std::string map_name =
+          volume["configMap"]["name"].as<std::string>();
       auto found = config_maps.find(map_name);
       if (found == config_maps.end()) {
-        return absl::NotFoundError(absl::StrCat(
-            pod_name, " mounts ConfigMap ", map_name, ", which is not rendered"));
+        return absl::NotFoundError(absl::StrCat(pod_name, " mounts ConfigMap ",
+                                                map_name,
+                                                ", which is not rendered"));
       }
       for (const auto& entry : found->second) {
         c.files[absl::StrCat(mount_path, "/", entry.first.as<std::string>())] =
@@ -117,7 +119,8 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
     }
     // A grpc probe is gRPC health checking against the pod's port: what
     // psctl health does.
-    for (const char* kind : {"startupProbe", "readinessProbe", "livenessProbe"}) {
+    for (const char* kind :
+         {"startupProbe", "readinessProbe", "livenessProbe"}) {
       const YAML::Node& probe = spec[kind];
       if (!probe) continue;
       if (!probe["grpc"]) {
@@ -126,8 +129,10 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
       }
       c.health_checks.push_back(
           {"psctl", "health",
-           absl::StrCat("--servers=127.0.0.1:", probe["grpc"]["port"].as<int>()),
-           absl::StrCat("--timeout=", probe["timeoutSeconds"].as<int>(1), "s")});
+           absl::StrCat("--servers=127.0.0.1:",
+                        probe["grpc"]["port"].as<int>()),
+           absl::StrCat("--timeout=", probe["timeoutSeconds"].as<int>(1),
+                        "s")});
     }
     if (absl::Status added = AddToJob(std::move(c), job); !added.ok()) {
       return added;
@@ -205,7 +210,8 @@ absl::StatusOr<DeployJob> ComposeJob(const std::string& compose_file) {
     }
     const YAML::Node& health = spec["healthcheck"];
     if (health && !health["disable"].as<bool>(false) && health["test"]) {
-      std::vector<std::string> test = health["test"].as<std::vector<std::string>>();
+      std::vector<std::string> test =
+          health["test"].as<std::vector<std::string>>();
       if (test.size() > 1 && test[0] == "CMD") {
         c.health_checks.emplace_back(test.begin() + 1, test.end());
       } else if (test.size() == 2 && test[0] == "CMD-SHELL") {
@@ -227,7 +233,8 @@ absl::StatusOr<DeployJob> KubernetesJob(const std::string& kustomize_dir) {
   std::map<std::string, YAML::Node> config_maps;
   for (const YAML::Node& object : objects) {
     if (object["kind"].as<std::string>() == "ConfigMap") {
-      config_maps[object["metadata"]["name"].as<std::string>()] = object["data"];
+      config_maps[object["metadata"]["name"].as<std::string>()] =
+          object["data"];
     }
   }
   DeployJob job;
@@ -255,7 +262,8 @@ absl::StatusOr<DeployJob> KubernetesJob(const std::string& kustomize_dir) {
       }
     } else if (kind == "Job") {
       // An Indexed Job sets JOB_COMPLETION_INDEX in pod i's containers.
-      const bool indexed = spec["completionMode"].as<std::string>("") == "Indexed";
+      const bool indexed =
+          spec["completionMode"].as<std::string>("") == "Indexed";
       for (int i = 0; i < spec["completions"].as<int>(1); ++i) {
         std::vector<std::pair<std::string, std::string>> env;
         if (indexed) env.emplace_back("JOB_COMPLETION_INDEX", absl::StrCat(i));
@@ -314,7 +322,7 @@ LoopbackNetwork::LoopbackNetwork(const DeployJob& job) {
 }
 
 absl::StatusOr<std::string> LoopbackNetwork::Rewrite(const std::string& text,
-                                                    int self) {
+                                                     int self) {
   std::string result;
   size_t done = 0;
   for (size_t colon = text.find(':'); colon != std::string::npos;
@@ -328,9 +336,11 @@ absl::StatusOr<std::string> LoopbackNetwork::Rewrite(const std::string& text,
     if (host_begin == colon || port_end == colon + 1) continue;
     const std::string host = text.substr(host_begin, colon - host_begin);
     int server = -1;
-    if (auto found = server_by_name_.find(host); found != server_by_name_.end()) {
+    if (auto found = server_by_name_.find(host);
+        found != server_by_name_.end()) {
       server = found->second;
-    } else if (host == "0.0.0.0" || host == "127.0.0.1" || host == "localhost") {
+    } else if (host == "0.0.0.0" || host == "127.0.0.1" ||
+               host == "localhost") {
       server = self;
     }
     if (server < 0) {
@@ -338,7 +348,8 @@ absl::StatusOr<std::string> LoopbackNetwork::Rewrite(const std::string& text,
           "the address ", text.substr(host_begin, port_end - host_begin),
           " names no server of the deploy file"));
     }
-    int& port = ports_[{server, std::stoi(text.substr(colon + 1, port_end - colon - 1))}];
+    int& port = ports_[{
+        server, std::stoi(text.substr(colon + 1, port_end - colon - 1))}];
     if (port == 0) port = FreeLoopbackPort();
     absl::StrAppend(&result, text.substr(done, host_begin - done),
                     "127.0.0.1:", port);

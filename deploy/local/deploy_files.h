@@ -17,8 +17,8 @@ namespace ps::launch {
 
 // One container of a deploy file, as it would run.
 struct Container {
-  std::string name;      // service or pod name, "ps-server-1"
-  std::string hostname;  // what gethostname() says inside it
+  std::string name;                    // service or pod name, "ps-server-1"
+  std::string hostname;                // what gethostname() says inside it
   std::vector<std::string> dns_names;  // how other containers reach it
   std::vector<std::string> argv;       // command and args, as written
   std::vector<std::pair<std::string, std::string>> env;

@@ -16,17 +16,16 @@
 namespace ps::launch {
 
 using common::DescribeWaitStatus;
-using common::ExitedCleanly;
 using common::ExecutableDir;
+using common::ExitedCleanly;
 using common::Subprocess;
 
 std::string LastLines(const std::string& path, int count) {
   std::ifstream in(path);
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
-  const size_t from = lines.size() > static_cast<size_t>(count)
-                          ? lines.size() - count
-                          : 0;
+  const size_t from =
+      lines.size() > static_cast<size_t>(count) ? lines.size() - count : 0;
   std::string out;
   for (size_t i = from; i < lines.size(); ++i) {
     absl::StrAppend(&out, "    ", lines[i], "\n");
@@ -36,8 +35,8 @@ std::string LastLines(const std::string& path, int count) {
 
 absl::StatusOr<int> WaitForPortFile(const std::string& port_file,
                                     const std::string& name,
-                                    const std::string& log,
-                                    Subprocess& process, absl::Time give_up,
+                                    const std::string& log, Subprocess& process,
+                                    absl::Time give_up,
                                     const std::function<bool()>& interrupted) {
   while (true) {
     std::ifstream in(port_file);
@@ -101,9 +100,9 @@ absl::Status LocalCluster::StartServers(
   addresses_.assign(options_.num_servers, "");
   for (uint32_t i = 0; i < options_.num_servers; ++i) {
     ClusterProcess& server = processes_[first + i];
-    absl::StatusOr<int> port = WaitForPortFile(
-        port_files[i], server.name, server.log, server.process,
-        start + options_.start_timeout, interrupted);
+    absl::StatusOr<int> port =
+        WaitForPortFile(port_files[i], server.name, server.log, server.process,
+                        start + options_.start_timeout, interrupted);
     if (!port.ok()) return port.status();
     addresses_[i] = absl::StrCat("127.0.0.1:", *port);
   }
@@ -146,9 +145,9 @@ absl::StatusOr<uint32_t> LocalCluster::PollWorkers() {
       ++done;
       continue;
     }
-    return absl::AbortedError(absl::StrCat(
-        p.name, " ", DescribeWaitStatus(*status), "; its log ", p.log,
-        " ends:\n", LastLines(p.log, 10)));
+    return absl::AbortedError(
+        absl::StrCat(p.name, " ", DescribeWaitStatus(*status), "; its log ",
+                     p.log, " ends:\n", LastLines(p.log, 10)));
   }
   return done;
 }
@@ -174,14 +173,13 @@ StopReport StopWorkersThenServers(const std::vector<StopTarget>& targets,
           std::find(stopping.begin(), stopping.end(), &t) != stopping.end();
       if (asked && !t.process->WaitFor(give_up - absl::Now())) {
         t.process->Stop(absl::ZeroDuration());
-        report.problems.push_back(absl::StrCat(
-            t.name, " did not stop within ", absl::FormatDuration(grace),
-            " of SIGTERM: killed"));
+        report.problems.push_back(absl::StrCat(t.name, " did not stop within ",
+                                               absl::FormatDuration(grace),
+                                               " of SIGTERM: killed"));
         continue;
       }
       const int status = t.process->Poll().value_or(0);
-      const bool stopped_as_asked = asked && t.is_worker &&
-                                    WIFEXITED(status) &&
+      const bool stopped_as_asked = asked && t.is_worker && WIFEXITED(status) &&
                                     WEXITSTATUS(status) == 128 + SIGTERM;
       if (!ExitedCleanly(status) && !stopped_as_asked) {
         report.problems.push_back(

@@ -36,7 +36,8 @@ ABSL_FLAG(std::string, out_dir, "out/ps_local",
           "Where metrics.jsonl and every process's log go.");
 ABSL_FLAG(uint32_t, batch_size, 64, "Per-worker mini-batch size.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial θ and the shuffles.");
-ABSL_FLAG(double, eval_every, 0.25, "Evaluate every this fraction of an epoch.");
+ABSL_FLAG(double, eval_every, 0.25,
+          "Evaluate every this fraction of an epoch.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, lr, "0.1", "Server learning rate α.");
@@ -130,17 +131,15 @@ std::string PythonPathWith(const std::string& dir) {
 int Fail(ps::launch::LocalCluster& cluster, const std::string& message) {
   std::fprintf(stderr, "ps_local: %s\n", message.c_str());
   std::fflush(stderr);
-  const ps::launch::StopReport stopped =
-      cluster.Stop(absl::Seconds(10));
+  const ps::launch::StopReport stopped = cluster.Stop(absl::Seconds(10));
   for (const std::string& problem : stopped.problems) {
     std::fprintf(stderr, "ps_local: %s\n", problem.c_str());
   }
-  std::fprintf(stderr, "ps_local: stopped %u running worker%s, then %u "
+  std::fprintf(stderr,
+               "ps_local: stopped %u running worker%s, then %u "
                "running server%s%s\n",
-               stopped.workers_stopped,
-               stopped.workers_stopped == 1 ? "" : "s",
-               stopped.servers_stopped,
-               stopped.servers_stopped == 1 ? "" : "s",
+               stopped.workers_stopped, stopped.workers_stopped == 1 ? "" : "s",
+               stopped.servers_stopped, stopped.servers_stopped == 1 ? "" : "s",
                stopped.problems.empty() ? "; every process has ended cleanly"
                                         : "; every process has ended");
   return 1;
@@ -198,17 +197,16 @@ int main(int argc, char** argv) {
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.metrics_out = metrics_path;
   worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
-  cluster_options.worker_programs =
-      WorkerProgramsOrDie(ps::common::FlagValues("worker_command"), num_workers);
+  cluster_options.worker_programs = WorkerProgramsOrDie(
+      ps::common::FlagValues("worker_command"), num_workers);
   // So a Python worker imports the pyps of this build (build/python).
   cluster_options.worker_env = {PythonPathWith(
       std::filesystem::path(ps::common::ExecutableDir() + "/../python")
           .lexically_normal()
           .string())};
   ps::launch::LocalCluster cluster(cluster_options);
-  if (absl::Status started =
-          cluster.StartServers(
-              [] { return ps::common::StopSignalReceived() != 0; });
+  if (absl::Status started = cluster.StartServers(
+          [] { return ps::common::StopSignalReceived() != 0; });
       !started.ok()) {
     return Fail(cluster, std::string(started.message()));
   }
@@ -217,11 +215,12 @@ int main(int argc, char** argv) {
     return Fail(cluster, std::string(started.message()));
   }
   if (!quiet) {
-    std::printf("ps_local: %u servers (%s) and %u workers, %s mode, model %s, "
-                "%u epochs; logs in %s\n",
-                num_servers, servers.c_str(), num_workers, mode.c_str(),
-                absl::GetFlag(FLAGS_model).c_str(), absl::GetFlag(FLAGS_epochs),
-                out_dir.c_str());
+    std::printf(
+        "ps_local: %u servers (%s) and %u workers, %s mode, model %s, "
+        "%u epochs; logs in %s\n",
+        num_servers, servers.c_str(), num_workers, mode.c_str(),
+        absl::GetFlag(FLAGS_model).c_str(), absl::GetFlag(FLAGS_epochs),
+        out_dir.c_str());
     std::fflush(stdout);
   }
 
@@ -240,8 +239,9 @@ int main(int argc, char** argv) {
                                         "servers"));
     }
     if (absl::Now() > give_up) {
-      return Fail(cluster, "--timeout reached; stopping the workers, then "
-                           "the servers");
+      return Fail(cluster,
+                  "--timeout reached; stopping the workers, then "
+                  "the servers");
     }
     absl::StatusOr<uint32_t> done = cluster.PollWorkers();
     if (!done.ok()) return Fail(cluster, std::string(done.status().message()));
@@ -256,8 +256,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ps_local: %s while stopping\n", problem.c_str());
   }
   if (last_metrics.empty()) {
-    std::fprintf(stderr, "ps_local: training finished but %s has no "
-                 "evaluation\n", metrics_path.c_str());
+    std::fprintf(stderr,
+                 "ps_local: training finished but %s has no "
+                 "evaluation\n",
+                 metrics_path.c_str());
     return 1;
   }
   const ps::common::Json last = ps::common::ParseJsonObject(last_metrics);
@@ -267,7 +269,6 @@ int main(int argc, char** argv) {
       absl::ToDoubleSeconds(absl::Now() - start),
       100 * Metric(last, "test_accuracy"), Metric(last, "epoch"), mode.c_str(),
       absl::GetFlag(FLAGS_model).c_str(), num_servers, num_workers,
-      Metric(last, "samples_per_s"),
-      metrics_path.c_str());
+      Metric(last, "samples_per_s"), metrics_path.c_str());
   return 0;
 }

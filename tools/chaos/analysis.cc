@@ -40,8 +40,8 @@ std::optional<double> Detect(const Timeline& run, const FaultEvent& fault,
   for (const Sample& sample : run.samples) {
     if (sample.t < r.start_s || sample.t > r.window_end_s) continue;
     for (const ProcessRef& t : fault.targets) {
-      if (t.kind == ProcessRef::Kind::kServer && t.index < sample.servers.size() &&
-          !sample.servers[t.index].up) {
+      if (t.kind == ProcessRef::Kind::kServer &&
+          t.index < sample.servers.size() && !sample.servers[t.index].up) {
         return sample.t - r.start_s;
       }
     }
@@ -124,8 +124,8 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
     }
   }
 
-  const double fault_end = std::min(r.end_s.value_or(r.window_end_s),
-                                    r.window_end_s);
+  const double fault_end =
+      std::min(r.end_s.value_or(r.window_end_s), r.window_end_s);
   r.fault_samples_per_s = run.Rate(r.start_s, fault_end);
   if (!r.stall_open) {
     r.post_fault_samples_per_s = run.Rate(
@@ -210,8 +210,8 @@ std::vector<VersionRegression> ParseRegressions(
         !absl::SimpleAtoi(absl::StripSuffix(words[2], ":"), &r.to)) {
       continue;
     }
-    auto it = std::find(server_addresses.begin(), server_addresses.end(),
-                        address);
+    auto it =
+        std::find(server_addresses.begin(), server_addresses.end(), address);
     if (it == server_addresses.end()) continue;
     r.server = static_cast<uint32_t>(it - server_addresses.begin());
     found.push_back(r);

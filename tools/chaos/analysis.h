@@ -49,7 +49,7 @@ struct FaultReport {
   // its stall) to the window's end: what the job settled at.
   std::optional<double> post_fault_samples_per_s;
   uint64_t updates_lost = 0;
-  std::optional<double> accuracy;        // at the window's end
+  std::optional<double> accuracy;           // at the window's end
   std::optional<double> baseline_accuracy;  // the baseline at that epoch
   std::optional<double> accuracy_delta;
   std::vector<std::string> notes;  // fallbacks, skips

@@ -10,21 +10,19 @@ namespace ps::chaos {
 // it once (a throw-away namespace, qdisc, nft table and cgroup), not by
 // looking at the user id: a container may be root and still lack them.
 struct Capabilities {
-  bool netns = false;     // ip netns add/exec, veth pairs, a bridge
+  bool netns = false;  // ip netns add/exec, veth pairs, a bridge
   // Packets cross a bridge between two namespaces (a host firewall can
   // drop bridged traffic: Docker's FORWARD policy).
   bool bridge_traffic = false;
-  bool tc_tbf = false;    // tc qdisc tbf (bandwidth caps)
-  bool nft = false;       // nft tables in a namespace (loss, partitions)
-  bool iptables = false;  // iptables with the statistic match, if no nft
-  bool cgroup_cpu = false;  // cgroup v1 cpu controller, cfs quota writable
+  bool tc_tbf = false;          // tc qdisc tbf (bandwidth caps)
+  bool nft = false;             // nft tables in a namespace (loss, partitions)
+  bool iptables = false;        // iptables with the statistic match, if no nft
+  bool cgroup_cpu = false;      // cgroup v1 cpu controller, cfs quota writable
   std::string cgroup_cpu_root;  // e.g. /sys/fs/cgroup/cpu
   // One sentence per missing capability, saying why.
   std::vector<std::string> missing;
 
-  bool network() const {
-    return netns && bridge_traffic && (nft || iptables);
-  }
+  bool network() const { return netns && bridge_traffic && (nft || iptables); }
 };
 
 // Probes every capability; leaves nothing behind (the probe's own

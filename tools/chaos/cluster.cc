@@ -22,8 +22,7 @@ constexpr int kNamespacePort = 50051;
 }  // namespace
 
 Cluster::Cluster(const Scenario& scenario, std::string out_dir,
-                 std::string bin_dir, NetworkSandbox* sandbox,
-                 bool fault_files)
+                 std::string bin_dir, NetworkSandbox* sandbox, bool fault_files)
     : scenario_(scenario),
       out_dir_(std::move(out_dir)),
       bin_dir_(std::move(bin_dir)),
@@ -181,9 +180,15 @@ absl::Status Cluster::Signal(const ProcessRef& ref, int signal) {
   return absl::OkStatus();
 }
 
-absl::Status Cluster::Kill(const ProcessRef& ref) { return Signal(ref, SIGKILL); }
-absl::Status Cluster::Stop(const ProcessRef& ref) { return Signal(ref, SIGSTOP); }
-absl::Status Cluster::Cont(const ProcessRef& ref) { return Signal(ref, SIGCONT); }
+absl::Status Cluster::Kill(const ProcessRef& ref) {
+  return Signal(ref, SIGKILL);
+}
+absl::Status Cluster::Stop(const ProcessRef& ref) {
+  return Signal(ref, SIGSTOP);
+}
+absl::Status Cluster::Cont(const ProcessRef& ref) {
+  return Signal(ref, SIGCONT);
+}
 
 absl::Status Cluster::Restart(const ProcessRef& ref) {
   Daemon& d = daemon(ref);

@@ -24,8 +24,8 @@ struct Daemon {
   std::string log;         // OUT/server-0.log; restarts append to it
   std::string fault_file;  // its --inject_faults=@FILE, or empty
   std::unique_ptr<common::Subprocess> process;
-  bool stopped = false;        // SIGSTOP sent, no SIGCONT yet
-  bool killed = false;         // ended by the runner (kill or restart)
+  bool stopped = false;  // SIGSTOP sent, no SIGCONT yet
+  bool killed = false;   // ended by the runner (kill or restart)
   int starts = 0;
   std::optional<int> exit_status;  // of the last process, once it ended
 

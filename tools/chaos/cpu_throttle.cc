@@ -52,8 +52,8 @@ absl::Status CpuThrottle::Limit(const std::string& name, pid_t pid,
   created_ = true;
   const std::string group = absl::StrCat(dir_, "/", name);
   if (absl::Status made = MakeDir(group); !made.ok()) return made;
-  if (absl::Status s = WriteValue(group + "/cpu.cfs_period_us",
-                                  absl::StrCat(kPeriodMicros));
+  if (absl::Status s =
+          WriteValue(group + "/cpu.cfs_period_us", absl::StrCat(kPeriodMicros));
       !s.ok()) {
     return s;
   }

@@ -93,9 +93,15 @@ class FaultApplier {
     };
     for (const ProcessRef& t : f.targets) {
       switch (f.action) {
-        case FaultEvent::Action::kKill: keep(cluster_.Kill(t)); break;
-        case FaultEvent::Action::kStop: keep(cluster_.Stop(t)); break;
-        case FaultEvent::Action::kCont: keep(cluster_.Cont(t)); break;
+        case FaultEvent::Action::kKill:
+          keep(cluster_.Kill(t));
+          break;
+        case FaultEvent::Action::kStop:
+          keep(cluster_.Stop(t));
+          break;
+        case FaultEvent::Action::kCont:
+          keep(cluster_.Cont(t));
+          break;
         case FaultEvent::Action::kRestart:
           keep(cluster_.Restart(t));
           keep(ReapplyCpu(t));
@@ -231,8 +237,8 @@ class FaultApplier {
     }
     if (d.fault_file.empty()) {
       if (any) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            t.ToString(), " was started without a fault file"));
+        return absl::FailedPreconditionError(
+            absl::StrCat(t.ToString(), " was started without a fault file"));
       }
       return absl::OkStatus();
     }
@@ -247,9 +253,9 @@ class FaultApplier {
     }
     if (throttle_ == nullptr) {
       if (share < 1) {
-        notes.push_back(absl::StrCat(
-            "cpu limit on ", t.ToString(),
-            " skipped: no cgroup v1 cpu controller (needs root)"));
+        notes.push_back(
+            absl::StrCat("cpu limit on ", t.ToString(),
+                         " skipped: no cgroup v1 cpu controller (needs root)"));
       }
       return absl::OkStatus();
     }
@@ -320,8 +326,10 @@ class ExperimentRun {
     const ClusterSpec& c = scenario_.cluster;
     if (options_.namespaces) {
       std::vector<std::string> hosts;
-      for (uint32_t i = 0; i < c.servers; ++i) hosts.push_back(absl::StrCat("s", i));
-      for (uint32_t i = 0; i < c.workers; ++i) hosts.push_back(absl::StrCat("w", i));
+      for (uint32_t i = 0; i < c.servers; ++i)
+        hosts.push_back(absl::StrCat("s", i));
+      for (uint32_t i = 0; i < c.workers; ++i)
+        hosts.push_back(absl::StrCat("w", i));
       absl::StatusOr<std::unique_ptr<NetworkSandbox>> made =
           NetworkSandbox::Create(hosts, options_.caps.nft);
       if (!made.ok()) {
@@ -335,8 +343,8 @@ class ExperimentRun {
         options_.caps.cgroup_cpu) {
       throttle_ = std::make_unique<CpuThrottle>(options_.caps.cgroup_cpu_root);
     }
-    fault_files_ =
-        options_.apply_faults && NeedsFaultFiles(scenario_, options_.namespaces);
+    fault_files_ = options_.apply_faults &&
+                   NeedsFaultFiles(scenario_, options_.namespaces);
     if (fault_files_) {
       mkdir(absl::StrCat(options_.out_dir, "/faults").c_str(), 0755);
     }
@@ -354,10 +362,9 @@ class ExperimentRun {
     StartCluster();
     FaultApplier applier(scenario_, cluster, sandbox_.get(), throttle_.get());
     applier_ = &applier;
-    StatusPoller poller(
-        cluster.server_addresses(),
-        std::clamp(scenario_.poll_every * 1.5, absl::Milliseconds(100),
-                   absl::Seconds(1)));
+    StatusPoller poller(cluster.server_addresses(),
+                        std::clamp(scenario_.poll_every * 1.5,
+                                   absl::Milliseconds(100), absl::Seconds(1)));
     const absl::Time give_up = t0_ + scenario_.timeout;
     while (result_.failure.empty()) {
       const absl::Time next_poll = absl::Now() + scenario_.poll_every;
@@ -451,8 +458,7 @@ class ExperimentRun {
     std::vector<absl::string_view> lines = absl::StrSplit(metrics, '\n');
     // The last piece is partial (or empty): only whole lines count.
     for (; metrics_lines_ + 1 < lines.size(); ++metrics_lines_) {
-      const common::Json line =
-          common::ParseJsonObject(lines[metrics_lines_]);
+      const common::Json line = common::ParseJsonObject(lines[metrics_lines_]);
       Evaluation e;
       e.t = Now();
       e.epoch = common::NumberField(line, "epoch").value_or(0);
@@ -468,8 +474,7 @@ class ExperimentRun {
                                   e.epoch, 100 * e.accuracy));
       }
     }
-    epoch_now_ =
-        result_.timeline.EpochAt(result_.timeline.samples.size() - 1);
+    epoch_now_ = result_.timeline.EpochAt(result_.timeline.samples.size() - 1);
     if (!result_.timeline.evaluations.empty()) {
       epoch_now_ =
           std::max(epoch_now_, result_.timeline.evaluations.back().epoch);
@@ -523,8 +528,8 @@ class ExperimentRun {
 
   void Record(int i, bool start, const std::string& text) {
     result_.timeline.events.push_back({Now(), i, start, text});
-    Say(options_.verbose, absl::StrFormat("%7.2f s  epoch %.2f  %s", Now(),
-                                          epoch_now_, text));
+    Say(options_.verbose,
+        absl::StrFormat("%7.2f s  epoch %.2f  %s", Now(), epoch_now_, text));
   }
 
   // Notes the processes that ended by themselves since the last look.

@@ -81,9 +81,9 @@ std::vector<Resource> AllResources() {
       const size_t at = line.find("--comment ps_chaos-");
       pid_t pid = 0;
       if (at != absl::string_view::npos &&
-          absl::SimpleAtoi(line.substr(at + 19, line.find(' ', at + 19) -
-                                                    (at + 19)),
-                           &pid)) {
+          absl::SimpleAtoi(
+              line.substr(at + 19, line.find(' ', at + 19) - (at + 19)),
+              &pid)) {
         found.push_back({Kind::kForwardRule, pid, std::string(line), ""});
       }
     }
@@ -96,8 +96,8 @@ std::vector<Resource> AllResources() {
       pid_t pid = 0;
       if (absl::ConsumePrefix(&name, "ps_chaos-") &&
           absl::SimpleAtoi(name, &pid)) {
-        found.push_back({Kind::kCgroup, pid,
-                         absl::StrCat(root, "/", entry->d_name), root});
+        found.push_back(
+            {Kind::kCgroup, pid, absl::StrCat(root, "/", entry->d_name), root});
       }
     }
     closedir(dir);
@@ -107,10 +107,14 @@ std::vector<Resource> AllResources() {
 
 std::string Describe(const Resource& r) {
   switch (r.kind) {
-    case Kind::kNamespace: return absl::StrCat("network namespace ", r.name);
-    case Kind::kLink: return absl::StrCat("network link ", r.name);
-    case Kind::kCgroup: return absl::StrCat("cgroup ", r.name);
-    case Kind::kForwardRule: return absl::StrCat("iptables rule ", r.name);
+    case Kind::kNamespace:
+      return absl::StrCat("network namespace ", r.name);
+    case Kind::kLink:
+      return absl::StrCat("network link ", r.name);
+    case Kind::kCgroup:
+      return absl::StrCat("cgroup ", r.name);
+    case Kind::kForwardRule:
+      return absl::StrCat("iptables rule ", r.name);
   }
   return r.name;
 }
@@ -120,9 +124,9 @@ bool Running(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
 }  // namespace
 
 std::vector<std::string> ForwardRule(const std::string& bridge, pid_t pid) {
-  return {"-i",        bridge,      "-o",       bridge,
-          "-m",        "comment",   "--comment", absl::StrCat("ps_chaos-", pid),
-          "-j",        "ACCEPT"};
+  return {"-i", bridge,    "-o",        bridge,
+          "-m", "comment", "--comment", absl::StrCat("ps_chaos-", pid),
+          "-j", "ACCEPT"};
 }
 
 void RemoveCgroupTree(const std::string& dir, const std::string& root) {
@@ -191,8 +195,8 @@ std::vector<std::string> CleanUpDeadRuns() {
     const std::string line = Describe(r);
     const bool left =
         std::find(still.begin(), still.end(), line) != still.end();
-    report.push_back(absl::StrCat(left ? "could not remove " : "removed ",
-                                  line, " of ps_chaos run ", r.pid,
+    report.push_back(absl::StrCat(left ? "could not remove " : "removed ", line,
+                                  " of ps_chaos run ", r.pid,
                                   ", which is no longer running"));
   }
   return report;

@@ -9,11 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <thread>
@@ -127,8 +127,7 @@ absl::Status InNamespace(const std::string& ns,
       result = fn();
       if (setns(home, CLONE_NEWNET) != 0 && result.ok()) {
         result = absl::InternalError(absl::StrCat(
-            "cannot leave network namespace ", ns, ": ",
-            std::strerror(errno)));
+            "cannot leave network namespace ", ns, ": ", std::strerror(errno)));
       }
     }
     if (fd >= 0) close(fd);
@@ -180,8 +179,9 @@ absl::Status NetworkSandbox::CheckTraffic(const std::string& from,
         error = errno;
         if (error == EINPROGRESS) {
           pollfd waiting = {fd, POLLOUT, 0};
-          const int ready = poll(
-              &waiting, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+          const int ready =
+              poll(&waiting, 1,
+                   static_cast<int>(absl::ToInt64Milliseconds(timeout)));
           socklen_t length = sizeof(error);
           error = ETIMEDOUT;
           if (ready == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
@@ -198,16 +198,19 @@ absl::Status NetworkSandbox::CheckTraffic(const std::string& from,
   std::string why = "a firewall rule of this machine drops them";
   std::ifstream bridge_nf("/proc/sys/net/bridge/bridge-nf-call-iptables");
   if (int on = 0; bridge_nf >> on && on == 1) {
-    why = "net.bridge.bridge-nf-call-iptables is 1, so bridged packets pass "
-          "through the host's iptables FORWARD chain, whose policy Docker "
-          "sets to DROP; allow the bridge there, or run the scenario with "
-          "network: loopback";
+    why =
+        "net.bridge.bridge-nf-call-iptables is 1, so bridged packets pass "
+        "through the host's iptables FORWARD chain, whose policy Docker "
+        "sets to DROP; allow the bridge there, or run the scenario with "
+        "network: loopback";
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "packets do not cross the sandbox's bridge ", bridge_, ": a TCP "
-      "connection from ", from, " (", Address(from), ") to ", to, " (",
-      to_address, ") failed within ", absl::FormatDuration(timeout), " (",
-      connected.message(), "): ", why));
+  return absl::FailedPreconditionError(
+      absl::StrCat("packets do not cross the sandbox's bridge ", bridge_,
+                   ": a TCP "
+                   "connection from ",
+                   from, " (", Address(from), ") to ", to, " (", to_address,
+                   ") failed within ", absl::FormatDuration(timeout), " (",
+                   connected.message(), "): ", why));
 }
 
 absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
@@ -217,8 +220,8 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
   sandbox->use_nft_ = use_nft;
   sandbox->lock_fd_ = open(kLockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (sandbox->lock_fd_ < 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot open ", kLockPath, ": ", std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot open ", kLockPath, ": ", std::strerror(errno)));
   }
   if (flock(sandbox->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     std::ifstream holder(kLockPath);
@@ -226,9 +229,10 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
     holder >> pid;
     close(sandbox->lock_fd_);
     sandbox->lock_fd_ = -1;
-    return absl::UnavailableError(absl::StrCat(
-        "another ps_chaos run (pid ", pid, ") holds the network sandbox; "
-        "run one namespaced scenario at a time"));
+    return absl::UnavailableError(
+        absl::StrCat("another ps_chaos run (pid ", pid,
+                     ") holds the network sandbox; "
+                     "run one namespaced scenario at a time"));
   }
   (void)!ftruncate(sandbox->lock_fd_, 0);
   const std::string pid_text = absl::StrCat(sandbox->pid_, "\n");
@@ -255,8 +259,7 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
   for (const std::string& host : hosts) {
     const int base = host[0] == 's' ? 10 : 100;
     int index = 0;
-    if (!absl::SimpleAtoi(host.substr(1), &index) || index < 0 ||
-        index > 99) {
+    if (!absl::SimpleAtoi(host.substr(1), &index) || index < 0 || index > 99) {
       return absl::InvalidArgumentError(absl::StrCat("bad host name ", host));
     }
     const std::string address = absl::StrCat(subnet, ".", base + index);
@@ -282,18 +285,18 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
       const std::vector<std::string> left = sandbox->Teardown();
       return absl::UnavailableError(absl::StrCat(
           "cannot build the network sandbox: ", done.status().message(),
-          left.empty() ? ""
-                       : absl::StrCat("; left behind: ",
-                                      absl::StrJoin(left, "; "))));
+          left.empty()
+              ? ""
+              : absl::StrCat("; left behind: ", absl::StrJoin(left, "; "))));
     }
   }
   if (absl::Status allowed = sandbox->AllowForwarding(); !allowed.ok()) {
     const std::vector<std::string> left = sandbox->Teardown();
     return absl::UnavailableError(absl::StrCat(
         "cannot let traffic cross the sandbox bridge: ", allowed.message(),
-        left.empty() ? ""
-                     : absl::StrCat("; left behind: ",
-                                    absl::StrJoin(left, "; "))));
+        left.empty()
+            ? ""
+            : absl::StrCat("; left behind: ", absl::StrJoin(left, "; "))));
   }
   // Fail now, not after the workers' retries ran out.
   if (hosts.size() >= 2) {
@@ -402,8 +405,8 @@ absl::Status NetworkSandbox::Apply(const std::string& host,
     for (const std::string& peer : faults.cut_from) {
       commands.push_back({"ip", "netns", "exec", ns, "iptables", "-A", "INPUT",
                           "-s", peer, "-j", "DROP"});
-      commands.push_back({"ip", "netns", "exec", ns, "iptables", "-A",
-                          "OUTPUT", "-d", peer, "-j", "DROP"});
+      commands.push_back({"ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT",
+                          "-d", peer, "-j", "DROP"});
     }
     if (faults.loss > 0) {
       for (const char* chain : {"INPUT", "OUTPUT"}) {

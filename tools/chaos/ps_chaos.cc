@@ -87,8 +87,9 @@ bool UseNamespacesOrDie(const chaos::Scenario& scenario,
         "in-process injection");
   }
   if (wants_namespaces && !namespaces) {
-    std::printf("ps_chaos: falling back to loopback with in-process fault "
-                "injection\n");
+    std::printf(
+        "ps_chaos: falling back to loopback with in-process fault "
+        "injection\n");
   }
   for (const chaos::FaultEvent& f : scenario.faults) {
     if (namespaces || f.action != chaos::FaultEvent::Action::kNet ||
@@ -176,8 +177,8 @@ void PrintSummary(const chaos::Report& report, const std::string& out) {
         "(examples/s %s before, %s during, %s after), %llu updates lost, "
         "accuracy delta %s\n",
         f.line, f.what.c_str(), f.trigger.c_str(),
-        f.applied ? absl::StrFormat("applied at %.2f s (epoch %.2f)",
-                                    f.start_s, f.start_epoch)
+        f.applied ? absl::StrFormat("applied at %.2f s (epoch %.2f)", f.start_s,
+                                    f.start_epoch)
                         .c_str()
                   : "not applied",
         Figure(f.detect_s, "s").c_str(), Figure(f.stall_s, "s").c_str(),
@@ -187,25 +188,25 @@ void PrintSummary(const chaos::Report& report, const std::string& out) {
         Figure(f.fault_samples_per_s, "").c_str(),
         Figure(f.post_fault_samples_per_s, "").c_str(),
         static_cast<unsigned long long>(f.updates_lost),
-        f.accuracy_delta ? absl::StrFormat("%+.2f points",
-                                           100 * *f.accuracy_delta)
-                               .c_str()
-                         : "-");
+        f.accuracy_delta
+            ? absl::StrFormat("%+.2f points", 100 * *f.accuracy_delta).c_str()
+            : "-");
     for (const std::string& note : f.notes) {
       std::printf("ps_chaos:   note: %s\n", note.c_str());
     }
   }
   const chaos::ExperimentResult& run = *report.run;
-  std::printf("ps_chaos: %s in %.1f s; final accuracy %s; outputs in %s\n",
-              run.completed ? "training completed"
-                            : absl::StrCat("FAILED: ", run.failure).c_str(),
-              run.duration_s,
-              run.timeline.evaluations.empty()
-                  ? "-"
-                  : absl::StrFormat("%.2f%%",
-                                    100 * run.timeline.evaluations.back().accuracy)
-                        .c_str(),
-              out.c_str());
+  std::printf(
+      "ps_chaos: %s in %.1f s; final accuracy %s; outputs in %s\n",
+      run.completed ? "training completed"
+                    : absl::StrCat("FAILED: ", run.failure).c_str(),
+      run.duration_s,
+      run.timeline.evaluations.empty()
+          ? "-"
+          : absl::StrFormat("%.2f%%",
+                            100 * run.timeline.evaluations.back().accuracy)
+                .c_str(),
+      out.c_str());
 }
 
 int Run(const std::string& scenario_path) {
@@ -215,7 +216,8 @@ int Run(const std::string& scenario_path) {
   chaos::ExperimentOptions options;
   options.bin_dir = absl::GetFlag(FLAGS_bin_dir);
   if (options.bin_dir.empty()) options.bin_dir = ps::common::ExecutableDir();
-  options.namespaces = UseNamespacesOrDie(*scenario, scenario_path, options.caps);
+  options.namespaces =
+      UseNamespacesOrDie(*scenario, scenario_path, options.caps);
   options.interrupted = [] { return ps::common::StopSignalReceived() != 0; };
   options.verbose = !absl::GetFlag(FLAGS_quiet);
 

@@ -112,18 +112,21 @@ absl::Status WritePlot(const Report& report, const std::string& out_dir) {
   const ExperimentResult& run = *report.run;
   std::string script = absl::StrCat(
       "set terminal pngcairo size 1200,800 font 'sans,10'\n"
-      "set output '", out_dir, "/timeline.png'\n"
+      "set output '",
+      out_dir,
+      "/timeline.png'\n"
       "set datafile separator comma\n"
       "set key inside left top opaque\n"
       "set grid\n"
       "set lmargin 10\nset rmargin 10\n"
-      "set xrange [0:", absl::StrFormat("%.1f", std::max(1.0, run.duration_s)),
+      "set xrange [0:",
+      absl::StrFormat("%.1f", std::max(1.0, run.duration_s)),
       "]\n"
       "set multiplot layout 2,1 title ",
-      Quoted(absl::StrCat(report.scenario->name, " (", report.scenario->cluster.mode,
-                        ", ", report.scenario->cluster.servers, " servers x ",
-                        report.scenario->cluster.workers, " workers, ",
-                        report.network, ")")),
+      Quoted(absl::StrCat(
+          report.scenario->name, " (", report.scenario->cluster.mode, ", ",
+          report.scenario->cluster.servers, " servers x ",
+          report.scenario->cluster.workers, " workers, ", report.network, ")")),
       "\n");
   // A dashed line and a label at every fault event, on both panels.
   std::string marks;
@@ -134,8 +137,8 @@ absl::Status WritePlot(const Report& report, const std::string& out_dir) {
                     e.t, ", graph 1 nohead dt 2 lw 1.5 lc rgb '",
                     e.start ? "#d62728" : "#2ca02c", "'\n");
     absl::StrAppend(&marks, "set label ", n, " ",
-                    Quoted(absl::StrReplaceAll(e.text, {{"'", ""}})), " at ", e.t,
-                    ", graph ", 0.97 - 0.07 * ((n - 1) % 4),
+                    Quoted(absl::StrReplaceAll(e.text, {{"'", ""}})), " at ",
+                    e.t, ", graph ", 0.97 - 0.07 * ((n - 1) % 4),
                     " left offset 0.5,0 font 'sans,8' tc rgb '",
                     e.start ? "#d62728" : "#2ca02c", "'\n");
   }
@@ -145,7 +148,9 @@ absl::Status WritePlot(const Report& report, const std::string& out_dir) {
   absl::StrAppend(&script, marks,
                   "set ylabel 'test accuracy (%)'\n"
                   "set format x ''\n"
-                  "plot '", csv, "' every ::1 using 1:($3*100) with steps lw 2 "
+                  "plot '",
+                  csv,
+                  "' every ::1 using 1:($3*100) with steps lw 2 "
                   "lc rgb '#1f77b4' title 'accuracy'");
   if (baseline) {
     absl::StrAppend(&script, ", '", base_csv,
@@ -157,9 +162,14 @@ absl::Status WritePlot(const Report& report, const std::string& out_dir) {
                   "set ylabel 'examples/s'\n"
                   "set y2label 'live workers'\n"
                   "set y2tics\nset ytics nomirror\n"
-                  "set y2range [0:", report.scenario->cluster.workers + 1, "]\n"
-                  "plot '", csv, "' every ::1 using 1:4 with lines lw 2 lc rgb "
-                  "'#ff7f0e' title 'throughput', '", csv,
+                  "set y2range [0:",
+                  report.scenario->cluster.workers + 1,
+                  "]\n"
+                  "plot '",
+                  csv,
+                  "' every ::1 using 1:4 with lines lw 2 lc rgb "
+                  "'#ff7f0e' title 'throughput', '",
+                  csv,
                   "' every ::1 using 1:5 axes x1y2 with steps lw 1.5 lc rgb "
                   "'#9467bd' title 'live workers'");
   if (baseline) {

@@ -30,13 +30,20 @@ std::string Trigger::ToString() const {
 
 std::string FaultEvent::ActionName() const {
   switch (action) {
-    case Action::kKill: return "kill";
-    case Action::kStop: return "stop";
-    case Action::kCont: return "cont";
-    case Action::kRestart: return "restart";
-    case Action::kRpc: return "rpc";
-    case Action::kNet: return "net";
-    case Action::kCpu: return "cpu";
+    case Action::kKill:
+      return "kill";
+    case Action::kStop:
+      return "stop";
+    case Action::kCont:
+      return "cont";
+    case Action::kRestart:
+      return "restart";
+    case Action::kRpc:
+      return "rpc";
+    case Action::kNet:
+      return "net";
+    case Action::kCpu:
+      return "cpu";
   }
   return "?";
 }
@@ -51,7 +58,8 @@ std::string FaultEvent::Describe() const {
     if (loss > 0) details.push_back(absl::StrCat("loss ", 100 * loss, "%"));
     if (!rate.empty()) details.push_back(absl::StrCat("rate ", rate));
     if (latency > absl::ZeroDuration()) {
-      details.push_back(absl::StrCat("latency ", absl::FormatDuration(latency)));
+      details.push_back(
+          absl::StrCat("latency ", absl::FormatDuration(latency)));
     }
     if (!partition.empty()) {
       std::vector<std::string> peers;
@@ -65,7 +73,8 @@ std::string FaultEvent::Describe() const {
   if (duration) {
     details.push_back(absl::StrCat("for ", absl::FormatDuration(*duration)));
   }
-  if (!details.empty()) absl::StrAppend(&text, ": ", absl::StrJoin(details, ", "));
+  if (!details.empty())
+    absl::StrAppend(&text, ": ", absl::StrJoin(details, ", "));
   return text;
 }
 
@@ -102,7 +111,8 @@ class Parser {
   // Every key of `map` must be in `known`, once.
   absl::Status CheckKeys(const YAML::Node& map, absl::string_view what,
                          const std::vector<std::string>& known) const {
-    if (!map.IsMap()) return Error(map, absl::StrCat(what, " must be a mapping"));
+    if (!map.IsMap())
+      return Error(map, absl::StrCat(what, " must be a mapping"));
     std::set<std::string> seen;
     for (const auto& kv : map) {
       const std::string key = kv.first.Scalar();
@@ -112,8 +122,8 @@ class Parser {
                                   "; known: ", absl::StrJoin(known, ", ")));
       }
       if (!seen.insert(key).second) {
-        return Error(kv.first, absl::StrCat("key '", key, "' given twice in ",
-                                            what));
+        return Error(kv.first,
+                     absl::StrCat("key '", key, "' given twice in ", what));
       }
     }
     return absl::OkStatus();
@@ -133,9 +143,9 @@ class Parser {
     uint64_t value = 0;
     if (!node.IsScalar() || !absl::SimpleAtoi(node.Scalar(), &value) ||
         value < low || value > high) {
-      return Error(node, absl::StrCat(key, " must be a whole number from ", low,
-                                      " to ", high, ", not '", node.Scalar(),
-                                      "'"));
+      return Error(
+          node, absl::StrCat(key, " must be a whole number from ", low, " to ",
+                             high, ", not '", node.Scalar(), "'"));
     }
     return value;
   }
@@ -160,7 +170,8 @@ class Parser {
     double value = 0;
     if (!absl::SimpleAtod(text, &value) || !(value >= 0) ||
         value > (percent ? 100 : 1)) {
-      return Error(node, absl::StrCat(key, " must be a fraction like 0.05 or "
+      return Error(node, absl::StrCat(key,
+                                      " must be a fraction like 0.05 or "
                                       "a percentage like 5%, not '",
                                       node.Scalar(), "'"));
     }
@@ -172,14 +183,16 @@ class Parser {
     absl::Duration value;
     if (!node.IsScalar() || !absl::ParseDuration(node.Scalar(), &value) ||
         value <= absl::ZeroDuration()) {
-      return Error(node, absl::StrCat(key, " must be a duration like 500ms, "
-                                      "10s or 2m, not '", node.Scalar(), "'"));
+      return Error(node, absl::StrCat(key,
+                                      " must be a duration like 500ms, "
+                                      "10s or 2m, not '",
+                                      node.Scalar(), "'"));
     }
     return value;
   }
 
-  absl::StatusOr<std::vector<std::string>> Strings(const YAML::Node& node,
-                                                   absl::string_view key) const {
+  absl::StatusOr<std::vector<std::string>> Strings(
+      const YAML::Node& node, absl::string_view key) const {
     std::vector<std::string> values;
     if (node.IsScalar()) {
       values = absl::StrSplit(node.Scalar(), ' ', absl::SkipEmpty());
@@ -219,7 +232,8 @@ class Parser {
       }
     }
     if (words.empty()) {
-      return Error(node, absl::StrCat(key, " must name processes: 'worker 2', "
+      return Error(node, absl::StrCat(key,
+                                      " must name processes: 'worker 2', "
                                       "'server 0', 'workers', 'servers', 'all' "
                                       "or a list of these"));
     }
@@ -256,9 +270,10 @@ class Parser {
       const bool is_server = parts[0] == "server";
       const uint32_t count = is_server ? cluster.servers : cluster.workers;
       if (index >= count) {
-        return Error(node, absl::StrCat(
-            word, " does not exist: the cluster has ", count,
-            is_server ? " servers" : " workers", " (0 to ", count - 1, ")"));
+        return Error(
+            node, absl::StrCat(word, " does not exist: the cluster has ", count,
+                               is_server ? " servers" : " workers", " (0 to ",
+                               count - 1, ")"));
       }
       add(is_server ? ProcessRef::Kind::kServer : ProcessRef::Kind::kWorker,
           index);
@@ -340,8 +355,8 @@ class Parser {
           c.mode = *text;
         } else if (key == "model") {
           if (*text != "softmax" && *text != "mlp") {
-            return Error(v, absl::StrCat("model '", *text,
-                                         "' is not softmax or mlp"));
+            return Error(
+                v, absl::StrCat("model '", *text, "' is not softmax or mlp"));
           }
           c.model = *text;
         } else {
@@ -351,7 +366,8 @@ class Parser {
               {"namespaces", ClusterSpec::Network::kNamespaces}};
           auto it = kNetworks.find(*text);
           if (it == kNetworks.end()) {
-            return Error(v, absl::StrCat("network '", *text, "' is not auto, "
+            return Error(v, absl::StrCat("network '", *text,
+                                         "' is not auto, "
                                          "loopback or namespaces"));
           }
           c.network = it->second;
@@ -360,9 +376,9 @@ class Parser {
       if (!s.ok()) return s;
     }
     if (c.sync_quorum > c.workers) {
-      return Error(node["sync_quorum"], absl::StrCat(
-          "sync_quorum ", c.sync_quorum, " is more than the ", c.workers,
-          " workers"));
+      return Error(node["sync_quorum"],
+                   absl::StrCat("sync_quorum ", c.sync_quorum,
+                                " is more than the ", c.workers, " workers"));
     }
     if (c.eval_every > c.epochs) {
       return Error(node["eval_every"], "eval_every is longer than the run");
@@ -375,9 +391,9 @@ class Parser {
     static const std::vector<std::string> kActions = {
         "kill", "stop", "cont", "restart", "rpc", "net", "cpu"};
     static const std::map<std::string, std::string> kParameterAction = {
-        {"delay", "rpc"},   {"drop", "rpc"},     {"error", "rpc"},
-        {"methods", "rpc"}, {"side", "rpc"},     {"seed", "rpc"},
-        {"loss", "net"},    {"rate", "net"},     {"partition", "net"},
+        {"delay", "rpc"},   {"drop", "rpc"}, {"error", "rpc"},
+        {"methods", "rpc"}, {"side", "rpc"}, {"seed", "rpc"},
+        {"loss", "net"},    {"rate", "net"}, {"partition", "net"},
         {"latency", "net"}, {"quota", "cpu"}};
     std::vector<std::string> known = {"at", "for"};
     known.insert(known.end(), kActions.begin(), kActions.end());
@@ -393,8 +409,8 @@ class Parser {
       if (!node[name]) continue;
       if (!action.empty()) {
         return Error(node, absl::StrCat("a fault has one action; this one has "
-                                        "both '", action, "' and '", name,
-                                        "'"));
+                                        "both '",
+                                        action, "' and '", name, "'"));
       }
       action = name;
     }
@@ -415,22 +431,23 @@ class Parser {
     fault.at = *at;
     if (fault.at.unit == Trigger::Unit::kEpoch &&
         fault.at.value > cluster.epochs) {
-      return Error(node["at"], absl::StrCat(
-          "at ", fault.at.ToString(), " is after the run's ", cluster.epochs,
-          " epochs: the fault would never fire"));
+      return Error(
+          node["at"],
+          absl::StrCat("at ", fault.at.ToString(), " is after the run's ",
+                       cluster.epochs, " epochs: the fault would never fire"));
     }
     for (const auto& kv : node) {
       auto it = kParameterAction.find(kv.first.Scalar());
       if (it != kParameterAction.end() && it->second != action) {
-        return Error(kv.first, absl::StrCat("'", it->first, "' is a setting of ",
-                                            it->second, " faults, not of ",
-                                            action));
+        return Error(kv.first,
+                     absl::StrCat("'", it->first, "' is a setting of ",
+                                  it->second, " faults, not of ", action));
       }
     }
     if (node["for"]) {
       if (action == "cont" || action == "restart") {
-        return Error(node["for"], absl::StrCat("'for' does not apply to ",
-                                               action));
+        return Error(node["for"],
+                     absl::StrCat("'for' does not apply to ", action));
       }
       absl::StatusOr<absl::Duration> d = Duration(node["for"], "for");
       if (!d.ok()) return d.status();
@@ -478,8 +495,10 @@ class Parser {
             "bit", "kbit", "mbit", "gbit", "bps", "kbps", "mbps", "gbps"};
         if (digits == 0 || digits == std::string::npos ||
             !kUnits.count(r.substr(digits))) {
-          return Error(node["rate"], absl::StrCat(
-              "rate '", *rate, "' is not a bandwidth like 10mbit or 500kbit"));
+          return Error(
+              node["rate"],
+              absl::StrCat("rate '", *rate,
+                           "' is not a bandwidth like 10mbit or 500kbit"));
         }
         fault.rate = r;
       }
@@ -500,20 +519,23 @@ class Parser {
           }
         }
         if (fault.partition.empty()) {
-          return Error(node["partition"], "a partition needs a peer that is "
-                                          "not itself a target");
+          return Error(node["partition"],
+                       "a partition needs a peer that is "
+                       "not itself a target");
         }
       }
       if (fault.loss == 0 && fault.rate.empty() && fault.partition.empty() &&
           fault.latency == absl::ZeroDuration()) {
-        return Error(node, "a net fault needs loss, rate, latency or "
-                           "partition");
+        return Error(node,
+                     "a net fault needs loss, rate, latency or "
+                     "partition");
       }
     }
     if (action == "cpu") {
       if (!node["quota"]) {
-        return Error(node, "a cpu fault needs quota: the share of one CPU, "
-                           "like 20%");
+        return Error(node,
+                     "a cpu fault needs quota: the share of one CPU, "
+                     "like 20%");
       }
       absl::StatusOr<double> quota = Fraction(node["quota"], "quota");
       if (!quota.ok()) return quota.status();
@@ -574,10 +596,11 @@ class Parser {
         const FaultEvent& event = events.back();
         auto it = previous.find(event.at.unit);
         if (it != previous.end() && event.at.value < it->second->at.value) {
-          return Error(item["at"], absl::StrCat(
-              "at ", event.at.ToString(), " comes before ",
-              it->second->at.ToString(), " of the fault on line ",
-              it->second->line, ": list faults in the order they happen"));
+          return Error(item["at"],
+                       absl::StrCat("at ", event.at.ToString(),
+                                    " comes before ", it->second->at.ToString(),
+                                    " of the fault on line ", it->second->line,
+                                    ": list faults in the order they happen"));
         }
         previous[event.at.unit] = &event;
       }
@@ -588,9 +611,10 @@ class Parser {
       for (const FaultEvent& fault : scenario.faults) {
         if (fault.action == FaultEvent::Action::kNet &&
             (fault.loss > 0 || !fault.rate.empty())) {
-          return Error(fault.line - 1, "loss and rate need network: auto or "
-                                       "namespaces (loopback has no link of "
-                                       "its own to shape)");
+          return Error(fault.line - 1,
+                       "loss and rate need network: auto or "
+                       "namespaces (loopback has no link of "
+                       "its own to shape)");
         }
       }
     }

@@ -61,7 +61,7 @@ absl::StatusOr<std::string> RunCommand(const std::vector<std::string>& argv) {
     return absl::UnavailableError(absl::StrCat(
         "'", absl::StrJoin(argv, " "), "' failed",
         WIFEXITED(status) && WEXITSTATUS(status) == 127 ? " (not installed?)"
-                                                       : "",
+                                                        : "",
         ": ", absl::StripAsciiWhitespace(output)));
   }
   return output;

@@ -83,11 +83,10 @@ absl::Status WriteTimelineCsv(const Timeline& timeline,
   auto write_events_until = [&](double t) {
     for (; e < timeline.events.size() && timeline.events[e].t <= t; ++e) {
       const EventRow& event = timeline.events[e];
-      out << absl::StrFormat("%.3f,%.4f,%s,,", event.t,
-                             timeline.samples.empty()
-                                 ? 0.0
-                                 : timeline.EpochAt(last_sample),
-                             optional(timeline.AccuracyAt(event.t), "%.4f"));
+      out << absl::StrFormat(
+          "%.3f,%.4f,%s,,", event.t,
+          timeline.samples.empty() ? 0.0 : timeline.EpochAt(last_sample),
+          optional(timeline.AccuracyAt(event.t), "%.4f"));
       out << std::string(servers + 1, ',') << '"'
           << absl::StrReplaceAll(event.text, {{"\"", "\"\""}}) << "\"\n";
     }
@@ -98,13 +97,14 @@ absl::Status WriteTimelineCsv(const Timeline& timeline,
     last_sample = i;
     std::optional<double> live;
     for (const ServerSample& s : sample.servers) {
-      if (s.up) live = std::min(live.value_or(s.live_workers), 1.0 * s.live_workers);
+      if (s.up)
+        live = std::min(live.value_or(s.live_workers), 1.0 * s.live_workers);
     }
-    out << absl::StrFormat("%.3f,%.4f,%s,%s,%s", sample.t, timeline.EpochAt(i),
-                           optional(timeline.AccuracyAt(sample.t), "%.4f"),
-                           optional(timeline.Rate(sample.t - kRateWindowS, sample.t),
-                                    "%.0f"),
-                           optional(live, "%.0f"));
+    out << absl::StrFormat(
+        "%.3f,%.4f,%s,%s,%s", sample.t, timeline.EpochAt(i),
+        optional(timeline.AccuracyAt(sample.t), "%.4f"),
+        optional(timeline.Rate(sample.t - kRateWindowS, sample.t), "%.0f"),
+        optional(live, "%.0f"));
     for (const ServerSample& s : sample.servers) {
       out << ',' << (s.up ? absl::StrCat(s.version) : "");
     }

@@ -35,9 +35,9 @@ struct Evaluation {
 
 struct EventRow {
   double t = 0;
-  int fault = -1;      // index into the scenario's faults
-  bool start = true;   // false: the fault was undone (cont, heal, …)
-  std::string text;    // "kill worker 2", "end: stop worker 1"
+  int fault = -1;     // index into the scenario's faults
+  bool start = true;  // false: the fault was undone (cont, heal, …)
+  std::string text;   // "kill worker 2", "end: stop worker 1"
 };
 
 // timeline.csv's samples_per_s: examples per second over this many seconds
