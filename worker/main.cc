@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
+#include "common/json.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
@@ -176,10 +177,11 @@ int main(int argc, char** argv) {
     }
     const ps::worker::Evaluation evaluation =
         (*model)->Evaluate(options.initial_theta, data->test);
-    std::printf(
-        "{\"test_accuracy\":%.4f,\"test_loss\":%.5f,\"examples\":%lld}\n",
-        evaluation.accuracy, evaluation.mean_loss,
-        static_cast<long long>(data->test.size()));
+    const ps::common::Json line = {
+        {"test_accuracy", ps::common::RoundTo(evaluation.accuracy, 4)},
+        {"test_loss", ps::common::RoundTo(evaluation.mean_loss, 5)},
+        {"examples", data->test.size()}};
+    std::printf("%s\n", line.dump().c_str());
     return 0;
   }
   DieIfError(ps::worker::ValidateTrainerOptions(options, data->train.size()),
