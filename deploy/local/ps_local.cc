@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/cli.h"
+#include "common/consistency_mode.h"
 #include "common/dataset.h"
 #include "common/json.h"
 #include "common/stop_signal.h"
@@ -158,7 +159,7 @@ int main(int argc, char** argv) {
   if (num_servers < 1 || num_servers > 64) Die("--servers must be 1 to 64");
   if (num_workers < 1 || num_workers > 64) Die("--workers must be 1 to 64");
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "sync" && mode != "async" && mode != "ssp") {
+  if (!ps::common::ParseConsistencyMode(mode).ok()) {
     Die(absl::StrCat("--mode='", mode, "' is not sync, ssp or async"));
   }
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/consistency_mode.h"
 #include "yaml-cpp/yaml.h"
 
 namespace ps::chaos {
@@ -348,7 +349,7 @@ class Parser {
         absl::StatusOr<std::string> text = String(v, key);
         if (!text.ok()) return text.status();
         if (key == "mode") {
-          if (*text != "sync" && *text != "ssp" && *text != "async") {
+          if (!common::ParseConsistencyMode(*text).ok()) {
             return Error(v, absl::StrCat("mode '", *text,
                                          "' is not sync, ssp or async"));
           }
