@@ -101,6 +101,17 @@ def _varint(value):
             return bytes(out)
 
 
+# Field numbers of the requests that _push_bytes and push_pull frame by hand,
+# read from the proto so a renumbered field cannot go out under its old one.
+def _field_number(message, field):
+    return message.DESCRIPTOR.fields_by_name[field].number
+
+
+_PUSH_GRADIENT = _field_number(pb.PushRequest, "gradient")
+_PUSH_PULL_PUSH = _field_number(pb.PushPullRequest, "push")
+_PUSH_PULL_PULL = _field_number(pb.PushPullRequest, "pull")
+
+
 def _length_delimited(field_number, size):
     """The tag and length of a bytes or message field of `size` bytes."""
     return _varint(field_number << 3 | 2) + _varint(size)
@@ -312,8 +323,9 @@ class Client:
             push = self._push_bytes(shard, seq, batch_size, flat)
             pull = self._pull_request(shard, min_version,
                                       clock=self.step + 1).SerializeToString()
-            request = b"".join([_length_delimited(1, len(push)), push,
-                                _length_delimited(2, len(pull)), pull])
+            request = b"".join([
+                _length_delimited(_PUSH_PULL_PUSH, len(push)), push,
+                _length_delimited(_PUSH_PULL_PULL, len(pull)), pull])
             raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
                 "PushPull"](request, timeout=t))
             answer = pb.PushPullResponse.FromString(raw[0])
@@ -615,7 +627,7 @@ class Client:
             key_end=shard.end).SerializeToString()
         pieces = self._pieces(flat, shard)
         size = sum(len(p) for p in pieces)
-        return b"".join([header, _length_delimited(9, size), *pieces])
+        return b"".join([header, _length_delimited(_PUSH_GRADIENT, size), *pieces])
 
     def _pulled(self, fetch):
         """fetch(shard, theta) on every shard into one new flat θ; returns
