@@ -122,7 +122,9 @@ ps_local_accuracy() {
 }
 
 exited() { [ "$(docker inspect -f '{{.State.Status}}' "$(container "$1")")" = exited ]; }
-logged() { docker logs "$(container "$1")" 2>&1 | grep -q -e "$2"; }
+# grep without -q, output dropped: -q exits at the first match, the writer
+# then dies of SIGPIPE, and pipefail fails a pipeline that matched.
+logged() { docker logs "$(container "$1")" 2>&1 | grep -e "$2" >/dev/null; }
 logged_twice() { [ "$(docker logs "$(container "$1")" 2>&1 | grep -c -e "$2")" -ge 2 ]; }
 
 # Exit codes of both workers once they stopped; fails on a timeout.
@@ -216,13 +218,13 @@ case "$what" in
     for s in ps-server-0 ps-server-1; do
       code=$(docker inspect -f '{{.State.ExitCode}}' "$(container "$s")")
       [ "$code" = 0 ] || fail "$s exited $code on SIGTERM"
-      logs "$s" | grep -q 'final checkpoint' || fail "$s wrote no final checkpoint"
+      logs "$s" | grep 'final checkpoint' >/dev/null || fail "$s wrote no final checkpoint"
     done
     stopped_version=$(logs ps-server-1 | sed -n 's/.*stopped at version \([0-9]*\).*/\1/p' | tail -n 1)
     # The checkpoint, copied out of the volume, restores and exports the
     # whole θ, which ps_worker --init_from evaluates to the job's accuracy.
     docker cp "$(container ps-server-0):/var/lib/ps/checkpoints" "$tmp/copy"
-    ls "$tmp/copy" | grep -q 'shard-1-of-2' || fail "no checkpoint of shard 1 in the volume"
+    ls "$tmp/copy" | grep 'shard-1-of-2' >/dev/null || fail "no checkpoint of shard 1 in the volume"
     chmod -R a+rwX "$tmp/copy"
     evaluated=$(docker run --rm --name "$project-run" -v "$tmp/copy:/ckpt" "$image" sh -c '
       for i in 0 1; do
@@ -247,7 +249,7 @@ case "$what" in
     compose down -v -t 30
     compose up -d --no-build ps-server-0 ps-server-1
     wait_for 60 "ps-server-1 serving" logged ps-server-1 'serving on port'
-    logs ps-server-1 | grep -q 'no checkpoint in /var/lib/ps/checkpoints: starting with a fresh model' ||
+    logs ps-server-1 | grep 'no checkpoint in /var/lib/ps/checkpoints: starting with a fresh model' >/dev/null ||
       fail "after down -v, ps-server-1 did not start afresh: $(logs ps-server-1)"
     echo "up again restored version $stopped_version; after down -v a fresh model"
     ;;
