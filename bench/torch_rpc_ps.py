@@ -38,6 +38,7 @@ EXAMPLE = os.path.join(HERE, "..", "worker", "python", "examples",
 sys.path.insert(0, os.path.dirname(EXAMPLE))
 import fashion_mnist  # noqa: E402
 import pyps.data  # noqa: E402
+import pyps.torch  # noqa: E402
 
 # ps_server's defaults: L2 on the weights, none on the biases.
 L2 = 1e-4
@@ -82,7 +83,7 @@ def _pull():
 
 def _run_rpc(rank, world, port, flags, results):
     global _server
-    torch.set_num_threads(1)
+    pyps.torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       TP_SOCKET_IFNAME="lo")
     options = rpc.TensorPipeRpcBackendOptions(num_worker_threads=8,

@@ -12,10 +12,13 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   python3-grpcio python3-protobuf python3-numpy python3-pytest python3-torch
+  libopenblas0-pthread
   libyaml-cpp-dev docker-compose
   gnuplot-nox jq iproute2 nftables
   mmdebstrap
 )
+# OpenBLAS: without it Debian's torch and numpy multiply matrices with the
+# reference BLAS, 8x slower (bench/README.md, "Python workers").
 # The docker tests (tests/docker_test.sh) need an engine: Debian's docker.io,
 # unless the machine has one already (docker-ce's packages conflict with it).
 # Without systemd, deploy/docker/ensure-dockerd.sh starts the daemon;

@@ -169,7 +169,8 @@ def parse_flags(argv):
     parser.add_argument("--max_retry_time", type=duration, default=120.0)
     parser.add_argument("--stop_grace", type=duration, default=5.0)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (ps_worker computes on one).")
+                        help="torch and BLAS threads (ps_worker computes on "
+                        "one).")
     parser.add_argument("--log_level", default="info")
     flags = parser.parse_args(argv)
     if flags.rank < 0:
@@ -217,7 +218,7 @@ def main(argv):
     logging.basicConfig(
         level=flags.log_level.upper(),
         format="%(asctime)s %(levelname).1s fashion_mnist %(message)s")
-    torch.set_num_threads(flags.threads)
+    pyps.torch.set_num_threads(flags.threads)
     (x_train, y_train), (x_test, y_test) = load(flags)
     classes = int(max(y_train.max(), y_test.max())) + 1
     model = MODELS[flags.model](x_train.shape[1], classes, flags.seed)

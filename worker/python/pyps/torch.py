@@ -8,7 +8,21 @@
         worker.step(len(y))            # push .grad, load the new θ
 """
 
+import ctypes
+
 import torch
+
+
+def set_num_threads(threads):
+    """torch's intra-op threads and OpenBLAS's, which Debian's torch and
+    numpy call through libblas.so.3 and which torch.set_num_threads does
+    not reach: workers sharing a machine's cores must not each spin one
+    BLAS thread per core."""
+    torch.set_num_threads(threads)
+    try:
+        ctypes.CDLL("libblas.so.3").openblas_set_num_threads(threads)
+    except (OSError, AttributeError):
+        pass  # not OpenBLAS: Debian's reference BLAS has one thread
 
 
 class Worker:
@@ -86,4 +100,4 @@ class Worker:
             torch.cuda.synchronize()
 
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "set_num_threads"]
