@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/cli.h"
+#include "common/log_format.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
@@ -86,6 +87,9 @@ ABSL_FLAG(std::string, inject_faults, "",
           "(common/rpc/fault_injection.h). Empty: none, at no cost.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
+ABSL_FLAG(std::string, log_format, "text",
+          "text (a line for a person) or json (one object a line: time, "
+          "level, daemon, shard, message; for log pipelines).");
 
 int main(int argc, char** argv) {
   using ps::common::Die;
@@ -94,11 +98,6 @@ int main(int argc, char** argv) {
       "ps_server --shard_index=I --num_shards=S --num_workers=W "
       "[--listen=host:port] [--mode=sync|async|ssp] [--lr=...]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
-  ps::rpc::RouteGrpcLogsToSpdlog();
-  ps::common::DieIfError(
-      ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
-      "--inject_faults");
-
   ps::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.shard.num_shards = absl::GetFlag(FLAGS_num_shards);
@@ -107,6 +106,14 @@ int main(int argc, char** argv) {
       /*env_name=*/"", /*use_hostname=*/true);
   ps::common::DieIfError(shard_index.status(), "cannot tell the shard index");
   options.shard.shard_index = *shard_index;
+  // Before anything logs, so every line has the chosen format.
+  ps::common::SetLogFormatOrDie(absl::GetFlag(FLAGS_log_format),
+                                {"ps_server", {{"shard", *shard_index}}});
+  ps::rpc::RouteGrpcLogsToSpdlog();
+  ps::common::DieIfError(
+      ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
+      "--inject_faults");
+
   options.shard.num_workers = absl::GetFlag(FLAGS_num_workers);
   options.shard.max_workers = absl::GetFlag(FLAGS_max_workers);
   options.shard.lease_timeout = absl::GetFlag(FLAGS_lease_timeout);

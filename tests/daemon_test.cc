@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/dataset.h"
+#include "common/json.h"
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -253,6 +254,9 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--mode=async", "--sync_quorum=2"}, "sync_quorum"},
       {{"ps_server", "--lease_timeout=0s"}, "lease_timeout"},
       {{"ps_local", "--servers=0"}, "--servers must be"},
+      {{"ps_server", "--log_format=xml"}, "--log_format: 'xml' is not"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--log_format=JSON"},
+       "--log_format: 'JSON' is not"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome = RunBinary(
@@ -263,6 +267,49 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
     EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
         << outcome.output;
   }
+}
+
+// Every line parses as an object that says which daemon and which place in
+// the job wrote it: what a log pipeline (Loki, Fluent Bit) needs.
+void ExpectJsonLines(const std::string& log, const std::string& daemon,
+                     const std::string& place, int index) {
+  const std::vector<std::string> lines =
+      absl::StrSplit(log, '\n', absl::SkipEmpty());
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) {
+    const common::Json object = common::ParseJsonObject(line);
+    ASSERT_FALSE(object.empty()) << "not a JSON object: " << line;
+    EXPECT_EQ(object.value("daemon", ""), daemon) << line;
+    EXPECT_EQ(object.value(place, -1), index) << line;
+    EXPECT_TRUE(object.contains("time") && object.contains("level") &&
+                object.contains("message"))
+        << line;
+  }
+}
+
+TEST(Daemons, WithLogFormatJsonEveryLineOfServerAndWorkerIsAJsonObject) {
+  const std::string dir = FreshDir("json_logs");
+  absl::StatusOr<common::Subprocess> server = common::Subprocess::Spawn(
+      {BinDir() + "/ps_server", "--listen=127.0.0.1:0",
+       absl::StrCat("--port_file=", dir, "/port"), "--mode=async",
+       "--shard_index=1", "--num_shards=2", "--log_format=json"},
+      dir + "/server.log");
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(test_support::WaitForPortFile(*server, dir + "/port"));
+  server->Signal(SIGTERM);
+  ASSERT_TRUE(server->WaitFor(absl::Seconds(30)).has_value());
+  const std::string server_log = ReadFile(dir + "/server.log");
+  EXPECT_THAT(server_log, HasSubstr("draining"));
+  ExpectJsonLines(server_log, "ps_server", "shard", 1);
+
+  // A worker's retries, its failure and gRPC's own lines, all as JSON.
+  Outcome worker = RunBinary(
+      {"ps_worker", "--servers=127.0.0.1:9", "--rank=1", "--num_workers=2",
+       "--max_retry_time=1s", "--rpc_deadline=300ms", "--log_format=json"},
+      dir + "/worker.log", absl::Seconds(60));
+  EXPECT_FALSE(ExitedWith(worker, 0)) << worker.output;
+  EXPECT_THAT(worker.output, HasSubstr("retrying"));
+  ExpectJsonLines(worker.output, "ps_worker", "rank", 1);
 }
 
 TEST(Daemons, AWorkerFacingAnUnreachableServerGivesUpInTimeWithAClearLine) {

@@ -14,6 +14,7 @@
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/json.h"
+#include "common/log_format.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
@@ -64,6 +65,9 @@ ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(5),
           "orchestrator's grace period (Docker: 10 s, Kubernetes: 30 s).");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
+ABSL_FLAG(std::string, log_format, "text",
+          "text (a line for a person) or json (one object a line: time, "
+          "level, daemon, rank, message; for log pipelines).");
 
 int main(int argc, char** argv) {
   using ps::common::Die;
@@ -73,6 +77,13 @@ int main(int argc, char** argv) {
       "ps_worker --servers=host:port,... --rank=R --num_workers=W "
       "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+  absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
+      absl::GetFlag(FLAGS_rank), "rank", absl::GetFlag(FLAGS_num_workers),
+      "JOB_COMPLETION_INDEX", /*use_hostname=*/false);
+  DieIfError(rank.status(), "cannot tell this worker's rank");
+  // Before anything logs, so every line has the chosen format.
+  ps::common::SetLogFormatOrDie(absl::GetFlag(FLAGS_log_format),
+                                {"ps_worker", {{"rank", *rank}}});
   ps::rpc::RouteGrpcLogsToSpdlog();
   ps::common::DieIfError(
       ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
@@ -88,10 +99,6 @@ int main(int argc, char** argv) {
       !absl::GetFlag(FLAGS_evaluate_only)) {
     Die("--servers is required: host:port of every server, in shard order");
   }
-  absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
-      absl::GetFlag(FLAGS_rank), "rank", absl::GetFlag(FLAGS_num_workers),
-      "JOB_COMPLETION_INDEX", /*use_hostname=*/false);
-  DieIfError(rank.status(), "cannot tell this worker's rank");
   client_options.worker_id = *rank;
   client_options.retry.rpc_deadline = absl::GetFlag(FLAGS_rpc_deadline);
   client_options.retry.max_retry_time = absl::GetFlag(FLAGS_max_retry_time);
