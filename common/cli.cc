@@ -11,7 +11,6 @@
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <optional>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
@@ -67,10 +66,10 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
     const size_t equals = arg.find('=');
     const std::string name(arg.substr(0, equals));
     if (name.empty()) continue;  // "-" alone is an argument
-    std::optional<std::string> value;
-    if (equals != absl::string_view::npos) {
-      value = std::string(arg.substr(equals + 1));
-    }
+    // Not std::optional<std::string>: GCC 12 calls it maybe-uninitialized
+    // under -fsanitize=thread, which -Werror turns into a failed build.
+    bool has_value = equals != absl::string_view::npos;
+    std::string value(has_value ? arg.substr(equals + 1) : "");
     // absl's parser handles these itself (some are no registered flags).
     if (absl::StartsWith(name, "help") || name == "version" ||
         name == "only_check_args" || name == "undefok" || name == "fromenv" ||
@@ -78,7 +77,7 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
       continue;
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr && absl::StartsWith(name, "no") && !value) {
+    if (flag == nullptr && absl::StartsWith(name, "no") && !has_value) {
       // --noflag sets a bool flag to false.
       absl::CommandLineFlag* negated =
           absl::FindCommandLineFlag(name.substr(2));
@@ -87,7 +86,7 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
     if (flag == nullptr) {
       Die(absl::StrCat("Unknown command line flag '", name, "' (see --help)"));
     }
-    if (!value) {
+    if (!has_value) {
       if (flag->IsOfType<bool>()) continue;
       if (i + 1 == args.size()) {
         Die(absl::StrCat("--", name, " needs a value"));
@@ -95,7 +94,7 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
       value = args[++i];
     }
     if (name == "flagfile") {
-      for (absl::string_view path : absl::StrSplit(*value, ',')) {
+      for (absl::string_view path : absl::StrSplit(value, ',')) {
         std::ifstream in{std::string(path)};
         if (!in) Die(absl::StrCat("cannot read --flagfile=", path));
         std::vector<std::string> lines;
@@ -109,16 +108,16 @@ void CheckFlags(const std::vector<std::string>& args, int depth) {
     }
     std::string error;
     // Sets the value too; absl's parser sets every flag again, in order.
-    if (!flag->ParseFrom(*value, &error)) {
+    if (!flag->ParseFrom(value, &error)) {
       double number = 0;
       if (flag->IsOfType<absl::Duration>() &&
-          absl::SimpleAtod(*value, &number)) {
-        Die(absl::StrCat("--", name, "=", *value,
+          absl::SimpleAtod(value, &number)) {
+        Die(absl::StrCat("--", name, "=", value,
                          " needs a unit, as in 500ms, 30s or 2m"));
       }
-      Die(absl::StrCat("--", name, "=", *value, ": ", error));
+      Die(absl::StrCat("--", name, "=", value, ": ", error));
     }
-    FlagValuesSeen()[name].push_back(*value);
+    FlagValuesSeen()[name].push_back(value);
   }
 }
 
