@@ -22,8 +22,8 @@ absl::Status CheckLabels(size_t values, absl::Span<const int32_t> labels,
   }
   for (size_t i = 0; i < labels.size(); ++i) {
     if (labels[i] != 0 && labels[i] != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "label ", labels[i], " at row ", i, " is not 0 or 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("label ", labels[i], " at row ", i, " is not 0 or 1"));
     }
   }
   return absl::OkStatus();
@@ -44,9 +44,9 @@ absl::StatusOr<double> RocAuc(absl::Span<const double> scores,
   const int64_t positives = std::count(labels.begin(), labels.end(), 1);
   const int64_t negatives = static_cast<int64_t>(labels.size()) - positives;
   if (positives == 0 || negatives == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "AUC is undefined without both classes: ", positives,
-        " positives and ", negatives, " negatives"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AUC is undefined without both classes: ", positives,
+                     " positives and ", negatives, " negatives"));
   }
 
   std::vector<size_t> order(scores.size());
@@ -77,9 +77,8 @@ absl::StatusOr<double> LogLoss(absl::Span<const double> probabilities,
                                absl::Span<const int32_t> labels,
                                double epsilon) {
   if (!(epsilon > 0 && epsilon < 0.5)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("log loss clip epsilon ", epsilon,
-                     " is outside (0, 0.5)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "log loss clip epsilon ", epsilon, " is outside (0, 0.5)"));
   }
   absl::Status status =
       CheckLabels(probabilities.size(), labels, "probabilities");
@@ -91,8 +90,8 @@ absl::StatusOr<double> LogLoss(absl::Span<const double> probabilities,
   for (size_t i = 0; i < probabilities.size(); ++i) {
     const double p = probabilities[i];
     if (!(p >= 0 && p <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "probability ", p, " at row ", i, " is outside [0, 1]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("probability ", p, " at row ", i, " is outside [0, 1]"));
     }
     const double clipped = std::clamp(p, epsilon, 1 - epsilon);
     sum -= labels[i] == 1 ? std::log(clipped) : std::log1p(-clipped);

@@ -42,11 +42,12 @@ class LibsvmParser {
     } else if (token == "0" || token == "-1") {
       label = 0;
     } else if (token.find(':') != absl::string_view::npos) {
-      return Error(absl::StrCat("missing label: the line starts with the "
-                                "feature '", token, "'"));
-    } else {
       return Error(
-          absl::StrCat("label '", token, "' is not 0, 1, -1 or +1"));
+          absl::StrCat("missing label: the line starts with the "
+                       "feature '",
+                       token, "'"));
+    } else {
+      return Error(absl::StrCat("label '", token, "' is not 0, 1, -1 or +1"));
     }
 
     while (!(token = NextToken(line)).empty()) {
@@ -93,8 +94,10 @@ class LibsvmParser {
       }
       const uint64_t digit = static_cast<uint64_t>(c - '0');
       if (id > (kMax - digit) / 10) {
-        return Error(absl::StrCat("id '", digits, "' is out of the uint64 "
-                                  "range (at most ", kMax, ")"));
+        return Error(absl::StrCat("id '", digits,
+                                  "' is out of the uint64 "
+                                  "range (at most ",
+                                  kMax, ")"));
       }
       id = id * 10 + digit;
     }

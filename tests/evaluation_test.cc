@@ -73,8 +73,7 @@ TEST(RocAuc, RefusesInputsWhereItIsUndefinedOrWrong) {
               HasSubstr("label 2 at row 1 is not 0 or 1"));
   EXPECT_THAT(RocAuc({0.1, std::nan("")}, {0, 1}).status().message(),
               HasSubstr("score at row 1 is NaN"));
-  EXPECT_EQ(RocAuc({}, {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RocAuc({}, {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(LogLoss, IsTheMeanNegativeLogLikelihoodOfAHandWorkedExample) {

@@ -47,8 +47,8 @@ TEST(Libsvm, ReadsLabelsIdsAndValuesIntoCsrRows) {
   EXPECT_THAT(data->labels, ElementsAre(1, 0, 1, 0));
   EXPECT_THAT(data->offsets, ElementsAre(0, 3, 5, 5, 6));
   EXPECT_THAT(data->ids, ElementsAre(7, 3, 18446744073709551615u, 0, 0, 42));
-  EXPECT_THAT(data->values, ElementsAre(0.5f, 1.0f, 2.0f, 1.0f, 1.0f,
-                                        -1.25e-3f));
+  EXPECT_THAT(data->values,
+              ElementsAre(0.5f, 1.0f, 2.0f, 1.0f, 1.0f, -1.25e-3f));
 }
 
 TEST(Libsvm, KeepsNoValuesWhenEveryValueIsOne) {
@@ -93,7 +93,8 @@ TEST(Libsvm, NamesTheFileAndLineOfACorruptLine) {
   ASSERT_FALSE(data.ok());
   EXPECT_EQ(data.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(data.status().message(),
-            absl::StrCat("'", path, "' line 4: id 'x' of feature 'x:2' is "
+            absl::StrCat("'", path,
+                         "' line 4: id 'x' of feature 'x:2' is "
                          "not a non-negative integer"));
 }
 
