@@ -32,8 +32,9 @@ constexpr double kHeadRanks = 32;
 constexpr uint64_t kPilotRows = 20000;
 constexpr uint32_t kMaxFields = 1000;
 // Ranks fit below bit 40 of the value SplitMix64 turns into an id.
-constexpr uint64_t kMaxIdsPerField = uint64_t{1} << 40;
-constexpr uint64_t kMaxRows = uint64_t{1} << 40;
+constexpr uint64_t kMaxIdsPerField = (uint64_t{1} << 40) - 1;
+// The test set's truth (20 bytes a row) is held in memory: 2 GB at most.
+constexpr uint64_t kMaxRows = 1000000000;
 
 // Each kind of row draws from its own streams.
 enum class Stream : uint64_t { kTrain = 1, kTest = 2, kPilot = 3 };
@@ -264,36 +265,44 @@ class OutputFile {
   std::string buffer_;
 };
 
-// What WriteRows says about each row it wrote.
+// What WriteRows keeps of each test row, for the summary's figures.
 struct RowTruth {
   std::vector<int32_t> labels;
   std::vector<double> probabilities;  // p
   std::vector<double> linear_logits;  // GroundTruth::LinearLogit
 };
 
-// Writes `rows` rows of `stream` as LIBSVM lines to `path`.
-absl::Status WriteRows(const GroundTruth& truth, Stream stream, uint64_t rows,
-                       const std::string& path, RowTruth& out) {
+// Writes `rows` rows of `stream` as LIBSVM lines to `path`, and each row's
+// truth to `kept` unless null (the training set, which may not fit in
+// memory). Returns how many rows are positive.
+absl::StatusOr<uint64_t> WriteRows(const GroundTruth& truth, Stream stream,
+                                   uint64_t rows, const std::string& path,
+                                   RowTruth* kept) {
   OutputFile data;
   absl::Status status = data.Open(path);
   if (!status.ok()) return status;
-  out.labels.resize(rows);
-  out.probabilities.resize(rows);
-  out.linear_logits.resize(rows);
+  uint64_t positives = 0;
   Row row;
   for (uint64_t i = 0; i < rows; ++i) {
     SplitMix64Stream random = truth.Draw(stream, i, row);
-    out.probabilities[i] = truth.Probability(row);
-    out.linear_logits[i] = truth.LinearLogit(row);
-    out.labels[i] = random.NextUnit() < out.probabilities[i] ? 1 : 0;
+    const double p = truth.Probability(row);
+    const int32_t label = random.NextUnit() < p ? 1 : 0;
+    positives += label;
+    if (kept != nullptr) {
+      kept->labels.push_back(label);
+      kept->probabilities.push_back(p);
+      kept->linear_logits.push_back(truth.LinearLogit(row));
+    }
     std::string& line = data.buffer();
-    line.push_back(out.labels[i] == 1 ? '1' : '0');
+    line.push_back(label == 1 ? '1' : '0');
     for (uint64_t id : row.ids) absl::StrAppend(&line, " ", id);
     line.push_back('\n');
     status = data.MaybeFlush();
     if (!status.ok()) return status;
   }
-  return data.Close();
+  status = data.Close();
+  if (!status.ok()) return status;
+  return positives;
 }
 
 // One probability a line, in the shortest text that reads back exactly.
@@ -312,12 +321,6 @@ absl::Status WriteProbabilities(const std::vector<double>& probabilities,
     if (!status.ok()) return status;
   }
   return out.Close();
-}
-
-double PositiveRate(const std::vector<int32_t>& labels) {
-  uint64_t positives = 0;
-  for (int32_t label : labels) positives += label;
-  return static_cast<double>(positives) / static_cast<double>(labels.size());
 }
 
 }  // namespace
@@ -361,7 +364,8 @@ absl::Status CheckCtrOptions(const CtrOptions& options) {
   if (options.rows < 10 || options.rows > kMaxRows) {
     return absl::InvalidArgumentError(
         absl::StrCat("--rows=", options.rows, " is outside [10, ", kMaxRows,
-                     "]: the test set has rows/10 rows, at least one"));
+                     "]: the test set (rows/10) needs a row, and its truth is "
+                     "held in memory"));
   }
   if (options.fields < 1 || options.fields > kMaxFields) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -419,21 +423,24 @@ absl::StatusOr<CtrSummary> WriteCtrDataset(const CtrOptions& options) {
   const GroundTruth truth(options);
   CtrSummary summary;
   summary.bias = truth.bias();
+  // summary.json comes last: a directory without it holds an unfinished run.
   summary.train_rows = options.rows;
   summary.test_rows = options.rows / 10;
 
-  RowTruth rows;
-  status = WriteRows(truth, Stream::kTrain, summary.train_rows,
-                     dir + "train.libsvm", rows);
-  if (!status.ok()) return status;
-  summary.train_positive_rate = PositiveRate(rows.labels);
+  absl::StatusOr<uint64_t> positives = WriteRows(
+      truth, Stream::kTrain, summary.train_rows, dir + "train.libsvm", nullptr);
+  if (!positives.ok()) return positives.status();
+  summary.train_positive_rate =
+      static_cast<double>(*positives) / static_cast<double>(summary.train_rows);
 
-  status = WriteRows(truth, Stream::kTest, summary.test_rows,
-                     dir + "test.libsvm", rows);
-  if (!status.ok()) return status;
+  RowTruth rows;
+  positives = WriteRows(truth, Stream::kTest, summary.test_rows,
+                        dir + "test.libsvm", &rows);
+  if (!positives.ok()) return positives.status();
+  summary.test_positive_rate =
+      static_cast<double>(*positives) / static_cast<double>(summary.test_rows);
   status = WriteProbabilities(rows.probabilities, dir + "test.prob");
   if (!status.ok()) return status;
-  summary.test_positive_rate = PositiveRate(rows.labels);
 
   // Both AUCs are undefined (nullopt) when the test set lacks a class.
   absl::StatusOr<double> auc = common::RocAuc(rows.probabilities, rows.labels);
