@@ -149,6 +149,22 @@ TEST(PsDatagenCtr, DrawsEachFieldsValuesFromZipfAndHashesThemToDistinctIds) {
   }
 }
 
+TEST(PsDatagenCtr, OneValuePerFieldGivesEveryRowTheBaseRate) {
+  // Every row is the same, so nothing ranks: p is the 3% base rate for all
+  // (the pilot's constant sums must not be scaled up from rounding noise).
+  const std::string dir = FreshDir("datagen_constant");
+  Outcome outcome = RunBinary({"ps_datagen", "ctr", "--rows=20k", "--fields=26",
+                               "--ids=26", "--out=" + dir},
+                              dir + ".out", absl::Seconds(60));
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  const common::Json printed = common::ParseJsonObject(outcome.output);
+  EXPECT_NEAR(common::NumberField(printed, "train_positive_rate").value_or(-1),
+              0.03, 0.005);
+  for (double p : ReadProbabilities(dir + "/test.prob")) {
+    ASSERT_NEAR(p, 0.03, 1e-9);
+  }
+}
+
 TEST(PsDatagenCtr, RefusesBadFlagsWithOneLineAndExitStatus2) {
   const std::string dir = FreshDir("datagen_flags");
   struct Case {

@@ -13,7 +13,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli.h"
 #include "common/evaluation.h"
@@ -190,7 +189,9 @@ class GroundTruth {
   }
 
   // What multiplies `values` to give them standard deviation `target`; 0
-  // for constant values (one field has no interactions).
+  // for constant values (one field has no interactions; one value per field
+  // makes every row the same), whose variance rounding leaves a little above
+  // zero, which must not be scaled up to `target`.
   static double ScaleToStd(const std::vector<double>& values, double target) {
     double mean = 0;
     for (double v : values) mean += v;
@@ -198,7 +199,8 @@ class GroundTruth {
     double variance = 0;
     for (double v : values) variance += (v - mean) * (v - mean);
     variance /= static_cast<double>(values.size());
-    return variance > 0 ? target / std::sqrt(variance) : 0;
+    const double deviation = std::sqrt(variance);
+    return deviation > 1e-9 * (std::abs(mean) + 1) ? target / deviation : 0;
   }
 
   uint32_t fields_;
