@@ -11,11 +11,15 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/float_bytes.h"
+#include "common/libsvm.h"
 #include "common/rpc/wire_format.h"
+#include "common/splitmix64.h"
 #include "common/update_rule.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -262,6 +266,33 @@ void BM_ModelStep(benchmark::State& state, const std::string& name) {
   state.SetItemsProcessed(state.iterations() * batch);  // samples
 }
 
+// Parsing LIBSVM text shaped like ps_datagen ctr's: a 0/1 label and 26
+// hashed uint64 ids a row, no values. Items are rows.
+void BM_ParseLibsvm(benchmark::State& state) {
+  const int64_t rows = state.range(0);
+  ps::common::SplitMix64Stream random(1);
+  std::string text;
+  for (int64_t r = 0; r < rows; ++r) {
+    text += random.NextUnit() < 0.03 ? "1" : "0";
+    for (int field = 0; field < 26; ++field) {
+      absl::StrAppend(&text, " ", random.Next());
+    }
+    text += "\n";
+  }
+  for (auto _ : state) {
+    absl::StatusOr<ps::common::SparseDataset> data =
+        ps::common::ParseLibsvm(text, "bench");
+    if (!data.ok()) {
+      state.SkipWithError(std::string(data.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(data->ids.data());
+  }
+  state.SetItemsProcessed(state.iterations() * rows);
+  state.SetBytesProcessed(state.iterations() *
+                          static_cast<int64_t>(text.size()));
+}
+
 constexpr int64_t kSizes[] = {1 << 10, 1 << 16, 1 << 20, 1 << 24};
 
 UpdateOptions Sgd() { return UpdateOptions(); }
@@ -326,6 +357,7 @@ int main(int argc, char** argv) {
         ->Arg(64)
         ->Arg(128);
   }
+  benchmark::RegisterBenchmark("ParseLibsvm", BM_ParseLibsvm)->Arg(100000);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

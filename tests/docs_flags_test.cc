@@ -132,7 +132,9 @@ INSTANTIATE_TEST_SUITE_P(
                       FlagDoc{"ps_chaos", "tools/chaos/ps_chaos.cc",
                               "README.md", "`ps_chaos` flags:"},
                       FlagDoc{"ps_bench", "bench/ps_bench.cc",
-                              "bench/README.md", "`ps_bench` flags"}),
+                              "bench/README.md", "`ps_bench` flags"},
+                      FlagDoc{"ps_datagen", "tools/datagen/ps_datagen.cc",
+                              "README.md", "`ps_datagen` flags:"}),
     [](const ::testing::TestParamInfo<FlagDoc>& info) {
       return info.param.binary;
     });

@@ -34,7 +34,8 @@ TEST_P(Version, NamesTheProjectVersionAndTheCommit) {
 
 INSTANTIATE_TEST_SUITE_P(Binaries, Version,
                          ::testing::Values("ps_server", "ps_worker", "psctl",
-                                           "ps_local", "ps_chaos", "ps_bench"));
+                                           "ps_local", "ps_chaos", "ps_bench",
+                                           "ps_datagen"));
 
 }  // namespace
 }  // namespace ps

@@ -1,0 +1,90 @@
+#ifndef PS_TOOLS_DATAGEN_CTR_DATASET_H_
+#define PS_TOOLS_DATAGEN_CTR_DATASET_H_
+
+// A synthetic click-through-rate data set whose best achievable AUC is
+// known, for the sparse models (ps_datagen ctr).
+//
+// Each row has one categorical feature per field. Field f's value is a rank
+// k in [1, V], V = ids / fields, drawn from Zipf(1.1) (rank 1 most common),
+// and its feature id is SplitMix64(f << 40 | k): distinct (field, rank)
+// pairs get distinct uint64 ids. The label is drawn from the ground truth
+//
+//   p = sigmoid(b + Σ_f w(f, k_f) + Σ_{f<g} <v(f, k_f), v(g, k_g)>)
+//
+// a logistic model with every pairwise field interaction, in the form of a
+// factorization machine with 4 latent dimensions. Each weight w and latent
+// v is uniform, seeded by --seed and the feature id alone, and scaled by
+// (1 + (k-1)/32)^(-1/2): the frequent values, which a learner sees often,
+// carry most of the signal, as in real logs where a rare value says little.
+// The two sums are scaled so their standard deviations over the data are
+// kLinearLogitStd and kInteractionLogitStd, and b is set so the mean p is
+// 3%; all three from a pilot sample of the same generator. test.prob holds
+// each test row's p, so the AUC of test.prob against the test labels is the
+// Bayes AUC: what a perfect model would score on this test set. The
+// summary also gives the AUC of the linear part alone, about the best a
+// linear model can reach.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/json.h"
+
+namespace ps::datagen {
+
+inline constexpr double kZipfExponent = 1.1;
+inline constexpr double kPositiveRate = 0.03;
+inline constexpr double kLinearLogitStd = 1.0;
+inline constexpr double kInteractionLogitStd = 0.7;
+
+struct CtrOptions {
+  // Training rows; the test set has rows / 10. Default: 1,000,000.
+  uint64_t rows = 1000000;
+  // Categorical fields per row, one feature each. Default: 26 (Criteo's).
+  uint32_t fields = 26;
+  // Distinct values over all fields, ids / fields in each. Default: 10M.
+  uint64_t ids = 10000000;
+  // Seeds the ground truth's weights and every row. Default: 1.
+  uint64_t seed = 1;
+  // Where train.libsvm, test.libsvm, test.prob and summary.json go,
+  // created if missing. Required.
+  std::string out_dir;
+};
+
+// What a generated data set turned out to be.
+struct CtrSummary {
+  uint64_t train_rows = 0;
+  uint64_t test_rows = 0;
+  double train_positive_rate = 0;
+  double test_positive_rate = 0;
+  // test.prob against the test labels; nullopt when the test set lacks a
+  // class (a tiny --rows).
+  std::optional<double> bayes_auc;
+  // The AUC of the ground truth's logit without its interactions: about the
+  // best a linear model (logistic regression) can do; a model of pairwise
+  // interactions (FM) can approach bayes_auc.
+  std::optional<double> linear_auc;
+  double bayes_logloss = 0;
+  double bias = 0;  // b in the ground truth
+
+  // summary.json's content: the options and the figures above.
+  common::Json ToJson(const CtrOptions& options) const;
+};
+
+// A count flag's value: digits with an optional k, M or G suffix (10M is
+// 10,000,000). `flag` names it in the error.
+absl::StatusOr<uint64_t> ParseCount(absl::string_view flag,
+                                    absl::string_view text);
+
+// Errors name the flag at fault and its allowed range.
+absl::Status CheckCtrOptions(const CtrOptions& options);
+
+// Writes the data set into options.out_dir. The same options give
+// byte-identical files on every run of the same build.
+absl::StatusOr<CtrSummary> WriteCtrDataset(const CtrOptions& options);
+
+}  // namespace ps::datagen
+
+#endif  // PS_TOOLS_DATAGEN_CTR_DATASET_H_
