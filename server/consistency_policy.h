@@ -1,0 +1,72 @@
+#ifndef PS_SERVER_CONSISTENCY_POLICY_H_
+#define PS_SERVER_CONSISTENCY_POLICY_H_
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "server/membership.h"
+#include "server/shard_options.h"
+#include "server/sync_round.h"
+
+namespace ps::server {
+
+// Why the open sync round closes now, if it does.
+enum class RoundClose {
+  kNotYet,
+  kAllLive,  // every live worker pushed
+  kQuorum,   // --sync_quorum gradients arrived
+  kTimeout,  // --round_timeout ran out with at least one gradient
+};
+
+// Where a sync push for round `base_version` belongs.
+enum class RoundFit {
+  kOpenRound,       // counts toward the open round
+  kAlreadyInRound,  // the worker's gradient for this round is in: duplicate
+  kClosedRound,     // the round closed before it came: stale
+  kAheadOfShard,    // the shard was restored behind the worker: stale
+};
+
+// The rules of the shard's consistency mode (DESIGN.md §6), in one place:
+// may a pull be answered, where does a push go, when does a sync round
+// close. Decisions only: the shard holds the state and acts on them.
+//
+//   sync   pushes gather in a round that closes on all live workers, a
+//          quorum, or a timeout; pulls wait for the next round.
+//   ssp    pushes apply at once; a pull at clock c also waits until every
+//          live worker has clock ≥ c − staleness.
+//   async  pushes apply at once; pulls wait for the version only.
+class ConsistencyPolicy {
+ public:
+  explicit ConsistencyPolicy(const ShardOptions& options);
+
+  ConsistencyMode mode() const { return mode_; }
+  // Sync gathers pushes into rounds; async and SSP apply each at once.
+  bool GathersRounds() const { return mode_ == ConsistencyMode::kSync; }
+
+  // Whether a pull for `min_version` by a worker at `reader_clock` may be
+  // answered at `version`.
+  bool MayAnswerPull(uint64_t min_version, uint64_t reader_clock,
+                     uint64_t version, const Membership& members) const;
+  // SSP: how many clocks a reader at `reader_clock` is ahead of the slowest
+  // live worker as it reads; 0 in the other modes.
+  uint64_t ReadClockGap(uint64_t reader_clock, const Membership& members) const;
+
+  // Sync: where a push from `worker` for round `base_version` belongs
+  // while round `version` is open.
+  RoundFit FitToRound(uint64_t base_version, uint64_t version,
+                      const SyncRound& round, uint32_t worker) const;
+  // Sync: whether the open round, holding at least one gradient and open
+  // for `open_for`, closes now, and why.
+  RoundClose WhyRoundCloses(const SyncRound& round, const Membership& members,
+                            absl::Duration open_for) const;
+
+ private:
+  ConsistencyMode mode_;
+  uint32_t staleness_;
+  uint32_t sync_quorum_;
+  absl::Duration round_timeout_;
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_CONSISTENCY_POLICY_H_

@@ -1,0 +1,82 @@
+#include "server/shard_options.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+
+namespace ps::server {
+
+absl::Status ValidateShardOptions(const ShardOptions& o) {
+  if (o.num_shards == 0) {
+    return absl::InvalidArgumentError("num_shards must be at least 1");
+  }
+  if (o.shard_index >= o.num_shards) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard_index ", o.shard_index, " is not below num_shards ",
+                     o.num_shards));
+  }
+  if (o.num_workers == 0 || o.num_workers > 65536) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_workers must be between 1 and 65536, got ", o.num_workers));
+  }
+  if (o.max_workers > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_workers must be at most 65536, got ", o.max_workers));
+  }
+  if (o.lease_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease_timeout must be > 0");
+  }
+  if (o.round_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("round_timeout must be > 0");
+  }
+  if (o.sync_quorum > 0 && o.mode != ConsistencyMode::kSync) {
+    return absl::InvalidArgumentError("sync_quorum applies to mode sync only");
+  }
+  if (o.max_keys_per_shard == 0 || o.max_keys_per_shard > common::kMaxKeys) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_keys_per_shard must be between 1 and 2^40, got ",
+                     o.max_keys_per_shard));
+  }
+  if (!o.clock) return absl::InvalidArgumentError("the shard needs a clock");
+  if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
+    return absl::InvalidArgumentError("staleness applies to mode ssp only");
+  }
+  return common::ValidateUpdateOptions(o.update);
+}
+
+std::string DescribeRuleChange(const common::ThetaFile& saved,
+                               const ShardOptions& options) {
+  std::vector<std::string> changes;
+  auto compare = [&](absl::string_view name, auto was, auto now) {
+    // Bitwise for floats: -0 vs 0 would not change a rule, but NaN never
+    // appears (validated) and infinities compare equal.
+    if (!(was == now)) {
+      changes.push_back(absl::StrCat(name, " ", was, " → ", now));
+    }
+  };
+  // Exports carry no mode; a checkpoint always does.
+  if (saved.mode.has_value()) {
+    compare("mode", ConsistencyModeName(*saved.mode),
+            ConsistencyModeName(options.mode));
+  }
+  if (saved.rules.has_value()) {
+    const common::RuleSettings& was = *saved.rules;
+    const common::UpdateOptions& now = options.update;
+    compare("sync_quorum", was.sync_quorum, options.sync_quorum);
+    compare("staleness", was.staleness, options.staleness);
+    compare("lr", was.update.learning_rate, now.learning_rate);
+    compare("l2", was.update.l2, now.l2);
+    compare("l1", was.update.l1, now.l1);
+    compare("clip_min", was.update.clip_min, now.clip_min);
+    compare("clip_max", was.update.clip_max, now.clip_max);
+    compare("nonnegative", was.update.nonnegative, now.nonnegative);
+    compare("max_norm", was.update.max_norm, now.max_norm);
+    compare("penalty_beta", was.update.penalty_beta, now.penalty_beta);
+  }
+  return absl::StrJoin(changes, ", ");
+}
+
+}  // namespace ps::server

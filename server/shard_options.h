@@ -1,0 +1,65 @@
+#ifndef PS_SERVER_SHARD_OPTIONS_H_
+#define PS_SERVER_SHARD_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/consistency_mode.h"
+#include "common/theta_file.h"
+#include "common/update_rule.h"
+
+namespace ps::server {
+
+// The mode's enum lives in common: checkpoints and the wire share it.
+using common::ConsistencyMode;
+using common::ConsistencyModeName;
+using common::ParseConsistencyMode;
+
+struct ShardOptions {
+  // Which contiguous part of the key space this server owns. Default: 0 of 1
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 1;
+  // Workers that must register before the first sync round may close.
+  // Default: 1
+  uint32_t num_workers = 1;
+  // Worker ids accepted: [0, max(num_workers, max_workers)), so workers can
+  // join a running job. Default: 256
+  uint32_t max_workers = 256;
+  // Default: kSync
+  ConsistencyMode mode = ConsistencyMode::kSync;
+  // A worker that has not heartbeaten for this long stops counting toward
+  // rounds and SSP bounds. Default: 5 s
+  absl::Duration lease_timeout = absl::Seconds(5);
+  // Sync: close a round with the first k gradients (backup workers);
+  // 0 waits for every live worker. Default: 0
+  uint32_t sync_quorum = 0;
+  // Sync: close a round this long after it opened (or after `num_workers`
+  // registered, if later) with what arrived, if anything did. Default: never
+  absl::Duration round_timeout = absl::InfiniteDuration();
+  // SSP: the staleness bound s. Default: 0
+  uint32_t staleness = 0;
+  // The regularized update. Default: plain SGD, α = 0.1
+  common::UpdateOptions update;
+  // The most keys this shard holds, whatever a request or checkpoint
+  // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
+  // worker on top. Default: 2^26 (256 MiB of θ)
+  uint64_t max_keys_per_shard = uint64_t{1} << 26;
+  // Where the shard reads the time (leases, round timeouts, heartbeat
+  // ages). Default: the real clock
+  common::Clock clock = common::RealClock();
+};
+
+absl::Status ValidateShardOptions(const ShardOptions& options);
+
+// Empty when `saved` was written under the rules `options` set (mode,
+// staleness, quorum, update rule); otherwise one line listing each change,
+// "mode async → sync, lr 0.1 → 1", for a refusal at start-up.
+std::string DescribeRuleChange(const common::ThetaFile& saved,
+                               const ShardOptions& options);
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_SHARD_OPTIONS_H_

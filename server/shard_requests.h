@@ -1,0 +1,80 @@
+#ifndef PS_SERVER_SHARD_REQUESTS_H_
+#define PS_SERVER_SHARD_REQUESTS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/cord.h"
+#include "absl/time/time.h"
+#include "common/consistency_mode.h"
+#include "common/key_range.h"
+#include "common/tensor_spec.h"
+
+namespace ps::server {
+
+// What ParameterShard's calls take and answer: the service converts them
+// from and to the wire (server/wire_messages.h).
+
+using common::ConsistencyMode;
+
+struct InitArgs {
+  uint32_t worker_id = 0;
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 0;
+  std::vector<common::TensorSpec> tensors;
+  absl::Cord values;  // float32 bytes of this shard's keys
+};
+
+struct InitResult {
+  bool created = false;
+  uint64_t version = 0;
+  common::KeyRange keys;
+  ConsistencyMode mode = ConsistencyMode::kSync;
+  uint32_t expected_workers = 0;
+};
+
+struct PullArgs {
+  uint32_t worker_id = 0;
+  uint64_t min_version = 0;
+  common::KeyRange keys;  // empty: the whole shard
+  uint64_t clock = 0;     // SSP: the caller's clock
+};
+
+struct RegisterResult {
+  bool rejoined = false;
+  uint64_t resume_step = 0;
+  uint64_t version = 0;
+  absl::Duration lease_timeout;
+};
+
+struct PullResult {
+  uint64_t version = 0;
+  uint64_t samples_applied = 0;
+  ConsistencyMode mode =
+      ConsistencyMode::kSync;  // the shard's, told to workers
+  common::KeyRange keys;
+  std::string values;  // float32 bytes
+};
+
+struct PushArgs {
+  uint32_t worker_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t seq = 0;
+  uint64_t step = 0;
+  uint64_t base_version = 0;
+  uint32_t batch_size = 0;
+  common::KeyRange keys;
+  // float32 bytes, as they arrived (in pieces: the request's slices)
+  absl::Cord gradient;
+};
+
+enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };
+
+struct PushResult {
+  PushOutcome outcome = PushOutcome::kApplied;
+  uint64_t version = 0;
+};
+}  // namespace ps::server
+
+#endif  // PS_SERVER_SHARD_REQUESTS_H_

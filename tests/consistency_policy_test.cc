@@ -1,0 +1,133 @@
+// The consistency modes' rules without a shard: when a sync round closes,
+// where a sync push belongs, when a pull may be answered.
+#include "server/consistency_policy.h"
+
+#include "gtest/gtest.h"
+
+namespace ps::server {
+namespace {
+
+const absl::Time kStart = absl::UnixEpoch() + absl::Hours(1);
+
+ShardOptions SyncOptions() {
+  ShardOptions options;
+  options.mode = ConsistencyMode::kSync;
+  return options;
+}
+
+// A membership expecting `expected` workers, of which ids [0, registered)
+// registered.
+Membership Members(uint32_t expected, uint32_t registered) {
+  Membership members(0, expected, 8, absl::Seconds(5));
+  for (uint32_t id = 0; id < registered; ++id) {
+    EXPECT_TRUE(members.Register(id, 1, kStart).ok());
+  }
+  return members;
+}
+
+void Push(SyncRound& round, uint32_t worker) {
+  round.Slot(worker);
+  round.Commit(worker, 1);
+}
+
+TEST(ConsistencyPolicy, ASyncRoundClosesWhenEveryLiveWorkerPushed) {
+  const ConsistencyPolicy policy(SyncOptions());
+  const Membership members = Members(2, 2);
+  SyncRound round(4);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kNotYet);
+  Push(round, 0);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kNotYet);
+  Push(round, 1);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kAllLive);
+}
+
+TEST(ConsistencyPolicy, NoRoundClosesBeforeTheExpectedWorkersRegistered) {
+  ShardOptions options = SyncOptions();
+  options.round_timeout = absl::Seconds(1);
+  const ConsistencyPolicy policy(options);
+  // Worker 0 is every live worker, but worker 1 has not come yet.
+  const Membership members = Members(2, 1);
+  SyncRound round(4);
+  Push(round, 0);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::Hours(1)),
+            RoundClose::kNotYet);
+}
+
+TEST(ConsistencyPolicy, ASyncRoundClosesOnQuorumWithoutTheSlowestWorker) {
+  ShardOptions options = SyncOptions();
+  options.sync_quorum = 2;
+  const ConsistencyPolicy policy(options);
+  const Membership members = Members(3, 3);
+  SyncRound round(4);
+  Push(round, 2);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kNotYet);
+  Push(round, 0);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kQuorum);
+}
+
+TEST(ConsistencyPolicy, ASyncRoundClosesByTimeoutWithWhatArrived) {
+  ShardOptions options = SyncOptions();
+  options.round_timeout = absl::Seconds(1);
+  const ConsistencyPolicy policy(options);
+  const Membership members = Members(2, 2);
+  SyncRound round(4);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::Seconds(2)),
+            RoundClose::kNotYet)
+      << "an empty round never closes";
+  Push(round, 1);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::Milliseconds(999)),
+            RoundClose::kNotYet);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::Seconds(1)),
+            RoundClose::kTimeout);
+}
+
+TEST(ConsistencyPolicy, ASyncPushBelongsToTheRoundOfItsBaseVersion) {
+  const ConsistencyPolicy policy(SyncOptions());
+  SyncRound round(4);
+  Push(round, 1);
+  EXPECT_EQ(policy.FitToRound(5, 5, round, 0), RoundFit::kOpenRound);
+  EXPECT_EQ(policy.FitToRound(5, 5, round, 1), RoundFit::kAlreadyInRound);
+  EXPECT_EQ(policy.FitToRound(4, 5, round, 0), RoundFit::kClosedRound);
+  EXPECT_EQ(policy.FitToRound(6, 5, round, 0), RoundFit::kAheadOfShard);
+}
+
+TEST(ConsistencyPolicy, ASyncPullFromBeyondTheNextRoundIsAnsweredAtOnce) {
+  const Membership members = Members(1, 1);
+  const ConsistencyPolicy sync(SyncOptions());
+  EXPECT_TRUE(sync.MayAnswerPull(5, 0, 5, members));
+  EXPECT_FALSE(sync.MayAnswerPull(6, 0, 5, members));
+  // The worker saw rounds a restored shard no longer has.
+  EXPECT_TRUE(sync.MayAnswerPull(7, 0, 5, members));
+
+  ShardOptions options;
+  options.mode = ConsistencyMode::kAsync;
+  const ConsistencyPolicy async(options);
+  EXPECT_FALSE(async.MayAnswerPull(7, 0, 5, members));
+}
+
+TEST(ConsistencyPolicy, AnSspPullWaitsWhileTheSlowestWorkerIsTooFarBehind) {
+  ShardOptions options;
+  options.mode = ConsistencyMode::kSsp;
+  options.staleness = 2;
+  const ConsistencyPolicy policy(options);
+  Membership members = Members(2, 2);
+  members.at(0).clock = 5;
+  members.at(1).clock = 2;
+  EXPECT_FALSE(policy.MayAnswerPull(0, 5, 9, members));
+  EXPECT_EQ(policy.ReadClockGap(5, members), 3u);
+  members.at(1).clock = 3;
+  EXPECT_TRUE(policy.MayAnswerPull(0, 5, 9, members));
+  EXPECT_EQ(policy.ReadClockGap(5, members), 2u);
+  // Within the bound from the start, whoever else is slow.
+  EXPECT_TRUE(policy.MayAnswerPull(0, 2, 9, Members(2, 1)));
+  // SSP still waits for the version.
+  EXPECT_FALSE(policy.MayAnswerPull(10, 5, 9, members));
+}
+
+}  // namespace
+}  // namespace ps::server

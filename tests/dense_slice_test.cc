@@ -1,0 +1,113 @@
+// θ's dense slice on its own: updates applied from a request's bytes match
+// the formula, and an update that would overflow θ is refused untouched.
+#include "server/dense_slice.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/float_bytes.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ps::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+common::UpdateOptions Sgd(float learning_rate) {
+  common::UpdateOptions update;
+  update.learning_rate = learning_rate;
+  return update;
+}
+
+// Keys [10, 10 + n) of a one-tensor model of 10 + n keys.
+void Declare(DenseSlice& slice, std::vector<float> theta) {
+  const uint64_t n = theta.size();
+  slice.Declare({{"w", {static_cast<int64_t>(10 + n)}, false}}, {10, 10 + n},
+                std::move(theta));
+}
+
+// `values` as float32 bytes in pieces of `piece` floats, as a request's
+// slices arrive.
+absl::Cord InPieces(const std::vector<float>& values, size_t piece) {
+  absl::Cord cord;
+  for (size_t i = 0; i < values.size(); i += piece) {
+    std::string bytes;
+    common::FloatsToBytes(absl::MakeConstSpan(values).subspan(
+                              i, std::min(piece, values.size() - i)),
+                          &bytes);
+    cord.Append(bytes);
+  }
+  return cord;
+}
+
+TEST(DenseSlice, AnUpdateFromBytesInPiecesIsTheFormulaOnEveryKey) {
+  // More keys than one cache-sized chunk, in pieces that straddle chunks.
+  constexpr size_t kKeys = 10000;
+  std::vector<float> theta(kKeys), gradient(kKeys);
+  for (size_t i = 0; i < kKeys; ++i) {
+    theta[i] = static_cast<float>(i % 7);
+    gradient[i] = static_cast<float>(i % 5) - 2.0f;
+  }
+  DenseSlice slice(Sgd(0.5f));
+  Declare(slice, theta);
+
+  const absl::Cord bytes = InPieces(gradient, 333);
+  absl::StatusOr<DenseSlice::CheckedGradient> checked = slice.CheckBytes(bytes);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  slice.ApplyBytes(bytes, *checked);
+
+  for (size_t i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(slice.theta()[i], theta[i] - 0.5f * gradient[i]) << "key " << i;
+  }
+}
+
+TEST(DenseSlice, ANonFiniteGradientIsRefusedNamingItsKey) {
+  DenseSlice slice(Sgd(1.0f));
+  Declare(slice, {1, 2, 3});
+  const absl::Cord bytes = InPieces({0, NAN, 0}, 3);
+  absl::StatusOr<DenseSlice::CheckedGradient> checked = slice.CheckBytes(bytes);
+  EXPECT_EQ(checked.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(checked.status().message(), HasSubstr("key 11 is nan"));
+  EXPECT_THAT(slice.CheckFinite(std::vector<float>{0, 0, INFINITY}).message(),
+              HasSubstr("key 12 is inf"));
+  EXPECT_THAT(slice.theta(), ElementsAre(1, 2, 3));
+}
+
+TEST(DenseSlice, AGradientThatWouldOverflowThetaIsRefusedAndThetaKept) {
+  DenseSlice slice(Sgd(1.0f));
+  Declare(slice, {1, 3e38f});
+  // Each value is finite; θ − g is not for the second key.
+  const std::vector<float> gradient = {0, -3e38f};
+  absl::StatusOr<DenseSlice::CheckedGradient> checked =
+      slice.CheckBytes(InPieces(gradient, 2));
+  EXPECT_EQ(checked.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(checked.status().message(),
+              HasSubstr("would make the value of key 11 inf"));
+
+  const std::optional<DenseSlice::NonFiniteResult> bad =
+      slice.ApplyIfFinite(gradient);
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->offset, 1u);
+  EXPECT_TRUE(std::isinf(bad->value));
+  EXPECT_THAT(slice.theta(), ElementsAre(1, 3e38f));
+}
+
+TEST(DenseSlice, AFiniteMeanIsApplied) {
+  DenseSlice slice(Sgd(0.5f));
+  Declare(slice, {1, 2});
+  EXPECT_FALSE(slice.ApplyIfFinite(std::vector<float>{2, 2}).has_value());
+  EXPECT_THAT(slice.theta(), ElementsAre(0, 1));
+  std::string read;
+  slice.Read({11, 12}, &read);
+  std::vector<float> second(1);
+  ASSERT_TRUE(common::BytesToFloats(absl::string_view(read),
+                                    absl::MakeSpan(second), "θ")
+                  .ok());
+  EXPECT_THAT(second, ElementsAre(1));
+}
+
+}  // namespace
+}  // namespace ps::server
