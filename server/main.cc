@@ -85,6 +85,16 @@ ABSL_FLAG(std::string, inject_faults, "",
           "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
           "'@FILE' holding such a spec, re-read when it changes "
           "(common/rpc/fault_injection.h). Empty: none, at no cost.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of this server: serve TLS only. Empty: "
+          "plaintext.");
+ABSL_FLAG(std::string, tls_key, "", "The private key of --tls_cert (PEM).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM file of the CA whose certificates clients must show (mutual "
+          "TLS); a client without one fails the handshake.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "A file holding the token every call but health checks must carry "
+          "(authorization: Bearer …); needs --tls_cert.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -140,6 +150,9 @@ int main(int argc, char** argv) {
   options.checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
   options.allow_fresh_start = absl::GetFlag(FLAGS_allow_fresh_start);
   options.allow_config_change = absl::GetFlag(FLAGS_allow_config_change);
+  options.security = {
+      absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+      absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_auth_token_file)};
   if (options.checkpoint_every <= absl::ZeroDuration()) {
     Die("--checkpoint_every must be > 0");
   }

@@ -15,6 +15,9 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   if (absl::Status valid = ValidateShardOptions(options.shard); !valid.ok()) {
     return valid;
   }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      rpc::MakeServerCredentials(options.security);
+  if (!credentials.ok()) return credentials.status();
   std::unique_ptr<PsServer> server(new PsServer);
   server->shard_ = std::make_unique<ParameterShard>(options.shard);
   if (!options.checkpoint_dir.empty()) {
@@ -33,8 +36,7 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   rpc::ConfigureServerBuilder(builder);
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.listen, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/rpc/security.h"
 #include "grpcpp/server.h"
 #include "server/checkpointer.h"
 #include "server/parameter_service.h"
@@ -37,6 +38,8 @@ struct ServerOptions {
   // Restore a checkpoint written under other rules (mode, staleness,
   // quorum, update rule) instead of refusing to start. Default: false
   bool allow_config_change = false;
+  // TLS, client certificates and the token. Default: plaintext, open
+  rpc::ServerSecurity security;
 };
 
 // A running parameter server: one shard, its gRPC service, gRPC's health

@@ -13,6 +13,7 @@
 #include "common/float_bytes.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/client_security_flags.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/health.h"
 #include "common/rpc/retry.h"
@@ -273,6 +274,7 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_timeout) <= absl::ZeroDuration()) {
     ps::common::Die("--timeout must be > 0");
   }
+  ps::rpc::InstallClientSecurityFromFlags();
   const std::string command = arguments.empty() ? "" : arguments[0];
   if (command == "status") return Status();
   if (command == "health") return Health();

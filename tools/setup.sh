@@ -15,7 +15,7 @@ packages=(
   libopenblas0-pthread
   libyaml-cpp-dev docker-compose
   gnuplot-nox jq iproute2 nftables
-  mmdebstrap
+  mmdebstrap openssl
 )
 # OpenBLAS: without it Debian's torch and numpy multiply matrices with the
 # reference BLAS, 8x slower (bench/README.md, "Python workers").

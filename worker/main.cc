@@ -16,6 +16,7 @@
 #include "common/json.h"
 #include "common/log_format.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/client_security_flags.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
 #include "common/theta_file.h"
@@ -85,6 +86,7 @@ int main(int argc, char** argv) {
   ps::common::SetLogFormatOrDie(absl::GetFlag(FLAGS_log_format),
                                 {"ps_worker", {{"rank", *rank}}});
   ps::rpc::RouteGrpcLogsToSpdlog();
+  ps::rpc::InstallClientSecurityFromFlags();
   ps::common::DieIfError(
       ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
       "--inject_faults");

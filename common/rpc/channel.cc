@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/rpc/fault_injection.h"
+#include "common/rpc/security.h"
 #include "grpc/support/log.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -34,11 +35,9 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target) {
         interceptors;
     interceptors.push_back(MakeClientFaultInterceptorFactory(injector, target));
     return grpc::experimental::CreateCustomChannelWithInterceptors(
-        target, grpc::InsecureChannelCredentials(), args,
-        std::move(interceptors));
+        target, ClientCredentials(), args, std::move(interceptors));
   }
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(target, ClientCredentials(), args);
 }
 
 void RouteGrpcLogsToSpdlog() {

@@ -171,6 +171,13 @@ def parse_flags(argv):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (ps_worker computes on "
                         "one).")
+    parser.add_argument("--tls_ca", help="PEM CA of the servers' "
+                        "certificates: talk TLS (as ps_worker's flag).")
+    parser.add_argument("--tls_cert", help="This worker's certificate (PEM), "
+                        "for servers with --tls_client_ca.")
+    parser.add_argument("--tls_key", help="The private key of --tls_cert.")
+    parser.add_argument("--auth_token_file", help="A file holding the "
+                        "servers' token (needs --tls_ca).")
     parser.add_argument("--log_level", default="info")
     flags = parser.parse_args(argv)
     if flags.rank < 0:
@@ -233,7 +240,12 @@ def main(argv):
         client = pyps.Client(flags.servers, rank, num_workers=workers,
                              rpc_deadline=flags.rpc_deadline,
                              max_retry_time=flags.max_retry_time,
-                             stop_grace=flags.stop_grace)
+                             stop_grace=flags.stop_grace,
+                             tls_ca=flags.tls_ca, tls_cert=flags.tls_cert,
+                             tls_key=flags.tls_key,
+                             auth_token_file=flags.auth_token_file)
+    except ValueError as bad:
+        raise SystemExit(f"cannot start: {bad}")
     except pyps.Rejected as refused:
         raise SystemExit(f"cannot start: {refused}")
     with client:

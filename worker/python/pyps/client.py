@@ -71,11 +71,57 @@ class _Tensor:
     size: int
 
 
+def _read(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise ValueError(f"{what}={path}: {error.strerror}") from None
+
+
+def _credentials(tls_ca, tls_cert, tls_key, auth_token_file):
+    """common/rpc/security.h's client side: None for plaintext, else TLS
+    credentials checked against tls_ca, with this client's certificate and
+    the bearer token when given. A token is never sent in plaintext."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert and tls_key go together")
+    if tls_ca is None:
+        if tls_cert is not None or auth_token_file is not None:
+            raise ValueError("tls_cert and auth_token_file need TLS: give "
+                             "tls_ca (the CA that signed the servers' "
+                             "certificates) too")
+        return None
+    pems = {name: _read(path, name) for name, path in (
+        ("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key))
+        if path is not None}
+    for name, pem in pems.items():
+        if b"-----BEGIN " not in pem:
+            raise ValueError(f"{name}: not a PEM file (no -----BEGIN line)")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pems["tls_ca"],
+        private_key=pems.get("tls_key"),
+        certificate_chain=pems.get("tls_cert"))
+    if auth_token_file is not None:
+        token = _read(auth_token_file, "auth_token_file").decode(
+            "ascii", "replace").rstrip()
+        if not token:
+            raise ValueError(f"auth_token_file={auth_token_file}: the file "
+                             "holds no token")
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token))
+    return credentials
+
+
 class _Shard:
-    def __init__(self, index, address):
+    def __init__(self, index, address, credentials):
         self.index = index
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(address,
+                                                 options=_CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.secure_channel(address, credentials,
+                                               options=_CHANNEL_OPTIONS)
         self.stub = pb_grpc.ParameterServerStub(self.channel)
         # Pull, Push and PushPull as raw bytes: the gradient goes out from
         # the arrays' buffers, θ is read with numpy.frombuffer.
@@ -125,11 +171,16 @@ class Client:
     counting this worker toward sync rounds at once. SIGTERM and SIGINT
     (when created on the main thread) finish the step in flight, leave, and
     exit with 128+signal, as ps_worker does.
+
+    tls_ca, tls_cert, tls_key and auth_token_file are ps_worker's flags of
+    those names (PEM files, a file holding the token): TLS to the servers,
+    this worker's certificate, and the token sent on every call.
     """
 
     def __init__(self, servers, worker_id, *, num_workers=1,
                  rpc_deadline=30.0, max_retry_time=120.0, incarnation=0,
-                 stop_grace=5.0, handle_signals=True):
+                 stop_grace=5.0, handle_signals=True, tls_ca=None,
+                 tls_cert=None, tls_key=None, auth_token_file=None):
         if isinstance(servers, str):
             servers = servers.split(",")
         servers = list(servers)
@@ -156,7 +207,10 @@ class Client:
         # with this worker id stopped.
         self.step = 0
         self._stop_grace = stop_grace
-        self._shards = [_Shard(i, a) for i, a in enumerate(servers)]
+        credentials = _credentials(tls_ca, tls_cert, tls_key,
+                                   auth_token_file)
+        self._shards = [_Shard(i, a, credentials)
+                        for i, a in enumerate(servers)]
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, len(servers) - 1),
             thread_name_prefix="pyps-shard")
