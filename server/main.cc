@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/cli.h"
+#include "common/metrics/http_endpoint.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
@@ -84,6 +85,9 @@ ABSL_FLAG(std::string, inject_faults, "",
           "'seed=7,delay=1ms..5ms,drop=0.01,error=UNAVAILABLE:0.05', or "
           "'@FILE' holding such a spec, re-read when it changes "
           "(common/rpc/fault_injection.h). Empty: none, at no cost.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on GET /metrics at this HOST:PORT (port 0 "
+          "picks a free one, logged). Empty: no metrics endpoint.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 
@@ -133,6 +137,13 @@ int main(int argc, char** argv) {
   options.checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
   options.allow_fresh_start = absl::GetFlag(FLAGS_allow_fresh_start);
   options.allow_config_change = absl::GetFlag(FLAGS_allow_config_change);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!options.metrics_listen.empty()) {
+    ps::common::DieIfError(
+        ps::common::metrics::ParseListenAddress(options.metrics_listen)
+            .status(),
+        "--metrics_listen");
+  }
   if (options.checkpoint_every <= absl::ZeroDuration()) {
     Die("--checkpoint_every must be > 0");
   }
@@ -162,6 +173,10 @@ int main(int argc, char** argv) {
       options.shard.shard_index, options.shard.num_shards, (*server)->port(),
       advertise, absl::GetFlag(FLAGS_mode), options.shard.num_workers,
       update.learning_rate, update.l2, update.l1);
+  if ((*server)->metrics_port() != 0) {
+    spdlog::info("metrics on port {} (GET /metrics)",
+                 (*server)->metrics_port());
+  }
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file);
       !port_file.empty()) {
     ps::common::DieIfError(ps::common::WriteFileAtomically(

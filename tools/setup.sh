@@ -13,6 +13,7 @@ packages=(
   dataset-fashion-mnist
   python3-grpcio python3-protobuf python3-numpy python3-pytest python3-torch
   libyaml-cpp-dev docker-compose
+  libcpp-httplib-dev prometheus
   gnuplot-nox jq iproute2 nftables
   mmdebstrap
 )
