@@ -3,7 +3,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -25,11 +24,6 @@ constexpr std::array<const char*, 4> kPushOutcomes = {"applied", "accepted",
 std::vector<double> RpcDurationBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
           0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
-}
-
-// "invalid_argument": an error's label, one per gRPC code.
-std::string CodeLabel(absl::StatusCode code) {
-  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
 size_t CodeIndex(absl::StatusCode code) {
@@ -186,14 +180,14 @@ void ServerMetrics::CountPush(const absl::Status& status, PushOutcome outcome) {
   }
   const size_t c = CodeIndex(status.code());
   Cached(push_series_, kPushOutcomes.size() + c, *pushes_,
-         CodeLabel(status.code()))
+         common::metrics::StatusCodeLabel(status.code()))
       .Increment();
 }
 
 void ServerMetrics::CountPull(const absl::Status& status) {
   const size_t c = CodeIndex(status.code());
   Cached(pull_series_, c, *pulls_,
-         status.ok() ? "ok" : CodeLabel(status.code()))
+         status.ok() ? "ok" : common::metrics::StatusCodeLabel(status.code()))
       .Increment();
 }
 

@@ -252,6 +252,8 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
        "--rank=3"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--batch_size=0"},
        "--batch_size"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--metrics_listen=0.0.0.0"},
+       "--metrics_listen: '0.0.0.0' has no port"},
       {{"ps_local", "--mode=bsp"}, "not sync, ssp or async"},
       {{"ps_server", "--mode=async", "--sync_quorum=2"}, "sync_quorum"},
       {{"ps_server", "--lease_timeout=0s"}, "lease_timeout"},

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,17 +26,21 @@ using test_support::RunBinary;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 
-// GET /metrics from 127.0.0.1:port; empty (and a test failure) on error.
-std::string Scrape(int port) {
+// GET /metrics from 127.0.0.1:port; nullopt when nothing answers (yet).
+std::optional<std::string> TryScrape(int port) {
   httplib::Client client("127.0.0.1", port);
   client.set_connection_timeout(10);
   client.set_read_timeout(10);
   httplib::Result result = client.Get("/metrics");
-  EXPECT_TRUE(result) << "GET 127.0.0.1:" << port
-                      << "/metrics: " << httplib::to_string(result.error());
-  if (!result) return "";
-  EXPECT_EQ(result->status, 200);
+  if (!result || result->status != 200) return std::nullopt;
   return result->body;
+}
+
+// As TryScrape, failing the test when nothing answers.
+std::string Scrape(int port) {
+  std::optional<std::string> body = TryScrape(port);
+  EXPECT_TRUE(body.has_value()) << "GET 127.0.0.1:" << port << "/metrics";
+  return body.value_or("");
 }
 
 // promtool's verdict on an exposition: its output, empty when it has
@@ -109,6 +114,59 @@ TEST(MetricsDaemons, ServerExpositionPassesPromtoolAndCountsATrainingRun) {
   ASSERT_TRUE(stopped.has_value());
   EXPECT_TRUE(common::ExitedCleanly(*stopped));
   httplib::Client after("127.0.0.1", server_metrics);
+  after.set_connection_timeout(5);
+  EXPECT_FALSE(after.Get("/metrics"));
+}
+
+TEST(MetricsDaemons,
+     WorkerExpositionPassesPromtoolAndCountsStepsWhileTraining) {
+  const int worker_metrics = launch::FreeLoopbackPort();
+  test_support::Job job(
+      // Faults, so the worker retries.
+      "metrics_worker",
+      {"--mode=sync", "--inject_faults=seed=7,error=UNAVAILABLE:0.2"},
+      /*workers=*/1,
+      {"--model=softmax", "--epochs=20", "--batch_size=64",
+       absl::StrCat("--metrics_listen=127.0.0.1:", worker_metrics)});
+  const std::string steps = "ps_worker_steps_total{rank=\"0\"}";
+  const std::string retries =
+      "ps_worker_rpc_retries_total{rank=\"0\",code=\"unavailable\"}";
+  std::string exposition;
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] {
+        exposition = TryScrape(worker_metrics).value_or("");
+        return Sample(exposition, steps) >= 10 &&
+               Sample(exposition, retries) > 0;
+      },
+      absl::Seconds(60)))
+      << exposition << ReadFile(job.dir() + "/worker-0.log");
+  EXPECT_EQ(PromtoolCheck(job.dir(), "worker", exposition), "");
+  const double taken = Sample(exposition, steps);
+  const double samples =
+      Sample(exposition, "ps_worker_samples_total{rank=\"0\"}");
+  EXPECT_GE(samples, 64 * taken);
+  EXPECT_LE(samples, 64 * (taken + 1));
+  EXPECT_GE(Sample(exposition,
+                   "ps_worker_pushes_total{rank=\"0\",outcome=\"applied\"}"),
+            taken - 1);
+  EXPECT_GE(Sample(exposition, "ps_worker_pulls_total{rank=\"0\"}"), taken);
+  for (const char* phase : {"compute", "push_pull", "other"}) {
+    EXPECT_GE(Sample(exposition,
+                     absl::StrCat("ps_worker_step_phase_seconds_count{rank="
+                                  "\"0\",phase=\"",
+                                  phase, "\"}")),
+              taken)
+        << phase;
+  }
+  EXPECT_GT(Sample(exposition,
+                   "ps_worker_step_phase_seconds_sum{rank=\"0\","
+                   "phase=\"compute\"}"),
+            0);
+
+  // SIGTERM: the worker leaves the job and its endpoint closes with it.
+  job.worker(0).Signal(SIGTERM);
+  ASSERT_TRUE(job.worker(0).WaitFor(absl::Seconds(30)).has_value());
+  httplib::Client after("127.0.0.1", worker_metrics);
   after.set_connection_timeout(5);
   EXPECT_FALSE(after.Get("/metrics"));
 }

@@ -288,6 +288,10 @@ std::string EscapeLabelValue(const std::string& value) {
   return Escape(value, /*quote=*/true);
 }
 
+std::string StatusCodeLabel(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
+}
+
 std::string FormatValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 
@@ -168,6 +169,10 @@ std::string EscapeHelp(const std::string& text);
 std::string EscapeLabelValue(const std::string& value);
 // A sample value: shortest round-trip decimal, +Inf, -Inf or NaN.
 std::string FormatValue(double value);
+
+// An error code as a label value: "invalid_argument" (gRPC's codes are
+// absl's, number for number).
+std::string StatusCodeLabel(absl::StatusCode code);
 
 // Aborts when a family is given the wrong number of label values (a bug).
 void CheckLabelCount(size_t names, size_t values);
