@@ -258,6 +258,7 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--mode=async", "--sync_quorum=2"}, "sync_quorum"},
       {{"ps_server", "--lease_timeout=0s"}, "lease_timeout"},
       {{"ps_local", "--servers=0"}, "--servers must be"},
+      {{"ps_local", "--metrics_base_port=65534"}, "leaves no room for 4 ports"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome = RunBinary(
