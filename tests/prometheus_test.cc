@@ -139,8 +139,20 @@ TEST(Prometheus, ScrapesAPsLocalJobAndSeesPushesOnEveryShard) {
   }));
   ASSERT_FALSE(prometheus->Poll().has_value())
       << ReadFile(dir + "/prometheus.log");
+  // Prometheus hands discovered targets to its scrapers only every 5 s:
+  // train once every endpoint is a target, so no part of a short job goes
+  // unscraped.
+  ASSERT_TRUE(WaitUntil([&] {
+    httplib::Client client("127.0.0.1", prometheus_port);
+    client.set_connection_timeout(1);
+    httplib::Result targets = client.Get("/api/v1/targets");
+    if (!targets || targets->status != 200) return false;
+    const common::Json body = common::ParseJsonObject(targets->body);
+    return body.contains("data") &&
+           body["data"]["activeTargets"].size() == kServers + kWorkers;
+  })) << ReadFile(dir + "/prometheus.log");
 
-  // Eight epochs (~10 s here): long enough for scrapes every 500 ms.
+  // Eight epochs (4 s on two loaded cores): several scrapes, 500 ms apart.
   absl::StatusOr<common::Subprocess> job = common::Subprocess::Spawn(
       {BinDir() + "/ps_local", absl::StrCat("--servers=", kServers),
        absl::StrCat("--workers=", kWorkers), "--mode=async", "--epochs=8",
