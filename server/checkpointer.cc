@@ -442,6 +442,10 @@ absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard,
   spdlog::info("{} checkpoint {} (version {}, {} bytes, {})", std::string(why),
                saved.path, saved.version, saved.bytes,
                absl::FormatDuration(saved.took));
+  {
+    absl::MutexLock last_lock(&last_mutex_);
+    last_save_ = LastSave{saved, absl::Now()};
+  }
 
   // Keep the newest `keep_` of this shard's files.
   absl::StatusOr<std::vector<FileName>> files = ListCheckpoints(dir_);
@@ -458,6 +462,11 @@ absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard,
     }
   }
   return saved;
+}
+
+std::optional<Checkpointer::LastSave> Checkpointer::last_save() const {
+  absl::MutexLock lock(&last_mutex_);
+  return last_save_;
 }
 
 }  // namespace ps::server

@@ -62,6 +62,13 @@ class Checkpointer {
 
   const std::string& dir() const { return dir_; }
 
+  // The last successful Save and when it finished; nullopt before one.
+  struct LastSave {
+    SavedCheckpoint saved;
+    absl::Time finished;
+  };
+  std::optional<LastSave> last_save() const ABSL_LOCKS_EXCLUDED(last_mutex_);
+
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
@@ -91,6 +98,9 @@ class Checkpointer {
   const uint32_t shard_index_;
   const uint32_t num_shards_;
   absl::Mutex mutex_;  // one save at a time
+  // Apart from mutex_, so a scrape does not wait for a save in progress.
+  mutable absl::Mutex last_mutex_;
+  std::optional<LastSave> last_save_ ABSL_GUARDED_BY(last_mutex_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mutex_);
   // Holds the directory's lock for this shard; closing it releases it.
   const int lock_fd_;

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/log_format.h"
+#include "common/metrics/http_endpoint.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
@@ -95,6 +96,9 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, auth_token_file, "",
           "A file holding the token every call but health checks must carry "
           "(authorization: Bearer …); needs --tls_cert.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on GET /metrics at this HOST:PORT (port 0 "
+          "picks a free one, logged). Empty: no metrics endpoint.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -153,6 +157,13 @@ int main(int argc, char** argv) {
   options.security = {
       absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
       absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_auth_token_file)};
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!options.metrics_listen.empty()) {
+    ps::common::DieIfError(
+        ps::common::metrics::ParseListenAddress(options.metrics_listen)
+            .status(),
+        "--metrics_listen");
+  }
   if (options.checkpoint_every <= absl::ZeroDuration()) {
     Die("--checkpoint_every must be > 0");
   }
@@ -182,6 +193,10 @@ int main(int argc, char** argv) {
       options.shard.shard_index, options.shard.num_shards, (*server)->port(),
       advertise, absl::GetFlag(FLAGS_mode), options.shard.num_workers,
       update.learning_rate, update.l2, update.l1);
+  if ((*server)->metrics_port() != 0) {
+    spdlog::info("metrics on port {} (GET /metrics)",
+                 (*server)->metrics_port());
+  }
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file);
       !port_file.empty()) {
     ps::common::DieIfError(ps::common::WriteFileAtomically(

@@ -17,14 +17,6 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// Finishes a raw method with a typed answer.
-grpc::ServerUnaryReactor* FinishNow(
-    grpc::CallbackServerContext* context, const absl::Status& status,
-    const google::protobuf::MessageLite& message, grpc::ByteBuffer* response) {
-  if (status.ok()) *response = rpc::Serialize(message);
-  return FinishNow(context, status);
-}
-
 // The answer to a Pull, or to a PushPull with its push's outcome.
 grpc::ByteBuffer EncodeAnswer(const ps::v1::PushResponse* pushed,
                               PullResult pulled) {
@@ -38,13 +30,19 @@ grpc::ByteBuffer EncodeAnswer(const ps::v1::PushResponse* pushed,
 // Finish may delete the reactor (OnDone), so nothing touches it afterwards.
 class PullReactor final : public grpc::ServerUnaryReactor {
  public:
-  PullReactor(ParameterShard* shard, const ps::v1::PushResponse* pushed,
+  PullReactor(ParameterShard* shard, ServerMetrics* metrics,
+              const RpcCall& call, const ps::v1::PushResponse* pushed,
               grpc::ByteBuffer* response)
-      : shard_(shard), response_(response), ticket_(shard->NewPullTicket()) {
+      : shard_(shard),
+        metrics_(metrics),
+        call_(call),
+        response_(response),
+        ticket_(shard->NewPullTicket()) {
     if (pushed != nullptr) pushed_ = *pushed;
   }
 
   void Start(const PullArgs& args, absl::Time expires) {
+    metrics_->PullParked();
     std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
         args, expires, ticket_, [this](absl::StatusOr<PullResult> result) {
           Complete(std::move(result));
@@ -62,10 +60,16 @@ class PullReactor final : public grpc::ServerUnaryReactor {
       *response_ =
           EncodeAnswer(pushed_ ? &*pushed_ : nullptr, std::move(*result));
     }
+    metrics_->ParkedPullEnded();
+    metrics_->CountPull(result.status());
+    metrics_->EndCall(call_, result.status(),
+                      result.ok() ? response_->Length() : 0);
     Finish(rpc::ToGrpcStatus(result.status()));
   }
 
   ParameterShard* const shard_;
+  ServerMetrics* const metrics_;
+  const RpcCall call_;
   std::optional<ps::v1::PushResponse> pushed_;
   grpc::ByteBuffer* const response_;
   const ParameterShard::PullTicket ticket_;
@@ -89,9 +93,11 @@ ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
 
 ParameterService::ParameterService(ParameterShard* shard,
                                    Checkpointer* checkpointer,
+                                   ServerMetrics* metrics,
                                    absl::Duration max_pull_wait)
     : shard_(shard),
       checkpointer_(checkpointer),
+      metrics_(metrics),
       max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
@@ -105,10 +111,27 @@ ParameterService::~ParameterService() {
   expiry_ticker_.join();
 }
 
+grpc::ServerUnaryReactor* ParameterService::Finish(
+    grpc::CallbackServerContext* context, const RpcCall& call,
+    const absl::Status& status) {
+  metrics_->EndCall(call, status);
+  return FinishNow(context, status);
+}
+
+grpc::ServerUnaryReactor* ParameterService::Finish(
+    grpc::CallbackServerContext* context, const RpcCall& call,
+    const absl::Status& status, const google::protobuf::MessageLite& answer,
+    grpc::ByteBuffer* response) {
+  if (status.ok()) *response = rpc::Serialize(answer);
+  metrics_->EndCall(call, status, status.ok() ? response->Length() : 0);
+  return FinishNow(context, status);
+}
+
 grpc::ServerUnaryReactor* ParameterService::Register(
     grpc::CallbackServerContext* context,
     const ps::v1::RegisterRequest* request,
     ps::v1::RegisterResponse* response) {
+  const RpcCall call = ServerMetrics::StartCall(RpcMethod::kRegister);
   absl::StatusOr<RegisterResult> result =
       shard_->Register(request->worker_id(), request->incarnation());
   if (result.ok()) {
@@ -118,40 +141,45 @@ grpc::ServerUnaryReactor* ParameterService::Register(
     response->set_rejoined(result->rejoined);
     response->set_resume_step(result->resume_step);
   }
-  return FinishNow(context, result.status());
+  return Finish(context, call, result.status());
 }
 
 grpc::ServerUnaryReactor* ParameterService::Heartbeat(
     grpc::CallbackServerContext* context,
     const ps::v1::HeartbeatRequest* request,
     ps::v1::HeartbeatResponse* response) {
+  const RpcCall call = ServerMetrics::StartCall(RpcMethod::kHeartbeat);
   absl::StatusOr<uint64_t> version =
       shard_->Heartbeat(request->worker_id(), request->incarnation());
   if (version.ok()) response->set_version(*version);
-  return FinishNow(context, version.status());
+  return Finish(context, call, version.status());
 }
 
 grpc::ServerUnaryReactor* ParameterService::Leave(
     grpc::CallbackServerContext* context, const ps::v1::LeaveRequest* request,
     ps::v1::LeaveResponse*) {
+  const RpcCall call = ServerMetrics::StartCall(RpcMethod::kLeave);
   LeaveReason reason = LeaveReason::kStopped;
   if (request->reason() == ps::v1::LeaveRequest::FINISHED) {
     reason = LeaveReason::kFinished;
   } else if (request->reason() == ps::v1::LeaveRequest::START_FAILED) {
     reason = LeaveReason::kStartFailed;
   }
-  return FinishNow(context, shard_->Leave(request->worker_id(),
-                                          request->incarnation(), reason));
+  return Finish(
+      context, call,
+      shard_->Leave(request->worker_id(), request->incarnation(), reason));
 }
 
 grpc::ServerUnaryReactor* ParameterService::Init(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  const RpcCall call =
+      ServerMetrics::StartCall(RpcMethod::kInit, request->Length());
   ps::v1::InitRequest fields;
   InitArgs args;
   if (absl::Status parsed = ParseInitRequest(request, &fields, &args.values);
       !parsed.ok()) {
-    return FinishNow(context, parsed);
+    return Finish(context, call, parsed);
   }
   args.worker_id = fields.worker_id();
   args.shard_index = fields.shard_index();
@@ -167,22 +195,26 @@ grpc::ServerUnaryReactor* ParameterService::Init(
     answer.set_mode(rpc::ToProto(result->mode));
     answer.set_expected_workers(result->expected_workers);
   }
-  return FinishNow(context, result.status(), answer, response);
+  return Finish(context, call, result.status(), answer, response);
 }
 
 grpc::ServerUnaryReactor* ParameterService::Pull(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  const RpcCall call =
+      ServerMetrics::StartCall(RpcMethod::kPull, request->Length());
   ps::v1::PullRequest pull;
   if (absl::Status parsed = ParseRequest(request, &pull); !parsed.ok()) {
-    return FinishNow(context, parsed);
+    metrics_->CountPull(parsed);
+    return Finish(context, call, parsed);
   }
-  return StartPull(context, pull, /*pushed=*/nullptr, response);
+  return StartPull(context, call, pull, /*pushed=*/nullptr, response);
 }
 
 grpc::ServerUnaryReactor* ParameterService::StartPull(
-    grpc::CallbackServerContext* context, const ps::v1::PullRequest& request,
-    const ps::v1::PushResponse* pushed, grpc::ByteBuffer* response) {
+    grpc::CallbackServerContext* context, const RpcCall& call,
+    const ps::v1::PullRequest& request, const ps::v1::PushResponse* pushed,
+    grpc::ByteBuffer* response) {
   PullArgs args;
   args.worker_id = request.worker_id();
   args.min_version = request.min_version();
@@ -199,9 +231,12 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
       shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
   if (ready.has_value()) {
     if (ready->ok()) *response = EncodeAnswer(pushed, std::move(**ready));
+    metrics_->CountPull(ready->status());
+    metrics_->EndCall(call, ready->status(),
+                      ready->ok() ? response->Length() : 0);
     return FinishNow(context, ready->status());
   }
-  auto* reactor = new PullReactor(shard_, pushed, response);
+  auto* reactor = new PullReactor(shard_, metrics_, call, pushed, response);
   reactor->Start(args, expires);
   return reactor;
 }
@@ -209,13 +244,16 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
 grpc::ServerUnaryReactor* ParameterService::Push(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  const RpcCall call =
+      ServerMetrics::StartCall(RpcMethod::kPush, request->Length());
   ReceivedPush push;
   if (absl::Status parsed = ParsePushRequest(request, &push); !parsed.ok()) {
-    return FinishNow(context, parsed);
+    metrics_->CountPush(parsed, PushOutcome::kApplied);
+    return Finish(context, call, parsed);
   }
   ps::v1::PushResponse pushed;
   absl::Status applied = ApplyPush(std::move(push), &pushed);
-  return FinishNow(context, applied, pushed, response);
+  return Finish(context, call, applied, pushed, response);
 }
 
 absl::Status ParameterService::ApplyPush(ReceivedPush push,
@@ -231,6 +269,8 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   args.keys = {request.key_begin(), request.key_end()};
   args.gradient = std::move(push.gradient);
   absl::StatusOr<PushResult> result = shard_->Push(args);
+  metrics_->CountPush(result.status(),
+                      result.ok() ? result->outcome : PushOutcome::kApplied);
   if (result.ok()) {
     response->set_outcome(ToProto(result->outcome));
     response->set_version(result->version);
@@ -242,20 +282,23 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
 grpc::ServerUnaryReactor* ParameterService::PushPull(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
+  const RpcCall call =
+      ServerMetrics::StartCall(RpcMethod::kPushPull, request->Length());
   ReceivedPush push;
   ps::v1::PullRequest pull;
   if (absl::Status parsed = ParsePushPullRequest(request, &push, &pull);
       !parsed.ok()) {
-    return FinishNow(context, parsed);
+    metrics_->CountPush(parsed, PushOutcome::kApplied);
+    return Finish(context, call, parsed);
   }
   ps::v1::PushResponse pushed;
   // ApplyPush takes the gradient: its slices are freed before θ is copied
   // out for the answer.
   if (absl::Status applied = ApplyPush(std::move(push), &pushed);
       !applied.ok()) {
-    return FinishNow(context, applied);
+    return Finish(context, call, applied);
   }
-  return StartPull(context, pull, &pushed, response);
+  return StartPull(context, call, pull, &pushed, response);
 }
 
 void ParameterService::SetAdvertisedAddress(std::string address) {
@@ -266,6 +309,7 @@ void ParameterService::SetAdvertisedAddress(std::string address) {
 grpc::ServerUnaryReactor* ParameterService::Status(
     grpc::CallbackServerContext* context, const ps::v1::StatusRequest*,
     ps::v1::StatusResponse* response) {
+  const RpcCall call = ServerMetrics::StartCall(RpcMethod::kStatus);
   const ShardStatus s = shard_->Status();
   response->set_shard_index(s.options.shard_index);
   response->set_num_shards(s.options.num_shards);
@@ -298,24 +342,26 @@ grpc::ServerUnaryReactor* ParameterService::Status(
     absl::MutexLock lock(&mu_);
     response->set_advertise(advertised_address_);
   }
-  return FinishNow(context, absl::OkStatus());
+  return Finish(context, call, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ParameterService::Checkpoint(
     grpc::CallbackServerContext* context, const ps::v1::CheckpointRequest*,
     ps::v1::CheckpointResponse* response) {
+  const RpcCall call = ServerMetrics::StartCall(RpcMethod::kCheckpoint);
   if (checkpointer_ == nullptr) {
-    return FinishNow(context, absl::FailedPreconditionError(
-                                  "this server runs without --checkpoint_dir"));
+    return Finish(context, call,
+                  absl::FailedPreconditionError(
+                      "this server runs without --checkpoint_dir"));
   }
   absl::StatusOr<SavedCheckpoint> saved =
       checkpointer_->Save(*shard_, "requested");
-  if (!saved.ok()) return FinishNow(context, saved.status());
+  if (!saved.ok()) return Finish(context, call, saved.status());
   response->set_path(saved->path);
   response->set_version(saved->version);
   response->set_bytes(saved->bytes);
   response->set_seconds(absl::ToDoubleSeconds(saved->took));
-  return FinishNow(context, absl::OkStatus());
+  return Finish(context, call, absl::OkStatus());
 }
 
 }  // namespace ps::server

@@ -10,6 +10,7 @@
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "server/checkpointer.h"
 #include "server/parameter_shard.h"
+#include "server/server_metrics.h"
 #include "server/wire_messages.h"
 
 namespace ps::server {
@@ -32,8 +33,9 @@ using ParameterServiceBase =
 class ParameterService final : public ParameterServiceBase {
  public:
   // `checkpointer` may be null: the server then refuses Checkpoint calls.
+  // Every call is counted in `metrics`.
   ParameterService(ParameterShard* shard, Checkpointer* checkpointer,
-                   absl::Duration max_pull_wait);
+                   ServerMetrics* metrics, absl::Duration max_pull_wait);
   ~ParameterService() override;
 
   void SetAdvertisedAddress(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
@@ -75,13 +77,24 @@ class ParameterService final : public ParameterServiceBase {
   // The shared halves of Pull, Push and PushPull.
   // `pushed` is the outcome of a PushPull's push, null for a Pull.
   grpc::ServerUnaryReactor* StartPull(grpc::CallbackServerContext* context,
+                                      const RpcCall& call,
                                       const ps::v1::PullRequest& request,
                                       const ps::v1::PushResponse* pushed,
                                       grpc::ByteBuffer* response);
   absl::Status ApplyPush(ReceivedPush push, ps::v1::PushResponse* response);
+  // Answers `call` now with `status` (and `answer` for a raw method).
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                   const RpcCall& call,
+                                   const absl::Status& status);
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                   const RpcCall& call,
+                                   const absl::Status& status,
+                                   const google::protobuf::MessageLite& answer,
+                                   grpc::ByteBuffer* response);
 
   ParameterShard* shard_;
   Checkpointer* checkpointer_;
+  ServerMetrics* metrics_;
   absl::Duration max_pull_wait_;
   absl::Notification stop_;
   std::thread expiry_ticker_;

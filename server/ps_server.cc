@@ -30,8 +30,12 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
       return restored;
     }
   }
+  server->metrics_ = std::make_unique<ServerMetrics>(
+      server->shard_.get(), server->checkpointer_.get(),
+      options.shard.shard_index);
   server->service_ = std::make_unique<ParameterService>(
-      server->shard_.get(), server->checkpointer_.get(), options.max_pull_wait);
+      server->shard_.get(), server->checkpointer_.get(), server->metrics_.get(),
+      options.max_pull_wait);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -43,6 +47,17 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
         ": the address is malformed, not local, or the port is in use"));
+  }
+  if (!options.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<common::metrics::MetricsEndpoint>> endpoint =
+        common::metrics::MetricsEndpoint::Start(options.metrics_listen,
+                                                &server->metrics_->registry());
+    if (!endpoint.ok()) {
+      return absl::Status(
+          endpoint.status().code(),
+          absl::StrCat("--metrics_listen: ", endpoint.status().message()));
+    }
+    server->metrics_endpoint_ = std::move(*endpoint);
   }
   if (server->checkpointer_ != nullptr &&
       options.checkpoint_every < absl::InfiniteDuration()) {
@@ -140,6 +155,7 @@ absl::Status PsServer::Drain() {
 void PsServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  metrics_endpoint_.reset();
   stop_checkpoints_.Notify();
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   shard_->EndParkedPulls();

@@ -10,10 +10,12 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/rpc/security.h"
+#include "common/metrics/http_endpoint.h"
 #include "grpcpp/server.h"
 #include "server/checkpointer.h"
 #include "server/parameter_service.h"
 #include "server/parameter_shard.h"
+#include "server/server_metrics.h"
 
 namespace ps::server {
 
@@ -40,6 +42,10 @@ struct ServerOptions {
   bool allow_config_change = false;
   // TLS, client certificates and the token. Default: plaintext, open
   rpc::ServerSecurity security;
+
+  // Serve Prometheus metrics on GET /metrics here, "HOST:PORT"; port 0
+  // picks a free one. Default: empty, no metrics endpoint
+  std::string metrics_listen;
 };
 
 // A running parameter server: one shard, its gRPC service, gRPC's health
@@ -51,6 +57,11 @@ class PsServer {
   ~PsServer();
 
   int port() const { return port_; }
+  // The metrics endpoint's bound port; 0 without --metrics_listen.
+  int metrics_port() const {
+    return metrics_endpoint_ ? metrics_endpoint_->port() : 0;
+  }
+  const ServerMetrics& metrics() const { return *metrics_; }
   ParameterShard& shard() { return *shard_; }
   // How others reach this server; Status reports it.
   void SetAdvertisedAddress(std::string address) {
@@ -63,7 +74,7 @@ class PsServer {
   absl::Status Drain();
 
   // Stops taking calls, ends the parked ones, and waits at most `grace` for
-  // calls in flight.
+  // calls in flight; the metrics endpoint stops first.
   void Shutdown(absl::Duration grace = absl::Seconds(2));
 
   // The version restored from a checkpoint at start, if any.
@@ -77,7 +88,10 @@ class PsServer {
 
   std::unique_ptr<ParameterShard> shard_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  // Before the service, whose parked pulls count in it to the end.
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<ParameterService> service_;
+  std::unique_ptr<common::metrics::MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool shut_down_ = false;

@@ -244,12 +244,17 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--clip_min=1", "--clip_max=0"},
        "box constraint is empty"},
       {{"ps_server", "--listen=not-an-address"}, "cannot listen"},
+      {{"ps_server", "--metrics_listen=9100"},
+       "--metrics_listen: '9100' has no port"},
+      {{"ps_server", "--metrics_listen=localhost:http"}, "is not a number"},
       {{"ps_worker"}, "--servers is required"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--model=cnn"}, "unknown model"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--rank=3", "--num_workers=2"},
        "--rank=3"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--batch_size=0"},
        "--batch_size"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--metrics_listen=0.0.0.0"},
+       "--metrics_listen: '0.0.0.0' has no port"},
       {{"ps_local", "--mode=bsp"}, "not sync, ssp or async"},
       {{"ps_server", "--mode=async", "--sync_quorum=2"}, "sync_quorum"},
       {{"ps_server", "--lease_timeout=0s"}, "lease_timeout"},
@@ -257,6 +262,7 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--log_format=xml"}, "--log_format: 'xml' is not"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--log_format=JSON"},
        "--log_format: 'JSON' is not"},
+      {{"ps_local", "--metrics_base_port=65534"}, "leaves no room for 4 ports"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome = RunBinary(

@@ -4,6 +4,7 @@
 // host names and ports become loopback ones (and workers get a short run).
 // The job must train to the end and pass the health checks the files
 // define. A flag a daemon does not know stops it, and the test names it.
+#include <httplib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,15 +95,20 @@ class JobRunner {
           !healthy.ok()) {
         return healthy;
       }
+      if (absl::Status scraped = CheckMetrics(i); !scraped.ok()) {
+        return scraped;
+      }
     }
     std::vector<common::Subprocess> workers;
+    // A worker's own addresses (its --metrics_listen) are its alone.
+    int self = static_cast<int>(job_.servers.size());
     for (Container& worker : job_.workers) {
       // Appended last, so it overrides the flagfile's --epochs: only to
       // keep the test short.
       launch::WorkerFlags short_run;
       short_run.epochs = 1;
       absl::StatusOr<common::Subprocess> process =
-          Start(worker, -1, launch::WorkerArgs(short_run));
+          Start(worker, self++, launch::WorkerArgs(short_run));
       if (!process.ok()) return process.status();
       workers.push_back(std::move(*process));
     }
@@ -168,6 +174,27 @@ class JobRunner {
             FlagValue(c, "num_workers"), " but the file runs ", servers,
             " servers and ", workers, " workers"));
       }
+    }
+    return absl::OkStatus();
+  }
+
+  // Server i's /metrics, where its --metrics_listen says, names its shard
+  // (a deploy file without metrics passes).
+  absl::Status CheckMetrics(size_t i) {
+    const Container& c = job_.servers[i];
+    const std::string listen = FlagValue(c, "metrics_listen");
+    if (listen.empty()) return absl::OkStatus();
+    absl::StatusOr<std::string> address = network_.Rewrite(listen, i);
+    if (!address.ok()) return address.status();
+    httplib::Client client(absl::StrCat("http://", *address));
+    client.set_connection_timeout(10);
+    client.set_read_timeout(10);
+    httplib::Result scraped = client.Get("/metrics");
+    const std::string series = absl::StrCat("ps_server_version{shard=\"", i);
+    if (!scraped || scraped->status != 200 ||
+        !absl::StrContains(scraped->body, series)) {
+      return Failed(c, absl::StrCat("serves no ", series, "…} on ", listen,
+                                    " (", *address, ")/metrics"));
     }
     return absl::OkStatus();
   }

@@ -426,22 +426,11 @@ TEST(FirstContact,
   const std::string dir = FreshDir("long_attempt");
   // A port that accepts connections and never speaks: an attempt lasts its
   // whole deadline.
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
-  ASSERT_EQ(listen(listener, 16), 0);
-  ASSERT_EQ(
-      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  Outcome outcome =
-      RunBinary({"ps_worker",
-                 absl::StrCat("--servers=127.0.0.1:", ntohs(address.sin_port)),
-                 "--rpc_deadline=3s", "--max_retry_time=1s"},
-                dir + "/worker.out", absl::Seconds(60));
-  close(listener);
+  test_support::LoopbackListener listener;
+  Outcome outcome = RunBinary(
+      {"ps_worker", absl::StrCat("--servers=127.0.0.1:", listener.port()),
+       "--rpc_deadline=3s", "--max_retry_time=1s"},
+      dir + "/worker.out", absl::Seconds(60));
   EXPECT_FALSE(ExitedWith(outcome, 0)) << outcome.output;
   EXPECT_THAT(
       outcome.output,

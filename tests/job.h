@@ -3,6 +3,9 @@
 
 // A job of real ps_server and ps_worker processes on loopback, started as a
 // user would start them, for tests that kill, pause and restart them.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,6 +98,32 @@ inline bool WaitForPortFile(common::Subprocess& server,
   EXPECT_TRUE(port.ok()) << port.status();
   return port.ok();
 }
+
+// A socket listening on a free loopback port until destroyed: a port in
+// use, or one that accepts connections and never speaks.
+class LoopbackListener {
+ public:
+  LoopbackListener() : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address = {};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&address), length), 0);
+    EXPECT_EQ(listen(fd_, 16), 0);
+    EXPECT_EQ(getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length),
+              0);
+    port_ = ntohs(address.sin_port);
+  }
+  ~LoopbackListener() { close(fd_); }
+  LoopbackListener(const LoopbackListener&) = delete;
+  LoopbackListener& operator=(const LoopbackListener&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
 
 inline bool ExitedWith(const Outcome& outcome, int code) {
   return WIFEXITED(outcome.wait_status) &&

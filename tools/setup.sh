@@ -14,6 +14,7 @@ packages=(
   python3-grpcio python3-protobuf python3-numpy python3-pytest python3-torch
   libopenblas0-pthread
   libyaml-cpp-dev docker-compose
+  libcpp-httplib-dev prometheus
   gnuplot-nox jq iproute2 nftables
   mmdebstrap openssl
 )

@@ -15,6 +15,7 @@
 #include "common/dataset.h"
 #include "common/json.h"
 #include "common/log_format.h"
+#include "common/metrics/http_endpoint.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/client_security_flags.h"
 #include "common/rpc/fault_injection.h"
@@ -24,6 +25,7 @@
 #include "worker/model.h"
 #include "worker/parameter_client.h"
 #include "worker/trainer.h"
+#include "worker/worker_metrics.h"
 
 ABSL_FLAG(std::string, servers, "",
           "Comma-separated host:port of every server, in shard order.");
@@ -64,6 +66,9 @@ ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(5),
           "and exits with 128+signal; if that takes longer than this (a "
           "server is down, say), it exits at once. Keep it below the "
           "orchestrator's grace period (Docker: 10 s, Kubernetes: 30 s).");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on GET /metrics at this HOST:PORT (port 0 "
+          "picks a free one, logged). Empty: no metrics endpoint.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -118,7 +123,26 @@ int main(int argc, char** argv) {
         absl::FormatDuration(client_options.retry.rpc_deadline));
   }
 
+  // Started before the data loads, so a bad address fails at once.
+  ps::worker::WorkerMetrics metrics(*rank);
+  std::unique_ptr<ps::common::metrics::MetricsEndpoint> metrics_endpoint;
+  if (const std::string listen = absl::GetFlag(FLAGS_metrics_listen);
+      !listen.empty()) {
+    DieIfError(ps::common::metrics::ParseListenAddress(listen).status(),
+               "--metrics_listen");
+    absl::StatusOr<std::unique_ptr<ps::common::metrics::MetricsEndpoint>>
+        endpoint = ps::common::metrics::MetricsEndpoint::Start(
+            listen, &metrics.registry());
+    DieIfError(endpoint.status(), "--metrics_listen");
+    metrics_endpoint = std::move(*endpoint);
+    spdlog::info("metrics on port {} (GET /metrics)", metrics_endpoint->port());
+  }
+  client_options.retry.on_retry = [&metrics](grpc::StatusCode code) {
+    metrics.CountRetry(code);
+  };
+
   ps::worker::TrainerOptions options;
+  options.metrics = &metrics;
   options.rank = *rank;
   options.num_workers = absl::GetFlag(FLAGS_num_workers);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);

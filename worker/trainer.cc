@@ -95,6 +95,7 @@ absl::Status Trainer::Run() {
   absl::StatusOr<PullInfo> pulled =
       client_->Pull(plan_.first_step, absl::MakeSpan(theta_));
   if (!pulled.ok()) return FailStart(pulled.status());
+  if (options_.metrics != nullptr) options_.metrics->CountPull();
   // samples_per_s counts from here: a restarted rank 0 must not credit
   // itself with what the job applied before it came.
   samples_at_start_ = pulled->samples_applied;
@@ -240,6 +241,7 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
                               absl::MakeConstSpan(state.labels).first(rows),
                               absl::MakeSpan(state.gradient));
   ++state.loss_count;
+  const double push_start = NowSeconds();
   if (step + 1 < plan_.total_steps) {
     // Push this step's gradient and pull the next step's θ in one round
     // trip per shard.
@@ -251,7 +253,14 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
              !pushed.ok()) {
     return pushed;
   }
-  step_seconds += NowSeconds() - compute_start;
+  const double push_end = NowSeconds();
+  if (options_.metrics != nullptr) {
+    options_.metrics->CountStep(push_start - compute_start,
+                                push_end - push_start, step_seconds, rows);
+    if (step + 1 < plan_.total_steps) options_.metrics->CountPull();
+    options_.metrics->SetPushCounts(client_->push_counts());
+  }
+  step_seconds += push_end - compute_start;
   state.longest_step = std::max(state.longest_step, step_seconds);
   state.step_start = NowSeconds();
   return absl::OkStatus();

@@ -16,6 +16,7 @@
 #include "common/key_range.h"
 #include "worker/model.h"
 #include "worker/parameter_store.h"
+#include "worker/worker_metrics.h"
 
 namespace ps::worker {
 
@@ -46,6 +47,9 @@ struct TrainerOptions {
   // (sync rounds stop waiting for it) and Run returns CANCELLED. A new
   // process with the same rank resumes at the next step. Default: never
   std::function<bool()> stop_requested;
+  // Counts each step's phases, examples, pulls and pushes for Prometheus;
+  // must outlive the trainer. Default: none
+  WorkerMetrics* metrics = nullptr;
 };
 
 // Validated before any network traffic; mentions the flag names.

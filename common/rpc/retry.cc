@@ -47,6 +47,7 @@ grpc::Status CallWithRetry(
       spdlog::warn("{} attempt {} failed ({}); retrying", what, attempts,
                    status.error_message());
     }
+    if (policy.on_retry) policy.on_retry(status.error_code());
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, policy.max_backoff);
   }

@@ -24,6 +24,9 @@ struct RetryPolicy {
   // Longest pause between attempts: bounds how long a worker idles after
   // its server is back. Default: 1 s
   absl::Duration max_backoff = absl::Seconds(1);
+  // Told of every failed attempt that will be retried, with its code (a
+  // worker's retry counter). Default: none
+  std::function<void(grpc::StatusCode)> on_retry;
 };
 
 bool IsRetryable(grpc::StatusCode code);

@@ -175,6 +175,7 @@ std::vector<std::string> ServerArgs(const ServerFlags& flags) {
   args.Add("sync_quorum", flags.sync_quorum);
   args.Add("checkpoint_dir", flags.checkpoint_dir);
   args.Add("checkpoint_every", flags.checkpoint_every);
+  args.Add("metrics_listen", flags.metrics_listen);
   args.Add("log_level", flags.log_level);
   args.AddVerbatim(flags.extra);
   args.Add("inject_faults", flags.inject_faults);
@@ -197,6 +198,7 @@ std::vector<std::string> WorkerArgs(const WorkerFlags& flags) {
   args.Add("rpc_deadline", flags.rpc_deadline);
   args.Add("max_retry_time", flags.max_retry_time);
   args.Add("metrics_out", flags.metrics_out);
+  args.Add("metrics_listen", flags.metrics_listen);
   args.Add("log_level", flags.log_level);
   args.AddVerbatim(flags.extra);
   args.Add("inject_faults", flags.inject_faults);

@@ -32,6 +32,7 @@ struct ServerFlags {
   std::optional<uint32_t> sync_quorum;
   std::string checkpoint_dir;
   std::optional<absl::Duration> checkpoint_every;
+  std::string metrics_listen;  // HOST:PORT of /metrics
   std::string log_level;
   // Passed verbatim after the flags above, so they win (absl: last wins).
   std::vector<std::string> extra;
@@ -54,6 +55,7 @@ struct WorkerFlags {
   std::optional<absl::Duration> rpc_deadline;
   std::optional<absl::Duration> max_retry_time;
   std::string metrics_out;
+  std::string metrics_listen;  // HOST:PORT of /metrics (Prometheus)
   std::string log_level;
   // Passed verbatim after the flags above, so they win (absl: last wins).
   std::vector<std::string> extra;

@@ -63,8 +63,10 @@ class LoopbackNetwork {
  public:
   explicit LoopbackNetwork(const DeployJob& job);
 
-  // `text` with every host:port mapped; `self`: the server whose container
-  // `text` comes from, or -1. An error names an address of no server.
+  // `text` with every host:port mapped; `self`: the container `text` comes
+  // from (servers by index, then the workers; its own wildcard or loopback
+  // addresses get ports of their own), or -1. An error names an address of
+  // no server.
   absl::StatusOr<std::string> Rewrite(const std::string& text, int self);
 
  private:

@@ -88,6 +88,10 @@ absl::Status LocalCluster::StartServers(
     flags.shard_index = i;
     flags.num_shards = options_.num_servers;
     flags.num_workers = options_.num_workers;
+    if (options_.metrics_base_port > 0) {
+      flags.metrics_listen =
+          absl::StrCat("127.0.0.1:", options_.metrics_base_port + i);
+    }
     const std::vector<std::string> args =
         ServerCommand(options_.bin_dir, flags);
     if (absl::Status s = Spawn(absl::StrCat("server ", i), false, args,
@@ -114,8 +118,13 @@ std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
   flags.servers = addresses_;
   flags.rank = rank;
   flags.num_workers = options_.num_workers;
+  if (options_.metrics_base_port > 0) {
+    flags.metrics_listen = absl::StrCat(
+        "127.0.0.1:", options_.metrics_base_port + options_.num_servers + rank);
+  }
   for (const WorkerProgram& program : options_.worker_programs) {
     if (rank < program.first_rank || rank > program.last_rank) continue;
+    flags.metrics_listen.clear();  // a flag only ps_worker knows
     std::vector<std::string> argv = program.command;
     for (std::string& arg : WorkerArgs(flags)) argv.push_back(std::move(arg));
     return argv;

@@ -71,6 +71,10 @@ struct LocalClusterOptions {
   std::vector<WorkerProgram> worker_programs;
   // Set in every worker's environment ("NAME=VALUE").
   std::vector<std::string> worker_env;
+  // When > 0, server i serves Prometheus metrics on 127.0.0.1:(port + i)
+  // and ps_worker rank r on 127.0.0.1:(port + num_servers + r) (other
+  // worker programs get no such flag). Default: 0, no metrics endpoints
+  int metrics_base_port = 0;
   // Servers not serving by then fail the start. Default: 30 s
   absl::Duration start_timeout = absl::Seconds(30);
 };

@@ -56,6 +56,9 @@ ABSL_FLAG(std::string, bin_dir, "",
           "Where ps_server and ps_worker are; default: beside ps_local.");
 ABSL_FLAG(absl::Duration, timeout, absl::Hours(1),
           "Stop everything and fail after this long.");
+ABSL_FLAG(int32_t, metrics_base_port, 0,
+          "If > 0, Prometheus metrics: server i on 127.0.0.1:(PORT+i), "
+          "ps_worker rank r on 127.0.0.1:(PORT+servers+r). 0: none.");
 ABSL_FLAG(bool, quiet, false, "Print only the summary line.");
 
 namespace {
@@ -162,6 +165,13 @@ int main(int argc, char** argv) {
   if (!ps::common::ParseConsistencyMode(mode).ok()) {
     Die(absl::StrCat("--mode='", mode, "' is not sync, ssp or async"));
   }
+  const int32_t metrics_base_port = absl::GetFlag(FLAGS_metrics_base_port);
+  if (metrics_base_port < 0 ||
+      metrics_base_port + num_servers + num_workers > 65536) {
+    Die(absl::StrCat("--metrics_base_port=", metrics_base_port,
+                     " leaves no room for ", num_servers + num_workers,
+                     " ports below 65536 (0 turns metrics off)"));
+  }
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   if (out_dir.empty()) Die("--out_dir must not be empty");
   if (std::system(absl::StrCat("mkdir -p '", out_dir, "'").c_str()) != 0 ||
@@ -183,6 +193,7 @@ int main(int argc, char** argv) {
   cluster_options.out_dir = out_dir;
   cluster_options.num_servers = num_servers;
   cluster_options.num_workers = num_workers;
+  cluster_options.metrics_base_port = metrics_base_port;
   ps::launch::ServerFlags& server = cluster_options.server_flags;
   server.mode = mode;
   server.lr = absl::GetFlag(FLAGS_lr);
@@ -222,6 +233,15 @@ int main(int argc, char** argv) {
         num_servers, servers.c_str(), num_workers, mode.c_str(),
         absl::GetFlag(FLAGS_model).c_str(), absl::GetFlag(FLAGS_epochs),
         out_dir.c_str());
+    if (metrics_base_port > 0) {
+      const int first_worker =
+          metrics_base_port + static_cast<int>(num_servers);
+      std::printf(
+          "ps_local: /metrics of servers on 127.0.0.1:%d-%d, of workers on "
+          "127.0.0.1:%d-%d\n",
+          metrics_base_port, first_worker - 1, first_worker,
+          first_worker + static_cast<int>(num_workers) - 1);
+    }
     std::fflush(stdout);
   }
 

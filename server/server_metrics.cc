@@ -1,0 +1,224 @@
+#include "server/server_metrics.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace ps::server {
+namespace {
+
+using common::metrics::Counter;
+using common::metrics::Family;
+
+constexpr std::array<const char*, kNumRpcMethods> kMethodNames = {
+    "Register", "Heartbeat", "Leave",  "Init",      "Pull",
+    "Push",     "PushPull",  "Status", "Checkpoint"};
+
+constexpr std::array<const char*, 4> kPushOutcomes = {"applied", "accepted",
+                                                      "duplicate", "stale"};
+
+// From 100 µs (a small pull on loopback) to a minute (a pull parked for its
+// round, up to --max_pull_wait).
+std::vector<double> RpcDurationBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+          0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
+}
+
+size_t CodeIndex(absl::StatusCode code) {
+  const int value = static_cast<int>(code);
+  return value >= 0 && value < 17 ? static_cast<size_t>(value) : 2;  // UNKNOWN
+}
+
+}  // namespace
+
+template <size_t N>
+Counter& ServerMetrics::Cached(std::array<std::atomic<Counter*>, N>& cache,
+                               size_t index, Family<Counter>& family,
+                               const std::string& label) {
+  Counter* counter = cache[index].load(std::memory_order_acquire);
+  if (counter == nullptr) {
+    // Two racing first calls get the same series from the family.
+    counter = &family.WithLabels({label});
+    cache[index].store(counter, std::memory_order_release);
+  }
+  return *counter;
+}
+
+ServerMetrics::ServerMetrics(const ParameterShard* shard,
+                             const Checkpointer* checkpointer,
+                             uint32_t shard_index)
+    : shard_(shard),
+      checkpointer_(checkpointer),
+      registry_(common::metrics::Labels{{"shard", absl::StrCat(shard_index)}}) {
+  auto& duration = registry_.AddHistogram(
+      "ps_server_rpc_duration_seconds",
+      "Time from a call's arrival to its answer, by method; a parked pull "
+      "counts its wait.",
+      RpcDurationBuckets(), {"method"});
+  auto& received = registry_.AddCounter(
+      "ps_server_received_bytes_total",
+      "Request bytes of Init, Push, Pull and PushPull calls, by method.",
+      {"method"});
+  auto& sent = registry_.AddCounter(
+      "ps_server_sent_bytes_total",
+      "Response bytes of Init, Push, Pull and PushPull calls, by method.",
+      {"method"});
+  for (size_t m = 0; m < kNumRpcMethods; ++m) {
+    rpc_duration_[m] = &duration.WithLabels({kMethodNames[m]});
+  }
+  // The typed methods' few bytes are not worth a series each.
+  for (RpcMethod method : {RpcMethod::kInit, RpcMethod::kPull, RpcMethod::kPush,
+                           RpcMethod::kPushPull}) {
+    const size_t m = static_cast<size_t>(method);
+    received_bytes_[m] = &received.WithLabels({kMethodNames[m]});
+    sent_bytes_[m] = &sent.WithLabels({kMethodNames[m]});
+  }
+  pushes_ = &registry_.AddCounter(
+      "ps_server_pushes_total",
+      "Pushes (Push and PushPull) by outcome: applied, accepted (into the "
+      "open sync round), duplicate, stale, or the error code.",
+      {"outcome"});
+  // Created now so a query finds them before the first push.
+  for (size_t o = 0; o < kPushOutcomes.size(); ++o) {
+    Cached(push_series_, o, *pushes_, kPushOutcomes[o]);
+  }
+  pulls_ = &registry_.AddCounter(
+      "ps_server_pulls_total",
+      "Pulls (Pull and PushPull) answered, by outcome: ok or the error code.",
+      {"outcome"});
+  Cached(pull_series_, 0, *pulls_, "ok");
+  parked_pulls_ = &registry_
+                       .AddGauge("ps_server_parked_pulls",
+                                 "Pulls waiting for their version now.")
+                       .WithLabels({});
+
+  version_ = &registry_
+                  .AddGauge("ps_server_version",
+                            "θ's version: closed rounds (sync) or applied "
+                            "pushes (async, ssp).")
+                  .WithLabels({});
+  initialized_ = &registry_
+                      .AddGauge("ps_server_initialized",
+                                "1 once a worker declared the model.")
+                      .WithLabels({});
+  keys_ = &registry_.AddGauge("ps_server_keys", "Keys of θ this shard holds.")
+               .WithLabels({});
+  samples_applied_ =
+      &registry_
+           .AddCounter("ps_server_samples_applied_total",
+                       "Examples whose gradients were applied to θ.")
+           .WithLabels({});
+  live_workers_ = &registry_
+                       .AddGauge("ps_server_live_workers",
+                                 "Workers whose lease is current.")
+                       .WithLabels({});
+  registered_workers_ =
+      &registry_
+           .AddGauge("ps_server_registered_workers",
+                     "Workers this shard has seen, live or not.")
+           .WithLabels({});
+  expected_workers_ =
+      &registry_
+           .AddGauge("ps_server_expected_workers",
+                     "Workers the first sync round waits for (--num_workers).")
+           .WithLabels({});
+  leases_expired_ = &registry_
+                         .AddCounter("ps_server_leases_expired_total",
+                                     "Worker leases that ran out.")
+                         .WithLabels({});
+  rounds_closed_ = &registry_.AddCounter(
+      "ps_server_sync_rounds_total",
+      "Sync rounds closed, by what closed them: all_live, quorum or timeout.",
+      {"closed_by"});
+  round_gradients_ = &registry_
+                          .AddGauge("ps_server_round_gradients",
+                                    "Sync: gradients in the open round.")
+                          .WithLabels({});
+  worker_staleness_ = &registry_.AddGauge(
+      "ps_server_worker_staleness_clocks",
+      "Clocks a registered worker is behind the fastest live one.", {"worker"});
+  max_read_clock_gap_ =
+      &registry_
+           .AddGauge("ps_server_max_read_clock_gap_clocks",
+                     "SSP: the largest reader-to-slowest clock gap a pull "
+                     "was answered with.")
+           .WithLabels({});
+  checkpoint_age_ = &registry_.AddGauge(
+      "ps_server_checkpoint_age_seconds",
+      "Since the last checkpoint finished; absent before one.");
+  checkpoint_duration_ = &registry_.AddGauge(
+      "ps_server_checkpoint_duration_seconds",
+      "How long the last checkpoint took to write and sync.");
+  checkpoint_bytes_ = &registry_.AddGauge("ps_server_checkpoint_bytes",
+                                          "Size of the last checkpoint file.");
+  checkpoint_version_ = &registry_.AddGauge(
+      "ps_server_checkpoint_version", "θ's version in the last checkpoint.");
+  registry_.AddScrapeHook([this] { Scrape(); });
+}
+
+void ServerMetrics::EndCall(const RpcCall& call, const absl::Status& status,
+                            size_t response_bytes) {
+  const size_t m = static_cast<size_t>(call.method);
+  rpc_duration_[m]->Observe(std::chrono::duration<double>(
+                                std::chrono::steady_clock::now() - call.start)
+                                .count());
+  if (received_bytes_[m] != nullptr) {
+    received_bytes_[m]->Increment(call.request_bytes);
+  }
+  if (sent_bytes_[m] != nullptr && status.ok()) {
+    sent_bytes_[m]->Increment(response_bytes);
+  }
+}
+
+void ServerMetrics::CountPush(const absl::Status& status, PushOutcome outcome) {
+  if (status.ok()) {
+    const size_t o = static_cast<size_t>(outcome);
+    Cached(push_series_, o, *pushes_, kPushOutcomes[o]).Increment();
+    return;
+  }
+  const size_t c = CodeIndex(status.code());
+  Cached(push_series_, kPushOutcomes.size() + c, *pushes_,
+         common::metrics::StatusCodeLabel(status.code()))
+      .Increment();
+}
+
+void ServerMetrics::CountPull(const absl::Status& status) {
+  const size_t c = CodeIndex(status.code());
+  Cached(pull_series_, c, *pulls_,
+         status.ok() ? "ok" : common::metrics::StatusCodeLabel(status.code()))
+      .Increment();
+}
+
+void ServerMetrics::Scrape() {
+  const ShardStatus s = shard_->Status();
+  version_->Set(s.version);
+  initialized_->Set(s.initialized ? 1 : 0);
+  keys_->Set(s.keys.end - s.keys.begin);
+  samples_applied_->SetTotal(s.samples_applied);
+  live_workers_->Set(s.live_workers);
+  registered_workers_->Set(s.workers.size());
+  expected_workers_->Set(s.options.num_workers);
+  leases_expired_->SetTotal(s.leases_expired);
+  rounds_closed_->WithLabels({"all_live"}).SetTotal(s.rounds_closed_all_live);
+  rounds_closed_->WithLabels({"quorum"}).SetTotal(s.rounds_closed_by_quorum);
+  rounds_closed_->WithLabels({"timeout"}).SetTotal(s.rounds_closed_by_timeout);
+  round_gradients_->Set(s.round_gradients);
+  for (const common::WorkerRecord& w : s.workers) {
+    worker_staleness_->WithLabels({absl::StrCat(w.worker_id)})
+        .Set(s.Staleness(w));
+  }
+  max_read_clock_gap_->Set(s.max_read_clock_gap);
+  if (checkpointer_ == nullptr) return;
+  if (std::optional<Checkpointer::LastSave> last = checkpointer_->last_save()) {
+    checkpoint_age_->WithLabels({}).Set(
+        absl::ToDoubleSeconds(absl::Now() - last->finished));
+    checkpoint_duration_->WithLabels({}).Set(
+        absl::ToDoubleSeconds(last->saved.took));
+    checkpoint_bytes_->WithLabels({}).Set(last->saved.bytes);
+    checkpoint_version_->WithLabels({}).Set(last->saved.version);
+  }
+}
+
+}  // namespace ps::server
