@@ -28,7 +28,12 @@ std::string Source(const std::string& path) {
   return ReadFile(absl::StrCat(PS_SOURCE_DIR, "/", path));
 }
 
-// The flags `binary --helpfull` lists under its own main file.
+// Files that define flags once for several binaries (a binary has them
+// when it links the file), documented with each binary's own flags.
+const char* const kSharedFlagFiles[] = {"common/rpc/client_security_flags.cc"};
+
+// The flags `binary --helpfull` lists under its own main file or a shared
+// flag file.
 std::set<std::string> OwnFlags(const std::string& binary,
                                const std::string& main_file) {
   const std::string dir = test_support::FreshDir("docs_flags");
@@ -40,6 +45,9 @@ std::set<std::string> OwnFlags(const std::string& binary,
   for (absl::string_view line : absl::StrSplit(outcome.output, '\n')) {
     if (absl::StartsWith(line, "  Flags from ")) {
       ours = absl::EndsWith(line, absl::StrCat("/", main_file, ":"));
+      for (const char* shared : kSharedFlagFiles) {
+        ours = ours || absl::EndsWith(line, absl::StrCat("/", shared, ":"));
+      }
       continue;
     }
     std::smatch match;
