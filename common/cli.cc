@@ -11,6 +11,8 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <sstream>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/parse.h"
@@ -197,6 +199,14 @@ std::string DirectoryOf(const std::string& path) {
 }
 
 }  // namespace
+
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
 
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents) {

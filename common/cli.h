@@ -2,6 +2,7 @@
 #define PS_COMMON_CLI_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,10 @@ void SetLogLevelOrDie(const std::string& log_level);
 // start-up failure every daemon reports the same way.
 [[noreturn]] void Die(absl::string_view message);
 void DieIfError(const absl::Status& status, absl::string_view context);
+
+// The whole contents of `path`; nullopt when it cannot be opened (errno
+// says why), so each caller words its own error.
+std::optional<std::string> ReadWholeFile(const std::string& path);
 
 // Writes `contents` to `path` atomically and durably: temp file, fsync,
 // rename, fsync of the directory. A reader (or a machine that lost power)

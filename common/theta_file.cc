@@ -1,9 +1,7 @@
 #include "common/theta_file.h"
 
 #include <cstring>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -370,14 +368,12 @@ absl::Status WriteThetaFile(const std::string& path, const ThetaFile& file) {
 }
 
 absl::StatusOr<ThetaFile> ReadThetaFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const std::optional<std::string> contents = ReadWholeFile(path);
+  if (!contents) {
     return absl::NotFoundError(
         absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   }
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return DecodeThetaFile(contents.str(), path);
+  return DecodeThetaFile(*contents, path);
 }
 
 }  // namespace ps::common

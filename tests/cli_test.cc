@@ -2,8 +2,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -79,12 +77,18 @@ TEST(WriteFileAtomically, ReplacesTheWholeFileAndLeavesNoTemp) {
   const std::string path = (dir / "file").string();
   ASSERT_TRUE(WriteFileAtomically(path, "first, longer contents").ok());
   ASSERT_TRUE(WriteFileAtomically(path, "second").ok());
-  std::ifstream in(path);
-  std::stringstream read;
-  read << in.rdbuf();
-  EXPECT_EQ(read.str(), "second");
+  EXPECT_EQ(ReadWholeFile(path), "second");
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   std::filesystem::remove_all(dir);
+}
+
+TEST(ReadWholeFile, ReadsEveryByteAndNothingForAFileThatIsNotThere) {
+  const std::string path = ::testing::TempDir() + "/cli_test_read";
+  const std::string bytes("a\0b\r\n\xff", 6);
+  ASSERT_TRUE(WriteFileAtomically(path, bytes).ok());
+  EXPECT_EQ(ReadWholeFile(path), bytes);
+  std::filesystem::remove(path);
+  EXPECT_EQ(ReadWholeFile(path), std::nullopt);
 }
 
 TEST(WriteFileAtomically, MissingDirectoryIsAnError) {

@@ -1,8 +1,6 @@
 #include "common/rpc/fault_injection.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -12,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/cli.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/server_context.h"
 #include "spdlog/spdlog.h"
@@ -258,11 +257,10 @@ void FaultInjector::ReloadIfChanged() {
   if (path_.empty() || now < next_check_) return;
   // A tenth of a second between looks: a fault window is seconds long.
   next_check_ = now + absl::Milliseconds(100);
-  std::ifstream in(path_);
-  std::stringstream text;
-  if (in) text << in.rdbuf();
-  if (text.str() == file_contents_) return;
-  file_contents_ = text.str();
+  // A missing file reads as an empty spec.
+  std::string text = common::ReadWholeFile(path_).value_or("");
+  if (text == file_contents_) return;
+  file_contents_ = std::move(text);
   absl::StatusOr<FaultSpec> spec = ParseFaultSpec(file_contents_);
   if (!spec.ok()) {
     spdlog::error("fault injection: ignoring {}: {}", path_,

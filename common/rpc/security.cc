@@ -1,14 +1,13 @@
 #include "common/rpc/security.h"
 
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "common/cli.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 
 namespace ps::rpc {
@@ -17,14 +16,12 @@ namespace {
 // The contents of `path`, which --`flag` named.
 absl::StatusOr<std::string> ReadFlagFile(const std::string& path,
                                          const std::string& flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::optional<std::string> contents = common::ReadWholeFile(path);
+  if (!contents) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, "=", path, ": cannot read the file"));
   }
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
+  return *std::move(contents);
 }
 
 absl::StatusOr<std::string> ReadPem(const std::string& path,

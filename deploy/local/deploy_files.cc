@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -16,18 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/subprocess.h"
 #include "yaml-cpp/yaml.h"
 
 namespace ps::launch {
 namespace {
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 absl::Status AddToJob(Container container, DeployJob& job) {
   const std::string program = Program(container);
@@ -203,7 +195,8 @@ absl::StatusOr<DeployJob> ComposeJob(const std::string& compose_file) {
         target = parts.size() > 1 ? parts[1] : "";
       }
       if (absl::StartsWith(source, "/")) {
-        c.files[target] = ReadFile(source);  // a bind-mounted flagfile
+        c.files[target] = common::ReadWholeFile(source).value_or(
+            "");  // a bind-mounted flagfile
       } else if (!source.empty()) {
         c.volumes[target] = source;  // a named volume
       }

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -32,12 +31,6 @@
 
 namespace ps::chaos {
 namespace {
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)),
-                     std::istreambuf_iterator<char>());
-}
 
 // Asks every server for its Status at once; one that does not answer
 // within `deadline` (killed, stopped, cut off) is marked down.
@@ -454,7 +447,8 @@ class ExperimentRun {
 
   // Rank 0's evaluations written since the last look, and the epoch now.
   void ReadNewEvaluations() {
-    const std::string metrics = ReadAll(metrics_path_);
+    const std::string metrics =
+        common::ReadWholeFile(metrics_path_).value_or("");
     std::vector<absl::string_view> lines = absl::StrSplit(metrics, '\n');
     // The last piece is partial (or empty): only whole lines count.
     for (; metrics_lines_ + 1 < lines.size(); ++metrics_lines_) {
@@ -594,7 +588,8 @@ class ExperimentRun {
     for (const Daemon& d : cluster_->daemons()) {
       if (d.ref.kind != ProcessRef::Kind::kWorker) continue;
       for (VersionRegression r :
-           ParseRegressions(ReadAll(d.log), cluster_->server_addresses())) {
+           ParseRegressions(common::ReadWholeFile(d.log).value_or(""),
+                            cluster_->server_addresses())) {
         result_.regressions.push_back(r);
       }
     }

@@ -1,11 +1,9 @@
 #include "tools/chaos/scenario.h"
 
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -15,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/cli.h"
 #include "common/consistency_mode.h"
 #include "yaml-cpp/yaml.h"
 
@@ -684,13 +683,11 @@ absl::StatusOr<Scenario> ParseScenario(const std::string& text,
 }
 
 absl::StatusOr<Scenario> LoadScenario(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
+  const std::optional<std::string> text = common::ReadWholeFile(path);
+  if (!text) {
     return absl::NotFoundError(absl::StrCat("cannot read scenario ", path));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseScenario(text.str(), path);
+  return ParseScenario(*text, path);
 }
 
 }  // namespace ps::chaos
