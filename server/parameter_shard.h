@@ -59,6 +59,10 @@ struct ShardStatus {
   // SSP: the largest (reader's clock − slowest live clock) a pull was
   // answered with; never above the staleness bound.
   uint64_t max_read_clock_gap = 0;
+  // Pulls refused because the parked pulls' bounds were reached: the
+  // server's (--max_parked_pulls) or one worker id's.
+  uint64_t pulls_refused_over_total = 0;
+  uint64_t pulls_refused_over_worker = 0;
 };
 
 // One shard of θ and the rules that change it. Plain C++: the gRPC service
@@ -91,11 +95,13 @@ class ParameterShard {
   PullTicket NewPullTicket();
 
   // θ[keys] at once when the version reached min_version (or the error, for
-  // a bad request). Otherwise, with an empty `done`, returns nullopt without
-  // parking (a caller that answers at once when it can); else parks `done`
-  // under `ticket` and returns nullopt; `done` later runs on the thread whose
-  // push advances the version, or with DEADLINE_EXCEEDED at `expires` (see
-  // ExpirePulls), or with CANCELLED.
+  // a bad request, OUT_OF_RANGE for one waiting could never answer, and
+  // RESOURCE_EXHAUSTED when the parked pulls' bounds are reached). Otherwise,
+  // with an empty `done`, returns nullopt without parking (a caller that
+  // answers at once when it can); else parks `done` under `ticket` and returns
+  // nullopt; `done` later runs on the thread whose push advances the version,
+  // or with DEADLINE_EXCEEDED at `expires` (see ExpirePulls), or with
+  // CANCELLED.
   std::optional<absl::StatusOr<PullResult>> Pull(const PullArgs& args,
                                                  absl::Time expires,
                                                  PullTicket ticket,

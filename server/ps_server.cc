@@ -40,6 +40,10 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   rpc::ConfigureServerBuilder(builder);
+  // No request is larger than a shard's θ and its fields: gRPC refuses a
+  // larger one from its length prefix, before reading it.
+  builder.SetMaxReceiveMessageSize(
+      MaxRequestBytes(options.shard.max_keys_per_shard));
   builder.AddListeningPort(options.listen, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();

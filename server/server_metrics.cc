@@ -145,6 +145,14 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
                      "SSP: the largest reader-to-slowest clock gap a pull "
                      "was answered with.")
            .WithLabels({});
+  auto& pulls_refused = registry_.AddCounter(
+      "ps_server_pulls_refused_total",
+      "Pulls refused with RESOURCE_EXHAUSTED because the parked pulls' "
+      "bound was reached: the server's (--max_parked_pulls) or one worker "
+      "id's.",
+      {"bound"});
+  pulls_refused_over_total_ = &pulls_refused.WithLabels({"total"});
+  pulls_refused_over_worker_ = &pulls_refused.WithLabels({"per_worker"});
   checkpoint_age_ = &registry_.AddGauge(
       "ps_server_checkpoint_age_seconds",
       "Since the last checkpoint finished; absent before one.");
@@ -210,6 +218,8 @@ void ServerMetrics::Scrape() {
         .Set(s.Staleness(w));
   }
   max_read_clock_gap_->Set(s.max_read_clock_gap);
+  pulls_refused_over_total_->SetTotal(s.pulls_refused_over_total);
+  pulls_refused_over_worker_->SetTotal(s.pulls_refused_over_worker);
   if (checkpointer_ == nullptr) return;
   if (std::optional<Checkpointer::LastSave> last = checkpointer_->last_save()) {
     checkpoint_age_->WithLabels({}).Set(

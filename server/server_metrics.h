@@ -99,6 +99,8 @@ class ServerMetrics {
   common::metrics::Gauge* round_gradients_;
   common::metrics::Family<common::metrics::Gauge>* worker_staleness_;
   common::metrics::Gauge* max_read_clock_gap_;
+  common::metrics::Counter* pulls_refused_over_total_;
+  common::metrics::Counter* pulls_refused_over_worker_;
   // Without series until the first checkpoint: an age of 0 would lie.
   common::metrics::Family<common::metrics::Gauge>* checkpoint_age_;
   common::metrics::Family<common::metrics::Gauge>* checkpoint_duration_;
