@@ -440,6 +440,10 @@ absl::StatusOr<PushResult> ParameterShard::PushAtOnce(
   if (!checked.ok()) return checked.status();
   RecordPush(args, worker);
   dense_.ApplyBytes(args.gradient, *checked);
+  if (observer_ != nullptr) {
+    observer_->PushApplied(
+        version_ > args.base_version ? version_ - args.base_version : 0);
+  }
   ++version_;
   samples_applied_ += args.batch_size;
   ++counters_.pushes_applied;
@@ -464,6 +468,7 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
         members_.LiveWorkers().size());
   }
   counters_.CountRoundClosed(why);
+  if (observer_ != nullptr) observer_->RoundClosed(why, now - round_opened_);
   round_->Mean(absl::MakeSpan(round_mean_));
   if (auto bad = dense_.ApplyIfFinite(round_mean_)) {
     // The round ends (no worker waits for it forever) but changes nothing:
@@ -537,6 +542,11 @@ void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
     round_opened_ = now;
   }
   initialized_ = true;
+}
+
+void ParameterShard::SetObserver(ShardObserver* observer) {
+  absl::MutexLock lock(&mutex_);
+  observer_ = observer;
 }
 
 void ParameterShard::StopTakingPushes() { taking_pushes_.store(false); }

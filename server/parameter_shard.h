@@ -20,6 +20,7 @@
 #include "server/membership.h"
 #include "server/pull_wait_list.h"
 #include "server/shard_counters.h"
+#include "server/shard_observer.h"
 #include "server/shard_options.h"
 #include "server/shard_requests.h"
 #include "server/shard_snapshot.h"
@@ -124,6 +125,9 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+  // Tells `observer` (null: nobody) of rounds closed and pushes applied
+  // from now on; it must outlive the shard or be replaced first.
+  void SetObserver(ShardObserver* observer);
   // Fixed for the server's life; every answer tells workers (they follow a
   // server restarted in another mode).
   ConsistencyMode mode() const { return options_.mode; }
@@ -193,6 +197,7 @@ class ParameterShard {
   Membership members_ ABSL_GUARDED_BY(mutex_);
   PullWaitList parked_ ABSL_GUARDED_BY(mutex_);
   ShardCounters counters_ ABSL_GUARDED_BY(mutex_);
+  ShardObserver* observer_ ABSL_GUARDED_BY(mutex_) = nullptr;
 };
 
 }  // namespace ps::server
