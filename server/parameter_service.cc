@@ -1,6 +1,7 @@
 #include "server/parameter_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -58,6 +59,8 @@ class PullReactor final : public grpc::ServerUnaryReactor {
  private:
   void Complete(absl::StatusOr<PullResult> result) {
     if (result.ok()) {
+      result->waited =
+          absl::FromChrono(std::chrono::steady_clock::now() - call_.start);
       *response_ =
           EncodeAnswer(pushed_ ? &*pushed_ : nullptr, std::move(*result));
     }

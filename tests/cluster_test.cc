@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "server/ps_server.h"
 #include "tests/synthetic_data.h"
+#include "tests/wait.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
 #include "worker/trainer.h"
@@ -445,6 +446,44 @@ TEST_F(SyncWireTest, AWaitingPullEndsAtItsDeadline) {
   ps::v1::PullResponse pulled;
   EXPECT_EQ(stub_->Pull(&context, pull, &pulled).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(SyncWireTest, AParkedPullSaysHowLongItWaited) {
+  Init(4);
+  ps::v1::RegisterRequest worker1;
+  worker1.set_worker_id(1);
+  worker1.set_incarnation(1);
+  ps::v1::RegisterResponse registered;
+  grpc::ClientContext register_context;
+  ASSERT_TRUE(stub_->Register(&register_context, worker1, &registered).ok());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  ps::v1::PullRequest pull;
+  pull.set_min_version(1);
+  ps::v1::PullResponse pulled;
+  grpc::Status pull_status;
+  const absl::Time start = absl::Now();
+  std::thread puller(
+      [&] { pull_status = stub_->Pull(&context, pull, &pulled); });
+  // Round 0 closes only after the pull parked.
+  EXPECT_TRUE(test_support::WaitUntil(
+      [&] {
+        return cluster_.servers[0]->metrics().registry().Render().find(
+                   "\nps_server_parked_pulls{shard=\"0\"} 1\n") !=
+               std::string::npos;
+      },
+      absl::Seconds(20)));
+  for (uint32_t worker = 0; worker < 2; ++worker) {
+    ps::v1::PushRequest push = ValidPush(4);
+    push.set_worker_id(worker);
+    ASSERT_TRUE(Call(push).ok());
+  }
+  puller.join();
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_TRUE(pull_status.ok()) << pull_status.error_message();
+  EXPECT_EQ(pulled.version(), 1u);
+  EXPECT_GT(pulled.waited_us(), 0u);
+  EXPECT_LE(absl::Microseconds(pulled.waited_us()), took);
 }
 
 TEST_F(SyncWireTest, ARawCallEndsAtItsDeadlineToo) {

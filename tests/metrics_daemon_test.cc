@@ -164,7 +164,7 @@ TEST(MetricsDaemons,
                    "ps_worker_pushes_total{rank=\"0\",outcome=\"applied\"}"),
             taken - 1);
   EXPECT_GE(Sample(exposition, "ps_worker_pulls_total{rank=\"0\"}"), taken);
-  for (const char* phase : {"compute", "push_pull", "other"}) {
+  for (const char* phase : {"compute", "push_pull", "wait", "other"}) {
     EXPECT_GE(Sample(exposition,
                      absl::StrCat("ps_worker_step_phase_seconds_count{rank="
                                   "\"0\",phase=\"",
