@@ -2,6 +2,8 @@
 
 #include <optional>
 
+#include "absl/strings/str_cat.h"
+
 namespace ps::server {
 
 ConsistencyPolicy::ConsistencyPolicy(const ShardOptions& options)
@@ -27,6 +29,32 @@ bool ConsistencyPolicy::MayAnswerPull(uint64_t min_version,
   if (!members.gathered()) return false;
   const std::optional<uint64_t> slowest = members.MinLiveClock();
   return !slowest.has_value() || *slowest + staleness_ >= reader_clock;
+}
+
+absl::Status ConsistencyPolicy::CheckPullReachable(
+    const PullArgs& pull, uint64_t version, const Membership& members) const {
+  if (mode_ == ConsistencyMode::kSync) return absl::OkStatus();
+  if (pull.min_version > version) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "min_version ", pull.min_version, " is ahead of this shard's version ",
+        version, ": in ", ConsistencyModeName(mode_),
+        " mode a pull never waits for a version",
+        mode_ == ConsistencyMode::kSsp ? " (only for the staleness bound)" : "",
+        "; ask for at most ", version, ", or 0 for the newest θ"));
+  }
+  if (mode_ == ConsistencyMode::kSsp && pull.clock > staleness_ &&
+      members.IsLive(pull.worker_id)) {
+    const uint64_t own_clock = members.members()[pull.worker_id].clock;
+    if (pull.clock - staleness_ > own_clock) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "worker ", pull.worker_id, " pulls at clock ", pull.clock,
+          " but its clock on this shard is ", own_clock,
+          " (steps pushed): with --staleness=", staleness_,
+          " that pull would wait for the worker itself; pull at clock ",
+          own_clock + staleness_, " or less"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 uint64_t ConsistencyPolicy::ReadClockGap(uint64_t reader_clock,

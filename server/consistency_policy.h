@@ -3,9 +3,11 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/membership.h"
 #include "server/shard_options.h"
+#include "server/shard_requests.h"
 #include "server/sync_round.h"
 
 namespace ps::server {
@@ -34,7 +36,7 @@ enum class RoundFit {
 //          quorum, or a timeout; pulls wait for the next round.
 //   ssp    pushes apply at once; a pull at clock c also waits until every
 //          live worker has clock ≥ c − staleness.
-//   async  pushes apply at once; pulls wait for the version only.
+//   async  pushes apply at once; pulls never wait.
 class ConsistencyPolicy {
  public:
   explicit ConsistencyPolicy(const ShardOptions& options);
@@ -47,6 +49,15 @@ class ConsistencyPolicy {
   // answered at `version`.
   bool MayAnswerPull(uint64_t min_version, uint64_t reader_clock,
                      uint64_t version, const Membership& members) const;
+  // OUT_OF_RANGE when waiting could never answer `pull` at `version`, so
+  // it is refused at once instead of parking until its deadline: async and
+  // SSP never wait for a version (a min_version above the shard's is
+  // refused), and an SSP reader that is a live worker cannot wait for a
+  // clock more than the staleness bound past its own (it would wait for
+  // itself). Sync waits at most one round; a pull further ahead is
+  // answered at once (MayAnswerPull).
+  absl::Status CheckPullReachable(const PullArgs& pull, uint64_t version,
+                                  const Membership& members) const;
   // SSP: how many clocks a reader at `reader_clock` is ahead of the slowest
   // live worker as it reads; 0 in the other modes.
   uint64_t ReadClockGap(uint64_t reader_clock, const Membership& members) const;

@@ -66,6 +66,9 @@ ABSL_FLAG(uint64_t, max_keys_per_shard, uint64_t{1} << 26,
           "(256 MiB of θ).");
 ABSL_FLAG(absl::Duration, max_pull_wait, absl::Seconds(60),
           "Longest a pull may wait for its version, e.g. 60s.");
+ABSL_FLAG(uint32_t, max_parked_pulls, 1024,
+          "Most pulls waiting at once (sync rounds, SSP staleness); more get "
+          "RESOURCE_EXHAUSTED. One worker id may hold at most 4 of them.");
 ABSL_FLAG(std::string, checkpoint_dir, "",
           "Directory (must exist) for this shard's checkpoints; restored from "
           "at start. Empty: no checkpoints.");
@@ -135,6 +138,7 @@ int main(int argc, char** argv) {
   options.shard.round_timeout = absl::GetFlag(FLAGS_round_timeout);
   options.shard.staleness = absl::GetFlag(FLAGS_staleness);
   options.shard.max_keys_per_shard = absl::GetFlag(FLAGS_max_keys_per_shard);
+  options.shard.max_parked_pulls = absl::GetFlag(FLAGS_max_parked_pulls);
   absl::StatusOr<ps::server::ConsistencyMode> mode =
       ps::server::ParseConsistencyMode(absl::GetFlag(FLAGS_mode));
   ps::common::DieIfError(mode.status(), "--mode");

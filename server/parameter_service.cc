@@ -1,8 +1,10 @@
 #include "server/parameter_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
 #include "server/wire_messages.h"
@@ -57,6 +59,8 @@ class PullReactor final : public grpc::ServerUnaryReactor {
  private:
   void Complete(absl::StatusOr<PullResult> result) {
     if (result.ok()) {
+      result->waited =
+          absl::FromChrono(std::chrono::steady_clock::now() - call_.start);
       *response_ =
           EncodeAnswer(pushed_ ? &*pushed_ : nullptr, std::move(*result));
     }
@@ -204,6 +208,14 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
   const RpcCall call =
       ServerMetrics::StartCall(RpcMethod::kPull, request->Length());
   ps::v1::PullRequest pull;
+  if (request->Length() > kMaxPullRequestBytes) {
+    const absl::Status too_large = absl::InvalidArgumentError(
+        absl::StrCat("the Pull request is ", request->Length(),
+                     " bytes; a PullRequest holds a few numbers and at most ",
+                     kMaxPullRequestBytes, " bytes are read"));
+    metrics_->CountPull(too_large);
+    return Finish(context, call, too_large);
+  }
   if (absl::Status parsed = ParseRequest(request, &pull); !parsed.ok()) {
     metrics_->CountPull(parsed);
     return Finish(context, call, parsed);

@@ -37,7 +37,9 @@ ParameterShard::ParameterShard(ShardOptions options)
       policy_(options_),
       dense_(options_.update),
       members_(options_.shard_index, options_.num_workers, options_.max_workers,
-               options_.lease_timeout) {}
+               options_.lease_timeout),
+      parked_(options_.max_parked_pulls, options_.max_parked_pulls_per_worker) {
+}
 
 absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
                                                         uint64_t incarnation) {
@@ -223,6 +225,11 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
     return absl::InvalidArgumentError(absl::StrCat(
         "clock ", args.clock, " is not a worker's clock (at most 2^62)"));
   }
+  if (absl::Status reachable =
+          policy_.CheckPullReachable(args, version_, members_);
+      !reachable.ok()) {
+    return reachable;
+  }
   PullArgs parked = args;
   parked.keys = *keys;
   if (policy_.MayAnswerPull(parked.min_version, parked.clock, version_,
@@ -230,6 +237,10 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
     return Read(parked);
   }
   if (!done) return std::nullopt;
+  if (absl::Status room = parked_.CheckRoom(args.worker_id); !room.ok()) {
+    counters_.CountParkRefused(parked_.size() >= parked_.max_parked());
+    return room;
+  }
   if (!parked_.Park(ticket, {parked, expires, std::move(done)})) {
     return absl::UnavailableError("the server is shutting down; retry");
   }
@@ -429,6 +440,10 @@ absl::StatusOr<PushResult> ParameterShard::PushAtOnce(
   if (!checked.ok()) return checked.status();
   RecordPush(args, worker);
   dense_.ApplyBytes(args.gradient, *checked);
+  if (observer_ != nullptr) {
+    observer_->PushApplied(
+        version_ > args.base_version ? version_ - args.base_version : 0);
+  }
   ++version_;
   samples_applied_ += args.batch_size;
   ++counters_.pushes_applied;
@@ -453,6 +468,7 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
         members_.LiveWorkers().size());
   }
   counters_.CountRoundClosed(why);
+  if (observer_ != nullptr) observer_->RoundClosed(why, now - round_opened_);
   round_->Mean(absl::MakeSpan(round_mean_));
   if (auto bad = dense_.ApplyIfFinite(round_mean_)) {
     // The round ends (no worker waits for it forever) but changes nothing:
@@ -508,6 +524,8 @@ ShardStatus ParameterShard::Status() const {
   status.rounds_closed_by_timeout = counters_.rounds_closed_by_timeout;
   status.leases_expired = members_.leases_expired();
   status.max_read_clock_gap = counters_.max_read_clock_gap;
+  status.pulls_refused_over_total = counters_.pulls_refused_over_total;
+  status.pulls_refused_over_worker = counters_.pulls_refused_over_worker;
   return status;
 }
 
@@ -524,6 +542,11 @@ void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
     round_opened_ = now;
   }
   initialized_ = true;
+}
+
+void ParameterShard::SetObserver(ShardObserver* observer) {
+  absl::MutexLock lock(&mutex_);
+  observer_ = observer;
 }
 
 void ParameterShard::StopTakingPushes() { taking_pushes_.store(false); }

@@ -20,6 +20,7 @@
 #include "server/membership.h"
 #include "server/pull_wait_list.h"
 #include "server/shard_counters.h"
+#include "server/shard_observer.h"
 #include "server/shard_options.h"
 #include "server/shard_requests.h"
 #include "server/shard_snapshot.h"
@@ -59,6 +60,10 @@ struct ShardStatus {
   // SSP: the largest (reader's clock − slowest live clock) a pull was
   // answered with; never above the staleness bound.
   uint64_t max_read_clock_gap = 0;
+  // Pulls refused because the parked pulls' bounds were reached: the
+  // server's (--max_parked_pulls) or one worker id's.
+  uint64_t pulls_refused_over_total = 0;
+  uint64_t pulls_refused_over_worker = 0;
 };
 
 // One shard of θ and the rules that change it. Plain C++: the gRPC service
@@ -91,11 +96,13 @@ class ParameterShard {
   PullTicket NewPullTicket();
 
   // θ[keys] at once when the version reached min_version (or the error, for
-  // a bad request). Otherwise, with an empty `done`, returns nullopt without
-  // parking (a caller that answers at once when it can); else parks `done`
-  // under `ticket` and returns nullopt; `done` later runs on the thread whose
-  // push advances the version, or with DEADLINE_EXCEEDED at `expires` (see
-  // ExpirePulls), or with CANCELLED.
+  // a bad request, OUT_OF_RANGE for one waiting could never answer, and
+  // RESOURCE_EXHAUSTED when the parked pulls' bounds are reached). Otherwise,
+  // with an empty `done`, returns nullopt without parking (a caller that
+  // answers at once when it can); else parks `done` under `ticket` and returns
+  // nullopt; `done` later runs on the thread whose push advances the version,
+  // or with DEADLINE_EXCEEDED at `expires` (see ExpirePulls), or with
+  // CANCELLED.
   std::optional<absl::StatusOr<PullResult>> Pull(const PullArgs& args,
                                                  absl::Time expires,
                                                  PullTicket ticket,
@@ -118,6 +125,9 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+  // Tells `observer` (null: nobody) of rounds closed and pushes applied
+  // from now on; it must outlive the shard or be replaced first.
+  void SetObserver(ShardObserver* observer);
   // Fixed for the server's life; every answer tells workers (they follow a
   // server restarted in another mode).
   ConsistencyMode mode() const { return options_.mode; }
@@ -187,6 +197,7 @@ class ParameterShard {
   Membership members_ ABSL_GUARDED_BY(mutex_);
   PullWaitList parked_ ABSL_GUARDED_BY(mutex_);
   ShardCounters counters_ ABSL_GUARDED_BY(mutex_);
+  ShardObserver* observer_ ABSL_GUARDED_BY(mutex_) = nullptr;
 };
 
 }  // namespace ps::server

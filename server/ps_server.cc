@@ -33,6 +33,7 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   server->metrics_ = std::make_unique<ServerMetrics>(
       server->shard_.get(), server->checkpointer_.get(),
       options.shard.shard_index);
+  server->shard_->SetObserver(server->metrics_.get());
   server->service_ = std::make_unique<ParameterService>(
       server->shard_.get(), server->checkpointer_.get(), server->metrics_.get(),
       options.max_pull_wait);
@@ -40,6 +41,10 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   rpc::ConfigureServerBuilder(builder);
+  // No request is larger than a shard's θ and its fields: gRPC refuses a
+  // larger one from its length prefix, before reading it.
+  builder.SetMaxReceiveMessageSize(
+      MaxRequestBytes(options.shard.max_keys_per_shard));
   builder.AddListeningPort(options.listen, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
@@ -161,6 +166,8 @@ void PsServer::Shutdown(absl::Duration grace) {
   shard_->EndParkedPulls();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
+  // The metrics go before the shard (members are destroyed in reverse).
+  shard_->SetObserver(nullptr);
 }
 
 PsServer::~PsServer() {

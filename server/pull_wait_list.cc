@@ -2,28 +2,53 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace ps::server {
+
+absl::Status PullWaitList::CheckRoom(uint32_t worker_id) const {
+  if (parked_.size() >= max_parked_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this server already holds ", parked_.size(),
+        " waiting pulls, its bound (--max_parked_pulls=", max_parked_,
+        "); retry later"));
+  }
+  auto it = per_worker_.find(worker_id);
+  if (it != per_worker_.end() && it->second >= max_per_worker_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "worker ", worker_id, " already has ", it->second,
+        " waiting pulls on this shard, the most one worker id may have (",
+        max_per_worker_, "); a worker waits for one pull per shard at a time"));
+  }
+  return absl::OkStatus();
+}
 
 bool PullWaitList::Park(Ticket ticket, Parked pull) {
   if (closed_) return false;
+  ++per_worker_[pull.args.worker_id];
   parked_.emplace(ticket, std::move(pull));
   return true;
+}
+
+PullWaitList::Parked PullWaitList::Remove(Iterator it) {
+  Parked pull = std::move(it->second);
+  parked_.erase(it);
+  auto count = per_worker_.find(pull.args.worker_id);
+  if (--count->second == 0) per_worker_.erase(count);
+  return pull;
 }
 
 PullWaitList::Done PullWaitList::Take(Ticket ticket) {
   auto it = parked_.find(ticket);
   if (it == parked_.end()) return nullptr;
-  Done done = std::move(it->second.done);
-  parked_.erase(it);
-  return done;
+  return Remove(it).done;
 }
 
 std::vector<PullWaitList::Parked> PullWaitList::TakeExpired(absl::Time now) {
   std::vector<Parked> expired;
   for (auto it = parked_.begin(); it != parked_.end();) {
     if (it->second.expires <= now) {
-      expired.push_back(std::move(it->second));
-      parked_.erase(it++);
+      expired.push_back(Remove(it++));
     } else {
       ++it;
     }
@@ -38,8 +63,7 @@ std::vector<PullWaitList::Parked> PullWaitList::TakeAnswerable(
   for (auto it = parked_.begin(); it != parked_.end();) {
     const PullArgs& args = it->second.args;
     if (policy.MayAnswerPull(args.min_version, args.clock, version, members)) {
-      answerable.push_back(std::move(it->second));
-      parked_.erase(it++);
+      answerable.push_back(Remove(it++));
     } else {
       ++it;
     }
@@ -53,6 +77,7 @@ std::vector<PullWaitList::Done> PullWaitList::Close() {
   parked.reserve(parked_.size());
   for (auto& [ticket, pull] : parked_) parked.push_back(std::move(pull.done));
   parked_.clear();
+  per_worker_.clear();
   return parked;
 }
 

@@ -26,6 +26,22 @@ std::vector<double> RpcDurationBuckets() {
           0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
 }
 
+// The labels of RoundClose's closing reasons, by RoundCloseIndex.
+constexpr std::array<const char*, 3> kRoundCloseNames = {"all_live", "quorum",
+                                                         "timeout"};
+size_t RoundCloseIndex(RoundClose why) {
+  switch (why) {
+    case RoundClose::kQuorum:
+      return 1;
+    case RoundClose::kTimeout:
+      return 2;
+    case RoundClose::kAllLive:
+    case RoundClose::kNotYet:
+      break;
+  }
+  return 0;
+}
+
 size_t CodeIndex(absl::StatusCode code) {
   const int value = static_cast<int>(code);
   return value >= 0 && value < 17 ? static_cast<size_t>(value) : 2;  // UNKNOWN
@@ -132,6 +148,24 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
       "ps_server_sync_rounds_total",
       "Sync rounds closed, by what closed them: all_live, quorum or timeout.",
       {"closed_by"});
+  auto& round_duration = registry_.AddHistogram(
+      "ps_server_sync_round_duration_seconds",
+      "Sync: how long each round was open (from when it could first close) "
+      "before it closed, by what closed it.",
+      RpcDurationBuckets(), {"closed_by"});
+  for (RoundClose why :
+       {RoundClose::kAllLive, RoundClose::kQuorum, RoundClose::kTimeout}) {
+    round_duration_[RoundCloseIndex(why)] =
+        &round_duration.WithLabels({kRoundCloseNames[RoundCloseIndex(why)]});
+  }
+  push_staleness_ =
+      &registry_
+           .AddHistogram(
+               "ps_server_push_staleness_versions",
+               "Async and SSP: versions applied between the θ a push's "
+               "gradient was computed from and the push's own application.",
+               {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024})
+           .WithLabels({});
   round_gradients_ = &registry_
                           .AddGauge("ps_server_round_gradients",
                                     "Sync: gradients in the open round.")
@@ -145,6 +179,14 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
                      "SSP: the largest reader-to-slowest clock gap a pull "
                      "was answered with.")
            .WithLabels({});
+  auto& pulls_refused = registry_.AddCounter(
+      "ps_server_pulls_refused_total",
+      "Pulls refused with RESOURCE_EXHAUSTED because the parked pulls' "
+      "bound was reached: the server's (--max_parked_pulls) or one worker "
+      "id's.",
+      {"bound"});
+  pulls_refused_over_total_ = &pulls_refused.WithLabels({"total"});
+  pulls_refused_over_worker_ = &pulls_refused.WithLabels({"per_worker"});
   checkpoint_age_ = &registry_.AddGauge(
       "ps_server_checkpoint_age_seconds",
       "Since the last checkpoint finished; absent before one.");
@@ -191,6 +233,16 @@ void ServerMetrics::CountPull(const absl::Status& status) {
       .Increment();
 }
 
+void ServerMetrics::RoundClosed(RoundClose why, absl::Duration open_for) {
+  if (why == RoundClose::kNotYet) return;
+  round_duration_[RoundCloseIndex(why)]->Observe(
+      absl::ToDoubleSeconds(open_for));
+}
+
+void ServerMetrics::PushApplied(uint64_t staleness) {
+  push_staleness_->Observe(static_cast<double>(staleness));
+}
+
 void ServerMetrics::Scrape() {
   const ShardStatus s = shard_->Status();
   version_->Set(s.version);
@@ -201,15 +253,20 @@ void ServerMetrics::Scrape() {
   registered_workers_->Set(s.workers.size());
   expected_workers_->Set(s.options.num_workers);
   leases_expired_->SetTotal(s.leases_expired);
-  rounds_closed_->WithLabels({"all_live"}).SetTotal(s.rounds_closed_all_live);
-  rounds_closed_->WithLabels({"quorum"}).SetTotal(s.rounds_closed_by_quorum);
-  rounds_closed_->WithLabels({"timeout"}).SetTotal(s.rounds_closed_by_timeout);
+  rounds_closed_->WithLabels({kRoundCloseNames[0]})
+      .SetTotal(s.rounds_closed_all_live);
+  rounds_closed_->WithLabels({kRoundCloseNames[1]})
+      .SetTotal(s.rounds_closed_by_quorum);
+  rounds_closed_->WithLabels({kRoundCloseNames[2]})
+      .SetTotal(s.rounds_closed_by_timeout);
   round_gradients_->Set(s.round_gradients);
   for (const common::WorkerRecord& w : s.workers) {
     worker_staleness_->WithLabels({absl::StrCat(w.worker_id)})
         .Set(s.Staleness(w));
   }
   max_read_clock_gap_->Set(s.max_read_clock_gap);
+  pulls_refused_over_total_->SetTotal(s.pulls_refused_over_total);
+  pulls_refused_over_worker_->SetTotal(s.pulls_refused_over_worker);
   if (checkpointer_ == nullptr) return;
   if (std::optional<Checkpointer::LastSave> last = checkpointer_->last_save()) {
     checkpoint_age_->WithLabels({}).Set(

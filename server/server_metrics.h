@@ -10,6 +10,7 @@
 #include "common/metrics/registry.h"
 #include "server/checkpointer.h"
 #include "server/parameter_shard.h"
+#include "server/shard_observer.h"
 
 namespace ps::server {
 
@@ -37,9 +38,11 @@ struct RpcCall {
 // A server's Prometheus metrics. What the gRPC service sees (calls, their
 // latency and bytes, push and pull outcomes, parked pulls) is counted as it
 // happens; what the shard and the checkpointer know (version, workers,
-// rounds, checkpoints) is read from their snapshots at scrape time, so the
-// shard needs no hook. Every series carries shard="<index>". Thread-safe.
-class ServerMetrics {
+// rounds, checkpoints) is read from their snapshots at scrape time; what a
+// snapshot cannot hold (how long each round took, each applied push's
+// staleness) the shard reports as it happens (ShardObserver). Every series
+// carries shard="<index>". Thread-safe.
+class ServerMetrics final : public ShardObserver {
  public:
   // `checkpointer` may be null; both must outlive this object.
   ServerMetrics(const ParameterShard* shard, const Checkpointer* checkpointer,
@@ -60,6 +63,9 @@ class ServerMetrics {
   void CountPull(const absl::Status& status);
   void PullParked() { parked_pulls_->Add(1); }
   void ParkedPullEnded() { parked_pulls_->Add(-1); }
+
+  void RoundClosed(RoundClose why, absl::Duration open_for) override;
+  void PushApplied(uint64_t staleness) override;
 
  private:
   // Reads the shard's and the checkpointer's snapshots into the series.
@@ -96,9 +102,14 @@ class ServerMetrics {
   common::metrics::Gauge* expected_workers_;
   common::metrics::Counter* leases_expired_;
   common::metrics::Family<common::metrics::Counter>* rounds_closed_;
+  // By RoundClose: all_live, quorum, timeout.
+  std::array<common::metrics::Histogram*, 3> round_duration_{};
+  common::metrics::Histogram* push_staleness_;
   common::metrics::Gauge* round_gradients_;
   common::metrics::Family<common::metrics::Gauge>* worker_staleness_;
   common::metrics::Gauge* max_read_clock_gap_;
+  common::metrics::Counter* pulls_refused_over_total_;
+  common::metrics::Counter* pulls_refused_over_worker_;
   // Without series until the first checkpoint: an age of 0 would lie.
   common::metrics::Family<common::metrics::Gauge>* checkpoint_age_;
   common::metrics::Family<common::metrics::Gauge>* checkpoint_duration_;

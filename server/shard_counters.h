@@ -21,6 +21,10 @@ struct ShardCounters {
   // SSP: the largest (reader's clock − slowest live clock) a pull was
   // answered with.
   uint64_t max_read_clock_gap = 0;
+  // Pulls refused (RESOURCE_EXHAUSTED) because --max_parked_pulls, or the
+  // per-worker bound, was reached.
+  uint64_t pulls_refused_over_total = 0;
+  uint64_t pulls_refused_over_worker = 0;
 
   void CountRoundClosed(RoundClose why) {
     switch (why) {
@@ -36,6 +40,9 @@ struct ShardCounters {
       case RoundClose::kNotYet:
         break;
     }
+  }
+  void CountParkRefused(bool over_total) {
+    ++(over_total ? pulls_refused_over_total : pulls_refused_over_worker);
   }
   void CountRead(uint64_t clock_gap) {
     max_read_clock_gap = std::max(max_read_clock_gap, clock_gap);

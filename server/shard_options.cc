@@ -1,5 +1,7 @@
 #include "server/shard_options.h"
 
+#include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -41,10 +43,24 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
                      o.max_keys_per_shard));
   }
   if (!o.clock) return absl::InvalidArgumentError("the shard needs a clock");
+  if (o.max_parked_pulls == 0 || o.max_parked_pulls_per_worker == 0) {
+    return absl::InvalidArgumentError(
+        "max_parked_pulls must be at least 1 (pulls that must wait need "
+        "room to)");
+  }
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
   return common::ValidateUpdateOptions(o.update);
+}
+
+int MaxRequestBytes(uint64_t max_keys_per_shard) {
+  const uint64_t limit =
+      std::min<uint64_t>(max_keys_per_shard, uint64_t{1} << 40) *
+          sizeof(float) +
+      kRequestFieldsBytes;
+  return static_cast<int>(
+      std::min<uint64_t>(limit, std::numeric_limits<int>::max()));
 }
 
 std::string DescribeRuleChange(const common::ThetaFile& saved,

@@ -47,12 +47,30 @@ struct ShardOptions {
   // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
   // worker on top. Default: 2^26 (256 MiB of θ)
   uint64_t max_keys_per_shard = uint64_t{1} << 26;
+  // Pulls that may wait at once (each holds a reactor and its call's
+  // buffers); more get RESOURCE_EXHAUSTED. A worker waits for one pull per
+  // shard, so 1024 covers --max_workers' default four times. Default: 1024
+  uint32_t max_parked_pulls = 1024;
+  // Of those, the most one worker id may hold: one, plus retries whose
+  // predecessor's cancellation has not arrived yet. Default: 4
+  uint32_t max_parked_pulls_per_worker = 4;
   // Where the shard reads the time (leases, round timeouts, heartbeat
   // ages). Default: the real clock
   common::Clock clock = common::RealClock();
 };
 
 absl::Status ValidateShardOptions(const ShardOptions& options);
+
+// Room for a request's fields beside its θ-sized bytes: an Init's tensor
+// declarations, a push's numbers.
+inline constexpr uint64_t kRequestFieldsBytes = 1 << 20;
+// The largest request a server with `max_keys_per_shard` accepts (an Init or
+// a push carrying that many float32 values, and its fields), capped at
+// gRPC's 2 GiB − 1: gRPC refuses a larger one from its length prefix,
+// before reading it.
+int MaxRequestBytes(uint64_t max_keys_per_shard);
+// A Pull request is a few numbers; longer ones are refused unparsed.
+inline constexpr uint64_t kMaxPullRequestBytes = 4096;
 
 // Empty when `saved` was written under the rules `options` set (mode,
 // staleness, quorum, update rule); otherwise one line listing each change,

@@ -55,6 +55,8 @@ struct PullResult {
       ConsistencyMode::kSync;  // the shard's, told to workers
   common::KeyRange keys;
   std::string values;  // float32 bytes
+  // How long the pull was parked before this answer; zero if it was not.
+  absl::Duration waited;
 };
 
 struct PushArgs {

@@ -1,5 +1,7 @@
 #include "server/wire_messages.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -37,6 +39,8 @@ PullResponse PullHead(const PullResult& pulled) {
   head.set_key_end(pulled.keys.end);
   head.set_samples_applied(pulled.samples_applied);
   head.set_mode(rpc::ToProto(pulled.mode));
+  head.set_waited_us(static_cast<uint64_t>(
+      std::max<int64_t>(0, absl::ToInt64Microseconds(pulled.waited))));
   return head;
 }
 

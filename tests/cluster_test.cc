@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "server/ps_server.h"
 #include "tests/synthetic_data.h"
+#include "tests/wait.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
 #include "worker/trainer.h"
@@ -243,11 +244,14 @@ TEST(Cluster, AWorkerWhoseLeaseExpiredRegistersAgainAndKeepsPushing) {
 
 class WireTest : public ::testing::Test {
  protected:
+  virtual server::ConsistencyMode Mode() const {
+    return server::ConsistencyMode::kAsync;
+  }
+
   void SetUp() override {
     // Nothing heartbeats for these hand-made calls: a lease that outlasts
     // the slowest test (a 16M-float Init under load took 7 s).
-    cluster_ = StartCluster(1, 2, server::ConsistencyMode::kAsync, {},
-                            absl::Minutes(10));
+    cluster_ = StartCluster(1, 2, Mode(), {}, absl::Minutes(10));
     stub_ = ps::v1::ParameterServer::NewStub(
         rpc::CreateChannel(cluster_.addresses[0]));
   }
@@ -387,7 +391,52 @@ TEST_F(WireTest,
   EXPECT_EQ(cluster_.servers[0]->shard().Status().version, 0u);
 }
 
-TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {
+// Pulls park only in sync mode (for the next round) and SSP (for the
+// slowest worker).
+class SyncWireTest : public WireTest {
+ protected:
+  server::ConsistencyMode Mode() const override {
+    return server::ConsistencyMode::kSync;
+  }
+};
+
+TEST_F(WireTest, AnAsyncPullForAVersionNotReachedIsRefusedAtOnce) {
+  Init(4);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  ps::v1::PullRequest pull;
+  pull.set_min_version(UINT64_MAX);
+  ps::v1::PullResponse pulled;
+  const absl::Time start = absl::Now();
+  const grpc::Status status = stub_->Pull(&context, pull, &pulled);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("ahead of this shard's version 0"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << "the pull waited";
+  EXPECT_EQ(cluster_.servers[0]->shard().Status().version, 0u);
+}
+
+TEST_F(WireTest, APullRequestLargerThanItsFieldsIsRefusedUnread) {
+  Init(4);
+  ps::v1::PullRequest pull;
+  pull.set_min_version(0);
+  std::string wire = pull.SerializeAsString();
+  // An unknown bytes field (number 15) of 8 KiB: valid protobuf.
+  wire += std::string("\x7a\x80\x40", 3) + std::string(8192, 'x');
+  ASSERT_TRUE(pull.ParseFromString(wire));
+  rpc::RawUnaryCaller caller(rpc::CreateChannel(cluster_.addresses[0]));
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  grpc::Slice slice(wire);
+  const grpc::Status status =
+      caller.Call(&context, "/ps.v1.ParameterServer/Pull",
+                  grpc::ByteBuffer(&slice, 1), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("at most 4096 bytes are read"));
+}
+
+TEST_F(SyncWireTest, AWaitingPullEndsAtItsDeadline) {
   Init(4);
   grpc::ClientContext context;
   context.set_deadline(
@@ -399,7 +448,45 @@ TEST_F(WireTest, AWaitingPullEndsAtItsDeadline) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
-TEST_F(WireTest, ARawCallEndsAtItsDeadlineToo) {
+TEST_F(SyncWireTest, AParkedPullSaysHowLongItWaited) {
+  Init(4);
+  ps::v1::RegisterRequest worker1;
+  worker1.set_worker_id(1);
+  worker1.set_incarnation(1);
+  ps::v1::RegisterResponse registered;
+  grpc::ClientContext register_context;
+  ASSERT_TRUE(stub_->Register(&register_context, worker1, &registered).ok());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  ps::v1::PullRequest pull;
+  pull.set_min_version(1);
+  ps::v1::PullResponse pulled;
+  grpc::Status pull_status;
+  const absl::Time start = absl::Now();
+  std::thread puller(
+      [&] { pull_status = stub_->Pull(&context, pull, &pulled); });
+  // Round 0 closes only after the pull parked.
+  EXPECT_TRUE(test_support::WaitUntil(
+      [&] {
+        return cluster_.servers[0]->metrics().registry().Render().find(
+                   "\nps_server_parked_pulls{shard=\"0\"} 1\n") !=
+               std::string::npos;
+      },
+      absl::Seconds(20)));
+  for (uint32_t worker = 0; worker < 2; ++worker) {
+    ps::v1::PushRequest push = ValidPush(4);
+    push.set_worker_id(worker);
+    ASSERT_TRUE(Call(push).ok());
+  }
+  puller.join();
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_TRUE(pull_status.ok()) << pull_status.error_message();
+  EXPECT_EQ(pulled.version(), 1u);
+  EXPECT_GT(pulled.waited_us(), 0u);
+  EXPECT_LE(absl::Microseconds(pulled.waited_us()), took);
+}
+
+TEST_F(SyncWireTest, ARawCallEndsAtItsDeadlineToo) {
   Init(4);
   rpc::RawUnaryCaller caller(rpc::CreateChannel(cluster_.addresses[0]));
   ps::v1::PullRequest pull;

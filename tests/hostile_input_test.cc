@@ -6,11 +6,13 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/rpc/channel.h"
 #include "common/subprocess.h"
@@ -139,6 +141,107 @@ TEST(HostileInput, ASecondServerOnTheSameCheckpointsRefusesToStart) {
   EXPECT_TRUE(test_support::ExitedWith(second, 2)) << second.output;
   EXPECT_THAT(second.output, HasSubstr("in use by another server"));
   EXPECT_THAT(second.output, HasSubstr(absl::StrCat("pid ", first.pid())));
+}
+
+// A request larger than any the server accepts (a shard's θ and its
+// fields) is refused by gRPC from its length prefix, before it is read.
+TEST(HostileInput, ARequestLargerThanTheShardCouldHoldIsRefusedUnread) {
+  // 1024 keys: requests up to 4 KiB of values and 1 MiB of fields.
+  Server server("hostile_large_push", {"--max_keys_per_shard=1024"});
+  ps::v1::PushRequest push;
+  push.set_seq(1);
+  push.set_batch_size(1);
+  push.mutable_gradient()->assign(size_t{8} << 20, '\0');
+  ps::v1::PushResponse answer;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  const grpc::Status status = server.stub().Push(&context, push, &answer);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("larger than max"));
+  EXPECT_LT(PeakRssBytes(server.pid()), int64_t{256} << 20);
+  // A request within the limit is read and judged on its content.
+  push.mutable_gradient()->assign(16, '\0');
+  grpc::ClientContext small;
+  small.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  EXPECT_EQ(server.stub().Push(&small, push, &answer).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST(HostileInput, PullsBeyondMaxParkedPullsAreRefusedAndTheParkedOneStays) {
+  Server server("hostile_parked",
+                {"--mode=sync", "--num_workers=2", "--max_parked_pulls=1"});
+  ps::v1::RegisterRequest hello;
+  hello.set_incarnation(1);
+  ps::v1::RegisterResponse registered;
+  grpc::ClientContext register_context;
+  ASSERT_TRUE(
+      server.stub().Register(&register_context, hello, &registered).ok());
+  ps::v1::InitRequest init;
+  init.set_num_shards(1);
+  ps::v1::TensorSpec* tensor = init.add_tensors();
+  tensor->set_name("w");
+  tensor->add_shape(2);
+  init.mutable_values()->assign(2 * sizeof(float), '\0');
+  ps::v1::InitResponse declared;
+  grpc::ClientContext init_context;
+  ASSERT_TRUE(server.stub().Init(&init_context, init, &declared).ok());
+
+  // Two pulls for round 1, which cannot close (no gradient comes): the
+  // first to arrive parks, the other is refused at once.
+  absl::Mutex mutex;
+  std::vector<grpc::Status> ended(2);
+  std::vector<bool> done(2, false);
+  std::vector<grpc::ClientContext> contexts(2);
+  std::vector<std::thread> pullers;
+  for (uint32_t worker = 0; worker < 2; ++worker) {
+    contexts[worker].set_deadline(
+        absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    pullers.emplace_back([&, worker] {
+      ps::v1::PullRequest pull;
+      pull.set_worker_id(worker);
+      pull.set_min_version(1);
+      ps::v1::PullResponse pulled;
+      grpc::Status status =
+          server.stub().Pull(&contexts[worker], pull, &pulled);
+      absl::MutexLock lock(&mutex);
+      ended[worker] = status;
+      done[worker] = true;
+    });
+  }
+  int refused = -1;
+  {
+    absl::MutexLock lock(&mutex);
+    auto one_ended = [&] { return done[0] || done[1]; };
+    ASSERT_TRUE(
+        mutex.AwaitWithTimeout(absl::Condition(&one_ended), absl::Seconds(30)))
+        << "both pulls parked";
+    refused = done[0] ? 0 : 1;
+    EXPECT_FALSE(done[1 - refused]) << "both pulls ended";
+    EXPECT_EQ(ended[refused].error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << ended[refused].error_message();
+    EXPECT_THAT(ended[refused].error_message(),
+                HasSubstr("--max_parked_pulls=1"));
+  }
+  // The parked pull still waits, until its caller gives up.
+  contexts[1 - refused].TryCancel();
+  for (std::thread& puller : pullers) puller.join();
+  EXPECT_EQ(ended[1 - refused].error_code(), grpc::StatusCode::CANCELLED);
+  ps::v1::StatusResponse status;
+  grpc::ClientContext status_context;
+  ASSERT_TRUE(server.stub()
+                  .Status(&status_context, ps::v1::StatusRequest(), &status)
+                  .ok());
+  EXPECT_EQ(status.version(), 0u);
+}
+
+TEST(HostileInput, MaxParkedPullsOfZeroStopsTheServerAtStartUp) {
+  const std::string dir = FreshDir("parked_zero");
+  test_support::Outcome outcome = test_support::RunBinary(
+      {"ps_server", "--listen=127.0.0.1:0", "--max_parked_pulls=0"},
+      dir + "/server.log", absl::Seconds(60));
+  EXPECT_TRUE(test_support::ExitedWith(outcome, 2)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("max_parked_pulls must be at least 1"));
 }
 
 }  // namespace

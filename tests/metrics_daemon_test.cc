@@ -105,6 +105,20 @@ TEST(MetricsDaemons, ServerExpositionPassesPromtoolAndCountsATrainingRun) {
                    "method=\"Register\"}"),
             0);
   EXPECT_EQ(Sample(exposition, "ps_server_parked_pulls{shard=\"0\"}"), 0);
+  // Every applied push's staleness is observed (one worker: each push is
+  // computed from the θ its previous one made, or the one before).
+  EXPECT_EQ(Sample(exposition,
+                   "ps_server_push_staleness_versions_count{shard=\"0\"}"),
+            60);
+  // Series that other modes or overload move exist from the start.
+  EXPECT_EQ(Sample(exposition,
+                   "ps_server_sync_round_duration_seconds_count{shard=\"0\","
+                   "closed_by=\"all_live\"}"),
+            0);
+  EXPECT_EQ(Sample(exposition,
+                   "ps_server_pulls_refused_total{shard=\"0\","
+                   "bound=\"total\"}"),
+            0);
 
   // SIGTERM stops the server and its endpoint with it.
   const std::optional<int> stopped = [&]() -> std::optional<int> {
@@ -150,7 +164,7 @@ TEST(MetricsDaemons,
                    "ps_worker_pushes_total{rank=\"0\",outcome=\"applied\"}"),
             taken - 1);
   EXPECT_GE(Sample(exposition, "ps_worker_pulls_total{rank=\"0\"}"), taken);
-  for (const char* phase : {"compute", "push_pull", "other"}) {
+  for (const char* phase : {"compute", "push_pull", "wait", "other"}) {
     EXPECT_GE(Sample(exposition,
                      absl::StrCat("ps_worker_step_phase_seconds_count{rank="
                                   "\"0\",phase=\"",

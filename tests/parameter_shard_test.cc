@@ -94,6 +94,16 @@ absl::StatusOr<PushResult> Push(ParameterShard& shard, uint32_t worker,
   return shard.Push(p.args);
 }
 
+// A pull that must be answered at once: a parked one fails the test.
+absl::StatusOr<PullResult> PullAtOnce(ParameterShard& shard,
+                                      const PullArgs& args) {
+  std::optional<absl::StatusOr<PullResult>> answer =
+      shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
+                 [](absl::StatusOr<PullResult>) { FAIL() << "parked"; });
+  if (!answer.has_value()) return absl::InternalError("the pull parked");
+  return *answer;
+}
+
 TEST(ParameterShard, InitIsIdempotentAndTheFirstValuesWin) {
   ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
   InitShard(shard, {1, 2, 3, 4});
@@ -438,6 +448,118 @@ TEST(ParameterShard, SyncAnswersAPullForARoundItHasNotReachedAtOnce) {
   ASSERT_TRUE(answer.has_value());
   ASSERT_TRUE(answer->ok()) << answer->status();
   EXPECT_EQ((*answer)->version, 0u);
+  // However far ahead: a round it cannot reach soon never parks.
+  args.min_version = UINT64_MAX;
+  absl::StatusOr<PullResult> far = PullAtOnce(shard, args);
+  ASSERT_TRUE(far.ok()) << far.status();
+  EXPECT_EQ(far->version, 0u);
+}
+
+// Async and SSP pulls never wait for a version: one the shard has not
+// reached is refused at once, naming the shard's version, instead of
+// parking until the caller's deadline.
+TEST(ParameterShard, AsyncAndSspRefuseAPullForAVersionNotReachedAtOnce) {
+  for (ConsistencyMode mode :
+       {ConsistencyMode::kAsync, ConsistencyMode::kSsp}) {
+    SCOPED_TRACE(ConsistencyModeName(mode));
+    ParameterShard shard(Options(mode, 1));
+    RegisterAll(shard, 1);
+    InitShard(shard, {0, 0, 0, 0});
+    ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
+    PullArgs args;
+    args.min_version = UINT64_MAX;
+    args.clock = 1;
+    absl::StatusOr<PullResult> answer = PullAtOnce(shard, args);
+    EXPECT_EQ(answer.status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_THAT(answer.status().message(),
+                HasSubstr("ahead of this shard's version 1"));
+    // The version it holds is answered at once.
+    args.min_version = 1;
+    answer = PullAtOnce(shard, args);
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->version, 1u);
+    EXPECT_EQ(shard.Status().version, 1u);
+  }
+}
+
+// A live worker at clock 1 pulling at clock 5 with staleness 1 would wait
+// for its own clock to reach 4, which it cannot push while it waits.
+TEST(ParameterShard, SspRefusesAPullThatWouldWaitForItsOwnWorker) {
+  ShardOptions options = Options(ConsistencyMode::kSsp, 2);
+  options.staleness = 1;
+  ParameterShard shard(options);
+  RegisterAll(shard, 2);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(Push(shard, 0, 1, 0, {1, 1, 1, 1}).ok());
+  PullArgs args;
+  args.worker_id = 0;
+  args.clock = 5;
+  absl::StatusOr<PullResult> answer = PullAtOnce(shard, args);
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(answer.status().message(), HasSubstr("pull at clock 2 or less"));
+  // Within the bound of its own clock it waits for the slowest as ever.
+  args.clock = 2;
+  std::optional<absl::StatusOr<PullResult>> parked;
+  EXPECT_FALSE(shard
+                   .Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
+                         [&](absl::StatusOr<PullResult> r) { parked = r; })
+                   .has_value());
+  ASSERT_TRUE(Push(shard, 1, 1, 0, {1, 1, 1, 1}).ok());
+  ASSERT_TRUE(parked.has_value());
+  EXPECT_TRUE(parked->ok()) << parked->status();
+}
+
+TEST(ParameterShard, ParkedPullsAreBoundedPerWorkerAndInTotal) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 3);
+  options.max_parked_pulls = 3;
+  options.max_parked_pulls_per_worker = 2;
+  ParameterShard shard(options);
+  RegisterAll(shard, 3);
+  InitShard(shard, {0, 0, 0, 0});
+  int answered = 0;
+  auto park = [&](uint32_t worker) {
+    PullArgs args;
+    args.worker_id = worker;
+    args.min_version = 1;
+    return shard.Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
+                      [&](absl::StatusOr<PullResult> r) {
+                        EXPECT_TRUE(r.ok()) << r.status();
+                        EXPECT_EQ(r->version, 1u);
+                        ++answered;
+                      });
+  };
+  ASSERT_FALSE(park(0).has_value());
+  ASSERT_FALSE(park(0).has_value());
+  std::optional<absl::StatusOr<PullResult>> third = park(0);
+  ASSERT_TRUE(third.has_value()) << "a third pull of worker 0 parked";
+  EXPECT_EQ(third->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(third->status().message(), HasSubstr("worker 0 already has 2"));
+  ASSERT_FALSE(park(1).has_value());
+  std::optional<absl::StatusOr<PullResult>> over = park(2);
+  ASSERT_TRUE(over.has_value()) << "a fourth pull parked";
+  EXPECT_EQ(over->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(over->status().message(), HasSubstr("--max_parked_pulls=3"));
+  ShardStatus status = shard.Status();
+  EXPECT_EQ(status.pulls_refused_over_worker, 1u);
+  EXPECT_EQ(status.pulls_refused_over_total, 1u);
+  EXPECT_EQ(status.version, 0u);
+  // The parked ones are unaffected: the round closes and answers them all.
+  for (uint32_t id = 0; id < 3; ++id) {
+    ASSERT_TRUE(Push(shard, id, 1, 0, {1, 1, 1, 1}).ok());
+  }
+  EXPECT_EQ(answered, 3);
+  EXPECT_THAT(Theta(shard), ElementsAre(-1, -1, -1, -1));
+  // Their room is free again.
+  EXPECT_FALSE(shard
+                   .Pull(
+                       [] {
+                         PullArgs next;
+                         next.min_version = 2;
+                         return next;
+                       }(),
+                       absl::InfiniteFuture(), shard.NewPullTicket(),
+                       [](absl::StatusOr<PullResult>) {})
+                   .has_value());
 }
 
 TEST(ParameterShard, SyncIgnoresASecondGradientFromTheSameWorkerInARound) {

@@ -509,6 +509,7 @@ absl::Status ParameterClient::TakePulled(Shard& shard, const absl::Cord& values,
   shard.pulled = true;
   shard.pulled_version = pulled.version();
   shard.pulled_samples = pulled.samples_applied();
+  shard.pulled_waited_us = pulled.waited_us();
   return absl::OkStatus();
 }
 
@@ -516,9 +517,12 @@ PullInfo ParameterClient::Pulled() const {
   PullInfo info;
   info.version = shards_[0].pulled_version;
   info.samples_applied = shards_[0].pulled_samples;
+  uint64_t waited_us = 0;
   for (const Shard& shard : shards_) {
     info.version = std::min(info.version, shard.pulled_version);
+    waited_us = std::max(waited_us, shard.pulled_waited_us);
   }
+  info.waited_seconds = static_cast<double>(waited_us) / 1e6;
   return info;
 }
 

@@ -126,7 +126,8 @@ class ParameterClient final : public ParameterStore {
     // From the last answered pull; a sync push names this round.
     uint64_t pulled_version = 0;
     uint64_t pulled_samples = 0;
-    bool pulled = false;  // a pull was answered
+    uint64_t pulled_waited_us = 0;  // the last pull's wait on the server
+    bool pulled = false;            // a pull was answered
     // The last push had to register again (one flag per shard: the shards'
     // calls run on different threads).
     bool reregistered = false;

@@ -32,6 +32,10 @@ struct JobSurvey {
 struct PullInfo {
   uint64_t version = 0;          // lowest shard version
   uint64_t samples_applied = 0;  // as counted by shard 0
+  // The longest any shard held this pull before answering (its sync round
+  // or the SSP staleness bound): the part of the call spent waiting, as
+  // the shards are asked in parallel.
+  double waited_seconds = 0;
 };
 
 // What the servers did with this worker's pushes, one count per shard push

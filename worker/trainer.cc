@@ -255,8 +255,14 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
   }
   const double push_end = NowSeconds();
   if (options_.metrics != nullptr) {
+    // The last step pushes without pulling: nothing waited.
+    const double waited =
+        step + 1 < plan_.total_steps
+            ? std::min(state.pulled.waited_seconds, push_end - push_start)
+            : 0.0;
     options_.metrics->CountStep(push_start - compute_start,
-                                push_end - push_start, step_seconds, rows);
+                                push_end - push_start - waited, waited,
+                                step_seconds, rows);
     if (step + 1 < plan_.total_steps) options_.metrics->CountPull();
     options_.metrics->SetPushCounts(client_->push_counts());
   }

@@ -21,11 +21,13 @@ WorkerMetrics::WorkerMetrics(uint32_t rank)
   auto& phase = registry_.AddHistogram(
       "ps_worker_step_phase_seconds",
       "A training step's time by phase: compute (the batch's gradient), "
-      "push_pull (the Push or PushPull call; in sync and ssp mode it holds "
-      "the wait for the round or the slowest worker) and other.",
+      "push_pull (the Push or PushPull call, less its wait), wait (the "
+      "servers holding the pull for the sync round or the slowest worker) "
+      "and other.",
       StepBuckets(), {"phase"});
   compute_ = &phase.WithLabels({"compute"});
   push_pull_ = &phase.WithLabels({"push_pull"});
+  wait_ = &phase.WithLabels({"wait"});
   other_ = &phase.WithLabels({"other"});
   steps_ = &registry_.AddCounter("ps_worker_steps_total", "Steps taken.")
                 .WithLabels({});
@@ -57,9 +59,11 @@ WorkerMetrics::WorkerMetrics(uint32_t rank)
 }
 
 void WorkerMetrics::CountStep(double compute_seconds, double push_pull_seconds,
-                              double other_seconds, uint32_t examples) {
+                              double wait_seconds, double other_seconds,
+                              uint32_t examples) {
   compute_->Observe(compute_seconds);
   push_pull_->Observe(push_pull_seconds);
+  wait_->Observe(wait_seconds);
   other_->Observe(other_seconds);
   steps_->Increment();
   samples_->Increment(examples);

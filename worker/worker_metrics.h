@@ -20,12 +20,13 @@ class WorkerMetrics {
   const common::metrics::Registry& registry() const { return registry_; }
 
   // One training step: `compute_seconds` making the batch's gradient,
-  // `push_pull_seconds` in the Push or PushPull call (in sync and SSP mode
-  // that includes the servers holding the pull until the round closes or
-  // the slowest worker catches up), `other_seconds` the rest (shuffling,
-  // queueing rank 0's evaluation), for `examples` examples.
+  // `push_pull_seconds` in the Push or PushPull call less `wait_seconds`,
+  // the servers holding its pull until the sync round closed or the
+  // slowest worker caught up (they say how long: PullResponse.waited_us),
+  // `other_seconds` the rest (shuffling, queueing rank 0's evaluation), for
+  // `examples` examples.
   void CountStep(double compute_seconds, double push_pull_seconds,
-                 double other_seconds, uint32_t examples);
+                 double wait_seconds, double other_seconds, uint32_t examples);
   // Pulls of θ from every shard (the first, and each PushPull's).
   void CountPull() { pulls_->Increment(); }
   // The client's push tallies so far (one per shard push).
@@ -37,6 +38,7 @@ class WorkerMetrics {
   common::metrics::Registry registry_;
   common::metrics::Histogram* compute_;
   common::metrics::Histogram* push_pull_;
+  common::metrics::Histogram* wait_;
   common::metrics::Histogram* other_;
   common::metrics::Counter* steps_;
   common::metrics::Counter* samples_;
