@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -290,6 +291,51 @@ TEST_F(Security, PsBenchTransfersOverMutualTlsWithAToken) {
   ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("\"op\":\"echo\""));
   EXPECT_THAT(outcome.output, HasSubstr("\"op\":\"pushpull\""));
+}
+
+// ps_chaos gives its daemons their side of the job's credentials and polls
+// the servers' Status over mutual TLS with the token itself.
+TEST_F(Security, PsChaosRunsAScenarioOverMutualTlsWithAToken) {
+  const std::string dir = FreshDir("ps_chaos_mtls");
+  const std::string scenario = dir + "/plain.yaml";
+  ASSERT_TRUE(common::WriteFileAtomically(scenario,
+                                          "cluster:\n"
+                                          "  servers: 1\n"
+                                          "  workers: 2\n"
+                                          "  mode: async\n"
+                                          "  epochs: 1\n"
+                                          "  eval_every: 0.5\n"
+                                          "  network: loopback\n"
+                                          "poll_every: 100ms\n"
+                                          "timeout: 3m\n")
+                  .ok());
+  std::vector<std::string> argv = {"ps_chaos", "run", scenario, "--out",
+                                   dir + "/out", "--quiet"};
+  for (std::string& flag : JobCredentials(*certs_)) argv.push_back(flag);
+  Outcome outcome = RunBinary(argv, dir + "/ps_chaos.out", absl::Minutes(4));
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("training completed"));
+  // Each daemon's log starts with the command line ps_chaos gave it.
+  const std::string server_log = ReadFile(dir + "/out/server-0.log");
+  EXPECT_THAT(server_log, HasSubstr("--tls_cert=" + Cert("server.crt")));
+  EXPECT_THAT(server_log, HasSubstr("--tls_client_ca=" + Cert("ca.crt")));
+  EXPECT_THAT(server_log, HasSubstr("--auth_token_file=" + Cert("token")));
+  for (const char* worker : {"worker-0.log", "worker-1.log"}) {
+    const std::string log = ReadFile(absl::StrCat(dir, "/out/", worker));
+    EXPECT_THAT(log, HasSubstr("--tls_cert=" + Cert("client.crt"))) << worker;
+    EXPECT_THAT(log, HasSubstr("--auth_token_file=" + Cert("token")))
+        << worker;
+  }
+  // Its own Status polls got through (the server refuses anything without
+  // the client certificate): the timeline saw both workers live.
+  bool saw_both_workers = false;
+  for (absl::string_view row :
+       absl::StrSplit(ReadFile(dir + "/out/timeline.csv"), '\n')) {
+    const std::vector<absl::string_view> cells = absl::StrSplit(row, ',');
+    saw_both_workers = saw_both_workers ||
+                       (cells.size() > 4 && cells[4] == "2");
+  }
+  EXPECT_TRUE(saw_both_workers) << ReadFile(dir + "/out/timeline.csv");
 }
 
 TEST_F(Security, BadTlsFlagsStopAtStartUpWithOneClearLine) {
