@@ -1,6 +1,7 @@
 #include "deploy/local/launcher_security_flags.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -10,8 +11,9 @@
 
 ABSL_FLAG(std::string, server_tls_cert, "",
           "With --server_tls_key and --tls_ca: the certificate (PEM) every "
-          "server this program starts serves TLS with; it must name "
-          "127.0.0.1. Empty: plaintext.");
+          "server this program starts serves TLS with; it must name the "
+          "address the workers dial (127.0.0.1 on loopback). Empty: "
+          "plaintext.");
 ABSL_FLAG(std::string, server_tls_key, "",
           "The private key of --server_tls_cert (PEM).");
 
