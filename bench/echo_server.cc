@@ -18,13 +18,16 @@ grpc::ServerUnaryReactor* EchoService::Echo(
   return reactor;
 }
 
-absl::StatusOr<EchoServer> StartEchoServer(const std::string& listen) {
+absl::StatusOr<EchoServer> StartEchoServer(
+    const std::string& listen, const rpc::ServerSecurity& security) {
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      rpc::MakeServerCredentials(security);
+  if (!credentials.ok()) return credentials.status();
   EchoServer echo;
   echo.service = std::make_unique<EchoService>();
   grpc::ServerBuilder builder;
   rpc::ConfigureServerBuilder(builder);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(),
-                           &echo.port);
+  builder.AddListeningPort(listen, *credentials, &echo.port);
   builder.RegisterService(echo.service.get());
   echo.server = builder.BuildAndStart();
   if (echo.server == nullptr || echo.port == 0) {

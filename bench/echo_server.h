@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/rpc/security.h"
 #include "grpcpp/server.h"
 #include "ps/bench/v1/echo.grpc.pb.h"
 
@@ -25,7 +26,9 @@ struct EchoServer {
   std::unique_ptr<grpc::Server> server;
   int port = 0;
 };
-absl::StatusOr<EchoServer> StartEchoServer(const std::string& listen);
+// With `security`'s credentials and token check (default: plaintext).
+absl::StatusOr<EchoServer> StartEchoServer(
+    const std::string& listen, const rpc::ServerSecurity& security = {});
 
 }  // namespace ps::bench
 

@@ -21,6 +21,7 @@
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/rpc/channel.h"
+#include "deploy/local/launcher_security_flags.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, workers, "",
@@ -108,9 +109,11 @@ class Output {
   std::FILE* json_ = nullptr;
 };
 
-int RunTransferMode(const std::string& out_dir) {
+int RunTransferMode(const std::string& out_dir,
+                    const ps::launch::JobSecurity& security) {
   ps::bench::TransferOptions options;
   options.out_dir = out_dir;
+  options.security = security;
   options.duration = absl::GetFlag(FLAGS_duration);
   options.min_ops = absl::GetFlag(FLAGS_min_ops);
   options.rounds = std::max<uint32_t>(1, absl::GetFlag(FLAGS_rounds));
@@ -150,9 +153,11 @@ int RunTransferMode(const std::string& out_dir) {
   return 0;
 }
 
-int RunTrainMode(const std::string& out_dir) {
+int RunTrainMode(const std::string& out_dir,
+                 const ps::launch::JobSecurity& security) {
   ps::bench::TrainBenchOptions options;
   options.out_dir = out_dir;
+  options.security = security;
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.target_accuracy = absl::GetFlag(FLAGS_target_accuracy);
@@ -211,9 +216,12 @@ int main(int argc, char** argv) {
       "[--json=FILE|-]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();
+  const ps::launch::JobSecurity security =
+      ps::launch::JobSecurityFromFlagsOrDie();
   if (mode == "echo_server") {
     if (absl::GetFlag(FLAGS_port_file).empty()) Die("--port_file is required");
-    return ps::bench::RunEchoServer(absl::GetFlag(FLAGS_port_file));
+    return ps::bench::RunEchoServer(absl::GetFlag(FLAGS_port_file),
+                                    ps::launch::ServerSecurityOf(security));
   }
   if (mode != "transfer" && mode != "train") {
     Die("the first argument must be transfer or train (see --help)");
@@ -223,5 +231,6 @@ int main(int argc, char** argv) {
   if (std::system(absl::StrCat("mkdir -p '", out_dir, "'").c_str()) != 0) {
     Die(absl::StrCat("cannot create ", out_dir));
   }
-  return mode == "transfer" ? RunTransferMode(out_dir) : RunTrainMode(out_dir);
+  return mode == "transfer" ? RunTransferMode(out_dir, security)
+                            : RunTrainMode(out_dir, security);
 }

@@ -30,6 +30,7 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   cluster_options.num_workers = options.workers;
   cluster_options.server_flags.mode = options.mode;
   cluster_options.server_flags.log_level = "warn";
+  cluster_options.server_flags.security = options.security;
   launch::WorkerFlags& worker = cluster_options.worker_flags;
   worker.model = options.model;
   worker.epochs = options.epochs;
@@ -40,6 +41,7 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
                                              : options.data_dir;
   worker.metrics_out = metrics_path;
   worker.log_level = "warn";
+  worker.security = options.security;
   launch::LocalCluster cluster(cluster_options);
   if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
     return s;

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "deploy/local/daemon_flags.h"
 
 namespace ps::bench {
 
@@ -31,6 +32,8 @@ struct TrainBenchOptions {
   double target_accuracy = 0.83;
   // Stop everything and fail after this long. Default: 10 min
   absl::Duration timeout = absl::Minutes(10);
+  // The job's credentials. Default: none, plaintext
+  launch::JobSecurity security;
 };
 
 struct ProcessPeak {

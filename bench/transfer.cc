@@ -17,6 +17,7 @@
 #include "common/stop_signal.h"
 #include "common/subprocess.h"
 #include "deploy/local/launcher.h"
+#include "deploy/local/launcher_security_flags.h"
 #include "ps/bench/v1/echo.grpc.pb.h"
 #include "spdlog/spdlog.h"
 #include "worker/parameter_client.h"
@@ -130,6 +131,7 @@ absl::Status MeasureSize(const TransferOptions& options,
   cluster_options.num_workers = options.workers;
   cluster_options.server_flags.mode = "async";
   cluster_options.server_flags.log_level = "warn";
+  cluster_options.server_flags.security = options.security;
   launch::LocalCluster cluster(cluster_options);
   if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
     return s;
@@ -233,10 +235,16 @@ absl::Status RunTransfer(
   const std::string port_file = absl::StrCat(options.out_dir, "/echo.port");
   const std::string log = absl::StrCat(options.out_dir, "/echo.log");
   std::remove(port_file.c_str());
-  absl::StatusOr<common::Subprocess> echo = common::Subprocess::Spawn(
-      {absl::StrCat(bin_dir, "/ps_bench"), "echo_server",
-       absl::StrCat("--port_file=", port_file)},
-      log);
+  // The echo speaks TLS and checks the token when the servers do, so the
+  // limit costs what the servers' channels cost.
+  std::vector<std::string> echo_argv = {absl::StrCat(bin_dir, "/ps_bench"),
+                                        "echo_server",
+                                        absl::StrCat("--port_file=", port_file)};
+  for (std::string& arg : launch::JobSecurityArgs(options.security)) {
+    echo_argv.push_back(std::move(arg));
+  }
+  absl::StatusOr<common::Subprocess> echo =
+      common::Subprocess::Spawn(echo_argv, log);
   if (!echo.ok()) return echo.status();
   absl::StatusOr<int> port = launch::WaitForPortFile(
       port_file, "the echo server", log, *echo, absl::Now() + absl::Seconds(30),
@@ -316,9 +324,10 @@ std::string TransferJsonLines(const TransferResult& r) {
   return out;
 }
 
-int RunEchoServer(const std::string& port_file) {
+int RunEchoServer(const std::string& port_file,
+                  const rpc::ServerSecurity& security) {
   common::CatchStopSignals();
-  absl::StatusOr<EchoServer> echo = StartEchoServer("127.0.0.1:0");
+  absl::StatusOr<EchoServer> echo = StartEchoServer("127.0.0.1:0", security);
   common::DieIfError(echo.status(), "echo server");
   common::DieIfError(
       common::WriteFileAtomically(port_file, absl::StrCat(echo->port)),

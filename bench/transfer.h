@@ -10,6 +10,8 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "bench/measure.h"
+#include "common/rpc/security.h"
+#include "deploy/local/daemon_flags.h"
 
 namespace ps::bench {
 
@@ -35,6 +37,9 @@ struct TransferOptions {
   // The ops measured beside the echo (always first): push, pull, push+pull,
   // pushpull. Default (empty): all.
   std::vector<std::string> ops;
+  // The job's credentials, the echo server's too; this program's own
+  // channels use those installed by the caller. Default: none, plaintext
+  launch::JobSecurity security;
 };
 
 // Fails, naming the known ops, unless every op is push, pull, push+pull or
@@ -67,8 +72,10 @@ void PrintTransferResult(const TransferResult& result, std::FILE* out);
 std::string TransferJsonLines(const TransferResult& result);
 
 // The echo server ps_bench runs as a separate process: serves on a free
-// loopback port, writes it to `port_file`, and runs until SIGTERM/SIGINT.
-int RunEchoServer(const std::string& port_file);
+// loopback port with `security` (as a ps_server of the job would), writes
+// the port to `port_file`, and runs until SIGTERM/SIGINT.
+int RunEchoServer(const std::string& port_file,
+                  const rpc::ServerSecurity& security);
 
 }  // namespace ps::bench
 

@@ -72,8 +72,14 @@ bool CanSetHostname() {
 
 class JobRunner {
  public:
-  JobRunner(Job job, std::string dir)
-      : job_(std::move(job)), dir_(std::move(dir)), network_(job_) {}
+  // `secrets_dir` stands in for the secrets the files mount: a compose
+  // secret's file and a Kubernetes Secret's directory are found there by
+  // name.
+  JobRunner(Job job, std::string dir, std::string secrets_dir = "")
+      : job_(std::move(job)),
+        dir_(std::move(dir)),
+        secrets_dir_(std::move(secrets_dir)),
+        network_(job_) {}
 
   // Starts the servers, waits for their health checks, runs the workers to
   // the end, checks health again and stops the servers with SIGTERM.
@@ -209,14 +215,18 @@ class JobRunner {
                      "; its log ends:\n", LastLines(LogPath(c), 15)));
   }
 
-  // `text` with the container's volume mount paths replaced by our
-  // directories standing in for those volumes.
+  // `text` with the container's volume and secret mount paths replaced by
+  // our directories and files standing in for them.
   std::string MapVolumes(const Container& c, const std::string& text) {
     std::vector<std::pair<std::string, std::string>> replacements;
     for (const auto& [mount_path, name] : c.volumes) {
       const std::string dir = absl::StrCat(dir_, "/volumes/", name);
       std::filesystem::create_directories(dir);
       replacements.emplace_back(mount_path, dir);
+    }
+    for (const auto& [mount_path, name] : c.secrets) {
+      replacements.emplace_back(mount_path,
+                                absl::StrCat(secrets_dir_, "/", name));
     }
     return absl::StrReplaceAll(text, replacements);
   }
@@ -292,7 +302,8 @@ class JobRunner {
     for (const std::vector<std::string>& check : c.health_checks) {
       std::vector<std::string> argv;
       for (const std::string& arg : check) {
-        absl::StatusOr<std::string> rewritten = network_.Rewrite(arg, i);
+        absl::StatusOr<std::string> rewritten =
+            network_.Rewrite(MapVolumes(c, arg), i);
         if (!rewritten.ok()) return rewritten.status();
         argv.push_back(*rewritten);
       }
@@ -324,6 +335,7 @@ class JobRunner {
 
   Job job_;
   std::string dir_;
+  std::string secrets_dir_;
   LoopbackNetwork network_;
   bool set_hostname_ = false;
   std::vector<common::Subprocess> servers_;
@@ -358,6 +370,55 @@ TEST(DeployFiles, KubernetesJobTrainsAndItsProbesPass) {
 TEST(DeployFiles, KubernetesOverlayExampleJobTrains) {
   ExpectTrains(KubernetesJob(kDeploy + "/k8s-overlays/example"), 4, 4,
                "overlay");
+}
+
+// The TLS variants: every daemon gets its side of the job's credentials
+// from the mounted secrets (certificates made now by tests/make_certs.sh
+// into `certs_dir` under the runner's `secrets_dir`), the health checks pass
+// over mutual TLS, and the job trains.
+void ExpectTrainsOverMutualTls(absl::StatusOr<Job> job,
+                               const std::string& secrets_dir,
+                               const std::string& certs_dir,
+                               const std::string& name) {
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(std::system(absl::StrCat(PS_SOURCE_DIR, "/tests/make_certs.sh '",
+                                     certs_dir, "'")
+                            .c_str()),
+            0);
+  for (const Container& server : job->servers) {
+    for (const char* flag :
+         {"tls_cert", "tls_key", "tls_client_ca", "auth_token_file"}) {
+      EXPECT_NE(FlagValue(server, flag), "") << server.name << " --" << flag;
+    }
+    EXPECT_FALSE(server.health_checks.empty()) << server.name;
+  }
+  for (const Container& worker : job->workers) {
+    for (const char* flag :
+         {"tls_ca", "tls_cert", "tls_key", "auth_token_file"}) {
+      EXPECT_NE(FlagValue(worker, flag), "") << worker.name << " --" << flag;
+    }
+  }
+  absl::Status ran =
+      JobRunner(*std::move(job), TempDir(absl::StrCat("deploy_", name)),
+                secrets_dir)
+          .Run();
+  EXPECT_TRUE(ran.ok()) << ran;
+}
+
+TEST(DeployFiles, ComposeTlsJobTrainsOverMutualTlsAndItsHealthChecksPass) {
+  // Compose secrets are files: ./tls/ca.crt is found as ca.crt.
+  const std::string secrets = TempDir("compose_secrets");
+  ExpectTrainsOverMutualTls(
+      ComposeJob(kDeploy + "/compose/docker-compose.yml",
+                 {kDeploy + "/compose/docker-compose.tls.yml"}),
+      secrets, secrets, "compose_tls");
+}
+
+TEST(DeployFiles, KubernetesTlsOverlayJobTrainsOverMutualTlsAndItsProbesPass) {
+  // The Secret ps-tls is a directory of its keys.
+  const std::string secrets = TempDir("k8s_secrets");
+  ExpectTrainsOverMutualTls(KubernetesJob(kDeploy + "/k8s-overlays/tls"),
+                            secrets, secrets + "/ps-tls", "k8s_tls");
 }
 
 TEST(DeployFiles, AFlagADaemonDoesNotKnowFailsTheLaunchAndIsNamed) {

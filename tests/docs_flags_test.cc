@@ -30,7 +30,9 @@ std::string Source(const std::string& path) {
 
 // Files that define flags once for several binaries (a binary has them
 // when it links the file), documented with each binary's own flags.
-const char* const kSharedFlagFiles[] = {"common/rpc/client_security_flags.cc"};
+const char* const kSharedFlagFiles[] = {
+    "common/rpc/client_security_flags.cc",
+    "deploy/local/launcher_security_flags.cc"};
 
 // The flags `binary --helpfull` lists under its own main file or a shared
 // flag file.

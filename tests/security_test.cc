@@ -4,12 +4,17 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/cli.h"
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -205,6 +210,138 @@ TEST_F(Security, MutualTlsAdmitsOnlyClientsWithACertificateFromItsCa) {
               HasSubstr("0 live workers"));
 }
 
+// The flags every launcher (ps_local, ps_chaos, ps_bench) takes: the job's
+// credentials, the clients' side and the servers' certificate.
+std::vector<std::string> JobCredentials(const std::string& certs) {
+  return {absl::StrCat("--tls_ca=", certs, "/ca.crt"),
+          absl::StrCat("--tls_cert=", certs, "/client.crt"),
+          absl::StrCat("--tls_key=", certs, "/client.key"),
+          absl::StrCat("--auth_token_file=", certs, "/token"),
+          absl::StrCat("--server_tls_cert=", certs, "/server.crt"),
+          absl::StrCat("--server_tls_key=", certs, "/server.key")};
+}
+
+// "NAME exit=STATUS" lines of tests/stranger_then_worker.sh, by name.
+std::map<std::string, int> ExitStatuses(const std::string& record) {
+  std::map<std::string, int> statuses;
+  for (absl::string_view line :
+       absl::StrSplit(ReadFile(record), '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> parts =
+        absl::StrSplit(line, " exit=");
+    int status = -1;
+    EXPECT_TRUE(absl::SimpleAtoi(parts.second, &status)) << line;
+    statuses[parts.first] = status;
+  }
+  return statuses;
+}
+
+// ps_local gives every daemon its side of the job's credentials: the job
+// trains over mutual TLS with a token, and while it runs its servers turn
+// away a caller that lacks any one of them.
+TEST_F(Security, PsLocalTrainsOverMutualTlsWithATokenAndNothingLessGetsIn) {
+  const std::string dir = FreshDir("ps_local_mtls");
+  const std::string record = dir + "/strangers.txt";
+  std::vector<std::string> argv = {
+      "ps_local", "--servers=2", "--workers=2", "--mode=async", "--epochs=1",
+      "--eval_every=1", "--out_dir=" + dir,
+      // Rank 1 first knocks as strangers would, then trains.
+      absl::StrCat("--worker_command=1-1:/bin/sh '", PS_SOURCE_DIR,
+                   "/tests/stranger_then_worker.sh' '", record, "' '", BinDir(),
+                   "/psctl' '", *certs_, "' '", BinDir(), "/ps_worker'")};
+  for (std::string& flag : JobCredentials(*certs_)) argv.push_back(flag);
+  Outcome outcome = RunBinary(argv, dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("ps_local: done"));
+  std::vector<std::string> lines =
+      absl::StrSplit(ReadFile(dir + "/metrics.jsonl"), '\n', absl::SkipEmpty());
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(test_support::Field(lines.back(), "samples"), 60000);
+  EXPECT_GT(test_support::Field(lines.back(), "test_accuracy"), 0.7);
+
+  const std::map<std::string, int> statuses = ExitStatuses(record);
+  // With every credential the same call gets through: the refusals below
+  // are the servers', not a broken probe.
+  EXPECT_EQ(statuses, (std::map<std::string, int>{{"all", 0},
+                                                  {"no_client_cert", 1},
+                                                  {"no_token", 1},
+                                                  {"plaintext", 1},
+                                                  {"stranger_cert", 1},
+                                                  {"wrong_token", 1}}))
+      << ReadFile(record);
+  EXPECT_THAT(ReadFile(record + ".all"), HasSubstr("async version"));
+  EXPECT_THAT(ReadFile(record + ".no_token"), HasSubstr("needs a token"));
+  EXPECT_THAT(ReadFile(record + ".wrong_token"),
+              HasSubstr("token does not match"));
+  for (const char* refused :
+       {"plaintext", "no_client_cert", "stranger_cert"}) {
+    EXPECT_THAT(ReadFile(record + "." + refused), Not(HasSubstr("version")))
+        << refused;
+  }
+}
+
+// ps_bench's servers and its echo (the limit it measures against) speak
+// TLS and check the token when given the job's credentials.
+TEST_F(Security, PsBenchTransfersOverMutualTlsWithAToken) {
+  const std::string dir = FreshDir("ps_bench_mtls");
+  std::vector<std::string> argv = {
+      "ps_bench",       "transfer",     "--sizes=1K",     "--duration=100ms",
+      "--min_ops=2",    "--rounds=1",   "--ops=pushpull", "--json=-",
+      "--out_dir=" + dir};
+  for (std::string& flag : JobCredentials(*certs_)) argv.push_back(flag);
+  Outcome outcome = RunBinary(argv, dir + "/ps_bench.out", absl::Seconds(120));
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("\"op\":\"echo\""));
+  EXPECT_THAT(outcome.output, HasSubstr("\"op\":\"pushpull\""));
+}
+
+// ps_chaos gives its daemons their side of the job's credentials and polls
+// the servers' Status over mutual TLS with the token itself.
+TEST_F(Security, PsChaosRunsAScenarioOverMutualTlsWithAToken) {
+  const std::string dir = FreshDir("ps_chaos_mtls");
+  const std::string scenario = dir + "/plain.yaml";
+  ASSERT_TRUE(common::WriteFileAtomically(scenario,
+                                          "cluster:\n"
+                                          "  servers: 1\n"
+                                          "  workers: 2\n"
+                                          "  mode: async\n"
+                                          "  epochs: 1\n"
+                                          "  eval_every: 0.5\n"
+                                          "  network: loopback\n"
+                                          "poll_every: 100ms\n"
+                                          "timeout: 3m\n")
+                  .ok());
+  std::vector<std::string> argv = {"ps_chaos", "run", scenario, "--out",
+                                   dir + "/out", "--quiet"};
+  for (std::string& flag : JobCredentials(*certs_)) argv.push_back(flag);
+  Outcome outcome = RunBinary(argv, dir + "/ps_chaos.out", absl::Minutes(4));
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("training completed"));
+  // Each daemon's log starts with the command line ps_chaos gave it.
+  const std::string server_log = ReadFile(dir + "/out/server-0.log");
+  EXPECT_THAT(server_log, HasSubstr("--tls_cert=" + Cert("server.crt")));
+  EXPECT_THAT(server_log, HasSubstr("--tls_client_ca=" + Cert("ca.crt")));
+  EXPECT_THAT(server_log, HasSubstr("--auth_token_file=" + Cert("token")));
+  for (const char* worker : {"worker-0.log", "worker-1.log"}) {
+    const std::string log = ReadFile(absl::StrCat(dir, "/out/", worker));
+    EXPECT_THAT(log, HasSubstr("--tls_cert=" + Cert("client.crt"))) << worker;
+    EXPECT_THAT(log, HasSubstr("--auth_token_file=" + Cert("token")))
+        << worker;
+  }
+  // Its own Status polls got through (the server refuses anything without
+  // the client certificate): the timeline saw θ's version move.
+  bool saw_updates = false;
+  for (absl::string_view row :
+       absl::StrSplit(ReadFile(dir + "/out/timeline.csv"), '\n')) {
+    // time_s,epoch,test_accuracy,samples_per_s,live_workers,version_s0,…
+    const std::vector<absl::string_view> cells = absl::StrSplit(row, ',');
+    uint64_t version = 0;
+    saw_updates = saw_updates || (cells.size() > 5 &&
+                                  absl::SimpleAtoi(cells[5], &version) &&
+                                  version > 0);
+  }
+  EXPECT_TRUE(saw_updates) << ReadFile(dir + "/out/timeline.csv");
+}
+
 TEST_F(Security, BadTlsFlagsStopAtStartUpWithOneClearLine) {
   const std::string dir = FreshDir("tls_flags");
   ASSERT_EQ(
@@ -233,6 +370,24 @@ TEST_F(Security, BadTlsFlagsStopAtStartUpWithOneClearLine) {
       {{"psctl", "status", "--servers=127.0.0.1:1",
         "--tls_ca=" + dir + "/missing.crt"},
        "cannot read"},
+      // Launchers: TLS on one side only would leave the workers unable to
+      // reach a server.
+      {{"ps_local", "--out_dir=" + dir + "/local", "--tls_ca=" + Cert("ca.crt")},
+       "--tls_ca and --server_tls_cert go together"},
+      {{"ps_bench", "train", "--out_dir=" + dir + "/bench",
+        "--server_tls_cert=" + Cert("server.crt"),
+        "--server_tls_key=" + Cert("server.key")},
+       "--tls_ca and --server_tls_cert go together"},
+      {{"ps_chaos", "run",
+        absl::StrCat(PS_SOURCE_DIR, "/deploy/experiments/straggler_sync.yaml"),
+        "--out=" + dir + "/chaos", "--tls_ca=" + Cert("ca.crt"),
+        "--server_tls_cert=" + Cert("server.crt")},
+       "--server_tls_cert and --server_tls_key go together"},
+      {{"ps_local", "--out_dir=" + dir + "/local", "--tls_ca=" + Cert("ca.crt"),
+        "--server_tls_cert=" + dir + "/missing.crt",
+        "--server_tls_key=" + Cert("server.key")},
+       "the servers' credentials (--server_tls_cert, --server_tls_key): "
+       "--tls_cert=" + dir + "/missing.crt: cannot read"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome = RunBinary(

@@ -19,12 +19,14 @@ ABSL_FLAG(std::string, auth_token_file, "",
 
 namespace ps::rpc {
 
+ClientSecurity ClientSecurityFromFlags() {
+  return {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+          absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_auth_token_file)};
+}
+
 void InstallClientSecurityFromFlags() {
-  common::DieIfError(
-      InstallClientSecurity(
-          {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-           absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_auth_token_file)}),
-      "cannot set up TLS");
+  common::DieIfError(InstallClientSecurity(ClientSecurityFromFlags()),
+                     "cannot set up TLS");
 }
 
 }  // namespace ps::rpc

@@ -16,6 +16,22 @@
 
 namespace ps::launch {
 
+// The credentials of a job a launcher starts; all empty: plaintext and no
+// token. One CA signs the servers' certificate and, for mutual TLS, the
+// clients' (a local job's own CA), so servers check clients against it.
+struct JobSecurity {
+  std::string tls_ca;  // set: TLS; clients check the servers against it
+  std::string server_tls_cert;  // with server_tls_key: every server's
+  std::string server_tls_key;
+  std::string tls_cert;  // with tls_key: every client's (mutual TLS)
+  std::string tls_key;
+  std::string auth_token_file;  // the job's token: servers and clients
+};
+
+// The CA the servers of `job` check client certificates against: the job's
+// CA when the clients have certificates; empty (none asked for) otherwise.
+std::string ServersClientCa(const JobSecurity& job);
+
 // The flags of ps_server that launchers set.
 struct ServerFlags {
   // 127.0.0.1:0 lets the server pick a free port and write it to port_file.
@@ -34,6 +50,9 @@ struct ServerFlags {
   std::optional<absl::Duration> checkpoint_every;
   std::string metrics_listen;  // HOST:PORT of /metrics
   std::string log_level;
+  // --tls_cert --tls_key, and --tls_client_ca (the job's CA) when clients
+  // have certificates, and --auth_token_file.
+  JobSecurity security;
   // Passed verbatim after the flags above, so they win (absl: last wins).
   std::vector<std::string> extra;
   // --inject_faults=VALUE, last of all: the fault file of an experiment
@@ -57,6 +76,8 @@ struct WorkerFlags {
   std::string metrics_out;
   std::string metrics_listen;  // HOST:PORT of /metrics (Prometheus)
   std::string log_level;
+  // --tls_ca --tls_cert --tls_key --auth_token_file: the client's side.
+  JobSecurity security;
   // Passed verbatim after the flags above, so they win (absl: last wins).
   std::vector<std::string> extra;
   std::string inject_faults;  // as for ServerFlags

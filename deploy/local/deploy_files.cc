@@ -91,6 +91,11 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
       const std::string mount_path = mount["mountPath"].as<std::string>();
       const std::string volume_name = mount["name"].as<std::string>();
       const YAML::Node volume = FindVolume(pod_spec, volume_name);
+      if (volume.IsMap() && volume["secret"]) {
+        c.secrets[mount_path] =
+            volume["secret"]["secretName"].as<std::string>();
+        continue;
+      }
       if (!volume.IsMap() || !volume["configMap"]) {
         // A volumeClaimTemplate's claim or other storage of this pod's own.
         c.volumes[mount_path] = absl::StrCat(pod_name, "-", volume_name);
@@ -110,14 +115,20 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
       }
     }
     // A grpc probe is gRPC health checking against the pod's port: what
-    // psctl health does.
+    // psctl health does. An exec probe runs its command.
     for (const char* kind :
          {"startupProbe", "readinessProbe", "livenessProbe"}) {
       const YAML::Node& probe = spec[kind];
       if (!probe) continue;
+      if (probe["exec"]) {
+        c.health_checks.push_back(
+            probe["exec"]["command"].as<std::vector<std::string>>());
+        continue;
+      }
       if (!probe["grpc"]) {
         return absl::UnimplementedError(absl::StrCat(
-            pod_name, ": the test runs only grpc probes, not this ", kind));
+            pod_name, ": the test runs only grpc and exec probes, not this ",
+            kind));
       }
       c.health_checks.push_back(
           {"psctl", "health",
@@ -162,12 +173,19 @@ std::string Program(const Container& container) {
   return path.substr(path.rfind('/') + 1);
 }
 
-absl::StatusOr<DeployJob> ComposeJob(const std::string& compose_file) {
+absl::StatusOr<DeployJob> ComposeJob(
+    const std::string& compose_file,
+    const std::vector<std::string>& overrides) {
+  std::string files = absl::StrCat("-f '", compose_file, "'");
+  for (const std::string& file : overrides) {
+    absl::StrAppend(&files, " -f '", file, "'");
+  }
   absl::StatusOr<std::string> config =
-      Capture(absl::StrCat("docker-compose -f '", compose_file, "' config"));
+      Capture(absl::StrCat("docker-compose ", files, " config"));
   if (!config.ok()) return config.status();
+  const YAML::Node resolved = YAML::Load(*config);
   DeployJob job;
-  for (const auto& service : YAML::Load(*config)["services"]) {
+  for (const auto& service : resolved["services"]) {
     Container c;
     c.name = service.first.as<std::string>();
     const YAML::Node& spec = service.second;
@@ -200,6 +218,20 @@ absl::StatusOr<DeployJob> ComposeJob(const std::string& compose_file) {
       } else if (!source.empty()) {
         c.volumes[target] = source;  // a named volume
       }
+    }
+    // Compose mounts a secret's file at /run/secrets/TARGET (TARGET
+    // defaults to the secret's name).
+    for (const auto& secret : spec["secrets"]) {
+      const std::string name = secret["source"].as<std::string>();
+      const std::string file =
+          resolved["secrets"][name]["file"].as<std::string>("");
+      if (file.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(c.name, ": secret ", name, " has no file"));
+      }
+      c.secrets[absl::StrCat("/run/secrets/",
+                             secret["target"].as<std::string>(name))] =
+          file.substr(file.rfind('/') + 1);
     }
     const YAML::Node& health = spec["healthcheck"];
     if (health && !health["disable"].as<bool>(false) && health["test"]) {

@@ -26,6 +26,9 @@ struct Container {
   // Storage mounted for output (checkpoints): mount path → storage name.
   // Containers that mount the same name share it.
   std::map<std::string, std::string> volumes;
+  // Secrets mounted: mount path → a Kubernetes Secret's name (a directory
+  // of its keys) or a compose secret's file name ("ca.crt").
+  std::map<std::string, std::string> secrets;
   std::vector<std::vector<std::string>> health_checks;  // run inside it
 };
 
@@ -38,9 +41,12 @@ struct DeployJob {
 // The program a container runs, without its directory: "ps_server".
 std::string Program(const Container& container);
 
-// The compose file as `docker-compose config` resolves it (anchors merged,
-// paths absolute): what compose would really run.
-absl::StatusOr<DeployJob> ComposeJob(const std::string& compose_file);
+// The compose file, with `overrides` merged over it in order, as
+// `docker-compose config` resolves them (anchors merged, paths absolute):
+// what compose would really run.
+absl::StatusOr<DeployJob> ComposeJob(
+    const std::string& compose_file,
+    const std::vector<std::string>& overrides = {});
 
 // The manifests `kubectl kustomize DIR` renders: what `kubectl apply -k`
 // would create.

@@ -27,6 +27,7 @@
 #include "common/json.h"
 #include "common/stop_signal.h"
 #include "deploy/local/launcher.h"
+#include "deploy/local/launcher_security_flags.h"
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
@@ -181,6 +182,8 @@ int main(int argc, char** argv) {
   std::string bin_dir = absl::GetFlag(FLAGS_bin_dir);
   if (bin_dir.empty()) bin_dir = ps::common::ExecutableDir();
   const bool quiet = absl::GetFlag(FLAGS_quiet);
+  const ps::launch::JobSecurity security =
+      ps::launch::JobSecurityFromFlagsOrDie();
   const std::string metrics_path = absl::StrCat(out_dir, "/metrics.jsonl");
   std::remove(metrics_path.c_str());
 
@@ -199,6 +202,7 @@ int main(int argc, char** argv) {
   server.lr = absl::GetFlag(FLAGS_lr);
   server.l2 = absl::GetFlag(FLAGS_l2);
   server.l1 = absl::GetFlag(FLAGS_l1);
+  server.security = security;
   server.extra = SplitFlags(absl::GetFlag(FLAGS_server_flags));
   ps::launch::WorkerFlags& worker = cluster_options.worker_flags;
   worker.model = absl::GetFlag(FLAGS_model);
@@ -208,6 +212,7 @@ int main(int argc, char** argv) {
   worker.eval_every = absl::GetFlag(FLAGS_eval_every);
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.metrics_out = metrics_path;
+  worker.security = security;
   worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
   cluster_options.worker_programs = WorkerProgramsOrDie(
       ps::common::FlagValues("worker_command"), num_workers);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the deploy files, one per call (ctest runs each):
-#   check-deploy.sh compose|k8s|k8s-overlay|dockerfile
+#   check-deploy.sh compose|compose-tls|k8s|k8s-overlay|k8s-tls|dockerfile
 # validates a real file, and
 #   check-deploy.sh compose-bad-key|k8s-unknown-field|k8s-wrong-type|dockerfile-bad-instruction
 # feeds the same validator a copy with one deliberate defect and passes only
@@ -20,8 +20,10 @@ fi
 
 # Relative paths in the compose file resolve from its own folder, also for
 # a broken copy that lives elsewhere.
-compose_config() {
-  docker-compose --project-directory "$deploy/compose" -f "$1" config -q
+compose_config() {  # FILE [OVERRIDE...]
+  local files=()
+  for file in "$@"; do files+=(-f "$file"); done
+  docker-compose --project-directory "$deploy/compose" "${files[@]}" config -q
 }
 k8s_check() {
   kubectl kustomize "$1" >"$tmp/rendered.yaml"
@@ -64,6 +66,11 @@ case "${1:-}" in
     compose_config "$deploy/compose/docker-compose.yml"
     echo "docker-compose config: valid"
     ;;
+  compose-tls)
+    compose_config "$deploy/compose/docker-compose.yml" \
+      "$deploy/compose/docker-compose.tls.yml"
+    echo "docker-compose config (with docker-compose.tls.yml): valid"
+    ;;
   compose-bad-key)
     sed 's/^\( *\)restart: unless-stopped/\1restart_policy: unless-stopped/' \
       "$deploy/compose/docker-compose.yml" >"$tmp/docker-compose.yml"
@@ -72,6 +79,7 @@ case "${1:-}" in
     ;;
   k8s) k8s_check "$deploy/k8s" ;;
   k8s-overlay) k8s_check "$deploy/k8s-overlays/example" ;;
+  k8s-tls) k8s_check "$deploy/k8s-overlays/tls" ;;
   k8s-unknown-field)
     expect_rejection "StatefulSet/ps-server: unknown field .spec.template.spec.terminationGracePeriodSecond" \
       k8s_check_mutated 's/terminationGracePeriodSeconds:/terminationGracePeriodSecond:/'
@@ -89,7 +97,7 @@ case "${1:-}" in
     expect_rejection "Unknown instruction: HEALTHCHEK" dockerfile_lint "$tmp/Dockerfile"
     ;;
   *)
-    echo "usage: $0 compose|compose-bad-key|k8s|k8s-overlay|k8s-unknown-field|k8s-wrong-type|dockerfile|dockerfile-bad-instruction" >&2
+    echo "usage: $0 compose|compose-tls|compose-bad-key|k8s|k8s-overlay|k8s-tls|k8s-unknown-field|k8s-wrong-type|dockerfile|dockerfile-bad-instruction" >&2
     exit 2
     ;;
 esac

@@ -22,12 +22,14 @@ constexpr int kNamespacePort = 50051;
 }  // namespace
 
 Cluster::Cluster(const Scenario& scenario, std::string out_dir,
-                 std::string bin_dir, NetworkSandbox* sandbox, bool fault_files)
+                 std::string bin_dir, NetworkSandbox* sandbox, bool fault_files,
+                 launch::JobSecurity security)
     : scenario_(scenario),
       out_dir_(std::move(out_dir)),
       bin_dir_(std::move(bin_dir)),
       sandbox_(sandbox),
-      fault_files_(fault_files) {
+      fault_files_(fault_files),
+      security_(std::move(security)) {
   const ClusterSpec& c = scenario.cluster;
   for (uint32_t i = 0; i < c.servers + c.workers; ++i) {
     Daemon d;
@@ -87,6 +89,7 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
       flags.checkpoint_dir = absl::StrCat(out_dir_, "/checkpoints");
       flags.checkpoint_every = c.checkpoint_every;
     }
+    flags.security = security_;
     flags.extra = c.server_flags;
     if (!d.fault_file.empty()) flags.inject_faults = "@" + d.fault_file;
     argv = launch::ServerCommand(bin_dir_, flags);
@@ -105,6 +108,7 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
     if (d.ref.index == 0) {
       flags.metrics_out = absl::StrCat(out_dir_, "/metrics.jsonl");
     }
+    flags.security = security_;
     flags.extra = c.worker_flags;
     if (!d.fault_file.empty()) flags.inject_faults = "@" + d.fault_file;
     argv = launch::WorkerCommand(bin_dir_, flags);

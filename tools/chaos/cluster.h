@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "common/subprocess.h"
+#include "deploy/local/daemon_flags.h"
 #include "tools/chaos/network_sandbox.h"
 #include "tools/chaos/scenario.h"
 
@@ -38,8 +39,10 @@ class Cluster {
  public:
   // `fault_files`: give every daemon --inject_faults=@OUT/faults/HOST.spec
   // (written by the runner) so faults can reach its gRPC layer at run time.
+  // `security`: the job's credentials, each daemon given its side.
   Cluster(const Scenario& scenario, std::string out_dir, std::string bin_dir,
-          NetworkSandbox* sandbox, bool fault_files);
+          NetworkSandbox* sandbox, bool fault_files,
+          launch::JobSecurity security = {});
   ~Cluster();
 
   // Starts the servers, waits until each serves, then starts the workers.
@@ -81,6 +84,7 @@ class Cluster {
   std::string bin_dir_;
   NetworkSandbox* sandbox_;
   bool fault_files_;
+  launch::JobSecurity security_;
   std::vector<Daemon> daemons_;  // servers first, then workers
   std::vector<std::string> server_addresses_;
   std::vector<std::string> server_listen_;  // --listen of each server

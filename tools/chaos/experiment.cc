@@ -350,7 +350,7 @@ class ExperimentRun {
   // cluster and judges the run.
   void Train() {
     Cluster cluster(scenario_, options_.out_dir, options_.bin_dir,
-                    sandbox_.get(), fault_files_);
+                    sandbox_.get(), fault_files_, options_.security);
     cluster_ = &cluster;
     StartCluster();
     FaultApplier applier(scenario_, cluster, sandbox_.get(), throttle_.get());

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "deploy/local/daemon_flags.h"
 #include "tools/chaos/analysis.h"
 #include "tools/chaos/capabilities.h"
 #include "tools/chaos/scenario.h"
@@ -27,6 +28,9 @@ struct ExperimentOptions {
   std::function<bool()> interrupted = [] { return false; };
   // Progress lines on stdout.
   bool verbose = true;
+  // The job's credentials (ps_chaos's TLS and token flags); this program's
+  // own calls (Status polls) use those installed by the caller.
+  launch::JobSecurity security;
 };
 
 struct ExperimentResult {

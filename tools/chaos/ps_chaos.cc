@@ -15,6 +15,7 @@
 #include "common/cli.h"
 #include "common/stop_signal.h"
 #include "common/subprocess.h"
+#include "deploy/local/launcher_security_flags.h"
 #include "tools/chaos/analysis.h"
 #include "tools/chaos/capabilities.h"
 #include "tools/chaos/experiment.h"
@@ -212,8 +213,9 @@ void PrintSummary(const chaos::Report& report, const std::string& out) {
 int Run(const std::string& scenario_path) {
   absl::StatusOr<chaos::Scenario> scenario = chaos::LoadScenario(scenario_path);
   if (!scenario.ok()) Die(scenario.status().message());
-  const std::string out = OutDirOrDie();
   chaos::ExperimentOptions options;
+  options.security = ps::launch::JobSecurityFromFlagsOrDie();
+  const std::string out = OutDirOrDie();
   options.bin_dir = absl::GetFlag(FLAGS_bin_dir);
   if (options.bin_dir.empty()) options.bin_dir = ps::common::ExecutableDir();
   options.namespaces =
