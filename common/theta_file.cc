@@ -87,7 +87,11 @@ class Reader {
   bool GetFloats(uint64_t count, std::vector<float>* values) {
     if (count > (in_.size() - pos_) / sizeof(float)) return false;
     values->resize(count);
-    std::memcpy(values->data(), in_.data() + pos_, count * sizeof(float));
+    // An empty vector's data() may be null, which memcpy must never get
+    // (a shard can hold no keys: a model smaller than the shard count).
+    if (count > 0) {
+      std::memcpy(values->data(), in_.data() + pos_, count * sizeof(float));
+    }
     pos_ += count * sizeof(float);
     return true;
   }

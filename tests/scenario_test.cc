@@ -3,7 +3,9 @@
 #include "tools/chaos/scenario.h"
 
 #include <dirent.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -151,6 +153,28 @@ TEST(Scenario, RejectsASecondYamlDocument) {
                                 "  - at: 1s\n    kill: worker 0\n",
                             "one.yaml")
                   .ok());
+}
+
+// Found by tests/fuzz/scenario_fuzzer: on a stray flow token yaml-cpp 0.7's
+// LoadAll yields empty documents forever, eating memory. In a child process
+// with an alarm, so that a hang fails the test instead of stalling it.
+TEST(Scenario, AStrayCommaIsAnErrorNotAHang) {
+  for (const char* text : {",n", "cluster: {servers: 1}\n,"}) {
+    EXPECT_EXIT(
+        {
+          alarm(20);
+          std::_Exit(ParseScenario(text, "stray.yaml").ok() ? 1 : 0);
+        },
+        ::testing::ExitedWithCode(0), "")
+        << text;
+    if (HasFailure()) return;
+    absl::StatusOr<Scenario> s = ParseScenario(text, "stray.yaml");
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr("stray.yaml:"))
+        << text;
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr("not valid YAML"))
+        << text;
+  }
 }
 
 TEST(Scenario, RejectsATriggerThatCanNeverFire) {

@@ -70,6 +70,27 @@ TEST(ThetaFile, RoundTripsThetaOptimizerStateWorkersAndTheOpenRound) {
   ExpectSame(original, *decoded);
 }
 
+// Found by tests/fuzz/parameter_shard_fuzzer: a shard of a model with fewer
+// keys than shards holds none, and reading its empty θ passed memcpy a null
+// pointer (undefined behaviour: the ASan + UBSan build fails here).
+TEST(ThetaFile, AShardWithoutKeysRoundTrips) {
+  ThetaFile file = SmallCheckpoint();
+  file.tensors = {{"w", {1}, false}};
+  file.keys = {1, 1};
+  file.shard_index = 1;
+  file.num_shards = 3;
+  file.values.clear();
+  file.state = {{}};
+  file.round = {{3, 64, {}}};
+  absl::StatusOr<ThetaFile> read =
+      DecodeThetaFile(EncodeThetaFile(file), "empty shard");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->values.empty());
+  EXPECT_EQ(read->keys, file.keys);
+  ASSERT_EQ(read->round.size(), 1u);
+  EXPECT_TRUE(read->round[0].values.empty());
+}
+
 TEST(ThetaFile, RoundTripsTheRuleSettings) {
   ThetaFile original = SmallCheckpoint();
   RuleSettings rules;

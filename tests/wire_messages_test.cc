@@ -205,5 +205,27 @@ TEST(WireMessages, ATruncatedOrOverlongPushIsAnInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Found by tests/fuzz/wire_format_fuzzer: a tag protobuf reads otherwise
+// than we did. Protobuf reads at most 5 bytes of a tag and drops the bits
+// past 32; we took the whole varint, so a gradient behind such a tag went
+// into the fields (where the server never looks) instead of being refused.
+TEST(WireMessages, ATagProtobufReadsOtherwiseIsAnInvalidArgument) {
+  // Field 9 (gradient), length-delimited, plus 2^32: 5 bytes.
+  const std::string hidden_gradient =
+      std::string("\xca\x80\x80\x80\x10\x08", 6) + std::string(8, '\x01');
+  grpc::ByteBuffer push_buffer = CutIntoSlices(hidden_gradient);
+  ReceivedPush push;
+  EXPECT_EQ(ParsePushRequest(&push_buffer, &push).code(),
+            absl::StatusCode::kInvalidArgument);
+  // A 6-byte tag (zero-padded), which protobuf refuses.
+  const std::string six_byte_tag(
+      "\x08\x00\x10\x00\x18\x01\xf0\x7e\x7e\xa8\xed\xb6\xbf\xff\x00\x00", 16);
+  grpc::ByteBuffer init_buffer = CutIntoSlices(six_byte_tag);
+  ps::v1::InitRequest fields;
+  absl::Cord values;
+  EXPECT_EQ(ParseInitRequest(&init_buffer, &fields, &values).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace ps::server

@@ -48,6 +48,19 @@ class CordReader {
     return false;  // longer than 10 bytes
   }
 
+  // A field's tag as protobuf reads one: at most 5 bytes, and (stricter
+  // than protobuf, which drops the excess bits) within 32 bits, so that both
+  // parsers see the same field number.
+  bool ReadTag(uint32_t* tag) {
+    const size_t before = left_;
+    uint64_t value;
+    if (!ReadVarint(&value) || before - left_ > 5 || value > UINT32_MAX) {
+      return false;
+    }
+    *tag = static_cast<uint32_t>(value);
+    return true;
+  }
+
   // The next n bytes, sharing the Cord's memory.
   bool Read(uint64_t n, absl::Cord* out) {
     if (n > left_) return false;
@@ -103,9 +116,9 @@ bool Split(CordReader& reader, uint64_t length, absl::Span<const uint32_t> path,
   if (length > reader.left()) return false;
   const size_t end = reader.left() - length;
   while (reader.left() > end) {
-    uint64_t tag;
-    if (!reader.ReadVarint(&tag)) return false;
-    const uint32_t wire_type = static_cast<uint32_t>(tag & 7);
+    uint32_t tag;
+    if (!reader.ReadTag(&tag)) return false;
+    const uint32_t wire_type = tag & 7;
     if ((tag >> 3) == path[0] &&
         wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       uint64_t size;

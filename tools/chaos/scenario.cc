@@ -1,11 +1,11 @@
 #include "tools/chaos/scenario.h"
 
 #include <cmath>
-#include <limits>
 #include <map>
 #include <set>
+#include <sstream>
+#include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "common/cli.h"
 #include "common/consistency_mode.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace ps::chaos {
@@ -625,25 +626,38 @@ class Parser {
   std::string file_;
 };
 
-// The zero-based line of the '---' that starts `document` in `text`: the
-// last marker before its first node (an empty document has no position of
-// its own: the last marker in the file).
-int DocumentStartLine(const std::string& text, const YAML::Node& document) {
-  const int content = document.IsNull() || document.Mark().line < 0
-                          ? std::numeric_limits<int>::max()
-                          : document.Mark().line;
-  int marker = content == std::numeric_limits<int>::max() ? 0 : content;
-  int line = 0;
-  for (absl::string_view row : absl::StrSplit(text, '\n')) {
-    if (line > content) break;
-    if (absl::StartsWith(row, "---") &&
-        (row.size() == 3 || absl::ascii_isspace(row[3]))) {
-      marker = line;
+// Where each document of a YAML text starts, for the first `most` of them.
+// Not YAML::LoadAll: on a stray flow token (",n") yaml-cpp 0.7 yields empty
+// documents that all start at that token, forever.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  static std::vector<YAML::Mark> Find(const std::string& text, size_t most) {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentStarts starts;
+    while (starts.marks_.size() < most && parser.HandleNextDocument(starts)) {
     }
-    ++line;
+    return starts.marks_;
   }
-  return marker;
-}
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    marks_.push_back(mark);
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  std::vector<YAML::Mark> marks_;
+};
 
 }  // namespace
 
@@ -654,15 +668,23 @@ absl::StatusOr<Scenario> ParseScenario(const std::string& text,
   // yaml-cpp reports syntax errors by exception; they stop here.
   try {
     // Every document, not just the first: a second one would otherwise be
-    // ignored without a word, faults and all.
-    const std::vector<YAML::Node> documents = YAML::LoadAll(text);
-    if (documents.size() > 1) {
+    // ignored without a word, faults and all. Three, to tell a second
+    // document from yaml-cpp stuck on a token (the same start twice).
+    const std::vector<YAML::Mark> starts = DocumentStarts::Find(text, 3);
+    for (size_t i = 1; i < starts.size(); ++i) {
+      if (starts[i].pos == starts[i - 1].pos) {
+        return parser.Error(starts[i].line,
+                            "not valid YAML: cannot parse what starts here "
+                            "(a stray ',', ']' or '}'?)");
+      }
+    }
+    if (starts.size() > 1) {
       return parser.Error(
-          DocumentStartLine(text, documents[1]),
+          starts[1].line,
           "the file holds a second YAML document (after '---'); a scenario "
           "is one document: remove the marker or move its faults up");
     }
-    if (!documents.empty()) root = documents[0];
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     return parser.Error(e.mark.line, absl::StrCat("not valid YAML: ", e.msg));
   }
