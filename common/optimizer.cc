@@ -21,6 +21,9 @@ constexpr std::array<std::pair<OptimizerKind, absl::string_view>, 7> kNames = {
      {OptimizerKind::kFtrl, "ftrl"}}};
 
 // The UpdateOptions terms every optimizer shares (optimizer.h's formula).
+// kGeneral = false when there is no penalty, L1 or box, so that the usual
+// loop has no branches and vectorises; both give the same values.
+template <bool kGeneral>
 struct SharedTerms {
   float l2, l1, lo, hi, beta, ball_scale;
   bool penalize, clamp;
@@ -28,7 +31,7 @@ struct SharedTerms {
   // ĝ = g + λ₂·θ + β·∇C(θ).
   float Gradient(float theta, float gradient) const {
     float step = gradient + l2 * theta;
-    if (penalize) {
+    if (kGeneral && penalize) {
       const float box_gradient =
           std::max(theta - hi, 0.0f) - std::max(lo - theta, 0.0f);
       step += beta * (box_gradient + ball_scale * theta);
@@ -38,6 +41,7 @@ struct SharedTerms {
 
   // The soft-threshold by η·λ₁, then the box.
   float Finish(float next, float eta) const {
+    if constexpr (!kGeneral) return next;
     if (l1 > 0) {
       const float threshold = eta * l1;
       next -= std::min(std::max(next, -threshold), threshold);
@@ -142,19 +146,17 @@ absl::Status ValidateOptimizerOptions(const OptimizerOptions& o) {
   return absl::InvalidArgumentError("unknown optimizer kind");
 }
 
-void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
+namespace {
+
+// The elementwise part of every optimizer but sgd.
+template <bool kGeneral>
+void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
                     bool regularize, uint64_t step,
                     absl::Span<const float> gradient, absl::Span<float> theta,
                     absl::Span<const absl::Span<float>> state) {
-  assert(gradient.size() == theta.size());
-  assert(state.size() == OptimizerStateNames(o.kind).size());
-  if (o.kind == OptimizerKind::kSgd) {
-    ApplyUpdate(update, regularize, gradient, theta);
-    return;
-  }
   const size_t n = theta.size();
   const float lr = update.learning_rate;
-  SharedTerms c;
+  SharedTerms<kGeneral> c;
   c.l2 = regularize ? update.l2 : 0.0f;
   c.l1 = regularize ? update.l1 : 0.0f;
   c.lo = update.box_lower();
@@ -163,15 +165,15 @@ void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
   c.penalize = update.penalty_beta > 0;
   c.clamp = !c.penalize && update.has_box();
   c.ball_scale = BallPenaltyScale(update, theta);
-  const float* g = gradient.data();
-  float* t = theta.data();
+  const float* __restrict g = gradient.data();
+  float* __restrict t = theta.data();
 
   switch (o.kind) {
     case OptimizerKind::kSgd:
       break;
     case OptimizerKind::kMomentum:
     case OptimizerKind::kNesterov: {
-      float* v = state[0].data();
+      float* __restrict v = state[0].data();
       const float mu = o.momentum;
       const bool nesterov = o.kind == OptimizerKind::kNesterov;
       for (size_t i = 0; i < n; ++i) {
@@ -183,7 +185,7 @@ void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
       break;
     }
     case OptimizerKind::kAdagrad: {
-      float* accumulator = state[0].data();
+      float* __restrict accumulator = state[0].data();
       for (size_t i = 0; i < n; ++i) {
         const float d = c.Gradient(t[i], g[i]);
         accumulator[i] += d * d;
@@ -194,8 +196,8 @@ void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
     }
     case OptimizerKind::kAdam:
     case OptimizerKind::kAdamW: {
-      float* m = state[0].data();
-      float* v = state[1].data();
+      float* __restrict m = state[0].data();
+      float* __restrict v = state[1].data();
       const double t_steps = static_cast<double>(step);
       const float m_correction =
           static_cast<float>(1 - std::pow(double{o.beta1}, t_steps));
@@ -214,8 +216,8 @@ void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
       break;
     }
     case OptimizerKind::kFtrl: {
-      float* z = state[0].data();
-      float* accumulator = state[1].data();
+      float* __restrict z = state[0].data();
+      float* __restrict accumulator = state[1].data();
       for (size_t i = 0; i < n; ++i) {
         const float d = c.Gradient(t[i], g[i]);
         const float old_root = std::sqrt(accumulator[i]);
@@ -231,6 +233,27 @@ void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
       }
       break;
     }
+  }
+}
+
+}  // namespace
+
+void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
+                    bool regularize, uint64_t step,
+                    absl::Span<const float> gradient, absl::Span<float> theta,
+                    absl::Span<const absl::Span<float>> state) {
+  assert(gradient.size() == theta.size());
+  assert(state.size() == OptimizerStateNames(o.kind).size());
+  if (o.kind == OptimizerKind::kSgd) {
+    ApplyUpdate(update, regularize, gradient, theta);
+    return;
+  }
+  const float l1 = regularize ? update.l1 : 0.0f;
+  const bool penalize = update.penalty_beta > 0;
+  if (penalize || l1 > 0 || update.has_box()) {
+    UpdateElements<true>(o, update, regularize, step, gradient, theta, state);
+  } else {
+    UpdateElements<false>(o, update, regularize, step, gradient, theta, state);
   }
   ProjectOntoBall(update, theta);
 }
