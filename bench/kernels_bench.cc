@@ -1,7 +1,8 @@
 // Google Benchmark micro-benchmarks of the hot kernels: the regularized
 // update per regularizer/constraint (beside an Eigen axpy of the same size,
-// the memory-bandwidth limit), (de)serialisation of a push and a pull as
-// the processes run it (raw bytes, common/rpc/wire_format.h) beside the
+// the memory-bandwidth limit), each optimizer's update (beside sgd's), a
+// sparse table's lookup and gradient apply, (de)serialisation of a push and a
+// pull as the processes run it (raw bytes, common/rpc/wire_format.h) beside the
 // typed protobuf way, and each model's forward+backward on one batch.
 #include <algorithm>
 #include <cstdint>
@@ -18,12 +19,14 @@
 #include "common/dataset.h"
 #include "common/float_bytes.h"
 #include "common/libsvm.h"
+#include "common/optimizer.h"
 #include "common/rpc/wire_format.h"
 #include "common/splitmix64.h"
 #include "common/update_rule.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "ps/v1/parameter_server.pb.h"
+#include "server/embedding_table.h"
 #include "server/wire_messages.h"
 #include "worker/model.h"
 
@@ -57,6 +60,102 @@ void BM_Update(benchmark::State& state, UpdateOptions options) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * UpdateBytes(n));
+}
+
+// One optimizer's update of n keys with L2 (its state vectors read and
+// written too: bytes count θ, the gradient and the state).
+void BM_Optimizer(benchmark::State& state, ps::common::OptimizerKind kind) {
+  const int64_t n = state.range(0);
+  ps::common::OptimizerOptions optimizer;
+  optimizer.kind = kind;
+  UpdateOptions update;
+  update.l2 = 1e-4f;
+  std::vector<float> gradient(n, 1e-3f), theta(n, 0.5f);
+  std::vector<std::vector<float>> vectors(
+      ps::common::OptimizerStateNames(kind).size(), std::vector<float>(n));
+  std::vector<absl::Span<float>> spans;
+  for (auto& v : vectors) spans.push_back(absl::MakeSpan(v));
+  uint64_t step = 0;
+  for (auto _ : state) {
+    ps::common::ApplyOptimizer(optimizer, update, /*regularize=*/true, ++step,
+                               gradient, absl::MakeSpan(theta), spans);
+    benchmark::DoNotOptimize(theta.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(
+      state.iterations() *
+      (UpdateBytes(n) +
+       2 * n * int64_t{sizeof(float)} * static_cast<int64_t>(spans.size())));
+}
+
+// A sparse table of 100k stored rows of dim 16 and batches of 4096 ids
+// drawn from 110k (some not stored), as a CTR mini-batch touches them.
+// Items are rows.
+constexpr int kTableRows = 100000;
+constexpr int kTableBatch = 4096;
+constexpr uint32_t kTableDim = 16;
+
+std::unique_ptr<ps::server::EmbeddingTable> FilledTable(
+    ps::common::OptimizerKind kind) {
+  ps::server::EmbeddingTableOptions options;
+  options.dim = kTableDim;
+  options.optimizer.kind = kind;
+  options.initializer = {ps::server::RowInitializer::Kind::kNormal, 0.01f};
+  options.memory_limit = uint64_t{256} << 20;
+  auto table = ps::server::EmbeddingTable::Create(options);
+  if (!table.ok()) return nullptr;
+  std::vector<uint64_t> ids(kTableRows);
+  for (int i = 0; i < kTableRows; ++i) ids[i] = ps::common::SplitMix64(i);
+  const std::vector<float> zeros(ids.size() * kTableDim, 0.0f);
+  if (!(*table)->ApplyGradient(UpdateOptions(), 1, ids, zeros).ok()) {
+    return nullptr;
+  }
+  return std::move(*table);
+}
+
+std::vector<std::vector<uint64_t>> TableBatches() {
+  ps::common::SplitMix64Stream random(7);
+  std::vector<std::vector<uint64_t>> batches(16);
+  for (auto& batch : batches) {
+    for (int i = 0; i < kTableBatch; ++i) {
+      batch.push_back(
+          ps::common::SplitMix64(random.Next() % (kTableRows * 11 / 10)));
+    }
+  }
+  return batches;
+}
+
+void BM_TableLookup(benchmark::State& state) {
+  auto table = FilledTable(ps::common::OptimizerKind::kSgd);
+  if (table == nullptr) return state.SkipWithError("cannot fill the table");
+  const auto batches = TableBatches();
+  std::vector<float> out(kTableBatch * kTableDim);
+  size_t next = 0;
+  for (auto _ : state) {
+    table->Lookup(batches[next++ % batches.size()], absl::MakeSpan(out));
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kTableBatch);
+}
+
+void BM_TableApply(benchmark::State& state, ps::common::OptimizerKind kind) {
+  auto table = FilledTable(kind);
+  if (table == nullptr) return state.SkipWithError("cannot fill the table");
+  const auto batches = TableBatches();
+  const std::vector<float> gradient(kTableBatch * kTableDim, 1e-3f);
+  UpdateOptions update;
+  update.l2 = 1e-4f;
+  size_t next = 0;
+  for (auto _ : state) {
+    if (!table
+             ->ApplyGradient(update, 2 + next, batches[next % batches.size()],
+                             gradient)
+             .ok()) {
+      return state.SkipWithError("the gradient was refused");
+    }
+    ++next;
+  }
+  state.SetItemsProcessed(state.iterations() * kTableBatch);
 }
 
 // What gRPC runs on a message: serialise into a ByteBuffer, parse one.
@@ -339,6 +438,28 @@ int main(int argc, char** argv) {
     for (const auto& [name, options] : rules) {
       benchmark::RegisterBenchmark(name, BM_Update, options)->Arg(n);
     }
+  }
+  // Each optimizer beside sgd (which is Update/l2) at the same size.
+  const std::pair<const char*, ps::common::OptimizerKind> optimizers[] = {
+      {"Optimizer/sgd", ps::common::OptimizerKind::kSgd},
+      {"Optimizer/momentum", ps::common::OptimizerKind::kMomentum},
+      {"Optimizer/nesterov", ps::common::OptimizerKind::kNesterov},
+      {"Optimizer/adagrad", ps::common::OptimizerKind::kAdagrad},
+      {"Optimizer/adam", ps::common::OptimizerKind::kAdam},
+      {"Optimizer/adamw", ps::common::OptimizerKind::kAdamW},
+      {"Optimizer/ftrl", ps::common::OptimizerKind::kFtrl}};
+  for (int64_t n : {int64_t{1} << 16, int64_t{1} << 20}) {
+    for (const auto& [name, kind] : optimizers) {
+      benchmark::RegisterBenchmark(name, BM_Optimizer, kind)->Arg(n);
+    }
+  }
+  benchmark::RegisterBenchmark("TableLookup", BM_TableLookup);
+  for (const auto& [name, kind] :
+       {std::pair{"TableApply/sgd", ps::common::OptimizerKind::kSgd},
+        std::pair{"TableApply/adagrad", ps::common::OptimizerKind::kAdagrad},
+        std::pair{"TableApply/adam", ps::common::OptimizerKind::kAdam},
+        std::pair{"TableApply/ftrl", ps::common::OptimizerKind::kFtrl}}) {
+    benchmark::RegisterBenchmark(name, BM_TableApply, kind);
   }
   // Each of the raw-bytes paths the processes run beside the typed way.
   const std::pair<const char*, void (*)(benchmark::State&)> codecs[] = {

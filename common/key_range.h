@@ -31,6 +31,12 @@ struct KeyRange {
 // shards both come from here, so every process agrees on them.
 KeyRange BalancedPart(uint64_t total, uint32_t num_parts, uint32_t index);
 
+// The server shard that owns the row of a sparse table with feature id `id`:
+// SplitMix64(id) mod num_shards. Fixed by the checkpoint format (never
+// absl::Hash, which changes between processes); servers and workers both
+// call it, so they agree on every row's home.
+uint32_t ShardOfId(uint64_t id, uint32_t num_shards);
+
 }  // namespace ps::common
 
 #endif  // PS_COMMON_KEY_RANGE_H_

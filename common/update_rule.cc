@@ -33,7 +33,7 @@ absl::Status ValidateUpdateOptions(const UpdateOptions& o) {
   if (std::isnan(o.clip_min) || std::isnan(o.clip_max)) {
     return absl::InvalidArgumentError("clip_min and clip_max must not be NaN");
   }
-  const float lower = o.nonnegative ? std::max(o.clip_min, 0.0f) : o.clip_min;
+  const float lower = o.box_lower();
   if (lower > o.clip_max) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the box constraint is empty: lower bound ", lower,
@@ -95,19 +95,12 @@ void ApplyUpdate(const UpdateOptions& o, bool regularize,
   c.lr = o.learning_rate;
   c.l2 = regularize ? o.l2 : 0.0f;
   c.l1 = regularize ? o.l1 : 0.0f;
-  c.lo = o.nonnegative ? std::max(o.clip_min, 0.0f) : o.clip_min;
+  c.lo = o.box_lower();
   c.hi = o.clip_max;
   const bool penalize = o.penalty_beta > 0;
   c.beta = o.penalty_beta;
 
-  // ∇ of ½·max(0, ‖θ‖ − r)² is (‖θ‖ − r)₊·θ/‖θ‖, a multiple of θ.
-  c.ball_gradient_scale = 0;
-  if (penalize && o.has_ball()) {
-    const double norm = std::sqrt(SquaredNorm(theta));
-    if (norm > o.max_norm) {
-      c.ball_gradient_scale = static_cast<float>((norm - o.max_norm) / norm);
-    }
-  }
+  c.ball_gradient_scale = BallPenaltyScale(o, theta);
 
   const float* g = gradient.data();
   float* t = theta.data();
@@ -124,15 +117,27 @@ void ApplyUpdate(const UpdateOptions& o, bool regularize,
        : UpdateElements<false, false, false>(c, g, t, n);
   }
 
+  ProjectOntoBall(o, theta);
+}
+
+float BallPenaltyScale(const UpdateOptions& o, absl::Span<const float> theta) {
+  // ∇ of ½·max(0, ‖θ‖ − r)² is (‖θ‖ − r)₊·θ/‖θ‖, a multiple of θ.
+  if (o.penalty_beta <= 0 || !o.has_ball()) return 0;
+  const double norm = std::sqrt(SquaredNorm(theta));
+  return norm > o.max_norm ? static_cast<float>((norm - o.max_norm) / norm)
+                           : 0.0f;
+}
+
+void ProjectOntoBall(const UpdateOptions& o, absl::Span<float> theta) {
   // Box, then ball: the result lies in both (scaling toward 0 stays inside a
   // box that contains 0; the clamp covers one that does not). When both bind
   // at once this is a feasible point, not always the Euclidean projection.
-  if (!penalize && o.has_ball()) {
-    const double norm = std::sqrt(SquaredNorm(theta));
-    if (norm > o.max_norm) {
-      const float scale = static_cast<float>(o.max_norm / norm);
-      for (float& v : theta) v = std::clamp(v * scale, c.lo, c.hi);
-    }
+  if (o.penalty_beta > 0 || !o.has_ball()) return;
+  const double norm = std::sqrt(SquaredNorm(theta));
+  if (norm > o.max_norm) {
+    const float scale = static_cast<float>(o.max_norm / norm);
+    const float lo = o.box_lower();
+    for (float& v : theta) v = std::clamp(v * scale, lo, o.clip_max);
   }
 }
 

@@ -1,6 +1,7 @@
 #ifndef PS_COMMON_UPDATE_RULE_H_
 #define PS_COMMON_UPDATE_RULE_H_
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/status/status.h"
@@ -42,6 +43,10 @@ struct UpdateOptions {
   bool has_ball() const {
     return max_norm < std::numeric_limits<float>::infinity();
   }
+  // The box's lower bound, non-negativity included.
+  float box_lower() const {
+    return nonnegative ? std::max(clip_min, 0.0f) : clip_min;
+  }
 };
 
 // Rejects non-finite or negative strengths, α ≤ 0, an empty box, a ball
@@ -54,6 +59,15 @@ absl::Status ValidateUpdateOptions(const UpdateOptions& options);
 // depend on how keys are split across shards unless max_norm is finite.
 void ApplyUpdate(const UpdateOptions& options, bool regularize,
                  absl::Span<const float> gradient, absl::Span<float> theta);
+
+// The parts of the update that need the whole segment, for the optimizers
+// (common/optimizer.h) that share them: the ball penalty's ∇ is this
+// multiple of θ (0 unless penalty_beta > 0 and ‖θ‖ > max_norm), and the
+// ball projection scales θ onto the ball, then clamps it into the box
+// (nothing unless the ball is a hard constraint and ‖θ‖ > max_norm).
+float BallPenaltyScale(const UpdateOptions& options,
+                       absl::Span<const float> theta);
+void ProjectOntoBall(const UpdateOptions& options, absl::Span<float> theta);
 
 }  // namespace ps::common
 

@@ -40,5 +40,21 @@ TEST(KeyRange, ContainsAndToString) {
   EXPECT_EQ(range.ToString(), "[10, 20)");
 }
 
+TEST(ShardOfId, IsSplitMix64ModuloTheShardCount) {
+  // Fixed by the file format: SplitMix64(0) == 0xe220a8397b1dcdaf.
+  EXPECT_EQ(ShardOfId(0, 3), 0xe220a8397b1dcdafu % 3);
+  EXPECT_EQ(ShardOfId(0, 7), 0xe220a8397b1dcdafu % 7);
+  EXPECT_EQ(ShardOfId(12345, 1), 0u);
+}
+
+TEST(ShardOfId, SpreadsConsecutiveIdsEvenly) {
+  // Dense-looking ids (0, 1, 2, …) must not all land on one shard.
+  constexpr uint32_t kShards = 5;
+  constexpr uint64_t kIds = 100000;
+  uint64_t count[kShards] = {};
+  for (uint64_t id = 0; id < kIds; ++id) ++count[ShardOfId(id, kShards)];
+  for (uint64_t c : count) EXPECT_NEAR(c, kIds / kShards, kIds / kShards / 20);
+}
+
 }  // namespace
 }  // namespace ps::common

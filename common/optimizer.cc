@@ -1,0 +1,261 @@
+#include "common/optimizer.h"
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace ps::common {
+namespace {
+
+constexpr std::array<std::pair<OptimizerKind, absl::string_view>, 7> kNames = {
+    {{OptimizerKind::kSgd, "sgd"},
+     {OptimizerKind::kMomentum, "momentum"},
+     {OptimizerKind::kNesterov, "nesterov"},
+     {OptimizerKind::kAdagrad, "adagrad"},
+     {OptimizerKind::kAdam, "adam"},
+     {OptimizerKind::kAdamW, "adamw"},
+     {OptimizerKind::kFtrl, "ftrl"}}};
+
+// The UpdateOptions terms every optimizer shares (optimizer.h's formula).
+// kGeneral = false when there is no penalty, L1 or box, so that the usual
+// loop has no branches and vectorises; both give the same values.
+template <bool kGeneral>
+struct SharedTerms {
+  float l2, l1, lo, hi, beta, ball_scale;
+  bool penalize, clamp;
+
+  // ĝ = g + λ₂·θ + β·∇C(θ).
+  float Gradient(float theta, float gradient) const {
+    float step = gradient + l2 * theta;
+    if (kGeneral && penalize) {
+      const float box_gradient =
+          std::max(theta - hi, 0.0f) - std::max(lo - theta, 0.0f);
+      step += beta * (box_gradient + ball_scale * theta);
+    }
+    return step;
+  }
+
+  // The soft-threshold by η·λ₁, then the box.
+  float Finish(float next, float eta) const {
+    if constexpr (!kGeneral) return next;
+    if (l1 > 0) {
+      const float threshold = eta * l1;
+      next -= std::min(std::max(next, -threshold), threshold);
+    }
+    return clamp ? std::min(std::max(next, lo), hi) : next;
+  }
+};
+
+absl::Status CheckUnitInterval(absl::string_view name, float value) {
+  if (!(value >= 0 && value < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be in [0, 1), got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPositive(absl::string_view name, float value) {
+  if (!std::isfinite(value) || value <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be a positive finite number, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckNonNegative(absl::string_view name, float value) {
+  if (!std::isfinite(value) || value < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must be a finite number >= 0, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name) {
+  for (const auto& [kind, kind_name] : kNames) {
+    if (name == kind_name) return kind;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown optimizer '", name,
+                   "'; the optimizers are sgd, momentum, nesterov, adagrad, "
+                   "adam, adamw, ftrl"));
+}
+
+absl::string_view OptimizerName(OptimizerKind kind) {
+  for (const auto& [each, name] : kNames) {
+    if (each == kind) return name;
+  }
+  return "unknown";
+}
+
+const std::vector<std::string>& OptimizerStateNames(OptimizerKind kind) {
+  static const auto* const kNone = new std::vector<std::string>();
+  static const auto* const kVelocity = new std::vector<std::string>{"velocity"};
+  static const auto* const kAccumulator =
+      new std::vector<std::string>{"accumulator"};
+  static const auto* const kMoments = new std::vector<std::string>{"m", "v"};
+  static const auto* const kFtrl = new std::vector<std::string>{"z", "n"};
+  switch (kind) {
+    case OptimizerKind::kSgd:
+      return *kNone;
+    case OptimizerKind::kMomentum:
+    case OptimizerKind::kNesterov:
+      return *kVelocity;
+    case OptimizerKind::kAdagrad:
+      return *kAccumulator;
+    case OptimizerKind::kAdam:
+    case OptimizerKind::kAdamW:
+      return *kMoments;
+    case OptimizerKind::kFtrl:
+      return *kFtrl;
+  }
+  return *kNone;
+}
+
+absl::Status ValidateOptimizerOptions(const OptimizerOptions& o) {
+  switch (o.kind) {
+    case OptimizerKind::kSgd:
+      return absl::OkStatus();
+    case OptimizerKind::kMomentum:
+    case OptimizerKind::kNesterov:
+      return CheckUnitInterval("momentum", o.momentum);
+    case OptimizerKind::kAdagrad:
+      return CheckPositive("epsilon", o.epsilon);
+    case OptimizerKind::kAdam:
+    case OptimizerKind::kAdamW:
+      for (auto [name, value] :
+           {std::pair{"beta1", o.beta1}, std::pair{"beta2", o.beta2}}) {
+        if (absl::Status s = CheckUnitInterval(name, value); !s.ok()) return s;
+      }
+      return CheckPositive("epsilon", o.epsilon);
+    case OptimizerKind::kFtrl:
+      if (absl::Status s = CheckPositive("ftrl_beta", o.ftrl_beta); !s.ok()) {
+        return s;
+      }
+      for (auto [name, value] :
+           {std::pair{"ftrl_l1", o.ftrl_l1}, std::pair{"ftrl_l2", o.ftrl_l2}}) {
+        if (absl::Status s = CheckNonNegative(name, value); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("unknown optimizer kind");
+}
+
+namespace {
+
+// The elementwise part of every optimizer but sgd.
+template <bool kGeneral>
+void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
+                    bool regularize, uint64_t step,
+                    absl::Span<const float> gradient, absl::Span<float> theta,
+                    absl::Span<const absl::Span<float>> state) {
+  const size_t n = theta.size();
+  const float lr = update.learning_rate;
+  SharedTerms<kGeneral> c;
+  c.l2 = regularize ? update.l2 : 0.0f;
+  c.l1 = regularize ? update.l1 : 0.0f;
+  c.lo = update.box_lower();
+  c.hi = update.clip_max;
+  c.beta = update.penalty_beta;
+  c.penalize = update.penalty_beta > 0;
+  c.clamp = !c.penalize && update.has_box();
+  c.ball_scale = BallPenaltyScale(update, theta);
+  const float* __restrict g = gradient.data();
+  float* __restrict t = theta.data();
+
+  switch (o.kind) {
+    case OptimizerKind::kSgd:
+      break;
+    case OptimizerKind::kMomentum:
+    case OptimizerKind::kNesterov: {
+      float* __restrict v = state[0].data();
+      const float mu = o.momentum;
+      const bool nesterov = o.kind == OptimizerKind::kNesterov;
+      for (size_t i = 0; i < n; ++i) {
+        const float d = c.Gradient(t[i], g[i]);
+        v[i] = mu * v[i] + d;
+        const float direction = nesterov ? d + mu * v[i] : v[i];
+        t[i] = c.Finish(t[i] - lr * direction, lr);
+      }
+      break;
+    }
+    case OptimizerKind::kAdagrad: {
+      float* __restrict accumulator = state[0].data();
+      for (size_t i = 0; i < n; ++i) {
+        const float d = c.Gradient(t[i], g[i]);
+        accumulator[i] += d * d;
+        const float eta = lr / (std::sqrt(accumulator[i]) + o.epsilon);
+        t[i] = c.Finish(t[i] - eta * d, eta);
+      }
+      break;
+    }
+    case OptimizerKind::kAdam:
+    case OptimizerKind::kAdamW: {
+      float* __restrict m = state[0].data();
+      float* __restrict v = state[1].data();
+      const double t_steps = static_cast<double>(step);
+      const float m_correction =
+          static_cast<float>(1 - std::pow(double{o.beta1}, t_steps));
+      const float v_correction =
+          static_cast<float>(1 - std::pow(double{o.beta2}, t_steps));
+      // AdamW takes λ₂ out of the gradient and decays θ by α·λ₂ directly.
+      const float decay = o.kind == OptimizerKind::kAdamW ? lr * c.l2 : 0.0f;
+      if (o.kind == OptimizerKind::kAdamW) c.l2 = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const float d = c.Gradient(t[i], g[i]);
+        m[i] = o.beta1 * m[i] + (1 - o.beta1) * d;
+        v[i] = o.beta2 * v[i] + (1 - o.beta2) * d * d;
+        const float eta = lr / (std::sqrt(v[i] / v_correction) + o.epsilon);
+        t[i] = c.Finish(t[i] - decay * t[i] - eta * (m[i] / m_correction), eta);
+      }
+      break;
+    }
+    case OptimizerKind::kFtrl: {
+      float* __restrict z = state[0].data();
+      float* __restrict accumulator = state[1].data();
+      for (size_t i = 0; i < n; ++i) {
+        const float d = c.Gradient(t[i], g[i]);
+        const float old_root = std::sqrt(accumulator[i]);
+        accumulator[i] += d * d;
+        const float root = std::sqrt(accumulator[i]);
+        z[i] += d - (root - old_root) / lr * t[i];
+        const float eta = lr / (o.ftrl_beta + root);
+        const float next = std::abs(z[i]) <= o.ftrl_l1
+                               ? 0.0f
+                               : -(z[i] - std::copysign(o.ftrl_l1, z[i])) /
+                                     ((o.ftrl_beta + root) / lr + o.ftrl_l2);
+        t[i] = c.Finish(next, eta);
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
+                    bool regularize, uint64_t step,
+                    absl::Span<const float> gradient, absl::Span<float> theta,
+                    absl::Span<const absl::Span<float>> state) {
+  assert(gradient.size() == theta.size());
+  assert(state.size() == OptimizerStateNames(o.kind).size());
+  if (o.kind == OptimizerKind::kSgd) {
+    ApplyUpdate(update, regularize, gradient, theta);
+    return;
+  }
+  const float l1 = regularize ? update.l1 : 0.0f;
+  const bool penalize = update.penalty_beta > 0;
+  if (penalize || l1 > 0 || update.has_box()) {
+    UpdateElements<true>(o, update, regularize, step, gradient, theta, state);
+  } else {
+    UpdateElements<false>(o, update, regularize, step, gradient, theta, state);
+  }
+  ProjectOntoBall(update, theta);
+}
+
+}  // namespace ps::common

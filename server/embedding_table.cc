@@ -1,0 +1,344 @@
+#include "server/embedding_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/splitmix64.h"
+
+namespace ps::server {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+// Rows of the count-min sketch, each hashed with its own salt.
+constexpr size_t kSketchDepth = 4;
+constexpr uint64_t kSketchSalts[kSketchDepth] = {
+    0x736b657463683031, 0x736b657463683032, 0x736b657463683033,
+    0x736b657463683034};
+// About this many bytes of rows are allocated at a time.
+constexpr size_t kBlockBytes = 256 << 10;
+
+absl::Status BadInitializer(absl::string_view text) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad row initializer '", text,
+                   "': the initializers are zeros, uniform(A) and "
+                   "normal(SIGMA), with A and SIGMA finite numbers > 0"));
+}
+
+}  // namespace
+
+absl::StatusOr<RowInitializer> ParseRowInitializer(absl::string_view text) {
+  RowInitializer initializer;
+  if (text == "zeros") return initializer;
+  absl::string_view rest = text;
+  if (absl::ConsumePrefix(&rest, "uniform(")) {
+    initializer.kind = RowInitializer::Kind::kUniform;
+  } else if (absl::ConsumePrefix(&rest, "normal(")) {
+    initializer.kind = RowInitializer::Kind::kNormal;
+  } else {
+    return BadInitializer(text);
+  }
+  if (!absl::ConsumeSuffix(&rest, ")") ||
+      !absl::SimpleAtof(rest, &initializer.scale) ||
+      !std::isfinite(initializer.scale) || initializer.scale <= 0) {
+    return BadInitializer(text);
+  }
+  return initializer;
+}
+
+EmbeddingTable::EmbeddingTable(const EmbeddingTableOptions& options)
+    : options_(options),
+      state_count_(common::OptimizerStateNames(options.optimizer.kind).size()),
+      stride_(size_t{options.dim} * (1 + state_count_)),
+      table_key_(common::SplitMix64(common::SplitMix64(options.model_seed) +
+                                    options.table_index)),
+      index_(0, absl::Hash<uint64_t>(), std::equal_to<uint64_t>(),
+             CountingAllocator<std::pair<const uint64_t, uint32_t>>(
+                 &allocated_bytes_)),
+      slots_(CountingAllocator<Slot>(&allocated_bytes_)),
+      blocks_(CountingAllocator<Floats>(&allocated_bytes_)),
+      sketch_(CountingAllocator<uint32_t>(&allocated_bytes_)) {}
+
+void EmbeddingTable::Reserve(size_t rows) {
+  index_ = Index(0, absl::Hash<uint64_t>(), std::equal_to<uint64_t>(),
+                 CountingAllocator<std::pair<const uint64_t, uint32_t>>(
+                     &allocated_bytes_));
+  slots_ = decltype(slots_)(CountingAllocator<Slot>(&allocated_bytes_));
+  blocks_ = decltype(blocks_)(CountingAllocator<Floats>(&allocated_bytes_));
+  // Room for 32/25 of the rows: an eviction leaves a tombstone, and the map
+  // reclaims tombstones in place (without a bigger allocation) only while
+  // it is at most 25/32 full.
+  index_.reserve(rows + rows * 7 / 25 + 1);
+  slots_.reserve(rows);
+  rows_per_block_ = std::clamp<size_t>(kBlockBytes / (stride_ * sizeof(float)),
+                                       1, std::max<size_t>(rows, 1));
+  blocks_.reserve((rows + rows_per_block_ - 1) / rows_per_block_);
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddingTable>> EmbeddingTable::Create(
+    const EmbeddingTableOptions& options) {
+  if (options.dim == 0) {
+    return absl::InvalidArgumentError("a table's dim must be > 0");
+  }
+  if (absl::Status s = common::ValidateOptimizerOptions(options.optimizer);
+      !s.ok()) {
+    return s;
+  }
+  if (options.initializer.kind != RowInitializer::Kind::kZeros &&
+      (!std::isfinite(options.initializer.scale) ||
+       options.initializer.scale <= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a row initializer's scale must be a finite number > 0, "
+                     "got ",
+                     options.initializer.scale));
+  }
+  if (options.min_count_to_create == 0) {
+    return absl::InvalidArgumentError("min_count_to_create must be >= 1");
+  }
+  std::unique_ptr<EmbeddingTable> table(new EmbeddingTable(options));
+  if (options.min_count_to_create > 1) {
+    table->sketch_width_ =
+        options.count_sketch_bytes / (kSketchDepth * sizeof(uint32_t));
+    if (table->sketch_width_ == 0 ||
+        options.count_sketch_bytes >= options.memory_limit) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "count_sketch_bytes must be at least ",
+          kSketchDepth * sizeof(uint32_t), " and below memory_limit (",
+          options.memory_limit, "), got ", options.count_sketch_bytes));
+    }
+    table->sketch_.assign(table->sketch_width_ * kSketchDepth, 0);
+  }
+  // The most rows whose index, slots and values fit beside the sketch:
+  // start from a bound that ignores the index, shrink until all fit.
+  const uint64_t row_bytes = table->stride_ * sizeof(float);
+  const uint64_t sketch_bytes = table->allocated_bytes_;
+  size_t rows =
+      sketch_bytes < options.memory_limit
+          ? (options.memory_limit - sketch_bytes) / (row_bytes + sizeof(Slot))
+          : 0;
+  rows = std::min<size_t>(rows, kNoSlot - 1);  // slots are 32-bit
+  while (rows > 0) {
+    table->Reserve(rows);
+    const uint64_t total = table->allocated_bytes_ + rows * row_bytes;
+    if (total <= options.memory_limit) break;
+    const uint64_t per_row =
+        (table->allocated_bytes_ - sketch_bytes) / rows + row_bytes;
+    const uint64_t excess = total - options.memory_limit;
+    rows -= std::min<size_t>(
+        rows, std::max<uint64_t>(1, (excess + per_row - 1) / per_row));
+  }
+  if (rows == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a table memory limit of ", options.memory_limit,
+        " bytes holds no row: a row of dim ", options.dim, " with ",
+        common::OptimizerName(options.optimizer.kind), "'s state takes ",
+        row_bytes, " bytes, plus its index entry and recency link",
+        sketch_bytes > 0 ? absl::StrCat(", beside the ", sketch_bytes,
+                                        " bytes of sighting counts")
+                         : ""));
+  }
+  table->capacity_rows_ = rows;
+  return table;
+}
+
+void EmbeddingTable::InitialRow(uint64_t id, absl::Span<float> out) const {
+  common::SplitMix64Stream random(common::SplitMix64(table_key_ ^ id));
+  const double scale = options_.initializer.scale;
+  switch (options_.initializer.kind) {
+    case RowInitializer::Kind::kZeros:
+      std::fill(out.begin(), out.end(), 0.0f);
+      return;
+    case RowInitializer::Kind::kUniform:
+      for (float& v : out) {
+        v = static_cast<float>(scale * (2 * random.NextUnit() - 1));
+      }
+      return;
+    case RowInitializer::Kind::kNormal:
+      // Box–Muller: two uniforms give two independent normals.
+      for (size_t i = 0; i < out.size(); i += 2) {
+        const double radius =
+            scale * std::sqrt(-2 * std::log(1 - random.NextUnit()));
+        const double angle = 2 * kPi * random.NextUnit();
+        out[i] = static_cast<float>(radius * std::cos(angle));
+        if (i + 1 < out.size()) {
+          out[i + 1] = static_cast<float>(radius * std::sin(angle));
+        }
+      }
+      return;
+  }
+}
+
+void EmbeddingTable::Lookup(absl::Span<const uint64_t> ids,
+                            absl::Span<float> out) const {
+  const size_t dim = options_.dim;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    absl::Span<float> row = out.subspan(i * dim, dim);
+    const auto found = index_.find(ids[i]);
+    if (found == index_.end()) {
+      InitialRow(ids[i], row);
+    } else {
+      std::copy_n(SlotValues(found->second), dim, row.begin());
+    }
+  }
+}
+
+absl::Span<const float> EmbeddingTable::Row(uint64_t id) const {
+  return RowState(id, 0);
+}
+
+absl::Span<const float> EmbeddingTable::RowState(uint64_t id,
+                                                 size_t which) const {
+  const auto found = index_.find(id);
+  if (found == index_.end() || which > state_count_) return {};
+  return absl::MakeConstSpan(SlotValues(found->second) + which * options_.dim,
+                             options_.dim);
+}
+
+float* EmbeddingTable::SlotValues(uint32_t slot) {
+  return blocks_[slot / rows_per_block_].data() +
+         (slot % rows_per_block_) * stride_;
+}
+
+const float* EmbeddingTable::SlotValues(uint32_t slot) const {
+  return blocks_[slot / rows_per_block_].data() +
+         (slot % rows_per_block_) * stride_;
+}
+
+void EmbeddingTable::Unlink(uint32_t slot) {
+  Slot& s = slots_[slot];
+  (s.newer == kNoSlot ? newest_ : slots_[s.newer].older) = s.older;
+  (s.older == kNoSlot ? oldest_ : slots_[s.older].newer) = s.newer;
+  s.newer = s.older = kNoSlot;
+}
+
+void EmbeddingTable::PushNewest(uint32_t slot) {
+  slots_[slot].older = newest_;
+  (newest_ == kNoSlot ? oldest_ : slots_[newest_].newer) = slot;
+  newest_ = slot;
+}
+
+uint32_t EmbeddingTable::TakeSlot(uint64_t id) {
+  uint32_t slot;
+  if (slots_.size() < capacity_rows_) {
+    slot = static_cast<uint32_t>(slots_.size());
+    if (slot % rows_per_block_ == 0) {
+      const size_t rows = std::min(rows_per_block_, capacity_rows_ - slot);
+      blocks_.emplace_back(rows * stride_, 0.0f,
+                           CountingAllocator<float>(&allocated_bytes_));
+    }
+    slots_.push_back(Slot{id});
+  } else {
+    slot = oldest_;
+    Unlink(slot);
+    index_.erase(slots_[slot].id);
+    slots_[slot].id = id;
+    ++counters_.evicted;
+  }
+  index_.emplace(id, slot);
+  PushNewest(slot);
+  ++counters_.created;
+  return slot;
+}
+
+bool EmbeddingTable::SightedEnough(uint64_t id) {
+  if (options_.min_count_to_create <= 1) return true;
+  uint32_t least = ~uint32_t{0};
+  for (size_t d = 0; d < kSketchDepth; ++d) {
+    uint32_t& count =
+        sketch_[d * sketch_width_ +
+                common::SplitMix64(id ^ kSketchSalts[d]) % sketch_width_];
+    if (count != ~uint32_t{0}) ++count;
+    least = std::min(least, count);
+  }
+  return least >= options_.min_count_to_create;
+}
+
+absl::Status EmbeddingTable::ApplyGradient(const common::UpdateOptions& update,
+                                           uint64_t step,
+                                           absl::Span<const uint64_t> ids,
+                                           absl::Span<const float> gradient) {
+  const size_t dim = options_.dim;
+  if (gradient.size() != ids.size() * dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a sparse gradient of ", ids.size(), " ids of dim ", dim, " needs ",
+        ids.size() * dim, " values, got ", gradient.size()));
+  }
+  for (size_t i = 0; i < gradient.size(); ++i) {
+    if (!std::isfinite(gradient[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the gradient of id ", ids[i / dim], " holds ",
+                       gradient[i], " at position ", i % dim));
+    }
+  }
+  // Each id once, in increasing order, with its rows summed in the order
+  // given; then every new row computed on a copy, so that nothing changes
+  // unless all of them are finite.
+  std::vector<size_t> order(ids.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return ids[a] < ids[b]; });
+  std::vector<uint64_t> unique;
+  std::vector<float> sums;
+  for (size_t i : order) {
+    const absl::Span<const float> row = gradient.subspan(i * dim, dim);
+    if (unique.empty() || unique.back() != ids[i]) {
+      unique.push_back(ids[i]);
+      sums.insert(sums.end(), row.begin(), row.end());
+    } else {
+      float* sum = sums.data() + sums.size() - dim;
+      for (size_t j = 0; j < dim; ++j) sum[j] += row[j];
+    }
+  }
+  std::vector<float> next(unique.size() * stride_, 0.0f);
+  std::vector<absl::Span<float>> state(state_count_);
+  for (size_t u = 0; u < unique.size(); ++u) {
+    float* values = next.data() + u * stride_;
+    const auto found = index_.find(unique[u]);
+    if (found == index_.end()) {
+      InitialRow(unique[u], absl::MakeSpan(values, dim));
+    } else {
+      std::copy_n(SlotValues(found->second), stride_, values);
+    }
+    for (size_t k = 0; k < state_count_; ++k) {
+      state[k] = absl::MakeSpan(values + (k + 1) * dim, dim);
+    }
+    common::ApplyOptimizer(options_.optimizer, update, /*regularize=*/true,
+                           step,
+                           absl::MakeConstSpan(sums).subspan(u * dim, dim),
+                           absl::MakeSpan(values, dim), state);
+    for (size_t j = 0; j < stride_; ++j) {
+      if (!std::isfinite(values[j])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the gradient of id ", unique[u],
+                         " would leave its row or optimizer state not finite"));
+      }
+    }
+  }
+  // Stored rows first, so that the rows created after them evict rows this
+  // gradient did not touch.
+  std::vector<size_t> created;
+  for (size_t u = 0; u < unique.size(); ++u) {
+    const auto found = index_.find(unique[u]);
+    if (found == index_.end()) {
+      created.push_back(u);
+      continue;
+    }
+    std::copy_n(next.data() + u * stride_, stride_, SlotValues(found->second));
+    Unlink(found->second);
+    PushNewest(found->second);
+  }
+  for (size_t u : created) {
+    if (!SightedEnough(unique[u])) {
+      ++counters_.refused;
+      continue;
+    }
+    std::copy_n(next.data() + u * stride_, stride_,
+                SlotValues(TakeSlot(unique[u])));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ps::server
