@@ -237,9 +237,9 @@ absl::Status RunTransfer(
   std::remove(port_file.c_str());
   // The echo speaks TLS and checks the token when the servers do, so the
   // limit costs what the servers' channels cost.
-  std::vector<std::string> echo_argv = {absl::StrCat(bin_dir, "/ps_bench"),
-                                        "echo_server",
-                                        absl::StrCat("--port_file=", port_file)};
+  std::vector<std::string> echo_argv = {
+      absl::StrCat(bin_dir, "/ps_bench"), "echo_server",
+      absl::StrCat("--port_file=", port_file)};
   for (std::string& arg : launch::JobSecurityArgs(options.security)) {
     echo_argv.push_back(std::move(arg));
   }

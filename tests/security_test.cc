@@ -226,8 +226,7 @@ std::map<std::string, int> ExitStatuses(const std::string& record) {
   std::map<std::string, int> statuses;
   for (absl::string_view line :
        absl::StrSplit(ReadFile(record), '\n', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> parts =
-        absl::StrSplit(line, " exit=");
+    std::pair<std::string, std::string> parts = absl::StrSplit(line, " exit=");
     int status = -1;
     EXPECT_TRUE(absl::SimpleAtoi(parts.second, &status)) << line;
     statuses[parts.first] = status;
@@ -272,8 +271,7 @@ TEST_F(Security, PsLocalTrainsOverMutualTlsWithATokenAndNothingLessGetsIn) {
   EXPECT_THAT(ReadFile(record + ".no_token"), HasSubstr("needs a token"));
   EXPECT_THAT(ReadFile(record + ".wrong_token"),
               HasSubstr("token does not match"));
-  for (const char* refused :
-       {"plaintext", "no_client_cert", "stranger_cert"}) {
+  for (const char* refused : {"plaintext", "no_client_cert", "stranger_cert"}) {
     EXPECT_THAT(ReadFile(record + "." + refused), Not(HasSubstr("version")))
         << refused;
   }
@@ -284,9 +282,9 @@ TEST_F(Security, PsLocalTrainsOverMutualTlsWithATokenAndNothingLessGetsIn) {
 TEST_F(Security, PsBenchTransfersOverMutualTlsWithAToken) {
   const std::string dir = FreshDir("ps_bench_mtls");
   std::vector<std::string> argv = {
-      "ps_bench",       "transfer",     "--sizes=1K",     "--duration=100ms",
-      "--min_ops=2",    "--rounds=1",   "--ops=pushpull", "--json=-",
-      "--out_dir=" + dir};
+      "ps_bench",         "transfer",    "--sizes=1K",
+      "--duration=100ms", "--min_ops=2", "--rounds=1",
+      "--ops=pushpull",   "--json=-",    "--out_dir=" + dir};
   for (std::string& flag : JobCredentials(*certs_)) argv.push_back(flag);
   Outcome outcome = RunBinary(argv, dir + "/ps_bench.out", absl::Seconds(120));
   ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
@@ -310,8 +308,8 @@ TEST_F(Security, PsChaosRunsAScenarioOverMutualTlsWithAToken) {
                                           "poll_every: 100ms\n"
                                           "timeout: 3m\n")
                   .ok());
-  std::vector<std::string> argv = {"ps_chaos", "run", scenario, "--out",
-                                   dir + "/out", "--quiet"};
+  std::vector<std::string> argv = {"ps_chaos", "run",        scenario,
+                                   "--out",    dir + "/out", "--quiet"};
   for (std::string& flag : JobCredentials(*certs_)) argv.push_back(flag);
   Outcome outcome = RunBinary(argv, dir + "/ps_chaos.out", absl::Minutes(4));
   ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
@@ -324,8 +322,7 @@ TEST_F(Security, PsChaosRunsAScenarioOverMutualTlsWithAToken) {
   for (const char* worker : {"worker-0.log", "worker-1.log"}) {
     const std::string log = ReadFile(absl::StrCat(dir, "/out/", worker));
     EXPECT_THAT(log, HasSubstr("--tls_cert=" + Cert("client.crt"))) << worker;
-    EXPECT_THAT(log, HasSubstr("--auth_token_file=" + Cert("token")))
-        << worker;
+    EXPECT_THAT(log, HasSubstr("--auth_token_file=" + Cert("token"))) << worker;
   }
   // Its own Status polls got through (the server refuses anything without
   // the client certificate): the timeline saw θ's version move.
@@ -335,9 +332,9 @@ TEST_F(Security, PsChaosRunsAScenarioOverMutualTlsWithAToken) {
     // time_s,epoch,test_accuracy,samples_per_s,live_workers,version_s0,…
     const std::vector<absl::string_view> cells = absl::StrSplit(row, ',');
     uint64_t version = 0;
-    saw_updates = saw_updates || (cells.size() > 5 &&
-                                  absl::SimpleAtoi(cells[5], &version) &&
-                                  version > 0);
+    saw_updates =
+        saw_updates || (cells.size() > 5 &&
+                        absl::SimpleAtoi(cells[5], &version) && version > 0);
   }
   EXPECT_TRUE(saw_updates) << ReadFile(dir + "/out/timeline.csv");
 }
@@ -372,7 +369,8 @@ TEST_F(Security, BadTlsFlagsStopAtStartUpWithOneClearLine) {
        "cannot read"},
       // Launchers: TLS on one side only would leave the workers unable to
       // reach a server.
-      {{"ps_local", "--out_dir=" + dir + "/local", "--tls_ca=" + Cert("ca.crt")},
+      {{"ps_local", "--out_dir=" + dir + "/local",
+        "--tls_ca=" + Cert("ca.crt")},
        "--tls_ca and --server_tls_cert go together"},
       {{"ps_bench", "train", "--out_dir=" + dir + "/bench",
         "--server_tls_cert=" + Cert("server.crt"),
@@ -387,7 +385,8 @@ TEST_F(Security, BadTlsFlagsStopAtStartUpWithOneClearLine) {
         "--server_tls_cert=" + dir + "/missing.crt",
         "--server_tls_key=" + Cert("server.key")},
        "the servers' credentials (--server_tls_cert, --server_tls_key): "
-       "--tls_cert=" + dir + "/missing.crt: cannot read"},
+       "--tls_cert=" +
+           dir + "/missing.crt: cannot read"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome = RunBinary(

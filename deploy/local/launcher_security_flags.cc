@@ -46,8 +46,8 @@ JobSecurity JobSecurityFromFlagsOrDie() {
 }
 
 rpc::ServerSecurity ServerSecurityOf(const JobSecurity& job) {
-  return {job.server_tls_cert, job.server_tls_key,
-          ServersClientCa(job), job.auth_token_file};
+  return {job.server_tls_cert, job.server_tls_key, ServersClientCa(job),
+          job.auth_token_file};
 }
 
 std::vector<std::string> JobSecurityArgs(const JobSecurity& job) {
