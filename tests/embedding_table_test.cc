@@ -22,12 +22,18 @@ namespace {
 std::atomic<int64_t> live_bytes{0};
 constexpr size_t kHeader = alignof(std::max_align_t);
 
-void* CountedAllocate(size_t size) {
+void* CountedAllocateOrNull(size_t size) {
   void* block = std::malloc(size + kHeader);
-  if (block == nullptr) throw std::bad_alloc();
+  if (block == nullptr) return nullptr;
   *static_cast<size_t*>(block) = size;
   live_bytes += static_cast<int64_t>(size);
   return static_cast<char*>(block) + kHeader;
+}
+
+void* CountedAllocate(size_t size) {
+  void* p = CountedAllocateOrNull(size);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
 }
 
 void CountedFree(void* p) {
@@ -40,6 +46,20 @@ void CountedFree(void* p) {
 
 void* operator new(size_t size) { return CountedAllocate(size); }
 void* operator new[](size_t size) { return CountedAllocate(size); }
+// The nothrow forms too (std::stable_sort's buffer): ASan's own would hand
+// out blocks without the header the deletes below read.
+void* operator new(size_t size, const std::nothrow_t&) noexcept {
+  return CountedAllocateOrNull(size);
+}
+void* operator new[](size_t size, const std::nothrow_t&) noexcept {
+  return CountedAllocateOrNull(size);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  CountedFree(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  CountedFree(p);
+}
 void operator delete(void* p) noexcept { CountedFree(p); }
 void operator delete[](void* p) noexcept { CountedFree(p); }
 void operator delete(void* p, size_t) noexcept { CountedFree(p); }
