@@ -4,9 +4,17 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace ps::common {
 namespace {
@@ -144,6 +152,111 @@ absl::Status ValidateOptimizerOptions(const OptimizerOptions& o) {
       return absl::OkStatus();
   }
   return absl::InvalidArgumentError("unknown optimizer kind");
+}
+
+namespace {
+
+struct Setting {
+  absl::string_view name;
+  float OptimizerOptions::*field;
+};
+
+// The settings each optimizer uses, in the order OptimizerSpecString writes
+// them.
+std::vector<Setting> SettingsOf(OptimizerKind kind) {
+  switch (kind) {
+    case OptimizerKind::kSgd:
+      return {};
+    case OptimizerKind::kMomentum:
+    case OptimizerKind::kNesterov:
+      return {{"momentum", &OptimizerOptions::momentum}};
+    case OptimizerKind::kAdagrad:
+      return {{"epsilon", &OptimizerOptions::epsilon}};
+    case OptimizerKind::kAdam:
+    case OptimizerKind::kAdamW:
+      return {{"beta1", &OptimizerOptions::beta1},
+              {"beta2", &OptimizerOptions::beta2},
+              {"epsilon", &OptimizerOptions::epsilon}};
+    case OptimizerKind::kFtrl:
+      return {{"ftrl_beta", &OptimizerOptions::ftrl_beta},
+              {"ftrl_l1", &OptimizerOptions::ftrl_l1},
+              {"ftrl_l2", &OptimizerOptions::ftrl_l2}};
+  }
+  return {};
+}
+
+// The shortest of %g's forms that reads back as `value`.
+std::string FloatText(float value) {
+  for (int digits : {6, 9}) {
+    std::string text = absl::StrFormat("%.*g", digits, value);
+    float back = 0;
+    if (absl::SimpleAtof(text, &back) && back == value) return text;
+  }
+  return absl::StrFormat("%.9g", value);
+}
+
+}  // namespace
+
+absl::StatusOr<OptimizerOptions> ParseOptimizerSpec(absl::string_view text) {
+  const auto bad = [text](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer '", text, "': ", why));
+  };
+  absl::string_view rest = absl::StripAsciiWhitespace(text);
+  absl::string_view settings;
+  if (const size_t open = rest.find('('); open != absl::string_view::npos) {
+    if (!absl::EndsWith(rest, ")"))
+      return bad("the settings must end with ')'");
+    settings = rest.substr(open + 1, rest.size() - open - 2);
+    rest = absl::StripAsciiWhitespace(rest.substr(0, open));
+  }
+  absl::StatusOr<OptimizerKind> kind = ParseOptimizerKind(rest);
+  if (!kind.ok()) return bad(kind.status().message());
+  OptimizerOptions options;
+  options.kind = *kind;
+  const std::vector<Setting> known = SettingsOf(*kind);
+  std::vector<absl::string_view> seen;
+  for (absl::string_view item :
+       absl::StrSplit(settings, ',', absl::SkipWhitespace())) {
+    const std::pair<absl::string_view, absl::string_view> key_value =
+        absl::StrSplit(item, absl::MaxSplits('=', 1));
+    const absl::string_view key = absl::StripAsciiWhitespace(key_value.first);
+    const auto setting =
+        std::find_if(known.begin(), known.end(),
+                     [key](const Setting& s) { return s.name == key; });
+    if (setting == known.end()) {
+      std::vector<absl::string_view> names;
+      for (const Setting& s : known) names.push_back(s.name);
+      return bad(absl::StrCat(
+          OptimizerName(*kind), " has no setting '", key, "'; ",
+          names.empty()
+              ? "it has none"
+              : absl::StrCat("its settings are ", absl::StrJoin(names, ", "))));
+    }
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      return bad(absl::StrCat(key, " is given twice"));
+    }
+    seen.push_back(key);
+    const absl::string_view value =
+        absl::StripAsciiWhitespace(key_value.second);
+    if (!absl::SimpleAtof(value, &(options.*(setting->field)))) {
+      return bad(absl::StrCat(key, " must be KEY=NUMBER, got '", item, "'"));
+    }
+  }
+  if (absl::Status s = ValidateOptimizerOptions(options); !s.ok()) {
+    return bad(s.message());
+  }
+  return options;
+}
+
+std::string OptimizerSpecString(const OptimizerOptions& options) {
+  std::vector<std::string> settings;
+  for (const Setting& s : SettingsOf(options.kind)) {
+    settings.push_back(absl::StrCat(s.name, "=", FloatText(options.*s.field)));
+  }
+  if (settings.empty()) return std::string(OptimizerName(options.kind));
+  return absl::StrCat(OptimizerName(options.kind), "(",
+                      absl::StrJoin(settings, ","), ")");
 }
 
 namespace {

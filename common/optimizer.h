@@ -82,6 +82,21 @@ struct OptimizerOptions {
 absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name);
 absl::string_view OptimizerName(OptimizerKind kind);
 
+// An optimizer and its settings as one string, the syntax of --optimizer
+// and of a tensor's or table's declaration: NAME or NAME(KEY=VALUE,...),
+// with the settings the optimizer uses, named as OptimizerOptions' fields:
+//   sgd | momentum(momentum=0.9) | nesterov(momentum=0.9) |
+//   adagrad(epsilon=1e-8) | adam(beta1=0.9,beta2=0.999,epsilon=1e-8) |
+//   adamw(...as adam) | ftrl(ftrl_beta=1,ftrl_l1=0,ftrl_l2=0)
+// Settings left out keep their defaults. INVALID_ARGUMENT quoting the text
+// for an unknown optimizer or setting, a setting given twice, a value that
+// is not a number, or one out of range (ValidateOptimizerOptions).
+absl::StatusOr<OptimizerOptions> ParseOptimizerSpec(absl::string_view text);
+
+// `options` in ParseOptimizerSpec's syntax with every setting its kind uses,
+// each written so that it parses back to the same float.
+std::string OptimizerSpecString(const OptimizerOptions& options);
+
 // The names of the kind's state vectors, in the order ApplyOptimizer takes
 // them (empty for sgd): what a checkpoint stores beside θ.
 const std::vector<std::string>& OptimizerStateNames(OptimizerKind kind);

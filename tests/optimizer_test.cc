@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -313,6 +314,64 @@ TEST(Optimizer, BadSettingsAreRejectedNamingTheField) {
   OptimizerOptions sgd;
   sgd.momentum = 7;
   EXPECT_TRUE(ValidateOptimizerOptions(sgd).ok());
+}
+
+TEST(OptimizerSpec, EveryOptimizerReadsBackFromItsString) {
+  for (OptimizerOptions o : EveryOptimizer()) {
+    // The float after 3e-7: six digits would read back as 3e-7.
+    o.epsilon = std::nextafter(3e-7f, 1.0f);
+    const std::string text = OptimizerSpecString(o);
+    absl::StatusOr<OptimizerOptions> parsed = ParseOptimizerSpec(text);
+    ASSERT_TRUE(parsed.ok()) << text << ": " << parsed.status();
+    EXPECT_EQ(OptimizerSpecString(*parsed), text);
+    // Each setting's text reads back as the same float, so equal strings
+    // mean equal settings.
+    EXPECT_EQ(parsed->kind, o.kind);
+    if (o.kind == OptimizerKind::kAdam) {
+      EXPECT_EQ(parsed->epsilon, o.epsilon);
+      EXPECT_NE(parsed->epsilon, 3e-7f);
+    }
+  }
+  EXPECT_EQ(OptimizerSpecString(OptimizerOptions{}), "sgd");
+}
+
+TEST(OptimizerSpec, SettingsLeftOutKeepTheirDefaults) {
+  absl::StatusOr<OptimizerOptions> adam =
+      ParseOptimizerSpec(" adam ( beta2 = 0.99 ) ");
+  ASSERT_TRUE(adam.ok()) << adam.status();
+  EXPECT_EQ(adam->kind, OptimizerKind::kAdam);
+  EXPECT_EQ(adam->beta1, 0.9f);
+  EXPECT_EQ(adam->beta2, 0.99f);
+  EXPECT_EQ(adam->epsilon, 1e-8f);
+  absl::StatusOr<OptimizerOptions> ftrl =
+      ParseOptimizerSpec("ftrl(ftrl_l1=1,ftrl_l2=0.5)");
+  ASSERT_TRUE(ftrl.ok()) << ftrl.status();
+  EXPECT_EQ(ftrl->ftrl_l1, 1.0f);
+  EXPECT_EQ(ftrl->ftrl_l2, 0.5f);
+  EXPECT_EQ(ftrl->ftrl_beta, 1.0f);
+  EXPECT_TRUE(ParseOptimizerSpec("sgd()").ok());
+}
+
+TEST(OptimizerSpec, BadSpecsAreRejectedQuotingTheText) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"adamax", "optimizer 'adamax': unknown optimizer 'adamax'"},
+      {"adam(beta1=0.9", "optimizer 'adam(beta1=0.9': the settings must end"},
+      {"adam(momentum=0.5)",
+       "adam has no setting 'momentum'; its settings are beta1, beta2, "
+       "epsilon"},
+      {"sgd(momentum=0.5)", "sgd has no setting 'momentum'; it has none"},
+      {"momentum(momentum=0.5,momentum=0.6)", "momentum is given twice"},
+      {"adagrad(epsilon=tiny)", "epsilon must be KEY=NUMBER, got 'epsilon"},
+      {"adagrad(epsilon)", "epsilon must be KEY=NUMBER"},
+      {"nesterov(momentum=1)", "momentum must be in [0, 1), got 1"},
+      {"ftrl(ftrl_l1=-2)", "ftrl_l1 must be a finite number >= 0, got -2"},
+  };
+  for (const auto& [text, message] : cases) {
+    const absl::StatusOr<OptimizerOptions> parsed = ParseOptimizerSpec(text);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << text;
+    EXPECT_THAT(parsed.status().message(), HasSubstr(message)) << text;
+  }
 }
 
 }  // namespace
