@@ -72,16 +72,17 @@ absl::StatusOr<SparseBatch> MakeSparseBatch(const common::SparseDataset& data,
     batch.offsets.push_back(static_cast<uint32_t>(batch.ids.size()));
     batch.labels.push_back(data.labels[row]);
   }
-  // Each feature's id, in order, becomes its slot among the sorted ids.
-  std::vector<uint64_t> feature_ids = batch.ids;
-  std::sort(batch.ids.begin(), batch.ids.end());
-  batch.ids.erase(std::unique(batch.ids.begin(), batch.ids.end()),
-                  batch.ids.end());
-  batch.slots.reserve(feature_ids.size());
-  for (uint64_t id : feature_ids) {
-    batch.slots.push_back(static_cast<uint32_t>(
-        std::lower_bound(batch.ids.begin(), batch.ids.end(), id) -
-        batch.ids.begin()));
+  // One sort of (id, feature) pairs gives both the unique ids and each
+  // feature's slot among them (a lower_bound per feature cost as much
+  // again as the sort).
+  std::vector<std::pair<uint64_t, uint32_t>> by_id(batch.ids.size());
+  for (uint32_t i = 0; i < by_id.size(); ++i) by_id[i] = {batch.ids[i], i};
+  std::sort(by_id.begin(), by_id.end());
+  batch.slots.resize(by_id.size());
+  batch.ids.clear();
+  for (const auto& [id, feature] : by_id) {
+    if (batch.ids.empty() || batch.ids.back() != id) batch.ids.push_back(id);
+    batch.slots[feature] = static_cast<uint32_t>(batch.ids.size() - 1);
   }
   return batch;
 }
