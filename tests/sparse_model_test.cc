@@ -362,26 +362,28 @@ struct CtrRun {
   SparseEvaluation fm;
 };
 
-// Measured (22:30 UTC, 2026-12-03) on these settings: bayes_auc 0.810,
-// linear_auc 0.735, logreg 0.709, fm 0.713. 100 values a field so that one
-// epoch of 100k rows (3k positives) sees each id often enough; batch 32
-// gives the bias (which must reach ~-3.5) enough steps. Adagrad's epsilon
-// 0.01 damps its first step, which is ±α whatever the gradient's size
-// (with 1e-8, a rare id seen once moves by α: logreg 0.70, fm 0.67).
-// At this size fm does NOT beat logreg by more than noise (the test's AUC
-// moves by ~0.01 with the seed): 8 factors per id of 325 field pairs are
-// not learnt from 3k positives in one epoch, and a larger initial factor
-// (normal(0.1)) adds noise instead (fm 0.688). So the test holds fm to
-// logreg's level, not above it.
-constexpr uint64_t kCtrRows = 100000;
+// Measured on these settings (2026-12-03): bayes_auc 0.820, linear_auc
+// 0.747, logreg 0.725, fm 0.751 (~7 s with the machine loaded). Why these:
+// - 200k rows. At 100k (3k positives) fm did NOT beat logreg beyond noise
+//   (logreg 0.709, fm 0.713; at lr 0.1 more epochs made both worse): too
+//   few positives to learn 8 factors per value, and a larger initial
+//   factor, normal(0.1), only added noise (fm 0.688). At 200k fm leads by
+//   0.026 (datagen seeds 4 and 5: by 0.007 and 0.016), at 500k by 0.022
+//   (logreg 0.747, fm 0.769).
+// - 100 values a field, so that one epoch sees each value often enough.
+// - batch 32: the bias (which must reach ~-3.5) gets enough steps.
+// - adagrad's epsilon 0.01: with the mean gradient its first step on a row
+//   is ±α whatever the gradient's size when epsilon is 1e-8 (fm 0.735).
+constexpr uint64_t kCtrRows = 200000;
 constexpr uint64_t kCtrIds = 2600;
 constexpr int kCtrBatch = 32;
-constexpr float kCtrLearningRate = 0.1f;
+constexpr float kCtrLearningRate = 0.03f;
 constexpr float kCtrAdagradEpsilon = 0.01f;
-// What one epoch of 100k rows reaches: logreg learns the linear part only.
-constexpr double kBayesAucMargin = 0.12;
+// One epoch of 200k rows: logreg learns most of the linear part, fm part
+// of the interactions, and more than logreg.
 constexpr double kLinearAucMargin = 0.04;
-constexpr double kFmBelowLogregMargin = 0.02;
+constexpr double kBayesAucMargin = 0.09;
+constexpr double kFmOverLogregMargin = 0.01;
 
 // One epoch of logreg and of fm (dim 8) with `optimizer` on a fresh
 // ps_datagen ctr set.
@@ -425,15 +427,14 @@ CtrRun TrainOnCtr(common::OptimizerOptions optimizer, float learning_rate) {
   return run;
 }
 
-TEST(SparseModelTraining, OneEpochOfAdagradLearnsTheCtrSetsLinearPart) {
+TEST(SparseModelTraining, OneEpochOfAdagradNearsTheBayesAucAndFmBeatsLogreg) {
   common::OptimizerOptions adagrad;
   adagrad.kind = common::OptimizerKind::kAdagrad;
   adagrad.epsilon = kCtrAdagradEpsilon;
   const CtrRun run = TrainOnCtr(adagrad, kCtrLearningRate);
-  EXPECT_GT(run.logreg.auc, run.bayes_auc - kBayesAucMargin);
   EXPECT_GT(run.logreg.auc, run.linear_auc - kLinearAucMargin);
   EXPECT_GT(run.fm.auc, run.bayes_auc - kBayesAucMargin);
-  EXPECT_GT(run.fm.auc, run.logreg.auc - kFmBelowLogregMargin);
+  EXPECT_GT(run.fm.auc, run.logreg.auc + kFmOverLogregMargin);
   // Both learnt: below the log-loss of the constant 3% predictor, 0.135.
   EXPECT_LT(run.logreg.logloss, 0.13);
   EXPECT_LT(run.fm.logloss, 0.13);
