@@ -5,6 +5,7 @@
 // pull as the processes run it (raw bytes, common/rpc/wire_format.h) beside the
 // typed protobuf way, and each model's forward+backward on one batch.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +30,7 @@
 #include "server/embedding_table.h"
 #include "server/wire_messages.h"
 #include "worker/model.h"
+#include "worker/sparse_model.h"
 
 namespace {
 
@@ -392,6 +394,73 @@ void BM_ParseLibsvm(benchmark::State& state) {
                           static_cast<int64_t>(text.size()));
 }
 
+// Rows shaped like ps_datagen ctr's defaults: 26 fields of 10M/26 values,
+// one id each, ranks log-uniform (Zipf-like: frequent values repeat across
+// a batch, as the generator's Zipf(1.1) makes them).
+ps::common::SparseDataset CtrShapedRows(int64_t rows) {
+  constexpr uint64_t kFields = 26;
+  const double values_per_field = 10e6 / kFields;
+  ps::common::SplitMix64Stream random(1);
+  ps::common::SparseDataset data;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (uint64_t field = 0; field < kFields; ++field) {
+      const auto rank = static_cast<uint64_t>(
+          std::exp(random.NextUnit() * std::log(values_per_field)));
+      data.ids.push_back(ps::common::SplitMix64(field << 40 | rank));
+    }
+    data.offsets.push_back(data.ids.size());
+    data.labels.push_back(random.NextUnit() < 0.03 ? 1 : 0);
+  }
+  return data;
+}
+
+// A worker step's compute of a sparse model: forward and backward over a
+// batch of ctr-shaped rows whose unique ids' rows are already pulled.
+// Items are examples; MakeSparseBatch (the unique-id bookkeeping) is timed
+// apart, in SparseBatch.
+void BM_SparseModelStep(benchmark::State& state, const std::string& name,
+                        uint32_t fm_dim) {
+  const int64_t batch_size = state.range(0);
+  const ps::common::SparseDataset data = CtrShapedRows(batch_size);
+  std::vector<int64_t> rows(batch_size);
+  for (int64_t i = 0; i < batch_size; ++i) rows[i] = i;
+  absl::StatusOr<ps::worker::SparseBatch> batch =
+      ps::worker::MakeSparseBatch(data, rows);
+  absl::StatusOr<ps::worker::SparseModel> model =
+      ps::worker::SparseModel::Create(name, fm_dim);
+  if (!batch.ok() || !model.ok()) {
+    state.SkipWithError("cannot make the batch or the model");
+    return;
+  }
+  ps::common::SplitMix64Stream random(2);
+  std::vector<float> pulled(batch->ids.size() * model->row_dim());
+  for (float& value : pulled) {
+    value = static_cast<float>(random.NextUnit() - 0.5) * 0.02f;
+  }
+  std::vector<float> row_gradients(pulled.size());
+  std::vector<float> bias = {-3.5f}, bias_gradient(1);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(model->LossAndGradient(
+        *batch, bias, pulled, absl::MakeSpan(bias_gradient),
+        absl::MakeSpan(row_gradients)));
+  }
+  state.SetItemsProcessed(state.iterations() * batch_size);
+  state.counters["unique_ids"] = static_cast<double>(batch->ids.size());
+}
+
+void BM_SparseBatch(benchmark::State& state) {
+  const int64_t batch_size = state.range(0);
+  const ps::common::SparseDataset data = CtrShapedRows(batch_size);
+  std::vector<int64_t> rows(batch_size);
+  for (int64_t i = 0; i < batch_size; ++i) rows[i] = i;
+  for (auto _ : state) {
+    absl::StatusOr<ps::worker::SparseBatch> batch =
+        ps::worker::MakeSparseBatch(data, rows);
+    benchmark::DoNotOptimize(batch->ids.data());
+  }
+  state.SetItemsProcessed(state.iterations() * batch_size);
+}
+
 constexpr int64_t kSizes[] = {1 << 10, 1 << 16, 1 << 20, 1 << 24};
 
 UpdateOptions Sgd() { return UpdateOptions(); }
@@ -479,6 +548,13 @@ int main(int argc, char** argv) {
         ->Arg(128);
   }
   benchmark::RegisterBenchmark("ParseLibsvm", BM_ParseLibsvm)->Arg(100000);
+  benchmark::RegisterBenchmark("SparseModelStep/logreg", BM_SparseModelStep,
+                               std::string("logreg"), 0)
+      ->Arg(512);
+  benchmark::RegisterBenchmark("SparseModelStep/fm8", BM_SparseModelStep,
+                               std::string("fm"), 8)
+      ->Arg(512);
+  benchmark::RegisterBenchmark("SparseBatch", BM_SparseBatch)->Arg(512);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

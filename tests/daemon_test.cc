@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/cli.h"
 #include "common/dataset.h"
 #include "common/json.h"
 #include "common/subprocess.h"
@@ -249,6 +250,12 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--metrics_listen=localhost:http"}, "is not a number"},
       {{"ps_worker"}, "--servers is required"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--model=cnn"}, "unknown model"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--model=fm"},
+       "--model=fm needs the sparse protocol: not built yet"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--data_format=csv"},
+       "--data_format: 'csv' is not idx or libsvm"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--data_format=libsvm"},
+       "needs --train=FILE and --test=FILE"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--rank=3", "--num_workers=2"},
        "--rank=3"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--batch_size=0"},
@@ -424,6 +431,39 @@ TEST(Daemons, CorruptDataStopsTheWorkerWithAClearLine) {
     EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
     EXPECT_THAT(outcome.output, HasSubstr("cannot load the training data"));
     EXPECT_THAT(outcome.output, HasSubstr(cases[i].second));
+    EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
+        << outcome.output;
+  }
+}
+
+TEST(Daemons, ACorruptLibsvmLineStopsTheWorkerNamingFileAndLine) {
+  const std::string dir = FreshDir("libsvm");
+  const std::string good = "1 7:0.5 9\n0 12 7\n";
+  ASSERT_TRUE(common::WriteFileAtomically(dir + "/good.libsvm", good).ok());
+  ASSERT_TRUE(
+      common::WriteFileAtomically(dir + "/bad.libsvm", good + "1 5:abc\n")
+          .ok());
+  struct Case {
+    std::string train, test, says;
+  };
+  const std::vector<Case> cases = {
+      {"bad.libsvm", "good.libsvm",
+       "--train: '" + dir + "/bad.libsvm' line 3: "},
+      {"good.libsvm", "bad.libsvm",
+       "--test: '" + dir + "/bad.libsvm' line 3: "},
+      {"missing.libsvm", "good.libsvm", dir + "/missing.libsvm"},
+      // Good files load, and the worker says why it cannot train on them.
+      {"good.libsvm", "good.libsvm",
+       "read 2 training and 2 test rows, but the sparse models"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    Outcome outcome =
+        RunBinary({"ps_worker", "--servers=127.0.0.1:1", "--data_format=libsvm",
+                   absl::StrCat("--train=", dir, "/", cases[i].train),
+                   absl::StrCat("--test=", dir, "/", cases[i].test)},
+                  absl::StrCat(dir, "/", i, ".out"), absl::Seconds(60));
+    EXPECT_TRUE(ExitedWith(outcome, 2)) << outcome.output;
+    EXPECT_THAT(outcome.output, HasSubstr(cases[i].says));
     EXPECT_EQ(std::count(outcome.output.begin(), outcome.output.end(), '\n'), 1)
         << outcome.output;
   }

@@ -1,0 +1,211 @@
+#include "worker/sparse_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "Eigen/Core"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/evaluation.h"
+
+namespace ps::worker {
+namespace {
+
+using VectorMap = Eigen::Map<Eigen::VectorXf>;
+using ConstVectorMap = Eigen::Map<const Eigen::VectorXf>;
+
+// fm's factors start small and random: at zero their gradient, which is
+// proportional to the other factors, would be zero for ever. 0.01 keeps
+// the initial pairwise term (26 fields: ~325 pairs of 8 products of 1e-4)
+// far below the linear term. The one table also starts w at this
+// distribution instead of at zero, which costs nothing measurable.
+constexpr char kFmInitializer[] = "normal(0.01)";
+
+// Mis-sized spans are caller bugs that would otherwise read or write out of
+// bounds; the signatures return no Status, so stop loudly in every build.
+void Require(bool condition, const char* message) {
+  if (condition) return;
+  std::fprintf(stderr, "ps::worker::SparseModel: %s\n", message);
+  std::abort();
+}
+
+// log(1 + e^z) without overflow for large |z|.
+double Softplus(double z) {
+  return std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z)));
+}
+
+double Sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+
+}  // namespace
+
+absl::StatusOr<SparseBatch> MakeSparseBatch(const common::SparseDataset& data,
+                                            absl::Span<const int64_t> rows) {
+  if (rows.empty()) {
+    return absl::InvalidArgumentError("a batch needs at least one example");
+  }
+  SparseBatch batch;
+  batch.offsets.reserve(rows.size() + 1);
+  batch.labels.reserve(rows.size());
+  for (int64_t row : rows) {
+    if (row < 0 || row >= data.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "example ", row, " is not in a data set of ", data.size(), " rows"));
+    }
+    const uint64_t begin = data.offsets[row];
+    const uint64_t end = data.offsets[row + 1];
+    if (batch.ids.size() + (end - begin) >
+        std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError(
+          "a batch holds at most 2^32 - 1 features");
+    }
+    for (uint64_t k = begin; k < end; ++k) {
+      batch.ids.push_back(data.ids[k]);
+      batch.values.push_back(data.value(k));
+    }
+    batch.offsets.push_back(static_cast<uint32_t>(batch.ids.size()));
+    batch.labels.push_back(data.labels[row]);
+  }
+  // One sort of (id, feature) pairs gives both the unique ids and each
+  // feature's slot among them (a lower_bound per feature cost as much
+  // again as the sort).
+  std::vector<std::pair<uint64_t, uint32_t>> by_id(batch.ids.size());
+  for (uint32_t i = 0; i < by_id.size(); ++i) by_id[i] = {batch.ids[i], i};
+  std::sort(by_id.begin(), by_id.end());
+  batch.slots.resize(by_id.size());
+  batch.ids.clear();
+  for (const auto& [id, feature] : by_id) {
+    if (batch.ids.empty() || batch.ids.back() != id) batch.ids.push_back(id);
+    batch.slots[feature] = static_cast<uint32_t>(batch.ids.size() - 1);
+  }
+  return batch;
+}
+
+absl::StatusOr<SparseModel> SparseModel::Create(absl::string_view name,
+                                                uint32_t fm_dim) {
+  if (name == "logreg") return SparseModel("logreg", 0);
+  if (name == "fm") {
+    if (fm_dim == 0) {
+      return absl::InvalidArgumentError("fm needs fm_dim >= 1 latent factors");
+    }
+    return SparseModel("fm", fm_dim);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("no sparse model \"", name, "\": logreg or fm"));
+}
+
+SparseModel::SparseModel(std::string name, uint32_t fm_dim)
+    : name_(std::move(name)),
+      fm_dim_(fm_dim),
+      tables_(
+          {{"weights", 1 + fm_dim, fm_dim == 0 ? "zeros" : kFmInitializer}}),
+      dense_tensors_({{"bias", {1}, /*exempt_from_regularization=*/true}}) {}
+
+void SparseModel::CheckShapes(const SparseBatch& batch,
+                              absl::Span<const float> dense,
+                              absl::Span<const float> rows) const {
+  Require(dense.size() == 1, "dense must hold the bias, 1 float");
+  Require(rows.size() == batch.ids.size() * row_dim(),
+          "rows must hold ids x row_dim() floats");
+  Require(batch.offsets.size() == batch.labels.size() + 1 &&
+              batch.slots.size() == batch.offsets.back() &&
+              batch.values.size() == batch.slots.size(),
+          "the batch's offsets, slots and values must agree");
+  Require(batch.size() > 0, "the batch must not be empty");
+}
+
+void SparseModel::Logits(const SparseBatch& batch,
+                         absl::Span<const float> dense,
+                         absl::Span<const float> rows,
+                         absl::Span<float> logits) {
+  CheckShapes(batch, dense, rows);
+  Require(logits.size() == static_cast<size_t>(batch.size()),
+          "logits must hold one float per example");
+  const uint32_t dim = row_dim();
+  const uint32_t k = fm_dim_;
+  factor_sums_.resize(static_cast<size_t>(batch.size()) * k);
+  for (int64_t e = 0; e < batch.size(); ++e) {
+    VectorMap sum(factor_sums_.data() + e * k, k);
+    sum.setZero();
+    float linear = 0;
+    float squares = 0;  // Σ_j Σ_f (v_{j,f}·x_j)²
+    for (uint32_t i = batch.offsets[e]; i < batch.offsets[e + 1]; ++i) {
+      const float* row = rows.data() + uint64_t{batch.slots[i]} * dim;
+      const float x = batch.values[i];
+      linear += x * row[0];
+      if (k == 0) continue;
+      const ConstVectorMap factors(row + 1, k);
+      sum += x * factors;
+      squares += x * x * factors.squaredNorm();
+    }
+    logits[e] = dense[0] + linear + 0.5f * (sum.squaredNorm() - squares);
+  }
+}
+
+double SparseModel::LossAndGradient(const SparseBatch& batch,
+                                    absl::Span<const float> dense,
+                                    absl::Span<const float> rows,
+                                    absl::Span<float> dense_gradient,
+                                    absl::Span<float> row_gradients) {
+  Require(dense_gradient.size() == dense.size(),
+          "dense_gradient must be dense's size");
+  Require(row_gradients.size() == rows.size(),
+          "row_gradients must be rows' size");
+  logits_.resize(batch.size());
+  Logits(batch, dense, rows, absl::MakeSpan(logits_));
+
+  const uint32_t dim = row_dim();
+  const uint32_t k = fm_dim_;
+  const double inverse_size = 1.0 / static_cast<double>(batch.size());
+  std::fill(row_gradients.begin(), row_gradients.end(), 0.0f);
+  double loss_sum = 0;
+  double bias_gradient = 0;
+  for (int64_t e = 0; e < batch.size(); ++e) {
+    const double z = logits_[e];
+    const int32_t y = batch.labels[e];
+    loss_sum += Softplus(z) - y * z;
+    // dLoss/dz of the mean: (σ(z) − y) / n.
+    const double dz = (Sigmoid(z) - y) * inverse_size;
+    bias_gradient += dz;
+    const ConstVectorMap sum(factor_sums_.data() + e * k, k);
+    for (uint32_t i = batch.offsets[e]; i < batch.offsets[e + 1]; ++i) {
+      const uint64_t at = uint64_t{batch.slots[i]} * dim;
+      const float x = batch.values[i];
+      const float dz_x = static_cast<float>(dz) * x;
+      row_gradients[at] += dz_x;
+      if (k == 0) continue;
+      // d(pairwise)/dv_j = x_j·(Σ_j' v_j'·x_j' − v_j·x_j).
+      const ConstVectorMap factors(rows.data() + at + 1, k);
+      VectorMap(row_gradients.data() + at + 1, k) += dz_x * (sum - x * factors);
+    }
+  }
+  dense_gradient[0] = static_cast<float>(bias_gradient);
+  return loss_sum * inverse_size;
+}
+
+absl::StatusOr<SparseEvaluation> SparseModel::Evaluate(
+    const SparseBatch& batch, absl::Span<const float> dense,
+    absl::Span<const float> rows) {
+  logits_.resize(batch.size());
+  Logits(batch, dense, rows, absl::MakeSpan(logits_));
+  std::vector<double> probabilities(logits_.size());
+  for (size_t e = 0; e < logits_.size(); ++e) {
+    probabilities[e] = Sigmoid(logits_[e]);
+  }
+  SparseEvaluation evaluation;
+  absl::StatusOr<double> auc = common::RocAuc(probabilities, batch.labels);
+  if (!auc.ok()) return auc.status();
+  evaluation.auc = *auc;
+  absl::StatusOr<double> logloss = common::LogLoss(probabilities, batch.labels);
+  if (!logloss.ok()) return logloss.status();
+  evaluation.logloss = *logloss;
+  return evaluation;
+}
+
+}  // namespace ps::worker
