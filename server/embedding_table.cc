@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "common/splitmix64.h"
 
 namespace ps::server {
@@ -21,33 +20,7 @@ constexpr uint64_t kSketchSalts[kSketchDepth] = {
 // About this many bytes of rows are allocated at a time.
 constexpr size_t kBlockBytes = 256 << 10;
 
-absl::Status BadInitializer(absl::string_view text) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("bad row initializer '", text,
-                   "': the initializers are zeros, uniform(A) and "
-                   "normal(SIGMA), with A and SIGMA finite numbers > 0"));
-}
-
 }  // namespace
-
-absl::StatusOr<RowInitializer> ParseRowInitializer(absl::string_view text) {
-  RowInitializer initializer;
-  if (text == "zeros") return initializer;
-  absl::string_view rest = text;
-  if (absl::ConsumePrefix(&rest, "uniform(")) {
-    initializer.kind = RowInitializer::Kind::kUniform;
-  } else if (absl::ConsumePrefix(&rest, "normal(")) {
-    initializer.kind = RowInitializer::Kind::kNormal;
-  } else {
-    return BadInitializer(text);
-  }
-  if (!absl::ConsumeSuffix(&rest, ")") ||
-      !absl::SimpleAtof(rest, &initializer.scale) ||
-      !std::isfinite(initializer.scale) || initializer.scale <= 0) {
-    return BadInitializer(text);
-  }
-  return initializer;
-}
 
 EmbeddingTable::EmbeddingTable(const EmbeddingTableOptions& options)
     : options_(options),
@@ -260,6 +233,16 @@ absl::Status EmbeddingTable::ApplyGradient(const common::UpdateOptions& update,
                                            uint64_t step,
                                            absl::Span<const uint64_t> ids,
                                            absl::Span<const float> gradient) {
+  absl::StatusOr<PreparedUpdate> prepared =
+      Prepare(update, step, ids, gradient);
+  if (!prepared.ok()) return prepared.status();
+  Commit(*prepared);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EmbeddingTable::PreparedUpdate> EmbeddingTable::Prepare(
+    const common::UpdateOptions& update, uint64_t step,
+    absl::Span<const uint64_t> ids, absl::Span<const float> gradient) const {
   const size_t dim = options_.dim;
   if (gradient.size() != ids.size() * dim) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -317,6 +300,12 @@ absl::Status EmbeddingTable::ApplyGradient(const common::UpdateOptions& update,
       }
     }
   }
+  return PreparedUpdate{std::move(unique), std::move(next)};
+}
+
+void EmbeddingTable::Commit(const PreparedUpdate& prepared) {
+  const std::vector<uint64_t>& unique = prepared.ids;
+  const std::vector<float>& next = prepared.next;
   // Stored rows first, so that the rows created after them evict rows this
   // gradient did not touch.
   std::vector<size_t> created;
@@ -338,7 +327,6 @@ absl::Status EmbeddingTable::ApplyGradient(const common::UpdateOptions& update,
     std::copy_n(next.data() + u * stride_, stride_,
                 SlotValues(TakeSlot(unique[u])));
   }
-  return absl::OkStatus();
 }
 
 }  // namespace ps::server

@@ -15,21 +15,14 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/optimizer.h"
+#include "common/table_spec.h"
 #include "common/update_rule.h"
 
 namespace ps::server {
 
-// A row's initial value: zeros, uniform(a) (each value uniform in [−a, a])
-// or normal(σ) (each value normal with mean 0 and deviation σ).
-struct RowInitializer {
-  enum class Kind { kZeros, kUniform, kNormal };
-  Kind kind = Kind::kZeros;
-  float scale = 0;  // a or σ
-};
-
-// "zeros", "uniform(A)" or "normal(SIGMA)" with A, SIGMA > 0;
-// INVALID_ARGUMENT quoting the text otherwise.
-absl::StatusOr<RowInitializer> ParseRowInitializer(absl::string_view text);
+// Declarations parse initializers too: the type lives in common.
+using common::ParseRowInitializer;
+using common::RowInitializer;
 
 struct EmbeddingTableOptions {
   // Floats per row. Default: 8
@@ -102,6 +95,19 @@ class EmbeddingTable {
   absl::Status ApplyGradient(const common::UpdateOptions& update, uint64_t step,
                              absl::Span<const uint64_t> ids,
                              absl::Span<const float> gradient);
+
+  // ApplyGradient in two halves, so that a caller updating several tables
+  // (and θ) at once changes all or nothing: Prepare computes the new rows
+  // and checks them, changing nothing; Commit stores them and cannot fail.
+  // Nothing else may change the table in between.
+  struct PreparedUpdate {
+    std::vector<uint64_t> ids;  // each once, increasing
+    std::vector<float> next;    // their rows and state, stride floats each
+  };
+  absl::StatusOr<PreparedUpdate> Prepare(
+      const common::UpdateOptions& update, uint64_t step,
+      absl::Span<const uint64_t> ids, absl::Span<const float> gradient) const;
+  void Commit(const PreparedUpdate& prepared);
 
   // Whether `id` has a stored row.
   bool Contains(uint64_t id) const { return index_.contains(id); }

@@ -64,6 +64,15 @@ ABSL_FLAG(uint64_t, max_keys_per_shard, uint64_t{1} << 26,
           "slot per worker in sync mode): an Init or checkpoint declaring "
           "more is refused before anything is allocated. Default 2^26 "
           "(256 MiB of θ).");
+ABSL_FLAG(uint64_t, table_memory_limit, uint64_t{256} << 20,
+          "Bytes this shard's sparse tables hold together (rows, optimizer "
+          "state, index): each table gets a share in proportion to its row's "
+          "bytes; past it the least recently updated rows are evicted. "
+          "Default 256 MiB.");
+ABSL_FLAG(uint32_t, min_count_to_create, 1,
+          "A table row is created at the update that brings its id's "
+          "sightings to this count; until then the id reads as its initial "
+          "value. Default 1 (every row at its first update).");
 ABSL_FLAG(absl::Duration, max_pull_wait, absl::Seconds(60),
           "Longest a pull may wait for its version, e.g. 60s.");
 ABSL_FLAG(uint32_t, max_parked_pulls, 1024,
@@ -139,6 +148,8 @@ int main(int argc, char** argv) {
   options.shard.staleness = absl::GetFlag(FLAGS_staleness);
   options.shard.max_keys_per_shard = absl::GetFlag(FLAGS_max_keys_per_shard);
   options.shard.max_parked_pulls = absl::GetFlag(FLAGS_max_parked_pulls);
+  options.shard.table_memory_limit = absl::GetFlag(FLAGS_table_memory_limit);
+  options.shard.min_count_to_create = absl::GetFlag(FLAGS_min_count_to_create);
   absl::StatusOr<ps::server::ConsistencyMode> mode =
       ps::server::ParseConsistencyMode(absl::GetFlag(FLAGS_mode));
   ps::common::DieIfError(mode.status(), "--mode");

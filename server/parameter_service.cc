@@ -189,6 +189,8 @@ grpc::ServerUnaryReactor* ParameterService::Init(
   args.shard_index = fields.shard_index();
   args.num_shards = fields.num_shards();
   args.tensors = rpc::FromProto(fields.tensors());
+  args.tables = rpc::FromProto(fields.tables());
+  args.model_seed = fields.model_seed();
   absl::StatusOr<InitResult> result = shard_->Init(args);
   ps::v1::InitResponse answer;
   if (result.ok()) {
@@ -208,11 +210,13 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
   const RpcCall call =
       ServerMetrics::StartCall(RpcMethod::kPull, request->Length());
   ps::v1::PullRequest pull;
-  if (request->Length() > kMaxPullRequestBytes) {
+  if (const uint64_t limit = shard_->max_pull_request_bytes();
+      request->Length() > limit) {
     const absl::Status too_large = absl::InvalidArgumentError(
         absl::StrCat("the Pull request is ", request->Length(),
-                     " bytes; a PullRequest holds a few numbers and at most ",
-                     kMaxPullRequestBytes, " bytes are read"));
+                     " bytes; a PullRequest holds a few numbers",
+                     limit > kMaxPullRequestBytes ? " and its sparse keys" : "",
+                     " and at most ", limit, " bytes are read"));
     metrics_->CountPull(too_large);
     return Finish(context, call, too_large);
   }
@@ -232,6 +236,7 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
   args.min_version = request.min_version();
   args.keys = {request.key_begin(), request.key_end()};
   args.clock = request.clock();
+  args.sparse = SparseRowsFromProto(request.sparse());
   // The client's deadline ends the call through OnCancel; this bound covers
   // clients that set none.
   const absl::Time expires = std::min(absl::Now() + max_pull_wait_,
@@ -280,6 +285,7 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   args.batch_size = request.batch_size();
   args.keys = {request.key_begin(), request.key_end()};
   args.gradient = std::move(push.gradient);
+  args.sparse = SparseRowsFromProto(push.fields.sparse());
   absl::StatusOr<PushResult> result = shard_->Push(args);
   metrics_->CountPush(result.status(),
                       result.ok() ? result->outcome : PushOutcome::kApplied);
@@ -332,6 +338,17 @@ grpc::ServerUnaryReactor* ParameterService::Status(
   response->set_expected_workers(s.options.num_workers);
   response->set_initialized(s.initialized);
   rpc::ToProto(s.tensors, response->mutable_tensors());
+  for (const TableStatus& table : s.tables) {
+    ps::v1::TableStatus* t = response->add_tables();
+    rpc::ToProto(table.spec, t->mutable_spec());
+    t->set_rows(table.rows);
+    t->set_capacity_rows(table.capacity_rows);
+    t->set_memory_bytes(table.memory_bytes);
+    t->set_memory_limit_bytes(table.memory_limit_bytes);
+    t->set_rows_created(table.counters.created);
+    t->set_rows_evicted(table.counters.evicted);
+    t->set_rows_refused(table.counters.refused);
+  }
   response->set_samples_applied(s.samples_applied);
   response->set_pushes_applied(s.pushes_applied);
   response->set_pushes_duplicate(s.pushes_duplicate);

@@ -36,6 +36,7 @@ ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
       policy_(options_),
       dense_(options_.update),
+      tables_(options_),
       members_(options_.shard_index, options_.num_workers, options_.max_workers,
                options_.lease_timeout),
       parked_(options_.max_parked_pulls, options_.max_parked_pulls_per_worker) {
@@ -123,7 +124,8 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         absl::StrCat("unknown worker_id ", args.worker_id,
                      ": this server accepts worker ids 0 to ", ids - 1));
   }
-  if (absl::Status valid = common::ValidateTensorSpecs(args.tensors);
+  if (absl::Status valid =
+          common::ValidateModelSpecs(args.tensors, args.tables);
       !valid.ok()) {
     return valid;
   }
@@ -139,6 +141,19 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
           absl::StrCat("this shard already holds a different model (declared "
                        "first or restored from a checkpoint): ",
                        diff));
+    }
+    std::string diff =
+        common::DescribeTableDifference(tables_.specs(), args.tables);
+    if (diff.empty() && !args.tables.empty() &&
+        args.model_seed != tables_.model_seed()) {
+      diff = absl::StrCat("the tables are seeded with model seed ",
+                          tables_.model_seed(), " but requested with ",
+                          args.model_seed);
+    }
+    if (!diff.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "this shard already holds a different model (declared first): ",
+          diff));
     }
     return InitResult{false, version_, dense_.keys(), options_.mode,
                       options_.num_workers};
@@ -165,6 +180,11 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
         absl::StrCat("initial value of key ", keys.begin + *bad, " is ",
                      theta[*bad], "; values must be finite"));
   }
+  if (absl::Status declared = tables_.Declare(args.tables, args.model_seed);
+      !declared.ok()) {
+    return declared;
+  }
+  has_tables_.store(!tables_.empty());
   DeclareModel(args.tensors, keys, std::move(theta), Now());
   spdlog::info(
       "shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
@@ -204,6 +224,7 @@ PullResult ParameterShard::Read(const PullArgs& args) {
   result.mode = options_.mode;
   result.keys = args.keys;
   dense_.Read(args.keys, &result.values);
+  result.sparse = tables_.Read(args.sparse);
   return result;
 }
 
@@ -221,6 +242,9 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
   }
   absl::StatusOr<KeyRange> keys = ResolvePullKeys(args.keys);
   if (!keys.ok()) return keys.status();
+  if (absl::Status rows = tables_.CheckPull(args.sparse); !rows.ok()) {
+    return rows;
+  }
   if (args.clock >= kMaxStep) {
     return absl::InvalidArgumentError(absl::StrCat(
         "clock ", args.clock, " is not a worker's clock (at most 2^62)"));
@@ -357,13 +381,19 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       ++counters_.pushes_rejected;
       return valid;
     }
+    absl::StatusOr<SparseGradient> sparse = tables_.ParsePush(args.sparse);
+    if (!sparse.ok()) {
+      ++counters_.pushes_rejected;
+      return sparse.status();
+    }
     common::WorkerRecord& worker = members_.at(args.worker_id);
     if (args.seq <= worker.last_seq) {
       ++counters_.pushes_duplicate;
       return PushResult{PushOutcome::kDuplicate, version_};
     }
-    result = policy_.GathersRounds() ? PushToRound(args, worker)
-                                     : PushAtOnce(args, worker);
+    result = policy_.GathersRounds()
+                 ? PushToRound(args, std::move(*sparse), worker)
+                 : PushAtOnce(args, *sparse, worker);
     if (!result.ok()) {
       // Validated before the gradient counted: θ and the round are as they
       // were.
@@ -380,7 +410,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
 }
 
 absl::StatusOr<PushResult> ParameterShard::PushToRound(
-    const PushArgs& args, common::WorkerRecord& worker) {
+    const PushArgs& args, SparseGradient sparse, common::WorkerRecord& worker) {
   // The gradient belongs to the round of the θ it came from.
   const uint64_t round = args.base_version;
   switch (policy_.FitToRound(round, version_, *round_, args.worker_id)) {
@@ -420,6 +450,7 @@ absl::StatusOr<PushResult> ParameterShard::PushToRound(
     return finite;
   }
   RecordPush(args, worker);
+  tables_.Stage(args.worker_id, args.batch_size, std::move(sparse));
   round_->Commit(args.worker_id, args.batch_size);
   const PushOutcome outcome =
       MaybeCloseRound(Now()) ? PushOutcome::kApplied : PushOutcome::kAccepted;
@@ -427,7 +458,8 @@ absl::StatusOr<PushResult> ParameterShard::PushToRound(
 }
 
 absl::StatusOr<PushResult> ParameterShard::PushAtOnce(
-    const PushArgs& args, common::WorkerRecord& worker) {
+    const PushArgs& args, const SparseGradient& sparse,
+    common::WorkerRecord& worker) {
   // Checked straight from the request's slices, a cache-sized chunk at a
   // time, and applied from them: no θ-sized copy.
   if (absl::Status s = common::CheckFloatBytes(
@@ -438,8 +470,13 @@ absl::StatusOr<PushResult> ParameterShard::PushAtOnce(
   absl::StatusOr<DenseSlice::CheckedGradient> checked =
       dense_.CheckBytes(args.gradient);
   if (!checked.ok()) return checked.status();
+  // The tables' rows as update number version + 1, as θ's.
+  absl::StatusOr<SparseTables::Prepared> rows =
+      tables_.Prepare(sparse, version_);
+  if (!rows.ok()) return rows.status();
   RecordPush(args, worker);
   dense_.ApplyBytes(args.gradient, *checked);
+  tables_.Commit(*rows);
   if (observer_ != nullptr) {
     observer_->PushApplied(
         version_ > args.base_version ? version_ - args.base_version : 0);
@@ -470,7 +507,18 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   counters_.CountRoundClosed(why);
   if (observer_ != nullptr) observer_->RoundClosed(why, now - round_opened_);
   round_->Mean(absl::MakeSpan(round_mean_));
-  if (auto bad = dense_.ApplyIfFinite(round_mean_)) {
+  // The tables' rows first, unchanged until θ's update is known finite:
+  // the round changes both or neither.
+  absl::StatusOr<SparseTables::Prepared> rows =
+      tables_.Prepare(tables_.RoundMean(round_->samples()), version_);
+  if (!rows.ok()) {
+    spdlog::error(
+        "shard {}: round {}'s update of a sparse table is refused ({}); "
+        "dropped its {} gradients, θ and the tables unchanged",
+        options_.shard_index, version_, std::string(rows.status().message()),
+        received);
+    counters_.pushes_rejected += received;
+  } else if (auto bad = dense_.ApplyIfFinite(round_mean_)) {
     // The round ends (no worker waits for it forever) but changes nothing:
     // a θ that overflowed would be checkpointed and block every restore.
     spdlog::error(
@@ -481,11 +529,13 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
         bad->value, received);
     counters_.pushes_rejected += received;
   } else {
+    tables_.Commit(*rows);
     samples_applied_ += round_->samples();
     counters_.pushes_applied += received;
   }
   ++version_;
   round_->Clear();
+  tables_.ClearRound();
   round_opened_ = now;
   return true;
 }
@@ -506,6 +556,7 @@ ShardStatus ParameterShard::Status() const {
   status.initialized = initialized_;
   status.keys = dense_.keys();
   status.tensors = tensors_;
+  status.tables = tables_.Status();
   status.version = version_;
   status.samples_applied = samples_applied_;
   status.pushes_applied = counters_.pushes_applied;

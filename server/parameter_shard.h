@@ -24,6 +24,7 @@
 #include "server/shard_options.h"
 #include "server/shard_requests.h"
 #include "server/shard_snapshot.h"
+#include "server/sparse_tables.h"
 #include "server/sync_round.h"
 
 namespace ps::server {
@@ -33,6 +34,7 @@ struct ShardStatus {
   bool initialized = false;
   common::KeyRange keys;
   std::vector<common::TensorSpec> tensors;
+  std::vector<TableStatus> tables;
   uint64_t version = 0;
   uint64_t samples_applied = 0;
   uint64_t pushes_applied = 0;
@@ -128,6 +130,12 @@ class ParameterShard {
   // Tells `observer` (null: nobody) of rounds closed and pushes applied
   // from now on; it must outlive the shard or be replaced first.
   void SetObserver(ShardObserver* observer);
+  // The longest Pull request read: a few numbers, and sparse keys once
+  // the model has tables.
+  uint64_t max_pull_request_bytes() const {
+    return has_tables_.load() ? kMaxSparsePullRequestBytes
+                              : kMaxPullRequestBytes;
+  }
   // Fixed for the server's life; every answer tells workers (they follow a
   // server restarted in another mode).
   ConsistencyMode mode() const { return options_.mode; }
@@ -159,10 +167,13 @@ class ParameterShard {
       ABSL_SHARED_LOCKS_REQUIRED(mutex_);
   // A validated, new push (not a retry): sync files it into the open round,
   // async and SSP apply it at once. An error rejects it and changes nothing.
+  // `sparse` is the push's table rows, checked (SparseTables::ParsePush).
   absl::StatusOr<PushResult> PushToRound(const PushArgs& args,
+                                         SparseGradient sparse,
                                          common::WorkerRecord& worker)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::StatusOr<PushResult> PushAtOnce(const PushArgs& args,
+                                        const SparseGradient& sparse,
                                         common::WorkerRecord& worker)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // OK when this shard may hold `keys`; checked before θ is allocated.
@@ -181,12 +192,14 @@ class ParameterShard {
   const ShardOptions options_;
   const ConsistencyPolicy policy_;
   std::atomic<bool> taking_pushes_{true};
+  std::atomic<bool> has_tables_{false};
   std::atomic<PullTicket> next_ticket_{1};
 
   mutable absl::Mutex mutex_;
   bool initialized_ ABSL_GUARDED_BY(mutex_) = false;
   std::vector<common::TensorSpec> tensors_ ABSL_GUARDED_BY(mutex_);
   DenseSlice dense_ ABSL_GUARDED_BY(mutex_);
+  SparseTables tables_ ABSL_GUARDED_BY(mutex_);
   // Sync: closed rounds. Async: applied pushes.
   uint64_t version_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t samples_applied_ ABSL_GUARDED_BY(mutex_) = 0;

@@ -170,6 +170,28 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
                           .AddGauge("ps_server_round_gradients",
                                     "Sync: gradients in the open round.")
                           .WithLabels({});
+  table_rows_ = &registry_.AddGauge("ps_server_table_rows",
+                                    "Rows a sparse table holds.", {"table"});
+  table_memory_bytes_ = &registry_.AddGauge(
+      "ps_server_table_memory_bytes",
+      "Bytes a sparse table holds: rows, optimizer state, index, recency "
+      "and sighting counts.",
+      {"table"});
+  table_memory_limit_bytes_ = &registry_.AddGauge(
+      "ps_server_table_memory_limit_bytes",
+      "A sparse table's share of --table_memory_limit.", {"table"});
+  table_rows_created_ =
+      &registry_.AddCounter("ps_server_table_rows_created_total",
+                            "Rows a sparse table created.", {"table"});
+  table_rows_evicted_ = &registry_.AddCounter(
+      "ps_server_table_rows_evicted_total",
+      "Least recently updated rows evicted to stay under the memory limit.",
+      {"table"});
+  table_rows_refused_ = &registry_.AddCounter(
+      "ps_server_table_rows_refused_total",
+      "Row updates refused for ids seen fewer than --min_count_to_create "
+      "times.",
+      {"table"});
   worker_staleness_ = &registry_.AddGauge(
       "ps_server_worker_staleness_clocks",
       "Clocks a registered worker is behind the fastest live one.", {"worker"});
@@ -260,6 +282,15 @@ void ServerMetrics::Scrape() {
   rounds_closed_->WithLabels({kRoundCloseNames[2]})
       .SetTotal(s.rounds_closed_by_timeout);
   round_gradients_->Set(s.round_gradients);
+  for (const TableStatus& t : s.tables) {
+    const std::vector<std::string> table = {t.spec.name};
+    table_rows_->WithLabels(table).Set(t.rows);
+    table_memory_bytes_->WithLabels(table).Set(t.memory_bytes);
+    table_memory_limit_bytes_->WithLabels(table).Set(t.memory_limit_bytes);
+    table_rows_created_->WithLabels(table).SetTotal(t.counters.created);
+    table_rows_evicted_->WithLabels(table).SetTotal(t.counters.evicted);
+    table_rows_refused_->WithLabels(table).SetTotal(t.counters.refused);
+  }
   for (const common::WorkerRecord& w : s.workers) {
     worker_staleness_->WithLabels({absl::StrCat(w.worker_id)})
         .Set(s.Staleness(w));

@@ -106,6 +106,13 @@ class ServerMetrics final : public ShardObserver {
   std::array<common::metrics::Histogram*, 3> round_duration_{};
   common::metrics::Histogram* push_staleness_;
   common::metrics::Gauge* round_gradients_;
+  // Sparse tables, by table name.
+  common::metrics::Family<common::metrics::Gauge>* table_rows_;
+  common::metrics::Family<common::metrics::Gauge>* table_memory_bytes_;
+  common::metrics::Family<common::metrics::Gauge>* table_memory_limit_bytes_;
+  common::metrics::Family<common::metrics::Counter>* table_rows_created_;
+  common::metrics::Family<common::metrics::Counter>* table_rows_evicted_;
+  common::metrics::Family<common::metrics::Counter>* table_rows_refused_;
   common::metrics::Family<common::metrics::Gauge>* worker_staleness_;
   common::metrics::Gauge* max_read_clock_gap_;
   common::metrics::Counter* pulls_refused_over_total_;

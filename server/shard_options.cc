@@ -48,6 +48,11 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
         "max_parked_pulls must be at least 1 (pulls that must wait need "
         "room to)");
   }
+  if (o.min_count_to_create == 0) {
+    return absl::InvalidArgumentError(
+        "min_count_to_create must be at least 1 (1 creates a row at its first "
+        "update)");
+  }
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }

@@ -54,6 +54,14 @@ struct ShardOptions {
   // Of those, the most one worker id may hold: one, plus retries whose
   // predecessor's cancellation has not arrived yet. Default: 4
   uint32_t max_parked_pulls_per_worker = 4;
+  // The most bytes the shard's sparse tables hold together; each table
+  // gets a share in proportion to its row's bytes (θ and optimizer state),
+  // so all tables hold about as many rows. Past it, the least recently
+  // updated rows are evicted. Default: 256 MiB
+  uint64_t table_memory_limit = uint64_t{256} << 20;
+  // A table row is created at the update that brings its id's sightings to
+  // this count; before that the id reads as its initial value. Default: 1
+  uint32_t min_count_to_create = 1;
   // Where the shard reads the time (leases, round timeouts, heartbeat
   // ages). Default: the real clock
   common::Clock clock = common::RealClock();
@@ -69,8 +77,15 @@ inline constexpr uint64_t kRequestFieldsBytes = 1 << 20;
 // gRPC's 2 GiB − 1: gRPC refuses a larger one from its length prefix,
 // before reading it.
 int MaxRequestBytes(uint64_t max_keys_per_shard);
+// The most sparse keys one request may carry over all its tables.
+inline constexpr uint64_t kMaxSparseKeysPerRequest = uint64_t{1} << 22;
 // A Pull request is a few numbers; longer ones are refused unparsed.
 inline constexpr uint64_t kMaxPullRequestBytes = 4096;
+// ... and, for a model with sparse tables, its keys (8 bytes each, with
+// room for the tables' names).
+inline constexpr uint64_t kMaxSparsePullRequestBytes =
+    kMaxPullRequestBytes + kMaxSparseKeysPerRequest * sizeof(uint64_t) +
+    (64 << 10);
 
 // Empty when `saved` was written under the rules `options` set (mode,
 // staleness, quorum, update rule); otherwise one line listing each change,

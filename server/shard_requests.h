@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "common/consistency_mode.h"
 #include "common/key_range.h"
+#include "common/table_spec.h"
 #include "common/tensor_spec.h"
 
 namespace ps::server {
@@ -18,12 +19,22 @@ namespace ps::server {
 
 using common::ConsistencyMode;
 
+// One table's rows by key, as on the wire (ps.v1.SparseRows): keys as
+// little-endian uint64 bytes, values as float32 bytes (empty in a pull).
+struct SparseRows {
+  std::string table;
+  std::string keys;
+  std::string values;
+};
+
 struct InitArgs {
   uint32_t worker_id = 0;
   uint32_t shard_index = 0;
   uint32_t num_shards = 0;
   std::vector<common::TensorSpec> tensors;
   absl::Cord values;  // float32 bytes of this shard's keys
+  std::vector<common::TableSpec> tables;
+  uint64_t model_seed = 0;  // seeds the tables' initial rows
 };
 
 struct InitResult {
@@ -37,8 +48,9 @@ struct InitResult {
 struct PullArgs {
   uint32_t worker_id = 0;
   uint64_t min_version = 0;
-  common::KeyRange keys;  // empty: the whole shard
-  uint64_t clock = 0;     // SSP: the caller's clock
+  common::KeyRange keys;           // empty: the whole shard
+  uint64_t clock = 0;              // SSP: the caller's clock
+  std::vector<SparseRows> sparse;  // rows to read (keys only)
 };
 
 struct RegisterResult {
@@ -57,6 +69,7 @@ struct PullResult {
   std::string values;  // float32 bytes
   // How long the pull was parked before this answer; zero if it was not.
   absl::Duration waited;
+  std::vector<SparseRows> sparse;  // the rows asked for, in the order asked
 };
 
 struct PushArgs {
@@ -69,6 +82,7 @@ struct PushArgs {
   common::KeyRange keys;
   // float32 bytes, as they arrived (in pieces: the request's slices)
   absl::Cord gradient;
+  std::vector<SparseRows> sparse;  // gradient rows per table
 };
 
 enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };

@@ -50,6 +50,12 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
     return absl::FailedPreconditionError(
         "no model is declared on this shard yet; nothing to checkpoint");
   }
+  if (!tables_.empty()) {
+    // Refused rather than written without them: a restore would bring the
+    // model back with every row gone.
+    return absl::UnimplementedError(
+        "this shard holds sparse tables, which checkpoints do not hold yet");
+  }
   common::ThetaFile file;
   file.tensors = tensors_;
   file.keys = dense_.keys();

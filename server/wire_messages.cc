@@ -32,7 +32,7 @@ absl::Cord TakeWire(const grpc::ByteBuffer* request) {
   return wire;
 }
 
-PullResponse PullHead(const PullResult& pulled) {
+PullResponse PullHead(PullResult& pulled) {
   PullResponse head;
   head.set_version(pulled.version);
   head.set_key_begin(pulled.keys.begin);
@@ -41,10 +41,26 @@ PullResponse PullHead(const PullResult& pulled) {
   head.set_mode(rpc::ToProto(pulled.mode));
   head.set_waited_us(static_cast<uint64_t>(
       std::max<int64_t>(0, absl::ToInt64Microseconds(pulled.waited))));
+  for (SparseRows& rows : pulled.sparse) {
+    ps::v1::SparseRows* proto = head.add_sparse();
+    proto->set_table(std::move(rows.table));
+    proto->set_keys(std::move(rows.keys));
+    proto->set_values(std::move(rows.values));
+  }
   return head;
 }
 
 }  // namespace
+
+std::vector<SparseRows> SparseRowsFromProto(
+    const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& protos) {
+  std::vector<SparseRows> rows;
+  rows.reserve(protos.size());
+  for (const ps::v1::SparseRows& proto : protos) {
+    rows.push_back({proto.table(), proto.keys(), proto.values()});
+  }
+  return rows;
+}
 
 grpc::ByteBuffer EncodePullResponse(PullResult pulled) {
   return rpc::SerializeApart(PullHead(pulled),

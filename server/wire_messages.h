@@ -1,6 +1,8 @@
 #ifndef PS_SERVER_WIRE_MESSAGES_H_
 #define PS_SERVER_WIRE_MESSAGES_H_
 
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/strings/cord.h"
 #include "google/protobuf/message_lite.h"
@@ -18,6 +20,10 @@ namespace ps::server {
 grpc::ByteBuffer EncodePullResponse(PullResult pulled);
 grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
                                         PullResult pulled);
+
+// Sparse rows between the wire and the shard (ps.v1.SparseRows).
+std::vector<SparseRows> SparseRowsFromProto(
+    const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& protos);
 
 // Parses a raw request with no large field (a Pull).
 absl::Status ParseRequest(const grpc::ByteBuffer* request,

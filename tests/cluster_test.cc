@@ -19,6 +19,7 @@
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "server/ps_server.h"
+#include "tests/loopback_cluster.h"
 #include "tests/synthetic_data.h"
 #include "tests/wait.h"
 #include "worker/model.h"
@@ -30,42 +31,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Cluster {
-  std::vector<std::unique_ptr<server::PsServer>> servers;
-  std::vector<std::string> addresses;
-};
-
-Cluster StartCluster(uint32_t shards, uint32_t workers,
-                     server::ConsistencyMode mode,
-                     common::UpdateOptions update = {},
-                     absl::Duration lease = absl::Seconds(5)) {
-  Cluster cluster;
-  for (uint32_t i = 0; i < shards; ++i) {
-    server::ServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.shard.shard_index = i;
-    options.shard.num_shards = shards;
-    options.shard.num_workers = workers;
-    options.shard.max_workers = workers;
-    options.shard.mode = mode;
-    options.shard.update = update;
-    options.shard.lease_timeout = lease;
-    auto server = server::PsServer::Start(options);
-    EXPECT_TRUE(server.ok()) << server.status();
-    cluster.addresses.push_back(absl::StrCat("127.0.0.1:", (*server)->port()));
-    cluster.servers.push_back(std::move(*server));
-  }
-  return cluster;
-}
-
-worker::ClientOptions ClientFor(const Cluster& cluster, uint32_t worker) {
-  worker::ClientOptions options;
-  options.servers = cluster.addresses;
-  options.worker_id = worker;
-  options.retry.rpc_deadline = absl::Seconds(20);
-  options.retry.max_retry_time = absl::Seconds(30);
-  return options;
-}
+using test_support::ClientFor;
+using test_support::Cluster;
+using test_support::StartCluster;
 
 // Trains `workers` workers on synthetic data against `shards` fresh servers
 // and returns the final θ as rank 0 pulled it.

@@ -2,6 +2,7 @@
 // the shard's own events move (refused pulls, sync rounds, staleness).
 #include "server/server_metrics.h"
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -162,6 +163,57 @@ TEST_F(ServerMetricsTest, EachAppliedAsyncPushsStalenessIsObserved) {
   EXPECT_EQ(Shard0(exposition, "ps_server_push_staleness_versions_bucket",
                    "le=\"0\""),
             1);
+}
+
+}  // namespace
+}  // namespace ps::server
+
+namespace ps::server {
+namespace {
+
+TEST(ServerMetricsTables, RowsMemoryAndRowCountsAreSeriesPerTable) {
+  ShardOptions options;
+  options.mode = ConsistencyMode::kAsync;
+  options.table_memory_limit = 64 << 10;
+  ParameterShard shard(options);
+  ServerMetrics metrics(&shard, nullptr, 0);
+  ASSERT_TRUE(shard.Register(0, kIncarnation).ok());
+  InitArgs init;
+  init.num_shards = 1;
+  init.tables = {{"emb", 4, "zeros", "", ""}};
+  ASSERT_TRUE(shard.Init(init).ok());
+  const uint64_t capacity = shard.Status().tables[0].capacity_rows;
+  std::vector<uint64_t> ids(2 * capacity);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+  std::string keys(ids.size() * 8, '\0');
+  std::memcpy(keys.data(), ids.data(), keys.size());
+  std::string rows;
+  common::FloatsToBytes(std::vector<float>(ids.size() * 4, 1.0f), &rows);
+  PushArgs push;
+  push.incarnation = kIncarnation;
+  push.seq = 1;
+  push.batch_size = 1;
+  push.sparse = {{"emb", keys, rows}};
+  ASSERT_TRUE(shard.Push(push).ok());
+
+  const std::string exposition = metrics.registry().Render();
+  const TableStatus table = shard.Status().tables[0];
+  EXPECT_EQ(Shard0(exposition, "ps_server_table_rows", "table=\"emb\""),
+            static_cast<double>(capacity));
+  EXPECT_EQ(Shard0(exposition, "ps_server_table_memory_bytes", "table=\"emb\""),
+            static_cast<double>(table.memory_bytes));
+  EXPECT_EQ(
+      Shard0(exposition, "ps_server_table_memory_limit_bytes", "table=\"emb\""),
+      64 << 10);
+  EXPECT_EQ(
+      Shard0(exposition, "ps_server_table_rows_created_total", "table=\"emb\""),
+      static_cast<double>(ids.size()));
+  EXPECT_EQ(
+      Shard0(exposition, "ps_server_table_rows_evicted_total", "table=\"emb\""),
+      static_cast<double>(capacity));
+  EXPECT_EQ(
+      Shard0(exposition, "ps_server_table_rows_refused_total", "table=\"emb\""),
+      0);
 }
 
 }  // namespace

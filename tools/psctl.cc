@@ -122,6 +122,19 @@ int Status() {
         static_cast<unsigned long long>(s.rounds_closed_by_quorum()),
         static_cast<unsigned long long>(s.rounds_closed_by_timeout()),
         static_cast<unsigned long long>(s.leases_expired()));
+    for (const ps::v1::TableStatus& t : s.tables()) {
+      std::printf(
+          "  table %s (dim %u): %llu rows of %llu, %llu of %llu bytes; "
+          "%llu created, %llu evicted, %llu refused\n",
+          t.spec().name().c_str(), t.spec().dim(),
+          static_cast<unsigned long long>(t.rows()),
+          static_cast<unsigned long long>(t.capacity_rows()),
+          static_cast<unsigned long long>(t.memory_bytes()),
+          static_cast<unsigned long long>(t.memory_limit_bytes()),
+          static_cast<unsigned long long>(t.rows_created()),
+          static_cast<unsigned long long>(t.rows_evicted()),
+          static_cast<unsigned long long>(t.rows_refused()));
+    }
     for (const ps::v1::WorkerStatus& w : s.workers()) {
       std::printf(
           "  worker %u: %s%s, incarnation %llu, clock %llu, staleness %llu, "

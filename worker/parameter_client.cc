@@ -1,6 +1,7 @@
 #include "worker/parameter_client.h"
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -318,6 +319,13 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
 absl::StatusOr<ClusterInfo> ParameterClient::Init(
     const std::vector<common::TensorSpec>& tensors,
     absl::Span<const float> initial) {
+  return InitSparse(tensors, {}, 0, initial);
+}
+
+absl::StatusOr<ClusterInfo> ParameterClient::InitSparse(
+    const std::vector<common::TensorSpec>& tensors,
+    const std::vector<common::TableSpec>& tables, uint64_t model_seed,
+    absl::Span<const float> initial) {
   const uint64_t num_keys = common::NumKeys(tensors);
   if (initial.size() != num_keys) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -334,6 +342,8 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
     request.set_shard_index(static_cast<uint32_t>(i));
     request.set_num_shards(num_shards);
     rpc::ToProto(tensors, request.mutable_tensors());
+    rpc::ToProto(tables, request.mutable_tables());
+    request.set_model_seed(model_seed);
     common::FloatsToBytes(initial.subspan(shard.keys.begin, shard.keys.size()),
                           request.mutable_values());
     error.Record(shard.address,
@@ -371,26 +381,38 @@ absl::StatusOr<ClusterInfo> ParameterClient::Init(
     info.version = std::min(info.version, r.version());
   }
   init_version_ = info.version;
+  tables_ = tables;
   return info;
 }
 
 absl::StatusOr<PullInfo> ParameterClient::Pull(uint64_t step,
                                                absl::Span<float> theta) {
   // The steps completed before `step` are the SSP clock.
-  return PullAtClock(step, theta);
+  return PullRows(step, theta, nullptr);
+}
+
+absl::StatusOr<PullInfo> ParameterClient::PullSparse(
+    uint64_t step, absl::Span<float> theta, std::vector<SparseBatch>& rows) {
+  return PullRows(step, theta, &rows);
 }
 
 absl::StatusOr<PullInfo> ParameterClient::PullFinal(absl::Span<float> theta) {
   // No staleness wait: the other workers may have finished long ago.
-  return PullAtClock(0, theta);
+  return PullRows(0, theta, nullptr);
 }
 
-absl::StatusOr<PullInfo> ParameterClient::PullAtClock(uint64_t clock,
-                                                      absl::Span<float> theta) {
+absl::StatusOr<PullInfo> ParameterClient::PullRows(
+    uint64_t clock, absl::Span<float> theta, std::vector<SparseBatch>* rows) {
+  const std::vector<SparseBatch> none;
+  absl::StatusOr<Routes> routes = Route(rows ? *rows : none, false);
+  if (!routes.ok()) return routes.status();
+  SizeRows(rows);
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     FillPull(shard, clock, shard.request.mutable_pull());
+    FillSparse(i, rows ? *rows : none, *routes, false,
+               shard.request.mutable_pull()->mutable_sparse());
     const grpc::ByteBuffer request = rpc::Serialize(shard.request.pull());
     grpc::ByteBuffer answer;
     grpc::Status status = rpc::CallWithRetry(
@@ -405,8 +427,12 @@ absl::StatusOr<PullInfo> ParameterClient::PullAtClock(uint64_t clock,
                          shard.response.mutable_pull(), &values)) {
       status = Unparsable(shard.response.pull());
     }
-    error.Record(shard.address, status.ok() ? TakePulled(shard, values, theta)
-                                            : rpc::FromGrpcStatus(status));
+    absl::Status taken = status.ok() ? TakePulled(shard, values, theta)
+                                     : rpc::FromGrpcStatus(status);
+    if (taken.ok() && rows != nullptr) {
+      taken = TakeSparse(i, *routes, shard.response.pull().sparse(), *rows);
+    }
+    error.Record(shard.address, taken);
   });
   if (!error.status().ok()) return error.status();
   return Pulled();
@@ -414,14 +440,31 @@ absl::StatusOr<PullInfo> ParameterClient::PullAtClock(uint64_t clock,
 
 absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
                                    absl::Span<const float> gradient) {
+  return PushRows(step, batch_size, gradient, nullptr);
+}
+
+absl::Status ParameterClient::PushSparse(
+    uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+    const std::vector<SparseBatch>& gradients) {
+  return PushRows(step, batch_size, gradient, &gradients);
+}
+
+absl::Status ParameterClient::PushRows(
+    uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+    const std::vector<SparseBatch>* gradients) {
+  const std::vector<SparseBatch> none;
+  absl::StatusOr<Routes> routes = Route(gradients ? *gradients : none, true);
+  if (!routes.ok()) return routes.status();
   const uint64_t seq = next_seq_++;
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    const grpc::ByteBuffer request =
-        rpc::SerializeApart(FillPush(shard, seq, step, batch_size),
-                            {ps::v1::PushRequest::kGradientFieldNumber},
-                            GradientBytes(shard, gradient));
+    FillPush(shard, seq, step, batch_size);
+    FillSparse(i, gradients ? *gradients : none, *routes, true,
+               shard.request.mutable_push()->mutable_sparse());
+    const grpc::ByteBuffer request = rpc::SerializeApart(
+        shard.request.push(), {ps::v1::PushRequest::kGradientFieldNumber},
+        GradientBytes(shard, gradient));
     grpc::ByteBuffer answer;
     grpc::Status status =
         CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
@@ -441,12 +484,37 @@ absl::Status ParameterClient::Push(uint64_t step, uint32_t batch_size,
 absl::StatusOr<PullInfo> ParameterClient::PushPull(
     uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
     absl::Span<float> theta) {
+  return PushPullRows(step, batch_size, gradient, nullptr, theta, nullptr);
+}
+
+absl::StatusOr<PullInfo> ParameterClient::PushPullSparse(
+    uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+    const std::vector<SparseBatch>& gradients, absl::Span<float> theta,
+    std::vector<SparseBatch>& rows) {
+  return PushPullRows(step, batch_size, gradient, &gradients, theta, &rows);
+}
+
+absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
+    uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+    const std::vector<SparseBatch>* gradients, absl::Span<float> theta,
+    std::vector<SparseBatch>* rows) {
+  const std::vector<SparseBatch> none;
+  absl::StatusOr<Routes> push_routes =
+      Route(gradients ? *gradients : none, true);
+  if (!push_routes.ok()) return push_routes.status();
+  absl::StatusOr<Routes> pull_routes = Route(rows ? *rows : none, false);
+  if (!pull_routes.ok()) return pull_routes.status();
+  SizeRows(rows);
   const uint64_t seq = next_seq_++;
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
     FillPush(shard, seq, step, batch_size);
+    FillSparse(i, gradients ? *gradients : none, *push_routes, true,
+               shard.request.mutable_push()->mutable_sparse());
     FillPull(shard, step + 1, shard.request.mutable_pull());
+    FillSparse(i, rows ? *rows : none, *pull_routes, false,
+               shard.request.mutable_pull()->mutable_sparse());
     const grpc::ByteBuffer request =
         rpc::SerializeApart(shard.request,
                             {ps::v1::PushPullRequest::kPushFieldNumber,
@@ -466,8 +534,13 @@ absl::StatusOr<PullInfo> ParameterClient::PushPull(
                          &shard.response, &values)) {
       status = Unparsable(shard.response);
     }
-    error.Record(shard.address, status.ok() ? TakePulled(shard, values, theta)
-                                            : rpc::FromGrpcStatus(status));
+    absl::Status taken = status.ok() ? TakePulled(shard, values, theta)
+                                     : rpc::FromGrpcStatus(status);
+    if (taken.ok() && rows != nullptr) {
+      taken =
+          TakeSparse(i, *pull_routes, shard.response.pull().sparse(), *rows);
+    }
+    error.Record(shard.address, taken);
   });
   CountPushes();
   if (!error.status().ok()) return error.status();
@@ -578,6 +651,92 @@ grpc::Status ParameterClient::CallPushing(
   }
   shard.push_answered = status.ok();
   return status;
+}
+
+absl::StatusOr<ParameterClient::Routes> ParameterClient::Route(
+    const std::vector<SparseBatch>& batches, bool with_values) const {
+  const uint32_t num_shards = static_cast<uint32_t>(shards_.size());
+  Routes routes(num_shards, std::vector<std::vector<size_t>>(batches.size()));
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const SparseBatch& batch = batches[b];
+    if (batch.table >= tables_.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table #", batch.table, " was not declared at Init (",
+                       tables_.size(), " tables were)"));
+    }
+    const uint64_t dim = tables_[batch.table].dim;
+    if (with_values && batch.values.size() != batch.ids.size() * dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "table '", tables_[batch.table].name, "': ", batch.ids.size(),
+          " ids of dim ", dim, " need ", batch.ids.size() * dim,
+          " gradient values, got ", batch.values.size()));
+    }
+    for (size_t k = 0; k < batch.ids.size(); ++k) {
+      routes[common::ShardOfId(batch.ids[k], num_shards)][b].push_back(k);
+    }
+  }
+  return routes;
+}
+
+void ParameterClient::SizeRows(std::vector<SparseBatch>* rows) const {
+  if (rows == nullptr) return;
+  for (SparseBatch& batch : *rows) {
+    batch.values.resize(batch.ids.size() * tables_[batch.table].dim);
+  }
+}
+
+void ParameterClient::FillSparse(
+    size_t i, const std::vector<SparseBatch>& batches, const Routes& routes,
+    bool with_values,
+    google::protobuf::RepeatedPtrField<ps::v1::SparseRows>* out) const {
+  out->Clear();
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const std::vector<size_t>& mine = routes[i][b];
+    if (mine.empty()) continue;
+    const SparseBatch& batch = batches[b];
+    const size_t dim = tables_[batch.table].dim;
+    ps::v1::SparseRows* rows = out->Add();
+    rows->set_table(tables_[batch.table].name);
+    std::string* keys = rows->mutable_keys();
+    keys->resize(mine.size() * sizeof(uint64_t));
+    for (size_t k = 0; k < mine.size(); ++k) {
+      std::memcpy(keys->data() + k * sizeof(uint64_t), &batch.ids[mine[k]],
+                  sizeof(uint64_t));
+    }
+    if (!with_values) continue;
+    std::string* values = rows->mutable_values();
+    values->resize(mine.size() * dim * sizeof(float));
+    for (size_t k = 0; k < mine.size(); ++k) {
+      std::memcpy(values->data() + k * dim * sizeof(float),
+                  batch.values.data() + mine[k] * dim, dim * sizeof(float));
+    }
+  }
+}
+
+absl::Status ParameterClient::TakeSparse(
+    size_t i, const Routes& routes,
+    const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& pulled,
+    std::vector<SparseBatch>& batches) const {
+  int next = 0;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    SparseBatch& batch = batches[b];
+    const size_t dim = tables_[batch.table].dim;
+    const std::vector<size_t>& mine = routes[i][b];
+    if (mine.empty()) continue;
+    if (next >= pulled.size() ||
+        pulled[next].table() != tables_[batch.table].name ||
+        pulled[next].values().size() != mine.size() * dim * sizeof(float)) {
+      return absl::InternalError(
+          absl::StrCat("the server's answer lacks the rows of table '",
+                       tables_[batch.table].name, "' it was asked for"));
+    }
+    const std::string& values = pulled[next++].values();
+    for (size_t k = 0; k < mine.size(); ++k) {
+      std::memcpy(batch.values.data() + mine[k] * dim,
+                  values.data() + k * dim * sizeof(float), dim * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string ParameterClient::mode() const {

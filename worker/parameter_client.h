@@ -74,6 +74,27 @@ class ParameterClient final : public ParameterStore {
   absl::StatusOr<ClusterInfo> Init(
       const std::vector<common::TensorSpec>& tensors,
       absl::Span<const float> initial) override;
+  // Init with sparse tables too (the model may have tables only), whose
+  // rows start seeded by `model_seed`.
+  absl::StatusOr<ClusterInfo> InitSparse(
+      const std::vector<common::TensorSpec>& tensors,
+      const std::vector<common::TableSpec>& tables, uint64_t model_seed,
+      absl::Span<const float> initial) override;
+
+  // The sparse calls: each batch's ids are grouped by their shard
+  // (common::ShardOfId), every shard gets its part of θ and its ids in one
+  // call, all shards in parallel, and the rows come back in the caller's
+  // order of ids. INVALID_ARGUMENT, before anything is sent, for a table
+  // not declared at Init or gradient values that are not ids × dim.
+  absl::StatusOr<PullInfo> PullSparse(uint64_t step, absl::Span<float> theta,
+                                      std::vector<SparseBatch>& rows) override;
+  absl::Status PushSparse(uint64_t step, uint32_t batch_size,
+                          absl::Span<const float> gradient,
+                          const std::vector<SparseBatch>& gradients) override;
+  absl::StatusOr<PullInfo> PushPullSparse(
+      uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+      const std::vector<SparseBatch>& gradients, absl::Span<float> theta,
+      std::vector<SparseBatch>& rows) override;
 
   // See ParameterStore::Pull. Sync rounds are each shard's own: a shard
   // that fell out of step (restored from an older checkpoint) is asked for
@@ -138,6 +159,36 @@ class ParameterClient final : public ParameterStore {
   };
 
   explicit ParameterClient(ClientOptions options);
+  // Where each batch's ids go: [shard][batch] → positions in batch.ids.
+  using Routes = std::vector<std::vector<std::vector<size_t>>>;
+  // Groups the batches' ids by shard; checks tables (and, with
+  // `with_values`, the values' sizes) first.
+  absl::StatusOr<Routes> Route(const std::vector<SparseBatch>& batches,
+                               bool with_values) const;
+  // Sizes each batch's values for its rows, before the shards' threads
+  // fill their parts.
+  void SizeRows(std::vector<SparseBatch>* rows) const;
+  // Shard `i`'s part of the batches, keys and (with_values) rows.
+  void FillSparse(
+      size_t i, const std::vector<SparseBatch>& batches, const Routes& routes,
+      bool with_values,
+      google::protobuf::RepeatedPtrField<ps::v1::SparseRows>* out) const;
+  // Copies shard `i`'s pulled rows into the batches, after checking the
+  // answer holds exactly the rows asked for.
+  absl::Status TakeSparse(
+      size_t i, const Routes& routes,
+      const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& pulled,
+      std::vector<SparseBatch>& batches) const;
+  // The dense calls and their sparse forms in one: null batches send none.
+  absl::StatusOr<PullInfo> PullRows(uint64_t clock, absl::Span<float> theta,
+                                    std::vector<SparseBatch>* rows);
+  absl::Status PushRows(uint64_t step, uint32_t batch_size,
+                        absl::Span<const float> gradient,
+                        const std::vector<SparseBatch>* gradients);
+  absl::StatusOr<PullInfo> PushPullRows(
+      uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+      const std::vector<SparseBatch>* gradients, absl::Span<float> theta,
+      std::vector<SparseBatch>* rows);
   // Every shard's Status, asked in parallel with retries.
   absl::StatusOr<std::vector<ps::v1::StatusResponse>> StatusOfEveryShard();
   // Picks this process's incarnation (see ClientOptions::incarnation) from
@@ -148,8 +199,6 @@ class ParameterClient final : public ParameterStore {
   // The one place that applies the mode's rule for what a pull waits for.
   void FillPull(const Shard& shard, uint64_t clock,
                 ps::v1::PullRequest* request) const;
-  // Pull with the SSP clock given as is (0: no staleness wait).
-  absl::StatusOr<PullInfo> PullAtClock(uint64_t clock, absl::Span<float> theta);
   // The push's fields; its gradient travels apart (GradientBytes).
   const ps::v1::PushRequest& FillPush(Shard& shard, uint64_t seq, uint64_t step,
                                       uint32_t batch_size);
@@ -174,6 +223,7 @@ class ParameterClient final : public ParameterStore {
  private:
   ClientOptions options_;
   bool incarnation_chosen_ = false;  // given, or picked by ChooseIncarnation
+  std::vector<common::TableSpec> tables_;  // as declared at Init
   std::vector<Shard> shards_;
   // Runs the per-shard halves of Pull, Push and PushPull in parallel.
   std::unique_ptr<common::ThreadTeam> team_;

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/table_spec.h"
 #include "common/tensor_spec.h"
 #include "ps/v1/parameter_server.pb.h"
 
@@ -49,6 +50,15 @@ struct PushCounts {
   uint64_t stale = 0;         // dropped: the sync round had closed
   uint64_t duplicate = 0;     // the server had it before this call sent it
   uint64_t reregistered = 0;  // a lease had expired meanwhile
+};
+
+// One sparse table's rows for a batch: the ids a batch touches (each once,
+// in any order) and their rows, ids.size() × dim floats in the order of
+// `ids`: the rows pulled, or the mean gradient rows to push.
+struct SparseBatch {
+  uint32_t table = 0;  // index in the declaration's tables
+  std::vector<uint64_t> ids;
+  std::vector<float> values;
 };
 
 // What a worker's training loop needs from the servers: the job's θ,
@@ -94,11 +104,54 @@ class ParameterStore {
   virtual absl::Status WaitForOtherWorkers(uint32_t num_workers,
                                            absl::Duration timeout) = 0;
 
+  // A model with sparse tables (see ParameterClient): the same calls with
+  // the batch's rows beside θ. Stores without tables answer UNIMPLEMENTED.
+  virtual absl::StatusOr<ClusterInfo> InitSparse(
+      const std::vector<common::TensorSpec>& tensors,
+      const std::vector<common::TableSpec>& tables, uint64_t model_seed,
+      absl::Span<const float> initial);
+  // Pull(step, theta), and fills each batch's values with its ids' rows.
+  virtual absl::StatusOr<PullInfo> PullSparse(uint64_t step,
+                                              absl::Span<float> theta,
+                                              std::vector<SparseBatch>& rows);
+  // Push(step, …) with each batch's values as its ids' gradient rows: one
+  // update with the dense gradient, all or nothing, exactly once.
+  virtual absl::Status PushSparse(uint64_t step, uint32_t batch_size,
+                                  absl::Span<const float> gradient,
+                                  const std::vector<SparseBatch>& gradients);
+  // PushSparse(step, …), then PullSparse(step + 1, theta, rows), in one
+  // round trip.
+  virtual absl::StatusOr<PullInfo> PushPullSparse(
+      uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
+      const std::vector<SparseBatch>& gradients, absl::Span<float> theta,
+      std::vector<SparseBatch>& rows);
+
   virtual const PushCounts& push_counts() const = 0;
   // The servers' mode as the latest answer said it, in words ("sync", …).
   virtual std::string mode() const = 0;
   virtual size_t num_shards() const = 0;
 };
+
+inline absl::StatusOr<ClusterInfo> ParameterStore::InitSparse(
+    const std::vector<common::TensorSpec>&,
+    const std::vector<common::TableSpec>&, uint64_t, absl::Span<const float>) {
+  return absl::UnimplementedError("this parameter store has no sparse tables");
+}
+inline absl::StatusOr<PullInfo> ParameterStore::PullSparse(
+    uint64_t, absl::Span<float>, std::vector<SparseBatch>&) {
+  return absl::UnimplementedError("this parameter store has no sparse tables");
+}
+inline absl::Status ParameterStore::PushSparse(
+    uint64_t, uint32_t, absl::Span<const float>,
+    const std::vector<SparseBatch>&) {
+  return absl::UnimplementedError("this parameter store has no sparse tables");
+}
+inline absl::StatusOr<PullInfo> ParameterStore::PushPullSparse(
+    uint64_t, uint32_t, absl::Span<const float>,
+    const std::vector<SparseBatch>&, absl::Span<float>,
+    std::vector<SparseBatch>&) {
+  return absl::UnimplementedError("this parameter store has no sparse tables");
+}
 
 }  // namespace ps::worker
 

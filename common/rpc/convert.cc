@@ -152,4 +152,37 @@ void ToProto(const std::vector<common::TensorSpec>& specs,
   for (const auto& spec : specs) ToProto(spec, protos->Add());
 }
 
+common::TableSpec FromProto(const ps::v1::TableSpec& proto) {
+  common::TableSpec spec;
+  spec.name = proto.name();
+  spec.dim = proto.dim();
+  // Unset on the wire reads as zeros, the common default.
+  if (!proto.initializer().empty()) spec.initializer = proto.initializer();
+  spec.optimizer = proto.optimizer();
+  spec.lr_schedule = proto.lr_schedule();
+  return spec;
+}
+
+void ToProto(const common::TableSpec& spec, ps::v1::TableSpec* proto) {
+  proto->set_name(spec.name);
+  proto->set_dim(spec.dim);
+  proto->set_initializer(spec.initializer);
+  proto->set_optimizer(spec.optimizer);
+  proto->set_lr_schedule(spec.lr_schedule);
+}
+
+std::vector<common::TableSpec> FromProto(
+    const google::protobuf::RepeatedPtrField<ps::v1::TableSpec>& protos) {
+  std::vector<common::TableSpec> specs;
+  specs.reserve(protos.size());
+  for (const auto& proto : protos) specs.push_back(FromProto(proto));
+  return specs;
+}
+
+void ToProto(const std::vector<common::TableSpec>& specs,
+             google::protobuf::RepeatedPtrField<ps::v1::TableSpec>* protos) {
+  protos->Clear();
+  for (const auto& spec : specs) ToProto(spec, protos->Add());
+}
+
 }  // namespace ps::rpc

@@ -8,6 +8,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/consistency_mode.h"
+#include "common/table_spec.h"
 #include "common/tensor_spec.h"
 #include "common/worker_record.h"
 #include "grpcpp/support/status.h"
@@ -46,6 +47,13 @@ std::vector<common::TensorSpec> FromProto(
     const google::protobuf::RepeatedPtrField<ps::v1::TensorSpec>& protos);
 void ToProto(const std::vector<common::TensorSpec>& specs,
              google::protobuf::RepeatedPtrField<ps::v1::TensorSpec>* protos);
+
+common::TableSpec FromProto(const ps::v1::TableSpec& proto);
+void ToProto(const common::TableSpec& spec, ps::v1::TableSpec* proto);
+std::vector<common::TableSpec> FromProto(
+    const google::protobuf::RepeatedPtrField<ps::v1::TableSpec>& protos);
+void ToProto(const std::vector<common::TableSpec>& specs,
+             google::protobuf::RepeatedPtrField<ps::v1::TableSpec>* protos);
 
 }  // namespace ps::rpc
 
