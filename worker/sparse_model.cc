@@ -103,8 +103,8 @@ absl::StatusOr<SparseModel> SparseModel::Create(absl::string_view name,
 SparseModel::SparseModel(std::string name, uint32_t fm_dim)
     : name_(std::move(name)),
       fm_dim_(fm_dim),
-      tables_(
-          {{"weights", 1 + fm_dim, fm_dim == 0 ? "zeros" : kFmInitializer}}),
+      tables_({{"weights", 1 + fm_dim, fm_dim == 0 ? "zeros" : kFmInitializer,
+                /*optimizer=*/"", /*lr_schedule=*/""}}),
       dense_tensors_({{"bias", {1}, /*exempt_from_regularization=*/true}}) {}
 
 void SparseModel::CheckShapes(const SparseBatch& batch,

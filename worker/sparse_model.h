@@ -27,18 +27,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/libsvm.h"
+#include "common/table_spec.h"
 #include "common/tensor_spec.h"
 
 namespace ps::worker {
-
-// A table a sparse model declares: rows of `dim` floats keyed by uint64
-// feature ids, created on first touch with `initializer` ("zeros",
-// "uniform(A)" or "normal(SIGMA)", server/embedding_table.h's syntax).
-struct TableSpec {
-  std::string name;
-  uint32_t dim = 1;
-  std::string initializer = "zeros";
-};
 
 // A mini-batch of CSR rows with the bookkeeping from each feature to the
 // pulled row of its id.
@@ -77,7 +69,7 @@ class SparseModel {
   // The one table "weights", 1 + fm_dim floats a row. One table rather than
   // "weights" and "factors": a batch then pulls and pushes each id once,
   // half the keys (and shard lookups) of two tables with the same ids.
-  const std::vector<TableSpec>& tables() const { return tables_; }
+  const std::vector<common::TableSpec>& tables() const { return tables_; }
   // The bias b: a dense tensor of 1 float, not a row under a reserved id,
   // because every uint64 is a valid (hashed) feature id, so no id can be
   // reserved, and because one row touched by every batch would make its
@@ -118,7 +110,7 @@ class SparseModel {
 
   std::string name_;
   uint32_t fm_dim_;
-  std::vector<TableSpec> tables_;
+  std::vector<common::TableSpec> tables_;
   std::vector<common::TensorSpec> dense_tensors_;
   // Per example of the last Logits: Σ_j v_j·x_j (fm_dim floats), which the
   // factors' gradient reuses.
