@@ -1,6 +1,7 @@
 """θ goes out and comes back bit for bit, whatever the caller's dtype and
 memory layout; bad tensors are refused before anything is sent."""
 
+import threading
 import time
 
 import grpc
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import pyps
+from conftest import wait_for
 from pyps.retry import is_retryable
 from ps.v1 import parameter_server_pb2 as pb
 
@@ -157,3 +159,28 @@ def test_only_the_parked_pulls_bound_is_retried_of_resource_exhausted():
     assert is_retryable(_Refusal("TOO_MANY_PARKED_PULLS"))
     assert not is_retryable(_Refusal())
     assert not is_retryable(_Refusal("SOMETHING_ELSE"))
+
+
+def test_waited_seconds_is_how_long_the_server_held_the_pull(servers):
+    servers.start(1, "--mode=sync", "--num_workers=2")
+    ones = {"w": np.ones(4)}
+    with pyps.Client(servers.addresses, 0, num_workers=2) as first, \
+            pyps.Client(servers.addresses, 1, num_workers=2) as second:
+        for client in (first, second):
+            client.init({"w": np.zeros(4, np.float32)})
+            client.pull()  # round 0: answered at once
+            assert client.waited_seconds == 0.0
+        # The first worker's pull for round 1 waits for the second's push.
+        held = []
+        pusher = threading.Thread(
+            target=lambda: held.append(first.push_pull(ones, 1)))
+        start = time.monotonic()
+        pusher.start()
+        wait_for(lambda: status(first)[0].round_gradients == 1, 30,
+                 "the first push to arrive")
+        second.push_pull(ones, 1)
+        pusher.join(30)
+        elapsed = time.monotonic() - start
+    assert held, "the first worker's push_pull did not return"
+    assert 0.0 < first.waited_seconds <= elapsed
+    assert second.waited_seconds == 0.0  # its push closed the round
