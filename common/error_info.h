@@ -22,6 +22,14 @@ inline constexpr char kErrorDomain[] = "ps.v1";
 // FAILED_PRECONDITION and metadata {"shard": "<shard index>"}.
 inline constexpr char kRegistrationRequired[] = "REGISTRATION_REQUIRED";
 
+// A server's bound on waiting pulls (--max_parked_pulls, or the most one
+// worker id may hold) is full: it passes as parked pulls end, so clients
+// retry with backoff. Sent with RESOURCE_EXHAUSTED and metadata
+// {"bound": "total" or "per_worker"}. A RESOURCE_EXHAUSTED without it is
+// gRPC's own (a request larger than the server reads): retrying the same
+// request cannot help.
+inline constexpr char kTooManyParkedPulls[] = "TOO_MANY_PARKED_PULLS";
+
 // google.rpc.ErrorInfo's fields, without protobuf.
 struct ErrorInfo {
   std::string reason;

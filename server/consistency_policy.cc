@@ -1,5 +1,6 @@
 #include "server/consistency_policy.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -31,8 +32,8 @@ bool ConsistencyPolicy::MayAnswerPull(uint64_t min_version,
   return !slowest.has_value() || *slowest + staleness_ >= reader_clock;
 }
 
-absl::Status ConsistencyPolicy::CheckPullReachable(
-    const PullArgs& pull, uint64_t version, const Membership& members) const {
+absl::Status ConsistencyPolicy::CheckPullReachable(const PullArgs& pull,
+                                                   uint64_t version) const {
   if (mode_ == ConsistencyMode::kSync) return absl::OkStatus();
   if (pull.min_version > version) {
     return absl::OutOfRangeError(absl::StrCat(
@@ -42,19 +43,16 @@ absl::Status ConsistencyPolicy::CheckPullReachable(
         mode_ == ConsistencyMode::kSsp ? " (only for the staleness bound)" : "",
         "; ask for at most ", version, ", or 0 for the newest θ"));
   }
-  if (mode_ == ConsistencyMode::kSsp && pull.clock > staleness_ &&
-      members.IsLive(pull.worker_id)) {
-    const uint64_t own_clock = members.members()[pull.worker_id].clock;
-    if (pull.clock - staleness_ > own_clock) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "worker ", pull.worker_id, " pulls at clock ", pull.clock,
-          " but its clock on this shard is ", own_clock,
-          " (steps pushed): with --staleness=", staleness_,
-          " that pull would wait for the worker itself; pull at clock ",
-          own_clock + staleness_, " or less"));
-    }
-  }
   return absl::OkStatus();
+}
+
+uint64_t ConsistencyPolicy::WaitClock(const PullArgs& pull,
+                                      const Membership& members) const {
+  if (mode_ != ConsistencyMode::kSsp || !members.IsLive(pull.worker_id)) {
+    return pull.clock;
+  }
+  const uint64_t own_clock = members.members()[pull.worker_id].clock;
+  return std::min(pull.clock, own_clock + staleness_);
 }
 
 uint64_t ConsistencyPolicy::ReadClockGap(uint64_t reader_clock,

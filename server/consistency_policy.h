@@ -52,12 +52,17 @@ class ConsistencyPolicy {
   // OUT_OF_RANGE when waiting could never answer `pull` at `version`, so
   // it is refused at once instead of parking until its deadline: async and
   // SSP never wait for a version (a min_version above the shard's is
-  // refused), and an SSP reader that is a live worker cannot wait for a
-  // clock more than the staleness bound past its own (it would wait for
-  // itself). Sync waits at most one round; a pull further ahead is
+  // refused). Sync waits at most one round; a pull further ahead is
   // answered at once (MayAnswerPull).
-  absl::Status CheckPullReachable(const PullArgs& pull, uint64_t version,
-                                  const Membership& members) const;
+  absl::Status CheckPullReachable(const PullArgs& pull, uint64_t version) const;
+  // SSP: the clock `pull` waits at. A live worker's pull more than the
+  // staleness bound past its own clock on this shard would wait for the
+  // worker itself: the shard was restored from a checkpoint older than the
+  // worker's steps (or never saw them). It waits as a pull at the bound of
+  // the shard's clock for it, as a sync pull past the shard's round is
+  // answered with the shard's round; the worker's next push sets its clock
+  // (pushes count as ever: exactly once, by seq).
+  uint64_t WaitClock(const PullArgs& pull, const Membership& members) const;
   // SSP: how many clocks a reader at `reader_clock` is ahead of the slowest
   // live worker as it reads; 0 in the other modes.
   uint64_t ReadClockGap(uint64_t reader_clock, const Membership& members) const;

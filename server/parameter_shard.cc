@@ -249,13 +249,13 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
     return absl::InvalidArgumentError(absl::StrCat(
         "clock ", args.clock, " is not a worker's clock (at most 2^62)"));
   }
-  if (absl::Status reachable =
-          policy_.CheckPullReachable(args, version_, members_);
+  if (absl::Status reachable = policy_.CheckPullReachable(args, version_);
       !reachable.ok()) {
     return reachable;
   }
   PullArgs parked = args;
   parked.keys = *keys;
+  parked.clock = policy_.WaitClock(args, members_);
   if (policy_.MayAnswerPull(parked.min_version, parked.clock, version_,
                             members_)) {
     return Read(parked);

@@ -3,22 +3,32 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/error_info.h"
 
 namespace ps::server {
 
 absl::Status PullWaitList::CheckRoom(uint32_t worker_id) const {
   if (parked_.size() >= max_parked_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "this server already holds ", parked_.size(),
-        " waiting pulls, its bound (--max_parked_pulls=", max_parked_,
-        "); retry later"));
+    return common::WithErrorInfo(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "this server already holds ", parked_.size(),
+            " waiting pulls, its bound (--max_parked_pulls=", max_parked_,
+            "); retry later")),
+        {common::kTooManyParkedPulls,
+         common::kErrorDomain,
+         {{"bound", "total"}}});
   }
   auto it = per_worker_.find(worker_id);
   if (it != per_worker_.end() && it->second >= max_per_worker_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "worker ", worker_id, " already has ", it->second,
-        " waiting pulls on this shard, the most one worker id may have (",
-        max_per_worker_, "); a worker waits for one pull per shard at a time"));
+    return common::WithErrorInfo(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "worker ", worker_id, " already has ", it->second,
+            " waiting pulls on this shard, the most one worker id may have (",
+            max_per_worker_,
+            "); a worker waits for one pull per shard at a time")),
+        {common::kTooManyParkedPulls,
+         common::kErrorDomain,
+         {{"bound", "per_worker"}}});
   }
   return absl::OkStatus();
 }

@@ -14,7 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/error_info.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/convert.h"
+#include "common/rpc/retry.h"
 #include "common/subprocess.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -160,6 +163,19 @@ TEST(HostileInput, ARequestLargerThanTheShardCouldHoldIsRefusedUnread) {
       << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("larger than max"));
   EXPECT_LT(PeakRssBytes(server.pid()), int64_t{256} << 20);
+  // Clients give up on it at once: sending it again cannot help.
+  int retries = 0;
+  rpc::RetryPolicy policy;
+  policy.max_retry_time = absl::Seconds(10);
+  policy.on_retry = [&](grpc::StatusCode) { ++retries; };
+  const absl::Time start = absl::Now();
+  const grpc::Status retried =
+      rpc::CallWithRetry(policy, "Push", [&](grpc::ClientContext& attempt) {
+        return server.stub().Push(&attempt, push, &answer);
+      });
+  EXPECT_EQ(retried.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(retries, 0);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   // A request within the limit is read and judged on its content.
   push.mutable_gradient()->assign(16, '\0');
   grpc::ClientContext small;
@@ -222,6 +238,10 @@ TEST(HostileInput, PullsBeyondMaxParkedPullsAreRefusedAndTheParkedOneStays) {
         << ended[refused].error_message();
     EXPECT_THAT(ended[refused].error_message(),
                 HasSubstr("--max_parked_pulls=1"));
+    // The bound passes as parked pulls end: clients retry it.
+    EXPECT_TRUE(common::HasErrorReason(rpc::FromGrpcStatus(ended[refused]),
+                                       common::kTooManyParkedPulls));
+    EXPECT_TRUE(rpc::IsRetryable(ended[refused]));
   }
   // The parked pull still waits, until its caller gives up.
   contexts[1 - refused].TryCancel();

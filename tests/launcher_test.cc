@@ -47,6 +47,32 @@ TEST(DaemonFlags, AWorkerGetsTheServerListInShardOrder) {
                           "--metrics_out=m.jsonl", "--epochs=1"));
 }
 
+// The servers get the servers' certificate, the client CA when clients have
+// certificates, and the token; the workers the clients' side.
+TEST(DaemonFlags, TheJobsCredentialsGoToEachSideAsItsFlags) {
+  JobSecurity security;
+  security.client = {"ca.pem", "client.pem", "client.key", "token"};
+  security.server_tls_cert = "server.pem";
+  security.server_tls_key = "server.key";
+  ServerFlags server;
+  server.security = security;
+  EXPECT_THAT(ServerArgs(server),
+              ElementsAre("--tls_cert=server.pem", "--tls_key=server.key",
+                          "--tls_client_ca=ca.pem",
+                          "--auth_token_file=token"));
+  WorkerFlags worker;
+  worker.security = security;
+  EXPECT_THAT(WorkerArgs(worker),
+              ElementsAre("--tls_ca=ca.pem", "--tls_cert=client.pem",
+                          "--tls_key=client.key", "--auth_token_file=token"));
+  // Without client certificates the servers ask for none.
+  server.security.client.tls_cert.clear();
+  server.security.client.tls_key.clear();
+  EXPECT_THAT(ServerArgs(server),
+              ElementsAre("--tls_cert=server.pem", "--tls_key=server.key",
+                          "--auth_token_file=token"));
+}
+
 TEST(SplitCommandLine, SplitsAsAShellWouldWithoutRunningOne) {
   absl::StatusOr<std::vector<std::string>> words = SplitCommandLine(
       R"(  python3  'my dir/train.py' --name="a \"b\" $HOME" c\ d '' )");

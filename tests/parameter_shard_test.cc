@@ -482,9 +482,10 @@ TEST(ParameterShard, AsyncAndSspRefuseAPullForAVersionNotReachedAtOnce) {
   }
 }
 
-// A live worker at clock 1 pulling at clock 5 with staleness 1 would wait
-// for its own clock to reach 4, which it cannot push while it waits.
-TEST(ParameterShard, SspRefusesAPullThatWouldWaitForItsOwnWorker) {
+// A live worker at clock 1 pulling at clock 5 with staleness 1 cannot wait
+// for its own clock to reach 4 (it pushes nothing while it waits): the
+// pull waits as one at clock 2 would, for the slowest worker only.
+TEST(ParameterShard, SspPullPastItsOwnClockWaitsAtTheBoundOfThatClock) {
   ShardOptions options = Options(ConsistencyMode::kSsp, 2);
   options.staleness = 1;
   ParameterShard shard(options);
@@ -494,19 +495,72 @@ TEST(ParameterShard, SspRefusesAPullThatWouldWaitForItsOwnWorker) {
   PullArgs args;
   args.worker_id = 0;
   args.clock = 5;
-  absl::StatusOr<PullResult> answer = PullAtOnce(shard, args);
-  EXPECT_EQ(answer.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_THAT(answer.status().message(), HasSubstr("pull at clock 2 or less"));
-  // Within the bound of its own clock it waits for the slowest as ever.
-  args.clock = 2;
   std::optional<absl::StatusOr<PullResult>> parked;
   EXPECT_FALSE(shard
                    .Pull(args, absl::InfiniteFuture(), shard.NewPullTicket(),
                          [&](absl::StatusOr<PullResult> r) { parked = r; })
                    .has_value());
+  EXPECT_FALSE(parked.has_value());
   ASSERT_TRUE(Push(shard, 1, 1, 0, {1, 1, 1, 1}).ok());
   ASSERT_TRUE(parked.has_value());
-  EXPECT_TRUE(parked->ok()) << parked->status();
+  ASSERT_TRUE(parked->ok()) << parked->status();
+  EXPECT_EQ((*parked)->version, 2u);
+}
+
+// A shard restored from a checkpoint older than the workers' steps by more
+// than the staleness bound: their pulls are answered (not OUT_OF_RANGE),
+// their next pushes count once each and carry their clocks forward, and a
+// retried push the checkpoint holds stays a duplicate.
+TEST(ParameterShard, SspWorkersTrainOnThroughARestoreFromAnOlderCheckpoint) {
+  ShardOptions options = Options(ConsistencyMode::kSsp, 2);
+  options.staleness = 1;
+  options.update.learning_rate = 0.5f;
+  ParameterShard before(options);
+  RegisterAll(before, 2);
+  InitShard(before, {0, 0, 0, 0});
+  uint64_t step = 0;
+  for (; step < 2; ++step) {
+    for (uint32_t worker : {0u, 1u}) {
+      ASSERT_TRUE(Push(before, worker, step + 1, step, {1, 1, 1, 1}).ok());
+    }
+  }
+  absl::StatusOr<common::ThetaFile> checkpoint = before.Snapshot();
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  for (; step < 6; ++step) {
+    for (uint32_t worker : {0u, 1u}) {
+      ASSERT_TRUE(Push(before, worker, step + 1, step, {1, 1, 1, 1}).ok());
+    }
+  }
+
+  ParameterShard restored(options);
+  ASSERT_TRUE(restored.Restore(*checkpoint).ok());
+  ASSERT_EQ(restored.Status().version, 4u);
+  for (uint32_t worker : {0u, 1u}) {
+    PullArgs args;
+    args.worker_id = worker;
+    args.clock = step;  // 6 steps done; the shard counts 2
+    absl::StatusOr<PullResult> pulled = PullAtOnce(restored, args);
+    ASSERT_TRUE(pulled.ok()) << pulled.status();
+    EXPECT_EQ(pulled->version, 4u);
+  }
+  // A retry of a push the checkpoint holds, then the next step's push.
+  absl::StatusOr<PushResult> retried = Push(restored, 0, 2, 1, {1, 1, 1, 1});
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->outcome, PushOutcome::kDuplicate);
+  for (uint32_t worker : {0u, 1u}) {
+    absl::StatusOr<PushResult> next =
+        Push(restored, worker, step + 1, step, {1, 1, 1, 1});
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(next->outcome, PushOutcome::kApplied);
+  }
+  const ShardStatus status = restored.Status();
+  EXPECT_EQ(status.version, 6u);
+  EXPECT_EQ(status.samples_applied, 6u);
+  ASSERT_EQ(status.workers.size(), 2u);
+  for (const common::WorkerRecord& worker : status.workers) {
+    EXPECT_EQ(worker.clock, step + 1);
+  }
+  EXPECT_THAT(Theta(restored), ElementsAre(-3, -3, -3, -3));
 }
 
 TEST(ParameterShard, ParkedPullsAreBoundedPerWorkerAndInTotal) {

@@ -6,17 +6,23 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/error_info.h"
+#include "common/rpc/convert.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::rpc {
 
-bool IsRetryable(grpc::StatusCode code) {
+bool IsRetryable(const grpc::Status& status) {
+  const grpc::StatusCode code = status.error_code();
+  if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    return common::HasErrorReason(FromGrpcStatus(status),
+                                  common::kTooManyParkedPulls);
+  }
   // Our clients never cancel their own calls, so CANCELLED comes from a
   // server shutting down under them (gRPC cancels calls still in flight).
   return code == grpc::StatusCode::UNAVAILABLE ||
          code == grpc::StatusCode::CANCELLED ||
          code == grpc::StatusCode::DEADLINE_EXCEEDED ||
-         code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
          code == grpc::StatusCode::ABORTED;
 }
 
@@ -30,7 +36,7 @@ grpc::Status CallWithRetry(
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + policy.rpc_deadline));
     grpc::Status status = attempt(context);
-    if (status.ok() || !IsRetryable(status.error_code())) return status;
+    if (status.ok() || !IsRetryable(status)) return status;
     if (absl::Now() + backoff > give_up) {
       // The time it took, which one long attempt can make more than
       // max_retry_time.

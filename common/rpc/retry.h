@@ -12,8 +12,8 @@ namespace ps::rpc {
 
 // Every client call has a deadline and is retried with exponential backoff
 // while the failure may be passing (UNAVAILABLE, DEADLINE_EXCEEDED,
-// RESOURCE_EXHAUSTED, ABORTED, CANCELLED); a caller never waits longer than
-// max_retry_time in all.
+// ABORTED, CANCELLED, and RESOURCE_EXHAUSTED from a server's bound on
+// waiting pulls); a caller never waits longer than max_retry_time in all.
 struct RetryPolicy {
   // Deadline of one attempt. Default: 30 s
   absl::Duration rpc_deadline = absl::Seconds(30);
@@ -29,7 +29,10 @@ struct RetryPolicy {
   std::function<void(grpc::StatusCode)> on_retry;
 };
 
-bool IsRetryable(grpc::StatusCode code);
+// Whether `status` may pass by retrying. RESOURCE_EXHAUSTED only with
+// reason kTooManyParkedPulls (common/error_info.h): without it gRPC refused
+// a request larger than the server reads, which no retry changes.
+bool IsRetryable(const grpc::Status& status);
 
 // Runs `attempt` with a fresh ClientContext (deadline set) until it succeeds,
 // fails for good, or the policy runs out. `what` names the call in logs.

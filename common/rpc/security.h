@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/rpc/security_options.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 
@@ -13,24 +14,6 @@
 // only ever sent over TLS: in plaintext anyone on the path could read it and
 // push into θ with it (gRPC itself refuses call credentials without TLS).
 namespace ps::rpc {
-
-// What a server's --tls_cert --tls_key --tls_client_ca --auth_token_file
-// name (PEM files; a file holding the token). All empty: plaintext, open.
-struct ServerSecurity {
-  std::string tls_cert;
-  std::string tls_key;
-  std::string tls_client_ca;    // set: clients must show a cert it signed
-  std::string auth_token_file;  // set: every call but health needs the token
-};
-
-// What a client's --tls_ca --tls_cert --tls_key --auth_token_file name.
-// tls_ca set: TLS, the server's certificate checked against it.
-struct ClientSecurity {
-  std::string tls_ca;
-  std::string tls_cert;  // with tls_key: this client's certificate
-  std::string tls_key;
-  std::string auth_token_file;
-};
 
 // The credentials `security` asks for, its files read and checked now;
 // errors name the flag and the file. Insecure when all is empty.

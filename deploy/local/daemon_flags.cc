@@ -161,7 +161,7 @@ absl::StatusOr<std::vector<WorkerProgram>> ParseWorkerPrograms(
 }
 
 std::string ServersClientCa(const JobSecurity& job) {
-  return job.tls_cert.empty() ? "" : job.tls_ca;
+  return job.client.tls_cert.empty() ? "" : job.client.tls_ca;
 }
 
 std::vector<std::string> ServerArgs(const ServerFlags& flags) {
@@ -185,7 +185,7 @@ std::vector<std::string> ServerArgs(const ServerFlags& flags) {
   args.Add("tls_cert", security.server_tls_cert);
   args.Add("tls_key", security.server_tls_key);
   args.Add("tls_client_ca", ServersClientCa(security));
-  args.Add("auth_token_file", security.auth_token_file);
+  args.Add("auth_token_file", security.client.auth_token_file);
   args.AddVerbatim(flags.extra);
   args.Add("inject_faults", flags.inject_faults);
   return args.Take();
@@ -209,10 +209,11 @@ std::vector<std::string> WorkerArgs(const WorkerFlags& flags) {
   args.Add("metrics_out", flags.metrics_out);
   args.Add("metrics_listen", flags.metrics_listen);
   args.Add("log_level", flags.log_level);
-  args.Add("tls_ca", flags.security.tls_ca);
-  args.Add("tls_cert", flags.security.tls_cert);
-  args.Add("tls_key", flags.security.tls_key);
-  args.Add("auth_token_file", flags.security.auth_token_file);
+  const rpc::ClientSecurity& client = flags.security.client;
+  args.Add("tls_ca", client.tls_ca);
+  args.Add("tls_cert", client.tls_cert);
+  args.Add("tls_key", client.tls_key);
+  args.Add("auth_token_file", client.auth_token_file);
   args.AddVerbatim(flags.extra);
   args.Add("inject_faults", flags.inject_faults);
   return args.Take();

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/rpc/security_options.h"
 
 namespace ps::launch {
 
@@ -20,12 +21,12 @@ namespace ps::launch {
 // token. One CA signs the servers' certificate and, for mutual TLS, the
 // clients' (a local job's own CA), so servers check clients against it.
 struct JobSecurity {
-  std::string tls_ca;  // set: TLS; clients check the servers against it
+  // Every client's: the workers' and the launcher's own calls. tls_ca set:
+  // TLS, the servers checked against it; tls_cert and tls_key: mutual TLS;
+  // auth_token_file: the job's token, which the servers check too.
+  rpc::ClientSecurity client;
   std::string server_tls_cert;  // with server_tls_key: every server's
   std::string server_tls_key;
-  std::string tls_cert;  // with tls_key: every client's (mutual TLS)
-  std::string tls_key;
-  std::string auth_token_file;  // the job's token: servers and clients
 };
 
 // The CA the servers of `job` check client certificates against: the job's

@@ -20,25 +20,21 @@ ABSL_FLAG(std::string, server_tls_key, "",
 namespace ps::launch {
 
 JobSecurity JobSecurityFromFlagsOrDie() {
-  const rpc::ClientSecurity client = rpc::ClientSecurityFromFlags();
   JobSecurity job;
-  job.tls_ca = client.tls_ca;
-  job.tls_cert = client.tls_cert;
-  job.tls_key = client.tls_key;
-  job.auth_token_file = client.auth_token_file;
+  job.client = rpc::ClientSecurityFromFlags();
   job.server_tls_cert = absl::GetFlag(FLAGS_server_tls_cert);
   job.server_tls_key = absl::GetFlag(FLAGS_server_tls_key);
   if (job.server_tls_cert.empty() != job.server_tls_key.empty()) {
     common::Die("--server_tls_cert and --server_tls_key go together");
   }
   // Half of TLS would leave every worker unable to reach a server.
-  if (job.tls_ca.empty() != job.server_tls_cert.empty()) {
+  if (job.client.tls_ca.empty() != job.server_tls_cert.empty()) {
     common::Die(
         "--tls_ca and --server_tls_cert go together: the servers serve TLS "
         "with --server_tls_cert and --server_tls_key, and the workers check "
         "them against --tls_ca");
   }
-  common::DieIfError(InstallClientSecurity(client), "cannot set up TLS");
+  common::DieIfError(InstallClientSecurity(job.client), "cannot set up TLS");
   common::DieIfError(rpc::MakeServerCredentials(ServerSecurityOf(job)).status(),
                      "the servers' credentials (--server_tls_cert, "
                      "--server_tls_key)");
@@ -47,16 +43,16 @@ JobSecurity JobSecurityFromFlagsOrDie() {
 
 rpc::ServerSecurity ServerSecurityOf(const JobSecurity& job) {
   return {job.server_tls_cert, job.server_tls_key, ServersClientCa(job),
-          job.auth_token_file};
+          job.client.auth_token_file};
 }
 
 std::vector<std::string> JobSecurityArgs(const JobSecurity& job) {
   std::vector<std::string> args;
   for (const auto& [name, value] :
-       {std::pair<const char*, const std::string&>{"tls_ca", job.tls_ca},
-        {"tls_cert", job.tls_cert},
-        {"tls_key", job.tls_key},
-        {"auth_token_file", job.auth_token_file},
+       {std::pair<const char*, const std::string&>{"tls_ca", job.client.tls_ca},
+        {"tls_cert", job.client.tls_cert},
+        {"tls_key", job.client.tls_key},
+        {"auth_token_file", job.client.auth_token_file},
         {"server_tls_cert", job.server_tls_cert},
         {"server_tls_key", job.server_tls_key}}) {
     if (!value.empty()) args.push_back(absl::StrCat("--", name, "=", value));

@@ -8,19 +8,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "common/dataset.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
-void Fail(const std::string& what) {
-  std::fprintf(stderr, "idx_fuzzer: %s\n", what.c_str());
-  std::abort();
-}
+using ps::fuzz::Fail;
 
 // A file in memory the reader opens by name, as it would a real one.
 class MemoryFile {

@@ -4,19 +4,15 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/libsvm.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
-void Fail(const char* what) {
-  std::fprintf(stderr, "libsvm_fuzzer: %s\n", what);
-  std::abort();
-}
+using ps::fuzz::Fail;
 
 }  // namespace
 

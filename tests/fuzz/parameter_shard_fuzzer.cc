@@ -8,8 +8,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -24,15 +22,12 @@
 #include "common/tensor_spec.h"
 #include "common/theta_file.h"
 #include "server/parameter_shard.h"
-#include "spdlog/spdlog.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace ps::server {
 namespace {
 
-void Fail(const std::string& what) {
-  std::fprintf(stderr, "parameter_shard_fuzzer: %s\n", what.c_str());
-  std::abort();
-}
+using ps::fuzz::Fail;
 
 // What no rejected request may change.
 struct Observed {
@@ -347,11 +342,7 @@ std::optional<ShardOptions> ConsumeOptions(FuzzedDataProvider& in) {
 }  // namespace ps::server
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool quiet = [] {
-    spdlog::set_level(spdlog::level::off);
-    return true;
-  }();
-  (void)quiet;
+  ps::fuzz::QuietLogs();
   FuzzedDataProvider in(data, size);
   std::optional<ps::server::ShardOptions> options =
       ps::server::ConsumeOptions(in);

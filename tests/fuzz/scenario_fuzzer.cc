@@ -3,12 +3,12 @@
 // exception out of yaml-cpp, or a hang.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/fuzz/fuzz_check.h"
 #include "tools/chaos/scenario.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -17,11 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ps::chaos::ParseScenario(text, "fuzz.yaml");
   if (!scenario.ok() &&
       !absl::StartsWith(scenario.status().message(), "fuzz.yaml")) {
-    std::fprintf(stderr,
-                 "scenario_fuzzer: an error that does not name the "
-                 "file: %s\n",
-                 scenario.status().ToString().c_str());
-    std::abort();
+    ps::fuzz::Fail(absl::StrCat("an error that does not name the file: ",
+                                scenario.status().ToString()));
   }
   return 0;
 }

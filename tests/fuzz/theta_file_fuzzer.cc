@@ -5,22 +5,17 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/theta_file.h"
 #include "server/parameter_shard.h"
-#include "spdlog/spdlog.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
-void Fail(const std::string& what) {
-  std::fprintf(stderr, "theta_file_fuzzer: %s\n", what.c_str());
-  std::abort();
-}
+using ps::fuzz::Fail;
 
 void Restore(const ps::common::ThetaFile& file) {
   ps::server::ShardOptions options;
@@ -48,11 +43,7 @@ void Restore(const ps::common::ThetaFile& file) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const bool quiet = [] {
-    spdlog::set_level(spdlog::level::off);
-    return true;
-  }();
-  (void)quiet;
+  ps::fuzz::QuietLogs();
   const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<ps::common::ThetaFile> file =
       ps::common::DecodeThetaFile(bytes, "fuzz.theta");

@@ -4,8 +4,6 @@
 // result must parse back to it. The first byte picks the message.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -14,15 +12,13 @@
 #include "common/rpc/wire_format.h"
 #include "grpcpp/grpcpp.h"
 #include "ps/v1/parameter_server.pb.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 namespace v1 = ps::v1;
 
-void Fail(const char* what) {
-  std::fprintf(stderr, "wire_format_fuzzer: %s\n", what);
-  std::abort();
-}
+using ps::fuzz::Fail;
 
 // The field at `path` of `message` (protobuf's own parse), as the bytes
 // ParseApart kept apart; cleared in `message`.

@@ -54,3 +54,43 @@ def test_worker_rides_through_kill_9_and_restart_from_checkpoint(
     # and took the one after the restart.
     np.testing.assert_array_equal(theta, [-2.5] * 3 + [-2.0] * 3)
     assert versions == [5, 4]
+
+
+def test_ssp_workers_pulling_then_pushing_ride_through_an_older_checkpoint(
+        servers, tmp_path):
+    # The checkpoint is 4 steps behind the workers, more than --staleness:
+    # each worker's next pull is past the clock the restored shard has for
+    # it, and must be answered, not refused.
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    servers.start(1, "--mode=ssp", "--staleness=1", "--num_workers=2",
+                  "--lr=0.5", "--l2=0", f"--checkpoint_dir={checkpoints}")
+    ones = {"w": np.ones(4)}
+    with pyps.Client(servers.addresses, 0, num_workers=2, rpc_deadline=2.0,
+                     max_retry_time=60.0) as first, \
+            pyps.Client(servers.addresses, 1, num_workers=2,
+                        rpc_deadline=2.0, max_retry_time=60.0) as second:
+        workers = [first, second]
+        first.init({"w": np.zeros(4, np.float32)})
+        second.init({"w": np.zeros(4, np.float32)})
+
+        def steps(count):
+            for _ in range(count):
+                for worker in workers:
+                    worker.pull()
+                    worker.push(ones, 1)
+        steps(3)
+        stub = first._shards[0].stub
+        stub.Checkpoint(pb.CheckpointRequest(), timeout=10)
+        steps(4)  # lost with the kill
+        servers.shards[0].signal(signal.SIGKILL)
+        servers.shards[0].wait(10)
+        servers.restart(0)
+        steps(3)
+        theta = first.pull()["w"]
+        status = stub.Status(pb.StatusRequest(), timeout=10)
+    # 6 pushes restored, 6 after the restart, each applied once.
+    assert status.version == 12
+    assert status.samples_applied == 12
+    np.testing.assert_array_equal(theta, [-6.0] * 4)
+    assert [w.clock for w in status.workers] == [10, 10]

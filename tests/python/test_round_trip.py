@@ -1,10 +1,16 @@
 """θ goes out and comes back bit for bit, whatever the caller's dtype and
 memory layout; bad tensors are refused before anything is sent."""
 
+import threading
+import time
+
+import grpc
 import numpy as np
 import pytest
 
 import pyps
+from conftest import wait_for
+from pyps.retry import is_retryable
 from ps.v1 import parameter_server_pb2 as pb
 
 
@@ -114,3 +120,67 @@ def test_non_finite_gradient_is_rejected_by_the_server_and_theta_kept(servers):
             client.push({"w": np.array([1.0, np.nan, 0.0])}, 4)
         assert "127.0.0.1" in str(raised.value)
         np.testing.assert_array_equal(client.pull()["w"], np.ones(3))
+
+
+def test_a_request_larger_than_the_server_reads_is_rejected_at_once(servers):
+    # 1024 keys: the server reads requests up to 4 KiB of values + 1 MiB.
+    servers.start(1, "--mode=async", "--num_workers=1",
+                  "--max_keys_per_shard=1024")
+    with pyps.Client(servers.addresses, 0, rpc_deadline=2.0,
+                     max_retry_time=10.0) as client:
+        start = time.monotonic()
+        with pytest.raises(pyps.Rejected, match="larger than max"):
+            client.init({"w": np.zeros(300_000, np.float32)})
+        assert time.monotonic() - start < 5.0, "it was retried"
+        # Nothing was declared.
+        assert not status(client)[0].initialized
+
+
+class _Refusal(grpc.RpcError):
+    """A RESOURCE_EXHAUSTED as a server sends it, with or without reason."""
+
+    def __init__(self, reason=None):
+        from google.rpc import error_details_pb2, status_pb2
+        details = status_pb2.Status(code=8, message="full")
+        if reason:
+            details.details.add().Pack(error_details_pb2.ErrorInfo(
+                reason=reason, domain="ps.v1"))
+        self._metadata = (("grpc-status-details-bin",
+                           details.SerializeToString()),)
+
+    def code(self):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def trailing_metadata(self):
+        return self._metadata
+
+
+def test_only_the_parked_pulls_bound_is_retried_of_resource_exhausted():
+    assert is_retryable(_Refusal("TOO_MANY_PARKED_PULLS"))
+    assert not is_retryable(_Refusal())
+    assert not is_retryable(_Refusal("SOMETHING_ELSE"))
+
+
+def test_waited_seconds_is_how_long_the_server_held_the_pull(servers):
+    servers.start(1, "--mode=sync", "--num_workers=2")
+    ones = {"w": np.ones(4)}
+    with pyps.Client(servers.addresses, 0, num_workers=2) as first, \
+            pyps.Client(servers.addresses, 1, num_workers=2) as second:
+        for client in (first, second):
+            client.init({"w": np.zeros(4, np.float32)})
+            client.pull()  # round 0: answered at once
+            assert client.waited_seconds == 0.0
+        # The first worker's pull for round 1 waits for the second's push.
+        held = []
+        pusher = threading.Thread(
+            target=lambda: held.append(first.push_pull(ones, 1)))
+        start = time.monotonic()
+        pusher.start()
+        wait_for(lambda: status(first)[0].round_gradients == 1, 30,
+                 "the first push to arrive")
+        second.push_pull(ones, 1)
+        pusher.join(30)
+        elapsed = time.monotonic() - start
+    assert held, "the first worker's push_pull did not return"
+    assert 0.0 < first.waited_seconds <= elapsed
+    assert second.waited_seconds == 0.0  # its push closed the round

@@ -132,6 +132,7 @@ class _Shard:
         # From the last answered pull; a sync push names this round.
         self.pulled_version = 0
         self.pulled_samples = 0
+        self.pulled_waited_us = 0
         self.pulled = False
 
 
@@ -258,6 +259,14 @@ class Client:
     def samples_applied(self):
         """Training examples in θ as of the last pull (shard 0's count)."""
         return self._shards[0].pulled_samples
+
+    @property
+    def waited_seconds(self):
+        """How long the servers held the last pull before answering it (sync:
+        for the round to close; ssp: for the slowest worker), the longest
+        over the shards; 0.0 when each answered at once. The rest of the
+        call was transfer and the servers' work (PullInfo.waited_seconds)."""
+        return max(s.pulled_waited_us for s in self._shards) / 1e6
 
     def init(self, tensors, exempt_from_regularization=()):
         """Declares the model: `tensors` maps names to initial values, in
@@ -706,6 +715,7 @@ class Client:
         shard.pulled = True
         shard.pulled_version = answer.version
         shard.pulled_samples = answer.samples_applied
+        shard.pulled_waited_us = answer.waited_us
 
     def _learn_mode(self, shard, mode):
         # An older server does not say: keep what Init reported.

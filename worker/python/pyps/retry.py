@@ -9,6 +9,7 @@ import time
 import grpc
 
 from pyps.errors import Rejected, ServerUnavailable
+from pyps.status_details import TOO_MANY_PARKED_PULLS, has_reason
 
 log = logging.getLogger("pyps")
 
@@ -18,9 +19,16 @@ RETRYABLE = frozenset({
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
 })
+
+
+def is_retryable(error):
+    """Whether the grpc.RpcError may pass by retrying (rpc::IsRetryable):
+    RESOURCE_EXHAUSTED only from a server's bound on waiting pulls."""
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return has_reason(error, TOO_MANY_PARKED_PULLS)
+    return error.code() in RETRYABLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +62,7 @@ def call_with_retry(policy, what, attempt):
         try:
             return attempt(policy.rpc_deadline)
         except grpc.RpcError as error:
-            if error.code() not in RETRYABLE:
+            if not is_retryable(error):
                 raise
             if time.monotonic() + backoff > give_up:
                 log.error("%s failed after %d attempt%s in %.1fs: %s", what,
@@ -72,6 +80,6 @@ def call_with_retry(policy, what, attempt):
 def as_pyps_error(address, error):
     """The exception a caller can act on for a failed call to `address`."""
     message = f"server {address}: {error.details()}"
-    if error.code() in RETRYABLE:
+    if is_retryable(error):
         return ServerUnavailable(message)
     return Rejected(message)

@@ -8,6 +8,10 @@ import grpc
 # incarnation).
 DOMAIN = "ps.v1"
 REGISTRATION_REQUIRED = "REGISTRATION_REQUIRED"
+# The RESOURCE_EXHAUSTED of a server's bound on waiting pulls, which passes:
+# one without it is gRPC's refusal of a request larger than the server
+# reads, which no retry changes.
+TOO_MANY_PARKED_PULLS = "TOO_MANY_PARKED_PULLS"
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -28,11 +32,16 @@ def error_infos(error):
                 yield info
 
 
+def has_reason(error, reason):
+    """True when the grpc.RpcError carries our domain's ErrorInfo `reason`."""
+    return any(info.domain == DOMAIN and info.reason == reason
+               for info in error_infos(error))
+
+
 def needs_registration(error):
     """True when the server no longer knows this worker's incarnation."""
     if not isinstance(error, grpc.RpcError):
         return False
     if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
         return False
-    return any(info.domain == DOMAIN and info.reason == REGISTRATION_REQUIRED
-               for info in error_infos(error))
+    return has_reason(error, REGISTRATION_REQUIRED)
