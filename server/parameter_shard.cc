@@ -35,7 +35,7 @@ void RecordPush(const PushArgs& args, common::WorkerRecord& worker) {
 ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
       policy_(options_),
-      dense_(options_.update),
+      dense_(options_.update, options_.optimizer, options_.lr_schedule),
       members_(options_.shard_index, options_.num_workers, options_.max_workers,
                options_.lease_timeout),
       parked_(options_.max_parked_pulls, options_.max_parked_pulls_per_worker) {
@@ -436,10 +436,10 @@ absl::StatusOr<PushResult> ParameterShard::PushAtOnce(
     return s;
   }
   absl::StatusOr<DenseSlice::CheckedGradient> checked =
-      dense_.CheckBytes(args.gradient);
+      dense_.CheckBytes(args.gradient, version_);
   if (!checked.ok()) return checked.status();
   RecordPush(args, worker);
-  dense_.ApplyBytes(args.gradient, *checked);
+  dense_.ApplyBytes(args.gradient, *checked, version_);
   if (observer_ != nullptr) {
     observer_->PushApplied(
         version_ > args.base_version ? version_ - args.base_version : 0);
@@ -470,7 +470,7 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   counters_.CountRoundClosed(why);
   if (observer_ != nullptr) observer_->RoundClosed(why, now - round_opened_);
   round_->Mean(absl::MakeSpan(round_mean_));
-  if (auto bad = dense_.ApplyIfFinite(round_mean_)) {
+  if (auto bad = dense_.ApplyIfFinite(round_mean_, version_)) {
     // The round ends (no worker waits for it forever) but changes nothing:
     // a θ that overflowed would be checkpointed and block every restore.
     spdlog::error(
