@@ -4,6 +4,8 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -261,6 +263,21 @@ std::string OptimizerSpecString(const OptimizerOptions& options) {
 
 namespace {
 
+// FTRL's closed form: 0 when |z| ≤ ℓ₁, else −(z − sgn(z)·ℓ₁)/denominator.
+// Written as a division on every key and a bit mask (+0 where |z| ≤ ℓ₁,
+// the quotient otherwise, NaN included): a `?:` let the compiler move the
+// division under the condition, and a division that may trap kept the
+// loop scalar.
+inline float FtrlWeight(float z, float l1, float denominator) {
+  const float shrunk = -(z - std::copysign(l1, z)) / denominator;
+  uint32_t bits;
+  std::memcpy(&bits, &shrunk, sizeof(bits));
+  bits &= -static_cast<uint32_t>(!(std::abs(z) <= l1));
+  float weight;
+  std::memcpy(&weight, &bits, sizeof(weight));
+  return weight;
+}
+
 // The elementwise part of every optimizer but sgd.
 template <bool kGeneral>
 void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
@@ -299,10 +316,11 @@ void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
     }
     case OptimizerKind::kAdagrad: {
       float* __restrict accumulator = state[0].data();
+      const float epsilon = o.epsilon;
       for (size_t i = 0; i < n; ++i) {
         const float d = c.Gradient(t[i], g[i]);
         accumulator[i] += d * d;
-        const float eta = lr / (std::sqrt(accumulator[i]) + o.epsilon);
+        const float eta = lr / (std::sqrt(accumulator[i]) + epsilon);
         t[i] = c.Finish(t[i] - eta * d, eta);
       }
       break;
@@ -319,11 +337,15 @@ void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
       // AdamW takes λ₂ out of the gradient and decays θ by α·λ₂ directly.
       const float decay = o.kind == OptimizerKind::kAdamW ? lr * c.l2 : 0.0f;
       if (o.kind == OptimizerKind::kAdamW) c.l2 = 0;
+      // In locals: read through `o` after each store to m and v (which the
+      // compiler must assume may alias it), they kept the loop scalar.
+      const float beta1 = o.beta1, beta2 = o.beta2, epsilon = o.epsilon;
+      const float keep1 = 1 - beta1, keep2 = 1 - beta2;
       for (size_t i = 0; i < n; ++i) {
         const float d = c.Gradient(t[i], g[i]);
-        m[i] = o.beta1 * m[i] + (1 - o.beta1) * d;
-        v[i] = o.beta2 * v[i] + (1 - o.beta2) * d * d;
-        const float eta = lr / (std::sqrt(v[i] / v_correction) + o.epsilon);
+        m[i] = beta1 * m[i] + keep1 * d;
+        v[i] = beta2 * v[i] + keep2 * d * d;
+        const float eta = lr / (std::sqrt(v[i] / v_correction) + epsilon);
         t[i] = c.Finish(t[i] - decay * t[i] - eta * (m[i] / m_correction), eta);
       }
       break;
@@ -331,18 +353,15 @@ void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
     case OptimizerKind::kFtrl: {
       float* __restrict z = state[0].data();
       float* __restrict accumulator = state[1].data();
+      const float beta = o.ftrl_beta, l1 = o.ftrl_l1, l2 = o.ftrl_l2;
       for (size_t i = 0; i < n; ++i) {
         const float d = c.Gradient(t[i], g[i]);
         const float old_root = std::sqrt(accumulator[i]);
         accumulator[i] += d * d;
         const float root = std::sqrt(accumulator[i]);
         z[i] += d - (root - old_root) / lr * t[i];
-        const float eta = lr / (o.ftrl_beta + root);
-        const float next = std::abs(z[i]) <= o.ftrl_l1
-                               ? 0.0f
-                               : -(z[i] - std::copysign(o.ftrl_l1, z[i])) /
-                                     ((o.ftrl_beta + root) / lr + o.ftrl_l2);
-        t[i] = c.Finish(next, eta);
+        const float eta = lr / (beta + root);
+        t[i] = c.Finish(FtrlWeight(z[i], l1, (beta + root) / lr + l2), eta);
       }
       break;
     }

@@ -1,10 +1,14 @@
 #include "common/tensor_spec.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/lr_schedule.h"
+#include "common/optimizer.h"
 
 namespace ps::common {
 
@@ -15,8 +19,16 @@ uint64_t TensorSpec::num_elements() const {
 }
 
 std::string TensorSpec::ToString() const {
-  return absl::StrCat(name, "[", absl::StrJoin(shape, ","), "]",
-                      exempt_from_regularization ? " (no regularization)" : "");
+  std::vector<std::string> notes;
+  if (exempt_from_regularization) notes.push_back("no regularization");
+  if (!optimizer.empty())
+    notes.push_back(absl::StrCat("optimizer ", optimizer));
+  if (!lr_schedule.empty()) {
+    notes.push_back(absl::StrCat("lr_schedule ", lr_schedule));
+  }
+  return absl::StrCat(
+      name, "[", absl::StrJoin(shape, ","), "]",
+      notes.empty() ? "" : absl::StrCat(" (", absl::StrJoin(notes, ", "), ")"));
 }
 
 uint64_t NumKeys(const std::vector<TensorSpec>& tensors) {
@@ -66,6 +78,18 @@ absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors) {
           "the model has more than 2^40 keys (at tensor '", t.name, "')"));
     }
     total += elements;
+    if (!t.optimizer.empty()) {
+      if (absl::Status s = ParseOptimizerSpec(t.optimizer).status(); !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", t.name, "': ", s.message()));
+      }
+    }
+    if (!t.lr_schedule.empty()) {
+      if (absl::Status s = ParseLrSchedule(t.lr_schedule).status(); !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", t.name, "': ", s.message()));
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -75,7 +99,9 @@ std::string DescribeDifference(const std::vector<TensorSpec>& a,
   const size_t common = std::min(a.size(), b.size());
   for (size_t i = 0; i < common; ++i) {
     if (a[i].name != b[i].name || a[i].shape != b[i].shape ||
-        a[i].exempt_from_regularization != b[i].exempt_from_regularization) {
+        a[i].exempt_from_regularization != b[i].exempt_from_regularization ||
+        a[i].optimizer != b[i].optimizer ||
+        a[i].lr_schedule != b[i].lr_schedule) {
       return absl::StrCat("tensor #", i, " is declared as ", a[i].ToString(),
                           " but requested as ", b[i].ToString());
     }

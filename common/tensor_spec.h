@@ -17,9 +17,16 @@ struct TensorSpec {
   std::vector<int64_t> shape;
   // L1/L2 regularization skips this tensor (biases, usually).
   bool exempt_from_regularization = false;
+  // The tensor's own optimizer (common/optimizer.h's ParseOptimizerSpec
+  // syntax, "adam(beta1=0.9)") and learning-rate schedule (ParseLrSchedule's,
+  // "cosine:1000"). Empty: the server's --optimizer and --lr_schedule.
+  // (Initialized, so that {name, shape, exempt} still names every field.)
+  std::string optimizer = "";
+  std::string lr_schedule = "";
 
   uint64_t num_elements() const;
-  std::string ToString() const;  // "fc1/bias[128] (no regularization)"
+  // "fc1/bias[128] (no regularization, optimizer sgd)"
+  std::string ToString() const;
 };
 
 // The most keys a model may have: every element count, product and sum
@@ -30,7 +37,8 @@ inline constexpr uint64_t kMaxKeys = uint64_t{1} << 40;
 uint64_t NumKeys(const std::vector<TensorSpec>& tensors);
 
 // Non-empty unique names, positive dimensions, at least one tensor, at most
-// kMaxKeys keys in all (products checked for overflow).
+// kMaxKeys keys in all (products checked for overflow), and an optimizer
+// and schedule that parse when given (the error names the tensor).
 absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors);
 
 // Empty when `a` and `b` declare the same model; otherwise one sentence that

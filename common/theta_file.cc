@@ -14,10 +14,13 @@ namespace {
 
 // Format 2 appended the rule settings to format 1; format 3 writes the mode
 // and the workers' states as enum codes instead of a name and a
-// live/finished byte. Files of formats 1 and 2 stay readable.
+// live/finished byte; format 4 appends the optimizers' settings (each
+// tensor's optimizer and schedule, the server's schedule). Older files stay
+// readable.
 constexpr char kMagicV1[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
 constexpr char kMagicV2[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
-constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '3'};
+constexpr char kMagicV3[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '3'};
+constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '4'};
 
 // Format 3's codes: the position in these tables plus one, fixed here
 // whatever the enums' order; 0 is "none" (an export has no mode).
@@ -240,6 +243,18 @@ bool DecodeRules(Reader& in, ThetaFile& file) {
   return true;
 }
 
+// Format 4's tail: each tensor's optimizer and schedule, then the
+// server's schedule.
+bool DecodeOptimizers(Reader& in, ThetaFile& file) {
+  for (TensorSpec& tensor : file.tensors) {
+    if (!in.GetString(&tensor.optimizer) ||
+        !in.GetString(&tensor.lr_schedule)) {
+      return false;
+    }
+  }
+  return in.GetString(&file.lr_schedule);
+}
+
 }  // namespace
 
 std::string EncodeThetaFile(const ThetaFile& file) {
@@ -297,6 +312,11 @@ std::string EncodeThetaFile(const ThetaFile& file) {
     out.Put(file.rules->sync_quorum);
     out.Put(file.rules->staleness);
   }
+  for (const TensorSpec& tensor : file.tensors) {
+    out.PutString(tensor.optimizer);
+    out.PutString(tensor.lr_schedule);
+  }
+  out.PutString(file.lr_schedule);
   out.Put(Crc32(out.bytes()));
   return std::move(out.bytes());
 }
@@ -311,6 +331,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   }
   int format = 0;
   if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0) {
+    format = 4;
+  } else if (std::memcmp(bytes.data(), kMagicV3, sizeof(kMagicV3)) == 0) {
     format = 3;
   } else if (std::memcmp(bytes.data(), kMagicV2, sizeof(kMagicV2)) == 0) {
     format = 2;
@@ -330,7 +352,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   ThetaFile file;
   Reader in(body.substr(sizeof(kMagic)));
   if (!DecodeBody(in, format, file) ||
-      (format >= 2 && !DecodeRules(in, file)) || !in.AtEnd()) {
+      (format >= 2 && !DecodeRules(in, file)) ||
+      (format >= 4 && !DecodeOptimizers(in, file)) || !in.AtEnd()) {
     return bad(
         "the checksum matches but the layout does not: written by an "
         "incompatible version?");

@@ -44,9 +44,16 @@ struct ThetaFile {
   uint64_t version = 0;
   uint64_t samples_applied = 0;
   std::vector<float> values;  // θ[keys]
-  // Per-key optimizer state vectors, named ("momentum", …); plain SGD has
-  // none.
+  // The server's --optimizer (OptimizerSpecString) and --lr_schedule
+  // (LrScheduleString) in a checkpoint; a tensor's own are in `tensors`.
   std::string optimizer = "sgd";
+  std::string lr_schedule = "constant";
+  // The optimizers' per-key state (common/optimizer.h), one vector per name
+  // that any tensor's optimizer keeps ("velocity", "accumulator", "m", "v",
+  // "z", "n", in that order), each over all of `keys`: 0 at the keys of
+  // tensors whose optimizer keeps no such state (momentum and nesterov
+  // share "velocity", adam and adamw "m" and "v"). Plain SGD has none. An
+  // export carries none: a model, not a training run's state.
   std::vector<std::string> state_names;
   std::vector<std::vector<float>> state;  // each over `keys`
   std::vector<WorkerRecord> workers;
@@ -56,9 +63,11 @@ struct ThetaFile {
 };
 
 // The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
-// Always format 3 ("PSTHETA3": the mode and each worker's state as enum
-// codes where format 2 had the mode's name and a live/finished byte);
-// DecodeThetaFile reads formats 1 ("PSTHETA1", no rule settings), 2 and 3.
+// Always format 4 ("PSTHETA4": format 3 and, at its end, each tensor's
+// optimizer and schedule and the server's schedule); format 3 wrote the mode
+// and each worker's state as enum codes where format 2 had the mode's name
+// and a live/finished byte. DecodeThetaFile reads formats 1 ("PSTHETA1", no
+// rule settings), 2, 3 and 4.
 std::string EncodeThetaFile(const ThetaFile& file);
 
 // Checks magic, every length, the checksum, and that every value is finite:

@@ -249,7 +249,9 @@ Checkpointer::Checkpointer(std::string dir, uint32_t keep, uint32_t shard_index,
 Checkpointer::~Checkpointer() { ::close(lock_fd_); }
 
 absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest(
-    const common::UpdateOptions& update) const {
+    const common::UpdateOptions& update,
+    const common::OptimizerOptions& optimizer,
+    const common::LrSchedule& lr_schedule) const {
   absl::StatusOr<std::vector<FileName>> all = ListCheckpoints(dir_);
   if (!all.ok()) return all.status();
   if (all->empty()) return std::nullopt;
@@ -266,8 +268,9 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::LoadLatest(
   }
   for (uint32_t layout : newest_first) {
     absl::StatusOr<std::optional<common::ThetaFile>> restored =
-        layout == num_shards_ ? OwnLayout(layouts[layout])
-                              : Reshard(layouts[layout], layout, update);
+        layout == num_shards_
+            ? OwnLayout(layouts[layout])
+            : Reshard(layouts[layout], layout, update, optimizer, lr_schedule);
     if (!restored.ok() || restored->has_value()) return restored;
     spdlog::warn(
         "shard {}/{}: the {}-shard checkpoints, newer, hold none of "
@@ -292,7 +295,9 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::OwnLayout(
 
 absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     const std::vector<FileName>& files, uint32_t layout,
-    const common::UpdateOptions& update) const {
+    const common::UpdateOptions& update,
+    const common::OptimizerOptions& optimizer,
+    const common::LrSchedule& lr_schedule) const {
   // Learn the model from any good file, then read the parts of every old
   // shard that overlap this shard's keys. Each file is read (and checked)
   // once.
@@ -352,6 +357,16 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
           "the checkpoints of the ", layout, "-shard layout disagree: shard ",
           i, diff.empty() ? " holds other keys" : absl::StrCat(": ", diff)));
     }
+    if (source.state_names != model->state_names) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoints of the ", layout, "-shard layout disagree: shard ",
+          i, " holds optimizer state [", absl::StrJoin(source.state_names, ","),
+          "] where another holds [", absl::StrJoin(model->state_names, ","),
+          "]"));
+    }
+    if (absl::Status sizes = CheckStateSizes(source); !sizes.ok()) {
+      return sizes;
+    }
     sources.push_back(&source);
   }
 
@@ -381,7 +396,9 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
           shard_index_, num_shards_, overlapping[k], layout, source.version,
           source.round.size(),
           source.round.empty() ? ", so those keys skip the round" : "");
-      if (absl::Status closed = CloseSavedRound(update, source); !closed.ok()) {
+      if (absl::Status closed =
+              CloseSavedRound(update, optimizer, lr_schedule, source);
+          !closed.ok()) {
         return closed;
       }
     }
@@ -395,7 +412,12 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
   merged.mode = model->mode;
   merged.version = newest;
   merged.rules = model->rules;
+  merged.optimizer = model->optimizer;
+  merged.lr_schedule = model->lr_schedule;
   merged.values.assign(mine.size(), 0.0f);
+  merged.state_names = model->state_names;
+  merged.state.assign(model->state_names.size(),
+                      std::vector<float>(mine.size(), 0.0f));
   std::map<uint32_t, common::WorkerRecord> workers;
   for (size_t k = 0; k < sources.size(); ++k) {
     const common::ThetaFile& source = *sources[k];
@@ -405,6 +427,11 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     std::copy(source.values.begin() + (begin - theirs.begin),
               source.values.begin() + (end - theirs.begin),
               merged.values.begin() + (begin - mine.begin));
+    for (size_t s = 0; s < merged.state.size(); ++s) {
+      std::copy(source.state[s].begin() + (begin - theirs.begin),
+                source.state[s].begin() + (end - theirs.begin),
+                merged.state[s].begin() + (begin - mine.begin));
+    }
     merged.samples_applied =
         std::max(merged.samples_applied, source.samples_applied);
     Merge(source.workers, workers);

@@ -11,6 +11,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/lr_schedule.h"
+#include "common/optimizer.h"
 #include "common/theta_file.h"
 #include "common/update_rule.h"
 #include "server/parameter_shard.h"
@@ -50,8 +52,12 @@ class Checkpointer {
   // it used. nullopt when the directory holds no checkpoint; DATA_LOSS when
   // it holds some but none usable for this shard, or when restoring would
   // mix states.
+  // `optimizer` and `lr_schedule` are the server's, for such a round's
+  // tensors that name none; the optimizer state is cut by key like θ.
   absl::StatusOr<std::optional<common::ThetaFile>> LoadLatest(
-      const common::UpdateOptions& update) const;
+      const common::UpdateOptions& update,
+      const common::OptimizerOptions& optimizer = {},
+      const common::LrSchedule& lr_schedule = {}) const;
 
   // Writes the shard's current state, logs it ("<why> checkpoint <path>
   // (version, bytes, time)"), then keeps the newest `keep` files of this
@@ -91,7 +97,9 @@ class Checkpointer {
       const std::vector<FileName>& files) const;
   absl::StatusOr<std::optional<common::ThetaFile>> Reshard(
       const std::vector<FileName>& files, uint32_t layout,
-      const common::UpdateOptions& update) const;
+      const common::UpdateOptions& update,
+      const common::OptimizerOptions& optimizer,
+      const common::LrSchedule& lr_schedule) const;
 
   const std::string dir_;
   const uint32_t keep_;

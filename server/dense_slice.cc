@@ -1,12 +1,16 @@
 #include "server/dense_slice.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/float_bytes.h"
 
 namespace ps::server {
@@ -18,18 +22,6 @@ namespace {
 constexpr double kSurelyFiniteBelow = 1e38;
 
 }  // namespace
-
-void ApplyOverSegments(const common::UpdateOptions& update,
-                       const std::vector<common::TensorSegment>& segments,
-                       uint64_t first_key, absl::Span<const float> gradient,
-                       absl::Span<float> theta) {
-  for (const common::TensorSegment& segment : segments) {
-    const size_t offset = segment.keys.begin - first_key;
-    common::ApplyUpdate(update, segment.regularize,
-                        gradient.subspan(offset, segment.keys.size()),
-                        theta.subspan(offset, segment.keys.size()));
-  }
-}
 
 // Works on the bits with the sign cleared, which order like the
 // magnitudes: an integer max, so the loop vectorizes (a float max with NaN
@@ -47,15 +39,150 @@ double LargestMagnitude(absl::Span<const float> values) {
   return magnitude;
 }
 
-DenseSlice::DenseSlice(const common::UpdateOptions& update)
-    : update_(update), chunk_(kApplyChunkFloats) {}
+namespace {
+
+// A tensor's optimizer and schedule: its own, else the defaults. The specs
+// were validated with the tensors (ValidateTensorSpecs).
+common::OptimizerOptions OptimizerOf(const common::TensorSpec& tensor,
+                                     const common::OptimizerOptions& fallback) {
+  if (tensor.optimizer.empty()) return fallback;
+  return common::ParseOptimizerSpec(tensor.optimizer).value_or(fallback);
+}
+
+common::LrSchedule ScheduleOf(const common::TensorSpec& tensor,
+                              const common::LrSchedule& fallback) {
+  if (tensor.lr_schedule.empty()) return fallback;
+  return common::ParseLrSchedule(tensor.lr_schedule).value_or(fallback);
+}
+
+// The step size of update number `version`: exactly `rate` when the factor
+// is 1 (the constant schedule), so plain SGD is unchanged bit for bit.
+float ScheduledRate(float rate, const common::LrSchedule& schedule,
+                    uint64_t version) {
+  return static_cast<float>(rate * common::LrFactor(schedule, version));
+}
+
+}  // namespace
+
+DenseSlice::DenseSlice(const common::UpdateOptions& update,
+                       const common::OptimizerOptions& optimizer,
+                       const common::LrSchedule& lr_schedule)
+    : update_(update),
+      default_optimizer_(optimizer),
+      default_schedule_(lr_schedule),
+      chunk_(kApplyChunkFloats) {}
 
 void DenseSlice::Declare(const std::vector<common::TensorSpec>& tensors,
                          common::KeyRange keys, std::vector<float> theta) {
   keys_ = keys;
-  segments_ = common::SegmentsInRange(tensors, keys_);
   theta_ = std::move(theta);
   theta_bound_ = LargestMagnitude(theta_);
+  // The state names of the whole model, not only of this slice's tensors,
+  // in the optimizers' order: every shard's checkpoint then has the same
+  // vectors, which a reshard needs to cut them by key.
+  std::vector<common::OptimizerOptions> optimizers;
+  for (const common::TensorSpec& tensor : tensors) {
+    optimizers.push_back(OptimizerOf(tensor, default_optimizer_));
+  }
+  state_names_.clear();
+  for (int kind = 0; kind <= static_cast<int>(common::OptimizerKind::kFtrl);
+       ++kind) {
+    const bool used = std::any_of(
+        optimizers.begin(), optimizers.end(),
+        [kind](const auto& o) { return static_cast<int>(o.kind) == kind; });
+    if (!used) continue;
+    for (const std::string& name : common::OptimizerStateNames(
+             static_cast<common::OptimizerKind>(kind))) {
+      if (std::find(state_names_.begin(), state_names_.end(), name) ==
+          state_names_.end()) {
+        state_names_.push_back(name);
+      }
+    }
+  }
+  state_.assign(state_names_.size(), std::vector<float>(keys_.size(), 0.0f));
+  trial_state_.assign(state_names_.size(), {});
+  segments_.clear();
+  all_sgd_ = true;
+  for (const common::TensorSegment& segment :
+       common::SegmentsInRange(tensors, keys_)) {
+    SegmentRule& rule = segments_.emplace_back();
+    rule.segment = segment;
+    rule.optimizer = optimizers[segment.tensor_index];
+    rule.schedule =
+        ScheduleOf(tensors[segment.tensor_index], default_schedule_);
+    for (const std::string& name :
+         common::OptimizerStateNames(rule.optimizer.kind)) {
+      rule.state.push_back(
+          std::find(state_names_.begin(), state_names_.end(), name) -
+          state_names_.begin());
+    }
+    all_sgd_ = all_sgd_ && rule.optimizer.kind == common::OptimizerKind::kSgd;
+  }
+}
+
+std::string DenseSlice::TakeState(const std::vector<std::string>& names,
+                                  std::vector<std::vector<float>> state) {
+  std::vector<std::string> missing;
+  std::vector<std::string> ignored;
+  for (size_t i = 0; i < state_names_.size(); ++i) {
+    const auto at = std::find(names.begin(), names.end(), state_names_[i]);
+    if (at == names.end()) {
+      missing.push_back(state_names_[i]);
+    } else {
+      state_[i] = std::move(state[at - names.begin()]);
+    }
+  }
+  for (const std::string& name : names) {
+    if (std::find(state_names_.begin(), state_names_.end(), name) ==
+        state_names_.end()) {
+      ignored.push_back(name);
+    }
+  }
+  if (missing.empty() && ignored.empty()) return "";
+  return absl::StrCat(
+      missing.empty() ? ""
+                      : absl::StrCat("state ", absl::StrJoin(missing, ", "),
+                                     " starts at 0 (the file has none)"),
+      !missing.empty() && !ignored.empty() ? "; " : "",
+      ignored.empty()
+          ? ""
+          : absl::StrCat("the file's state ", absl::StrJoin(ignored, ", "),
+                         " is dropped (no optimizer here keeps it)"));
+}
+
+void DenseSlice::ApplyRule(const SegmentRule& rule, uint64_t version,
+                           size_t done, absl::Span<const float> gradient,
+                           absl::Span<float> theta,
+                           std::vector<std::vector<float>>* trial_state) {
+  common::UpdateOptions update = update_;
+  update.learning_rate =
+      ScheduledRate(update_.learning_rate, rule.schedule, version);
+  if (rule.optimizer.kind == common::OptimizerKind::kSgd) {
+    common::ApplyUpdate(update, rule.segment.regularize, gradient, theta);
+    return;
+  }
+  if (update.learning_rate == 0) return;
+  const size_t offset = rule.segment.keys.begin - keys_.begin + done;
+  std::array<absl::Span<float>, 2> state;
+  for (size_t i = 0; i < rule.state.size(); ++i) {
+    state[i] =
+        trial_state != nullptr
+            ? absl::MakeSpan((*trial_state)[rule.state[i]]).first(theta.size())
+            : absl::MakeSpan(state_[rule.state[i]])
+                  .subspan(offset, theta.size());
+  }
+  common::ApplyOptimizer(rule.optimizer, update, rule.segment.regularize,
+                         version + 1, gradient, theta,
+                         absl::MakeConstSpan(state).first(rule.state.size()));
+}
+
+double DenseSlice::LargestRate(uint64_t version) const {
+  double largest = 0;
+  for (const SegmentRule& rule : segments_) {
+    largest = std::max<double>(
+        largest, ScheduledRate(update_.learning_rate, rule.schedule, version));
+  }
+  return largest;
 }
 
 void DenseSlice::Read(const common::KeyRange& keys, std::string* out) const {
@@ -78,18 +205,19 @@ absl::Status DenseSlice::CheckFinite(absl::Span<const float> gradient) const {
 }
 
 absl::StatusOr<DenseSlice::CheckedGradient> DenseSlice::CheckBytes(
-    const absl::Cord& bytes) {
+    const absl::Cord& bytes, uint64_t version) {
   CheckedGradient checked;
   if (auto bad = FindNonFiniteGradient(bytes, &checked.largest)) {
     return NonFiniteGradientError(bad->first, bad->second);
   }
-  if (SurelyFinite(checked.largest)) return checked;
+  if (SurelyFinite(checked.largest, version)) return checked;
   // Finite gradients can still carry θ past the float range: when the
   // bound cannot rule it out, run the update on copies.
   checked.exactly = true;
   absl::Cord::CharIterator from = bytes.char_begin();
   if (auto result = FindNonFiniteResult(
-          [&](absl::Span<float> out) { common::ReadFloats(from, out); })) {
+          [&](absl::Span<float> out) { common::ReadFloats(from, out); },
+          version)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "applying this gradient would make the value of key ",
         keys_.begin + result->offset, " ", result->value,
@@ -100,19 +228,19 @@ absl::StatusOr<DenseSlice::CheckedGradient> DenseSlice::CheckBytes(
 }
 
 void DenseSlice::ApplyBytes(const absl::Cord& bytes,
-                            const CheckedGradient& checked) {
+                            const CheckedGradient& checked, uint64_t version) {
   // Segments tile the slice in order, so one pass reads the gradient.
   absl::Cord::CharIterator from = bytes.char_begin();
-  for (const common::TensorSegment& segment : segments_) {
-    const size_t offset = segment.keys.begin - keys_.begin;
-    const size_t size = segment.keys.size();
+  for (const SegmentRule& rule : segments_) {
+    const size_t offset = rule.segment.keys.begin - keys_.begin;
+    const size_t size = rule.segment.keys.size();
     absl::Span<float> theta = absl::MakeSpan(theta_).subspan(offset, size);
     if (update_.has_ball()) {
       // The ball's norm is the whole segment's: the rule needs it whole.
       if (segment_.size() < size) segment_.resize(size);
       common::ReadFloats(from, absl::MakeSpan(segment_).first(size));
-      common::ApplyUpdate(update_, segment.regularize,
-                          absl::MakeConstSpan(segment_).first(size), theta);
+      ApplyRule(rule, version, 0, absl::MakeConstSpan(segment_).first(size),
+                theta, nullptr);
       continue;
     }
     // Elementwise otherwise: a cache-sized piece at a time, so no θ-sized
@@ -120,31 +248,36 @@ void DenseSlice::ApplyBytes(const absl::Cord& bytes,
     for (size_t done = 0; done < size; done += chunk_.size()) {
       const size_t n = std::min(chunk_.size(), size - done);
       common::ReadFloats(from, absl::MakeSpan(chunk_).first(n));
-      common::ApplyUpdate(update_, segment.regularize,
-                          absl::MakeConstSpan(chunk_).first(n),
-                          theta.subspan(done, n));
+      ApplyRule(rule, version, done, absl::MakeConstSpan(chunk_).first(n),
+                theta.subspan(done, n), nullptr);
     }
   }
-  BoundAfterUpdate(checked.largest, checked.exactly);
+  BoundAfterUpdate(checked.largest, checked.exactly, version);
 }
 
 std::optional<DenseSlice::NonFiniteResult> DenseSlice::ApplyIfFinite(
-    absl::Span<const float> gradient) {
+    absl::Span<const float> gradient, uint64_t version) {
   // A mean of finite gradients can itself overflow (inf fails the bound).
   const double largest = LargestMagnitude(gradient);
-  const bool check_exactly = !SurelyFinite(largest);
+  const bool check_exactly = !SurelyFinite(largest, version);
   if (check_exactly) {
     size_t read = 0;
-    if (auto result = FindNonFiniteResult([&](absl::Span<float> out) {
-          std::copy_n(gradient.begin() + read, out.size(), out.begin());
-          read += out.size();
-        })) {
+    if (auto result = FindNonFiniteResult(
+            [&](absl::Span<float> out) {
+              std::copy_n(gradient.begin() + read, out.size(), out.begin());
+              read += out.size();
+            },
+            version)) {
       return result;
     }
   }
-  ApplyOverSegments(update_, segments_, keys_.begin, gradient,
-                    absl::MakeSpan(theta_));
-  BoundAfterUpdate(largest, check_exactly);
+  for (const SegmentRule& rule : segments_) {
+    const size_t offset = rule.segment.keys.begin - keys_.begin;
+    const size_t size = rule.segment.keys.size();
+    ApplyRule(rule, version, 0, gradient.subspan(offset, size),
+              absl::MakeSpan(theta_).subspan(offset, size), nullptr);
+  }
+  BoundAfterUpdate(largest, check_exactly, version);
   return std::nullopt;
 }
 
@@ -167,39 +300,36 @@ std::optional<std::pair<size_t, float>> DenseSlice::FindNonFiniteGradient(
   return std::nullopt;
 }
 
-bool DenseSlice::SurelyFinite(double largest) const {
-  // The penalty's terms are not bounded here: always check those exactly.
-  if (update_.penalty_beta > 0) return false;
+bool DenseSlice::SurelyFinite(double largest, uint64_t version) const {
+  // The penalty's terms are not bounded here, nor the other optimizers'
+  // steps: always check those exactly.
+  if (update_.penalty_beta > 0 || !all_sgd_) return false;
   // |θ − α(g + λ₂θ)| ≤ max(1, |1 − αλ₂|)·|θ| + α|g| (exempt tensors have
-  // λ₂ = 0); the soft-threshold, the box clamp and the ball's scaling
-  // only shrink magnitudes.
-  const double keep = std::max(
-      1.0,
-      std::fabs(1.0 - static_cast<double>(update_.learning_rate) * update_.l2));
-  return keep * theta_bound_ +
-             static_cast<double>(update_.learning_rate) * largest <
-         kSurelyFiniteBelow;
+  // λ₂ = 0), for every segment's scheduled α; the soft-threshold, the box
+  // clamp and the ball's scaling only shrink magnitudes.
+  const double rate = LargestRate(version);
+  const double keep = std::max(1.0, std::fabs(1.0 - rate * update_.l2));
+  return keep * theta_bound_ + rate * largest < kSurelyFiniteBelow;
 }
 
-void DenseSlice::BoundAfterUpdate(double largest, bool exact) {
+void DenseSlice::BoundAfterUpdate(double largest, bool exact,
+                                  uint64_t version) {
   // With a penalty every update is checked exactly: no bound is used.
   if (update_.penalty_beta > 0) return;
   if (exact) {
     theta_bound_ = LargestMagnitude(theta_);
     return;
   }
-  const double keep = std::max(
-      1.0,
-      std::fabs(1.0 - static_cast<double>(update_.learning_rate) * update_.l2));
-  theta_bound_ = keep * theta_bound_ +
-                 static_cast<double>(update_.learning_rate) * largest;
+  const double rate = LargestRate(version);
+  const double keep = std::max(1.0, std::fabs(1.0 - rate * update_.l2));
+  theta_bound_ = keep * theta_bound_ + rate * largest;
 }
 
 std::optional<DenseSlice::NonFiniteResult> DenseSlice::FindNonFiniteResult(
-    const std::function<void(absl::Span<float>)>& read) {
-  for (const common::TensorSegment& segment : segments_) {
-    const size_t offset = segment.keys.begin - keys_.begin;
-    const size_t size = segment.keys.size();
+    const std::function<void(absl::Span<float>)>& read, uint64_t version) {
+  for (const SegmentRule& rule : segments_) {
+    const size_t offset = rule.segment.keys.begin - keys_.begin;
+    const size_t size = rule.segment.keys.size();
     // The ball's norm is the whole segment's; the rest is elementwise.
     const size_t piece =
         update_.has_ball() ? size : std::min(size, kApplyChunkFloats);
@@ -213,7 +343,13 @@ std::optional<DenseSlice::NonFiniteResult> DenseSlice::FindNonFiniteResult(
       absl::Span<float> theta = absl::MakeSpan(trial_theta_).first(n);
       read(gradient);
       std::copy_n(theta_.begin() + offset + done, n, theta.begin());
-      common::ApplyUpdate(update_, segment.regularize, gradient, theta);
+      // The optimizer's state changes with θ: the trial runs on copies.
+      for (size_t index : rule.state) {
+        std::vector<float>& copy = trial_state_[index];
+        if (copy.size() < n) copy.resize(piece);
+        std::copy_n(state_[index].begin() + offset + done, n, copy.begin());
+      }
+      ApplyRule(rule, version, done, gradient, theta, &trial_state_);
       if (auto at = common::FindNonFinite(theta)) {
         return NonFiniteResult{offset + done + *at, theta[*at]};
       }

@@ -13,36 +13,58 @@
 #include "absl/strings/cord.h"
 #include "absl/types/span.h"
 #include "common/key_range.h"
+#include "common/lr_schedule.h"
+#include "common/optimizer.h"
 #include "common/tensor_spec.h"
 #include "common/update_rule.h"
 
 namespace ps::server {
 
-// θ ← update(θ, gradient) over keys starting at `first_key`, each tensor's
-// part with its own regularization.
-void ApplyOverSegments(const common::UpdateOptions& update,
-                       const std::vector<common::TensorSegment>& segments,
-                       uint64_t first_key, absl::Span<const float> gradient,
-                       absl::Span<float> theta);
-
 // The largest |value|, or infinity when any value is NaN or infinite.
 double LargestMagnitude(absl::Span<const float> values);
 
-// One shard's contiguous part of the dense tensors: θ and the regularized
-// update over it. No update is applied that would leave θ non-finite (a θ
-// that overflowed would be checkpointed and block every restore); the
-// checks cost one pass over the gradient in the usual case (see
-// SurelyFinite). Not thread-safe: the shard's mutex guards it.
+// One shard's contiguous part of the dense tensors: θ, the optimizers'
+// state beside it, and the update over it. Each tensor's part (segment)
+// runs its own optimizer and learning-rate schedule (its declaration's, else
+// the server's) through common::ApplyOptimizer, for update number `version`
+// (the shard's version before the update: closed sync rounds, applied
+// async/SSP pushes): step size update.learning_rate × LrFactor(schedule,
+// version), and step t = version + 1 (Adam's bias correction). Both are
+// functions of the shard's version alone, so sync stays reproducible
+// whatever the shard count, and a restored shard resumes where it was.
+// A scheduled step of 0 leaves θ and the state of a non-sgd segment as they
+// are (FTRL divides by it). sgd is exactly common::ApplyUpdate.
+//
+// No update is applied that would leave θ non-finite (a θ that overflowed
+// would be checkpointed and block every restore); the checks cost one pass
+// over the gradient in the usual case (see SurelyFinite), and a trial run
+// on copies of θ and the state when any segment's optimizer is not sgd.
+// Not thread-safe: the shard's mutex guards it.
 class DenseSlice {
  public:
-  explicit DenseSlice(const common::UpdateOptions& update);
+  explicit DenseSlice(const common::UpdateOptions& update,
+                      const common::OptimizerOptions& optimizer = {},
+                      const common::LrSchedule& lr_schedule = {});
 
-  // Holds `theta` for `keys` of the model `tensors`.
+  // Holds `theta` for `keys` of the model `tensors` (validated: their
+  // optimizers and schedules parse), with every state vector at 0.
   void Declare(const std::vector<common::TensorSpec>& tensors,
                common::KeyRange keys, std::vector<float> theta);
 
   const common::KeyRange& keys() const { return keys_; }
   const std::vector<float>& theta() const { return theta_; }
+
+  // The state vectors the segments' optimizers keep, in ThetaFile's layout
+  // (common/theta_file.h): one per name, over all keys, 0 where a
+  // segment's optimizer has no such state.
+  const std::vector<std::string>& state_names() const { return state_names_; }
+  const std::vector<std::vector<float>>& state() const { return state_; }
+  // Takes the vectors of `state` whose name this slice keeps (each must be
+  // keys()-sized: the caller checks); returns the names it keeps that
+  // `names` lacks (left at 0) and those of `names` it does not keep
+  // (ignored), for a warning; empty when they match.
+  std::string TakeState(const std::vector<std::string>& names,
+                        std::vector<std::vector<float>> state);
   // Replaces `out` with θ[keys] (inside keys()) as float32 bytes.
   void Read(const common::KeyRange& keys, std::string* out) const;
 
@@ -58,10 +80,14 @@ class DenseSlice {
   // Checks a θ-sized gradient of float32 bytes (size already checked), a
   // cache-sized chunk at a time: INVALID_ARGUMENT when a value is not
   // finite or applying it would leave a value of θ non-finite.
-  absl::StatusOr<CheckedGradient> CheckBytes(const absl::Cord& bytes);
-  // Applies a gradient CheckBytes accepted straight from its bytes, with no
-  // θ-sized copy unless the rule has a ball (which needs whole segments).
-  void ApplyBytes(const absl::Cord& bytes, const CheckedGradient& checked);
+  // `version` is the update's number (see the class comment).
+  absl::StatusOr<CheckedGradient> CheckBytes(const absl::Cord& bytes,
+                                             uint64_t version);
+  // Applies a gradient CheckBytes accepted for the same `version` straight
+  // from its bytes, with no θ-sized copy unless the rule has a ball (which
+  // needs whole segments).
+  void ApplyBytes(const absl::Cord& bytes, const CheckedGradient& checked,
+                  uint64_t version);
 
   // Where an update would leave θ non-finite: the key's offset in the
   // slice and the value it would get.
@@ -72,10 +98,26 @@ class DenseSlice {
   // Applies a θ-sized gradient of finite values (a sync round's mean)
   // unless the result would not be finite; then θ is unchanged and the
   // answer says where.
-  std::optional<NonFiniteResult> ApplyIfFinite(
-      absl::Span<const float> gradient);
+  std::optional<NonFiniteResult> ApplyIfFinite(absl::Span<const float> gradient,
+                                               uint64_t version);
 
  private:
+  // A segment's optimizer, schedule, and where its state vectors are.
+  struct SegmentRule {
+    common::TensorSegment segment;
+    common::OptimizerOptions optimizer;
+    common::LrSchedule schedule;
+    // Indices into state_, in OptimizerStateNames(optimizer.kind) order.
+    std::vector<size_t> state;
+  };
+  // Update number `version` of `rule`'s keys [done, done + n) of its
+  // segment: `state` holds the state vectors to use, over exactly those
+  // keys, when `trial` (copies), else null for the slice's own.
+  void ApplyRule(const SegmentRule& rule, uint64_t version, size_t done,
+                 absl::Span<const float> gradient, absl::Span<float> theta,
+                 std::vector<std::vector<float>>* trial_state);
+  // The largest scheduled step size any segment takes at `version`.
+  double LargestRate(uint64_t version) const;
   absl::Status NonFiniteGradientError(size_t offset, float value) const;
   // Index and value of the gradient's first NaN or infinity, if any, read
   // a chunk at a time; else sets *largest to its largest magnitude.
@@ -84,26 +126,32 @@ class DenseSlice {
   // Whether an update by a gradient no larger than `largest` in magnitude
   // surely leaves θ finite, judged from theta_bound_ alone (no pass over
   // θ); false means "run FindNonFiniteResult".
-  bool SurelyFinite(double largest) const;
+  bool SurelyFinite(double largest, uint64_t version) const;
   // Keeps theta_bound_ an upper bound on max|θ| after an applied update by
   // a gradient of magnitude at most `largest`; `exact` recomputes it.
-  void BoundAfterUpdate(double largest, bool exact);
+  void BoundAfterUpdate(double largest, bool exact, uint64_t version);
   // Where applying a gradient to the whole slice would leave θ non-finite.
   // `read` fills the gradient's next floats in key order. Runs the update
   // on copies, a cache-sized piece at a time (a whole segment when the
   // rule has a ball), so θ is untouched and the verdict is exactly the
   // apply's.
   std::optional<NonFiniteResult> FindNonFiniteResult(
-      const std::function<void(absl::Span<float>)>& read);
+      const std::function<void(absl::Span<float>)>& read, uint64_t version);
 
   // A piece of an async gradient on its way from the request into θ: small
   // enough to stay in cache.
   static constexpr size_t kApplyChunkFloats = 4096;
 
   const common::UpdateOptions update_;
+  const common::OptimizerOptions default_optimizer_;
+  const common::LrSchedule default_schedule_;
   common::KeyRange keys_;
-  std::vector<common::TensorSegment> segments_;
+  std::vector<SegmentRule> segments_;
+  // Every segment runs sgd: updates may skip the trial run (SurelyFinite).
+  bool all_sgd_ = true;
   std::vector<float> theta_;
+  std::vector<std::string> state_names_;
+  std::vector<std::vector<float>> state_;
   // An upper bound on max|θ| (exact after a declaration or a full check):
   // lets most updates skip FindNonFiniteResult's second pass over θ.
   double theta_bound_ = 0;
@@ -113,6 +161,7 @@ class DenseSlice {
   // FindNonFiniteResult's copies of a piece of the gradient and of θ.
   std::vector<float> trial_gradient_;
   std::vector<float> trial_theta_;
+  std::vector<std::vector<float>> trial_state_;
 };
 
 }  // namespace ps::server

@@ -9,7 +9,9 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/log_format.h"
+#include "common/lr_schedule.h"
 #include "common/metrics/http_endpoint.h"
+#include "common/optimizer.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/fault_injection.h"
 #include "common/stop_signal.h"
@@ -46,6 +48,14 @@ ABSL_FLAG(uint32_t, staleness, 0,
           "SSP: a worker at clock c reads once every live worker reached "
           "c - staleness.");
 ABSL_FLAG(float, lr, 0.1f, "Learning rate α.");
+ABSL_FLAG(std::string, optimizer, "sgd",
+          "Optimizer of every dense tensor that declares none: NAME or "
+          "NAME(KEY=VALUE,...), e.g. adam(beta1=0.9,beta2=0.999,epsilon=1e-8); "
+          "sgd, momentum, nesterov, adagrad, adam, adamw, ftrl (README).");
+ABSL_FLAG(std::string, lr_schedule, "constant",
+          "Learning-rate schedule, a function of the shard's version: "
+          "constant, step:EVERY:GAMMA, cosine:STEPS, or "
+          "linear_warmup:STEPS+<one of those>.");
 ABSL_FLAG(float, l2, 1e-4f, "L2 weight decay λ₂ (skips exempt tensors).");
 ABSL_FLAG(float, l1, 0.0f,
           "L1 strength λ₁, an exact proximal soft-threshold step.");
@@ -90,7 +100,8 @@ ABSL_FLAG(bool, allow_fresh_start, false,
           "but none is usable, instead of refusing to start.");
 ABSL_FLAG(bool, allow_config_change, false,
           "Restore a checkpoint written under other settings (--mode, "
-          "--staleness, --sync_quorum, --lr, --l2, --l1, the constraints) "
+          "--staleness, --sync_quorum, --lr, --l2, --l1, the constraints, "
+          "--optimizer, --lr_schedule) "
           "instead of refusing to start; running workers follow the new "
           "mode.");
 ABSL_FLAG(std::string, inject_faults, "",
@@ -163,6 +174,14 @@ int main(int argc, char** argv) {
   update.nonnegative = absl::GetFlag(FLAGS_nonnegative);
   update.max_norm = absl::GetFlag(FLAGS_max_norm);
   update.penalty_beta = absl::GetFlag(FLAGS_penalty_beta);
+  absl::StatusOr<ps::common::OptimizerOptions> optimizer =
+      ps::common::ParseOptimizerSpec(absl::GetFlag(FLAGS_optimizer));
+  ps::common::DieIfError(optimizer.status(), "--optimizer");
+  options.shard.optimizer = *optimizer;
+  absl::StatusOr<ps::common::LrSchedule> lr_schedule =
+      ps::common::ParseLrSchedule(absl::GetFlag(FLAGS_lr_schedule));
+  ps::common::DieIfError(lr_schedule.status(), "--lr_schedule");
+  options.shard.lr_schedule = *lr_schedule;
   options.max_pull_wait = absl::GetFlag(FLAGS_max_pull_wait);
   options.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   options.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
@@ -204,10 +223,12 @@ int main(int argc, char** argv) {
   (*server)->SetAdvertisedAddress(advertise);
   spdlog::info(
       "shard {}/{} serving on port {} as {} (mode {}, {} workers, "
-      "lr {}, l2 {}, l1 {})",
+      "lr {}, l2 {}, l1 {}, optimizer {}, lr_schedule {})",
       options.shard.shard_index, options.shard.num_shards, (*server)->port(),
       advertise, absl::GetFlag(FLAGS_mode), options.shard.num_workers,
-      update.learning_rate, update.l2, update.l1);
+      update.learning_rate, update.l2, update.l1,
+      ps::common::OptimizerSpecString(options.shard.optimizer),
+      ps::common::LrScheduleString(options.shard.lr_schedule));
   if ((*server)->metrics_port() != 0) {
     spdlog::info("metrics on port {} (GET /metrics)",
                  (*server)->metrics_port());

@@ -35,7 +35,7 @@ void RecordPush(const PushArgs& args, common::WorkerRecord& worker) {
 ParameterShard::ParameterShard(ShardOptions options)
     : options_(std::move(options)),
       policy_(options_),
-      dense_(options_.update),
+      dense_(options_.update, options_.optimizer, options_.lr_schedule),
       tables_(options_),
       members_(options_.shard_index, options_.num_workers, options_.max_workers,
                options_.lease_timeout),
@@ -468,14 +468,14 @@ absl::StatusOr<PushResult> ParameterShard::PushAtOnce(
     return s;
   }
   absl::StatusOr<DenseSlice::CheckedGradient> checked =
-      dense_.CheckBytes(args.gradient);
+      dense_.CheckBytes(args.gradient, version_);
   if (!checked.ok()) return checked.status();
   // The tables' rows as update number version + 1, as θ's.
   absl::StatusOr<SparseTables::Prepared> rows =
       tables_.Prepare(sparse, version_);
   if (!rows.ok()) return rows.status();
   RecordPush(args, worker);
-  dense_.ApplyBytes(args.gradient, *checked);
+  dense_.ApplyBytes(args.gradient, *checked, version_);
   tables_.Commit(*rows);
   if (observer_ != nullptr) {
     observer_->PushApplied(
@@ -518,7 +518,7 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
         options_.shard_index, version_, std::string(rows.status().message()),
         received);
     counters_.pushes_rejected += received;
-  } else if (auto bad = dense_.ApplyIfFinite(round_mean_)) {
+  } else if (auto bad = dense_.ApplyIfFinite(round_mean_, version_)) {
     // The round ends (no worker waits for it forever) but changes nothing:
     // a θ that overflowed would be checkpointed and block every restore.
     spdlog::error(

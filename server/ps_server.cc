@@ -76,7 +76,8 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
 
 absl::Status PsServer::Restore(const ServerOptions& options) {
   absl::StatusOr<std::optional<common::ThetaFile>> latest =
-      checkpointer_->LoadLatest(options.shard.update);
+      checkpointer_->LoadLatest(options.shard.update, options.shard.optimizer,
+                                options.shard.lr_schedule);
   if (latest.ok() && !latest->has_value()) {
     spdlog::info("no checkpoint in {}: starting with a fresh model",
                  checkpointer_->dir());

@@ -56,6 +56,9 @@ absl::Status ValidateShardOptions(const ShardOptions& o) {
   if (o.staleness > 0 && o.mode != ConsistencyMode::kSsp) {
     return absl::InvalidArgumentError("staleness applies to mode ssp only");
   }
+  if (absl::Status s = common::ValidateOptimizerOptions(o.optimizer); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("optimizer: ", s.message()));
+  }
   return common::ValidateUpdateOptions(o.update);
 }
 
@@ -96,6 +99,12 @@ std::string DescribeRuleChange(const common::ThetaFile& saved,
     compare("nonnegative", was.update.nonnegative, now.nonnegative);
     compare("max_norm", was.update.max_norm, now.max_norm);
     compare("penalty_beta", was.update.penalty_beta, now.penalty_beta);
+    // Settings the state depends on: the same text means the same floats
+    // (OptimizerSpecString writes each so that it reads back exactly).
+    compare("optimizer", saved.optimizer,
+            common::OptimizerSpecString(options.optimizer));
+    compare("lr_schedule", saved.lr_schedule,
+            common::LrScheduleString(options.lr_schedule));
   }
   return absl::StrJoin(changes, ", ");
 }

@@ -8,6 +8,8 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/consistency_mode.h"
+#include "common/lr_schedule.h"
+#include "common/optimizer.h"
 #include "common/theta_file.h"
 #include "common/update_rule.h"
 
@@ -43,6 +45,13 @@ struct ShardOptions {
   uint32_t staleness = 0;
   // The regularized update. Default: plain SGD, α = 0.1
   common::UpdateOptions update;
+  // The optimizer and learning-rate schedule of every dense tensor and
+  // table that does not declare its own (TensorSpec::optimizer,
+  // ::lr_schedule; TableSpec's likewise); the
+  // scheduled step is update.learning_rate × LrFactor(schedule, version).
+  // Default: sgd, constant (exactly the regularized update above)
+  common::OptimizerOptions optimizer;
+  common::LrSchedule lr_schedule;
   // The most keys this shard holds, whatever a request or checkpoint
   // declares: θ alone is 4 bytes a key, sync keeps a θ-sized slot per
   // worker on top. Default: 2^26 (256 MiB of θ)
@@ -88,8 +97,9 @@ inline constexpr uint64_t kMaxSparsePullRequestBytes =
     (64 << 10);
 
 // Empty when `saved` was written under the rules `options` set (mode,
-// staleness, quorum, update rule); otherwise one line listing each change,
-// "mode async → sync, lr 0.1 → 1", for a refusal at start-up.
+// staleness, quorum, update rule, optimizer, lr_schedule); otherwise one line
+// listing each change, "mode async → sync, lr 0.1 → 1", for a refusal at
+// start-up.
 std::string DescribeRuleChange(const common::ThetaFile& saved,
                                const ShardOptions& options);
 

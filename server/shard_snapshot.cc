@@ -17,6 +17,8 @@ namespace ps::server {
 using common::KeyRange;
 
 absl::Status CloseSavedRound(const common::UpdateOptions& update,
+                             const common::OptimizerOptions& optimizer,
+                             const common::LrSchedule& lr_schedule,
                              common::ThetaFile& file) {
   const size_t num_keys = file.values.size();
   if (file.keys.size() != num_keys) {
@@ -32,15 +34,43 @@ absl::Status CloseSavedRound(const common::UpdateOptions& update,
     std::copy(g.values.begin(), g.values.end(), slot.begin());
     round.Commit(g.worker_id, g.batch_size);
   }
+  if (absl::Status sizes = CheckStateSizes(file); !sizes.ok()) return sizes;
   if (round.received() > 0) {
     std::vector<float> mean(num_keys);
     round.Mean(absl::MakeSpan(mean));
-    ApplyOverSegments(update, common::SegmentsInRange(file.tensors, file.keys),
-                      file.keys.begin, mean, absl::MakeSpan(file.values));
-    file.samples_applied += round.samples();
+    // The shard's own update path, on the file's θ and optimizer state.
+    DenseSlice slice(update, optimizer, lr_schedule);
+    slice.Declare(file.tensors, file.keys, std::move(file.values));
+    slice.TakeState(file.state_names, std::move(file.state));
+    if (slice.ApplyIfFinite(mean, file.version)) {
+      // As MaybeCloseRound: the round ends without changing θ.
+      spdlog::error(
+          "round {}'s update would make θ non-finite; dropped its {} "
+          "gradients",
+          file.version, round.received());
+    } else {
+      file.samples_applied += round.samples();
+    }
+    file.values = slice.theta();
+    file.state_names = slice.state_names();
+    file.state = slice.state();
   }
   ++file.version;
   file.round.clear();
+  return absl::OkStatus();
+}
+
+absl::Status CheckStateSizes(const common::ThetaFile& file) {
+  if (file.state.size() != file.state_names.size()) {
+    return absl::DataLossError("the checkpoint's optimizer state is malformed");
+  }
+  for (size_t i = 0; i < file.state.size(); ++i) {
+    if (file.state[i].size() != file.keys.size()) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoint's optimizer state '", file.state_names[i], "' holds ",
+          file.state[i].size(), " values for ", file.keys.size(), " keys"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -67,6 +97,10 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.version = version_;
   file.samples_applied = samples_applied_;
   file.values = dense_.theta();
+  file.optimizer = common::OptimizerSpecString(options_.optimizer);
+  file.lr_schedule = common::LrScheduleString(options_.lr_schedule);
+  file.state_names = dense_.state_names();
+  file.state = dense_.state();
   for (const common::WorkerRecord& m : members_.members()) {
     if (m.registered) file.workers.push_back(m);
   }
@@ -99,6 +133,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
     return absl::DataLossError(absl::StrCat(
         "the checkpoint's value of key ", keys.begin + *bad, " is not finite"));
   }
+  if (absl::Status sizes = CheckStateSizes(saved); !sizes.ok()) return sizes;
   const std::string mode(ConsistencyModeName(options_.mode));
   if (saved.mode != options_.mode) {
     spdlog::warn(
@@ -136,6 +171,12 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
     }
   }
   DeclareModel(std::move(saved.tensors), keys, std::move(saved.values), now);
+  if (std::string differs =
+          dense_.TakeState(saved.state_names, std::move(saved.state));
+      !differs.empty()) {
+    spdlog::warn("shard {}: the optimizer state does not match: {}",
+                 options_.shard_index, differs);
+  }
   version_ = saved.version;
   samples_applied_ = saved.samples_applied;
   if (options_.mode == ConsistencyMode::kSync) {

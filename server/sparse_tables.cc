@@ -30,25 +30,22 @@ uint64_t KeyAt(const std::string& keys, size_t i) {
 
 }  // namespace
 
-TableDefaults DefaultTableSettings(const ShardOptions&) { return {}; }
-
 SparseTables::SparseTables(const ShardOptions& options) : options_(options) {}
 
 absl::Status SparseTables::Declare(const std::vector<common::TableSpec>& specs,
                                    uint64_t model_seed) {
-  const TableDefaults defaults = DefaultTableSettings(options_);
   std::vector<common::OptimizerOptions> optimizers;
   std::vector<common::LrSchedule> schedules;
   uint64_t all_row_bytes = 0;
   for (const common::TableSpec& spec : specs) {
-    common::OptimizerOptions optimizer = defaults.optimizer;
+    common::OptimizerOptions optimizer = options_.optimizer;
     if (!spec.optimizer.empty()) {
       absl::StatusOr<common::OptimizerOptions> parsed =
           common::ParseOptimizerSpec(spec.optimizer);
       if (!parsed.ok()) return parsed.status();
       optimizer = *parsed;
     }
-    common::LrSchedule schedule = defaults.lr_schedule;
+    common::LrSchedule schedule = options_.lr_schedule;
     if (!spec.lr_schedule.empty()) {
       absl::StatusOr<common::LrSchedule> parsed =
           common::ParseLrSchedule(spec.lr_schedule);

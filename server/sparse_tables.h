@@ -18,17 +18,6 @@
 
 namespace ps::server {
 
-// The optimizer and schedule of a table whose declaration leaves them
-// empty.
-struct TableDefaults {
-  common::OptimizerOptions optimizer;  // Default: sgd
-  common::LrSchedule lr_schedule;      // Default: constant
-};
-// The one place the server's defaults for tables are chosen: sgd with the
-// server's learning rate (ShardOptions::update) and a constant schedule,
-// until the server takes an optimizer and a schedule of its own.
-TableDefaults DefaultTableSettings(const ShardOptions& options);
-
 // One table's part of a checked push: each key once, increasing, with the
 // rows a push repeated it in summed (in the order given).
 struct TableGradient {

@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
+#include "common/lr_schedule.h"
+#include "common/optimizer.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/health.h"
@@ -41,8 +43,15 @@ std::vector<float> Train(uint32_t shards, uint32_t workers,
                          server::ConsistencyMode mode,
                          const std::string& model_name,
                          const common::UpdateOptions& update,
-                         double* accuracy = nullptr) {
-  Cluster cluster = StartCluster(shards, workers, mode, update);
+                         double* accuracy = nullptr,
+                         const common::OptimizerOptions& optimizer = {},
+                         const common::LrSchedule& lr_schedule = {}) {
+  Cluster cluster = StartCluster(
+      shards, workers, mode, update, absl::Seconds(5),
+      [&](server::ShardOptions& shard) {
+        shard.optimizer = optimizer;
+        shard.lr_schedule = lr_schedule;
+      });
   const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
   std::vector<std::vector<float>> thetas(workers);
   std::vector<absl::Status> results(workers);
@@ -102,6 +111,29 @@ TEST(Cluster, SyncTrainingIsBitForBitReproducibleAcrossShardCounts) {
   // And training moved θ away from its seeded start.
   auto model = worker::CreateModel("mlp", 12, 4);
   EXPECT_FALSE(SameBytes(one, (*model)->InitialParams(42)));
+}
+
+// The same with Adam and a cosine schedule on the servers: the optimizer's
+// step and schedule follow the shard's version, which sync keeps equal on
+// every shard.
+TEST(Cluster, SyncAdamWithACosineScheduleIsBitForBitReproducibleAcrossShards) {
+  const common::OptimizerOptions adam =
+      common::ParseOptimizerSpec("adam").value();
+  const common::LrSchedule cosine =
+      common::ParseLrSchedule("cosine:40").value();
+  common::UpdateOptions update = Regularized();
+  update.learning_rate = 0.01f;
+  double accuracy = 0;
+  const auto one = Train(1, 3, server::ConsistencyMode::kSync, "mlp", update,
+                         &accuracy, adam, cosine);
+  const auto three = Train(3, 3, server::ConsistencyMode::kSync, "mlp", update,
+                           nullptr, adam, cosine);
+  ASSERT_FALSE(one.empty());
+  EXPECT_TRUE(SameBytes(one, three));
+  // Not sgd's θ: the optimizer ran.
+  EXPECT_FALSE(SameBytes(
+      one, Train(1, 3, server::ConsistencyMode::kSync, "mlp", update)));
+  EXPECT_GT(accuracy, 0.9);
 }
 
 TEST(Cluster, SyncAndAsyncTrainingLearnTheSyntheticTask) {

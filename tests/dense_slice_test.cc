@@ -55,9 +55,10 @@ TEST(DenseSlice, AnUpdateFromBytesInPiecesIsTheFormulaOnEveryKey) {
   Declare(slice, theta);
 
   const absl::Cord bytes = InPieces(gradient, 333);
-  absl::StatusOr<DenseSlice::CheckedGradient> checked = slice.CheckBytes(bytes);
+  absl::StatusOr<DenseSlice::CheckedGradient> checked =
+      slice.CheckBytes(bytes, 0);
   ASSERT_TRUE(checked.ok()) << checked.status();
-  slice.ApplyBytes(bytes, *checked);
+  slice.ApplyBytes(bytes, *checked, 0);
 
   for (size_t i = 0; i < kKeys; ++i) {
     ASSERT_EQ(slice.theta()[i], theta[i] - 0.5f * gradient[i]) << "key " << i;
@@ -68,7 +69,8 @@ TEST(DenseSlice, ANonFiniteGradientIsRefusedNamingItsKey) {
   DenseSlice slice(Sgd(1.0f));
   Declare(slice, {1, 2, 3});
   const absl::Cord bytes = InPieces({0, NAN, 0}, 3);
-  absl::StatusOr<DenseSlice::CheckedGradient> checked = slice.CheckBytes(bytes);
+  absl::StatusOr<DenseSlice::CheckedGradient> checked =
+      slice.CheckBytes(bytes, 0);
   EXPECT_EQ(checked.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(checked.status().message(), HasSubstr("key 11 is nan"));
   EXPECT_THAT(slice.CheckFinite(std::vector<float>{0, 0, INFINITY}).message(),
@@ -82,13 +84,13 @@ TEST(DenseSlice, AGradientThatWouldOverflowThetaIsRefusedAndThetaKept) {
   // Each value is finite; θ − g is not for the second key.
   const std::vector<float> gradient = {0, -3e38f};
   absl::StatusOr<DenseSlice::CheckedGradient> checked =
-      slice.CheckBytes(InPieces(gradient, 2));
+      slice.CheckBytes(InPieces(gradient, 2), 0);
   EXPECT_EQ(checked.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(checked.status().message(),
               HasSubstr("would make the value of key 11 inf"));
 
   const std::optional<DenseSlice::NonFiniteResult> bad =
-      slice.ApplyIfFinite(gradient);
+      slice.ApplyIfFinite(gradient, 0);
   ASSERT_TRUE(bad.has_value());
   EXPECT_EQ(bad->offset, 1u);
   EXPECT_TRUE(std::isinf(bad->value));
@@ -98,7 +100,7 @@ TEST(DenseSlice, AGradientThatWouldOverflowThetaIsRefusedAndThetaKept) {
 TEST(DenseSlice, AFiniteMeanIsApplied) {
   DenseSlice slice(Sgd(0.5f));
   Declare(slice, {1, 2});
-  EXPECT_FALSE(slice.ApplyIfFinite(std::vector<float>{2, 2}).has_value());
+  EXPECT_FALSE(slice.ApplyIfFinite(std::vector<float>{2, 2}, 0).has_value());
   EXPECT_THAT(slice.theta(), ElementsAre(0, 1));
   std::string read;
   slice.Read({11, 12}, &read);

@@ -79,5 +79,37 @@ TEST(TensorSpec, SegmentsAreClippedToTheRangeAndCarryTheExemption) {
   EXPECT_TRUE(SegmentsInRange(Softmax(), {5, 5}).empty());
 }
 
+TEST(TensorSpec, ATensorsOptimizerAndScheduleMustParseAndAreCompared) {
+  TensorSpec w{"w", {3}, false};
+  w.optimizer = "adam(beta1=0.8)";
+  w.lr_schedule = "linear_warmup:10+cosine:100";
+  EXPECT_TRUE(ValidateTensorSpecs({w}).ok());
+  EXPECT_EQ(w.ToString(),
+            "w[3] (optimizer adam(beta1=0.8), lr_schedule "
+            "linear_warmup:10+cosine:100)");
+
+  TensorSpec bad = w;
+  bad.optimizer = "adam(beta3=1)";
+  absl::Status status = ValidateTensorSpecs({bad});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("tensor 'w': optimizer 'adam(beta3=1)'"),
+            std::string::npos)
+      << status;
+  bad = w;
+  bad.lr_schedule = "exponential";
+  status = ValidateTensorSpecs({bad});
+  EXPECT_NE(status.message().find("tensor 'w': bad learning-rate schedule"),
+            std::string::npos)
+      << status;
+
+  TensorSpec other = w;
+  other.optimizer = "";
+  EXPECT_NE(DescribeDifference({w}, {other}).find("optimizer adam"),
+            std::string::npos);
+  other = w;
+  other.lr_schedule = "constant";
+  EXPECT_NE(DescribeDifference({w}, {other}), "");
+}
+
 }  // namespace
 }  // namespace ps::common

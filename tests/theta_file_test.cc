@@ -20,7 +20,10 @@ ThetaFile SmallCheckpoint() {
   file.version = 42;
   file.samples_applied = 4200;
   file.values = {0.5f, -1.25f, 3.0f, 1e-30f, -0.0f};
+  file.tensors[0].optimizer = "adam(beta1=0.8)";
+  file.tensors[1].lr_schedule = "cosine:100";
   file.optimizer = "momentum";
+  file.lr_schedule = "step:10:0.5";
   file.state_names = {"velocity"};
   file.state = {{0.1f, 0.2f, 0.3f, 0.4f, 0.5f}};
   file.workers = {{0, 7, 11, 10, 11, 11, WorkerState::kLive, false},
@@ -43,6 +46,7 @@ void ExpectSame(const ThetaFile& a, const ThetaFile& b) {
   EXPECT_EQ(a.samples_applied, b.samples_applied);
   EXPECT_EQ(a.values, b.values);
   EXPECT_EQ(a.optimizer, b.optimizer);
+  EXPECT_EQ(a.lr_schedule, b.lr_schedule);
   EXPECT_EQ(a.state_names, b.state_names);
   EXPECT_EQ(a.state, b.state);
   ASSERT_EQ(a.workers.size(), b.workers.size());
@@ -166,8 +170,29 @@ std::string WithChecksum(std::string body) {
   return body;
 }
 
-TEST(ThetaFile, WritesFormatThree) {
-  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA3");
+TEST(ThetaFile, WritesFormatFour) {
+  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA4");
+}
+
+// Checkpoints written before tensors named their optimizers (format 3:
+// format 4 without its tail) still restore, each tensor on the server's.
+TEST(ThetaFile, AFormatThreeFileStillReads) {
+  ThetaFile file = SmallCheckpoint();
+  file.tensors[0].optimizer.clear();
+  file.tensors[1].lr_schedule.clear();
+  file.lr_schedule = "constant";
+  std::string bytes = EncodeThetaFile(file);
+  bytes.resize(bytes.size() - sizeof(uint32_t));
+  // The tail: two empty strings per tensor, then "constant", each with its
+  // 8-byte length.
+  bytes.resize(bytes.size() - 2 * 2 * 8 - (8 + 8));
+  bytes[7] = '3';
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(WithChecksum(bytes), "v3");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(file, *decoded);
+  EXPECT_EQ(decoded->tensors[0].optimizer, "");
+  EXPECT_EQ(decoded->lr_schedule, "constant");
 }
 
 // Checkpoints written before the mode and the workers' states became enum
@@ -190,7 +215,7 @@ TEST(ThetaFile, AFormatTwoFileStillReads) {
   ASSERT_TRUE(decoded->rules.has_value());
   EXPECT_EQ(decoded->rules->update.learning_rate, 0.25f);
   EXPECT_EQ(decoded->rules->staleness, 2u);
-  // Read back and written again, it is format 3 with the same content.
+  // Read back and written again, it is format 4 with the same content.
   absl::StatusOr<ThetaFile> again =
       DecodeThetaFile(EncodeThetaFile(*decoded), "v3");
   ASSERT_TRUE(again.ok()) << again.status();

@@ -129,6 +129,8 @@ common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {
   spec.name = proto.name();
   spec.shape.assign(proto.shape().begin(), proto.shape().end());
   spec.exempt_from_regularization = proto.exempt_from_regularization();
+  spec.optimizer = proto.optimizer();
+  spec.lr_schedule = proto.lr_schedule();
   return spec;
 }
 
@@ -136,6 +138,8 @@ void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto) {
   proto->set_name(spec.name);
   proto->mutable_shape()->Assign(spec.shape.begin(), spec.shape.end());
   proto->set_exempt_from_regularization(spec.exempt_from_regularization);
+  proto->set_optimizer(spec.optimizer);
+  proto->set_lr_schedule(spec.lr_schedule);
 }
 
 std::vector<common::TensorSpec> FromProto(

@@ -184,3 +184,38 @@ def test_waited_seconds_is_how_long_the_server_held_the_pull(servers):
     assert held, "the first worker's push_pull did not return"
     assert 0.0 < first.waited_seconds <= elapsed
     assert second.waited_seconds == 0.0  # its push closed the round
+
+
+def test_a_tensor_declares_its_own_optimizer_and_schedule(servers):
+    # The server runs sgd; the weights run adam. One adam step moves each
+    # weight by lr · ĝ/(|ĝ| + ε) ≈ lr against its gradient's sign (bias
+    # corrected, t = 1), whatever the gradient's size; the biases take plain
+    # sgd steps (exempt, no L2).
+    servers.start(1, "--mode=async", "--lr=0.01", "--l2=0")
+    theta = {"w": np.zeros(4, np.float32), "b": np.zeros(2, np.float32)}
+    grad = {"w": np.array([100.0, -0.5, 3.0, -8.0], np.float32),
+            "b": np.array([2.0, -4.0], np.float32)}
+    with pyps.Client(servers.addresses, 0) as client:
+        client.init(theta, exempt_from_regularization={"b"},
+                    optimizers={"w": "adam"},
+                    lr_schedules={"b": "step:1:0.5"})
+        client.pull()
+        after = client.push_pull(grad, batch_size=1)
+        np.testing.assert_allclose(after["w"], -0.01 * np.sign(grad["w"]),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(after["b"], -0.01 * grad["b"], rtol=1e-6)
+        tensors = status(client)[0].tensors
+        assert [(t.optimizer, t.lr_schedule) for t in tensors] == [
+            ("adam", ""), ("", "step:1:0.5")]
+
+
+def test_an_optimizer_the_server_cannot_read_is_refused_naming_it(servers):
+    servers.start(1, "--mode=async")
+    with pyps.Client(servers.addresses, 0) as client:
+        with pytest.raises(ValueError):
+            client.init({"w": np.zeros(3, np.float32)},
+                        optimizers={"v": "adam"})
+        with pytest.raises(pyps.Rejected) as raised:
+            client.init({"w": np.zeros(3, np.float32)},
+                        optimizers={"w": "adam(beta1=1)"})
+        assert "tensor 'w': optimizer 'adam(beta1=1)'" in str(raised.value)

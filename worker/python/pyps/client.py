@@ -268,16 +268,27 @@ class Client:
         call was transfer and the servers' work (PullInfo.waited_seconds)."""
         return max(s.pulled_waited_us for s in self._shards) / 1e6
 
-    def init(self, tensors, exempt_from_regularization=()):
+    def init(self, tensors, exempt_from_regularization=(), optimizers=None,
+             lr_schedules=None):
         """Declares the model: `tensors` maps names to initial values, in
-        key order (the dict's order). The first declaration wins; one that
-        differs from it raises ModelMismatch naming the tensor."""
+        key order (the dict's order). `optimizers` and `lr_schedules` map
+        some of the names to their own optimizer ("adam(beta1=0.9)") and
+        learning-rate schedule ("cosine:1000"), in ps_server's --optimizer
+        and --lr_schedule syntax; the others use the server's flags. The
+        server refuses text that does not parse (Rejected, naming the
+        tensor). The first declaration wins; one that differs from it
+        raises ModelMismatch naming the tensor."""
         self._require_registered()
         exempt = set(exempt_from_regularization)
-        unknown = exempt - set(tensors)
-        if unknown:
-            raise ValueError("exempt_from_regularization names tensors that "
-                             f"are not declared: {sorted(unknown)}")
+        optimizers = dict(optimizers or {})
+        lr_schedules = dict(lr_schedules or {})
+        for argument, names in (("exempt_from_regularization", exempt),
+                                ("optimizers", set(optimizers)),
+                                ("lr_schedules", set(lr_schedules))):
+            unknown = names - set(tensors)
+            if unknown:
+                raise ValueError(f"{argument} names tensors that are not "
+                                 f"declared: {sorted(unknown)}")
         declared = []
         offset = 0
         for name, value in tensors.items():
@@ -289,7 +300,9 @@ class Client:
         self._num_keys = offset
         flat = self._flatten(tensors, "initial value")
         specs = [pb.TensorSpec(name=t.name, shape=t.shape,
-                               exempt_from_regularization=t.name in exempt)
+                               exempt_from_regularization=t.name in exempt,
+                               optimizer=optimizers.get(t.name, ""),
+                               lr_schedule=lr_schedules.get(t.name, ""))
                  for t in declared]
 
         def init_shard(shard):
@@ -801,6 +814,11 @@ class Client:
                         f"{there.exempt_from_regularization}) there, "
                         f"'{mine.name}' of shape {list(mine.shape)} (exempt "
                         f"{mine.exempt_from_regularization}) here")
+            for setting in ("optimizer", "lr_schedule"):
+                if getattr(mine, setting) != getattr(there, setting):
+                    return (f"tensor '{mine.name}' has {setting} "
+                            f"'{getattr(there, setting)}' there, "
+                            f"'{getattr(mine, setting)}' here")
         return ""
 
     def _require_registered(self, reading=False):
