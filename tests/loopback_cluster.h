@@ -25,8 +25,7 @@ struct Cluster {
 // server's shard options beyond these.
 inline Cluster StartCluster(
     uint32_t shards, uint32_t workers, server::ConsistencyMode mode,
-    common::UpdateOptions update = {},
-    absl::Duration lease = absl::Seconds(5),
+    common::UpdateOptions update = {}, absl::Duration lease = absl::Seconds(5),
     const std::function<void(server::ShardOptions&)>& configure = nullptr) {
   Cluster cluster;
   for (uint32_t i = 0; i < shards; ++i) {
