@@ -46,12 +46,12 @@ std::vector<float> Train(uint32_t shards, uint32_t workers,
                          double* accuracy = nullptr,
                          const common::OptimizerOptions& optimizer = {},
                          const common::LrSchedule& lr_schedule = {}) {
-  Cluster cluster = StartCluster(
-      shards, workers, mode, update, absl::Seconds(5),
-      [&](server::ShardOptions& shard) {
-        shard.optimizer = optimizer;
-        shard.lr_schedule = lr_schedule;
-      });
+  Cluster cluster =
+      StartCluster(shards, workers, mode, update, absl::Seconds(5),
+                   [&](server::ShardOptions& shard) {
+                     shard.optimizer = optimizer;
+                     shard.lr_schedule = lr_schedule;
+                   });
   const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
   std::vector<std::vector<float>> thetas(workers);
   std::vector<absl::Status> results(workers);

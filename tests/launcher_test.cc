@@ -58,8 +58,7 @@ TEST(DaemonFlags, TheJobsCredentialsGoToEachSideAsItsFlags) {
   server.security = security;
   EXPECT_THAT(ServerArgs(server),
               ElementsAre("--tls_cert=server.pem", "--tls_key=server.key",
-                          "--tls_client_ca=ca.pem",
-                          "--auth_token_file=token"));
+                          "--tls_client_ca=ca.pem", "--auth_token_file=token"));
   WorkerFlags worker;
   worker.security = security;
   EXPECT_THAT(WorkerArgs(worker),
