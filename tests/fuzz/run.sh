@@ -7,7 +7,8 @@
 #
 #   tests/fuzz/run.sh BUILD_DIR [SECONDS] [TARGET...]
 #
-# Default: 20 seconds, every target. OUT_DIR defaults to BUILD_DIR/fuzz-out.
+# Default: 20 seconds, every target, FUZZ_JOBS (default: the cores) at a
+# time. OUT_DIR defaults to BUILD_DIR/fuzz-out.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -27,27 +28,54 @@ if [[ ${#targets[@]} -eq 0 ]]; then
   done
 fi
 
-failed=()
-for target in "${targets[@]}"; do
-  binary="$build_dir/fuzz/${target}_fuzzer"
-  if [[ ! -x $binary ]]; then
-    echo "$binary is missing: build it with --target ps_fuzzers" >&2
-    exit 2
-  fi
-  scratch="$out_dir/$target-corpus"
+# One target's run; its exit status says whether it found a fault.
+fuzz_one() {
+  local target=$1
+  local binary="$build_dir/fuzz/${target}_fuzzer"
+  local scratch="$out_dir/$target-corpus"
   mkdir -p "$scratch"
-  echo "== fuzz $target for ${seconds}s"
   # -timeout: an input that takes 10 s is a hang; -rss_limit_mb: one that
   # needs 2 GiB is a bug in a reader that must bound what it allocates.
-  if ! "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="$out_dir/$target-" \
-      "$scratch" "$corpus_root/$target" >"$out_dir/$target.log" 2>&1; then
-    tail -n 60 "$out_dir/$target.log" >&2
-    failed+=("$target")
-  else
-    grep -E '^stat::number_of_executed_units|^Done' "$out_dir/$target.log" || true
+  "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$out_dir/$target-" \
+    "$scratch" "$corpus_root/$target" >"$out_dir/$target.log" 2>&1
+}
+
+for target in "${targets[@]}"; do
+  if [[ ! -x $build_dir/fuzz/${target}_fuzzer ]]; then
+    echo "$build_dir/fuzz/${target}_fuzzer is missing: build it with --target ps_fuzzers" >&2
+    exit 2
   fi
 done
+mkdir -p "$out_dir"
+
+# Each target is one single-threaded process: run as many side by side as
+# there are cores (FUZZ_JOBS), so the whole set takes SECONDS × targets ÷
+# cores rather than SECONDS × targets.
+jobs=${FUZZ_JOBS:-$(nproc)}
+failed=()
+pids=()
+names=()
+report() {  # waits for the oldest running target and judges it
+  local target=${names[0]}
+  if wait "${pids[0]}"; then
+    echo "== fuzz $target for ${seconds}s: clean"
+    grep -E '^stat::number_of_executed_units|^Done' "$out_dir/$target.log" || true
+  else
+    echo "== fuzz $target for ${seconds}s: FAULT" >&2
+    tail -n 60 "$out_dir/$target.log" >&2
+    failed+=("$target")
+  fi
+  pids=("${pids[@]:1}")
+  names=("${names[@]:1}")
+}
+for target in "${targets[@]}"; do
+  [[ ${#pids[@]} -lt $jobs ]] || report
+  fuzz_one "$target" &
+  pids+=($!)
+  names+=("$target")
+done
+while [[ ${#pids[@]} -gt 0 ]]; do report; done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "fuzzing found a fault in: ${failed[*]} (inputs in $out_dir)" >&2
