@@ -31,7 +31,7 @@ constexpr char kFmInitializer[] = "normal(0.01)";
 
 // The table's optimizer unless the user picks another (README: sparse
 // models, optimizer defaults).
-constexpr char kTableOptimizer[] = "adagrad(epsilon=0.01)";
+constexpr char kTableOptimizer[] = "adagrad(epsilon=0.001)";
 
 // Mis-sized spans are caller bugs that would otherwise read or write out of
 // bounds; the signatures return no Status, so stop loudly in every build.
