@@ -44,14 +44,15 @@ CtrSet MakeCtrSet(const std::string& name, int rows) {
 // Runs a one-epoch ps_local job; its metrics lines (empty on failure).
 std::vector<std::string> Train(const CtrSet& set, const std::string& model,
                                const std::string& mode, int servers,
-                               const std::string& name) {
+                               const std::string& name,
+                               const std::string& server_flags = "") {
   const std::string out = absl::StrCat(set.dir, "/", name);
   const Outcome outcome = RunBinary(
       {"ps_local", absl::StrCat("--servers=", servers), "--workers=2",
        "--mode=" + mode, "--model=" + model, "--epochs=1", "--batch_size=32",
        "--eval_every=0.5", "--train=" + set.dir + "/data/train.libsvm",
        "--test=" + set.dir + "/data/test.libsvm", "--quiet",
-       "--out_dir=" + out},
+       "--server_flags=" + server_flags, "--out_dir=" + out},
       out + ".out", absl::Seconds(120));
   EXPECT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("test AUC"));
@@ -101,6 +102,19 @@ TEST(SparseJob, LogregInSyncLearnsTheCtrSetAndIsIdenticalOnOneAndThreeShards) {
       Learnt(Train(set, "logreg", "sync", 3, "three"));
   EXPECT_EQ(one, three);
   EXPECT_EQ(one, Learnt(two));
+
+  // Exactly once: the servers apply 5% of the pushes and then answer
+  // UNAVAILABLE, the workers send those again, and θ is the same.
+  const std::vector<std::string> faulty =
+      Train(set, "logreg", "sync", 2, "faulty",
+            "--log_level=debug --inject_faults=seed=7,error=UNAVAILABLE:0.05,"
+            "methods=PushPull|Push,side=server");
+  EXPECT_EQ(Learnt(faulty), Learnt(two));
+  // And some pushes were failed after their work (the servers log each at
+  // debug level), so the workers sent them again.
+  EXPECT_THAT(ReadFile(set.dir + "/faulty/server-0.log") +
+                  ReadFile(set.dir + "/faulty/server-1.log"),
+              HasSubstr("fault injection: failing call"));
 }
 
 TEST(SparseJob, FmLearnsInAsyncAndLogregInSsp) {
