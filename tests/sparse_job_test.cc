@@ -45,15 +45,28 @@ CtrSet MakeCtrSet(const std::string& name, int rows) {
 std::vector<std::string> Train(const CtrSet& set, const std::string& model,
                                const std::string& mode, int servers,
                                const std::string& name,
-                               const std::string& server_flags = "") {
+                               const std::string& server_flags = "",
+                               bool files_in_worker_flags = false) {
   const std::string out = absl::StrCat(set.dir, "/", name);
-  const Outcome outcome = RunBinary(
-      {"ps_local", absl::StrCat("--servers=", servers), "--workers=2",
-       "--mode=" + mode, "--model=" + model, "--epochs=1", "--batch_size=32",
-       "--eval_every=0.5", "--train=" + set.dir + "/data/train.libsvm",
-       "--test=" + set.dir + "/data/test.libsvm", "--quiet",
-       "--server_flags=" + server_flags, "--out_dir=" + out},
-      out + ".out", absl::Seconds(120));
+  const std::string files =
+      absl::StrCat("--train=", set.dir, "/data/train.libsvm --test=", set.dir,
+                   "/data/test.libsvm");
+  std::vector<std::string> argv = {
+      "ps_local",         absl::StrCat("--servers=", servers),
+      "--workers=2",      "--mode=" + mode,
+      "--model=" + model, "--epochs=1",
+      "--batch_size=32",  "--eval_every=0.5",
+      "--quiet",          "--server_flags=" + server_flags,
+      "--out_dir=" + out};
+  if (files_in_worker_flags) {
+    // As issue 15 wrote it: the files as the workers' own flags.
+    argv.push_back("--worker_flags=--data_format=libsvm " + files);
+  } else {
+    for (absl::string_view flag : absl::StrSplit(files, ' ')) {
+      argv.emplace_back(flag);
+    }
+  }
+  const Outcome outcome = RunBinary(argv, out + ".out", absl::Seconds(120));
   EXPECT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
   EXPECT_THAT(outcome.output, HasSubstr("test AUC"));
   return absl::StrSplit(ReadFile(out + "/metrics.jsonl"), '\n',
@@ -121,7 +134,8 @@ TEST(SparseJob, FmLearnsInAsyncAndLogregInSsp) {
   const CtrSet set = MakeCtrSet("sparse_modes", 50000);
   for (const auto& [model, mode] :
        {std::pair{"fm", "async"}, std::pair{"logreg", "ssp"}}) {
-    const std::vector<std::string> lines = Train(set, model, mode, 2, mode);
+    const std::vector<std::string> lines =
+        Train(set, model, mode, 2, mode, "", /*files_in_worker_flags=*/true);
     ASSERT_FALSE(lines.empty()) << model << " " << mode;
     // Clearly above chance (0.5): ~0.70 seen, on a test set of 150
     // positives.

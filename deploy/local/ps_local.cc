@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -187,8 +188,13 @@ int main(int argc, char** argv) {
   const bool sparse = model == "logreg" || model == "fm";
   std::string data_format = absl::GetFlag(FLAGS_data_format);
   if (data_format.empty()) data_format = sparse ? "libsvm" : "idx";
-  if (sparse && (absl::GetFlag(FLAGS_train).empty() ||
-                 absl::GetFlag(FLAGS_test).empty())) {
+  // The files may come as ps_local's flags or in --worker_flags.
+  const std::string worker_flags = absl::GetFlag(FLAGS_worker_flags);
+  const auto given = [&worker_flags](const std::string& flag) {
+    return !absl::GetFlag(flag == "train" ? FLAGS_train : FLAGS_test).empty() ||
+           absl::StrContains(worker_flags, absl::StrCat("--", flag, "="));
+  };
+  if (sparse && (!given("train") || !given("test"))) {
     Die(absl::StrCat("--model=", model,
                      " needs --train=FILE and --test=FILE in LIBSVM format "
                      "(ps_datagen ctr --out=DIR writes DIR/train.libsvm and "
