@@ -416,16 +416,16 @@ ps::common::SparseDataset CtrShapedRows(int64_t rows) {
 
 // A worker step's compute of a sparse model: forward and backward over a
 // batch of ctr-shaped rows whose unique ids' rows are already pulled.
-// Items are examples; MakeSparseBatch (the unique-id bookkeeping) is timed
-// apart, in SparseBatch.
+// Items are examples; MakeCsrBatch (the unique-id bookkeeping) is timed
+// apart, in CsrBatch.
 void BM_SparseModelStep(benchmark::State& state, const std::string& name,
                         uint32_t fm_dim) {
   const int64_t batch_size = state.range(0);
   const ps::common::SparseDataset data = CtrShapedRows(batch_size);
   std::vector<int64_t> rows(batch_size);
   for (int64_t i = 0; i < batch_size; ++i) rows[i] = i;
-  absl::StatusOr<ps::worker::SparseBatch> batch =
-      ps::worker::MakeSparseBatch(data, rows);
+  absl::StatusOr<ps::worker::CsrBatch> batch =
+      ps::worker::MakeCsrBatch(data, rows);
   absl::StatusOr<ps::worker::SparseModel> model =
       ps::worker::SparseModel::Create(name, fm_dim);
   if (!batch.ok() || !model.ok()) {
@@ -448,14 +448,14 @@ void BM_SparseModelStep(benchmark::State& state, const std::string& name,
   state.counters["unique_ids"] = static_cast<double>(batch->ids.size());
 }
 
-void BM_SparseBatch(benchmark::State& state) {
+void BM_CsrBatch(benchmark::State& state) {
   const int64_t batch_size = state.range(0);
   const ps::common::SparseDataset data = CtrShapedRows(batch_size);
   std::vector<int64_t> rows(batch_size);
   for (int64_t i = 0; i < batch_size; ++i) rows[i] = i;
   for (auto _ : state) {
-    absl::StatusOr<ps::worker::SparseBatch> batch =
-        ps::worker::MakeSparseBatch(data, rows);
+    absl::StatusOr<ps::worker::CsrBatch> batch =
+        ps::worker::MakeCsrBatch(data, rows);
     benchmark::DoNotOptimize(batch->ids.data());
   }
   state.SetItemsProcessed(state.iterations() * batch_size);
@@ -554,7 +554,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("SparseModelStep/fm8", BM_SparseModelStep,
                                std::string("fm"), 8)
       ->Arg(512);
-  benchmark::RegisterBenchmark("SparseBatch", BM_SparseBatch)->Arg(512);
+  benchmark::RegisterBenchmark("CsrBatch", BM_CsrBatch)->Arg(512);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -42,7 +42,9 @@ ABSL_FLAG(uint32_t, min_ops, 3,
 ABSL_FLAG(uint32_t, rounds, 5,
           "transfer: the ops take turns this many times (load drift hits "
           "all alike).");
-ABSL_FLAG(std::string, models, "softmax", "train: softmax and/or mlp.");
+ABSL_FLAG(std::string, models, "softmax",
+          "train: softmax, mlp (Fashion-MNIST), logreg, fm (--train, "
+          "--test).");
 ABSL_FLAG(std::string, modes, "async,sync", "train: async, sync and/or ssp.");
 ABSL_FLAG(uint32_t, epochs, 5, "train: passes over the training set.");
 ABSL_FLAG(uint32_t, batch_size, 64, "train: per-worker mini-batch size.");
@@ -54,6 +56,15 @@ ABSL_FLAG(double, eval_every, 0.25,
           "train: evaluate every this fraction of an epoch.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "train: directory of Fashion-MNIST's gzip IDX files.");
+ABSL_FLAG(std::string, train, "",
+          "train --models=logreg,fm: the LIBSVM training set (ps_datagen ctr "
+          "--out=DIR writes DIR/train.libsvm).");
+ABSL_FLAG(std::string, test, "",
+          "train --models=logreg,fm: the LIBSVM test set.");
+ABSL_FLAG(std::string, server_flags, "",
+          "train: extra flags for every ps_server, space-separated.");
+ABSL_FLAG(std::string, worker_flags, "",
+          "train: extra flags for every ps_worker, space-separated.");
 ABSL_FLAG(std::string, json, "",
           "Append one JSON line per figure to this file; '-' prints them to "
           "stdout instead of the tables.");
@@ -164,6 +175,21 @@ int RunTrainMode(const std::string& out_dir,
   options.seed = absl::GetFlag(FLAGS_seed);
   options.eval_every = absl::GetFlag(FLAGS_eval_every);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.train = absl::GetFlag(FLAGS_train);
+  options.test = absl::GetFlag(FLAGS_test);
+  options.server_flags =
+      absl::StrSplit(absl::GetFlag(FLAGS_server_flags), ' ', absl::SkipEmpty());
+  options.worker_flags =
+      absl::StrSplit(absl::GetFlag(FLAGS_worker_flags), ' ', absl::SkipEmpty());
+  for (absl::string_view model :
+       absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {
+    if ((model == "logreg" || model == "fm") &&
+        (options.train.empty() || options.test.empty())) {
+      Die(absl::StrCat("--models=", model,
+                       " needs --train=FILE and --test=FILE (LIBSVM; "
+                       "ps_datagen ctr --out=DIR writes them)"));
+    }
+  }
   Output output;
   if (output.table()) ps::bench::PrintTrainHeader(output.table());
   for (absl::string_view model :

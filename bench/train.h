@@ -27,6 +27,13 @@ struct TrainBenchOptions {
   uint64_t seed = 1;
   double eval_every = 0.25;
   std::string data_dir;
+  // logreg and fm: the LIBSVM training and test sets (ps_datagen ctr).
+  std::string train;
+  std::string test;
+  // Passed verbatim to every ps_server and ps_worker after the flags
+  // above (--table_memory_limit, --fm_dim, say). Default: none
+  std::vector<std::string> server_flags;
+  std::vector<std::string> worker_flags;
   // Time to accuracy is measured to the first evaluation at or above this.
   // Default: 0.83
   double target_accuracy = 0.83;
@@ -43,10 +50,11 @@ struct ProcessPeak {
 
 struct TrainBenchResult {
   TrainBenchOptions options;
-  double samples_per_s = 0;  // the last evaluation's, all workers
-  double train_seconds = 0;  // since training started, as rank 0 saw it
-  double wall_seconds = 0;   // including start-up and data loading
-  double final_accuracy = 0;
+  double samples_per_s = 0;   // the last evaluation's, all workers
+  double train_seconds = 0;   // since training started, as rank 0 saw it
+  double wall_seconds = 0;    // including start-up and data loading
+  double final_accuracy = 0;  // softmax, mlp
+  double final_auc = 0;       // logreg, fm
   // First evaluation at or above the target; negative when none was.
   double seconds_to_target = -1;
   double epoch_at_target = -1;

@@ -257,7 +257,16 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_worker"}, "--servers is required"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--model=cnn"}, "unknown model"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--model=fm"},
-       "--model=fm needs the sparse protocol: not built yet"},
+       "--model=fm trains on sparse rows: give --data_format=libsvm"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--model=mlp",
+        "--data_format=libsvm"},
+       "--data_format=libsvm is for the sparse models"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--model=fm", "--fm_dim=0",
+        "--data_format=libsvm"},
+       "fm needs fm_dim >= 1"},
+      {{"ps_worker", "--servers=127.0.0.1:1", "--model=logreg",
+        "--data_format=libsvm", "--table_optimizer=ftrl(ftrl_beta=-1)"},
+       "--table_optimizer: "},
       {{"ps_worker", "--servers=127.0.0.1:1", "--data_format=csv"},
        "--data_format: 'csv' is not idx or libsvm"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--data_format=libsvm"},
@@ -458,9 +467,9 @@ TEST(Daemons, ACorruptLibsvmLineStopsTheWorkerNamingFileAndLine) {
       {"good.libsvm", "bad.libsvm",
        "--test: '" + dir + "/bad.libsvm' line 3: "},
       {"missing.libsvm", "good.libsvm", dir + "/missing.libsvm"},
-      // Good files load, and the worker says why it cannot train on them.
+      // Good files load, and are checked against the flags.
       {"good.libsvm", "good.libsvm",
-       "read 2 training and 2 test rows, but the sparse models"},
+       "each worker's shard holds 2 examples, fewer than one batch"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome =

@@ -169,20 +169,38 @@ TEST(DeployDocs, EveryFlagInTheFlagfileTablesExists) {
   }
 }
 
-// The fields of the metrics line, as worker/trainer.cc writes it.
+// The keys `pattern` (one capture) finds in `text`.
+std::set<std::string> KeysIn(const std::string& text,
+                             const std::regex& pattern) {
+  std::set<std::string> keys;
+  for (std::sregex_iterator it(text.begin(), text.end(), pattern), last;
+       it != last; ++it) {
+    keys.insert((*it)[1]);
+  }
+  return keys;
+}
+
+// The fields of the metrics line, as worker/trainer.cc writes it, with the
+// test scores of each model's task (worker/dense_task.cc, sparse_task.cc).
 std::set<std::string> MetricsFieldsWritten() {
   const std::string trainer = Source("worker/trainer.cc");
-  const size_t begin = trainer.find("common::Json{{\"time_s\"");
+  const size_t begin = trainer.find("common::Json fields = {{\"time_s\"");
   EXPECT_NE(begin, std::string::npos)
       << "the metrics line's format is not where this test looks for it";
   if (begin == std::string::npos) return {};
   const size_t end = trainer.find(".dump()", begin);
   const std::string format = trainer.substr(begin, end - begin);
-  std::set<std::string> fields;
-  const std::regex key(R"re(\{"([a-z_]+)",)re");
-  for (std::sregex_iterator it(format.begin(), format.end(), key), last;
-       it != last; ++it) {
-    fields.insert((*it)[1]);
+  std::set<std::string> fields =
+      KeysIn(format, std::regex(R"re(\{"([a-z_]+)",)re"));
+  for (const std::string& key :
+       KeysIn(format, std::regex(R"re(fields\["([a-z_]+)"\])re"))) {
+    fields.insert(key);
+  }
+  for (const char* task : {"worker/dense_task.cc", "worker/sparse_task.cc"}) {
+    for (const std::string& key :
+         KeysIn(Source(task), std::regex(R"re(\{"(test_[a-z_]+)",)re"))) {
+      fields.insert(key);
+    }
   }
   return fields;
 }

@@ -105,7 +105,7 @@ struct Reference {
 };
 
 absl::flat_hash_map<uint64_t, std::vector<double>> RowsById(
-    const SparseBatch& batch, const std::vector<float>& rows, uint32_t dim) {
+    const CsrBatch& batch, const std::vector<float>& rows, uint32_t dim) {
   absl::flat_hash_map<uint64_t, std::vector<double>> by_id;
   for (size_t s = 0; s < batch.ids.size(); ++s) {
     by_id[batch.ids[s]].assign(rows.begin() + s * dim,
@@ -120,7 +120,7 @@ void ExpectGradientsMatchFiniteDifferences(const std::string& name,
   // Example 2 twice, example 4 left out: repeats count twice, and the ids
   // of example 4 alone get no row.
   const std::vector<int64_t> examples = {0, 1, 2, 2, 3, 5};
-  absl::StatusOr<SparseBatch> batch = MakeSparseBatch(data, examples);
+  absl::StatusOr<CsrBatch> batch = MakeCsrBatch(data, examples);
   ASSERT_TRUE(batch.ok()) << batch.status();
   absl::StatusOr<SparseModel> model = SparseModel::Create(name, fm_dim);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -169,7 +169,7 @@ TEST(SparseModel, FmGradientsEqualCentralFiniteDifferences) {
 
 TEST(SparseModel, FmWithZeroFactorsIsLogreg) {
   const common::SparseDataset data = RandomDataset(11, 8, 6);
-  absl::StatusOr<SparseBatch> batch = MakeSparseBatch(data, AllRows(data));
+  absl::StatusOr<CsrBatch> batch = MakeCsrBatch(data, AllRows(data));
   ASSERT_TRUE(batch.ok()) << batch.status();
   absl::StatusOr<SparseModel> logreg = SparseModel::Create("logreg", 0);
   absl::StatusOr<SparseModel> fm = SparseModel::Create("fm", 8);
@@ -199,7 +199,7 @@ TEST(SparseModel, FmWithZeroFactorsIsLogreg) {
 TEST(SparseModel, LinearTimePairwiseTermEqualsTheSumOverPairs) {
   // 40 features of 8 ids an example: many repeats, 780 pairs.
   const common::SparseDataset data = RandomDataset(5, 4, 39);
-  absl::StatusOr<SparseBatch> batch = MakeSparseBatch(data, AllRows(data));
+  absl::StatusOr<CsrBatch> batch = MakeCsrBatch(data, AllRows(data));
   ASSERT_TRUE(batch.ok()) << batch.status();
   absl::StatusOr<SparseModel> fm = SparseModel::Create("fm", 8);
   ASSERT_TRUE(fm.ok());
@@ -216,12 +216,12 @@ TEST(SparseModel, LinearTimePairwiseTermEqualsTheSumOverPairs) {
   }
 }
 
-TEST(SparseBatch, PullsEachIdOnceInOrderAndOnlyTheBatchsIds) {
+TEST(CsrBatch, PullsEachIdOnceInOrderAndOnlyTheBatchsIds) {
   common::SparseDataset data;
   data.ids = {40, 7, 40, 9, 1000, 7, 5};
   data.offsets = {0, 3, 5, 7};
   data.labels = {1, 0, 1};
-  absl::StatusOr<SparseBatch> batch = MakeSparseBatch(data, {2, 0});
+  absl::StatusOr<CsrBatch> batch = MakeCsrBatch(data, {2, 0});
   ASSERT_TRUE(batch.ok()) << batch.status();
   EXPECT_THAT(batch->ids, ElementsAre(5, 7, 40));  // not 9 nor 1000
   EXPECT_THAT(batch->offsets, ElementsAre(0, 2, 5));
@@ -241,9 +241,9 @@ TEST(SparseBatch, PullsEachIdOnceInOrderAndOnlyTheBatchsIds) {
   EXPECT_THAT(gradient, ElementsAre(-0.25f, -0.5f, -0.5f));
   EXPECT_EQ(bias_gradient[0], -0.5f);
 
-  EXPECT_THAT(MakeSparseBatch(data, {0, 3}).status().message(),
+  EXPECT_THAT(MakeCsrBatch(data, {0, 3}).status().message(),
               HasSubstr("example 3 is not in a data set of 3 rows"));
-  EXPECT_FALSE(MakeSparseBatch(data, {}).ok());
+  EXPECT_FALSE(MakeCsrBatch(data, {}).ok());
 }
 
 TEST(SparseModel, RejectsUnknownModelsAndFmWithoutFactors) {
@@ -281,7 +281,7 @@ class InProcessTrainer {
     std::vector<float> rows, row_gradients, bias_gradient(1);
     for (size_t start = 0; start < order.size(); start += batch_size) {
       const size_t end = std::min(order.size(), start + batch_size);
-      absl::StatusOr<SparseBatch> batch = MakeSparseBatch(
+      absl::StatusOr<CsrBatch> batch = MakeCsrBatch(
           train, absl::MakeConstSpan(order).subspan(start, end - start));
       ASSERT_TRUE(batch.ok()) << batch.status();
       Pull(batch->ids, &rows);
@@ -302,7 +302,7 @@ class InProcessTrainer {
   absl::StatusOr<SparseEvaluation> Evaluate(const common::SparseDataset& test) {
     std::vector<int64_t> all(test.size());
     std::iota(all.begin(), all.end(), 0);
-    absl::StatusOr<SparseBatch> batch = MakeSparseBatch(test, all);
+    absl::StatusOr<CsrBatch> batch = MakeCsrBatch(test, all);
     if (!batch.ok()) return batch.status();
     std::vector<float> rows;
     Pull(batch->ids, &rows);

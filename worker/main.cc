@@ -25,7 +25,9 @@
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
+#include "worker/sparse_model.h"
 #include "worker/trainer.h"
+#include "worker/training_task.h"
 #include "worker/worker_metrics.h"
 
 ABSL_FLAG(std::string, servers, "",
@@ -36,18 +38,25 @@ ABSL_FLAG(int32_t, rank, -1,
           "worker.");
 ABSL_FLAG(uint32_t, num_workers, 1, "Number of workers in the job.");
 ABSL_FLAG(std::string, model, "",
-          "softmax or mlp. Default: the model of --init_from's file, else "
-          "softmax. (logreg and fm, the sparse models, need the sparse "
-          "protocol, not built yet.)");
+          "softmax or mlp (dense, on Fashion-MNIST), or logreg or fm (sparse, "
+          "on --data_format=libsvm). Default: logreg with "
+          "--data_format=libsvm, else the model of --init_from's file, else "
+          "softmax.");
+ABSL_FLAG(uint32_t, fm_dim, 8, "--model=fm: latent factors per feature id.");
+ABSL_FLAG(std::string, table_optimizer, "default",
+          "--model=logreg|fm: the optimizer of the table of feature rows, "
+          "in --optimizer's syntax (e.g. 'ftrl(ftrl_beta=0.004)'). default: "
+          "the model's own (README: sparse models); server: the servers' "
+          "--optimizer.");
 ABSL_FLAG(uint32_t, batch_size, 64, "Examples per mini-batch on this worker.");
 ABSL_FLAG(uint32_t, epochs, 1, "Passes over the training set.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial θ and of the shuffles.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, data_format, "idx",
-          "idx: Fashion-MNIST from --data_dir. libsvm: --train and --test, "
-          "sparse rows for the sparse models (read and checked at start-up; "
-          "training on them needs the sparse protocol, not built yet).");
+          "idx: Fashion-MNIST from --data_dir, for softmax and mlp. libsvm: "
+          "--train and --test, sparse rows for logreg and fm (read whole at "
+          "start-up: a corrupt line stops the worker naming it).");
 ABSL_FLAG(std::string, train, "",
           "--data_format=libsvm: the training set, LIBSVM lines "
           "(label id[:value] ...).");
@@ -89,25 +98,79 @@ ABSL_FLAG(std::string, log_format, "text",
 namespace {
 
 // Reads --train and --test whole, so a corrupt line stops the worker at
-// start-up naming its file and line; then stops it anyway, since no model
-// trains on sparse rows until the sparse protocol exists.
-[[noreturn]] void LoadLibsvmOrDie() {
-  const std::string train_path = absl::GetFlag(FLAGS_train);
-  const std::string test_path = absl::GetFlag(FLAGS_test);
-  if (train_path.empty() || test_path.empty()) {
+// start-up naming its file and line.
+ps::common::SparseDataset LoadLibsvmOrDie(const std::string& flag,
+                                          const std::string& path) {
+  if (path.empty()) {
     ps::common::Die("--data_format=libsvm needs --train=FILE and --test=FILE");
   }
-  absl::StatusOr<ps::common::SparseDataset> train =
-      ps::common::ReadLibsvm(train_path);
-  ps::common::DieIfError(train.status(), "--train");
-  absl::StatusOr<ps::common::SparseDataset> test =
-      ps::common::ReadLibsvm(test_path);
-  ps::common::DieIfError(test.status(), "--test");
-  ps::common::Die(absl::StrCat(
-      "--data_format=libsvm: read ", train->size(), " training and ",
-      test->size(),
-      " test rows, but the sparse models that train on them (logreg, fm) "
-      "need the sparse protocol: not built yet"));
+  absl::StatusOr<ps::common::SparseDataset> data = ps::common::ReadLibsvm(path);
+  ps::common::DieIfError(data.status(), flag);
+  return std::move(*data);
+}
+
+// Runs `trainer` to the end: the worker's exit code.
+int Train(ps::worker::Trainer& trainer, uint32_t rank) {
+  if (absl::Status trained = trainer.Run(); !trained.ok()) {
+    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
+      spdlog::warn("received {}: {}", strsignal(signal),
+                   std::string(trained.message()));
+      return 128 + signal;
+    }
+    if (!trainer.started() && (absl::IsFailedPrecondition(trained) ||
+                               absl::IsInvalidArgument(trained))) {
+      // The servers answered, and this worker cannot be one of theirs.
+      ps::common::Die(absl::StrCat("cannot start: ", trained.message()));
+    }
+    spdlog::error("training failed: {}", trained.ToString());
+    return 1;
+  }
+  if (!trainer.found_job_complete()) {
+    spdlog::info("worker {} finished", rank);
+  }
+  return 0;
+}
+
+// logreg or fm on --train and --test: the exit code.
+int TrainSparse(ps::worker::TrainerOptions options,
+                const ps::worker::ClientOptions& client_options) {
+  using ps::common::Die;
+  using ps::common::DieIfError;
+  if (absl::GetFlag(FLAGS_data_format) != "libsvm") {
+    Die(absl::StrCat("--model=", options.model_name,
+                     " trains on sparse rows: give --data_format=libsvm "
+                     "--train=FILE --test=FILE"));
+  }
+  if (!absl::GetFlag(FLAGS_init_from).empty() ||
+      absl::GetFlag(FLAGS_evaluate_only)) {
+    Die("--init_from and --evaluate_only are for the dense models; a "
+        "sparse model's rows live on the servers (their checkpoints)");
+  }
+  absl::StatusOr<ps::worker::SparseModel> model =
+      ps::worker::SparseModel::Create(options.model_name,
+                                      absl::GetFlag(FLAGS_fm_dim));
+  DieIfError(model.status(), "--model");
+  if (const std::string spec = absl::GetFlag(FLAGS_table_optimizer);
+      spec != "default") {
+    DieIfError(model->SetTableOptimizer(spec == "server" ? "" : spec),
+               "--table_optimizer");
+  }
+  const ps::common::SparseDataset train =
+      LoadLibsvmOrDie("--train", absl::GetFlag(FLAGS_train));
+  const ps::common::SparseDataset test =
+      LoadLibsvmOrDie("--test", absl::GetFlag(FLAGS_test));
+  DieIfError(ps::worker::ValidateTrainerOptions(options, train.size()),
+             "invalid options");
+  absl::StatusOr<std::unique_ptr<ps::worker::TrainingTask>> task =
+      ps::worker::NewSparseTask(*model, &train, &test);
+  DieIfError(task.status(), absl::StrCat("--test=", absl::GetFlag(FLAGS_test)));
+  absl::StatusOr<std::unique_ptr<ps::worker::ParameterClient>> client =
+      ps::worker::ParameterClient::Connect(client_options);
+  DieIfError(client.status(), "--servers");
+  const uint32_t rank = options.rank;
+  ps::worker::Trainer trainer(std::move(options), std::move(*task),
+                              client->get());
+  return Train(trainer, rank);
 }
 
 }  // namespace
@@ -118,7 +181,7 @@ int main(int argc, char** argv) {
   ps::common::InitProgram(
       argc, argv,
       "ps_worker --servers=host:port,... --rank=R --num_workers=W "
-      "[--model=softmax|mlp] [--epochs=N] [--metrics_out=FILE]");
+      "[--model=softmax|mlp|logreg|fm] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
       absl::GetFlag(FLAGS_rank), "rank", absl::GetFlag(FLAGS_num_workers),
@@ -200,12 +263,17 @@ int main(int argc, char** argv) {
     init_file = std::move(*file);
   }
   options.model_name = absl::GetFlag(FLAGS_model);
-  if (options.model_name == "logreg" || options.model_name == "fm") {
-    Die(absl::StrCat("--model=", options.model_name,
-                     " needs the sparse protocol: not built yet"));
-  }
   const std::string data_format = absl::GetFlag(FLAGS_data_format);
-  if (data_format == "libsvm") LoadLibsvmOrDie();
+  if (options.model_name.empty() && data_format == "libsvm") {
+    options.model_name = "logreg";
+  }
+  if (options.model_name == "logreg" || options.model_name == "fm") {
+    return TrainSparse(std::move(options), client_options);
+  }
+  if (data_format == "libsvm") {
+    Die("--data_format=libsvm is for the sparse models: --model=logreg or "
+        "--model=fm");
+  }
   if (data_format != "idx") {
     Die(absl::StrCat("--data_format: '", data_format,
                      "' is not idx or libsvm"));
@@ -277,22 +345,5 @@ int main(int argc, char** argv) {
   DieIfError(client.status(), "--servers");
 
   ps::worker::Trainer trainer(options, model->get(), client->get(), &*data);
-  if (absl::Status trained = trainer.Run(); !trained.ok()) {
-    if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
-      spdlog::warn("received {}: {}", strsignal(signal),
-                   std::string(trained.message()));
-      return 128 + signal;
-    }
-    if (!trainer.started() && (absl::IsFailedPrecondition(trained) ||
-                               absl::IsInvalidArgument(trained))) {
-      // The servers answered, and this worker cannot be one of theirs.
-      Die(absl::StrCat("cannot start: ", trained.message()));
-    }
-    spdlog::error("training failed: {}", trained.ToString());
-    return 1;
-  }
-  if (!trainer.found_job_complete()) {
-    spdlog::info("worker {} finished", options.rank);
-  }
-  return 0;
+  return Train(trainer, options.rank);
 }

@@ -401,6 +401,26 @@ absl::StatusOr<PullInfo> ParameterClient::PullFinal(absl::Span<float> theta) {
   return PullRows(0, theta, nullptr);
 }
 
+absl::StatusOr<PullInfo> ParameterClient::PullFinalSparse(
+    absl::Span<float> theta, std::vector<SparseBatch>& rows) {
+  return PullRows(0, theta, &rows);
+}
+
+absl::StatusOr<std::vector<uint64_t>> ParameterClient::RowsPerShard() {
+  absl::StatusOr<std::vector<ps::v1::StatusResponse>> answers =
+      StatusOfEveryShard();
+  if (!answers.ok()) return answers.status();
+  std::vector<uint64_t> rows;
+  for (const ps::v1::StatusResponse& answer : *answers) {
+    uint64_t held = 0;
+    for (const ps::v1::TableStatus& table : answer.tables()) {
+      held += table.rows();
+    }
+    rows.push_back(held);
+  }
+  return rows;
+}
+
 absl::StatusOr<PullInfo> ParameterClient::PullRows(
     uint64_t clock, absl::Span<float> theta, std::vector<SparseBatch>* rows) {
   const std::vector<SparseBatch> none;

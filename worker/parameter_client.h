@@ -122,6 +122,11 @@ class ParameterClient final : public ParameterStore {
                                     absl::Span<float> theta) override;
 
   absl::StatusOr<PullInfo> PullFinal(absl::Span<float> theta) override;
+  absl::StatusOr<PullInfo> PullFinalSparse(
+      absl::Span<float> theta, std::vector<SparseBatch>& rows) override;
+  // Safe beside the training calls (another thread's): it uses the stubs
+  // alone.
+  absl::StatusOr<std::vector<uint64_t>> RowsPerShard() override;
 
   const PushCounts& push_counts() const override { return push_counts_; }
 

@@ -125,6 +125,12 @@ class ParameterStore {
       uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
       const std::vector<SparseBatch>& gradients, absl::Span<float> theta,
       std::vector<SparseBatch>& rows);
+  // PullFinal(theta), and fills each batch's values with its ids' rows.
+  virtual absl::StatusOr<PullInfo> PullFinalSparse(
+      absl::Span<float> theta, std::vector<SparseBatch>& rows);
+  // The rows each shard's tables hold now, in shard order (the servers'
+  // Status). Stores without tables answer UNIMPLEMENTED.
+  virtual absl::StatusOr<std::vector<uint64_t>> RowsPerShard();
 
   virtual const PushCounts& push_counts() const = 0;
   // The servers' mode as the latest answer said it, in words ("sync", …).
@@ -150,6 +156,13 @@ inline absl::StatusOr<PullInfo> ParameterStore::PushPullSparse(
     uint64_t, uint32_t, absl::Span<const float>,
     const std::vector<SparseBatch>&, absl::Span<float>,
     std::vector<SparseBatch>&) {
+  return absl::UnimplementedError("this parameter store has no sparse tables");
+}
+inline absl::StatusOr<PullInfo> ParameterStore::PullFinalSparse(
+    absl::Span<float>, std::vector<SparseBatch>&) {
+  return absl::UnimplementedError("this parameter store has no sparse tables");
+}
+inline absl::StatusOr<std::vector<uint64_t>> ParameterStore::RowsPerShard() {
   return absl::UnimplementedError("this parameter store has no sparse tables");
 }
 

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/evaluation.h"
+#include "common/optimizer.h"
 
 namespace ps::worker {
 namespace {
@@ -27,6 +28,10 @@ using ConstVectorMap = Eigen::Map<const Eigen::VectorXf>;
 // far below the linear term. The one table also starts w at this
 // distribution instead of at zero, which costs nothing measurable.
 constexpr char kFmInitializer[] = "normal(0.01)";
+
+// The table's optimizer unless the user picks another (README: sparse
+// models, optimizer defaults).
+constexpr char kTableOptimizer[] = "adagrad(epsilon=0.001)";
 
 // Mis-sized spans are caller bugs that would otherwise read or write out of
 // bounds; the signatures return no Status, so stop loudly in every build.
@@ -45,12 +50,12 @@ double Sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
 }  // namespace
 
-absl::StatusOr<SparseBatch> MakeSparseBatch(const common::SparseDataset& data,
-                                            absl::Span<const int64_t> rows) {
+absl::StatusOr<CsrBatch> MakeCsrBatch(const common::SparseDataset& data,
+                                      absl::Span<const int64_t> rows) {
   if (rows.empty()) {
     return absl::InvalidArgumentError("a batch needs at least one example");
   }
-  SparseBatch batch;
+  CsrBatch batch;
   batch.offsets.reserve(rows.size() + 1);
   batch.labels.reserve(rows.size());
   for (int64_t row : rows) {
@@ -104,10 +109,21 @@ SparseModel::SparseModel(std::string name, uint32_t fm_dim)
     : name_(std::move(name)),
       fm_dim_(fm_dim),
       tables_({{"weights", 1 + fm_dim, fm_dim == 0 ? "zeros" : kFmInitializer,
-                /*optimizer=*/"", /*lr_schedule=*/""}}),
+                kTableOptimizer, /*lr_schedule=*/""}}),
       dense_tensors_({{"bias", {1}, /*exempt_from_regularization=*/true}}) {}
 
-void SparseModel::CheckShapes(const SparseBatch& batch,
+absl::Status SparseModel::SetTableOptimizer(absl::string_view spec) {
+  if (!spec.empty()) {
+    if (absl::Status parsed = common::ParseOptimizerSpec(spec).status();
+        !parsed.ok()) {
+      return parsed;
+    }
+  }
+  tables_[0].optimizer = std::string(spec);
+  return absl::OkStatus();
+}
+
+void SparseModel::CheckShapes(const CsrBatch& batch,
                               absl::Span<const float> dense,
                               absl::Span<const float> rows) const {
   Require(dense.size() == 1, "dense must hold the bias, 1 float");
@@ -120,8 +136,7 @@ void SparseModel::CheckShapes(const SparseBatch& batch,
   Require(batch.size() > 0, "the batch must not be empty");
 }
 
-void SparseModel::Logits(const SparseBatch& batch,
-                         absl::Span<const float> dense,
+void SparseModel::Logits(const CsrBatch& batch, absl::Span<const float> dense,
                          absl::Span<const float> rows,
                          absl::Span<float> logits) {
   CheckShapes(batch, dense, rows);
@@ -148,7 +163,7 @@ void SparseModel::Logits(const SparseBatch& batch,
   }
 }
 
-double SparseModel::LossAndGradient(const SparseBatch& batch,
+double SparseModel::LossAndGradient(const CsrBatch& batch,
                                     absl::Span<const float> dense,
                                     absl::Span<const float> rows,
                                     absl::Span<float> dense_gradient,
@@ -190,7 +205,7 @@ double SparseModel::LossAndGradient(const SparseBatch& batch,
 }
 
 absl::StatusOr<SparseEvaluation> SparseModel::Evaluate(
-    const SparseBatch& batch, absl::Span<const float> dense,
+    const CsrBatch& batch, absl::Span<const float> dense,
     absl::Span<const float> rows) {
   logits_.resize(batch.size());
   Logits(batch, dense, rows, absl::MakeSpan(logits_));

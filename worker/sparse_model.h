@@ -15,7 +15,7 @@
 // table "weights": 1 float for logreg, 1 + fm_dim for fm (w first, then
 // v). The loss is the mean log-loss of the batch.
 //
-// The worker pulls the batch's unique ids (SparseBatch::ids), computes, and
+// The worker pulls the batch's unique ids (CsrBatch::ids), computes, and
 // pushes the mean gradient of each pulled row and of the bias, as the dense
 // path pushes a mean. A model keeps scratch buffers, so one instance is not
 // safe for concurrent calls.
@@ -34,7 +34,7 @@ namespace ps::worker {
 
 // A mini-batch of CSR rows with the bookkeeping from each feature to the
 // pulled row of its id.
-struct SparseBatch {
+struct CsrBatch {
   // The batch's distinct feature ids, ascending: the keys to pull, and the
   // order of the rows pulled and of the row gradients.
   std::vector<uint64_t> ids;
@@ -50,8 +50,8 @@ struct SparseBatch {
 
 // The examples `rows` of `data` (indices, repeats allowed) as a batch.
 // INVALID_ARGUMENT on an index out of range or an empty list.
-absl::StatusOr<SparseBatch> MakeSparseBatch(const common::SparseDataset& data,
-                                            absl::Span<const int64_t> rows);
+absl::StatusOr<CsrBatch> MakeCsrBatch(const common::SparseDataset& data,
+                                      absl::Span<const int64_t> rows);
 
 struct SparseEvaluation {
   double auc = 0;      // test_auc
@@ -79,33 +79,35 @@ class SparseModel {
     return dense_tensors_;
   }
   uint32_t row_dim() const { return tables_[0].dim; }
+  // Replaces the table's optimizer (ParseOptimizerSpec's syntax; empty: the
+  // servers' --optimizer). INVALID_ARGUMENT when it does not parse.
+  absl::Status SetTableOptimizer(absl::string_view spec);
 
   // The mean log-loss of `batch` given the bias (`dense`, 1 float) and the
   // rows pulled for batch.ids (`rows`, ids × row_dim() floats in ids'
   // order). Writes the mean gradient of the bias to `dense_gradient` and of
   // each row to `row_gradients` (same shapes); a row's gradient sums every
   // occurrence of its id in the batch, divided by the batch size.
-  double LossAndGradient(const SparseBatch& batch,
-                         absl::Span<const float> dense,
+  double LossAndGradient(const CsrBatch& batch, absl::Span<const float> dense,
                          absl::Span<const float> rows,
                          absl::Span<float> dense_gradient,
                          absl::Span<float> row_gradients);
 
   // The logit b + linear + pairwise of each example (batch.size() floats).
-  void Logits(const SparseBatch& batch, absl::Span<const float> dense,
+  void Logits(const CsrBatch& batch, absl::Span<const float> dense,
               absl::Span<const float> rows, absl::Span<float> logits);
 
   // Predicted probabilities over `batch` (a whole test set, say) scored by
   // common/evaluation.h: AUC and mean log-loss. Errors when the AUC is
   // undefined (a set without both classes).
-  absl::StatusOr<SparseEvaluation> Evaluate(const SparseBatch& batch,
+  absl::StatusOr<SparseEvaluation> Evaluate(const CsrBatch& batch,
                                             absl::Span<const float> dense,
                                             absl::Span<const float> rows);
 
  private:
   SparseModel(std::string name, uint32_t fm_dim);
 
-  void CheckShapes(const SparseBatch& batch, absl::Span<const float> dense,
+  void CheckShapes(const CsrBatch& batch, absl::Span<const float> dense,
                    absl::Span<const float> rows) const;
 
   std::string name_;

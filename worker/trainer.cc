@@ -73,14 +73,15 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o,
 
 Trainer::Trainer(TrainerOptions options, Model* model, ParameterStore* client,
                  const common::TrainTestData* data)
-    : options_(std::move(options)),
-      model_(model),
-      client_(client),
-      data_(data) {}
+    : Trainer(std::move(options), NewDenseTask(model, data), client) {}
+
+Trainer::Trainer(TrainerOptions options, std::unique_ptr<TrainingTask> task,
+                 ParameterStore* client)
+    : options_(std::move(options)), task_(std::move(task)), client_(client) {}
 
 absl::Status Trainer::Run() {
   if (absl::Status valid =
-          ValidateTrainerOptions(options_, data_->train.size());
+          ValidateTrainerOptions(options_, task_->train_size());
       !valid.ok()) {
     return valid;
   }
@@ -92,9 +93,12 @@ absl::Status Trainer::Run() {
   // process stopped; in sync mode its first pull waits for the open round.
   // What each pull waits for is the store's to decide, from the mode the
   // servers report (ParameterStore::Pull).
-  absl::StatusOr<PullInfo> pulled =
-      client_->Pull(plan_.first_step, absl::MakeSpan(theta_));
+  StepState state(*this);
+  absl::StatusOr<PullInfo> pulled = task_->Pull(
+      *client_, plan_.first_step, ExamplesOf(plan_.first_step, state),
+      EvaluationDue(plan_.first_step, state), absl::MakeSpan(theta_));
   if (!pulled.ok()) return FailStart(pulled.status());
+  state.pulled = *pulled;
   if (options_.metrics != nullptr) options_.metrics->CountPull();
   // samples_per_s counts from here: a restarted rank 0 must not credit
   // itself with what the job applied before it came.
@@ -108,8 +112,8 @@ absl::Status Trainer::Run() {
     ~StopOnExit() { trainer->StopEvaluations().IgnoreError(); }
   } stop_on_exit{this};
   if (options_.rank == 0) StartEvaluations();
+  state.step_start = NowSeconds();
 
-  StepState state(*this, *pulled);
   for (uint64_t step = plan_.first_step; step < plan_.total_steps; ++step) {
     if (options_.stop_requested && options_.stop_requested()) {
       if (absl::Status left = client_->Leave(); !left.ok()) return left;
@@ -138,7 +142,7 @@ absl::Status Trainer::FailStart(const absl::Status& failure) {
 }
 
 absl::StatusOr<bool> Trainer::JoinJob() {
-  const common::Dataset& train = data_->train;
+  const int64_t train_size = task_->train_size();
   const uint32_t rank = options_.rank;
   const uint32_t workers = options_.num_workers;
   const uint32_t batch = options_.batch_size;
@@ -163,10 +167,9 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   // have registered, so no worker runs ahead of one still starting.
   absl::StatusOr<uint64_t> resume_step = client_->Register();
   if (!resume_step.ok()) return resume_step.status();
-  theta_ = options_.initial_theta.empty() ? model_->InitialParams(options_.seed)
-                                          : options_.initial_theta;
+  theta_ = options_.initial_theta;
   absl::StatusOr<ClusterInfo> cluster =
-      client_->Init(model_->tensors(), theta_);
+      task_->Declare(*client_, options_.seed, theta_);
   if (!cluster.ok()) return FailStart(cluster.status());
   if (cluster->expected_workers != workers) {
     spdlog::warn(
@@ -179,8 +182,8 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   // holding what is left. Every worker takes the same number of steps (shards
   // differ by at most one example), so no sync round waits for a worker that
   // ran out of data; the round's mean weighs each batch by its size.
-  plan_.mine = common::BalancedPart(train.size(), workers, rank);
-  const uint64_t smallest_shard = train.size() / workers;
+  plan_.mine = common::BalancedPart(train_size, workers, rank);
+  const uint64_t smallest_shard = train_size / workers;
   plan_.steps_per_epoch = (smallest_shard + batch - 1) / batch;
   plan_.total_steps = plan_.steps_per_epoch * options_.epochs;
   plan_.first_step = std::min(plan_.total_steps, *resume_step);
@@ -193,12 +196,8 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   return true;
 }
 
-Trainer::StepState::StepState(const Trainer& trainer, PullInfo first_pull)
-    : pulled(first_pull),
-      gradient(trainer.theta_.size()),
-      order(trainer.plan_.mine.size()),
-      x(trainer.options_.batch_size, trainer.data_->train.features.cols()),
-      labels(trainer.options_.batch_size),
+Trainer::StepState::StepState(const Trainer& trainer)
+    : order(trainer.plan_.mine.size()),
       next_eval(trainer.options_.eval_every),
       step_start(NowSeconds()) {
   const Plan& plan = trainer.plan_;
@@ -209,17 +208,28 @@ Trainer::StepState::StepState(const Trainer& trainer, PullInfo first_pull)
   }
 }
 
-absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
-  const common::Dataset& train = data_->train;
+absl::Span<const int64_t> Trainer::ExamplesOf(uint64_t step,
+                                              StepState& state) const {
   const uint32_t batch = options_.batch_size;
   const uint64_t epoch = step / plan_.steps_per_epoch;
   const uint64_t in_epoch = step % plan_.steps_per_epoch;
-  if (in_epoch == 0 || step == plan_.first_step) {
+  if (state.shuffled != epoch) {
     std::iota(state.order.begin(), state.order.end(),
               static_cast<int64_t>(plan_.mine.begin));
     Shuffle(state.order, MixSeed(options_.seed, options_.rank, epoch));
+    state.shuffled = epoch;
   }
+  const uint64_t first = in_epoch * batch;
+  return absl::MakeConstSpan(state.order)
+      .subspan(first, std::min<uint64_t>(batch, state.order.size() - first));
+}
 
+bool Trainer::EvaluationDue(uint64_t step, const StepState& state) const {
+  const double epochs_done = static_cast<double>(step) / plan_.steps_per_epoch;
+  return options_.rank == 0 && epochs_done >= state.next_eval;
+}
+
+absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
   // A step's time leaves out rank 0's own evaluation: it measures waiting
   // on the cluster and computing, which is where a stall would show.
   double step_seconds = NowSeconds() - state.step_start;
@@ -228,28 +238,20 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
   }
   const double compute_start = NowSeconds();
 
-  const uint64_t first = in_epoch * batch;
-  const uint32_t rows = static_cast<uint32_t>(
-      std::min<uint64_t>(batch, state.order.size() - first));
-  for (uint32_t b = 0; b < rows; ++b) {
-    const int64_t example = state.order[first + b];
-    state.x.row(b) = train.features.row(example);
-    state.labels[b] = train.labels[example];
-  }
-  state.loss_sum +=
-      model_->LossAndGradient(theta_, state.x.topRows(rows),
-                              absl::MakeConstSpan(state.labels).first(rows),
-                              absl::MakeSpan(state.gradient));
+  const absl::Span<const int64_t> examples = ExamplesOf(step, state);
+  const uint32_t rows = static_cast<uint32_t>(examples.size());
+  state.loss_sum += task_->Compute(examples, theta_);
   ++state.loss_count;
   const double push_start = NowSeconds();
   if (step + 1 < plan_.total_steps) {
     // Push this step's gradient and pull the next step's θ in one round
     // trip per shard.
     absl::StatusOr<PullInfo> pulled =
-        client_->PushPull(step, rows, state.gradient, absl::MakeSpan(theta_));
+        task_->PushPull(*client_, step, rows, ExamplesOf(step + 1, state),
+                        EvaluationDue(step + 1, state), absl::MakeSpan(theta_));
     if (!pulled.ok()) return pulled.status();
     state.pulled = *pulled;
-  } else if (absl::Status pushed = client_->Push(step, rows, state.gradient);
+  } else if (absl::Status pushed = task_->Push(*client_, step, rows);
              !pushed.ok()) {
     return pushed;
   }
@@ -273,10 +275,8 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
 }
 
 absl::Status Trainer::QueueEvaluationIfDue(uint64_t step, StepState& state) {
+  if (!EvaluationDue(step, state)) return absl::OkStatus();
   const double epochs_done = static_cast<double>(step) / plan_.steps_per_epoch;
-  if (options_.rank != 0 || epochs_done < state.next_eval) {
-    return absl::OkStatus();
-  }
   EvalPoint point =
       Snapshot(step, state.pulled.version, state.pulled.samples_applied,
                state.MeanLoss(), state.longest_step);
@@ -318,11 +318,14 @@ absl::Status Trainer::Finish(const StepState& state) {
       !waited.ok()) {
     spdlog::warn("evaluating without waiting longer: {}", waited.ToString());
   }
-  absl::StatusOr<PullInfo> last = client_->PullFinal(absl::MakeSpan(theta_));
+  absl::StatusOr<PullInfo> last =
+      task_->PullFinal(*client_, absl::MakeSpan(theta_));
   if (!last.ok()) return last.status();
+  if (eval_scorer_ == nullptr) eval_scorer_ = task_->NewEvaluator();
   return Evaluate(
-      *model_, Snapshot(plan_.total_steps, last->version, last->samples_applied,
-                        state.MeanLoss(), state.longest_step));
+      *eval_scorer_,
+      Snapshot(plan_.total_steps, last->version, last->samples_applied,
+               state.MeanLoss(), state.longest_step));
 }
 
 void Trainer::StartEvaluations() {
@@ -330,8 +333,8 @@ void Trainer::StartEvaluations() {
   // its steps (nor, in sync mode, everyone's rounds). Each line's time is
   // when its θ was pulled, so time to accuracy keeps its meaning; the
   // evaluations' CPU still counts against the machine.
-  eval_model_ = model_->Clone();
-  evaluator_ = std::thread(&Trainer::EvaluationLoop, this, eval_model_.get());
+  eval_scorer_ = task_->NewEvaluator();
+  evaluator_ = std::thread(&Trainer::EvaluationLoop, this, eval_scorer_.get());
 }
 
 absl::Status Trainer::StopEvaluations() {
@@ -347,10 +350,10 @@ absl::Status Trainer::StopEvaluations() {
 
 Trainer::EvalPoint Trainer::Snapshot(uint64_t step, uint64_t version,
                                      uint64_t samples_applied,
-                                     double train_loss,
-                                     double longest_step) const {
+                                     double train_loss, double longest_step) {
   EvalPoint point;
   point.theta = theta_;
+  point.rows = task_->TakeEvaluationRows();
   point.elapsed = NowSeconds() - start_seconds_;
   point.step = step;
   point.version = version;
@@ -360,7 +363,7 @@ Trainer::EvalPoint Trainer::Snapshot(uint64_t step, uint64_t version,
   return point;
 }
 
-void Trainer::EvaluationLoop(Model* model) {
+void Trainer::EvaluationLoop(TestEvaluator* evaluator) {
   while (true) {
     EvalPoint point;
     {
@@ -376,14 +379,17 @@ void Trainer::EvaluationLoop(Model* model) {
       point = std::move(eval_queue_.front());
       eval_queue_.pop_front();
     }
-    absl::Status evaluated = Evaluate(*model, point);
+    absl::Status evaluated = Evaluate(*evaluator, point);
     absl::MutexLock lock(&eval_mutex_);
     if (eval_status_.ok()) eval_status_ = evaluated;
   }
 }
 
-absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
-  const Evaluation evaluation = model.Evaluate(point.theta, data_->test);
+absl::Status Trainer::Evaluate(TestEvaluator& evaluator,
+                               const EvalPoint& point) {
+  absl::StatusOr<TestScores> scores =
+      evaluator.Evaluate(point.theta, point.rows);
+  if (!scores.ok()) return scores.status();
   const double elapsed = point.elapsed;
   const uint64_t step = point.step;
   const uint64_t version = point.version;
@@ -391,33 +397,40 @@ absl::Status Trainer::Evaluate(Model& model, const EvalPoint& point) {
   const double train_loss = point.train_loss;
   const double longest_step = point.longest_step;
   const double epoch =
-      static_cast<double>(samples_applied) / data_->train.size();
+      static_cast<double>(samples_applied) / task_->train_size();
   const uint64_t applied_here = samples_applied > samples_at_start_
                                     ? samples_applied - samples_at_start_
                                     : 0;
   const double samples_per_s = elapsed > 0 ? applied_here / elapsed : 0;
   using common::RoundTo;
-  const std::string line =
-      common::Json{{"time_s", RoundTo(elapsed, 3)},
-                   {"epoch", RoundTo(epoch, 4)},
-                   {"step", step},
-                   {"version", version},
-                   {"test_accuracy", RoundTo(evaluation.accuracy, 4)},
-                   {"test_loss", RoundTo(evaluation.mean_loss, 5)},
-                   {"train_loss", RoundTo(train_loss, 5)},
-                   {"samples_per_s", RoundTo(samples_per_s, 1)},
-                   {"samples", samples_applied},
-                   {"model", options_.model_name},
-                   {"mode", client_->mode()},
-                   {"workers", options_.num_workers},
-                   {"servers", client_->num_shards()},
-                   {"max_step_s", RoundTo(longest_step, 4)}}
-          .dump();
-  spdlog::info(
-      "epoch {:.2f} step {} test accuracy {:.4f} loss {:.4f} "
-      "({:.0f} samples/s)",
-      epoch, step, evaluation.accuracy, evaluation.mean_loss, samples_per_s);
-  last_evaluation_ = evaluation;
+  common::Json fields = {{"time_s", RoundTo(elapsed, 3)},
+                         {"epoch", RoundTo(epoch, 4)},
+                         {"step", step},
+                         {"version", version}};
+  fields.update(scores->fields);
+  fields.update(common::Json{{"train_loss", RoundTo(train_loss, 5)},
+                             {"samples_per_s", RoundTo(samples_per_s, 1)},
+                             {"samples", samples_applied},
+                             {"model", options_.model_name},
+                             {"mode", client_->mode()},
+                             {"workers", options_.num_workers},
+                             {"servers", client_->num_shards()},
+                             {"max_step_s", RoundTo(longest_step, 4)}});
+  if (task_->has_tables()) {
+    // How the table spreads over the shards, asked now (a little after
+    // θ was pulled): the memory each server needs.
+    absl::StatusOr<std::vector<uint64_t>> rows = client_->RowsPerShard();
+    if (rows.ok()) {
+      fields["rows_per_shard"] = *rows;
+    } else {
+      spdlog::warn("no rows_per_shard in this line: {}",
+                   rows.status().ToString());
+    }
+  }
+  const std::string line = fields.dump();
+  spdlog::info("epoch {:.2f} step {} {} ({:.0f} samples/s)", epoch, step,
+               scores->summary, samples_per_s);
+  last_evaluation_ = scores->dense;
   if (options_.metrics_out.empty()) return absl::OkStatus();
   std::ofstream out(options_.metrics_out, std::ios::app);
   out << line << "\n";

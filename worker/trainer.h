@@ -16,6 +16,7 @@
 #include "common/key_range.h"
 #include "worker/model.h"
 #include "worker/parameter_store.h"
+#include "worker/training_task.h"
 #include "worker/worker_metrics.h"
 
 namespace ps::worker {
@@ -40,8 +41,8 @@ struct TrainerOptions {
   // its final evaluation. Default: 120 s
   absl::Duration wait_for_others = absl::Seconds(120);
   // θ to declare instead of the seeded initial values (a model exported by
-  // psctl, say); empty: seeded. The servers keep whatever was declared
-  // first.
+  // psctl, say; the dense part of θ for a sparse model); empty: seeded. The
+  // servers keep whatever was declared first.
   std::vector<float> initial_theta;
   // Polled before each step: when it returns true the worker leaves the job
   // (sync rounds stop waiting for it) and Run returns CANCELLED. A new
@@ -60,12 +61,16 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& options,
 // mini-batch of its own data shard, push it. Each worker trains on part
 // `rank` of `num_workers` of the training set, reshuffled every epoch, and
 // every worker takes the same number of steps so sync rounds always fill.
+// What a step computes and pulls is the task's (worker/training_task.h).
 class Trainer {
  public:
   // `client` (a ParameterClient, or an in-memory store in tests) decides
   // what each pull waits for from the mode the servers report.
   Trainer(TrainerOptions options, Model* model, ParameterStore* client,
           const common::TrainTestData* data);
+  // Any task: the sparse models' (NewSparseTask), say.
+  Trainer(TrainerOptions options, std::unique_ptr<TrainingTask> task,
+          ParameterStore* client);
 
   // Trains to the end; OK also when the job was complete before this
   // worker came (found_job_complete()), having trained nothing. In steps:
@@ -79,9 +84,9 @@ class Trainer {
   // to start (the servers' layout or model disagrees with this worker's).
   bool started() const { return started_; }
 
-  // θ as last pulled (after Run: the final θ).
+  // θ as last pulled (after Run: the final θ); a sparse model's dense part.
   const std::vector<float>& theta() const { return theta_; }
-  // The last evaluation rank 0 made.
+  // The last evaluation rank 0 made of a dense model.
   const Evaluation& last_evaluation() const { return last_evaluation_; }
 
  private:
@@ -94,19 +99,17 @@ class Trainer {
   };
   // What the loop carries from one step to the next.
   struct StepState {
-    StepState(const Trainer& trainer, PullInfo first_pull);
+    explicit StepState(const Trainer& trainer);
     double MeanLoss() const { return loss_count ? loss_sum / loss_count : 0; }
 
-    PullInfo pulled;  // the θ the next step computes from
-    std::vector<float> gradient;
-    std::vector<int64_t> order;  // this epoch's shuffle of `mine`
-    common::RowMatrix x;
-    std::vector<int32_t> labels;
+    PullInfo pulled;             // the θ the next step computes from
+    std::vector<int64_t> order;  // the shuffle of `mine` of epoch `shuffled`
+    uint64_t shuffled = UINT64_MAX;
     double next_eval;  // in epochs
     double loss_sum = 0;
     uint64_t loss_count = 0;
     double longest_step = 0;
-    double step_start;
+    double step_start = 0;
   };
 
   // Surveys, registers and declares the model; sets plan_. False: the job
@@ -115,6 +118,12 @@ class Trainer {
   // Leaves as a failed start (unless the servers are unreachable) and
   // returns `failure`.
   absl::Status FailStart(const absl::Status& failure);
+  // Step `step`'s examples: a batch of this epoch's shuffle (shuffled
+  // when the step is the first of its epoch this process takes).
+  absl::Span<const int64_t> ExamplesOf(uint64_t step, StepState& state) const;
+  // Rank 0 evaluates at the start of step `step`: its pull brings what the
+  // evaluation needs.
+  bool EvaluationDue(uint64_t step, const StepState& state) const;
   // Computes step `step`'s gradient from theta_, pushes it and pulls the
   // next step's θ; rank 0 queues an evaluation first when one is due.
   absl::Status TakeStep(uint64_t step, StepState& state);
@@ -128,6 +137,7 @@ class Trainer {
   // What one evaluation reports: θ as of `elapsed` seconds into training.
   struct EvalPoint {
     std::vector<float> theta;
+    std::vector<float> rows;  // TrainingTask::TakeEvaluationRows
     double elapsed = 0;
     uint64_t step = 0;
     uint64_t version = 0;
@@ -136,12 +146,12 @@ class Trainer {
     double longest_step = 0;
   };
   EvalPoint Snapshot(uint64_t step, uint64_t version, uint64_t samples_applied,
-                     double train_loss, double longest_step) const;
-  // Evaluates `point` with `model` and appends its metrics line.
-  absl::Status Evaluate(Model& model, const EvalPoint& point);
-  // Rank 0's evaluations during training run here, on a copy of θ and a
-  // model of their own, off the training path; in order, one at a time.
-  void EvaluationLoop(Model* model);
+                     double train_loss, double longest_step);
+  // Evaluates `point` with `evaluator` and appends its metrics line.
+  absl::Status Evaluate(TestEvaluator& evaluator, const EvalPoint& point);
+  // Rank 0's evaluations during training run here, on a copy of θ and an
+  // evaluator of their own, off the training path; in order, one at a time.
+  void EvaluationLoop(TestEvaluator* evaluator);
 
   absl::Mutex eval_mutex_;
   std::deque<EvalPoint> eval_queue_ ABSL_GUARDED_BY(eval_mutex_);
@@ -149,13 +159,12 @@ class Trainer {
   absl::Status eval_status_ ABSL_GUARDED_BY(eval_mutex_);
 
   TrainerOptions options_;
-  Model* model_;
+  std::unique_ptr<TrainingTask> task_;
   ParameterStore* client_;
-  const common::TrainTestData* data_;
   std::vector<float> theta_;
   Plan plan_;
-  // Rank 0's evaluator and its own model.
-  std::unique_ptr<Model> eval_model_;
+  // Rank 0's evaluator, with scratch of its own, and its thread.
+  std::unique_ptr<TestEvaluator> eval_scorer_;
   std::thread evaluator_;
   Evaluation last_evaluation_;
   bool found_job_complete_ = false;

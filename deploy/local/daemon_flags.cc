@@ -204,6 +204,9 @@ std::vector<std::string> WorkerArgs(const WorkerFlags& flags) {
   args.Add("seed", flags.seed);
   args.Add("eval_every", flags.eval_every);
   args.Add("data_dir", flags.data_dir);
+  args.Add("data_format", flags.data_format);
+  args.Add("train", flags.train);
+  args.Add("test", flags.test);
   args.Add("rpc_deadline", flags.rpc_deadline);
   args.Add("max_retry_time", flags.max_retry_time);
   args.Add("metrics_out", flags.metrics_out);

@@ -72,6 +72,10 @@ struct WorkerFlags {
   std::optional<uint64_t> seed;
   std::optional<double> eval_every;
   std::string data_dir;
+  // The sparse models' LIBSVM files (--data_format=libsvm --train --test).
+  std::string data_format;
+  std::string train;
+  std::string test;
   std::optional<absl::Duration> rpc_deadline;
   std::optional<absl::Duration> max_retry_time;
   std::string metrics_out;

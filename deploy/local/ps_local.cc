@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -32,7 +33,9 @@
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
 ABSL_FLAG(std::string, mode, "sync", "sync, ssp or async.");
-ABSL_FLAG(std::string, model, "softmax", "softmax or mlp.");
+ABSL_FLAG(std::string, model, "softmax",
+          "softmax or mlp (Fashion-MNIST), logreg or fm (sparse, on --train "
+          "and --test).");
 ABSL_FLAG(uint32_t, epochs, 5, "Passes over the training set.");
 ABSL_FLAG(std::string, out_dir, "out/ps_local",
           "Where metrics.jsonl and every process's log go.");
@@ -42,6 +45,13 @@ ABSL_FLAG(double, eval_every, 0.25,
           "Evaluate every this fraction of an epoch.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
+ABSL_FLAG(std::string, data_format, "",
+          "idx or libsvm. Default: libsvm for logreg and fm, else idx.");
+ABSL_FLAG(std::string, train, "",
+          "logreg and fm: the training set, LIBSVM (ps_datagen ctr writes "
+          "one). Required for them.");
+ABSL_FLAG(std::string, test, "",
+          "logreg and fm: the test set, LIBSVM. Required for them.");
 ABSL_FLAG(std::string, lr, "0.1", "Server learning rate α.");
 ABSL_FLAG(std::string, l2, "1e-4", "Server L2 weight decay λ₂.");
 ABSL_FLAG(std::string, l1, "0", "Server L1 strength λ₁.");
@@ -73,6 +83,14 @@ double Metric(const ps::common::Json& metrics, const char* key) {
 
 std::string ProgressLine(const std::string& line) {
   const ps::common::Json m = ps::common::ParseJsonObject(line);
+  if (m.contains("test_auc")) {
+    return absl::StrFormat(
+        "epoch %5.2f  step %6.0f  test AUC %.4f  log-loss %.4f  "
+        "%8.0f samples/s  %6.1f s",
+        Metric(m, "epoch"), Metric(m, "step"), Metric(m, "test_auc"),
+        Metric(m, "test_logloss"), Metric(m, "samples_per_s"),
+        Metric(m, "time_s"));
+  }
   return absl::StrFormat(
       "epoch %5.2f  step %6.0f  test accuracy %6.2f%%  test loss %.4f  "
       "%8.0f samples/s  %6.1f s",
@@ -156,7 +174,7 @@ int main(int argc, char** argv) {
   ps::common::InitProgram(
       argc, argv,
       "ps_local --servers=S --workers=W --mode=sync|ssp|async "
-      "--model=softmax|mlp "
+      "--model=softmax|mlp|logreg|fm [--train=FILE --test=FILE] "
       "--epochs=N --out_dir=DIR");
   const uint32_t num_servers = absl::GetFlag(FLAGS_servers);
   const uint32_t num_workers = absl::GetFlag(FLAGS_workers);
@@ -165,6 +183,22 @@ int main(int argc, char** argv) {
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (!ps::common::ParseConsistencyMode(mode).ok()) {
     Die(absl::StrCat("--mode='", mode, "' is not sync, ssp or async"));
+  }
+  const std::string model = absl::GetFlag(FLAGS_model);
+  const bool sparse = model == "logreg" || model == "fm";
+  std::string data_format = absl::GetFlag(FLAGS_data_format);
+  if (data_format.empty()) data_format = sparse ? "libsvm" : "idx";
+  // The files may come as ps_local's flags or in --worker_flags.
+  const std::string worker_flags = absl::GetFlag(FLAGS_worker_flags);
+  const auto given = [&worker_flags](const std::string& flag) {
+    return !absl::GetFlag(flag == "train" ? FLAGS_train : FLAGS_test).empty() ||
+           absl::StrContains(worker_flags, absl::StrCat("--", flag, "="));
+  };
+  if (sparse && (!given("train") || !given("test"))) {
+    Die(absl::StrCat("--model=", model,
+                     " needs --train=FILE and --test=FILE in LIBSVM format "
+                     "(ps_datagen ctr --out=DIR writes DIR/train.libsvm and "
+                     "DIR/test.libsvm)"));
   }
   const int32_t metrics_base_port = absl::GetFlag(FLAGS_metrics_base_port);
   if (metrics_base_port < 0 ||
@@ -211,6 +245,9 @@ int main(int argc, char** argv) {
   worker.seed = absl::GetFlag(FLAGS_seed);
   worker.eval_every = absl::GetFlag(FLAGS_eval_every);
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
+  worker.data_format = data_format;
+  worker.train = absl::GetFlag(FLAGS_train);
+  worker.test = absl::GetFlag(FLAGS_test);
   worker.metrics_out = metrics_path;
   worker.security = security;
   worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
@@ -289,6 +326,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   const ps::common::Json last = ps::common::ParseJsonObject(last_metrics);
+  if (last.contains("test_auc")) {
+    std::printf(
+        "ps_local: done in %.1f s: test AUC %.4f, log-loss %.4f after %.2f "
+        "epochs (%s, %s, %u servers x %u workers), %.0f samples/s; metrics "
+        "in %s\n",
+        absl::ToDoubleSeconds(absl::Now() - start), Metric(last, "test_auc"),
+        Metric(last, "test_logloss"), Metric(last, "epoch"), mode.c_str(),
+        model.c_str(), num_servers, num_workers, Metric(last, "samples_per_s"),
+        metrics_path.c_str());
+    return 0;
+  }
   std::printf(
       "ps_local: done in %.1f s: test accuracy %.2f%% after %.2f epochs "
       "(%s, %s, %u servers x %u workers), %.0f samples/s; metrics in %s\n",
