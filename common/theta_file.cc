@@ -1,5 +1,6 @@
 #include "common/theta_file.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -15,12 +16,14 @@ namespace {
 // Format 2 appended the rule settings to format 1; format 3 writes the mode
 // and the workers' states as enum codes instead of a name and a
 // live/finished byte; format 4 appends the optimizers' settings (each
-// tensor's optimizer and schedule, the server's schedule). Older files stay
+// tensor's optimizer and schedule, the server's schedule); format 5 appends
+// the sparse tables and the open round's sparse rows. Older files stay
 // readable.
 constexpr char kMagicV1[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
 constexpr char kMagicV2[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
 constexpr char kMagicV3[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '3'};
-constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '4'};
+constexpr char kMagicV4[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '4'};
+constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '5'};
 
 // Format 3's codes: the position in these tables plus one, fixed here
 // whatever the enums' order; 0 is "none" (an export has no mode).
@@ -47,6 +50,8 @@ bool FromCode(const Enum (&by_code)[N], uint8_t code, Enum* value) {
 // Bounds that keep a corrupt length from asking for absurd allocations
 // before the checksum is even checked.
 constexpr uint64_t kMaxCount = 1u << 20;
+// No optimizer keeps more state vectors than this (FTRL keeps two).
+constexpr uint64_t kMaxStateVectors = 8;
 
 class Writer {
  public:
@@ -58,10 +63,12 @@ class Writer {
     Put<uint64_t>(s.size());
     out_.append(s.data(), s.size());
   }
-  void PutFloats(const std::vector<float>& values) {
+  template <typename T>
+  void PutArray(const std::vector<T>& values) {
     out_.append(reinterpret_cast<const char*>(values.data()),
-                values.size() * sizeof(float));
+                values.size() * sizeof(T));
   }
+  void PutFloats(const std::vector<float>& values) { PutArray(values); }
   std::string& bytes() { return out_; }
 
  private:
@@ -87,16 +94,29 @@ class Reader {
     pos_ += size;
     return true;
   }
-  bool GetFloats(uint64_t count, std::vector<float>* values) {
-    if (count > (in_.size() - pos_) / sizeof(float)) return false;
+  // Bounded by the bytes left, so a corrupt count cannot ask for more
+  // memory than the file's size.
+  template <typename T>
+  bool GetArray(uint64_t count, std::vector<T>* values) {
+    if (count > (in_.size() - pos_) / sizeof(T)) return false;
     values->resize(count);
     // An empty vector's data() may be null, which memcpy must never get
     // (a shard can hold no keys: a model smaller than the shard count).
     if (count > 0) {
-      std::memcpy(values->data(), in_.data() + pos_, count * sizeof(float));
+      std::memcpy(values->data(), in_.data() + pos_, count * sizeof(T));
     }
-    pos_ += count * sizeof(float);
+    pos_ += count * sizeof(T);
     return true;
+  }
+  bool GetFloats(uint64_t count, std::vector<float>* values) {
+    return GetArray(count, values);
+  }
+  // `count` rows of `stride` floats, without overflowing count × stride.
+  bool GetRows(uint64_t count, uint64_t stride, std::vector<float>* values) {
+    if (stride == 0 || count > (in_.size() - pos_) / sizeof(float) / stride) {
+      return false;
+    }
+    return GetArray(count * stride, values);
   }
   bool AtEnd() const { return pos_ == in_.size(); }
 
@@ -255,6 +275,90 @@ bool DecodeOptimizers(Reader& in, ThetaFile& file) {
   return in.GetString(&file.lr_schedule);
 }
 
+// Format 5's tail: the model seed, each table's declaration, counters and
+// rows, then each open-round gradient's sparse rows.
+bool DecodeTables(Reader& in, ThetaFile& file) {
+  uint64_t count = 0;
+  if (!in.Get(&file.model_seed) || !in.GetCount(&count)) return false;
+  file.tables.resize(count);
+  for (SavedTable& table : file.tables) {
+    TableSpec& spec = table.spec;
+    uint64_t states = 0;
+    uint64_t rows = 0;
+    uint8_t has_recency = 0;
+    if (!in.GetString(&spec.name) || !in.Get(&spec.dim) || spec.dim == 0 ||
+        spec.dim > kMaxTableDim || !in.GetString(&spec.initializer) ||
+        !in.GetString(&spec.optimizer) || !in.GetString(&spec.lr_schedule) ||
+        !in.Get(&states) || states > kMaxStateVectors) {
+      return false;
+    }
+    table.state_names.resize(states);
+    for (std::string& name : table.state_names) {
+      if (!in.GetString(&name)) return false;
+    }
+    if (!in.Get(&table.created) || !in.Get(&table.evicted) ||
+        !in.Get(&table.refused) || !in.Get(&rows) || !in.Get(&has_recency) ||
+        has_recency > 1 || !in.GetArray(rows, &table.ids) ||
+        (has_recency == 1 && !in.GetArray(rows, &table.recency)) ||
+        !in.GetRows(rows, table.stride(), &table.rows)) {
+      return false;
+    }
+  }
+  for (RoundGradient& g : file.round) {
+    if (!in.GetCount(&count)) return false;
+    g.tables.resize(count);
+    for (TableRows& part : g.tables) {
+      uint64_t rows = 0;
+      if (!in.Get(&part.table) || part.table >= file.tables.size() ||
+          !in.Get(&rows) || !in.GetArray(rows, &part.ids) ||
+          !in.GetRows(rows, file.tables[part.table].spec.dim, &part.rows)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+bool Increasing(const std::vector<uint64_t>& ids) {
+  return std::adjacent_find(ids.begin(), ids.end(), [](uint64_t a, uint64_t b) {
+           return a >= b;
+         }) == ids.end();
+}
+
+// The tables' parts that the layout cannot check: ids in order, the
+// recency a permutation, every value finite. Empty when all is well.
+std::string CheckTables(const ThetaFile& file) {
+  for (const SavedTable& table : file.tables) {
+    const std::string& name = table.spec.name;
+    if (!Increasing(table.ids)) {
+      return absl::StrCat("table '", name, "' lists its ids out of order");
+    }
+    std::vector<bool> seen(table.recency.size(), false);
+    for (uint64_t rank : table.recency) {
+      if (rank >= seen.size() || seen[rank]) {
+        return absl::StrCat("table '", name,
+                            "' has a malformed eviction order");
+      }
+      seen[rank] = true;
+    }
+    if (auto at = FindNonFinite(table.rows)) {
+      return absl::StrCat("table '", name, "' row of id ",
+                          table.ids[*at / table.stride()], " is not finite");
+    }
+  }
+  for (const RoundGradient& g : file.round) {
+    for (size_t i = 0; i < g.tables.size(); ++i) {
+      const TableRows& part = g.tables[i];
+      if ((i > 0 && part.table <= g.tables[i - 1].table) ||
+          !Increasing(part.ids) || FindNonFinite(part.rows).has_value()) {
+        return absl::StrCat("the open round's sparse rows of worker ",
+                            g.worker_id, " are malformed or not finite");
+      }
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string EncodeThetaFile(const ThetaFile& file) {
@@ -317,6 +421,34 @@ std::string EncodeThetaFile(const ThetaFile& file) {
     out.PutString(tensor.lr_schedule);
   }
   out.PutString(file.lr_schedule);
+  out.Put(file.model_seed);
+  out.Put<uint64_t>(file.tables.size());
+  for (const SavedTable& table : file.tables) {
+    out.PutString(table.spec.name);
+    out.Put(table.spec.dim);
+    out.PutString(table.spec.initializer);
+    out.PutString(table.spec.optimizer);
+    out.PutString(table.spec.lr_schedule);
+    out.Put<uint64_t>(table.state_names.size());
+    for (const std::string& name : table.state_names) out.PutString(name);
+    out.Put(table.created);
+    out.Put(table.evicted);
+    out.Put(table.refused);
+    out.Put<uint64_t>(table.ids.size());
+    out.Put<uint8_t>(table.recency.empty() ? 0 : 1);
+    out.PutArray(table.ids);
+    out.PutArray(table.recency);
+    out.PutFloats(table.rows);
+  }
+  for (const RoundGradient& g : file.round) {
+    out.Put<uint64_t>(g.tables.size());
+    for (const TableRows& part : g.tables) {
+      out.Put(part.table);
+      out.Put<uint64_t>(part.ids.size());
+      out.PutArray(part.ids);
+      out.PutFloats(part.rows);
+    }
+  }
   out.Put(Crc32(out.bytes()));
   return std::move(out.bytes());
 }
@@ -331,6 +463,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   }
   int format = 0;
   if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0) {
+    format = 5;
+  } else if (std::memcmp(bytes.data(), kMagicV4, sizeof(kMagicV4)) == 0) {
     format = 4;
   } else if (std::memcmp(bytes.data(), kMagicV3, sizeof(kMagicV3)) == 0) {
     format = 3;
@@ -353,13 +487,24 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   Reader in(body.substr(sizeof(kMagic)));
   if (!DecodeBody(in, format, file) ||
       (format >= 2 && !DecodeRules(in, file)) ||
-      (format >= 4 && !DecodeOptimizers(in, file)) || !in.AtEnd()) {
+      (format >= 4 && !DecodeOptimizers(in, file)) ||
+      (format >= 5 && !DecodeTables(in, file)) || !in.AtEnd()) {
     return bad(
         "the checksum matches but the layout does not: written by an "
         "incompatible version?");
   }
-  if (absl::Status valid = ValidateTensorSpecs(file.tensors); !valid.ok()) {
+  std::vector<TableSpec> table_specs;
+  for (const SavedTable& table : file.tables) {
+    table_specs.push_back(table.spec);
+  }
+  if (absl::Status valid = table_specs.empty()
+                               ? ValidateTensorSpecs(file.tensors)
+                               : ValidateModelSpecs(file.tensors, table_specs);
+      !valid.ok()) {
     return bad(valid.message());
+  }
+  if (std::string wrong = CheckTables(file); !wrong.empty()) {
+    return bad(wrong);
   }
   if (file.keys.end > NumKeys(file.tensors)) {
     return bad(absl::StrCat("keys ", file.keys.ToString(),

@@ -10,17 +10,50 @@
 #include "absl/strings/string_view.h"
 #include "common/consistency_mode.h"
 #include "common/key_range.h"
+#include "common/table_spec.h"
 #include "common/tensor_spec.h"
 #include "common/update_rule.h"
 #include "common/worker_record.h"
 
 namespace ps::common {
 
+// One table's rows of a sparse gradient: each id once, increasing.
+struct TableRows {
+  uint32_t table = 0;         // index in ThetaFile::tables
+  std::vector<uint64_t> ids;  // increasing
+  std::vector<float> rows;    // ids.size() × the table's dim
+};
+
 // A gradient a sync round holds but has not applied yet.
 struct RoundGradient {
   uint32_t worker_id = 0;
   uint32_t batch_size = 0;
-  std::vector<float> values;  // over `keys`
+  std::vector<float> values;      // over `keys`
+  std::vector<TableRows> tables;  // its sparse rows, by increasing table
+};
+
+// A sparse table's stored rows on a shard (or, in an export, on all shards),
+// with what a restored shard needs to go on bit for bit: each row's
+// optimizer state and its place in the eviction order. Initial values are
+// not stored: they follow from the model seed, the table's index and the id.
+struct SavedTable {
+  TableSpec spec;
+  // The state vectors its optimizer keeps (OptimizerStateNames), in that
+  // order; empty in an export.
+  std::vector<std::string> state_names;
+  std::vector<uint64_t> ids;  // increasing
+  // ids.size() × dim × (1 + state_names.size()) floats: per row, its θ,
+  // then each state vector.
+  std::vector<float> rows;
+  // Per row, its place in the eviction order: 0 is the least recently
+  // updated. Empty in an export.
+  std::vector<uint64_t> recency;
+  // The table's counters (created, evicted, refused) as Status shows them.
+  uint64_t created = 0;
+  uint64_t evicted = 0;
+  uint64_t refused = 0;
+
+  size_t stride() const { return size_t{spec.dim} * (1 + state_names.size()); }
 };
 
 // The settings that decide what a push does to θ, as the server that wrote
@@ -60,14 +93,19 @@ struct ThetaFile {
   std::vector<RoundGradient> round;  // sync: the open round
   // Absent in exports and in files written before format 2.
   std::optional<RuleSettings> rules;
+  // Format 5: the model's sparse tables (declaration order) and the seed of
+  // their rows' initial values.
+  uint64_t model_seed = 0;
+  std::vector<SavedTable> tables;
 };
 
 // The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
-// Always format 4 ("PSTHETA4": format 3 and, at its end, each tensor's
-// optimizer and schedule and the server's schedule); format 3 wrote the mode
-// and each worker's state as enum codes where format 2 had the mode's name
-// and a live/finished byte. DecodeThetaFile reads formats 1 ("PSTHETA1", no
-// rule settings), 2, 3 and 4.
+// Always format 5 ("PSTHETA5": format 4 and, at its end, the model seed, the
+// tables with their rows in id order, and the open round's sparse rows);
+// format 4 appended each tensor's optimizer and schedule and the server's
+// schedule to format 3, which wrote the mode and each worker's state as enum
+// codes where format 2 had the mode's name and a live/finished byte.
+// DecodeThetaFile reads formats 1 ("PSTHETA1", no rule settings) to 5.
 std::string EncodeThetaFile(const ThetaFile& file);
 
 // Checks magic, every length, the checksum, and that every value is finite:

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -113,13 +115,109 @@ void Merge(const std::vector<common::WorkerRecord>& from,
   }
 }
 
+// One worker's sparse rows of the open round, held in parts by old shards,
+// cut to the rows of new shard `shard_index` of `num_shards`.
+std::vector<common::TableRows> SliceTableRows(
+    const std::vector<const common::RoundGradient*>& parts,
+    uint32_t shard_index, uint32_t num_shards) {
+  std::map<uint32_t, std::vector<std::pair<uint64_t, const float*>>> by_table;
+  std::map<uint32_t, size_t> dims;
+  for (const common::RoundGradient* part : parts) {
+    for (const common::TableRows& rows : part->tables) {
+      const size_t dim =
+          rows.ids.empty() ? 0 : rows.rows.size() / rows.ids.size();
+      for (size_t i = 0; i < rows.ids.size(); ++i) {
+        if (common::ShardOfId(rows.ids[i], num_shards) != shard_index) continue;
+        by_table[rows.table].emplace_back(rows.ids[i],
+                                          rows.rows.data() + i * dim);
+        dims[rows.table] = dim;
+      }
+    }
+  }
+  std::vector<common::TableRows> sliced;
+  for (auto& [table, entries] : by_table) {
+    std::sort(entries.begin(), entries.end());
+    common::TableRows& out = sliced.emplace_back();
+    out.table = table;
+    for (const auto& [id, row] : entries) {
+      out.ids.push_back(id);
+      out.rows.insert(out.rows.end(), row, row + dims[table]);
+    }
+  }
+  return sliced;
+}
+
+// Old shards' tables cut to the rows of new shard `shard_index` of
+// `num_shards`, in id order, with their optimizer state. Eviction order is
+// kept within each old shard's rows; rows of different old shards are
+// interleaved by their relative place in their shard's order (the exact
+// order across shards was never recorded: each shard evicts on its own).
+// The counters start again at 0: they described the old shards.
+absl::StatusOr<std::vector<common::SavedTable>> SliceTables(
+    const std::vector<common::ThetaFile*>& sources, uint32_t shard_index,
+    uint32_t num_shards) {
+  const std::vector<common::SavedTable>& model = sources[0]->tables;
+  std::vector<common::SavedTable> sliced(model.size());
+  for (size_t t = 0; t < model.size(); ++t) {
+    struct Entry {
+      uint64_t id;
+      long double place;  // in its old shard's eviction order, in [0, 1)
+      size_t source;
+      size_t row;
+    };
+    std::vector<Entry> entries;
+    for (size_t k = 0; k < sources.size(); ++k) {
+      const common::SavedTable& theirs = sources[k]->tables[t];
+      if (theirs.state_names != model[t].state_names) {
+        return absl::DataLossError(absl::StrCat(
+            "the old checkpoints disagree on table '", model[t].spec.name,
+            "''s optimizer state: [", absl::StrJoin(theirs.state_names, ","),
+            "] and [", absl::StrJoin(model[t].state_names, ","), "]"));
+      }
+      const size_t n = theirs.ids.size();
+      for (size_t i = 0; i < n; ++i) {
+        if (common::ShardOfId(theirs.ids[i], num_shards) != shard_index) {
+          continue;
+        }
+        const uint64_t rank = theirs.recency.empty() ? i : theirs.recency[i];
+        entries.push_back(
+            {theirs.ids[i], static_cast<long double>(rank) / n, k, i});
+      }
+    }
+    common::SavedTable& out = sliced[t];
+    out.spec = model[t].spec;
+    out.state_names = model[t].state_names;
+    const size_t stride = out.stride();
+    std::sort(
+        entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+          return std::tie(a.place, a.source) < std::tie(b.place, b.source);
+        });
+    for (size_t r = 0; r < entries.size(); ++r) entries[r].place = r;
+    std::sort(entries.begin(), entries.end(),
+              [](const Entry& a, const Entry& b) { return a.id < b.id; });
+    for (const Entry& e : entries) {
+      if (!out.ids.empty() && out.ids.back() == e.id) {
+        return absl::DataLossError(
+            absl::StrCat("two old checkpoints hold row ", e.id, " of table '",
+                         out.spec.name, "': they are not one job's state"));
+      }
+      out.ids.push_back(e.id);
+      out.recency.push_back(static_cast<uint64_t>(e.place));
+      const float* row =
+          sources[e.source]->tables[t].rows.data() + e.row * stride;
+      out.rows.insert(out.rows.end(), row, row + stride);
+    }
+  }
+  return sliced;
+}
+
 // The open rounds of old shards that are all at one round, cut to `mine`:
 // a worker's gradient is kept when every old shard holds its part (with the
 // same batch); one held by some only is dropped, and that worker resumes at
 // the step it belongs to (see Merge) and pushes it again.
 std::vector<common::RoundGradient> SliceRounds(
     const std::vector<const common::ThetaFile*>& sources, common::KeyRange mine,
-    uint32_t shard_index) {
+    uint32_t shard_index, uint32_t num_shards) {
   std::map<uint32_t, std::vector<const common::RoundGradient*>> by_worker;
   for (const common::ThetaFile* source : sources) {
     for (const common::RoundGradient& g : source->round) {
@@ -148,10 +246,12 @@ std::vector<common::RoundGradient> SliceRounds(
       const common::KeyRange theirs = sources[i]->keys;
       const uint64_t begin = std::max(theirs.begin, mine.begin);
       const uint64_t end = std::min(theirs.end, mine.end);
+      if (begin >= end) continue;  // an old shard here for its rows only
       std::copy(parts[i]->values.begin() + (begin - theirs.begin),
                 parts[i]->values.begin() + (end - theirs.begin),
                 merged.values.begin() + (begin - mine.begin));
     }
+    merged.tables = SliceTableRows(parts, shard_index, num_shards);
   }
   return round;
 }
@@ -317,9 +417,13 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
       common::BalancedPart(num_keys, num_shards_, shard_index_);
   std::vector<uint32_t> overlapping;
   std::vector<uint32_t> missing;
+  // A table's rows are spread over every shard by ShardOfId: with tables,
+  // every old shard holds some of this shard's state.
+  const bool has_tables = !model->tables.empty();
   for (uint32_t i = 0; i < layout; ++i) {
     const common::KeyRange theirs = common::BalancedPart(num_keys, layout, i);
-    if (std::max(theirs.begin, mine.begin) >= std::min(theirs.end, mine.end)) {
+    if (!has_tables &&
+        std::max(theirs.begin, mine.begin) >= std::min(theirs.end, mine.end)) {
       continue;
     }
     overlapping.push_back(i);
@@ -356,6 +460,23 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
       return absl::DataLossError(absl::StrCat(
           "the checkpoints of the ", layout, "-shard layout disagree: shard ",
           i, diff.empty() ? " holds other keys" : absl::StrCat(": ", diff)));
+    }
+    std::vector<common::TableSpec> model_tables;
+    std::vector<common::TableSpec> source_tables;
+    for (const common::SavedTable& t : model->tables) {
+      model_tables.push_back(t.spec);
+    }
+    for (const common::SavedTable& t : source.tables) {
+      source_tables.push_back(t.spec);
+    }
+    if (std::string diff =
+            common::DescribeTableDifference(model_tables, source_tables);
+        !diff.empty() || source.model_seed != model->model_seed) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoints of the ", layout, "-shard layout disagree: shard ",
+          i,
+          diff.empty() ? " seeds its tables with another model seed"
+                       : absl::StrCat(": ", diff)));
     }
     if (source.state_names != model->state_names) {
       return absl::DataLossError(absl::StrCat(
@@ -414,6 +535,11 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
   merged.rules = model->rules;
   merged.optimizer = model->optimizer;
   merged.lr_schedule = model->lr_schedule;
+  merged.model_seed = model->model_seed;
+  absl::StatusOr<std::vector<common::SavedTable>> tables =
+      SliceTables(sources, shard_index_, num_shards_);
+  if (!tables.ok()) return tables.status();
+  merged.tables = std::move(*tables);
   merged.values.assign(mine.size(), 0.0f);
   merged.state_names = model->state_names;
   merged.state.assign(model->state_names.size(),
@@ -423,29 +549,32 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     const common::ThetaFile& source = *sources[k];
     const common::KeyRange theirs = source.keys;
     const uint64_t begin = std::max(theirs.begin, mine.begin);
-    const uint64_t end = std::min(theirs.end, mine.end);
-    std::copy(source.values.begin() + (begin - theirs.begin),
-              source.values.begin() + (end - theirs.begin),
-              merged.values.begin() + (begin - mine.begin));
-    for (size_t s = 0; s < merged.state.size(); ++s) {
-      std::copy(source.state[s].begin() + (begin - theirs.begin),
-                source.state[s].begin() + (end - theirs.begin),
-                merged.state[s].begin() + (begin - mine.begin));
+    const uint64_t end = std::max(begin, std::min(theirs.end, mine.end));
+    // An old shard of no key here may still hold rows of this shard.
+    for (size_t s = 0; s <= merged.state.size() && begin < end; ++s) {
+      const std::vector<float>& from =
+          s == 0 ? source.values : source.state[s - 1];
+      std::vector<float>& to = s == 0 ? merged.values : merged.state[s - 1];
+      std::copy(from.begin() + (begin - theirs.begin),
+                from.begin() + (end - theirs.begin),
+                to.begin() + (begin - mine.begin));
     }
     merged.samples_applied =
         std::max(merged.samples_applied, source.samples_applied);
     Merge(source.workers, workers);
-    spdlog::info(
-        "shard {}/{}: restoring keys [{}, {}) from shard {} of {} "
-        "(version {})",
-        shard_index_, num_shards_, begin, end, overlapping[k], layout,
-        source.version);
+    spdlog::info("shard {}/{}: restoring {} from shard {} of {} (version {})",
+                 shard_index_, num_shards_,
+                 begin < end
+                     ? absl::StrFormat("keys [%d, %d)%s", begin, end,
+                                       has_tables ? " and table rows" : "")
+                     : std::string("table rows"),
+                 overlapping[k], layout, source.version);
   }
   for (auto& [id, record] : workers) merged.workers.push_back(record);
   if (sync) {
     merged.round = SliceRounds(
         std::vector<const common::ThetaFile*>(sources.begin(), sources.end()),
-        mine, shard_index_);
+        mine, shard_index_, num_shards_);
   }
   return std::optional<common::ThetaFile>(std::move(merged));
 }

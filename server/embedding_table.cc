@@ -170,6 +170,34 @@ absl::Span<const float> EmbeddingTable::RowState(uint64_t id,
                              options_.dim);
 }
 
+absl::Span<const float> EmbeddingTable::RowWithState(uint64_t id) const {
+  const auto found = index_.find(id);
+  if (found == index_.end()) return {};
+  return absl::MakeConstSpan(SlotValues(found->second), stride_);
+}
+
+std::vector<uint64_t> EmbeddingTable::IdsOldestFirst() const {
+  std::vector<uint64_t> ids;
+  ids.reserve(index_.size());
+  for (uint32_t slot = oldest_; slot != kNoSlot; slot = slots_[slot].newer) {
+    ids.push_back(slots_[slot].id);
+  }
+  return ids;
+}
+
+void EmbeddingTable::RestoreRow(uint64_t id, absl::Span<const float> row) {
+  const auto found = index_.find(id);
+  uint32_t slot;
+  if (found == index_.end()) {
+    slot = TakeSlot(id);
+  } else {
+    slot = found->second;
+    Unlink(slot);
+    PushNewest(slot);
+  }
+  std::copy_n(row.begin(), std::min(row.size(), stride_), SlotValues(slot));
+}
+
 float* EmbeddingTable::SlotValues(uint32_t slot) {
   return blocks_[slot / rows_per_block_].data() +
          (slot % rows_per_block_) * stride_;

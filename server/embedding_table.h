@@ -116,6 +116,19 @@ class EmbeddingTable {
   absl::Span<const float> Row(uint64_t id) const;
   absl::Span<const float> RowState(uint64_t id, size_t which) const;
 
+  // A stored row's θ followed by its state vectors (stride() floats), or
+  // an empty span when `id` is not stored.
+  absl::Span<const float> RowWithState(uint64_t id) const;
+  size_t stride() const { return stride_; }
+  // The stored ids from the least to the most recently updated: the order
+  // eviction takes them in.
+  std::vector<uint64_t> IdsOldestFirst() const;
+  // Stores `row` (stride() floats: θ, then the state vectors) as `id`'s, as
+  // the most recently updated, evicting the least recently updated row when
+  // the table is full: rows restored oldest first give back the eviction
+  // order they were saved in. Sightings are not counted.
+  void RestoreRow(uint64_t id, absl::Span<const float> row);
+
   size_t size() const { return index_.size(); }
   // The most rows the memory limit allows.
   size_t capacity_rows() const { return capacity_rows_; }
@@ -129,6 +142,8 @@ class EmbeddingTable {
     uint64_t refused = 0;  // row updates dropped below min_count_to_create
   };
   const Counters& counters() const { return counters_; }
+  // Counters as a checkpoint saved them (RestoreRow counts nothing real).
+  void RestoreCounters(const Counters& counters) { counters_ = counters; }
 
   // Allocates from std::allocator and adds what it takes to a counter: what
   // memory_bytes() reports is what the containers asked for.

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/float_bytes.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
 #include "server/wire_messages.h"
@@ -390,6 +392,30 @@ grpc::ServerUnaryReactor* ParameterService::Checkpoint(
   response->set_version(saved->version);
   response->set_bytes(saved->bytes);
   response->set_seconds(absl::ToDoubleSeconds(saved->took));
+  return Finish(context, call, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterService::ExportRows(
+    grpc::CallbackServerContext* context,
+    const ps::v1::ExportRowsRequest* request,
+    ps::v1::ExportRowsResponse* response) {
+  const RpcCall call =
+      ServerMetrics::StartCall(RpcMethod::kExportRows, request->ByteSizeLong());
+  absl::StatusOr<ParameterShard::ExportedRows> exported = shard_->ExportRows(
+      request->table(),
+      request->from_start() ? std::nullopt
+                            : std::optional<uint64_t>(request->after_id()),
+      request->max_rows());
+  if (!exported.ok()) return Finish(context, call, exported.status());
+  ps::v1::SparseRows* rows = response->mutable_rows();
+  rows->set_table(request->table());
+  const SparseTables::RowPage& page = exported->page;
+  rows->set_keys(std::string(reinterpret_cast<const char*>(page.ids.data()),
+                             page.ids.size() * sizeof(uint64_t)));
+  common::FloatsToBytes(page.rows, rows->mutable_values());
+  response->set_done(page.done);
+  response->set_version(exported->version);
+  response->set_model_seed(exported->model_seed);
   return Finish(context, call, absl::OkStatus());
 }
 

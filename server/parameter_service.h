@@ -72,6 +72,10 @@ class ParameterService final : public ParameterServiceBase {
       grpc::CallbackServerContext* context,
       const ps::v1::CheckpointRequest* request,
       ps::v1::CheckpointResponse* response) override;
+  grpc::ServerUnaryReactor* ExportRows(
+      grpc::CallbackServerContext* context,
+      const ps::v1::ExportRowsRequest* request,
+      ps::v1::ExportRowsResponse* response) override;
 
  private:
   // The shared halves of Pull, Push and PushPull.

@@ -150,6 +150,18 @@ class ParameterShard {
   // when it came from this same shard layout.
   absl::Status Restore(common::ThetaFile saved);
 
+  // A page of table `name`'s stored rows (SparseTables::ExportRows), with
+  // the version it was read at. FAILED_PRECONDITION before the model is
+  // declared.
+  struct ExportedRows {
+    SparseTables::RowPage page;
+    uint64_t version = 0;
+    uint64_t model_seed = 0;
+  };
+  absl::StatusOr<ExportedRows> ExportRows(const std::string& name,
+                                          std::optional<uint64_t> after,
+                                          size_t max_rows) const;
+
   // Graceful shutdown: from now on pushes and leaves get UNAVAILABLE (the
   // worker retries later, against the restarted server) and no round
   // closes, so the version stays what the final checkpoint holds; pulls are

@@ -13,8 +13,8 @@ using common::metrics::Counter;
 using common::metrics::Family;
 
 constexpr std::array<const char*, kNumRpcMethods> kMethodNames = {
-    "Register", "Heartbeat", "Leave",  "Init",      "Pull",
-    "Push",     "PushPull",  "Status", "Checkpoint"};
+    "Register", "Heartbeat", "Leave",  "Init",       "Pull",
+    "Push",     "PushPull",  "Status", "Checkpoint", "ExportRows"};
 
 constexpr std::array<const char*, 4> kPushOutcomes = {"applied", "accepted",
                                                       "duplicate", "stale"};

@@ -25,8 +25,9 @@ enum class RpcMethod {
   kPushPull,
   kStatus,
   kCheckpoint,
+  kExportRows,
 };
-inline constexpr size_t kNumRpcMethods = 9;
+inline constexpr size_t kNumRpcMethods = 10;
 
 // One call as the metrics see it: started when the method was entered.
 struct RpcCall {

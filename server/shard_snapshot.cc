@@ -1,6 +1,8 @@
 #include "server/shard_snapshot.h"
 
 #include <algorithm>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +17,64 @@
 namespace ps::server {
 
 using common::KeyRange;
+
+namespace {
+
+// Tables as the old shard that wrote `file` held them, with room for every
+// saved row and every row its open round touches, so that closing the round
+// evicts nothing.
+absl::StatusOr<std::unique_ptr<SparseTables>> TablesOfFile(
+    const common::UpdateOptions& update,
+    const common::OptimizerOptions& optimizer,
+    const common::LrSchedule& lr_schedule, const common::ThetaFile& file) {
+  ShardOptions options;
+  options.shard_index = file.shard_index;
+  options.num_shards = file.num_shards;
+  options.update = update;
+  options.optimizer = optimizer;
+  options.lr_schedule = lr_schedule;
+  options.min_count_to_create = 1;
+  // Declare shares the limit in proportion to the rows' bytes: a limit of
+  // max(need / share) gives every table at least what it needs.
+  std::vector<uint64_t> row_bytes;
+  std::vector<uint64_t> need;
+  uint64_t all_row_bytes = 0;
+  for (size_t t = 0; t < file.tables.size(); ++t) {
+    const common::TableSpec& spec = file.tables[t].spec;
+    common::OptimizerOptions own = optimizer;
+    if (!spec.optimizer.empty()) {
+      absl::StatusOr<common::OptimizerOptions> parsed =
+          common::ParseOptimizerSpec(spec.optimizer);
+      if (!parsed.ok()) return parsed.status();
+      own = *parsed;
+    }
+    uint64_t rows = file.tables[t].ids.size() + 1;
+    for (const common::RoundGradient& g : file.round) {
+      for (const common::TableRows& part : g.tables) {
+        if (part.table == t) rows += part.ids.size();
+      }
+    }
+    row_bytes.push_back(uint64_t{spec.dim} * sizeof(float) *
+                        (1 + common::OptimizerStateNames(own.kind).size()));
+    // The row, its recency link and its index entry with the index's slack.
+    need.push_back(rows * (row_bytes.back() + 64));
+    all_row_bytes += row_bytes.back();
+  }
+  options.table_memory_limit = 0;
+  for (size_t t = 0; t < need.size(); ++t) {
+    options.table_memory_limit =
+        std::max(options.table_memory_limit,
+                 (need[t] + 1) * all_row_bytes / row_bytes[t] + 1);
+  }
+  auto tables = std::make_unique<SparseTables>(options);
+  if (absl::Status restored = tables->Restore(file.tables, file.model_seed);
+      !restored.ok()) {
+    return restored;
+  }
+  return tables;
+}
+
+}  // namespace
 
 absl::Status CloseSavedRound(const common::UpdateOptions& update,
                              const common::OptimizerOptions& optimizer,
@@ -38,17 +98,54 @@ absl::Status CloseSavedRound(const common::UpdateOptions& update,
   if (round.received() > 0) {
     std::vector<float> mean(num_keys);
     round.Mean(absl::MakeSpan(mean));
-    // The shard's own update path, on the file's θ and optimizer state.
+    // The shard's own update path, on the file's θ, tables and optimizer
+    // state; the tables' rows staged by rank (workers in id order), as the
+    // shard stages them by worker id.
+    std::unique_ptr<SparseTables> tables;
+    std::optional<SparseTables::Prepared> rows;
+    if (!file.tables.empty()) {
+      absl::StatusOr<std::unique_ptr<SparseTables>> made =
+          TablesOfFile(update, optimizer, lr_schedule, file);
+      if (!made.ok()) return made.status();
+      tables = std::move(*made);
+      std::vector<const common::RoundGradient*> by_worker;
+      for (const common::RoundGradient& g : file.round) {
+        by_worker.push_back(&g);
+      }
+      std::sort(
+          by_worker.begin(), by_worker.end(),
+          [](const common::RoundGradient* a, const common::RoundGradient* b) {
+            return a->worker_id < b->worker_id;
+          });
+      for (uint32_t rank = 0; rank < by_worker.size(); ++rank) {
+        if (absl::Status ok =
+                tables->CheckRows(by_worker[rank]->tables, file.tables);
+            !ok.ok()) {
+          return ok;
+        }
+        tables->StageRows(rank, by_worker[rank]->batch_size,
+                          by_worker[rank]->tables);
+      }
+      absl::StatusOr<SparseTables::Prepared> prepared =
+          tables->Prepare(tables->RoundMean(round.samples()), file.version);
+      if (prepared.ok()) rows = std::move(*prepared);
+    }
     DenseSlice slice(update, optimizer, lr_schedule);
     slice.Declare(file.tensors, file.keys, std::move(file.values));
     slice.TakeState(file.state_names, std::move(file.state));
-    if (slice.ApplyIfFinite(mean, file.version)) {
-      // As MaybeCloseRound: the round ends without changing θ.
+    // As MaybeCloseRound: the round changes θ and the tables together, or
+    // ends without changing either.
+    if ((tables != nullptr && !rows.has_value()) ||
+        slice.ApplyIfFinite(mean, file.version)) {
       spdlog::error(
-          "round {}'s update would make θ non-finite; dropped its {} "
-          "gradients",
+          "round {}'s update would make θ or a table non-finite; dropped "
+          "its {} gradients",
           file.version, round.received());
     } else {
+      if (tables != nullptr) {
+        tables->Commit(*rows);
+        file.tables = tables->Save();
+      }
       file.samples_applied += round.samples();
     }
     file.values = slice.theta();
@@ -80,12 +177,6 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
     return absl::FailedPreconditionError(
         "no model is declared on this shard yet; nothing to checkpoint");
   }
-  if (!tables_.empty()) {
-    // Refused rather than written without them: a restore would bring the
-    // model back with every row gone.
-    return absl::UnimplementedError(
-        "this shard holds sparse tables, which checkpoints do not hold yet");
-  }
   common::ThetaFile file;
   file.tensors = tensors_;
   file.keys = dense_.keys();
@@ -101,21 +192,45 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   file.lr_schedule = common::LrScheduleString(options_.lr_schedule);
   file.state_names = dense_.state_names();
   file.state = dense_.state();
+  file.model_seed = tables_.model_seed();
+  file.tables = tables_.Save();
   for (const common::WorkerRecord& m : members_.members()) {
     if (m.registered) file.workers.push_back(m);
   }
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
       const absl::Span<const float> g = round_->gradient(id);
-      file.round.push_back(
-          {id, round_->batch_size(id), std::vector<float>(g.begin(), g.end())});
+      file.round.push_back({id, round_->batch_size(id),
+                            std::vector<float>(g.begin(), g.end()),
+                            tables_.StagedRows(id)});
     }
   }
   return file;
 }
 
+absl::StatusOr<ParameterShard::ExportedRows> ParameterShard::ExportRows(
+    const std::string& name, std::optional<uint64_t> after,
+    size_t max_rows) const {
+  absl::MutexLock lock(&mutex_);
+  if (!initialized_) {
+    return absl::FailedPreconditionError(
+        "no model is declared on this shard yet; nothing to export");
+  }
+  absl::StatusOr<SparseTables::RowPage> page =
+      tables_.ExportRows(name, after, max_rows);
+  if (!page.ok()) return page.status();
+  return ExportedRows{std::move(*page), version_, tables_.model_seed()};
+}
+
 absl::Status ParameterShard::Restore(common::ThetaFile saved) {
-  if (absl::Status valid = common::ValidateTensorSpecs(saved.tensors);
+  std::vector<common::TableSpec> table_specs;
+  for (const common::SavedTable& table : saved.tables) {
+    table_specs.push_back(table.spec);
+  }
+  if (absl::Status valid =
+          table_specs.empty()
+              ? common::ValidateTensorSpecs(saved.tensors)
+              : common::ValidateModelSpecs(saved.tensors, table_specs);
       !valid.ok()) {
     return valid;
   }
@@ -163,7 +278,18 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
                         g.worker_id >= members_.max_workers())) {
       return absl::DataLossError("the checkpoint's open round is malformed");
     }
+    if (absl::Status rows = tables_.CheckRows(g.tables, saved.tables);
+        same_layout && !rows.ok()) {
+      return rows;
+    }
   }
+  // The last check that can fail, and the first change: on failure the
+  // shard declares no table.
+  if (absl::Status tables = tables_.Restore(saved.tables, saved.model_seed);
+      !tables.ok()) {
+    return tables;
+  }
+  has_tables_.store(!tables_.empty());
   const absl::Time now = Now();
   for (const common::WorkerRecord& w : saved.workers) {
     if (absl::Status restored = members_.Restore(w, now); !restored.ok()) {
@@ -185,6 +311,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       absl::Span<float> slot = round_->Slot(g.worker_id);
       std::copy(g.values.begin(), g.values.end(), slot.begin());
       round_->Commit(g.worker_id, g.batch_size);
+      tables_.StageRows(g.worker_id, g.batch_size, g.tables);
     }
     if (!same_layout && !saved.round.empty()) {
       spdlog::warn(

@@ -3,18 +3,23 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <optional>
 #include <string>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/key_range.h"
+#include "spdlog/spdlog.h"
 
 namespace ps::server {
 namespace {
 
 // Sighting counts take at most this much of a table's share of the limit.
 constexpr uint64_t kMaxSketchBytes = uint64_t{1} << 20;
+// Values in one page of ExportRows.
+constexpr size_t kExportPageFloats = size_t{1} << 18;
 
 uint64_t RowBytes(const common::TableSpec& spec,
                   const common::OptimizerOptions& optimizer) {
@@ -313,6 +318,177 @@ std::vector<TableStatus> SparseTables::Status() const {
                       table.counters()});
   }
   return status;
+}
+
+std::vector<common::SavedTable> SparseTables::Save() const {
+  std::vector<common::SavedTable> saved;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const EmbeddingTable& table = *tables_[t].rows;
+    common::SavedTable& out = saved.emplace_back();
+    out.spec = specs_[t];
+    out.state_names =
+        common::OptimizerStateNames(table.options().optimizer.kind);
+    // (id, place in the eviction order), written in id order so that the
+    // file does not depend on the hash map's layout.
+    const std::vector<uint64_t> oldest_first = table.IdsOldestFirst();
+    std::vector<std::pair<uint64_t, uint64_t>> by_id;
+    by_id.reserve(oldest_first.size());
+    for (size_t rank = 0; rank < oldest_first.size(); ++rank) {
+      by_id.emplace_back(oldest_first[rank], rank);
+    }
+    std::sort(by_id.begin(), by_id.end());
+    out.ids.reserve(by_id.size());
+    out.recency.reserve(by_id.size());
+    out.rows.reserve(by_id.size() * table.stride());
+    for (const auto& [id, rank] : by_id) {
+      out.ids.push_back(id);
+      out.recency.push_back(rank);
+      const absl::Span<const float> row = table.RowWithState(id);
+      out.rows.insert(out.rows.end(), row.begin(), row.end());
+    }
+    out.created = table.counters().created;
+    out.evicted = table.counters().evicted;
+    out.refused = table.counters().refused;
+  }
+  return saved;
+}
+
+absl::Status SparseTables::Restore(const std::vector<common::SavedTable>& saved,
+                                   uint64_t model_seed) {
+  std::vector<common::TableSpec> specs;
+  for (const common::SavedTable& table : saved) {
+    if (table.rows.size() != table.ids.size() * table.stride() ||
+        (!table.recency.empty() && table.recency.size() != table.ids.size())) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoint's table '", table.spec.name, "' is malformed"));
+    }
+    for (uint64_t id : table.ids) {
+      if (common::ShardOfId(id, options_.num_shards) != options_.shard_index) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the checkpoint's table '", table.spec.name, "' holds row ", id,
+            ", which belongs to shard ",
+            common::ShardOfId(id, options_.num_shards), " of ",
+            options_.num_shards, ", not to this shard ", options_.shard_index));
+      }
+    }
+    specs.push_back(table.spec);
+  }
+  if (absl::Status declared = Declare(specs, model_seed); !declared.ok()) {
+    return declared;
+  }
+  for (size_t t = 0; t < saved.size(); ++t) {
+    const common::SavedTable& from = saved[t];
+    EmbeddingTable& table = *tables_[t].rows;
+    const size_t dim = from.spec.dim;
+    // Where each state vector of the table's optimizer is in the file.
+    const std::vector<std::string>& names =
+        common::OptimizerStateNames(table.options().optimizer.kind);
+    std::vector<std::optional<size_t>> source(names.size());
+    for (size_t k = 0; k < names.size(); ++k) {
+      auto at =
+          std::find(from.state_names.begin(), from.state_names.end(), names[k]);
+      if (at != from.state_names.end()) {
+        source[k] = static_cast<size_t>(at - from.state_names.begin());
+      }
+    }
+    std::vector<size_t> oldest_first(from.ids.size());
+    std::iota(oldest_first.begin(), oldest_first.end(), 0);
+    if (!from.recency.empty()) {
+      std::sort(oldest_first.begin(), oldest_first.end(),
+                [&](size_t a, size_t b) {
+                  return from.recency[a] < from.recency[b];
+                });
+    }
+    if (from.ids.size() > table.capacity_rows()) {
+      spdlog::warn(
+          "shard {}: table '{}' holds {} rows in the checkpoint but {} fit "
+          "its share of --table_memory_limit: kept the most recently "
+          "updated",
+          options_.shard_index, from.spec.name, from.ids.size(),
+          table.capacity_rows());
+    }
+    std::vector<float> row(table.stride());
+    for (size_t i : oldest_first) {
+      const float* saved_row = from.rows.data() + i * from.stride();
+      std::fill(row.begin(), row.end(), 0.0f);
+      std::copy_n(saved_row, dim, row.begin());
+      for (size_t k = 0; k < names.size(); ++k) {
+        if (!source[k].has_value()) continue;
+        std::copy_n(saved_row + (1 + *source[k]) * dim, dim,
+                    row.begin() + (1 + k) * dim);
+      }
+      table.RestoreRow(from.ids[i], row);
+    }
+    table.RestoreCounters({from.created, from.evicted, from.refused});
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SparseTables::RowPage> SparseTables::ExportRows(
+    const std::string& name, std::optional<uint64_t> after,
+    size_t max_rows) const {
+  absl::StatusOr<size_t> t = FindTable(name);
+  if (!t.ok()) return t.status();
+  const EmbeddingTable& table = *tables_[*t].rows;
+  // A page's keys and values stay under gRPC's default 4 MiB message
+  // whatever the dim: at most 1 MiB of values.
+  const size_t page_rows = std::max<size_t>(1, kExportPageFloats / table.dim());
+  max_rows = max_rows == 0 ? page_rows : std::min(max_rows, page_rows);
+  std::vector<uint64_t> ids;
+  for (uint64_t id : table.IdsOldestFirst()) {
+    if (!after.has_value() || id > *after) ids.push_back(id);
+  }
+  RowPage page;
+  page.done = ids.size() <= max_rows;
+  if (!page.done) {
+    std::nth_element(ids.begin(), ids.begin() + max_rows, ids.end());
+    ids.resize(max_rows);
+  }
+  std::sort(ids.begin(), ids.end());
+  page.rows.resize(ids.size() * table.dim());
+  table.Lookup(ids, absl::MakeSpan(page.rows));
+  page.ids = std::move(ids);
+  return page;
+}
+
+std::vector<common::TableRows> SparseTables::StagedRows(uint32_t worker) const {
+  std::vector<common::TableRows> rows;
+  if (worker >= staged_.size() || staged_[worker].batch_size == 0) {
+    return rows;
+  }
+  for (const TableGradient& part : staged_[worker].gradient) {
+    rows.push_back({static_cast<uint32_t>(part.table), part.ids, part.rows});
+  }
+  return rows;
+}
+
+absl::Status SparseTables::CheckRows(
+    const std::vector<common::TableRows>& rows,
+    const std::vector<common::SavedTable>& tables) const {
+  for (const common::TableRows& part : rows) {
+    if (part.table >= tables.size() ||
+        part.rows.size() != part.ids.size() * tables[part.table].spec.dim) {
+      return absl::DataLossError(
+          "the checkpoint's open round holds malformed sparse rows");
+    }
+    for (uint64_t id : part.ids) {
+      if (common::ShardOfId(id, options_.num_shards) != options_.shard_index) {
+        return absl::DataLossError(absl::StrCat(
+            "the checkpoint's open round holds row ", id, " of table '",
+            tables[part.table].spec.name, "', which belongs to another shard"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void SparseTables::StageRows(uint32_t worker, uint32_t batch_size,
+                             const std::vector<common::TableRows>& rows) {
+  SparseGradient gradient;
+  for (const common::TableRows& part : rows) {
+    gradient.push_back({part.table, part.ids, part.rows});
+  }
+  Stage(worker, batch_size, std::move(gradient));
 }
 
 }  // namespace ps::server

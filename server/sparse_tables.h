@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "common/lr_schedule.h"
 #include "common/optimizer.h"
 #include "common/table_spec.h"
+#include "common/theta_file.h"
 #include "server/embedding_table.h"
 #include "server/shard_options.h"
 #include "server/shard_requests.h"
@@ -86,6 +89,39 @@ class SparseTables {
   void ClearRound();
 
   std::vector<TableStatus> Status() const;
+
+  // The tables as a checkpoint holds them: rows in id order with their
+  // optimizer state, eviction order and counters.
+  std::vector<common::SavedTable> Save() const;
+  // Declares `saved`'s tables (as Declare) and fills them with its rows,
+  // oldest first, so that eviction goes on in the order it would have. A
+  // state vector a table's optimizer keeps is taken by name, 0 where the
+  // checkpoint has none (the optimizer changed, --allow_config_change); one
+  // it does not keep is dropped. FAILED_PRECONDITION when a row belongs to
+  // another shard, DATA_LOSS when sizes disagree; nothing changes then.
+  absl::Status Restore(const std::vector<common::SavedTable>& saved,
+                       uint64_t model_seed);
+  // Up to `max_rows` (0: a page's worth, which also caps it) of table
+  // `name`'s stored rows with ids above `after` (all when nullopt), in id
+  // order: θ only. `done` when none come after.
+  // INVALID_ARGUMENT for a table that is not declared.
+  struct RowPage {
+    std::vector<uint64_t> ids;
+    std::vector<float> rows;
+    bool done = true;
+  };
+  absl::StatusOr<RowPage> ExportRows(const std::string& name,
+                                     std::optional<uint64_t> after,
+                                     size_t max_rows) const;
+
+  // Sync: `worker`'s staged rows as a checkpoint holds them, and back.
+  std::vector<common::TableRows> StagedRows(uint32_t worker) const;
+  // OK when `rows` fit `tables` and belong to this shard (a checkpoint's
+  // open round, checked before Restore changes anything).
+  absl::Status CheckRows(const std::vector<common::TableRows>& rows,
+                         const std::vector<common::SavedTable>& tables) const;
+  void StageRows(uint32_t worker, uint32_t batch_size,
+                 const std::vector<common::TableRows>& rows);
 
  private:
   struct Table {

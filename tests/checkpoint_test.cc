@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,11 +57,17 @@ std::string FreshDir(const std::string& name) {
   return dir;
 }
 
-// A shard of a model with `num_shards` shards, declared and trained a bit.
+// The ids of the sparse table of WithTable models: 1 to 30, each on shard
+// ShardOfId(id, S).
+constexpr uint64_t kTableIds = 30;
+
+// A shard of a model with `num_shards` shards, declared and trained a bit;
+// `with_table` adds a sparse adam table "emb" that every push touches.
 class ShardUnderTest {
  public:
   ShardUnderTest(ConsistencyMode mode, uint32_t shard_index,
-                 uint32_t num_shards) {
+                 uint32_t num_shards, bool with_table = false)
+      : with_table_(with_table) {
     options_.mode = mode;
     options_.num_workers = kWorkers;
     options_.max_workers = kWorkers;
@@ -83,6 +91,10 @@ class ShardUnderTest {
     args.shard_index = options_.shard_index;
     args.num_shards = options_.num_shards;
     args.values = bytes;
+    if (with_table_) {
+      args.tables = {{"emb", 2, "normal(0.1)", "adam", ""}};
+      args.model_seed = 7;
+    }
     ASSERT_TRUE(shard_->Init(args).ok());
   }
 
@@ -105,6 +117,25 @@ class ShardUnderTest {
     args.batch_size = 4;
     args.keys = keys_;
     args.gradient = bytes;
+    if (with_table_) {
+      // This shard's ids, each with a row of its own.
+      std::vector<uint64_t> ids;
+      std::vector<float> rows;
+      for (uint64_t id = 1; id <= kTableIds; ++id) {
+        if (common::ShardOfId(id, options_.num_shards) !=
+            options_.shard_index) {
+          continue;
+        }
+        ids.push_back(id);
+        rows.push_back(scale * static_cast<float>(id % 7) - 0.1f);
+        rows.push_back(0.05f * static_cast<float>(id % 3) + scale);
+      }
+      std::string keys(ids.size() * sizeof(uint64_t), '\0');
+      std::memcpy(keys.data(), ids.data(), keys.size());
+      std::string values;
+      common::FloatsToBytes(rows, &values);
+      args.sparse = {{"emb", keys, values}};
+    }
     return shard_->Push(args);
   }
 
@@ -112,10 +143,26 @@ class ShardUnderTest {
   const ShardOptions& options() const { return options_; }
 
  private:
+  const bool with_table_;
   ShardOptions options_;
   std::unique_ptr<ParameterShard> shard_;
   common::KeyRange keys_;
 };
+
+// Every stored row of table "emb" (θ and Adam's m and v) by id.
+std::map<uint64_t, std::vector<float>> TableRows(ParameterShard& shard) {
+  absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
+  EXPECT_TRUE(snapshot.ok()) << snapshot.status();
+  std::map<uint64_t, std::vector<float>> rows;
+  if (!snapshot.ok() || snapshot->tables.size() != 1) return rows;
+  const common::SavedTable& table = snapshot->tables[0];
+  EXPECT_EQ(table.state_names, (std::vector<std::string>{"m", "v"}));
+  for (size_t i = 0; i < table.ids.size(); ++i) {
+    rows[table.ids[i]].assign(table.rows.begin() + i * table.stride(),
+                              table.rows.begin() + (i + 1) * table.stride());
+  }
+  return rows;
+}
 
 std::vector<float> Values(ParameterShard& shard) {
   absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
@@ -294,6 +341,70 @@ TEST(Checkpoint, SyncShardsStoppedOneRoundApartRestoreEveryKeyAtOneRound) {
   EXPECT_EQ(status.version, 1u);
   EXPECT_EQ(status.round_gradients, 0u);
   EXPECT_EQ(Values(one->shard()), expected);
+}
+
+// Rows live on ShardOfId(id, S), not in key ranges: 2 shards restored onto
+// 3 give each new shard exactly its rows, with their Adam state and the
+// open round's rows, so that closing the round gives what one shard that
+// never stopped holds.
+TEST(Checkpoint, TableRowsReshardByIdWithTheirStateAndOpenRound) {
+  const std::string dir = FreshDir("reshard_table");
+  for (uint32_t i = 0; i < 2; ++i) {
+    ShardUnderTest s(ConsistencyMode::kSync, i, 2, /*with_table=*/true);
+    s.Declare();
+    TrainTwoRoundsAndAHalf(s);
+    ASSERT_TRUE(Open(dir, i, 2)->Save(s.shard(), "test").ok());
+  }
+  ShardUnderTest reference(ConsistencyMode::kSync, 0, 1, true);
+  reference.Declare();
+  TrainTwoRoundsAndAHalf(reference);
+  ASSERT_TRUE(reference.Push(1, 3, 2, 0.5f).ok());
+  const std::map<uint64_t, std::vector<float>> expected =
+      TableRows(reference.shard());
+  ASSERT_EQ(expected.size(), kTableIds);
+
+  std::map<uint64_t, std::vector<float>> restored;
+  for (uint32_t i = 0; i < 3; ++i) {
+    ShardUnderTest s(ConsistencyMode::kSync, i, 3, true);
+    auto loaded = Open(dir, i, 3)->LoadLatest(Update());
+    ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+    ASSERT_TRUE(s.shard().Restore(std::move(**loaded)).ok());
+    ASSERT_EQ(s.shard().Status().round_gradients, 1u) << "shard " << i;
+    ASSERT_TRUE(s.Push(1, 3, 2, 0.5f).ok());
+    for (auto& [id, row] : TableRows(s.shard())) {
+      EXPECT_EQ(common::ShardOfId(id, 3), i) << "row " << id;
+      restored[id] = row;
+    }
+  }
+  EXPECT_EQ(restored, expected);
+}
+
+// As SyncShardsStoppedOneRoundApartRestoreEveryKeyAtOneRound, for rows: the
+// shard one round behind has its rows' round closed with what it held.
+TEST(Checkpoint, TableRowsOfAShardOneRoundBehindHaveTheirRoundClosed) {
+  const std::string dir = FreshDir("one_round_apart_table");
+  ShardUnderTest ahead(ConsistencyMode::kSync, 0, 2, true);
+  ShardUnderTest behind(ConsistencyMode::kSync, 1, 2, true);
+  ahead.Declare();
+  behind.Declare();
+  ASSERT_TRUE(ahead.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(ahead.Push(1, 1, 0, -0.25f).ok());
+  ASSERT_TRUE(behind.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(Open(dir, 0, 2)->Save(ahead.shard(), "test").ok());
+  ASSERT_TRUE(Open(dir, 1, 2)->Save(behind.shard(), "test").ok());
+
+  ShardUnderTest reference(ConsistencyMode::kSync, 1, 2, true);
+  reference.Declare();
+  ASSERT_TRUE(reference.Push(0, 1, 0, 1.0f).ok());
+  ASSERT_TRUE(reference.shard().Leave(1, kIncarnation).ok());
+  std::map<uint64_t, std::vector<float>> expected = TableRows(ahead.shard());
+  expected.merge(TableRows(reference.shard()));
+  ASSERT_EQ(expected.size(), kTableIds);
+
+  std::unique_ptr<ShardUnderTest> one =
+      Restored(dir, ConsistencyMode::kSync, 0, 1);
+  EXPECT_EQ(one->shard().Status().version, 1u);
+  EXPECT_EQ(TableRows(one->shard()), expected);
 }
 
 TEST(Checkpoint, SyncCheckpointsMoreThanOneRoundApartAreRefused) {

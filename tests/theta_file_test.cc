@@ -1,8 +1,13 @@
 #include "common/theta_file.h"
 
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "zlib.h"
@@ -30,7 +35,7 @@ ThetaFile SmallCheckpoint() {
                   {3, 9, 5, 4, 5, 5, WorkerState::kExpired, false},
                   {4, 2, 8, 7, 8, 8, WorkerState::kLeft, true},
                   {5, 3, 1, 0, 1, 1, WorkerState::kLeft, false}};
-  file.round = {{3, 64, {1, 2, 3, 4, 5}}};
+  file.round = {{3, 64, {1, 2, 3, 4, 5}, {}}};
   return file;
 }
 
@@ -85,7 +90,7 @@ TEST(ThetaFile, AShardWithoutKeysRoundTrips) {
   file.num_shards = 3;
   file.values.clear();
   file.state = {{}};
-  file.round = {{3, 64, {}}};
+  file.round = {{3, 64, {}, {}}};
   absl::StatusOr<ThetaFile> read =
       DecodeThetaFile(EncodeThetaFile(file), "empty shard");
   ASSERT_TRUE(read.ok()) << read.status();
@@ -170,8 +175,182 @@ std::string WithChecksum(std::string body) {
   return body;
 }
 
-TEST(ThetaFile, WritesFormatFour) {
-  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA4");
+TEST(ThetaFile, WritesFormatFive) {
+  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA5");
+}
+
+// Format 5's tail for a file without tables: the model seed, no tables,
+// and no sparse part for each of the open round's gradients.
+size_t TablelessTailBytes(const ThetaFile& file) {
+  return 8 + 8 + 8 * file.round.size();
+}
+
+// Checkpoints written before tables were saved (format 4: format 5 without
+// its tail) still restore.
+TEST(ThetaFile, AFormatFourFileStillReads) {
+  const ThetaFile file = SmallCheckpoint();
+  std::string bytes = EncodeThetaFile(file);
+  bytes.resize(bytes.size() - sizeof(uint32_t) - TablelessTailBytes(file));
+  bytes[7] = '4';
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(WithChecksum(bytes), "v4");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(file, *decoded);
+  EXPECT_TRUE(decoded->tables.empty());
+}
+
+// A checkpoint of a model with one table per optimizer: every row with
+// every state vector its optimizer keeps, the eviction order, the counters
+// and the open round's sparse rows.
+ThetaFile CheckpointWithTables() {
+  ThetaFile file = SmallCheckpoint();
+  file.model_seed = 0x5eed;
+  const std::vector<std::pair<std::string, std::vector<std::string>>>
+      optimizers = {{"sgd", {}},
+                    {"momentum", {"velocity"}},
+                    {"adagrad", {"accumulator"}},
+                    {"adam", {"m", "v"}},
+                    {"ftrl", {"z", "n"}}};
+  for (size_t t = 0; t < optimizers.size(); ++t) {
+    SavedTable& table = file.tables.emplace_back();
+    table.spec = {"emb_" + optimizers[t].first, static_cast<uint32_t>(t + 1),
+                  "normal(0.01)", optimizers[t].first, "cosine:50"};
+    table.state_names = optimizers[t].second;
+    table.ids = {3, 17, uint64_t{1} << 63};
+    table.recency = {2, 0, 1};
+    for (size_t i = 0; i < table.ids.size() * table.stride(); ++i) {
+      table.rows.push_back(0.25f * static_cast<float>(i) - 1.0f + t);
+    }
+    table.created = 5 + t;
+    table.evicted = 2;
+    table.refused = t;
+  }
+  file.round[0].tables = {{1, {4, 9}, {0.5f, -0.5f, 1.5f, -1.5f}},
+                          {3, {7}, {1, 2, 3, 4}}};
+  return file;
+}
+
+void ExpectSameTables(const ThetaFile& a, const ThetaFile& b) {
+  EXPECT_EQ(a.model_seed, b.model_seed);
+  auto table_fields = [](const SavedTable& t) {
+    return std::tie(t.spec, t.state_names, t.ids, t.rows, t.recency, t.created,
+                    t.evicted, t.refused);
+  };
+  ASSERT_EQ(a.tables.size(), b.tables.size());
+  for (size_t t = 0; t < a.tables.size(); ++t) {
+    EXPECT_TRUE(table_fields(a.tables[t]) == table_fields(b.tables[t]))
+        << "table " << t;
+  }
+  auto part_fields = [](const TableRows& p) {
+    return std::tie(p.table, p.ids, p.rows);
+  };
+  ASSERT_EQ(a.round.size(), b.round.size());
+  for (size_t g = 0; g < a.round.size(); ++g) {
+    ASSERT_EQ(a.round[g].tables.size(), b.round[g].tables.size());
+    for (size_t i = 0; i < a.round[g].tables.size(); ++i) {
+      EXPECT_TRUE(part_fields(a.round[g].tables[i]) ==
+                  part_fields(b.round[g].tables[i]))
+          << "round gradient " << g << ", part " << i;
+    }
+  }
+}
+
+TEST(ThetaFile, RoundTripsTablesWithEveryOptimizersStateAndTheOpenRound) {
+  const ThetaFile original = CheckpointWithTables();
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(EncodeThetaFile(original), "tables");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(original, *decoded);
+  ExpectSameTables(original, *decoded);
+}
+
+TEST(ThetaFile, ATableOnlyModelExportRoundTrips) {
+  ThetaFile model;
+  SavedTable& table = model.tables.emplace_back();
+  table.spec = {"emb", 2, "zeros", "", ""};
+  table.ids = {1, 2};
+  table.rows = {1, 2, 3, 4};
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(EncodeThetaFile(model), "export");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSameTables(model, *decoded);
+  EXPECT_TRUE(decoded->tables[0].recency.empty());
+}
+
+TEST(ThetaFile, EveryTruncationOrFlipOfATableFileIsDetected) {
+  const std::string bytes = EncodeThetaFile(CheckpointWithTables());
+  for (size_t length = 0; length < bytes.size(); ++length) {
+    ASSERT_FALSE(
+        DecodeThetaFile(absl::string_view(bytes).substr(0, length), "cut").ok())
+        << "truncated to " << length << " bytes";
+  }
+  for (size_t at = 0; at < bytes.size(); ++at) {
+    std::string corrupt = bytes;
+    corrupt[at] = static_cast<char>(corrupt[at] ^ 0x10);
+    EXPECT_FALSE(DecodeThetaFile(corrupt, "flipped").ok()) << "byte " << at;
+  }
+}
+
+// With a valid checksum, so that only the layout checks can catch them.
+TEST(ThetaFile, MalformedTablesAreDataLossNamingTheProblem) {
+  struct Case {
+    std::string what;
+    std::function<void(ThetaFile&)> spoil;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"ids out of order",
+       [](ThetaFile& f) { std::swap(f.tables[1].ids[0], f.tables[1].ids[1]); },
+       "out of order"},
+      {"eviction order repeats a rank",
+       [](ThetaFile& f) {
+         f.tables[2].recency = {0, 0, 1};
+       },
+       "eviction order"},
+      {"a NaN in a row's state",
+       [](ThetaFile& f) {
+         f.tables[3].rows.back() = std::numeric_limits<float>::quiet_NaN();
+       },
+       "not finite"},
+      {"a round's part of an unknown table",
+       [](ThetaFile& f) { f.round[0].tables[1].table = 99; }, "layout"},
+      {"two tables of one name",
+       [](ThetaFile& f) { f.tables[1].spec.name = f.tables[0].spec.name; },
+       "emb_sgd"},
+  };
+  for (const Case& c : cases) {
+    ThetaFile file = CheckpointWithTables();
+    c.spoil(file);
+    absl::StatusOr<ThetaFile> decoded =
+        DecodeThetaFile(EncodeThetaFile(file), "spoilt");
+    ASSERT_FALSE(decoded.ok()) << c.what;
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << c.what;
+    EXPECT_NE(decoded.status().message().find(c.expected), std::string::npos)
+        << c.what << ": " << decoded.status();
+  }
+}
+
+// A row count that would need far more memory than the file holds is
+// refused before anything is allocated.
+TEST(ThetaFile, AHugeRowCountIsRefusedWithoutAllocatingIt) {
+  ThetaFile file;
+  SavedTable& table = file.tables.emplace_back();
+  table.spec = {"emb", 4, "zeros", "", ""};
+  table.ids = {1};
+  table.rows = {1, 2, 3, 4};
+  std::string bytes = EncodeThetaFile(file);
+  bytes.resize(bytes.size() - sizeof(uint32_t));
+  // The row count sits before the recency flag, the id and the row.
+  const size_t count_at = bytes.size() - 4 * 4 - 8 - 1 - 8;
+  uint64_t count = 0;
+  std::memcpy(&count, bytes.data() + count_at, sizeof(count));
+  ASSERT_EQ(count, 1u);
+  count = uint64_t{1} << 60;
+  std::memcpy(bytes.data() + count_at, &count, sizeof(count));
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(WithChecksum(bytes), "huge");
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
 }
 
 // Checkpoints written before tensors named their optimizers (format 3:
@@ -184,8 +363,8 @@ TEST(ThetaFile, AFormatThreeFileStillReads) {
   std::string bytes = EncodeThetaFile(file);
   bytes.resize(bytes.size() - sizeof(uint32_t));
   // The tail: two empty strings per tensor, then "constant", each with its
-  // 8-byte length.
-  bytes.resize(bytes.size() - 2 * 2 * 8 - (8 + 8));
+  // 8-byte length, then format 5's.
+  bytes.resize(bytes.size() - 2 * 2 * 8 - (8 + 8) - TablelessTailBytes(file));
   bytes[7] = '3';
   absl::StatusOr<ThetaFile> decoded =
       DecodeThetaFile(WithChecksum(bytes), "v3");

@@ -1,7 +1,10 @@
 // psctl: the operator's view of a running job.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -65,13 +68,13 @@ template <typename Request, typename Response>
 grpc::Status Call(Server& server,
                   grpc::Status (ps::v1::ParameterServer::Stub::*method)(
                       grpc::ClientContext*, const Request&, Response*),
-                  Response* response) {
+                  Response* response, const Request& request = Request()) {
   ps::rpc::RetryPolicy policy;
   policy.rpc_deadline = absl::GetFlag(FLAGS_timeout);
   policy.max_retry_time = absl::GetFlag(FLAGS_timeout);
   return ps::rpc::CallWithRetry(
       policy, server.address, [&](grpc::ClientContext& context) {
-        return (server.stub.get()->*method)(&context, Request(), response);
+        return (server.stub.get()->*method)(&context, request, response);
       });
 }
 
@@ -207,13 +210,70 @@ int Checkpoint() {
   std::exit(1);
 }
 
+// Table `spec`'s stored rows on all `servers`, in id order, read a page at a
+// time; `model` takes them and the seed of the rows not stored.
+void ExportTable(std::vector<Server>& servers,
+                 const ps::common::TableSpec& spec,
+                 ps::common::ThetaFile& model) {
+  std::vector<std::pair<uint64_t, std::vector<float>>> rows;
+  for (Server& server : servers) {
+    ps::v1::ExportRowsRequest request;
+    request.set_table(spec.name);
+    request.set_from_start(true);
+    for (bool done = false; !done;) {
+      ps::v1::ExportRowsResponse page;
+      grpc::Status rpc = Call(
+          server, &ps::v1::ParameterServer::Stub::ExportRows, &page, request);
+      if (!rpc.ok()) {
+        ExportFailed(absl::StrCat(server.address, ": table '", spec.name,
+                                  "': ", rpc.error_message()));
+      }
+      const std::string& keys = page.rows().keys();
+      const size_t n = keys.size() / sizeof(uint64_t);
+      std::vector<float> values(n * spec.dim);
+      if (keys.size() % sizeof(uint64_t) != 0 ||
+          !ps::common::BytesToFloats(page.rows().values(),
+                                     absl::MakeSpan(values), "rows")
+               .ok()) {
+        ExportFailed(absl::StrCat(server.address, ": table '", spec.name,
+                                  "': a malformed page of rows"));
+      }
+      for (size_t i = 0; i < n; ++i) {
+        uint64_t id;
+        std::memcpy(&id, keys.data() + i * sizeof(id), sizeof(id));
+        rows.emplace_back(
+            id, std::vector<float>(values.begin() + i * spec.dim,
+                                   values.begin() + (i + 1) * spec.dim));
+        request.set_from_start(false);
+        request.set_after_id(id);
+      }
+      model.model_seed = page.model_seed();
+      model.version = std::min(model.version, page.version());
+      done = page.done() || n == 0;
+    }
+  }
+  std::sort(rows.begin(), rows.end());
+  ps::common::SavedTable& table = model.tables.emplace_back();
+  table.spec = spec;
+  for (const auto& [id, values] : rows) {
+    if (!table.ids.empty() && table.ids.back() == id) {
+      ExportFailed(absl::StrCat("two servers hold row ", id, " of table '",
+                                spec.name, "': list --servers of one job"));
+    }
+    table.ids.push_back(id);
+    table.rows.insert(table.rows.end(), values.begin(), values.end());
+  }
+}
+
 // Reads every shard's slice (as it is now) into one file.
 int Export() {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) ps::common::Die("export needs --out=FILE");
   ps::common::ThetaFile model;
+  std::vector<ps::common::TableSpec> tables;
   bool first = true;
-  for (Server& server : ConnectAll()) {
+  std::vector<Server> servers = ConnectAll();
+  for (Server& server : servers) {
     ps::v1::StatusResponse status;
     ps::v1::PullResponse pulled;
     grpc::Status rpc =
@@ -231,6 +291,9 @@ int Export() {
     const std::vector<ps::common::TensorSpec> tensors =
         ps::rpc::FromProto(status.tensors());
     if (first) {
+      for (const ps::v1::TableStatus& table : status.tables()) {
+        tables.push_back(ps::rpc::FromProto(table.spec()));
+      }
       model.tensors = tensors;
       model.version = pulled.version();
       model.samples_applied = pulled.samples_applied();
@@ -266,13 +329,23 @@ int Export() {
                               " keys: is a shard missing from --servers?"));
   }
   model.keys = {0, model.values.size()};
+  for (const ps::common::TableSpec& table : tables) {
+    ExportTable(servers, table, model);
+  }
   if (absl::Status written = ps::common::WriteThetaFile(out, model);
       !written.ok()) {
     ExportFailed(written.message());
   }
-  std::printf("wrote %s: %zu tensors, %zu values, version %llu\n", out.c_str(),
-              model.tensors.size(), model.values.size(),
-              static_cast<unsigned long long>(model.version));
+  size_t rows = 0;
+  for (const ps::common::SavedTable& table : model.tables) {
+    rows += table.ids.size();
+  }
+  std::printf(
+      "wrote %s: %zu tensors, %zu values, %zu tables, %zu rows, version "
+      "%llu\n",
+      out.c_str(), model.tensors.size(), model.values.size(),
+      model.tables.size(), rows,
+      static_cast<unsigned long long>(model.version));
   return 0;
 }
 

@@ -1,7 +1,9 @@
 // libFuzzer target: checkpoint and export files (common/theta_file), as a
 // server reads them at start-up. A file that decodes must encode back to
 // the same bytes' meaning, and restoring it into a shard of its own layout
-// either fails cleanly or gives a shard that holds exactly its θ.
+// either fails cleanly or gives a shard that holds exactly its θ and its
+// tables' rows.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +26,9 @@ void Restore(const ps::common::ThetaFile& file) {
   options.mode = file.mode.value_or(ps::common::ConsistencyMode::kSync);
   options.max_workers = 8;
   options.max_keys_per_shard = 1 << 16;
+  // Small, so that a restore stays cheap (a table reserves its index for
+  // the rows its share holds).
+  options.table_memory_limit = 1 << 20;
   if (!ps::server::ValidateShardOptions(options).ok()) return;
   ps::server::ParameterShard shard(options);
   if (!shard.Restore(file).ok()) {
@@ -37,6 +42,24 @@ void Restore(const ps::common::ThetaFile& file) {
   }
   for (float v : held->values) {
     if (!std::isfinite(v)) Fail("a restored θ is not finite");
+  }
+  // Every row of every table, with its θ (its state vectors follow the
+  // server's optimizer, which may keep others than the file's).
+  if (held->tables.size() != file.tables.size()) {
+    Fail("a restored shard holds other tables");
+  }
+  for (size_t t = 0; t < file.tables.size(); ++t) {
+    const ps::common::SavedTable& want = file.tables[t];
+    const ps::common::SavedTable& got = held->tables[t];
+    if (got.ids != want.ids) Fail("a restored table holds other rows");
+    const size_t dim = want.spec.dim;
+    for (size_t i = 0; i < want.ids.size(); ++i) {
+      if (!std::equal(want.rows.begin() + i * want.stride(),
+                      want.rows.begin() + i * want.stride() + dim,
+                      got.rows.begin() + i * got.stride())) {
+        Fail("a restored row holds another θ");
+      }
+    }
   }
 }
 
