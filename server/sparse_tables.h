@@ -87,6 +87,12 @@ class SparseTables {
 
   std::vector<TableStatus> Status() const;
 
+  // Everything a request may change, as bytes: each table's stored rows
+  // with their optimizer state (in recency order), its counters and bytes
+  // held, and the open round's staged rows. Equal dumps, equal tables: what
+  // tests compare around a request that must change nothing.
+  std::string Dump() const;
+
  private:
   struct Table {
     std::unique_ptr<EmbeddingTable> rows;

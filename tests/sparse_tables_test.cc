@@ -394,6 +394,47 @@ TEST(SparseTables, BadSparseInputChangesNothing) {
   }
 }
 
+// DumpTables is what the shard fuzzer compares around a rejected request:
+// it must see every change a request can make, and none a read makes.
+TEST(SparseTables, TheDumpSeesRowsRecencyAndStagedRowsButNotReads) {
+  const std::vector<uint64_t> ids = IdsOf(0, 1, 2);
+  // The same rows pushed in the other order: equal rows, other recency.
+  std::vector<std::string> dumps;
+  for (bool reversed : {false, true}) {
+    ParameterShard shard(Options(ConsistencyMode::kAsync, 1));
+    ASSERT_TRUE(InitShard(shard, Tables("adagrad")).ok());
+    RegisterAll(shard, 1);
+    const std::string empty = shard.DumpTables();
+    ASSERT_TRUE(Rows(shard, ids).ok());
+    EXPECT_EQ(shard.DumpTables(), empty) << "a read changed the dump";
+    for (uint64_t seq = 1; seq <= 2; ++seq) {
+      const uint64_t id = ids[(seq == 1) != reversed ? 0 : 1];
+      ASSERT_TRUE(shard.Push(SparsePush(0, seq, seq - 1, {id}, {1, 2}).args)
+                      .ok());
+    }
+    EXPECT_NE(shard.DumpTables(), empty);
+    dumps.push_back(shard.DumpTables());
+    if (reversed) {
+      ParameterShard other(Options(ConsistencyMode::kAsync, 1));
+      ASSERT_TRUE(InitShard(other, Tables("adagrad")).ok());
+      RegisterAll(other, 1);
+      ASSERT_TRUE(other.Push(SparsePush(0, 1, 0, {ids[0]}, {1, 2}).args).ok());
+      ASSERT_TRUE(other.Push(SparsePush(0, 2, 1, {ids[1]}, {1, 2}).args).ok());
+      EXPECT_EQ(*Rows(other, ids), *Rows(shard, ids));
+    }
+  }
+  EXPECT_NE(dumps[0], dumps[1]) << "the dump misses the rows' recency";
+
+  // Sync: a push held for the round changes no row, but the dump.
+  ParameterShard sync(Options(ConsistencyMode::kSync, 2));
+  ASSERT_TRUE(InitShard(sync, Tables()).ok());
+  RegisterAll(sync, 2);
+  const std::string before = sync.DumpTables();
+  ASSERT_TRUE(sync.Push(SparsePush(0, 1, 0, ids, {1, 2, 3, 4}).args).ok());
+  EXPECT_EQ(sync.Status().tables[0].rows, 0u);
+  EXPECT_NE(sync.DumpTables(), before) << "the dump misses staged rows";
+}
+
 TEST(SparseTables, MemoryStaysUnderTheLimitWhileTenTimesItsRowsArePushed) {
   ShardOptions options = Options(ConsistencyMode::kAsync, 1);
   options.table_memory_limit = 256 << 10;
