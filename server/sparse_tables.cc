@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/float_bytes.h"
 #include "common/key_range.h"
 
 namespace ps::server {
@@ -201,7 +202,13 @@ absl::StatusOr<SparseGradient> SparseTables::ParsePush(
           entry.values.size()));
     }
     std::vector<float> values(ids->size() * dim);
-    std::memcpy(values.data(), entry.values.data(), entry.values.size());
+    // The size is checked above; this copies nothing for an entry of no
+    // keys (memcpy with a null pointer is undefined even for no bytes).
+    if (absl::Status s = common::BytesToFloats(
+            entry.values, absl::MakeSpan(values), "gradient rows");
+        !s.ok()) {
+      return s;
+    }
     for (size_t i = 0; i < values.size(); ++i) {
       if (!std::isfinite(values[i])) {
         return absl::InvalidArgumentError(
