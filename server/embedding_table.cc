@@ -158,6 +158,15 @@ void EmbeddingTable::Lookup(absl::Span<const uint64_t> ids,
   }
 }
 
+std::vector<uint64_t> EmbeddingTable::IdsByRecency() const {
+  std::vector<uint64_t> ids;
+  ids.reserve(index_.size());
+  for (uint32_t slot = newest_; slot != kNoSlot; slot = slots_[slot].older) {
+    ids.push_back(slots_[slot].id);
+  }
+  return ids;
+}
+
 absl::Span<const float> EmbeddingTable::Row(uint64_t id) const {
   return RowState(id, 0);
 }

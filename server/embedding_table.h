@@ -130,6 +130,9 @@ class EmbeddingTable {
   void RestoreRow(uint64_t id, absl::Span<const float> row);
 
   size_t size() const { return index_.size(); }
+  // The stored ids, the most recently updated first (eviction takes them
+  // from the back).
+  std::vector<uint64_t> IdsByRecency() const;
   // The most rows the memory limit allows.
   size_t capacity_rows() const { return capacity_rows_; }
   // Bytes allocated by the table now, exactly as requested from the

@@ -549,6 +549,11 @@ std::vector<ParameterShard::Completion> ParameterShard::TakeSatisfiedPulls() {
   return satisfied;
 }
 
+std::string ParameterShard::DumpTables() const {
+  absl::MutexLock lock(&mutex_);
+  return tables_.Dump();
+}
+
 ShardStatus ParameterShard::Status() const {
   absl::MutexLock lock(&mutex_);
   ShardStatus status;

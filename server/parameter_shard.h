@@ -127,6 +127,8 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+  // SparseTables::Dump of the shard's tables (empty before Init).
+  std::string DumpTables() const;
   // Tells `observer` (null: nobody) of rounds closed and pushes applied
   // from now on; it must outlive the shard or be replaced first.
   void SetObserver(ShardObserver* observer);

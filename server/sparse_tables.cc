@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/float_bytes.h"
 #include "common/key_range.h"
 #include "spdlog/spdlog.h"
 
@@ -206,7 +207,13 @@ absl::StatusOr<SparseGradient> SparseTables::ParsePush(
           entry.values.size()));
     }
     std::vector<float> values(ids->size() * dim);
-    std::memcpy(values.data(), entry.values.data(), entry.values.size());
+    // The size is checked above; this copies nothing for an entry of no
+    // keys (memcpy with a null pointer is undefined even for no bytes).
+    if (absl::Status s = common::BytesToFloats(
+            entry.values, absl::MakeSpan(values), "gradient rows");
+        !s.ok()) {
+      return s;
+    }
     for (size_t i = 0; i < values.size(); ++i) {
       if (!std::isfinite(values[i])) {
         return absl::InvalidArgumentError(
@@ -307,6 +314,50 @@ void SparseTables::ClearRound() {
     s.batch_size = 0;
     s.gradient.clear();
   }
+}
+
+std::string SparseTables::Dump() const {
+  std::string out;
+  const auto append = [&out](const auto& value) {
+    out.append(reinterpret_cast<const char*>(&value), sizeof value);
+  };
+  const auto append_floats = [&out](absl::Span<const float> values) {
+    out.append(reinterpret_cast<const char*>(values.data()),
+               values.size() * sizeof(float));
+  };
+  for (const Table& table : tables_) {
+    const EmbeddingTable& rows = *table.rows;
+    const size_t state_vectors =
+        common::OptimizerStateNames(rows.options().optimizer.kind).size();
+    append(rows.counters().created);
+    append(rows.counters().evicted);
+    append(rows.counters().refused);
+    append(rows.memory_bytes());
+    append(rows.size());
+    for (uint64_t id : rows.IdsByRecency()) {
+      append(id);
+      // RowState(id, 0) is the row's θ, then its state vectors.
+      for (size_t which = 0; which <= state_vectors; ++which) {
+        append_floats(rows.RowState(id, which));
+      }
+    }
+  }
+  // A worker's staged rows, not the bare batch size of one that sent none:
+  // that weighs nothing in the round's mean.
+  for (uint32_t rank = 0; rank < staged_.size(); ++rank) {
+    const Staged& staged = staged_[rank];
+    if (staged.gradient.empty()) continue;
+    append(rank);
+    append(staged.batch_size);
+    append(staged.gradient.size());
+    for (const TableGradient& part : staged.gradient) {
+      append(part.table);
+      append(part.ids.size());
+      for (uint64_t id : part.ids) append(id);
+      append_floats(part.rows);
+    }
+  }
+  return out;
 }
 
 std::vector<TableStatus> SparseTables::Status() const {

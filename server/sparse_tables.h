@@ -123,6 +123,12 @@ class SparseTables {
   void StageRows(uint32_t worker, uint32_t batch_size,
                  const std::vector<common::TableRows>& rows);
 
+  // Everything a request may change, as bytes: each table's stored rows
+  // with their optimizer state (in recency order), its counters and bytes
+  // held, and the open round's staged rows. Equal dumps, equal tables: what
+  // tests compare around a request that must change nothing.
+  std::string Dump() const;
+
  private:
   struct Table {
     std::unique_ptr<EmbeddingTable> rows;

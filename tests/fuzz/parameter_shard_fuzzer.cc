@@ -1,14 +1,18 @@
 // libFuzzer target: every request a worker can send, through ParameterShard,
-// in a fuzzed order on one shard of a fuzzed mode. After every request: a
-// rejected one left θ, its version and the samples applied as they were; θ
-// is finite; the version never goes back. Every parked pull ends exactly
-// once; a snapshot written to a checkpoint and restored reads back the same.
+// in a fuzzed order on one shard of a fuzzed mode, with fuzzed sparse tables
+// in Init and sparse rows in Push, Pull and PushPull. After every request: a
+// rejected one left θ, its version, the samples applied and every table
+// (rows, optimizer state, recency, counters, staged round rows) as they
+// were; θ and every row read are finite; the version never goes back.
+// Every parked pull ends exactly once; a snapshot written to a checkpoint
+// and restored reads back the same.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
@@ -19,6 +23,7 @@
 #include "absl/time/time.h"
 #include "common/float_bytes.h"
 #include "common/key_range.h"
+#include "common/table_spec.h"
 #include "common/tensor_spec.h"
 #include "common/theta_file.h"
 #include "server/parameter_shard.h"
@@ -34,16 +39,19 @@ struct Observed {
   bool initialized = false;
   uint64_t version = 0;
   uint64_t samples_applied = 0;
-  std::string theta;  // float32 bytes: compared bit for bit
+  std::string theta;   // float32 bytes: compared bit for bit
+  std::string tables;  // ParameterShard::DumpTables
 
   bool operator==(const Observed& o) const {
     return initialized == o.initialized && version == o.version &&
-           samples_applied == o.samples_applied && theta == o.theta;
+           samples_applied == o.samples_applied && theta == o.theta &&
+           tables == o.tables;
   }
 };
 
 Observed Observe(const ParameterShard& shard) {
   Observed seen;
+  seen.tables = shard.DumpTables();
   absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
   if (!snapshot.ok()) return seen;
   seen.initialized = true;
@@ -97,6 +105,54 @@ std::vector<common::TensorSpec> ConsumeTensors(FuzzedDataProvider& in) {
   return tensors;
 }
 
+// A few tables, mostly well-formed (the i-th named kNames[i], a small dim,
+// settings that parse), sometimes not: a name empty or taken, a zero or
+// huge dim, an initializer, optimizer or schedule that does not parse or is
+// out of range, or any text.
+std::vector<common::TableSpec> ConsumeTables(FuzzedDataProvider& in) {
+  static const char* const kNames[] = {"emb", "bias", "emb", ""};
+  static const char* const kInitializers[] = {
+      "zeros", "uniform(0.5)", "normal(0.1)", "", "uniform(-1)", "normal(x)"};
+  static const char* const kOptimizers[] = {
+      "",
+      "sgd",
+      "momentum(momentum=0.5)",
+      "nesterov",
+      "adagrad",
+      "adam",
+      "adamw",
+      "ftrl(ftrl_l1=0.1,ftrl_l2=0.5)",
+      "adam(beta1=2)",
+      "lion"};
+  static const char* const kSchedules[] = {
+      "", "step:2:0.5", "cosine:4", "linear_warmup:2+constant", "cosine:0",
+      "step:0:2"};
+  // Mostly one of the first `valid` choices; sometimes any, or any text.
+  const auto pick = [&in](const auto& choices, size_t valid) -> std::string {
+    switch (in.ConsumeIntegralInRange(0, 15)) {
+      case 0:
+        return in.ConsumeRandomLengthString(16);
+      case 1:
+        return choices[in.ConsumeIntegralInRange<size_t>(
+            0, std::size(choices) - 1)];
+      default:
+        return choices[in.ConsumeIntegralInRange<size_t>(0, valid - 1)];
+    }
+  };
+  std::vector<common::TableSpec> tables(in.ConsumeIntegralInRange(0, 2));
+  for (size_t i = 0; i < tables.size(); ++i) {
+    common::TableSpec& t = tables[i];
+    t.name = in.ConsumeIntegralInRange(0, 7) != 0 ? kNames[i] : pick(kNames, 4);
+    t.dim = in.ConsumeIntegralInRange(0, 7) != 0
+                ? in.ConsumeIntegralInRange<uint32_t>(1, 4)
+                : in.ConsumeIntegral<uint32_t>();
+    t.initializer = pick(kInitializers, 4);
+    t.optimizer = pick(kOptimizers, 8);
+    t.lr_schedule = pick(kSchedules, 4);
+  }
+  return tables;
+}
+
 absl::Cord Pieces(const std::string& bytes, FuzzedDataProvider& in) {
   absl::Cord cord;
   const size_t cut = in.ConsumeIntegralInRange<size_t>(0, bytes.size());
@@ -111,6 +167,14 @@ class Harness {
       : in_(in), options_(options) {
     options_.clock = [this] { return now_; };
     shard_.emplace(options_);
+    // Ids this shard holds, spread over the 64 bits, for keys that pass
+    // the shard check.
+    for (uint64_t k = 1; own_ids_.size() < 6; ++k) {
+      const uint64_t id = k * 0x9e3779b97f4a7c15;
+      if (common::ShardOfId(id, options_.num_shards) == options_.shard_index) {
+        own_ids_.push_back(id);
+      }
+    }
   }
 
   ~Harness() {
@@ -140,7 +204,7 @@ class Harness {
   uint64_t Incarnation() { return in_.ConsumeIntegralInRange<uint64_t>(1, 3); }
 
   absl::Status Request() {
-    switch (in_.ConsumeIntegralInRange(0, 10)) {
+    switch (in_.ConsumeIntegralInRange(0, 11)) {
       case 0:
         return shard_->Register(WorkerId(), Incarnation()).status();
       case 1:
@@ -168,6 +232,8 @@ class Harness {
         return absl::OkStatus();
       case 9:
         return SnapshotAndRestore();
+      case 10:
+        return PushPull();
       default:
         if (in_.ConsumeIntegralInRange(0, 7) == 0) shard_->StopTakingPushes();
         return absl::OkStatus();
@@ -191,7 +257,50 @@ class Harness {
     // Bounded, so a huge declared model costs no memory here.
     args.values =
         Pieces(ConsumeFloatBytes(in_, std::min<uint64_t>(count, 256)), in_);
-    return shard_->Init(args).status();
+    args.tables = ConsumeTables(in_);
+    args.model_seed = in_.ConsumeIntegral<uint64_t>();
+    absl::StatusOr<InitResult> result = shard_->Init(args);
+    if (result.ok()) tables_ = shard_->Status().tables;
+    return result.status();
+  }
+
+  // Rows of a few tables, mostly declared ones with keys of this shard
+  // (repeats too), sometimes any name, any id, bytes of any length.
+  std::vector<SparseRows> Sparse(bool with_values) {
+    std::vector<SparseRows> sparse(in_.ConsumeIntegralInRange(0, 2));
+    for (SparseRows& rows : sparse) {
+      uint64_t dim = 1;
+      if (!tables_.empty() && in_.ConsumeIntegralInRange(0, 7) != 0) {
+        const common::TableSpec& table =
+            tables_[in_.ConsumeIntegralInRange<size_t>(0, tables_.size() - 1)]
+                .spec;
+        rows.table = table.name;
+        dim = table.dim;
+      } else {
+        rows.table = in_.ConsumeRandomLengthString(8);
+      }
+      uint64_t count = 0;
+      if (in_.ConsumeIntegralInRange(0, 7) == 0) {
+        rows.keys = in_.ConsumeRandomLengthString(24);
+      } else {
+        count = in_.ConsumeIntegralInRange(0, 6);
+        for (uint64_t k = 0; k < count; ++k) {
+          const uint64_t id =
+              in_.ConsumeIntegralInRange(0, 7) == 0
+                  ? in_.ConsumeIntegral<uint64_t>()
+                  : own_ids_[in_.ConsumeIntegralInRange<size_t>(
+                        0, own_ids_.size() - 1)];
+          rows.keys.append(reinterpret_cast<const char*>(&id), sizeof id);
+        }
+      }
+      if (with_values) {
+        rows.values =
+            ConsumeFloatBytes(in_, std::min<uint64_t>(count * dim, 256));
+      } else if (in_.ConsumeIntegralInRange(0, 15) == 0) {
+        rows.values = in_.ConsumeRandomLengthString(16);
+      }
+    }
+    return sparse;
   }
 
   common::KeyRange Keys() {
@@ -230,7 +339,16 @@ class Harness {
     args.keys = Keys();
     args.gradient = Pieces(
         ConsumeFloatBytes(in_, std::min<uint64_t>(args.keys.size(), 256)), in_);
+    args.sparse = Sparse(/*with_values=*/true);
     return shard_->Push(args).status();
+  }
+
+  // As the service runs a PushPull: the pull only after an accepted push.
+  // The request is rejected when its push is; the pull's answer is checked.
+  absl::Status PushPull() {
+    if (absl::Status pushed = Push(); !pushed.ok()) return pushed;
+    Pull().IgnoreError();
+    return absl::OkStatus();
   }
 
   absl::Status Pull() {
@@ -242,6 +360,7 @@ class Harness {
     args.clock = in_.ConsumeBool() ? in_.ConsumeIntegralInRange<uint64_t>(0, 8)
                                    : in_.ConsumeIntegral<uint64_t>();
     if (in_.ConsumeBool()) args.keys = Keys();
+    args.sparse = Sparse(/*with_values=*/false);
     const ParameterShard::PullTicket ticket = shard_->NewPullTicket();
     ParameterShard::PullDone done;
     if (in_.ConsumeBool()) {
@@ -268,6 +387,24 @@ class Harness {
   void CheckAnswer(const PullArgs& args, const PullResult& result) {
     if (result.values.size() != result.keys.size() * sizeof(float)) {
       Fail("a pull's values do not match its keys");
+    }
+    if (result.sparse.size() != args.sparse.size()) {
+      Fail("a pull answered other tables than it asked for");
+    }
+    for (size_t i = 0; i < result.sparse.size(); ++i) {
+      const SparseRows& rows = result.sparse[i];
+      if (rows.table != args.sparse[i].table ||
+          rows.keys != args.sparse[i].keys) {
+        Fail("a pull answered other rows than it asked for");
+      }
+      std::vector<float> values(rows.values.size() / sizeof(float));
+      if (!common::BytesToFloats(rows.values, absl::MakeSpan(values), "rows")
+               .ok()) {
+        Fail("a pull's rows are not whole float32s");
+      }
+      if (common::FindNonFinite(values).has_value()) {
+        Fail("a table row is not finite");
+      }
     }
     if (!(args.keys.begin == 0 && args.keys.end == 0) &&
         !(result.keys == args.keys)) {
@@ -305,6 +442,8 @@ class Harness {
   ShardOptions options_;
   absl::Time now_ = absl::UnixEpoch() + absl::Hours(1);
   std::optional<ParameterShard> shard_;
+  std::vector<TableStatus> tables_;  // as declared
+  std::vector<uint64_t> own_ids_;
   std::map<uint32_t, uint64_t> next_seq_;
   std::map<ParameterShard::PullTicket, int> ended_;
   std::vector<ParameterShard::PullTicket> parked_;
@@ -334,6 +473,14 @@ std::optional<ShardOptions> ConsumeOptions(FuzzedDataProvider& in) {
   if (in.ConsumeBool())
     o.update.max_norm = in.ConsumeFloatingPointInRange(0.f, 8.f);
   o.max_keys_per_shard = 64;
+  // Either small enough that a few rows fill it (new rows evict old ones)
+  // or room for --min_count_to_create's 1 MiB sketch. Not the 256 MiB
+  // default: a table reserves its index for the limit's rows at Init, a
+  // cost paid once in a server and in every run of the fuzzer.
+  o.table_memory_limit =
+      in.ConsumeBool() ? in.ConsumeIntegralInRange<uint64_t>(0, 1 << 13)
+                       : uint64_t{4} << 20;
+  o.min_count_to_create = in.ConsumeIntegralInRange<uint32_t>(0, 3);
   if (!ValidateShardOptions(o).ok()) return std::nullopt;
   return o;
 }

@@ -132,3 +132,31 @@ def test_bad_flags_stop_the_example_with_one_clear_line(tmp_path):
          "--num_workers=2"], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "--rank=2 must be below --num_workers=2" in run.stderr
+
+
+SPARSE_EXAMPLE = os.path.join(SOURCE,
+                              "worker/python/examples/sparse_logreg.py")
+
+
+def test_sparse_logreg_learns_generated_ctr_data(servers, spawn, tmp_path):
+    # A small ps_datagen ctr set: its best linear model has AUC ~0.76.
+    data = tmp_path / "ctr"
+    datagen = spawn("ps_datagen", [f"{BIN_DIR}/ps_datagen", "ctr",
+                                   f"--out={data}", "--rows=20k",
+                                   "--ids=20k", "--fields=8", "--seed=3"])
+    assert datagen.wait(60) == 0, datagen.log()
+    servers.start(2, "--mode=async", "--lr=0.5")
+    worker = spawn("sparse_logreg", [
+        sys.executable, "-u", SPARSE_EXAMPLE,
+        f"--servers={','.join(servers.addresses)}",
+        f"--train={data / 'train.libsvm'}", f"--test={data / 'test.libsvm'}",
+        "--optimizer=adagrad"])
+    assert worker.wait(120) == 0, worker.log()
+    result = json.loads(worker.log().strip().splitlines()[-1])
+    assert result["steps"] == 79  # 20k rows in batches of 256
+    # Chance is 0.5; one epoch gets ~0.70.
+    assert result["test_auc"] > 0.65, result
+    with pyps.Client(servers.addresses, 0) as client:
+        rows = [s.tables[0].rows for s in status(client)]
+    # The weights live on both shards.
+    assert min(rows) > 0, rows

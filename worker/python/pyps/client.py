@@ -18,6 +18,7 @@ from ps.v1 import parameter_server_pb2_grpc as pb_grpc
 from pyps.errors import Error, ModelMismatch, Rejected
 from pyps.key_range import balanced_part
 from pyps.retry import RetryPolicy, as_pyps_error, call_with_retry
+from pyps.sparse import (checked_keys, checked_rows, checked_tables, routes)
 from pyps.status_details import needs_registration
 
 log = logging.getLogger("pyps")
@@ -64,11 +65,74 @@ class PushCounts:
 
 
 @dataclasses.dataclass
+class _SparseBatch:
+    """One table's keys (and gradient rows) of a call, checked, with the
+    positions of the keys each shard holds."""
+    table: str
+    dim: int
+    keys: np.ndarray
+    rows: np.ndarray  # None in a pull
+    routes: list      # per shard: positions in keys, in the caller's order
+
+
+@dataclasses.dataclass
 class _Tensor:
     name: str
     shape: tuple
     offset: int  # first key
     size: int
+
+
+def _as_numpy(value):
+    """A CPU torch tensor as the numpy array it shares memory with; anything
+    else as it is."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _list_difference(kind, mine, theirs, difference):
+    """The first difference between this worker's declarations of a kind
+    (tensors, tables) and a server's: one missing on either side, or
+    difference(i, mine, there) of a pair; empty when there is none."""
+    for i in range(max(len(theirs), len(mine))):
+        if i >= len(theirs):
+            return f"{kind} '{mine[i].name}' is not declared there"
+        if i >= len(mine):
+            return (f"it declares {kind} '{theirs[i].name}' that this "
+                    "worker does not")
+        found = difference(i, mine[i], theirs[i])
+        if found:
+            return found
+    return ""
+
+
+def _tensor_difference(i, mine, there):
+    if (mine.name, list(mine.shape), mine.exempt_from_regularization) != (
+            there.name, list(there.shape), there.exempt_from_regularization):
+        return (f"tensor {i} is '{there.name}' of shape {list(there.shape)} "
+                f"(exempt {there.exempt_from_regularization}) there, "
+                f"'{mine.name}' of shape {list(mine.shape)} (exempt "
+                f"{mine.exempt_from_regularization}) here")
+    for setting in ("optimizer", "lr_schedule"):
+        if getattr(mine, setting) != getattr(there, setting):
+            return (f"tensor '{mine.name}' has {setting} "
+                    f"'{getattr(there, setting)}' there, "
+                    f"'{getattr(mine, setting)}' here")
+    return ""
+
+
+def _table_difference(i, mine, there):
+    if mine == there:
+        return ""
+    return (f"table {i} is {_describe_table(there)} there, "
+            f"{_describe_table(mine)} here")
+
+
+def _describe_table(spec):
+    return (f"'{spec.name}' (dim {spec.dim}, initializer "
+            f"'{spec.initializer}', optimizer '{spec.optimizer}', "
+            f"lr_schedule '{spec.lr_schedule}')")
 
 
 def _read(path, what):
@@ -216,6 +280,7 @@ class Client:
             max_workers=max(1, len(servers) - 1),
             thread_name_prefix="pyps-shard")
         self._tensors = None
+        self._tables = {}  # name: pyps.Table, as declared at init()
         self._num_keys = 0
         self._init_version = 0
         self._mode = pb.MODE_UNSPECIFIED
@@ -269,16 +334,24 @@ class Client:
         return max(s.pulled_waited_us for s in self._shards) / 1e6
 
     def init(self, tensors, exempt_from_regularization=(), optimizers=None,
-             lr_schedules=None):
+             lr_schedules=None, tables=(), model_seed=0):
         """Declares the model: `tensors` maps names to initial values, in
         key order (the dict's order). `optimizers` and `lr_schedules` map
         some of the names to their own optimizer ("adam(beta1=0.9)") and
         learning-rate schedule ("cosine:1000"), in ps_server's --optimizer
         and --lr_schedule syntax; the others use the server's flags. The
         server refuses text that does not parse (Rejected, naming the
-        tensor). The first declaration wins; one that differs from it
-        raises ModelMismatch naming the tensor."""
+        tensor). `tables` declares sparse tables (pyps.Table; the model may
+        have tables only, tensors={}), whose rows start as their
+        initializer seeded by `model_seed`, the table's index and the row's
+        id. The first declaration wins; one that differs from it raises
+        ModelMismatch naming the tensor or table."""
         self._require_registered()
+        declared_tables = checked_tables(tables)
+        clash = {t.name for t in declared_tables} & set(tensors)
+        if clash:
+            raise ValueError(f"names used by both a tensor and a table: "
+                             f"{sorted(clash)}")
         exempt = set(exempt_from_regularization)
         optimizers = dict(optimizers or {})
         lr_schedules = dict(lr_schedules or {})
@@ -304,6 +377,7 @@ class Client:
                                optimizer=optimizers.get(t.name, ""),
                                lr_schedule=lr_schedules.get(t.name, ""))
                  for t in declared]
+        table_specs = [t.to_proto() for t in declared_tables]
 
         def init_shard(shard):
             shard.begin, shard.end = balanced_part(
@@ -311,12 +385,13 @@ class Client:
             request = pb.InitRequest(
                 worker_id=self.worker_id, shard_index=shard.index,
                 num_shards=len(self._shards), tensors=specs,
-                values=b"".join(self._pieces(flat, shard)))
+                values=b"".join(self._pieces(flat, shard)),
+                tables=table_specs, model_seed=model_seed)
             try:
                 return self._call(shard, "Init on",
                                   lambda t: shard.stub.Init(request, timeout=t))
             except Rejected as refused:
-                mismatch = self._model_difference(shard, specs)
+                mismatch = self._model_difference(shard, specs, table_specs)
                 if mismatch:
                     raise ModelMismatch(
                         f"server {shard.address} holds another model: "
@@ -344,6 +419,7 @@ class Client:
                     f"runs mode {_MODE_NAMES.get(answer.mode)} with "
                     f"{answer.expected_workers} workers")
         self._mode = first.mode
+        self._tables = {t.name: t for t in declared_tables}
         self._init_version = min(a.version for a in answers)
         if first.expected_workers != self.num_workers:
             log.warning("the servers were started for %d workers, this "
@@ -358,68 +434,55 @@ class Client:
         """θ as {name: float32 array} once every shard reached min_version
         (sync: by default the next round; ssp: once the slowest live worker
         is within the staleness bound of this worker's clock)."""
-        self._require_model(reading=True)
+        return self._pull_rows(min_version, [])[0]
 
-        def pull_shard(shard, theta):
-            request = self._pull_request(shard, min_version).SerializeToString()
-            raw = self._call(shard, "Pull from", lambda t: shard.raw["Pull"](
-                request, timeout=t))
-            self._take_pulled(shard, pb.PullResponse.FromString(raw), theta)
-
-        return self._in_a_step(lambda: self._pulled(pull_shard))
+    def pull_sparse(self, table, keys=None, *, min_version=None,
+                    dense=False):
+        """The rows of `keys` (uint64 feature ids) of `table`: a
+        (len(keys), dim) float32 array in the order of `keys`, a key never
+        updated reading as its initial value. Given {table: keys} instead,
+        returns {table: rows}. Like pull(), it asks every shard (each for
+        its keys, all at once) and waits as pull() waits; dense=True
+        returns (θ as pull() returns it, the rows)."""
+        single = not isinstance(table, dict)
+        wanted = {table: keys} if single else table
+        theta, rows = self._pull_rows(
+            min_version, self._sparse_batches(wanted, with_rows=False))
+        rows = rows[table] if single else rows
+        return (theta, rows) if dense else rows
 
     def push(self, grads, batch_size):
         """Sends the mean gradient of `batch_size` examples, {name: array}
         shaped as declared, computed from the θ last pulled."""
-        self._require_model()
-        flat = self._flatten(grads, "gradient")
-        seq = self._take_seq()
+        self._push_rows(grads, batch_size, {})
 
-        def push_shard(shard):
-            request = self._push_bytes(shard, seq, batch_size, flat)
-            raw = self._call_pushing(shard, "Push to", lambda t: shard.raw[
-                "Push"](request, timeout=t))
-            answer = pb.PushResponse.FromString(raw[0])
-            self._learn_mode(shard, answer.mode)
-            return answer, raw[1]
-
-        def step():
-            self._count(self._on_every_shard(push_shard))
-            self.step += 1
-        self._in_a_step(step)
+    def push_sparse(self, table, keys=None, rows=None, *, batch_size,
+                    grads=None):
+        """Sends the mean gradient rows of `batch_size` examples: `rows`
+        ((len(keys), dim), float) for `keys` of `table`, or, given
+        {table: (keys, rows)}, of several tables. Rows of a key repeated in
+        one push are summed. A model with dense tensors takes their
+        gradient `grads` (as push() does) in the same push: one update,
+        applied once, all or nothing."""
+        pushed = {table: (keys, rows)} if not isinstance(table, dict) \
+            else table
+        self._push_rows(grads, batch_size, pushed)
 
     def push_pull(self, grads, batch_size, min_version=None):
         """push(grads, batch_size), then pull(min_version), in one round
         trip per shard; returns θ as pull() does."""
-        self._require_model()
-        flat = self._flatten(grads, "gradient")
-        seq = self._take_seq()
+        return self._push_pull_rows(grads, batch_size, {}, min_version, {})[0]
 
-        def push_pull_shard(shard, theta):
-            push = self._push_bytes(shard, seq, batch_size, flat)
-            pull = self._pull_request(shard, min_version,
-                                      clock=self.step + 1).SerializeToString()
-            request = b"".join([
-                _length_delimited(_PUSH_PULL_PUSH, len(push)), push,
-                _length_delimited(_PUSH_PULL_PULL, len(pull)), pull])
-            raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
-                "PushPull"](request, timeout=t))
-            answer = pb.PushPullResponse.FromString(raw[0])
-            self._learn_mode(shard, answer.push.mode)
-            self._take_pulled(shard, answer.pull, theta)
-            return answer.push, raw[1]
-
-        def step():
-            answers = []
-
-            def record(shard, theta):
-                answers.append(push_pull_shard(shard, theta))
-            try:
-                return self._pulled(record)
-            finally:
-                self._count(answers)
-                self.step += 1
-        return self._in_a_step(step)
+    def push_pull_sparse(self, push, batch_size, pull, *, grads=None,
+                         min_version=None, dense=False):
+        """push_sparse(push, batch_size=batch_size, grads=grads), then
+        pull_sparse(pull, min_version=min_version), in one round trip per
+        shard: `push` is {table: (keys, rows)}, `pull` {table: keys} (the
+        next batch's, say); returns {table: rows}, or (θ, rows) with
+        dense=True."""
+        theta, rows = self._push_pull_rows(grads, batch_size, push,
+                                           min_version, pull)
+        return (theta, rows) if dense else rows
 
     def wait_for_other_workers(self, num_workers, timeout):
         """Waits until workers 0..num_workers-1 all registered and none is
@@ -676,12 +739,155 @@ class Client:
 
     # -- the data path ----------------------------------------------------
 
+    def _pull_rows(self, min_version, batches):
+        """Pulls θ and the rows of `batches` (_SparseBatch) from every
+        shard: (θ as pull() returns it, {table: rows})."""
+        self._require_model(reading=True)
+        rows = self._row_buffers(batches)
+
+        def pull_shard(shard, theta):
+            request = self._pull_request(
+                shard, min_version,
+                sparse=self._sparse_fields(shard, batches)).SerializeToString()
+            raw = self._call(shard, "Pull from", lambda t: shard.raw["Pull"](
+                request, timeout=t))
+            answer = pb.PullResponse.FromString(raw)
+            self._take_pulled(shard, answer, theta)
+            self._take_rows(shard, batches, answer.sparse, rows)
+
+        return self._in_a_step(lambda: self._pulled(pull_shard)), rows
+
+    def _push_rows(self, grads, batch_size, pushed):
+        self._require_model()
+        flat = self._dense_gradient(grads)
+        batches = self._sparse_batches(pushed, with_rows=True)
+        seq = self._take_seq()
+
+        def push_shard(shard):
+            request = self._push_bytes(shard, seq, batch_size, flat, batches)
+            raw = self._call_pushing(shard, "Push to", lambda t: shard.raw[
+                "Push"](request, timeout=t))
+            answer = pb.PushResponse.FromString(raw[0])
+            self._learn_mode(shard, answer.mode)
+            return answer, raw[1]
+
+        def step():
+            self._count(self._on_every_shard(push_shard))
+            self.step += 1
+        self._in_a_step(step)
+
+    def _push_pull_rows(self, grads, batch_size, pushed, min_version, wanted):
+        self._require_model()
+        flat = self._dense_gradient(grads)
+        push_batches = self._sparse_batches(pushed, with_rows=True)
+        pull_batches = self._sparse_batches(wanted, with_rows=False)
+        rows = self._row_buffers(pull_batches)
+        seq = self._take_seq()
+
+        def push_pull_shard(shard, theta):
+            push = self._push_bytes(shard, seq, batch_size, flat, push_batches)
+            pull = self._pull_request(
+                shard, min_version, clock=self.step + 1,
+                sparse=self._sparse_fields(shard, pull_batches)
+            ).SerializeToString()
+            request = b"".join([
+                _length_delimited(_PUSH_PULL_PUSH, len(push)), push,
+                _length_delimited(_PUSH_PULL_PULL, len(pull)), pull])
+            raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
+                "PushPull"](request, timeout=t))
+            answer = pb.PushPullResponse.FromString(raw[0])
+            self._learn_mode(shard, answer.push.mode)
+            self._take_pulled(shard, answer.pull, theta)
+            self._take_rows(shard, pull_batches, answer.pull.sparse, rows)
+            return answer.push, raw[1]
+
+        def step():
+            answers = []
+
+            def record(shard, theta):
+                answers.append(push_pull_shard(shard, theta))
+            try:
+                return self._pulled(record), rows
+            finally:
+                self._count(answers)
+                self.step += 1
+        return self._in_a_step(step)
+
+    def _dense_gradient(self, grads):
+        """The dense gradient, flattened; a model without tensors has
+        none."""
+        if grads is None:
+            if self._tensors:
+                raise ValueError(
+                    "the model has dense tensors: pass their gradient "
+                    "(grads=) too, a push is one update of the whole model")
+            grads = {}
+        return self._flatten(grads, "gradient")
+
+    def _sparse_batches(self, batches, with_rows):
+        """{table: keys} (a pull) or {table: (keys, rows)} (a push) as
+        _SparseBatch, checked before anything is sent."""
+        out = []
+        for name, value in batches.items():
+            table = self._tables.get(name)
+            if table is None:
+                raise ValueError(f"table '{name}' was not declared at init() "
+                                 f"(declared: {sorted(self._tables)})")
+            if with_rows:
+                if not isinstance(value, (tuple, list)) or len(value) != 2:
+                    raise ValueError(f"the gradient of table '{name}' is "
+                                     "(keys, rows)")
+                keys = checked_keys(_as_numpy(value[0]), name)
+                rows = checked_rows(_as_numpy(value[1]), keys.size,
+                                    table.dim, name)
+            else:
+                keys, rows = checked_keys(_as_numpy(value), name), None
+            out.append(_SparseBatch(name, table.dim, keys, rows,
+                                    routes(keys, len(self._shards))))
+        return out
+
+    @staticmethod
+    def _row_buffers(batches):
+        return {b.table: np.empty((b.keys.size, b.dim), dtype=_WIRE_FLOAT)
+                for b in batches}
+
+    @staticmethod
+    def _sparse_fields(shard, batches):
+        """The shard's SparseRows of `batches`: the tables it holds keys of,
+        each once."""
+        fields = []
+        for batch in batches:
+            mine = batch.routes[shard.index]
+            if mine.size == 0:
+                continue
+            fields.append(pb.SparseRows(
+                table=batch.table, keys=batch.keys[mine].tobytes(),
+                values=b"" if batch.rows is None
+                else batch.rows[mine].tobytes()))
+        return fields
+
+    @staticmethod
+    def _take_rows(shard, batches, pulled, rows):
+        """Puts the shard's answered rows in the caller's order of keys."""
+        answered = iter(pulled)
+        for batch in batches:
+            mine = batch.routes[shard.index]
+            if mine.size == 0:
+                continue
+            entry = next(answered, None)
+            if (entry is None or entry.table != batch.table or
+                    len(entry.values) != mine.size * batch.dim * 4):
+                raise Error(f"server {shard.address} did not answer the rows "
+                            f"of table '{batch.table}' it was asked for")
+            rows[batch.table][mine] = np.frombuffer(
+                entry.values, dtype=_WIRE_FLOAT).reshape(mine.size, batch.dim)
+
     def _take_seq(self):
         seq = self._next_seq
         self._next_seq += 1
         return seq
 
-    def _pull_request(self, shard, min_version, clock=None):
+    def _pull_request(self, shard, min_version, clock=None, sparse=()):
         sync = self._mode == pb.MODE_SYNC
         if min_version is None:
             min_version = self._init_version if sync else 0
@@ -691,16 +897,18 @@ class Client:
             min_version = shard.pulled_version + 1
         return pb.PullRequest(worker_id=self.worker_id,
                               min_version=min_version,
-                              clock=self.step if clock is None else clock)
+                              clock=self.step if clock is None else clock,
+                              sparse=sparse)
 
-    def _push_bytes(self, shard, seq, batch_size, flat):
-        """The shard's PushRequest, its gradient copied once from the
-        arrays' buffers."""
+    def _push_bytes(self, shard, seq, batch_size, flat, batches=()):
+        """The shard's PushRequest, its dense gradient copied once from the
+        arrays' buffers, with its keys' rows of `batches`."""
         header = pb.PushRequest(
             worker_id=self.worker_id, incarnation=self.incarnation, seq=seq,
             step=self.step, base_version=shard.pulled_version,
             batch_size=batch_size, key_begin=shard.begin,
-            key_end=shard.end).SerializeToString()
+            key_end=shard.end,
+            sparse=self._sparse_fields(shard, batches)).SerializeToString()
         pieces = self._pieces(flat, shard)
         size = sum(len(p) for p in pieces)
         return b"".join([header, _length_delimited(_PUSH_GRADIENT, size), *pieces])
@@ -788,7 +996,7 @@ class Client:
                     values[begin - tensor.offset:end - tensor.offset]).cast("B"))
         return pieces
 
-    def _model_difference(self, shard, specs):
+    def _model_difference(self, shard, specs, table_specs=()):
         """How the shard's declared model differs from `specs`; empty when
         it does not (or cannot be asked)."""
         try:
@@ -798,28 +1006,11 @@ class Client:
             return ""
         if not status.initialized:
             return ""
-        theirs = list(status.tensors)
-        for i in range(max(len(theirs), len(specs))):
-            if i >= len(theirs):
-                return f"tensor '{specs[i].name}' is not declared there"
-            if i >= len(specs):
-                return (f"it declares tensor '{theirs[i].name}' that this "
-                        "worker does not")
-            mine, there = specs[i], theirs[i]
-            if (mine.name, list(mine.shape), mine.exempt_from_regularization) \
-                    != (there.name, list(there.shape),
-                        there.exempt_from_regularization):
-                return (f"tensor {i} is '{there.name}' of shape "
-                        f"{list(there.shape)} (exempt "
-                        f"{there.exempt_from_regularization}) there, "
-                        f"'{mine.name}' of shape {list(mine.shape)} (exempt "
-                        f"{mine.exempt_from_regularization}) here")
-            for setting in ("optimizer", "lr_schedule"):
-                if getattr(mine, setting) != getattr(there, setting):
-                    return (f"tensor '{mine.name}' has {setting} "
-                            f"'{getattr(there, setting)}' there, "
-                            f"'{getattr(mine, setting)}' here")
-        return ""
+        return (_list_difference("tensor", specs, list(status.tensors),
+                                 _tensor_difference) or
+                _list_difference("table", table_specs,
+                                 [t.spec for t in status.tables],
+                                 _table_difference))
 
     def _require_registered(self, reading=False):
         if self._closed:
