@@ -436,8 +436,8 @@ TEST(SparseTables, TheDumpSeesRowsRecencyAndStagedRowsButNotReads) {
     EXPECT_EQ(shard.DumpTables(), empty) << "a read changed the dump";
     for (uint64_t seq = 1; seq <= 2; ++seq) {
       const uint64_t id = ids[(seq == 1) != reversed ? 0 : 1];
-      ASSERT_TRUE(shard.Push(SparsePush(0, seq, seq - 1, {id}, {1, 2}).args)
-                      .ok());
+      ASSERT_TRUE(
+          shard.Push(SparsePush(0, seq, seq - 1, {id}, {1, 2}).args).ok());
     }
     EXPECT_NE(shard.DumpTables(), empty);
     dumps.push_back(shard.DumpTables());

@@ -113,20 +113,19 @@ std::vector<common::TableSpec> ConsumeTables(FuzzedDataProvider& in) {
   static const char* const kNames[] = {"emb", "bias", "emb", ""};
   static const char* const kInitializers[] = {
       "zeros", "uniform(0.5)", "normal(0.1)", "", "uniform(-1)", "normal(x)"};
-  static const char* const kOptimizers[] = {
-      "",
-      "sgd",
-      "momentum(momentum=0.5)",
-      "nesterov",
-      "adagrad",
-      "adam",
-      "adamw",
-      "ftrl(ftrl_l1=0.1,ftrl_l2=0.5)",
-      "adam(beta1=2)",
-      "lion"};
+  static const char* const kOptimizers[] = {"",
+                                            "sgd",
+                                            "momentum(momentum=0.5)",
+                                            "nesterov",
+                                            "adagrad",
+                                            "adam",
+                                            "adamw",
+                                            "ftrl(ftrl_l1=0.1,ftrl_l2=0.5)",
+                                            "adam(beta1=2)",
+                                            "lion"};
   static const char* const kSchedules[] = {
-      "", "step:2:0.5", "cosine:4", "linear_warmup:2+constant", "cosine:0",
-      "step:0:2"};
+      "",         "step:2:0.5", "cosine:4", "linear_warmup:2+constant",
+      "cosine:0", "step:0:2"};
   // Mostly one of the first `valid` choices; sometimes any, or any text.
   const auto pick = [&in](const auto& choices, size_t valid) -> std::string {
     switch (in.ConsumeIntegralInRange(0, 15)) {
@@ -285,11 +284,10 @@ class Harness {
       } else {
         count = in_.ConsumeIntegralInRange(0, 6);
         for (uint64_t k = 0; k < count; ++k) {
-          const uint64_t id =
-              in_.ConsumeIntegralInRange(0, 7) == 0
-                  ? in_.ConsumeIntegral<uint64_t>()
-                  : own_ids_[in_.ConsumeIntegralInRange<size_t>(
-                        0, own_ids_.size() - 1)];
+          const uint64_t id = in_.ConsumeIntegralInRange(0, 7) == 0
+                                  ? in_.ConsumeIntegral<uint64_t>()
+                                  : own_ids_[in_.ConsumeIntegralInRange<size_t>(
+                                        0, own_ids_.size() - 1)];
           rows.keys.append(reinterpret_cast<const char*>(&id), sizeof id);
         }
       }
@@ -477,9 +475,9 @@ std::optional<ShardOptions> ConsumeOptions(FuzzedDataProvider& in) {
   // or room for --min_count_to_create's 1 MiB sketch. Not the 256 MiB
   // default: a table reserves its index for the limit's rows at Init, a
   // cost paid once in a server and in every run of the fuzzer.
-  o.table_memory_limit =
-      in.ConsumeBool() ? in.ConsumeIntegralInRange<uint64_t>(0, 1 << 13)
-                       : uint64_t{4} << 20;
+  o.table_memory_limit = in.ConsumeBool()
+                             ? in.ConsumeIntegralInRange<uint64_t>(0, 1 << 13)
+                             : uint64_t{4} << 20;
   o.min_count_to_create = in.ConsumeIntegralInRange<uint32_t>(0, 3);
   if (!ValidateShardOptions(o).ok()) return std::nullopt;
   return o;
