@@ -185,6 +185,44 @@ TEST(MetricsDaemons,
   EXPECT_FALSE(after.Get("/metrics"));
 }
 
+TEST(MetricsDaemons, TableSeriesOfASparseJobPassPromtoolAndAddUp) {
+  const std::string data = FreshDir("metrics_tables_data");
+  const Outcome generated =
+      RunBinary({"ps_datagen", "ctr", "--rows=2000", "--ids=2600", "--seed=3",
+                 "--out=" + data},
+                data + "/datagen.out", absl::Seconds(60));
+  ASSERT_TRUE(ExitedWith(generated, 0)) << generated.output;
+  const int server_metrics = launch::FreeLoopbackPort();
+  // A limit of a few hundred rows, so that the job evicts.
+  constexpr int kLimit = 32 << 10;
+  test_support::Job job(
+      "metrics_tables",
+      {"--mode=async", absl::StrCat("--table_memory_limit=", kLimit),
+       absl::StrCat("--metrics_listen=127.0.0.1:", server_metrics)},
+      /*workers=*/1,
+      {"--model=logreg", "--data_format=libsvm",
+       "--train=" + data + "/train.libsvm", "--test=" + data + "/test.libsvm",
+       "--epochs=1", "--batch_size=32", "--eval_every=1"});
+  ASSERT_TRUE(job.Finishes(0)) << ReadFile(job.dir() + "/worker-0.log");
+
+  const std::string exposition = Scrape(server_metrics);
+  EXPECT_EQ(PromtoolCheck(job.dir(), "server_tables", exposition), "");
+  const auto table = [&](const std::string& name) {
+    return Sample(exposition,
+                  absl::StrCat(name, "{shard=\"0\",table=\"weights\"}"));
+  };
+  const double rows = table("ps_server_table_rows");
+  const double created = table("ps_server_table_rows_created_total");
+  const double evicted = table("ps_server_table_rows_evicted_total");
+  EXPECT_GT(rows, 0);
+  EXPECT_GT(evicted, 0);
+  EXPECT_EQ(created, rows + evicted);
+  EXPECT_EQ(table("ps_server_table_rows_refused_total"), 0);
+  EXPECT_EQ(table("ps_server_table_memory_limit_bytes"), kLimit);
+  EXPECT_GT(table("ps_server_table_memory_bytes"), 0);
+  EXPECT_LE(table("ps_server_table_memory_bytes"), kLimit);
+}
+
 TEST(MetricsDaemons, AMetricsPortInUseStopsTheServerAtStartUpWithOneLine) {
   const std::string dir = FreshDir("metrics_in_use");
   // A listener of our own holds the port.
