@@ -1,12 +1,11 @@
 // The recovery figures ps_chaos computes from a run's timeline
 // (tools/chaos/analysis.cc), on timelines built by hand.
-#include "tools/chaos/analysis.h"
-
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tools/chaos/analysis.h"
 #include "tools/chaos/scenario.h"
 #include "tools/chaos/timeline.h"
 

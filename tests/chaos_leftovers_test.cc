@@ -1,8 +1,6 @@
 // Teardown's leftover check (tools/chaos/leftovers.cc): what the kernel is
 // still deleting is waited for, within a bound; what outlives it is
 // reported.
-#include "tools/chaos/leftovers.h"
-
 #include <string>
 #include <vector>
 
@@ -10,6 +8,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tools/chaos/leftovers.h"
 
 namespace ps::chaos {
 namespace {
