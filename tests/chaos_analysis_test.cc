@@ -101,5 +101,18 @@ TEST(ChaosAnalysis, ALongWindowStillJudgesRecoveryOverTwoSeconds) {
   EXPECT_TRUE(report.notes.empty()) << report.notes[0];
 }
 
+// A fault still on when the window closes has nothing after its stall to
+// judge: no recovery, and no note about a window of 0 s.
+TEST(ChaosAnalysis, NoRecoveryIsJudgedWhenNothingIsLeftAfterTheStall) {
+  const Timeline run = StoppedServerRun(118000, 5.0, 10.0, 131000, 12.0);
+  // The first worker finished just after the poll at which progress
+  // resumed.
+  const FaultReport report = Measure(run, 5.0, 10.0, 10.1 + 1e-6);
+  ASSERT_TRUE(report.stall_s.has_value());
+  EXPECT_NEAR(*report.stall_s, 5.1, 1e-6);
+  EXPECT_FALSE(report.recover_s.has_value());
+  EXPECT_TRUE(report.notes.empty()) << report.notes[0];
+}
+
 }  // namespace
 }  // namespace ps::chaos

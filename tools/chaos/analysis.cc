@@ -119,22 +119,24 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
     const double recovery_from = std::max(stall_end, r.start_s);
     const double interval =
         std::min(kRecoveryWindowS, r.window_end_s - recovery_from);
-    if (interval < kRecoveryWindowS) {
-      r.notes.push_back(absl::StrFormat(
-          "recovery judged over the %.2f s left in the window after the "
-          "stall (less than %.0f s)",
-          std::max(0.0, interval), kRecoveryWindowS));
-    }
+    bool judged = false;
     for (const Sample& sample : run.samples) {
       if (sample.t < recovery_from) continue;
       // The slack keeps the one interval of a short window despite rounding.
       if (sample.t + interval > r.window_end_s + 1e-9) break;
       const std::optional<double> rate =
           run.Rate(sample.t, sample.t + interval);
+      judged = judged || rate.has_value();
       if (rate && *rate >= kRecoveredFraction * *r.pre_fault_samples_per_s) {
         r.recover_s = sample.t - r.start_s;
         break;
       }
+    }
+    if (judged && interval < kRecoveryWindowS) {
+      r.notes.push_back(absl::StrFormat(
+          "recovery judged over the %.2f s left in the window after the "
+          "stall (less than %.0f s)",
+          interval, kRecoveryWindowS));
     }
   }
 
