@@ -2,6 +2,8 @@
 // where a sync push belongs, when a pull may be answered.
 #include "server/consistency_policy.h"
 
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace ps::server {
@@ -68,6 +70,30 @@ TEST(ConsistencyPolicy, ASyncRoundClosesOnQuorumWithoutTheSlowestWorker) {
   Push(round, 0);
   EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
             RoundClose::kQuorum);
+}
+
+// The straggler of a --sync_quorum=2 job trains alone once the two fast
+// workers finished: its rounds close at once, with its gradient alone, as
+// the mean over what arrived (no timeout, no step meant for two).
+TEST(ConsistencyPolicy,
+     AQuorumLargerThanTheWorkersStillTrainingClosesWithThoseLeft) {
+  ShardOptions options = SyncOptions();
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Seconds(1);
+  const ConsistencyPolicy policy(options);
+  Membership members = Members(3, 3);
+  ASSERT_TRUE(members.Leave(0, 1, LeaveReason::kFinished).ok());
+  ASSERT_TRUE(members.Leave(1, 1, LeaveReason::kFinished).ok());
+  SyncRound round(2);
+  absl::Span<float> slot = round.Slot(2);
+  slot[0] = 0.5f;
+  slot[1] = -2.0f;
+  round.Commit(2, 32);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kAllLive);
+  std::vector<float> mean(2);
+  round.Mean(absl::MakeSpan(mean));
+  EXPECT_EQ(mean, (std::vector<float>{0.5f, -2.0f}));
 }
 
 TEST(ConsistencyPolicy, ASyncRoundClosesByTimeoutWithWhatArrived) {

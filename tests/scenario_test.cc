@@ -5,9 +5,11 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -249,21 +251,49 @@ TEST(Scenario, RejectsBadClusterValuesAndBadYaml) {
               HasSubstr("l.yaml:4: loss and rate need network"));
 }
 
-TEST(Scenario, EveryPresetInDeployExperimentsIsValid) {
+// Every deploy/experiments/*.yaml, by file name, as LoadScenario read it.
+std::vector<std::pair<std::string, absl::StatusOr<Scenario>>> Presets() {
+  std::vector<std::pair<std::string, absl::StatusOr<Scenario>>> presets;
   const std::string dir = std::string(PS_SOURCE_DIR) + "/deploy/experiments";
   DIR* d = opendir(dir.c_str());
-  ASSERT_NE(d, nullptr) << dir;
-  int presets = 0;
+  EXPECT_NE(d, nullptr) << dir;
+  if (d == nullptr) return presets;
   while (dirent* entry = readdir(d)) {
     const std::string name = entry->d_name;
     if (!absl::EndsWith(name, ".yaml")) continue;
-    ++presets;
-    absl::StatusOr<Scenario> s = LoadScenario(dir + "/" + name);
+    presets.emplace_back(name, LoadScenario(dir + "/" + name));
+  }
+  closedir(d);
+  return presets;
+}
+
+TEST(Scenario, EveryPresetInDeployExperimentsIsValid) {
+  const auto presets = Presets();
+  for (const auto& [name, s] : presets) {
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_FALSE(s->faults.empty()) << name;
   }
-  closedir(d);
-  EXPECT_GE(presets, 7);
+  EXPECT_GE(presets.size(), 7u);
+}
+
+// A worker pushes with PushPull on every step but its last: a preset that
+// delays only Push slows one RPC per worker and makes no straggler.
+TEST(Scenario, EveryPresetThatSlowsPushesSlowsPushPullToo) {
+  int checked = 0;
+  for (const auto& [name, s] : Presets()) {
+    ASSERT_TRUE(s.ok()) << s.status();
+    for (const FaultEvent& f : s->faults) {
+      const std::vector<std::string>& methods = f.rpc.methods;
+      if (f.action != FaultEvent::Action::kRpc ||
+          std::find(methods.begin(), methods.end(), "Push") == methods.end()) {
+        continue;
+      }
+      ++checked;
+      EXPECT_THAT(methods, ::testing::Contains("PushPull"))
+          << name << ":" << f.line;
+    }
+  }
+  EXPECT_GE(checked, 2) << "the straggler presets";
 }
 
 TEST(Scenario, TheFormatExampleInTheExperimentsReadmeIsValid) {

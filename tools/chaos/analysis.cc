@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -96,9 +97,12 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
   }
   r.stall_s = longest;
 
-  // Recovery: the first window of kRecoveryWindowS seconds, starting after
-  // the stall, whose throughput is at least kRecoveredFraction of the
-  // throughput over the kPreFaultWindowS seconds before the fault.
+  // Recovery: the first interval of kRecoveryWindowS seconds, starting
+  // after the stall, whose throughput is at least kRecoveredFraction of the
+  // throughput over the kPreFaultWindowS seconds before the fault. A short
+  // run can end (its first worker finish) less than kRecoveryWindowS after
+  // the stall: then the interval is what is left of the window, or a job
+  // whose throughput plainly came back would never count as recovered.
   // The pre-fault window starts no earlier than training did (the first
   // sample with examples applied): data loading is not throughput.
   double trained_from = r.start_s;
@@ -112,15 +116,27 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
       run.Rate(std::max(r.start_s - kPreFaultWindowS, trained_from), r.start_s);
   if (r.pre_fault_samples_per_s && *r.pre_fault_samples_per_s > 0 &&
       !r.stall_open) {
+    const double recovery_from = std::max(stall_end, r.start_s);
+    const double interval =
+        std::min(kRecoveryWindowS, r.window_end_s - recovery_from);
+    bool judged = false;
     for (const Sample& sample : run.samples) {
-      if (sample.t < stall_end || sample.t < r.start_s) continue;
-      if (sample.t + kRecoveryWindowS > r.window_end_s) break;
+      if (sample.t < recovery_from) continue;
+      // The slack keeps the one interval of a short window despite rounding.
+      if (sample.t + interval > r.window_end_s + 1e-9) break;
       const std::optional<double> rate =
-          run.Rate(sample.t, sample.t + kRecoveryWindowS);
+          run.Rate(sample.t, sample.t + interval);
+      judged = judged || rate.has_value();
       if (rate && *rate >= kRecoveredFraction * *r.pre_fault_samples_per_s) {
         r.recover_s = sample.t - r.start_s;
         break;
       }
+    }
+    if (judged && interval < kRecoveryWindowS) {
+      r.notes.push_back(absl::StrFormat(
+          "recovery judged over the %.2f s left in the window after the "
+          "stall (less than %.0f s)",
+          interval, kRecoveryWindowS));
     }
   }
 

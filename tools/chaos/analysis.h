@@ -56,7 +56,8 @@ struct FaultReport {
 };
 
 // Seconds of throughput measured before a fault, and the window a recovered
-// throughput must be held over.
+// throughput must be held over (or what is left of the fault's window after
+// the stall, when that is shorter).
 inline constexpr double kPreFaultWindowS = 5;
 inline constexpr double kRecoveryWindowS = 2;
 inline constexpr double kRecoveredFraction = 0.9;

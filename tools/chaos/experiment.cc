@@ -409,7 +409,8 @@ class ExperimentRun {
         result_.left_behind.push_back(std::move(line));
       }
     }
-    for (std::string& line : ResourcesOf(getpid())) {
+    for (std::string& line :
+         LeftAfterWaiting([] { return ResourcesOf(getpid()); })) {
       if (std::find(result_.left_behind.begin(), result_.left_behind.end(),
                     line) == result_.left_behind.end()) {
         result_.left_behind.push_back(std::move(line));

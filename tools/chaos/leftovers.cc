@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "tools/chaos/shell.h"
 
 namespace ps::chaos {
@@ -147,6 +148,18 @@ void RemoveCgroupTree(const std::string& dir, const std::string& root) {
     back << pid << std::endl;
   }
   rmdir(dir.c_str());
+}
+
+std::vector<std::string> LeftAfterWaiting(
+    const std::function<std::vector<std::string>()>& list,
+    absl::Duration bound) {
+  const absl::Time give_up = absl::Now() + bound;
+  std::vector<std::string> left = list();
+  while (!left.empty() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(100));
+    left = list();
+  }
+  return left;
 }
 
 std::vector<std::string> ResourcesOf(pid_t pid) {

@@ -3,10 +3,25 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
+
 namespace ps::chaos {
+
+// How long teardown waits for the kernel to finish deleting what it was
+// asked to delete: a deleted namespace, and the veth pair it holds, are
+// freed on a kernel work queue, which a loaded machine runs seconds late.
+inline constexpr absl::Duration kKernelCleanupBound = absl::Seconds(10);
+
+// Calls `list` (what is left, one line each) until it returns nothing or
+// `bound` has passed, and returns its last answer: only what outlived the
+// bound is left behind.
+std::vector<std::string> LeftAfterWaiting(
+    const std::function<std::vector<std::string>()>& list,
+    absl::Duration bound = kKernelCleanupBound);
 
 // The iptables rule (after "-I CHAIN") that lets frames cross the sandbox
 // bridge of run `pid`; its comment ps_chaos-<pid> tells whose it is.

@@ -23,7 +23,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 #include "tools/chaos/leftovers.h"
 #include "tools/chaos/shell.h"
@@ -468,12 +467,8 @@ std::vector<std::string> NetworkSandbox::Teardown() {
     return left;
   };
   // The kernel frees a deleted namespace, and the veth it holds, on a work
-  // queue of its own: give it a moment before calling anything left.
-  std::vector<std::string> left = ours_left();
-  for (const absl::Time give_up = absl::Now() + absl::Seconds(3);
-       !left.empty() && absl::Now() < give_up; left = ours_left()) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  // queue of its own: give it time before calling anything left.
+  std::vector<std::string> left = LeftAfterWaiting(ours_left);
   if (lock_fd_ >= 0) {
     flock(lock_fd_, LOCK_UN);
     close(lock_fd_);

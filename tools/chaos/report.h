@@ -23,6 +23,12 @@ struct Report {
 // DIR/summary.json (README, "ps_chaos": every field defined there).
 absl::Status WriteSummaryJson(const Report& report, const std::string& path);
 
+// The gnuplot script that draws DIR/timeline.png from DIR/timeline.csv
+// (and DIR/baseline/timeline.csv). Text is drawn as it is written
+// (noenhanced: "server_stop" is no subscript), the legend sits above each
+// panel, and fault labels stay inside the plot.
+std::string PlotScript(const Report& report, const std::string& out_dir);
+
 // DIR/timeline.png through gnuplot: accuracy, throughput and live workers
 // over time, a line at every fault event. The gnuplot script is kept beside
 // it (timeline.gp), so the plot can be redrawn or restyled.

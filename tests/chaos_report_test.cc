@@ -1,0 +1,111 @@
+// ps_chaos's timeline.png (tools/chaos/report.cc): the gnuplot script it
+// writes, and the picture gnuplot draws from it.
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "tests/job.h"
+#include "tools/chaos/experiment.h"
+#include "tools/chaos/report.h"
+#include "tools/chaos/scenario.h"
+#include "tools/chaos/timeline.h"
+
+namespace ps::chaos {
+namespace {
+
+// A 10 s loopback run of "server_stop" with one fault at the left edge
+// of the plot and its end at the right edge.
+struct StoppedServerReport {
+  StoppedServerReport() {
+    scenario.name = "server_stop";
+    scenario.cluster.mode = "sync";
+    scenario.cluster.servers = 2;
+    scenario.cluster.workers = 3;
+    run.duration_s = 10;
+    for (int i = 0; i <= 100; ++i) {
+      Sample sample;
+      sample.t = 0.1 * i;
+      sample.servers.assign(2,
+                            ServerSample{true, static_cast<uint64_t>(i),
+                                         static_cast<uint64_t>(640 * i), 3, 0});
+      run.timeline.samples.push_back(sample);
+      if (i % 10 == 5) {
+        run.timeline.evaluations.push_back(
+            {sample.t, 0.1 * i, 0.7 + 0.001 * i, 640u * i});
+      }
+    }
+    run.timeline.events = {{0.3, 0, true, "stop server 0: for 9s"},
+                           {9.3, 0, false, "end: stop server 0: for 9s"}};
+    report.scenario = &scenario;
+    report.network = "loopback";
+    report.run = &run;
+  }
+  Scenario scenario;
+  ExperimentResult run;
+  Report report;
+};
+
+// The script's lines that start with `prefix`.
+std::vector<std::string> LinesStartingWith(const std::string& script,
+                                           const std::string& prefix) {
+  std::vector<std::string> found;
+  for (absl::string_view line : absl::StrSplit(script, '\n')) {
+    if (absl::StartsWith(line, prefix)) found.emplace_back(line);
+  }
+  return found;
+}
+
+TEST(ChaosPlot, AnUnderscoreInTheScenarioNameIsNoSubscript) {
+  const StoppedServerReport stopped;
+  const std::string script = PlotScript(stopped.report, "/out");
+  // Enhanced text, gnuplot's default, reads "_s" as a subscript s.
+  const std::vector<std::string> terminal =
+      LinesStartingWith(script, "set terminal");
+  ASSERT_EQ(terminal.size(), 1u) << script;
+  EXPECT_TRUE(absl::StrContains(terminal[0], " noenhanced")) << terminal[0];
+  EXPECT_TRUE(absl::StrContains(
+      script, "title \"server_stop (sync, 2 servers x 3 workers, loopback)\""))
+      << script;
+}
+
+TEST(ChaosPlot, TheLegendIsOutsideThePlotAndLabelsStayInside) {
+  const StoppedServerReport stopped;
+  const std::string script = PlotScript(stopped.report, "/out");
+  const std::vector<std::string> key = LinesStartingWith(script, "set key");
+  ASSERT_EQ(key.size(), 1u) << script;
+  EXPECT_TRUE(absl::StrContains(key[0], " outside")) << key[0];
+  // Each fault's label, on both panels: the start's at the left edge reads
+  // rightwards, the end's at the right edge leftwards.
+  const std::vector<std::string> labels =
+      LinesStartingWith(script, "set label");
+  ASSERT_EQ(labels.size(), 4u) << script;
+  for (const std::string& label : labels) {
+    if (absl::StrContains(label, "\"stop server 0")) {
+      EXPECT_TRUE(absl::StrContains(label, " left ")) << label;
+    } else {
+      EXPECT_TRUE(absl::StrContains(label, "\"end: stop server 0")) << label;
+      EXPECT_TRUE(absl::StrContains(label, " right ")) << label;
+    }
+  }
+}
+
+TEST(ChaosPlot, GnuplotDrawsTheScript) {
+  const StoppedServerReport stopped;
+  const std::string dir = test_support::FreshDir("chaos_plot");
+  ASSERT_TRUE(
+      WriteTimelineCsv(stopped.run.timeline, dir + "/timeline.csv").ok());
+  const absl::Status drawn = WritePlot(stopped.report, dir);
+  ASSERT_TRUE(drawn.ok()) << drawn;
+  const std::string png = test_support::ReadFile(dir + "/timeline.png");
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png.substr(1, 3), "PNG");
+  EXPECT_EQ(test_support::ReadFile(dir + "/timeline.gp"),
+            PlotScript(stopped.report, dir));
+  EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
+}
+
+}  // namespace
+}  // namespace ps::chaos
