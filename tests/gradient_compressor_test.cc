@@ -116,6 +116,14 @@ TEST(GradientCompressor, ATensorsOwnCompressionBeatsTheFlag) {
   EXPECT_THAT(
       GradientCompressor::Create(TwoTensors("", "int4"), {}).status().message(),
       HasSubstr("tensor 'b': unknown compression 'int4'"));
+  // Top-k's offsets are uint32: a larger tensor is refused up front (before
+  // its residual would be allocated).
+  EXPECT_THAT(GradientCompressor::Create(
+                  {common::TensorSpec{"huge", {int64_t{1} << 33}, false}},
+                  common::ParseCompression("topk:0.01").value())
+                  .status()
+                  .message(),
+              HasSubstr("topk can compress tensors of at most 2^32 - 1"));
 }
 
 }  // namespace

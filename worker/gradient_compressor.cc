@@ -1,6 +1,7 @@
 #include "worker/gradient_compressor.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,13 @@ absl::StatusOr<GradientCompressor> GradientCompressor::Create(
             "tensor '", tensor.name, "': ", own.status().message()));
       }
       compression = *own;
+    }
+    if (compression.kind == CompressionKind::kTopK &&
+        tensor.num_elements() > uint64_t{UINT32_MAX}) {
+      // The wire's top-k offsets are uint32 (ps.v1.GradientPart).
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", tensor.name, "' has ", tensor.num_elements(),
+          " elements; topk can compress tensors of at most 2^32 - 1"));
     }
     compressor.compresses_ |= compression.kind != CompressionKind::kNone;
     compressor.any_topk_ |= compression.kind == CompressionKind::kTopK;
