@@ -20,6 +20,7 @@
 #include "bench/transfer.h"
 #include "common/cli.h"
 #include "common/dataset.h"
+#include "common/gradient_codec.h"
 #include "common/rpc/channel.h"
 #include "deploy/local/launcher_security_flags.h"
 #include "spdlog/spdlog.h"
@@ -46,6 +47,9 @@ ABSL_FLAG(std::string, models, "softmax",
           "train: softmax, mlp (Fashion-MNIST), logreg, fm (--train, "
           "--test).");
 ABSL_FLAG(std::string, modes, "async,sync", "train: async, sync and/or ssp.");
+ABSL_FLAG(std::string, compression, "none",
+          "train: comma-separated ps_worker --compression values to run, "
+          "each in turn, e.g. none,fp16,bf16,topk:0.01.");
 ABSL_FLAG(uint32_t, epochs, 5, "train: passes over the training set.");
 ABSL_FLAG(uint32_t, batch_size, 64, "train: per-worker mini-batch size.");
 ABSL_FLAG(double, target_accuracy, 0.83,
@@ -190,32 +194,41 @@ int RunTrainMode(const std::string& out_dir,
                        "ps_datagen ctr --out=DIR writes them)"));
     }
   }
+  for (absl::string_view compression :
+       absl::StrSplit(absl::GetFlag(FLAGS_compression), ',')) {
+    ps::common::DieIfError(ps::common::ParseCompression(compression).status(),
+                           "--compression");
+  }
   Output output;
   if (output.table()) ps::bench::PrintTrainHeader(output.table());
   for (absl::string_view model :
        absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {
-    for (absl::string_view mode :
-         absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
-      for (uint32_t servers :
-           Counts(absl::GetFlag(FLAGS_servers), "servers", 2)) {
-        for (uint32_t workers :
-             Counts(absl::GetFlag(FLAGS_workers), "workers", 2)) {
-          options.model = std::string(model);
-          options.mode = std::string(mode);
-          options.servers = servers;
-          options.workers = workers;
-          absl::StatusOr<ps::bench::TrainBenchResult> result =
-              ps::bench::RunTrainBench(options);
-          if (!result.ok()) {
-            std::fprintf(stderr, "ps_bench train: %s %s: %s\n",
-                         options.model.c_str(), options.mode.c_str(),
-                         std::string(result.status().message()).c_str());
-            return 1;
+    for (absl::string_view compression :
+         absl::StrSplit(absl::GetFlag(FLAGS_compression), ',')) {
+      for (absl::string_view mode :
+           absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
+        for (uint32_t servers :
+             Counts(absl::GetFlag(FLAGS_servers), "servers", 2)) {
+          for (uint32_t workers :
+               Counts(absl::GetFlag(FLAGS_workers), "workers", 2)) {
+            options.model = std::string(model);
+            options.mode = std::string(mode);
+            options.compression = std::string(compression);
+            options.servers = servers;
+            options.workers = workers;
+            absl::StatusOr<ps::bench::TrainBenchResult> result =
+                ps::bench::RunTrainBench(options);
+            if (!result.ok()) {
+              std::fprintf(stderr, "ps_bench train: %s %s: %s\n",
+                           options.model.c_str(), options.mode.c_str(),
+                           std::string(result.status().message()).c_str());
+              return 1;
+            }
+            if (output.table()) {
+              ps::bench::PrintTrainResult(*result, output.table());
+            }
+            output.Json(ps::bench::TrainJsonLine(*result));
           }
-          if (output.table()) {
-            ps::bench::PrintTrainResult(*result, output.table());
-          }
-          output.Json(ps::bench::TrainJsonLine(*result));
         }
       }
     }
@@ -239,6 +252,7 @@ int main(int argc, char** argv) {
       argc, argv,
       "ps_bench transfer|train [--workers=1,2,4] [--servers=1,2,4] "
       "[--sizes=1K,64K,1M,16M] [--models=softmax,mlp] [--modes=async,sync] "
+      "[--compression=none,fp16,bf16,topk:0.01] "
       "[--json=FILE|-]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
   ps::rpc::RouteGrpcLogsToSpdlog();

@@ -38,6 +38,7 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   worker.batch_size = options.batch_size;
   worker.seed = options.seed;
   worker.eval_every = options.eval_every;
+  worker.compression = options.compression;
   worker.data_dir = options.data_dir.empty() ? common::kDefaultFashionMnistDir
                                              : options.data_dir;
   if (options.model == "logreg" || options.model == "fm") {
@@ -99,14 +100,18 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   result.final_accuracy =
       common::NumberField(final_metrics, "test_accuracy").value_or(0);
   result.final_auc = common::NumberField(final_metrics, "test_auc").value_or(0);
+  result.push_bytes_per_step =
+      common::NumberField(final_metrics, "push_bytes_per_step").value_or(0);
   return result;
 }
 
 void PrintTrainHeader(std::FILE* out) {
-  std::fprintf(out, "%-8s %-6s %3s %3s %5s %6s %10s %8s %11s %8s %7s  %s\n",
-               "model", "mode", "W", "S", "batch", "epochs", "samples/s",
-               "train s", "to target s", "epoch", "final",
-               "peak RSS MiB (servers | workers)");
+  std::fprintf(out,
+               "%-8s %-6s %-10s %3s %3s %5s %6s %11s %10s %8s %11s %8s %7s  "
+               "%s\n",
+               "model", "mode", "compress", "W", "S", "batch", "epochs",
+               "push B/step", "samples/s", "train s", "to target s", "epoch",
+               "final", "peak RSS MiB (servers | workers)");
 }
 
 void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
@@ -126,14 +131,14 @@ void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
       : r.seconds_to_target < 0
           ? absl::StrFormat("not %.0f%%", 100 * o.target_accuracy)
           : absl::StrFormat("%.2f", r.seconds_to_target);
-  std::fprintf(out,
-               "%-8s %-6s %3u %3u %5u %6u %10.0f %8.2f %11s %8.2f %7s  "
-               "%s | %s\n",
-               o.model.c_str(), o.mode.c_str(), o.workers, o.servers,
-               o.batch_size, o.epochs, r.samples_per_s, r.train_seconds,
-               target.c_str(), r.epoch_at_target, final_score.c_str(),
-               absl::StrJoin(servers, " ").c_str(),
-               absl::StrJoin(workers, " ").c_str());
+  std::fprintf(
+      out,
+      "%-8s %-6s %-10s %3u %3u %5u %6u %11.0f %10.0f %8.2f %11s "
+      "%8.2f %7s  %s | %s\n",
+      o.model.c_str(), o.mode.c_str(), o.compression.c_str(), o.workers,
+      o.servers, o.batch_size, o.epochs, r.push_bytes_per_step, r.samples_per_s,
+      r.train_seconds, target.c_str(), r.epoch_at_target, final_score.c_str(),
+      absl::StrJoin(servers, " ").c_str(), absl::StrJoin(workers, " ").c_str());
   std::fflush(out);
 }
 
@@ -152,6 +157,8 @@ std::string TrainJsonLine(const TrainBenchResult& r) {
       {"servers", o.servers},
       {"batch_size", o.batch_size},
       {"epochs", o.epochs},
+      {"compression", o.compression},
+      {"push_bytes_per_step", RoundTo(r.push_bytes_per_step, 1)},
       {"samples_per_s", RoundTo(r.samples_per_s, 1)},
       {"train_s", RoundTo(r.train_seconds, 3)},
       {"wall_s", RoundTo(r.wall_seconds, 3)},

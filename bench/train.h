@@ -26,6 +26,8 @@ struct TrainBenchOptions {
   uint32_t epochs = 5;
   uint64_t seed = 1;
   double eval_every = 0.25;
+  // ps_worker --compression (none, fp16, bf16, topk:RATIO). Default: none
+  std::string compression = "none";
   std::string data_dir;
   // logreg and fm: the LIBSVM training and test sets (ps_datagen ctr).
   std::string train;
@@ -55,6 +57,9 @@ struct TrainBenchResult {
   double wall_seconds = 0;    // including start-up and data loading
   double final_accuracy = 0;  // softmax, mlp
   double final_auc = 0;       // logreg, fm
+  // Mean bytes of one worker's push requests per step, all shards (rank
+  // 0's); the pulls' answers carry θ, uncompressed, whatever this is.
+  double push_bytes_per_step = 0;
   // First evaluation at or above the target; negative when none was.
   double seconds_to_target = -1;
   double epoch_at_target = -1;

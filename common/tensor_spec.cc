@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/gradient_codec.h"
 #include "common/lr_schedule.h"
 #include "common/optimizer.h"
 
@@ -25,6 +26,9 @@ std::string TensorSpec::ToString() const {
     notes.push_back(absl::StrCat("optimizer ", optimizer));
   if (!lr_schedule.empty()) {
     notes.push_back(absl::StrCat("lr_schedule ", lr_schedule));
+  }
+  if (!compression.empty()) {
+    notes.push_back(absl::StrCat("compression ", compression));
   }
   return absl::StrCat(
       name, "[", absl::StrJoin(shape, ","), "]",
@@ -89,6 +93,10 @@ absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors) {
         return absl::InvalidArgumentError(
             absl::StrCat("tensor '", t.name, "': ", s.message()));
       }
+    }
+    if (absl::Status s = ParseCompression(t.compression).status(); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", t.name, "': ", s.message()));
     }
   }
   return absl::OkStatus();

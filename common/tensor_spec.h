@@ -23,6 +23,11 @@ struct TensorSpec {
   // (Initialized, so that {name, shape, exempt} still names every field.)
   std::string optimizer = "";
   std::string lr_schedule = "";
+  // How workers push this tensor's gradient (common/gradient_codec.h's
+  // ParseCompression syntax, "fp16", "topk:0.01"). Empty: the worker's
+  // --compression. A worker-side choice, not part of the model's identity:
+  // DescribeDifference ignores it and checkpoints do not keep it.
+  std::string compression = "";
 
   uint64_t num_elements() const;
   // "fc1/bias[128] (no regularization, optimizer sgd)"
@@ -37,8 +42,9 @@ inline constexpr uint64_t kMaxKeys = uint64_t{1} << 40;
 uint64_t NumKeys(const std::vector<TensorSpec>& tensors);
 
 // Non-empty unique names, positive dimensions, at least one tensor, at most
-// kMaxKeys keys in all (products checked for overflow), and an optimizer
-// and schedule that parse when given (the error names the tensor).
+// kMaxKeys keys in all (products checked for overflow), and an optimizer,
+// schedule and compression that parse when given (the error names the
+// tensor).
 absl::Status ValidateTensorSpecs(const std::vector<TensorSpec>& tensors);
 
 // Empty when `a` and `b` declare the same model; otherwise one sentence that

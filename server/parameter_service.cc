@@ -288,7 +288,9 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   args.keys = {request.key_begin(), request.key_end()};
   args.gradient = std::move(push.gradient);
   args.sparse = SparseRowsFromProto(push.fields.sparse());
-  absl::StatusOr<PushResult> result = shard_->Push(args);
+  const absl::Status decoded = DecodeCompressed(request, &args);
+  const absl::StatusOr<PushResult> result =
+      decoded.ok() ? shard_->Push(args) : absl::StatusOr<PushResult>(decoded);
   metrics_->CountPush(result.status(),
                       result.ok() ? result->outcome : PushOutcome::kApplied);
   if (result.ok()) {
@@ -297,6 +299,24 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
     response->set_mode(rpc::ToProto(shard_->mode()));
   }
   return result.status();
+}
+
+absl::Status ParameterService::DecodeCompressed(
+    const ps::v1::PushRequest& request, PushArgs* args) const {
+  if (request.compressed_gradient().empty()) return absl::OkStatus();
+  if (!args->gradient.empty()) {
+    return absl::InvalidArgumentError(
+        "the push carries both gradient and compressed_gradient; send one");
+  }
+  // A push for other keys (or before Init) goes on undecoded: the shard
+  // refuses it with the error that names its real problem.
+  const common::KeyRange keys = shard_->keys();
+  if (keys.empty() || args->keys != keys) return absl::OkStatus();
+  absl::StatusOr<absl::Cord> decoded =
+      DecodeCompressedGradient(request.compressed_gradient(), keys);
+  if (!decoded.ok()) return decoded.status();
+  args->gradient = *std::move(decoded);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ParameterService::PushPull(

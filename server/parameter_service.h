@@ -86,6 +86,10 @@ class ParameterService final : public ParameterServiceBase {
                                       const ps::v1::PushResponse* pushed,
                                       grpc::ByteBuffer* response);
   absl::Status ApplyPush(ReceivedPush push, ps::v1::PushResponse* response);
+  // Replaces args->gradient with the request's compressed_gradient decoded
+  // to float32 (when it has one), or says what is wrong with it.
+  absl::Status DecodeCompressed(const ps::v1::PushRequest& request,
+                                PushArgs* args) const;
   // Answers `call` now with `status` (and `answer` for a raw method).
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
                                    const RpcCall& call,

@@ -554,6 +554,11 @@ std::string ParameterShard::DumpTables() const {
   return tables_.Dump();
 }
 
+common::KeyRange ParameterShard::keys() const {
+  absl::ReaderMutexLock lock(&mutex_);
+  return initialized_ ? dense_.keys() : common::KeyRange{};
+}
+
 ShardStatus ParameterShard::Status() const {
   absl::MutexLock lock(&mutex_);
   ShardStatus status;

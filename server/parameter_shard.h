@@ -127,6 +127,9 @@ class ParameterShard {
   absl::StatusOr<PushResult> Push(const PushArgs& args);
 
   ShardStatus Status() const;
+  // The dense keys this shard owns; empty before Init. Cheap (no copy of
+  // the status), for the service's decoding of compressed pushes.
+  common::KeyRange keys() const;
   // SparseTables::Dump of the shard's tables (empty before Init).
   std::string DumpTables() const;
   // Tells `observer` (null: nobody) of rounds closed and pushes applied

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/gradient_codec.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
 
@@ -60,6 +62,52 @@ std::vector<SparseRows> SparseRowsFromProto(
     rows.push_back({proto.table(), proto.keys(), proto.values()});
   }
   return rows;
+}
+
+absl::StatusOr<absl::Cord> DecodeCompressedGradient(
+    const google::protobuf::RepeatedPtrField<ps::v1::GradientPart>& parts,
+    const common::KeyRange& keys) {
+  uint64_t covered = 0;
+  for (const ps::v1::GradientPart& part : parts) {
+    if (part.num_keys() > keys.size() - covered) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the compressed gradient's parts cover more than the shard's ",
+          keys.size(), " keys ", keys.ToString()));
+    }
+    covered += part.num_keys();
+  }
+  if (covered != keys.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the compressed gradient's parts cover ", covered,
+        " keys but the shard owns ", keys.size(), " ", keys.ToString()));
+  }
+  std::vector<float> decoded(keys.size());
+  uint64_t offset = 0;
+  for (int i = 0; i < parts.size(); ++i) {
+    const ps::v1::GradientPart& part = parts[i];
+    const std::optional<common::CompressionKind> kind =
+        rpc::FromProto(part.encoding());
+    const std::string what =
+        absl::StrCat("part ", i, " of the compressed gradient (keys from ",
+                     keys.begin + offset, ", ",
+                     ps::v1::GradientEncoding_Name(part.encoding()), ")");
+    if (!kind.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": unknown encoding ", part.encoding()));
+    }
+    if (absl::Status s = common::DecodePart(
+            *kind, part.values(), part.indices(),
+            absl::MakeSpan(decoded).subspan(offset, part.num_keys()), what);
+        !s.ok()) {
+      return s;
+    }
+    offset += part.num_keys();
+  }
+  // The Cord keeps the vector: no copy of the decoded gradient.
+  const absl::string_view bytes(reinterpret_cast<const char*>(decoded.data()),
+                                decoded.size() * sizeof(float));
+  return absl::MakeCordFromExternal(
+      bytes, [owned = std::move(decoded)](absl::string_view) {});
 }
 
 grpc::ByteBuffer EncodePullResponse(PullResult pulled) {

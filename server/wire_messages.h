@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -24,6 +25,15 @@ grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
 // Sparse rows between the wire and the shard (ps.v1.SparseRows).
 std::vector<SparseRows> SparseRowsFromProto(
     const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& protos);
+
+// A push's compressed_gradient (ps.v1.GradientPart) decoded to the float32
+// bytes of `keys`: the parts must cover exactly keys.size() keys, and each
+// must be well formed (common::DecodePart); INVALID_ARGUMENT names the
+// first part that is not. Allocates only once the parts' key counts add up
+// to `keys`, so a lying count costs nothing.
+absl::StatusOr<absl::Cord> DecodeCompressedGradient(
+    const google::protobuf::RepeatedPtrField<ps::v1::GradientPart>& parts,
+    const common::KeyRange& keys);
 
 // Parses a raw request with no large field (a Pull).
 absl::Status ParseRequest(const grpc::ByteBuffer* request,

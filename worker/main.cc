@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/dataset.h"
+#include "common/gradient_codec.h"
 #include "common/json.h"
 #include "common/libsvm.h"
 #include "common/log_format.h"
@@ -48,6 +49,12 @@ ABSL_FLAG(std::string, table_optimizer, "default",
           "in --optimizer's syntax (e.g. 'ftrl(ftrl_beta=0.004)'). default: "
           "the model's own (README: sparse models); server: the servers' "
           "--optimizer.");
+ABSL_FLAG(std::string, compression, "none",
+          "How dense gradients are pushed, for every tensor whose "
+          "declaration does not say: none (float32), fp16, bf16 (2 bytes a "
+          "value, rounded to nearest even) or topk:RATIO (the RATIO largest "
+          "coordinates of each tensor, the rest kept and added to the next "
+          "step). README: compression.");
 ABSL_FLAG(uint32_t, batch_size, 64, "Examples per mini-batch on this worker.");
 ABSL_FLAG(uint32_t, epochs, 1, "Passes over the training set.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial θ and of the shuffles.");
@@ -207,6 +214,10 @@ int main(int argc, char** argv) {
     Die("--servers is required: host:port of every server, in shard order");
   }
   client_options.worker_id = *rank;
+  absl::StatusOr<ps::common::Compression> compression =
+      ps::common::ParseCompression(absl::GetFlag(FLAGS_compression));
+  DieIfError(compression.status(), "--compression");
+  client_options.compression = *compression;
   client_options.retry.rpc_deadline = absl::GetFlag(FLAGS_rpc_deadline);
   client_options.retry.max_retry_time = absl::GetFlag(FLAGS_max_retry_time);
   if (client_options.retry.rpc_deadline <= absl::ZeroDuration() ||

@@ -331,6 +331,10 @@ absl::StatusOr<ClusterInfo> ParameterClient::InitSparse(
     return absl::InvalidArgumentError(absl::StrCat(
         "initial θ has ", initial.size(), " values for ", num_keys, " keys"));
   }
+  absl::StatusOr<GradientCompressor> compressor =
+      GradientCompressor::Create(tensors, options_.compression);
+  if (!compressor.ok()) return compressor.status();
+  compressor_ = std::move(*compressor);
   const uint32_t num_shards = static_cast<uint32_t>(shards_.size());
   std::vector<ps::v1::InitResponse> responses(num_shards);
   FirstError error;
@@ -476,15 +480,17 @@ absl::Status ParameterClient::PushRows(
   absl::StatusOr<Routes> routes = Route(gradients ? *gradients : none, true);
   if (!routes.ok()) return routes.status();
   const uint64_t seq = next_seq_++;
+  SelectCompressed(gradient);
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    FillPush(shard, seq, step, batch_size);
+    FillPush(shard, seq, step, batch_size, gradient);
     FillSparse(i, gradients ? *gradients : none, *routes, true,
                shard.request.mutable_push()->mutable_sparse());
     const grpc::ByteBuffer request = rpc::SerializeApart(
         shard.request.push(), {ps::v1::PushRequest::kGradientFieldNumber},
         GradientBytes(shard, gradient));
+    shard.push_request_bytes = request.Length();
     grpc::ByteBuffer answer;
     grpc::Status status =
         CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
@@ -526,10 +532,11 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
   if (!pull_routes.ok()) return pull_routes.status();
   SizeRows(rows);
   const uint64_t seq = next_seq_++;
+  SelectCompressed(gradient);
   FirstError error;
   team_->Run([&](size_t i) {
     Shard& shard = shards_[i];
-    FillPush(shard, seq, step, batch_size);
+    FillPush(shard, seq, step, batch_size, gradient);
     FillSparse(i, gradients ? *gradients : none, *push_routes, true,
                shard.request.mutable_push()->mutable_sparse());
     FillPull(shard, step + 1, shard.request.mutable_pull());
@@ -540,6 +547,7 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
                             {ps::v1::PushPullRequest::kPushFieldNumber,
                              ps::v1::PushRequest::kGradientFieldNumber},
                             GradientBytes(shard, gradient));
+    shard.push_request_bytes = request.Length();
     grpc::ByteBuffer answer;
     grpc::Status status =
         CallPushing(shard, "PushPull with ", [&](grpc::ClientContext& context) {
@@ -619,9 +627,9 @@ PullInfo ParameterClient::Pulled() const {
   return info;
 }
 
-const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard, uint64_t seq,
-                                                     uint64_t step,
-                                                     uint32_t batch_size) {
+const ps::v1::PushRequest& ParameterClient::FillPush(
+    Shard& shard, uint64_t seq, uint64_t step, uint32_t batch_size,
+    absl::Span<const float> gradient) {
   ps::v1::PushRequest& request = *shard.request.mutable_push();
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
@@ -632,11 +640,22 @@ const ps::v1::PushRequest& ParameterClient::FillPush(Shard& shard, uint64_t seq,
   request.set_batch_size(batch_size);
   request.set_key_begin(shard.keys.begin);
   request.set_key_end(shard.keys.end);
+  if (compressed()) {
+    compressor_->Encode(shard.keys, gradient,
+                        request.mutable_compressed_gradient());
+  } else {
+    request.clear_compressed_gradient();
+  }
   return request;
 }
 
-std::string ParameterClient::GradientBytes(const Shard& shard,
-                                           absl::Span<const float> gradient) {
+void ParameterClient::SelectCompressed(absl::Span<const float> gradient) {
+  if (compressed()) compressor_->Select(gradient);
+}
+
+std::string ParameterClient::GradientBytes(
+    const Shard& shard, absl::Span<const float> gradient) const {
+  if (compressed()) return {};
   std::string bytes;
   common::FloatsToBytes(gradient.subspan(shard.keys.begin, shard.keys.size()),
                         &bytes);
@@ -777,7 +796,9 @@ void ParameterClient::LearnMode(const Shard& shard,
 }
 
 void ParameterClient::CountPushes() {
+  ++push_counts_.pushes;
   for (size_t i = 0; i < shards_.size(); ++i) {
+    push_counts_.push_request_bytes += shards_[i].push_request_bytes;
     if (shards_[i].reregistered) ++push_counts_.reregistered;
     shards_[i].reregistered = false;
     // A push that failed has no outcome (the response is the last one's).

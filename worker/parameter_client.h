@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,12 +15,14 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/gradient_codec.h"
 #include "common/key_range.h"
 #include "common/parallel.h"
 #include "common/rpc/retry.h"
 #include "common/rpc/wire_format.h"
 #include "common/tensor_spec.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
+#include "worker/gradient_compressor.h"
 #include "worker/parameter_store.h"
 
 namespace ps::worker {
@@ -35,6 +38,9 @@ struct ClientOptions {
   // whose clock is behind still replaces its predecessor)
   uint64_t incarnation = 0;
   rpc::RetryPolicy retry;
+  // How dense gradients are pushed, for every tensor whose TensorSpec does
+  // not say (ps_worker --compression). Default: none (float32)
+  common::Compression compression;
 };
 
 // Talks to every server shard of one job, in parallel, with deadlines and
@@ -161,6 +167,7 @@ class ParameterClient final : public ParameterStore {
     // answered at all.
     uint32_t push_attempts = 0;
     bool push_answered = false;
+    size_t push_request_bytes = 0;  // the last push's request
   };
 
   explicit ParameterClient(ClientOptions options);
@@ -204,11 +211,16 @@ class ParameterClient final : public ParameterStore {
   // The one place that applies the mode's rule for what a pull waits for.
   void FillPull(const Shard& shard, uint64_t clock,
                 ps::v1::PullRequest* request) const;
-  // The push's fields; its gradient travels apart (GradientBytes).
+  // The push's fields; its gradient travels apart (GradientBytes), or,
+  // compressed, in its compressed_gradient (filled here).
   const ps::v1::PushRequest& FillPush(Shard& shard, uint64_t seq, uint64_t step,
-                                      uint32_t batch_size);
-  static std::string GradientBytes(const Shard& shard,
-                                   absl::Span<const float> gradient);
+                                      uint32_t batch_size,
+                                      absl::Span<const float> gradient);
+  // The shard's float32 gradient bytes; empty when it travels compressed.
+  std::string GradientBytes(const Shard& shard,
+                            absl::Span<const float> gradient) const;
+  // Once per push, before the shards' threads encode: top-k's choice.
+  void SelectCompressed(absl::Span<const float> gradient);
   // Checks the shard's pulled values and copies them into its part of θ.
   absl::Status TakePulled(Shard& shard, const absl::Cord& values,
                           absl::Span<float> theta);
@@ -229,6 +241,11 @@ class ParameterClient final : public ParameterStore {
   ClientOptions options_;
   bool incarnation_chosen_ = false;  // given, or picked by ChooseIncarnation
   std::vector<common::TableSpec> tables_;  // as declared at Init
+  // From Init's tensors and options_.compression; holds top-k's residual.
+  std::optional<GradientCompressor> compressor_;
+  bool compressed() const {
+    return compressor_.has_value() && compressor_->compresses();
+  }
   std::vector<Shard> shards_;
   // Runs the per-shard halves of Pull, Push and PushPull in parallel.
   std::unique_ptr<common::ThreadTeam> team_;

@@ -50,6 +50,10 @@ struct PushCounts {
   uint64_t stale = 0;         // dropped: the sync round had closed
   uint64_t duplicate = 0;     // the server had it before this call sent it
   uint64_t reregistered = 0;  // a lease had expired meanwhile
+  // Push and PushPull calls, and the bytes of their requests to every
+  // shard (one attempt each): what a step costs on the wire going out.
+  uint64_t pushes = 0;
+  uint64_t push_request_bytes = 0;
 };
 
 // One sparse table's rows for a batch: the ids a batch touches (each once,

@@ -360,6 +360,11 @@ Trainer::EvalPoint Trainer::Snapshot(uint64_t step, uint64_t version,
   point.samples_applied = samples_applied;
   point.train_loss = train_loss;
   point.longest_step = longest_step;
+  const PushCounts& counts = client_->push_counts();
+  if (counts.pushes > 0) {
+    point.push_bytes_per_step =
+        static_cast<double>(counts.push_request_bytes) / counts.pushes;
+  }
   return point;
 }
 
@@ -408,14 +413,16 @@ absl::Status Trainer::Evaluate(TestEvaluator& evaluator,
                          {"step", step},
                          {"version", version}};
   fields.update(scores->fields);
-  fields.update(common::Json{{"train_loss", RoundTo(train_loss, 5)},
-                             {"samples_per_s", RoundTo(samples_per_s, 1)},
-                             {"samples", samples_applied},
-                             {"model", options_.model_name},
-                             {"mode", client_->mode()},
-                             {"workers", options_.num_workers},
-                             {"servers", client_->num_shards()},
-                             {"max_step_s", RoundTo(longest_step, 4)}});
+  fields.update(common::Json{
+      {"train_loss", RoundTo(train_loss, 5)},
+      {"samples_per_s", RoundTo(samples_per_s, 1)},
+      {"samples", samples_applied},
+      {"model", options_.model_name},
+      {"mode", client_->mode()},
+      {"workers", options_.num_workers},
+      {"servers", client_->num_shards()},
+      {"max_step_s", RoundTo(longest_step, 4)},
+      {"push_bytes_per_step", RoundTo(point.push_bytes_per_step, 1)}});
   if (task_->has_tables()) {
     // How the table spreads over the shards, asked now (a little after
     // θ was pulled): the memory each server needs.

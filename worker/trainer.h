@@ -144,6 +144,8 @@ class Trainer {
     uint64_t samples_applied = 0;
     double train_loss = 0;
     double longest_step = 0;
+    // Mean bytes a push (or push-pull) request took to all shards so far.
+    double push_bytes_per_step = 0;
   };
   EvalPoint Snapshot(uint64_t step, uint64_t version, uint64_t samples_applied,
                      double train_loss, double longest_step);

@@ -79,6 +79,36 @@ ps::v1::WorkerState ToProto(common::WorkerState state) {
   return ps::v1::WORKER_STATE_UNSPECIFIED;
 }
 
+ps::v1::GradientEncoding ToProto(common::CompressionKind kind) {
+  switch (kind) {
+    case common::CompressionKind::kNone:
+      return ps::v1::ENCODING_FLOAT32;
+    case common::CompressionKind::kFp16:
+      return ps::v1::ENCODING_FP16;
+    case common::CompressionKind::kBf16:
+      return ps::v1::ENCODING_BF16;
+    case common::CompressionKind::kTopK:
+      return ps::v1::ENCODING_TOPK;
+  }
+  return ps::v1::ENCODING_FLOAT32;
+}
+
+std::optional<common::CompressionKind> FromProto(
+    ps::v1::GradientEncoding encoding) {
+  switch (encoding) {
+    case ps::v1::ENCODING_FLOAT32:
+      return common::CompressionKind::kNone;
+    case ps::v1::ENCODING_FP16:
+      return common::CompressionKind::kFp16;
+    case ps::v1::ENCODING_BF16:
+      return common::CompressionKind::kBf16;
+    case ps::v1::ENCODING_TOPK:
+      return common::CompressionKind::kTopK;
+    default:
+      return std::nullopt;
+  }
+}
+
 std::string ModeName(ps::v1::ConsistencyMode mode) {
   switch (mode) {
     case ps::v1::MODE_SYNC:
@@ -131,6 +161,7 @@ common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {
   spec.exempt_from_regularization = proto.exempt_from_regularization();
   spec.optimizer = proto.optimizer();
   spec.lr_schedule = proto.lr_schedule();
+  spec.compression = proto.compression();
   return spec;
 }
 
@@ -140,6 +171,7 @@ void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto) {
   proto->set_exempt_from_regularization(spec.exempt_from_regularization);
   proto->set_optimizer(spec.optimizer);
   proto->set_lr_schedule(spec.lr_schedule);
+  proto->set_compression(spec.compression);
 }
 
 std::vector<common::TensorSpec> FromProto(

@@ -1,6 +1,7 @@
 #ifndef PS_COMMON_RPC_CONVERT_H_
 #define PS_COMMON_RPC_CONVERT_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/consistency_mode.h"
+#include "common/gradient_codec.h"
 #include "common/table_spec.h"
 #include "common/tensor_spec.h"
 #include "common/worker_record.h"
@@ -30,6 +32,10 @@ inline constexpr char kErrorInfoTypeUrl[] =
 
 ps::v1::ConsistencyMode ToProto(common::ConsistencyMode mode);
 ps::v1::WorkerState ToProto(common::WorkerState state);
+ps::v1::GradientEncoding ToProto(common::CompressionKind kind);
+// nullopt for an encoding this build does not know.
+std::optional<common::CompressionKind> FromProto(
+    ps::v1::GradientEncoding encoding);
 // The words a person reads ("sync", "live", …), as the server's names say
 // them; "unspecified" for a server that did not say.
 std::string ModeName(ps::v1::ConsistencyMode mode);

@@ -203,6 +203,7 @@ std::vector<std::string> WorkerArgs(const WorkerFlags& flags) {
   args.Add("batch_size", flags.batch_size);
   args.Add("seed", flags.seed);
   args.Add("eval_every", flags.eval_every);
+  args.Add("compression", flags.compression);
   args.Add("data_dir", flags.data_dir);
   args.Add("data_format", flags.data_format);
   args.Add("train", flags.train);

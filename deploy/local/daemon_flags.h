@@ -71,6 +71,7 @@ struct WorkerFlags {
   std::optional<uint32_t> batch_size;
   std::optional<uint64_t> seed;
   std::optional<double> eval_every;
+  std::string compression;  // none, fp16, bf16, topk:RATIO; empty: unset
   std::string data_dir;
   // The sparse models' LIBSVM files (--data_format=libsvm --train --test).
   std::string data_format;

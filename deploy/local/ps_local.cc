@@ -43,6 +43,10 @@ ABSL_FLAG(uint32_t, batch_size, 64, "Per-worker mini-batch size.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the initial θ and the shuffles.");
 ABSL_FLAG(double, eval_every, 0.25,
           "Evaluate every this fraction of an epoch.");
+ABSL_FLAG(std::string, compression, "",
+          "How workers push dense gradients: none, fp16, bf16 or "
+          "topk:RATIO (ps_worker --compression). Default: ps_worker's, none "
+          "(and no flag for a --worker_command).");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, data_format, "",
@@ -244,6 +248,7 @@ int main(int argc, char** argv) {
   worker.batch_size = absl::GetFlag(FLAGS_batch_size);
   worker.seed = absl::GetFlag(FLAGS_seed);
   worker.eval_every = absl::GetFlag(FLAGS_eval_every);
+  worker.compression = absl::GetFlag(FLAGS_compression);
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.data_format = data_format;
   worker.train = absl::GetFlag(FLAGS_train);

@@ -290,7 +290,10 @@ def main(argv):
                 "samples": samples, "model": flags.model,
                 "mode": client.mode, "workers": workers,
                 "servers": client.num_shards,
-                "max_step_s": round(longest_step, 4)}
+                "max_step_s": round(longest_step, 4),
+                "push_bytes_per_step": round(
+                    client.push_request_bytes / client.pushes, 1)
+                if client.pushes else 0.0}
             log.info("epoch %.2f step %d test accuracy %.4f loss %.4f "
                      "(%.0f samples/s)", line["epoch"], step, accuracy,
                      test_loss, line["samples_per_s"])

@@ -266,6 +266,11 @@ class Client:
                                  max_retry_time=max_retry_time)
         self.incarnation = incarnation
         self.push_counts = PushCounts()
+        # Push and PushPull calls, and the bytes of their requests to every
+        # shard (one attempt each): what a step costs on the wire going out
+        # (the C++ client keeps them in its PushCounts).
+        self.pushes = 0
+        self.push_request_bytes = 0
         self._counts_lock = threading.Lock()
         self.job_complete = False
         # The worker's clock: steps pushed, from where a previous process
@@ -762,9 +767,11 @@ class Client:
         flat = self._dense_gradient(grads)
         batches = self._sparse_batches(pushed, with_rows=True)
         seq = self._take_seq()
+        sizes = []
 
         def push_shard(shard):
             request = self._push_bytes(shard, seq, batch_size, flat, batches)
+            sizes.append(len(request))
             raw = self._call_pushing(shard, "Push to", lambda t: shard.raw[
                 "Push"](request, timeout=t))
             answer = pb.PushResponse.FromString(raw[0])
@@ -772,7 +779,7 @@ class Client:
             return answer, raw[1]
 
         def step():
-            self._count(self._on_every_shard(push_shard))
+            self._count(self._on_every_shard(push_shard), sizes)
             self.step += 1
         self._in_a_step(step)
 
@@ -783,6 +790,7 @@ class Client:
         pull_batches = self._sparse_batches(wanted, with_rows=False)
         rows = self._row_buffers(pull_batches)
         seq = self._take_seq()
+        sizes = []
 
         def push_pull_shard(shard, theta):
             push = self._push_bytes(shard, seq, batch_size, flat, push_batches)
@@ -793,6 +801,7 @@ class Client:
             request = b"".join([
                 _length_delimited(_PUSH_PULL_PUSH, len(push)), push,
                 _length_delimited(_PUSH_PULL_PULL, len(pull)), pull])
+            sizes.append(len(request))
             raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
                 "PushPull"](request, timeout=t))
             answer = pb.PushPullResponse.FromString(raw[0])
@@ -809,7 +818,7 @@ class Client:
             try:
                 return self._pulled(record), rows
             finally:
-                self._count(answers)
+                self._count(answers, sizes)
                 self.step += 1
         return self._in_a_step(step)
 
@@ -947,8 +956,11 @@ class Client:
                     _MODE_NAMES.get(mode), self.mode)
         self._mode = mode
 
-    def _count(self, answers):
-        """Counts (answer, attempts) pairs as the C++ client does."""
+    def _count(self, answers, request_sizes):
+        """Counts (answer, attempts) pairs, and the call's request bytes to
+        every shard, as the C++ client does."""
+        self.pushes += 1
+        self.push_request_bytes += sum(request_sizes)
         for answer, attempts in answers:
             if answer.outcome == pb.PushResponse.STALE:
                 self.push_counts.stale += 1
