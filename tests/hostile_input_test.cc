@@ -9,8 +9,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -35,17 +33,7 @@ using ::testing::HasSubstr;
 
 // The process's peak resident set (VmHWM), in bytes; -1 when unreadable.
 int64_t PeakRssBytes(pid_t pid) {
-  const std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  const size_t at = status.find("VmHWM:");
-  if (at == std::string::npos) return -1;
-  int64_t kib = 0;
-  const size_t end = status.find("kB", at);
-  if (!absl::SimpleAtoi(
-          absl::StripAsciiWhitespace(status.substr(at + 6, end - at - 6)),
-          &kib)) {
-    return -1;
-  }
-  return kib * 1024;
+  return test_support::ProcStatusBytes(pid, "VmHWM");
 }
 
 // One ps_server process on a free loopback port.

@@ -88,6 +88,21 @@ inline Outcome RunBinary(std::vector<std::string> argv, const std::string& log,
   return outcome;
 }
 
+// A size line of /proc/PID/status in bytes: "VmRSS" (resident now) or
+// "VmHWM" (its peak); -1 when unreadable.
+inline int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
+  std::istringstream status(ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  const std::string format = field + ": %lld kB";
+  std::string line;
+  while (std::getline(status, line)) {
+    long long kib = 0;
+    if (std::sscanf(line.c_str(), format.c_str(), &kib) == 1) {
+      return static_cast<int64_t>(kib) * 1024;
+    }
+  }
+  return -1;
+}
+
 // Waits (at most 30 s) until a server wrote its --port_file, which it does
 // once it serves; false (and why, in the test log) if it ended or never did.
 inline bool WaitForPortFile(common::Subprocess& server,
