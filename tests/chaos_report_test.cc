@@ -107,5 +107,26 @@ TEST(ChaosPlot, GnuplotDrawsTheScript) {
   EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
 }
 
+// A short run evaluated once, at the end, a little after duration_s (the
+// runner reads the last evaluation after the workers stop): as the Security
+// test's 1.2 s ps_chaos run over mTLS that failed with "all points y value
+// undefined" when its x range ended at 1.2 and the evaluation came at 1.222.
+TEST(ChaosPlot, ARunsOnlyEvaluationAfterItsDurationIsStillDrawn) {
+  StoppedServerReport stopped;
+  stopped.run.duration_s = 1.21;
+  stopped.run.timeline.samples.resize(13);
+  stopped.run.timeline.samples.back().t = 1.222;
+  stopped.run.timeline.evaluations = {{1.222, 1.0, 0.81, 60000}};
+  stopped.run.timeline.events.clear();
+  const std::string dir = test_support::FreshDir("chaos_plot_short");
+  ASSERT_TRUE(
+      WriteTimelineCsv(stopped.run.timeline, dir + "/timeline.csv").ok());
+  const absl::Status drawn = WritePlot(stopped.report, dir);
+  EXPECT_TRUE(drawn.ok()) << drawn;
+  EXPECT_EQ(LinesStartingWith(PlotScript(stopped.report, dir), "set xrange"),
+            std::vector<std::string>{"set xrange [0:1.3]"});
+  EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
+}
+
 }  // namespace
 }  // namespace ps::chaos

@@ -1,6 +1,7 @@
 #include "tools/chaos/report.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <optional>
 
@@ -105,7 +106,16 @@ absl::Status WriteSummaryJson(const Report& report, const std::string& path) {
 
 std::string PlotScript(const Report& report, const std::string& out_dir) {
   const ExperimentResult& run = *report.run;
-  const double x_max = std::max(1.0, run.duration_s);
+  // The x range holds every row drawn, rounded up: a run's last
+  // evaluation can come after duration_s, and an x range that ends before
+  // a run's only evaluation leaves gnuplot no point to draw (it fails).
+  double x_max = std::max(1.0, run.duration_s);
+  for (const Sample& s : run.timeline.samples) x_max = std::max(x_max, s.t);
+  for (const Evaluation& e : run.timeline.evaluations) {
+    x_max = std::max(x_max, e.t);
+  }
+  for (const EventRow& e : run.timeline.events) x_max = std::max(x_max, e.t);
+  x_max = std::ceil(x_max * 10) / 10;
   // noenhanced: names and fault texts are drawn as written (enhanced text
   // would make the "_" of server_stop a subscript). The legend goes above
   // each panel, where no fault label can run into it.
