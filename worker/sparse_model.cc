@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/evaluation.h"
@@ -77,18 +78,27 @@ absl::StatusOr<CsrBatch> MakeCsrBatch(const common::SparseDataset& data,
     batch.offsets.push_back(static_cast<uint32_t>(batch.ids.size()));
     batch.labels.push_back(data.labels[row]);
   }
-  // One sort of (id, feature) pairs gives both the unique ids and each
-  // feature's slot among them (a lower_bound per feature cost as much
-  // again as the sort).
-  std::vector<std::pair<uint64_t, uint32_t>> by_id(batch.ids.size());
-  for (uint32_t i = 0; i < by_id.size(); ++i) by_id[i] = {batch.ids[i], i};
-  std::sort(by_id.begin(), by_id.end());
-  batch.slots.resize(by_id.size());
-  batch.ids.clear();
-  for (const auto& [id, feature] : by_id) {
-    if (batch.ids.empty() || batch.ids.back() != id) batch.ids.push_back(id);
-    batch.slots[feature] = static_cast<uint32_t>(batch.ids.size() - 1);
+  // Ids repeat (Zipf: a few common ids fill most features), so a hash map
+  // finds the distinct ones and only those are sorted: each feature's slot
+  // is its id's place in order of first sight, then renumbered.
+  absl::flat_hash_map<uint64_t, uint32_t> first_sight;
+  first_sight.reserve(batch.ids.size());
+  std::vector<std::pair<uint64_t, uint32_t>> distinct;
+  batch.slots.resize(batch.ids.size());
+  for (size_t i = 0; i < batch.ids.size(); ++i) {
+    const auto [at, added] = first_sight.try_emplace(
+        batch.ids[i], static_cast<uint32_t>(distinct.size()));
+    if (added) distinct.emplace_back(batch.ids[i], at->second);
+    batch.slots[i] = at->second;
   }
+  std::sort(distinct.begin(), distinct.end());
+  std::vector<uint32_t> renumbered(distinct.size());
+  batch.ids.resize(distinct.size());
+  for (uint32_t place = 0; place < distinct.size(); ++place) {
+    batch.ids[place] = distinct[place].first;
+    renumbered[distinct[place].second] = place;
+  }
+  for (uint32_t& slot : batch.slots) slot = renumbered[slot];
   return batch;
 }
 
