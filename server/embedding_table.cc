@@ -25,6 +25,9 @@ constexpr size_t kBlockBytes = 256 << 10;
 // The first allocation of the slot list, in slots.
 constexpr size_t kFirstSlots = 64;
 
+// Ids a loop over many asks the index to fetch ahead of the one it is at.
+constexpr size_t kLookAhead = 8;
+
 // Copies a row: a few floats (2 for logreg with adagrad), where a call to
 // memmove, which std::copy_n becomes, cost more than the copy itself.
 void CopyRow(const float* from, size_t n, float* to) {
@@ -169,6 +172,7 @@ void EmbeddingTable::Lookup(absl::Span<const uint64_t> ids,
                             absl::Span<float> out) const {
   const size_t dim = options_.dim;
   for (size_t i = 0; i < ids.size(); ++i) {
+    if (i + kLookAhead < ids.size()) index_.Prefetch(ids[i + kLookAhead]);
     absl::Span<float> row = out.subspan(i * dim, dim);
     const uint32_t slot = index_.Find(ids[i]);
     if (slot == RowIndex::kNotFound) {
@@ -359,6 +363,9 @@ absl::StatusOr<EmbeddingTable::PreparedUpdate> EmbeddingTable::Prepare(
   prepared.slots.resize(unique.size());
   absl::InlinedVector<absl::Span<float>, 4> state(state_count_);
   for (size_t u = 0; u < unique.size(); ++u) {
+    if (u + kLookAhead < unique.size()) {
+      index_.Prefetch(unique[u + kLookAhead]);
+    }
     float* values = prepared.next.data() + u * stride_;
     const uint32_t slot = index_.Find(unique[u]);
     prepared.slots[u] = slot == RowIndex::kNotFound ? kNewRow : slot;
