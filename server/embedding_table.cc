@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <numeric>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "common/splitmix64.h"
 
@@ -19,36 +22,51 @@ constexpr uint64_t kSketchSalts[kSketchDepth] = {
     0x736b657463683034};
 // About this many bytes of rows are allocated at a time.
 constexpr size_t kBlockBytes = 256 << 10;
+// The first allocation of the slot list, in slots.
+constexpr size_t kFirstSlots = 64;
+
+// Ids a loop over many asks the index to fetch ahead of the one it is at.
+constexpr size_t kLookAhead = 8;
+
+// Copies a row: a few floats (2 for logreg with adagrad), where a call to
+// memmove, which std::copy_n becomes, cost more than the copy itself.
+void CopyRow(const float* from, size_t n, float* to) {
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) std::memcpy(to + i, from + i, 4 * sizeof(float));
+  for (; i < n; ++i) to[i] = from[i];
+}
 
 }  // namespace
 
-EmbeddingTable::EmbeddingTable(const EmbeddingTableOptions& options)
+EmbeddingTable::EmbeddingTable(const EmbeddingTableOptions& options,
+                               size_t capacity_rows)
     : options_(options),
       state_count_(common::OptimizerStateNames(options.optimizer.kind).size()),
       stride_(size_t{options.dim} * (1 + state_count_)),
       table_key_(common::SplitMix64(common::SplitMix64(options.model_seed) +
                                     options.table_index)),
-      index_(0, absl::Hash<uint64_t>(), std::equal_to<uint64_t>(),
-             CountingAllocator<std::pair<const uint64_t, uint32_t>>(
-                 &allocated_bytes_)),
+      capacity_rows_(capacity_rows),
+      rows_per_block_(RowsPerBlock(capacity_rows, stride_)),
+      index_(&allocated_bytes_, capacity_rows),
       slots_(CountingAllocator<Slot>(&allocated_bytes_)),
       blocks_(CountingAllocator<Floats>(&allocated_bytes_)),
-      sketch_(CountingAllocator<uint32_t>(&allocated_bytes_)) {}
+      sketch_(CountingAllocator<uint32_t>(&allocated_bytes_)) {
+  // The block list is small (a pointer and two sizes per 256 KiB of rows):
+  // reserved whole, it never reallocates.
+  blocks_.reserve((capacity_rows + rows_per_block_ - 1) / rows_per_block_);
+}
 
-void EmbeddingTable::Reserve(size_t rows) {
-  index_ = Index(0, absl::Hash<uint64_t>(), std::equal_to<uint64_t>(),
-                 CountingAllocator<std::pair<const uint64_t, uint32_t>>(
-                     &allocated_bytes_));
-  slots_ = decltype(slots_)(CountingAllocator<Slot>(&allocated_bytes_));
-  blocks_ = decltype(blocks_)(CountingAllocator<Floats>(&allocated_bytes_));
-  // Room for 32/25 of the rows: an eviction leaves a tombstone, and the map
-  // reclaims tombstones in place (without a bigger allocation) only while
-  // it is at most 25/32 full.
-  index_.reserve(rows + rows * 7 / 25 + 1);
-  slots_.reserve(rows);
-  rows_per_block_ = std::clamp<size_t>(kBlockBytes / (stride_ * sizeof(float)),
-                                       1, std::max<size_t>(rows, 1));
-  blocks_.reserve((rows + rows_per_block_ - 1) / rows_per_block_);
+size_t EmbeddingTable::RowsPerBlock(size_t rows, size_t stride) {
+  return std::clamp<size_t>(kBlockBytes / (stride * sizeof(float)), 1,
+                            std::max<size_t>(rows, 1));
+}
+
+uint64_t EmbeddingTable::BytesWhenFull(size_t rows, size_t stride) {
+  const size_t blocks =
+      (rows + RowsPerBlock(rows, stride) - 1) / RowsPerBlock(rows, stride);
+  return RowIndex::BytesFor(rows) + uint64_t{rows} * sizeof(Slot) +
+         uint64_t{blocks} * sizeof(Floats) +
+         uint64_t{rows} * stride * sizeof(float);
 }
 
 absl::StatusOr<std::unique_ptr<EmbeddingTable>> EmbeddingTable::Create(
@@ -71,34 +89,36 @@ absl::StatusOr<std::unique_ptr<EmbeddingTable>> EmbeddingTable::Create(
   if (options.min_count_to_create == 0) {
     return absl::InvalidArgumentError("min_count_to_create must be >= 1");
   }
-  std::unique_ptr<EmbeddingTable> table(new EmbeddingTable(options));
+  size_t sketch_width = 0;
   if (options.min_count_to_create > 1) {
-    table->sketch_width_ =
+    sketch_width =
         options.count_sketch_bytes / (kSketchDepth * sizeof(uint32_t));
-    if (table->sketch_width_ == 0 ||
+    if (sketch_width == 0 ||
         options.count_sketch_bytes >= options.memory_limit) {
       return absl::InvalidArgumentError(absl::StrCat(
           "count_sketch_bytes must be at least ",
           kSketchDepth * sizeof(uint32_t), " and below memory_limit (",
           options.memory_limit, "), got ", options.count_sketch_bytes));
     }
-    table->sketch_.assign(table->sketch_width_ * kSketchDepth, 0);
   }
-  // The most rows whose index, slots and values fit beside the sketch:
+  // The most rows whose index, slots and values fit beside the sketch
+  // when the table is full (the index and slots grow to exactly that):
   // start from a bound that ignores the index, shrink until all fit.
-  const uint64_t row_bytes = table->stride_ * sizeof(float);
-  const uint64_t sketch_bytes = table->allocated_bytes_;
+  const size_t stride =
+      size_t{options.dim} *
+      (1 + common::OptimizerStateNames(options.optimizer.kind).size());
+  const uint64_t row_bytes = stride * sizeof(float);
+  const uint64_t sketch_bytes =
+      uint64_t{sketch_width} * kSketchDepth * sizeof(uint32_t);
   size_t rows =
       sketch_bytes < options.memory_limit
           ? (options.memory_limit - sketch_bytes) / (row_bytes + sizeof(Slot))
           : 0;
   rows = std::min<size_t>(rows, kNoSlot - 1);  // slots are 32-bit
   while (rows > 0) {
-    table->Reserve(rows);
-    const uint64_t total = table->allocated_bytes_ + rows * row_bytes;
+    const uint64_t total = sketch_bytes + BytesWhenFull(rows, stride);
     if (total <= options.memory_limit) break;
-    const uint64_t per_row =
-        (table->allocated_bytes_ - sketch_bytes) / rows + row_bytes;
+    const uint64_t per_row = BytesWhenFull(rows, stride) / rows + 1;
     const uint64_t excess = total - options.memory_limit;
     rows -= std::min<size_t>(
         rows, std::max<uint64_t>(1, (excess + per_row - 1) / per_row));
@@ -113,7 +133,11 @@ absl::StatusOr<std::unique_ptr<EmbeddingTable>> EmbeddingTable::Create(
                                         " bytes of sighting counts")
                          : ""));
   }
-  table->capacity_rows_ = rows;
+  std::unique_ptr<EmbeddingTable> table(new EmbeddingTable(options, rows));
+  if (sketch_width > 0) {
+    table->sketch_width_ = sketch_width;
+    table->sketch_.assign(sketch_width * kSketchDepth, 0);
+  }
   return table;
 }
 
@@ -148,12 +172,13 @@ void EmbeddingTable::Lookup(absl::Span<const uint64_t> ids,
                             absl::Span<float> out) const {
   const size_t dim = options_.dim;
   for (size_t i = 0; i < ids.size(); ++i) {
+    if (i + kLookAhead < ids.size()) index_.Prefetch(ids[i + kLookAhead]);
     absl::Span<float> row = out.subspan(i * dim, dim);
-    const auto found = index_.find(ids[i]);
-    if (found == index_.end()) {
+    const uint32_t slot = index_.Find(ids[i]);
+    if (slot == RowIndex::kNotFound) {
       InitialRow(ids[i], row);
     } else {
-      std::copy_n(SlotValues(found->second), dim, row.begin());
+      CopyRow(SlotValues(slot), dim, row.data());
     }
   }
 }
@@ -173,16 +198,16 @@ absl::Span<const float> EmbeddingTable::Row(uint64_t id) const {
 
 absl::Span<const float> EmbeddingTable::RowState(uint64_t id,
                                                  size_t which) const {
-  const auto found = index_.find(id);
-  if (found == index_.end() || which > state_count_) return {};
-  return absl::MakeConstSpan(SlotValues(found->second) + which * options_.dim,
+  const uint32_t slot = index_.Find(id);
+  if (slot == RowIndex::kNotFound || which > state_count_) return {};
+  return absl::MakeConstSpan(SlotValues(slot) + which * options_.dim,
                              options_.dim);
 }
 
 absl::Span<const float> EmbeddingTable::RowWithState(uint64_t id) const {
-  const auto found = index_.find(id);
-  if (found == index_.end()) return {};
-  return absl::MakeConstSpan(SlotValues(found->second), stride_);
+  const uint32_t slot = index_.Find(id);
+  if (slot == RowIndex::kNotFound) return {};
+  return absl::MakeConstSpan(SlotValues(slot), stride_);
 }
 
 std::vector<uint64_t> EmbeddingTable::IdsOldestFirst() const {
@@ -195,12 +220,10 @@ std::vector<uint64_t> EmbeddingTable::IdsOldestFirst() const {
 }
 
 void EmbeddingTable::RestoreRow(uint64_t id, absl::Span<const float> row) {
-  const auto found = index_.find(id);
-  uint32_t slot;
-  if (found == index_.end()) {
+  uint32_t slot = index_.Find(id);
+  if (slot == RowIndex::kNotFound) {
     slot = TakeSlot(id);
   } else {
-    slot = found->second;
     Unlink(slot);
     PushNewest(slot);
   }
@@ -234,6 +257,13 @@ uint32_t EmbeddingTable::TakeSlot(uint64_t id) {
   uint32_t slot;
   if (slots_.size() < capacity_rows_) {
     slot = static_cast<uint32_t>(slots_.size());
+    if (slots_.size() == slots_.capacity()) {
+      // Doubling up to exactly the capacity: a full table's slots take
+      // what Create counted, never a doubling's slack.
+      slots_.reserve(
+          std::min<size_t>(std::max<size_t>(2 * slots_.capacity(), kFirstSlots),
+                           capacity_rows_));
+    }
     if (slot % rows_per_block_ == 0) {
       const size_t rows = std::min(rows_per_block_, capacity_rows_ - slot);
       blocks_.emplace_back(rows * stride_, 0.0f,
@@ -243,11 +273,11 @@ uint32_t EmbeddingTable::TakeSlot(uint64_t id) {
   } else {
     slot = oldest_;
     Unlink(slot);
-    index_.erase(slots_[slot].id);
+    index_.Erase(slots_[slot].id);
     slots_[slot].id = id;
     ++counters_.evicted;
   }
-  index_.emplace(id, slot);
+  index_.Insert(id, slot);
   PushNewest(slot);
   ++counters_.created;
   return slot;
@@ -277,6 +307,27 @@ absl::Status EmbeddingTable::ApplyGradient(const common::UpdateOptions& update,
   return absl::OkStatus();
 }
 
+void EmbeddingTable::SumById(absl::Span<const uint64_t> ids,
+                             absl::Span<const float> gradient,
+                             std::vector<uint64_t>& unique,
+                             std::vector<float>& sums) const {
+  const size_t dim = options_.dim;
+  std::vector<size_t> order(ids.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return ids[a] < ids[b]; });
+  for (size_t i : order) {
+    const absl::Span<const float> row = gradient.subspan(i * dim, dim);
+    if (unique.empty() || unique.back() != ids[i]) {
+      unique.push_back(ids[i]);
+      sums.insert(sums.end(), row.begin(), row.end());
+    } else {
+      float* sum = sums.data() + sums.size() - dim;
+      for (size_t j = 0; j < dim; ++j) sum[j] += row[j];
+    }
+  }
+}
+
 absl::StatusOr<EmbeddingTable::PreparedUpdate> EmbeddingTable::Prepare(
     const common::UpdateOptions& update, uint64_t step,
     absl::Span<const uint64_t> ids, absl::Span<const float> gradient) const {
@@ -294,40 +345,41 @@ absl::StatusOr<EmbeddingTable::PreparedUpdate> EmbeddingTable::Prepare(
     }
   }
   // Each id once, in increasing order, with its rows summed in the order
-  // given; then every new row computed on a copy, so that nothing changes
+  // given (SparseTables hands them so already: then there is nothing to
+  // sum); then every new row computed on a copy, so that nothing changes
   // unless all of them are finite.
-  std::vector<size_t> order(ids.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return ids[a] < ids[b]; });
-  std::vector<uint64_t> unique;
-  std::vector<float> sums;
-  for (size_t i : order) {
-    const absl::Span<const float> row = gradient.subspan(i * dim, dim);
-    if (unique.empty() || unique.back() != ids[i]) {
-      unique.push_back(ids[i]);
-      sums.insert(sums.end(), row.begin(), row.end());
-    } else {
-      float* sum = sums.data() + sums.size() - dim;
-      for (size_t j = 0; j < dim; ++j) sum[j] += row[j];
-    }
+  PreparedUpdate prepared;
+  absl::Span<const uint64_t> unique = ids;
+  absl::Span<const float> sums = gradient;
+  std::vector<float> summed;
+  if (!std::is_sorted(ids.begin(), ids.end(), std::less_equal<uint64_t>())) {
+    SumById(ids, gradient, prepared.ids, summed);
+    unique = prepared.ids;
+    sums = summed;
+  } else {
+    prepared.ids.assign(ids.begin(), ids.end());
   }
-  std::vector<float> next(unique.size() * stride_, 0.0f);
-  std::vector<absl::Span<float>> state(state_count_);
+  prepared.next.resize(unique.size() * stride_);
+  prepared.slots.resize(unique.size());
+  absl::InlinedVector<absl::Span<float>, 4> state(state_count_);
   for (size_t u = 0; u < unique.size(); ++u) {
-    float* values = next.data() + u * stride_;
-    const auto found = index_.find(unique[u]);
-    if (found == index_.end()) {
+    if (u + kLookAhead < unique.size()) {
+      index_.Prefetch(unique[u + kLookAhead]);
+    }
+    float* values = prepared.next.data() + u * stride_;
+    const uint32_t slot = index_.Find(unique[u]);
+    prepared.slots[u] = slot == RowIndex::kNotFound ? kNewRow : slot;
+    if (slot == RowIndex::kNotFound) {
+      std::fill_n(values, stride_, 0.0f);
       InitialRow(unique[u], absl::MakeSpan(values, dim));
     } else {
-      std::copy_n(SlotValues(found->second), stride_, values);
+      CopyRow(SlotValues(slot), stride_, values);
     }
     for (size_t k = 0; k < state_count_; ++k) {
       state[k] = absl::MakeSpan(values + (k + 1) * dim, dim);
     }
     common::ApplyOptimizer(options_.optimizer, update, /*regularize=*/true,
-                           step,
-                           absl::MakeConstSpan(sums).subspan(u * dim, dim),
+                           step, sums.subspan(u * dim, dim),
                            absl::MakeSpan(values, dim), state);
     for (size_t j = 0; j < stride_; ++j) {
       if (!std::isfinite(values[j])) {
@@ -337,7 +389,7 @@ absl::StatusOr<EmbeddingTable::PreparedUpdate> EmbeddingTable::Prepare(
       }
     }
   }
-  return PreparedUpdate{std::move(unique), std::move(next)};
+  return prepared;
 }
 
 void EmbeddingTable::Commit(const PreparedUpdate& prepared) {
@@ -345,24 +397,26 @@ void EmbeddingTable::Commit(const PreparedUpdate& prepared) {
   const std::vector<float>& next = prepared.next;
   // Stored rows first, so that the rows created after them evict rows this
   // gradient did not touch.
-  std::vector<size_t> created;
+  bool any_created = false;
   for (size_t u = 0; u < unique.size(); ++u) {
-    const auto found = index_.find(unique[u]);
-    if (found == index_.end()) {
-      created.push_back(u);
+    const uint32_t slot = prepared.slots[u];
+    if (slot == kNewRow) {
+      any_created = true;
       continue;
     }
-    std::copy_n(next.data() + u * stride_, stride_, SlotValues(found->second));
-    Unlink(found->second);
-    PushNewest(found->second);
+    CopyRow(next.data() + u * stride_, stride_, SlotValues(slot));
+    Unlink(slot);
+    PushNewest(slot);
   }
-  for (size_t u : created) {
+  if (!any_created) return;
+  for (size_t u = 0; u < unique.size(); ++u) {
+    if (prepared.slots[u] != kNewRow) continue;
     if (!SightedEnough(unique[u])) {
       ++counters_.refused;
       continue;
     }
-    std::copy_n(next.data() + u * stride_, stride_,
-                SlotValues(TakeSlot(unique[u])));
+    CopyRow(next.data() + u * stride_, stride_,
+            SlotValues(TakeSlot(unique[u])));
   }
 }
 

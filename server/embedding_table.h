@@ -9,7 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -17,6 +16,7 @@
 #include "common/optimizer.h"
 #include "common/table_spec.h"
 #include "common/update_rule.h"
+#include "server/row_index.h"
 
 namespace ps::server {
 
@@ -103,14 +103,20 @@ class EmbeddingTable {
   struct PreparedUpdate {
     std::vector<uint64_t> ids;  // each once, increasing
     std::vector<float> next;    // their rows and state, stride floats each
+    // Where each id's row is stored, or kNewRow: Commit looks no id up
+    // again.
+    std::vector<uint32_t> slots;
   };
+  static constexpr uint32_t kNewRow = ~uint32_t{0};
   absl::StatusOr<PreparedUpdate> Prepare(
       const common::UpdateOptions& update, uint64_t step,
       absl::Span<const uint64_t> ids, absl::Span<const float> gradient) const;
   void Commit(const PreparedUpdate& prepared);
 
   // Whether `id` has a stored row.
-  bool Contains(uint64_t id) const { return index_.contains(id); }
+  bool Contains(uint64_t id) const {
+    return index_.Find(id) != RowIndex::kNotFound;
+  }
   // A stored row's values and its state vectors (in
   // OptimizerStateNames order), or empty spans when `id` is not stored.
   absl::Span<const float> Row(uint64_t id) const;
@@ -136,7 +142,9 @@ class EmbeddingTable {
   // The most rows the memory limit allows.
   size_t capacity_rows() const { return capacity_rows_; }
   // Bytes allocated by the table now, exactly as requested from the
-  // allocator; never more than options().memory_limit.
+  // allocator; never more than options().memory_limit between calls. The
+  // index and slot list grow with the rows (a call that grows one briefly
+  // holds its old array beside the new), up to what capacity_rows() needs.
   uint64_t memory_bytes() const { return allocated_bytes_; }
 
   struct Counters {
@@ -189,13 +197,16 @@ class EmbeddingTable {
     uint32_t older = kNoSlot;  // toward the least recently updated row
   };
   using Floats = std::vector<float, CountingAllocator<float>>;
-  using Index = absl::flat_hash_map<
-      uint64_t, uint32_t, absl::Hash<uint64_t>, std::equal_to<uint64_t>,
-      CountingAllocator<std::pair<const uint64_t, uint32_t>>>;
 
-  explicit EmbeddingTable(const EmbeddingTableOptions& options);
-  // Reserves the index, slots and block list for `rows` rows.
-  void Reserve(size_t rows);
+  EmbeddingTable(const EmbeddingTableOptions& options, size_t capacity_rows);
+  // The bytes a table of `rows` rows holds when full, beside its sketch.
+  static uint64_t BytesWhenFull(size_t rows, size_t stride);
+  // Rows a block of values holds.
+  static size_t RowsPerBlock(size_t rows, size_t stride);
+  // Sums a gradient's rows per id, each id once in increasing order, into
+  // unique and sums.
+  void SumById(absl::Span<const uint64_t> ids, absl::Span<const float> gradient,
+               std::vector<uint64_t>& unique, std::vector<float>& sums) const;
 
   // A row's θ followed by its state vectors.
   float* SlotValues(uint32_t slot);
@@ -213,10 +224,13 @@ class EmbeddingTable {
   const size_t state_count_;  // optimizer state vectors per row
   const size_t stride_;       // floats per row: θ and state
   const uint64_t table_key_;  // seeds initial values with the row id
+  // Counts every allocation below: declared before them, destroyed after.
   uint64_t allocated_bytes_ = 0;
-  size_t capacity_rows_ = 0;
-  size_t rows_per_block_ = 0;
-  Index index_;  // id → slot
+  const size_t capacity_rows_;
+  const size_t rows_per_block_;
+  // id → slot; it and slots_ grow with the rows (never past what
+  // capacity_rows_ needs), so that an idle table does not hold its limit.
+  RowIndex index_;
   std::vector<Slot, CountingAllocator<Slot>> slots_;
   // Rows' values, a block of rows_per_block_ rows at a time, allocated as
   // rows are created so that an idle table does not hold its limit.

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <optional>
 #include <string>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -134,17 +134,25 @@ absl::StatusOr<std::vector<uint64_t>> SparseTables::CheckedKeys(
                      " sparse keys; split it"));
   }
   std::vector<uint64_t> ids(count);
-  for (size_t i = 0; i < count; ++i) {
-    ids[i] = KeyAt(rows.keys, i);
-    const uint32_t home = common::ShardOfId(ids[i], options_.num_shards);
-    if (home != options_.shard_index) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "key ", ids[i], " of table '", rows.table, "' belongs to shard ",
-          home, " of ", options_.num_shards, ", not to this shard ",
-          options_.shard_index, " (a row lives on SplitMix64(id) mod S)"));
-    }
+  for (size_t i = 0; i < count; ++i) ids[i] = KeyAt(rows.keys, i);
+  if (const std::optional<uint64_t> foreign = FirstForeignId(ids)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "key ", *foreign, " of table '", rows.table, "' belongs to shard ",
+        common::ShardOfId(*foreign, options_.num_shards), " of ",
+        options_.num_shards, ", not to this shard ", options_.shard_index,
+        " (a row lives on SplitMix64(id) mod S)"));
   }
   return ids;
+}
+
+std::optional<uint64_t> SparseTables::FirstForeignId(
+    absl::Span<const uint64_t> ids) const {
+  for (uint64_t id : ids) {
+    if (common::ShardOfId(id, options_.num_shards) != options_.shard_index) {
+      return id;
+    }
+  }
+  return std::nullopt;
 }
 
 absl::Status SparseTables::CheckPull(
@@ -222,13 +230,19 @@ absl::StatusOr<SparseGradient> SparseTables::ParsePush(
                          i % dim, "; gradients must be finite"));
       }
     }
-    // Each key once, increasing, its rows summed in the order given.
+    // Each key once, increasing, its rows summed in the order given. A
+    // worker sends its keys so already: then they are taken as they are.
+    TableGradient& summed = gradient.emplace_back();
+    summed.table = *table;
+    if (std::is_sorted(ids->begin(), ids->end(), std::less_equal<uint64_t>())) {
+      summed.ids = std::move(*ids);
+      summed.rows = std::move(values);
+      continue;
+    }
     std::vector<size_t> order(ids->size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(),
                      [&](size_t a, size_t b) { return (*ids)[a] < (*ids)[b]; });
-    TableGradient& summed = gradient.emplace_back();
-    summed.table = *table;
     for (size_t i : order) {
       const float* row = values.data() + i * dim;
       if (summed.ids.empty() || summed.ids.back() != (*ids)[i]) {
@@ -279,30 +293,50 @@ SparseGradient SparseTables::RoundMean(uint64_t samples) const {
   const float total = static_cast<float>(samples);
   for (size_t t = 0; t < tables_.size(); ++t) {
     const size_t dim = specs_[t].dim;
-    // (id, rank, row): sorted, each id's rows come in rank order.
-    std::vector<std::tuple<uint64_t, uint32_t, const float*>> entries;
+    // Each worker's part, by rank: its ids are each once and increasing
+    // (ParsePush), so a merge visits the ids in increasing order and each
+    // id's rows in rank order, without sorting.
+    struct Cursor {
+      const TableGradient* part;
+      float weight;
+      size_t next;
+    };
+    std::vector<Cursor> cursors;
+    size_t rows = 0;
     for (uint32_t k = 0; k < staged_.size(); ++k) {
       if (staged_[k].batch_size == 0) continue;
       for (const TableGradient& part : staged_[k].gradient) {
-        if (part.table != t) continue;
-        for (size_t i = 0; i < part.ids.size(); ++i) {
-          entries.emplace_back(part.ids[i], k, part.rows.data() + i * dim);
-        }
+        if (part.table != t || part.ids.empty()) continue;
+        cursors.push_back(
+            {&part, static_cast<float>(staged_[k].batch_size), 0});
+        rows += part.ids.size();
       }
     }
-    if (entries.empty()) continue;
-    std::sort(entries.begin(), entries.end());
+    if (cursors.empty()) continue;
     TableGradient& part = mean.emplace_back();
     part.table = t;
-    for (const auto& [id, rank, row] : entries) {
-      if (part.ids.empty() || part.ids.back() != id) {
-        part.ids.push_back(id);
-        part.rows.resize(part.rows.size() + dim, 0.0f);
+    part.ids.reserve(rows);
+    part.rows.reserve(rows * dim);
+    while (true) {
+      uint64_t id = 0;
+      bool any = false;
+      for (const Cursor& c : cursors) {
+        if (c.next < c.part->ids.size() && (!any || c.part->ids[c.next] < id)) {
+          id = c.part->ids[c.next];
+          any = true;
+        }
       }
-      // As SyncRound::Mean: weight·g summed in rank order, then ÷ total.
-      const float weight = static_cast<float>(staged_[rank].batch_size);
+      if (!any) break;
+      part.ids.push_back(id);
+      part.rows.resize(part.rows.size() + dim, 0.0f);
       float* sum = part.rows.data() + part.rows.size() - dim;
-      for (size_t j = 0; j < dim; ++j) sum[j] += weight * row[j];
+      for (Cursor& c : cursors) {
+        if (c.next >= c.part->ids.size() || c.part->ids[c.next] != id) continue;
+        // As SyncRound::Mean: weight·g summed in rank order, then ÷ total.
+        const float* row = c.part->rows.data() + c.next * dim;
+        for (size_t j = 0; j < dim; ++j) sum[j] += c.weight * row[j];
+        ++c.next;
+      }
     }
     for (float& v : part.rows) v /= total;
   }
@@ -413,14 +447,12 @@ absl::Status SparseTables::Restore(const std::vector<common::SavedTable>& saved,
       return absl::DataLossError(absl::StrCat(
           "the checkpoint's table '", table.spec.name, "' is malformed"));
     }
-    for (uint64_t id : table.ids) {
-      if (common::ShardOfId(id, options_.num_shards) != options_.shard_index) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "the checkpoint's table '", table.spec.name, "' holds row ", id,
-            ", which belongs to shard ",
-            common::ShardOfId(id, options_.num_shards), " of ",
-            options_.num_shards, ", not to this shard ", options_.shard_index));
-      }
+    if (const std::optional<uint64_t> foreign = FirstForeignId(table.ids)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the checkpoint's table '", table.spec.name, "' holds row ", *foreign,
+          ", which belongs to shard ",
+          common::ShardOfId(*foreign, options_.num_shards), " of ",
+          options_.num_shards, ", not to this shard ", options_.shard_index));
     }
     specs.push_back(table.spec);
   }
@@ -517,17 +549,19 @@ absl::Status SparseTables::CheckRows(
     const std::vector<common::TableRows>& rows,
     const std::vector<common::SavedTable>& tables) const {
   for (const common::TableRows& part : rows) {
+    // RoundMean merges each worker's rows as ParsePush leaves them: each id
+    // once, increasing.
     if (part.table >= tables.size() ||
-        part.rows.size() != part.ids.size() * tables[part.table].spec.dim) {
+        part.rows.size() != part.ids.size() * tables[part.table].spec.dim ||
+        !std::is_sorted(part.ids.begin(), part.ids.end(),
+                        std::less_equal<uint64_t>())) {
       return absl::DataLossError(
           "the checkpoint's open round holds malformed sparse rows");
     }
-    for (uint64_t id : part.ids) {
-      if (common::ShardOfId(id, options_.num_shards) != options_.shard_index) {
-        return absl::DataLossError(absl::StrCat(
-            "the checkpoint's open round holds row ", id, " of table '",
-            tables[part.table].spec.name, "', which belongs to another shard"));
-      }
+    if (const std::optional<uint64_t> foreign = FirstForeignId(part.ids)) {
+      return absl::DataLossError(absl::StrCat(
+          "the checkpoint's open round holds row ", *foreign, " of table '",
+          tables[part.table].spec.name, "', which belongs to another shard"));
     }
   }
   return absl::OkStatus();

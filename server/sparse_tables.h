@@ -116,8 +116,9 @@ class SparseTables {
 
   // Sync: `worker`'s staged rows as a checkpoint holds them, and back.
   std::vector<common::TableRows> StagedRows(uint32_t worker) const;
-  // OK when `rows` fit `tables` and belong to this shard (a checkpoint's
-  // open round, checked before Restore changes anything).
+  // OK when `rows` fit `tables`, hold each id once in increasing order and
+  // belong to this shard (a checkpoint's open round, checked before Restore
+  // changes anything).
   absl::Status CheckRows(const std::vector<common::TableRows>& rows,
                          const std::vector<common::SavedTable>& tables) const;
   void StageRows(uint32_t worker, uint32_t batch_size,
@@ -141,6 +142,9 @@ class SparseTables {
   };
   // The declared table `name` is, or INVALID_ARGUMENT.
   absl::StatusOr<size_t> FindTable(const std::string& name) const;
+  // The first of `ids` that lives on another shard than this one, if any:
+  // each caller words its own error.
+  std::optional<uint64_t> FirstForeignId(absl::Span<const uint64_t> ids) const;
   // Decodes and checks one entry's keys; `seen` catches a table named twice.
   absl::StatusOr<std::vector<uint64_t>> CheckedKeys(const SparseRows& rows,
                                                     size_t table,

@@ -259,6 +259,30 @@ TEST(EmbeddingTable, MemoryStaysUnderTheLimitWhileTenTimesItsRowsPassThrough) {
             << " distinct ids touched, at most " << largest << " bytes held\n";
 }
 
+TEST(EmbeddingTable, HoldsWhatItsRowsNeedNotItsWholeLimitUpFront) {
+  // A shard's --table_memory_limit is a ceiling, not a reservation: a table
+  // with a 1 GiB limit and a thousand rows holds about a thousand rows'
+  // bytes (a block of values, a slot list and an index grown to fit).
+  EmbeddingTableOptions o;
+  o.dim = 1;
+  o.optimizer.kind = common::OptimizerKind::kAdagrad;
+  o.memory_limit = uint64_t{1} << 30;
+  std::unique_ptr<EmbeddingTable> empty = MakeTable(o);
+  ASSERT_GT(empty->capacity_rows(), size_t{10'000'000});
+  EXPECT_LT(empty->memory_bytes(), 64u << 10);
+  std::vector<uint64_t> ids(1000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = common::SplitMix64(i);
+  const std::vector<float> gradient(ids.size(), 0.5f);
+  const int64_t before = live_bytes.load();
+  std::unique_ptr<EmbeddingTable> table = MakeTable(o);
+  ASSERT_TRUE(table->ApplyGradient(Rule(), 1, ids, gradient).ok());
+  EXPECT_EQ(table->size(), ids.size());
+  EXPECT_LT(table->memory_bytes(), 1u << 20);
+  EXPECT_EQ(
+      live_bytes.load() - before,
+      static_cast<int64_t>(table->memory_bytes() + sizeof(EmbeddingTable)));
+}
+
 TEST(EmbeddingTable, EveryLimitHoldsUnderChurn) {
   // However full the index's capacity happens to be at a limit, evictions
   // and creations never make it grow past the limit.

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
 #include "common/key_range.h"
 #include "common/theta_file.h"
@@ -591,6 +592,37 @@ TEST(SparseTables, ARestoreOfAnotherShardsRowsIsRefused) {
   EXPECT_THAT(restored.message(), HasSubstr("belongs to shard 0 of 2"));
   EXPECT_FALSE(second.Snapshot().ok());
   EXPECT_TRUE(second.Status().tables.empty());
+}
+
+// A checkpoint's open round is merged per worker as a push leaves it (each
+// id once, increasing, on this shard): anything else is damage, refused
+// before the restore changes anything.
+TEST(SparseTables, AnOpenRoundOfForeignOrUnsortedRowsIsDataLoss) {
+  SparseTables tables(Options(ConsistencyMode::kSync, 2, 1, 2));
+  ASSERT_TRUE(tables.Declare(Tables(), kSeed).ok());
+  const std::vector<common::SavedTable> saved = tables.Save();
+  std::vector<uint64_t> mine;
+  uint64_t foreign = 0;
+  for (uint64_t id = 1; mine.size() < 2 || foreign == 0; ++id) {
+    if (common::ShardOfId(id, 2) == 1) {
+      mine.push_back(id);
+    } else {
+      foreign = id;
+    }
+  }
+  const auto check = [&](std::vector<uint64_t> ids) {
+    const std::vector<float> rows(ids.size() * 2, 0.25f);
+    return tables.CheckRows({{0, std::move(ids), rows}}, saved);
+  };
+  EXPECT_TRUE(check({mine[0], mine[1]}).ok());
+  const absl::Status foreign_row = check({mine[0], foreign});
+  EXPECT_EQ(foreign_row.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(foreign_row.message(),
+              HasSubstr(absl::StrCat("holds row ", foreign,
+                                     " of table 'emb', "
+                                     "which belongs to another shard")));
+  EXPECT_EQ(check({mine[1], mine[0]}).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(check({mine[0], mine[0]}).code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace
