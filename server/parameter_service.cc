@@ -9,6 +9,7 @@
 #include "common/float_bytes.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
+#include "server/parked_pull.h"
 #include "server/wire_messages.h"
 
 namespace ps::server {
@@ -46,12 +47,10 @@ class PullReactor final : public grpc::ServerUnaryReactor {
   }
 
   void Start(const PullArgs& args, absl::Time expires) {
-    metrics_->PullParked();
-    std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
-        args, expires, ticket_, [this](absl::StatusOr<PullResult> result) {
-          Complete(std::move(result));
-        });
-    if (ready.has_value()) Complete(std::move(*ready));
+    StartParkedPull(*shard_, *metrics_, args, expires, ticket_,
+                    [this](absl::StatusOr<PullResult> result) {
+                      Complete(std::move(result));
+                    });
   }
 
   void OnCancel() override { shard_->CancelPull(ticket_); }

@@ -12,6 +12,7 @@
 #include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
 #include "server/parameter_service.h"
+#include "server/parked_pull.h"
 #include "server/push_stream.h"
 #include "server/wire_messages.h"
 
@@ -181,12 +182,10 @@ class PullStreamReactor final
         ticket_(shard->NewPullTicket()) {}
 
   void Start(const PullArgs& args, absl::Time expires) {
-    metrics_->PullParked();
-    std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
-        args, expires, ticket_, [this](absl::StatusOr<PullResult> result) {
-          Complete(std::move(result));
-        });
-    if (ready.has_value()) Complete(std::move(*ready));
+    StartParkedPull(*shard_, *metrics_, args, expires, ticket_,
+                    [this](absl::StatusOr<PullResult> result) {
+                      Complete(std::move(result));
+                    });
   }
 
   // Ends the call at once: a request that could not be read.
@@ -230,15 +229,20 @@ class PullStreamReactor final
       End(absl::OkStatus());
       return;
     }
-    const uint64_t n = std::min<uint64_t>(chunk_floats_, floats - next_);
+    const uint64_t offset = next_;
+    const uint64_t n = std::min<uint64_t>(chunk_floats_, floats - offset);
+    // Moved on before the write starts: OnWriteDone may run on another
+    // thread before Send returns.
+    next_ += n;
     PullChunk fields;
-    fields.set_offset(next_);
+    fields.set_offset(offset);
     Send(rpc::SerializeApart(
         fields, {PullChunk::kValuesFieldNumber},
-        values_.substr(next_ * sizeof(float), n * sizeof(float))));
-    next_ += n;
+        values_.substr(offset * sizeof(float), n * sizeof(float))));
   }
 
+  // The last thing a step does: the write's completion may run at once,
+  // on another thread, and start the next one.
   void Send(grpc::ByteBuffer message) {
     sent_bytes_ += message.Length();
     message_ = std::move(message);
