@@ -24,6 +24,7 @@
 #include "common/rpc/channel.h"
 #include "deploy/local/launcher_security_flags.h"
 #include "spdlog/spdlog.h"
+#include "worker/parameter_client.h"
 
 ABSL_FLAG(std::string, workers, "",
           "Comma-separated worker counts to run, e.g. 1,2,4. Default: 1 for "
@@ -36,6 +37,11 @@ ABSL_FLAG(std::string, sizes, "1K,64K,1M,16M",
 ABSL_FLAG(std::string, ops, "",
           "transfer: the ops to measure beside the echo, of push, pull, "
           "push+pull and pushpull. Default: all.");
+ABSL_FLAG(std::string, max_message_bytes, "4M",
+          "transfer: comma-separated ClientOptions::max_message_bytes values "
+          "to run, each with its own servers (K = 1024, M = 1024² bytes): a "
+          "shard above it is pushed and pulled in chunks of at most this "
+          "size, e.g. 4M,1G for streamed beside single messages.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(1),
           "transfer: time spent on each figure.");
 ABSL_FLAG(uint32_t, min_ops, 3,
@@ -143,25 +149,39 @@ int RunTransferMode(const std::string& out_dir,
     ps::common::DieIfError(floats.status(), "--sizes");
     options.sizes.push_back(*floats);
   }
+  std::vector<uint64_t> message_limits;
+  for (absl::string_view limit :
+       absl::StrSplit(absl::GetFlag(FLAGS_max_message_bytes), ',')) {
+    absl::StatusOr<uint64_t> bytes = ps::bench::ParseSize(std::string(limit));
+    ps::common::DieIfError(bytes.status(), "--max_message_bytes");
+    if (*bytes < ps::worker::ClientOptions::kMinMessageBytes) {
+      Die(absl::StrCat("--max_message_bytes: ", limit,
+                       " is below the smallest message, 64K"));
+    }
+    message_limits.push_back(*bytes);
+  }
   Output output;
   for (uint32_t servers : Counts(absl::GetFlag(FLAGS_servers), "servers", 1)) {
     for (uint32_t workers :
          Counts(absl::GetFlag(FLAGS_workers), "workers", 1)) {
-      options.servers = servers;
-      options.workers = workers;
-      if (output.table())
-        ps::bench::PrintTransferHeader(options, output.table());
-      absl::Status done = ps::bench::RunTransfer(
-          options, [&](const ps::bench::TransferResult& result) {
-            if (output.table()) {
-              ps::bench::PrintTransferResult(result, output.table());
-            }
-            output.Json(ps::bench::TransferJsonLines(result));
-          });
-      if (!done.ok()) {
-        std::fprintf(stderr, "ps_bench transfer: %s\n",
-                     std::string(done.message()).c_str());
-        return 1;
+      for (uint64_t limit : message_limits) {
+        options.servers = servers;
+        options.workers = workers;
+        options.max_message_bytes = limit;
+        if (output.table())
+          ps::bench::PrintTransferHeader(options, output.table());
+        absl::Status done = ps::bench::RunTransfer(
+            options, [&](const ps::bench::TransferResult& result) {
+              if (output.table()) {
+                ps::bench::PrintTransferResult(result, output.table());
+              }
+              output.Json(ps::bench::TransferJsonLines(result));
+            });
+        if (!done.ok()) {
+          std::fprintf(stderr, "ps_bench transfer: %s\n",
+                       std::string(done.message()).c_str());
+          return 1;
+        }
       }
     }
   }

@@ -66,7 +66,8 @@ struct BenchWorker {
 };
 
 absl::StatusOr<std::vector<BenchWorker>> ConnectWorkers(
-    const std::vector<std::string>& servers, uint32_t count, uint64_t floats) {
+    const std::vector<std::string>& servers, uint32_t count, uint64_t floats,
+    uint64_t max_message_bytes) {
   std::vector<BenchWorker> workers(count);
   std::vector<absl::Status> status(count);
   // Init from all at once, as a job's workers do; the first one wins.
@@ -75,6 +76,7 @@ absl::StatusOr<std::vector<BenchWorker>> ConnectWorkers(
     options.servers = servers;
     options.worker_id = static_cast<uint32_t>(w);
     options.retry.rpc_deadline = absl::Seconds(60);
+    options.max_message_bytes = max_message_bytes;
     absl::StatusOr<std::unique_ptr<ParameterClient>> client =
         ParameterClient::Connect(options);
     if (!client.ok()) {
@@ -122,6 +124,7 @@ absl::Status MeasureSize(const TransferOptions& options,
   result->workers = options.workers;
   result->servers = options.servers;
   result->floats = floats;
+  result->max_message_bytes = options.max_message_bytes;
   const double bytes = floats * sizeof(float);
 
   launch::LocalClusterOptions cluster_options;
@@ -136,8 +139,8 @@ absl::Status MeasureSize(const TransferOptions& options,
   if (absl::Status s = cluster.StartServers([] { return false; }); !s.ok()) {
     return s;
   }
-  absl::StatusOr<std::vector<BenchWorker>> workers =
-      ConnectWorkers(cluster.addresses(), options.workers, floats);
+  absl::StatusOr<std::vector<BenchWorker>> workers = ConnectWorkers(
+      cluster.addresses(), options.workers, floats, options.max_message_bytes);
   if (!workers.ok()) return workers.status();
 
   std::vector<std::unique_ptr<EchoClient>> echoes;
@@ -270,9 +273,11 @@ absl::Status RunTransfer(
 void PrintTransferHeader(const TransferOptions& options, std::FILE* out) {
   std::fprintf(out,
                "ps_bench transfer: %u worker(s) x %u server(s) on loopback, "
-               "%s per figure; GB/s counts payload bytes in both directions\n",
+               "%s per figure; GB/s counts payload bytes in both directions; "
+               "shards above %.2f MiB streamed\n",
                options.workers, options.servers,
-               absl::FormatDuration(options.duration).c_str());
+               absl::FormatDuration(options.duration).c_str(),
+               options.max_message_bytes / kMiB);
   std::fprintf(out, "%-6s %-10s %9s %8s %10s %9s %9s\n", "floats", "op", "GB/s",
                "x echo", "ops/s", "p50 ms", "p99 ms");
 }
@@ -310,6 +315,7 @@ std::string TransferJsonLines(const TransferResult& r) {
         {"workers", r.workers},
         {"servers", r.servers},
         {"floats", r.floats},
+        {"max_message_bytes", r.max_message_bytes},
         {"op", op.name},
         {"gb_per_s", RoundTo(op.gb_per_s(), 4)},
         {"ratio_to_echo", RoundTo(echo > 0 ? op.gb_per_s() / echo : 0, 3)},

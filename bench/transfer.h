@@ -37,6 +37,9 @@ struct TransferOptions {
   // The ops measured beside the echo (always first): push, pull, push+pull,
   // pushpull. Default (empty): all.
   std::vector<std::string> ops;
+  // The workers' ClientOptions::max_message_bytes: a shard of more bytes
+  // is pushed and pulled in chunks of at most this size. Default: 4 MiB
+  uint64_t max_message_bytes = 4 << 20;
   // The job's credentials, the echo server's too; this program's own
   // channels use those installed by the caller. Default: none, plaintext
   launch::JobSecurity security;
@@ -51,6 +54,7 @@ struct TransferResult {
   uint32_t workers = 0;
   uint32_t servers = 0;
   uint64_t floats = 0;
+  uint64_t max_message_bytes = 0;
   double memcpy_gb_per_s = 0;
   // echo, push, pull, push+pull (two calls), pushpull (one PushPull call):
   // bytes counted once per direction moved.

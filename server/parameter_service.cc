@@ -9,6 +9,7 @@
 #include "common/float_bytes.h"
 #include "common/rpc/convert.h"
 #include "common/rpc/wire_format.h"
+#include "server/parked_pull.h"
 #include "server/wire_messages.h"
 
 namespace ps::server {
@@ -46,12 +47,10 @@ class PullReactor final : public grpc::ServerUnaryReactor {
   }
 
   void Start(const PullArgs& args, absl::Time expires) {
-    metrics_->PullParked();
-    std::optional<absl::StatusOr<PullResult>> ready = shard_->Pull(
-        args, expires, ticket_, [this](absl::StatusOr<PullResult> result) {
-          Complete(std::move(result));
-        });
-    if (ready.has_value()) Complete(std::move(*ready));
+    StartParkedPull(*shard_, *metrics_, args, expires, ticket_,
+                    [this](absl::StatusOr<PullResult> result) {
+                      Complete(std::move(result));
+                    });
   }
 
   void OnCancel() override { shard_->CancelPull(ticket_); }
@@ -212,13 +211,8 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
   const RpcCall call =
       ServerMetrics::StartCall(RpcMethod::kPull, request->Length());
   ps::v1::PullRequest pull;
-  if (const uint64_t limit = shard_->max_pull_request_bytes();
-      request->Length() > limit) {
-    const absl::Status too_large = absl::InvalidArgumentError(
-        absl::StrCat("the Pull request is ", request->Length(),
-                     " bytes; a PullRequest holds a few numbers",
-                     limit > kMaxPullRequestBytes ? " and its sparse keys" : "",
-                     " and at most ", limit, " bytes are read"));
+  if (absl::Status too_large = CheckPullRequestSize(request->Length());
+      !too_large.ok()) {
     metrics_->CountPull(too_large);
     return Finish(context, call, too_large);
   }
@@ -229,20 +223,40 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
   return StartPull(context, call, pull, /*pushed=*/nullptr, response);
 }
 
-grpc::ServerUnaryReactor* ParameterService::StartPull(
-    grpc::CallbackServerContext* context, const RpcCall& call,
-    const ps::v1::PullRequest& request, const ps::v1::PushResponse* pushed,
-    grpc::ByteBuffer* response) {
+absl::Status ParameterService::CheckPullRequestSize(size_t bytes) const {
+  const uint64_t limit = shard_->max_pull_request_bytes();
+  if (bytes <= limit) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("the Pull request is ", bytes,
+                   " bytes; a PullRequest holds a few numbers",
+                   limit > kMaxPullRequestBytes ? " and its sparse keys" : "",
+                   " and at most ", limit, " bytes are read"));
+}
+
+PullArgs ParameterService::ToPullArgs(const ps::v1::PullRequest& request) {
   PullArgs args;
   args.worker_id = request.worker_id();
   args.min_version = request.min_version();
   args.keys = {request.key_begin(), request.key_end()};
   args.clock = request.clock();
   args.sparse = SparseRowsFromProto(request.sparse());
+  return args;
+}
+
+absl::Time ParameterService::PullExpiry(
+    const grpc::CallbackServerContext& context) const {
   // The client's deadline ends the call through OnCancel; this bound covers
   // clients that set none.
-  const absl::Time expires = std::min(absl::Now() + max_pull_wait_,
-                                      absl::FromChrono(context->deadline()));
+  return std::min(absl::Now() + max_pull_wait_,
+                  absl::FromChrono(context.deadline()));
+}
+
+grpc::ServerUnaryReactor* ParameterService::StartPull(
+    grpc::CallbackServerContext* context, const RpcCall& call,
+    const ps::v1::PullRequest& request, const ps::v1::PushResponse* pushed,
+    grpc::ByteBuffer* response) {
+  const PullArgs args = ToPullArgs(request);
+  const absl::Time expires = PullExpiry(*context);
   // Answered at once (async, or a version already reached): the default
   // reactor, which gRPC finishes inline. A reactor of our own costs a heap
   // object and a hop to another thread for OnDone on every call.

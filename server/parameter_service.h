@@ -15,16 +15,19 @@
 
 namespace ps::server {
 
-// Init, Push, Pull and PushPull take and answer raw bytes
-// (server/wire_messages.h): θ-sized values and gradients are read from the
-// request's slices where they arrived, and θ is copied once on its way out.
-// The rest are typed.
+// Init, Push, Pull, PushPull and the streamed calls take and answer raw
+// bytes (server/wire_messages.h): θ-sized values and gradients are read
+// from the request's slices where they arrived, and θ is copied once on its
+// way out. The rest are typed.
 using ParameterServiceBase =
     ps::v1::ParameterServer::WithRawCallbackMethod_Init<
         ps::v1::ParameterServer::WithRawCallbackMethod_Push<
             ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
                 ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
-                    ps::v1::ParameterServer::CallbackService>>>>;
+                    ps::v1::ParameterServer::WithRawCallbackMethod_PushStream<
+                        ps::v1::ParameterServer::
+                            WithRawCallbackMethod_PullStream<
+                                ps::v1::ParameterServer::CallbackService>>>>>>;
 
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
@@ -63,6 +66,15 @@ class ParameterService final : public ParameterServiceBase {
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
+  // The streamed forms of Push and Pull for shards too big for one
+  // message (server/parameter_service_streams.cc): a push is staged whole
+  // (server/push_stream.h) and then applied as Push applies it.
+  grpc::ServerReadReactor<grpc::ByteBuffer>* PushStream(
+      grpc::CallbackServerContext* context,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* PullStream(
+      grpc::CallbackServerContext* context,
+      const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const ps::v1::StatusRequest* request,
                                    ps::v1::StatusResponse* response) override;
@@ -86,6 +98,14 @@ class ParameterService final : public ParameterServiceBase {
                                       const ps::v1::PushResponse* pushed,
                                       grpc::ByteBuffer* response);
   absl::Status ApplyPush(ReceivedPush push, ps::v1::PushResponse* response);
+  // A Pull request's fields as the shard takes them.
+  static PullArgs ToPullArgs(const ps::v1::PullRequest& request);
+  // INVALID_ARGUMENT when a pull request of `bytes` is more than a pull
+  // needs (checked before it is parsed).
+  absl::Status CheckPullRequestSize(size_t bytes) const;
+  // When a pull parked for `context` ends: the client's deadline, or
+  // max_pull_wait for a client that set none.
+  absl::Time PullExpiry(const grpc::CallbackServerContext& context) const;
   // Replaces args->gradient with the request's compressed_gradient decoded
   // to float32 (when it has one), or says what is wrong with it.
   absl::Status DecodeCompressed(const ps::v1::PushRequest& request,

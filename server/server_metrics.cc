@@ -13,8 +13,9 @@ using common::metrics::Counter;
 using common::metrics::Family;
 
 constexpr std::array<const char*, kNumRpcMethods> kMethodNames = {
-    "Register", "Heartbeat", "Leave",  "Init",       "Pull",
-    "Push",     "PushPull",  "Status", "Checkpoint", "ExportRows"};
+    "Register",   "Heartbeat",  "Leave",      "Init",
+    "Pull",       "Push",       "PushPull",   "Status",
+    "Checkpoint", "ExportRows", "PushStream", "PullStream"};
 
 constexpr std::array<const char*, 4> kPushOutcomes = {"applied", "accepted",
                                                       "duplicate", "stale"};
@@ -75,18 +76,21 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
       RpcDurationBuckets(), {"method"});
   auto& received = registry_.AddCounter(
       "ps_server_received_bytes_total",
-      "Request bytes of Init, Push, Pull and PushPull calls, by method.",
+      "Request bytes of Init, Push, Pull, PushPull and the streamed calls, "
+      "by method.",
       {"method"});
   auto& sent = registry_.AddCounter(
       "ps_server_sent_bytes_total",
-      "Response bytes of Init, Push, Pull and PushPull calls, by method.",
+      "Response bytes of Init, Push, Pull, PushPull and the streamed calls, "
+      "by method.",
       {"method"});
   for (size_t m = 0; m < kNumRpcMethods; ++m) {
     rpc_duration_[m] = &duration.WithLabels({kMethodNames[m]});
   }
   // The typed methods' few bytes are not worth a series each.
-  for (RpcMethod method : {RpcMethod::kInit, RpcMethod::kPull, RpcMethod::kPush,
-                           RpcMethod::kPushPull}) {
+  for (RpcMethod method :
+       {RpcMethod::kInit, RpcMethod::kPull, RpcMethod::kPush,
+        RpcMethod::kPushPull, RpcMethod::kPushStream, RpcMethod::kPullStream}) {
     const size_t m = static_cast<size_t>(method);
     received_bytes_[m] = &received.WithLabels({kMethodNames[m]});
     sent_bytes_[m] = &sent.WithLabels({kMethodNames[m]});

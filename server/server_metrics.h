@@ -26,8 +26,10 @@ enum class RpcMethod {
   kStatus,
   kCheckpoint,
   kExportRows,
+  kPushStream,
+  kPullStream,
 };
-inline constexpr size_t kNumRpcMethods = 10;
+inline constexpr size_t kNumRpcMethods = 12;
 
 // One call as the metrics see it: started when the method was entered.
 struct RpcCall {

@@ -34,6 +34,8 @@ absl::Cord TakeWire(const grpc::ByteBuffer* request) {
   return wire;
 }
 
+}  // namespace
+
 PullResponse PullHead(PullResult& pulled) {
   PullResponse head;
   head.set_version(pulled.version);
@@ -51,8 +53,6 @@ PullResponse PullHead(PullResult& pulled) {
   }
   return head;
 }
-
-}  // namespace
 
 std::vector<SparseRows> SparseRowsFromProto(
     const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& protos) {

@@ -19,6 +19,9 @@
 namespace ps::server {
 
 grpc::ByteBuffer EncodePullResponse(PullResult pulled);
+// A pull's answer without its θ values (pulled.values is left as it was);
+// takes the sparse rows.
+ps::v1::PullResponse PullHead(PullResult& pulled);
 grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
                                         PullResult pulled);
 

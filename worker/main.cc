@@ -75,6 +75,11 @@ ABSL_FLAG(std::string, metrics_out, "",
           "Rank 0 appends one JSON line per evaluation to this file.");
 ABSL_FLAG(absl::Duration, rpc_deadline, absl::Seconds(30),
           "Deadline of one RPC attempt, e.g. 30s.");
+ABSL_FLAG(uint64_t, max_message_bytes,
+          ps::worker::ClientOptions::kDefaultMaxMessageBytes,
+          "A shard whose dense values are more bytes than this is pushed and "
+          "pulled as a stream of chunks of at most this size (at least "
+          "65536), so no message holds a second copy of its θ.");
 ABSL_FLAG(absl::Duration, max_retry_time, absl::Seconds(120),
           "Give up on a server after retrying this long, and exit non-zero.");
 ABSL_FLAG(std::string, init_from, "",
@@ -218,6 +223,12 @@ int main(int argc, char** argv) {
       ps::common::ParseCompression(absl::GetFlag(FLAGS_compression));
   DieIfError(compression.status(), "--compression");
   client_options.compression = *compression;
+  client_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  if (client_options.max_message_bytes <
+      ps::worker::ClientOptions::kMinMessageBytes) {
+    Die(absl::StrCat("--max_message_bytes=", client_options.max_message_bytes,
+                     " is below the smallest message, 65536 bytes"));
+  }
   client_options.retry.rpc_deadline = absl::GetFlag(FLAGS_rpc_deadline);
   client_options.retry.max_retry_time = absl::GetFlag(FLAGS_max_retry_time);
   if (client_options.retry.rpc_deadline <= absl::ZeroDuration() ||

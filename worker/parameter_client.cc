@@ -294,6 +294,12 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
   if (options.servers.empty()) {
     return absl::InvalidArgumentError("no servers given");
   }
+  if (options.max_message_bytes < ClientOptions::kMinMessageBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_bytes is ", options.max_message_bytes,
+                     "; a message must hold at least ",
+                     ClientOptions::kMinMessageBytes, " bytes (64 KiB)"));
+  }
   std::unique_ptr<ParameterClient> client(new ParameterClient(options));
   client->incarnation_chosen_ = options.incarnation != 0;
   for (const std::string& address : options.servers) {
@@ -437,22 +443,7 @@ absl::StatusOr<PullInfo> ParameterClient::PullRows(
     FillPull(shard, clock, shard.request.mutable_pull());
     FillSparse(i, rows ? *rows : none, *routes, false,
                shard.request.mutable_pull()->mutable_sparse());
-    const grpc::ByteBuffer request = rpc::Serialize(shard.request.pull());
-    grpc::ByteBuffer answer;
-    grpc::Status status = rpc::CallWithRetry(
-        options_.retry, absl::StrCat("Pull from ", shard.address),
-        [&](grpc::ClientContext& context) {
-          return shard.caller->Call(&context, kPullMethod, request, &answer);
-        });
-    absl::Cord values;
-    if (status.ok() &&
-        !rpc::ParseApart(rpc::CordOf(answer),
-                         {ps::v1::PullResponse::kValuesFieldNumber},
-                         shard.response.mutable_pull(), &values)) {
-      status = Unparsable(shard.response.pull());
-    }
-    absl::Status taken = status.ok() ? TakePulled(shard, values, theta)
-                                     : rpc::FromGrpcStatus(status);
+    absl::Status taken = PullShard(shard, theta);
     if (taken.ok() && rows != nullptr) {
       taken = TakeSparse(i, *routes, shard.response.pull().sparse(), *rows);
     }
@@ -487,24 +478,165 @@ absl::Status ParameterClient::PushRows(
     FillPush(shard, seq, step, batch_size, gradient);
     FillSparse(i, gradients ? *gradients : none, *routes, true,
                shard.request.mutable_push()->mutable_sparse());
-    const grpc::ByteBuffer request = rpc::SerializeApart(
-        shard.request.push(), {ps::v1::PushRequest::kGradientFieldNumber},
-        GradientBytes(shard, gradient));
-    shard.push_request_bytes = request.Length();
-    grpc::ByteBuffer answer;
-    grpc::Status status =
-        CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
-          return shard.caller->Call(&context, kPushMethod, request, &answer);
-        });
-    if (status.ok() && !shard.response.mutable_push()->ParseFromString(
-                           std::string(rpc::CordOf(answer)))) {
-      status = Unparsable(shard.response.push());
-    }
-    if (status.ok()) LearnMode(shard, shard.response.push().mode());
-    error.Record(shard.address, status);
+    error.Record(shard.address, PushShard(shard, gradient));
   });
   CountPushes();
   return error.status();
+}
+
+grpc::Status ParameterClient::PushShard(Shard& shard,
+                                        absl::Span<const float> gradient) {
+  if (StreamsPush(shard)) return StreamPush(shard, gradient);
+  const grpc::ByteBuffer request = rpc::SerializeApart(
+      shard.request.push(), {ps::v1::PushRequest::kGradientFieldNumber},
+      GradientBytes(shard, gradient));
+  shard.push_request_bytes = request.Length();
+  grpc::ByteBuffer answer;
+  grpc::Status status =
+      CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
+        return shard.caller->Call(&context, kPushMethod, request, &answer);
+      });
+  if (status.ok() && !shard.response.mutable_push()->ParseFromString(
+                         std::string(rpc::CordOf(answer)))) {
+    status = Unparsable(shard.response.push());
+  }
+  if (status.ok()) LearnMode(shard, shard.response.push().mode());
+  return status;
+}
+
+grpc::Status ParameterClient::StreamPush(Shard& shard,
+                                         absl::Span<const float> gradient) {
+  const absl::Span<const float> mine =
+      gradient.subspan(shard.keys.begin, shard.keys.size());
+  ps::v1::PushChunk head;
+  *head.mutable_push() = shard.request.push();
+  const uint64_t per_chunk = ChunkFloats();
+  ps::v1::PushChunk chunk;
+  // Every attempt sends the whole stream with the same seq: the server
+  // applies a push only once it is whole, and a seq only once.
+  grpc::Status status = CallPushing(
+      shard, "Streamed push to ", [&](grpc::ClientContext& context) {
+        size_t sent = head.ByteSizeLong();
+        std::unique_ptr<grpc::ClientWriter<ps::v1::PushChunk>> writer =
+            shard.stub->PushStream(&context, shard.response.mutable_push());
+        bool open = writer->Write(head);
+        for (uint64_t offset = 0; open && offset < mine.size();
+             offset += per_chunk) {
+          const uint64_t n =
+              std::min<uint64_t>(per_chunk, mine.size() - offset);
+          chunk.set_offset(offset);
+          chunk.mutable_values()->assign(
+              reinterpret_cast<const char*>(mine.data() + offset),
+              n * sizeof(float));
+          sent += chunk.ByteSizeLong();
+          open = writer->Write(chunk);
+        }
+        // A write that failed means the server ended the call (a bad chunk,
+        // a refused push) or the connection broke: Finish says which.
+        if (open) writer->WritesDone();
+        shard.push_request_bytes = sent;
+        return writer->Finish();
+      });
+  if (status.ok()) LearnMode(shard, shard.response.push().mode());
+  return status;
+}
+
+absl::Status ParameterClient::PullShard(Shard& shard, absl::Span<float> theta) {
+  if (StreamsPull(shard)) return StreamPull(shard, theta);
+  const grpc::ByteBuffer request = rpc::Serialize(shard.request.pull());
+  grpc::ByteBuffer answer;
+  grpc::Status status = rpc::CallWithRetry(
+      options_.retry, absl::StrCat("Pull from ", shard.address),
+      [&](grpc::ClientContext& context) {
+        return shard.caller->Call(&context, kPullMethod, request, &answer);
+      });
+  absl::Cord values;
+  if (status.ok() &&
+      !rpc::ParseApart(rpc::CordOf(answer),
+                       {ps::v1::PullResponse::kValuesFieldNumber},
+                       shard.response.mutable_pull(), &values)) {
+    status = Unparsable(shard.response.pull());
+  }
+  return status.ok() ? TakePulled(shard, values, theta)
+                     : rpc::FromGrpcStatus(status);
+}
+
+absl::Status ParameterClient::StreamPull(Shard& shard,
+                                         absl::Span<float> theta) {
+  ps::v1::PullStreamRequest request;
+  *request.mutable_pull() = shard.request.pull();
+  request.set_chunk_bytes(ChunkFloats() * sizeof(float));
+  const absl::Span<float> mine =
+      theta.subspan(shard.keys.begin, shard.keys.size());
+  ps::v1::PullResponse* head = shard.response.mutable_pull();
+  // An answer that breaks the protocol: not retried (INTERNAL).
+  grpc::Status malformed;
+  grpc::Status status = rpc::CallWithRetry(
+      options_.retry, absl::StrCat("Streamed pull from ", shard.address),
+      [&](grpc::ClientContext& context) {
+        std::unique_ptr<grpc::ClientReader<ps::v1::PullChunk>> reader =
+            shard.stub->PullStream(&context, request);
+        ps::v1::PullChunk chunk;
+        bool have_head = false;
+        uint64_t received = 0;
+        while (malformed.ok() && reader->Read(&chunk)) {
+          if (!have_head) {
+            if (!chunk.has_pull()) {
+              malformed = Unparsable(chunk);
+              break;
+            }
+            *head = std::move(*chunk.mutable_pull());
+            have_head = true;
+            continue;
+          }
+          const std::string& values = chunk.values();
+          if (chunk.has_pull() || chunk.offset() != received ||
+              values.size() % sizeof(float) != 0 ||
+              values.size() / sizeof(float) > mine.size() - received) {
+            malformed = grpc::Status(
+                grpc::StatusCode::INTERNAL,
+                absl::StrCat("the streamed pull's chunk at offset ",
+                             chunk.offset(), " (", values.size(),
+                             " bytes) does not follow key ", received,
+                             " of the shard's ", mine.size()));
+            break;
+          }
+          std::memcpy(mine.data() + received, values.data(), values.size());
+          received += values.size() / sizeof(float);
+        }
+        if (!malformed.ok()) {
+          context.TryCancel();
+          reader->Finish();
+          return malformed;
+        }
+        grpc::Status finished = reader->Finish();
+        if (finished.ok() && (!have_head || received != mine.size())) {
+          malformed = grpc::Status(
+              grpc::StatusCode::INTERNAL,
+              absl::StrCat("the streamed pull ended after ", received,
+                           " of the shard's ", mine.size(), " values"));
+          return malformed;
+        }
+        return finished;
+      });
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  NotePulled(shard);
+  return absl::OkStatus();
+}
+
+bool ParameterClient::StreamsPush(const Shard& shard) const {
+  return !compressed() && StreamsPull(shard);
+}
+
+bool ParameterClient::StreamsPull(const Shard& shard) const {
+  return shard.keys.size() * sizeof(float) > options_.max_message_bytes;
+}
+
+uint64_t ParameterClient::ChunkFloats() const {
+  // Room for the chunk's offset and the values' tag and length.
+  constexpr uint64_t kChunkFields = 32;
+  return std::max<uint64_t>(
+      1, (options_.max_message_bytes - kChunkFields) / sizeof(float));
 }
 
 absl::StatusOr<PullInfo> ParameterClient::PushPull(
@@ -542,6 +674,19 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
     FillPull(shard, step + 1, shard.request.mutable_pull());
     FillSparse(i, rows ? *rows : none, *pull_routes, false,
                shard.request.mutable_pull()->mutable_sparse());
+    if (StreamsPull(shard)) {
+      // Too big for one message each way: the push, then (once it is
+      // taken) the pull, each streamed. Two round trips instead of one,
+      // which at this size cost little beside the transfer.
+      absl::Status taken = rpc::FromGrpcStatus(PushShard(shard, gradient));
+      if (taken.ok()) taken = PullShard(shard, theta);
+      if (taken.ok() && rows != nullptr) {
+        taken =
+            TakeSparse(i, *pull_routes, shard.response.pull().sparse(), *rows);
+      }
+      error.Record(shard.address, taken);
+      return;
+    }
     const grpc::ByteBuffer request =
         rpc::SerializeApart(shard.request,
                             {ps::v1::PushPullRequest::kPushFieldNumber,
@@ -598,6 +743,11 @@ absl::Status ParameterClient::TakePulled(Shard& shard, const absl::Cord& values,
       !copied.ok()) {
     return copied;
   }
+  NotePulled(shard);
+  return absl::OkStatus();
+}
+
+void ParameterClient::NotePulled(Shard& shard) {
   const ps::v1::PullResponse& pulled = shard.response.pull();
   LearnMode(shard, pulled.mode());
   if (shard.pulled && pulled.version() < shard.pulled_version) {
@@ -611,7 +761,6 @@ absl::Status ParameterClient::TakePulled(Shard& shard, const absl::Cord& values,
   shard.pulled_version = pulled.version();
   shard.pulled_samples = pulled.samples_applied();
   shard.pulled_waited_us = pulled.waited_us();
-  return absl::OkStatus();
 }
 
 PullInfo ParameterClient::Pulled() const {

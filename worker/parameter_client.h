@@ -41,6 +41,15 @@ struct ClientOptions {
   // How dense gradients are pushed, for every tensor whose TensorSpec does
   // not say (ps_worker --compression). Default: none (float32)
   common::Compression compression;
+  // A shard whose dense values are more bytes than this is pushed and
+  // pulled as a stream of chunks of at most this size (ps.v1 PushStream,
+  // PullStream) instead of in one message, so neither side holds a second
+  // θ-sized message; PushPull is then a streamed push and a streamed pull.
+  // Compressed pushes stay one message. At least 64 KiB
+  // (ps_worker --max_message_bytes). Default: 4 MiB
+  uint64_t max_message_bytes = kDefaultMaxMessageBytes;
+  static constexpr uint64_t kDefaultMaxMessageBytes = 4 << 20;
+  static constexpr uint64_t kMinMessageBytes = 64 << 10;
 };
 
 // Talks to every server shard of one job, in parallel, with deadlines and
@@ -224,6 +233,25 @@ class ParameterClient final : public ParameterStore {
   // Checks the shard's pulled values and copies them into its part of θ.
   absl::Status TakePulled(Shard& shard, const absl::Cord& values,
                           absl::Span<float> theta);
+  // Takes shard.response.pull()'s version, mode and wait, once its values
+  // are in θ.
+  void NotePulled(Shard& shard);
+  // Whether the shard's gradient or θ is too big for one message
+  // (ClientOptions::max_message_bytes): it then travels in chunks.
+  bool StreamsPush(const Shard& shard) const;
+  bool StreamsPull(const Shard& shard) const;
+  // Float32 values per chunk: a chunk's message stays within
+  // max_message_bytes.
+  uint64_t ChunkFloats() const;
+  // The shard's push (shard.request.push(), filled) in one message or
+  // streamed; its answer in shard.response.push().
+  grpc::Status PushShard(Shard& shard, absl::Span<const float> gradient);
+  grpc::Status StreamPush(Shard& shard, absl::Span<const float> gradient);
+  // The shard's pull (shard.request.pull(), filled) in one message or
+  // streamed; the answer's fields in shard.response.pull(), its values in
+  // the shard's part of θ.
+  absl::Status PullShard(Shard& shard, absl::Span<float> theta);
+  absl::Status StreamPull(Shard& shard, absl::Span<float> theta);
   PullInfo Pulled() const;
   // Runs a call that pushes, with retries; re-registers once when the
   // server no longer knows this incarnation (the lease expired) and tries

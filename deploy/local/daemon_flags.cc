@@ -210,6 +210,7 @@ std::vector<std::string> WorkerArgs(const WorkerFlags& flags) {
   args.Add("test", flags.test);
   args.Add("rpc_deadline", flags.rpc_deadline);
   args.Add("max_retry_time", flags.max_retry_time);
+  args.Add("max_message_bytes", flags.max_message_bytes);
   args.Add("metrics_out", flags.metrics_out);
   args.Add("metrics_listen", flags.metrics_listen);
   args.Add("log_level", flags.log_level);

@@ -79,6 +79,7 @@ struct WorkerFlags {
   std::string test;
   std::optional<absl::Duration> rpc_deadline;
   std::optional<absl::Duration> max_retry_time;
+  std::optional<uint64_t> max_message_bytes;
   std::string metrics_out;
   std::string metrics_listen;  // HOST:PORT of /metrics (Prometheus)
   std::string log_level;

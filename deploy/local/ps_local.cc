@@ -47,6 +47,10 @@ ABSL_FLAG(std::string, compression, "",
           "How workers push dense gradients: none, fp16, bf16 or "
           "topk:RATIO (ps_worker --compression). Default: ps_worker's, none "
           "(and no flag for a --worker_command).");
+ABSL_FLAG(std::optional<uint64_t>, max_message_bytes, std::nullopt,
+          "Workers push and pull a shard bigger than this many bytes as a "
+          "stream of chunks of at most this size (ps_worker "
+          "--max_message_bytes). Default: ps_worker's, 4 MiB.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, data_format, "",
@@ -249,6 +253,7 @@ int main(int argc, char** argv) {
   worker.seed = absl::GetFlag(FLAGS_seed);
   worker.eval_every = absl::GetFlag(FLAGS_eval_every);
   worker.compression = absl::GetFlag(FLAGS_compression);
+  worker.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.data_format = data_format;
   worker.train = absl::GetFlag(FLAGS_train);

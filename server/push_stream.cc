@@ -1,0 +1,68 @@
+#include "server/push_stream.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/float_bytes.h"
+
+namespace ps::server {
+
+PushStream::PushStream(const common::KeyRange& keys)
+    : keys_(keys), gradient_(keys.size()) {}
+
+absl::Status PushStream::Add(uint64_t offset, const absl::Cord& values) {
+  if (!spoilt_.ok()) return spoilt_;
+  ++chunks_;
+  const std::string what =
+      absl::StrCat("chunk ", chunks_, " of the streamed push (offset ", offset,
+                   ", ", values.size(), " bytes)");
+  absl::Status bad;
+  if (offset != received_) {
+    bad = absl::InvalidArgumentError(absl::StrCat(
+        what, " does not start where the previous chunk ended (offset ",
+        received_,
+        "): chunks must follow one another in key order without "
+        "gap or overlap; nothing was applied"));
+  } else if (values.size() % sizeof(float) != 0) {
+    bad = absl::InvalidArgumentError(
+        absl::StrCat(what, " is not a whole number of float32 values"));
+  } else if (values.size() / sizeof(float) > keys_.size() - received_) {
+    bad = absl::InvalidArgumentError(
+        absl::StrCat(what, " runs past the shard's ", keys_.size(), " keys ",
+                     keys_.ToString(), "; nothing was applied"));
+  }
+  if (!bad.ok()) {
+    spoilt_ = bad;
+    return bad;
+  }
+  const absl::Span<float> staged = absl::MakeSpan(gradient_).subspan(
+      received_, values.size() / sizeof(float));
+  absl::Cord::CharIterator from = values.char_begin();
+  common::ReadFloats(from, staged);
+  if (std::optional<size_t> nan = common::FindNonFinite(staged)) {
+    spoilt_ = absl::InvalidArgumentError(absl::StrCat(
+        what, ": the gradient of key ", keys_.begin + received_ + *nan, " is ",
+        staged[*nan], "; values must be finite, nothing was applied"));
+    return spoilt_;
+  }
+  received_ += staged.size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Cord> PushStream::Take() {
+  if (!spoilt_.ok()) return spoilt_;
+  if (received_ != keys_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the streamed push ended after ", received_, " of the shard's ",
+        keys_.size(), " keys ", keys_.ToString(), "; nothing was applied"));
+  }
+  // The Cord keeps the vector: no copy of the assembled gradient.
+  std::vector<float> gradient = std::move(gradient_);
+  gradient_.clear();
+  const absl::string_view bytes(reinterpret_cast<const char*>(gradient.data()),
+                                gradient.size() * sizeof(float));
+  return absl::MakeCordFromExternal(
+      bytes, [owned = std::move(gradient)](absl::string_view) {});
+}
+
+}  // namespace ps::server
