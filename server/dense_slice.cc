@@ -21,10 +21,6 @@ namespace {
 // arithmetic (FLT_MAX ≈ 3.4e38; each rounding adds a relative 2^-24).
 constexpr double kSurelyFiniteBelow = 1e38;
 
-}  // namespace
-
-namespace {
-
 // The sign-cleared bits of n float32s at `data`, which need not be aligned
 // (a request's slices are not), at their largest. The bits order like the
 // magnitudes: an integer max, so the loop vectorizes (a float max with NaN
