@@ -21,22 +21,46 @@ namespace {
 // arithmetic (FLT_MAX ≈ 3.4e38; each rounding adds a relative 2^-24).
 constexpr double kSurelyFiniteBelow = 1e38;
 
-}  // namespace
-
-// Works on the bits with the sign cleared, which order like the
+// The sign-cleared bits of n float32s at `data`, which need not be aligned
+// (a request's slices are not), at their largest. The bits order like the
 // magnitudes: an integer max, so the loop vectorizes (a float max with NaN
-// semantics does not), and a NaN never passes a bound.
-double LargestMagnitude(absl::Span<const float> values) {
+// semantics does not), and NaN and infinity come out at or above
+// kNonFiniteBits.
+constexpr int32_t kNonFiniteBits = 0x7f800000;
+
+int32_t LargestMagnitudeBits(const char* data, size_t n) {
   int32_t largest = 0;
-  for (float v : values) {
+  for (size_t i = 0; i < n; ++i) {
     int32_t bits;
-    std::memcpy(&bits, &v, sizeof(bits));
+    std::memcpy(&bits, data + i * sizeof(float), sizeof(bits));
     largest = std::max(largest, bits & 0x7fffffff);
   }
-  if (largest >= 0x7f800000) return std::numeric_limits<double>::infinity();
+  return largest;
+}
+
+double MagnitudeOfBits(int32_t bits) {
+  if (bits >= kNonFiniteBits) return std::numeric_limits<double>::infinity();
   float magnitude;
-  std::memcpy(&magnitude, &largest, sizeof(magnitude));
+  std::memcpy(&magnitude, &bits, sizeof(magnitude));
   return magnitude;
+}
+
+// The first NaN or infinity of n float32s at `data` (unaligned), and its
+// value; only called on a piece known to hold one.
+std::pair<size_t, float> FirstNonFinite(const char* data, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    float value;
+    std::memcpy(&value, data + i * sizeof(float), sizeof(value));
+    if (!std::isfinite(value)) return {i, value};
+  }
+  return {n, 0.0f};
+}
+
+}  // namespace
+
+double LargestMagnitude(absl::Span<const float> values) {
+  return MagnitudeOfBits(LargestMagnitudeBits(
+      reinterpret_cast<const char*>(values.data()), values.size()));
 }
 
 namespace {
@@ -283,20 +307,49 @@ std::optional<DenseSlice::NonFiniteResult> DenseSlice::ApplyIfFinite(
 
 std::optional<std::pair<size_t, float>> DenseSlice::FindNonFiniteGradient(
     const absl::Cord& bytes, double* largest) {
-  absl::Cord::CharIterator from = bytes.char_begin();
-  *largest = 0;
-  for (size_t done = 0; done < keys_.size(); done += chunk_.size()) {
-    const size_t n = std::min(chunk_.size(), keys_.size() - done);
-    absl::Span<float> piece = absl::MakeSpan(chunk_).first(n);
-    common::ReadFloats(from, piece);
-    // One pass finds both: infinity means a NaN or infinity is in there.
-    const double magnitude = LargestMagnitude(piece);
-    if (std::isinf(magnitude)) {
-      const size_t at = common::FindNonFinite(piece).value_or(0);
-      return std::make_pair(done + at, piece[at]);
+  // Read where the bytes lie, in the request's slices: a copy first cost
+  // as much as the check (perf, 1M floats). A float split between two
+  // slices is put together in `split`.
+  int32_t largest_bits = 0;
+  size_t done = 0;  // floats checked
+  char split[sizeof(float)];
+  size_t split_bytes = 0;
+  // Checks n whole floats at `data`: false when one is not finite.
+  auto check = [&](const char* data, size_t n) {
+    const int32_t bits = LargestMagnitudeBits(data, n);
+    if (bits >= kNonFiniteBits) return false;
+    largest_bits = std::max(largest_bits, bits);
+    done += n;
+    return true;
+  };
+  for (absl::string_view piece : bytes.Chunks()) {
+    const char* bad = nullptr;
+    size_t bad_floats = 0;
+    if (split_bytes > 0) {
+      const size_t take = std::min(piece.size(), sizeof(float) - split_bytes);
+      std::memcpy(split + split_bytes, piece.data(), take);
+      split_bytes += take;
+      piece.remove_prefix(take);
+      if (split_bytes < sizeof(float)) continue;
+      split_bytes = 0;
+      if (!check(split, 1)) {
+        bad = split;
+        bad_floats = 1;
+      }
     }
-    *largest = std::max(*largest, magnitude);
+    const size_t whole = piece.size() / sizeof(float);
+    if (bad == nullptr && !check(piece.data(), whole)) {
+      bad = piece.data();
+      bad_floats = whole;
+    }
+    if (bad != nullptr) {
+      const auto [at, value] = FirstNonFinite(bad, bad_floats);
+      return std::make_pair(done + at, value);
+    }
+    split_bytes = piece.size() - whole * sizeof(float);
+    std::memcpy(split, piece.data() + whole * sizeof(float), split_bytes);
   }
+  *largest = MagnitudeOfBits(largest_bits);
   return std::nullopt;
 }
 

@@ -77,8 +77,8 @@ class DenseSlice {
     double largest = 0;  // the gradient's largest magnitude
     bool exactly = false;
   };
-  // Checks a θ-sized gradient of float32 bytes (size already checked), a
-  // cache-sized chunk at a time: INVALID_ARGUMENT when a value is not
+  // Checks a θ-sized gradient of float32 bytes (size already checked),
+  // reading them where they lie: INVALID_ARGUMENT when a value is not
   // finite or applying it would leave a value of θ non-finite.
   // `version` is the update's number (see the class comment).
   absl::StatusOr<CheckedGradient> CheckBytes(const absl::Cord& bytes,
@@ -120,7 +120,8 @@ class DenseSlice {
   double LargestRate(uint64_t version) const;
   absl::Status NonFiniteGradientError(size_t offset, float value) const;
   // Index and value of the gradient's first NaN or infinity, if any, read
-  // a chunk at a time; else sets *largest to its largest magnitude.
+  // in place from the Cord's chunks; else sets *largest to its largest
+  // magnitude.
   std::optional<std::pair<size_t, float>> FindNonFiniteGradient(
       const absl::Cord& bytes, double* largest);
   // Whether an update by a gradient no larger than `largest` in magnitude

@@ -3,9 +3,12 @@
 #include "server/dense_slice.h"
 
 #include <cmath>
+#include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -43,14 +46,22 @@ absl::Cord InPieces(const std::vector<float>& values, size_t piece) {
   return cord;
 }
 
-TEST(DenseSlice, AnUpdateFromBytesInPiecesIsTheFormulaOnEveryKey) {
-  // More keys than one cache-sized chunk, in pieces that straddle chunks.
-  constexpr size_t kKeys = 10000;
-  std::vector<float> theta(kKeys), gradient(kKeys);
-  for (size_t i = 0; i < kKeys; ++i) {
+// θ and a gradient of n keys, with values of both signs and zeros.
+void MakeThetaAndGradient(size_t n, std::vector<float>& theta,
+                          std::vector<float>& gradient) {
+  theta.resize(n);
+  gradient.resize(n);
+  for (size_t i = 0; i < n; ++i) {
     theta[i] = static_cast<float>(i % 7);
     gradient[i] = static_cast<float>(i % 5) - 2.0f;
   }
+}
+
+TEST(DenseSlice, AnUpdateFromBytesInPiecesIsTheFormulaOnEveryKey) {
+  // More keys than one cache-sized chunk, in pieces that straddle chunks.
+  constexpr size_t kKeys = 10000;
+  std::vector<float> theta, gradient;
+  MakeThetaAndGradient(kKeys, theta, gradient);
   DenseSlice slice(Sgd(0.5f));
   Declare(slice, theta);
 
@@ -76,6 +87,73 @@ TEST(DenseSlice, ANonFiniteGradientIsRefusedNamingItsKey) {
   EXPECT_THAT(slice.CheckFinite(std::vector<float>{0, 0, INFINITY}).message(),
               HasSubstr("key 12 is inf"));
   EXPECT_THAT(slice.theta(), ElementsAre(1, 2, 3));
+}
+
+// `values` as float32 bytes in chunks of `piece_bytes` bytes, so that
+// floats straddle chunks as they straddle a request's slices. External
+// pieces of more than 511 bytes: a Cord copies smaller ones together.
+absl::Cord InBytePieces(const std::vector<float>& values, size_t piece_bytes) {
+  auto bytes = std::make_shared<std::string>();
+  common::FloatsToBytes(values, bytes.get());
+  absl::Cord cord;
+  for (size_t i = 0; i < bytes->size(); i += piece_bytes) {
+    cord.Append(absl::MakeCordFromExternal(
+        absl::string_view(*bytes).substr(i, piece_bytes),
+        [bytes](absl::string_view) {}));
+  }
+  const size_t chunks =
+      std::distance(cord.Chunks().begin(), cord.Chunks().end());
+  EXPECT_EQ(chunks, (bytes->size() + piece_bytes - 1) / piece_bytes);
+  return cord;
+}
+
+// Odd piece sizes, so that the float holding byte 3 × piece − 1 straddles
+// the third and fourth chunks.
+constexpr size_t kOddPieces[] = {513, 1023, 4097, 16381};
+size_t StraddlingFloat(size_t piece_bytes) {
+  return (3 * piece_bytes - 1) / sizeof(float);
+}
+
+TEST(DenseSlice, FloatsSplitBetweenChunksAreCheckedAndApplied) {
+  constexpr size_t kKeys = 20000;
+  std::vector<float> theta, gradient;
+  MakeThetaAndGradient(kKeys, theta, gradient);
+  for (size_t piece : kOddPieces) {
+    // The largest magnitude is the straddling float: the check must see it.
+    std::vector<float> g = gradient;
+    g[StraddlingFloat(piece)] = -1e30f;
+    DenseSlice slice(Sgd(0.5f));
+    Declare(slice, theta);
+    const absl::Cord bytes = InBytePieces(g, piece);
+    absl::StatusOr<DenseSlice::CheckedGradient> checked =
+        slice.CheckBytes(bytes, 0);
+    ASSERT_TRUE(checked.ok()) << checked.status();
+    EXPECT_EQ(checked->largest, 1e30f) << "pieces of " << piece;
+    slice.ApplyBytes(bytes, *checked, 0);
+    for (size_t i = 0; i < kKeys; ++i) {
+      ASSERT_EQ(slice.theta()[i], theta[i] - 0.5f * g[i])
+          << "key " << i << ", pieces of " << piece << " bytes";
+    }
+  }
+}
+
+TEST(DenseSlice, ANonFiniteFloatSplitBetweenChunksIsRefusedNamingItsKey) {
+  const std::vector<float> theta(20000, 1.0f);
+  for (size_t piece : kOddPieces) {
+    std::vector<float> gradient(theta.size(), 0.25f);
+    const size_t bad = StraddlingFloat(piece);
+    gradient[bad] = INFINITY;
+    gradient[bad + 700] = NAN;  // after the first: not the one named
+    DenseSlice slice(Sgd(1.0f));
+    Declare(slice, theta);
+    absl::StatusOr<DenseSlice::CheckedGradient> checked =
+        slice.CheckBytes(InBytePieces(gradient, piece), 0);
+    EXPECT_EQ(checked.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(checked.status().message(),
+                HasSubstr(absl::StrCat("key ", 10 + bad, " is inf")))
+        << "pieces of " << piece << " bytes";
+    EXPECT_EQ(slice.theta(), theta);
+  }
 }
 
 TEST(DenseSlice, AGradientThatWouldOverflowThetaIsRefusedAndThetaKept) {
