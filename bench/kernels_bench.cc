@@ -3,7 +3,8 @@
 // the memory-bandwidth limit), each optimizer's update (beside sgd's), a
 // sparse table's lookup and gradient apply, (de)serialisation of a push and a
 // pull as the processes run it (raw bytes, common/rpc/wire_format.h) beside the
-// typed protobuf way, and each model's forward+backward on one batch.
+// typed protobuf way, compressed gradients' codecs (fp16, bf16, top-k) on
+// both sides, and each model's forward+backward on one batch.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include "common/cli.h"
 #include "common/dataset.h"
 #include "common/float_bytes.h"
+#include "common/gradient_codec.h"
 #include "common/libsvm.h"
 #include "common/optimizer.h"
 #include "common/rpc/wire_format.h"
@@ -29,6 +31,7 @@
 #include "ps/v1/parameter_server.pb.h"
 #include "server/embedding_table.h"
 #include "server/wire_messages.h"
+#include "worker/gradient_compressor.h"
 #include "worker/model.h"
 #include "worker/sparse_model.h"
 
@@ -492,6 +495,103 @@ UpdateOptions Penalty() {
   return o;
 }
 
+// A gradient's values, as a model's are: mostly small, of both signs, a few
+// larger. Fixed seed, so every run codes the same values.
+std::vector<float> GradientValues(int64_t n) {
+  std::vector<float> values(n);
+  ps::common::SplitMix64Stream random(7);
+  for (float& v : values) {
+    const double scale = random.Next() % 16 == 0 ? 1.0 : 1e-3;
+    v = static_cast<float>((random.NextUnit() - 0.5) * scale);
+  }
+  return values;
+}
+
+// Compressed gradients: every figure counts the float32 bytes coded
+// (4 per value), so it compares with memcpy's and with PushEncode's.
+// Worker side: a tensor's gradient to fp16 or bf16 bytes.
+void BM_GradientEncode(benchmark::State& state,
+                       ps::common::CompressionKind kind) {
+  const int64_t n = state.range(0);
+  const std::vector<float> gradient = GradientValues(n);
+  std::string bytes;
+  for (auto _ : state) {
+    ps::common::EncodeDense(kind, gradient, &bytes);
+    benchmark::DoNotOptimize(bytes.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+// Server side: one part back to float32, checked finite.
+void BM_GradientDecode(benchmark::State& state,
+                       ps::common::CompressionKind kind) {
+  const int64_t n = state.range(0);
+  std::string bytes;
+  ps::common::EncodeDense(kind, GradientValues(n), &bytes);
+  std::vector<float> out(n);
+  for (auto _ : state) {
+    const absl::Status s =
+        ps::common::DecodePart(kind, bytes, "", absl::MakeSpan(out), "part");
+    if (!s.ok()) state.SkipWithError("cannot decode");
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+// One tensor of n keys.
+std::vector<ps::common::TensorSpec> OneTensor(int64_t n) {
+  return {ps::common::TensorSpec{"w", {n}}};
+}
+
+// The server's whole decode of a push's compressed gradient, as
+// ParameterService runs it per push: the parts to the float32 gradient the
+// shard reads.
+void BM_CompressedPushDecode(benchmark::State& state,
+                             ps::common::Compression compression) {
+  const int64_t n = state.range(0);
+  absl::StatusOr<ps::worker::GradientCompressor> compressor =
+      ps::worker::GradientCompressor::Create(OneTensor(n), compression);
+  if (!compressor.ok()) {
+    state.SkipWithError("cannot create the compressor");
+    return;
+  }
+  const std::vector<float> gradient = GradientValues(n);
+  compressor->Select(gradient);
+  const ps::common::KeyRange keys{0, static_cast<uint64_t>(n)};
+  google::protobuf::RepeatedPtrField<ps::v1::GradientPart> parts;
+  compressor->Encode(keys, gradient, &parts);
+  ps::server::GradientBufferPool buffers;
+  for (auto _ : state) {
+    absl::StatusOr<absl::Cord> decoded =
+        ps::server::DecodeCompressedGradient(parts, keys, buffers);
+    if (!decoded.ok()) state.SkipWithError("cannot decode");
+    benchmark::DoNotOptimize(decoded->size());
+  }
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
+// Worker side of top-k, per step: error feedback added, the k largest
+// chosen, the rest kept (GradientCompressor::Select), then encoded.
+void BM_TopKStep(benchmark::State& state, double ratio) {
+  const int64_t n = state.range(0);
+  absl::StatusOr<ps::worker::GradientCompressor> compressor =
+      ps::worker::GradientCompressor::Create(
+          OneTensor(n), {ps::common::CompressionKind::kTopK, ratio});
+  if (!compressor.ok()) {
+    state.SkipWithError("cannot create the compressor");
+    return;
+  }
+  const std::vector<float> gradient = GradientValues(n);
+  const ps::common::KeyRange keys{0, static_cast<uint64_t>(n)};
+  google::protobuf::RepeatedPtrField<ps::v1::GradientPart> parts;
+  for (auto _ : state) {
+    compressor->Select(gradient);
+    compressor->Encode(keys, gradient, &parts);
+    benchmark::DoNotOptimize(parts.size());
+  }
+  state.SetBytesProcessed(state.iterations() * n * int64_t{sizeof(float)});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -540,6 +640,31 @@ int main(int argc, char** argv) {
     for (const auto& [name, codec] : codecs) {
       benchmark::RegisterBenchmark(name, codec)->Arg(n);
     }
+  }
+  // The MLP's 101,770 keys (one shard of two holds half), and 1M.
+  using ps::common::CompressionKind;
+  for (int64_t n : {int64_t{101770}, int64_t{1} << 20}) {
+    for (const auto& [name, kind] :
+         {std::pair{"fp16", CompressionKind::kFp16},
+          std::pair{"bf16", CompressionKind::kBf16}}) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("GradientEncode/", name).c_str(), BM_GradientEncode,
+          kind)
+          ->Arg(n);
+      benchmark::RegisterBenchmark(
+          absl::StrCat("GradientDecode/", name).c_str(), BM_GradientDecode,
+          kind)
+          ->Arg(n);
+      benchmark::RegisterBenchmark(
+          absl::StrCat("CompressedPushDecode/", name).c_str(),
+          BM_CompressedPushDecode, ps::common::Compression{kind})
+          ->Arg(n);
+    }
+    benchmark::RegisterBenchmark(
+        "CompressedPushDecode/topk:0.01", BM_CompressedPushDecode,
+        ps::common::Compression{CompressionKind::kTopK, 0.01})
+        ->Arg(n);
+    benchmark::RegisterBenchmark("TopKStep/0.01", BM_TopKStep, 0.01)->Arg(n);
   }
   for (const char* model : {"softmax", "mlp"}) {
     benchmark::RegisterBenchmark((std::string("ModelStep/") + model).c_str(),

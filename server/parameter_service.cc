@@ -303,6 +303,7 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   args.gradient = std::move(push.gradient);
   args.sparse = SparseRowsFromProto(push.fields.sparse());
   const absl::Status decoded = DecodeCompressed(request, &args);
+  if (!decoded.ok()) shard_->CountRejectedPush();
   const absl::StatusOr<PushResult> result =
       decoded.ok() ? shard_->Push(args) : absl::StatusOr<PushResult>(decoded);
   metrics_->CountPush(result.status(),
@@ -316,7 +317,7 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
 }
 
 absl::Status ParameterService::DecodeCompressed(
-    const ps::v1::PushRequest& request, PushArgs* args) const {
+    const ps::v1::PushRequest& request, PushArgs* args) {
   if (request.compressed_gradient().empty()) return absl::OkStatus();
   if (!args->gradient.empty()) {
     return absl::InvalidArgumentError(
@@ -326,8 +327,8 @@ absl::Status ParameterService::DecodeCompressed(
   // refuses it with the error that names its real problem.
   const common::KeyRange keys = shard_->keys();
   if (keys.empty() || args->keys != keys) return absl::OkStatus();
-  absl::StatusOr<absl::Cord> decoded =
-      DecodeCompressedGradient(request.compressed_gradient(), keys);
+  absl::StatusOr<absl::Cord> decoded = DecodeCompressedGradient(
+      request.compressed_gradient(), keys, decode_buffers_);
   if (!decoded.ok()) return decoded.status();
   args->gradient = *std::move(decoded);
   return absl::OkStatus();

@@ -109,7 +109,7 @@ class ParameterService final : public ParameterServiceBase {
   // Replaces args->gradient with the request's compressed_gradient decoded
   // to float32 (when it has one), or says what is wrong with it.
   absl::Status DecodeCompressed(const ps::v1::PushRequest& request,
-                                PushArgs* args) const;
+                                PushArgs* args);
   // Answers `call` now with `status` (and `answer` for a raw method).
   grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
                                    const RpcCall& call,
@@ -124,6 +124,7 @@ class ParameterService final : public ParameterServiceBase {
   Checkpointer* checkpointer_;
   ServerMetrics* metrics_;
   absl::Duration max_pull_wait_;
+  GradientBufferPool decode_buffers_;  // for compressed pushes
   absl::Notification stop_;
   std::thread expiry_ticker_;
   absl::Mutex mu_;

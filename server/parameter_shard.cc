@@ -554,6 +554,11 @@ std::string ParameterShard::DumpTables() const {
   return tables_.Dump();
 }
 
+void ParameterShard::CountRejectedPush() {
+  absl::MutexLock lock(&mutex_);
+  ++counters_.pushes_rejected;
+}
+
 common::KeyRange ParameterShard::keys() const {
   absl::ReaderMutexLock lock(&mutex_);
   return initialized_ ? dense_.keys() : common::KeyRange{};

@@ -125,6 +125,9 @@ class ParameterShard {
   absl::Time Now() const { return options_.clock(); }
 
   absl::StatusOr<PushResult> Push(const PushArgs& args);
+  // Counts a push refused before it reached Push (its compressed gradient
+  // did not decode) among the rejected, as Push counts those it refuses.
+  void CountRejectedPush();
 
   ShardStatus Status() const;
   // The dense keys this shard owns; empty before Init. Cheap (no copy of

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -66,7 +67,7 @@ std::vector<SparseRows> SparseRowsFromProto(
 
 absl::StatusOr<absl::Cord> DecodeCompressedGradient(
     const google::protobuf::RepeatedPtrField<ps::v1::GradientPart>& parts,
-    const common::KeyRange& keys) {
+    const common::KeyRange& keys, GradientBufferPool& buffers) {
   uint64_t covered = 0;
   for (const ps::v1::GradientPart& part : parts) {
     if (part.num_keys() > keys.size() - covered) {
@@ -81,7 +82,7 @@ absl::StatusOr<absl::Cord> DecodeCompressedGradient(
         "the compressed gradient's parts cover ", covered,
         " keys but the shard owns ", keys.size(), " ", keys.ToString()));
   }
-  std::vector<float> decoded(keys.size());
+  std::unique_ptr<std::vector<float>> decoded = buffers.Take(keys.size());
   uint64_t offset = 0;
   for (int i = 0; i < parts.size(); ++i) {
     const ps::v1::GradientPart& part = parts[i];
@@ -97,17 +98,13 @@ absl::StatusOr<absl::Cord> DecodeCompressedGradient(
     }
     if (absl::Status s = common::DecodePart(
             *kind, part.values(), part.indices(),
-            absl::MakeSpan(decoded).subspan(offset, part.num_keys()), what);
+            absl::MakeSpan(*decoded).subspan(offset, part.num_keys()), what);
         !s.ok()) {
       return s;
     }
     offset += part.num_keys();
   }
-  // The Cord keeps the vector: no copy of the decoded gradient.
-  const absl::string_view bytes(reinterpret_cast<const char*>(decoded.data()),
-                                decoded.size() * sizeof(float));
-  return absl::MakeCordFromExternal(
-      bytes, [owned = std::move(decoded)](absl::string_view) {});
+  return buffers.Wrap(std::move(decoded));
 }
 
 grpc::ByteBuffer EncodePullResponse(PullResult pulled) {

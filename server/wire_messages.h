@@ -9,6 +9,7 @@
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "ps/v1/parameter_server.pb.h"
+#include "server/gradient_buffer_pool.h"
 #include "server/parameter_shard.h"
 
 // The server's side of the raw methods (common/rpc/wire_format.h): θ-sized
@@ -32,11 +33,12 @@ std::vector<SparseRows> SparseRowsFromProto(
 // A push's compressed_gradient (ps.v1.GradientPart) decoded to the float32
 // bytes of `keys`: the parts must cover exactly keys.size() keys, and each
 // must be well formed (common::DecodePart); INVALID_ARGUMENT names the
-// first part that is not. Allocates only once the parts' key counts add up
-// to `keys`, so a lying count costs nothing.
+// first part that is not. Decodes into a buffer of `buffers`, taken only
+// once the parts' key counts add up to `keys` (so a lying count costs
+// nothing), which the Cord gives back when it goes.
 absl::StatusOr<absl::Cord> DecodeCompressedGradient(
     const google::protobuf::RepeatedPtrField<ps::v1::GradientPart>& parts,
-    const common::KeyRange& keys);
+    const common::KeyRange& keys, GradientBufferPool& buffers);
 
 // Parses a raw request with no large field (a Pull).
 absl::Status ParseRequest(const grpc::ByteBuffer* request,

@@ -502,6 +502,9 @@ TEST_F(WireTest, MalformedCompressedGradientsAreRefusedAndThetaStaysAsItWas) {
       Part(ps::v1::ENCODING_FLOAT32, 16, FloatBytes(std::vector<float>(16)));
   EXPECT_THAT(Call(both).error_message(),
               HasSubstr("both gradient and compressed_gradient"));
+  // Each counts as rejected, as a plain push the shard refuses does.
+  EXPECT_EQ(cluster_.servers[0]->shard().Status().pushes_rejected,
+            cases.size() + 1);
 
   // θ as Init left it: no version, every value 0.
   auto pull_theta = [&] {

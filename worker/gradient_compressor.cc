@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -42,30 +44,30 @@ absl::StatusOr<GradientCompressor> GradientCompressor::Create(
     compressor.ranges_.push_back({begin, begin + tensor.num_elements()});
     begin += tensor.num_elements();
   }
-  if (compressor.any_topk_) {
-    compressor.corrected_.assign(begin, 0.0f);
-    compressor.residual_.assign(begin, 0.0f);
-  }
+  if (compressor.any_topk_) compressor.residual_.assign(begin, 0.0f);
   return compressor;
 }
 
 void GradientCompressor::Select(absl::Span<const float> gradient) {
   if (!any_topk_) return;
   chosen_.clear();
+  chosen_values_.clear();
   for (size_t t = 0; t < tensors_.size(); ++t) {
     if (compressions_[t].kind != CompressionKind::kTopK) continue;
     const common::KeyRange& keys = ranges_[t];
-    for (uint64_t k = keys.begin; k < keys.end; ++k) {
-      corrected_[k] = gradient[k] + residual_[k];
-      residual_[k] = corrected_[k];
-    }
-    const absl::Span<const float> corrected =
-        absl::MakeConstSpan(corrected_).subspan(keys.begin, keys.size());
+    // The residual becomes this step's corrected gradient in place; what is
+    // sent is taken out of it below, and the rest stays for the next step.
+    const absl::Span<float> corrected =
+        absl::MakeSpan(residual_).subspan(keys.begin, keys.size());
+    const absl::Span<const float> step =
+        gradient.subspan(keys.begin, keys.size());
+    for (size_t i = 0; i < corrected.size(); ++i) corrected[i] += step[i];
     for (uint32_t offset : common::SelectTopK(
              corrected,
              common::TopKCount(keys.size(), compressions_[t].ratio))) {
       chosen_.push_back(keys.begin + offset);
-      residual_[keys.begin + offset] = 0.0f;  // sent in full
+      chosen_values_.push_back(corrected[offset]);
+      corrected[offset] = 0.0f;  // sent in full
     }
   }
 }
@@ -88,21 +90,23 @@ void GradientCompressor::Encode(
                           part->mutable_values());
       continue;
     }
-    const auto first =
-        std::lower_bound(chosen_.begin(), chosen_.end(), part_keys.begin);
-    const auto last = std::lower_bound(first, chosen_.end(), part_keys.end);
-    std::vector<uint32_t> indices;
-    std::vector<float> values;
-    indices.reserve(last - first);
-    values.reserve(last - first);
-    for (auto key = first; key != last; ++key) {
-      indices.push_back(static_cast<uint32_t>(*key - part_keys.begin));
-      values.push_back(corrected_[*key]);
+    const size_t first =
+        std::lower_bound(chosen_.begin(), chosen_.end(), part_keys.begin) -
+        chosen_.begin();
+    const size_t last = std::lower_bound(chosen_.begin() + first, chosen_.end(),
+                                         part_keys.end) -
+                        chosen_.begin();
+    std::string* indices = part->mutable_indices();
+    indices->resize((last - first) * sizeof(uint32_t));
+    for (size_t j = first; j < last; ++j) {
+      const uint32_t index =
+          static_cast<uint32_t>(chosen_[j] - part_keys.begin);
+      std::memcpy(indices->data() + (j - first) * sizeof index, &index,
+                  sizeof index);
     }
-    part->mutable_indices()->assign(
-        reinterpret_cast<const char*>(indices.data()),
-        indices.size() * sizeof(uint32_t));
-    common::FloatsToBytes(values, part->mutable_values());
+    common::FloatsToBytes(
+        absl::MakeConstSpan(chosen_values_).subspan(first, last - first),
+        part->mutable_values());
   }
 }
 

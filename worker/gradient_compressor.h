@@ -56,11 +56,11 @@ class GradientCompressor {
   std::vector<common::KeyRange> ranges_;           // one per tensor
   bool compresses_ = false;
   bool any_topk_ = false;
-  // Top-k tensors only (the others' entries stay 0): the gradient plus the
-  // residual, this step; and the keys chosen, increasing.
-  std::vector<float> corrected_;
+  // Top-k tensors only (the others' entries stay 0): what has not been
+  // sent yet; and this step's chosen keys, increasing, with their values.
   std::vector<float> residual_;
   std::vector<uint64_t> chosen_;
+  std::vector<float> chosen_values_;
 };
 
 }  // namespace ps::worker
