@@ -26,8 +26,9 @@ enum class RpcMethod {
   kStatus,
   kCheckpoint,
   kExportRows,
+  kLeasePartition,
 };
-inline constexpr size_t kNumRpcMethods = 10;
+inline constexpr size_t kNumRpcMethods = 11;
 
 // One call as the metrics see it: started when the method was entered.
 struct RpcCall {
