@@ -597,13 +597,14 @@ absl::StatusOr<PartitionLease> ParameterShard::LeasePartition(
   if (absl::Status declared = partitions_.Declare(plan); !declared.ok()) {
     return declared;
   }
-  // Lease calls it with mutex_ held.
-  const Membership& members = members_;
+  // Each worker id's live incarnation, as the table asks about them.
+  std::vector<std::optional<uint64_t>> live(members_.max_workers());
+  for (uint32_t id : members_.LiveWorkers()) {
+    live[id] = members_.members()[id].incarnation;
+  }
   const PartitionTable::Grant grant =
-      partitions_.Lease(worker_id, incarnation, [&members](uint32_t id) {
-        return members.IsLive(id)
-                   ? std::optional<uint64_t>(members.members()[id].incarnation)
-                   : std::nullopt;
+      partitions_.Lease(worker_id, incarnation, [&live](uint32_t id) {
+        return id < live.size() ? live[id] : std::nullopt;
       });
   if (grant.outcome == PartitionTable::LeaseOutcome::kGranted) {
     spdlog::info("shard 0: worker {} leased partition {} of epoch {} ({})",
