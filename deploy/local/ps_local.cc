@@ -47,6 +47,10 @@ ABSL_FLAG(std::string, compression, "",
           "How workers push dense gradients: none, fp16, bf16 or "
           "topk:RATIO (ps_worker --compression). Default: ps_worker's, none "
           "(and no flag for a --worker_command).");
+ABSL_FLAG(std::optional<uint32_t>, data_partitions, std::nullopt,
+          "Partitions per epoch that workers lease from shard 0 (0: each "
+          "worker trains part --rank of --workers; ps_worker "
+          "--data_partitions). Default: ps_worker's.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, data_format, "",
@@ -249,6 +253,7 @@ int main(int argc, char** argv) {
   worker.seed = absl::GetFlag(FLAGS_seed);
   worker.eval_every = absl::GetFlag(FLAGS_eval_every);
   worker.compression = absl::GetFlag(FLAGS_compression);
+  worker.data_partitions = absl::GetFlag(FLAGS_data_partitions);
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.data_format = data_format;
   worker.train = absl::GetFlag(FLAGS_train);
