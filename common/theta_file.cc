@@ -17,13 +17,14 @@ namespace {
 // and the workers' states as enum codes instead of a name and a
 // live/finished byte; format 4 appends the optimizers' settings (each
 // tensor's optimizer and schedule, the server's schedule); format 5 appends
-// the sparse tables and the open round's sparse rows. Older files stay
-// readable.
+// the sparse tables and the open round's sparse rows; format 6 appends
+// shard 0's data partition table. Older files stay readable.
 constexpr char kMagicV1[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
 constexpr char kMagicV2[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
 constexpr char kMagicV3[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '3'};
 constexpr char kMagicV4[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '4'};
-constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '5'};
+constexpr char kMagicV5[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '5'};
+constexpr char kMagic[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '6'};
 
 // Format 3's codes: the position in these tables plus one, fixed here
 // whatever the enums' order; 0 is "none" (an export has no mode).
@@ -319,6 +320,32 @@ bool DecodeTables(Reader& in, ThetaFile& file) {
   return true;
 }
 
+// Format 6's tail: a presence byte, then the partition plan and each
+// (epoch, partition)'s state, holder and incarnation.
+bool DecodePartitions(Reader& in, ThetaFile& file) {
+  uint8_t present = 0;
+  if (!in.Get(&present) || present > 1) return false;
+  if (present == 0) return true;
+  SavedPartitions saved;
+  PartitionPlan& plan = saved.plan;
+  if (!in.Get(&plan.train_size) || !in.Get(&plan.partitions) ||
+      !in.Get(&plan.epochs) || !in.Get(&plan.seed) ||
+      uint64_t{plan.partitions} * plan.epochs > kMaxPartitionSlots) {
+    return false;
+  }
+  saved.records.resize(size_t{plan.partitions} * plan.epochs);
+  for (PartitionRecord& r : saved.records) {
+    uint8_t state = 0;
+    if (!in.Get(&state) || state > 2 || !in.Get(&r.worker_id) ||
+        !in.Get(&r.incarnation)) {
+      return false;
+    }
+    r.state = static_cast<PartitionState>(state);
+  }
+  file.partitions = std::move(saved);
+  return true;
+}
+
 bool Increasing(const std::vector<uint64_t>& ids) {
   return std::adjacent_find(ids.begin(), ids.end(), [](uint64_t a, uint64_t b) {
            return a >= b;
@@ -449,6 +476,19 @@ std::string EncodeThetaFile(const ThetaFile& file) {
       out.PutFloats(part.rows);
     }
   }
+  out.Put<uint8_t>(file.partitions.has_value() ? 1 : 0);
+  if (file.partitions.has_value()) {
+    const PartitionPlan& plan = file.partitions->plan;
+    out.Put(plan.train_size);
+    out.Put(plan.partitions);
+    out.Put(plan.epochs);
+    out.Put(plan.seed);
+    for (const PartitionRecord& r : file.partitions->records) {
+      out.Put<uint8_t>(static_cast<uint8_t>(r.state));
+      out.Put(r.worker_id);
+      out.Put(r.incarnation);
+    }
+  }
   out.Put(Crc32(out.bytes()));
   return std::move(out.bytes());
 }
@@ -463,6 +503,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   }
   int format = 0;
   if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) == 0) {
+    format = 6;
+  } else if (std::memcmp(bytes.data(), kMagicV5, sizeof(kMagicV5)) == 0) {
     format = 5;
   } else if (std::memcmp(bytes.data(), kMagicV4, sizeof(kMagicV4)) == 0) {
     format = 4;
@@ -488,7 +530,8 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
   if (!DecodeBody(in, format, file) ||
       (format >= 2 && !DecodeRules(in, file)) ||
       (format >= 4 && !DecodeOptimizers(in, file)) ||
-      (format >= 5 && !DecodeTables(in, file)) || !in.AtEnd()) {
+      (format >= 5 && !DecodeTables(in, file)) ||
+      (format >= 6 && !DecodePartitions(in, file)) || !in.AtEnd()) {
     return bad(
         "the checksum matches but the layout does not: written by an "
         "incompatible version?");

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/consistency_mode.h"
+#include "common/data_partition.h"
 #include "common/key_range.h"
 #include "common/table_spec.h"
 #include "common/tensor_spec.h"
@@ -97,15 +98,19 @@ struct ThetaFile {
   // their rows' initial values.
   uint64_t model_seed = 0;
   std::vector<SavedTable> tables;
+  // Format 6: shard 0's data partition table, once a worker leased one.
+  std::optional<SavedPartitions> partitions;
 };
 
 // The bytes of a file: magic, header, float32 data, CRC-32 of all of it.
-// Always format 5 ("PSTHETA5": format 4 and, at its end, the model seed, the
-// tables with their rows in id order, and the open round's sparse rows);
+// Always format 6 ("PSTHETA6": format 5 and, at its end, the data partition
+// table if the file has one); format 5 appended the model seed, the
+// tables with their rows in id order, and the open round's sparse rows to
+// format 4;
 // format 4 appended each tensor's optimizer and schedule and the server's
 // schedule to format 3, which wrote the mode and each worker's state as enum
 // codes where format 2 had the mode's name and a live/finished byte.
-// DecodeThetaFile reads formats 1 ("PSTHETA1", no rule settings) to 5.
+// DecodeThetaFile reads formats 1 ("PSTHETA1", no rule settings) to 6.
 std::string EncodeThetaFile(const ThetaFile& file);
 
 // Checks magic, every length, the checksum, and that every value is finite:

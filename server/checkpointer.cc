@@ -562,6 +562,10 @@ absl::StatusOr<std::optional<common::ThetaFile>> Checkpointer::Reshard(
     merged.samples_applied =
         std::max(merged.samples_applied, source.samples_applied);
     Merge(source.workers, workers);
+    // The partition table lives on shard 0 in every layout.
+    if (shard_index_ == 0 && overlapping[k] == 0) {
+      merged.partitions = source.partitions;
+    }
     spdlog::info("shard {}/{}: restoring {} from shard {} of {} (version {})",
                  shard_index_, num_shards_,
                  begin < end

@@ -302,6 +302,10 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
   args.keys = {request.key_begin(), request.key_end()};
   args.gradient = std::move(push.gradient);
   args.sparse = SparseRowsFromProto(push.fields.sparse());
+  if (request.has_completes()) {
+    args.completes = PartitionRef{request.completes().epoch(),
+                                  request.completes().partition()};
+  }
   const absl::Status decoded = DecodeCompressed(request, &args);
   if (!decoded.ok()) shard_->CountRejectedPush();
   const absl::StatusOr<PushResult> result =
@@ -404,6 +408,14 @@ grpc::ServerUnaryReactor* ParameterService::Status(
   response->set_sync_quorum(s.options.sync_quorum);
   response->set_staleness(s.options.staleness);
   response->set_max_read_clock_gap(s.max_read_clock_gap);
+  if (s.partition_plan.has_value()) {
+    ps::v1::PartitionStatus* partitions = response->mutable_partitions();
+    rpc::ToProto(*s.partition_plan, partitions->mutable_plan());
+    for (uint32_t done : s.partitions_done_per_epoch) {
+      partitions->add_done_per_epoch(done);
+    }
+    partitions->set_done(s.partitions_done);
+  }
   {
     absl::MutexLock lock(&mu_);
     response->set_advertise(advertised_address_);
@@ -451,6 +463,36 @@ grpc::ServerUnaryReactor* ParameterService::ExportRows(
   response->set_done(page.done);
   response->set_version(exported->version);
   response->set_model_seed(exported->model_seed);
+  return Finish(context, call, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterService::LeasePartition(
+    grpc::CallbackServerContext* context,
+    const ps::v1::LeasePartitionRequest* request,
+    ps::v1::LeasePartitionResponse* response) {
+  const RpcCall call = ServerMetrics::StartCall(RpcMethod::kLeasePartition,
+                                                request->ByteSizeLong());
+  absl::StatusOr<PartitionLease> lease =
+      shard_->LeasePartition(request->worker_id(), request->incarnation(),
+                             rpc::FromProto(request->plan()));
+  if (!lease.ok()) return Finish(context, call, lease.status());
+  const PartitionTable::Grant& grant = lease->grant;
+  switch (grant.outcome) {
+    case PartitionTable::LeaseOutcome::kGranted:
+      response->set_outcome(ps::v1::LeasePartitionResponse::GRANTED);
+      response->set_epoch(grant.epoch);
+      response->set_partition(grant.partition);
+      response->set_example_begin(grant.examples.begin);
+      response->set_example_end(grant.examples.end);
+      break;
+    case PartitionTable::LeaseOutcome::kNoneFree:
+      response->set_outcome(ps::v1::LeasePartitionResponse::NONE_FREE);
+      break;
+    case PartitionTable::LeaseOutcome::kJobDone:
+      response->set_outcome(ps::v1::LeasePartitionResponse::JOB_DONE);
+      break;
+  }
+  response->set_partitions_done(lease->partitions_done);
   return Finish(context, call, absl::OkStatus());
 }
 

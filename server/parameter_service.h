@@ -88,6 +88,10 @@ class ParameterService final : public ParameterServiceBase {
       grpc::CallbackServerContext* context,
       const ps::v1::ExportRowsRequest* request,
       ps::v1::ExportRowsResponse* response) override;
+  grpc::ServerUnaryReactor* LeasePartition(
+      grpc::CallbackServerContext* context,
+      const ps::v1::LeasePartitionRequest* request,
+      ps::v1::LeasePartitionResponse* response) override;
 
  private:
   // The shared halves of Pull, Push and PushPull.

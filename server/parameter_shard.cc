@@ -39,8 +39,8 @@ ParameterShard::ParameterShard(ShardOptions options)
       tables_(options_),
       members_(options_.shard_index, options_.num_workers, options_.max_workers,
                options_.lease_timeout),
-      parked_(options_.max_parked_pulls, options_.max_parked_pulls_per_worker) {
-}
+      parked_(options_.max_parked_pulls, options_.max_parked_pulls_per_worker),
+      partitions_(options_.num_workers) {}
 
 absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
                                                         uint64_t incarnation) {
@@ -357,6 +357,13 @@ absl::Status ParameterShard::ValidatePush(const PushArgs& args) const {
       !live.ok()) {
     return live;
   }
+  if (args.completes.has_value() && options_.shard_index != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the push reports partition ", args.completes->partition, " of epoch ",
+        args.completes->epoch, " done to shard ", options_.shard_index,
+        ": partitions are leased from and reported to "
+        "shard 0 only"));
+  }
   const uint64_t last_seq = members_.members()[args.worker_id].last_seq;
   if (args.seq > last_seq && args.seq - last_seq > kMaxSeqJump) {
     return absl::InvalidArgumentError(
@@ -388,8 +395,18 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
     }
     common::WorkerRecord& worker = members_.at(args.worker_id);
     if (args.seq <= worker.last_seq) {
+      // A retry: its completion, if any, was recorded with it.
       ++counters_.pushes_duplicate;
       return PushResult{PushOutcome::kDuplicate, version_};
+    }
+    if (args.completes.has_value()) {
+      if (absl::Status held = partitions_.CheckComplete(
+              args.completes->epoch, args.completes->partition, args.worker_id,
+              args.incarnation);
+          !held.ok()) {
+        ++counters_.pushes_rejected;
+        return held;
+      }
     }
     result = policy_.GathersRounds()
                  ? PushToRound(args, std::move(*sparse), worker)
@@ -399,6 +416,11 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       // were.
       ++counters_.pushes_rejected;
       return result;
+    }
+    // Acknowledged (even as stale, whose gradient came too late for its
+    // round): the partition is done and never leased again this epoch.
+    if (args.completes.has_value()) {
+      partitions_.Complete(args.completes->epoch, args.completes->partition);
     }
     if (result->outcome == PushOutcome::kApplied ||
         result->outcome == PushOutcome::kAccepted) {
@@ -564,6 +586,39 @@ common::KeyRange ParameterShard::keys() const {
   return initialized_ ? dense_.keys() : common::KeyRange{};
 }
 
+absl::StatusOr<PartitionLease> ParameterShard::LeasePartition(
+    uint32_t worker_id, uint64_t incarnation,
+    const common::PartitionPlan& plan) {
+  if (options_.shard_index != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("this server is shard ", options_.shard_index,
+                     ": data partitions are leased from shard 0 only"));
+  }
+  absl::MutexLock lock(&mutex_);
+  if (absl::Status live = members_.CheckLive(worker_id, incarnation);
+      !live.ok()) {
+    return live;
+  }
+  if (absl::Status declared = partitions_.Declare(plan); !declared.ok()) {
+    return declared;
+  }
+  // Each worker id's live incarnation, as the table asks about them.
+  std::vector<std::optional<uint64_t>> live(members_.max_workers());
+  for (uint32_t id : members_.LiveWorkers()) {
+    live[id] = members_.members()[id].incarnation;
+  }
+  const PartitionTable::Grant grant =
+      partitions_.Lease(worker_id, incarnation, [&live](uint32_t id) {
+        return id < live.size() ? live[id] : std::nullopt;
+      });
+  if (grant.outcome == PartitionTable::LeaseOutcome::kGranted) {
+    spdlog::info("shard 0: worker {} leased partition {} of epoch {} ({})",
+                 worker_id, grant.partition, grant.epoch,
+                 grant.examples.ToString());
+  }
+  return PartitionLease{grant, partitions_.done()};
+}
+
 ShardStatus ParameterShard::Status() const {
   absl::MutexLock lock(&mutex_);
   ShardStatus status;
@@ -592,6 +647,11 @@ ShardStatus ParameterShard::Status() const {
   status.max_read_clock_gap = counters_.max_read_clock_gap;
   status.pulls_refused_over_total = counters_.pulls_refused_over_total;
   status.pulls_refused_over_worker = counters_.pulls_refused_over_worker;
+  if (partitions_.declared()) {
+    status.partition_plan = partitions_.plan();
+    status.partitions_done_per_epoch = partitions_.DonePerEpoch();
+    status.partitions_done = partitions_.done();
+  }
   return status;
 }
 

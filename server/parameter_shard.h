@@ -18,6 +18,7 @@
 #include "server/consistency_policy.h"
 #include "server/dense_slice.h"
 #include "server/membership.h"
+#include "server/partition_table.h"
 #include "server/pull_wait_list.h"
 #include "server/shard_counters.h"
 #include "server/shard_observer.h"
@@ -66,6 +67,11 @@ struct ShardStatus {
   // server's (--max_parked_pulls) or one worker id's.
   uint64_t pulls_refused_over_total = 0;
   uint64_t pulls_refused_over_worker = 0;
+  // Shard 0, once a worker leased a partition: the plan, and partitions
+  // done per epoch.
+  std::optional<common::PartitionPlan> partition_plan;
+  std::vector<uint32_t> partitions_done_per_epoch;
+  uint64_t partitions_done = 0;
 };
 
 // One shard of θ and the rules that change it. Plain C++: the gRPC service
@@ -124,10 +130,20 @@ class ParameterShard {
   // The shard's clock's time now (ShardOptions::clock).
   absl::Time Now() const { return options_.clock(); }
 
+  // Validated, then (new, not a retry) applied or held for the round; a
+  // push that completes a partition marks it done with it (shard 0).
   absl::StatusOr<PushResult> Push(const PushArgs& args);
   // Counts a push refused before it reached Push (its compressed gradient
   // did not decode) among the rejected, as Push counts those it refuses.
   void CountRejectedPush();
+
+  // The data partition (worker_id, incarnation) trains next, from shard 0's
+  // table (PartitionTable::Lease); the first lease declares `plan`.
+  // FAILED_PRECONDITION on other shards; REGISTRATION_REQUIRED unless the
+  // worker is live here.
+  absl::StatusOr<PartitionLease> LeasePartition(
+      uint32_t worker_id, uint64_t incarnation,
+      const common::PartitionPlan& plan);
 
   ShardStatus Status() const;
   // The dense keys this shard owns; empty before Init. Cheap (no copy of
@@ -231,6 +247,8 @@ class ParameterShard {
   PullWaitList parked_ ABSL_GUARDED_BY(mutex_);
   ShardCounters counters_ ABSL_GUARDED_BY(mutex_);
   ShardObserver* observer_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  // Shard 0 only: which worker trains which data partition.
+  PartitionTable partitions_ ABSL_GUARDED_BY(mutex_);
 };
 
 }  // namespace ps::server

@@ -13,9 +13,9 @@ using common::metrics::Counter;
 using common::metrics::Family;
 
 constexpr std::array<const char*, kNumRpcMethods> kMethodNames = {
-    "Register",   "Heartbeat",  "Leave",      "Init",
-    "Pull",       "Push",       "PushPull",   "Status",
-    "Checkpoint", "ExportRows", "PushStream", "PullStream"};
+    "Register",   "Heartbeat",  "Leave",         "Init",       "Pull",
+    "Push",       "PushPull",   "Status",        "Checkpoint", "ExportRows",
+    "PushStream", "PullStream", "LeasePartition"};
 
 constexpr std::array<const char*, 4> kPushOutcomes = {"applied", "accepted",
                                                       "duplicate", "stale"};

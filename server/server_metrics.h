@@ -28,8 +28,9 @@ enum class RpcMethod {
   kExportRows,
   kPushStream,
   kPullStream,
+  kLeasePartition,
 };
-inline constexpr size_t kNumRpcMethods = 12;
+inline constexpr size_t kNumRpcMethods = 13;
 
 // One call as the metrics see it: started when the method was entered.
 struct RpcCall {

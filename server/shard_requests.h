@@ -2,6 +2,7 @@
 #define PS_SERVER_SHARD_REQUESTS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "common/key_range.h"
 #include "common/table_spec.h"
 #include "common/tensor_spec.h"
+#include "server/partition_table.h"
 
 namespace ps::server {
 
@@ -72,6 +74,12 @@ struct PullResult {
   std::vector<SparseRows> sparse;  // the rows asked for, in the order asked
 };
 
+// A data partition of one epoch (server/partition_table.h).
+struct PartitionRef {
+  uint32_t epoch = 0;
+  uint32_t partition = 0;
+};
+
 struct PushArgs {
   uint32_t worker_id = 0;
   uint64_t incarnation = 0;
@@ -83,6 +91,8 @@ struct PushArgs {
   // float32 bytes, as they arrived (in pieces: the request's slices)
   absl::Cord gradient;
   std::vector<SparseRows> sparse;  // gradient rows per table
+  // Shard 0: the partition this push completes, if it does.
+  std::optional<PartitionRef> completes;
 };
 
 enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };
@@ -90,6 +100,13 @@ enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };
 struct PushResult {
   PushOutcome outcome = PushOutcome::kApplied;
   uint64_t version = 0;
+};
+
+// What LeasePartition answers: the grant and how many partitions (all
+// epochs) are done.
+struct PartitionLease {
+  PartitionTable::Grant grant;
+  uint64_t partitions_done = 0;
 };
 }  // namespace ps::server
 

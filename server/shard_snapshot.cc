@@ -197,6 +197,7 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
   for (const common::WorkerRecord& m : members_.members()) {
     if (m.registered) file.workers.push_back(m);
   }
+  if (partitions_.declared()) file.partitions = partitions_.Save();
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
       const absl::Span<const float> g = round_->gradient(id);
@@ -283,6 +284,14 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       return rows;
     }
   }
+  // Shard 0 keeps the partition table; another shard's file has none.
+  PartitionTable partitions(options_.num_workers);
+  if (saved.partitions.has_value() && options_.shard_index == 0) {
+    if (absl::Status restored = partitions.Restore(*saved.partitions);
+        !restored.ok()) {
+      return restored;
+    }
+  }
   // The last check that can fail, and the first change: on failure the
   // shard declares no table.
   if (absl::Status tables = tables_.Restore(saved.tables, saved.model_seed);
@@ -290,6 +299,7 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
     return tables;
   }
   has_tables_.store(!tables_.empty());
+  partitions_ = std::move(partitions);
   const absl::Time now = Now();
   for (const common::WorkerRecord& w : saved.workers) {
     if (absl::Status restored = members_.Restore(w, now); !restored.ok()) {

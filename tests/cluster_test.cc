@@ -46,6 +46,10 @@ struct TrainInput {
   const common::TrainTestData* data = nullptr;
   uint32_t epochs = 3;
   uint32_t batch_size = 16;
+  // Partitions leased from shard 0 (0: split by rank); with
+  // `partitions_done`, shard 0's count of those done per epoch at the end.
+  uint32_t data_partitions = 0;
+  std::vector<uint32_t>* partitions_done = nullptr;
 };
 
 // Trains `workers` workers on synthetic data against `shards` fresh servers
@@ -85,6 +89,7 @@ std::vector<float> Train(
       options.batch_size = input.batch_size;
       options.epochs = input.epochs;
       options.seed = 42;
+      options.data_partitions = input.data_partitions;
       worker::Trainer trainer(options, model->get(), client->get(), &data);
       results[rank] = trainer.Run();
       thetas[rank] = trainer.theta();
@@ -94,6 +99,10 @@ std::vector<float> Train(
   for (std::thread& t : threads) t.join();
   for (const absl::Status& status : results) EXPECT_TRUE(status.ok()) << status;
   if (accuracy != nullptr) *accuracy = accuracies[0];
+  if (input.partitions_done != nullptr) {
+    *input.partitions_done =
+        cluster.servers[0]->shard().Status().partitions_done_per_epoch;
+  }
   return thetas[0];
 }
 
@@ -125,6 +134,36 @@ TEST(Cluster, SyncTrainingIsBitForBitReproducibleAcrossShardCounts) {
   // And training moved θ away from its seeded start.
   auto model = worker::CreateModel("mlp", 12, 4);
   EXPECT_FALSE(SameBytes(one, (*model)->InitialParams(42)));
+}
+
+// Partitions leased from shard 0 go to worker p mod W when nobody fails:
+// sync training is still the same bit for bit, on 1 and 3 shards, and
+// every partition of every epoch is trained once. 10 partitions over 3
+// workers: worker 0 has one more each epoch, and the others leave first.
+TEST(Cluster, SyncTrainingWithDataPartitionsIsBitForBitReproducible) {
+  std::vector<uint32_t> done_one, done_three;
+  TrainInput partitions;
+  partitions.data_partitions = 10;
+  partitions.partitions_done = &done_one;
+  double accuracy_one = 0, accuracy_three = 0;
+  const auto one = Train(1, 3, server::ConsistencyMode::kSync, "mlp",
+                         Regularized(), &accuracy_one, {}, {}, partitions);
+  partitions.partitions_done = &done_three;
+  const auto three = Train(3, 3, server::ConsistencyMode::kSync, "mlp",
+                           Regularized(), &accuracy_three, {}, {}, partitions);
+  partitions.partitions_done = nullptr;
+  const auto again = Train(3, 3, server::ConsistencyMode::kSync, "mlp",
+                           Regularized(), nullptr, {}, {}, partitions);
+  ASSERT_FALSE(one.empty());
+  EXPECT_TRUE(SameBytes(one, three));
+  EXPECT_TRUE(SameBytes(three, again));
+  EXPECT_EQ(accuracy_one, accuracy_three);
+  EXPECT_GT(accuracy_one, 0.9);
+  EXPECT_EQ(done_one, std::vector<uint32_t>({10, 10, 10}));
+  EXPECT_EQ(done_three, std::vector<uint32_t>({10, 10, 10}));
+  // Not the split by rank's θ: the data came in partitions.
+  EXPECT_FALSE(SameBytes(
+      one, Train(1, 3, server::ConsistencyMode::kSync, "mlp", Regularized())));
 }
 
 // The same with Adam and a cosine schedule on the servers: the optimizer's

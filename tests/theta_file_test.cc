@@ -175,14 +175,73 @@ std::string WithChecksum(std::string body) {
   return body;
 }
 
-TEST(ThetaFile, WritesFormatFive) {
-  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA5");
+TEST(ThetaFile, WritesFormatSix) {
+  EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA6");
 }
 
-// Format 5's tail for a file without tables: the model seed, no tables,
-// and no sparse part for each of the open round's gradients.
+// Format 6's tail without a partition table: its presence byte.
+constexpr size_t kNoPartitionsTailBytes = 1;
+
+// Format 5's and 6's tails for a file without tables or partitions: the
+// model seed, no tables, no sparse part for each of the open round's
+// gradients, and no partition table.
 size_t TablelessTailBytes(const ThetaFile& file) {
-  return 8 + 8 + 8 * file.round.size();
+  return 8 + 8 + 8 * file.round.size() + kNoPartitionsTailBytes;
+}
+
+// Shard 0's partition table: one of each state.
+ThetaFile CheckpointWithPartitions() {
+  ThetaFile file = SmallCheckpoint();
+  SavedPartitions saved;
+  saved.plan = {60000, 3, 2, 9};
+  saved.records = {{PartitionState::kDone, 1, 5},
+                   {PartitionState::kLeased, 0, 7},
+                   {PartitionState::kFree, 0, 0},
+                   {PartitionState::kFree, 0, 0},
+                   {PartitionState::kLeased, 2, uint64_t{1} << 40},
+                   {PartitionState::kDone, 0, 7}};
+  file.partitions = saved;
+  return file;
+}
+
+TEST(ThetaFile, PartitionTableRoundTrips) {
+  const ThetaFile file = CheckpointWithPartitions();
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(EncodeThetaFile(file), "partitions");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(file, *decoded);
+  ASSERT_TRUE(decoded->partitions.has_value());
+  EXPECT_EQ(decoded->partitions->plan, file.partitions->plan);
+  EXPECT_EQ(decoded->partitions->records, file.partitions->records);
+  // Without one, none comes back.
+  absl::StatusOr<ThetaFile> none =
+      DecodeThetaFile(EncodeThetaFile(SmallCheckpoint()), "none");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->partitions.has_value());
+}
+
+TEST(ThetaFile, AMalformedPartitionTableIsDataLoss) {
+  std::string bytes = EncodeThetaFile(CheckpointWithPartitions());
+  // The last record's state byte: 1 + 4 + 8 bytes from the checksum.
+  bytes.resize(bytes.size() - sizeof(uint32_t));
+  bytes[bytes.size() - 13] = 3;
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(WithChecksum(bytes), "bad state");
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
+}
+
+// Checkpoints written before the partition table was saved (format 5:
+// format 6 without its tail) still restore, with no table.
+TEST(ThetaFile, AFormatFiveFileStillReads) {
+  const ThetaFile file = SmallCheckpoint();
+  std::string bytes = EncodeThetaFile(file);
+  bytes.resize(bytes.size() - sizeof(uint32_t) - kNoPartitionsTailBytes);
+  bytes[7] = '5';
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(WithChecksum(bytes), "v5");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(file, *decoded);
+  EXPECT_FALSE(decoded->partitions.has_value());
 }
 
 // Checkpoints written before tables were saved (format 4: format 5 without
@@ -340,8 +399,10 @@ TEST(ThetaFile, AHugeRowCountIsRefusedWithoutAllocatingIt) {
   table.rows = {1, 2, 3, 4};
   std::string bytes = EncodeThetaFile(file);
   bytes.resize(bytes.size() - sizeof(uint32_t));
-  // The row count sits before the recency flag, the id and the row.
-  const size_t count_at = bytes.size() - 4 * 4 - 8 - 1 - 8;
+  // The row count sits before the recency flag, the id, the row and
+  // format 6's tail.
+  const size_t count_at =
+      bytes.size() - kNoPartitionsTailBytes - 4 * 4 - 8 - 1 - 8;
   uint64_t count = 0;
   std::memcpy(&count, bytes.data() + count_at, sizeof(count));
   ASSERT_EQ(count, 1u);

@@ -125,6 +125,23 @@ int Status() {
         static_cast<unsigned long long>(s.rounds_closed_by_quorum()),
         static_cast<unsigned long long>(s.rounds_closed_by_timeout()),
         static_cast<unsigned long long>(s.leases_expired()));
+    if (s.has_partitions()) {
+      // Shard 0's partition table: what each epoch has done.
+      const ps::v1::PartitionStatus& p = s.partitions();
+      const uint64_t all = uint64_t{p.plan().partitions()} * p.plan().epochs();
+      std::string per_epoch;
+      for (int e = 0; e < p.done_per_epoch_size(); ++e) {
+        absl::StrAppend(&per_epoch, e == 0 ? "" : ", ", "epoch ", e, " ",
+                        p.done_per_epoch(e), "/", p.plan().partitions());
+      }
+      std::printf("  data partitions: %llu of %llu done (%.4f epochs): %s\n",
+                  static_cast<unsigned long long>(p.done()),
+                  static_cast<unsigned long long>(all),
+                  p.plan().partitions() > 0
+                      ? static_cast<double>(p.done()) / p.plan().partitions()
+                      : 0.0,
+                  per_epoch.c_str());
+    }
     for (const ps::v1::TableStatus& t : s.tables()) {
       std::printf(
           "  table %s (dim %u): %llu rows of %llu, %llu of %llu bytes; "

@@ -38,6 +38,11 @@ ABSL_FLAG(int32_t, rank, -1,
           "$JOB_COMPLETION_INDEX (Kubernetes Indexed Job), or 0 with one "
           "worker.");
 ABSL_FLAG(uint32_t, num_workers, 1, "Number of workers in the job.");
+ABSL_FLAG(uint32_t, data_partitions, 0,
+          "Cut the training set into this many partitions per epoch and "
+          "lease them from shard 0 one at a time (a worker whose lease "
+          "expires gives its partitions back; a joiner of any rank takes "
+          "partitions at once). 0: train part --rank of --num_workers.");
 ABSL_FLAG(std::string, model, "",
           "softmax or mlp (dense, on Fashion-MNIST), or logreg or fm (sparse, "
           "on --data_format=libsvm). Default: logreg with "
@@ -195,8 +200,13 @@ int main(int argc, char** argv) {
       "ps_worker --servers=host:port,... --rank=R --num_workers=W "
       "[--model=softmax|mlp|logreg|fm] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+  // With partitions a --rank given may be any worker id the servers accept
+  // (they refuse one beyond their --max_workers): a joiner.
   absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
-      absl::GetFlag(FLAGS_rank), "rank", absl::GetFlag(FLAGS_num_workers),
+      absl::GetFlag(FLAGS_rank), "rank",
+      absl::GetFlag(FLAGS_data_partitions) > 0 && absl::GetFlag(FLAGS_rank) >= 0
+          ? UINT32_MAX
+          : absl::GetFlag(FLAGS_num_workers),
       "JOB_COMPLETION_INDEX", /*use_hostname=*/false);
   DieIfError(rank.status(), "cannot tell this worker's rank");
   // Before anything logs, so every line has the chosen format.
@@ -267,6 +277,7 @@ int main(int argc, char** argv) {
   options.metrics = &metrics;
   options.rank = *rank;
   options.num_workers = absl::GetFlag(FLAGS_num_workers);
+  options.data_partitions = absl::GetFlag(FLAGS_data_partitions);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.seed = absl::GetFlag(FLAGS_seed);

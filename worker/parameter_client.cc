@@ -259,6 +259,53 @@ absl::Status ParameterClient::Leave(ps::v1::LeaveRequest::Reason reason) {
   return error.status();
 }
 
+absl::StatusOr<ps::v1::LeasePartitionResponse> ParameterClient::LeasePartition(
+    const common::PartitionPlan& plan) {
+  Shard& shard = shards_[0];
+  ps::v1::LeasePartitionRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_incarnation(options_.incarnation);
+  rpc::ToProto(plan, request.mutable_plan());
+  ps::v1::LeasePartitionResponse response;
+  // As a push: the lease may have expired while this worker was paused.
+  grpc::Status status = CallRegistered(
+      shard, "LeasePartition from ", [&](grpc::ClientContext& context) {
+        return shard.stub->LeasePartition(&context, request, &response);
+      });
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  if (response.outcome() == ps::v1::LeasePartitionResponse::GRANTED) {
+    const common::KeyRange expected =
+        response.partition() < plan.partitions
+            ? common::PartitionExamples(plan, response.partition())
+            : common::KeyRange{};
+    if (expected.empty() || expected.begin != response.example_begin() ||
+        expected.end != response.example_end()) {
+      return absl::InternalError(
+          absl::StrCat(shard.address, " leased partition ",
+                       response.partition(), " as examples [",
+                       response.example_begin(), ", ", response.example_end(),
+                       ") where the plan has ", expected.ToString()));
+    }
+  }
+  return response;
+}
+
+void ParameterClient::CompleteWithNextPush(const ps::v1::PartitionDone& done) {
+  completes_ = done;
+}
+
+absl::StatusOr<uint64_t> ParameterClient::PartitionsDone() {
+  ps::v1::StatusResponse response;
+  Shard& shard = shards_[0];
+  grpc::Status status = rpc::CallWithRetry(
+      options_.retry, absl::StrCat("Status of ", shard.address),
+      [&](grpc::ClientContext& context) {
+        return shard.stub->Status(&context, ps::v1::StatusRequest(), &response);
+      });
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  return response.partitions().done();
+}
+
 absl::Status ParameterClient::WaitForOtherWorkers(uint32_t num_workers,
                                                   absl::Duration timeout) {
   const absl::Time give_up = absl::Now() + timeout;
@@ -481,6 +528,7 @@ absl::Status ParameterClient::PushRows(
     error.Record(shard.address, PushShard(shard, gradient));
   });
   CountPushes();
+  if (error.status().ok()) completes_.reset();
   return error.status();
 }
 
@@ -717,6 +765,7 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
   });
   CountPushes();
   if (!error.status().ok()) return error.status();
+  completes_.reset();
   return Pulled();
 }
 
@@ -789,6 +838,12 @@ const ps::v1::PushRequest& ParameterClient::FillPush(
   request.set_batch_size(batch_size);
   request.set_key_begin(shard.keys.begin);
   request.set_key_end(shard.keys.end);
+  // Shard 0 keeps the partition table: the completion goes there alone.
+  if (completes_.has_value() && &shard == &shards_[0]) {
+    *request.mutable_completes() = *completes_;
+  } else {
+    request.clear_completes();
+  }
   if (compressed()) {
     compressor_->Encode(shard.keys, gradient,
                         request.mutable_compressed_gradient());
@@ -822,22 +877,31 @@ grpc::Status ParameterClient::CallPushing(
     ++shard.push_attempts;
     return attempt(context);
   };
+  grpc::Status status =
+      CallRegistered(shard, what, counted, &shard.reregistered);
+  shard.push_answered = status.ok();
+  return status;
+}
+
+grpc::Status ParameterClient::CallRegistered(
+    Shard& shard, const char* what,
+    const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
+    bool* reregistered) {
   auto call = [&] {
     return rpc::CallWithRetry(options_.retry, absl::StrCat(what, shard.address),
-                              counted);
+                              attempt);
   };
   grpc::Status status = call();
   if (NeedsReRegistration(status)) {
-    spdlog::warn("{} refused a push ({}); registering again", shard.address,
-                 status.error_message());
+    spdlog::warn("{}{} was refused ({}); registering again", what,
+                 shard.address, status.error_message());
     ps::v1::RegisterResponse registered;
     status = RegisterShard(shard, &registered);
     if (status.ok()) {
-      shard.reregistered = true;
+      if (reregistered != nullptr) *reregistered = true;
       status = call();
     }
   }
-  shard.push_answered = status.ok();
   return status;
 }
 

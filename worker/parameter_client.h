@@ -84,6 +84,13 @@ class ParameterClient final : public ParameterStore {
   absl::Status WaitForOtherWorkers(uint32_t num_workers,
                                    absl::Duration timeout) override;
 
+  // From shard 0, registering there again (once) when it no longer holds
+  // this worker's lease; checks a granted range is the plan's.
+  absl::StatusOr<ps::v1::LeasePartitionResponse> LeasePartition(
+      const common::PartitionPlan& plan) override;
+  void CompleteWithNextPush(const ps::v1::PartitionDone& done) override;
+  absl::StatusOr<uint64_t> PartitionsDone() override;
+
   // Declares the model on every shard with `initial` θ (first one wins) and
   // checks the shards agree on mode and worker count.
   absl::StatusOr<ClusterInfo> Init(
@@ -259,6 +266,13 @@ class ParameterClient final : public ParameterStore {
   grpc::Status CallPushing(
       Shard& shard, const char* what,
       const std::function<grpc::Status(grpc::ClientContext&)>& attempt);
+  // Runs a call with retries; re-registers once when the server no longer
+  // knows this incarnation and runs it again (then sets *reregistered).
+  // `what` names the call in logs ("Push to ").
+  grpc::Status CallRegistered(
+      Shard& shard, const char* what,
+      const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
+      bool* reregistered = nullptr);
   void CountPushes();
   void StopHeartbeats();
 
@@ -287,6 +301,8 @@ class ParameterClient final : public ParameterStore {
   // reported: the round open then).
   uint64_t init_version_ = 0;
   uint64_t next_seq_ = 1;
+  // What the next push reports done to shard 0 (CompleteWithNextPush).
+  std::optional<ps::v1::PartitionDone> completes_;
   PushCounts push_counts_;
   std::atomic<uint64_t> reregistrations_{0};
   absl::Notification stop_heartbeats_;

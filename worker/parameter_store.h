@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/data_partition.h"
 #include "common/table_spec.h"
 #include "common/tensor_spec.h"
 #include "ps/v1/parameter_server.pb.h"
@@ -108,6 +109,19 @@ class ParameterStore {
   virtual absl::Status WaitForOtherWorkers(uint32_t num_workers,
                                            absl::Duration timeout) = 0;
 
+  // Data partitions (ps_worker --data_partitions): the next partition this
+  // worker trains, from shard 0's table, the first lease declaring `plan`
+  // (see ps.v1.LeasePartitionRequest). A granted range is checked against
+  // common::PartitionExamples. Stores without partitions answer
+  // UNIMPLEMENTED.
+  virtual absl::StatusOr<ps::v1::LeasePartitionResponse> LeasePartition(
+      const common::PartitionPlan& plan);
+  // The next push (Push, PushPull or their sparse forms) reports `done` to
+  // shard 0 as completed by it, retried with it, and is then forgotten.
+  virtual void CompleteWithNextPush(const ps::v1::PartitionDone& done);
+  // Partitions done over all epochs, as shard 0 says now (its Status).
+  virtual absl::StatusOr<uint64_t> PartitionsDone();
+
   // A model with sparse tables (see ParameterClient): the same calls with
   // the batch's rows beside θ. Stores without tables answer UNIMPLEMENTED.
   virtual absl::StatusOr<ClusterInfo> InitSparse(
@@ -141,6 +155,16 @@ class ParameterStore {
   virtual std::string mode() const = 0;
   virtual size_t num_shards() const = 0;
 };
+
+inline absl::StatusOr<ps::v1::LeasePartitionResponse>
+ParameterStore::LeasePartition(const common::PartitionPlan&) {
+  return absl::UnimplementedError("this parameter store has no partitions");
+}
+inline void ParameterStore::CompleteWithNextPush(const ps::v1::PartitionDone&) {
+}
+inline absl::StatusOr<uint64_t> ParameterStore::PartitionsDone() {
+  return absl::UnimplementedError("this parameter store has no partitions");
+}
 
 inline absl::StatusOr<ClusterInfo> ParameterStore::InitSparse(
     const std::vector<common::TensorSpec>&,

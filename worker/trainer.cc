@@ -47,9 +47,10 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o,
   if (o.num_workers == 0) {
     return absl::InvalidArgumentError("--num_workers must be at least 1");
   }
-  if (o.rank >= o.num_workers) {
+  if (o.data_partitions == 0 && o.rank >= o.num_workers) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--rank=", o.rank, " must be below --num_workers=", o.num_workers));
+        "--rank=", o.rank, " must be below --num_workers=", o.num_workers,
+        " (or lease data partitions: --data_partitions)"));
   }
   if (o.batch_size == 0) {
     return absl::InvalidArgumentError("--batch_size must be at least 1");
@@ -59,6 +60,10 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o,
   }
   if (!(o.eval_every > 0)) {
     return absl::InvalidArgumentError("--eval_every must be > 0");
+  }
+  if (o.data_partitions > 0) {
+    return common::ValidatePartitionPlan({static_cast<uint64_t>(train_size),
+                                          o.data_partitions, o.epochs, o.seed});
   }
   const int64_t shard = train_size / o.num_workers;
   if (shard < static_cast<int64_t>(o.batch_size)) {
@@ -90,13 +95,26 @@ absl::Status Trainer::Run() {
   if (!*joined) return absl::OkStatus();  // the job was complete already
 
   // A restarted worker resumes its pass over the data where its previous
-  // process stopped; in sync mode its first pull waits for the open round.
-  // What each pull waits for is the store's to decide, from the mode the
-  // servers report (ParameterStore::Pull).
+  // process stopped (split by rank), or takes back the partition it held;
+  // in sync mode its first pull waits for the open round. What each pull
+  // waits for is the store's to decide, from the mode the servers report
+  // (ParameterStore::Pull).
   StepState state(*this);
+  absl::Span<const int64_t> first;
+  if (plan_.partitions.has_value()) {
+    absl::StatusOr<bool> leased = LeaseNext(state);
+    if (!leased.ok()) return FailStart(leased.status());
+    if (*leased) first = PartitionBatch(state, 0);
+    state.next_eval = options_.eval_every;
+    while (EpochsDone(plan_.first_step) >= state.next_eval) {
+      state.next_eval += options_.eval_every;
+    }
+  } else {
+    first = ExamplesOf(plan_.first_step, state);
+  }
   absl::StatusOr<PullInfo> pulled = task_->Pull(
-      *client_, plan_.first_step, ExamplesOf(plan_.first_step, state),
-      EvaluationDue(plan_.first_step, state), absl::MakeSpan(theta_));
+      *client_, plan_.first_step, first, EvaluationDue(plan_.first_step, state),
+      absl::MakeSpan(theta_));
   if (!pulled.ok()) return FailStart(pulled.status());
   state.pulled = *pulled;
   if (options_.metrics != nullptr) options_.metrics->CountPull();
@@ -114,6 +132,21 @@ absl::Status Trainer::Run() {
   if (options_.rank == 0) StartEvaluations();
   state.step_start = NowSeconds();
 
+  uint64_t step = plan_.first_step;
+  if (plan_.partitions.has_value()) {
+    if (absl::Status trained = TrainPartitions(step, state); !trained.ok()) {
+      return trained;
+    }
+  } else {
+    if (absl::Status trained = TrainShard(state); !trained.ok()) {
+      return trained;
+    }
+    step = plan_.total_steps;
+  }
+  return Finish(step, state);
+}
+
+absl::Status Trainer::TrainShard(StepState& state) {
   for (uint64_t step = plan_.first_step; step < plan_.total_steps; ++step) {
     if (options_.stop_requested && options_.stop_requested()) {
       if (absl::Status left = client_->Leave(); !left.ok()) return left;
@@ -122,9 +155,121 @@ absl::Status Trainer::Run() {
           "; left the job, and a worker restarted with --rank=", options_.rank,
           " resumes there"));
     }
-    if (absl::Status done = TakeStep(step, state); !done.ok()) return done;
+    auto next_examples = [&] { return ExamplesOf(step + 1, state); };
+    std::optional<NextBatch> next;
+    if (step + 1 < plan_.total_steps) next.emplace(next_examples);
+    if (absl::Status done =
+            TakeStep(step, ExamplesOf(step, state), next, state);
+        !done.ok()) {
+      return done;
+    }
   }
-  return Finish(state);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::TrainPartitions(uint64_t& step, StepState& state) {
+  while (state.partition.has_value()) {
+    if (options_.stop_requested && options_.stop_requested()) {
+      if (absl::Status left = client_->Leave(); !left.ok()) return left;
+      return absl::CancelledError(absl::StrCat(
+          "stopped on request in partition ", state.partition->partition(),
+          " of epoch ", state.partition->epoch(),
+          "; left the job, and the partition goes back to the others "
+          "(or to a worker restarted with --rank=",
+          options_.rank, ")"));
+    }
+    const uint64_t batch = state.batch;
+    const bool last = batch + 1 == state.partition_batches;
+    auto next_examples = [&] { return PartitionBatch(state, batch + 1); };
+    std::optional<NextBatch> next;
+    if (!last) next.emplace(next_examples);
+    // The partition's last push reports it done, exactly once with it.
+    if (last) client_->CompleteWithNextPush(*state.partition);
+    if (absl::Status done =
+            TakeStep(step, PartitionBatch(state, batch), next, state);
+        !done.ok()) {
+      return done;
+    }
+    ++step;
+    if (!last) {
+      ++state.batch;
+      continue;
+    }
+    absl::StatusOr<bool> leased = LeaseNext(state);
+    if (!leased.ok()) return leased.status();
+    if (!*leased) break;
+    absl::StatusOr<PullInfo> pulled =
+        task_->Pull(*client_, step, PartitionBatch(state, 0),
+                    EvaluationDue(step, state), absl::MakeSpan(theta_));
+    if (!pulled.ok()) return pulled.status();
+    state.pulled = *pulled;
+    if (options_.metrics != nullptr) options_.metrics->CountPull();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Trainer::LeaseNext(StepState& state) {
+  state.partition.reset();
+  // While nothing is free (the rest held by, or kept for, live workers), a
+  // worker in async mode waits: a holder that dies gives its partitions
+  // back only when its lease expires, perhaps after everyone else is done.
+  // Waiting live holds nobody back in async mode; in sync and SSP it would
+  // hold back rounds and the staleness bound, so there the worker leaves.
+  // It gives up when nothing was completed for wait_for_others.
+  absl::Time give_up = absl::Now() + options_.wait_for_others;
+  uint64_t seen_done = 0;
+  absl::StatusOr<ps::v1::LeasePartitionResponse> lease;
+  while (true) {
+    lease = client_->LeasePartition(*plan_.partitions);
+    if (!lease.ok()) return lease.status();
+    partitions_done_ = lease->partitions_done();
+    if (lease->outcome() == ps::v1::LeasePartitionResponse::GRANTED) break;
+    const bool done =
+        lease->outcome() == ps::v1::LeasePartitionResponse::JOB_DONE;
+    if (partitions_done_ > seen_done) {
+      seen_done = partitions_done_;
+      give_up = absl::Now() + options_.wait_for_others;
+    }
+    if (done || client_->mode() != "async" || absl::Now() > give_up) {
+      spdlog::info(
+          "worker {}: no partition left for it ({}; {} of {} done): done",
+          options_.rank,
+          done ? "the job is done" : "the rest are held by live workers",
+          partitions_done_,
+          uint64_t{plan_.partitions->partitions} * plan_.partitions->epochs);
+      return false;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ps::v1::PartitionDone& held = state.partition.emplace();
+  held.set_epoch(lease->epoch());
+  held.set_partition(lease->partition());
+  // Within a partition, a shuffle of its own per epoch: the same batches
+  // whichever worker trains it.
+  state.order.resize(lease->example_end() - lease->example_begin());
+  std::iota(state.order.begin(), state.order.end(),
+            static_cast<int64_t>(lease->example_begin()));
+  Shuffle(state.order,
+          MixSeed(options_.seed, lease->partition(), lease->epoch()));
+  state.partition_batches =
+      (state.order.size() + options_.batch_size - 1) / options_.batch_size;
+  state.batch = 0;
+  return true;
+}
+
+absl::Span<const int64_t> Trainer::PartitionBatch(const StepState& state,
+                                                  uint64_t batch) const {
+  const uint64_t first = batch * options_.batch_size;
+  return absl::MakeConstSpan(state.order)
+      .subspan(first, std::min<uint64_t>(options_.batch_size,
+                                         state.order.size() - first));
+}
+
+double Trainer::EpochsDone(uint64_t step) const {
+  if (plan_.partitions.has_value()) {
+    return static_cast<double>(partitions_done_) / plan_.partitions->partitions;
+  }
+  return static_cast<double>(step) / plan_.steps_per_epoch;
 }
 
 absl::Status Trainer::FailStart(const absl::Status& failure) {
@@ -178,6 +323,21 @@ absl::StatusOr<bool> Trainer::JoinJob() {
         cluster->expected_workers, workers);
   }
 
+  if (options_.data_partitions > 0) {
+    // Partitions leased one at a time: steps count on from the worker id's
+    // clock, and a restarted worker is handed back the partition it held.
+    plan_.partitions = common::PartitionPlan{static_cast<uint64_t>(train_size),
+                                             options_.data_partitions,
+                                             options_.epochs, options_.seed};
+    plan_.first_step = *resume_step;
+    spdlog::info(
+        "worker {} ({} expected): {} mode, {} data partitions per epoch "
+        "leased from shard 0, batches of {}, {} epochs, {} server shards, "
+        "starting at step {}",
+        rank, workers, client_->mode(), options_.data_partitions, batch,
+        options_.epochs, client_->num_shards(), plan_.first_step);
+    return true;
+  }
   // An epoch is one pass over each worker's whole shard, the last batch
   // holding what is left. Every worker takes the same number of steps (shards
   // differ by at most one example), so no sync round waits for a worker that
@@ -202,8 +362,9 @@ Trainer::StepState::StepState(const Trainer& trainer)
       step_start(NowSeconds()) {
   const Plan& plan = trainer.plan_;
   std::iota(order.begin(), order.end(), static_cast<int64_t>(plan.mine.begin));
-  while (static_cast<double>(plan.first_step) / plan.steps_per_epoch >=
-         next_eval) {
+  // Partitions: set once the first lease says how many are done.
+  while (!plan.partitions.has_value() &&
+         trainer.EpochsDone(plan.first_step) >= next_eval) {
     next_eval += trainer.options_.eval_every;
   }
 }
@@ -225,11 +386,13 @@ absl::Span<const int64_t> Trainer::ExamplesOf(uint64_t step,
 }
 
 bool Trainer::EvaluationDue(uint64_t step, const StepState& state) const {
-  const double epochs_done = static_cast<double>(step) / plan_.steps_per_epoch;
-  return options_.rank == 0 && epochs_done >= state.next_eval;
+  return options_.rank == 0 && EpochsDone(step) >= state.next_eval;
 }
 
-absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
+absl::Status Trainer::TakeStep(uint64_t step,
+                               absl::Span<const int64_t> examples,
+                               std::optional<NextBatch> next,
+                               StepState& state) {
   // A step's time leaves out rank 0's own evaluation: it measures waiting
   // on the cluster and computing, which is where a stall would show.
   double step_seconds = NowSeconds() - state.step_start;
@@ -238,16 +401,15 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
   }
   const double compute_start = NowSeconds();
 
-  const absl::Span<const int64_t> examples = ExamplesOf(step, state);
   const uint32_t rows = static_cast<uint32_t>(examples.size());
   state.loss_sum += task_->Compute(examples, theta_);
   ++state.loss_count;
   const double push_start = NowSeconds();
-  if (step + 1 < plan_.total_steps) {
+  if (next.has_value()) {
     // Push this step's gradient and pull the next step's θ in one round
     // trip per shard.
     absl::StatusOr<PullInfo> pulled =
-        task_->PushPull(*client_, step, rows, ExamplesOf(step + 1, state),
+        task_->PushPull(*client_, step, rows, (*next)(),
                         EvaluationDue(step + 1, state), absl::MakeSpan(theta_));
     if (!pulled.ok()) return pulled.status();
     state.pulled = *pulled;
@@ -257,15 +419,15 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
   }
   const double push_end = NowSeconds();
   if (options_.metrics != nullptr) {
-    // The last step pushes without pulling: nothing waited.
+    // A step with no next batch pushes without pulling: nothing waited.
     const double waited =
-        step + 1 < plan_.total_steps
+        next.has_value()
             ? std::min(state.pulled.waited_seconds, push_end - push_start)
             : 0.0;
     options_.metrics->CountStep(push_start - compute_start,
                                 push_end - push_start - waited, waited,
                                 step_seconds, rows);
-    if (step + 1 < plan_.total_steps) options_.metrics->CountPull();
+    if (next.has_value()) options_.metrics->CountPull();
     options_.metrics->SetPushCounts(client_->push_counts());
   }
   step_seconds += push_end - compute_start;
@@ -276,7 +438,7 @@ absl::Status Trainer::TakeStep(uint64_t step, StepState& state) {
 
 absl::Status Trainer::QueueEvaluationIfDue(uint64_t step, StepState& state) {
   if (!EvaluationDue(step, state)) return absl::OkStatus();
-  const double epochs_done = static_cast<double>(step) / plan_.steps_per_epoch;
+  const double epochs_done = EpochsDone(step);
   EvalPoint point =
       Snapshot(step, state.pulled.version, state.pulled.samples_applied,
                state.MeanLoss(), state.longest_step);
@@ -292,7 +454,7 @@ absl::Status Trainer::QueueEvaluationIfDue(uint64_t step, StepState& state) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Finish(const StepState& state) {
+absl::Status Trainer::Finish(uint64_t steps, const StepState& state) {
   // Done: stop counting toward rounds, so the others' last rounds close
   // without this worker; the servers record it as finished.
   if (absl::Status left = client_->Leave(ps::v1::LeaveRequest::FINISHED);
@@ -321,11 +483,21 @@ absl::Status Trainer::Finish(const StepState& state) {
   absl::StatusOr<PullInfo> last =
       task_->PullFinal(*client_, absl::MakeSpan(theta_));
   if (!last.ok()) return last.status();
+  if (plan_.partitions.has_value()) {
+    // The others may have finished partitions since this worker's last
+    // lease: the final line counts what shard 0 says now.
+    absl::StatusOr<uint64_t> done = client_->PartitionsDone();
+    if (done.ok()) {
+      partitions_done_ = *done;
+    } else {
+      spdlog::warn("the final epoch counts partitions as of the last lease: {}",
+                   done.status().ToString());
+    }
+  }
   if (eval_scorer_ == nullptr) eval_scorer_ = task_->NewEvaluator();
-  return Evaluate(
-      *eval_scorer_,
-      Snapshot(plan_.total_steps, last->version, last->samples_applied,
-               state.MeanLoss(), state.longest_step));
+  return Evaluate(*eval_scorer_,
+                  Snapshot(steps, last->version, last->samples_applied,
+                           state.MeanLoss(), state.longest_step));
 }
 
 void Trainer::StartEvaluations() {
@@ -358,6 +530,11 @@ Trainer::EvalPoint Trainer::Snapshot(uint64_t step, uint64_t version,
   point.step = step;
   point.version = version;
   point.samples_applied = samples_applied;
+  // Partitions: the job's epochs exactly, partitions done over partitions.
+  point.epoch =
+      plan_.partitions.has_value()
+          ? EpochsDone(step)
+          : static_cast<double>(samples_applied) / task_->train_size();
   point.train_loss = train_loss;
   point.longest_step = longest_step;
   const PushCounts& counts = client_->push_counts();
@@ -401,15 +578,17 @@ absl::Status Trainer::Evaluate(TestEvaluator& evaluator,
   const uint64_t samples_applied = point.samples_applied;
   const double train_loss = point.train_loss;
   const double longest_step = point.longest_step;
-  const double epoch =
-      static_cast<double>(samples_applied) / task_->train_size();
+  const double epoch = point.epoch;
   const uint64_t applied_here = samples_applied > samples_at_start_
                                     ? samples_applied - samples_at_start_
                                     : 0;
   const double samples_per_s = elapsed > 0 ? applied_here / elapsed : 0;
   using common::RoundTo;
+  // Partitions done over partitions is exact: not rounded.
+  const double shown_epoch =
+      plan_.partitions.has_value() ? epoch : RoundTo(epoch, 4);
   common::Json fields = {{"time_s", RoundTo(elapsed, 3)},
-                         {"epoch", RoundTo(epoch, 4)},
+                         {"epoch", shown_epoch},
                          {"step", step},
                          {"version", version}};
   fields.update(scores->fields);

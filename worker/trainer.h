@@ -5,13 +5,16 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/data_partition.h"
 #include "common/dataset.h"
 #include "common/key_range.h"
 #include "worker/model.h"
@@ -22,9 +25,15 @@
 namespace ps::worker {
 
 struct TrainerOptions {
-  // This worker's rank in [0, num_workers); rank 0 evaluates. Default: 0 of 1
+  // This worker's rank in [0, num_workers); rank 0 evaluates. With
+  // data_partitions, any rank the servers accept (a joiner beyond
+  // num_workers takes partitions too). Default: 0 of 1
   uint32_t rank = 0;
   uint32_t num_workers = 1;
+  // Cuts the training set into this many partitions per epoch, which the
+  // worker leases from shard 0 one at a time (server/partition_table.h);
+  // 0: each worker trains part `rank` of `num_workers`. Default: 0
+  uint32_t data_partitions = 0;
   // Examples per mini-batch on this worker. Default: 64
   uint32_t batch_size = 64;
   // Passes over the training set. Default: 1
@@ -58,10 +67,13 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& options,
                                     int64_t train_size);
 
 // The worker's loop: pull θ from every shard, compute the mean gradient of a
-// mini-batch of its own data shard, push it. Each worker trains on part
-// `rank` of `num_workers` of the training set, reshuffled every epoch, and
-// every worker takes the same number of steps so sync rounds always fill.
-// What a step computes and pulls is the task's (worker/training_task.h).
+// mini-batch of its own data, push it. Its data is either part `rank` of
+// `num_workers` of the training set, reshuffled every epoch, every worker
+// taking the same number of steps so sync rounds always fill; or, with
+// data_partitions, the partitions it leases from shard 0 one after another,
+// each reshuffled, its last push reporting it done, until none is left for
+// it (then it leaves, and sync rounds stop waiting for it). What a step
+// computes and pulls is the task's (worker/training_task.h).
 class Trainer {
  public:
   // `client` (a ParameterClient, or an in-memory store in tests) decides
@@ -92,10 +104,12 @@ class Trainer {
  private:
   // Where this process's run starts and ends, set by JoinJob.
   struct Plan {
-    common::KeyRange mine;  // this worker's examples
+    common::KeyRange mine;  // this worker's examples (split by rank)
     uint64_t steps_per_epoch = 0;
     uint64_t total_steps = 0;
     uint64_t first_step = 0;  // the resume step
+    // With data_partitions: the job's partitions, leased one at a time.
+    std::optional<common::PartitionPlan> partitions;
   };
   // What the loop carries from one step to the next.
   struct StepState {
@@ -105,6 +119,11 @@ class Trainer {
     PullInfo pulled;             // the θ the next step computes from
     std::vector<int64_t> order;  // the shuffle of `mine` of epoch `shuffled`
     uint64_t shuffled = UINT64_MAX;
+    // With data_partitions: the partition held (its shuffle is `order`),
+    // and its next batch.
+    std::optional<ps::v1::PartitionDone> partition;
+    uint64_t partition_batches = 0;
+    uint64_t batch = 0;
     double next_eval;  // in epochs
     double loss_sum = 0;
     uint64_t loss_count = 0;
@@ -121,15 +140,35 @@ class Trainer {
   // Step `step`'s examples: a batch of this epoch's shuffle (shuffled
   // when the step is the first of its epoch this process takes).
   absl::Span<const int64_t> ExamplesOf(uint64_t step, StepState& state) const;
+  // The steps of a split by rank, from the first pull on.
+  absl::Status TrainShard(StepState& state);
+  // The partitions leased one after another; `step` counts on from the
+  // first pull's.
+  absl::Status TrainPartitions(uint64_t& step, StepState& state);
+  // Leases the next partition into `state` (shuffled with the seed); false
+  // when none is left for this worker.
+  absl::StatusOr<bool> LeaseNext(StepState& state);
+  // The held partition's batch `batch`.
+  absl::Span<const int64_t> PartitionBatch(const StepState& state,
+                                           uint64_t batch) const;
+  // Epochs of the job done when step `step` starts: by this worker's steps
+  // (split by rank), or by shard 0's partitions done (data_partitions).
+  double EpochsDone(uint64_t step) const;
   // Rank 0 evaluates at the start of step `step`: its pull brings what the
   // evaluation needs.
   bool EvaluationDue(uint64_t step, const StepState& state) const;
-  // Computes step `step`'s gradient from theta_, pushes it and pulls the
-  // next step's θ; rank 0 queues an evaluation first when one is due.
-  absl::Status TakeStep(uint64_t step, StepState& state);
+  // The batch after a step's: asked for once the step's gradient is
+  // computed (it may reuse the storage of the step's examples).
+  using NextBatch = absl::FunctionRef<absl::Span<const int64_t>()>;
+  // Computes the gradient of `examples` from theta_ as step `step`'s and
+  // pushes it, pulling θ for `next` in the same round trip when there is
+  // one; rank 0 queues an evaluation first when one is due.
+  absl::Status TakeStep(uint64_t step, absl::Span<const int64_t> examples,
+                        std::optional<NextBatch> next, StepState& state);
   absl::Status QueueEvaluationIfDue(uint64_t step, StepState& state);
-  // Leaves as finished; rank 0 then evaluates the final θ.
-  absl::Status Finish(const StepState& state);
+  // Leaves as finished after `steps` steps; rank 0 then evaluates the
+  // final θ.
+  absl::Status Finish(uint64_t steps, const StepState& state);
   void StartEvaluations();
   // Waits for the queued evaluations; their first failure.
   absl::Status StopEvaluations();
@@ -142,6 +181,7 @@ class Trainer {
     uint64_t step = 0;
     uint64_t version = 0;
     uint64_t samples_applied = 0;
+    double epoch = 0;  // EpochsDone's, or samples_applied over the set
     double train_loss = 0;
     double longest_step = 0;
     // Mean bytes a push (or push-pull) request took to all shards so far.
@@ -174,6 +214,8 @@ class Trainer {
   double start_seconds_ = 0;
   // Examples the servers had applied when this process started training.
   uint64_t samples_at_start_ = 0;
+  // With data_partitions: partitions done (all epochs) at the last lease.
+  uint64_t partitions_done_ = 0;
 };
 
 }  // namespace ps::worker

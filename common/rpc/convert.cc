@@ -139,6 +139,17 @@ std::string WorkerStateName(ps::v1::WorkerState state) {
   }
 }
 
+common::PartitionPlan FromProto(const ps::v1::PartitionPlan& proto) {
+  return {proto.train_size(), proto.partitions(), proto.epochs(), proto.seed()};
+}
+
+void ToProto(const common::PartitionPlan& plan, ps::v1::PartitionPlan* proto) {
+  proto->set_train_size(plan.train_size);
+  proto->set_partitions(plan.partitions);
+  proto->set_epochs(plan.epochs);
+  proto->set_seed(plan.seed);
+}
+
 void ToProto(const common::WorkerRecord& worker, uint64_t staleness,
              absl::Duration since_heartbeat, ps::v1::WorkerStatus* proto) {
   proto->set_worker_id(worker.worker_id);

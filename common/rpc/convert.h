@@ -9,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/consistency_mode.h"
+#include "common/data_partition.h"
 #include "common/gradient_codec.h"
 #include "common/table_spec.h"
 #include "common/tensor_spec.h"
@@ -45,6 +46,9 @@ std::string WorkerStateName(ps::v1::WorkerState state);
 // the fastest live worker, and how long ago it last heartbeat.
 void ToProto(const common::WorkerRecord& worker, uint64_t staleness,
              absl::Duration since_heartbeat, ps::v1::WorkerStatus* proto);
+
+common::PartitionPlan FromProto(const ps::v1::PartitionPlan& proto);
+void ToProto(const common::PartitionPlan& plan, ps::v1::PartitionPlan* proto);
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto);
 void ToProto(const common::TensorSpec& spec, ps::v1::TensorSpec* proto);

@@ -66,6 +66,8 @@ struct WorkerFlags {
   std::vector<std::string> servers;  // host:port in shard order
   std::optional<uint32_t> rank;
   std::optional<uint32_t> num_workers;
+  // Partitions per epoch leased from shard 0 (0: split by rank).
+  std::optional<uint32_t> data_partitions;
   std::string model;
   std::optional<uint32_t> epochs;
   std::optional<uint32_t> batch_size;

@@ -51,6 +51,10 @@ ABSL_FLAG(std::optional<uint64_t>, max_message_bytes, std::nullopt,
           "Workers push and pull a shard bigger than this many bytes as a "
           "stream of chunks of at most this size (ps_worker "
           "--max_message_bytes). Default: ps_worker's, 4 MiB.");
+ABSL_FLAG(std::optional<uint32_t>, data_partitions, std::nullopt,
+          "Partitions per epoch that workers lease from shard 0 (0: each "
+          "worker trains part --rank of --workers; ps_worker "
+          "--data_partitions). Default: ps_worker's.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, data_format, "",
@@ -254,6 +258,7 @@ int main(int argc, char** argv) {
   worker.eval_every = absl::GetFlag(FLAGS_eval_every);
   worker.compression = absl::GetFlag(FLAGS_compression);
   worker.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  worker.data_partitions = absl::GetFlag(FLAGS_data_partitions);
   worker.data_dir = absl::GetFlag(FLAGS_data_dir);
   worker.data_format = data_format;
   worker.train = absl::GetFlag(FLAGS_train);

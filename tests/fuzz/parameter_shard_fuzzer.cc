@@ -4,6 +4,7 @@
 // rejected one left θ, its version, the samples applied and every table
 // (rows, optimizer state, recency, counters, staged round rows) as they
 // were; θ and every row read are finite; the version never goes back.
+// Partition leases and the pushes that complete them are in the mix.
 // Every parked pull ends exactly once; a snapshot written to a checkpoint
 // and restored reads back the same.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -203,7 +204,7 @@ class Harness {
   uint64_t Incarnation() { return in_.ConsumeIntegralInRange<uint64_t>(1, 3); }
 
   absl::Status Request() {
-    switch (in_.ConsumeIntegralInRange(0, 11)) {
+    switch (in_.ConsumeIntegralInRange(0, 12)) {
       case 0:
         return shard_->Register(WorkerId(), Incarnation()).status();
       case 1:
@@ -233,6 +234,8 @@ class Harness {
         return SnapshotAndRestore();
       case 10:
         return PushPull();
+      case 11:
+        return LeasePartition();
       default:
         if (in_.ConsumeIntegralInRange(0, 7) == 0) shard_->StopTakingPushes();
         return absl::OkStatus();
@@ -338,7 +341,21 @@ class Harness {
     args.gradient = Pieces(
         ConsumeFloatBytes(in_, std::min<uint64_t>(args.keys.size(), 256)), in_);
     args.sparse = Sparse(/*with_values=*/true);
+    if (in_.ConsumeIntegralInRange(0, 3) == 0) {
+      args.completes = PartitionRef{in_.ConsumeIntegralInRange<uint32_t>(0, 2),
+                                    in_.ConsumeIntegralInRange<uint32_t>(0, 5)};
+    }
     return shard_->Push(args).status();
+  }
+
+  // Mostly the job's small plan, sometimes any.
+  absl::Status LeasePartition() {
+    common::PartitionPlan plan{40, 4, 2, 7};
+    if (in_.ConsumeIntegralInRange(0, 7) == 0) {
+      plan = {in_.ConsumeIntegral<uint64_t>(), in_.ConsumeIntegral<uint32_t>(),
+              in_.ConsumeIntegral<uint32_t>(), in_.ConsumeIntegral<uint64_t>()};
+    }
+    return shard_->LeasePartition(WorkerId(), Incarnation(), plan).status();
   }
 
   // As the service runs a PushPull: the pull only after an accepted push.

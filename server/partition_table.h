@@ -1,0 +1,125 @@
+#ifndef PS_SERVER_PARTITION_TABLE_H_
+#define PS_SERVER_PARTITION_TABLE_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "common/data_partition.h"
+#include "common/key_range.h"
+
+namespace ps::server {
+
+// Which worker trains which part of the training set, per epoch: the
+// training set cut into `plan.partitions` fixed partitions, leased to
+// workers one at a time and marked done by the push that completes them.
+//
+// It lives on shard 0 only: one authority whose answers need no agreement
+// between shards, kept in shard 0's checkpoint beside the workers' push
+// bookkeeping, which is what makes "done" exactly-once (a completion rides
+// on a push, and a retried push is recognised by its seq).
+//
+// Fault-free, the assignment does not depend on timing, so sync mode stays
+// bit-for-bit reproducible: each epoch has a seeded order of the partitions,
+// and slot k of that order belongs to worker k mod W (W: the workers the job
+// expects). A slot is reserved for its owner while the owner is live; the
+// slots of an owner that is not (its lease expired, it left, or it never
+// came) become takeable by any live worker, and so does a slot whose holder
+// died. A worker takes others' slots only when none of its own is left in
+// that epoch, so fault-free nobody takes another's slot (in sync mode a
+// round cannot close before every expected worker registered). Workers with ids
+// from W up (joiners beyond the expected ones) own nothing and take free slots
+// from the back of an epoch's order, so they help where the owners would come
+// last.
+//
+// Not thread-safe: the shard's mutex guards it.
+class PartitionTable {
+ public:
+  // `workers`: W, the workers the job expects (at least 1).
+  explicit PartitionTable(uint32_t workers);
+
+  // The first plan wins; a different one is FAILED_PRECONDITION naming the
+  // difference, and an invalid one INVALID_ARGUMENT.
+  absl::Status Declare(const common::PartitionPlan& plan);
+  bool declared() const { return declared_; }
+  const common::PartitionPlan& plan() const { return plan_; }
+
+  // The live incarnation of a worker id, nullopt while it is not live
+  // (never registered, expired, left).
+  using LiveIncarnation =
+      absl::FunctionRef<std::optional<uint64_t>(uint32_t worker_id)>;
+
+  enum class LeaseOutcome {
+    kGranted,   // train `examples` of (epoch, partition)
+    kNoneFree,  // every partition not done is held by, or reserved for, a
+                // live worker
+    kJobDone,   // every partition of every epoch is done
+  };
+  struct Grant {
+    LeaseOutcome outcome = LeaseOutcome::kNoneFree;
+    uint32_t epoch = 0;
+    uint32_t partition = 0;
+    common::KeyRange examples;
+  };
+  // The partition (worker_id, incarnation) trains next. A holder asking
+  // again gets the partition it holds (a retried lease takes nothing more).
+  // Otherwise the lowest epoch with a slot it may take, its own slots first
+  // (in the epoch's order), then the takeable slots of others. Requires
+  // declared().
+  Grant Lease(uint32_t worker_id, uint64_t incarnation, LiveIncarnation live);
+
+  // OK when (worker_id, incarnation) holds (epoch, partition):
+  // INVALID_ARGUMENT for an epoch or partition the plan has not,
+  // FAILED_PRECONDITION when it is done already or not held by this
+  // worker, or nothing is declared.
+  absl::Status CheckComplete(uint32_t epoch, uint32_t partition,
+                             uint32_t worker_id, uint64_t incarnation) const;
+  // Marks a partition CheckComplete accepted as done.
+  void Complete(uint32_t epoch, uint32_t partition);
+
+  // Partitions done in each epoch (empty before a plan is declared).
+  std::vector<uint32_t> DonePerEpoch() const;
+  // Partitions done over all epochs.
+  uint64_t done() const { return done_; }
+  const common::PartitionRecord& record(uint32_t epoch,
+                                        uint32_t partition) const {
+    return records_[Index(epoch, partition)];
+  }
+
+  common::SavedPartitions Save() const;
+  // Takes a checkpoint's table (plan and records) in place of this one's;
+  // DATA_LOSS when it is malformed, nothing changed then.
+  absl::Status Restore(const common::SavedPartitions& saved);
+
+ private:
+  size_t Index(uint32_t epoch, uint32_t partition) const {
+    return size_t{epoch} * plan_.partitions + partition;
+  }
+  // Makes the per-epoch orders and empty records for plan_.
+  void Build();
+  // Whether `worker_id` may lease the partition in slot `slot` of `epoch`.
+  bool Takeable(uint32_t epoch, uint32_t slot, uint32_t worker_id,
+                bool own_only, LiveIncarnation live) const;
+  Grant Take(uint32_t epoch, uint32_t slot, uint32_t worker_id,
+             uint64_t incarnation);
+
+  uint32_t workers_;
+  bool declared_ = false;
+  common::PartitionPlan plan_;
+  // The index of the partition each worker id's newest incarnation holds.
+  std::map<uint32_t, size_t> held_;
+  // orders_[e][k]: the partition in slot k of epoch e.
+  std::vector<std::vector<uint32_t>> orders_;
+  std::vector<common::PartitionRecord> records_;
+  uint64_t done_ = 0;
+  std::vector<uint32_t> done_per_epoch_;
+  // The lowest epoch with a partition not done: where every scan starts.
+  uint32_t first_open_epoch_ = 0;
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_PARTITION_TABLE_H_
