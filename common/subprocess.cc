@@ -88,10 +88,21 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(
     args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   const pid_t parent = getpid();
+  // Closed by the child's exec (or written to when exec fails): Spawn
+  // returns only after it, so no VmHWM is ever read from the forked copy
+  // of this process that the child is until then.
+  int exec_pipe[2];
+  if (pipe2(exec_pipe, O_CLOEXEC) != 0) {
+    if (log_fd >= 0) close(log_fd);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pipe2 failed: ", std::strerror(errno)));
+  }
 
   const pid_t pid = fork();
   if (pid < 0) {
     if (log_fd >= 0) close(log_fd);
+    close(exec_pipe[0]);
+    close(exec_pipe[1]);
     return absl::ResourceExhaustedError(
         absl::StrCat("fork failed: ", std::strerror(errno)));
   }
@@ -107,9 +118,15 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(
     execve(program.c_str(), args.data(), envp.data());
     const char message[] = "exec failed\n";
     (void)!write(STDERR_FILENO, message, sizeof(message) - 1);
+    (void)!write(exec_pipe[1], "x", 1);
     _exit(127);
   }
   if (log_fd >= 0) close(log_fd);
+  close(exec_pipe[1]);
+  char exec_failed;
+  while (read(exec_pipe[0], &exec_failed, 1) < 0 && errno == EINTR) {
+  }
+  close(exec_pipe[0]);
   Subprocess process;
   process.pid_ = pid;
   return process;

@@ -22,7 +22,8 @@ class Subprocess {
   // Runs argv[0] (a path, or a name without '/' looked up in $PATH) with
   // stdout and stderr appended to `log_path`, or inherited when it is
   // empty. `env` ("NAME=VALUE") is set on top of this process's
-  // environment.
+  // environment. Returns once the child has exec'd (or failed to: it then
+  // exits with status 127).
   static absl::StatusOr<Subprocess> Spawn(
       const std::vector<std::string>& argv, const std::string& log_path,
       const std::vector<std::string>& env = {});
