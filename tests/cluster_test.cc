@@ -294,7 +294,7 @@ TEST(Cluster, AWorkerFollowsAServerRestartedInAnotherMode) {
   ASSERT_TRUE((*client)->Register().ok());
   std::vector<float> theta = {0, 0, 0, 0};
   ASSERT_TRUE((*client)->Init({{"w", {4}, false}}, theta).ok());
-  EXPECT_EQ((*client)->mode(), "async");
+  EXPECT_EQ((*client)->mode(), ps::v1::MODE_ASYNC);
   const std::vector<float> gradient = {1, 1, 1, 1};
   // Steps far from the shard's version, as a worker deep into its run has.
   uint64_t step = 100;
@@ -316,7 +316,7 @@ TEST(Cluster, AWorkerFollowsAServerRestartedInAnotherMode) {
     ASSERT_TRUE(
         (*client)->PushPull(step, 4, gradient, absl::MakeSpan(theta)).ok());
   }
-  EXPECT_EQ((*client)->mode(), "sync");
+  EXPECT_EQ((*client)->mode(), ps::v1::MODE_SYNC);
   const server::ShardStatus status = (*sync_server)->shard().Status();
   // At most the push sent before the first answer told the worker.
   EXPECT_LE(status.pushes_stale, 1u);

@@ -31,8 +31,8 @@ class InMemoryStore final : public ParameterStore {
   uint64_t resume_step = 0;
   absl::Status init_status;
   // What mode() says: the trainer reports whatever the store says now.
-  std::string current_mode = "sync";
-  std::string mode_at_final_pull = "sync";
+  ps::v1::ConsistencyMode current_mode = ps::v1::MODE_SYNC;
+  ps::v1::ConsistencyMode mode_at_final_pull = ps::v1::MODE_SYNC;
 
   absl::StatusOr<JobSurvey> Survey() override {
     calls.push_back("Survey");
@@ -86,7 +86,7 @@ class InMemoryStore final : public ParameterStore {
     return absl::OkStatus();
   }
   const PushCounts& push_counts() const override { return counts_; }
-  std::string mode() const override { return current_mode; }
+  ps::v1::ConsistencyMode mode() const override { return current_mode; }
   size_t num_shards() const override { return 1; }
 
  private:
@@ -198,7 +198,7 @@ TEST_F(TrainerTest, AStopRequestLeavesStoppedBeforeTheNextStep) {
 // The mode in the metrics is the store's as it says it now: a server
 // restarted in another mode is reported as such.
 TEST_F(TrainerTest, ReportsTheModeTheStoreReports) {
-  store_.mode_at_final_pull = "async";
+  store_.mode_at_final_pull = ps::v1::MODE_ASYNC;
   ASSERT_TRUE(Run(Options()).ok());
   const std::vector<std::string> lines = MetricsLines();
   ASSERT_FALSE(lines.empty());

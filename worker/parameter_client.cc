@@ -991,10 +991,6 @@ absl::Status ParameterClient::TakeSparse(
   return absl::OkStatus();
 }
 
-std::string ParameterClient::mode() const {
-  return std::string(rpc::ModeName(mode_.load()));
-}
-
 void ParameterClient::LearnMode(const Shard& shard,
                                 ps::v1::ConsistencyMode mode) {
   // An older server does not say: keep what Init reported.

@@ -155,7 +155,7 @@ class ParameterClient final : public ParameterStore {
   // The servers' consistency mode ("sync", "async", "ssp") as the latest
   // answer said it: Init's at first, then every Pull, Push and PushPull
   // answer's (a server restarted in another mode is followed).
-  std::string mode() const override;
+  ps::v1::ConsistencyMode mode() const override { return mode_.load(); }
 
   size_t num_shards() const override { return shards_.size(); }
   uint64_t incarnation() const { return options_.incarnation; }

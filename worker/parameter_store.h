@@ -151,8 +151,9 @@ class ParameterStore {
   virtual absl::StatusOr<std::vector<uint64_t>> RowsPerShard();
 
   virtual const PushCounts& push_counts() const = 0;
-  // The servers' mode as the latest answer said it, in words ("sync", …).
-  virtual std::string mode() const = 0;
+  // The servers' mode as the latest answer said it (MODE_UNSPECIFIED
+  // before any answer).
+  virtual ps::v1::ConsistencyMode mode() const = 0;
   virtual size_t num_shards() const = 0;
 };
 

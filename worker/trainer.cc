@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "common/json.h"
 #include "common/key_range.h"
+#include "common/rpc/convert.h"
 #include "spdlog/spdlog.h"
 
 namespace ps::worker {
@@ -230,7 +231,8 @@ absl::StatusOr<bool> Trainer::LeaseNext(StepState& state) {
       seen_done = partitions_done_;
       give_up = absl::Now() + options_.wait_for_others;
     }
-    if (done || client_->mode() != "async" || absl::Now() > give_up) {
+    if (done || client_->mode() != ps::v1::MODE_ASYNC ||
+        absl::Now() > give_up) {
       spdlog::info(
           "worker {}: no partition left for it ({}; {} of {} done): done",
           options_.rank,
@@ -334,8 +336,8 @@ absl::StatusOr<bool> Trainer::JoinJob() {
         "worker {} ({} expected): {} mode, {} data partitions per epoch "
         "leased from shard 0, batches of {}, {} epochs, {} server shards, "
         "starting at step {}",
-        rank, workers, client_->mode(), options_.data_partitions, batch,
-        options_.epochs, client_->num_shards(), plan_.first_step);
+        rank, workers, rpc::ModeName(client_->mode()), options_.data_partitions,
+        batch, options_.epochs, client_->num_shards(), plan_.first_step);
     return true;
   }
   // An epoch is one pass over each worker's whole shard, the last batch
@@ -350,7 +352,7 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   spdlog::info(
       "worker {}/{}: {} mode, examples {}, {} steps of {} per epoch, "
       "{} epochs, {} server shards, starting at step {}",
-      rank, workers, client_->mode(), plan_.mine.ToString(),
+      rank, workers, rpc::ModeName(client_->mode()), plan_.mine.ToString(),
       plan_.steps_per_epoch, batch, options_.epochs, client_->num_shards(),
       plan_.first_step);
   return true;
@@ -597,7 +599,7 @@ absl::Status Trainer::Evaluate(TestEvaluator& evaluator,
       {"samples_per_s", RoundTo(samples_per_s, 1)},
       {"samples", samples_applied},
       {"model", options_.model_name},
-      {"mode", client_->mode()},
+      {"mode", rpc::ModeName(client_->mode())},
       {"workers", options_.num_workers},
       {"servers", client_->num_shards()},
       {"max_step_s", RoundTo(longest_step, 4)},
