@@ -34,6 +34,14 @@ std::vector<uint32_t> DonePerEpoch(const Job& job) {
           status.partitions().done_per_epoch().end()};
 }
 
+// How far the faulted run's accuracy may lie from the healthy one's. Sync
+// holds the 0.5 pp. An async run's own accuracy moves by about
+// 0.8 pp from one fault-free run to the next (0.8168 to 0.8247 seen, as
+// timing orders the pushes), so one pair of async runs cannot hold 0.5 pp.
+double AccuracyTolerance(const std::string& mode) {
+  return mode == "sync" ? 0.005 : 0.01;
+}
+
 void KillOneOfThreeMidRun(const std::string& mode) {
   // A smaller step than the default 0.1: softmax's test accuracy then
   // swings less between evaluations, so two runs compare.
@@ -61,7 +69,8 @@ void KillOneOfThreeMidRun(const std::string& mode) {
   const double final_epoch = Field(job.Metrics().back(), "epoch");
   EXPECT_EQ(final_epoch, 3.0);
   // The mean of the last evaluations: steadier than the last alone.
-  EXPECT_NEAR(job.RecentAccuracy(5), healthy.RecentAccuracy(5), 0.005);
+  EXPECT_NEAR(job.RecentAccuracy(5), healthy.RecentAccuracy(5),
+              AccuracyTolerance(mode));
   std::cout << mode << ": killed at epoch " << killed_at
             << "; accuracy (mean of the last 5 evaluations) "
             << job.RecentAccuracy(5) << " vs " << healthy.RecentAccuracy(5)
