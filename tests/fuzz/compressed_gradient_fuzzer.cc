@@ -51,8 +51,9 @@ void CheckMeaning(
         Fail("a top-k part decoded to other values than it carries");
       }
     } else {
+      // memcpy from or to the null data() of an empty vector is undefined.
       std::vector<float> floats(keys);
-      std::memcpy(floats.data(), at, keys * sizeof(float));
+      if (keys > 0) std::memcpy(floats.data(), at, keys * sizeof(float));
       std::string again;
       ps::common::EncodeDense(kind, floats, &again);
       if (again != part.values()) {
