@@ -90,17 +90,19 @@ ParameterClient::StatusOfEveryShard() {
   std::vector<ps::v1::StatusResponse> answers(shards_.size());
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
-    error.Record(
-        shards_[i].address,
-        rpc::CallWithRetry(
-            options_.retry, absl::StrCat("Status of ", shards_[i].address),
-            [&](grpc::ClientContext& context) {
-              return shards_[i].stub->Status(&context, ps::v1::StatusRequest(),
-                                             &answers[i]);
-            }));
+    error.Record(shards_[i].address, StatusOf(shards_[i], &answers[i]));
   });
   if (!error.status().ok()) return error.status();
   return answers;
+}
+
+grpc::Status ParameterClient::StatusOf(Shard& shard,
+                                       ps::v1::StatusResponse* answer) {
+  return rpc::CallWithRetry(
+      options_.retry, absl::StrCat("Status of ", shard.address),
+      [&](grpc::ClientContext& context) {
+        return shard.stub->Status(&context, ps::v1::StatusRequest(), answer);
+      });
 }
 
 void ParameterClient::ChooseIncarnation(
@@ -296,12 +298,7 @@ void ParameterClient::CompleteWithNextPush(const ps::v1::PartitionDone& done) {
 
 absl::StatusOr<uint64_t> ParameterClient::PartitionsDone() {
   ps::v1::StatusResponse response;
-  Shard& shard = shards_[0];
-  grpc::Status status = rpc::CallWithRetry(
-      options_.retry, absl::StrCat("Status of ", shard.address),
-      [&](grpc::ClientContext& context) {
-        return shard.stub->Status(&context, ps::v1::StatusRequest(), &response);
-      });
+  grpc::Status status = StatusOf(shards_[0], &response);
   if (!status.ok()) return rpc::FromGrpcStatus(status);
   return response.partitions().done();
 }

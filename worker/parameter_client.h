@@ -219,6 +219,8 @@ class ParameterClient final : public ParameterStore {
       std::vector<SparseBatch>* rows);
   // Every shard's Status, asked in parallel with retries.
   absl::StatusOr<std::vector<ps::v1::StatusResponse>> StatusOfEveryShard();
+  // One shard's Status, with retries.
+  grpc::Status StatusOf(Shard& shard, ps::v1::StatusResponse* answer);
   // Picks this process's incarnation (see ClientOptions::incarnation) from
   // the shards' Status answers, once, before the first registration.
   void ChooseIncarnation(const std::vector<ps::v1::StatusResponse>& answers);
