@@ -65,6 +65,7 @@ void Replicator::Stop() {
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&threads_mu_);
+    if (joining_ != nullptr) joining_->TryCancel();
     threads.swap(threads_);
   }
   for (std::thread& t : threads) t.join();
@@ -226,9 +227,17 @@ absl::Status Replicator::JoinOnce() {
   request.set_replica_index(options_.replica_index);
   request.set_address(own_address_);
   ps::v1::JoinResponse response;
-  if (grpc::Status s = stub->Join(&context, request, &response); !s.ok()) {
-    return rpc::FromGrpcStatus(s);
+  {
+    absl::MutexLock lock(&threads_mu_);
+    if (stop_.HasBeenNotified()) return absl::CancelledError("stopping");
+    joining_ = &context;
   }
+  const grpc::Status joined = stub->Join(&context, request, &response);
+  {
+    absl::MutexLock lock(&threads_mu_);
+    joining_ = nullptr;
+  }
+  if (!joined.ok()) return rpc::FromGrpcStatus(joined);
   absl::MutexLock lock(&apply_mu_);
   if (!response.snapshot().empty()) {
     absl::StatusOr<common::ThetaFile> state =

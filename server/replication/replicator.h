@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "grpcpp/client_context.h"
 #include "ps/v1/replication.grpc.pb.h"
 #include "server/parameter_shard.h"
 #include "server/replication/replay_clock.h"
@@ -101,6 +102,8 @@ class Replicator final : public ps::v1::Replication::CallbackService {
 
   absl::Mutex threads_mu_;
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
+  // The Join in flight, which Stop cancels (it may wait for a large state).
+  grpc::ClientContext* joining_ ABSL_GUARDED_BY(threads_mu_) = nullptr;
 
   // Backup: the replay of changes, one Apply at a time.
   mutable absl::Mutex apply_mu_;
