@@ -122,6 +122,15 @@ ABSL_FLAG(std::string, auth_token_file, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "Serve Prometheus metrics on GET /metrics at this HOST:PORT (port 0 "
           "picks a free one, logged). Empty: no metrics endpoint.");
+ABSL_FLAG(uint32_t, replicas, 1,
+          "Replicas of this shard (separate ps_server processes); 1: not "
+          "replicated. Replica 0 is the primary, the others are backups "
+          "that apply every change before the primary acknowledges it.");
+ABSL_FLAG(uint32_t, replica_index, 0,
+          "This server's place among its shard's --replicas (0: primary).");
+ABSL_FLAG(std::vector<std::string>, replica_peers, {},
+          "host:port of each of the shard's --replicas, in order, this one "
+          "included (a port 0 in its own entry: the port it binds).");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -191,6 +200,20 @@ int main(int argc, char** argv) {
   options.security = {
       absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
       absl::GetFlag(FLAGS_tls_client_ca), absl::GetFlag(FLAGS_auth_token_file)};
+  const uint32_t replicas = absl::GetFlag(FLAGS_replicas);
+  options.replica.peers = absl::GetFlag(FLAGS_replica_peers);
+  options.replica.replica_index = absl::GetFlag(FLAGS_replica_index);
+  if (replicas == 0) Die("--replicas must be at least 1");
+  if (replicas > 1 && options.replica.peers.size() != replicas) {
+    Die(absl::StrCat("--replicas=", replicas, " needs --replica_peers with ",
+                     replicas, " addresses (one per replica, in order); got ",
+                     options.replica.peers.size()));
+  }
+  if (replicas == 1 && !options.replica.peers.empty()) {
+    Die("--replica_peers needs --replicas set to how many it lists");
+  }
+  ps::common::DieIfError(ps::server::ValidateReplicaOptions(options.replica),
+                         "invalid replica flags");
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!options.metrics_listen.empty()) {
     ps::common::DieIfError(

@@ -53,6 +53,13 @@ class PullReactor final : public grpc::ServerUnaryReactor {
                     });
   }
 
+  // Ends the call with `status`, the pull never started (counted as a
+  // pull parked and ended at once).
+  void Refuse(const absl::Status& status) {
+    metrics_->PullParked();
+    Complete(status);
+  }
+
   void OnCancel() override { shard_->CancelPull(ticket_); }
 
   void OnDone() override { delete this; }
@@ -99,14 +106,19 @@ ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
 ParameterService::ParameterService(ParameterShard* shard,
                                    Checkpointer* checkpointer,
                                    ServerMetrics* metrics,
-                                   absl::Duration max_pull_wait)
+                                   absl::Duration max_pull_wait,
+                                   Replicator* replicator)
     : shard_(shard),
       checkpointer_(checkpointer),
+      replicator_(replicator),
       metrics_(metrics),
       max_pull_wait_(max_pull_wait) {
   expiry_ticker_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-      shard_->Tick(shard_->Now());
+      // A backup's time passes only with its primary's (replayed) ticks.
+      if (replicator_ == nullptr || replicator_->primary()) {
+        shard_->Tick(shard_->Now());
+      }
     }
   });
 }
@@ -114,6 +126,37 @@ ParameterService::ParameterService(ParameterShard* shard,
 ParameterService::~ParameterService() {
   stop_.Notify();
   expiry_ticker_.join();
+}
+
+absl::Status ParameterService::CheckPrimary() const {
+  return replicator_ == nullptr ? absl::OkStatus()
+                                : replicator_->CheckPrimary();
+}
+
+void ParameterService::AfterReplication(absl::Status applied,
+                                        ReplicationLog::Done done) {
+  if (!applied.ok() || replicator_ == nullptr) {
+    done(std::move(applied));
+    return;
+  }
+  replicator_->WhenReplicated(std::move(done));
+}
+
+grpc::ServerUnaryReactor* ParameterService::FinishWrite(
+    grpc::CallbackServerContext* context, const RpcCall& call,
+    const absl::Status& status, const google::protobuf::MessageLite* answer,
+    grpc::ByteBuffer* response) {
+  if (status.ok() && answer != nullptr) *response = rpc::Serialize(*answer);
+  // The default reactor may finish from any thread, later.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  AfterReplication(
+      status, [this, reactor, call, response](absl::Status replicated) {
+        metrics_->EndCall(
+            call, replicated,
+            replicated.ok() && response != nullptr ? response->Length() : 0);
+        reactor->Finish(rpc::ToGrpcStatus(replicated));
+      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ParameterService::Finish(
@@ -137,6 +180,9 @@ grpc::ServerUnaryReactor* ParameterService::Register(
     const ps::v1::RegisterRequest* request,
     ps::v1::RegisterResponse* response) {
   const RpcCall call = ServerMetrics::StartCall(RpcMethod::kRegister);
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    return Finish(context, call, primary);
+  }
   absl::StatusOr<RegisterResult> result =
       shard_->Register(request->worker_id(), request->incarnation());
   if (result.ok()) {
@@ -146,7 +192,7 @@ grpc::ServerUnaryReactor* ParameterService::Register(
     response->set_rejoined(result->rejoined);
     response->set_resume_step(result->resume_step);
   }
-  return Finish(context, call, result.status());
+  return FinishWrite(context, call, result.status());
 }
 
 grpc::ServerUnaryReactor* ParameterService::Heartbeat(
@@ -154,23 +200,29 @@ grpc::ServerUnaryReactor* ParameterService::Heartbeat(
     const ps::v1::HeartbeatRequest* request,
     ps::v1::HeartbeatResponse* response) {
   const RpcCall call = ServerMetrics::StartCall(RpcMethod::kHeartbeat);
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    return Finish(context, call, primary);
+  }
   absl::StatusOr<uint64_t> version =
       shard_->Heartbeat(request->worker_id(), request->incarnation());
   if (version.ok()) response->set_version(*version);
-  return Finish(context, call, version.status());
+  return FinishWrite(context, call, version.status());
 }
 
 grpc::ServerUnaryReactor* ParameterService::Leave(
     grpc::CallbackServerContext* context, const ps::v1::LeaveRequest* request,
     ps::v1::LeaveResponse*) {
   const RpcCall call = ServerMetrics::StartCall(RpcMethod::kLeave);
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    return Finish(context, call, primary);
+  }
   LeaveReason reason = LeaveReason::kStopped;
   if (request->reason() == ps::v1::LeaveRequest::FINISHED) {
     reason = LeaveReason::kFinished;
   } else if (request->reason() == ps::v1::LeaveRequest::START_FAILED) {
     reason = LeaveReason::kStartFailed;
   }
-  return Finish(
+  return FinishWrite(
       context, call,
       shard_->Leave(request->worker_id(), request->incarnation(), reason));
 }
@@ -180,19 +232,17 @@ grpc::ServerUnaryReactor* ParameterService::Init(
     grpc::ByteBuffer* response) {
   const RpcCall call =
       ServerMetrics::StartCall(RpcMethod::kInit, request->Length());
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    return Finish(context, call, primary);
+  }
   ps::v1::InitRequest fields;
-  InitArgs args;
-  if (absl::Status parsed = ParseInitRequest(request, &fields, &args.values);
+  absl::Cord values;
+  if (absl::Status parsed = ParseInitRequest(request, &fields, &values);
       !parsed.ok()) {
     return Finish(context, call, parsed);
   }
-  args.worker_id = fields.worker_id();
-  args.shard_index = fields.shard_index();
-  args.num_shards = fields.num_shards();
-  args.tensors = rpc::FromProto(fields.tensors());
-  args.tables = rpc::FromProto(fields.tables());
-  args.model_seed = fields.model_seed();
-  absl::StatusOr<InitResult> result = shard_->Init(args);
+  absl::StatusOr<InitResult> result =
+      shard_->Init(InitArgsFromProto(fields, std::move(values)));
   ps::v1::InitResponse answer;
   if (result.ok()) {
     answer.set_created(result->created);
@@ -202,7 +252,7 @@ grpc::ServerUnaryReactor* ParameterService::Init(
     answer.set_mode(rpc::ToProto(result->mode));
     answer.set_expected_workers(result->expected_workers);
   }
-  return Finish(context, call, result.status(), answer, response);
+  return FinishWrite(context, call, result.status(), &answer, response);
 }
 
 grpc::ServerUnaryReactor* ParameterService::Pull(
@@ -211,6 +261,10 @@ grpc::ServerUnaryReactor* ParameterService::Pull(
   const RpcCall call =
       ServerMetrics::StartCall(RpcMethod::kPull, request->Length());
   ps::v1::PullRequest pull;
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    metrics_->CountPull(primary);
+    return Finish(context, call, primary);
+  }
   if (absl::Status too_large = CheckPullRequestSize(request->Length());
       !too_large.ok()) {
     metrics_->CountPull(too_large);
@@ -286,26 +340,17 @@ grpc::ServerUnaryReactor* ParameterService::Push(
   }
   ps::v1::PushResponse pushed;
   absl::Status applied = ApplyPush(std::move(push), &pushed);
-  return Finish(context, call, applied, pushed, response);
+  return FinishWrite(context, call, applied, &pushed, response);
 }
 
 absl::Status ParameterService::ApplyPush(ReceivedPush push,
                                          ps::v1::PushResponse* response) {
-  const ps::v1::PushRequest& request = push.fields;
-  PushArgs args;
-  args.worker_id = request.worker_id();
-  args.incarnation = request.incarnation();
-  args.seq = request.seq();
-  args.step = request.step();
-  args.base_version = request.base_version();
-  args.batch_size = request.batch_size();
-  args.keys = {request.key_begin(), request.key_end()};
-  args.gradient = std::move(push.gradient);
-  args.sparse = SparseRowsFromProto(push.fields.sparse());
-  if (request.has_completes()) {
-    args.completes = PartitionRef{request.completes().epoch(),
-                                  request.completes().partition()};
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    metrics_->CountPush(primary, PushOutcome::kApplied);
+    return primary;
   }
+  const ps::v1::PushRequest& request = push.fields;
+  PushArgs args = PushArgsFromProto(request, std::move(push.gradient));
   const absl::Status decoded = DecodeCompressed(request, &args);
   if (!decoded.ok()) shard_->CountRejectedPush();
   const absl::StatusOr<PushResult> result =
@@ -357,7 +402,22 @@ grpc::ServerUnaryReactor* ParameterService::PushPull(
       !applied.ok()) {
     return Finish(context, call, applied);
   }
-  return StartPull(context, call, pull, &pushed, response);
+  if (replicator_ == nullptr) {
+    return StartPull(context, call, pull, &pushed, response);
+  }
+  // The pull is read once the push is on every live backup: its answer
+  // acknowledges the push.
+  auto* reactor = new PullReactor(shard_, metrics_, call, &pushed, response);
+  replicator_->WhenReplicated(
+      [reactor, args = ToPullArgs(pull),
+       expires = PullExpiry(*context)](absl::Status replicated) {
+        if (replicated.ok()) {
+          reactor->Start(args, expires);
+        } else {
+          reactor->Refuse(replicated);
+        }
+      });
+  return reactor;
 }
 
 void ParameterService::SetAdvertisedAddress(std::string address) {
@@ -472,6 +532,9 @@ grpc::ServerUnaryReactor* ParameterService::LeasePartition(
     ps::v1::LeasePartitionResponse* response) {
   const RpcCall call = ServerMetrics::StartCall(RpcMethod::kLeasePartition,
                                                 request->ByteSizeLong());
+  if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+    return Finish(context, call, primary);
+  }
   absl::StatusOr<PartitionLease> lease =
       shard_->LeasePartition(request->worker_id(), request->incarnation(),
                              rpc::FromProto(request->plan()));
@@ -493,7 +556,7 @@ grpc::ServerUnaryReactor* ParameterService::LeasePartition(
       break;
   }
   response->set_partitions_done(lease->partitions_done);
-  return Finish(context, call, absl::OkStatus());
+  return FinishWrite(context, call, absl::OkStatus());
 }
 
 }  // namespace ps::server

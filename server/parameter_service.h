@@ -10,6 +10,7 @@
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "server/checkpointer.h"
 #include "server/parameter_shard.h"
+#include "server/replication/replicator.h"
 #include "server/server_metrics.h"
 #include "server/wire_messages.h"
 
@@ -36,9 +37,13 @@ using ParameterServiceBase =
 class ParameterService final : public ParameterServiceBase {
  public:
   // `checkpointer` may be null: the server then refuses Checkpoint calls.
-  // Every call is counted in `metrics`.
+  // Every call is counted in `metrics`. `replicator` may be null (the shard
+  // is not replicated); on a backup replica workers' calls are refused with
+  // the primary's address, and on the primary a write is answered once
+  // every live backup applied it.
   ParameterService(ParameterShard* shard, Checkpointer* checkpointer,
-                   ServerMetrics* metrics, absl::Duration max_pull_wait);
+                   ServerMetrics* metrics, absl::Duration max_pull_wait,
+                   Replicator* replicator = nullptr);
   ~ParameterService() override;
 
   void SetAdvertisedAddress(std::string address) ABSL_LOCKS_EXCLUDED(mu_);
@@ -110,6 +115,19 @@ class ParameterService final : public ParameterServiceBase {
   // When a pull parked for `context` ends: the client's deadline, or
   // max_pull_wait for a client that set none.
   absl::Time PullExpiry(const grpc::CallbackServerContext& context) const;
+  // OK unless this replica is a backup (Replicator::CheckPrimary).
+  absl::Status CheckPrimary() const;
+  // Runs `done` with `applied` at once when it failed or the shard is not
+  // replicated; else once every live backup applied the write too
+  // (Replicator::WhenReplicated): a write is acknowledged only then, and
+  // no thread waits meanwhile.
+  void AfterReplication(absl::Status applied, ReplicationLog::Done done);
+  // Finish for a write: answers once AfterReplication says.
+  grpc::ServerUnaryReactor* FinishWrite(
+      grpc::CallbackServerContext* context, const RpcCall& call,
+      const absl::Status& status,
+      const google::protobuf::MessageLite* answer = nullptr,
+      grpc::ByteBuffer* response = nullptr);
   // Replaces args->gradient with the request's compressed_gradient decoded
   // to float32 (when it has one), or says what is wrong with it.
   absl::Status DecodeCompressed(const ps::v1::PushRequest& request,
@@ -126,6 +144,7 @@ class ParameterService final : public ParameterServiceBase {
 
   ParameterShard* shard_;
   Checkpointer* checkpointer_;
+  Replicator* const replicator_;
   ServerMetrics* metrics_;
   absl::Duration max_pull_wait_;
   GradientBufferPool decode_buffers_;  // for compressed pushes

@@ -35,8 +35,10 @@ constexpr uint64_t kMaxChunkBytes = 64 << 20;
 class PushStreamReactor final
     : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  using Apply =
-      std::function<absl::Status(ReceivedPush, ps::v1::PushResponse*)>;
+  // Applies the push, filling the answer, and runs `done` once it may be
+  // acknowledged.
+  using Apply = std::function<void(ReceivedPush, ps::v1::PushResponse*,
+                                   std::function<void(absl::Status)> done)>;
 
   PushStreamReactor(grpc::CallbackServerContext* context, ParameterShard* shard,
                     ServerMetrics* metrics, Apply apply,
@@ -140,12 +142,13 @@ class PushStreamReactor final
       Fail(gradient.status());
       return;
     }
-    ps::v1::PushResponse answer;
-    const absl::Status applied =
-        apply_(ReceivedPush{std::move(head_), *std::move(gradient)}, &answer);
-    if (applied.ok()) *response_ = rpc::Serialize(answer);
-    metrics_->EndCall(call_, applied, applied.ok() ? response_->Length() : 0);
-    Finish(rpc::ToGrpcStatus(applied));
+    apply_(ReceivedPush{std::move(head_), *std::move(gradient)}, &answer_,
+           [this](absl::Status applied) {
+             if (applied.ok()) *response_ = rpc::Serialize(answer_);
+             metrics_->EndCall(call_, applied,
+                               applied.ok() ? response_->Length() : 0);
+             Finish(rpc::ToGrpcStatus(applied));
+           });
   }
 
   // Ends the call unapplied (ApplyPush counts the pushes it sees).
@@ -164,6 +167,8 @@ class PushStreamReactor final
   RpcCall call_;
   grpc::ByteBuffer chunk_;
   ps::v1::PushRequest head_;
+  // Filled by apply_, sent once the push may be acknowledged.
+  ps::v1::PushResponse answer_;
   std::optional<PushStream> stream_;
 };
 
@@ -271,8 +276,9 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterService::PushStream(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   return new PushStreamReactor(
       context, shard_, metrics_,
-      [this](ReceivedPush push, ps::v1::PushResponse* answer) {
-        return ApplyPush(std::move(push), answer);
+      [this](ReceivedPush push, ps::v1::PushResponse* answer,
+             ReplicationLog::Done done) {
+        AfterReplication(ApplyPush(std::move(push), answer), std::move(done));
       },
       response);
 }
@@ -283,6 +289,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParameterService::PullStream(
       ServerMetrics::StartCall(RpcMethod::kPullStream, request->Length());
   ps::v1::PullStreamRequest fields;
   absl::Status parsed = CheckPullRequestSize(request->Length());
+  if (parsed.ok()) parsed = CheckPrimary();
   if (parsed.ok()) parsed = ParseRequest(request, &fields);
   const uint64_t chunk_bytes =
       fields.chunk_bytes() == 0

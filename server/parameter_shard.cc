@@ -50,6 +50,7 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
     absl::MutexLock lock(&mutex_);
     const bool gathered = members_.gathered();
     const absl::Time now = Now();
+    Record(now, RegisterChange{worker_id, incarnation});
     absl::StatusOr<Membership::Registration> registered =
         members_.Register(worker_id, incarnation, now);
     if (!registered.ok()) return registered.status();
@@ -72,7 +73,9 @@ absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
 absl::StatusOr<uint64_t> ParameterShard::Heartbeat(uint32_t worker_id,
                                                    uint64_t incarnation) {
   absl::MutexLock lock(&mutex_);
-  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, Now());
+  const absl::Time now = Now();
+  Record(now, HeartbeatChange{worker_id, incarnation});
+  if (absl::Status s = members_.Heartbeat(worker_id, incarnation, now);
       !s.ok()) {
     return s;
   }
@@ -91,6 +94,8 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
           "the server is shutting down (checkpointing); leave again after it "
           "restarts");
     }
+    const absl::Time now = Now();
+    Record(now, LeaveChange{worker_id, incarnation, reason});
     if (absl::Status s = members_.Leave(worker_id, incarnation, reason);
         !s.ok()) {
       return s;
@@ -101,7 +106,7 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
         : reason == LeaveReason::kStartFailed ? "failed to start and left"
                                               : "left",
         members_.LiveWorkers().size());
-    MaybeCloseRound(Now());
+    MaybeCloseRound(now);
     satisfied = TakeSatisfiedPulls();
   }
   for (auto& [done, answer] : satisfied) done(std::move(answer));
@@ -134,6 +139,8 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
       common::BalancedPart(num_keys, options_.num_shards, options_.shard_index);
 
   absl::MutexLock lock(&mutex_);
+  const absl::Time now = Now();
+  Record(now, args);
   if (initialized_) {
     if (std::string diff = common::DescribeDifference(tensors_, args.tensors);
         !diff.empty()) {
@@ -185,7 +192,7 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return declared;
   }
   has_tables_.store(!tables_.empty());
-  DeclareModel(args.tensors, keys, std::move(theta), Now());
+  DeclareModel(args.tensors, keys, std::move(theta), now);
   spdlog::info(
       "shard {}/{}: model declared by worker {}: {} tensors, {} keys, "
       "this shard holds {}",
@@ -297,6 +304,7 @@ void ParameterShard::Tick(absl::Time now) {
   std::vector<Completion> done_now;
   {
     absl::MutexLock lock(&mutex_);
+    Record(now, TickChange{});
     for (PullWaitList::Parked& pull : parked_.TakeExpired(now)) {
       done_now.emplace_back(
           std::move(pull.done),
@@ -384,6 +392,8 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       return absl::UnavailableError(
           "the server is shutting down (checkpointing); retry the push");
     }
+    const absl::Time now = Now();
+    Record(now, args);
     if (absl::Status valid = ValidatePush(args); !valid.ok()) {
       ++counters_.pushes_rejected;
       return valid;
@@ -409,7 +419,7 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       }
     }
     result = policy_.GathersRounds()
-                 ? PushToRound(args, std::move(*sparse), worker)
+                 ? PushToRound(args, std::move(*sparse), worker, now)
                  : PushAtOnce(args, *sparse, worker);
     if (!result.ok()) {
       // Validated before the gradient counted: θ and the round are as they
@@ -432,7 +442,8 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
 }
 
 absl::StatusOr<PushResult> ParameterShard::PushToRound(
-    const PushArgs& args, SparseGradient sparse, common::WorkerRecord& worker) {
+    const PushArgs& args, SparseGradient sparse, common::WorkerRecord& worker,
+    absl::Time now) {
   // The gradient belongs to the round of the θ it came from.
   const uint64_t round = args.base_version;
   switch (policy_.FitToRound(round, version_, *round_, args.worker_id)) {
@@ -475,7 +486,7 @@ absl::StatusOr<PushResult> ParameterShard::PushToRound(
   tables_.Stage(args.worker_id, args.batch_size, std::move(sparse));
   round_->Commit(args.worker_id, args.batch_size);
   const PushOutcome outcome =
-      MaybeCloseRound(Now()) ? PushOutcome::kApplied : PushOutcome::kAccepted;
+      MaybeCloseRound(now) ? PushOutcome::kApplied : PushOutcome::kAccepted;
   return PushResult{outcome, version_};
 }
 
@@ -578,6 +589,7 @@ std::string ParameterShard::DumpTables() const {
 
 void ParameterShard::CountRejectedPush() {
   absl::MutexLock lock(&mutex_);
+  Record(Now(), RejectedPushChange{});
   ++counters_.pushes_rejected;
 }
 
@@ -595,6 +607,7 @@ absl::StatusOr<PartitionLease> ParameterShard::LeasePartition(
                      ": data partitions are leased from shard 0 only"));
   }
   absl::MutexLock lock(&mutex_);
+  Record(Now(), LeasePartitionChange{worker_id, incarnation, plan});
   if (absl::Status live = members_.CheckLive(worker_id, incarnation);
       !live.ok()) {
     return live;
@@ -668,6 +681,15 @@ void ParameterShard::DeclareModel(std::vector<common::TensorSpec> tensors,
     round_opened_ = now;
   }
   initialized_ = true;
+}
+
+void ParameterShard::SetJournal(ShardJournal* journal) {
+  absl::MutexLock lock(&mutex_);
+  journal_ = journal;
+}
+
+void ParameterShard::Record(absl::Time now, ShardChange change) {
+  if (journal_ != nullptr) journal_->Record(now, std::move(change));
 }
 
 void ParameterShard::SetObserver(ShardObserver* observer) {

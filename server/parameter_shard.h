@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,6 +22,7 @@
 #include "server/partition_table.h"
 #include "server/pull_wait_list.h"
 #include "server/shard_counters.h"
+#include "server/shard_journal.h"
 #include "server/shard_observer.h"
 #include "server/shard_options.h"
 #include "server/shard_requests.h"
@@ -164,10 +166,17 @@ class ParameterShard {
   // server restarted in another mode).
   ConsistencyMode mode() const { return options_.mode; }
 
+  // Tells `journal` (null: nobody) of every change from now on, in order
+  // (see ShardJournal); it must outlive the shard or be replaced first.
+  void SetJournal(ShardJournal* journal);
+
   // Everything a restart must get back, as of one instant: θ, version,
   // the workers' bookkeeping and, in sync mode, the open round's gradients.
-  // FAILED_PRECONDITION before the model is declared.
-  absl::StatusOr<common::ThetaFile> Snapshot() const;
+  // FAILED_PRECONDITION before the model is declared. `at_instant` (if set)
+  // runs at that instant, under the shard's lock, even before Init: where a
+  // backup joins the journal's stream of changes.
+  absl::StatusOr<common::ThetaFile> Snapshot(
+      const std::function<void()>& at_instant = nullptr) const;
 
   // Takes the state of a checkpoint before serving. `saved` must cover
   // exactly this shard's keys of its model; an open round is restored only
@@ -206,7 +215,8 @@ class ParameterShard {
   // `sparse` is the push's table rows, checked (SparseTables::ParsePush).
   absl::StatusOr<PushResult> PushToRound(const PushArgs& args,
                                          SparseGradient sparse,
-                                         common::WorkerRecord& worker)
+                                         common::WorkerRecord& worker,
+                                         absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::StatusOr<PushResult> PushAtOnce(const PushArgs& args,
                                         const SparseGradient& sparse,
@@ -221,6 +231,9 @@ class ParameterShard {
                     absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Closes the open sync round if the policy says so; true when it did.
   bool MaybeCloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Tells the journal, if any, of a change taking effect at `now`.
+  void Record(absl::Time now, ShardChange change)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Removes the parked pulls that can be answered now, with their answers.
   std::vector<Completion> TakeSatisfiedPulls()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -247,6 +260,7 @@ class ParameterShard {
   PullWaitList parked_ ABSL_GUARDED_BY(mutex_);
   ShardCounters counters_ ABSL_GUARDED_BY(mutex_);
   ShardObserver* observer_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  ShardJournal* journal_ ABSL_GUARDED_BY(mutex_) = nullptr;
   // Shard 0 only: which worker trains which data partition.
   PartitionTable partitions_ ABSL_GUARDED_BY(mutex_);
 };

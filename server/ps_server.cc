@@ -15,18 +15,38 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
   if (absl::Status valid = ValidateShardOptions(options.shard); !valid.ok()) {
     return valid;
   }
+  if (absl::Status valid = ValidateReplicaOptions(options.replica);
+      !valid.ok()) {
+    return valid;
+  }
+  const bool replicated = options.replica.replicated();
+  if (replicated && (!options.security.tls_cert.empty() ||
+                     !options.security.auth_token_file.empty())) {
+    return absl::InvalidArgumentError(
+        "--replica_peers with TLS or a token is not supported yet: replicas "
+        "talk plaintext");
+  }
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       rpc::MakeServerCredentials(options.security);
   if (!credentials.ok()) return credentials.status();
   std::unique_ptr<PsServer> server(new PsServer);
-  server->shard_ = std::make_unique<ParameterShard>(options.shard);
+  ShardOptions shard_options = options.shard;
+  if (replicated) {
+    server->clock_ = std::make_unique<ReplayClock>();
+    shard_options.clock = server->clock_->AsClock();
+  }
+  server->shard_ = std::make_unique<ParameterShard>(shard_options);
   if (!options.checkpoint_dir.empty()) {
     absl::StatusOr<std::unique_ptr<Checkpointer>> checkpointer =
         Checkpointer::Open(options.checkpoint_dir, options.checkpoint_keep,
                            options.shard.shard_index, options.shard.num_shards);
     if (!checkpointer.ok()) return checkpointer.status();
     server->checkpointer_ = std::move(*checkpointer);
-    if (absl::Status restored = server->Restore(options); !restored.ok()) {
+    // A backup's state is the primary's, copied when it joins.
+    const bool backup = replicated && !options.replica.primary();
+    if (absl::Status restored =
+            backup ? absl::OkStatus() : server->Restore(options);
+        !restored.ok()) {
       return restored;
     }
   }
@@ -34,9 +54,13 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
       server->shard_.get(), server->checkpointer_.get(),
       options.shard.shard_index);
   server->shard_->SetObserver(server->metrics_.get());
+  if (replicated) {
+    server->replicator_ = std::make_unique<Replicator>(
+        options.replica, server->shard_.get(), server->clock_.get());
+  }
   server->service_ = std::make_unique<ParameterService>(
       server->shard_.get(), server->checkpointer_.get(), server->metrics_.get(),
-      options.max_pull_wait);
+      options.max_pull_wait, server->replicator_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -47,12 +71,14 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
       MaxRequestBytes(options.shard.max_keys_per_shard));
   builder.AddListeningPort(options.listen, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
+  if (replicated) builder.RegisterService(server->replicator_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
         ": the address is malformed, not local, or the port is in use"));
   }
+  if (replicated) server->replicator_->Start(server->port_);
   if (!options.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<common::metrics::MetricsEndpoint>> endpoint =
         common::metrics::MetricsEndpoint::Start(options.metrics_listen,
@@ -164,6 +190,8 @@ void PsServer::Shutdown(absl::Duration grace) {
   metrics_endpoint_.reset();
   stop_checkpoints_.Notify();
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  // Writes waiting for backups end (UNAVAILABLE: workers retry elsewhere).
+  if (replicator_ != nullptr) replicator_->Stop();
   shard_->EndParkedPulls();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();

@@ -15,6 +15,9 @@
 #include "server/checkpointer.h"
 #include "server/parameter_service.h"
 #include "server/parameter_shard.h"
+#include "server/replication/replay_clock.h"
+#include "server/replication/replica_options.h"
+#include "server/replication/replicator.h"
 #include "server/server_metrics.h"
 
 namespace ps::server {
@@ -43,6 +46,9 @@ struct ServerOptions {
   // TLS, client certificates and the token. Default: plaintext, open
   rpc::ServerSecurity security;
 
+  // This shard's replicas. Default: one, no replication
+  ReplicaOptions replica;
+
   // Serve Prometheus metrics on GET /metrics here, "HOST:PORT"; port 0
   // picks a free one. Default: empty, no metrics endpoint
   std::string metrics_listen;
@@ -63,6 +69,8 @@ class PsServer {
   }
   const ServerMetrics& metrics() const { return *metrics_; }
   ParameterShard& shard() { return *shard_; }
+  // Null unless the shard is replicated.
+  const Replicator* replicator() const { return replicator_.get(); }
   // How others reach this server; Status reports it.
   void SetAdvertisedAddress(std::string address) {
     service_->SetAdvertisedAddress(std::move(address));
@@ -86,10 +94,15 @@ class PsServer {
   absl::Status Restore(const ServerOptions& options);
   void CheckpointLoop(absl::Duration every);
 
+  // A replicated shard's clock (the primary's times, on a backup); before
+  // the shard, which reads it to the end.
+  std::unique_ptr<ReplayClock> clock_;
   std::unique_ptr<ParameterShard> shard_;
   std::unique_ptr<Checkpointer> checkpointer_;
   // Before the service, whose parked pulls count in it to the end.
   std::unique_ptr<ServerMetrics> metrics_;
+  // Before the service, which calls it to the end.
+  std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<ParameterService> service_;
   std::unique_ptr<common::metrics::MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<grpc::Server> server_;

@@ -171,8 +171,10 @@ absl::Status CheckStateSizes(const common::ThetaFile& file) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot() const {
+absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot(
+    const std::function<void()>& at_instant) const {
   absl::MutexLock lock(&mutex_);
+  if (at_instant) at_instant();
   if (!initialized_) {
     return absl::FailedPreconditionError(
         "no model is declared on this shard yet; nothing to checkpoint");

@@ -65,6 +65,38 @@ std::vector<SparseRows> SparseRowsFromProto(
   return rows;
 }
 
+PushArgs PushArgsFromProto(const ps::v1::PushRequest& request,
+                           absl::Cord gradient) {
+  PushArgs args;
+  args.worker_id = request.worker_id();
+  args.incarnation = request.incarnation();
+  args.seq = request.seq();
+  args.step = request.step();
+  args.base_version = request.base_version();
+  args.batch_size = request.batch_size();
+  args.keys = {request.key_begin(), request.key_end()};
+  args.gradient = std::move(gradient);
+  args.sparse = SparseRowsFromProto(request.sparse());
+  if (request.has_completes()) {
+    args.completes = PartitionRef{request.completes().epoch(),
+                                  request.completes().partition()};
+  }
+  return args;
+}
+
+InitArgs InitArgsFromProto(const ps::v1::InitRequest& request,
+                           absl::Cord values) {
+  InitArgs args;
+  args.worker_id = request.worker_id();
+  args.shard_index = request.shard_index();
+  args.num_shards = request.num_shards();
+  args.tensors = rpc::FromProto(request.tensors());
+  args.tables = rpc::FromProto(request.tables());
+  args.model_seed = request.model_seed();
+  args.values = std::move(values);
+  return args;
+}
+
 absl::StatusOr<absl::Cord> DecodeCompressedGradient(
     const google::protobuf::RepeatedPtrField<ps::v1::GradientPart>& parts,
     const common::KeyRange& keys, GradientBufferPool& buffers) {

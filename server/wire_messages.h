@@ -30,6 +30,13 @@ grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
 std::vector<SparseRows> SparseRowsFromProto(
     const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& protos);
 
+// The shard's arguments from a request's fields, with the θ-sized bytes
+// (the gradient, the initial values) given apart.
+PushArgs PushArgsFromProto(const ps::v1::PushRequest& request,
+                           absl::Cord gradient);
+InitArgs InitArgsFromProto(const ps::v1::InitRequest& request,
+                           absl::Cord values);
+
 // A push's compressed_gradient (ps.v1.GradientPart) decoded to the float32
 // bytes of `keys`: the parts must cover exactly keys.size() keys, and each
 // must be well formed (common::DecodePart); INVALID_ARGUMENT names the

@@ -1,0 +1,37 @@
+#include "server/replication/replica_options.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ps::server {
+
+absl::Status ValidateReplicaOptions(const ReplicaOptions& options) {
+  if (options.peers.size() <= 1) {
+    if (options.replica_index != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--replica_index=", options.replica_index,
+          " needs --replica_peers listing every replica of the shard"));
+    }
+    return absl::OkStatus();
+  }
+  if (options.replica_index >= options.peers.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--replica_index=", options.replica_index,
+        " but --replica_peers lists ", options.peers.size(),
+        " replicas (indexes 0 to ", options.peers.size() - 1, ")"));
+  }
+  for (const std::string& peer : options.peers) {
+    if (peer.empty()) {
+      return absl::InvalidArgumentError(
+          "--replica_peers has an empty address; list host:port of every "
+          "replica, comma-separated");
+    }
+  }
+  if (options.rpc_deadline <= absl::ZeroDuration() ||
+      options.drop_after <= absl::ZeroDuration() ||
+      options.heartbeat_every <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("replication timeouts must be positive");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ps::server

@@ -1,0 +1,176 @@
+#include "server/replication/replication_log.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace ps::server {
+
+void ReplicationLog::Record(absl::Time now, ShardChange change) {
+  absl::MutexLock lock(&mutex_);
+  ++last_index_;
+  // With no live backup nobody needs the change: only its index counts.
+  const bool any_live =
+      std::any_of(backups_.begin(), backups_.end(),
+                  [](const auto& b) { return b.second.live; });
+  if (!any_live) return;
+  entries_.push_back(std::make_shared<const Entry>(
+      Entry{last_index_, now, std::move(change)}));
+}
+
+uint64_t ReplicationLog::last_index() const {
+  absl::MutexLock lock(&mutex_);
+  return last_index_;
+}
+
+ReplicationLog::Joined ReplicationLog::AddBackup(uint32_t replica,
+                                                 const std::string& address) {
+  absl::MutexLock lock(&mutex_);
+  Backup& backup = backups_[replica];
+  backup.address = address;
+  backup.generation = next_generation_++;
+  backup.live = true;
+  backup.acked = last_index_;
+  Trim();
+  spdlog::info("replication: replica {} ({}) joined at change {}", replica,
+               address, last_index_);
+  return {last_index_, backup.generation};
+}
+
+bool ReplicationLog::Current(uint32_t replica, uint64_t generation) const {
+  auto it = backups_.find(replica);
+  return !closed_ && it != backups_.end() && it->second.live &&
+         it->second.generation == generation;
+}
+
+std::optional<std::vector<ReplicationLog::EntryPtr>> ReplicationLog::Next(
+    uint32_t replica, uint64_t generation, uint64_t after, size_t max,
+    absl::Duration wait) {
+  absl::MutexLock lock(&mutex_);
+  auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
+    return !Current(replica, generation) || last_index_ > after;
+  };
+  mutex_.AwaitWithTimeout(absl::Condition(&ready), wait);
+  if (!Current(replica, generation)) return std::nullopt;
+  std::vector<EntryPtr> out;
+  for (const EntryPtr& e : entries_) {
+    if (e->index <= after) continue;
+    if (out.size() == max) break;
+    out.push_back(e);
+  }
+  return out;
+}
+
+void ReplicationLog::Acknowledge(uint32_t replica, uint64_t generation,
+                                 uint64_t index) {
+  std::vector<Done> ready;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (!Current(replica, generation)) return;
+    Backup& backup = backups_[replica];
+    backup.acked = std::max(backup.acked, index);
+    Trim();
+    ready = TakeSatisfied();
+  }
+  for (Done& done : ready) done(absl::OkStatus());
+}
+
+void ReplicationLog::Drop(uint32_t replica, uint64_t generation,
+                          const std::string& why) {
+  std::vector<Done> ready;
+  {
+    absl::MutexLock lock(&mutex_);
+    DropLocked(replica, generation, why);
+    ready = TakeSatisfied();
+  }
+  for (Done& done : ready) done(absl::OkStatus());
+}
+
+void ReplicationLog::DropLocked(uint32_t replica, uint64_t generation,
+                                const std::string& why) {
+  if (!Current(replica, generation)) return;
+  Backup& backup = backups_[replica];
+  backup.live = false;
+  ++dropped_;
+  spdlog::warn(
+      "replication: dropped replica {} ({}) at change {} of {}: {}; writes "
+      "no longer wait for it until it joins again",
+      replica, backup.address, backup.acked, last_index_, why);
+  Trim();
+}
+
+void ReplicationLog::WhenAcknowledged(uint64_t index, Done done) {
+  std::vector<Done> ready;
+  bool closed = false;
+  {
+    absl::MutexLock lock(&mutex_);
+    closed = closed_;
+    if (!closed) {
+      waiting_.emplace(index, std::move(done));
+      ready = TakeSatisfied();
+    }
+  }
+  if (closed) {
+    done(absl::UnavailableError(
+        "the server is shutting down; retry (a retried push is applied "
+        "once)"));
+  }
+  for (Done& d : ready) d(absl::OkStatus());
+}
+
+std::vector<ReplicationLog::Done> ReplicationLog::TakeSatisfied() {
+  uint64_t acked = last_index_;
+  for (const auto& [replica, backup] : backups_) {
+    if (backup.live) acked = std::min(acked, backup.acked);
+  }
+  std::vector<Done> ready;
+  auto end = waiting_.upper_bound(acked);
+  for (auto it = waiting_.begin(); it != end; ++it) {
+    ready.push_back(std::move(it->second));
+  }
+  waiting_.erase(waiting_.begin(), end);
+  return ready;
+}
+
+void ReplicationLog::Close() {
+  std::multimap<uint64_t, Done> waiting;
+  {
+    absl::MutexLock lock(&mutex_);
+    closed_ = true;
+    waiting.swap(waiting_);
+  }
+  for (auto& [index, done] : waiting) {
+    done(absl::UnavailableError(absl::StrCat(
+        "change ", index,
+        " is applied here but the server is shutting down before every "
+        "backup acknowledged it; retry (a retried push is applied once)")));
+  }
+}
+
+std::vector<ReplicationLog::BackupProgress> ReplicationLog::Backups() const {
+  absl::MutexLock lock(&mutex_);
+  std::vector<BackupProgress> out;
+  for (const auto& [replica, backup] : backups_) {
+    out.push_back({replica, backup.address, backup.live, backup.acked});
+  }
+  return out;
+}
+
+uint64_t ReplicationLog::backups_dropped() const {
+  absl::MutexLock lock(&mutex_);
+  return dropped_;
+}
+
+void ReplicationLog::Trim() {
+  uint64_t keep_after = last_index_;
+  for (const auto& [replica, backup] : backups_) {
+    if (backup.live) keep_after = std::min(keep_after, backup.acked);
+  }
+  while (!entries_.empty() && entries_.front()->index <= keep_after) {
+    entries_.pop_front();
+  }
+}
+
+}  // namespace ps::server

@@ -1,0 +1,117 @@
+#ifndef PS_SERVER_REPLICATION_REPLICATION_LOG_H_
+#define PS_SERVER_REPLICATION_REPLICATION_LOG_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/shard_journal.h"
+
+namespace ps::server {
+
+// The primary's side of replication, without gRPC: the shard's changes in
+// the order they took effect, kept until every live backup acknowledged
+// them; the backups and their progress; and a write's wait for them.
+// Thread-safe. Record runs under the shard's lock, so the log's order is the
+// order the changes took effect.
+class ReplicationLog final : public ShardJournal {
+ public:
+  struct Entry {
+    uint64_t index = 0;
+    absl::Time time;
+    ShardChange change;
+  };
+  using EntryPtr = std::shared_ptr<const Entry>;
+
+  struct BackupProgress {
+    uint32_t replica = 0;
+    std::string address;
+    bool live = false;
+    uint64_t acked = 0;
+  };
+
+  void Record(absl::Time now, ShardChange change) override;
+
+  // The index of the last change recorded (0 before the first).
+  uint64_t last_index() const;
+
+  // Counts `replica` among the live backups, as having applied every change
+  // up to the last one recorded; answers that index. Call it where the
+  // backup's state is taken (ParameterShard::Snapshot's at_instant), so no
+  // change falls between the state and the stream. A replica that joins
+  // again starts over: the returned generation tells its sender whether it
+  // is still the current one.
+  struct Joined {
+    uint64_t index = 0;
+    uint64_t generation = 0;
+  };
+  Joined AddBackup(uint32_t replica, const std::string& address);
+
+  // Up to `max` changes after `after` for `replica`'s sender, waiting at most
+  // `wait` for one (an empty answer: send a heartbeat). nullopt when that
+  // generation of the backup is no longer live (dropped, joined again) or
+  // the log is closed: its sender stops.
+  std::optional<std::vector<EntryPtr>> Next(uint32_t replica,
+                                            uint64_t generation, uint64_t after,
+                                            size_t max, absl::Duration wait);
+
+  // `replica` (this generation) applied every change up to `index`.
+  void Acknowledge(uint32_t replica, uint64_t generation, uint64_t index);
+
+  // Stops counting `replica` (this generation): a write no longer waits for
+  // it. Logged and counted; it comes back only by joining again.
+  void Drop(uint32_t replica, uint64_t generation, const std::string& why);
+
+  // Runs `done` once every live backup acknowledged `index` (at once when
+  // none is live), or with UNAVAILABLE when the log closes first. It runs
+  // on the thread that acknowledges (or drops, or closes), outside the
+  // log's lock; nothing waits on a thread. A backup that does not answer is
+  // dropped (Drop), which bounds the wait.
+  using Done = std::function<void(absl::Status)>;
+  void WhenAcknowledged(uint64_t index, Done done);
+
+  // Ends every wait (UNAVAILABLE) and every sender.
+  void Close();
+
+  std::vector<BackupProgress> Backups() const;
+  uint64_t backups_dropped() const;
+
+ private:
+  struct Backup {
+    std::string address;
+    uint64_t generation = 0;
+    bool live = false;
+    uint64_t acked = 0;
+  };
+  // Forgets the changes every live backup acknowledged.
+  void Trim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  bool Current(uint32_t replica, uint64_t generation) const
+      ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  void DropLocked(uint32_t replica, uint64_t generation, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The waits every live backup's acknowledgements now satisfy.
+  std::vector<Done> TakeSatisfied() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  mutable absl::Mutex mutex_;
+  // Changes after the ones every live backup acknowledged, in index order.
+  std::deque<EntryPtr> entries_ ABSL_GUARDED_BY(mutex_);
+  uint64_t last_index_ ABSL_GUARDED_BY(mutex_) = 0;
+  std::map<uint32_t, Backup> backups_ ABSL_GUARDED_BY(mutex_);
+  uint64_t next_generation_ ABSL_GUARDED_BY(mutex_) = 1;
+  uint64_t dropped_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mutex_) = false;
+  // Writes waiting for their change's index to be acknowledged.
+  std::multimap<uint64_t, Done> waiting_ ABSL_GUARDED_BY(mutex_);
+};
+
+}  // namespace ps::server
+
+#endif  // PS_SERVER_REPLICATION_REPLICATION_LOG_H_

@@ -1,0 +1,237 @@
+// A shard replicated on two servers in this process (primary and backup),
+// trained by real workers over loopback gRPC.
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/error_info.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/convert.h"
+#include "common/theta_file.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
+#include "ps/v1/replication.grpc.pb.h"
+#include "server/ps_server.h"
+#include "tests/synthetic_data.h"
+#include "tests/wait.h"
+#include "worker/model.h"
+#include "worker/parameter_client.h"
+#include "worker/trainer.h"
+
+namespace ps {
+namespace {
+
+constexpr uint32_t kWorkers = 2;
+
+std::string Loopback(int port) { return absl::StrCat("127.0.0.1:", port); }
+
+server::ServerOptions ReplicaOptionsFor(server::ConsistencyMode mode,
+                                        std::vector<std::string> peers,
+                                        uint32_t replica_index) {
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.shard.num_workers = kWorkers;
+  options.shard.max_workers = kWorkers;
+  options.shard.mode = mode;
+  options.shard.update.learning_rate = 0.2f;
+  options.shard.update.l2 = 1e-3f;
+  options.replica.peers = std::move(peers);
+  options.replica.replica_index = replica_index;
+  return options;
+}
+
+// Replica 0; its backups learn its address from its port.
+std::unique_ptr<server::PsServer> StartPrimary(server::ConsistencyMode mode) {
+  auto primary = server::PsServer::Start(
+      ReplicaOptionsFor(mode, {"127.0.0.1:0", "127.0.0.1:0"}, 0));
+  EXPECT_TRUE(primary.ok()) << primary.status();
+  return primary.ok() ? std::move(*primary) : nullptr;
+}
+
+std::unique_ptr<server::PsServer> StartBackup(server::ConsistencyMode mode,
+                                              const server::PsServer& primary) {
+  auto backup = server::PsServer::Start(
+      ReplicaOptionsFor(mode, {Loopback(primary.port()), "127.0.0.1:0"}, 1));
+  EXPECT_TRUE(backup.ok()) << backup.status();
+  return backup.ok() ? std::move(*backup) : nullptr;
+}
+
+bool Joined(const server::PsServer& backup) {
+  return backup.replicator()->joined();
+}
+
+// Trains kWorkers workers against the primary alone (workers know only
+// primaries), 3 epochs of the synthetic task; `during` runs on the test's
+// thread while they train.
+void Train(const server::PsServer& primary,
+           const std::function<void()>& during = nullptr) {
+  const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
+  std::vector<absl::Status> results(kWorkers);
+  std::vector<std::thread> threads;
+  for (uint32_t rank = 0; rank < kWorkers; ++rank) {
+    threads.emplace_back([&, rank] {
+      auto model = worker::CreateModel("softmax", data.train.features.cols(),
+                                       data.train.num_classes);
+      worker::ClientOptions client_options;
+      client_options.servers = {Loopback(primary.port())};
+      client_options.worker_id = rank;
+      client_options.retry.rpc_deadline = absl::Seconds(20);
+      client_options.retry.max_retry_time = absl::Seconds(30);
+      auto client = worker::ParameterClient::Connect(client_options);
+      if (!model.ok() || !client.ok()) {
+        results[rank] = absl::InternalError("setup failed");
+        return;
+      }
+      worker::TrainerOptions options;
+      options.rank = rank;
+      options.num_workers = kWorkers;
+      options.batch_size = 16;
+      options.epochs = 3;
+      options.seed = 42;
+      worker::Trainer trainer(options, model->get(), client->get(), &data);
+      results[rank] = trainer.Run();
+    });
+  }
+  if (during) during();
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& status : results) EXPECT_TRUE(status.ok()) << status;
+}
+
+// The shard's state as a checkpoint holds it: θ, optimizer state,
+// version, the workers' sequence table, the open round.
+std::string State(server::PsServer& server) {
+  absl::StatusOr<common::ThetaFile> file = server.shard().Snapshot();
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? common::EncodeThetaFile(*file) : "";
+}
+
+// The backup's state once it applied every change the primary logged.
+// `same_counters`: the backup saw every push (it did not join late, when
+// it copied the state, which holds no counters).
+void ExpectSameState(server::PsServer& primary, server::PsServer& backup,
+                     bool same_counters) {
+  const std::string primary_state = State(primary);
+  const uint64_t logged = primary.replicator()->log_index();
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] { return backup.replicator()->log_index() >= logged; }));
+  const server::ShardStatus p = primary.shard().Status();
+  const server::ShardStatus b = backup.shard().Status();
+  EXPECT_GT(p.version, 0u);
+  EXPECT_EQ(p.version, b.version);
+  EXPECT_EQ(p.samples_applied, b.samples_applied);
+  if (same_counters) {
+    EXPECT_EQ(p.pushes_applied, b.pushes_applied);
+    EXPECT_EQ(p.pushes_duplicate, b.pushes_duplicate);
+    EXPECT_EQ(p.pushes_stale, b.pushes_stale);
+  }
+  ASSERT_EQ(p.workers.size(), b.workers.size());
+  for (size_t i = 0; i < p.workers.size(); ++i) {
+    EXPECT_EQ(p.workers[i].incarnation, b.workers[i].incarnation);
+    EXPECT_EQ(p.workers[i].last_seq, b.workers[i].last_seq);
+  }
+  // Byte for byte: θ, optimizer state, versions, sequence table, round.
+  EXPECT_TRUE(State(backup) == primary_state)
+      << "the backup's state differs from the primary's";
+}
+
+class ReplicatedTraining
+    : public ::testing::TestWithParam<server::ConsistencyMode> {};
+
+TEST_P(ReplicatedTraining, TheBackupHoldsThePrimarysStateByteForByte) {
+  std::unique_ptr<server::PsServer> primary = StartPrimary(GetParam());
+  ASSERT_NE(primary, nullptr);
+  std::unique_ptr<server::PsServer> backup = StartBackup(GetParam(), *primary);
+  ASSERT_NE(backup, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  Train(*primary);
+  ExpectSameState(*primary, *backup, /*same_counters=*/true);
+  EXPECT_EQ(primary->replicator()->backups_dropped(), 0u);
+}
+
+TEST_P(ReplicatedTraining, ABackupStartedMidTrainingCopiesTheStateAndFollows) {
+  std::unique_ptr<server::PsServer> primary = StartPrimary(GetParam());
+  ASSERT_NE(primary, nullptr);
+  std::unique_ptr<server::PsServer> backup;
+  uint64_t version_at_join = 0;
+  Train(*primary, [&] {
+    ASSERT_TRUE(test_support::WaitUntil(
+        [&] { return primary->shard().Status().version >= 20; }));
+    backup = StartBackup(GetParam(), *primary);
+    ASSERT_NE(backup, nullptr);
+    ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+    version_at_join = backup->shard().Status().version;
+  });
+  ASSERT_NE(backup, nullptr);
+  // It copied a trained state, not a fresh one, and then followed.
+  EXPECT_GE(version_at_join, 20u);
+  EXPECT_GT(primary->shard().Status().version, version_at_join);
+  ExpectSameState(*primary, *backup, /*same_counters=*/false);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ReplicatedTraining,
+                         ::testing::Values(server::ConsistencyMode::kSync,
+                                           server::ConsistencyMode::kAsync),
+                         [](const auto& info) {
+                           return info.param == server::ConsistencyMode::kSync
+                                      ? "Sync"
+                                      : "Async";
+                         });
+
+TEST(Replication, ABackupRefusesWorkersCallsNamingThePrimary) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kAsync);
+  ASSERT_NE(primary, nullptr);
+  std::unique_ptr<server::PsServer> backup =
+      StartBackup(server::ConsistencyMode::kAsync, *primary);
+  ASSERT_NE(backup, nullptr);
+  auto stub = ps::v1::ParameterServer::NewStub(
+      rpc::CreateChannel(Loopback(backup->port())));
+  grpc::ClientContext context;
+  ps::v1::RegisterRequest request;
+  request.set_worker_id(0);
+  request.set_incarnation(1);
+  ps::v1::RegisterResponse response;
+  const absl::Status refused =
+      rpc::FromGrpcStatus(stub->Register(&context, request, &response));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  std::optional<common::ErrorInfo> info = common::GetErrorInfo(refused);
+  ASSERT_TRUE(info.has_value()) << refused;
+  EXPECT_EQ(info->reason, server::kNotPrimary);
+  EXPECT_EQ(info->metadata["primary"], Loopback(primary->port()));
+  EXPECT_EQ(info->metadata["term"], "1");
+  // Nothing reached the backup's shard.
+  EXPECT_TRUE(backup->shard().Status().workers.empty());
+}
+
+TEST(Replication, ADeadBackupIsDroppedAndThePrimaryTrainsOn) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kAsync);
+  ASSERT_NE(primary, nullptr);
+  std::unique_ptr<server::PsServer> backup =
+      StartBackup(server::ConsistencyMode::kAsync, *primary);
+  ASSERT_NE(backup, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  Train(*primary, [&] {
+    ASSERT_TRUE(test_support::WaitUntil(
+        [&] { return primary->shard().Status().version >= 20; }));
+    backup.reset();  // stops answering, as a killed process does
+  });
+  EXPECT_EQ(primary->replicator()->backups_dropped(), 1u);
+  auto stub = ps::v1::Replication::NewStub(
+      rpc::CreateChannel(Loopback(primary->port())));
+  grpc::ClientContext context;
+  ps::v1::ReplicaStatusResponse status;
+  ASSERT_TRUE(
+      stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status)
+          .ok());
+  EXPECT_EQ(status.role(), ps::v1::PRIMARY);
+  EXPECT_EQ(status.backups_dropped(), 1u);
+  ASSERT_EQ(status.backups_size(), 1);
+  EXPECT_FALSE(status.backups(0).live());
+}
+
+}  // namespace
+}  // namespace ps
