@@ -22,10 +22,16 @@ struct PartitionPlan {
   uint32_t epochs = 0;
   // Seeds each epoch's order of the partitions.
   uint64_t seed = 0;
+  // k-fold cross-validation (ps_worker --kfold, --fold): partition p is in
+  // fold p mod kfold, and fold `fold`'s partitions are held out: never
+  // leased, never trained, the worker's validation set. 0: no folds.
+  uint32_t kfold = 0;
+  uint32_t fold = 0;
 
   friend bool operator==(const PartitionPlan& a, const PartitionPlan& b) {
     return a.train_size == b.train_size && a.partitions == b.partitions &&
-           a.epochs == b.epochs && a.seed == b.seed;
+           a.epochs == b.epochs && a.seed == b.seed && a.kfold == b.kfold &&
+           a.fold == b.fold;
   }
   friend bool operator!=(const PartitionPlan& a, const PartitionPlan& b) {
     return !(a == b);
@@ -37,12 +43,28 @@ struct PartitionPlan {
 inline constexpr uint64_t kMaxPartitionSlots = uint64_t{1} << 24;
 
 // INVALID_ARGUMENT, naming the worker's flags, unless every partition of
-// the plan holds at least one example and the table stays bounded.
+// the plan holds at least one example, the table stays bounded, and a
+// k-fold plan has K >= 2 folds of at least one partition, I < K.
 absl::Status ValidatePartitionPlan(const PartitionPlan& plan);
 
 // Partition `partition`'s examples: a contiguous range of the training
 // set's indices, the same in every epoch. Worker and server both call it.
 KeyRange PartitionExamples(const PartitionPlan& plan, uint32_t partition);
+
+// Whether `partition` is in the held-out fold. Folds are fixed for the
+// whole job (a fold that changed per epoch would train on its own
+// validation examples) and interleaved (fold p mod K, not a contiguous
+// block of partitions), so each fold samples the whole training file.
+bool HeldOut(const PartitionPlan& plan, uint32_t partition);
+
+// Partitions that are leased and trained in each epoch: all of them but
+// the held-out fold's. The job's epochs done are the partitions done over
+// this.
+uint32_t TrainablePartitions(const PartitionPlan& plan);
+
+// The held-out fold's examples, partition by partition in order; empty
+// without folds.
+std::vector<KeyRange> HeldOutExamples(const PartitionPlan& plan);
 
 // Where one (epoch, partition) stands.
 enum class PartitionState : uint8_t {

@@ -376,4 +376,25 @@ absl::StatusOr<TrainTestData> LoadFashionMnist(const std::string& dir) {
   return result;
 }
 
+Dataset SelectExamples(const Dataset& from, absl::Span<const KeyRange> ranges) {
+  Dataset selected;
+  selected.num_classes = from.num_classes;
+  uint64_t rows = 0;
+  for (const KeyRange& r : ranges) rows += r.size();
+  selected.features.resize(static_cast<Eigen::Index>(rows),
+                           from.features.cols());
+  selected.labels.reserve(rows);
+  Eigen::Index at = 0;
+  for (const KeyRange& r : ranges) {
+    const auto n = static_cast<Eigen::Index>(r.size());
+    selected.features.middleRows(at, n) =
+        from.features.middleRows(static_cast<Eigen::Index>(r.begin), n);
+    selected.labels.insert(selected.labels.end(),
+                           from.labels.begin() + static_cast<int64_t>(r.begin),
+                           from.labels.begin() + static_cast<int64_t>(r.end));
+    at += n;
+  }
+  return selected;
+}
+
 }  // namespace ps::common

@@ -7,6 +7,8 @@
 
 #include "Eigen/Core"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/key_range.h"
 
 namespace ps::common {
 
@@ -37,7 +39,13 @@ absl::StatusOr<Dataset> ReadIdxDataset(const std::string& images_path,
 struct TrainTestData {
   Dataset train;
   Dataset test;
+  // Examples of `train` held out for validation (ps_worker --kfold): copied
+  // here, and never trained. Empty: no validation.
+  Dataset validation;
 };
+
+// The rows of `from` in `ranges`, in order: a copy.
+Dataset SelectExamples(const Dataset& from, absl::Span<const KeyRange> ranges);
 
 // train-{images-idx3,labels-idx1}-ubyte.gz and t10k-... from `dir`.
 absl::StatusOr<TrainTestData> LoadFashionMnist(const std::string& dir);

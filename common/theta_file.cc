@@ -321,15 +321,19 @@ bool DecodeTables(Reader& in, ThetaFile& file) {
 }
 
 // Format 6's tail: a presence byte, then the partition plan and each
-// (epoch, partition)'s state, holder and incarnation.
+// (epoch, partition)'s state, holder and incarnation. Presence 2 is a plan
+// with folds (--kfold): its kfold and fold follow the seed. Files without
+// folds stay byte for byte what they were.
 bool DecodePartitions(Reader& in, ThetaFile& file) {
   uint8_t present = 0;
-  if (!in.Get(&present) || present > 1) return false;
+  if (!in.Get(&present) || present > 2) return false;
   if (present == 0) return true;
   SavedPartitions saved;
   PartitionPlan& plan = saved.plan;
   if (!in.Get(&plan.train_size) || !in.Get(&plan.partitions) ||
       !in.Get(&plan.epochs) || !in.Get(&plan.seed) ||
+      (present == 2 &&
+       (!in.Get(&plan.kfold) || !in.Get(&plan.fold) || plan.kfold == 0)) ||
       uint64_t{plan.partitions} * plan.epochs > kMaxPartitionSlots) {
     return false;
   }
@@ -476,13 +480,19 @@ std::string EncodeThetaFile(const ThetaFile& file) {
       out.PutFloats(part.rows);
     }
   }
-  out.Put<uint8_t>(file.partitions.has_value() ? 1 : 0);
+  const bool folds =
+      file.partitions.has_value() && file.partitions->plan.kfold > 0;
+  out.Put<uint8_t>(!file.partitions.has_value() ? 0 : folds ? 2 : 1);
   if (file.partitions.has_value()) {
     const PartitionPlan& plan = file.partitions->plan;
     out.Put(plan.train_size);
     out.Put(plan.partitions);
     out.Put(plan.epochs);
     out.Put(plan.seed);
+    if (folds) {
+      out.Put(plan.kfold);
+      out.Put(plan.fold);
+    }
     for (const PartitionRecord& r : file.partitions->records) {
       out.Put<uint8_t>(static_cast<uint8_t>(r.state));
       out.Put(r.worker_id);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/splitmix64.h"
@@ -10,6 +11,19 @@ namespace ps::server {
 
 using common::PartitionRecord;
 using common::PartitionState;
+
+namespace {
+
+std::string Describe(const common::PartitionPlan& plan) {
+  std::string folds = plan.kfold == 0 ? std::string("no held-out fold")
+                                      : absl::StrCat("fold ", plan.fold, " of ",
+                                                     plan.kfold, " held out");
+  return absl::StrCat(plan.partitions, " partitions of ", plan.train_size,
+                      " examples for ", plan.epochs, " epochs with seed ",
+                      plan.seed, ", ", folds);
+}
+
+}  // namespace
 
 PartitionTable::PartitionTable(uint32_t workers)
     : workers_(std::max<uint32_t>(workers, 1)) {}
@@ -21,13 +35,10 @@ absl::Status PartitionTable::Declare(const common::PartitionPlan& plan) {
   if (declared_) {
     if (plan == plan_) return absl::OkStatus();
     return absl::FailedPreconditionError(absl::StrCat(
-        "the job's data partitions were declared as ", plan_.partitions,
-        " partitions of ", plan_.train_size, " examples for ", plan_.epochs,
-        " epochs with seed ", plan_.seed, "; this worker asks for ",
-        plan.partitions, " of ", plan.train_size, " for ", plan.epochs,
-        " with seed ", plan.seed,
-        ": every worker needs the same --data_partitions, --epochs, --seed "
-        "and training set"));
+        "the job's data partitions were declared as ", Describe(plan_),
+        "; this worker asks for ", Describe(plan),
+        ": every worker needs the same --data_partitions, --epochs, --seed, "
+        "--kfold, --fold and training set"));
   }
   plan_ = plan;
   declared_ = true;
@@ -36,13 +47,18 @@ absl::Status PartitionTable::Declare(const common::PartitionPlan& plan) {
 }
 
 void PartitionTable::Build() {
+  // A held-out fold's partitions have no slot: nobody can lease them.
+  std::vector<uint32_t> trainable;
+  for (uint32_t p = 0; p < plan_.partitions; ++p) {
+    if (!common::HeldOut(plan_, p)) trainable.push_back(p);
+  }
+  trainable_ = static_cast<uint32_t>(trainable.size());
   orders_.assign(plan_.epochs, {});
   for (uint32_t e = 0; e < plan_.epochs; ++e) {
     // Fisher–Yates with our own draw (std::shuffle's is the library's), a
     // stream per (seed, epoch): the same order in every build.
     std::vector<uint32_t>& order = orders_[e];
-    order.resize(plan_.partitions);
-    std::iota(order.begin(), order.end(), 0u);
+    order = trainable;
     common::SplitMix64Stream rng(common::SplitMix64(plan_.seed) ^
                                  common::SplitMix64(e + 1));
     for (size_t i = order.size(); i > 1; --i) {
@@ -88,7 +104,7 @@ PartitionTable::Grant PartitionTable::Lease(uint32_t worker_id,
                                             uint64_t incarnation,
                                             LiveIncarnation live) {
   Grant none;
-  if (done_ == records_.size()) {
+  if (done_ == uint64_t{trainable_} * plan_.epochs) {
     none.outcome = LeaseOutcome::kJobDone;
     return none;
   }
@@ -104,7 +120,7 @@ PartitionTable::Grant PartitionTable::Lease(uint32_t worker_id,
               common::PartitionExamples(plan_, partition)};
     }
   }
-  const uint32_t slots = plan_.partitions;
+  const uint32_t slots = trainable_;
   for (uint32_t e = first_open_epoch_; e < plan_.epochs; ++e) {
     if (done_per_epoch_[e] == slots) continue;
     // Its own slots first, in the epoch's order: fault-free, that is all a
@@ -152,6 +168,11 @@ absl::Status PartitionTable::CheckComplete(uint32_t epoch, uint32_t partition,
   }
   const std::string which =
       absl::StrCat("partition ", partition, " of epoch ", epoch);
+  if (common::HeldOut(plan_, partition)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(which, " is in fold ", plan_.fold, " of ", plan_.kfold,
+                     ", held out for validation: it is never trained"));
+  }
   switch (r.state) {
     case PartitionState::kDone:
       return absl::FailedPreconditionError(
@@ -182,7 +203,7 @@ void PartitionTable::Complete(uint32_t epoch, uint32_t partition) {
   ++done_;
   ++done_per_epoch_[epoch];
   while (first_open_epoch_ < plan_.epochs &&
-         done_per_epoch_[first_open_epoch_] == plan_.partitions) {
+         done_per_epoch_[first_open_epoch_] == trainable_) {
     ++first_open_epoch_;
   }
 }
@@ -208,6 +229,17 @@ absl::Status PartitionTable::Restore(const common::SavedPartitions& saved) {
                      saved.records.size(), " records for ", saved.plan.epochs,
                      " epochs of ", saved.plan.partitions, " partitions"));
   }
+  for (size_t i = 0; i < saved.records.size(); ++i) {
+    const uint32_t partition = static_cast<uint32_t>(i % saved.plan.partitions);
+    if (saved.records[i].state != PartitionState::kFree &&
+        common::HeldOut(saved.plan, partition)) {
+      return absl::DataLossError(
+          absl::StrCat("the checkpoint's partition table has partition ",
+                       partition, " of epoch ", i / saved.plan.partitions, " ",
+                       common::PartitionStateName(saved.records[i].state),
+                       " though its fold is held out"));
+    }
+  }
   plan_ = saved.plan;
   declared_ = true;
   Build();
@@ -226,7 +258,7 @@ absl::Status PartitionTable::Restore(const common::SavedPartitions& saved) {
     }
   }
   while (first_open_epoch_ < plan_.epochs &&
-         done_per_epoch_[first_open_epoch_] == plan_.partitions) {
+         done_per_epoch_[first_open_epoch_] == trainable_) {
     ++first_open_epoch_;
   }
   return absl::OkStatus();

@@ -35,6 +35,10 @@ namespace ps::server {
 // from the back of an epoch's order, so they help where the owners would come
 // last.
 //
+// With k-fold cross-validation (plan.kfold) the held-out fold's partitions
+// have no slot in any epoch's order: they are never leased, and an epoch is
+// done when its trainable partitions are.
+//
 // Not thread-safe: the shard's mutex guards it.
 class PartitionTable {
  public:
@@ -80,6 +84,8 @@ class PartitionTable {
   // Marks a partition CheckComplete accepted as done.
   void Complete(uint32_t epoch, uint32_t partition);
 
+  // Partitions trained per epoch: all but a held-out fold's.
+  uint32_t trainable() const { return trainable_; }
   // Partitions done in each epoch (empty before a plan is declared).
   std::vector<uint32_t> DonePerEpoch() const;
   // Partitions done over all epochs.
@@ -91,7 +97,8 @@ class PartitionTable {
 
   common::SavedPartitions Save() const;
   // Takes a checkpoint's table (plan and records) in place of this one's;
-  // DATA_LOSS when it is malformed, nothing changed then.
+  // DATA_LOSS when it is malformed (a held-out partition leased or done,
+  // say), nothing changed then.
   absl::Status Restore(const common::SavedPartitions& saved);
 
  private:
@@ -113,6 +120,7 @@ class PartitionTable {
   std::map<uint32_t, size_t> held_;
   // orders_[e][k]: the partition in slot k of epoch e.
   std::vector<std::vector<uint32_t>> orders_;
+  uint32_t trainable_ = 0;
   std::vector<common::PartitionRecord> records_;
   uint64_t done_ = 0;
   std::vector<uint32_t> done_per_epoch_;

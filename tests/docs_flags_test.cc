@@ -181,7 +181,8 @@ std::set<std::string> KeysIn(const std::string& text,
 }
 
 // The fields of the metrics line, as worker/trainer.cc writes it, with the
-// test scores of each model's task (worker/dense_task.cc, sparse_task.cc).
+// test (and k-fold validation) scores of each model's task
+// (worker/dense_task.cc, sparse_task.cc).
 std::set<std::string> MetricsFieldsWritten() {
   const std::string trainer = Source("worker/trainer.cc");
   const size_t begin = trainer.find("common::Json fields = {{\"time_s\"");
@@ -197,8 +198,8 @@ std::set<std::string> MetricsFieldsWritten() {
     fields.insert(key);
   }
   for (const char* task : {"worker/dense_task.cc", "worker/sparse_task.cc"}) {
-    for (const std::string& key :
-         KeysIn(Source(task), std::regex(R"re(\{"(test_[a-z_]+)",)re"))) {
+    for (const std::string& key : KeysIn(
+             Source(task), std::regex(R"re(\{"((?:test|val)_[a-z_]+)",)re"))) {
       fields.insert(key);
     }
   }

@@ -38,8 +38,10 @@ inline common::Dataset GaussianBlobs(int64_t examples, int dim, int classes,
 }
 
 inline common::TrainTestData SyntheticTrainTest(int dim, int classes) {
-  return {GaussianBlobs(1200, dim, classes, 1),
-          GaussianBlobs(300, dim, classes, 2)};
+  common::TrainTestData data;
+  data.train = GaussianBlobs(1200, dim, classes, 1);
+  data.test = GaussianBlobs(300, dim, classes, 2);
+  return data;
 }
 
 }  // namespace ps::testing

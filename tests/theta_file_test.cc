@@ -220,6 +220,22 @@ TEST(ThetaFile, PartitionTableRoundTrips) {
   EXPECT_FALSE(none->partitions.has_value());
 }
 
+// A plan with a held-out fold keeps it (presence byte 2); one without
+// writes the bytes it always did (presence byte 1).
+TEST(ThetaFile, APartitionTableWithAHeldOutFoldRoundTrips) {
+  ThetaFile file = CheckpointWithPartitions();
+  const std::string without = EncodeThetaFile(file);
+  file.partitions->plan.kfold = 3;
+  file.partitions->plan.fold = 2;
+  const std::string with = EncodeThetaFile(file);
+  EXPECT_EQ(with.size(), without.size() + 2 * sizeof(uint32_t));
+  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(with, "folds");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_TRUE(decoded->partitions.has_value());
+  EXPECT_EQ(decoded->partitions->plan, file.partitions->plan);
+  EXPECT_EQ(decoded->partitions->records, file.partitions->records);
+}
+
 TEST(ThetaFile, AMalformedPartitionTableIsDataLoss) {
   std::string bytes = EncodeThetaFile(CheckpointWithPartitions());
   // The last record's state byte: 1 + 4 + 8 bytes from the checksum.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/cli.h"
+#include "common/data_partition.h"
 #include "common/float_bytes.h"
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
@@ -127,20 +128,26 @@ int Status() {
         static_cast<unsigned long long>(s.leases_expired()));
     if (s.has_partitions()) {
       // Shard 0's partition table: what each epoch has done.
+      // A held-out fold (--kfold) is never trained: counts are of the rest.
       const ps::v1::PartitionStatus& p = s.partitions();
-      const uint64_t all = uint64_t{p.plan().partitions()} * p.plan().epochs();
+      const ps::common::PartitionPlan plan = ps::rpc::FromProto(p.plan());
+      const uint32_t trainable = ps::common::TrainablePartitions(plan);
+      const uint64_t all = uint64_t{trainable} * plan.epochs;
       std::string per_epoch;
       for (int e = 0; e < p.done_per_epoch_size(); ++e) {
         absl::StrAppend(&per_epoch, e == 0 ? "" : ", ", "epoch ", e, " ",
-                        p.done_per_epoch(e), "/", p.plan().partitions());
+                        p.done_per_epoch(e), "/", trainable);
       }
-      std::printf("  data partitions: %llu of %llu done (%.4f epochs): %s\n",
-                  static_cast<unsigned long long>(p.done()),
-                  static_cast<unsigned long long>(all),
-                  p.plan().partitions() > 0
-                      ? static_cast<double>(p.done()) / p.plan().partitions()
-                      : 0.0,
-                  per_epoch.c_str());
+      const std::string folds = plan.kfold == 0
+                                    ? std::string()
+                                    : absl::StrCat(" (fold ", plan.fold, " of ",
+                                                   plan.kfold, " held out)");
+      std::printf(
+          "  data partitions%s: %llu of %llu done (%.4f epochs): %s\n",
+          folds.c_str(), static_cast<unsigned long long>(p.done()),
+          static_cast<unsigned long long>(all),
+          trainable > 0 ? static_cast<double>(p.done()) / trainable : 0.0,
+          per_epoch.c_str());
     }
     for (const ps::v1::TableStatus& t : s.tables()) {
       std::printf(

@@ -10,10 +10,13 @@
 namespace ps::worker {
 namespace {
 
+// Scores the test set, and the held-out validation set when there is one
+// (k-fold: val_accuracy and val_loss beside the test fields).
 class DenseEvaluator final : public TestEvaluator {
  public:
-  DenseEvaluator(std::unique_ptr<Model> model, const common::Dataset* test)
-      : model_(std::move(model)), test_(test) {}
+  DenseEvaluator(std::unique_ptr<Model> model, const common::Dataset* test,
+                 const common::Dataset* validation)
+      : model_(std::move(model)), test_(test), validation_(validation) {}
 
   absl::StatusOr<TestScores> Evaluate(absl::Span<const float> theta,
                                       absl::Span<const float>) override {
@@ -25,12 +28,22 @@ class DenseEvaluator final : public TestEvaluator {
     scores.summary =
         absl::StrFormat("test accuracy %.4f loss %.4f", scores.dense.accuracy,
                         scores.dense.mean_loss);
+    if (validation_->size() > 0) {
+      const Evaluation val = model_->Evaluate(theta, *validation_);
+      scores.fields.update(
+          common::Json{{"val_accuracy", common::RoundTo(val.accuracy, 4)},
+                       {"val_loss", common::RoundTo(val.mean_loss, 5)}});
+      absl::StrAppendFormat(&scores.summary,
+                            ", validation accuracy %.4f loss %.4f",
+                            val.accuracy, val.mean_loss);
+    }
     return scores;
   }
 
  private:
   std::unique_ptr<Model> model_;
   const common::Dataset* test_;
+  const common::Dataset* validation_;
 };
 
 class DenseTask final : public TrainingTask {
@@ -89,7 +102,8 @@ class DenseTask final : public TrainingTask {
   std::vector<float> TakeEvaluationRows() override { return {}; }
 
   std::unique_ptr<TestEvaluator> NewEvaluator() const override {
-    return std::make_unique<DenseEvaluator>(model_->Clone(), &data_->test);
+    return std::make_unique<DenseEvaluator>(model_->Clone(), &data_->test,
+                                            &data_->validation);
   }
 
  private:

@@ -43,6 +43,13 @@ ABSL_FLAG(uint32_t, data_partitions, 0,
           "lease them from shard 0 one at a time (a worker whose lease "
           "expires gives its partitions back; a joiner of any rank takes "
           "partitions at once). 0: train part --rank of --num_workers.");
+ABSL_FLAG(uint32_t, kfold, 0,
+          "k-fold cross-validation: partition p of --data_partitions is in "
+          "fold p mod K, and the partitions of fold --fold are held out (never "
+          "trained; evaluated as val_accuracy and val_loss). Needs "
+          "--data_partitions >= K; with --data_partitions=0 the training set "
+          "is cut into K partitions, one per fold. 0: no folds.");
+ABSL_FLAG(int32_t, fold, -1, "With --kfold=K: the fold held out, 0 to K-1.");
 ABSL_FLAG(std::string, model, "",
           "softmax or mlp (dense, on Fashion-MNIST), or logreg or fm (sparse, "
           "on --data_format=libsvm). Default: logreg with "
@@ -200,11 +207,23 @@ int main(int argc, char** argv) {
       "ps_worker --servers=host:port,... --rank=R --num_workers=W "
       "[--model=softmax|mlp|logreg|fm] [--epochs=N] [--metrics_out=FILE]");
   ps::common::SetLogLevelOrDie(absl::GetFlag(FLAGS_log_level));
+  const uint32_t kfold = absl::GetFlag(FLAGS_kfold);
+  const int32_t fold = absl::GetFlag(FLAGS_fold);
+  if (fold >= 0 && kfold == 0) {
+    Die(absl::StrCat("--fold=", fold, " needs --kfold=K, the number of folds"));
+  }
+  if (kfold > 0 && fold < 0) {
+    Die(absl::StrCat("--kfold=", kfold, " needs --fold=I, the fold (0 to ",
+                     kfold - 1, ") to hold out"));
+  }
+  // k-fold holds out partitions: without a count given, one per fold.
+  uint32_t data_partitions = absl::GetFlag(FLAGS_data_partitions);
+  if (kfold > 0 && data_partitions == 0) data_partitions = kfold;
   // With partitions a --rank given may be any worker id the servers accept
   // (they refuse one beyond their --max_workers): a joiner.
   absl::StatusOr<uint32_t> rank = ps::common::ResolveIndex(
       absl::GetFlag(FLAGS_rank), "rank",
-      absl::GetFlag(FLAGS_data_partitions) > 0 && absl::GetFlag(FLAGS_rank) >= 0
+      data_partitions > 0 && absl::GetFlag(FLAGS_rank) >= 0
           ? UINT32_MAX
           : absl::GetFlag(FLAGS_num_workers),
       "JOB_COMPLETION_INDEX", /*use_hostname=*/false);
@@ -277,7 +296,9 @@ int main(int argc, char** argv) {
   options.metrics = &metrics;
   options.rank = *rank;
   options.num_workers = absl::GetFlag(FLAGS_num_workers);
-  options.data_partitions = absl::GetFlag(FLAGS_data_partitions);
+  options.data_partitions = data_partitions;
+  options.kfold = kfold;
+  options.fold = fold < 0 ? 0 : static_cast<uint32_t>(fold);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.seed = absl::GetFlag(FLAGS_seed);
@@ -301,6 +322,10 @@ int main(int argc, char** argv) {
     options.model_name = "logreg";
   }
   if (options.model_name == "logreg" || options.model_name == "fm") {
+    if (options.kfold > 0) {
+      Die("--kfold is for the dense models (softmax, mlp): the sparse ones "
+          "have no validation scores yet");
+    }
     return TrainSparse(std::move(options), client_options);
   }
   if (data_format == "libsvm") {
@@ -372,6 +397,14 @@ int main(int argc, char** argv) {
   }
   DieIfError(ps::worker::ValidateTrainerOptions(options, data->train.size()),
              "invalid options");
+  if (options.kfold > 0) {
+    data->validation = ps::common::SelectExamples(
+        data->train, ps::common::HeldOutExamples(ps::worker::PartitionPlanOf(
+                         options, data->train.size())));
+    spdlog::info("fold {} of {}: {} of {} training examples held out",
+                 options.fold, options.kfold, data->validation.size(),
+                 data->train.size());
+  }
 
   absl::StatusOr<std::unique_ptr<ps::worker::ParameterClient>> client =
       ps::worker::ParameterClient::Connect(client_options);

@@ -43,6 +43,18 @@ uint64_t MixSeed(uint64_t seed, uint64_t rank, uint64_t epoch) {
 
 }  // namespace
 
+common::PartitionPlan PartitionPlanOf(const TrainerOptions& o,
+                                      int64_t train_size) {
+  common::PartitionPlan plan;
+  plan.train_size = static_cast<uint64_t>(train_size);
+  plan.partitions = o.data_partitions;
+  plan.epochs = o.epochs;
+  plan.seed = o.seed;
+  plan.kfold = o.kfold;
+  plan.fold = o.fold;
+  return plan;
+}
+
 absl::Status ValidateTrainerOptions(const TrainerOptions& o,
                                     int64_t train_size) {
   if (o.num_workers == 0) {
@@ -63,8 +75,11 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o,
     return absl::InvalidArgumentError("--eval_every must be > 0");
   }
   if (o.data_partitions > 0) {
-    return common::ValidatePartitionPlan({static_cast<uint64_t>(train_size),
-                                          o.data_partitions, o.epochs, o.seed});
+    return common::ValidatePartitionPlan(PartitionPlanOf(o, train_size));
+  }
+  if (o.kfold > 0) {
+    return absl::InvalidArgumentError(
+        "--kfold holds out data partitions: it needs --data_partitions");
   }
   const int64_t shard = train_size / o.num_workers;
   if (shard < static_cast<int64_t>(o.batch_size)) {
@@ -238,7 +253,8 @@ absl::StatusOr<bool> Trainer::LeaseNext(StepState& state) {
           options_.rank,
           done ? "the job is done" : "the rest are held by live workers",
           partitions_done_,
-          uint64_t{plan_.partitions->partitions} * plan_.partitions->epochs);
+          uint64_t{common::TrainablePartitions(*plan_.partitions)} *
+              plan_.partitions->epochs);
       return false;
     }
     absl::SleepFor(absl::Milliseconds(200));
@@ -269,7 +285,9 @@ absl::Span<const int64_t> Trainer::PartitionBatch(const StepState& state,
 
 double Trainer::EpochsDone(uint64_t step) const {
   if (plan_.partitions.has_value()) {
-    return static_cast<double>(partitions_done_) / plan_.partitions->partitions;
+    // A held-out fold is never trained: an epoch is the trainable rest.
+    return static_cast<double>(partitions_done_) /
+           common::TrainablePartitions(*plan_.partitions);
   }
   return static_cast<double>(step) / plan_.steps_per_epoch;
 }
@@ -328,15 +346,16 @@ absl::StatusOr<bool> Trainer::JoinJob() {
   if (options_.data_partitions > 0) {
     // Partitions leased one at a time: steps count on from the worker id's
     // clock, and a restarted worker is handed back the partition it held.
-    plan_.partitions = common::PartitionPlan{static_cast<uint64_t>(train_size),
-                                             options_.data_partitions,
-                                             options_.epochs, options_.seed};
+    plan_.partitions = PartitionPlanOf(options_, train_size);
     plan_.first_step = *resume_step;
     spdlog::info(
         "worker {} ({} expected): {} mode, {} data partitions per epoch "
-        "leased from shard 0, batches of {}, {} epochs, {} server shards, "
+        "leased from shard 0{}, batches of {}, {} epochs, {} server shards, "
         "starting at step {}",
         rank, workers, rpc::ModeName(client_->mode()), options_.data_partitions,
+        options_.kfold == 0 ? std::string()
+                            : absl::StrCat(" (fold ", options_.fold, " of ",
+                                           options_.kfold, " held out)"),
         batch, options_.epochs, client_->num_shards(), plan_.first_step);
     return true;
   }

@@ -34,6 +34,13 @@ struct TrainerOptions {
   // worker leases from shard 0 one at a time (server/partition_table.h);
   // 0: each worker trains part `rank` of `num_workers`. Default: 0
   uint32_t data_partitions = 0;
+  // k-fold cross-validation over the partitions (needs data_partitions >=
+  // kfold): partition p is in fold p mod kfold, and fold `fold`'s
+  // partitions are never leased (common::HeldOut). 0: no folds. The held-out
+  // examples are the task's to evaluate on (TrainTestData::validation).
+  // Default: 0
+  uint32_t kfold = 0;
+  uint32_t fold = 0;
   // Examples per mini-batch on this worker. Default: 64
   uint32_t batch_size = 64;
   // Passes over the training set. Default: 1
@@ -61,6 +68,11 @@ struct TrainerOptions {
   // must outlive the trainer. Default: none
   WorkerMetrics* metrics = nullptr;
 };
+
+// The job's partition plan as `options` make it for a training set of
+// `train_size` examples (meaningful with data_partitions > 0).
+common::PartitionPlan PartitionPlanOf(const TrainerOptions& options,
+                                      int64_t train_size);
 
 // Validated before any network traffic; mentions the flag names.
 absl::Status ValidateTrainerOptions(const TrainerOptions& options,

@@ -140,7 +140,8 @@ std::string WorkerStateName(ps::v1::WorkerState state) {
 }
 
 common::PartitionPlan FromProto(const ps::v1::PartitionPlan& proto) {
-  return {proto.train_size(), proto.partitions(), proto.epochs(), proto.seed()};
+  return {proto.train_size(), proto.partitions(), proto.epochs(),
+          proto.seed(),       proto.kfold(),      proto.fold()};
 }
 
 void ToProto(const common::PartitionPlan& plan, ps::v1::PartitionPlan* proto) {
@@ -148,6 +149,8 @@ void ToProto(const common::PartitionPlan& plan, ps::v1::PartitionPlan* proto) {
   proto->set_partitions(plan.partitions);
   proto->set_epochs(plan.epochs);
   proto->set_seed(plan.seed);
+  proto->set_kfold(plan.kfold);
+  proto->set_fold(plan.fold);
 }
 
 void ToProto(const common::WorkerRecord& worker, uint64_t staleness,

@@ -199,6 +199,8 @@ std::vector<std::string> WorkerArgs(const WorkerFlags& flags) {
   args.Add("rank", flags.rank);
   args.Add("num_workers", flags.num_workers);
   args.Add("data_partitions", flags.data_partitions);
+  args.Add("kfold", flags.kfold);
+  args.Add("fold", flags.fold);
   args.Add("model", flags.model);
   args.Add("epochs", flags.epochs);
   args.Add("batch_size", flags.batch_size);

@@ -68,6 +68,9 @@ struct WorkerFlags {
   std::optional<uint32_t> num_workers;
   // Partitions per epoch leased from shard 0 (0: split by rank).
   std::optional<uint32_t> data_partitions;
+  // k-fold cross-validation: the folds and the one held out.
+  std::optional<uint32_t> kfold;
+  std::optional<uint32_t> fold;
   std::string model;
   std::optional<uint32_t> epochs;
   std::optional<uint32_t> batch_size;

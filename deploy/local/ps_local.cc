@@ -3,15 +3,18 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -55,6 +58,15 @@ ABSL_FLAG(std::optional<uint32_t>, data_partitions, std::nullopt,
           "Partitions per epoch that workers lease from shard 0 (0: each "
           "worker trains part --rank of --workers; ps_worker "
           "--data_partitions). Default: ps_worker's.");
+ABSL_FLAG(uint32_t, kfold, 0,
+          "k-fold cross-validation: run K jobs, job I holding out fold I of "
+          "the training set's partitions (ps_worker --kfold=K --fold=I), each "
+          "in DIR/fold-I; then print each fold's final validation and test "
+          "accuracy and their mean ± sample standard deviation, and write "
+          "DIR/kfold.json. 0: one job, no folds.");
+ABSL_FLAG(uint32_t, parallel_jobs, 1,
+          "With --kfold: run this many folds' jobs side by side, each with "
+          "its own servers and ports.");
 ABSL_FLAG(std::string, data_dir, ps::common::kDefaultFashionMnistDir,
           "Directory holding Fashion-MNIST's gzip IDX files.");
 ABSL_FLAG(std::string, data_format, "",
@@ -103,11 +115,16 @@ std::string ProgressLine(const std::string& line) {
         Metric(m, "test_logloss"), Metric(m, "samples_per_s"),
         Metric(m, "time_s"));
   }
-  return absl::StrFormat(
+  std::string progress = absl::StrFormat(
       "epoch %5.2f  step %6.0f  test accuracy %6.2f%%  test loss %.4f  "
       "%8.0f samples/s  %6.1f s",
       Metric(m, "epoch"), Metric(m, "step"), 100 * Metric(m, "test_accuracy"),
       Metric(m, "test_loss"), Metric(m, "samples_per_s"), Metric(m, "time_s"));
+  if (m.contains("val_accuracy")) {
+    absl::StrAppendFormat(&progress, "  validation accuracy %6.2f%%",
+                          100 * Metric(m, "val_accuracy"));
+  }
+  return progress;
 }
 
 // Reads the lines appended to a file since the last call.
@@ -161,23 +178,103 @@ std::string PythonPathWith(const std::string& dir) {
                           : "");
 }
 
+// One training job of the run: its cluster and what its rank 0 writes.
+struct Job {
+  // With --kfold, the fold it holds out; the only job of a run otherwise.
+  std::optional<uint32_t> fold;
+  std::string out_dir;
+  std::string metrics_path;
+  std::unique_ptr<ps::launch::LocalCluster> cluster;
+  std::unique_ptr<LineTailer> metrics;
+  std::string last_metrics;
+
+  // Starts its lines when jobs share the terminal.
+  std::string Prefix() const {
+    return fold.has_value() ? absl::StrCat("fold ", *fold, ": ") : "";
+  }
+};
+
 // Says why, then stops what runs (workers first, so they can leave) and
 // says what that did.
-int Fail(ps::launch::LocalCluster& cluster, const std::string& message) {
+int Fail(const std::vector<Job*>& running, const std::string& message) {
   std::fprintf(stderr, "ps_local: %s\n", message.c_str());
   std::fflush(stderr);
-  const ps::launch::StopReport stopped = cluster.Stop(absl::Seconds(10));
-  for (const std::string& problem : stopped.problems) {
-    std::fprintf(stderr, "ps_local: %s\n", problem.c_str());
+  for (Job* job : running) {
+    const ps::launch::StopReport stopped =
+        job->cluster->Stop(absl::Seconds(10));
+    const std::string prefix = job->Prefix();
+    for (const std::string& problem : stopped.problems) {
+      std::fprintf(stderr, "ps_local: %s%s\n", prefix.c_str(), problem.c_str());
+    }
+    std::fprintf(stderr,
+                 "ps_local: %sstopped %u running worker%s, then %u "
+                 "running server%s%s\n",
+                 prefix.c_str(), stopped.workers_stopped,
+                 stopped.workers_stopped == 1 ? "" : "s",
+                 stopped.servers_stopped,
+                 stopped.servers_stopped == 1 ? "" : "s",
+                 stopped.problems.empty() ? "; every process has ended cleanly"
+                                          : "; every process has ended");
   }
-  std::fprintf(stderr,
-               "ps_local: stopped %u running worker%s, then %u "
-               "running server%s%s\n",
-               stopped.workers_stopped, stopped.workers_stopped == 1 ? "" : "s",
-               stopped.servers_stopped, stopped.servers_stopped == 1 ? "" : "s",
-               stopped.problems.empty() ? "; every process has ended cleanly"
-                                        : "; every process has ended");
   return 1;
+}
+
+// Mean and sample standard deviation (n - 1; 0 for one value).
+std::pair<double, double> MeanAndStd(const std::vector<double>& values) {
+  double sum = 0;
+  for (double v : values) sum += v;
+  const double mean = values.empty() ? 0 : sum / values.size();
+  double squares = 0;
+  for (double v : values) squares += (v - mean) * (v - mean);
+  const double std_dev =
+      values.size() > 1 ? std::sqrt(squares / (values.size() - 1)) : 0;
+  return {mean, std_dev};
+}
+
+// The k-fold summary: a line per fold, their mean ± std, and DIR/kfold.json.
+int ReportFolds(const std::vector<Job>& jobs, const std::string& out_dir,
+                double seconds) {
+  ps::common::Json folds = ps::common::Json::array();
+  std::vector<double> val, test;
+  for (const Job& job : jobs) {
+    const ps::common::Json last = ps::common::ParseJsonObject(job.last_metrics);
+    if (!last.contains("val_accuracy")) {
+      std::fprintf(stderr,
+                   "ps_local: fold %u's last evaluation in %s has no "
+                   "val_accuracy\n",
+                   *job.fold, job.metrics_path.c_str());
+      return 1;
+    }
+    val.push_back(Metric(last, "val_accuracy"));
+    test.push_back(Metric(last, "test_accuracy"));
+    folds.push_back({{"fold", *job.fold},
+                     {"val_accuracy", val.back()},
+                     {"test_accuracy", test.back()}});
+    std::printf(
+        "ps_local: fold %u: validation accuracy %.2f%%, test accuracy "
+        "%.2f%% after %.2f epochs\n",
+        *job.fold, 100 * val.back(), 100 * test.back(), Metric(last, "epoch"));
+  }
+  const auto [val_mean, val_std] = MeanAndStd(val);
+  const auto [test_mean, test_std] = MeanAndStd(test);
+  const ps::common::Json summary = {
+      {"folds", folds},
+      {"mean_val_accuracy", ps::common::RoundTo(val_mean, 6)},
+      {"std_val_accuracy", ps::common::RoundTo(val_std, 6)}};
+  const std::string path = absl::StrCat(out_dir, "/kfold.json");
+  if (absl::Status written =
+          ps::common::WriteFileAtomically(path, summary.dump() + "\n");
+      !written.ok()) {
+    std::fprintf(stderr, "ps_local: cannot write %s: %s\n", path.c_str(),
+                 std::string(written.message()).c_str());
+    return 1;
+  }
+  std::printf(
+      "ps_local: %zu folds done in %.1f s: validation accuracy %.2f%% ± "
+      "%.2f%%, test accuracy %.2f%% ± %.2f%% (mean ± sample std); %s\n",
+      jobs.size(), seconds, 100 * val_mean, 100 * val_std, 100 * test_mean,
+      100 * test_std, path.c_str());
+  return 0;
 }
 
 }  // namespace
@@ -230,8 +327,27 @@ int main(int argc, char** argv) {
   const bool quiet = absl::GetFlag(FLAGS_quiet);
   const ps::launch::JobSecurity security =
       ps::launch::JobSecurityFromFlagsOrDie();
-  const std::string metrics_path = absl::StrCat(out_dir, "/metrics.jsonl");
-  std::remove(metrics_path.c_str());
+  const uint32_t kfold = absl::GetFlag(FLAGS_kfold);
+  const uint32_t parallel_jobs = absl::GetFlag(FLAGS_parallel_jobs);
+  if (kfold == 1) Die("--kfold=1 is no cross-validation: give 2 or more");
+  if (kfold > 0 && sparse) {
+    Die("--kfold is for the dense models (softmax, mlp)");
+  }
+  if (parallel_jobs < 1) Die("--parallel_jobs must be at least 1");
+  if (parallel_jobs > 1 && kfold == 0) {
+    Die("--parallel_jobs runs the folds of --kfold side by side: give --kfold");
+  }
+  if (const std::optional<uint32_t> partitions =
+          absl::GetFlag(FLAGS_data_partitions);
+      kfold > 0 && partitions.has_value() && *partitions != 0 &&
+      *partitions < kfold) {
+    Die(absl::StrCat("--kfold=", kfold, " needs --data_partitions >= ", kfold,
+                     ": each fold holds out at least one partition"));
+  }
+  if (parallel_jobs > 1 && metrics_base_port > 0) {
+    Die("--metrics_base_port with --parallel_jobs > 1: the jobs' metrics "
+        "ports would collide");
+  }
 
   ps::common::CatchStopSignals();
 
@@ -239,7 +355,6 @@ int main(int argc, char** argv) {
   const absl::Time give_up = start + absl::GetFlag(FLAGS_timeout);
   ps::launch::LocalClusterOptions cluster_options;
   cluster_options.bin_dir = bin_dir;
-  cluster_options.out_dir = out_dir;
   cluster_options.num_servers = num_servers;
   cluster_options.num_workers = num_workers;
   cluster_options.metrics_base_port = metrics_base_port;
@@ -263,7 +378,6 @@ int main(int argc, char** argv) {
   worker.data_format = data_format;
   worker.train = absl::GetFlag(FLAGS_train);
   worker.test = absl::GetFlag(FLAGS_test);
-  worker.metrics_out = metrics_path;
   worker.security = security;
   worker.extra = SplitFlags(absl::GetFlag(FLAGS_worker_flags));
   cluster_options.worker_programs = WorkerProgramsOrDie(
@@ -273,73 +387,122 @@ int main(int argc, char** argv) {
       std::filesystem::path(ps::common::ExecutableDir() + "/../python")
           .lexically_normal()
           .string())};
-  ps::launch::LocalCluster cluster(cluster_options);
-  if (absl::Status started = cluster.StartServers(
-          [] { return ps::common::StopSignalReceived() != 0; });
-      !started.ok()) {
-    return Fail(cluster, std::string(started.message()));
-  }
-  const std::string servers = absl::StrJoin(cluster.addresses(), ",");
-  if (absl::Status started = cluster.StartWorkers(); !started.ok()) {
-    return Fail(cluster, std::string(started.message()));
-  }
-  if (!quiet) {
-    std::printf(
-        "ps_local: %u servers (%s) and %u workers, %s mode, model %s, "
-        "%u epochs; logs in %s\n",
-        num_servers, servers.c_str(), num_workers, mode.c_str(),
-        absl::GetFlag(FLAGS_model).c_str(), absl::GetFlag(FLAGS_epochs),
-        out_dir.c_str());
-    if (metrics_base_port > 0) {
-      const int first_worker =
-          metrics_base_port + static_cast<int>(num_servers);
-      std::printf(
-          "ps_local: /metrics of servers on 127.0.0.1:%d-%d, of workers on "
-          "127.0.0.1:%d-%d\n",
-          metrics_base_port, first_worker - 1, first_worker,
-          first_worker + static_cast<int>(num_workers) - 1);
-    }
-    std::fflush(stdout);
-  }
 
-  LineTailer metrics(metrics_path);
-  std::string last_metrics;
-  uint32_t workers_done = 0;
-  while (workers_done < num_workers) {
-    for (std::string& line : metrics.NewLines()) {
-      if (!quiet) std::printf("%s\n", ProgressLine(line).c_str());
+  // One job, in DIR; or a job per fold, in DIR/fold-I.
+  std::vector<Job> jobs(std::max<uint32_t>(kfold, 1));
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    Job& job = jobs[i];
+    job.out_dir = out_dir;
+    if (kfold > 0) {
+      job.fold = i;
+      job.out_dir = absl::StrCat(out_dir, "/fold-", i);
+      std::error_code error;
+      std::filesystem::create_directories(job.out_dir, error);
+      if (error || access(job.out_dir.c_str(), W_OK) != 0) {
+        Die(absl::StrCat("cannot create or write ", job.out_dir));
+      }
+    }
+    job.metrics_path = absl::StrCat(job.out_dir, "/metrics.jsonl");
+    std::remove(job.metrics_path.c_str());
+    job.metrics = std::make_unique<LineTailer>(job.metrics_path);
+  }
+  if (kfold > 0) std::remove(absl::StrCat(out_dir, "/kfold.json").c_str());
+
+  std::vector<Job*> running;
+  size_t next_job = 0;
+  // Prints the job's new metrics lines; the last is its result.
+  const auto show_progress = [quiet](Job& job) {
+    for (std::string& line : job.metrics->NewLines()) {
+      if (!quiet) {
+        std::printf("%s%s\n", job.Prefix().c_str(), ProgressLine(line).c_str());
+      }
       std::fflush(stdout);
-      last_metrics = std::move(line);
+      job.last_metrics = std::move(line);
+    }
+  };
+  while (next_job < jobs.size() || !running.empty()) {
+    while (running.size() < parallel_jobs && next_job < jobs.size()) {
+      Job& job = jobs[next_job++];
+      ps::launch::LocalClusterOptions options = cluster_options;
+      options.out_dir = job.out_dir;
+      options.worker_flags.metrics_out = job.metrics_path;
+      if (job.fold.has_value()) {
+        options.worker_flags.kfold = kfold;
+        options.worker_flags.fold = *job.fold;
+      }
+      job.cluster = std::make_unique<ps::launch::LocalCluster>(options);
+      running.push_back(&job);
+      if (absl::Status started = job.cluster->StartServers(
+              [] { return ps::common::StopSignalReceived() != 0; });
+          !started.ok()) {
+        return Fail(running, job.Prefix() + std::string(started.message()));
+      }
+      if (absl::Status started = job.cluster->StartWorkers(); !started.ok()) {
+        return Fail(running, job.Prefix() + std::string(started.message()));
+      }
+      if (quiet) continue;
+      std::printf(
+          "ps_local: %s%u servers (%s) and %u workers, %s mode, model %s, "
+          "%u epochs; logs in %s\n",
+          job.Prefix().c_str(), num_servers,
+          absl::StrJoin(job.cluster->addresses(), ",").c_str(), num_workers,
+          mode.c_str(), absl::GetFlag(FLAGS_model).c_str(),
+          absl::GetFlag(FLAGS_epochs), job.out_dir.c_str());
+      if (metrics_base_port > 0) {
+        const int first_worker =
+            metrics_base_port + static_cast<int>(num_servers);
+        std::printf(
+            "ps_local: /metrics of servers on 127.0.0.1:%d-%d, of workers on "
+            "127.0.0.1:%d-%d\n",
+            metrics_base_port, first_worker - 1, first_worker,
+            first_worker + static_cast<int>(num_workers) - 1);
+      }
+      std::fflush(stdout);
+    }
+
+    for (size_t i = 0; i < running.size();) {
+      Job& job = *running[i];
+      show_progress(job);
+      absl::StatusOr<uint32_t> done = job.cluster->PollWorkers();
+      if (!done.ok()) {
+        return Fail(running,
+                    job.Prefix() + std::string(done.status().message()));
+      }
+      if (*done < num_workers) {
+        ++i;
+        continue;
+      }
+      show_progress(job);
+      for (const std::string& problem :
+           job.cluster->Stop(absl::Seconds(10)).problems) {
+        std::fprintf(stderr, "ps_local: %s%s while stopping\n",
+                     job.Prefix().c_str(), problem.c_str());
+      }
+      running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
+      if (job.last_metrics.empty()) {
+        return Fail(running,
+                    absl::StrCat(job.Prefix(), "training finished but ",
+                                 job.metrics_path, " has no evaluation"));
+      }
     }
     if (const int signal = ps::common::StopSignalReceived(); signal != 0) {
-      return Fail(cluster, absl::StrCat("interrupted by ", strsignal(signal),
+      return Fail(running, absl::StrCat("interrupted by ", strsignal(signal),
                                         "; stopping the workers, then the "
                                         "servers"));
     }
     if (absl::Now() > give_up) {
-      return Fail(cluster,
+      return Fail(running,
                   "--timeout reached; stopping the workers, then "
                   "the servers");
     }
-    absl::StatusOr<uint32_t> done = cluster.PollWorkers();
-    if (!done.ok()) return Fail(cluster, std::string(done.status().message()));
-    workers_done = *done;
     absl::SleepFor(absl::Milliseconds(50));
   }
-  for (std::string& line : metrics.NewLines()) {
-    if (!quiet) std::printf("%s\n", ProgressLine(line).c_str());
-    last_metrics = std::move(line);
+  if (kfold > 0) {
+    return ReportFolds(jobs, out_dir,
+                       absl::ToDoubleSeconds(absl::Now() - start));
   }
-  for (const std::string& problem : cluster.Stop(absl::Seconds(10)).problems) {
-    std::fprintf(stderr, "ps_local: %s while stopping\n", problem.c_str());
-  }
-  if (last_metrics.empty()) {
-    std::fprintf(stderr,
-                 "ps_local: training finished but %s has no "
-                 "evaluation\n",
-                 metrics_path.c_str());
-    return 1;
-  }
+  const std::string& metrics_path = jobs[0].metrics_path;
+  const std::string& last_metrics = jobs[0].last_metrics;
   const ps::common::Json last = ps::common::ParseJsonObject(last_metrics);
   if (last.contains("test_auc")) {
     std::printf(
