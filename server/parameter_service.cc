@@ -181,27 +181,16 @@ grpc::ServerUnaryReactor* ParameterService::Init(
   const RpcCall call =
       ServerMetrics::StartCall(RpcMethod::kInit, request->Length());
   ps::v1::InitRequest fields;
-  InitArgs args;
-  if (absl::Status parsed = ParseInitRequest(request, &fields, &args.values);
+  absl::Cord values;
+  if (absl::Status parsed = ParseInitRequest(request, &fields, &values);
       !parsed.ok()) {
     return Finish(context, call, parsed);
   }
-  args.worker_id = fields.worker_id();
-  args.shard_index = fields.shard_index();
-  args.num_shards = fields.num_shards();
-  args.tensors = rpc::FromProto(fields.tensors());
-  args.tables = rpc::FromProto(fields.tables());
-  args.model_seed = fields.model_seed();
+  InitArgs args = InitArgsFromProto(fields);
+  args.values = std::move(values);
   absl::StatusOr<InitResult> result = shard_->Init(args);
   ps::v1::InitResponse answer;
-  if (result.ok()) {
-    answer.set_created(result->created);
-    answer.set_version(result->version);
-    answer.set_key_begin(result->keys.begin);
-    answer.set_key_end(result->keys.end);
-    answer.set_mode(rpc::ToProto(result->mode));
-    answer.set_expected_workers(result->expected_workers);
-  }
+  if (result.ok()) answer = InitResponseOf(*result);
   return Finish(context, call, result.status(), answer, response);
 }
 
@@ -332,7 +321,7 @@ absl::Status ParameterService::DecodeCompressed(
   const common::KeyRange keys = shard_->keys();
   if (keys.empty() || args->keys != keys) return absl::OkStatus();
   absl::StatusOr<absl::Cord> decoded = DecodeCompressedGradient(
-      request.compressed_gradient(), keys, decode_buffers_);
+      request.compressed_gradient(), keys, shard_buffers_);
   if (!decoded.ok()) return decoded.status();
   args->gradient = *std::move(decoded);
   return absl::OkStatus();

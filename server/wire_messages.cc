@@ -150,6 +150,28 @@ absl::Status ParseInitRequest(const grpc::ByteBuffer* request,
   return absl::OkStatus();
 }
 
+InitArgs InitArgsFromProto(const InitRequest& fields) {
+  InitArgs args;
+  args.worker_id = fields.worker_id();
+  args.shard_index = fields.shard_index();
+  args.num_shards = fields.num_shards();
+  args.tensors = rpc::FromProto(fields.tensors());
+  args.tables = rpc::FromProto(fields.tables());
+  args.model_seed = fields.model_seed();
+  return args;
+}
+
+ps::v1::InitResponse InitResponseOf(const InitResult& result) {
+  ps::v1::InitResponse answer;
+  answer.set_created(result.created);
+  answer.set_version(result.version);
+  answer.set_key_begin(result.keys.begin);
+  answer.set_key_end(result.keys.end);
+  answer.set_mode(rpc::ToProto(result.mode));
+  answer.set_expected_workers(result.expected_workers);
+  return answer;
+}
+
 absl::Status ParsePushPullRequest(const grpc::ByteBuffer* request,
                                   ReceivedPush* push,
                                   ps::v1::PullRequest* pull) {

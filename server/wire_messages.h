@@ -57,6 +57,10 @@ absl::Status ParsePushRequest(const grpc::ByteBuffer* request,
                               ReceivedPush* push);
 absl::Status ParseInitRequest(const grpc::ByteBuffer* request,
                               ps::v1::InitRequest* fields, absl::Cord* values);
+// An Init request's fields as the shard takes them (values left empty),
+// and the shard's answer on the wire.
+InitArgs InitArgsFromProto(const ps::v1::InitRequest& fields);
+ps::v1::InitResponse InitResponseOf(const InitResult& result);
 absl::Status ParsePushPullRequest(const grpc::ByteBuffer* request,
                                   ReceivedPush* push,
                                   ps::v1::PullRequest* pull);
