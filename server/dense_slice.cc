@@ -99,8 +99,8 @@ DenseSlice::DenseSlice(const common::UpdateOptions& update,
 void DenseSlice::Declare(const std::vector<common::TensorSpec>& tensors,
                          common::KeyRange keys, std::vector<float> theta) {
   keys_ = keys;
-  theta_ = std::move(theta);
-  theta_bound_ = LargestMagnitude(theta_);
+  theta_ = std::make_shared<std::vector<float>>(std::move(theta));
+  theta_bound_ = LargestMagnitude(*theta_);
   // The state names of the whole model, not only of this slice's tensors,
   // in the optimizers' order: every shard's checkpoint then has the same
   // vectors, which a reshard needs to cut them by key.
@@ -123,7 +123,10 @@ void DenseSlice::Declare(const std::vector<common::TensorSpec>& tensors,
       }
     }
   }
-  state_.assign(state_names_.size(), std::vector<float>(keys_.size(), 0.0f));
+  // Vector by vector: assign's θ-sized fill value would be allocated (and,
+  // with the server's untrimmed heap, kept in RSS) even for sgd's none.
+  state_.assign(state_names_.size(), {});
+  for (std::vector<float>& vector : state_) vector.assign(keys_.size(), 0.0f);
   trial_state_.assign(state_names_.size(), {});
   segments_.clear();
   all_sgd_ = true;
@@ -210,9 +213,19 @@ double DenseSlice::LargestRate(uint64_t version) const {
 }
 
 void DenseSlice::Read(const common::KeyRange& keys, std::string* out) const {
-  common::FloatsToBytes(absl::MakeConstSpan(theta_).subspan(
+  common::FloatsToBytes(absl::MakeConstSpan(*theta_).subspan(
                             keys.begin - keys_.begin, keys.size()),
                         out);
+}
+
+std::vector<float>& DenseSlice::MutableTheta() {
+  // Owners are added only under the lock held here (Share), so a count of
+  // 1 stays 1; a reader letting go meanwhile only costs a needless copy.
+  // Readers read under the same lock, so reusing the buffer is race-free.
+  if (theta_.use_count() > 1) {
+    theta_ = std::make_shared<std::vector<float>>(*theta_);
+  }
+  return *theta_;
 }
 
 absl::Status DenseSlice::NonFiniteGradientError(size_t offset,
@@ -258,7 +271,8 @@ void DenseSlice::ApplyBytes(const absl::Cord& bytes,
   for (const SegmentRule& rule : segments_) {
     const size_t offset = rule.segment.keys.begin - keys_.begin;
     const size_t size = rule.segment.keys.size();
-    absl::Span<float> theta = absl::MakeSpan(theta_).subspan(offset, size);
+    absl::Span<float> theta =
+        absl::MakeSpan(MutableTheta()).subspan(offset, size);
     if (update_.has_ball()) {
       // The ball's norm is the whole segment's: the rule needs it whole.
       if (segment_.size() < size) segment_.resize(size);
@@ -299,7 +313,7 @@ std::optional<DenseSlice::NonFiniteResult> DenseSlice::ApplyIfFinite(
     const size_t offset = rule.segment.keys.begin - keys_.begin;
     const size_t size = rule.segment.keys.size();
     ApplyRule(rule, version, 0, gradient.subspan(offset, size),
-              absl::MakeSpan(theta_).subspan(offset, size), nullptr);
+              absl::MakeSpan(MutableTheta()).subspan(offset, size), nullptr);
   }
   BoundAfterUpdate(largest, check_exactly, version);
   return std::nullopt;
@@ -370,7 +384,7 @@ void DenseSlice::BoundAfterUpdate(double largest, bool exact,
   // With a penalty every update is checked exactly: no bound is used.
   if (update_.penalty_beta > 0) return;
   if (exact) {
-    theta_bound_ = LargestMagnitude(theta_);
+    theta_bound_ = LargestMagnitude(*theta_);
     return;
   }
   const double rate = LargestRate(version);
@@ -395,7 +409,7 @@ std::optional<DenseSlice::NonFiniteResult> DenseSlice::FindNonFiniteResult(
       absl::Span<float> gradient = absl::MakeSpan(trial_gradient_).first(n);
       absl::Span<float> theta = absl::MakeSpan(trial_theta_).first(n);
       read(gradient);
-      std::copy_n(theta_.begin() + offset + done, n, theta.begin());
+      std::copy_n(theta_->begin() + offset + done, n, theta.begin());
       // The optimizer's state changes with θ: the trial runs on copies.
       for (size_t index : rule.state) {
         std::vector<float>& copy = trial_state_[index];

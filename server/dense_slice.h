@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,7 +53,7 @@ class DenseSlice {
                common::KeyRange keys, std::vector<float> theta);
 
   const common::KeyRange& keys() const { return keys_; }
-  const std::vector<float>& theta() const { return theta_; }
+  const std::vector<float>& theta() const { return *theta_; }
 
   // The state vectors the segments' optimizers keep, in ThetaFile's layout
   // (common/theta_file.h): one per name, over all keys, 0 where a
@@ -67,6 +68,11 @@ class DenseSlice {
                         std::vector<std::vector<float>> state);
   // Replaces `out` with θ[keys] (inside keys()) as float32 bytes.
   void Read(const common::KeyRange& keys, std::string* out) const;
+  // The whole θ as it is now, with no copy: it stays this version while
+  // shared (the next update copies θ rather than write over it). Read it
+  // only under the lock that guards this slice: updates reuse the buffer
+  // once nobody shares it.
+  std::shared_ptr<const std::vector<float>> Share() const { return theta_; }
 
   // INVALID_ARGUMENT naming the first NaN or infinity of a θ-sized
   // gradient, if any.
@@ -118,6 +124,9 @@ class DenseSlice {
                  std::vector<std::vector<float>>* trial_state);
   // The largest scheduled step size any segment takes at `version`.
   double LargestRate(uint64_t version) const;
+  // θ to update in place: first a copy of it when a reader shares it (a
+  // streamed pull still sending it), which keeps the old version.
+  std::vector<float>& MutableTheta();
   absl::Status NonFiniteGradientError(size_t offset, float value) const;
   // Index and value of the gradient's first NaN or infinity, if any, read
   // in place from the Cord's chunks; else sets *largest to its largest
@@ -150,7 +159,10 @@ class DenseSlice {
   std::vector<SegmentRule> segments_;
   // Every segment runs sgd: updates may skip the trial run (SurelyFinite).
   bool all_sgd_ = true;
-  std::vector<float> theta_;
+  // θ, shared with the readers Share hands it to: copy-on-write, so a
+  // streamed pull sends one version's values without a copy of its own.
+  std::shared_ptr<std::vector<float>> theta_ =
+      std::make_shared<std::vector<float>>();
   std::vector<std::string> state_names_;
   std::vector<std::vector<float>> state_;
   // An upper bound on max|θ| (exact after a declaration or a full check):

@@ -244,14 +244,7 @@ grpc::ServerUnaryReactor* ParameterService::Init(
   absl::StatusOr<InitResult> result =
       shard_->Init(InitArgsFromProto(fields, std::move(values)));
   ps::v1::InitResponse answer;
-  if (result.ok()) {
-    answer.set_created(result->created);
-    answer.set_version(result->version);
-    answer.set_key_begin(result->keys.begin);
-    answer.set_key_end(result->keys.end);
-    answer.set_mode(rpc::ToProto(result->mode));
-    answer.set_expected_workers(result->expected_workers);
-  }
+  if (result.ok()) answer = InitResponseOf(*result);
   return FinishWrite(context, call, result.status(), &answer, response);
 }
 
@@ -377,7 +370,7 @@ absl::Status ParameterService::DecodeCompressed(
   const common::KeyRange keys = shard_->keys();
   if (keys.empty() || args->keys != keys) return absl::OkStatus();
   absl::StatusOr<absl::Cord> decoded = DecodeCompressedGradient(
-      request.compressed_gradient(), keys, decode_buffers_);
+      request.compressed_gradient(), keys, shard_buffers_);
   if (!decoded.ok()) return decoded.status();
   args->gradient = *std::move(decoded);
   return absl::OkStatus();

@@ -28,7 +28,10 @@ using ParameterServiceBase =
                     ps::v1::ParameterServer::WithRawCallbackMethod_PushStream<
                         ps::v1::ParameterServer::
                             WithRawCallbackMethod_PullStream<
-                                ps::v1::ParameterServer::CallbackService>>>>>>;
+                                ps::v1::ParameterServer::
+                                    WithRawCallbackMethod_InitStream<
+                                        ps::v1::ParameterServer::
+                                            CallbackService>>>>>>>;
 
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
@@ -71,9 +74,13 @@ class ParameterService final : public ParameterServiceBase {
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
-  // The streamed forms of Push and Pull for shards too big for one
-  // message (server/parameter_service_streams.cc): a push is staged whole
-  // (server/push_stream.h) and then applied as Push applies it.
+  // The streamed forms of Init, Push and Pull for shards too big for one
+  // message (server/parameter_service_streams.cc): an Init's values and a
+  // push's gradient are staged whole (server/push_stream.h) and then taken
+  // as Init and Push take them; a pull is sent from θ as it was read.
+  grpc::ServerReadReactor<grpc::ByteBuffer>* InitStream(
+      grpc::CallbackServerContext* context,
+      grpc::ByteBuffer* response) override;
   grpc::ServerReadReactor<grpc::ByteBuffer>* PushStream(
       grpc::CallbackServerContext* context,
       grpc::ByteBuffer* response) override;
@@ -147,7 +154,9 @@ class ParameterService final : public ParameterServiceBase {
   Replicator* const replicator_;
   ServerMetrics* metrics_;
   absl::Duration max_pull_wait_;
-  GradientBufferPool decode_buffers_;  // for compressed pushes
+  // θ-sized buffers, reused: compressed pushes decode into them, streamed
+  // Inits and pushes are staged in them.
+  GradientBufferPool shard_buffers_;
   absl::Notification stop_;
   std::thread expiry_ticker_;
   absl::Mutex mu_;

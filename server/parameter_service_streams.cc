@@ -1,9 +1,11 @@
-// PushStream and PullStream: Push and Pull for shards too big for one
-// message. Both end in the shard's ordinary entry points (Push, Pull), so
-// exactly-once, sync rounds and version waits are theirs unchanged.
+// InitStream, PushStream and PullStream: Init, Push and Pull for shards
+// too big for one message. Each ends in the shard's ordinary entry point
+// (Init, Push, Pull), so validation, exactly-once, sync rounds and version
+// waits are theirs unchanged.
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -19,6 +21,7 @@
 namespace ps::server {
 namespace {
 
+using ps::v1::InitChunk;
 using ps::v1::PullChunk;
 using ps::v1::PushChunk;
 
@@ -28,27 +31,47 @@ constexpr uint64_t kDefaultChunkBytes = 4 << 20;
 constexpr uint64_t kMinChunkBytes = 64 << 10;
 constexpr uint64_t kMaxChunkBytes = 64 << 20;
 
-// Reads a push's chunks into a PushStream and, once the client ended the
-// stream with every key's value, hands the assembled push to `apply` (the
-// service's ApplyPush). A bad chunk ends the call at once with its error;
-// nothing reaches the shard before the stream is whole.
-class PushStreamReactor final
+// The first message's fields of a client-streamed call, and what becomes
+// of its values: PushStream's push, InitStream's Init.
+template <typename Chunk>
+struct StreamedCall {
+  RpcMethod method;
+  // Names the method and the call (its kind, "push") in errors.
+  const char* name;
+  const char* call;
+  // Checks the first message's fields (its values apart) and says which
+  // keys the chunks carry: the stream stages that many floats.
+  std::function<absl::StatusOr<common::KeyRange>(Chunk& first)> begin;
+  // Whether a message carries the first message's fields.
+  std::function<bool(const Chunk&)> has_head;
+  // The whole values, once the client ended the stream with every key's:
+  // taken as the unary call takes them. Gives `done` the answer's bytes
+  // once the call may be acknowledged (a replicated shard: on every live
+  // backup), perhaps later and from another thread.
+  using Done = std::function<void(absl::StatusOr<grpc::ByteBuffer>)>;
+  std::function<void(absl::Cord values, Done done)> end;
+  // Counts a call that ended without reaching `end`.
+  std::function<void(const absl::Status&)> refused;
+};
+
+// Reads a client-streamed call's chunks (PushChunk, InitChunk: the call's
+// fields first, then `offset` and `values`) into a PushStream and, once the
+// client ended the stream with every key's value, hands the values to the
+// call's `end`. A bad chunk ends the call at once with its error; nothing
+// reaches the shard before the stream is whole.
+template <typename Chunk>
+class StreamedCallReactor final
     : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  // Applies the push, filling the answer, and runs `done` once it may be
-  // acknowledged.
-  using Apply = std::function<void(ReceivedPush, ps::v1::PushResponse*,
-                                   std::function<void(absl::Status)> done)>;
-
-  PushStreamReactor(grpc::CallbackServerContext* context, ParameterShard* shard,
-                    ServerMetrics* metrics, Apply apply,
-                    grpc::ByteBuffer* response)
+  StreamedCallReactor(grpc::CallbackServerContext* context,
+                      ServerMetrics* metrics, GradientBufferPool* buffers,
+                      StreamedCall<Chunk> handler, grpc::ByteBuffer* response)
       : context_(context),
-        shard_(shard),
         metrics_(metrics),
-        apply_(std::move(apply)),
+        buffers_(buffers),
+        handler_(std::move(handler)),
         response_(response),
-        call_(ServerMetrics::StartCall(RpcMethod::kPushStream)) {
+        call_(ServerMetrics::StartCall(handler_.method)) {
     StartRead(&chunk_);
   }
 
@@ -69,57 +92,36 @@ class PushStreamReactor final
 
  private:
   absl::Status TakeChunk() {
-    PushChunk fields;
+    Chunk fields;
     absl::Cord values;
     const bool parsed = rpc::ParseApart(
-        rpc::CordOf(chunk_), {PushChunk::kValuesFieldNumber}, &fields, &values);
+        rpc::CordOf(chunk_), {Chunk::kValuesFieldNumber}, &fields, &values);
     chunk_.Clear();
     if (!parsed) {
       return absl::InvalidArgumentError(
-          "a message of the PushStream is not a valid ps.v1.PushChunk");
+          absl::StrCat("a message of the ", handler_.name, " is not a valid ",
+                       fields.GetTypeName()));
     }
     if (!stream_.has_value()) {
-      const bool has_push = fields.has_push();
-      if (absl::Status head =
-              TakeHead(std::move(*fields.mutable_push()), has_push);
-          !head.ok()) {
-        return head;
+      // The first message: its fields, checked before the stream
+      // allocates a shard-sized buffer for its values.
+      if (!handler_.has_head(fields)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the first message of a ", handler_.name,
+                         " must carry the ", handler_.call, "'s fields"));
       }
+      absl::StatusOr<common::KeyRange> keys = handler_.begin(fields);
+      if (!keys.ok()) return keys.status();
+      stream_.emplace(*keys, absl::StrCat("streamed ", handler_.call),
+                      *buffers_);
       // The fields alone, as a client sends them.
       if (values.empty()) return absl::OkStatus();
-    } else if (fields.has_push()) {
+    } else if (handler_.has_head(fields)) {
       return absl::InvalidArgumentError(
-          "only the first message of a PushStream carries the push's fields");
+          absl::StrCat("only the first message of a ", handler_.name,
+                       " carries the ", handler_.call, "'s fields"));
     }
     return stream_->Add(fields.offset(), values);
-  }
-
-  // The first message: the push's fields, checked before the stream
-  // allocates a shard-sized buffer for its gradient.
-  absl::Status TakeHead(ps::v1::PushRequest head, bool present) {
-    if (!present) {
-      return absl::InvalidArgumentError(
-          "the first message of a PushStream must carry the push's fields");
-    }
-    if (!head.gradient().empty() || !head.compressed_gradient().empty()) {
-      return absl::InvalidArgumentError(
-          "a streamed push carries its gradient in the chunks: the first "
-          "message's gradient and compressed_gradient must be empty");
-    }
-    const common::KeyRange keys = shard_->keys();
-    if (keys.empty()) {
-      return absl::FailedPreconditionError(
-          "no model is declared on this shard yet; call Init first");
-    }
-    const common::KeyRange asked{head.key_begin(), head.key_end()};
-    if (asked != keys) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the push addresses keys ", asked.ToString(), " but this shard owns ",
-          keys.ToString(), "; a push must cover exactly the shard's range"));
-    }
-    head_ = std::move(head);
-    stream_.emplace(keys);
-    return absl::OkStatus();
   }
 
   // The client half-closed the stream, or the call broke.
@@ -127,54 +129,55 @@ class PushStreamReactor final
     if (context_->IsCancelled()) {
       // Whatever arrived is dropped with the stream: nothing was applied.
       Fail(absl::CancelledError(
-          "the streamed push was cancelled; nothing was applied"));
+          absl::StrCat("the streamed ", handler_.call,
+                       " was cancelled; nothing was applied")));
       return;
     }
     if (!stream_.has_value()) {
-      Fail(absl::InvalidArgumentError(
-          "the PushStream ended before its first message; nothing was "
-          "applied"));
+      Fail(absl::InvalidArgumentError(absl::StrCat(
+          "the ", handler_.name,
+          " ended before its first message; nothing was applied")));
       return;
     }
-    absl::StatusOr<absl::Cord> gradient = stream_->Take();
+    absl::StatusOr<absl::Cord> values = stream_->Take();
     stream_.reset();
-    if (!gradient.ok()) {
-      Fail(gradient.status());
+    if (!values.ok()) {
+      Fail(values.status());
       return;
     }
-    apply_(ReceivedPush{std::move(head_), *std::move(gradient)}, &answer_,
-           [this](absl::Status applied) {
-             if (applied.ok()) *response_ = rpc::Serialize(answer_);
-             metrics_->EndCall(call_, applied,
-                               applied.ok() ? response_->Length() : 0);
-             Finish(rpc::ToGrpcStatus(applied));
-           });
+    handler_.end(*std::move(values),
+                 [this](absl::StatusOr<grpc::ByteBuffer> answer) {
+                   if (answer.ok()) *response_ = *std::move(answer);
+                   metrics_->EndCall(call_, answer.status(),
+                                     answer.ok() ? response_->Length() : 0);
+                   Finish(rpc::ToGrpcStatus(answer.status()));
+                 });
   }
 
-  // Ends the call unapplied (ApplyPush counts the pushes it sees).
+  // Ends the call unapplied.
   void Fail(const absl::Status& status) {
     stream_.reset();
-    metrics_->CountPush(status, PushOutcome::kApplied);
+    handler_.refused(status);
     metrics_->EndCall(call_, status);
     Finish(rpc::ToGrpcStatus(status));
   }
 
   grpc::CallbackServerContext* const context_;
-  ParameterShard* const shard_;
   ServerMetrics* const metrics_;
-  const Apply apply_;
+  GradientBufferPool* const buffers_;
+  const StreamedCall<Chunk> handler_;
   grpc::ByteBuffer* const response_;
   RpcCall call_;
   grpc::ByteBuffer chunk_;
-  ps::v1::PushRequest head_;
-  // Filled by apply_, sent once the push may be acknowledged.
-  ps::v1::PushResponse answer_;
   std::optional<PushStream> stream_;
 };
 
 // A pull that may wait for its version (as PullReactor), then writes its
-// answer's fields and θ in chunks, one at a time: the server holds θ's copy
-// for this pull and one chunk.
+// answer's fields and θ in chunks, one at a time. θ is not copied whole:
+// the pull holds the shard's θ of its version (ParameterShard's shared θ,
+// which an update copies rather than overwrite while a pull holds it) and
+// copies one chunk at a time out of it, so every chunk is of that one
+// version and the server holds one chunk more than θ for this pull.
 class PullStreamReactor final
     : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
@@ -186,7 +189,8 @@ class PullStreamReactor final
         chunk_floats_(chunk_bytes / sizeof(float)),
         ticket_(shard->NewPullTicket()) {}
 
-  void Start(const PullArgs& args, absl::Time expires) {
+  void Start(PullArgs args, absl::Time expires) {
+    args.share_values = true;
     StartParkedPull(*shard_, *metrics_, args, expires, ticket_,
                     [this](absl::StatusOr<PullResult> result) {
                       Complete(std::move(result));
@@ -221,16 +225,15 @@ class PullStreamReactor final
     }
     result->waited =
         absl::FromChrono(std::chrono::steady_clock::now() - call_.start);
-    values_ = std::move(result->values);
     PullChunk head;
     *head.mutable_pull() = PullHead(*result);
+    pulled_ = *std::move(result);
     Send(rpc::Serialize(head));
   }
 
   void WriteNext() {
-    const uint64_t floats = values_.size() / sizeof(float);
+    const uint64_t floats = pulled_.keys.size();
     if (next_ >= floats) {
-      values_ = std::string();
       End(absl::OkStatus());
       return;
     }
@@ -241,9 +244,10 @@ class PullStreamReactor final
     next_ += n;
     PullChunk fields;
     fields.set_offset(offset);
-    Send(rpc::SerializeApart(
-        fields, {PullChunk::kValuesFieldNumber},
-        values_.substr(offset * sizeof(float), n * sizeof(float))));
+    std::string values;
+    shard_->ReadShared(pulled_, offset, n, &values);
+    Send(rpc::SerializeApart(fields, {PullChunk::kValuesFieldNumber},
+                             std::move(values)));
   }
 
   // The last thing a step does: the write's completion may run at once,
@@ -255,6 +259,8 @@ class PullStreamReactor final
   }
 
   void End(const absl::Status& status) {
+    // θ's version is let go: updates may write over it again.
+    pulled_.shared_theta.reset();
     metrics_->EndCall(call_, status, sent_bytes_);
     Finish(rpc::ToGrpcStatus(status));
   }
@@ -264,8 +270,8 @@ class PullStreamReactor final
   const RpcCall call_;
   const uint64_t chunk_floats_;
   const ParameterShard::PullTicket ticket_;
-  std::string values_;  // θ's bytes, as read at the answer's version
-  uint64_t next_ = 0;   // the next chunk's first key, from the answer's first
+  PullResult pulled_;  // the answer, its θ shared (PullArgs::share_values)
+  uint64_t next_ = 0;  // the next chunk's first key, from the answer's first
   grpc::ByteBuffer message_;  // the write in flight
   size_t sent_bytes_ = 0;
 };
@@ -274,13 +280,97 @@ class PullStreamReactor final
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterService::PushStream(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
-  return new PushStreamReactor(
-      context, shard_, metrics_,
-      [this](ReceivedPush push, ps::v1::PushResponse* answer,
-             ReplicationLog::Done done) {
-        AfterReplication(ApplyPush(std::move(push), answer), std::move(done));
+  // The call's state, shared by its handler's steps.
+  auto head = std::make_shared<ps::v1::PushRequest>();
+  StreamedCall<PushChunk> handler{
+      RpcMethod::kPushStream,
+      "PushStream",
+      "push",
+      [this, head](PushChunk& first) -> absl::StatusOr<common::KeyRange> {
+        if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+          return primary;
+        }
+        *head = std::move(*first.mutable_push());
+        if (!head->gradient().empty() || !head->compressed_gradient().empty()) {
+          return absl::InvalidArgumentError(
+              "a streamed push carries its gradient in the chunks: the first "
+              "message's gradient and compressed_gradient must be empty");
+        }
+        const common::KeyRange keys = shard_->keys();
+        if (keys.empty()) {
+          return absl::FailedPreconditionError(
+              "no model is declared on this shard yet; call Init first");
+        }
+        const common::KeyRange asked{head->key_begin(), head->key_end()};
+        if (asked != keys) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("the push addresses keys ", asked.ToString(),
+                           " but this shard owns ", keys.ToString(),
+                           "; a push must cover exactly the shard's range"));
+        }
+        return keys;
       },
-      response);
+      [](const PushChunk& chunk) { return chunk.has_push(); },
+      [this, head](absl::Cord gradient, StreamedCall<PushChunk>::Done done) {
+        auto answer = std::make_shared<ps::v1::PushResponse>();
+        // ApplyPush counts the pushes it sees.
+        absl::Status applied = ApplyPush(
+            ReceivedPush{std::move(*head), std::move(gradient)}, answer.get());
+        AfterReplication(std::move(applied),
+                         [answer, done](absl::Status replicated) {
+                           if (!replicated.ok()) return done(replicated);
+                           done(rpc::Serialize(*answer));
+                         });
+      },
+      [this](const absl::Status& status) {
+        metrics_->CountPush(status, PushOutcome::kApplied);
+      }};
+  return new StreamedCallReactor<PushChunk>(context, metrics_, &shard_buffers_,
+                                            std::move(handler), response);
+}
+
+// A streamed Init rather than a server that generates θ from a seed: the
+// initial values are the worker's (its model's initialisers, or a
+// checkpoint it resumes from), so the server takes them as they are and
+// every run stays byte-identical to the unary Init's. Staged whole as a
+// push is, it costs θ's size once more, and only until θ is declared.
+grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterService::InitStream(
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
+  auto args = std::make_shared<InitArgs>();
+  StreamedCall<InitChunk> handler{
+      RpcMethod::kInitStream,
+      "InitStream",
+      "Init",
+      [this, args](InitChunk& first) -> absl::StatusOr<common::KeyRange> {
+        if (absl::Status primary = CheckPrimary(); !primary.ok()) {
+          return primary;
+        }
+        if (!first.init().values().empty()) {
+          return absl::InvalidArgumentError(
+              "a streamed Init carries its values in the chunks: the first "
+              "message's values must be empty");
+        }
+        *args = InitArgsFromProto(first.init());
+        return shard_->InitKeys(*args);
+      },
+      [](const InitChunk& chunk) { return chunk.has_init(); },
+      [this, args](absl::Cord values, StreamedCall<InitChunk>::Done done) {
+        args->values = std::move(values);
+        absl::StatusOr<InitResult> result = shard_->Init(*args);
+        // θ holds its own copy now: the staged values go at once.
+        args->values.Clear();
+        if (!result.ok()) return done(result.status());
+        auto answer = std::make_shared<grpc::ByteBuffer>(
+            rpc::Serialize(InitResponseOf(*result)));
+        AfterReplication(absl::OkStatus(),
+                         [answer, done](absl::Status replicated) {
+                           if (!replicated.ok()) return done(replicated);
+                           done(std::move(*answer));
+                         });
+      },
+      [](const absl::Status&) {}};
+  return new StreamedCallReactor<InitChunk>(context, metrics_, &shard_buffers_,
+                                            std::move(handler), response);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ParameterService::PullStream(

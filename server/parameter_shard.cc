@@ -113,7 +113,7 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
   return absl::OkStatus();
 }
 
-absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
+absl::StatusOr<KeyRange> ParameterShard::InitKeys(const InitArgs& args) const {
   if (args.shard_index != options_.shard_index ||
       args.num_shards != options_.num_shards) {
     return absl::FailedPreconditionError(
@@ -134,9 +134,19 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
       !valid.ok()) {
     return valid;
   }
+  const KeyRange keys = common::BalancedPart(
+      common::NumKeys(args.tensors), options_.num_shards, options_.shard_index);
+  // Before θ is allocated: a request cannot cost more memory than this
+  // server may hold.
+  if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
+  return keys;
+}
+
+absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
+  absl::StatusOr<KeyRange> init_keys = InitKeys(args);
+  if (!init_keys.ok()) return init_keys.status();
+  const KeyRange keys = *init_keys;
   const uint64_t num_keys = common::NumKeys(args.tensors);
-  const KeyRange keys =
-      common::BalancedPart(num_keys, options_.num_shards, options_.shard_index);
 
   absl::MutexLock lock(&mutex_);
   const absl::Time now = Now();
@@ -165,10 +175,8 @@ absl::StatusOr<InitResult> ParameterShard::Init(const InitArgs& args) {
     return InitResult{false, version_, dense_.keys(), options_.mode,
                       options_.num_workers};
   }
-  // Sizes first: θ is allocated only for a shard this server may hold and
-  // values that fill it exactly, so a request cannot cost more memory than
-  // it carries.
-  if (absl::Status size = CheckShardSize(keys); !size.ok()) return size;
+  // θ is allocated only for values that fill it exactly (InitKeys checked
+  // the shard's size), so a request cannot cost more memory than it carries.
   if (absl::Status s = common::CheckFloatBytes(
           args.values.size(), keys.size(),
           absl::StrCat("initial values for keys ", keys.ToString()));
@@ -230,7 +238,12 @@ PullResult ParameterShard::Read(const PullArgs& args) {
   result.samples_applied = samples_applied_;
   result.mode = options_.mode;
   result.keys = args.keys;
-  dense_.Read(args.keys, &result.values);
+  if (args.share_values) {
+    result.shared_theta = dense_.Share();
+    result.shared_begin = args.keys.begin - dense_.keys().begin;
+  } else {
+    dense_.Read(args.keys, &result.values);
+  }
   result.sparse = tables_.Read(args.sparse);
   return result;
 }
@@ -276,6 +289,14 @@ std::optional<absl::StatusOr<PullResult>> ParameterShard::Pull(
     return absl::UnavailableError("the server is shutting down; retry");
   }
   return std::nullopt;
+}
+
+void ParameterShard::ReadShared(const PullResult& pulled, uint64_t offset,
+                                uint64_t n, std::string* out) const {
+  absl::MutexLock lock(&mutex_);
+  common::FloatsToBytes(absl::MakeConstSpan(*pulled.shared_theta)
+                            .subspan(pulled.shared_begin + offset, n),
+                        out);
 }
 
 bool ParameterShard::CancelPull(PullTicket ticket) {

@@ -97,6 +97,10 @@ class ParameterShard {
 
   // Declares the model; the first declaration's values win.
   absl::StatusOr<InitResult> Init(const InitArgs& args);
+  // The keys an Init of `args` gives this shard, after every check Init
+  // makes before it reads the values (addressing, worker id, the specs,
+  // the shard's size): a streamed Init stages exactly this many values.
+  absl::StatusOr<common::KeyRange> InitKeys(const InitArgs& args) const;
 
   using PullDone = PullWaitList::Done;
   using PullTicket = PullWaitList::Ticket;
@@ -117,6 +121,12 @@ class ParameterShard {
                                                  absl::Time expires,
                                                  PullTicket ticket,
                                                  PullDone done);
+
+  // Replaces `out` with floats [offset, offset + n) of a pull's keys, read
+  // from its shared θ (PullArgs::share_values) under the shard's lock,
+  // which every update of θ holds. The range must lie inside the pull's.
+  void ReadShared(const PullResult& pulled, uint64_t offset, uint64_t n,
+                  std::string* out) const ABSL_LOCKS_EXCLUDED(mutex_);
 
   // Ends a parked pull with CANCELLED; false when it already ended.
   bool CancelPull(PullTicket ticket);

@@ -7,14 +7,23 @@
 
 namespace ps::server {
 
-PushStream::PushStream(const common::KeyRange& keys)
-    : keys_(keys), gradient_(keys.size()) {}
+PushStream::PushStream(const common::KeyRange& keys, std::string call,
+                       GradientBufferPool& buffers)
+    : keys_(keys),
+      call_(std::move(call)),
+      buffers_(&buffers),
+      values_(buffers.Take(keys.size())) {}
+
+PushStream::~PushStream() {
+  // The Cord's end gives the buffer back at once.
+  if (values_ != nullptr) buffers_->Wrap(std::move(values_));
+}
 
 absl::Status PushStream::Add(uint64_t offset, const absl::Cord& values) {
   if (!spoilt_.ok()) return spoilt_;
   ++chunks_;
   const std::string what =
-      absl::StrCat("chunk ", chunks_, " of the streamed push (offset ", offset,
+      absl::StrCat("chunk ", chunks_, " of the ", call_, " (offset ", offset,
                    ", ", values.size(), " bytes)");
   absl::Status bad;
   if (offset != received_) {
@@ -35,16 +44,10 @@ absl::Status PushStream::Add(uint64_t offset, const absl::Cord& values) {
     spoilt_ = bad;
     return bad;
   }
-  const absl::Span<float> staged = absl::MakeSpan(gradient_).subspan(
+  const absl::Span<float> staged = absl::MakeSpan(*values_).subspan(
       received_, values.size() / sizeof(float));
   absl::Cord::CharIterator from = values.char_begin();
   common::ReadFloats(from, staged);
-  if (std::optional<size_t> nan = common::FindNonFinite(staged)) {
-    spoilt_ = absl::InvalidArgumentError(absl::StrCat(
-        what, ": the gradient of key ", keys_.begin + received_ + *nan, " is ",
-        staged[*nan], "; values must be finite, nothing was applied"));
-    return spoilt_;
-  }
   received_ += staged.size();
   return absl::OkStatus();
 }
@@ -53,16 +56,11 @@ absl::StatusOr<absl::Cord> PushStream::Take() {
   if (!spoilt_.ok()) return spoilt_;
   if (received_ != keys_.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the streamed push ended after ", received_, " of the shard's ",
+        "the ", call_, " ended after ", received_, " of the shard's ",
         keys_.size(), " keys ", keys_.ToString(), "; nothing was applied"));
   }
-  // The Cord keeps the vector: no copy of the assembled gradient.
-  std::vector<float> gradient = std::move(gradient_);
-  gradient_.clear();
-  const absl::string_view bytes(reinterpret_cast<const char*>(gradient.data()),
-                                gradient.size() * sizeof(float));
-  return absl::MakeCordFromExternal(
-      bytes, [owned = std::move(gradient)](absl::string_view) {});
+  // The Cord keeps the buffer: no copy of the assembled values.
+  return buffers_->Wrap(std::move(values_));
 }
 
 }  // namespace ps::server

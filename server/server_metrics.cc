@@ -13,9 +13,9 @@ using common::metrics::Counter;
 using common::metrics::Family;
 
 constexpr std::array<const char*, kNumRpcMethods> kMethodNames = {
-    "Register",   "Heartbeat",  "Leave",         "Init",       "Pull",
-    "Push",       "PushPull",   "Status",        "Checkpoint", "ExportRows",
-    "PushStream", "PullStream", "LeasePartition"};
+    "Register",   "Heartbeat",  "Leave",          "Init",       "Pull",
+    "Push",       "PushPull",   "Status",         "Checkpoint", "ExportRows",
+    "PushStream", "PullStream", "LeasePartition", "InitStream"};
 
 constexpr std::array<const char*, 4> kPushOutcomes = {"applied", "accepted",
                                                       "duplicate", "stale"};
@@ -88,9 +88,9 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
     rpc_duration_[m] = &duration.WithLabels({kMethodNames[m]});
   }
   // The typed methods' few bytes are not worth a series each.
-  for (RpcMethod method :
-       {RpcMethod::kInit, RpcMethod::kPull, RpcMethod::kPush,
-        RpcMethod::kPushPull, RpcMethod::kPushStream, RpcMethod::kPullStream}) {
+  for (RpcMethod method : {RpcMethod::kInit, RpcMethod::kPull, RpcMethod::kPush,
+                           RpcMethod::kPushPull, RpcMethod::kPushStream,
+                           RpcMethod::kPullStream, RpcMethod::kInitStream}) {
     const size_t m = static_cast<size_t>(method);
     received_bytes_[m] = &received.WithLabels({kMethodNames[m]});
     sent_bytes_[m] = &sent.WithLabels({kMethodNames[m]});

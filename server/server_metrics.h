@@ -29,8 +29,9 @@ enum class RpcMethod {
   kPushStream,
   kPullStream,
   kLeasePartition,
+  kInitStream,
 };
-inline constexpr size_t kNumRpcMethods = 13;
+inline constexpr size_t kNumRpcMethods = 14;
 
 // One call as the metrics see it: started when the method was entered.
 struct RpcCall {

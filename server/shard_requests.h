@@ -2,6 +2,7 @@
 #define PS_SERVER_SHARD_REQUESTS_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,9 @@ struct PullArgs {
   common::KeyRange keys;           // empty: the whole shard
   uint64_t clock = 0;              // SSP: the caller's clock
   std::vector<SparseRows> sparse;  // rows to read (keys only)
+  // Answer with θ shared (PullResult::shared_theta) instead of copied into
+  // `values`: a streamed pull, which sends it a chunk at a time.
+  bool share_values = false;
 };
 
 struct RegisterResult {
@@ -69,6 +73,12 @@ struct PullResult {
       ConsistencyMode::kSync;  // the shard's, told to workers
   common::KeyRange keys;
   std::string values;  // float32 bytes
+  // With PullArgs::share_values, in place of `values`: the shard's whole
+  // θ at this version, unchanged while held (updates copy it), with
+  // `keys` starting at index shared_begin; read through
+  // ParameterShard::ReadShared.
+  std::shared_ptr<const std::vector<float>> shared_theta;
+  uint64_t shared_begin = 0;
   // How long the pull was parked before this answer; zero if it was not.
   absl::Duration waited;
   std::vector<SparseRows> sparse;  // the rows asked for, in the order asked

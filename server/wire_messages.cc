@@ -182,6 +182,17 @@ absl::Status ParseInitRequest(const grpc::ByteBuffer* request,
   return absl::OkStatus();
 }
 
+ps::v1::InitResponse InitResponseOf(const InitResult& result) {
+  ps::v1::InitResponse answer;
+  answer.set_created(result.created);
+  answer.set_version(result.version);
+  answer.set_key_begin(result.keys.begin);
+  answer.set_key_end(result.keys.end);
+  answer.set_mode(rpc::ToProto(result.mode));
+  answer.set_expected_workers(result.expected_workers);
+  return answer;
+}
+
 absl::Status ParsePushPullRequest(const grpc::ByteBuffer* request,
                                   ReceivedPush* push,
                                   ps::v1::PullRequest* pull) {

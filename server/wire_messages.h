@@ -64,6 +64,8 @@ absl::Status ParsePushRequest(const grpc::ByteBuffer* request,
                               ReceivedPush* push);
 absl::Status ParseInitRequest(const grpc::ByteBuffer* request,
                               ps::v1::InitRequest* fields, absl::Cord* values);
+// The shard's answer to an Init on the wire.
+ps::v1::InitResponse InitResponseOf(const InitResult& result);
 absl::Status ParsePushPullRequest(const grpc::ByteBuffer* request,
                                   ReceivedPush* push,
                                   ps::v1::PullRequest* pull);

@@ -1,7 +1,8 @@
-// Streamed pushes and pulls (ps.v1 PushStream, PullStream) against real
-// servers in this process: a broken or bad stream applies nothing, streams
-// give the same θ as single messages bit for bit, and a repeated streamed
-// push is applied once.
+// Streamed inits, pushes and pulls (ps.v1 InitStream, PushStream,
+// PullStream) against real servers in this process: a broken or bad stream
+// applies (or declares) nothing, streams give the same θ as single
+// messages bit for bit, a repeated streamed push is applied once, and a
+// streamed pull is one version's θ however pushes interleave with it.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel.h"
+#include "common/rpc/convert.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
@@ -68,6 +70,44 @@ double ReceivedBytes(const server::PsServer& server,
   return std::stod(text.substr(at + series.size()));
 }
 
+// `values` as the chunks of a client-streamed call (PushChunk, InitChunk),
+// kChunkFloats each, appended to `messages`.
+template <typename Chunk>
+void AppendChunks(const std::vector<float>& values,
+                  std::vector<Chunk>* messages) {
+  for (uint64_t offset = 0; offset < values.size(); offset += kChunkFloats) {
+    const uint64_t n = std::min<uint64_t>(kChunkFloats, values.size() - offset);
+    Chunk& chunk = messages->emplace_back();
+    chunk.set_offset(offset);
+    chunk.set_values(
+        std::string(reinterpret_cast<const char*>(values.data() + offset),
+                    n * sizeof(float)));
+  }
+}
+
+// Sends `messages` on the stream `open(context)` starts, then ends it, or
+// with `cancel_after` >= 0 cancels the call after that many messages
+// instead.
+template <typename Chunk, typename Open>
+grpc::Status SendStream(const std::vector<Chunk>& messages, int cancel_after,
+                        Open open) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  auto writer = open(&context);
+  int sent = 0;
+  for (const Chunk& message : messages) {
+    if (sent == cancel_after) break;
+    if (!writer->Write(message)) break;
+    ++sent;
+  }
+  if (cancel_after >= 0) {
+    context.TryCancel();
+  } else {
+    writer->WritesDone();
+  }
+  return writer->Finish();
+}
+
 // `steps` sync steps of `workers` workers over `shards` fresh servers with
 // the clients' max_message_bytes: even steps Push then Pull, odd ones
 // PushPull. Returns θ as rank 0 pulled it at the end; `streamed` says
@@ -112,10 +152,12 @@ std::vector<float> TrainSync(uint32_t shards, uint32_t workers,
   for (std::thread& t : threads) t.join();
   for (const absl::Status& status : results) EXPECT_TRUE(status.ok()) << status;
   const server::PsServer& first = *cluster.servers[0];
-  *streamed = ReceivedBytes(first, "PushStream") > 0 &&
+  *streamed = ReceivedBytes(first, "InitStream") > 0 &&
+              ReceivedBytes(first, "PushStream") > 0 &&
               ReceivedBytes(first, "PullStream") > 0;
-  *single =
-      ReceivedBytes(first, "Push") > 0 && ReceivedBytes(first, "PushPull") > 0;
+  *single = ReceivedBytes(first, "Init") > 0 &&
+            ReceivedBytes(first, "Push") > 0 &&
+            ReceivedBytes(first, "PushPull") > 0;
   return thetas[0];
 }
 
@@ -169,13 +211,7 @@ class RawPushStreams : public ::testing::Test {
   std::vector<ps::v1::PushChunk> Stream(uint64_t seq,
                                         const std::vector<float>& g) const {
     std::vector<ps::v1::PushChunk> messages = {Head(seq)};
-    for (uint64_t offset = 0; offset < g.size(); offset += kChunkFloats) {
-      const uint64_t n = std::min<uint64_t>(kChunkFloats, g.size() - offset);
-      ps::v1::PushChunk& chunk = messages.emplace_back();
-      chunk.set_offset(offset);
-      chunk.set_values(std::string(
-          reinterpret_cast<const char*>(g.data() + offset), n * sizeof(float)));
-    }
+    AppendChunks(g, &messages);
     return messages;
   }
 
@@ -185,21 +221,10 @@ class RawPushStreams : public ::testing::Test {
                     ps::v1::PushResponse* response = nullptr,
                     int cancel_after = -1) {
     ps::v1::PushResponse ignored;
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-    auto writer = stub_->PushStream(&context, response ? response : &ignored);
-    int sent = 0;
-    for (const ps::v1::PushChunk& message : messages) {
-      if (sent == cancel_after) break;
-      if (!writer->Write(message)) break;
-      ++sent;
-    }
-    if (cancel_after >= 0) {
-      context.TryCancel();
-    } else {
-      writer->WritesDone();
-    }
-    return writer->Finish();
+    return SendStream(
+        messages, cancel_after, [&](grpc::ClientContext* context) {
+          return stub_->PushStream(context, response ? response : &ignored);
+        });
   }
 
   ps::v1::StatusResponse ServerStatus() {
@@ -334,6 +359,183 @@ TEST_F(RawPushStreams, ARepeatedStreamedPushIsAppliedOnce) {
   std::vector<float> theta(kKeys);
   ASSERT_TRUE((*unary)->PullFinal(absl::MakeSpan(theta)).ok());
   EXPECT_TRUE(SameBytes(theta, once));
+}
+
+// A raw InitStream client against a fresh shard: every broken or bad
+// stream, and one the unary Init would refuse, declares nothing; the
+// shard then takes a good stream's values bit for bit.
+TEST(RawInitStreams, ABrokenOrBadInitStreamDeclaresNothing) {
+  Cluster cluster = StartCluster(1, 1, server::ConsistencyMode::kAsync);
+  auto stub = ps::v1::ParameterServer::NewStub(
+      rpc::CreateChannel(cluster.addresses[0]));
+  const std::vector<float> initial = Initial(kKeys);
+  auto stream = [&](const std::vector<float>& values) {
+    std::vector<ps::v1::InitChunk> messages(1);
+    ps::v1::InitRequest* init = messages[0].mutable_init();
+    init->set_worker_id(0);
+    init->set_shard_index(0);
+    init->set_num_shards(1);
+    rpc::ToProto(Model(kKeys), init->mutable_tensors());
+    AppendChunks(values, &messages);
+    return messages;
+  };
+  auto send = [&](const std::vector<ps::v1::InitChunk>& messages,
+                  ps::v1::InitResponse* response, int cancel_after) {
+    return SendStream(messages, cancel_after,
+                      [&](grpc::ClientContext* context) {
+                        return stub->InitStream(context, response);
+                      });
+  };
+  std::vector<float> nan = initial;
+  nan[2 * kChunkFloats + 7] = std::numeric_limits<float>::quiet_NaN();
+  struct Case {
+    const char* name;
+    std::vector<ps::v1::InitChunk> messages;
+    int cancel_after;
+    grpc::StatusCode code;
+    const char* says;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"cancelled midway", stream(initial), 4,
+                   grpc::StatusCode::CANCELLED, ""});
+  // The unary Init's own checks, made by the shard once the stream is whole.
+  cases.push_back({"a NaN", stream(nan), -1, grpc::StatusCode::INVALID_ARGUMENT,
+                   "must be finite"});
+  {
+    std::vector<ps::v1::InitChunk> swapped = stream(initial);
+    std::swap(swapped[2], swapped[3]);
+    cases.push_back({"out of order", swapped, -1,
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "does not start where the previous chunk ended"});
+  }
+  {
+    std::vector<ps::v1::InitChunk> short_total = stream(initial);
+    short_total.pop_back();
+    cases.push_back({"short", short_total, -1,
+                     grpc::StatusCode::INVALID_ARGUMENT, "ended after 96000"});
+  }
+  {
+    std::vector<ps::v1::InitChunk> long_total = stream(initial);
+    ps::v1::InitChunk& extra = long_total.emplace_back();
+    extra.set_offset(kKeys);
+    extra.set_values(std::string(8, '\0'));
+    cases.push_back({"long", long_total, -1, grpc::StatusCode::INVALID_ARGUMENT,
+                     "runs past"});
+  }
+  {
+    std::vector<ps::v1::InitChunk> ragged = stream(initial);
+    ragged[1].mutable_values()->push_back('x');
+    cases.push_back({"not whole floats", ragged, -1,
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "not a whole number of float32"});
+  }
+  {
+    std::vector<ps::v1::InitChunk> headless = stream(initial);
+    headless.erase(headless.begin());
+    cases.push_back({"without its fields", headless, -1,
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "must carry the Init's fields"});
+  }
+  {
+    std::vector<ps::v1::InitChunk> values_in_head = stream(initial);
+    values_in_head[0].mutable_init()->set_values(std::string(8, '\0'));
+    cases.push_back({"values in its fields", values_in_head, -1,
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "values must be empty"});
+  }
+  {
+    std::vector<ps::v1::InitChunk> other_shard = stream(initial);
+    other_shard[0].mutable_init()->set_shard_index(1);
+    other_shard[0].mutable_init()->set_num_shards(2);
+    cases.push_back({"for another shard", other_shard, -1,
+                     grpc::StatusCode::FAILED_PRECONDITION, "--shard_index"});
+  }
+  for (const Case& c : cases) {
+    ps::v1::InitResponse ignored;
+    const grpc::Status status = send(c.messages, &ignored, c.cancel_after);
+    EXPECT_EQ(status.error_code(), c.code)
+        << c.name << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.says)) << c.name;
+    ps::v1::StatusResponse after;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    ASSERT_TRUE(stub->Status(&context, ps::v1::StatusRequest(), &after).ok());
+    EXPECT_FALSE(after.initialized()) << c.name;
+  }
+
+  ps::v1::InitResponse response;
+  const grpc::Status good = send(stream(initial), &response, -1);
+  ASSERT_TRUE(good.ok()) << good.error_message();
+  EXPECT_TRUE(response.created());
+  EXPECT_EQ(response.key_end(), kKeys);
+  auto client = worker::ParameterClient::Connect(ClientFor(cluster, 0));
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Register().ok());
+  // Declared by the stream: this Init agrees and creates nothing.
+  ASSERT_TRUE((*client)->Init(Model(kKeys), initial).ok());
+  std::vector<float> theta(kKeys);
+  ASSERT_TRUE((*client)->PullFinal(absl::MakeSpan(theta)).ok());
+  EXPECT_TRUE(SameBytes(theta, initial));
+}
+
+// A streamed pull is answered at one version and sends that version's θ
+// chunk after chunk, even while pushes change θ between its chunks (the
+// shard copies θ for the pushes instead of writing over the pull's).
+TEST(RawPullStreams, APullStreamedWhilePushesArriveReturnsOneVersionsTheta) {
+  // 16 MiB of θ in 64 KiB chunks: more than the connection's flow-control
+  // window, so most chunks are read from θ after the pushes below.
+  constexpr uint64_t kBigKeys = 4 << 20;
+  Cluster cluster = StartCluster(1, 1, server::ConsistencyMode::kAsync);
+  worker::ClientOptions options = ClientFor(cluster, 0);
+  options.max_message_bytes = 512 << 20;
+  auto client = worker::ParameterClient::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  worker::ParameterClient& c = **client;
+  ASSERT_TRUE(c.Register().ok());
+  ASSERT_TRUE(c.Init(Model(kBigKeys), Initial(kBigKeys)).ok());
+  std::vector<float> before(kBigKeys);
+  absl::StatusOr<worker::PullInfo> pulled = c.Pull(0, absl::MakeSpan(before));
+  ASSERT_TRUE(pulled.ok()) << pulled.status();
+
+  auto stub = ps::v1::ParameterServer::NewStub(
+      rpc::CreateChannel(cluster.addresses[0]));
+  ps::v1::PullStreamRequest request;
+  request.mutable_pull()->set_worker_id(0);
+  request.set_chunk_bytes(64 << 10);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto reader = stub->PullStream(&context, request);
+  ps::v1::PullChunk head;
+  ASSERT_TRUE(reader->Read(&head));
+  ASSERT_TRUE(head.has_pull());
+  const uint64_t version = head.pull().version();
+  EXPECT_EQ(version, pulled->version);
+
+  // Three pushes, each applied before the next, while the pull is open.
+  const std::vector<float> g = GradientAt(before, 0, 0);
+  for (uint64_t step = 0; step < 3; ++step) {
+    ASSERT_TRUE(c.Push(step, 1, g).ok());
+  }
+  std::vector<float> after(kBigKeys);
+  absl::StatusOr<worker::PullInfo> later = c.Pull(0, absl::MakeSpan(after));
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->version, version + 3);
+  EXPECT_FALSE(SameBytes(after, before));
+
+  std::vector<float> streamed(kBigKeys);
+  uint64_t received = 0;
+  ps::v1::PullChunk chunk;
+  while (reader->Read(&chunk)) {
+    ASSERT_EQ(chunk.offset(), received);
+    const std::string& values = chunk.values();
+    ASSERT_LE(received + values.size() / sizeof(float), kBigKeys);
+    std::memcpy(streamed.data() + received, values.data(), values.size());
+    received += values.size() / sizeof(float);
+  }
+  const grpc::Status finished = reader->Finish();
+  ASSERT_TRUE(finished.ok()) << finished.error_message();
+  ASSERT_EQ(received, kBigKeys);
+  EXPECT_TRUE(SameBytes(streamed, before));
 }
 
 }  // namespace

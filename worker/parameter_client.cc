@@ -398,8 +398,14 @@ absl::StatusOr<ClusterInfo> ParameterClient::InitSparse(
     rpc::ToProto(tensors, request.mutable_tensors());
     rpc::ToProto(tables, request.mutable_tables());
     request.set_model_seed(model_seed);
-    common::FloatsToBytes(initial.subspan(shard.keys.begin, shard.keys.size()),
-                          request.mutable_values());
+    const absl::Span<const float> mine =
+        initial.subspan(shard.keys.begin, shard.keys.size());
+    if (StreamsPull(shard)) {
+      error.Record(shard.address,
+                   StreamInit(shard, request, mine, &responses[i]));
+      return;
+    }
+    common::FloatsToBytes(mine, request.mutable_values());
     error.Record(shard.address,
                  rpc::CallWithRetry(options_.retry,
                                     absl::StrCat("Init on ", shard.address),
@@ -549,41 +555,71 @@ grpc::Status ParameterClient::PushShard(Shard& shard,
   return status;
 }
 
+namespace {
+
+// Writes a client-streamed call's messages: `head` (the call's fields),
+// then `values` in chunks of at most `per_chunk` floats, each with its
+// offset; then ends the call. `*sent` counts the bytes written.
+template <typename Chunk>
+grpc::Status WriteChunked(grpc::ClientWriter<Chunk>& writer, const Chunk& head,
+                          absl::Span<const float> values, uint64_t per_chunk,
+                          size_t* sent) {
+  *sent = head.ByteSizeLong();
+  bool open = writer.Write(head);
+  Chunk chunk;
+  for (uint64_t offset = 0; open && offset < values.size();
+       offset += per_chunk) {
+    const uint64_t n = std::min<uint64_t>(per_chunk, values.size() - offset);
+    chunk.set_offset(offset);
+    chunk.mutable_values()->assign(
+        reinterpret_cast<const char*>(values.data() + offset),
+        n * sizeof(float));
+    *sent += chunk.ByteSizeLong();
+    open = writer.Write(chunk);
+  }
+  // A write that failed means the server ended the call (a bad chunk, a
+  // refused call) or the connection broke: Finish says which.
+  if (open) writer.WritesDone();
+  return writer.Finish();
+}
+
+}  // namespace
+
 grpc::Status ParameterClient::StreamPush(Shard& shard,
                                          absl::Span<const float> gradient) {
   const absl::Span<const float> mine =
       gradient.subspan(shard.keys.begin, shard.keys.size());
   ps::v1::PushChunk head;
   *head.mutable_push() = shard.request.push();
-  const uint64_t per_chunk = ChunkFloats();
-  ps::v1::PushChunk chunk;
   // Every attempt sends the whole stream with the same seq: the server
   // applies a push only once it is whole, and a seq only once.
   grpc::Status status = CallPushing(
       shard, "Streamed push to ", [&](grpc::ClientContext& context) {
-        size_t sent = head.ByteSizeLong();
         std::unique_ptr<grpc::ClientWriter<ps::v1::PushChunk>> writer =
             shard.stub->PushStream(&context, shard.response.mutable_push());
-        bool open = writer->Write(head);
-        for (uint64_t offset = 0; open && offset < mine.size();
-             offset += per_chunk) {
-          const uint64_t n =
-              std::min<uint64_t>(per_chunk, mine.size() - offset);
-          chunk.set_offset(offset);
-          chunk.mutable_values()->assign(
-              reinterpret_cast<const char*>(mine.data() + offset),
-              n * sizeof(float));
-          sent += chunk.ByteSizeLong();
-          open = writer->Write(chunk);
-        }
-        // A write that failed means the server ended the call (a bad chunk,
-        // a refused push) or the connection broke: Finish says which.
-        if (open) writer->WritesDone();
-        shard.push_request_bytes = sent;
-        return writer->Finish();
+        return WriteChunked(*writer, head, mine, ChunkFloats(),
+                            &shard.push_request_bytes);
       });
   if (status.ok()) LearnMode(shard, shard.response.push().mode());
   return status;
+}
+
+grpc::Status ParameterClient::StreamInit(Shard& shard,
+                                         const ps::v1::InitRequest& request,
+                                         absl::Span<const float> initial,
+                                         ps::v1::InitResponse* response) {
+  ps::v1::InitChunk head;
+  *head.mutable_init() = request;
+  // Init is idempotent (the first declaration wins), so a retry resends
+  // the whole stream; the server declares nothing from a broken one.
+  return rpc::CallWithRetry(
+      options_.retry, absl::StrCat("Streamed Init on ", shard.address),
+      [&](grpc::ClientContext& context) {
+        std::unique_ptr<grpc::ClientWriter<ps::v1::InitChunk>> writer =
+            shard.stub->InitStream(&context, response);
+        size_t sent = 0;
+        return WriteChunked(*writer, head, initial, ChunkFloats(), &sent);
+      });
 }
 
 absl::Status ParameterClient::PullShard(Shard& shard, absl::Span<float> theta) {

@@ -256,6 +256,11 @@ class ParameterClient final : public ParameterStore {
   // streamed; its answer in shard.response.push().
   grpc::Status PushShard(Shard& shard, absl::Span<const float> gradient);
   grpc::Status StreamPush(Shard& shard, absl::Span<const float> gradient);
+  // Init of a shard too big for one message: `request`'s fields (values
+  // empty), then the shard's `initial` values in chunks (ps.v1 InitStream).
+  grpc::Status StreamInit(Shard& shard, const ps::v1::InitRequest& request,
+                          absl::Span<const float> initial,
+                          ps::v1::InitResponse* response);
   // The shard's pull (shard.request.pull(), filled) in one message or
   // streamed; the answer's fields in shard.response.pull(), its values in
   // the shard's part of θ.
