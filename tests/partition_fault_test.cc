@@ -2,13 +2,17 @@
 // on loopback leasing partitions from the server, one worker killed with
 // SIGKILL mid-run; the server's partition table shows every partition of
 // every epoch done, and the survivors reach the accuracy of a run without
-// the fault.
+// the fault. A worker paused past its lease finishes when resumed.
 #include <signal.h>
 
 #include <iostream>
+#include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/job.h"
@@ -21,6 +25,7 @@ using ::testing::HasSubstr;
 
 using test_support::Field;
 using test_support::Job;
+using test_support::WaitUntil;
 
 constexpr uint32_t kPartitions = 30;
 const std::vector<std::string> kWorkerFlags = {"--model=softmax", "--epochs=3",
@@ -84,6 +89,104 @@ TEST(PartitionFaults, SyncTrainsEveryPartitionOnceThroughAWorkerKilled) {
 
 TEST(PartitionFaults, AsyncTrainsEveryPartitionOnceThroughAWorkerKilled) {
   KillOneOfThreeMidRun("async");
+}
+
+// The partition `worker` holds as shard 0's log tells (its last lease not
+// followed by its completion): "E/P", or nullopt.
+std::optional<std::string> HeldPartition(const std::string& log,
+                                         uint32_t worker) {
+  const std::regex event(absl::StrCat("worker ", worker,
+                                      " (leased|completed) partition "
+                                      "([0-9]+) of epoch ([0-9]+)"));
+  std::optional<std::string> held;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), event);
+       it != std::sregex_iterator(); ++it) {
+    const std::smatch& m = *it;
+    if (m[1] == "leased") {
+      held = absl::StrCat(m[3].str(), "/", m[2].str());
+    } else {
+      held.reset();
+    }
+  }
+  return held;
+}
+
+// Whether a worker other than `worker` leased partition `held` ("E/P").
+bool TakenByAnother(const std::string& log, uint32_t worker,
+                    const std::string& held) {
+  const std::vector<std::string> ep = absl::StrSplit(held, '/');
+  const std::regex taken(absl::StrCat("worker ([0-9]+) leased partition ",
+                                      ep[1], " of epoch ", ep[0], " "));
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), taken);
+       it != std::sregex_iterator(); ++it) {
+    if ((*it)[1] != absl::StrCat(worker)) return true;
+  }
+  return false;
+}
+
+// A worker paused (SIGSTOP) mid-partition until its lease expired and
+// another worker took its partition, then resumed: its pushes count, the
+// completion of the partition it no longer holds is skipped (not a
+// failure), it leases on and finishes; the table counts every partition
+// once.
+TEST(PartitionFaults, AWorkerPausedPastItsLeaseFinishesWhenResumed) {
+  const std::vector<std::string> server = {"--mode=async",
+                                           "--lease_timeout=1s"};
+  Job job("partitions_sigstop", server, 3,
+          {"--model=softmax", "--epochs=2", "--eval_every=0.1",
+           "--data_partitions=30"});
+  ASSERT_TRUE(job.WaitForEpoch(0.2));
+  // Paused mid-partition: between a completion and the next lease it
+  // holds nothing, so resume and pause again.
+  std::optional<std::string> held;
+  for (int attempt = 0; attempt < 5 && !held.has_value(); ++attempt) {
+    job.worker(2).Signal(SIGSTOP);
+    held = HeldPartition(job.Log("server"), 2);
+    if (!held.has_value()) {
+      job.worker(2).Signal(SIGCONT);
+      ASSERT_TRUE(WaitUntil(
+          [&] { return HeldPartition(job.Log("server"), 2).has_value(); }));
+    }
+  }
+  ASSERT_TRUE(held.has_value()) << job.Log("server");
+  ASSERT_TRUE(job.WaitUntilGone(2));
+  EXPECT_TRUE(
+      WaitUntil([&] { return TakenByAnother(job.Log("server"), 2, *held); },
+                absl::Seconds(60)))
+      << "nobody took partition " << *held;
+  job.worker(2).Signal(SIGCONT);
+
+  EXPECT_TRUE(job.Finishes(0)) << job.Log("worker-0");
+  EXPECT_TRUE(job.Finishes(1)) << job.Log("worker-1");
+  EXPECT_TRUE(job.Finishes(2)) << job.Log("worker-2");
+  EXPECT_THAT(DonePerEpoch(job), ElementsAre(kPartitions, kPartitions));
+  EXPECT_THAT(job.Log("server"), HasSubstr("its completion is not recorded"));
+  EXPECT_THAT(job.Log("worker-2"), HasSubstr("no longer this worker's"));
+  EXPECT_THAT(job.Log("worker-2"), HasSubstr("1 completions skipped"));
+}
+
+// Sync: a worker with no partition free waits in the job, idle (no round
+// waits for it), rather than leaving; when the last holder dies, the idle
+// worker is still there to take its partition. Worker 0 owns two of the
+// three partitions, worker 1 one: worker 1 goes idle while worker 0
+// trains its second, which is then killed.
+TEST(PartitionFaults, AnIdleWorkerTakesThePartitionsOfOneThatDiesLater) {
+  Job job("partitions_idle", {"--mode=sync", "--lease_timeout=1s"}, 2,
+          {"--model=softmax", "--epochs=1", "--eval_every=1", "--batch_size=8",
+           "--data_partitions=3"});
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return job.Log("server").find("worker 1 waits for a data partition") !=
+               std::string::npos;
+      },
+      absl::Seconds(120)))
+      << job.Log("server");
+  job.worker(0).Signal(SIGKILL);
+  const std::optional<std::string> held = HeldPartition(job.Log("server"), 0);
+  ASSERT_TRUE(held.has_value()) << "worker 0 finished before it was killed";
+  EXPECT_TRUE(job.Finishes(1)) << job.Log("worker-1");
+  EXPECT_TRUE(TakenByAnother(job.Log("server"), 0, *held)) << job.Log("server");
+  EXPECT_THAT(DonePerEpoch(job), ElementsAre(3u));
 }
 
 }  // namespace
