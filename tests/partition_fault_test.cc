@@ -5,6 +5,7 @@
 // the fault. A worker paused past its lease finishes when resumed.
 #include <signal.h>
 
+#include <cstdio>
 #include <iostream>
 #include <optional>
 #include <regex>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -187,6 +189,60 @@ TEST(PartitionFaults, AnIdleWorkerTakesThePartitionsOfOneThatDiesLater) {
   EXPECT_TRUE(job.Finishes(1)) << job.Log("worker-1");
   EXPECT_TRUE(TakenByAnother(job.Log("server"), 0, *held)) << job.Log("server");
   EXPECT_THAT(DonePerEpoch(job), ElementsAre(3u));
+}
+
+// The time of day, in seconds, of the first log line holding `what`
+// ("2026-12-04T19:14:14.123 I ps_server …"); nullopt when none does.
+std::optional<double> LogTime(const std::string& log, const std::string& what) {
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (line.find(what) == absl::string_view::npos) continue;
+    int hours = 0, minutes = 0;
+    double seconds = 0;
+    const std::string text(line);
+    if (std::sscanf(text.c_str(), "%*d-%*d-%*dT%d:%d:%lf", &hours, &minutes,
+                    &seconds) != 3) {
+      return std::nullopt;
+    }
+    return hours * 3600.0 + minutes * 60 + seconds;
+  }
+  return std::nullopt;
+}
+
+// A 4th worker, a new rank beyond --num_workers=3, joins a running sync job
+// at epoch 1: it is accepted (partitions on), takes a partition within one
+// lease period of registering, and every partition is trained once.
+TEST(PartitionJoin, AFourthWorkerTakesAPartitionWithinOneLeasePeriod) {
+  const absl::Duration lease = absl::Seconds(2);
+  // Batches of 16 and 4 epochs: the job still runs when the joiner has
+  // started, on a loaded machine too.
+  Job job("partitions_join",
+          {"--mode=sync", "--lease_timeout=2s", "--max_workers=4"}, 3,
+          {"--model=softmax", "--epochs=4", "--eval_every=0.1",
+           "--batch_size=16", "--data_partitions=30"});
+  ASSERT_TRUE(job.WaitForEpoch(1.0));
+  job.StartWorker(3);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return job.Log("server").find("worker 3 leased partition") !=
+               std::string::npos;
+      },
+      absl::Seconds(60)))
+      << job.Log("worker-3");
+  const std::string log = job.Log("server");
+  const std::optional<double> joined = LogTime(log, "worker 3 registered");
+  const std::optional<double> leased =
+      LogTime(log, "worker 3 leased partition");
+  ASSERT_TRUE(joined.has_value() && leased.has_value()) << log;
+  EXPECT_LT(*leased - *joined, absl::ToDoubleSeconds(lease));
+  for (uint32_t rank = 0; rank < 4; ++rank) {
+    EXPECT_TRUE(job.Finishes(rank)) << job.Log(absl::StrCat("worker-", rank));
+  }
+  EXPECT_THAT(DonePerEpoch(job),
+              ElementsAre(kPartitions, kPartitions, kPartitions, kPartitions));
+  EXPECT_THAT(job.Log("server"), HasSubstr("worker 3 completed partition"));
+  std::cout << "worker 3 took its first partition "
+            << absl::StrFormat("%.3f", *leased - *joined)
+            << " s after registering\n";
 }
 
 }  // namespace
