@@ -139,10 +139,12 @@ TEST(PartitionFaults, AWorkerPausedPastItsLeaseFinishesWhenResumed) {
            "--data_partitions=30"});
   ASSERT_TRUE(job.WaitForEpoch(0.2));
   // Paused mid-partition: between a completion and the next lease it
-  // holds nothing, so resume and pause again.
+  // holds nothing, so resume and pause again. The log is read once its
+  // lease expired: a push it sent just before the pause is in by then.
   std::optional<std::string> held;
   for (int attempt = 0; attempt < 5 && !held.has_value(); ++attempt) {
     job.worker(2).Signal(SIGSTOP);
+    ASSERT_TRUE(job.WaitUntilGone(2));
     held = HeldPartition(job.Log("server"), 2);
     if (!held.has_value()) {
       job.worker(2).Signal(SIGCONT);
@@ -151,7 +153,6 @@ TEST(PartitionFaults, AWorkerPausedPastItsLeaseFinishesWhenResumed) {
     }
   }
   ASSERT_TRUE(held.has_value()) << job.Log("server");
-  ASSERT_TRUE(job.WaitUntilGone(2));
   EXPECT_TRUE(
       WaitUntil([&] { return TakenByAnother(job.Log("server"), 2, *held); },
                 absl::Seconds(60)))
