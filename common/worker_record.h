@@ -42,6 +42,9 @@ struct WorkerRecord {
   // This incarnation is the first the shard saw of the id (not restored,
   // not a restart): a start that fails is then forgotten altogether.
   bool first_seen = false;
+  // Live but waiting for a data partition (LeaveReason::kIdle): counts
+  // toward no round until its next push.
+  bool idle = false;
   absl::Time lease_expires = absl::UnixEpoch();
   absl::Time last_heartbeat = absl::UnixEpoch();
 };

@@ -82,11 +82,14 @@ RoundClose ConsistencyPolicy::WhyRoundCloses(const SyncRound& round,
   if (sync_quorum_ > 0 && round.received() >= sync_quorum_) {
     return RoundClose::kQuorum;
   }
-  bool all_live_pushed = true;
-  for (uint32_t id : members.LiveWorkers()) {
-    all_live_pushed = all_live_pushed && round.Has(id);
+  // The quorum is capped by the workers still training: with fewer left
+  // than it (the others finished, or wait idle for a partition), a round
+  // closes when each of them pushed, neither early nor by the timeout.
+  bool all_training_pushed = true;
+  for (uint32_t id : members.TrainingWorkers()) {
+    all_training_pushed = all_training_pushed && round.Has(id);
   }
-  if (all_live_pushed) return RoundClose::kAllLive;
+  if (all_training_pushed) return RoundClose::kAllLive;
   if (open_for >= round_timeout_) return RoundClose::kTimeout;
   return RoundClose::kNotYet;
 }

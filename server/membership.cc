@@ -122,6 +122,13 @@ absl::Status Membership::Leave(uint32_t id, uint64_t incarnation,
     return absl::FailedPreconditionError(absl::StrCat(
         "worker ", id, " incarnation ", incarnation, " is not registered"));
   }
+  if (reason == LeaveReason::kIdle) {
+    if (absl::Status live = CheckLive(id, incarnation); !live.ok()) {
+      return live;
+    }
+    m.idle = true;
+    return absl::OkStatus();
+  }
   if (reason == LeaveReason::kStartFailed && m.first_seen && m.pushes == 0) {
     m = common::WorkerRecord{};
     m.worker_id = id;
@@ -129,6 +136,7 @@ absl::Status Membership::Leave(uint32_t id, uint64_t incarnation,
     return absl::OkStatus();
   }
   m.state = WorkerState::kLeft;
+  m.idle = false;
   m.finished = reason == LeaveReason::kFinished;
   return absl::OkStatus();
 }
@@ -160,9 +168,17 @@ std::vector<uint32_t> Membership::LiveWorkers() const {
   return live;
 }
 
+std::vector<uint32_t> Membership::TrainingWorkers() const {
+  std::vector<uint32_t> training;
+  for (uint32_t id = 0; id < members_.size(); ++id) {
+    if (IsLive(id) && !members_[id].idle) training.push_back(id);
+  }
+  return training;
+}
+
 std::optional<uint64_t> Membership::MinLiveClock() const {
   std::optional<uint64_t> lowest;
-  for (uint32_t id : LiveWorkers()) {
+  for (uint32_t id : TrainingWorkers()) {
     lowest = std::min(lowest.value_or(UINT64_MAX), members_[id].clock);
   }
   return lowest;

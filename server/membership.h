@@ -22,11 +22,14 @@ enum class LeaveReason {
   kStopped,      // told to stop, or failed mid-run: a restart resumes it
   kFinished,     // pushed every step of its epochs
   kStartFailed,  // failed before its first push
+  kIdle,  // not a leave: nothing to train for now (no data partition free);
+          // stays live, counts toward no round until its next push
 };
 
 // The workers a shard has seen, with their leases. A worker counts toward
-// rounds and SSP bounds only while live: registered, lease not expired, not
-// left. Not thread-safe: the shard's mutex guards it.
+// rounds and SSP bounds only while training: live (registered, lease not
+// expired, not left) and not idle. Not thread-safe: the shard's mutex guards
+// it.
 class Membership {
  public:
   // Ids are valid in [0, max_workers); the job starts (see gathered()) once
@@ -49,8 +52,12 @@ class Membership {
   // Ends the lease. kStartFailed for an id first seen by this incarnation,
   // which pushed nothing, forgets the id: it no longer counts toward
   // gathered(), so a worker that could not start does not let the next
-  // run's sync rounds close before its real workers joined.
+  // run's sync rounds close before its real workers joined. kIdle keeps the
+  // lease (REGISTRATION_REQUIRED unless live) and marks the worker idle
+  // until NoteTraining.
   absl::Status Leave(uint32_t id, uint64_t incarnation, LeaveReason reason);
+  // The worker pushed: it trains again, if it was idle.
+  void NoteTraining(uint32_t id) { members_[id].idle = false; }
 
   // Brings back a worker from a checkpoint: its pushes' bookkeeping as it
   // was, and, if it was live, a fresh lease (it may well still be running).
@@ -71,7 +78,10 @@ class Membership {
 
   bool IsLive(uint32_t id) const;
   std::vector<uint32_t> LiveWorkers() const;
-  // Over live workers; nullopt when none is live.
+  // Live and not idle: the workers a sync round waits for.
+  std::vector<uint32_t> TrainingWorkers() const;
+  // Over training workers (an idle one holds no SSP reader back); nullopt
+  // when none trains.
   std::optional<uint64_t> MinLiveClock() const;
   std::optional<uint64_t> MaxLiveClock() const;
 

@@ -221,6 +221,8 @@ grpc::ServerUnaryReactor* ParameterService::Leave(
     reason = LeaveReason::kFinished;
   } else if (request->reason() == ps::v1::LeaveRequest::START_FAILED) {
     reason = LeaveReason::kStartFailed;
+  } else if (request->reason() == ps::v1::LeaveRequest::IDLE) {
+    reason = LeaveReason::kIdle;
   }
   return FinishWrite(
       context, call,
@@ -354,6 +356,7 @@ absl::Status ParameterService::ApplyPush(ReceivedPush push,
     response->set_outcome(ToProto(result->outcome));
     response->set_version(result->version);
     response->set_mode(rpc::ToProto(shard_->mode()));
+    response->set_completion_skipped(result->completion_skipped);
   }
   return result.status();
 }

@@ -40,7 +40,12 @@ ParameterShard::ParameterShard(ShardOptions options)
       members_(options_.shard_index, options_.num_workers, options_.max_workers,
                options_.lease_timeout),
       parked_(options_.max_parked_pulls, options_.max_parked_pulls_per_worker),
-      partitions_(options_.num_workers) {}
+      // Reserved for live owners only where the assignment must not depend
+      // on timing: sync rounds of every live worker.
+      partitions_(
+          options_.num_workers,
+          /*reserve_for_live_owners=*/options_.mode == ConsistencyMode::kSync &&
+              options_.sync_quorum == 0) {}
 
 absl::StatusOr<RegisterResult> ParameterShard::Register(uint32_t worker_id,
                                                         uint64_t incarnation) {
@@ -101,11 +106,14 @@ absl::Status ParameterShard::Leave(uint32_t worker_id, uint64_t incarnation,
       return s;
     }
     spdlog::info(
-        "shard {}: worker {} {}; {} live", options_.shard_index, worker_id,
+        "shard {}: worker {} {}; {} live, {} training", options_.shard_index,
+        worker_id,
         reason == LeaveReason::kFinished      ? "finished and left"
         : reason == LeaveReason::kStartFailed ? "failed to start and left"
-                                              : "left",
-        members_.LiveWorkers().size());
+        : reason == LeaveReason::kIdle
+            ? "waits for a data partition (idle: counts toward no round)"
+            : "left",
+        members_.LiveWorkers().size(), members_.TrainingWorkers().size());
     MaybeCloseRound(now);
     satisfied = TakeSatisfiedPulls();
   }
@@ -430,14 +438,17 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       ++counters_.pushes_duplicate;
       return PushResult{PushOutcome::kDuplicate, version_};
     }
+    absl::Status held = absl::OkStatus();
     if (args.completes.has_value()) {
-      if (absl::Status held = partitions_.CheckComplete(
-              args.completes->epoch, args.completes->partition, args.worker_id,
-              args.incarnation);
-          !held.ok()) {
+      if (absl::Status valid = partitions_.ValidateCompletion(
+              args.completes->epoch, args.completes->partition);
+          !valid.ok()) {
         ++counters_.pushes_rejected;
-        return held;
+        return valid;
       }
+      held = partitions_.CheckHeld(args.completes->epoch,
+                                   args.completes->partition, args.worker_id,
+                                   args.incarnation);
     }
     result = policy_.GathersRounds()
                  ? PushToRound(args, std::move(*sparse), worker, now)
@@ -448,10 +459,25 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
       ++counters_.pushes_rejected;
       return result;
     }
+    // It pushes, so it trains: its rounds wait for it again.
+    members_.NoteTraining(args.worker_id);
     // Acknowledged (even as stale, whose gradient came too late for its
     // round): the partition is done and never leased again this epoch.
-    if (args.completes.has_value()) {
+    // A partition this worker no longer holds (its lease expired while it
+    // was paused, and another took the partition) is its holder's to
+    // report: the gradient counted, the completion is not recorded, so the
+    // table counts the partition once, and the worker leases its next.
+    if (args.completes.has_value() && held.ok()) {
       partitions_.Complete(args.completes->epoch, args.completes->partition);
+      spdlog::info("shard 0: worker {} completed partition {} of epoch {}",
+                   args.worker_id, args.completes->partition,
+                   args.completes->epoch);
+    } else if (args.completes.has_value()) {
+      result->completion_skipped = true;
+      spdlog::warn(
+          "shard 0: push {} of worker {} counted, but its completion is not "
+          "recorded: {}",
+          args.seq, args.worker_id, std::string(held.message()));
     }
     if (result->outcome == PushOutcome::kApplied ||
         result->outcome == PushOutcome::kAccepted) {

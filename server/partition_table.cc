@@ -25,8 +25,9 @@ std::string Describe(const common::PartitionPlan& plan) {
 
 }  // namespace
 
-PartitionTable::PartitionTable(uint32_t workers)
-    : workers_(std::max<uint32_t>(workers, 1)) {}
+PartitionTable::PartitionTable(uint32_t workers, bool reserve_for_live_owners)
+    : workers_(std::max<uint32_t>(workers, 1)),
+      reserve_(reserve_for_live_owners) {}
 
 absl::Status PartitionTable::Declare(const common::PartitionPlan& plan) {
   if (absl::Status valid = common::ValidatePartitionPlan(plan); !valid.ok()) {
@@ -84,9 +85,10 @@ bool PartitionTable::Takeable(uint32_t epoch, uint32_t slot, uint32_t worker_id,
   if (owner == worker_id) return true;
   if (own_only) return false;
   if (!live(owner).has_value()) return true;  // its owner is gone
-  // A live owner's slot: only a joiner beyond the expected workers takes
-  // one, and only while nobody ever held it.
-  return worker_id >= workers_ && r.state == PartitionState::kFree;
+  // A live owner's slot, while nobody ever held it: a joiner beyond the
+  // expected workers takes one, and anyone when slots are not reserved.
+  return (worker_id >= workers_ || !reserve_) &&
+         r.state == PartitionState::kFree;
 }
 
 PartitionTable::Grant PartitionTable::Take(uint32_t epoch, uint32_t slot,
@@ -130,10 +132,11 @@ PartitionTable::Grant PartitionTable::Lease(uint32_t worker_id,
         return Take(e, k, worker_id, incarnation);
       }
     }
-    // Then others': a joiner from the back, where the owners come last.
-    const bool joiner = worker_id >= workers_;
+    // Then others': a joiner, or a worker taking a live owner's slots, from
+    // the back, where the owners come last.
+    const bool from_back = worker_id >= workers_ || !reserve_;
     for (uint32_t i = 0; i < slots; ++i) {
-      const uint32_t k = joiner ? slots - 1 - i : i;
+      const uint32_t k = from_back ? slots - 1 - i : i;
       if (Takeable(e, k, worker_id, /*own_only=*/false, live)) {
         return Take(e, k, worker_id, incarnation);
       }
@@ -143,9 +146,8 @@ PartitionTable::Grant PartitionTable::Lease(uint32_t worker_id,
   return none;
 }
 
-absl::Status PartitionTable::CheckComplete(uint32_t epoch, uint32_t partition,
-                                           uint32_t worker_id,
-                                           uint64_t incarnation) const {
+absl::Status PartitionTable::ValidateCompletion(uint32_t epoch,
+                                                uint32_t partition) const {
   if (!declared_) {
     return absl::FailedPreconditionError(
         "no data partitions are declared on this server: lease a partition "
@@ -161,6 +163,18 @@ absl::Status PartitionTable::CheckComplete(uint32_t epoch, uint32_t partition,
         "partition ", partition, " is not a partition of the job (",
         plan_.partitions, " partitions, numbered from 0)"));
   }
+  if (common::HeldOut(plan_, partition)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("partition ", partition, " of epoch ", epoch,
+                     " is in fold ", plan_.fold, " of ", plan_.kfold,
+                     ", held out for validation: it is never trained"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PartitionTable::CheckHeld(uint32_t epoch, uint32_t partition,
+                                       uint32_t worker_id,
+                                       uint64_t incarnation) const {
   const PartitionRecord& r = records_[Index(epoch, partition)];
   if (r.state == PartitionState::kLeased && r.worker_id == worker_id &&
       r.incarnation == incarnation) {
@@ -168,11 +182,6 @@ absl::Status PartitionTable::CheckComplete(uint32_t epoch, uint32_t partition,
   }
   const std::string which =
       absl::StrCat("partition ", partition, " of epoch ", epoch);
-  if (common::HeldOut(plan_, partition)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(which, " is in fold ", plan_.fold, " of ", plan_.kfold,
-                     ", held out for validation: it is never trained"));
-  }
   switch (r.state) {
     case PartitionState::kDone:
       return absl::FailedPreconditionError(

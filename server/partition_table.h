@@ -39,11 +39,20 @@ namespace ps::server {
 // have no slot in any epoch's order: they are never leased, and an epoch is
 // done when its trainable partitions are.
 //
+// Where results depend on timing anyway (async, SSP, sync with a quorum),
+// slots are not reserved for a live owner: a worker with none of its own
+// left in an epoch also takes a live owner's free slots, from the back of
+// the order, so fast workers take a straggler's remaining partitions
+// instead of leaving it to train them alone.
+//
 // Not thread-safe: the shard's mutex guards it.
 class PartitionTable {
  public:
   // `workers`: W, the workers the job expects (at least 1).
-  explicit PartitionTable(uint32_t workers);
+  // `reserve_for_live_owners`: a live owner's free slots are its own alone
+  // (the timing-free assignment sync mode without a quorum needs).
+  explicit PartitionTable(uint32_t workers,
+                          bool reserve_for_live_owners = true);
 
   // The first plan wins; a different one is FAILED_PRECONDITION naming the
   // difference, and an invalid one INVALID_ARGUMENT.
@@ -75,13 +84,20 @@ class PartitionTable {
   // declared().
   Grant Lease(uint32_t worker_id, uint64_t incarnation, LiveIncarnation live);
 
-  // OK when (worker_id, incarnation) holds (epoch, partition):
-  // INVALID_ARGUMENT for an epoch or partition the plan has not,
-  // FAILED_PRECONDITION when it is done already or not held by this
-  // worker, or nothing is declared.
-  absl::Status CheckComplete(uint32_t epoch, uint32_t partition,
-                             uint32_t worker_id, uint64_t incarnation) const;
-  // Marks a partition CheckComplete accepted as done.
+  // Whether a push's report that (epoch, partition) is done names a
+  // partition of the job: INVALID_ARGUMENT for an epoch or partition the
+  // plan has not, FAILED_PRECONDITION when nothing is declared. A push
+  // failing it is malformed and refused whole.
+  absl::Status ValidateCompletion(uint32_t epoch, uint32_t partition) const;
+  // OK when (worker_id, incarnation) holds a valid (epoch, partition);
+  // otherwise FAILED_PRECONDITION saying where it went: done, or leased to
+  // another worker after this one's lease expired. Not an error of the
+  // push: its gradient still counts, only the completion is not recorded
+  // (the partition's holder reports it), so the table counts each
+  // partition once.
+  absl::Status CheckHeld(uint32_t epoch, uint32_t partition, uint32_t worker_id,
+                         uint64_t incarnation) const;
+  // Marks a partition CheckHeld found held as done.
   void Complete(uint32_t epoch, uint32_t partition);
 
   // Partitions trained per epoch: all but a held-out fold's.
@@ -114,6 +130,7 @@ class PartitionTable {
              uint64_t incarnation);
 
   uint32_t workers_;
+  bool reserve_;
   bool declared_ = false;
   common::PartitionPlan plan_;
   // The index of the partition each worker id's newest incarnation holds.

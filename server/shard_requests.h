@@ -110,6 +110,9 @@ enum class PushOutcome { kApplied, kAccepted, kDuplicate, kStale };
 struct PushResult {
   PushOutcome outcome = PushOutcome::kApplied;
   uint64_t version = 0;
+  // The push's `completes` named a partition this worker no longer holds:
+  // the gradient counted, the completion was not recorded.
+  bool completion_skipped = false;
 };
 
 // What LeasePartition answers: the grant and how many partitions (all

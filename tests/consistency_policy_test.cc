@@ -96,6 +96,62 @@ TEST(ConsistencyPolicy,
   EXPECT_EQ(mean, (std::vector<float>{0.5f, -2.0f}));
 }
 
+// A worker idle for want of a data partition is live but not training: no
+// round waits for it, and a quorum larger than the workers still training
+// waits for each of them, not fewer, and not for the timeout.
+TEST(ConsistencyPolicy, AQuorumIsCappedByTheWorkersStillTraining) {
+  ShardOptions options = SyncOptions();
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Seconds(1);
+  const ConsistencyPolicy policy(options);
+  Membership members = Members(3, 3);
+  ASSERT_TRUE(members.Leave(0, 1, LeaveReason::kIdle).ok());
+  ASSERT_TRUE(members.Leave(1, 1, LeaveReason::kIdle).ok());
+  SyncRound round(4);
+  Push(round, 2);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kAllLive);
+  // Worker 1 trains again: two are training, the quorum holds again.
+  members.NoteTraining(1);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kNotYet);
+  Push(round, 1);
+  EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
+            RoundClose::kQuorum);
+}
+
+// An idle worker whose lease expired (paused) re-registers, still idle;
+// a new process of its id starts training.
+TEST(ConsistencyPolicy, IdleOutlastsARenewedLeaseButNotANewProcess) {
+  Membership members = Members(2, 2);
+  ASSERT_TRUE(members.Leave(1, 1, LeaveReason::kIdle).ok());
+  EXPECT_EQ(members.TrainingWorkers(), std::vector<uint32_t>{0});
+  members.Expire(kStart + absl::Seconds(6));
+  EXPECT_EQ(members.Leave(1, 1, LeaveReason::kIdle).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(members.Register(1, 1, kStart + absl::Seconds(7)).ok());
+  EXPECT_TRUE(members.IsLive(1));
+  EXPECT_TRUE(members.TrainingWorkers().empty()) << "worker 0 expired too";
+  ASSERT_TRUE(members.Register(0, 1, kStart + absl::Seconds(7)).ok());
+  EXPECT_EQ(members.TrainingWorkers(), std::vector<uint32_t>{0});
+  ASSERT_TRUE(members.Register(1, 2, kStart + absl::Seconds(7)).ok());
+  EXPECT_EQ(members.TrainingWorkers(), (std::vector<uint32_t>{0, 1}));
+}
+
+TEST(ConsistencyPolicy, AnIdleWorkerHoldsNoSspReaderBack) {
+  ShardOptions options;
+  options.mode = ConsistencyMode::kSsp;
+  options.staleness = 1;
+  const ConsistencyPolicy policy(options);
+  Membership members = Members(2, 2);
+  members.at(0).clock = 5;
+  members.at(1).clock = 0;
+  EXPECT_FALSE(policy.MayAnswerPull(0, 5, 9, members));
+  ASSERT_TRUE(members.Leave(1, 1, LeaveReason::kIdle).ok());
+  EXPECT_TRUE(policy.MayAnswerPull(0, 5, 9, members));
+  EXPECT_TRUE(members.IsLive(1));
+}
+
 TEST(ConsistencyPolicy, ASyncRoundClosesByTimeoutWithWhatArrived) {
   ShardOptions options = SyncOptions();
   options.round_timeout = absl::Seconds(1);

@@ -128,7 +128,8 @@ std::vector<std::pair<uint32_t, uint32_t>> TrainToTheEnd(PartitionTable& table,
         finished.insert(w);
         continue;
       }
-      EXPECT_TRUE(table.CheckComplete(grant.epoch, grant.partition, w, 1).ok());
+      EXPECT_TRUE(table.ValidateCompletion(grant.epoch, grant.partition).ok());
+      EXPECT_TRUE(table.CheckHeld(grant.epoch, grant.partition, w, 1).ok());
       table.Complete(grant.epoch, grant.partition);
       trained.emplace_back(grant.epoch, grant.partition);
     }
@@ -173,7 +174,7 @@ TEST(KfoldSplit, EveryTrainablePartitionIsLeasedOnceAndNoHeldOutOne) {
 TEST(KfoldSplit, AHeldOutPartitionCannotBeReportedDone) {
   PartitionTable table(1);
   ASSERT_TRUE(table.Declare(FoldPlan(6, 3, 1)).ok());
-  const absl::Status status = table.CheckComplete(0, 4, 0, 1);
+  const absl::Status status = table.ValidateCompletion(0, 4);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(status.message(), HasSubstr("held out"));
 }

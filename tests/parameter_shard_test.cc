@@ -419,6 +419,61 @@ TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
   EXPECT_EQ(shard.Status().samples_applied, 4u);
 }
 
+// --sync_quorum=2 of 3: one worker finished and left, one waits idle for a
+// data partition. The straggler still training closes each round alone,
+// at once (not by the timeout), and the step is the mean over the
+// examples actually in the round: its own gradient, not a share meant for
+// two. When the idle worker trains again, rounds wait for the quorum.
+TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 3);
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Hours(1);
+  ParameterShard shard(options);
+  RegisterAll(shard, 3);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(shard.Leave(0, kIncarnation, LeaveReason::kFinished).ok());
+  ASSERT_TRUE(shard.Leave(1, kIncarnation, LeaveReason::kIdle).ok());
+  ShardStatus status = shard.Status();
+  EXPECT_EQ(status.live_workers, 2u) << "an idle worker stays live";
+  ASSERT_EQ(status.workers.size(), 3u);
+  EXPECT_TRUE(status.workers[1].idle);
+
+  auto alone = Push(shard, 2, 1, 0, {2, -4, 8, 1}, 32);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_EQ(alone->outcome, PushOutcome::kApplied);
+  EXPECT_THAT(Theta(shard), ElementsAre(-2, 4, -8, -1));
+  EXPECT_EQ(shard.Status().samples_applied, 32u);
+  EXPECT_EQ(shard.Status().rounds_closed_all_live, 1u);
+
+  // Worker 1 got a partition: its push counts, and from then on a round
+  // waits for two gradients again.
+  auto back = Push(shard, 1, 1, 1, {1, 1, 1, 1}, 16);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->outcome, PushOutcome::kAccepted);
+  EXPECT_FALSE(shard.Status().workers[1].idle);
+  auto quorum = Push(shard, 2, 2, 1, {4, 4, 4, 4}, 48);
+  ASSERT_TRUE(quorum.ok());
+  EXPECT_EQ(quorum->outcome, PushOutcome::kApplied);
+  // (16·1 + 48·4) / 64 = 3.25 per key.
+  EXPECT_THAT(Theta(shard), ElementsAre(-5.25, 0.75, -11.25, -4.25));
+  EXPECT_EQ(shard.Status().rounds_closed_by_quorum, 1u);
+}
+
+// Idle is not a leave: the worker must be live, and stays live.
+TEST(ParameterShard, OnlyALiveWorkerGoesIdle) {
+  ParameterShard shard(Options(ConsistencyMode::kSync, 2));
+  const absl::Status unknown = shard.Leave(0, kIncarnation, LeaveReason::kIdle);
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kFailedPrecondition);
+  RegisterAll(shard, 2);
+  InitShard(shard, {0, 0, 0, 0});
+  ASSERT_TRUE(shard.Leave(1, kIncarnation, LeaveReason::kIdle).ok());
+  // Its heartbeats go on; a round closes on worker 0 alone.
+  ASSERT_TRUE(shard.Heartbeat(1, kIncarnation).ok());
+  auto pushed = Push(shard, 0, 1, 0, {1, 1, 1, 1});
+  ASSERT_TRUE(pushed.ok());
+  EXPECT_EQ(pushed->outcome, PushOutcome::kApplied);
+}
+
 TEST(ParameterShard, SyncDropsPushesForClosedRoundsAndRoundsNotReached) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 1));
   RegisterAll(shard, 1);

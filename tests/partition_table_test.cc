@@ -39,8 +39,7 @@ class Cluster {
     PartitionTable::Grant grant = Lease(table, id);
     if (grant.outcome != Outcome::kGranted) return std::nullopt;
     EXPECT_TRUE(
-        table.CheckComplete(grant.epoch, grant.partition, id, live_.at(id))
-            .ok());
+        table.CheckHeld(grant.epoch, grant.partition, id, live_.at(id)).ok());
     table.Complete(grant.epoch, grant.partition);
     return std::make_pair(grant.epoch, grant.partition);
   }
@@ -165,7 +164,7 @@ TEST(PartitionTable, RestartedWorkerGetsItsUnfinishedPartitionBack) {
   EXPECT_EQ(again.partition, held.partition);
   EXPECT_EQ(table.record(0, held.partition).incarnation, 2u);
   // The old incarnation can no longer report it.
-  EXPECT_EQ(table.CheckComplete(0, held.partition, 1, 1).code(),
+  EXPECT_EQ(table.CheckHeld(0, held.partition, 1, 1).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
@@ -178,6 +177,46 @@ TEST(PartitionTable, WorkerWithoutOwnSlotsLeftGoesOnToTheNextEpoch) {
   const auto third = cluster.Train(table, 0);
   ASSERT_TRUE(third.has_value());
   EXPECT_EQ(third->first, 1u);  // epoch 0's free slots are worker 1's
+}
+
+// Without reserved slots (async, SSP, sync with a quorum), a worker out of
+// its own slots takes a live straggler's free ones from the back, never
+// the one it holds, before going on to the next epoch.
+TEST(PartitionTable, UnreservedSlotsOfALiveStragglerGoToTheFastWorkers) {
+  PartitionTable table(2, /*reserve_for_live_owners=*/false);
+  ASSERT_TRUE(table.Declare(Plan(6, 2)).ok());
+  Cluster cluster = LiveWorkers(2);
+  const PartitionTable::Grant slow = cluster.Lease(table, 1);
+  ASSERT_EQ(slow.outcome, Outcome::kGranted);
+  std::set<uint32_t> epoch0;
+  for (int i = 0; i < 3; ++i) {
+    const auto own = cluster.Train(table, 0);
+    ASSERT_TRUE(own.has_value());
+    EXPECT_EQ(own->first, 0u);
+    epoch0.insert(own->second);
+  }
+  // Worker 0's own slots of epoch 0 are done: it takes worker 1's two
+  // untouched ones, not the one worker 1 holds.
+  for (int i = 0; i < 2; ++i) {
+    const auto taken = cluster.Train(table, 0);
+    ASSERT_TRUE(taken.has_value());
+    EXPECT_EQ(taken->first, 0u);
+    EXPECT_NE(taken->second, slow.partition);
+    EXPECT_TRUE(epoch0.insert(taken->second).second);
+  }
+  const auto next = cluster.Train(table, 0);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->first, 1u);
+  EXPECT_THAT(table.DonePerEpoch(), ElementsAre(5, 1));
+
+  // Reserved (the default), the same worker goes on to epoch 1 instead.
+  PartitionTable reserved(2);
+  ASSERT_TRUE(reserved.Declare(Plan(6, 2)).ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(cluster.Train(reserved, 0).has_value());
+  const auto ahead = cluster.Train(reserved, 0);
+  ASSERT_TRUE(ahead.has_value());
+  EXPECT_EQ(ahead->first, 1u);
 }
 
 TEST(PartitionTable, JoinerBeyondTheExpectedWorkersTakesFromTheBack) {
@@ -203,30 +242,34 @@ TEST(PartitionTable, JoinerBeyondTheExpectedWorkersTakesFromTheBack) {
   EXPECT_EQ(cluster.Lease(table, 2).outcome, Outcome::kJobDone);
 }
 
-TEST(PartitionTable, CompletionsOfUnknownOrForeignPartitionsAreRefused) {
+// A completion outside the plan is a malformed push; one of a partition
+// the worker no longer holds is not held, and says where it went.
+TEST(PartitionTable,
+     CompletionsOfUnknownPartitionsAreInvalidAndForeignNotHeld) {
   PartitionTable table(2);
-  EXPECT_EQ(table.CheckComplete(0, 0, 0, 1).code(),
+  EXPECT_EQ(table.ValidateCompletion(0, 0).code(),
             absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(table.Declare(Plan(4, 2)).ok());
   Cluster cluster = LiveWorkers(2);
   const PartitionTable::Grant grant = cluster.Lease(table, 0);
-  const absl::Status epoch = table.CheckComplete(2, 0, 0, 1);
+  const absl::Status epoch = table.ValidateCompletion(2, 0);
   EXPECT_EQ(epoch.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(epoch.message(), HasSubstr("epoch 2"));
-  const absl::Status partition = table.CheckComplete(0, 4, 0, 1);
+  const absl::Status partition = table.ValidateCompletion(0, 4);
   EXPECT_EQ(partition.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(partition.message(), HasSubstr("partition 4"));
+  EXPECT_TRUE(table.ValidateCompletion(1, 3).ok());
   const absl::Status foreign =
-      table.CheckComplete(grant.epoch, grant.partition, 1, 1);
+      table.CheckHeld(grant.epoch, grant.partition, 1, 1);
   EXPECT_EQ(foreign.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(foreign.message(), HasSubstr("but to worker 0"));
   const uint32_t other = (grant.partition + 1) % 4;
-  EXPECT_THAT(table.CheckComplete(0, other, 0, 1).message(),
+  EXPECT_THAT(table.CheckHeld(0, other, 0, 1).message(),
               HasSubstr("nobody holds it"));
-  ASSERT_TRUE(table.CheckComplete(grant.epoch, grant.partition, 0, 1).ok());
+  ASSERT_TRUE(table.CheckHeld(grant.epoch, grant.partition, 0, 1).ok());
   table.Complete(grant.epoch, grant.partition);
   const absl::Status twice =
-      table.CheckComplete(grant.epoch, grant.partition, 0, 1);
+      table.CheckHeld(grant.epoch, grant.partition, 0, 1);
   EXPECT_EQ(twice.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(twice.message(), HasSubstr("done already"));
   EXPECT_THAT(table.DonePerEpoch(), ElementsAre(1, 0));

@@ -167,7 +167,9 @@ int Status() {
           "  worker %u: %s%s, incarnation %llu, clock %llu, staleness %llu, "
           "last heartbeat %.1f s ago, %llu pushes\n",
           w.worker_id(), ps::rpc::WorkerStateName(w.state()).c_str(),
-          w.finished() ? " (finished)" : "",
+          w.finished() ? " (finished)"
+          : w.idle()   ? " (idle: waiting for a data partition)"
+                       : "",
           static_cast<unsigned long long>(w.incarnation()),
           static_cast<unsigned long long>(w.clock()),
           static_cast<unsigned long long>(w.staleness()),

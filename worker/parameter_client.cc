@@ -243,6 +243,14 @@ absl::StatusOr<JobSurvey> ParameterClient::Survey() {
 
 absl::Status ParameterClient::Leave(ps::v1::LeaveRequest::Reason reason) {
   StopHeartbeats();
+  return SendLeave(reason);
+}
+
+absl::Status ParameterClient::Idle() {
+  return SendLeave(ps::v1::LeaveRequest::IDLE);
+}
+
+absl::Status ParameterClient::SendLeave(ps::v1::LeaveRequest::Reason reason) {
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
     Shard& shard = shards_[i];
@@ -251,12 +259,17 @@ absl::Status ParameterClient::Leave(ps::v1::LeaveRequest::Reason reason) {
     request.set_incarnation(options_.incarnation);
     request.set_reason(reason);
     ps::v1::LeaveResponse response;
+    auto attempt = [&](grpc::ClientContext& context) {
+      return shard.stub->Leave(&context, request, &response);
+    };
+    // An idle worker stays in the job: as a push, it registers again with a
+    // shard that let its lease expire. A leaving one does not.
     error.Record(shard.address,
-                 rpc::CallWithRetry(
-                     options_.retry, absl::StrCat("Leave ", shard.address),
-                     [&](grpc::ClientContext& context) {
-                       return shard.stub->Leave(&context, request, &response);
-                     }));
+                 reason == ps::v1::LeaveRequest::IDLE
+                     ? CallRegistered(shard, "Idle with ", attempt)
+                     : rpc::CallWithRetry(options_.retry,
+                                          absl::StrCat("Leave ", shard.address),
+                                          attempt));
   });
   return error.status();
 }
@@ -1045,7 +1058,17 @@ void ParameterClient::CountPushes() {
     shards_[i].reregistered = false;
     // A push that failed has no outcome (the response is the last one's).
     if (!shards_[i].push_answered) continue;
-    switch (shards_[i].response.push().outcome()) {
+    const ps::v1::PushResponse& answer = shards_[i].response.push();
+    if (answer.completion_skipped()) {
+      ++push_counts_.completions_skipped;
+      spdlog::warn(
+          "{}: the push counted, but the partition it completes is no longer "
+          "this worker's (its lease expired and another worker took it, or "
+          "it is done): not recorded as done by this worker; leasing the "
+          "next",
+          shards_[i].address);
+    }
+    switch (answer.outcome()) {
       case ps::v1::PushResponse::STALE:
         ++push_counts_.stale;
         break;

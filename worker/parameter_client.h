@@ -89,6 +89,7 @@ class ParameterClient final : public ParameterStore {
   absl::StatusOr<ps::v1::LeasePartitionResponse> LeasePartition(
       const common::PartitionPlan& plan) override;
   void CompleteWithNextPush(const ps::v1::PartitionDone& done) override;
+  absl::Status Idle() override;
   absl::StatusOr<uint64_t> PartitionsDone() override;
 
   // Declares the model on every shard with `initial` θ (first one wins) and
@@ -282,6 +283,8 @@ class ParameterClient final : public ParameterStore {
       bool* reregistered = nullptr);
   void CountPushes();
   void StopHeartbeats();
+  // Leave with `reason` on every shard (Leave and Idle).
+  absl::Status SendLeave(ps::v1::LeaveRequest::Reason reason);
 
  public:
   ~ParameterClient();

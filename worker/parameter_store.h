@@ -51,6 +51,9 @@ struct PushCounts {
   uint64_t stale = 0;         // dropped: the sync round had closed
   uint64_t duplicate = 0;     // the server had it before this call sent it
   uint64_t reregistered = 0;  // a lease had expired meanwhile
+  // Completions shard 0 did not record: the partition had gone to another
+  // worker (PushResponse.completion_skipped).
+  uint64_t completions_skipped = 0;
   // Push and PushPull calls, and the bytes of their requests to every
   // shard (one attempt each): what a step costs on the wire going out.
   uint64_t pushes = 0;
@@ -121,6 +124,10 @@ class ParameterStore {
   virtual void CompleteWithNextPush(const ps::v1::PartitionDone& done);
   // Partitions done over all epochs, as shard 0 says now (its Status).
   virtual absl::StatusOr<uint64_t> PartitionsDone();
+  // Tells every shard this worker has no partition to train for now
+  // (LeaveRequest.IDLE): it stays in the job, its heartbeats go on, and no
+  // round waits for it until its next push.
+  virtual absl::Status Idle();
 
   // A model with sparse tables (see ParameterClient): the same calls with
   // the batch's rows beside θ. Stores without tables answer UNIMPLEMENTED.
@@ -159,6 +166,9 @@ class ParameterStore {
 
 inline absl::StatusOr<ps::v1::LeasePartitionResponse>
 ParameterStore::LeasePartition(const common::PartitionPlan&) {
+  return absl::UnimplementedError("this parameter store has no partitions");
+}
+inline absl::Status ParameterStore::Idle() {
   return absl::UnimplementedError("this parameter store has no partitions");
 }
 inline void ParameterStore::CompleteWithNextPush(const ps::v1::PartitionDone&) {

@@ -226,14 +226,17 @@ absl::Status Trainer::TrainPartitions(uint64_t& step, StepState& state) {
 
 absl::StatusOr<bool> Trainer::LeaseNext(StepState& state) {
   state.partition.reset();
-  // While nothing is free (the rest held by, or kept for, live workers), a
-  // worker in async mode waits: a holder that dies gives its partitions
-  // back only when its lease expires, perhaps after everyone else is done.
-  // Waiting live holds nobody back in async mode; in sync and SSP it would
-  // hold back rounds and the staleness bound, so there the worker leaves.
-  // It gives up when nothing was completed for wait_for_others.
+  // While nothing is free (the rest held by, or kept for, live workers),
+  // the worker waits in the job, asking again with backoff: a holder that
+  // dies gives its partitions back only when its lease expires, perhaps
+  // after everyone else is done, and someone must be left to take them.
+  // Waiting, it tells the shards it is idle, so no sync round, quorum or
+  // SSP bound waits for it; its next push makes it count again. It gives up
+  // when nothing was completed anywhere for wait_for_others.
   absl::Time give_up = absl::Now() + options_.wait_for_others;
   uint64_t seen_done = 0;
+  bool idle = false;
+  absl::Duration backoff = absl::Milliseconds(50);
   absl::StatusOr<ps::v1::LeasePartitionResponse> lease;
   while (true) {
     lease = client_->LeasePartition(*plan_.partitions);
@@ -246,18 +249,29 @@ absl::StatusOr<bool> Trainer::LeaseNext(StepState& state) {
       seen_done = partitions_done_;
       give_up = absl::Now() + options_.wait_for_others;
     }
-    if (done || client_->mode() != ps::v1::MODE_ASYNC ||
-        absl::Now() > give_up) {
+    if (done || absl::Now() > give_up) {
       spdlog::info(
           "worker {}: no partition left for it ({}; {} of {} done): done",
           options_.rank,
-          done ? "the job is done" : "the rest are held by live workers",
+          done ? "the job is done"
+               : "nothing completed anywhere for --max_retry_time",
           partitions_done_,
           uint64_t{common::TrainablePartitions(*plan_.partitions)} *
               plan_.partitions->epochs);
       return false;
     }
-    absl::SleepFor(absl::Milliseconds(200));
+    if (!idle) {
+      if (absl::Status told = client_->Idle(); !told.ok()) return told;
+      idle = true;
+      spdlog::info(
+          "worker {}: every partition left is held by, or kept for, a live "
+          "worker ({} of {} done); waiting in the job, idle, for one to come "
+          "free or for the job to end",
+          options_.rank, partitions_done_,
+          uint64_t{plan_.partitions->partitions} * plan_.partitions->epochs);
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
   }
   ps::v1::PartitionDone& held = state.partition.emplace();
   held.set_epoch(lease->epoch());
@@ -485,9 +499,9 @@ absl::Status Trainer::Finish(uint64_t steps, const StepState& state) {
   const PushCounts& counts = client_->push_counts();
   spdlog::info(
       "worker {} finished: {} shard pushes applied or accepted, {} "
-      "stale, {} duplicate, {} after re-registering",
+      "stale, {} duplicate, {} after re-registering, {} completions skipped",
       options_.rank, counts.applied_or_accepted, counts.stale, counts.duplicate,
-      counts.reregistered);
+      counts.reregistered, counts.completions_skipped);
   if (options_.rank != 0) return absl::OkStatus();
   // The evaluations queued during training are written before the last.
   if (absl::Status evaluated = StopEvaluations(); !evaluated.ok()) {

@@ -54,7 +54,9 @@ struct TrainerOptions {
   // Identifies the job in the metrics lines.
   std::string model_name;
   // Rank 0 waits at most this long for the other workers to finish before
-  // its final evaluation. Default: 120 s
+  // its final evaluation; with data_partitions, a worker with no partition
+  // free waits, idle, until one comes free, the job is done, or this long
+  // passed without a partition completed anywhere. Default: 120 s
   absl::Duration wait_for_others = absl::Seconds(120);
   // θ to declare instead of the seeded initial values (a model exported by
   // psctl, say; the dense part of θ for a sparse model); empty: seeded. The

@@ -166,6 +166,7 @@ void ToProto(const common::WorkerRecord& worker, uint64_t staleness,
   proto->set_seconds_since_heartbeat(absl::ToDoubleSeconds(since_heartbeat));
   proto->set_registrations(worker.registrations);
   proto->set_finished(worker.finished);
+  proto->set_idle(worker.idle);
 }
 
 common::TensorSpec FromProto(const ps::v1::TensorSpec& proto) {

@@ -17,6 +17,8 @@ ps::v1::LeaveRequest::Reason ToProto(LeaveReason reason) {
       return ps::v1::LeaveRequest::FINISHED;
     case LeaveReason::kStartFailed:
       return ps::v1::LeaveRequest::START_FAILED;
+    case LeaveReason::kIdle:
+      return ps::v1::LeaveRequest::IDLE;
     case LeaveReason::kStopped:
       break;
   }
@@ -29,6 +31,8 @@ LeaveReason FromProto(ps::v1::LeaveRequest::Reason reason) {
       return LeaveReason::kFinished;
     case ps::v1::LeaveRequest::START_FAILED:
       return LeaveReason::kStartFailed;
+    case ps::v1::LeaveRequest::IDLE:
+      return LeaveReason::kIdle;
     default:
       return LeaveReason::kStopped;
   }

@@ -212,7 +212,7 @@ class Harness {
       case 2:
         return shard_->Leave(
             WorkerId(), Incarnation(),
-            static_cast<LeaveReason>(in_.ConsumeIntegralInRange(0, 2)));
+            static_cast<LeaveReason>(in_.ConsumeIntegralInRange(0, 3)));
       case 3:
         return Init();
       case 4:
