@@ -350,7 +350,7 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterService::InitStream(
               "a streamed Init carries its values in the chunks: the first "
               "message's values must be empty");
         }
-        *args = InitArgsFromProto(first.init());
+        *args = InitArgsFromProto(first.init(), absl::Cord());
         return shard_->InitKeys(*args);
       },
       [](const InitChunk& chunk) { return chunk.has_init(); },

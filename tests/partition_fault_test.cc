@@ -44,9 +44,12 @@ std::vector<uint32_t> DonePerEpoch(const Job& job) {
 // How far the faulted run's accuracy may lie from the healthy one's. Sync
 // holds the 0.5 pp. An async run's own accuracy moves by about
 // 0.8 pp from one fault-free run to the next (0.8168 to 0.8247 seen, as
-// timing orders the pushes), so one pair of async runs cannot hold 0.5 pp.
+// timing orders the pushes), so the difference of two runs does too: pairs
+// 1.10 and 1.18 pp apart were seen on a loaded machine with a 1 pp bound.
+// What this test proves exactly is the partition table's count above; the
+// accuracy says the kill cost no learning beyond async's own noise.
 double AccuracyTolerance(const std::string& mode) {
-  return mode == "sync" ? 0.005 : 0.01;
+  return mode == "sync" ? 0.005 : 0.015;
 }
 
 void KillOneOfThreeMidRun(const std::string& mode) {
