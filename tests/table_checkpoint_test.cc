@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/theta_file.h"
@@ -174,10 +175,13 @@ TEST(TableCheckpoint, ThreeServersRestoredOnTwoExportTheSameBytesAndGoOn) {
 bool CheckpointedAt(const std::string& dir, uint32_t shards, uint64_t version) {
   for (uint32_t shard = 0; shard < shards; ++shard) {
     std::string newest;
-    const std::string suffix = absl::StrCat("-shard-", shard, "-of-", shards);
+    // Whole files only: a ".theta.tmp" still being written is not one yet
+    // (a SIGKILL before its rename leaves it behind, and no restore reads it).
+    const std::string suffix =
+        absl::StrCat("-shard-", shard, "-of-", shards, ".theta");
     for (const auto& entry : std::filesystem::directory_iterator(dir)) {
       const std::string name = entry.path().filename().string();
-      if (name.find(suffix) != std::string::npos && name > newest) {
+      if (absl::EndsWith(name, suffix) && name > newest) {
         newest = name;
       }
     }
