@@ -216,17 +216,9 @@ grpc::ServerUnaryReactor* ParameterService::Leave(
   if (absl::Status primary = CheckPrimary(); !primary.ok()) {
     return Finish(context, call, primary);
   }
-  LeaveReason reason = LeaveReason::kStopped;
-  if (request->reason() == ps::v1::LeaveRequest::FINISHED) {
-    reason = LeaveReason::kFinished;
-  } else if (request->reason() == ps::v1::LeaveRequest::START_FAILED) {
-    reason = LeaveReason::kStartFailed;
-  } else if (request->reason() == ps::v1::LeaveRequest::IDLE) {
-    reason = LeaveReason::kIdle;
-  }
-  return FinishWrite(
-      context, call,
-      shard_->Leave(request->worker_id(), request->incarnation(), reason));
+  return FinishWrite(context, call,
+                     shard_->Leave(request->worker_id(), request->incarnation(),
+                                   LeaveReasonFromProto(request->reason())));
 }
 
 grpc::ServerUnaryReactor* ParameterService::Init(

@@ -65,6 +65,33 @@ std::vector<SparseRows> SparseRowsFromProto(
   return rows;
 }
 
+ps::v1::LeaveRequest::Reason LeaveReasonToProto(LeaveReason reason) {
+  switch (reason) {
+    case LeaveReason::kFinished:
+      return ps::v1::LeaveRequest::FINISHED;
+    case LeaveReason::kStartFailed:
+      return ps::v1::LeaveRequest::START_FAILED;
+    case LeaveReason::kIdle:
+      return ps::v1::LeaveRequest::IDLE;
+    case LeaveReason::kStopped:
+      break;
+  }
+  return ps::v1::LeaveRequest::STOPPED;
+}
+
+LeaveReason LeaveReasonFromProto(ps::v1::LeaveRequest::Reason reason) {
+  switch (reason) {
+    case ps::v1::LeaveRequest::FINISHED:
+      return LeaveReason::kFinished;
+    case ps::v1::LeaveRequest::START_FAILED:
+      return LeaveReason::kStartFailed;
+    case ps::v1::LeaveRequest::IDLE:
+      return LeaveReason::kIdle;
+    default:
+      return LeaveReason::kStopped;
+  }
+}
+
 PushArgs PushArgsFromProto(const ps::v1::PushRequest& request,
                            absl::Cord gradient) {
   PushArgs args;

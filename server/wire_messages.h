@@ -30,6 +30,12 @@ grpc::ByteBuffer EncodePushPullResponse(const ps::v1::PushResponse& pushed,
 std::vector<SparseRows> SparseRowsFromProto(
     const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& protos);
 
+// Why a worker leaves, between the wire and the shard: one mapping for the
+// service and for replication, so a backup replays the reason it was sent.
+// An unknown reason is a stop.
+ps::v1::LeaveRequest::Reason LeaveReasonToProto(LeaveReason reason);
+LeaveReason LeaveReasonFromProto(ps::v1::LeaveRequest::Reason reason);
+
 // The shard's arguments from a request's fields, with the θ-sized bytes
 // (the gradient, the initial values) given apart.
 PushArgs PushArgsFromProto(const ps::v1::PushRequest& request,

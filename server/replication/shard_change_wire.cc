@@ -11,33 +11,6 @@
 namespace ps::server {
 namespace {
 
-ps::v1::LeaveRequest::Reason ToProto(LeaveReason reason) {
-  switch (reason) {
-    case LeaveReason::kFinished:
-      return ps::v1::LeaveRequest::FINISHED;
-    case LeaveReason::kStartFailed:
-      return ps::v1::LeaveRequest::START_FAILED;
-    case LeaveReason::kIdle:
-      return ps::v1::LeaveRequest::IDLE;
-    case LeaveReason::kStopped:
-      break;
-  }
-  return ps::v1::LeaveRequest::STOPPED;
-}
-
-LeaveReason FromProto(ps::v1::LeaveRequest::Reason reason) {
-  switch (reason) {
-    case ps::v1::LeaveRequest::FINISHED:
-      return LeaveReason::kFinished;
-    case ps::v1::LeaveRequest::START_FAILED:
-      return LeaveReason::kStartFailed;
-    case ps::v1::LeaveRequest::IDLE:
-      return LeaveReason::kIdle;
-    default:
-      return LeaveReason::kStopped;
-  }
-}
-
 void ToProto(const PushArgs& args, ps::v1::PushRequest* proto) {
   proto->set_worker_id(args.worker_id);
   proto->set_incarnation(args.incarnation);
@@ -87,7 +60,7 @@ void ToProto(const ReplicationLog::Entry& entry, ps::v1::ShardChange* proto) {
         } else if constexpr (std::is_same_v<T, LeaveChange>) {
           proto->mutable_leave()->set_worker_id(c.worker_id);
           proto->mutable_leave()->set_incarnation(c.incarnation);
-          proto->mutable_leave()->set_reason(ToProto(c.reason));
+          proto->mutable_leave()->set_reason(LeaveReasonToProto(c.reason));
         } else if constexpr (std::is_same_v<T, InitArgs>) {
           ToProto(c, proto->mutable_init());
         } else if constexpr (std::is_same_v<T, PushArgs>) {
@@ -119,7 +92,7 @@ absl::StatusOr<ShardChange> ShardChangeFromProto(
                              proto.heartbeat().incarnation()};
     case ps::v1::ShardChange::kLeave:
       return LeaveChange{proto.leave().worker_id(), proto.leave().incarnation(),
-                         FromProto(proto.leave().reason())};
+                         LeaveReasonFromProto(proto.leave().reason())};
     case ps::v1::ShardChange::kInit:
       return InitArgsFromProto(proto.init(), absl::Cord(proto.init().values()));
     case ps::v1::ShardChange::kPush:
