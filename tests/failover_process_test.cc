@@ -316,5 +316,50 @@ INSTANTIATE_TEST_SUITE_P(
           std::get<1>(info.param) == Fault::kKill ? "_Kill9" : "_Sigstop");
     });
 
+// A backup stopped longer than the primary waits for it (1 s) is dropped;
+// after SIGCONT it finds its primary alive, joins again by itself (state,
+// then changes) while training goes on, and ends with the primary's state.
+TEST(Failover, AStoppedBackupIsDroppedAndRejoinsByItself) {
+  Job job(FreshDir("failover_backup_stop"), "async", 2);
+  job.StartWorkers();
+  Replica& primary = job.replica(1, 0);
+  Replica& backup = job.replica(1, 1);
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] {
+        std::optional<ps::v1::ReplicaStatusResponse> s =
+            ReplicaStatus(primary.address);
+        return s.has_value() && s->version() >= 300;
+      },
+      absl::Seconds(120)));
+  ASSERT_EQ(kill(backup.process.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    std::optional<ps::v1::ReplicaStatusResponse> s =
+        ReplicaStatus(primary.address);
+    return s.has_value() && s->backups_dropped() == 1;
+  })) << "see "
+      << job.dir();
+  ASSERT_EQ(kill(backup.process.pid(), SIGCONT), 0);
+  job.WaitForWorkers();
+  const std::optional<ps::v1::ReplicaStatusResponse> done =
+      ReplicaStatus(primary.address);
+  ASSERT_TRUE(done.has_value());
+  // The primary stayed the primary, in term 1: the backup did not take
+  // over when it woke to silence.
+  EXPECT_EQ(done->role(), ps::v1::PRIMARY);
+  EXPECT_EQ(done->term(), 1u);
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    std::optional<ps::v1::ReplicaStatusResponse> s =
+        ReplicaStatus(backup.address);
+    return s.has_value() && s->role() == ps::v1::BACKUP &&
+           s->log_index() >= done->log_index();
+  })) << "the backup did not rejoin; see "
+      << job.dir();
+  EXPECT_EQ(ReplicaStatus(backup.address)->term(), 1u);
+  const std::string primary_state = CheckpointBytes(primary.address);
+  ASSERT_FALSE(primary_state.empty());
+  EXPECT_TRUE(CheckpointBytes(backup.address) == primary_state)
+      << "the rejoined backup's state differs; see " << job.dir();
+}
+
 }  // namespace
 }  // namespace ps

@@ -78,7 +78,7 @@ void StartJoinedPair(server::ConsistencyMode mode,
 // primaries), 3 epochs of the synthetic task; `during` runs on the test's
 // thread while they train.
 void Train(const std::vector<std::string>& servers,
-           const std::function<void()>& during = nullptr) {
+           const std::function<void()>& during = nullptr, uint32_t epochs = 3) {
   const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
   std::vector<absl::Status> results(kWorkers);
   std::vector<std::thread> threads;
@@ -100,7 +100,7 @@ void Train(const std::vector<std::string>& servers,
       options.rank = rank;
       options.num_workers = kWorkers;
       options.batch_size = 16;
-      options.epochs = 3;
+      options.epochs = epochs;
       options.seed = 42;
       worker::Trainer trainer(options, model->get(), client->get(), &data);
       results[rank] = trainer.Run();
@@ -374,6 +374,50 @@ TEST(Fencing, APrimaryThatSeesANewerTermStepsDownAndRefusesWorkers) {
   // Workers are refused from now on.
   EXPECT_TRUE(common::HasErrorReason(RegisterWith(primary->port()),
                                      server::kNotPrimary));
+}
+
+TEST(Failover, ASecondFailoverOntoTheRejoinedReplicaLosesNothing) {
+  std::unique_ptr<server::PsServer> primary, backup;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedPair(server::ConsistencyMode::kAsync, &primary, &backup));
+  const int first_port = primary->port();
+  const std::string both =
+      absl::StrCat(Loopback(first_port), "|", Loopback(backup->port()));
+  std::unique_ptr<server::PsServer> returned;
+  constexpr uint32_t kEpochs = 40;
+  Train(
+      {both},
+      [&] {
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return primary->shard().Status().version >= 20; }));
+        primary.reset();
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return backup->replicator()->primary(); }));
+        // Replica 0 comes back on its address while training goes on, and
+        // copies the state of the primary of term 2.
+        server::ServerOptions options =
+            ReplicaOptionsFor(server::ConsistencyMode::kAsync,
+                              {"127.0.0.1:0", Loopback(backup->port())}, 0);
+        options.listen = Loopback(first_port);
+        auto started = server::PsServer::Start(options);
+        ASSERT_TRUE(started.ok()) << started.status();
+        returned = std::move(*started);
+        ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*returned); }));
+        const uint64_t version = backup->shard().Status().version;
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return returned->shard().Status().version > version + 20; }));
+        // The second failure: the primary of term 2 goes.
+        backup.reset();
+      },
+      kEpochs);
+  ASSERT_NE(returned, nullptr);
+  ASSERT_TRUE(returned->replicator()->primary());
+  EXPECT_EQ(returned->replicator()->term(), 3u);
+  // Every push of every worker, once, through both failovers.
+  const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
+  EXPECT_EQ(
+      returned->shard().Status().samples_applied,
+      uint64_t{kEpochs} * static_cast<uint64_t>(data.train.features.rows()));
 }
 
 }  // namespace
