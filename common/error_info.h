@@ -30,6 +30,11 @@ inline constexpr char kRegistrationRequired[] = "REGISTRATION_REQUIRED";
 // request cannot help.
 inline constexpr char kTooManyParkedPulls[] = "TOO_MANY_PARKED_PULLS";
 
+// This server is a backup replica of its shard (README, "Replicated
+// shards"): send the call to the primary it names. Sent with
+// FAILED_PRECONDITION and metadata {"primary": host:port, "term": n}.
+inline constexpr char kNotPrimary[] = "NOT_PRIMARY";
+
 // google.rpc.ErrorInfo's fields, without protobuf.
 struct ErrorInfo {
   std::string reason;

@@ -131,6 +131,11 @@ ABSL_FLAG(uint32_t, replica_index, 0,
 ABSL_FLAG(std::vector<std::string>, replica_peers, {},
           "host:port of each of the shard's --replicas, in order, this one "
           "included (a port 0 in its own entry: the port it binds).");
+ABSL_FLAG(absl::Duration, failover_timeout, absl::Milliseconds(300),
+          "A backup that hears nothing from its shard's primary for this "
+          "long holds an election and may take over (between the replicas' "
+          "100ms heartbeat and the 1s after which a primary drops a silent "
+          "backup).");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -203,6 +208,7 @@ int main(int argc, char** argv) {
   const uint32_t replicas = absl::GetFlag(FLAGS_replicas);
   options.replica.peers = absl::GetFlag(FLAGS_replica_peers);
   options.replica.replica_index = absl::GetFlag(FLAGS_replica_index);
+  options.replica.failover_timeout = absl::GetFlag(FLAGS_failover_timeout);
   if (replicas == 0) Die("--replicas must be at least 1");
   if (replicas > 1 && options.replica.peers.size() != replicas) {
     Die(absl::StrCat("--replicas=", replicas, " needs --replica_peers with ",

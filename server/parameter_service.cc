@@ -128,6 +128,10 @@ ParameterService::~ParameterService() {
   expiry_ticker_.join();
 }
 
+void ParameterService::NotePushAcknowledged() {
+  if (replicator_ != nullptr) replicator_->NotePushAcknowledged();
+}
+
 absl::Status ParameterService::CheckPrimary() const {
   return replicator_ == nullptr ? absl::OkStatus()
                                 : replicator_->CheckPrimary();
@@ -151,6 +155,9 @@ grpc::ServerUnaryReactor* ParameterService::FinishWrite(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   AfterReplication(
       status, [this, reactor, call, response](absl::Status replicated) {
+        if (replicated.ok() && call.method == RpcMethod::kPush) {
+          NotePushAcknowledged();
+        }
         metrics_->EndCall(
             call, replicated,
             replicated.ok() && response != nullptr ? response->Length() : 0);
@@ -396,15 +403,16 @@ grpc::ServerUnaryReactor* ParameterService::PushPull(
   // The pull is read once the push is on every live backup: its answer
   // acknowledges the push.
   auto* reactor = new PullReactor(shard_, metrics_, call, &pushed, response);
-  replicator_->WhenReplicated(
-      [reactor, args = ToPullArgs(pull),
-       expires = PullExpiry(*context)](absl::Status replicated) {
-        if (replicated.ok()) {
-          reactor->Start(args, expires);
-        } else {
-          reactor->Refuse(replicated);
-        }
-      });
+  replicator_->WhenReplicated([reactor, args = ToPullArgs(pull),
+                               expires = PullExpiry(*context),
+                               this](absl::Status replicated) {
+    if (replicated.ok()) {
+      NotePushAcknowledged();
+      reactor->Start(args, expires);
+    } else {
+      reactor->Refuse(replicated);
+    }
+  });
   return reactor;
 }
 

@@ -124,6 +124,8 @@ class ParameterService final : public ParameterServiceBase {
   absl::Time PullExpiry(const grpc::CallbackServerContext& context) const;
   // OK unless this replica is a backup (Replicator::CheckPrimary).
   absl::Status CheckPrimary() const;
+  // Replicator::NotePushAcknowledged, when replicated.
+  void NotePushAcknowledged();
   // Runs `done` with `applied` at once when it failed or the shard is not
   // replicated; else once every live backup applied the write too
   // (Replicator::WhenReplicated): a write is acknowledged only then, and

@@ -317,8 +317,9 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* ParameterService::PushStream(
         absl::Status applied = ApplyPush(
             ReceivedPush{std::move(*head), std::move(gradient)}, answer.get());
         AfterReplication(std::move(applied),
-                         [answer, done](absl::Status replicated) {
+                         [this, answer, done](absl::Status replicated) {
                            if (!replicated.ok()) return done(replicated);
+                           NotePushAcknowledged();
                            done(rpc::Serialize(*answer));
                          });
       },

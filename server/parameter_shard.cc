@@ -329,6 +329,15 @@ void ParameterShard::EndParkedPulls() {
   }
 }
 
+void ParameterShard::AnswerParkedPulls(const absl::Status& why) {
+  std::vector<PullWaitList::Parked> parked;
+  {
+    absl::MutexLock lock(&mutex_);
+    parked = parked_.TakeExpired(absl::InfiniteFuture());
+  }
+  for (PullWaitList::Parked& pull : parked) pull.done(why);
+}
+
 void ParameterShard::Tick(absl::Time now) {
   std::vector<Completion> done_now;
   {

@@ -135,6 +135,9 @@ class ParameterShard {
   // clients retry instead of taking the shutdown for a cancellation; pulls
   // that would park from now on get UNAVAILABLE too.
   void EndParkedPulls();
+  // Answers every parked pull with `why` now, and parks pulls again later:
+  // a primary that steps down sends its waiting workers to the new one.
+  void AnswerParkedPulls(const absl::Status& why);
 
   // Time passes: ends parked pulls that expired, expires leases, closes a
   // sync round whose timeout ran out or whose missing workers expired.

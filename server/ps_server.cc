@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
     if (!checkpointer.ok()) return checkpointer.status();
     server->checkpointer_ = std::move(*checkpointer);
     // A backup's state is the primary's, copied when it joins.
-    const bool backup = replicated && !options.replica.primary();
+    const bool backup = replicated && options.replica.replica_index != 0;
     if (absl::Status restored =
             backup ? absl::OkStatus() : server->Restore(options);
         !restored.ok()) {

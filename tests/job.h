@@ -140,6 +140,19 @@ class LoopbackListener {
   int port_ = 0;
 };
 
+// Writes a checkpoint on the server at `address`; its bytes ("" and a
+// failure when it cannot).
+inline std::string CheckpointBytes(const std::string& address) {
+  auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  ps::v1::CheckpointResponse saved;
+  const grpc::Status status =
+      stub->Checkpoint(&context, ps::v1::CheckpointRequest(), &saved);
+  EXPECT_TRUE(status.ok()) << address << ": " << status.error_message();
+  return status.ok() ? ReadFile(saved.path()) : "";
+}
+
 inline bool ExitedWith(const Outcome& outcome, int code) {
   return WIFEXITED(outcome.wait_status) &&
          WEXITSTATUS(outcome.wait_status) == code;

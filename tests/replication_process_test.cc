@@ -10,11 +10,13 @@
 #include "gtest/gtest.h"
 #include "ps/v1/replication.grpc.pb.h"
 #include "tests/job.h"
+#include "tests/replica_status.h"
 
 namespace ps {
 namespace {
 
 using test_support::BinDir;
+using test_support::CheckpointBytes;
 using test_support::FreshDir;
 using test_support::ReadFile;
 
@@ -41,26 +43,10 @@ common::Subprocess StartServer(const std::string& dir, const std::string& name,
 }
 
 ps::v1::ReplicaStatusResponse ReplicaStatus(const std::string& address) {
-  auto stub = ps::v1::Replication::NewStub(rpc::CreateChannel(address));
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-  ps::v1::ReplicaStatusResponse status;
-  EXPECT_TRUE(
-      stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status)
-          .ok());
-  return status;
-}
-
-// Writes a checkpoint on the server at `address`; its bytes.
-std::string CheckpointBytes(const std::string& address) {
-  auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  ps::v1::CheckpointResponse saved;
-  const grpc::Status status =
-      stub->Checkpoint(&context, ps::v1::CheckpointRequest(), &saved);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return status.ok() ? ReadFile(saved.path()) : "";
+  std::optional<ps::v1::ReplicaStatusResponse> status =
+      test_support::ReplicaStatus(address);
+  EXPECT_TRUE(status.has_value()) << address << " does not answer";
+  return status.value_or(ps::v1::ReplicaStatusResponse());
 }
 
 class ReplicatedProcesses : public ::testing::TestWithParam<std::string> {};

@@ -63,11 +63,22 @@ bool Joined(const server::PsServer& backup) {
   return backup.replicator()->joined();
 }
 
+// A primary, and a backup that joined it.
+void StartJoinedPair(server::ConsistencyMode mode,
+                     std::unique_ptr<server::PsServer>* primary,
+                     std::unique_ptr<server::PsServer>* backup) {
+  *primary = StartPrimary(mode);
+  ASSERT_NE(*primary, nullptr);
+  *backup = StartBackup(mode, **primary);
+  ASSERT_NE(*backup, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(**backup); }));
+}
+
 // Trains kWorkers workers against the primary alone (workers know only
 // primaries), 3 epochs of the synthetic task; `during` runs on the test's
 // thread while they train.
-void Train(const server::PsServer& primary,
-           const std::function<void()>& during = nullptr) {
+void Train(const std::vector<std::string>& servers,
+           const std::function<void()>& during = nullptr, uint32_t epochs = 3) {
   const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
   std::vector<absl::Status> results(kWorkers);
   std::vector<std::thread> threads;
@@ -76,7 +87,7 @@ void Train(const server::PsServer& primary,
       auto model = worker::CreateModel("softmax", data.train.features.cols(),
                                        data.train.num_classes);
       worker::ClientOptions client_options;
-      client_options.servers = {Loopback(primary.port())};
+      client_options.servers = servers;
       client_options.worker_id = rank;
       client_options.retry.rpc_deadline = absl::Seconds(20);
       client_options.retry.max_retry_time = absl::Seconds(30);
@@ -89,7 +100,7 @@ void Train(const server::PsServer& primary,
       options.rank = rank;
       options.num_workers = kWorkers;
       options.batch_size = 16;
-      options.epochs = 3;
+      options.epochs = epochs;
       options.seed = 42;
       worker::Trainer trainer(options, model->get(), client->get(), &data);
       results[rank] = trainer.Run();
@@ -98,6 +109,11 @@ void Train(const server::PsServer& primary,
   if (during) during();
   for (std::thread& t : threads) t.join();
   for (const absl::Status& status : results) EXPECT_TRUE(status.ok()) << status;
+}
+
+void Train(const server::PsServer& primary,
+           const std::function<void()>& during = nullptr) {
+  Train({Loopback(primary.port())}, during);
 }
 
 // The shard's state as a checkpoint holds it: θ, optimizer state,
@@ -135,6 +151,29 @@ void ExpectSameState(server::PsServer& primary, server::PsServer& backup,
   // Byte for byte: θ, optimizer state, versions, sequence table, round.
   EXPECT_TRUE(State(backup) == primary_state)
       << "the backup's state differs from the primary's";
+}
+
+// A worker's Register sent straight to the server on `port`.
+absl::Status RegisterWith(int port) {
+  auto stub =
+      ps::v1::ParameterServer::NewStub(rpc::CreateChannel(Loopback(port)));
+  grpc::ClientContext context;
+  ps::v1::RegisterRequest request;
+  request.set_worker_id(0);
+  request.set_incarnation(1);
+  ps::v1::RegisterResponse response;
+  return rpc::FromGrpcStatus(stub->Register(&context, request, &response));
+}
+
+ps::v1::ReplicaStatusResponse ReplicaStatusOf(const server::PsServer& server) {
+  auto stub =
+      ps::v1::Replication::NewStub(rpc::CreateChannel(Loopback(server.port())));
+  grpc::ClientContext context;
+  ps::v1::ReplicaStatusResponse status;
+  EXPECT_TRUE(
+      stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status)
+          .ok());
+  return status;
 }
 
 class ReplicatedTraining
@@ -187,15 +226,7 @@ TEST(Replication, ABackupRefusesWorkersCallsNamingThePrimary) {
   std::unique_ptr<server::PsServer> backup =
       StartBackup(server::ConsistencyMode::kAsync, *primary);
   ASSERT_NE(backup, nullptr);
-  auto stub = ps::v1::ParameterServer::NewStub(
-      rpc::CreateChannel(Loopback(backup->port())));
-  grpc::ClientContext context;
-  ps::v1::RegisterRequest request;
-  request.set_worker_id(0);
-  request.set_incarnation(1);
-  ps::v1::RegisterResponse response;
-  const absl::Status refused =
-      rpc::FromGrpcStatus(stub->Register(&context, request, &response));
+  const absl::Status refused = RegisterWith(backup->port());
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
   std::optional<common::ErrorInfo> info = common::GetErrorInfo(refused);
   ASSERT_TRUE(info.has_value()) << refused;
@@ -207,30 +238,186 @@ TEST(Replication, ABackupRefusesWorkersCallsNamingThePrimary) {
 }
 
 TEST(Replication, ADeadBackupIsDroppedAndThePrimaryTrainsOn) {
-  std::unique_ptr<server::PsServer> primary =
-      StartPrimary(server::ConsistencyMode::kAsync);
-  ASSERT_NE(primary, nullptr);
-  std::unique_ptr<server::PsServer> backup =
-      StartBackup(server::ConsistencyMode::kAsync, *primary);
-  ASSERT_NE(backup, nullptr);
-  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  std::unique_ptr<server::PsServer> primary, backup;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedPair(server::ConsistencyMode::kAsync, &primary, &backup));
   Train(*primary, [&] {
     ASSERT_TRUE(test_support::WaitUntil(
         [&] { return primary->shard().Status().version >= 20; }));
     backup.reset();  // stops answering, as a killed process does
   });
   EXPECT_EQ(primary->replicator()->backups_dropped(), 1u);
-  auto stub = ps::v1::Replication::NewStub(
-      rpc::CreateChannel(Loopback(primary->port())));
-  grpc::ClientContext context;
-  ps::v1::ReplicaStatusResponse status;
-  ASSERT_TRUE(
-      stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status)
-          .ok());
+  const ps::v1::ReplicaStatusResponse status = ReplicaStatusOf(*primary);
   EXPECT_EQ(status.role(), ps::v1::PRIMARY);
   EXPECT_EQ(status.backups_dropped(), 1u);
   ASSERT_EQ(status.backups_size(), 1);
   EXPECT_FALSE(status.backups(0).live());
+}
+
+// Replica `index` of three, told the addresses of those already started.
+std::unique_ptr<server::PsServer> StartReplica(
+    uint32_t index, const std::vector<const server::PsServer*>& started) {
+  std::vector<std::string> peers(3, "127.0.0.1:0");
+  for (size_t i = 0; i < started.size(); ++i) {
+    if (started[i] != nullptr) peers[i] = Loopback(started[i]->port());
+  }
+  auto replica = server::PsServer::Start(
+      ReplicaOptionsFor(server::ConsistencyMode::kAsync, peers, index));
+  EXPECT_TRUE(replica.ok()) << replica.status();
+  return replica.ok() ? std::move(*replica) : nullptr;
+}
+
+TEST(Failover, TheBackupTakesOverAndWorkersToldBothReplicasFollowIt) {
+  std::unique_ptr<server::PsServer> primary, backup;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedPair(server::ConsistencyMode::kAsync, &primary, &backup));
+  const std::string both =
+      absl::StrCat(Loopback(primary->port()), "|", Loopback(backup->port()));
+  uint64_t version_at_failure = 0;
+  Train({both}, [&] {
+    ASSERT_TRUE(test_support::WaitUntil(
+        [&] { return primary->shard().Status().version >= 20; }));
+    version_at_failure = primary->shard().Status().version;
+    primary.reset();  // stops answering, as a killed process does
+  });
+  ASSERT_TRUE(backup->replicator()->primary());
+  EXPECT_EQ(backup->replicator()->term(), 2u);
+  EXPECT_EQ(backup->replicator()->takeovers(), 1u);
+  const server::ShardStatus status = backup->shard().Status();
+  EXPECT_GT(status.version, version_at_failure);
+  // Every worker's every push, once: 3 epochs of the synthetic task.
+  const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
+  EXPECT_EQ(status.samples_applied,
+            uint64_t{3} * static_cast<uint64_t>(data.train.features.rows()));
+}
+
+TEST(Failover, TheNextReplicaInOrderTakesOverAndTheOtherBackupFollowsIt) {
+  std::unique_ptr<server::PsServer> first = StartReplica(0, {});
+  ASSERT_NE(first, nullptr);
+  std::unique_ptr<server::PsServer> second = StartReplica(1, {first.get()});
+  ASSERT_NE(second, nullptr);
+  std::unique_ptr<server::PsServer> third =
+      StartReplica(2, {first.get(), second.get()});
+  ASSERT_NE(third, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] { return Joined(*second) && Joined(*third); }));
+  Train({Loopback(first->port())});
+  first.reset();
+  // Replica 1, the next after the dead primary, leads term 2; replica 2
+  // copies its state and follows it.
+  ASSERT_TRUE(
+      test_support::WaitUntil([&] { return second->replicator()->primary(); }));
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] { return Joined(*third) && third->replicator()->term() == 2; }));
+  EXPECT_EQ(second->replicator()->term(), 2u);
+  EXPECT_FALSE(third->replicator()->primary());
+  EXPECT_EQ(third->replicator()->takeovers(), 0u);
+  ExpectSameState(*second, *third, /*same_counters=*/false);
+}
+
+TEST(Fencing, AReplicaFromAnOlderTermIsRefusedAndAReturningPrimaryRejoins) {
+  std::unique_ptr<server::PsServer> primary, backup;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedPair(server::ConsistencyMode::kAsync, &primary, &backup));
+  Train(*primary);
+  primary.reset();
+  ASSERT_TRUE(
+      test_support::WaitUntil([&] { return backup->replicator()->primary(); }));
+
+  // The old primary's changes (term 1) are refused, naming the new term.
+  auto stub = ps::v1::Replication::NewStub(
+      rpc::CreateChannel(Loopback(backup->port())));
+  grpc::ClientContext context;
+  ps::v1::ApplyRequest stale;
+  stale.set_term(1);
+  stale.set_primary_index(0);
+  ps::v1::ApplyResponse response;
+  const absl::Status refused =
+      rpc::FromGrpcStatus(stub->Apply(&context, stale, &response));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  std::optional<common::ErrorInfo> info = common::GetErrorInfo(refused);
+  ASSERT_TRUE(info.has_value()) << refused;
+  EXPECT_EQ(info->reason, server::kStaleTerm);
+  EXPECT_EQ(info->metadata["term"], "2");
+
+  // Replica 0 restarted does not lead again: it finds the primary of term
+  // 2 and copies its state.
+  std::vector<std::string> peers = {"127.0.0.1:0", Loopback(backup->port())};
+  auto returned = server::PsServer::Start(
+      ReplicaOptionsFor(server::ConsistencyMode::kAsync, peers, 0));
+  ASSERT_TRUE(returned.ok()) << returned.status();
+  EXPECT_FALSE((*returned)->replicator()->primary());
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(**returned); }));
+  EXPECT_EQ(ReplicaStatusOf(**returned).role(), ps::v1::BACKUP);
+  EXPECT_EQ((*returned)->replicator()->term(), 2u);
+  ExpectSameState(*backup, **returned, /*same_counters=*/false);
+}
+
+TEST(Fencing, APrimaryThatSeesANewerTermStepsDownAndRefusesWorkers) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kAsync);
+  ASSERT_NE(primary, nullptr);
+  // A replica that joins from term 5: a newer primary exists somewhere.
+  auto stub = ps::v1::Replication::NewStub(
+      rpc::CreateChannel(Loopback(primary->port())));
+  grpc::ClientContext context;
+  ps::v1::JoinRequest join;
+  join.set_term(5);
+  join.set_replica_index(1);
+  join.set_address("127.0.0.1:1");
+  ps::v1::JoinResponse joined;
+  const absl::Status refused =
+      rpc::FromGrpcStatus(stub->Join(&context, join, &joined));
+  EXPECT_TRUE(common::HasErrorReason(refused, server::kNotPrimary)) << refused;
+  EXPECT_FALSE(primary->replicator()->primary());
+  EXPECT_EQ(primary->replicator()->term(), 5u);
+  // Workers are refused from now on.
+  EXPECT_TRUE(common::HasErrorReason(RegisterWith(primary->port()),
+                                     server::kNotPrimary));
+}
+
+TEST(Failover, ASecondFailoverOntoTheRejoinedReplicaLosesNothing) {
+  std::unique_ptr<server::PsServer> primary, backup;
+  ASSERT_NO_FATAL_FAILURE(
+      StartJoinedPair(server::ConsistencyMode::kAsync, &primary, &backup));
+  const int first_port = primary->port();
+  const std::string both =
+      absl::StrCat(Loopback(first_port), "|", Loopback(backup->port()));
+  std::unique_ptr<server::PsServer> returned;
+  constexpr uint32_t kEpochs = 40;
+  Train(
+      {both},
+      [&] {
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return primary->shard().Status().version >= 20; }));
+        primary.reset();
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return backup->replicator()->primary(); }));
+        // Replica 0 comes back on its address while training goes on, and
+        // copies the state of the primary of term 2.
+        server::ServerOptions options =
+            ReplicaOptionsFor(server::ConsistencyMode::kAsync,
+                              {"127.0.0.1:0", Loopback(backup->port())}, 0);
+        options.listen = Loopback(first_port);
+        auto started = server::PsServer::Start(options);
+        ASSERT_TRUE(started.ok()) << started.status();
+        returned = std::move(*started);
+        ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*returned); }));
+        const uint64_t version = backup->shard().Status().version;
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return returned->shard().Status().version > version + 20; }));
+        // The second failure: the primary of term 2 goes.
+        backup.reset();
+      },
+      kEpochs);
+  ASSERT_NE(returned, nullptr);
+  ASSERT_TRUE(returned->replicator()->primary());
+  EXPECT_EQ(returned->replicator()->term(), 3u);
+  // Every push of every worker, once, through both failovers.
+  const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
+  EXPECT_EQ(
+      returned->shard().Status().samples_applied,
+      uint64_t{kEpochs} * static_cast<uint64_t>(data.train.features.rows()));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/error_info.h"
 #include "common/float_bytes.h"
@@ -73,16 +74,88 @@ bool NeedsReRegistration(const grpc::Status& status) {
 }
 }  // namespace
 
+ReplicaChoice ParameterClient::FollowPrimary(Shard& shard, uint32_t tried,
+                                             const grpc::Status& status) {
+  std::vector<std::string> addresses;
+  addresses.reserve(shard.replicas.size());
+  for (const Replica& r : shard.replicas) addresses.push_back(r.address);
+  Shard::Routing& routing = *shard.routing;
+  absl::MutexLock lock(&routing.mu);
+  const absl::Time now = absl::Now();
+  std::optional<uint32_t> unreachable;
+  if (routing.unreachable != UINT32_MAX &&
+      now - routing.unreachable_at < kFailoverWindow) {
+    unreachable = routing.unreachable;
+  }
+  ReplicaChoice choice = ChooseReplica(addresses, tried, unreachable, status);
+  if (choice.next == tried) return choice;
+  if (!choice.redirected) {
+    routing.unreachable = tried;
+    routing.unreachable_at = now;
+  }
+  // Another thread may have moved on already: only from `tried`.
+  uint32_t expected = tried;
+  if (shard.current->compare_exchange_strong(expected, choice.next)) {
+    spdlog::info("{} {} ({}): calls go to {} now", addresses[tried],
+                 choice.redirected ? "is a backup" : "did not answer",
+                 status.error_message(), addresses[choice.next]);
+    auto [begin, end] = routing.in_flight.equal_range(tried);
+    for (auto it = begin; it != end; ++it) it->second->TryCancel();
+  }
+  return choice;
+}
+
+grpc::Status ParameterClient::CallShard(
+    Shard& shard, const std::string& what,
+    const std::function<grpc::Status(grpc::ClientContext&)>& attempt) {
+  auto run = [&](grpc::ClientContext& context) {
+    const uint32_t tried = shard.current->load();
+    std::multimap<uint32_t, grpc::ClientContext*>::iterator registered;
+    {
+      absl::MutexLock lock(&shard.routing->mu);
+      registered = shard.routing->in_flight.emplace(tried, &context);
+    }
+    const grpc::Status status = attempt(context);
+    {
+      absl::MutexLock lock(&shard.routing->mu);
+      shard.routing->in_flight.erase(registered);
+    }
+    return FollowPrimary(shard, tried, status);
+  };
+  return rpc::CallWithRetry(
+      options_.retry, what, [&](grpc::ClientContext& context) {
+        ReplicaChoice choice = run(context);
+        // A backup named the primary: ask it now, not after a backoff
+        // (bounded: two backups naming each other wait for the backoff).
+        // A backup whose primary did not answer either: ask it again soon,
+        // while it takes over.
+        const absl::Time give_up = absl::Now() + kFailoverWindow;
+        size_t hops = 1;
+        while (true) {
+          if (choice.redirected && hops < shard.replicas.size()) {
+            ++hops;
+          } else if (choice.awaiting_failover && absl::Now() < give_up) {
+            absl::SleepFor(absl::Milliseconds(20));
+          } else {
+            return choice.status;
+          }
+          grpc::ClientContext again;
+          again.set_deadline(
+              absl::ToChronoTime(absl::Now() + options_.retry.rpc_deadline));
+          choice = run(again);
+        }
+      });
+}
+
 grpc::Status ParameterClient::RegisterShard(
     Shard& shard, ps::v1::RegisterResponse* response) {
   ps::v1::RegisterRequest request;
   request.set_worker_id(options_.worker_id);
   request.set_incarnation(options_.incarnation);
-  return rpc::CallWithRetry(
-      options_.retry, absl::StrCat("Register with ", shard.address),
-      [&](grpc::ClientContext& context) {
-        return shard.stub->Register(&context, request, response);
-      });
+  return CallShard(shard, absl::StrCat("Register with ", shard.address()),
+                   [&](grpc::ClientContext& context) {
+                     return shard.stub()->Register(&context, request, response);
+                   });
 }
 
 absl::StatusOr<std::vector<ps::v1::StatusResponse>>
@@ -90,7 +163,7 @@ ParameterClient::StatusOfEveryShard() {
   std::vector<ps::v1::StatusResponse> answers(shards_.size());
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
-    error.Record(shards_[i].address, StatusOf(shards_[i], &answers[i]));
+    error.Record(shards_[i].address(), StatusOf(shards_[i], &answers[i]));
   });
   if (!error.status().ok()) return error.status();
   return answers;
@@ -98,11 +171,11 @@ ParameterClient::StatusOfEveryShard() {
 
 grpc::Status ParameterClient::StatusOf(Shard& shard,
                                        ps::v1::StatusResponse* answer) {
-  return rpc::CallWithRetry(
-      options_.retry, absl::StrCat("Status of ", shard.address),
-      [&](grpc::ClientContext& context) {
-        return shard.stub->Status(&context, ps::v1::StatusRequest(), answer);
-      });
+  return CallShard(shard, absl::StrCat("Status of ", shard.address()),
+                   [&](grpc::ClientContext& context) {
+                     return shard.stub()->Status(
+                         &context, ps::v1::StatusRequest(), answer);
+                   });
 }
 
 void ParameterClient::ChooseIncarnation(
@@ -139,7 +212,8 @@ absl::StatusOr<uint64_t> ParameterClient::Register() {
   std::vector<ps::v1::RegisterResponse> responses(shards_.size());
   FirstError error;
   common::ParallelFor(shards_.size(), [&](size_t i) {
-    error.Record(shards_[i].address, RegisterShard(shards_[i], &responses[i]));
+    error.Record(shards_[i].address(),
+                 RegisterShard(shards_[i], &responses[i]));
   });
   if (!error.status().ok()) return error.status();
   uint64_t resume_step = responses[0].resume_step();
@@ -163,8 +237,15 @@ absl::StatusOr<uint64_t> ParameterClient::Register() {
   }
   if (!heartbeats_.joinable()) {
     // Three heartbeats per lease: one lost or late beat costs nothing.
-    heartbeats_ = std::thread(&ParameterClient::HeartbeatLoop, this,
-                              std::max(lease / 3, absl::Milliseconds(10)));
+    absl::Duration interval = std::max(lease / 3, absl::Milliseconds(10));
+    // A replicated shard's stopped primary is noticed by a heartbeat that
+    // times out, and the training calls waiting on it are moved on: soon.
+    for (const Shard& shard : shards_) {
+      if (shard.replicas.size() > 1) {
+        interval = std::min(interval, absl::Milliseconds(100));
+      }
+    }
+    heartbeats_ = std::thread(&ParameterClient::HeartbeatLoop, this, interval);
   }
   return resume_step;
 }
@@ -177,19 +258,25 @@ void ParameterClient::HeartbeatLoop(absl::Duration interval) {
       request.set_incarnation(options_.incarnation);
       ps::v1::HeartbeatResponse response;
       grpc::ClientContext context;
-      context.set_deadline(absl::ToChronoTime(absl::Now() + interval));
+      context.set_deadline(absl::ToChronoTime(absl::Now() + 2 * interval));
+      const uint32_t tried = shard.current->load();
       const grpc::Status status =
-          shard.stub->Heartbeat(&context, request, &response);
+          FollowPrimary(shard, tried,
+                        shard.replicas[tried].stub->Heartbeat(&context, request,
+                                                              &response))
+              .status;
       if (NeedsReRegistration(status)) {
         spdlog::warn("the lease on {} expired ({}); registering again",
-                     shard.address, status.error_message());
+                     shard.address(), status.error_message());
         ps::v1::RegisterResponse registered;
         grpc::ClientContext again;
         again.set_deadline(absl::ToChronoTime(absl::Now() + interval));
         ps::v1::RegisterRequest register_request;
         register_request.set_worker_id(options_.worker_id);
         register_request.set_incarnation(options_.incarnation);
-        if (shard.stub->Register(&again, register_request, &registered).ok()) {
+        if (shard.stub()
+                ->Register(&again, register_request, &registered)
+                .ok()) {
           ++reregistrations_;
         }
       }
@@ -221,14 +308,14 @@ absl::StatusOr<JobSurvey> ParameterClient::Survey() {
     if (s.num_shards() != listed) {
       return absl::FailedPreconditionError(absl::StrCat(
           "--servers lists ", listed, " server", listed == 1 ? "" : "s",
-          " but ", shards_[i].address, " is shard ", s.shard_index(), " of ",
+          " but ", shards_[i].address(), " is shard ", s.shard_index(), " of ",
           s.num_shards(), ": give every server of the job, in shard order"));
     }
     if (s.shard_index() != i) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--servers lists ", shards_[i].address, " at position ",
-                       i, " but it is shard ", s.shard_index(), " of ",
-                       s.num_shards(), ": list the servers in shard order"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--servers lists ", shards_[i].address(), " at position ", i,
+          " but it is shard ", s.shard_index(), " of ", s.num_shards(),
+          ": list the servers in shard order"));
     }
     survey.version = std::min(survey.version, s.version());
     uint32_t finished = 0;
@@ -260,16 +347,15 @@ absl::Status ParameterClient::SendLeave(ps::v1::LeaveRequest::Reason reason) {
     request.set_reason(reason);
     ps::v1::LeaveResponse response;
     auto attempt = [&](grpc::ClientContext& context) {
-      return shard.stub->Leave(&context, request, &response);
+      return shard.stub()->Leave(&context, request, &response);
     };
     // An idle worker stays in the job: as a push, it registers again with a
     // shard that let its lease expire. A leaving one does not.
-    error.Record(shard.address,
+    error.Record(shard.address(),
                  reason == ps::v1::LeaveRequest::IDLE
                      ? CallRegistered(shard, "Idle with ", attempt)
-                     : rpc::CallWithRetry(options_.retry,
-                                          absl::StrCat("Leave ", shard.address),
-                                          attempt));
+                     : CallShard(shard, absl::StrCat("Leave ", shard.address()),
+                                 attempt));
   });
   return error.status();
 }
@@ -285,7 +371,7 @@ absl::StatusOr<ps::v1::LeasePartitionResponse> ParameterClient::LeasePartition(
   // As a push: the lease may have expired while this worker was paused.
   grpc::Status status = CallRegistered(
       shard, "LeasePartition from ", [&](grpc::ClientContext& context) {
-        return shard.stub->LeasePartition(&context, request, &response);
+        return shard.stub()->LeasePartition(&context, request, &response);
       });
   if (!status.ok()) return rpc::FromGrpcStatus(status);
   if (response.outcome() == ps::v1::LeasePartitionResponse::GRANTED) {
@@ -296,7 +382,7 @@ absl::StatusOr<ps::v1::LeasePartitionResponse> ParameterClient::LeasePartition(
     if (expected.empty() || expected.begin != response.example_begin() ||
         expected.end != response.example_end()) {
       return absl::InternalError(
-          absl::StrCat(shard.address, " leased partition ",
+          absl::StrCat(shard.address(), " leased partition ",
                        response.partition(), " as examples [",
                        response.example_begin(), ", ", response.example_end(),
                        ") where the plan has ", expected.ToString()));
@@ -359,21 +445,26 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
   }
   std::unique_ptr<ParameterClient> client(new ParameterClient(options));
   client->incarnation_chosen_ = options.incarnation != 0;
-  for (const std::string& address : options.servers) {
-    if (address.empty() || address.find(':') == std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("server address '", address, "' is not host:port"));
-    }
-    if (grpc::Status resolved =
-            rpc::WaitUntilResolvable(options.retry, address);
-        !resolved.ok()) {
-      return rpc::FromGrpcStatus(resolved);
-    }
+  for (const std::string& entry : options.servers) {
     Shard& shard = client->shards_.emplace_back();
-    shard.address = address;
-    std::shared_ptr<grpc::Channel> channel = rpc::CreateChannel(address);
-    shard.stub = ps::v1::ParameterServer::NewStub(channel);
-    shard.caller = std::make_unique<rpc::RawUnaryCaller>(channel);
+    for (absl::string_view part : absl::StrSplit(entry, '|')) {
+      const std::string address(part);
+      if (address.empty() || address.find(':') == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "server address '", address, "' (in '", entry,
+            "') is not host:port; a replicated shard lists host:port|..."));
+      }
+      if (grpc::Status resolved =
+              rpc::WaitUntilResolvable(options.retry, address);
+          !resolved.ok()) {
+        return rpc::FromGrpcStatus(resolved);
+      }
+      Replica& replica = shard.replicas.emplace_back();
+      replica.address = address;
+      std::shared_ptr<grpc::Channel> channel = rpc::CreateChannel(address);
+      replica.stub = ps::v1::ParameterServer::NewStub(channel);
+      replica.caller = std::make_unique<rpc::RawUnaryCaller>(channel);
+    }
   }
   client->team_ = std::make_unique<common::ThreadTeam>(client->shards_.size());
   return client;
@@ -414,18 +505,17 @@ absl::StatusOr<ClusterInfo> ParameterClient::InitSparse(
     const absl::Span<const float> mine =
         initial.subspan(shard.keys.begin, shard.keys.size());
     if (StreamsPull(shard)) {
-      error.Record(shard.address,
+      error.Record(shard.address(),
                    StreamInit(shard, request, mine, &responses[i]));
       return;
     }
     common::FloatsToBytes(mine, request.mutable_values());
-    error.Record(shard.address,
-                 rpc::CallWithRetry(options_.retry,
-                                    absl::StrCat("Init on ", shard.address),
-                                    [&](grpc::ClientContext& context) {
-                                      return shard.stub->Init(&context, request,
-                                                              &responses[i]);
-                                    }));
+    error.Record(shard.address(),
+                 CallShard(shard, absl::StrCat("Init on ", shard.address()),
+                           [&](grpc::ClientContext& context) {
+                             return shard.stub()->Init(&context, request,
+                                                       &responses[i]);
+                           }));
   });
   if (!error.status().ok()) return error.status();
 
@@ -439,16 +529,16 @@ absl::StatusOr<ClusterInfo> ParameterClient::InitSparse(
     if (r.key_begin() != shards_[i].keys.begin ||
         r.key_end() != shards_[i].keys.end) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "server ", shards_[i].address, " holds keys [", r.key_begin(), ", ",
+          "server ", shards_[i].address(), " holds keys [", r.key_begin(), ", ",
           r.key_end(), ") but this worker expected ",
           shards_[i].keys.ToString()));
     }
     if (r.mode() != info.mode ||
         r.expected_workers() != info.expected_workers) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "servers disagree: ", shards_[0].address, " runs mode ",
+          "servers disagree: ", shards_[0].address(), " runs mode ",
           rpc::ModeName(info.mode), " with ", info.expected_workers,
-          " workers but ", shards_[i].address, " runs mode ",
+          " workers but ", shards_[i].address(), " runs mode ",
           rpc::ModeName(r.mode()), " with ", r.expected_workers(), " workers"));
     }
     info.version = std::min(info.version, r.version());
@@ -510,7 +600,7 @@ absl::StatusOr<PullInfo> ParameterClient::PullRows(
     if (taken.ok() && rows != nullptr) {
       taken = TakeSparse(i, *routes, shard.response.pull().sparse(), *rows);
     }
-    error.Record(shard.address, taken);
+    error.Record(shard.address(), taken);
   });
   if (!error.status().ok()) return error.status();
   return Pulled();
@@ -541,7 +631,7 @@ absl::Status ParameterClient::PushRows(
     FillPush(shard, seq, step, batch_size, gradient);
     FillSparse(i, gradients ? *gradients : none, *routes, true,
                shard.request.mutable_push()->mutable_sparse());
-    error.Record(shard.address, PushShard(shard, gradient));
+    error.Record(shard.address(), PushShard(shard, gradient));
   });
   CountPushes();
   if (error.status().ok()) completes_.reset();
@@ -558,7 +648,7 @@ grpc::Status ParameterClient::PushShard(Shard& shard,
   grpc::ByteBuffer answer;
   grpc::Status status =
       CallPushing(shard, "Push to ", [&](grpc::ClientContext& context) {
-        return shard.caller->Call(&context, kPushMethod, request, &answer);
+        return shard.caller()->Call(&context, kPushMethod, request, &answer);
       });
   if (status.ok() && !shard.response.mutable_push()->ParseFromString(
                          std::string(rpc::CordOf(answer)))) {
@@ -609,7 +699,7 @@ grpc::Status ParameterClient::StreamPush(Shard& shard,
   grpc::Status status = CallPushing(
       shard, "Streamed push to ", [&](grpc::ClientContext& context) {
         std::unique_ptr<grpc::ClientWriter<ps::v1::PushChunk>> writer =
-            shard.stub->PushStream(&context, shard.response.mutable_push());
+            shard.stub()->PushStream(&context, shard.response.mutable_push());
         return WriteChunked(*writer, head, mine, ChunkFloats(),
                             &shard.push_request_bytes);
       });
@@ -625,11 +715,11 @@ grpc::Status ParameterClient::StreamInit(Shard& shard,
   *head.mutable_init() = request;
   // Init is idempotent (the first declaration wins), so a retry resends
   // the whole stream; the server declares nothing from a broken one.
-  return rpc::CallWithRetry(
-      options_.retry, absl::StrCat("Streamed Init on ", shard.address),
+  return CallShard(
+      shard, absl::StrCat("Streamed Init on ", shard.address()),
       [&](grpc::ClientContext& context) {
         std::unique_ptr<grpc::ClientWriter<ps::v1::InitChunk>> writer =
-            shard.stub->InitStream(&context, response);
+            shard.stub()->InitStream(&context, response);
         size_t sent = 0;
         return WriteChunked(*writer, head, initial, ChunkFloats(), &sent);
       });
@@ -639,10 +729,10 @@ absl::Status ParameterClient::PullShard(Shard& shard, absl::Span<float> theta) {
   if (StreamsPull(shard)) return StreamPull(shard, theta);
   const grpc::ByteBuffer request = rpc::Serialize(shard.request.pull());
   grpc::ByteBuffer answer;
-  grpc::Status status = rpc::CallWithRetry(
-      options_.retry, absl::StrCat("Pull from ", shard.address),
+  grpc::Status status = CallShard(
+      shard, absl::StrCat("Pull from ", shard.address()),
       [&](grpc::ClientContext& context) {
-        return shard.caller->Call(&context, kPullMethod, request, &answer);
+        return shard.caller()->Call(&context, kPullMethod, request, &answer);
       });
   absl::Cord values;
   if (status.ok() &&
@@ -665,11 +755,11 @@ absl::Status ParameterClient::StreamPull(Shard& shard,
   ps::v1::PullResponse* head = shard.response.mutable_pull();
   // An answer that breaks the protocol: not retried (INTERNAL).
   grpc::Status malformed;
-  grpc::Status status = rpc::CallWithRetry(
-      options_.retry, absl::StrCat("Streamed pull from ", shard.address),
+  grpc::Status status = CallShard(
+      shard, absl::StrCat("Streamed pull from ", shard.address()),
       [&](grpc::ClientContext& context) {
         std::unique_ptr<grpc::ClientReader<ps::v1::PullChunk>> reader =
-            shard.stub->PullStream(&context, request);
+            shard.stub()->PullStream(&context, request);
         ps::v1::PullChunk chunk;
         bool have_head = false;
         uint64_t received = 0;
@@ -778,7 +868,7 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
         taken =
             TakeSparse(i, *pull_routes, shard.response.pull().sparse(), *rows);
       }
-      error.Record(shard.address, taken);
+      error.Record(shard.address(), taken);
       return;
     }
     const grpc::ByteBuffer request =
@@ -790,8 +880,8 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
     grpc::ByteBuffer answer;
     grpc::Status status =
         CallPushing(shard, "PushPull with ", [&](grpc::ClientContext& context) {
-          return shard.caller->Call(&context, kPushPullMethod, request,
-                                    &answer);
+          return shard.caller()->Call(&context, kPushPullMethod, request,
+                                      &answer);
         });
     absl::Cord values;
     if (status.ok() &&
@@ -807,7 +897,7 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
       taken =
           TakeSparse(i, *pull_routes, shard.response.pull().sparse(), *rows);
     }
-    error.Record(shard.address, taken);
+    error.Record(shard.address(), taken);
   });
   CountPushes();
   if (!error.status().ok()) return error.status();
@@ -849,7 +939,7 @@ void ParameterClient::NotePulled(Shard& shard) {
     spdlog::warn(
         "{} went back from version {} to {}: {} updates lost "
         "(the server restarted from a checkpoint)",
-        shard.address, shard.pulled_version, pulled.version(),
+        shard.address(), shard.pulled_version, pulled.version(),
         shard.pulled_version - pulled.version());
   }
   shard.pulled = true;
@@ -934,13 +1024,12 @@ grpc::Status ParameterClient::CallRegistered(
     const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
     bool* reregistered) {
   auto call = [&] {
-    return rpc::CallWithRetry(options_.retry, absl::StrCat(what, shard.address),
-                              attempt);
+    return CallShard(shard, absl::StrCat(what, shard.address()), attempt);
   };
   grpc::Status status = call();
   if (NeedsReRegistration(status)) {
     spdlog::warn("{}{} was refused ({}); registering again", what,
-                 shard.address, status.error_message());
+                 shard.address(), status.error_message());
     ps::v1::RegisterResponse registered;
     status = RegisterShard(shard, &registered);
     if (status.ok()) {
@@ -1046,7 +1135,7 @@ void ParameterClient::LearnMode(const Shard& shard,
     spdlog::warn(
         "{} now runs in {} mode (it was {}): pushing and pulling "
         "by its rules from now on",
-        shard.address, rpc::ModeName(mode), rpc::ModeName(was));
+        shard.address(), rpc::ModeName(mode), rpc::ModeName(was));
   }
 }
 
@@ -1066,7 +1155,7 @@ void ParameterClient::CountPushes() {
           "this worker's (its lease expired and another worker took it, or "
           "it is done): not recorded as done by this worker; leasing the "
           "next",
-          shards_[i].address);
+          shards_[i].address());
     }
     switch (answer.outcome()) {
       case ps::v1::PushResponse::STALE:

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -24,11 +26,16 @@
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "worker/gradient_compressor.h"
 #include "worker/parameter_store.h"
+#include "worker/replica_choice.h"
 
 namespace ps::worker {
 
 struct ClientOptions {
-  // host:port of every shard, in shard order.
+  // Every shard, in shard order: its host:port, or for a replicated shard
+  // its replicas' host:port joined by '|' in the servers' replica order
+  // (ps_worker --servers=a0|a1,b0|b1). Calls go to the primary a replica
+  // names (NOT_PRIMARY) and move to the next replica when one does not
+  // answer.
   std::vector<std::string> servers;
   uint32_t worker_id = 0;
   // Distinguishes this process from earlier ones with the same worker_id;
@@ -162,11 +169,35 @@ class ParameterClient final : public ParameterStore {
   uint64_t incarnation() const { return options_.incarnation; }
 
  private:
-  struct Shard {
+  struct Replica {
     std::string address;
     std::unique_ptr<ps::v1::ParameterServer::Stub> stub;
     // Pull, Push and PushPull, with raw bytes on the same channel.
     std::unique_ptr<rpc::RawUnaryCaller> caller;
+  };
+  struct Shard {
+    // One, or the shard's replicas; calls go to `current`, the primary as
+    // far as this worker knows (ChooseReplica moves it).
+    std::vector<Replica> replicas;
+    std::unique_ptr<std::atomic<uint32_t>> current =
+        std::make_unique<std::atomic<uint32_t>>(0);
+    // Who failed, and which calls wait on which replica.
+    struct Routing {
+      absl::Mutex mu;
+      // The replica last found unreachable, and when: for kFailoverWindow
+      // a backup naming it the primary is not followed back to it.
+      uint32_t unreachable ABSL_GUARDED_BY(mu) = UINT32_MAX;
+      absl::Time unreachable_at ABSL_GUARDED_BY(mu);
+      // Calls in flight by replica: those on a replica calls moved away
+      // from are cancelled (a stopped server never answers them).
+      std::multimap<uint32_t, grpc::ClientContext*> in_flight
+          ABSL_GUARDED_BY(mu);
+    };
+    std::unique_ptr<Routing> routing = std::make_unique<Routing>();
+    const Replica& replica() const { return replicas[current->load()]; }
+    ps::v1::ParameterServer::Stub* stub() const { return replica().stub.get(); }
+    rpc::RawUnaryCaller* caller() const { return replica().caller.get(); }
+    const std::string& address() const { return replica().address; }
     common::KeyRange keys;
     // The last call's fields (θ-sized bytes travel apart); Push and Pull
     // use their halves.
@@ -226,6 +257,20 @@ class ParameterClient final : public ParameterStore {
   // the shards' Status answers, once, before the first registration.
   void ChooseIncarnation(const std::vector<ps::v1::StatusResponse>& answers);
   grpc::Status RegisterShard(Shard& shard, ps::v1::RegisterResponse* response);
+  // Runs `attempt` on `shard`'s current replica with the retry policy,
+  // following the shard's primary between attempts (ChooseReplica): a
+  // redirect is tried at once.
+  grpc::Status CallShard(
+      Shard& shard, const std::string& what,
+      const std::function<grpc::Status(grpc::ClientContext&)>& attempt);
+  // How long a worker waits on a backup that names as the primary a
+  // replica that did not answer: the shard's failover (the servers'
+  // --failover_timeout and an election) happens within it.
+  static constexpr absl::Duration kFailoverWindow = absl::Seconds(2);
+  // Moves `shard` to the replica ChooseReplica picks after `status` from
+  // replica `tried`, cancelling the calls still waiting on `tried`.
+  static ReplicaChoice FollowPrimary(Shard& shard, uint32_t tried,
+                                     const grpc::Status& status);
   void HeartbeatLoop(absl::Duration interval);
   // The one place that applies the mode's rule for what a pull waits for.
   void FillPull(const Shard& shard, uint64_t clock,

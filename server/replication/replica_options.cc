@@ -31,6 +31,16 @@ absl::Status ValidateReplicaOptions(const ReplicaOptions& options) {
       options.heartbeat_every <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("replication timeouts must be positive");
   }
+  if (options.failover_timeout <= options.heartbeat_every ||
+      options.failover_timeout >= options.drop_after) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--failover_timeout=", absl::FormatDuration(options.failover_timeout),
+        " must be longer than the replicas' heartbeat (",
+        absl::FormatDuration(options.heartbeat_every),
+        ") and shorter than the time after which a primary drops a silent "
+        "backup (",
+        absl::FormatDuration(options.drop_after), ")"));
+  }
   return absl::OkStatus();
 }
 

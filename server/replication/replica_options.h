@@ -30,8 +30,12 @@ struct ReplicaOptions {
   // primary lives. Default: 100 ms
   absl::Duration heartbeat_every = absl::Milliseconds(100);
 
+  // A backup that heard nothing from its primary for this long (no Apply,
+  // no heartbeat) holds an election (README, "Replicated shards"). Longer
+  // than heartbeat_every, shorter than drop_after. Default: 300 ms
+  absl::Duration failover_timeout = absl::Milliseconds(300);
+
   bool replicated() const { return peers.size() >= 2; }
-  bool primary() const { return replica_index == 0; }
 };
 
 // INVALID_ARGUMENT naming the flag when the options cannot work.

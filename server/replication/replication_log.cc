@@ -103,19 +103,19 @@ void ReplicationLog::DropLocked(uint32_t replica, uint64_t generation,
 
 void ReplicationLog::WhenAcknowledged(uint64_t index, Done done) {
   std::vector<Done> ready;
-  bool closed = false;
+  std::optional<std::string> closed;
   {
     absl::MutexLock lock(&mutex_);
-    closed = closed_;
-    if (!closed) {
+    if (closed_) {
+      closed = closed_why_;
+    } else {
       waiting_.emplace(index, std::move(done));
       ready = TakeSatisfied();
     }
   }
-  if (closed) {
+  if (closed.has_value()) {
     done(absl::UnavailableError(
-        "the server is shutting down; retry (a retried push is applied "
-        "once)"));
+        absl::StrCat(*closed, "; retry (a retried push is applied once)")));
   }
   for (Done& d : ready) d(absl::OkStatus());
 }
@@ -134,19 +134,29 @@ std::vector<ReplicationLog::Done> ReplicationLog::TakeSatisfied() {
   return ready;
 }
 
-void ReplicationLog::Close() {
+void ReplicationLog::Close(const std::string& why) {
   std::multimap<uint64_t, Done> waiting;
   {
     absl::MutexLock lock(&mutex_);
     closed_ = true;
+    closed_why_ = why;
     waiting.swap(waiting_);
   }
   for (auto& [index, done] : waiting) {
-    done(absl::UnavailableError(absl::StrCat(
-        "change ", index,
-        " is applied here but the server is shutting down before every "
-        "backup acknowledged it; retry (a retried push is applied once)")));
+    done(absl::UnavailableError(
+        absl::StrCat("change ", index, " is applied here but ", why,
+                     " before every backup acknowledged it; retry (a retried "
+                     "push is applied once)")));
   }
+}
+
+void ReplicationLog::Reopen(uint64_t index) {
+  absl::MutexLock lock(&mutex_);
+  closed_ = false;
+  closed_why_.clear();
+  entries_.clear();
+  backups_.clear();
+  last_index_ = index;
 }
 
 std::vector<ReplicationLog::BackupProgress> ReplicationLog::Backups() const {

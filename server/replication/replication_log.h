@@ -78,8 +78,11 @@ class ReplicationLog final : public ShardJournal {
   using Done = std::function<void(absl::Status)>;
   void WhenAcknowledged(uint64_t index, Done done);
 
-  // Ends every wait (UNAVAILABLE) and every sender.
-  void Close();
+  // Ends every wait (UNAVAILABLE, saying `why`) and every sender.
+  void Close(const std::string& why);
+  // After Close, on a replica that takes over as primary: an empty log
+  // whose last change is `index` (the last one it applied), no backups.
+  void Reopen(uint64_t index);
 
   std::vector<BackupProgress> Backups() const;
   uint64_t backups_dropped() const;
@@ -108,6 +111,7 @@ class ReplicationLog final : public ShardJournal {
   uint64_t next_generation_ ABSL_GUARDED_BY(mutex_) = 1;
   uint64_t dropped_ ABSL_GUARDED_BY(mutex_) = 0;
   bool closed_ ABSL_GUARDED_BY(mutex_) = false;
+  std::string closed_why_ ABSL_GUARDED_BY(mutex_);
   // Writes waiting for their change's index to be acknowledged.
   std::multimap<uint64_t, Done> waiting_ ABSL_GUARDED_BY(mutex_);
 };

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/error_info.h"
 #include "common/rpc/channel.h"
@@ -41,27 +42,48 @@ absl::Status Refused(absl::string_view reason, std::string message,
 
 Replicator::Replicator(const ReplicaOptions& options, ParameterShard* shard,
                        ReplayClock* clock)
-    : options_(options), shard_(shard), clock_(clock) {}
+    : options_(options),
+      own_(options.replica_index),
+      shard_(shard),
+      clock_(clock),
+      peers_(options.peers) {}
 
 Replicator::~Replicator() { Stop(); }
 
 void Replicator::Start(int bound_port) {
-  own_address_ = options_.peers[options_.replica_index];
-  if (absl::EndsWith(own_address_, ":0")) {
-    own_address_ = absl::StrCat(own_address_.substr(0, own_address_.size() - 1),
-                                bound_port);
+  {
+    absl::MutexLock lock(&role_mu_);
+    std::string& own = peers_[own_];
+    if (absl::EndsWith(own, ":0")) {
+      own = absl::StrCat(own.substr(0, own.size() - 1), bound_port);
+    }
   }
-  if (primary()) {
-    shard_->SetJournal(&log_);
-    return;
+  if (own_ == 0) {
+    // A primary that was replaced while it was down must not lead again:
+    // a replica that leads now answers so.
+    for (uint32_t replica : KnownPeers()) {
+      absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
+          AskStatus(replica, options_.failover_timeout);
+      if (status.ok() && status->role() == ps::v1::PRIMARY) {
+        absl::MutexLock lock(&role_mu_);
+        term_ = status->term();
+        primary_ = replica;
+        spdlog::warn(
+            "replication: replica {} leads this shard in term {}; replica 0 "
+            "joins it as a backup",
+            replica, term_);
+        break;
+      }
+    }
+    if (primary()) shard_->SetJournal(&log_);
   }
   absl::MutexLock lock(&threads_mu_);
-  threads_.emplace_back([this] { JoinLoop(); });
+  threads_.emplace_back([this] { FollowLoop(); });
 }
 
 void Replicator::Stop() {
   if (!stop_.HasBeenNotified()) stop_.Notify();
-  log_.Close();
+  log_.Close("the server is shutting down");
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&threads_mu_);
@@ -72,20 +94,64 @@ void Replicator::Stop() {
   if (primary()) shard_->SetJournal(nullptr);
 }
 
+bool Replicator::primary() const {
+  absl::MutexLock lock(&role_mu_);
+  return primary_ == own_;
+}
+
+uint64_t Replicator::term() const {
+  absl::MutexLock lock(&role_mu_);
+  return term_;
+}
+
+uint64_t Replicator::takeovers() const {
+  absl::MutexLock lock(&role_mu_);
+  return takeovers_;
+}
+
+void Replicator::NotePushAcknowledged() {
+  if (first_push_logged_.exchange(true)) return;
+  spdlog::warn(
+      "replication: replica {} first push acknowledged as the primary of "
+      "term {}",
+      own_, term());
+}
+
+std::string Replicator::PeerAddress(uint32_t replica) const {
+  absl::MutexLock lock(&role_mu_);
+  return replica < peers_.size() ? peers_[replica] : "";
+}
+
+std::vector<uint32_t> Replicator::KnownPeers() const {
+  absl::MutexLock lock(&role_mu_);
+  std::vector<uint32_t> known;
+  for (uint32_t r = 0; r < peers_.size(); ++r) {
+    if (r != own_ && !absl::EndsWith(peers_[r], ":0")) known.push_back(r);
+  }
+  return known;
+}
+
 absl::Status Replicator::CheckPrimary() const {
-  if (primary()) return absl::OkStatus();
+  absl::MutexLock lock(&role_mu_);
+  if (primary_ == own_) return absl::OkStatus();
+  const std::string primary =
+      primary_ < peers_.size() ? peers_[primary_] : std::string();
   return Refused(
       kNotPrimary,
-      absl::StrCat("this server is backup replica ", options_.replica_index,
-                   " of its shard; send "
-                   "workers' calls to the primary, ",
-                   options_.peers[0]),
-      {{"primary", options_.peers[0]}, {"term", absl::StrCat(term_)}});
+      absl::StrCat("this server is replica ", own_,
+                   " of its shard, a backup in term ", term_,
+                   primary.empty()
+                       ? "; it does not know the primary yet: retry"
+                       : absl::StrCat("; send workers' calls to the primary, ",
+                                      primary)),
+      {{"primary", primary}, {"term", absl::StrCat(term_)}});
 }
 
 void Replicator::WhenReplicated(ReplicationLog::Done done) {
   if (!primary()) {
-    done(absl::OkStatus());
+    done(absl::UnavailableError(
+        "this replica stopped being the primary before the change was "
+        "replicated; retry (a retried push is applied once)"));
     return;
   }
   log_.WhenAcknowledged(log_.last_index(), std::move(done));
@@ -102,25 +168,42 @@ uint64_t Replicator::log_index() const {
   return applied_;
 }
 
+absl::StatusOr<ps::v1::ReplicaStatusResponse> Replicator::AskStatus(
+    uint32_t replica, absl::Duration deadline) const {
+  const std::string address = PeerAddress(replica);
+  if (address.empty()) return absl::UnavailableError("no address");
+  std::unique_ptr<ps::v1::Replication::Stub> stub =
+      ps::v1::Replication::NewStub(rpc::CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  ps::v1::ReplicaStatusResponse status;
+  const grpc::Status answered =
+      stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status);
+  if (!answered.ok()) return rpc::FromGrpcStatus(answered);
+  return status;
+}
+
 grpc::ServerUnaryReactor* Replicator::Join(grpc::CallbackServerContext* context,
                                            const ps::v1::JoinRequest* request,
                                            ps::v1::JoinResponse* response) {
-  if (!primary()) {
-    return FinishNow(context, CheckPrimary());
+  const uint64_t term = this->term();
+  if (primary() && request->term() > term) {
+    absl::MutexLock lock(&apply_mu_);
+    StepDown(request->term(), kUnknown,
+             absl::StrCat("replica ", request->replica_index(),
+                          " asked to join in term ", request->term()));
   }
-  if (request->term() > term_) {
-    return FinishNow(
-        context, Refused(kStaleTerm,
-                         absl::StrCat("this primary is in term ", term_,
-                                      ", the backup in term ", request->term()),
-                         {{"term", absl::StrCat(term_)}}));
-  }
+  if (!primary()) return FinishNow(context, CheckPrimary());
   const uint32_t replica = request->replica_index();
-  if (replica == options_.replica_index || replica >= options_.peers.size()) {
+  if (replica == own_ || replica >= options_.peers.size()) {
     return FinishNow(
         context, absl::InvalidArgumentError(absl::StrCat(
                      "replica ", replica, " is not a backup of this shard (",
                      options_.peers.size(), " replicas)")));
+  }
+  {
+    absl::MutexLock lock(&role_mu_);
+    peers_[replica] = request->address();
   }
   ReplicationLog::Joined joined;
   absl::Time at;
@@ -128,7 +211,7 @@ grpc::ServerUnaryReactor* Replicator::Join(grpc::CallbackServerContext* context,
     at = clock_->Now();
     joined = log_.AddBackup(replica, request->address());
   });
-  response->set_term(term_);
+  response->set_term(term);
   response->set_index(joined.index);
   response->set_time_unix_nanos(absl::ToUnixNanos(at));
   // Before Init there is no state to copy: the backup starts empty, as the
@@ -148,6 +231,7 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
                           std::string address) {
   std::unique_ptr<ps::v1::Replication::Stub> stub =
       ps::v1::Replication::NewStub(rpc::CreateChannel(address));
+  const uint64_t term = this->term();
   // Since when the backup has not acknowledged a batch; InfiniteFuture
   // while it does.
   absl::Time failing_since = absl::InfiniteFuture();
@@ -157,8 +241,8 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
                   options_.heartbeat_every);
     if (!batch.has_value()) return;
     ps::v1::ApplyRequest request;
-    request.set_term(term_);
-    request.set_primary_index(options_.replica_index);
+    request.set_term(term);
+    request.set_primary_index(own_);
     size_t bytes = 0;
     for (const ReplicationLog::EntryPtr& entry : *batch) {
       ps::v1::ShardChange* change = request.add_changes();
@@ -180,10 +264,22 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
         failing_since = absl::InfiniteFuture();
         break;
       }
+      // A newer term: this primary was replaced. It must not acknowledge
+      // another write, nor drop the backup and go on alone.
+      const absl::Status refused = rpc::FromGrpcStatus(sent);
+      if (common::HasErrorReason(refused, kStaleTerm)) {
+        std::optional<common::ErrorInfo> info = common::GetErrorInfo(refused);
+        uint64_t newer = 0;
+        if (!absl::SimpleAtoi(info->metadata["term"], &newer)) newer = term + 1;
+        absl::MutexLock lock(&apply_mu_);
+        StepDown(newer, kUnknown,
+                 absl::StrCat("replica ", replica, " is in term ", newer));
+        return;
+      }
       const absl::Time now = absl::Now();
       failing_since = std::min(failing_since, now);
-      // A backup that says it cannot follow (it missed changes, or it is
-      // in a newer term) will not by being asked again.
+      // A backup that says it cannot follow (it missed changes) will not
+      // by being asked again.
       if (sent.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
           now - failing_since >= options_.drop_after) {
         log_.Drop(replica, generation,
@@ -200,32 +296,75 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
   }
 }
 
-void Replicator::JoinLoop() {
+void Replicator::FollowLoop() {
+  const absl::Duration tick =
+      std::min(options_.heartbeat_every, options_.failover_timeout / 4);
   absl::Time last_logged = absl::InfinitePast();
-  while (!stop_.HasBeenNotified()) {
-    const absl::Status joined = JoinOnce();
-    if (joined.ok()) return;
-    if (absl::Now() - last_logged > absl::Seconds(5)) {
-      spdlog::warn(
-          "replication: replica {} cannot join the primary {} yet: "
-          "{}; retrying",
-          options_.replica_index, options_.peers[0], joined.ToString());
-      last_logged = absl::Now();
+  absl::Time last_fenced = absl::InfinitePast();
+  auto step = [&] {
+    if (primary()) {
+      if (absl::Now() - last_fenced >= options_.heartbeat_every) {
+        FenceIfStale();
+        last_fenced = absl::Now();
+      }
+      return;
     }
-    stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100));
-  }
+    if (!joined()) {
+      const absl::Status joined = JoinOnce();
+      if (!joined.ok() && absl::Now() - last_logged > absl::Seconds(5)) {
+        spdlog::warn(
+            "replication: replica {} cannot join its primary yet: {}; "
+            "retrying",
+            own_, joined.ToString());
+        last_logged = absl::Now();
+      }
+      return;
+    }
+    bool silent = false;
+    {
+      absl::MutexLock lock(&apply_mu_);
+      silent = absl::Now() - last_heard_ >= options_.failover_timeout;
+    }
+    if (silent) Elect();
+  };
+  // A backup joins at once: the first step runs before the first tick.
+  do {
+    step();
+  } while (!stop_.WaitForNotificationWithTimeout(tick));
 }
 
 absl::Status Replicator::JoinOnce() {
+  uint32_t primary = kUnknown;
+  uint64_t term = 0;
+  {
+    absl::MutexLock lock(&role_mu_);
+    primary = primary_;
+    term = term_;
+  }
+  if (primary == kUnknown || primary == own_) {
+    // Whoever leads now says so.
+    for (uint32_t replica : KnownPeers()) {
+      absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
+          AskStatus(replica, options_.failover_timeout);
+      if (status.ok() && status->role() == ps::v1::PRIMARY &&
+          status->term() >= term) {
+        primary = replica;
+        break;
+      }
+    }
+    if (primary == kUnknown || primary == own_) {
+      return absl::UnavailableError("no replica says it is the primary");
+    }
+  }
   std::unique_ptr<ps::v1::Replication::Stub> stub =
-      ps::v1::Replication::NewStub(rpc::CreateChannel(options_.peers[0]));
+      ps::v1::Replication::NewStub(rpc::CreateChannel(PeerAddress(primary)));
   grpc::ClientContext context;
   context.set_deadline(
       absl::ToChronoTime(absl::Now() + options_.join_deadline));
   ps::v1::JoinRequest request;
-  request.set_term(term_);
-  request.set_replica_index(options_.replica_index);
-  request.set_address(own_address_);
+  request.set_term(term);
+  request.set_replica_index(own_);
+  request.set_address(PeerAddress(own_));
   ps::v1::JoinResponse response;
   {
     absl::MutexLock lock(&threads_mu_);
@@ -237,7 +376,12 @@ absl::Status Replicator::JoinOnce() {
     absl::MutexLock lock(&threads_mu_);
     joining_ = nullptr;
   }
-  if (!joined.ok()) return rpc::FromGrpcStatus(joined);
+  if (!joined.ok()) {
+    // Next time, ask around who leads.
+    absl::MutexLock lock(&role_mu_);
+    if (primary_ == primary) primary_ = kUnknown;
+    return rpc::FromGrpcStatus(joined);
+  }
   absl::MutexLock lock(&apply_mu_);
   if (!response.snapshot().empty()) {
     absl::StatusOr<common::ThetaFile> state =
@@ -251,14 +395,156 @@ absl::Status Replicator::JoinOnce() {
       return restored;
     }
   }
+  {
+    absl::MutexLock role_lock(&role_mu_);
+    term_ = std::max(term_, response.term());
+    primary_ = primary;
+  }
   applied_ = response.index();
   joined_ = true;
+  last_heard_ = absl::Now();
   spdlog::info(
-      "replication: replica {} joined primary {} at change {} (state of {} "
-      "bytes)",
-      options_.replica_index, options_.peers[0], applied_,
-      response.snapshot().size());
+      "replication: replica {} joined primary {} of term {} at change {} "
+      "(state of {} bytes)",
+      own_, primary, response.term(), applied_, response.snapshot().size());
   return absl::OkStatus();
+}
+
+void Replicator::Elect() {
+  uint32_t primary = kUnknown;
+  uint64_t term = 0;
+  {
+    absl::MutexLock lock(&role_mu_);
+    primary = primary_;
+    term = term_;
+  }
+  if (primary == kUnknown || primary == own_) return;
+  uint64_t applied = 0;
+  {
+    absl::MutexLock lock(&apply_mu_);
+    applied = applied_;
+  }
+  // A primary that answers lives: this backup was dropped (it was stopped,
+  // or too slow), and copies the state again. A live primary answers
+  // within a heartbeat.
+  absl::StatusOr<ps::v1::ReplicaStatusResponse> answer =
+      AskStatus(primary, options_.heartbeat_every);
+  if (answer.ok() && answer->role() == ps::v1::PRIMARY &&
+      answer->term() >= term) {
+    spdlog::warn(
+        "replication: replica {} heard nothing from primary {} for {} but it "
+        "answers: this backup was dropped; it joins again",
+        own_, primary, absl::FormatDuration(options_.failover_timeout));
+    absl::MutexLock lock(&apply_mu_);
+    joined_ = false;
+    return;
+  }
+  // The next replica after the dead primary in the fixed order takes over,
+  // unless a replica of the same term applied more: a backup that is
+  // behind must not lead, or acknowledged writes would be lost.
+  const uint32_t replicas = options_.peers.size();
+  auto place = [&](uint32_t r) {
+    return (r + replicas - primary - 1) % replicas;
+  };
+  for (uint32_t replica : KnownPeers()) {
+    if (replica == primary) continue;
+    absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
+        AskStatus(replica, options_.heartbeat_every);
+    if (!status.ok()) continue;
+    if (status->role() == ps::v1::PRIMARY && status->term() > term) {
+      absl::MutexLock lock(&apply_mu_);
+      StepDown(status->term(), replica,
+               absl::StrCat("replica ", replica, " took over"));
+      return;
+    }
+    if (status->term() == term && status->role() == ps::v1::BACKUP &&
+        (status->log_index() > applied ||
+         (status->log_index() == applied && place(replica) < place(own_)))) {
+      spdlog::info(
+          "replication: replica {} leaves the takeover to replica {} (at "
+          "change {}, this one at {})",
+          own_, replica, status->log_index(), applied);
+      absl::MutexLock lock(&apply_mu_);
+      last_heard_ = absl::Now();
+      return;
+    }
+  }
+  absl::MutexLock lock(&apply_mu_);
+  // The primary spoke meanwhile.
+  if (!joined_ || absl::Now() - last_heard_ < options_.failover_timeout) {
+    return;
+  }
+  TakeOver();
+}
+
+void Replicator::TakeOver() {
+  // The journal is in place before the first worker call is let through.
+  log_.Reopen(applied_);
+  clock_->UseRealTime();
+  shard_->SetJournal(&log_);
+  uint32_t old_primary = kUnknown;
+  uint64_t term = 0;
+  {
+    absl::MutexLock lock(&role_mu_);
+    old_primary = primary_;
+    term = ++term_;
+    primary_ = own_;
+    ++takeovers_;
+  }
+  first_push_logged_.store(false);
+  joined_ = false;
+  spdlog::warn(
+      "replication: replica {} takes over as the primary of term {} at "
+      "change {}: primary {} was silent for {}",
+      own_, term, applied_, old_primary,
+      absl::FormatDuration(absl::Now() - last_heard_));
+}
+
+void Replicator::StepDown(uint64_t term, uint32_t primary,
+                          const std::string& why) {
+  bool was_primary = false;
+  {
+    absl::MutexLock lock(&role_mu_);
+    if (term <= term_) return;
+    term_ = term;
+    was_primary = primary_ == own_;
+    primary_ = primary;
+  }
+  joined_ = false;
+  if (!was_primary) return;
+  spdlog::warn(
+      "replication: replica {} steps down as primary ({}): it joins the "
+      "primary of term {} as a backup",
+      own_, why, term);
+  shard_->SetJournal(nullptr);
+  // Writes waiting for backups were not acknowledged: they fail, and the
+  // workers retry them at the new primary, which applies each once.
+  log_.Close(absl::StrCat("replica ", own_, " stepped down as primary"));
+  shard_->AnswerParkedPulls(CheckPrimary());
+}
+
+void Replicator::FenceIfStale() {
+  std::vector<uint32_t> followers;
+  for (const ReplicationLog::BackupProgress& b : log_.Backups()) {
+    if (b.live) followers.push_back(b.replica);
+  }
+  const uint64_t term = this->term();
+  for (uint32_t replica : KnownPeers()) {
+    if (std::find(followers.begin(), followers.end(), replica) !=
+        followers.end()) {
+      continue;  // its answers to Apply would fence this primary
+    }
+    absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
+        AskStatus(replica, options_.heartbeat_every);
+    if (status.ok() && status->term() > term) {
+      absl::MutexLock lock(&apply_mu_);
+      StepDown(
+          status->term(),
+          status->role() == ps::v1::PRIMARY ? replica : kUnknown,
+          absl::StrCat("replica ", replica, " is in term ", status->term()));
+      return;
+    }
+  }
 }
 
 grpc::ServerUnaryReactor* Replicator::Apply(
@@ -266,32 +552,46 @@ grpc::ServerUnaryReactor* Replicator::Apply(
     ps::v1::ApplyResponse* response) {
   absl::MutexLock lock(&apply_mu_);
   const absl::Status applied = ApplyChanges(*request);
-  response->set_term(term_);
+  response->set_term(term());
   response->set_applied_index(applied_);
   return FinishNow(context, applied);
 }
 
 absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
-  if (primary()) {
-    return Refused(kStaleTerm,
-                   absl::StrCat("replica ", options_.replica_index,
-                                " is the primary of term ", term_,
-                                "; it applies no other replica's changes"),
-                   {{"term", absl::StrCat(term_)}});
+  uint64_t term = 0;
+  uint32_t primary = kUnknown;
+  {
+    absl::MutexLock lock(&role_mu_);
+    term = term_;
+    primary = primary_;
   }
-  if (request.term() < term_) {
+  if (request.term() < term || (request.term() == term && primary == own_)) {
     return Refused(kStaleTerm,
                    absl::StrCat("changes from term ", request.term(),
-                                " but this replica is in term ", term_),
-                   {{"term", absl::StrCat(term_)}});
+                                " but replica ", own_, " is in term ", term,
+                                primary == own_ ? ", its primary" : ""),
+                   {{"term", absl::StrCat(term)}});
+  }
+  if (request.term() > term || request.primary_index() != primary) {
+    // A primary this replica has not joined: its state may differ.
+    StepDown(request.term(), request.primary_index(),
+             absl::StrCat("changes from replica ", request.primary_index(),
+                          " in term ", request.term()));
+    joined_ = false;
+    return Refused(
+        kRejoinRequired,
+        absl::StrCat("replica ", own_, " has not joined the primary of term ",
+                     request.term(), "; it joins again"));
   }
   if (!joined_) {
     return absl::UnavailableError(
         "this backup is still copying the primary's state; retry");
   }
+  last_heard_ = absl::Now();
   for (const ps::v1::ShardChange& proto : request.changes()) {
     if (proto.index() <= applied_) continue;  // a retried batch
     if (proto.index() != applied_ + 1) {
+      joined_ = false;
       return Refused(kRejoinRequired,
                      absl::StrCat("change ", proto.index(),
                                   " arrived but this backup applied up to ",
@@ -309,8 +609,8 @@ absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
 grpc::ServerUnaryReactor* Replicator::ReplicaStatus(
     grpc::CallbackServerContext* context, const ps::v1::ReplicaStatusRequest*,
     ps::v1::ReplicaStatusResponse* response) {
-  response->set_replica_index(options_.replica_index);
-  response->set_term(term_);
+  response->set_replica_index(own_);
+  response->set_term(term());
   response->set_version(shard_->Status().version);
   response->set_log_index(log_index());
   if (primary()) {

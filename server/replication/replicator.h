@@ -1,14 +1,17 @@
 #ifndef PS_SERVER_REPLICATION_REPLICATOR_H_
 #define PS_SERVER_REPLICATION_REPLICATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/error_info.h"
 #include "grpcpp/client_context.h"
 #include "ps/v1/replication.grpc.pb.h"
 #include "server/parameter_shard.h"
@@ -21,7 +24,7 @@ namespace ps::server {
 // Why a replica refused a call (ErrorInfo reasons, domain ps.v1).
 // NOT_PRIMARY, with FAILED_PRECONDITION and metadata {"primary": host:port,
 // "term": n}: this replica is a backup; send workers' calls to the primary.
-inline constexpr char kNotPrimary[] = "NOT_PRIMARY";
+inline constexpr const char* kNotPrimary = common::kNotPrimary;
 // STALE_TERM, with FAILED_PRECONDITION and metadata {"term": n}: the sender
 // is from an older term than this replica's (a replaced primary).
 inline constexpr char kStaleTerm[] = "STALE_TERM";
@@ -36,8 +39,11 @@ inline constexpr char kRejoinRequired[] = "REJOIN_REQUIRED";
 //    live backup applied it;
 //  - on a backup, the join (copying the primary's state), the replay of
 //    the primary's changes at the primary's times, and the refusal of
-//    workers' calls with the primary's address.
-// The primary is replica 0 for the whole term (no failover yet): term 1.
+//    workers' calls with the primary's address;
+//  - on every replica, failover: a backup whose primary is silent for
+//    failover_timeout holds an election (Elect) and may take over with the
+//    next term; a replica that sees a newer term steps down and joins the
+//    new primary.
 class Replicator final : public ps::v1::Replication::CallbackService {
  public:
   // `shard` and `clock` (the shard's clock) must outlive the replicator.
@@ -45,20 +51,23 @@ class Replicator final : public ps::v1::Replication::CallbackService {
              ReplayClock* clock);
   ~Replicator() override;
 
-  // Primary: journals the shard's changes. Backup: joins the primary, in
-  // the background, retrying until it did; it tells the primary its own
-  // entry of the peers, with `bound_port` for a port 0 there.
+  // Replica 0 asks the other replicas whether one of them is primary
+  // already (it was replaced while it was down): if none is, it is the
+  // primary of term 1 and journals the shard's changes. Every other
+  // replica joins the primary in the background. `bound_port` replaces a
+  // port 0 in this replica's entry of the peers.
   void Start(int bound_port);
-  // Ends the waits, the senders and the join.
+  // Ends the waits, the senders and the joins.
   void Stop();
 
-  bool primary() const { return options_.primary(); }
+  bool primary() const;
+  uint64_t term() const;
   // OK on the primary; on a backup FAILED_PRECONDITION NOT_PRIMARY naming
   // the primary, for every call from a worker.
   absl::Status CheckPrimary() const;
   // Runs `done` once every live backup applied every change logged so far
-  // (on the primary; at once elsewhere), with UNAVAILABLE when the server
-  // stops first: the worker retries, and the retry is applied once.
+  // (on the primary), with UNAVAILABLE when the server stops or steps down
+  // first: the worker retries, and the retry is applied once.
   void WhenReplicated(ReplicationLog::Done done);
   // A backup that joined and follows the primary.
   bool joined() const;
@@ -66,6 +75,12 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   uint64_t log_index() const;
   // Primary: times a backup was dropped for not answering.
   uint64_t backups_dropped() const { return log_.backups_dropped(); }
+  // Times this replica took over as primary.
+  uint64_t takeovers() const;
+  // A push was acknowledged to a worker: after a takeover, the first one
+  // is logged ("first push acknowledged"), the end of the failover that
+  // tools/failover_time.py measures.
+  void NotePushAcknowledged();
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const ps::v1::JoinRequest* request,
@@ -80,23 +95,42 @@ class Replicator final : public ps::v1::Replication::CallbackService {
 
  private:
   // Primary: sends `replica`'s changes after `acked` until it is dropped,
-  // joins again, or the replicator stops.
+  // joins again, or the replicator stops or steps down.
   void SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
                 std::string address);
-  // Backup: joins the primary, retrying until it did or the replicator
-  // stops.
-  void JoinLoop();
+  // Every replica, until Stop: a backup joins its primary and watches it
+  // (Elect when it is silent); a primary looks for a newer term among the
+  // replicas that do not follow it (FenceIfStale).
+  void FollowLoop();
   absl::Status JoinOnce();
+  // The backup's primary is silent: takes over, waits for a better
+  // candidate, or joins the primary it finds (README, the election rule).
+  void Elect();
+  // Primary: steps down if a replica it does not reach otherwise is in a
+  // newer term.
+  void FenceIfStale();
+  // This backup becomes the primary of the next term, from the last
+  // change it applied.
+  void TakeOver() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // This replica saw `term`, newer than its own: it stops being primary
+  // (its waiting writes fail, unacknowledged) and joins `primary` (or the
+  // primary it finds, for kUnknown).
+  static constexpr uint32_t kUnknown = UINT32_MAX;
+  void StepDown(uint64_t term, uint32_t primary, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // The replica's ReplicaStatus, or an error within `deadline`.
+  absl::StatusOr<ps::v1::ReplicaStatusResponse> AskStatus(
+      uint32_t replica, absl::Duration deadline) const;
+  std::string PeerAddress(uint32_t replica) const;
+  // Every replica but this one whose address is known.
+  std::vector<uint32_t> KnownPeers() const;
   absl::Status ApplyChanges(const ps::v1::ApplyRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
 
   const ReplicaOptions options_;
+  const uint32_t own_;
   ParameterShard* const shard_;
   ReplayClock* const clock_;
-  // No failover yet: every replica is in term 1.
-  const uint64_t term_ = 1;
-  // How the primary reaches this replica (set by Start).
-  std::string own_address_;
   ReplicationLog log_;
   absl::Notification stop_;
 
@@ -105,10 +139,23 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // The Join in flight, which Stop cancels (it may wait for a large state).
   grpc::ClientContext* joining_ ABSL_GUARDED_BY(threads_mu_) = nullptr;
 
-  // Backup: the replay of changes, one Apply at a time.
+  // The backup's side: the replay of changes, one Apply at a time, and
+  // the join. Taken before role_mu_.
   mutable absl::Mutex apply_mu_;
   bool joined_ ABSL_GUARDED_BY(apply_mu_) = false;
   uint64_t applied_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  // When the primary was last heard from (an Apply of its term, the join).
+  absl::Time last_heard_ ABSL_GUARDED_BY(apply_mu_);
+
+  // Who leads, in which term; the replicas' addresses (a port 0 in the
+  // flags is learned from the replica's Join).
+  mutable absl::Mutex role_mu_;
+  uint64_t term_ ABSL_GUARDED_BY(role_mu_) = 1;
+  uint32_t primary_ ABSL_GUARDED_BY(role_mu_) = 0;
+  std::vector<std::string> peers_ ABSL_GUARDED_BY(role_mu_);
+  uint64_t takeovers_ ABSL_GUARDED_BY(role_mu_) = 0;
+  // False from a takeover to the first push acknowledged after it.
+  std::atomic<bool> first_push_logged_{true};
 };
 
 }  // namespace ps::server

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Failover time of a replicated shard, over many kills (issue 16).
+
+Each trial starts one shard on two ps_server replicas (--replicas=2) and one
+ps_worker training softmax asynchronously against both (--servers=p|b),
+lets it train, then kills the primary (kill -9) or stops it (SIGSTOP), and
+measures the time from the signal to the first push the new primary
+acknowledges (its log line "first push acknowledged", written once per
+takeover). Prints every trial and the median, p90 and max.
+
+  tools/failover_time.py --bin build/bin --fault kill --trials 20
+  tools/failover_time.py --bin build/bin --fault stop --trials 20
+
+Everything runs on 127.0.0.1 with ports the servers pick; the logs stay in
+--dir (a fresh temporary directory by default).
+"""
+import argparse
+import datetime
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+FIRST_PUSH = re.compile(
+    r"^(\S+) \S+ ps_server replication: replica \d+ first push acknowledged",
+    re.M)
+
+
+def wait_for(condition, timeout, what):
+    give_up = time.time() + timeout
+    while time.time() < give_up:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.005)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def start_server(args, directory, index, peers):
+    port_file = os.path.join(directory, f"replica-{index}.port")
+    log = open(os.path.join(directory, f"replica-{index}.log"), "w")
+    process = subprocess.Popen(
+        [os.path.join(args.bin, "ps_server"), "--listen=127.0.0.1:0",
+         f"--port_file={port_file}", "--num_workers=1", "--mode=async",
+         "--replicas=2", f"--replica_index={index}",
+         f"--replica_peers={','.join(peers)}",
+         f"--failover_timeout={args.failover_timeout}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    port = wait_for(lambda: read(port_file).strip(), 30, f"{port_file}")
+    return process, f"127.0.0.1:{port}"
+
+
+def trial(args, directory):
+    primary, primary_address = start_server(
+        args, directory, 0, ["127.0.0.1:0", "127.0.0.1:0"])
+    backup, backup_address = start_server(
+        args, directory, 1, [primary_address, "127.0.0.1:0"])
+    backup_log = os.path.join(directory, "replica-1.log")
+    worker_log_path = os.path.join(directory, "worker.log")
+    processes = [primary, backup]
+    try:
+        wait_for(lambda: "joined primary" in read(backup_log), 30,
+                 "the backup to join")
+        worker_log = open(worker_log_path, "w")
+        processes.append(subprocess.Popen(
+            [os.path.join(args.bin, "ps_worker"),
+             f"--servers={primary_address}|{backup_address}", "--rank=0",
+             "--num_workers=1", "--model=softmax", "--epochs=100"],
+            stdout=worker_log, stderr=subprocess.STDOUT))
+        wait_for(lambda: "starting at step" in read(worker_log_path), 60,
+                 "the worker to start training")
+        time.sleep(args.train_before)  # training under way
+        killed_at = time.time()
+        os.kill(primary.pid,
+                signal.SIGKILL if args.fault == "kill" else signal.SIGSTOP)
+        stamp = wait_for(lambda: FIRST_PUSH.search(read(backup_log)), 30,
+                         "the new primary's first acknowledged push")
+        acknowledged = datetime.datetime.fromisoformat(
+            stamp.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp()
+        return acknowledged - killed_at
+    finally:
+        if args.fault == "stop":
+            os.kill(primary.pid, signal.SIGCONT)
+        for p in processes:
+            p.kill()
+            p.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bin", default="build/bin",
+                        help="where ps_server and ps_worker are")
+    parser.add_argument("--fault", choices=["kill", "stop"], default="kill",
+                        help="kill -9 or SIGSTOP the primary")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--failover_timeout", default="300ms",
+                        help="ps_server --failover_timeout")
+    parser.add_argument("--train_before", type=float, default=1.0,
+                        help="seconds of training before the fault")
+    parser.add_argument("--dir", default="",
+                        help="where the logs go (default: a fresh temp dir)")
+    args = parser.parse_args()
+    root = args.dir or tempfile.mkdtemp(prefix="failover_time_")
+    times = []
+    for n in range(args.trials):
+        directory = os.path.join(root, f"trial-{n}")
+        os.makedirs(directory, exist_ok=True)
+        seconds = trial(args, directory)
+        times.append(seconds)
+        print(f"trial {n}: {seconds:.3f} s", flush=True)
+    times.sort()
+    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    print(f"{args.fault}: {len(times)} trials, median "
+          f"{statistics.median(times):.3f} s, p90 {p90:.3f} s, max "
+          f"{times[-1]:.3f} s (failover_timeout {args.failover_timeout}; "
+          f"logs in {root})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
