@@ -87,6 +87,18 @@ class PullReactor final : public grpc::ServerUnaryReactor {
   const ParameterShard::PullTicket ticket_;
 };
 
+void ToProto(const Replicator::State& state, ps::v1::ReplicaState* proto) {
+  proto->set_replica_index(state.replica_index);
+  proto->set_replicas(state.replicas);
+  proto->set_role(state.primary  ? ps::v1::ReplicaState::PRIMARY
+                  : state.joined ? ps::v1::ReplicaState::BACKUP
+                                 : ps::v1::ReplicaState::JOINING);
+  proto->set_term(state.term);
+  proto->set_failovers(state.failovers);
+  proto->set_replication_bytes_sent(state.bytes_sent);
+  proto->set_backups_dropped(state.backups_dropped);
+}
+
 ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
   switch (outcome) {
     case PushOutcome::kApplied:
@@ -463,6 +475,9 @@ grpc::ServerUnaryReactor* ParameterService::Status(
       partitions->add_done_per_epoch(done);
     }
     partitions->set_done(s.partitions_done);
+  }
+  if (replicator_ != nullptr) {
+    ToProto(replicator_->state(), response->mutable_replica());
   }
   {
     absl::MutexLock lock(&mu_);

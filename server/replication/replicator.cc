@@ -96,6 +96,19 @@ bool Replicator::joined() const {
   return joined_;
 }
 
+Replicator::State Replicator::state() const {
+  State state;
+  state.replica_index = options_.replica_index;
+  state.replicas = static_cast<uint32_t>(options_.peers.size());
+  state.primary = primary();
+  state.joined = joined();
+  state.term = term_;
+  state.failovers = failovers_.load(std::memory_order_relaxed);
+  state.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+  state.backups_dropped = log_.backups_dropped();
+  return state;
+}
+
 uint64_t Replicator::log_index() const {
   if (primary()) return log_.last_index();
   absl::MutexLock lock(&apply_mu_);
@@ -167,8 +180,10 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
       // The rest go in the next batch: under the backup's request limit.
       if (bytes >= kMaxApplyBytes) break;
     }
+    const size_t request_bytes = request.ByteSizeLong();
     // A failed batch is sent again whole: the backup skips what it applied.
     while (true) {
+      bytes_sent_.fetch_add(request_bytes, std::memory_order_relaxed);
       grpc::ClientContext context;
       context.set_deadline(
           absl::ToChronoTime(absl::Now() + options_.rpc_deadline));

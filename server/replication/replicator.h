@@ -1,6 +1,7 @@
 #ifndef PS_SERVER_REPLICATION_REPLICATOR_H_
 #define PS_SERVER_REPLICATION_REPLICATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -67,6 +68,23 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // Primary: times a backup was dropped for not answering.
   uint64_t backups_dropped() const { return log_.backups_dropped(); }
 
+  // What Status and /metrics show of this replica (ps.v1.ReplicaState).
+  struct State {
+    uint32_t replica_index = 0;
+    uint32_t replicas = 0;
+    bool primary = false;
+    bool joined = false;  // a backup that follows the primary
+    uint64_t term = 0;
+    // Times a new primary took over while this replica ran (0: no
+    // failover yet).
+    uint64_t failovers = 0;
+    // Primary: bytes of Apply requests sent to backups, retries and
+    // heartbeats included.
+    uint64_t bytes_sent = 0;
+    uint64_t backups_dropped = 0;
+  };
+  State state() const;
+
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const ps::v1::JoinRequest* request,
                                  ps::v1::JoinResponse* response) override;
@@ -99,6 +117,8 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   std::string own_address_;
   ReplicationLog log_;
   absl::Notification stop_;
+  std::atomic<uint64_t> failovers_{0};
+  std::atomic<uint64_t> bytes_sent_{0};
 
   absl::Mutex threads_mu_;
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);
