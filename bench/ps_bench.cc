@@ -32,6 +32,11 @@ ABSL_FLAG(std::string, workers, "",
 ABSL_FLAG(std::string, servers, "",
           "Comma-separated server counts to run, e.g. 1,2,4. Default: 1 for "
           "transfer, 2 for train.");
+ABSL_FLAG(uint32_t, replicas, 1,
+          "train: with R > 1 each set runs twice, without replicas and then "
+          "with R ps_server processes per shard; the second reports its "
+          "samples/s over the first's and the bytes its primaries sent to "
+          "backups per push. 1 to 8.");
 ABSL_FLAG(std::string, sizes, "1K,64K,1M,16M",
           "transfer: model sizes in floats (K = 1024, M = 1024²).");
 ABSL_FLAG(std::string, ops, "",
@@ -219,6 +224,14 @@ int RunTrainMode(const std::string& out_dir,
     ps::common::DieIfError(ps::common::ParseCompression(compression).status(),
                            "--compression");
   }
+  const uint32_t replicas_flag = absl::GetFlag(FLAGS_replicas);
+  if (replicas_flag < 1 || replicas_flag > 8) {
+    Die(absl::StrCat("--replicas=", replicas_flag,
+                     " must be 1 to 8 (1: no replicas)"));
+  }
+  // Without replicas first: the replicated run's reference, in this run.
+  std::vector<uint32_t> replica_counts = {1};
+  if (replicas_flag > 1) replica_counts.push_back(replicas_flag);
   Output output;
   if (output.table()) ps::bench::PrintTrainHeader(output.table());
   for (absl::string_view model :
@@ -231,23 +244,32 @@ int RunTrainMode(const std::string& out_dir,
              Counts(absl::GetFlag(FLAGS_servers), "servers", 2)) {
           for (uint32_t workers :
                Counts(absl::GetFlag(FLAGS_workers), "workers", 2)) {
-            options.model = std::string(model);
-            options.mode = std::string(mode);
-            options.compression = std::string(compression);
-            options.servers = servers;
-            options.workers = workers;
-            absl::StatusOr<ps::bench::TrainBenchResult> result =
-                ps::bench::RunTrainBench(options);
-            if (!result.ok()) {
-              std::fprintf(stderr, "ps_bench train: %s %s: %s\n",
-                           options.model.c_str(), options.mode.c_str(),
-                           std::string(result.status().message()).c_str());
-              return 1;
+            // This set's samples/s without replicas, once measured.
+            double unreplicated = 0;
+            for (uint32_t replicas : replica_counts) {
+              options.model = std::string(model);
+              options.mode = std::string(mode);
+              options.compression = std::string(compression);
+              options.servers = servers;
+              options.workers = workers;
+              options.replicas = replicas;
+              absl::StatusOr<ps::bench::TrainBenchResult> result =
+                  ps::bench::RunTrainBench(options);
+              if (!result.ok()) {
+                std::fprintf(stderr, "ps_bench train: %s %s: %s\n",
+                             options.model.c_str(), options.mode.c_str(),
+                             std::string(result.status().message()).c_str());
+                return 1;
+              }
+              if (replicas == 1) unreplicated = result->samples_per_s;
+              if (replicas > 1 && unreplicated > 0) {
+                result->vs_unreplicated = result->samples_per_s / unreplicated;
+              }
+              if (output.table()) {
+                ps::bench::PrintTrainResult(*result, output.table());
+              }
+              output.Json(ps::bench::TrainJsonLine(*result));
             }
-            if (output.table()) {
-              ps::bench::PrintTrainResult(*result, output.table());
-            }
-            output.Json(ps::bench::TrainJsonLine(*result));
           }
         }
       }

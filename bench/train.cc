@@ -8,12 +8,37 @@
 #include "absl/time/clock.h"
 #include "common/dataset.h"
 #include "common/json.h"
+#include "common/rpc/channel.h"
 #include "deploy/local/launcher.h"
+#include "ps/v1/parameter_server.grpc.pb.h"
 
 namespace ps::bench {
 namespace {
 
 constexpr double kMiB = 1 << 20;
+
+// Bytes every primary sent to its backups over the pushes it applied
+// (Status's ReplicaState), asked once training is done.
+absl::StatusOr<double> ReplicationBytesPerPush(
+    const std::vector<std::string>& primaries) {
+  uint64_t bytes = 0;
+  uint64_t pushes = 0;
+  for (const std::string& address : primaries) {
+    auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    ps::v1::StatusResponse status;
+    const grpc::Status rpc =
+        stub->Status(&context, ps::v1::StatusRequest(), &status);
+    if (!rpc.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "Status of ", address, " after training: ", rpc.error_message()));
+    }
+    bytes += status.replica().replication_bytes_sent();
+    pushes += status.pushes_applied();
+  }
+  return pushes == 0 ? 0.0 : static_cast<double>(bytes) / pushes;
+}
 
 }  // namespace
 
@@ -28,6 +53,7 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   cluster_options.out_dir = options.out_dir;
   cluster_options.num_servers = options.servers;
   cluster_options.num_workers = options.workers;
+  cluster_options.replicas = options.replicas;
   cluster_options.server_flags.mode = options.mode;
   cluster_options.server_flags.log_level = "warn";
   cluster_options.server_flags.security = options.security;
@@ -69,6 +95,12 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   TrainBenchResult result;
   result.options = options;
   result.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (options.replicas > 1) {
+    absl::StatusOr<double> per_push =
+        ReplicationBytesPerPush(cluster.addresses());
+    if (!per_push.ok()) return per_push.status();
+    result.replication_bytes_per_push = *per_push;
+  }
   cluster.Stop(absl::Seconds(10));
   for (launch::ClusterProcess& p : cluster.processes()) {
     result.peaks.push_back({p.name, p.process.peak_rss_bytes().value_or(0)});
@@ -107,11 +139,12 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
 
 void PrintTrainHeader(std::FILE* out) {
   std::fprintf(out,
-               "%-8s %-6s %-10s %3s %3s %5s %6s %11s %10s %8s %11s %8s %7s  "
-               "%s\n",
-               "model", "mode", "compress", "W", "S", "batch", "epochs",
-               "push B/step", "samples/s", "train s", "to target s", "epoch",
-               "final", "peak RSS MiB (servers | workers)");
+               "%-8s %-6s %-10s %3s %3s %2s %5s %6s %11s %10s %7s %11s %8s "
+               "%11s %8s %7s  %s\n",
+               "model", "mode", "compress", "W", "S", "R", "batch", "epochs",
+               "push B/step", "samples/s", "vs R=1", "repl B/push", "train s",
+               "to target s", "epoch", "final",
+               "peak RSS MiB (servers | workers)");
 }
 
 void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
@@ -133,11 +166,15 @@ void PrintTrainResult(const TrainBenchResult& r, std::FILE* out) {
           : absl::StrFormat("%.2f", r.seconds_to_target);
   std::fprintf(
       out,
-      "%-8s %-6s %-10s %3u %3u %5u %6u %11.0f %10.0f %8.2f %11s "
-      "%8.2f %7s  %s | %s\n",
+      "%-8s %-6s %-10s %3u %3u %2u %5u %6u %11.0f %10.0f %7s %11.0f %8.2f "
+      "%11s %8.2f %7s  %s | %s\n",
       o.model.c_str(), o.mode.c_str(), o.compression.c_str(), o.workers,
-      o.servers, o.batch_size, o.epochs, r.push_bytes_per_step, r.samples_per_s,
-      r.train_seconds, target.c_str(), r.epoch_at_target, final_score.c_str(),
+      o.servers, o.replicas, o.batch_size, o.epochs, r.push_bytes_per_step,
+      r.samples_per_s,
+      r.vs_unreplicated > 0 ? absl::StrFormat("%.2f", r.vs_unreplicated).c_str()
+                            : "-",
+      r.replication_bytes_per_push, r.train_seconds, target.c_str(),
+      r.epoch_at_target, final_score.c_str(),
       absl::StrJoin(servers, " ").c_str(), absl::StrJoin(workers, " ").c_str());
   std::fflush(out);
 }
@@ -155,11 +192,14 @@ std::string TrainJsonLine(const TrainBenchResult& r) {
       {"mode", o.mode},
       {"workers", o.workers},
       {"servers", o.servers},
+      {"replicas", o.replicas},
       {"batch_size", o.batch_size},
       {"epochs", o.epochs},
       {"compression", o.compression},
       {"push_bytes_per_step", RoundTo(r.push_bytes_per_step, 1)},
       {"samples_per_s", RoundTo(r.samples_per_s, 1)},
+      {"samples_per_s_vs_unreplicated", RoundTo(r.vs_unreplicated, 3)},
+      {"replication_bytes_per_push", RoundTo(r.replication_bytes_per_push, 1)},
       {"train_s", RoundTo(r.train_seconds, 3)},
       {"wall_s", RoundTo(r.wall_seconds, 3)},
       {"target_accuracy", RoundTo(o.target_accuracy, 4)},

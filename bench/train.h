@@ -22,6 +22,8 @@ struct TrainBenchOptions {
   std::string mode = "async";
   uint32_t servers = 2;
   uint32_t workers = 2;
+  // ps_server processes per shard (ps_local --replicas). Default: 1
+  uint32_t replicas = 1;
   uint32_t batch_size = 64;
   uint32_t epochs = 5;
   uint64_t seed = 1;
@@ -60,6 +62,12 @@ struct TrainBenchResult {
   // Mean bytes of one worker's push requests per step, all shards (rank
   // 0's); the pulls' answers carry θ, uncompressed, whatever this is.
   double push_bytes_per_step = 0;
+  // Replicas: bytes the primaries sent to their backups per push they
+  // applied (every shard's, at the end); 0 without replicas.
+  double replication_bytes_per_push = 0;
+  // samples/s over that of the same set without replicas in this run;
+  // 0 when there was none.
+  double vs_unreplicated = 0;
   // First evaluation at or above the target; negative when none was.
   double seconds_to_target = -1;
   double epoch_at_target = -1;

@@ -35,11 +35,13 @@ grpc::ByteBuffer EncodeAnswer(const ps::v1::PushResponse* pushed,
 // Finish may delete the reactor (OnDone), so nothing touches it afterwards.
 class PullReactor final : public grpc::ServerUnaryReactor {
  public:
+  // `replicator`: null unless the shard is replicated.
   PullReactor(ParameterShard* shard, ServerMetrics* metrics,
-              const RpcCall& call, const ps::v1::PushResponse* pushed,
-              grpc::ByteBuffer* response)
+              Replicator* replicator, const RpcCall& call,
+              const ps::v1::PushResponse* pushed, grpc::ByteBuffer* response)
       : shard_(shard),
         metrics_(metrics),
+        replicator_(replicator),
         call_(call),
         response_(response),
         ticket_(shard->NewPullTicket()) {
@@ -66,6 +68,13 @@ class PullReactor final : public grpc::ServerUnaryReactor {
 
  private:
   void Complete(absl::StatusOr<PullResult> result) {
+    AnswerWhenReplicated(replicator_, std::move(result),
+                         [this](absl::StatusOr<PullResult> answer) {
+                           Answer(std::move(answer));
+                         });
+  }
+
+  void Answer(absl::StatusOr<PullResult> result) {
     if (result.ok()) {
       result->waited =
           absl::FromChrono(std::chrono::steady_clock::now() - call_.start);
@@ -81,11 +90,24 @@ class PullReactor final : public grpc::ServerUnaryReactor {
 
   ParameterShard* const shard_;
   ServerMetrics* const metrics_;
+  Replicator* const replicator_;
   const RpcCall call_;
   std::optional<ps::v1::PushResponse> pushed_;
   grpc::ByteBuffer* const response_;
   const ParameterShard::PullTicket ticket_;
 };
+
+void ToProto(const Replicator::State& state, ps::v1::ReplicaState* proto) {
+  proto->set_replica_index(state.replica_index);
+  proto->set_replicas(state.replicas);
+  proto->set_role(state.primary  ? ps::v1::ReplicaState::PRIMARY
+                  : state.joined ? ps::v1::ReplicaState::BACKUP
+                                 : ps::v1::ReplicaState::JOINING);
+  proto->set_term(state.term);
+  proto->set_failovers(state.failovers);
+  proto->set_replication_bytes_sent(state.bytes_sent);
+  proto->set_backups_dropped(state.backups_dropped);
+}
 
 ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {
   switch (outcome) {
@@ -307,9 +329,12 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
   const absl::Time expires = PullExpiry(*context);
   // Answered at once (async, or a version already reached): the default
   // reactor, which gRPC finishes inline. A reactor of our own costs a heap
-  // object and a hop to another thread for OnDone on every call.
-  std::optional<absl::StatusOr<PullResult>> ready =
-      shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
+  // object and a hop to another thread for OnDone on every call. A
+  // replicated shard's answers wait for replication (PullReactor).
+  std::optional<absl::StatusOr<PullResult>> ready;
+  if (replicator_ == nullptr) {
+    ready = shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
+  }
   if (ready.has_value()) {
     if (ready->ok()) *response = EncodeAnswer(pushed, std::move(**ready));
     metrics_->CountPull(ready->status());
@@ -317,7 +342,8 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
                       ready->ok() ? response->Length() : 0);
     return FinishNow(context, ready->status());
   }
-  auto* reactor = new PullReactor(shard_, metrics_, call, pushed, response);
+  auto* reactor =
+      new PullReactor(shard_, metrics_, replicator_, call, pushed, response);
   reactor->Start(args, expires);
   return reactor;
 }
@@ -402,7 +428,8 @@ grpc::ServerUnaryReactor* ParameterService::PushPull(
   }
   // The pull is read once the push is on every live backup: its answer
   // acknowledges the push.
-  auto* reactor = new PullReactor(shard_, metrics_, call, &pushed, response);
+  auto* reactor =
+      new PullReactor(shard_, metrics_, replicator_, call, &pushed, response);
   replicator_->WhenReplicated([reactor, args = ToPullArgs(pull),
                                expires = PullExpiry(*context),
                                this](absl::Status replicated) {
@@ -471,6 +498,9 @@ grpc::ServerUnaryReactor* ParameterService::Status(
       partitions->add_done_per_epoch(done);
     }
     partitions->set_done(s.partitions_done);
+  }
+  if (replicator_ != nullptr) {
+    ToProto(replicator_->state(), response->mutable_replica());
   }
   {
     absl::MutexLock lock(&mu_);

@@ -181,10 +181,13 @@ class StreamedCallReactor final
 class PullStreamReactor final
     : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
+  // `replicator`: null unless the shard is replicated.
   PullStreamReactor(ParameterShard* shard, ServerMetrics* metrics,
-                    const RpcCall& call, uint64_t chunk_bytes)
+                    Replicator* replicator, const RpcCall& call,
+                    uint64_t chunk_bytes)
       : shard_(shard),
         metrics_(metrics),
+        replicator_(replicator),
         call_(call),
         chunk_floats_(chunk_bytes / sizeof(float)),
         ticket_(shard->NewPullTicket()) {}
@@ -217,6 +220,13 @@ class PullStreamReactor final
 
  private:
   void Complete(absl::StatusOr<PullResult> result) {
+    AnswerWhenReplicated(replicator_, std::move(result),
+                         [this](absl::StatusOr<PullResult> answer) {
+                           Answer(std::move(answer));
+                         });
+  }
+
+  void Answer(absl::StatusOr<PullResult> result) {
     metrics_->ParkedPullEnded();
     metrics_->CountPull(result.status());
     if (!result.ok()) {
@@ -267,6 +277,7 @@ class PullStreamReactor final
 
   ParameterShard* const shard_;
   ServerMetrics* const metrics_;
+  Replicator* const replicator_;
   const RpcCall call_;
   const uint64_t chunk_floats_;
   const ParameterShard::PullTicket ticket_;
@@ -386,7 +397,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* ParameterService::PullStream(
       fields.chunk_bytes() == 0
           ? kDefaultChunkBytes
           : std::clamp(fields.chunk_bytes(), kMinChunkBytes, kMaxChunkBytes);
-  auto* reactor = new PullStreamReactor(shard_, metrics_, call, chunk_bytes);
+  auto* reactor =
+      new PullStreamReactor(shard_, metrics_, replicator_, call, chunk_bytes);
   if (!parsed.ok()) {
     reactor->Refuse(parsed);
   } else {

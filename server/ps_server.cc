@@ -50,14 +50,14 @@ absl::StatusOr<std::unique_ptr<PsServer>> PsServer::Start(
       return restored;
     }
   }
-  server->metrics_ = std::make_unique<ServerMetrics>(
-      server->shard_.get(), server->checkpointer_.get(),
-      options.shard.shard_index);
-  server->shard_->SetObserver(server->metrics_.get());
   if (replicated) {
     server->replicator_ = std::make_unique<Replicator>(
         options.replica, server->shard_.get(), server->clock_.get());
   }
+  server->metrics_ = std::make_unique<ServerMetrics>(
+      server->shard_.get(), server->checkpointer_.get(),
+      options.shard.shard_index, server->replicator_.get());
+  server->shard_->SetObserver(server->metrics_.get());
   server->service_ = std::make_unique<ParameterService>(
       server->shard_.get(), server->checkpointer_.get(), server->metrics_.get(),
       options.max_pull_wait, server->replicator_.get());

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 
 namespace ps::server {
@@ -65,9 +66,10 @@ Counter& ServerMetrics::Cached(std::array<std::atomic<Counter*>, N>& cache,
 
 ServerMetrics::ServerMetrics(const ParameterShard* shard,
                              const Checkpointer* checkpointer,
-                             uint32_t shard_index)
+                             uint32_t shard_index, const Replicator* replicator)
     : shard_(shard),
       checkpointer_(checkpointer),
+      replicator_(replicator),
       registry_(common::metrics::Labels{{"shard", absl::StrCat(shard_index)}}) {
   auto& duration = registry_.AddHistogram(
       "ps_server_rpc_duration_seconds",
@@ -223,6 +225,29 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
                                           "Size of the last checkpoint file.");
   checkpoint_version_ = &registry_.AddGauge(
       "ps_server_checkpoint_version", "θ's version in the last checkpoint.");
+  if (replicator_ != nullptr) {
+    replica_role_ = &registry_.AddGauge(
+        "ps_replica_role",
+        "1 for this replica's role in its shard (primary, backup, or joining: "
+        "copying the primary's state), 0 for the others.",
+        {"role"});
+    replica_term_ = &registry_
+                         .AddGauge("ps_replica_term",
+                                   "The replication term this replica is in.")
+                         .WithLabels({});
+    replica_failovers_ =
+        &registry_
+             .AddCounter("ps_replica_failovers_total",
+                         "Times a new primary took over this shard while this "
+                         "replica ran.")
+             .WithLabels({});
+    replica_sent_bytes_ =
+        &registry_
+             .AddCounter("ps_replica_sent_bytes_total",
+                         "Primary: bytes of changes sent to backups "
+                         "(retries and heartbeats included).")
+             .WithLabels({});
+  }
   registry_.AddScrapeHook([this] { Scrape(); });
 }
 
@@ -270,6 +295,18 @@ void ServerMetrics::PushApplied(uint64_t staleness) {
 }
 
 void ServerMetrics::Scrape() {
+  if (replicator_ != nullptr) {
+    const Replicator::State r = replicator_->state();
+    const absl::string_view role = r.primary  ? "primary"
+                                   : r.joined ? "backup"
+                                              : "joining";
+    for (const absl::string_view name : {"primary", "backup", "joining"}) {
+      replica_role_->WithLabels({std::string(name)}).Set(name == role ? 1 : 0);
+    }
+    replica_term_->Set(r.term);
+    replica_failovers_->SetTotal(r.failovers);
+    replica_sent_bytes_->SetTotal(r.bytes_sent);
+  }
   const ShardStatus s = shard_->Status();
   version_->Set(s.version);
   initialized_->Set(s.initialized ? 1 : 0);

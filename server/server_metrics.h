@@ -10,6 +10,7 @@
 #include "common/metrics/registry.h"
 #include "server/checkpointer.h"
 #include "server/parameter_shard.h"
+#include "server/replication/replicator.h"
 #include "server/shard_observer.h"
 
 namespace ps::server {
@@ -49,9 +50,10 @@ struct RpcCall {
 // carries shard="<index>". Thread-safe.
 class ServerMetrics final : public ShardObserver {
  public:
-  // `checkpointer` may be null; both must outlive this object.
+  // `checkpointer` and `replicator` may be null (no replica series then);
+  // all must outlive this object.
   ServerMetrics(const ParameterShard* shard, const Checkpointer* checkpointer,
-                uint32_t shard_index);
+                uint32_t shard_index, const Replicator* replicator = nullptr);
 
   const common::metrics::Registry& registry() const { return registry_; }
 
@@ -84,6 +86,7 @@ class ServerMetrics final : public ShardObserver {
 
   const ParameterShard* const shard_;
   const Checkpointer* const checkpointer_;
+  const Replicator* const replicator_;
   common::metrics::Registry registry_;
 
   std::array<common::metrics::Histogram*, kNumRpcMethods> rpc_duration_;
@@ -127,6 +130,11 @@ class ServerMetrics final : public ShardObserver {
   common::metrics::Family<common::metrics::Gauge>* checkpoint_duration_;
   common::metrics::Family<common::metrics::Gauge>* checkpoint_bytes_;
   common::metrics::Family<common::metrics::Gauge>* checkpoint_version_;
+  // A replicated shard's replica (null without a replicator).
+  common::metrics::Family<common::metrics::Gauge>* replica_role_ = nullptr;
+  common::metrics::Gauge* replica_term_ = nullptr;
+  common::metrics::Counter* replica_failovers_ = nullptr;
+  common::metrics::Counter* replica_sent_bytes_ = nullptr;
 };
 
 }  // namespace ps::server

@@ -90,6 +90,56 @@ TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
       << "gnuplot (tools/setup.sh installs it) drew no plot";
 }
 
+// Replicas per shard, and a fault on "server 0 primary" resolved when it
+// fires: stopping the primary for a second makes the backup take over in
+// term 2; the old primary, continued, steps down and follows it; training
+// finishes.
+TEST(Chaos, AReplicatedClusterStartsEveryReplicaAndFaultsFindThePrimary) {
+  const std::string dir = FreshDir("chaos_replicas");
+  const std::string scenario = dir + "/replicated.yaml";
+  ASSERT_TRUE(common::WriteFileAtomically(scenario,
+                                          "cluster:\n"
+                                          "  servers: 1\n"
+                                          "  replicas: 2\n"
+                                          "  workers: 2\n"
+                                          "  mode: async\n"
+                                          "  epochs: 3\n"
+                                          "  eval_every: 0.5\n"
+                                          "  network: loopback\n"
+                                          "poll_every: 100ms\n"
+                                          "timeout: 3m\n"
+                                          "faults:\n"
+                                          "  - at: 0.2 epoch\n"
+                                          "    stop: server 0 primary\n"
+                                          "    for: 1s\n")
+                  .ok());
+  const std::string out = dir + "/out";
+  test_support::Outcome run =
+      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
+                dir + "/ps_chaos.log", absl::Minutes(4));
+  ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
+
+  const std::string text = ReadFile(out + "/summary.json");
+  const common::Json summary = common::ParseJsonObject(text);
+  ASSERT_EQ(summary.value("completed", false), true) << text;
+  ASSERT_EQ(summary.at("faults").size(), 1u) << text;
+  const common::Json& stop = summary.at("faults")[0];
+  EXPECT_EQ(stop.value("what", ""), "stop server 0 primary: for 1s") << text;
+  EXPECT_EQ(stop.value("applied", false), true) << text;
+  EXPECT_THAT(stop.at("notes").dump(),
+              HasSubstr("server 0 primary was server 0 replica 0"))
+      << text;
+
+  // The backup joined replica 0, took over when it went silent, and the
+  // old primary follows the new one.
+  const std::string backup_log = ReadFile(out + "/server-0-replica-1.log");
+  EXPECT_THAT(backup_log,
+              HasSubstr("replica 1 joined primary 0 of term 1 at change"));
+  EXPECT_THAT(backup_log, HasSubstr("takes over as the primary of term 2"));
+  EXPECT_THAT(ReadFile(out + "/server-0.log"),
+              HasSubstr("replica 0 joined primary 1 of term 2 at change"));
+}
+
 TEST(Chaos, ABadScenarioIsRejectedBeforeAnythingStarts) {
   const std::string dir = FreshDir("chaos_bad");
   const std::string scenario = dir + "/bad.yaml";

@@ -81,6 +81,43 @@ TEST_P(LocalCluster, TrainsFashionMnistAndWritesOneJsonLinePerEvaluation) {
 INSTANTIATE_TEST_SUITE_P(Modes, LocalCluster,
                          ::testing::Values("sync", "async", "ssp"));
 
+// "stopped at version V after N applied pushes" from a server's log.
+std::string FinalState(const std::string& log) {
+  const std::string text = ReadFile(log);
+  const size_t at = text.find("stopped at version");
+  if (at == std::string::npos) return "";
+  return text.substr(at, text.find(" applied pushes", at) - at);
+}
+
+TEST(LocalClusterReplicas, EachShardsBackupJoinsItsPrimaryAndEndsAtItsVersion) {
+  const std::string dir = FreshDir("local_replicas");
+  Outcome outcome =
+      RunBinary({"ps_local", "--servers=2", "--workers=2", "--replicas=2",
+                 "--mode=sync", "--model=softmax", "--epochs=1",
+                 "--eval_every=1", absl::StrCat("--out_dir=", dir)},
+                dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("ps_local: done"));
+  EXPECT_THAT(outcome.output, HasSubstr("2 replicas per shard"));
+  EXPECT_EQ(Field(ReadFile(dir + "/metrics.jsonl"), "samples"), 60000);
+  for (int shard = 0; shard < 2; ++shard) {
+    const std::string primary_log =
+        absl::StrCat(dir, "/server-", shard, ".log");
+    const std::string backup_log =
+        absl::StrCat(dir, "/server-", shard, "-replica-1.log");
+    // The backup joined replica 0 in the first term, and was never dropped.
+    EXPECT_THAT(ReadFile(backup_log),
+                HasSubstr("replica 1 joined primary 0 of term 1 at change"))
+        << backup_log;
+    EXPECT_THAT(ReadFile(primary_log), HasSubstr("replica 1 (127.0.0.1:"));
+    EXPECT_THAT(ReadFile(primary_log), Not(HasSubstr("dropped replica")));
+    // Every acknowledged push waited for the backup: it ends where the
+    // primary does.
+    EXPECT_THAT(FinalState(primary_log), HasSubstr("stopped at version"));
+    EXPECT_EQ(FinalState(backup_log), FinalState(primary_log)) << backup_log;
+  }
+}
+
 TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   const std::string dir = FreshDir("bad_data");
   Outcome outcome = RunBinary(
@@ -281,6 +318,10 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_server", "--mode=async", "--sync_quorum=2"}, "sync_quorum"},
       {{"ps_server", "--lease_timeout=0s"}, "lease_timeout"},
       {{"ps_local", "--servers=0"}, "--servers must be"},
+      {{"ps_local", "--replicas=0"}, "--replicas must be 1 to 8 (got 0"},
+      {{"ps_local", "--replicas=9"}, "--replicas must be 1 to 8 (got 9"},
+      {{"ps_local", "--replicas=2", "--metrics_base_port=65531"},
+       "leaves no room for 6 ports"},
       {{"ps_server", "--log_format=xml"}, "--log_format: 'xml' is not"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--log_format=JSON"},
        "--log_format: 'JSON' is not"},

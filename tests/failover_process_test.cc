@@ -111,12 +111,20 @@ class Job {
   // agrees), or nullptr.
   Replica* Primary(uint32_t shard) {
     if (shards_[shard].size() == 1) return &shards_[shard][0];
+    // The newest term's: a primary just continued after SIGSTOP still
+    // says PRIMARY (of its old term) until it hears of the new one.
+    Replica* primary = nullptr;
+    uint64_t newest = 0;
     for (Replica& r : shards_[shard]) {
       std::optional<ps::v1::ReplicaStatusResponse> status =
           ReplicaStatus(r.address);
-      if (status.has_value() && status->role() == ps::v1::PRIMARY) return &r;
+      if (status.has_value() && status->role() == ps::v1::PRIMARY &&
+          status->term() > newest) {
+        primary = &r;
+        newest = status->term();
+      }
     }
-    return nullptr;
+    return primary;
   }
 
   // θ of every shard, from its primary's checkpoint.

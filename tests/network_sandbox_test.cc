@@ -60,6 +60,31 @@ TEST(NetworkSandbox, TrafficThatDoesNotCrossTheBridgeIsReportedAtOnce) {
   EXPECT_THAT((*sandbox)->Teardown(), ::testing::IsEmpty());
 }
 
+// ps_chaos's replicas (cluster key replicas): sNrK, an address of its own
+// above the workers', and traffic to the other hosts.
+TEST(NetworkSandbox, ServerReplicasGetAddressesOfTheirOwn) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  absl::StatusOr<std::unique_ptr<NetworkSandbox>> sandbox =
+      NetworkSandbox::Create({"s0", "s1", "s1r1", "s0r2", "w0"},
+                             /*use_nft=*/true);
+  ASSERT_TRUE(sandbox.ok()) << sandbox.status();
+  const std::string subnet = (*sandbox)->subnet();
+  EXPECT_EQ((*sandbox)->Address("s1"), subnet + ".11");
+  EXPECT_EQ((*sandbox)->Address("w0"), subnet + ".100");
+  EXPECT_EQ((*sandbox)->Address("s1r1"), subnet + ".165");
+  EXPECT_EQ((*sandbox)->Address("s0r2"), subnet + ".180");
+  EXPECT_TRUE((*sandbox)->CheckTraffic("s1r1", "s1").ok());
+  EXPECT_THAT((*sandbox)->Teardown(), ::testing::IsEmpty());
+
+  for (const char* bad : {"s16r1", "s0r0", "w0r1", "s0r1r1", "s15r7x"}) {
+    absl::StatusOr<std::unique_ptr<NetworkSandbox>> refused =
+        NetworkSandbox::Create({"s0", bad}, /*use_nft=*/true);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_THAT(refused.status().message(),
+                HasSubstr(absl::StrCat("bad host name ", bad)));
+  }
+}
+
 TEST(NetworkSandbox,
      TheProbeSaysWhetherTrafficCrossesAndANamespacedRunStopsAtOnce) {
   if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";

@@ -312,6 +312,10 @@ TEST(Failover, TheNextReplicaInOrderTakesOverAndTheOtherBackupFollowsIt) {
   EXPECT_EQ(second->replicator()->term(), 2u);
   EXPECT_FALSE(third->replicator()->primary());
   EXPECT_EQ(third->replicator()->takeovers(), 0u);
+  // Status's count is the shard's, the same on the replica that took over
+  // and on the one that follows it.
+  EXPECT_EQ(second->replicator()->state().failovers, 1u);
+  EXPECT_EQ(third->replicator()->state().failovers, 1u);
   ExpectSameState(*second, *third, /*same_counters=*/false);
 }
 

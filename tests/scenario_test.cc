@@ -251,6 +251,83 @@ TEST(Scenario, RejectsBadClusterValuesAndBadYaml) {
               HasSubstr("l.yaml:4: loss and rate need network"));
 }
 
+constexpr char kReplicatedCluster[] =
+    "cluster:\n"       // line 1
+    "  servers: 2\n"   // 2
+    "  replicas: 3\n"  // 3
+    "  workers: 2\n"   // 4
+    "faults:\n";       // 5
+
+TEST(Scenario, ReplicatedTargetsNameAPrimaryOrAReplica) {
+  absl::StatusOr<Scenario> s = ParseScenario(
+      std::string(kReplicatedCluster) +
+          "  - at: 1s\n    kill: server 1 primary\n    for: 2s\n"
+          "  - at: 2s\n    stop: [server 0 replica 2, Server 1 Replica 0]\n"
+          "  - at: 3s\n    cont: server 0 replica 2\n"
+          "  - at: 4s\n    net: server 0 primary\n"
+          "    partition: server 1 replica 1\n"
+          "  - at: 5s\n    restart: servers\n",
+      "r.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->cluster.replicas, 3u);
+  using K = ProcessRef::Kind;
+  ASSERT_EQ(s->faults.size(), 5u);
+  EXPECT_EQ(s->faults[0].targets,
+            (std::vector<ProcessRef>{{K::kServer, 1, ProcessRef::kPrimary}}));
+  EXPECT_TRUE(s->faults[0].targets[0].primary());
+  EXPECT_EQ(s->faults[0].Describe(), "kill server 1 primary: for 2s");
+  EXPECT_EQ(s->faults[1].targets,
+            (std::vector<ProcessRef>{{K::kServer, 0, 2}, {K::kServer, 1, 0}}));
+  EXPECT_EQ(s->faults[1].targets[1].ToString(), "server 1 replica 0");
+  EXPECT_EQ(s->faults[3].partition,
+            (std::vector<ProcessRef>{{K::kServer, 1, 1}}));
+  // "servers" is every process of every shard.
+  EXPECT_EQ(s->faults[4].targets.size(), 6u);
+  EXPECT_EQ(s->faults[4].targets[5], (ProcessRef{K::kServer, 1, 2}));
+}
+
+TEST(Scenario, WithoutReplicasTargetsAreTheSameAsBefore) {
+  absl::StatusOr<Scenario> s = ParseScenario(
+      std::string(kCluster) + "  - at: 1s\n    kill: server 1\n", "o.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->cluster.replicas, 1u);
+  EXPECT_EQ(s->faults[0].targets[0],
+            (ProcessRef{ProcessRef::Kind::kServer, 1}));
+  EXPECT_FALSE(s->faults[0].targets[0].replica.has_value());
+  EXPECT_EQ(s->faults[0].Describe(), "kill server 1");
+}
+
+TEST(Scenario, RejectsReplicaTargetsThatDoNotFitTheCluster) {
+  const auto rejected = [](const std::string& text, const std::string& says) {
+    absl::StatusOr<Scenario> s = ParseScenario(text, "x.yaml");
+    ASSERT_FALSE(s.ok()) << text;
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr(says)) << text;
+  };
+  const std::string replicated = kReplicatedCluster;
+  rejected(replicated + "  - at: 1s\n    kill: server 1\n",
+           "x.yaml:7: 'server 1' in kill is one of 3 replicas: say 'server 1 "
+           "primary' or 'server 1 replica K'");
+  rejected(replicated + "  - at: 1s\n    kill: server 1 replica 3\n",
+           "server 1 replica 3 does not exist: each server has 3 replicas "
+           "(0 to 2)");
+  rejected(replicated + "  - at: 1s\n    kill: server 1 backup\n",
+           "say 'server 1 primary' or 'server 1 replica K'");
+  rejected(replicated + "  - at: 1s\n    kill: worker 1 primary\n",
+           "names a replica, but workers have none");
+  rejected(replicated + "  - at: 1s\n    cont: server 1 primary\n",
+           "name its replica ('server 1 replica 0'), not server 1 primary");
+  rejected(replicated +
+               "  - at: 1s\n    net: worker 0\n    partition: server 1 "
+               "primary\n",
+           "partition peers are fixed for the fault's length");
+  rejected(std::string(kCluster) + "  - at: 1s\n    kill: server 1 primary\n",
+           "x.yaml:7: 'server 1 primary' in kill names a replica, but the "
+           "cluster has no replicas (cluster key replicas)");
+  rejected("cluster:\n  replicas: 0\n",
+           "x.yaml:2: replicas must be a whole number from 1 to 8, not '0'");
+  rejected("cluster:\n  replicas: 9\n", "replicas must be a whole number");
+}
+
 // Every deploy/experiments/*.yaml, by file name, as LoadScenario read it.
 std::vector<std::pair<std::string, absl::StatusOr<Scenario>>> Presets() {
   std::vector<std::pair<std::string, absl::StatusOr<Scenario>>> presets;

@@ -218,3 +218,41 @@ TEST(ServerMetricsTables, RowsMemoryAndRowCountsAreSeriesPerTable) {
 
 }  // namespace
 }  // namespace ps::server
+
+namespace ps::server {
+namespace {
+
+// A replicated shard's replica has the replica series; an unreplicated
+// shard has none (its exposition is as before).
+TEST(ServerMetricsReplicas, AReplicaShowsItsRoleTermAndCounters) {
+  ShardOptions options;
+  options.num_workers = 1;
+  options.max_workers = 1;
+  ParameterShard shard(options);
+  ReplayClock clock;
+  ReplicaOptions replica;
+  replica.peers = {"127.0.0.1:1", "127.0.0.1:2"};
+  Replicator primary(replica, &shard, &clock);
+  const std::string replicated =
+      ServerMetrics(&shard, nullptr, 0, &primary).registry().Render();
+  EXPECT_EQ(Shard0(replicated, "ps_replica_role", "role=\"primary\""), 1);
+  EXPECT_EQ(Shard0(replicated, "ps_replica_role", "role=\"backup\""), 0);
+  EXPECT_EQ(Shard0(replicated, "ps_replica_role", "role=\"joining\""), 0);
+  EXPECT_EQ(Shard0(replicated, "ps_replica_term"), 1);
+  EXPECT_EQ(Shard0(replicated, "ps_replica_failovers_total"), 0);
+  EXPECT_EQ(Shard0(replicated, "ps_replica_sent_bytes_total"), 0);
+
+  replica.replica_index = 1;
+  Replicator backup(replica, &shard, &clock);  // not started: joining
+  const std::string joining =
+      ServerMetrics(&shard, nullptr, 0, &backup).registry().Render();
+  EXPECT_EQ(Shard0(joining, "ps_replica_role", "role=\"primary\""), 0);
+  EXPECT_EQ(Shard0(joining, "ps_replica_role", "role=\"joining\""), 1);
+
+  const std::string alone =
+      ServerMetrics(&shard, nullptr, 0).registry().Render();
+  EXPECT_EQ(alone.find("ps_replica_"), std::string::npos) << alone;
+}
+
+}  // namespace
+}  // namespace ps::server

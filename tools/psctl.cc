@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/cli.h"
 #include "common/data_partition.h"
@@ -23,6 +26,7 @@
 #include "common/rpc/retry.h"
 #include "common/theta_file.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
+#include "ps/v1/replication.grpc.pb.h"
 
 ABSL_FLAG(std::string, servers, "",
           "Comma-separated host:port of every server, in shard order.");
@@ -36,7 +40,8 @@ namespace {
 
 constexpr char kUsage[] =
     "psctl COMMAND --servers=host:port,...\n"
-    "  status   per shard: key range, version, mode, live workers, counters\n"
+    "  status   per shard: key range, version, mode, live workers, counters;\n"
+    "           a replicated shard's replicas: role, term, failovers, lag\n"
     "  health   exit 0 when every server's gRPC health check says SERVING\n"
     "  checkpoint  every server writes its checkpoint now\n"
     "  export --out=FILE  the whole θ as one self-describing file, which\n"
@@ -85,6 +90,82 @@ void ReportFailure(const Server& server, const grpc::Status& status) {
                status.error_message().c_str());
 }
 
+const char* RoleName(ps::v1::ReplicaState::Role role) {
+  switch (role) {
+    case ps::v1::ReplicaState::PRIMARY:
+      return "primary";
+    case ps::v1::ReplicaState::BACKUP:
+      return "backup";
+    case ps::v1::ReplicaState::JOINING:
+      return "joining (copying the primary's state)";
+    default:
+      return "unknown role";
+  }
+}
+
+// "primary, term 1, 0 failovers", and for a backup how far behind
+// `primary_version` (the shard's primary's version, when known) it is.
+std::string ReplicaLine(const ps::v1::StatusResponse& s,
+                        std::optional<uint64_t> primary_version) {
+  const ps::v1::ReplicaState& r = s.replica();
+  std::string line = absl::StrCat(RoleName(r.role()), ", term ", r.term(), ", ",
+                                  r.failovers(), " failovers");
+  if (r.role() == ps::v1::ReplicaState::PRIMARY) {
+    absl::StrAppend(&line, "; ", r.replication_bytes_sent(),
+                    " bytes sent to backups, ", r.backups_dropped(),
+                    " backups dropped");
+  } else if (primary_version.has_value()) {
+    const uint64_t lag =
+        *primary_version > s.version() ? *primary_version - s.version() : 0;
+    absl::StrAppend(&line, ", ", lag, " versions behind the primary");
+  }
+  return line;
+}
+
+// The backups a primary lists (ReplicaStatus): their addresses.
+std::vector<std::string> BackupsOf(const std::string& primary) {
+  std::unique_ptr<ps::v1::Replication::Stub> stub =
+      ps::v1::Replication::NewStub(ps::rpc::CreateChannel(primary));
+  grpc::ClientContext context;
+  context.set_deadline(
+      absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_timeout)));
+  ps::v1::ReplicaStatusResponse status;
+  std::vector<std::string> backups;
+  if (!stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status)
+           .ok()) {
+    return backups;
+  }
+  for (const ps::v1::BackupStatus& b : status.backups()) {
+    backups.push_back(b.address());
+  }
+  return backups;
+}
+
+// A replicated shard's lines: this server's role, and for a primary each
+// backup it lists, asked for its Status, with its lag in versions.
+void PrintReplicas(const Server& server, const ps::v1::StatusResponse& s,
+                   std::optional<uint64_t> primary_version) {
+  const ps::v1::ReplicaState& r = s.replica();
+  std::printf("  replica %u of %u: %s\n", r.replica_index(), r.replicas(),
+              ReplicaLine(s, primary_version).c_str());
+  if (r.role() != ps::v1::ReplicaState::PRIMARY) return;
+  for (const std::string& address : BackupsOf(server.address)) {
+    Server backup{address, ps::v1::ParameterServer::NewStub(
+                               ps::rpc::CreateChannel(address))};
+    ps::v1::StatusResponse b;
+    const grpc::Status rpc =
+        Call(backup, &ps::v1::ParameterServer::Stub::Status, &b);
+    if (!rpc.ok()) {
+      std::printf("  backup %s: not answering: %s\n", address.c_str(),
+                  rpc.error_message().c_str());
+      continue;
+    }
+    std::printf("  replica %u of %u (%s): %s\n", b.replica().replica_index(),
+                b.replica().replicas(), address.c_str(),
+                ReplicaLine(b, s.version()).c_str());
+  }
+}
+
 // Prints one block per shard, in --servers order; fails when any server
 // does not answer. Every server is asked at once: a dead one costs one
 // --timeout in all, not one each.
@@ -126,6 +207,18 @@ int Status() {
         static_cast<unsigned long long>(s.rounds_closed_by_quorum()),
         static_cast<unsigned long long>(s.rounds_closed_by_timeout()),
         static_cast<unsigned long long>(s.leases_expired()));
+    if (s.has_replica()) {
+      // A backup's lag needs its primary's version: that of the primary of
+      // its shard among the servers asked, if any.
+      std::optional<uint64_t> primary_version;
+      for (size_t j = 0; j < servers.size(); ++j) {
+        if (outcomes[j].ok() && answers[j].shard_index() == s.shard_index() &&
+            answers[j].replica().role() == ps::v1::ReplicaState::PRIMARY) {
+          primary_version = answers[j].version();
+        }
+      }
+      PrintReplicas(server, s, primary_version);
+    }
     if (s.has_partitions()) {
       // Shard 0's partition table: what each epoch has done.
       // A held-out fold (--kfold) is never trained: counts are of the rest.

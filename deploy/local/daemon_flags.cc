@@ -181,6 +181,11 @@ std::vector<std::string> ServerArgs(const ServerFlags& flags) {
   args.Add("checkpoint_every", flags.checkpoint_every);
   args.Add("metrics_listen", flags.metrics_listen);
   args.Add("log_level", flags.log_level);
+  args.Add("replicas", flags.replicas);
+  args.Add("replica_index", flags.replica_index);
+  if (!flags.replica_peers.empty()) {
+    args.Add("replica_peers", absl::StrJoin(flags.replica_peers, ","));
+  }
   const JobSecurity& security = flags.security;
   args.Add("tls_cert", security.server_tls_cert);
   args.Add("tls_key", security.server_tls_key);

@@ -51,6 +51,11 @@ struct ServerFlags {
   std::optional<absl::Duration> checkpoint_every;
   std::string metrics_listen;  // HOST:PORT of /metrics
   std::string log_level;
+  // --replicas --replica_index --replica_peers: one replica of a shard that
+  // has `replicas` of them (unset: not replicated).
+  std::optional<uint32_t> replicas;
+  std::optional<uint32_t> replica_index;
+  std::vector<std::string> replica_peers;
   // --tls_cert --tls_key, and --tls_client_ca (the job's CA) when clients
   // have certificates, and --auth_token_file.
   JobSecurity security;

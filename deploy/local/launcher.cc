@@ -74,48 +74,86 @@ absl::Status LocalCluster::Spawn(std::string name, bool is_worker,
 
 absl::Status LocalCluster::StartServers(
     const std::function<bool()>& interrupted) {
-  const absl::Time start = absl::Now();
+  const absl::Time give_up = absl::Now() + options_.start_timeout;
+  replica_addresses_.assign(options_.num_servers, {});
+  for (uint32_t replica = 0; replica < options_.replicas; ++replica) {
+    if (absl::Status s = StartReplicas(replica, give_up, interrupted);
+        !s.ok()) {
+      return s;
+    }
+  }
+  addresses_.clear();
+  for (const std::vector<std::string>& shard : replica_addresses_) {
+    addresses_.push_back(shard[0]);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalCluster::StartReplicas(
+    uint32_t replica, absl::Time give_up,
+    const std::function<bool()>& interrupted) {
   const std::string& dir = options_.out_dir;
+  const uint32_t servers = options_.num_servers;
+  // Replica 0 keeps the names of an unreplicated job.
+  const std::string file_suffix =
+      replica == 0 ? "" : absl::StrCat("-replica-", replica);
+  const std::string name_suffix =
+      replica == 0 ? "" : absl::StrCat(" replica ", replica);
   std::vector<std::string> port_files;
   const size_t first = processes_.size();
-  for (uint32_t i = 0; i < options_.num_servers; ++i) {
-    const std::string port_file = absl::StrCat(dir, "/server-", i, ".port");
+  for (uint32_t i = 0; i < servers; ++i) {
+    const std::string port_file =
+        absl::StrCat(dir, "/server-", i, file_suffix, ".port");
     std::remove(port_file.c_str());
     port_files.push_back(port_file);
     ServerFlags flags = options_.server_flags;
     flags.listen = "127.0.0.1:0";
     flags.port_file = port_file;
     flags.shard_index = i;
-    flags.num_shards = options_.num_servers;
+    flags.num_shards = servers;
     flags.num_workers = options_.num_workers;
+    if (options_.replicas > 1) {
+      flags.replicas = options_.replicas;
+      flags.replica_index = replica;
+      flags.replica_peers = replica_addresses_[i];
+      flags.replica_peers.resize(options_.replicas, "127.0.0.1:0");
+    }
     if (options_.metrics_base_port > 0) {
+      const uint32_t offset = replica == 0 ? i
+                                           : servers + options_.num_workers +
+                                                 (replica - 1) * servers + i;
       flags.metrics_listen =
-          absl::StrCat("127.0.0.1:", options_.metrics_base_port + i);
+          absl::StrCat("127.0.0.1:", options_.metrics_base_port + offset);
     }
     const std::vector<std::string> args =
         ServerCommand(options_.bin_dir, flags);
-    if (absl::Status s = Spawn(absl::StrCat("server ", i), false, args,
-                               absl::StrCat(dir, "/server-", i, ".log"));
+    if (absl::Status s =
+            Spawn(absl::StrCat("server ", i, name_suffix), false, args,
+                  absl::StrCat(dir, "/server-", i, file_suffix, ".log"));
         !s.ok()) {
       return s;
     }
   }
 
-  addresses_.assign(options_.num_servers, "");
-  for (uint32_t i = 0; i < options_.num_servers; ++i) {
+  for (uint32_t i = 0; i < servers; ++i) {
     ClusterProcess& server = processes_[first + i];
     absl::StatusOr<int> port =
         WaitForPortFile(port_files[i], server.name, server.log, server.process,
-                        start + options_.start_timeout, interrupted);
+                        give_up, interrupted);
     if (!port.ok()) return port.status();
-    addresses_[i] = absl::StrCat("127.0.0.1:", *port);
+    replica_addresses_[i].push_back(absl::StrCat("127.0.0.1:", *port));
   }
   return absl::OkStatus();
 }
 
 std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
   WorkerFlags flags = options_.worker_flags;
-  flags.servers = addresses_;
+  // ps_worker is given every replica of a shard (`a0|a1`) and follows the
+  // primary through a failover; other worker programs (pyps) know only
+  // one address per shard, and are given the first primary.
+  for (const std::vector<std::string>& shard : replica_addresses_) {
+    flags.servers.push_back(absl::StrJoin(shard, "|"));
+  }
   flags.rank = rank;
   flags.num_workers = options_.num_workers;
   if (options_.metrics_base_port > 0) {
@@ -125,6 +163,7 @@ std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
   for (const WorkerProgram& program : options_.worker_programs) {
     if (rank < program.first_rank || rank > program.last_rank) continue;
     flags.metrics_listen.clear();  // a flag only ps_worker knows
+    flags.servers = addresses_;
     std::vector<std::string> argv = program.command;
     for (std::string& arg : WorkerArgs(flags)) argv.push_back(std::move(arg));
     return argv;

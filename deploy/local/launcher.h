@@ -61,8 +61,12 @@ struct LocalClusterOptions {
   // Default: 2 servers, 2 workers
   uint32_t num_servers = 2;
   uint32_t num_workers = 2;
+  // ps_server processes per shard (--replicas): replica 0 of shard i is
+  // "server i" (server-i.log), replica r > 0 "server i replica r"
+  // (server-i-replica-r.log). Default: 1, not replicated
+  uint32_t replicas = 1;
   // Flags for every server; the cluster sets listen, port_file,
-  // shard_index, num_shards and num_workers.
+  // shard_index, num_shards, num_workers and the replica flags.
   ServerFlags server_flags;
   // Flags for every worker; the cluster sets servers, rank and num_workers.
   WorkerFlags worker_flags;
@@ -73,7 +77,9 @@ struct LocalClusterOptions {
   std::vector<std::string> worker_env;
   // When > 0, server i serves Prometheus metrics on 127.0.0.1:(port + i)
   // and ps_worker rank r on 127.0.0.1:(port + num_servers + r) (other
-  // worker programs get no such flag). Default: 0, no metrics endpoints
+  // worker programs get no such flag); replica k > 0 of server i on
+  // 127.0.0.1:(port + num_servers + num_workers + (k-1)*num_servers + i).
+  // Default: 0, no metrics endpoints
   int metrics_base_port = 0;
   // Servers not serving by then fail the start. Default: 30 s
   absl::Duration start_timeout = absl::Seconds(30);
@@ -96,8 +102,12 @@ class LocalCluster {
   LocalCluster(const LocalCluster&) = delete;
   LocalCluster& operator=(const LocalCluster&) = delete;
 
-  // Starts the servers and waits until each serves. `interrupted` is polled
-  // while waiting; when it returns true the start fails.
+  // Starts the servers and waits until each serves. With replicas, replica
+  // k of every shard starts once replicas 0 to k-1 serve, and is given
+  // their addresses (replica 0's to join it; the others' for a failover);
+  // its own entry and later ones are 127.0.0.1:0 (the port it binds).
+  // `interrupted` is polled while waiting; when it returns true the start
+  // fails.
   absl::Status StartServers(const std::function<bool()>& interrupted);
 
   // Starts the workers against the servers (after StartServers).
@@ -110,8 +120,13 @@ class LocalCluster {
   // StopWorkersThenServers over every process of the cluster.
   StopReport Stop(absl::Duration grace);
 
-  // host:port of every server, in shard order.
+  // host:port of every shard's replica 0 (the primary until a failover),
+  // in shard order: where workers are pointed.
   const std::vector<std::string>& addresses() const { return addresses_; }
+  // host:port of every replica: [shard][replica].
+  const std::vector<std::vector<std::string>>& replica_addresses() const {
+    return replica_addresses_;
+  }
   std::vector<ClusterProcess>& processes() { return processes_; }
 
  private:
@@ -119,12 +134,16 @@ class LocalCluster {
                      const std::vector<std::string>& args,
                      const std::string& log,
                      const std::vector<std::string>& env = {});
+  // Starts replica `replica` of every shard and waits until each serves.
+  absl::Status StartReplicas(uint32_t replica, absl::Time give_up,
+                             const std::function<bool()>& interrupted);
   // ps_worker's command line for `rank`, or its WorkerProgram's.
   std::vector<std::string> WorkerCommandLine(uint32_t rank) const;
 
   LocalClusterOptions options_;
   std::vector<ClusterProcess> processes_;
   std::vector<std::string> addresses_;
+  std::vector<std::vector<std::string>> replica_addresses_;
 };
 
 }  // namespace ps::launch

@@ -35,6 +35,10 @@
 
 ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
+ABSL_FLAG(uint32_t, replicas, 1,
+          "ps_server processes per shard (primary-backup replication): "
+          "replica 0 is each shard's primary, the one workers are pointed "
+          "at. 1: not replicated.");
 ABSL_FLAG(std::string, mode, "sync", "sync, ssp or async.");
 ABSL_FLAG(std::string, model, "softmax",
           "softmax or mlp (Fashion-MNIST), logreg or fm (sparse, on --train "
@@ -99,6 +103,10 @@ ABSL_FLAG(bool, quiet, false, "Print only the summary line.");
 namespace {
 
 using ps::common::Die;
+
+// More would only compete for the machine's cores: each replica applies
+// every push.
+constexpr uint32_t kMaxReplicas = 8;
 
 // A field of a metrics line; 0 when it is missing.
 double Metric(const ps::common::Json& metrics, const char* key) {
@@ -289,6 +297,11 @@ int main(int argc, char** argv) {
   const uint32_t num_workers = absl::GetFlag(FLAGS_workers);
   if (num_servers < 1 || num_servers > 64) Die("--servers must be 1 to 64");
   if (num_workers < 1 || num_workers > 64) Die("--workers must be 1 to 64");
+  const uint32_t replicas = absl::GetFlag(FLAGS_replicas);
+  if (replicas < 1 || replicas > kMaxReplicas) {
+    Die(absl::StrCat("--replicas must be 1 to ", kMaxReplicas, " (got ",
+                     replicas, "; 1: not replicated)"));
+  }
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (!ps::common::ParseConsistencyMode(mode).ok()) {
     Die(absl::StrCat("--mode='", mode, "' is not sync, ssp or async"));
@@ -310,10 +323,10 @@ int main(int argc, char** argv) {
                      "DIR/test.libsvm)"));
   }
   const int32_t metrics_base_port = absl::GetFlag(FLAGS_metrics_base_port);
-  if (metrics_base_port < 0 ||
-      metrics_base_port + num_servers + num_workers > 65536) {
+  const uint32_t metrics_ports = num_servers * replicas + num_workers;
+  if (metrics_base_port < 0 || metrics_base_port + metrics_ports > 65536) {
     Die(absl::StrCat("--metrics_base_port=", metrics_base_port,
-                     " leaves no room for ", num_servers + num_workers,
+                     " leaves no room for ", metrics_ports,
                      " ports below 65536 (0 turns metrics off)"));
   }
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
@@ -357,6 +370,7 @@ int main(int argc, char** argv) {
   cluster_options.bin_dir = bin_dir;
   cluster_options.num_servers = num_servers;
   cluster_options.num_workers = num_workers;
+  cluster_options.replicas = replicas;
   cluster_options.metrics_base_port = metrics_base_port;
   ps::launch::ServerFlags& server = cluster_options.server_flags;
   server.mode = mode;
@@ -448,6 +462,18 @@ int main(int argc, char** argv) {
           absl::StrJoin(job.cluster->addresses(), ",").c_str(), num_workers,
           mode.c_str(), absl::GetFlag(FLAGS_model).c_str(),
           absl::GetFlag(FLAGS_epochs), job.out_dir.c_str());
+      if (replicas > 1) {
+        std::vector<std::string> shards;
+        for (const std::vector<std::string>& shard :
+             job.cluster->replica_addresses()) {
+          shards.push_back(absl::StrJoin(shard, ","));
+        }
+        std::printf(
+            "ps_local: %s%u replicas per shard, primary first (%s); logs "
+            "server-I-replica-R.log\n",
+            job.Prefix().c_str(), replicas,
+            absl::StrJoin(shards, "; ").c_str());
+      }
       if (metrics_base_port > 0) {
         const int first_worker =
             metrics_base_port + static_cast<int>(num_servers);
@@ -456,6 +482,15 @@ int main(int argc, char** argv) {
             "127.0.0.1:%d-%d\n",
             metrics_base_port, first_worker - 1, first_worker,
             first_worker + static_cast<int>(num_workers) - 1);
+        if (replicas > 1) {
+          const int first_backup = first_worker + static_cast<int>(num_workers);
+          std::printf(
+              "ps_local: /metrics of backup replicas on 127.0.0.1:%d-%d "
+              "(replica R of server I: %d + (R-1)*%u + I)\n",
+              first_backup,
+              first_backup + static_cast<int>((replicas - 1) * num_servers) - 1,
+              first_backup, num_servers);
+        }
       }
       std::fflush(stdout);
     }

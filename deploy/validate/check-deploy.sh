@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the deploy files, one per call (ctest runs each):
-#   check-deploy.sh compose|compose-tls|k8s|k8s-overlay|k8s-tls|dockerfile
+#   check-deploy.sh compose|compose-tls|compose-replicated|k8s|k8s-overlay|k8s-tls|k8s-replicated|dockerfile
 # validates a real file, and
 #   check-deploy.sh compose-bad-key|k8s-unknown-field|k8s-wrong-type|dockerfile-bad-instruction
 # feeds the same validator a copy with one deliberate defect and passes only
@@ -71,6 +71,11 @@ case "${1:-}" in
       "$deploy/compose/docker-compose.tls.yml"
     echo "docker-compose config (with docker-compose.tls.yml): valid"
     ;;
+  compose-replicated)
+    compose_config "$deploy/compose/docker-compose.yml" \
+      "$deploy/compose/docker-compose.replicated.yml"
+    echo "docker-compose config (with docker-compose.replicated.yml): valid"
+    ;;
   compose-bad-key)
     sed 's/^\( *\)restart: unless-stopped/\1restart_policy: unless-stopped/' \
       "$deploy/compose/docker-compose.yml" >"$tmp/docker-compose.yml"
@@ -80,6 +85,7 @@ case "${1:-}" in
   k8s) k8s_check "$deploy/k8s" ;;
   k8s-overlay) k8s_check "$deploy/k8s-overlays/example" ;;
   k8s-tls) k8s_check "$deploy/k8s-overlays/tls" ;;
+  k8s-replicated) k8s_check "$deploy/k8s-overlays/replicated" ;;
   k8s-unknown-field)
     expect_rejection "StatefulSet/ps-server: unknown field .spec.template.spec.terminationGracePeriodSecond" \
       k8s_check_mutated 's/terminationGracePeriodSeconds:/terminationGracePeriodSecond:/'
@@ -97,7 +103,7 @@ case "${1:-}" in
     expect_rejection "Unknown instruction: HEALTHCHEK" dockerfile_lint "$tmp/Dockerfile"
     ;;
   *)
-    echo "usage: $0 compose|compose-tls|compose-bad-key|k8s|k8s-overlay|k8s-tls|k8s-unknown-field|k8s-wrong-type|dockerfile|dockerfile-bad-instruction" >&2
+    echo "usage: $0 compose|compose-tls|compose-replicated|compose-bad-key|k8s|k8s-overlay|k8s-tls|k8s-replicated|k8s-unknown-field|k8s-wrong-type|dockerfile|dockerfile-bad-instruction" >&2
     exit 2
     ;;
 esac

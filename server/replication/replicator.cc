@@ -162,6 +162,21 @@ bool Replicator::joined() const {
   return joined_;
 }
 
+Replicator::State Replicator::state() const {
+  State state;
+  state.replica_index = options_.replica_index;
+  state.replicas = static_cast<uint32_t>(options_.peers.size());
+  state.primary = primary();
+  state.joined = joined();
+  state.term = term();
+  // Every failover starts the next term, and a replica that follows learns
+  // the term, so this is the shard's count, whichever replica answers.
+  state.failovers = state.term - 1;
+  state.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+  state.backups_dropped = log_.backups_dropped();
+  return state;
+}
+
 uint64_t Replicator::log_index() const {
   if (primary()) return log_.last_index();
   absl::MutexLock lock(&apply_mu_);
@@ -251,8 +266,10 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
       // The rest go in the next batch: under the backup's request limit.
       if (bytes >= kMaxApplyBytes) break;
     }
+    const size_t request_bytes = request.ByteSizeLong();
     // A failed batch is sent again whole: the backup skips what it applied.
     while (true) {
+      bytes_sent_.fetch_add(request_bytes, std::memory_order_relaxed);
       grpc::ClientContext context;
       context.set_deadline(
           absl::ToChronoTime(absl::Now() + options_.rpc_deadline));
@@ -282,6 +299,19 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
       // by being asked again.
       if (sent.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
           now - failing_since >= options_.drop_after) {
+        // Before going on without it: a backup that was paused or slow
+        // may have taken over meanwhile, and then this primary steps down
+        // instead of acknowledging writes alone (they would be lost).
+        absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
+            AskStatus(replica, options_.heartbeat_every);
+        if (status.ok() && status->term() > term) {
+          absl::MutexLock lock(&apply_mu_);
+          StepDown(status->term(),
+                   status->role() == ps::v1::PRIMARY ? replica : kUnknown,
+                   absl::StrCat("replica ", replica, " is in term ",
+                                status->term()));
+          return;
+        }
         log_.Drop(replica, generation,
                   absl::StrCat("Apply failed for ",
                                absl::FormatDuration(now - failing_since), ": ",

@@ -82,6 +82,22 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // tools/failover_time.py measures.
   void NotePushAcknowledged();
 
+  // What Status and /metrics show of this replica (ps.v1.ReplicaState).
+  struct State {
+    uint32_t replica_index = 0;
+    uint32_t replicas = 0;
+    bool primary = false;
+    bool joined = false;  // a backup that follows the primary
+    uint64_t term = 0;
+    // The shard's failovers so far: term − 1 (0: none yet).
+    uint64_t failovers = 0;
+    // Primary: bytes of Apply requests sent to backups, retries and
+    // heartbeats included.
+    uint64_t bytes_sent = 0;
+    uint64_t backups_dropped = 0;
+  };
+  State state() const;
+
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const ps::v1::JoinRequest* request,
                                  ps::v1::JoinResponse* response) override;
@@ -133,6 +149,7 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   ReplayClock* const clock_;
   ReplicationLog log_;
   absl::Notification stop_;
+  std::atomic<uint64_t> bytes_sent_{0};
 
   absl::Mutex threads_mu_;
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(threads_mu_);

@@ -13,6 +13,7 @@
 #include "deploy/local/daemon_flags.h"
 #include "deploy/local/launcher.h"
 #include "spdlog/spdlog.h"
+#include "tools/chaos/replica_target.h"
 
 namespace ps::chaos {
 namespace {
@@ -20,6 +21,11 @@ namespace {
 constexpr int kNamespacePort = 50051;
 
 }  // namespace
+
+std::string ServerHost(uint32_t shard, uint32_t replica) {
+  return replica == 0 ? absl::StrCat("s", shard)
+                      : absl::StrCat("s", shard, "r", replica);
+}
 
 Cluster::Cluster(const Scenario& scenario, std::string out_dir,
                  std::string bin_dir, NetworkSandbox* sandbox, bool fault_files,
@@ -31,53 +37,83 @@ Cluster::Cluster(const Scenario& scenario, std::string out_dir,
       fault_files_(fault_files),
       security_(std::move(security)) {
   const ClusterSpec& c = scenario.cluster;
-  for (uint32_t i = 0; i < c.servers + c.workers; ++i) {
+  for (uint32_t i = 0; i < c.servers; ++i) {
+    for (uint32_t r = 0; r < c.replicas; ++r) {
+      Daemon d;
+      d.ref = {ProcessRef::Kind::kServer, i};
+      if (c.replicas > 1) d.ref.replica = r;
+      d.host = ServerHost(i, r);
+      // Replica 0 keeps the names of an unreplicated cluster.
+      d.log = r == 0 ? absl::StrCat(out_dir_, "/server-", i, ".log")
+                     : absl::StrCat(out_dir_, "/server-", i, "-replica-", r,
+                                    ".log");
+      server_listen_.push_back(
+          sandbox_ != nullptr
+              ? absl::StrCat(sandbox_->Address(d.host), ":", kNamespacePort)
+              : "127.0.0.1:0");
+      daemons_.push_back(std::move(d));
+    }
+  }
+  for (uint32_t i = 0; i < c.workers; ++i) {
     Daemon d;
-    const bool server = i < c.servers;
-    d.ref = {server ? ProcessRef::Kind::kServer : ProcessRef::Kind::kWorker,
-             server ? i : i - c.servers};
-    d.host = absl::StrCat(server ? "s" : "w", d.ref.index);
-    d.log = absl::StrCat(out_dir_, server ? "/server-" : "/worker-",
-                         d.ref.index, ".log");
+    d.ref = {ProcessRef::Kind::kWorker, i};
+    d.host = absl::StrCat("w", i);
+    d.log = absl::StrCat(out_dir_, "/worker-", i, ".log");
+    daemons_.push_back(std::move(d));
+  }
+  for (Daemon& d : daemons_) {
     if (fault_files_) {
       d.fault_file = absl::StrCat(out_dir_, "/faults/", d.host, ".spec");
     }
-    daemons_.push_back(std::move(d));
   }
   for (uint32_t i = 0; i < c.servers; ++i) {
-    if (sandbox_ != nullptr) {
-      const std::string address = absl::StrCat(
-          sandbox_->Address(absl::StrCat("s", i)), ":", kNamespacePort);
-      server_listen_.push_back(address);
-      server_addresses_.push_back(address);
-    } else {
-      server_listen_.push_back("127.0.0.1:0");
-      server_addresses_.push_back("");  // known once the server serves
-    }
+    // Known once the server serves, without namespaces.
+    server_addresses_.push_back(
+        sandbox_ != nullptr ? server_listen_[i * c.replicas] : "");
   }
 }
 
 Cluster::~Cluster() { StopAll(absl::ZeroDuration()); }
 
+size_t Cluster::DaemonIndex(const ProcessRef& ref) const {
+  const ClusterSpec& c = scenario_.cluster;
+  if (ref.kind == ProcessRef::Kind::kWorker) {
+    return c.servers * c.replicas + ref.index;
+  }
+  // A primary is resolved (Resolve) before anything reaches a daemon.
+  const uint32_t replica = ref.primary() ? 0 : ref.replica.value_or(0);
+  return ref.index * c.replicas + replica;
+}
+
 Daemon& Cluster::daemon(const ProcessRef& ref) {
-  const size_t i = ref.kind == ProcessRef::Kind::kServer
-                       ? ref.index
-                       : scenario_.cluster.servers + ref.index;
-  return daemons_[i];
+  return daemons_[DaemonIndex(ref)];
+}
+
+absl::StatusOr<ProcessRef> Cluster::Resolve(const ProcessRef& ref) const {
+  if (!ref.primary()) return ref;
+  const uint32_t replicas = scenario_.cluster.replicas;
+  const std::vector<std::string> addresses(
+      server_listen_.begin() + ref.index * replicas,
+      server_listen_.begin() + (ref.index + 1) * replicas);
+  absl::StatusOr<uint32_t> primary =
+      PickPrimary(AskReplicas(addresses, absl::Seconds(1)), ref.index);
+  if (!primary.ok()) return primary.status();
+  return ProcessRef{ref.kind, ref.index, *primary};
 }
 
 std::string Cluster::AddressOf(const ProcessRef& ref) const {
   if (sandbox_ == nullptr) return "127.0.0.1";
-  return sandbox_->Address(absl::StrCat(
-      ref.kind == ProcessRef::Kind::kServer ? "s" : "w", ref.index));
+  return sandbox_->Address(daemons_[DaemonIndex(ref)].host);
 }
 
 std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
   const ClusterSpec& c = scenario_.cluster;
   std::vector<std::string> argv;
   if (d.ref.kind == ProcessRef::Kind::kServer) {
+    const uint32_t first = d.ref.index * c.replicas;
+    const uint32_t replica = d.ref.replica.value_or(0);
     launch::ServerFlags flags;
-    flags.listen = server_listen_[d.ref.index];
+    flags.listen = server_listen_[first + replica];
     flags.port_file = absl::StrCat(out_dir_, "/", d.host, ".port");
     flags.shard_index = d.ref.index;
     flags.num_shards = c.servers;
@@ -85,8 +121,20 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
     flags.mode = c.mode;
     flags.lease_timeout = c.lease_timeout;
     flags.sync_quorum = c.sync_quorum;
+    if (c.replicas > 1) {
+      // Every replica's address as far as known (a port 0 until that
+      // replica served once).
+      flags.replicas = c.replicas;
+      flags.replica_index = replica;
+      flags.replica_peers.assign(server_listen_.begin() + first,
+                                 server_listen_.begin() + first + c.replicas);
+    }
     if (c.checkpoint_every < absl::InfiniteDuration()) {
-      flags.checkpoint_dir = absl::StrCat(out_dir_, "/checkpoints");
+      // Replicas of a shard write the same file names: one directory each.
+      flags.checkpoint_dir =
+          replica == 0
+              ? absl::StrCat(out_dir_, "/checkpoints")
+              : absl::StrCat(out_dir_, "/checkpoints/replica-", replica);
       flags.checkpoint_every = c.checkpoint_every;
     }
     flags.security = security_;
@@ -95,7 +143,13 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
     argv = launch::ServerCommand(bin_dir_, flags);
   } else {
     launch::WorkerFlags flags;
-    flags.servers = server_addresses_;
+    // Every replica of a shard (`a0|a1`): a worker follows the primary
+    // through a failover.
+    for (uint32_t i = 0; i < c.servers; ++i) {
+      flags.servers.push_back(
+          absl::StrJoin(server_listen_.begin() + i * c.replicas,
+                        server_listen_.begin() + (i + 1) * c.replicas, "|"));
+    }
     flags.rank = d.ref.index;
     flags.num_workers = c.workers;
     flags.model = c.model;
@@ -145,25 +199,37 @@ absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
   for (const Daemon& d : daemons_) {
     std::ofstream truncate(d.log, std::ios::trunc);
   }
-  for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
-    Daemon& d = daemons_[i];
-    std::remove(absl::StrCat(out_dir_, "/", d.host, ".port").c_str());
-    if (absl::Status s = Spawn(d); !s.ok()) return s;
-  }
-  const absl::Time give_up = absl::Now() + absl::Seconds(60);
-  for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
-    Daemon& d = daemons_[i];
-    absl::StatusOr<int> port = launch::WaitForPortFile(
-        absl::StrCat(out_dir_, "/", d.host, ".port"), d.ref.ToString(), d.log,
-        *d.process, give_up, interrupted);
-    if (!port.ok()) return port.status();
-    if (sandbox_ == nullptr) {
-      // Restarts bind the same port, so the workers find it again.
-      server_listen_[i] = absl::StrCat("127.0.0.1:", *port);
-      server_addresses_[i] = server_listen_[i];
+  const ClusterSpec& c = scenario_.cluster;
+  for (uint32_t r = 1; r < c.replicas; ++r) {
+    if (c.checkpoint_every < absl::InfiniteDuration()) {
+      std::filesystem::create_directory(
+          absl::StrCat(out_dir_, "/checkpoints/replica-", r), ignored);
     }
   }
-  for (size_t i = scenario_.cluster.servers; i < daemons_.size(); ++i) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  // Replica r of every shard once replicas 0 to r-1 serve: it joins
+  // replica 0 and is given the others' addresses.
+  for (uint32_t r = 0; r < c.replicas; ++r) {
+    for (uint32_t i = 0; i < c.servers; ++i) {
+      Daemon& d = daemons_[i * c.replicas + r];
+      std::remove(absl::StrCat(out_dir_, "/", d.host, ".port").c_str());
+      if (absl::Status s = Spawn(d); !s.ok()) return s;
+    }
+    for (uint32_t i = 0; i < c.servers; ++i) {
+      const uint32_t at = i * c.replicas + r;
+      Daemon& d = daemons_[at];
+      absl::StatusOr<int> port = launch::WaitForPortFile(
+          absl::StrCat(out_dir_, "/", d.host, ".port"), d.ref.ToString(), d.log,
+          *d.process, give_up, interrupted);
+      if (!port.ok()) return port.status();
+      if (sandbox_ == nullptr) {
+        // Restarts bind the same port, so the workers find it again.
+        server_listen_[at] = absl::StrCat("127.0.0.1:", *port);
+        if (r == 0) server_addresses_[i] = server_listen_[at];
+      }
+    }
+  }
+  for (size_t i = c.servers * c.replicas; i < daemons_.size(); ++i) {
     if (absl::Status s = Spawn(daemons_[i]); !s.ok()) return s;
   }
   return absl::OkStatus();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/subprocess.h"
 #include "deploy/local/daemon_flags.h"
 #include "tools/chaos/network_sandbox.h"
@@ -33,6 +34,10 @@ struct Daemon {
   bool running() const { return process != nullptr && process->running(); }
 };
 
+// The host name of a server replica: its namespace and file names ("s1";
+// "s1r2" for replica 2).
+std::string ServerHost(uint32_t shard, uint32_t replica);
+
 // The servers and workers of a scenario: on 127.0.0.1 with ports the
 // servers pick, or each in its namespace of `sandbox` on port 50051.
 class Cluster {
@@ -50,11 +55,17 @@ class Cluster {
   absl::Status Start(const std::function<bool()>& interrupted);
 
   std::vector<Daemon>& daemons() { return daemons_; }
+  // The daemon of a resolved ref (not "server I primary": see Resolve).
   Daemon& daemon(const ProcessRef& ref);
+  // host:port of every shard's replica 0 (the only one without replicas),
+  // in shard order: where workers are pointed.
   const std::vector<std::string>& server_addresses() const {
     return server_addresses_;
   }
   std::string AddressOf(const ProcessRef& ref) const;
+  // "server I primary" as the replica that is the shard's primary now (asked
+  // of the replicas); any other ref as it is.
+  absl::StatusOr<ProcessRef> Resolve(const ProcessRef& ref) const;
 
   absl::Status Kill(const ProcessRef& ref);
   absl::Status Stop(const ProcessRef& ref);
@@ -74,6 +85,7 @@ class Cluster {
   void StopAll(absl::Duration grace);
 
  private:
+  size_t DaemonIndex(const ProcessRef& ref) const;
   absl::Status Spawn(Daemon& daemon);
   // Sends `signal` to a running daemon; SIGKILL also waits for it to end.
   absl::Status Signal(const ProcessRef& ref, int signal);
@@ -85,9 +97,12 @@ class Cluster {
   NetworkSandbox* sandbox_;
   bool fault_files_;
   launch::JobSecurity security_;
-  std::vector<Daemon> daemons_;  // servers first, then workers
+  // Servers first (shard by shard, each shard's replicas in order), then
+  // workers.
+  std::vector<Daemon> daemons_;
   std::vector<std::string> server_addresses_;
-  std::vector<std::string> server_listen_;  // --listen of each server
+  // --listen of each server replica, as daemons_ orders them.
+  std::vector<std::string> server_listen_;
 };
 
 }  // namespace ps::chaos

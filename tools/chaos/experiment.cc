@@ -84,7 +84,23 @@ class FaultApplier {
     auto keep = [&result](absl::Status s) {
       if (result.ok()) result = s;
     };
+    // "server I primary" is whichever replica is the primary now; the
+    // fault's end undoes it on that same replica.
+    std::vector<ProcessRef>& targets = resolved_[i];
+    targets.clear();
     for (const ProcessRef& t : f.targets) {
+      absl::StatusOr<ProcessRef> resolved = cluster_.Resolve(t);
+      if (!resolved.ok()) {
+        keep(resolved.status());
+        continue;
+      }
+      if (t.primary()) {
+        notes.push_back(
+            absl::StrCat(t.ToString(), " was ", resolved->ToString()));
+      }
+      targets.push_back(*resolved);
+    }
+    for (const ProcessRef& t : targets) {
       switch (f.action) {
         case FaultEvent::Action::kKill:
           keep(cluster_.Kill(t));
@@ -109,7 +125,7 @@ class FaultApplier {
     if (f.action == FaultEvent::Action::kRpc ||
         f.action == FaultEvent::Action::kNet ||
         f.action == FaultEvent::Action::kCpu) {
-      keep(Refresh(f, notes));
+      keep(Refresh(f, targets, notes));
     }
     return result;
   }
@@ -117,8 +133,9 @@ class FaultApplier {
   // Undoes fault i (after its `for`).
   absl::Status End(int i, std::vector<std::string>& notes) {
     const FaultEvent& f = scenario_.faults[i];
+    const std::vector<ProcessRef>& targets = resolved_[i];
     absl::Status result;
-    for (const ProcessRef& t : f.targets) {
+    for (const ProcessRef& t : targets) {
       absl::Status s;
       if (f.action == FaultEvent::Action::kKill) {
         s = cluster_.Restart(t);
@@ -132,7 +149,7 @@ class FaultApplier {
     if (f.action == FaultEvent::Action::kRpc ||
         f.action == FaultEvent::Action::kNet ||
         f.action == FaultEvent::Action::kCpu) {
-      absl::Status s = Refresh(f, notes);
+      absl::Status s = Refresh(f, targets, notes);
       if (result.ok()) result = s;
     }
     return result;
@@ -142,9 +159,9 @@ class FaultApplier {
   // Makes every target's fault file, link and CPU limit match the faults
   // active on it now.
   absl::Status Refresh(const FaultEvent& changed,
+                       const std::vector<ProcessRef>& touched,
                        std::vector<std::string>& notes) {
     absl::Status result;
-    std::vector<ProcessRef> touched = changed.targets;
     for (const ProcessRef& t : touched) {
       absl::Status s = WriteFaultFile(t, notes);
       if (s.ok() && changed.action == FaultEvent::Action::kNet &&
@@ -268,6 +285,8 @@ class FaultApplier {
   Cluster& cluster_;
   NetworkSandbox* sandbox_;
   CpuThrottle* throttle_;
+  // The processes each started fault hit, by fault index.
+  std::map<int, std::vector<ProcessRef>> resolved_;
   std::map<std::string, std::vector<int>> active_;  // process → faults
 };
 
@@ -319,8 +338,11 @@ class ExperimentRun {
     const ClusterSpec& c = scenario_.cluster;
     if (options_.namespaces) {
       std::vector<std::string> hosts;
-      for (uint32_t i = 0; i < c.servers; ++i)
-        hosts.push_back(absl::StrCat("s", i));
+      for (uint32_t i = 0; i < c.servers; ++i) {
+        for (uint32_t r = 0; r < c.replicas; ++r) {
+          hosts.push_back(ServerHost(i, r));
+        }
+      }
       for (uint32_t i = 0; i < c.workers; ++i)
         hosts.push_back(absl::StrCat("w", i));
       absl::StatusOr<std::unique_ptr<NetworkSandbox>> made =
@@ -439,11 +461,13 @@ class ExperimentRun {
     t0_ = absl::Now();
     const ClusterSpec& c = scenario_.cluster;
     Say(options_.verbose,
-        absl::StrCat(c.servers, " servers (",
-                     absl::StrJoin(cluster_->server_addresses(), ","), ") and ",
-                     c.workers, " workers started",
-                     options_.namespaces ? " in network namespaces" : "",
-                     options_.apply_faults ? "" : " (baseline: no faults)"));
+        absl::StrCat(
+            c.servers, " servers (",
+            absl::StrJoin(cluster_->server_addresses(), ","), ")",
+            c.replicas > 1 ? absl::StrCat(" x ", c.replicas, " replicas") : "",
+            " and ", c.workers, " workers started",
+            options_.namespaces ? " in network namespaces" : "",
+            options_.apply_faults ? "" : " (baseline: no faults)"));
   }
 
   // Rank 0's evaluations written since the last look, and the epoch now.

@@ -257,11 +257,20 @@ absl::StatusOr<std::unique_ptr<NetworkSandbox>> NetworkSandbox::Create(
       {"ip", "link", "set", sandbox->bridge_, "up"}};
   for (const std::string& host : hosts) {
     const int base = host[0] == 's' ? 10 : 100;
+    // "s3r1": replica 1 of server 3.
+    const std::vector<std::string> parts = absl::StrSplit(host.substr(1), 'r');
     int index = 0;
-    if (!absl::SimpleAtoi(host.substr(1), &index) || index < 0 || index > 99) {
+    int replica = 0;
+    if (!absl::SimpleAtoi(parts[0], &index) || index < 0 || index > 99 ||
+        parts.size() > 2 || (parts.size() == 2 && host[0] != 's') ||
+        (parts.size() == 2 &&
+         (!absl::SimpleAtoi(parts[1], &replica) || replica < 1 || index > 15 ||
+          164 + 16 * (replica - 1) + index > 254))) {
       return absl::InvalidArgumentError(absl::StrCat("bad host name ", host));
     }
-    const std::string address = absl::StrCat(subnet, ".", base + index);
+    const int host_byte =
+        replica == 0 ? base + index : 164 + 16 * (replica - 1) + index;
+    const std::string address = absl::StrCat(subnet, ".", host_byte);
     sandbox->addresses_[host] = address;
     const std::string ns = sandbox->Namespace(host);
     const std::string link = sandbox->HostLink(host);

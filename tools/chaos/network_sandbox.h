@@ -44,8 +44,10 @@ struct LinkFaults {
 // the subnet: a second run waits for no one, it fails saying so.
 class NetworkSandbox {
  public:
-  // `hosts`: short names, "s0" … for servers and "w0" … for workers; a
-  // server sN gets .(10+N) of the range, a worker wN .(100+N).
+  // `hosts`: short names, "s0" … for servers, "s0r1" … for their replicas
+  // and "w0" … for workers; a server sN gets .(10+N) of the range, a
+  // worker wN .(100+N), replica K ≥ 1 of server N .(164+16(K−1)+N), so
+  // 90 replicas beyond the first at most.
   static absl::StatusOr<std::unique_ptr<NetworkSandbox>> Create(
       const std::vector<std::string>& hosts, bool use_nft);
   ~NetworkSandbox();

@@ -21,7 +21,14 @@
 namespace ps::chaos {
 
 std::string ProcessRef::ToString() const {
-  return absl::StrCat(kind == Kind::kServer ? "server " : "worker ", index);
+  std::string name =
+      absl::StrCat(kind == Kind::kServer ? "server " : "worker ", index);
+  if (primary()) {
+    absl::StrAppend(&name, " primary");
+  } else if (replica.has_value()) {
+    absl::StrAppend(&name, " replica ", *replica);
+  }
+  return name;
 }
 
 std::string Trigger::ToString() const {
@@ -212,7 +219,9 @@ class Parser {
   }
 
   // "worker 2", "server 0", "workers", "servers", "all", or a list of
-  // these (a YAML sequence or comma-separated).
+  // these (a YAML sequence or comma-separated). With replicas a server is
+  // "server 1 primary" or "server 1 replica 0"; "servers" and "all" are
+  // every replica.
   absl::StatusOr<std::vector<ProcessRef>> Targets(
       const YAML::Node& node, absl::string_view key,
       const ClusterSpec& cluster) const {
@@ -238,9 +247,9 @@ class Parser {
                                       "'server 0', 'workers', 'servers', 'all' "
                                       "or a list of these"));
     }
+    const bool replicated = cluster.replicas > 1;
     std::vector<ProcessRef> targets;
-    auto add = [&](ProcessRef::Kind kind, uint32_t index) {
-      ProcessRef ref{kind, index};
+    auto add = [&](ProcessRef ref) {
       if (std::find(targets.begin(), targets.end(), ref) == targets.end()) {
         targets.push_back(ref);
       }
@@ -249,19 +258,22 @@ class Parser {
       const std::string w = absl::AsciiStrToLower(word);
       if (w == "workers" || w == "all") {
         for (uint32_t i = 0; i < cluster.workers; ++i) {
-          add(ProcessRef::Kind::kWorker, i);
+          add({ProcessRef::Kind::kWorker, i});
         }
       }
       if (w == "servers" || w == "all") {
         for (uint32_t i = 0; i < cluster.servers; ++i) {
-          add(ProcessRef::Kind::kServer, i);
+          if (!replicated) add({ProcessRef::Kind::kServer, i});
+          for (uint32_t r = 0; replicated && r < cluster.replicas; ++r) {
+            add({ProcessRef::Kind::kServer, i, r});
+          }
         }
       }
       if (w == "workers" || w == "servers" || w == "all") continue;
       const std::vector<absl::string_view> parts =
           absl::StrSplit(w, ' ', absl::SkipEmpty());
       uint32_t index = 0;
-      if (parts.size() != 2 || (parts[0] != "worker" && parts[0] != "server") ||
+      if (parts.size() < 2 || (parts[0] != "worker" && parts[0] != "server") ||
           !absl::SimpleAtoi(parts[1], &index)) {
         return Error(node, absl::StrCat("'", word, "' in ", key,
                                         " is not a process: say 'worker 2', "
@@ -276,10 +288,58 @@ class Parser {
                                is_server ? " servers" : " workers", " (0 to ",
                                count - 1, ")"));
       }
-      add(is_server ? ProcessRef::Kind::kServer : ProcessRef::Kind::kWorker,
-          index);
+      ProcessRef ref{
+          is_server ? ProcessRef::Kind::kServer : ProcessRef::Kind::kWorker,
+          index};
+      const absl::StatusOr<std::optional<uint32_t>> replica =
+          Replica(node, key, word, parts, cluster);
+      if (!replica.ok()) return replica.status();
+      ref.replica = *replica;
+      add(ref);
     }
     return targets;
+  }
+
+  // The replica part of a target's words ("server 1 primary", "server 1
+  // replica 0"): required for a server of a replicated cluster (a shard is
+  // then several processes), refused anywhere else.
+  absl::StatusOr<std::optional<uint32_t>> Replica(
+      const YAML::Node& node, absl::string_view key, const std::string& word,
+      const std::vector<absl::string_view>& parts,
+      const ClusterSpec& cluster) const {
+    const bool is_server = parts[0] == "server";
+    const bool replicated = is_server && cluster.replicas > 1;
+    if (parts.size() == 2) {
+      if (!replicated) return std::nullopt;
+      return Error(node,
+                   absl::StrCat("'", word, "' in ", key, " is one of ",
+                                cluster.replicas, " replicas: say '", word,
+                                " primary' or '", word, " replica K'"));
+    }
+    if (!replicated) {
+      return Error(node,
+                   absl::StrCat("'", word, "' in ", key, " names a replica, ",
+                                is_server ? "but the cluster has no replicas "
+                                            "(cluster key replicas)"
+                                          : "but workers have none"));
+    }
+    uint32_t replica = 0;
+    if (parts.size() == 3 && parts[2] == "primary") {
+      return ProcessRef::kPrimary;
+    }
+    if (parts.size() != 4 || parts[2] != "replica" ||
+        !absl::SimpleAtoi(parts[3], &replica)) {
+      return Error(
+          node, absl::StrCat("'", word, "' in ", key,
+                             " is not a process: say 'server ", parts[1],
+                             " primary' or 'server ", parts[1], " replica K'"));
+    }
+    if (replica >= cluster.replicas) {
+      return Error(node, absl::StrCat(word, " does not exist: each server has ",
+                                      cluster.replicas, " replicas (0 to ",
+                                      cluster.replicas - 1, ")"));
+    }
+    return replica;
   }
 
   // "12s", "2m", "0.9 epoch", "epoch 0.9", "1.5 epochs".
@@ -314,8 +374,8 @@ class Parser {
     if (!node) return c;
     if (absl::Status s = CheckKeys(
             node, "cluster",
-            {"servers", "workers", "mode", "model", "epochs", "batch_size",
-             "seed", "eval_every", "lease_timeout", "sync_quorum",
+            {"servers", "workers", "replicas", "mode", "model", "epochs",
+             "batch_size", "seed", "eval_every", "lease_timeout", "sync_quorum",
              "checkpoint_every", "rpc_deadline", "max_retry_time", "network",
              "server_flags", "worker_flags"});
         !s.ok()) {
@@ -334,6 +394,7 @@ class Parser {
       };
       if (key == "servers") take(Unsigned(v, key, 1, 16), c.servers);
       if (key == "workers") take(Unsigned(v, key, 1, 64), c.workers);
+      if (key == "replicas") take(Unsigned(v, key, 1, 8), c.replicas);
       if (key == "epochs") take(Unsigned(v, key, 1, 1000), c.epochs);
       if (key == "batch_size") take(Unsigned(v, key, 1, 1 << 16), c.batch_size);
       if (key == "seed") take(Unsigned(v, key, 0, UINT64_MAX), c.seed);
@@ -426,6 +487,17 @@ class Parser {
         Targets(node[action], action, cluster);
     if (!targets.ok()) return targets.status();
     fault.targets = *targets;
+    for (const ProcessRef& target : fault.targets) {
+      if (fault.action == FaultEvent::Action::kCont && target.primary()) {
+        return Error(
+            node[action],
+            absl::StrCat("cont continues a stopped process, which "
+                         "answers no ReplicaStatus: name its replica "
+                         "('",
+                         ProcessRef{target.kind, target.index, 0}.ToString(),
+                         "'), not ", target.ToString()));
+      }
+    }
     if (!node["at"]) return Error(node, "a fault needs 'at': 12s or 0.9 epoch");
     absl::StatusOr<Trigger> at = At(node["at"]);
     if (!at.ok()) return at.status();
@@ -514,6 +586,14 @@ class Parser {
             Targets(node["partition"], "partition", cluster);
         if (!peers.ok()) return peers.status();
         for (const ProcessRef& peer : *peers) {
+          if (peer.primary()) {
+            return Error(
+                node["partition"],
+                absl::StrCat("partition peers are fixed for the "
+                             "fault's length: name a replica ('",
+                             ProcessRef{peer.kind, peer.index, 0}.ToString(),
+                             "'), not ", peer.ToString()));
+          }
           if (std::find(fault.targets.begin(), fault.targets.end(), peer) ==
               fault.targets.end()) {
             fault.partition.push_back(peer);

@@ -16,15 +16,28 @@
 
 namespace ps::chaos {
 
-// One daemon of the job: "server 0", "worker 2".
+// One daemon of the job: "server 0", "worker 2"; with replicas, "server 1
+// replica 0" or "server 1 primary".
 struct ProcessRef {
   enum class Kind { kServer, kWorker };
+  // `replica` of a shard's primary: whichever replica answers ReplicaStatus
+  // as the primary when the fault fires (it moves with a failover).
+  static constexpr uint32_t kPrimary = UINT32_MAX;
+  ProcessRef() = default;
+  ProcessRef(Kind k, uint32_t i, std::optional<uint32_t> r = std::nullopt)
+      : kind(k), index(i), replica(r) {}
+
   Kind kind = Kind::kWorker;
   uint32_t index = 0;
+  // A server of a replicated cluster: the replica, or kPrimary. Unset for
+  // workers and for servers of a cluster without replicas.
+  std::optional<uint32_t> replica;
 
+  bool primary() const { return replica == kPrimary; }
   std::string ToString() const;
   bool operator==(const ProcessRef& other) const {
-    return kind == other.kind && index == other.index;
+    return kind == other.kind && index == other.index &&
+           replica == other.replica;
   }
 };
 
@@ -32,6 +45,9 @@ struct ClusterSpec {
   // Default: 2 servers, 2 workers
   uint32_t servers = 2;
   uint32_t workers = 2;
+  // ps_server processes per server shard (ps_server --replicas): targets
+  // then name "server I primary" or "server I replica K". Default: 1
+  uint32_t replicas = 1;
   // sync, ssp or async. Default: sync
   std::string mode = "sync";
   // softmax or mlp. Default: softmax
