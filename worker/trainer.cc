@@ -367,7 +367,8 @@ absl::StatusOr<bool> Trainer::JoinJob() {
     plan_.first_step = *resume_step;
     spdlog::info(
         "worker {} ({} expected): {} mode, {} data partitions per epoch "
-        "leased from shard 0{}, batches of {}, {} epochs, {} server shards, "
+        "leased from shard 0{}, even batches of at most {}, {} epochs, {} "
+        "server shards, "
         "starting at step {}",
         rank, workers, rpc::ModeName(client_->mode()), options_.data_partitions,
         options_.kfold == 0 ? std::string()
