@@ -20,7 +20,7 @@ enum class WorkerState {
 absl::string_view WorkerStateName(WorkerState state);
 
 // What a shard knows of one worker id: the one shape membership, the
-// shard's Status, checkpoints (the fields up to `finished`) and the wire
+// shard's Status, checkpoints (the fields up to `idle`) and the wire
 // (rpc::ToProto) share.
 struct WorkerRecord {
   uint32_t worker_id = 0;
@@ -35,6 +35,10 @@ struct WorkerRecord {
   WorkerState state = WorkerState::kLive;
   // Left after its last step; cleared when a new incarnation registers.
   bool finished = false;
+  // Live but waiting for a data partition (LeaveReason::kIdle): counts
+  // toward no round until its next push. Checkpointed, so that a shard
+  // restored (or a backup joined) while a worker waits does not wait for it.
+  bool idle = false;
 
   // Kept by a running shard only, not in checkpoints:
   bool registered = false;
@@ -42,9 +46,6 @@ struct WorkerRecord {
   // This incarnation is the first the shard saw of the id (not restored,
   // not a restart): a start that fails is then forgotten altogether.
   bool first_seen = false;
-  // Live but waiting for a data partition (LeaveReason::kIdle): counts
-  // toward no round until its next push.
-  bool idle = false;
   absl::Time lease_expires = absl::UnixEpoch();
   absl::Time last_heartbeat = absl::UnixEpoch();
 };

@@ -112,6 +112,9 @@ void Merge(const std::vector<common::WorkerRecord>& from,
     m.clock = std::min(m.clock, w.clock);
     // Live if live anywhere: a fresh lease costs at most one timeout.
     if (w.state == common::WorkerState::kLive) m.state = w.state;
+    // Idle if idle anywhere: its next push says it trains, whereas a sync
+    // round waiting for a worker that waits for a partition would not close.
+    m.idle = m.idle || w.idle;
   }
 }
 

@@ -73,6 +73,18 @@ void PartitionTable::Build() {
   held_.clear();
 }
 
+uint32_t PartitionTable::Owner(uint32_t epoch, uint32_t slot) const {
+  return static_cast<uint32_t>((uint64_t{epoch} * trainable_ + slot) %
+                               workers_);
+}
+
+uint32_t PartitionTable::FirstOwnSlot(uint32_t epoch,
+                                      uint32_t worker_id) const {
+  if (worker_id >= workers_) return trainable_;  // a joiner owns none
+  const uint32_t first_owner = Owner(epoch, 0);
+  return (worker_id + workers_ - first_owner) % workers_;
+}
+
 bool PartitionTable::Takeable(uint32_t epoch, uint32_t slot, uint32_t worker_id,
                               bool own_only, LiveIncarnation live) const {
   const PartitionRecord& r = records_[Index(epoch, orders_[epoch][slot])];
@@ -81,7 +93,7 @@ bool PartitionTable::Takeable(uint32_t epoch, uint32_t slot, uint32_t worker_id,
       live(r.worker_id) == r.incarnation) {
     return false;  // a live holder keeps it
   }
-  const uint32_t owner = slot % workers_;
+  const uint32_t owner = Owner(epoch, slot);
   if (owner == worker_id) return true;
   if (own_only) return false;
   if (!live(owner).has_value()) return true;  // its owner is gone
@@ -127,7 +139,7 @@ PartitionTable::Grant PartitionTable::Lease(uint32_t worker_id,
     if (done_per_epoch_[e] == slots) continue;
     // Its own slots first, in the epoch's order: fault-free, that is all a
     // worker ever takes.
-    for (uint32_t k = worker_id; k < slots; k += workers_) {
+    for (uint32_t k = FirstOwnSlot(e, worker_id); k < slots; k += workers_) {
       if (Takeable(e, k, worker_id, /*own_only=*/true, live)) {
         return Take(e, k, worker_id, incarnation);
       }

@@ -24,16 +24,19 @@ namespace ps::server {
 //
 // Fault-free, the assignment does not depend on timing, so sync mode stays
 // bit-for-bit reproducible: each epoch has a seeded order of the partitions,
-// and slot k of that order belongs to worker k mod W (W: the workers the job
-// expects). A slot is reserved for its owner while the owner is live; the
-// slots of an owner that is not (its lease expired, it left, or it never
-// came) become takeable by any live worker, and so does a slot whose holder
-// died. A worker takes others' slots only when none of its own is left in
-// that epoch, so fault-free nobody takes another's slot (in sync mode a
-// round cannot close before every expected worker registered). Workers with ids
-// from W up (joiners beyond the expected ones) own nothing and take free slots
-// from the back of an epoch's order, so they help where the owners would come
-// last.
+// and slot k of epoch e's order belongs to worker (e·T + k) mod W (W: the
+// workers the job expects, T: the slots of an epoch). Counting on across
+// epochs, not from 0 in each, spreads an epoch's T mod W extra slots over
+// the workers: 64 partitions over 3 workers would otherwise give worker 0
+// one more in every epoch, and it would train the last E alone. A slot is
+// reserved for its owner while the owner is live; the slots of an owner that is
+// not (its lease expired, it left, or it never came) become takeable by any
+// live worker, and so does a slot whose holder died. A worker takes others'
+// slots only when none of its own is left in that epoch, so fault-free nobody
+// takes another's slot (in sync mode a round cannot close before every expected
+// worker registered). Workers with ids from W up (joiners beyond the expected
+// ones) own nothing and take free slots from the back of an epoch's order, so
+// they help where the owners would come last.
 //
 // With k-fold cross-validation (plan.kfold) the held-out fold's partitions
 // have no slot in any epoch's order: they are never leased, and an epoch is
@@ -123,6 +126,11 @@ class PartitionTable {
   }
   // Makes the per-epoch orders and empty records for plan_.
   void Build();
+  // The worker id that owns slot `slot` of `epoch`.
+  uint32_t Owner(uint32_t epoch, uint32_t slot) const;
+  // The first slot of `epoch` that `worker_id` owns (its next ones follow
+  // every W slots); trainable_ when it owns none.
+  uint32_t FirstOwnSlot(uint32_t epoch, uint32_t worker_id) const;
   // Whether `worker_id` may lease the partition in slot `slot` of `epoch`.
   bool Takeable(uint32_t epoch, uint32_t slot, uint32_t worker_id,
                 bool own_only, LiveIncarnation live) const;

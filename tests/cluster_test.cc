@@ -136,10 +136,10 @@ TEST(Cluster, SyncTrainingIsBitForBitReproducibleAcrossShardCounts) {
   EXPECT_FALSE(SameBytes(one, (*model)->InitialParams(42)));
 }
 
-// Partitions leased from shard 0 go to worker p mod W when nobody fails:
+// Partitions leased from shard 0 go to their slot's owner when nobody fails:
 // sync training is still the same bit for bit, on 1 and 3 shards, and
 // every partition of every epoch is trained once. 10 partitions over 3
-// workers: worker 0 has one more each epoch, and the others leave first.
+// workers: one of them has one more in each epoch.
 TEST(Cluster, SyncTrainingWithDataPartitionsIsBitForBitReproducible) {
   std::vector<uint32_t> done_one, done_three;
   TrainInput partitions;

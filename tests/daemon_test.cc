@@ -308,7 +308,10 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
        "--data_format: 'csv' is not idx or libsvm"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--data_format=libsvm"},
        "needs --train=FILE and --test=FILE"},
-      {{"ps_worker", "--servers=127.0.0.1:1", "--rank=3", "--num_workers=2"},
+      // The split by rank bounds the rank (leased partitions take any id the
+      // servers accept: a joiner).
+      {{"ps_worker", "--servers=127.0.0.1:1", "--rank=3", "--num_workers=2",
+        "--data_partitions=0"},
        "--rank=3"},
       {{"ps_worker", "--servers=127.0.0.1:1", "--batch_size=0"},
        "--batch_size"},
@@ -432,12 +435,13 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
   EXPECT_TRUE(worker->running()) << ReadFile(dir + "/worker.log");
   EXPECT_THAT(ReadFile(dir + "/worker.log"),
               HasSubstr("server name ps-late-server does not resolve yet"));
-  EXPECT_THAT(ReadFile(dir + "/worker.log"), Not(HasSubstr("steps of")));
+  EXPECT_THAT(ReadFile(dir + "/worker.log"),
+              Not(HasSubstr("starting at step")));
 
   std::ofstream(hosts, std::ios::app) << "127.0.0.1 ps-late-server\n";
   const absl::Time named = absl::Now();
   WaitUntil([&] {
-    return ReadFile(dir + "/worker.log").find("steps of") !=
+    return ReadFile(dir + "/worker.log").find("starting at step") !=
                std::string::npos ||
            !worker->running();
   });
@@ -508,9 +512,10 @@ TEST(Daemons, ACorruptLibsvmLineStopsTheWorkerNamingFileAndLine) {
       {"good.libsvm", "bad.libsvm",
        "--test: '" + dir + "/bad.libsvm' line 3: "},
       {"missing.libsvm", "good.libsvm", dir + "/missing.libsvm"},
-      // Good files load, and are checked against the flags.
+      // Good files load, and are checked against the flags (the default
+      // 64 data partitions).
       {"good.libsvm", "good.libsvm",
-       "each worker's shard holds 2 examples, fewer than one batch"},
+       "--data_partitions=64 is more than the 2 training examples"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     Outcome outcome =

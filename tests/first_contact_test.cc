@@ -234,11 +234,12 @@ TEST(FirstContact, AWorkerWithTheServersOutOfOrderNeverCountsAsAMember) {
   auto rank0 = StartWorker(dir + "/worker-0.log", servers.list(), 0, flags);
   ASSERT_TRUE(FinishesCleanly(*rank0)) << ReadFile(dir + "/worker-0.log");
   ASSERT_TRUE(FinishesCleanly(*rank1)) << ReadFile(dir + "/worker-1.log");
-  // 30000 examples per worker in batches of 64: 469 steps, one round each.
+  // 64 data partitions, 32 per worker fault-free (slot k to worker k mod 2),
+  // each 15 batches of at most 64: 480 steps per worker, one round each.
   for (uint32_t i = 0; i < 2; ++i) {
     const ps::v1::StatusResponse status = servers.Status(i);
-    EXPECT_EQ(status.version(), 469u) << "shard " << i;
-    EXPECT_EQ(status.rounds_closed_all_live(), 469u) << "shard " << i;
+    EXPECT_EQ(status.version(), 480u) << "shard " << i;
+    EXPECT_EQ(status.rounds_closed_all_live(), 480u) << "shard " << i;
   }
 }
 

@@ -183,13 +183,15 @@ class Job {
   const std::string& dir() const { return dir_; }
   const std::string& address() const { return address_; }
 
-  void StartWorker(uint32_t rank) {
+  void StartWorker(uint32_t rank) { StartWorker(rank, worker_flags_); }
+  // A worker with flags of its own instead of the job's.
+  void StartWorker(uint32_t rank, std::vector<std::string> worker_flags) {
     launch::WorkerFlags flags;
     flags.servers = {address_};
     flags.rank = rank;
     flags.num_workers = num_workers_;
     flags.metrics_out = dir_ + "/metrics.jsonl";
-    flags.extra = worker_flags_;
+    flags.extra = std::move(worker_flags);
     const std::vector<std::string> argv = launch::WorkerCommand(bin_, flags);
     auto worker = common::Subprocess::Spawn(
         argv, absl::StrCat(dir_, "/worker-", rank, ".log"));

@@ -24,6 +24,7 @@
 namespace ps {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
@@ -167,6 +168,46 @@ TEST(Kfold, PsLocalRunsEveryFoldAndSummarisesTheirLastMetrics) {
   EXPECT_NEAR(summary["std_val_accuracy"].get<double>(), std::sqrt(squares / 2),
               1e-6);
   EXPECT_THAT(run.output, HasSubstr("3 folds done"));
+}
+
+// A second worker of a running job with another fold is refused by shard
+// 0 (the plan was declared with fold 1) and stops at start-up with exit 2
+// and a message naming the flags; the first trains on to the end (5,000
+// steps, each RPC delayed 1 ms: it still trains when the second starts,
+// on a fast machine too).
+TEST(Kfold, AWorkerWithAnotherFoldStopsAndTheFirstTrainsOn) {
+  const std::vector<std::string> fold_one = {
+      "--model=softmax",
+      "--epochs=2",
+      "--eval_every=0.5",
+      "--batch_size=16",
+      "--data_partitions=9",
+      "--kfold=3",
+      "--fold=1",
+      "--inject_faults=seed=1,delay=1ms..1ms"};
+  Job job("kfold_mismatch", {"--mode=sync", "--max_workers=2"}, 1, fold_one);
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    return job.Status().partitions().plan().partitions() == 9;
+  })) << job.Log("worker-0");
+  std::vector<std::string> fold_two = fold_one;
+  fold_two[6] = "--fold=2";
+  job.StartWorker(1, fold_two);
+  const std::optional<int> second = job.worker(1).WaitFor(absl::Seconds(60));
+  ASSERT_TRUE(second.has_value()) << job.Log("worker-1");
+  EXPECT_TRUE(WIFEXITED(*second) && WEXITSTATUS(*second) == 2)
+      << job.Log("worker-1");
+  EXPECT_THAT(job.Log("worker-1"),
+              AllOf(HasSubstr("cannot start"), HasSubstr("fold 1 of 3"),
+                    HasSubstr("--kfold"), HasSubstr("--fold")));
+
+  ASSERT_TRUE(job.Finishes(0)) << job.Log("worker-0");
+  const std::vector<std::string> lines = job.Metrics();
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(Field(lines.back(), "epoch"), 2.0);
+  EXPECT_GT(Field(lines.back(), "val_accuracy"), 0.7);
+  const ps::v1::StatusResponse status = job.Status();
+  EXPECT_EQ(status.partitions().plan().fold(), 1u);
+  EXPECT_THAT(status.partitions().done_per_epoch(), ElementsAre(6u, 6u));
 }
 
 // A bad fold flag stops ps_worker before it reaches a server (none listens

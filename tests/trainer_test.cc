@@ -4,11 +4,13 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/data_partition.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/synthetic_data.h"
@@ -85,6 +87,33 @@ class InMemoryStore final : public ParameterStore {
     calls.push_back(absl::StrCat("WaitForOtherWorkers ", num_workers));
     return absl::OkStatus();
   }
+  // Grants the plan's partitions in order, each completed by the push
+  // that reports it, then says the job is done.
+  absl::StatusOr<ps::v1::LeasePartitionResponse> LeasePartition(
+      const common::PartitionPlan& plan) override {
+    ps::v1::LeasePartitionResponse lease;
+    lease.set_partitions_done(leased_);
+    if (leased_ == uint64_t{plan.partitions} * plan.epochs) {
+      lease.set_outcome(ps::v1::LeasePartitionResponse::JOB_DONE);
+      return lease;
+    }
+    const uint32_t partition = leased_ % plan.partitions;
+    const common::KeyRange examples =
+        common::PartitionExamples(plan, partition);
+    lease.set_outcome(ps::v1::LeasePartitionResponse::GRANTED);
+    lease.set_epoch(static_cast<uint32_t>(leased_ / plan.partitions));
+    lease.set_partition(partition);
+    lease.set_example_begin(examples.begin);
+    lease.set_example_end(examples.end);
+    calls.push_back(absl::StrCat("Lease ", lease.epoch(), "/", partition));
+    ++leased_;
+    return lease;
+  }
+  void CompleteWithNextPush(const ps::v1::PartitionDone& done) override {
+    calls.push_back(
+        absl::StrCat("Complete ", done.epoch(), "/", done.partition()));
+  }
+  absl::StatusOr<uint64_t> PartitionsDone() override { return leased_; }
   const PushCounts& push_counts() const override { return counts_; }
   ps::v1::ConsistencyMode mode() const override { return current_mode; }
   size_t num_shards() const override { return 1; }
@@ -102,6 +131,7 @@ class InMemoryStore final : public ParameterStore {
   }
 
   std::vector<float> theta_;
+  uint64_t leased_ = 0;
   uint64_t version_ = 0;
   uint64_t samples_ = 0;
   PushCounts counts_;
@@ -193,6 +223,46 @@ TEST_F(TrainerTest, AStopRequestLeavesStoppedBeforeTheNextStep) {
   EXPECT_THAT(store_.calls, ElementsAre("Survey", "Register", "Init", "Pull 0",
                                         "PushPull 0 of 400",
                                         "PushPull 1 of 400", "Leave STOPPED"));
+}
+
+// A leased partition's batches are even, not full ones and a short tail:
+// 600 examples in batches of at most 400 are two of 300 (not 400 and 200),
+// and the second push reports the partition done.
+TEST_F(TrainerTest, APartitionsBatchesAreEven) {
+  TrainerOptions options = Options();
+  options.data_partitions = 2;
+  options.epochs = 1;
+  ASSERT_TRUE(Run(options).ok());
+  EXPECT_THAT(store_.calls,
+              ElementsAre("Survey", "Register", "Init", "Lease 0/0", "Pull 0",
+                          "PushPull 0 of 300", "Complete 0/0", "Push 1 of 300",
+                          "Lease 0/1", "Pull 2", "PushPull 2 of 300",
+                          "Complete 0/1", "Push 3 of 300", "Leave FINISHED",
+                          "WaitForOtherWorkers 1", "PullFinal"));
+}
+
+// 1200 examples in 7 partitions (172 or 171 each) in batches of at most 64:
+// three batches each, of 57 or 58 examples, every example trained once.
+TEST_F(TrainerTest, EveryPartitionsBatchesDifferByOneAtMost) {
+  TrainerOptions options = Options();
+  options.data_partitions = 7;
+  options.epochs = 1;
+  options.batch_size = 64;
+  ASSERT_TRUE(Run(options).ok());
+  uint64_t pushes = 0;
+  uint64_t examples = 0;
+  for (const std::string& call : store_.calls) {
+    uint32_t step = 0;
+    uint32_t batch = 0;
+    if (std::sscanf(call.c_str(), "PushPull %u of %u", &step, &batch) == 2 ||
+        std::sscanf(call.c_str(), "Push %u of %u", &step, &batch) == 2) {
+      ++pushes;
+      examples += batch;
+      EXPECT_TRUE(batch == 57 || batch == 58) << call;
+    }
+  }
+  EXPECT_EQ(pushes, 21u);
+  EXPECT_EQ(examples, 1200u);
 }
 
 // The mode in the metrics is the store's as it says it now: a server

@@ -38,7 +38,7 @@ ABSL_FLAG(int32_t, rank, -1,
           "$JOB_COMPLETION_INDEX (Kubernetes Indexed Job), or 0 with one "
           "worker.");
 ABSL_FLAG(uint32_t, num_workers, 1, "Number of workers in the job.");
-ABSL_FLAG(uint32_t, data_partitions, 0,
+ABSL_FLAG(uint32_t, data_partitions, 64,
           "Cut the training set into this many partitions per epoch and "
           "lease them from shard 0 one at a time (a worker whose lease "
           "expires gives its partitions back; a joiner of any rank takes "

@@ -291,10 +291,13 @@ absl::StatusOr<bool> Trainer::LeaseNext(StepState& state) {
 
 absl::Span<const int64_t> Trainer::PartitionBatch(const StepState& state,
                                                   uint64_t batch) const {
-  const uint64_t first = batch * options_.batch_size;
-  return absl::MakeConstSpan(state.order)
-      .subspan(first, std::min<uint64_t>(options_.batch_size,
-                                         state.order.size() - first));
+  // The partition's batches even (sizes differ by one at most), not full
+  // ones and a short tail: a tail of 41 of 64 examples would weigh less in
+  // its round's mean and end every partition with a step unlike the others.
+  const common::KeyRange part = common::BalancedPart(
+      state.order.size(), static_cast<uint32_t>(state.partition_batches),
+      static_cast<uint32_t>(batch));
+  return absl::MakeConstSpan(state.order).subspan(part.begin, part.size());
 }
 
 double Trainer::EpochsDone(uint64_t step) const {
@@ -364,7 +367,8 @@ absl::StatusOr<bool> Trainer::JoinJob() {
     plan_.first_step = *resume_step;
     spdlog::info(
         "worker {} ({} expected): {} mode, {} data partitions per epoch "
-        "leased from shard 0{}, batches of {}, {} epochs, {} server shards, "
+        "leased from shard 0{}, even batches of at most {}, {} epochs, {} "
+        "server shards, "
         "starting at step {}",
         rank, workers, rpc::ModeName(client_->mode()), options_.data_partitions,
         options_.kfold == 0 ? std::string()

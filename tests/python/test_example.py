@@ -26,8 +26,12 @@ def python_worker(servers, rank, num_workers, *flags):
 
 
 def cpp_worker(servers, rank, num_workers, *flags):
+    # The Python worker trains part --rank of the set (pyps leases no data
+    # partitions): beside it, ps_worker must split by rank too, not lease
+    # its default 64 partitions (it would train the whole set alone).
     return [f"{BIN_DIR}/ps_worker", f"--servers={','.join(servers.addresses)}",
-            f"--rank={rank}", f"--num_workers={num_workers}", *flags]
+            f"--rank={rank}", f"--num_workers={num_workers}",
+            "--data_partitions=0", *flags]
 
 
 def status(client):
