@@ -101,6 +101,16 @@ absl::StatusOr<ProcessRef> Cluster::Resolve(const ProcessRef& ref) const {
   return ProcessRef{ref.kind, ref.index, *primary};
 }
 
+std::vector<std::vector<std::string>> Cluster::replica_addresses() const {
+  const uint32_t replicas = scenario_.cluster.replicas;
+  std::vector<std::vector<std::string>> shards;
+  for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
+    shards.emplace_back(server_listen_.begin() + i * replicas,
+                        server_listen_.begin() + (i + 1) * replicas);
+  }
+  return shards;
+}
+
 std::string Cluster::AddressOf(const ProcessRef& ref) const {
   if (sandbox_ == nullptr) return "127.0.0.1";
   return sandbox_->Address(daemons_[DaemonIndex(ref)].host);
@@ -145,10 +155,8 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
     launch::WorkerFlags flags;
     // Every replica of a shard (`a0|a1`): a worker follows the primary
     // through a failover.
-    for (uint32_t i = 0; i < c.servers; ++i) {
-      flags.servers.push_back(
-          absl::StrJoin(server_listen_.begin() + i * c.replicas,
-                        server_listen_.begin() + (i + 1) * c.replicas, "|"));
+    for (const std::vector<std::string>& shard : replica_addresses()) {
+      flags.servers.push_back(absl::StrJoin(shard, "|"));
     }
     flags.rank = d.ref.index;
     flags.num_workers = c.workers;

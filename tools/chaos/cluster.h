@@ -62,6 +62,8 @@ class Cluster {
   const std::vector<std::string>& server_addresses() const {
     return server_addresses_;
   }
+  // host:port of every replica of each shard, in shard and replica order.
+  std::vector<std::vector<std::string>> replica_addresses() const;
   std::string AddressOf(const ProcessRef& ref) const;
   // "server I primary" as the replica that is the shard's primary now (asked
   // of the replicas); any other ref as it is.

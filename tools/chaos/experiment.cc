@@ -32,21 +32,27 @@
 namespace ps::chaos {
 namespace {
 
-// Asks every server for its Status at once; one that does not answer
-// within `deadline` (killed, stopped, cut off) is marked down.
+// Asks every server for its Status at once; a shard none of whose
+// replicas answers within `deadline` (killed, stopped, cut off) is marked
+// down. With replicas, the shard's sample is its most advanced replica's
+// (a backup follows its primary, and the primary changes at a failover).
 class StatusPoller {
  public:
-  StatusPoller(const std::vector<std::string>& addresses,
+  StatusPoller(const std::vector<std::vector<std::string>>& shards,
                absl::Duration deadline)
       : deadline_(deadline) {
-    for (const std::string& address : addresses) {
-      stubs_.push_back(
-          ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address)));
+    for (const std::vector<std::string>& replicas : shards) {
+      for (const std::string& address : replicas) {
+        shard_of_.push_back(stubs_per_shard_.size());
+        stubs_.push_back(
+            ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address)));
+      }
+      stubs_per_shard_.push_back(replicas.size());
     }
   }
 
   std::vector<ServerSample> Poll() {
-    std::vector<ServerSample> samples(stubs_.size());
+    std::vector<ServerSample> replies(stubs_.size());
     common::ParallelFor(stubs_.size(), [&](size_t i) {
       grpc::ClientContext context;
       context.set_deadline(absl::ToChronoTime(absl::Now() + deadline_));
@@ -54,15 +60,24 @@ class StatusPoller {
       if (!stubs_[i]->Status(&context, ps::v1::StatusRequest(), &status).ok()) {
         return;
       }
-      samples[i] = {true, status.version(), status.samples_applied(),
+      replies[i] = {true, status.version(), status.samples_applied(),
                     status.live_workers(), status.leases_expired()};
     });
+    std::vector<ServerSample> samples(stubs_per_shard_.size());
+    for (size_t i = 0; i < replies.size(); ++i) {
+      ServerSample& shard = samples[shard_of_[i]];
+      if (replies[i].up && (!shard.up || replies[i].version > shard.version)) {
+        shard = replies[i];
+      }
+    }
     return samples;
   }
 
  private:
   absl::Duration deadline_;
   std::vector<std::unique_ptr<ps::v1::ParameterServer::Stub>> stubs_;
+  std::vector<size_t> shard_of_;         // per stub
+  std::vector<size_t> stubs_per_shard_;  // its size: the shards
 };
 
 // Turns the scenario's faults on and off, on processes (signals), their
@@ -377,7 +392,7 @@ class ExperimentRun {
     StartCluster();
     FaultApplier applier(scenario_, cluster, sandbox_.get(), throttle_.get());
     applier_ = &applier;
-    StatusPoller poller(cluster.server_addresses(),
+    StatusPoller poller(cluster.replica_addresses(),
                         std::clamp(scenario_.poll_every * 1.5,
                                    absl::Milliseconds(100), absl::Seconds(1)));
     const absl::Time give_up = t0_ + scenario_.timeout;
