@@ -40,14 +40,7 @@ struct Replica {
 };
 
 ps::v1::StatusResponse ShardStatus(const std::string& address) {
-  auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  ps::v1::StatusResponse status;
-  const grpc::Status answered =
-      stub->Status(&context, ps::v1::StatusRequest(), &status);
-  EXPECT_TRUE(answered.ok()) << address << ": " << answered.error_message();
-  return status;
+  return test_support::ShardStatus(address, absl::Seconds(10));
 }
 
 // A job of kShards shards, each on `replicas` ps_server processes.

@@ -1,6 +1,8 @@
 // A replicated shard's visibility on real processes: Status's ReplicaState
 // on the primary and the backup, the bytes the primary sent to its backup,
 // and psctl status's replica lines.
+#include "tests/replica_status.h"
+
 #include <string>
 #include <vector>
 
@@ -18,14 +20,7 @@ namespace {
 using ::testing::HasSubstr;
 
 ps::v1::StatusResponse StatusOf(const std::string& address) {
-  auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-  ps::v1::StatusResponse status;
-  const grpc::Status rpc =
-      stub->Status(&context, ps::v1::StatusRequest(), &status);
-  EXPECT_TRUE(rpc.ok()) << address << ": " << rpc.error_message();
-  return status;
+  return test_support::ShardStatus(address, absl::Seconds(5));
 }
 
 TEST(ReplicaStatus, StatusAndPsctlShowEachReplicasRoleTermAndLag) {
