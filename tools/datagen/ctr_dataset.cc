@@ -24,9 +24,8 @@ namespace {
 using common::SplitMix64;
 using common::SplitMix64Stream;
 
-constexpr int kLatentDim = 4;
-// A value of rank k weighs (1 + (k-1)/kHeadRanks)^(-1/2) of the head's.
-constexpr double kHeadRanks = 32;
+// The latent vectors' streams differ from the weights' of the same id.
+constexpr uint64_t kLatentKey = 0x6c6174656e74;  // "latent"
 // Rows of the pilot sample that sets the scales and the bias.
 constexpr uint64_t kPilotRows = 20000;
 constexpr uint32_t kMaxFields = 1000;
@@ -99,11 +98,15 @@ double Centered(SplitMix64Stream& random) {
 
 double Sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
 
+using Latent = std::array<double, kLatentDim>;
+
 // One drawn row, before the label.
 struct Row {
   std::vector<uint64_t> ids;  // one per field, in field order
   double linear = 0;          // Σ w, unscaled
-  double interaction = 0;     // Σ <v, v'>, unscaled
+  // The interacting fields' latent vectors, 0 past kInteractingRanks.
+  std::array<Latent, kInteractingFields> latent{};
+  double interaction = 0;  // Σ <v, v'>, unscaled
 };
 
 // The ground truth of the header comment: draws rows and their logits.
@@ -111,9 +114,11 @@ class GroundTruth {
  public:
   explicit GroundTruth(const CtrOptions& options)
       : fields_(options.fields),
+        interaction_strength_(options.interaction_strength),
         zipf_(options.ids / options.fields, kZipfExponent),
         rows_key_(SplitMix64(options.seed ^ 0x726f7773)),      // "rows"
         weights_key_(SplitMix64(options.seed ^ 0x77656967)) {  // "weig"
+    DrawLatentVectors(options.ids / options.fields);
     Calibrate();
   }
 
@@ -124,26 +129,19 @@ class GroundTruth {
         rows_key_ ^ SplitMix64((static_cast<uint64_t>(stream) << 56) ^ index));
     row.ids.resize(fields_);
     row.linear = 0;
-    std::array<double, kLatentDim> latent_sum{};
-    double latent_squares = 0;
+    row.latent = {};
     for (uint32_t f = 0; f < fields_; ++f) {
       const uint64_t rank = zipf_.Sample(random);
       const uint64_t id = SplitMix64((uint64_t{f} << 40) | rank);
       row.ids[f] = id;
-      const double scale =
-          1 / std::sqrt(1 + static_cast<double>(rank - 1) / kHeadRanks);
+      const double k = static_cast<double>(rank);
       SplitMix64Stream weights(weights_key_ ^ id);
-      row.linear += scale * Centered(weights);
-      for (int j = 0; j < kLatentDim; ++j) {
-        const double v = scale * Centered(weights);
-        latent_sum[j] += v;
-        latent_squares += v * v;
+      row.linear += Centered(weights) / (1 + (k - 1) / kHeadRanks);
+      if (f < kInteractingFields && rank <= kInteractingRanks) {
+        row.latent[f] = latent_[f][rank - 1];
       }
     }
-    // Σ_{f<g} <v_f, v_g> = (|Σ v|² − Σ |v|²) / 2: O(fields), not O(fields²).
-    double sum_squared = 0;
-    for (double s : latent_sum) sum_squared += s * s;
-    row.interaction = 0.5 * (sum_squared - latent_squares);
+    row.interaction = Interaction(row);
     return random;
   }
 
@@ -152,8 +150,9 @@ class GroundTruth {
                    interaction_scale_ * row.interaction);
   }
 
-  // The logit without its interactions: a ranking logistic regression can
-  // represent.
+  // The logit without its interactions: about the best ranking a logistic
+  // regression can represent, the interactions having no main effects on
+  // the logit.
   double LinearLogit(const Row& row) const {
     return bias_ + linear_scale_ * row.linear;
   }
@@ -161,6 +160,51 @@ class GroundTruth {
   double bias() const { return bias_; }
 
  private:
+  // The head values' latent vectors: uniform, seeded by --seed and the
+  // feature id, less their mean under the Zipf law restricted to the head,
+  // so that a field's mean vector over all its values is exactly 0 (the tail
+  // has none): the interactions have no main effects.
+  void DrawLatentVectors(uint64_t ids_per_field) {
+    const uint64_t head = std::min<uint64_t>(ids_per_field, kInteractingRanks);
+    for (uint32_t f = 0; f < std::min(fields_, kInteractingFields); ++f) {
+      Latent mean{};
+      double total = 0;
+      for (uint64_t rank = 1; rank <= head; ++rank) {
+        SplitMix64Stream latent(weights_key_ ^ kLatentKey ^
+                                SplitMix64((uint64_t{f} << 40) | rank));
+        const double share =
+            std::pow(static_cast<double>(rank), -kZipfExponent);
+        total += share;
+        for (int j = 0; j < kLatentDim; ++j) {
+          latent_[f][rank - 1][j] = Centered(latent);
+          mean[j] += share * latent_[f][rank - 1][j];
+        }
+      }
+      for (uint64_t rank = 1; rank <= head; ++rank) {
+        for (int j = 0; j < kLatentDim; ++j) {
+          latent_[f][rank - 1][j] -= mean[j] / total;
+        }
+      }
+    }
+  }
+
+  // Σ_{f<g} <v_f, v_g> over the interacting fields.
+  double Interaction(const Row& row) const {
+    Latent sum{};
+    double squares = 0;
+    for (uint32_t f = 0; f < kInteractingFields; ++f) {
+      for (int j = 0; j < kLatentDim; ++j) {
+        const double v = row.latent[f][j];
+        sum[j] += v;
+        squares += v * v;
+      }
+    }
+    // (|Σ v|² − Σ |v|²) / 2: O(fields), not O(fields²).
+    double sum_squared = 0;
+    for (double s : sum) sum_squared += s * s;
+    return 0.5 * (sum_squared - squares);
+  }
+
   // Sets the scales and the bias from a pilot sample (see the header).
   void Calibrate() {
     std::vector<double> linear(kPilotRows);
@@ -172,7 +216,8 @@ class GroundTruth {
       interaction[i] = row.interaction;
     }
     linear_scale_ = ScaleToStd(linear, kLinearLogitStd);
-    interaction_scale_ = ScaleToStd(interaction, kInteractionLogitStd);
+    interaction_scale_ =
+        ScaleToStd(interaction, interaction_strength_ * kLinearLogitStd);
     // The mean probability grows with the bias: bisect for kPositiveRate.
     double low = -30;
     double high = 30;
@@ -204,9 +249,13 @@ class GroundTruth {
   }
 
   uint32_t fields_;
+  double interaction_strength_;
   ZipfSampler zipf_;
   uint64_t rows_key_;
   uint64_t weights_key_;
+  // latent_[f][k-1]: field f's value of rank k's latent vector.
+  std::array<std::array<Latent, kInteractingRanks>, kInteractingFields>
+      latent_{};
   double linear_scale_ = 0;
   double interaction_scale_ = 0;
   double bias_ = 0;
@@ -379,6 +428,14 @@ absl::Status CheckCtrOptions(const CtrOptions& options) {
         "--ids=", options.ids, " must be at least --fields (", options.fields,
         ": one value per field) and at most ", kMaxIdsPerField, " per field"));
   }
+  if (!(options.interaction_strength >= 0 &&
+        options.interaction_strength <= kMaxInteractionStrength)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--interaction_strength=", options.interaction_strength,
+        " is outside [0, ", kMaxInteractionStrength,
+        "]: the interactions' logit standard deviation over the linear "
+        "part's"));
+  }
   if (options.out_dir.empty()) {
     return absl::InvalidArgumentError(
         "--out is required: the directory to write the data set to");
@@ -404,6 +461,12 @@ common::Json CtrSummary::ToJson(const CtrOptions& options) const {
       {"ids_per_field", options.ids / options.fields},
       {"seed", options.seed},
       {"zipf_exponent", kZipfExponent},
+      {"linear_logit_std", kLinearLogitStd},
+      {"head_ranks", kHeadRanks},
+      {"interacting_fields", std::min(options.fields, kInteractingFields)},
+      {"interacting_ranks", kInteractingRanks},
+      {"latent_dim", kLatentDim},
+      {"interaction_strength", options.interaction_strength},
       {"train_positive_rate", common::RoundTo(train_positive_rate, 6)},
       {"test_positive_rate", common::RoundTo(test_positive_rate, 6)},
       {"bayes_auc", RoundedOrNull(bayes_auc)},

@@ -9,20 +9,28 @@
 // and its feature id is SplitMix64(f << 40 | k): distinct (field, rank)
 // pairs get distinct uint64 ids. The label is drawn from the ground truth
 //
-//   p = sigmoid(b + Σ_f w(f, k_f) + Σ_{f<g} <v(f, k_f), v(g, k_g)>)
+//   p = sigmoid(b + Σ_f w(f, k_f) + Σ_{f<g<kInteractingFields}
+//                                     <v(f, k_f), v(g, k_g)>)
 //
-// a logistic model with every pairwise field interaction, in the form of a
-// factorization machine with 4 latent dimensions. Each weight w and latent
-// v is uniform, seeded by --seed and the feature id alone, and scaled by
-// (1 + (k-1)/32)^(-1/2): the frequent values, which a learner sees often,
-// carry most of the signal, as in real logs where a rare value says little.
-// The two sums are scaled so their standard deviations over the data are
-// kLinearLogitStd and kInteractionLogitStd, and b is set so the mean p is
-// 3%; all three from a pilot sample of the same generator. test.prob holds
-// each test row's p, so the AUC of test.prob against the test labels is the
-// Bayes AUC: what a perfect model would score on this test set. The
-// summary also gives the AUC of the linear part alone, about the best a
-// linear model can reach.
+// a logistic model whose signal lives where a learner can find it, as in
+// real logs where a rare value says little:
+// - every value has a weight w, uniform, seeded by --seed and the feature id
+//   alone, scaled by 1 / (1 + (k-1)/kHeadRanks): a field's first ranks,
+//   each in thousands of rows of a million, carry most of the linear
+//   signal, and the millions of tail values are near-noise;
+// - the first kInteractingFields fields interact pairwise, in the form of a
+//   factorization machine with kLatentDim dimensions on their values of
+//   rank 1 to kInteractingRanks (the rest have v = 0): each a uniform
+//   vector, less the field's mean vector under Zipf, so the interactions
+//   have no main effects that a linear model could pick up.
+// The linear sum is scaled to standard deviation kLinearLogitStd (a Bayes
+// AUC near 0.8, as real CTR sets' best models reach), the interactions to
+// --interaction_strength times that, and b is set so the mean p is 3%; all
+// from a pilot sample of the same generator. test.prob holds each test
+// row's p, so the AUC of test.prob against the test labels is the Bayes
+// AUC: what a perfect model would score on this test set. The summary also
+// gives the AUC of the linear part alone: about the best a linear model can
+// reach, since the interactions have no main effects.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -36,8 +44,16 @@ namespace ps::datagen {
 
 inline constexpr double kZipfExponent = 1.1;
 inline constexpr double kPositiveRate = 0.03;
-inline constexpr double kLinearLogitStd = 1.0;
-inline constexpr double kInteractionLogitStd = 0.7;
+inline constexpr double kLinearLogitStd = 1.2;
+// A value of rank k has a weight 1 / (1 + (k-1)/kHeadRanks) the head's.
+inline constexpr double kHeadRanks = 8;
+// Fields 0 .. kInteractingFields-1 interact pairwise through latent vectors
+// of kLatentDim dimensions on their values of rank 1 .. kInteractingRanks.
+inline constexpr uint32_t kInteractingFields = 4;
+inline constexpr uint64_t kInteractingRanks = 4;
+inline constexpr int kLatentDim = 4;
+// The highest --interaction_strength accepted.
+inline constexpr double kMaxInteractionStrength = 10;
 
 struct CtrOptions {
   // Training rows; the test set has rows / 10. Default: 1,000,000.
@@ -48,6 +64,9 @@ struct CtrOptions {
   uint64_t ids = 10000000;
   // Seeds the ground truth's weights and every row. Default: 1.
   uint64_t seed = 1;
+  // The interactions' logit standard deviation over the linear part's;
+  // 0: none, the linear part is the whole truth. Default: 0.15.
+  double interaction_strength = 0.15;
   // Where train.libsvm, test.libsvm, test.prob and summary.json go,
   // created if missing. Required.
   std::string out_dir;

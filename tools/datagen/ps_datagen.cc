@@ -21,12 +21,16 @@ ABSL_FLAG(std::string, ids, "10M",
           "Distinct feature values over all fields (k, M, G suffixes), "
           "ids/fields per field.");
 ABSL_FLAG(uint64_t, seed, 1, "Seeds the ground truth and every row.");
+ABSL_FLAG(double, interaction_strength, 0.15,
+          "The pairwise interactions' logit standard deviation over the "
+          "linear part's (0 to 10; 0: none).");
 ABSL_FLAG(std::string, out, "", "The directory to write to (created).");
 
 namespace {
 
 constexpr char kUsage[] =
-    "ps_datagen ctr --out=DIR [--rows=1M --fields=26 --ids=10M --seed=1]\n"
+    "ps_datagen ctr --out=DIR [--rows=1M --fields=26 --ids=10M --seed=1\n"
+    "                          --interaction_strength=0.15]\n"
     "  ctr  a click-through-rate data set with a known Bayes AUC:\n"
     "       DIR/train.libsvm, test.libsvm, test.prob, summary.json\n";
 
@@ -52,6 +56,7 @@ int main(int argc, char** argv) {
   options.fields = absl::GetFlag(FLAGS_fields);
   options.ids = CountOrDie("ids", absl::GetFlag(FLAGS_ids));
   options.seed = absl::GetFlag(FLAGS_seed);
+  options.interaction_strength = absl::GetFlag(FLAGS_interaction_strength);
   options.out_dir = absl::GetFlag(FLAGS_out);
   const absl::Status valid = ps::datagen::CheckCtrOptions(options);
   if (!valid.ok()) Die(valid.message());
