@@ -94,4 +94,12 @@ RoundClose ConsistencyPolicy::WhyRoundCloses(const SyncRound& round,
   return RoundClose::kNotYet;
 }
 
+double ConsistencyPolicy::RoundExamples(const SyncRound& round) const {
+  const double samples = static_cast<double>(round.samples());
+  if (round.received() == 0 || round.received() >= sync_quorum_) {
+    return samples;
+  }
+  return samples * sync_quorum_ / round.received();
+}
+
 }  // namespace ps::server

@@ -75,6 +75,16 @@ class ConsistencyPolicy {
   // for `open_for`, closes now, and why.
   RoundClose WhyRoundCloses(const SyncRound& round, const Membership& members,
                             absl::Duration open_for) const;
+  // Sync: the examples the closing round's gradient sum is divided by.
+  // Σₖ bₖ, the mean over what arrived, unless the round holds r gradients
+  // of a --sync_quorum k > r (fewer workers still training than k, or the
+  // timeout): then Σₖ bₖ·k/r, the k − r missing gradients counted as zeros.
+  // The learning rate is set for a round of k batches; one batch alone
+  // moves θ as far with k times the noise, and at the end of a job, where
+  // one worker finishes the last partition alone, that noise is what the
+  // final θ keeps. So a short round steps r/k as far (the linear scaling
+  // rule: the step in proportion to the examples behind it).
+  double RoundExamples(const SyncRound& round) const;
 
  private:
   ConsistencyMode mode_;

@@ -595,11 +595,12 @@ bool ParameterShard::MaybeCloseRound(absl::Time now) {
   }
   counters_.CountRoundClosed(why);
   if (observer_ != nullptr) observer_->RoundClosed(why, now - round_opened_);
-  round_->Mean(absl::MakeSpan(round_mean_));
+  const double examples = policy_.RoundExamples(*round_);
+  round_->Mean(absl::MakeSpan(round_mean_), examples);
   // The tables' rows first, unchanged until θ's update is known finite:
   // the round changes both or neither.
   absl::StatusOr<SparseTables::Prepared> rows =
-      tables_.Prepare(tables_.RoundMean(round_->samples()), version_);
+      tables_.Prepare(tables_.RoundMean(examples), version_);
   if (!rows.ok()) {
     spdlog::error(
         "shard {}: round {}'s update of a sparse table is refused ({}); "

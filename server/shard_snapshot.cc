@@ -97,7 +97,7 @@ absl::Status CloseSavedRound(const common::UpdateOptions& update,
   if (absl::Status sizes = CheckStateSizes(file); !sizes.ok()) return sizes;
   if (round.received() > 0) {
     std::vector<float> mean(num_keys);
-    round.Mean(absl::MakeSpan(mean));
+    round.Mean(absl::MakeSpan(mean), static_cast<double>(round.samples()));
     // The shard's own update path, on the file's θ, tables and optimizer
     // state; the tables' rows staged by rank (workers in id order), as the
     // shard stages them by worker id.

@@ -288,9 +288,9 @@ void SparseTables::Stage(uint32_t worker, uint32_t batch_size,
   staged_[worker] = {batch_size, std::move(gradient)};
 }
 
-SparseGradient SparseTables::RoundMean(uint64_t samples) const {
+SparseGradient SparseTables::RoundMean(double examples) const {
   SparseGradient mean;
-  const float total = static_cast<float>(samples);
+  const float total = static_cast<float>(examples);
   for (size_t t = 0; t < tables_.size(); ++t) {
     const size_t dim = specs_[t].dim;
     // Each worker's part, by rank: its ids are each once and increasing

@@ -81,11 +81,11 @@ class SparseTables {
   // Sync: holds `worker`'s gradient of `batch_size` examples for the open
   // round, until ClearRound.
   void Stage(uint32_t worker, uint32_t batch_size, SparseGradient gradient);
-  // The open round's rows: Σₖ bₖ·gₖ / `samples` per row, k in rank order
+  // The open round's rows: Σₖ bₖ·gₖ / `examples` per row, k in rank order
   // (never arrival order, so that the result is bit-for-bit the same
   // whichever shard holds the row), a worker that did not send the row
-  // counting as zero.
-  SparseGradient RoundMean(uint64_t samples) const;
+  // counting as zero (`examples`: ConsistencyPolicy::RoundExamples).
+  SparseGradient RoundMean(double examples) const;
   void ClearRound();
 
   std::vector<TableStatus> Status() const;

@@ -21,8 +21,8 @@ void SyncRound::Commit(uint32_t worker, uint32_t batch_size) {
   ++received_;
 }
 
-void SyncRound::Mean(absl::Span<float> out) const {
-  assert(out.size() == num_keys_ && received_ > 0);
+void SyncRound::Mean(absl::Span<float> out, double examples) const {
+  assert(out.size() == num_keys_ && received_ > 0 && examples > 0);
   std::fill(out.begin(), out.end(), 0.0f);
   for (size_t k = 0; k < slots_.size(); ++k) {
     if (batch_sizes_[k] == 0) continue;
@@ -30,7 +30,7 @@ void SyncRound::Mean(absl::Span<float> out) const {
     const float* g = slots_[k].data();
     for (size_t i = 0; i < num_keys_; ++i) out[i] += weight * g[i];
   }
-  const float total = static_cast<float>(samples());
+  const float total = static_cast<float>(examples);
   for (float& v : out) v /= total;
 }
 

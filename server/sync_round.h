@@ -26,9 +26,10 @@ class SyncRound {
   absl::Span<float> Slot(uint32_t worker);
   void Commit(uint32_t worker, uint32_t batch_size);
 
-  // Σₖ bₖ·gₖ / Σₖ bₖ over the received gradients, k in rank order, so the
-  // mean divides by what actually arrived.
-  void Mean(absl::Span<float> out) const;
+  // Σₖ bₖ·gₖ / `examples` over the received gradients, k in rank order:
+  // with `examples` = samples(), the mean over what actually arrived
+  // (ConsistencyPolicy::RoundExamples says what a round divides by).
+  void Mean(absl::Span<float> out, double examples) const;
   uint64_t samples() const;
 
   void Clear();

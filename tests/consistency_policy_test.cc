@@ -73,8 +73,10 @@ TEST(ConsistencyPolicy, ASyncRoundClosesOnQuorumWithoutTheSlowestWorker) {
 }
 
 // The straggler of a --sync_quorum=2 job trains alone once the two fast
-// workers finished: its rounds close at once, with its gradient alone, as
-// the mean over what arrived (no timeout, no step meant for two).
+// workers finished: its rounds close at once, with its gradient alone (no
+// timeout), and the round divides by the examples of two batches, not
+// one: the learning rate is meant for the quorum's round, and one batch
+// alone would move θ as far with twice the noise.
 TEST(ConsistencyPolicy,
      AQuorumLargerThanTheWorkersStillTrainingClosesWithThoseLeft) {
   ShardOptions options = SyncOptions();
@@ -91,9 +93,33 @@ TEST(ConsistencyPolicy,
   round.Commit(2, 32);
   EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
             RoundClose::kAllLive);
+  EXPECT_EQ(policy.RoundExamples(round), 64.0);
   std::vector<float> mean(2);
-  round.Mean(absl::MakeSpan(mean));
-  EXPECT_EQ(mean, (std::vector<float>{0.5f, -2.0f}));
+  round.Mean(absl::MakeSpan(mean), policy.RoundExamples(round));
+  EXPECT_EQ(mean, (std::vector<float>{0.25f, -1.0f}));
+}
+
+// A round short of the quorum steps r/k of its mean, whatever closed it
+// (the workers still training, or the timeout); a round with the quorum or
+// more, and every round without one, divides by the examples it holds.
+TEST(ConsistencyPolicy, OnlyARoundShortOfTheQuorumDividesByMoreThanItHolds) {
+  ShardOptions options = SyncOptions();
+  options.sync_quorum = 3;
+  const ConsistencyPolicy quorum(options);
+  const ConsistencyPolicy every_live(SyncOptions());
+  SyncRound round(1);
+  round.Slot(0);
+  round.Commit(0, 10);
+  round.Slot(4);
+  round.Commit(4, 20);
+  EXPECT_EQ(quorum.RoundExamples(round), 45.0) << "30 examples, 2 of 3";
+  EXPECT_EQ(every_live.RoundExamples(round), 30.0);
+  round.Slot(1);
+  round.Commit(1, 30);
+  EXPECT_EQ(quorum.RoundExamples(round), 60.0);
+  round.Slot(2);
+  round.Commit(2, 40);
+  EXPECT_EQ(quorum.RoundExamples(round), 100.0) << "more than the quorum";
 }
 
 // A worker idle for want of a data partition is live but not training: no

@@ -422,9 +422,10 @@ TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
 
 // --sync_quorum=2 of 3: one worker finished and left, one waits idle for a
 // data partition. The straggler still training closes each round alone,
-// at once (not by the timeout), and the step is the mean over the
-// examples actually in the round: its own gradient, not a share meant for
-// two. When the idle worker trains again, rounds wait for the quorum.
+// at once (not by the timeout), and the step is half its gradient: the
+// learning rate is meant for a round of two batches, and the missing one
+// counts as zero. When the idle worker trains again, rounds wait for the
+// quorum, and a full round takes the whole mean.
 TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
   ShardOptions options = Options(ConsistencyMode::kSync, 3);
   options.sync_quorum = 2;
@@ -442,8 +443,9 @@ TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
   auto alone = Push(shard, 2, 1, 0, {2, -4, 8, 1}, 32);
   ASSERT_TRUE(alone.ok()) << alone.status();
   EXPECT_EQ(alone->outcome, PushOutcome::kApplied);
-  EXPECT_THAT(Theta(shard), ElementsAre(-2, 4, -8, -1));
-  EXPECT_EQ(shard.Status().samples_applied, 32u);
+  EXPECT_THAT(Theta(shard), ElementsAre(-1, 2, -4, -0.5));
+  EXPECT_EQ(shard.Status().samples_applied, 32u)
+      << "the examples trained, not the quorum's";
   EXPECT_EQ(shard.Status().rounds_closed_all_live, 1u);
 
   // Worker 1 got a partition: its push counts, and from then on a round
@@ -456,7 +458,7 @@ TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
   ASSERT_TRUE(quorum.ok());
   EXPECT_EQ(quorum->outcome, PushOutcome::kApplied);
   // (16·1 + 48·4) / 64 = 3.25 per key.
-  EXPECT_THAT(Theta(shard), ElementsAre(-5.25, 0.75, -11.25, -4.25));
+  EXPECT_THAT(Theta(shard), ElementsAre(-4.25, -1.25, -7.25, -3.75));
   EXPECT_EQ(shard.Status().rounds_closed_by_quorum, 1u);
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ class InMemoryStore final : public ParameterStore {
   // What mode() says: the trainer reports whatever the store says now.
   ps::v1::ConsistencyMode current_mode = ps::v1::MODE_SYNC;
   ps::v1::ConsistencyMode mode_at_final_pull = ps::v1::MODE_SYNC;
+  // Steps whose push comes back stale (its sync round closed without it):
+  // dropped, not applied.
+  std::set<uint64_t> stale_steps;
 
   absl::StatusOr<JobSurvey> Survey() override {
     calls.push_back("Survey");
@@ -61,15 +65,15 @@ class InMemoryStore final : public ParameterStore {
   }
   absl::Status Push(uint64_t step, uint32_t batch_size,
                     absl::Span<const float> gradient) override {
-    calls.push_back(absl::StrCat("Push ", step, " of ", batch_size));
-    Apply(batch_size, gradient);
+    calls.push_back(absl::StrCat("Push ", step, " of ", batch_size,
+                                 Take(step, batch_size, gradient)));
     return absl::OkStatus();
   }
   absl::StatusOr<PullInfo> PushPull(uint64_t step, uint32_t batch_size,
                                     absl::Span<const float> gradient,
                                     absl::Span<float> theta) override {
-    calls.push_back(absl::StrCat("PushPull ", step, " of ", batch_size));
-    Apply(batch_size, gradient);
+    calls.push_back(absl::StrCat("PushPull ", step, " of ", batch_size,
+                                 Take(step, batch_size, gradient)));
     return Answer(theta);
   }
   absl::StatusOr<PullInfo> PullFinal(absl::Span<float> theta) override {
@@ -117,8 +121,19 @@ class InMemoryStore final : public ParameterStore {
   const PushCounts& push_counts() const override { return counts_; }
   ps::v1::ConsistencyMode mode() const override { return current_mode; }
   size_t num_shards() const override { return 1; }
+  uint64_t samples_applied() const { return samples_; }
 
  private:
+  // Applies the push, or drops it as stale: what the call's line says.
+  std::string Take(uint64_t step, uint32_t batch_size,
+                   absl::Span<const float> gradient) {
+    if (stale_steps.count(step) > 0) {
+      ++counts_.stale;
+      return " (stale)";
+    }
+    Apply(batch_size, gradient);
+    return "";
+  }
   void Apply(uint32_t batch_size, absl::Span<const float> gradient) {
     for (size_t i = 0; i < theta_.size(); ++i) theta_[i] -= 0.1f * gradient[i];
     ++version_;
@@ -239,6 +254,28 @@ TEST_F(TrainerTest, APartitionsBatchesAreEven) {
                           "Lease 0/1", "Pull 2", "PushPull 2 of 300",
                           "Complete 0/1", "Push 3 of 300", "Leave FINISHED",
                           "WaitForOtherWorkers 1", "PullFinal"));
+}
+
+// A push that every shard drops as stale (its sync round closed without
+// it: a quorum, or a lease that expired) trained its batch nowhere. The
+// batch is trained again on the θ that push brought back; the partition's
+// last one too, after a pull (its push pulled nothing), its completion
+// already recorded. Every example of the epoch is applied once.
+TEST_F(TrainerTest, ABatchDroppedAsStaleByEveryShardIsTrainedAgain) {
+  TrainerOptions options = Options();
+  options.data_partitions = 2;
+  options.epochs = 1;
+  store_.stale_steps = {0, 2};
+  ASSERT_TRUE(Run(options).ok());
+  EXPECT_THAT(
+      store_.calls,
+      ElementsAre("Survey", "Register", "Init", "Lease 0/0", "Pull 0",
+                  "PushPull 0 of 300 (stale)", "PushPull 1 of 300",
+                  "Complete 0/0", "Push 2 of 300 (stale)", "Pull 3",
+                  "Push 3 of 300", "Lease 0/1", "Pull 4", "PushPull 4 of 300",
+                  "Complete 0/1", "Push 5 of 300", "Leave FINISHED",
+                  "WaitForOtherWorkers 1", "PullFinal"));
+  EXPECT_EQ(store_.samples_applied(), 1200u);
 }
 
 // 1200 examples in 7 partitions (172 or 171 each) in batches of at most 64:

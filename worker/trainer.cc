@@ -201,15 +201,42 @@ absl::Status Trainer::TrainPartitions(uint64_t& step, StepState& state) {
     if (!last) next.emplace(next_examples);
     // The partition's last push reports it done, exactly once with it.
     if (last) client_->CompleteWithNextPush(*state.partition);
+    PushCounts before = client_->push_counts();
     if (absl::Status done =
             TakeStep(step, PartitionBatch(state, batch), next, state);
         !done.ok()) {
       return done;
     }
     ++step;
+    // A sync round may close before this worker's gradient arrives (a
+    // quorum, or its lease expired): dropped by every shard, the batch was
+    // trained nowhere, so it is trained again on the θ the push brought
+    // back, and a partition's examples count once per epoch. Dropped by
+    // some shards only, it counted on the others and goes on (sent again,
+    // it would count twice there). A task with tables pulled the next
+    // batch's rows, not this one's: its dropped batch stays dropped.
     if (!last) {
-      ++state.batch;
+      if (!DroppedEverywhere(before) || task_->has_tables()) ++state.batch;
       continue;
+    }
+    // The last push recorded the partition done even when dropped (the
+    // partition is not leased again); its batch goes again as a plain
+    // push, after a pull that every shard answers at once (each has closed
+    // the round this worker pulled).
+    while (DroppedEverywhere(before)) {
+      absl::StatusOr<PullInfo> again =
+          task_->Pull(*client_, step, PartitionBatch(state, batch),
+                      EvaluationDue(step, state), absl::MakeSpan(theta_));
+      if (!again.ok()) return again.status();
+      state.pulled = *again;
+      if (options_.metrics != nullptr) options_.metrics->CountPull();
+      before = client_->push_counts();
+      if (absl::Status done =
+              TakeStep(step, PartitionBatch(state, batch), std::nullopt, state);
+          !done.ok()) {
+        return done;
+      }
+      ++step;
     }
     absl::StatusOr<bool> leased = LeaseNext(state);
     if (!leased.ok()) return leased.status();
@@ -298,6 +325,12 @@ absl::Span<const int64_t> Trainer::PartitionBatch(const StepState& state,
       state.order.size(), static_cast<uint32_t>(state.partition_batches),
       static_cast<uint32_t>(batch));
   return absl::MakeConstSpan(state.order).subspan(part.begin, part.size());
+}
+
+bool Trainer::DroppedEverywhere(const PushCounts& before) const {
+  const PushCounts& after = client_->push_counts();
+  return after.applied_or_accepted == before.applied_or_accepted &&
+         after.stale - before.stale == client_->num_shards();
 }
 
 double Trainer::EpochsDone(uint64_t step) const {

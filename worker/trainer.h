@@ -165,6 +165,9 @@ class Trainer {
   // The held partition's batch `batch`.
   absl::Span<const int64_t> PartitionBatch(const StepState& state,
                                            uint64_t batch) const;
+  // Whether the step pushed since `before` was dropped as stale by every
+  // shard: its batch counted nowhere.
+  bool DroppedEverywhere(const PushCounts& before) const;
   // Epochs of the job done when step `step` starts: by this worker's steps
   // (split by rank), or by shard 0's partitions done (data_partitions).
   double EpochsDone(uint64_t step) const;
