@@ -453,16 +453,19 @@ TEST(Failover, ABackupThatIsBehindLosesTheElectionToOneAhead) {
   std::unique_ptr<server::PsServer> first =
       StartReplica(0, {}, kFailoverTimeout);
   ASSERT_NE(first, nullptr);
-  // Replica 2 first, so replica 1 is told its address: a backup asks only
-  // the replicas whose addresses it knows.
-  std::unique_ptr<server::PsServer> third =
-      StartReplica(2, {first.get()}, kLaterFailoverTimeout);
-  ASSERT_NE(third, nullptr);
   std::unique_ptr<server::PsServer> second =
-      StartReplica(1, {first.get(), nullptr, third.get()}, kFailoverTimeout);
+      StartReplica(1, {first.get()}, kFailoverTimeout);
   ASSERT_NE(second, nullptr);
+  std::unique_ptr<server::PsServer> third =
+      StartReplica(2, {first.get(), second.get()}, kLaterFailoverTimeout);
+  ASSERT_NE(third, nullptr);
   ASSERT_TRUE(test_support::WaitUntil(
       [&] { return Joined(*second) && Joined(*third); }));
+  // Replica 1 was started before replica 2 (port 0 in its flags): it
+  // learns replica 2's address from the primary, so it can ask it.
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    return second->replicator()->peers()[2] == Loopback(third->port());
+  }));
   Train({Loopback(first->port())});
   // What the workers saw acknowledged.
   const server::ShardStatus acknowledged = first->shard().Status();
