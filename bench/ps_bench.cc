@@ -33,10 +33,11 @@ ABSL_FLAG(std::string, servers, "",
           "Comma-separated server counts to run, e.g. 1,2,4. Default: 1 for "
           "transfer, 2 for train.");
 ABSL_FLAG(uint32_t, replicas, 1,
-          "train: with R > 1 each set runs twice, without replicas and then "
-          "with R ps_server processes per shard; the second reports its "
-          "samples/s over the first's and the bytes its primaries sent to "
-          "backups per push. 1 to 8.");
+          "train: with R > 1 each set runs without replicas and then with R "
+          "ps_server processes per shard, in turns for --rounds rounds; each "
+          "replicated run reports its samples/s over the run before it and "
+          "the bytes its primaries sent to backups per push, and a summary "
+          "the medians of both and their ratio. 1 to 8.");
 ABSL_FLAG(std::string, sizes, "1K,64K,1M,16M",
           "transfer: model sizes in floats (K = 1024, M = 1024²).");
 ABSL_FLAG(std::string, ops, "",
@@ -53,7 +54,8 @@ ABSL_FLAG(uint32_t, min_ops, 3,
           "transfer: each client repeats an op at least this often.");
 ABSL_FLAG(uint32_t, rounds, 5,
           "transfer: the ops take turns this many times (load drift hits "
-          "all alike).");
+          "all alike); train --replicas=R > 1: the runs without and with "
+          "replicas do.");
 ABSL_FLAG(std::string, models, "softmax",
           "train: softmax, mlp (Fashion-MNIST), logreg, fm (--train, "
           "--test).");
@@ -229,9 +231,14 @@ int RunTrainMode(const std::string& out_dir,
     Die(absl::StrCat("--replicas=", replicas_flag,
                      " must be 1 to 8 (1: no replicas)"));
   }
-  // Without replicas first: the replicated run's reference, in this run.
+  // Without replicas first: the replicated run's reference, in this run;
+  // in turns, so load that drifts on a shared machine hits both alike.
   std::vector<uint32_t> replica_counts = {1};
-  if (replicas_flag > 1) replica_counts.push_back(replicas_flag);
+  uint32_t rounds = 1;
+  if (replicas_flag > 1) {
+    replica_counts.push_back(replicas_flag);
+    rounds = std::max<uint32_t>(1, absl::GetFlag(FLAGS_rounds));
+  }
   Output output;
   if (output.table()) ps::bench::PrintTrainHeader(output.table());
   for (absl::string_view model :
@@ -244,31 +251,43 @@ int RunTrainMode(const std::string& out_dir,
              Counts(absl::GetFlag(FLAGS_servers), "servers", 2)) {
           for (uint32_t workers :
                Counts(absl::GetFlag(FLAGS_workers), "workers", 2)) {
-            // This set's samples/s without replicas, once measured.
-            double unreplicated = 0;
-            for (uint32_t replicas : replica_counts) {
-              options.model = std::string(model);
-              options.mode = std::string(mode);
-              options.compression = std::string(compression);
-              options.servers = servers;
-              options.workers = workers;
-              options.replicas = replicas;
-              absl::StatusOr<ps::bench::TrainBenchResult> result =
-                  ps::bench::RunTrainBench(options);
-              if (!result.ok()) {
-                std::fprintf(stderr, "ps_bench train: %s %s: %s\n",
-                             options.model.c_str(), options.mode.c_str(),
-                             std::string(result.status().message()).c_str());
-                return 1;
+            // This set's runs, by replica count.
+            std::vector<ps::bench::TrainBenchResult> runs[2];
+            for (uint32_t round = 0; round < rounds; ++round) {
+              for (size_t i = 0; i < replica_counts.size(); ++i) {
+                options.model = std::string(model);
+                options.mode = std::string(mode);
+                options.compression = std::string(compression);
+                options.servers = servers;
+                options.workers = workers;
+                options.replicas = replica_counts[i];
+                absl::StatusOr<ps::bench::TrainBenchResult> result =
+                    ps::bench::RunTrainBench(options);
+                if (!result.ok()) {
+                  std::fprintf(stderr, "ps_bench train: %s %s: %s\n",
+                               options.model.c_str(), options.mode.c_str(),
+                               std::string(result.status().message()).c_str());
+                  return 1;
+                }
+                // Over the unreplicated run just before it.
+                if (i > 0 && runs[0].back().samples_per_s > 0) {
+                  result->vs_unreplicated =
+                      result->samples_per_s / runs[0].back().samples_per_s;
+                }
+                if (output.table()) {
+                  ps::bench::PrintTrainResult(*result, output.table());
+                }
+                output.Json(ps::bench::TrainJsonLine(*result));
+                runs[i].push_back(*std::move(result));
               }
-              if (replicas == 1) unreplicated = result->samples_per_s;
-              if (replicas > 1 && unreplicated > 0) {
-                result->vs_unreplicated = result->samples_per_s / unreplicated;
-              }
+            }
+            if (replica_counts.size() > 1) {
+              const ps::bench::ReplicaComparison comparison =
+                  ps::bench::CompareReplicas(runs[0], runs[1]);
               if (output.table()) {
-                ps::bench::PrintTrainResult(*result, output.table());
+                ps::bench::PrintReplicaComparison(comparison, output.table());
               }
-              output.Json(ps::bench::TrainJsonLine(*result));
+              output.Json(ps::bench::ReplicaComparisonJsonLine(comparison));
             }
           }
         }

@@ -1,5 +1,6 @@
 #include "bench/train.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -38,6 +39,15 @@ absl::StatusOr<double> ReplicationBytesPerPush(
     pushes += status.pushes_applied();
   }
   return pushes == 0 ? 0.0 : static_cast<double>(bytes) / pushes;
+}
+
+// The middle value (the mean of the two middle ones for an even count).
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t half = values.size() / 2;
+  return values.size() % 2 == 1 ? values[half]
+                                : (values[half - 1] + values[half]) / 2;
 }
 
 }  // namespace
@@ -208,6 +218,75 @@ std::string TrainJsonLine(const TrainBenchResult& r) {
       {"final_accuracy", RoundTo(r.final_accuracy, 4)},
       {"final_auc", RoundTo(r.final_auc, 4)},
       {"peak_rss_mib", std::move(peaks)}};
+  return line.dump() + "\n";
+}
+
+ReplicaComparison CompareReplicas(
+    const std::vector<TrainBenchResult>& unreplicated,
+    const std::vector<TrainBenchResult>& replicated) {
+  ReplicaComparison c;
+  c.options = replicated.back().options;
+  std::vector<double> bytes;
+  for (const TrainBenchResult& r : unreplicated) {
+    c.unreplicated.push_back(r.samples_per_s);
+  }
+  for (const TrainBenchResult& r : replicated) {
+    c.replicated.push_back(r.samples_per_s);
+    bytes.push_back(r.replication_bytes_per_push);
+  }
+  c.median_unreplicated = Median(c.unreplicated);
+  c.median_replicated = Median(c.replicated);
+  c.ratio = c.median_unreplicated > 0
+                ? c.median_replicated / c.median_unreplicated
+                : 0;
+  c.replication_bytes_per_push = Median(bytes);
+  return c;
+}
+
+void PrintReplicaComparison(const ReplicaComparison& c, std::FILE* out) {
+  auto join = [](const std::vector<double>& values) {
+    return absl::StrJoin(values, " ", [](std::string* s, double v) {
+      absl::StrAppendFormat(s, "%.0f", v);
+    });
+  };
+  const TrainBenchOptions& o = c.options;
+  std::fprintf(out,
+               "%s %s, %u servers x %u workers, R=1 and R=%u in turns, %zu "
+               "rounds:\n  samples/s R=1: %s (median %.0f)\n  samples/s "
+               "R=%u: %s (median %.0f)\n  median R=%u / median R=1: %.2f; "
+               "replication bytes per push %.0f\n",
+               o.model.c_str(), o.mode.c_str(), o.servers, o.workers,
+               o.replicas, c.replicated.size(), join(c.unreplicated).c_str(),
+               c.median_unreplicated, o.replicas, join(c.replicated).c_str(),
+               c.median_replicated, o.replicas, c.ratio,
+               c.replication_bytes_per_push);
+  std::fflush(out);
+}
+
+std::string ReplicaComparisonJsonLine(const ReplicaComparison& c) {
+  using common::RoundTo;
+  const TrainBenchOptions& o = c.options;
+  auto rounded = [](const std::vector<double>& values) {
+    common::Json list = common::Json::array();
+    for (double v : values) list.push_back(RoundTo(v, 1));
+    return list;
+  };
+  const common::Json line = {
+      {"bench", "train_replicas"},
+      {"model", o.model},
+      {"mode", o.mode},
+      {"workers", o.workers},
+      {"servers", o.servers},
+      {"replicas", o.replicas},
+      {"epochs", o.epochs},
+      {"compression", o.compression},
+      {"rounds", c.replicated.size()},
+      {"samples_per_s_unreplicated", rounded(c.unreplicated)},
+      {"samples_per_s_replicated", rounded(c.replicated)},
+      {"median_samples_per_s_unreplicated", RoundTo(c.median_unreplicated, 1)},
+      {"median_samples_per_s_replicated", RoundTo(c.median_replicated, 1)},
+      {"median_ratio", RoundTo(c.ratio, 3)},
+      {"replication_bytes_per_push", RoundTo(c.replication_bytes_per_push, 1)}};
   return line.dump() + "\n";
 }
 

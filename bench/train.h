@@ -83,6 +83,32 @@ void PrintTrainHeader(std::FILE* out);
 void PrintTrainResult(const TrainBenchResult& result, std::FILE* out);
 std::string TrainJsonLine(const TrainBenchResult& result);
 
+// One set's runs without replicas and with them, taken in turns
+// (ps_bench train --replicas=R --rounds=N): load that drifts on a shared
+// machine hits both alike, and the medians compare them.
+struct ReplicaComparison {
+  // The replicated runs' options.
+  TrainBenchOptions options;
+  // samples/s of each round's run without replicas, and with them.
+  std::vector<double> unreplicated;
+  std::vector<double> replicated;
+  double median_unreplicated = 0;
+  double median_replicated = 0;
+  // median_replicated / median_unreplicated.
+  double ratio = 0;
+  // The median over the replicated runs.
+  double replication_bytes_per_push = 0;
+};
+
+// The comparison of rounds of unreplicated and replicated runs of one set
+// (the same count of each, at least one).
+ReplicaComparison CompareReplicas(
+    const std::vector<TrainBenchResult>& unreplicated,
+    const std::vector<TrainBenchResult>& replicated);
+void PrintReplicaComparison(const ReplicaComparison& comparison,
+                            std::FILE* out);
+std::string ReplicaComparisonJsonLine(const ReplicaComparison& comparison);
+
 }  // namespace ps::bench
 
 #endif  // PS_BENCH_TRAIN_H_

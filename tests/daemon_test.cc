@@ -165,6 +165,23 @@ TEST(LocalClusterWorkerCommand, RanksOfARangeRunTheCommandAndTheJobTrains) {
   EXPECT_THAT(runs[0], HasSubstr(" --epochs=1 "));
 }
 
+// A worker program (pyps) is told every replica of a shard, as ps_worker
+// is, so it follows the primary through a failover.
+TEST(LocalClusterWorkerCommand, AReplicatedJobGivesTheCommandEveryReplica) {
+  const std::string dir = FreshDir("worker_command_replicas");
+  const std::string record = dir + "/record.txt";
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=2", "--workers=1", "--replicas=2", "--epochs=1",
+       "--eval_every=1", absl::StrCat("--out_dir=", dir),
+       absl::StrCat("--worker_command=", RecordingWorker(record))},
+      dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(ReadFile(record),
+              ::testing::ContainsRegex(
+                  "--servers=127\\.0\\.0\\.1:[0-9]+\\|127\\.0\\.0\\.1:[0-9]+,"
+                  "127\\.0\\.0\\.1:[0-9]+\\|127\\.0\\.0\\.1:[0-9]+ "));
+}
+
 TEST(LocalClusterWorkerCommand, ACommandWithoutRanksRunsForEveryRank) {
   const std::string dir = FreshDir("worker_command_all");
   const std::string record = dir + "/record.txt";

@@ -1,5 +1,6 @@
 // A shard replicated on two servers in this process (primary and backup),
 // trained by real workers over loopback gRPC.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <thread>
@@ -366,14 +367,21 @@ TEST(Replication, ADeadBackupIsDroppedAndThePrimaryTrainsOn) {
 }
 
 // Replica `index` of three, told the addresses of those already started.
+// A backup holds an election after `failover_timeout` of silence.
 std::unique_ptr<server::PsServer> StartReplica(
-    uint32_t index, const std::vector<const server::PsServer*>& started) {
+    uint32_t index, const std::vector<const server::PsServer*>& started,
+    absl::Duration failover_timeout = absl::Milliseconds(300)) {
   std::vector<std::string> peers(3, "127.0.0.1:0");
   for (size_t i = 0; i < started.size(); ++i) {
     if (started[i] != nullptr) peers[i] = Loopback(started[i]->port());
   }
-  auto replica = server::PsServer::Start(
-      ReplicaOptionsFor(server::ConsistencyMode::kAsync, peers, index));
+  server::ServerOptions options =
+      ReplicaOptionsFor(server::ConsistencyMode::kAsync, peers, index);
+  options.replica.failover_timeout = failover_timeout;
+  // A primary drops a silent backup after longer than that.
+  options.replica.drop_after =
+      std::max(options.replica.drop_after, 2 * failover_timeout);
+  auto replica = server::PsServer::Start(options);
   EXPECT_TRUE(replica.ok()) << replica.status();
   return replica.ok() ? std::move(*replica) : nullptr;
 }
@@ -428,6 +436,95 @@ TEST(Failover, TheNextReplicaInOrderTakesOverAndTheOtherBackupFollowsIt) {
   EXPECT_EQ(second->replicator()->state().failovers, 1u);
   EXPECT_EQ(third->replicator()->state().failovers, 1u);
   ExpectSameState(*second, *third, /*same_counters=*/false);
+}
+
+// The election's rule (README, "Replicated shards"): a backup that is
+// behind cannot win against one that is ahead, even the next in the fixed
+// order. Replica 0 dies after sending a change to replica 2 that replica 1
+// never got (as when a primary dies between its sends): replica 2 takes
+// over, replica 1 joins it, and every acknowledged push is on both.
+TEST(Failover, ABackupThatIsBehindLosesTheElectionToOneAhead) {
+  // Elections wait seconds of silence: the change below reaches replica 2
+  // long before either backup holds one. Replica 1 holds its first: it must
+  // find replica 2 ahead and leave the takeover to it, though it comes
+  // first in the order.
+  constexpr absl::Duration kFailoverTimeout = absl::Seconds(2);
+  constexpr absl::Duration kLaterFailoverTimeout = absl::Seconds(4);
+  std::unique_ptr<server::PsServer> first =
+      StartReplica(0, {}, kFailoverTimeout);
+  ASSERT_NE(first, nullptr);
+  std::unique_ptr<server::PsServer> second =
+      StartReplica(1, {first.get()}, kFailoverTimeout);
+  ASSERT_NE(second, nullptr);
+  std::unique_ptr<server::PsServer> third =
+      StartReplica(2, {first.get(), second.get()}, kLaterFailoverTimeout);
+  ASSERT_NE(third, nullptr);
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] { return Joined(*second) && Joined(*third); }));
+  // Replica 1 was started before replica 2 (port 0 in its flags): it
+  // learns replica 2's address from the primary, so it can ask it.
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    return second->replicator()->peers()[2] == Loopback(third->port());
+  }));
+  Train({Loopback(first->port())});
+  // What the workers saw acknowledged.
+  const server::ShardStatus acknowledged = first->shard().Status();
+  first.reset();  // stops answering, as a killed process does
+
+  // The dead primary's last changes (its ticker's), as they reached
+  // replica 2 alone: replica 2 ends one change ahead of replica 1.
+  const uint64_t behind = second->replicator()->log_index();
+  ps::v1::ApplyRequest last;
+  last.set_term(1);
+  last.set_primary_index(0);
+  for (uint64_t index = third->replicator()->log_index() + 1;
+       index <= behind + 1; ++index) {
+    ps::v1::ShardChange* change = last.add_changes();
+    change->set_index(index);
+    change->set_time_unix_nanos(absl::ToUnixNanos(absl::Now()));
+    change->mutable_tick();
+  }
+  uint64_t ahead = 0;
+  {
+    auto stub = ps::v1::Replication::NewStub(
+        rpc::CreateChannel(Loopback(third->port())));
+    grpc::ClientContext context;
+    ps::v1::ApplyResponse applied;
+    const grpc::Status sent = stub->Apply(&context, last, &applied);
+    ASSERT_TRUE(sent.ok()) << sent.error_message();
+    ahead = applied.applied_index();
+  }
+  ASSERT_GT(ahead, behind);
+  ASSERT_EQ(second->replicator()->log_index(), behind)
+      << "replica 1 moved: an election ran early";
+
+  // Replica 2 leads term 2 from the changes replica 1 lacked; replica 1,
+  // next after the dead primary in the order, never took over, and copied
+  // replica 2's state.
+  ASSERT_TRUE(
+      test_support::WaitUntil([&] { return third->replicator()->primary(); }));
+  EXPECT_EQ(third->replicator()->term(), 2u);
+  EXPECT_EQ(third->replicator()->takeovers(), 1u);
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] { return Joined(*second) && second->replicator()->term() == 2; }));
+  EXPECT_FALSE(second->replicator()->primary());
+  EXPECT_EQ(second->replicator()->takeovers(), 0u);
+  EXPECT_GE(second->replicator()->log_index(), ahead);
+
+  // Nothing acknowledged was lost: every push of every worker, once, with
+  // the workers' sequence table, on the new primary and on its backup.
+  const server::ShardStatus now = third->shard().Status();
+  EXPECT_EQ(now.version, acknowledged.version);
+  EXPECT_EQ(now.samples_applied, acknowledged.samples_applied);
+  const common::TrainTestData data = testing::SyntheticTrainTest(12, 4);
+  EXPECT_EQ(now.samples_applied,
+            uint64_t{3} * static_cast<uint64_t>(data.train.features.rows()));
+  ASSERT_EQ(now.workers.size(), acknowledged.workers.size());
+  for (size_t i = 0; i < now.workers.size(); ++i) {
+    EXPECT_EQ(now.workers[i].incarnation, acknowledged.workers[i].incarnation);
+    EXPECT_EQ(now.workers[i].last_seq, acknowledged.workers[i].last_seq);
+  }
+  ExpectSameState(*third, *second, /*same_counters=*/false);
 }
 
 TEST(Fencing, AReplicaFromAnOlderTermIsRefusedAndAReturningPrimaryRejoins) {

@@ -148,9 +148,8 @@ absl::Status LocalCluster::StartReplicas(
 
 std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
   WorkerFlags flags = options_.worker_flags;
-  // ps_worker is given every replica of a shard (`a0|a1`) and follows the
-  // primary through a failover; other worker programs (pyps) know only
-  // one address per shard, and are given the first primary.
+  // Every worker program (ps_worker, pyps) is given every replica of a
+  // shard (`a0|a1`) and follows the primary through a failover.
   for (const std::vector<std::string>& shard : replica_addresses_) {
     flags.servers.push_back(absl::StrJoin(shard, "|"));
   }
@@ -163,7 +162,6 @@ std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
   for (const WorkerProgram& program : options_.worker_programs) {
     if (rank < program.first_rank || rank > program.last_rank) continue;
     flags.metrics_listen.clear();  // a flag only ps_worker knows
-    flags.servers = addresses_;
     std::vector<std::string> argv = program.command;
     for (std::string& arg : WorkerArgs(flags)) argv.push_back(std::move(arg));
     return argv;

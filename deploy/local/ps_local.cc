@@ -37,8 +37,8 @@ ABSL_FLAG(uint32_t, servers, 2, "Number of server shards to start.");
 ABSL_FLAG(uint32_t, workers, 2, "Number of workers to start.");
 ABSL_FLAG(uint32_t, replicas, 1,
           "ps_server processes per shard (primary-backup replication): "
-          "replica 0 is each shard's primary, the one workers are pointed "
-          "at. 1: not replicated.");
+          "replica 0 is each shard's first primary; workers are told every "
+          "replica and follow the primary. 1: not replicated.");
 ABSL_FLAG(std::string, mode, "sync", "sync, ssp or async.");
 ABSL_FLAG(std::string, model, "softmax",
           "softmax or mlp (Fashion-MNIST), logreg or fm (sparse, on --train "

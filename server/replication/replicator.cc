@@ -117,6 +117,11 @@ void Replicator::NotePushAcknowledged() {
       own_, term());
 }
 
+std::vector<std::string> Replicator::peers() const {
+  absl::MutexLock lock(&role_mu_);
+  return peers_;
+}
+
 std::string Replicator::PeerAddress(uint32_t replica) const {
   absl::MutexLock lock(&role_mu_);
   return replica < peers_.size() ? peers_[replica] : "";
@@ -331,6 +336,7 @@ void Replicator::FollowLoop() {
       std::min(options_.heartbeat_every, options_.failover_timeout / 4);
   absl::Time last_logged = absl::InfinitePast();
   absl::Time last_fenced = absl::InfinitePast();
+  absl::Time last_learned = absl::InfinitePast();
   auto step = [&] {
     if (primary()) {
       if (absl::Now() - last_fenced >= options_.heartbeat_every) {
@@ -355,7 +361,13 @@ void Replicator::FollowLoop() {
       absl::MutexLock lock(&apply_mu_);
       silent = absl::Now() - last_heard_ >= options_.failover_timeout;
     }
-    if (silent) Elect();
+    if (silent) {
+      Elect();
+    } else if (KnownPeers().size() + 1 < options_.peers.size() &&
+               absl::Now() - last_learned >= options_.heartbeat_every) {
+      LearnPeers();
+      last_learned = absl::Now();
+    }
   };
   // A backup joins at once: the first step runs before the first tick.
   do {
@@ -551,6 +563,29 @@ void Replicator::StepDown(uint64_t term, uint32_t primary,
   // workers retry them at the new primary, which applies each once.
   log_.Close(absl::StrCat("replica ", own_, " stepped down as primary"));
   shard_->AnswerParkedPulls(CheckPrimary());
+}
+
+void Replicator::LearnPeers() {
+  uint32_t primary = kUnknown;
+  {
+    absl::MutexLock lock(&role_mu_);
+    primary = primary_;
+  }
+  if (primary == kUnknown || primary == own_) return;
+  absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
+      AskStatus(primary, options_.heartbeat_every);
+  if (!status.ok()) return;  // the next step asks again
+  absl::MutexLock lock(&role_mu_);
+  for (const ps::v1::BackupStatus& backup : status->backups()) {
+    const uint32_t replica = backup.replica_index();
+    if (replica >= peers_.size() || replica == own_ ||
+        backup.address().empty() || !absl::EndsWith(peers_[replica], ":0")) {
+      continue;
+    }
+    peers_[replica] = backup.address();
+    spdlog::info("replication: replica {} learned replica {}'s address, {}",
+                 own_, replica, backup.address());
+  }
 }
 
 void Replicator::FenceIfStale() {

@@ -77,6 +77,9 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   uint64_t backups_dropped() const { return log_.backups_dropped(); }
   // Times this replica took over as primary.
   uint64_t takeovers() const;
+  // The shard's replicas as this one knows them, in order; one started
+  // after it is 127.0.0.1:0 until learned from the primary (LearnPeers).
+  std::vector<std::string> peers() const;
   // A push was acknowledged to a worker: after a takeover, the first one
   // is logged ("first push acknowledged"), the end of the failover that
   // tools/failover_time.py measures.
@@ -125,6 +128,11 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // Primary: steps down if a replica it does not reach otherwise is in a
   // newer term.
   void FenceIfStale();
+  // Backup: learns the addresses of replicas started after it (a port 0
+  // in its flags) from the primary's list of backups. An election asks
+  // only the replicas whose addresses it knows, and a backup that cannot
+  // ask one that is ahead of it would take over behind it.
+  void LearnPeers();
   // This backup becomes the primary of the next term, from the last
   // change it applied.
   void TakeOver() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);

@@ -156,6 +156,10 @@ def parse_flags(argv):
     parser.add_argument("--data_dir", default=pyps.data.FASHION_MNIST_DIR,
                         help="Directory holding Fashion-MNIST's gzip IDX "
                         "files.")
+    # ps_local gives every worker program ps_worker's --data_format.
+    parser.add_argument("--data_format", choices=["idx"], default="idx",
+                        help="ps_worker's flag: idx (--data_dir's files) is "
+                        "the only format here; --train takes a .npz.")
     parser.add_argument("--train", help="A .npz (x, y) to train on instead "
                         "of --data_dir's.")
     parser.add_argument("--test", help="A .npz (x, y) to evaluate on "

@@ -17,9 +17,14 @@ from ps.v1 import parameter_server_pb2 as pb
 from ps.v1 import parameter_server_pb2_grpc as pb_grpc
 from pyps.errors import Error, ModelMismatch, Rejected
 from pyps.key_range import balanced_part
+from pyps.replica_choice import Replicas
 from pyps.retry import RetryPolicy, as_pyps_error, call_with_retry
 from pyps.sparse import (checked_keys, checked_rows, checked_tables, routes)
 from pyps.status_details import needs_registration
+
+# With a replicated shard, ParameterClient's heartbeat: often, so a stopped
+# primary is noticed soon.
+_REPLICATED_HEARTBEAT = 0.1
 
 log = logging.getLogger("pyps")
 
@@ -176,9 +181,10 @@ def _credentials(tls_ca, tls_cert, tls_key, auth_token_file):
     return credentials
 
 
-class _Shard:
-    def __init__(self, index, address, credentials):
-        self.index = index
+class _Replica:
+    """One server process of a shard: its channel and stubs."""
+
+    def __init__(self, address, credentials):
         self.address = address
         if credentials is None:
             self.channel = grpc.insecure_channel(address,
@@ -191,6 +197,14 @@ class _Shard:
         # the arrays' buffers, θ is read with numpy.frombuffer.
         self.raw = {method: self.channel.unary_unary(_SERVICE + method)
                     for method in ("Pull", "Push", "PushPull")}
+
+
+class _Shard:
+    def __init__(self, index, addresses, credentials):
+        self.index = index
+        # One, or the shard's replicas (calls follow the primary).
+        self.replicas = Replicas(addresses,
+                                 lambda a: _Replica(a, credentials))
         self.begin = 0
         self.end = 0
         # From the last answered pull; a sync push names this round.
@@ -198,6 +212,15 @@ class _Shard:
         self.pulled_samples = 0
         self.pulled_waited_us = 0
         self.pulled = False
+
+    @property
+    def address(self):
+        """The replica calls go to now."""
+        return self.replicas.current.address
+
+    @property
+    def stub(self):
+        return self.replicas.current.stub
 
 
 def _varint(value):
@@ -237,6 +260,11 @@ class Client:
     (when created on the main thread) finish the step in flight, leave, and
     exit with 128+signal, as ps_worker does.
 
+    servers lists the shards in order ("a:1,b:2" or a list), each shard as
+    its replicas joined by '|' ("a0:1|a1:1,b0:2|b1:2", ps_worker's
+    --servers): calls go to the replica that is the shard's primary and
+    follow it through a failover.
+
     tls_ca, tls_cert, tls_key and auth_token_file are ps_worker's flags of
     those names (PEM files, a file holding the token): TLS to the servers,
     this worker's certificate, and the token sent on every call.
@@ -248,13 +276,17 @@ class Client:
                  tls_cert=None, tls_key=None, auth_token_file=None):
         if isinstance(servers, str):
             servers = servers.split(",")
-        servers = list(servers)
+        # A shard's replicas joined by '|' (ps_worker's --servers=a0|a1,b0|b1).
+        servers = [entry.split("|") for entry in servers]
         if not servers:
             raise ValueError("no servers given")
-        for address in servers:
-            if ":" not in address:
-                raise ValueError(f"server address '{address}' is not "
-                                 "host:port")
+        for entry in servers:
+            for address in entry:
+                if ":" not in address:
+                    raise ValueError(
+                        f"server address '{address}' (in '{'|'.join(entry)}')"
+                        " is not host:port; a replicated shard lists "
+                        "host:port|...")
         if not 0 <= worker_id < num_workers:
             raise ValueError(f"worker_id={worker_id} must be in "
                              f"[0, num_workers={num_workers})")
@@ -394,7 +426,7 @@ class Client:
                 tables=table_specs, model_seed=model_seed)
             try:
                 return self._call(shard, "Init on",
-                                  lambda t: shard.stub.Init(request, timeout=t))
+                                  lambda r, t: r.stub.Init(request, timeout=t))
             except Rejected as refused:
                 mismatch = self._model_difference(shard, specs, table_specs)
                 if mismatch:
@@ -570,8 +602,11 @@ class Client:
             log.info("worker %d rejoined the job (incarnation %d), resuming "
                      "at step %d", self.worker_id, self.incarnation, self.step)
         # Three heartbeats per lease: one lost or late beat costs nothing.
+        interval = max(lease / 3, 0.01)
+        if any(len(s.replicas.members) > 1 for s in self._shards):
+            interval = min(interval, _REPLICATED_HEARTBEAT)
         self._heartbeats = threading.Thread(
-            target=self._heartbeat_loop, args=(max(lease / 3, 0.01),),
+            target=self._heartbeat_loop, args=(interval,),
             name="pyps-heartbeats", daemon=True)
         self._heartbeats.start()
 
@@ -589,27 +624,29 @@ class Client:
     def _register_shard(self, shard):
         request = self._register_request()
         return self._call(shard, "Register with",
-                          lambda t: shard.stub.Register(request, timeout=t))
+                          lambda r, t: r.stub.Register(request, timeout=t))
 
     def _heartbeat_loop(self, interval):
         while not self._stop_heartbeats.wait(interval):
             for shard in self._shards:
                 request = pb.HeartbeatRequest(worker_id=self.worker_id,
                                               incarnation=self.incarnation)
+                # One attempt; a failure moves the shard's calls on (a
+                # backup's redirect, a primary that stopped answering).
+                _, failed = shard.replicas.attempt_once(
+                    lambda r, t: r.stub.Heartbeat(request, timeout=t),
+                    2 * interval)
+                # Other failures (a server restarting) are the data path's
+                # to report.
+                if failed is None or not needs_registration(failed.error):
+                    continue
+                log.warning("the lease on %s expired (%s); registering again",
+                            shard.address, failed.error.details())
                 try:
-                    shard.stub.Heartbeat(request, timeout=interval)
-                except grpc.RpcError as error:
-                    # Other failures (a server restarting) are the data
-                    # path's to report.
-                    if not needs_registration(error):
-                        continue
-                    log.warning("the lease on %s expired (%s); registering "
-                                "again", shard.address, error.details())
-                    try:
-                        shard.stub.Register(self._register_request(),
-                                            timeout=interval)
-                    except grpc.RpcError:
-                        pass  # the next beat, or the next push, tries again
+                    shard.stub.Register(self._register_request(),
+                                        timeout=interval)
+                except grpc.RpcError:
+                    pass  # the next beat, or the next push, tries again
 
     def _leave(self, reason):
         self._left = True
@@ -620,7 +657,7 @@ class Client:
                                       incarnation=self.incarnation,
                                       reason=reason)
             self._call(shard, "Leave",
-                       lambda t: shard.stub.Leave(request, timeout=t))
+                       lambda r, t: r.stub.Leave(request, timeout=t))
         self._on_every_shard(leave_shard)
 
     def _leave_after_failed_start(self, failure):
@@ -664,32 +701,36 @@ class Client:
         self._previous_handlers = {}
         self._pool.shutdown(wait=True)
         for shard in self._shards:
-            shard.channel.close()
+            for replica in shard.replicas.members:
+                replica.channel.close()
 
     # -- calls ------------------------------------------------------------
 
     def _call(self, shard, what, attempt):
-        """attempt(timeout) with retries; errors as pyps exceptions."""
+        """attempt(replica, timeout) with retries at the shard's primary;
+        errors as pyps exceptions."""
         try:
             return call_with_retry(self.retry, f"{what} {shard.address}",
-                                   attempt)
+                                   lambda t: shard.replicas.call(attempt, t))
         except grpc.RpcError as error:
             raise as_pyps_error(shard.address, error) from None
 
     def _call_pushing(self, shard, what, attempt):
-        """A call that pushes: retried with the same seq (the server applies
-        it once); re-registers once when the lease expired meanwhile.
+        """A call that pushes: retried with the same seq, at whichever
+        replica leads the shard (the server applies it once); re-registers
+        once when the lease expired meanwhile.
         Returns the answer and how many attempts carried this seq."""
         attempts = 0
 
-        def counted(timeout):
+        def counted(replica, timeout):
             nonlocal attempts
             attempts += 1
-            return attempt(timeout)
+            return attempt(replica, timeout)
 
         def call():
-            return call_with_retry(self.retry, f"{what} {shard.address}",
-                                   counted), attempts
+            return call_with_retry(
+                self.retry, f"{what} {shard.address}",
+                lambda t: shard.replicas.call(counted, t)), attempts
         try:
             try:
                 return call()
@@ -727,7 +768,7 @@ class Client:
 
     def _status_of_every_shard(self):
         def status(shard):
-            return self._call(shard, "Status of", lambda t: shard.stub.Status(
+            return self._call(shard, "Status of", lambda r, t: r.stub.Status(
                 pb.StatusRequest(), timeout=t))
         return self._on_every_shard(status)
 
@@ -754,7 +795,7 @@ class Client:
             request = self._pull_request(
                 shard, min_version,
                 sparse=self._sparse_fields(shard, batches)).SerializeToString()
-            raw = self._call(shard, "Pull from", lambda t: shard.raw["Pull"](
+            raw = self._call(shard, "Pull from", lambda r, t: r.raw["Pull"](
                 request, timeout=t))
             answer = pb.PullResponse.FromString(raw)
             self._take_pulled(shard, answer, theta)
@@ -772,7 +813,7 @@ class Client:
         def push_shard(shard):
             request = self._push_bytes(shard, seq, batch_size, flat, batches)
             sizes.append(len(request))
-            raw = self._call_pushing(shard, "Push to", lambda t: shard.raw[
+            raw = self._call_pushing(shard, "Push to", lambda r, t: r.raw[
                 "Push"](request, timeout=t))
             answer = pb.PushResponse.FromString(raw[0])
             self._learn_mode(shard, answer.mode)
@@ -802,8 +843,9 @@ class Client:
                 _length_delimited(_PUSH_PULL_PUSH, len(push)), push,
                 _length_delimited(_PUSH_PULL_PULL, len(pull)), pull])
             sizes.append(len(request))
-            raw = self._call_pushing(shard, "PushPull with", lambda t: shard.raw[
-                "PushPull"](request, timeout=t))
+            raw = self._call_pushing(
+                shard, "PushPull with",
+                lambda r, t: r.raw["PushPull"](request, timeout=t))
             answer = pb.PushPullResponse.FromString(raw[0])
             self._learn_mode(shard, answer.push.mode)
             self._take_pulled(shard, answer.pull, theta)
@@ -1012,7 +1054,7 @@ class Client:
         """How the shard's declared model differs from `specs`; empty when
         it does not (or cannot be asked)."""
         try:
-            status = self._call(shard, "Status of", lambda t: shard.stub.Status(
+            status = self._call(shard, "Status of", lambda r, t: r.stub.Status(
                 pb.StatusRequest(), timeout=t))
         except Error:
             return ""

@@ -8,6 +8,9 @@ import grpc
 # incarnation).
 DOMAIN = "ps.v1"
 REGISTRATION_REQUIRED = "REGISTRATION_REQUIRED"
+# The FAILED_PRECONDITION of a shard's backup (README, "Replicated shards"):
+# metadata {"primary": host:port, "term": n} names the primary it follows.
+NOT_PRIMARY = "NOT_PRIMARY"
 # The RESOURCE_EXHAUSTED of a server's bound on waiting pulls, which passes:
 # one without it is gRPC's refusal of a request larger than the server
 # reads, which no retry changes.
@@ -45,3 +48,13 @@ def needs_registration(error):
     if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
         return False
     return has_reason(error, REGISTRATION_REQUIRED)
+
+
+def not_primary(error):
+    """The ErrorInfo of a backup's NOT_PRIMARY refusal (its metadata names
+    the primary), or None when the grpc.RpcError is another one."""
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return None
+    return next((info for info in error_infos(error)
+                 if info.domain == DOMAIN and info.reason == NOT_PRIMARY),
+                None)
