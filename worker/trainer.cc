@@ -128,15 +128,13 @@ absl::Status Trainer::Run() {
   } else {
     first = ExamplesOf(plan_.first_step, state);
   }
-  absl::StatusOr<PullInfo> pulled = task_->Pull(
-      *client_, plan_.first_step, first, EvaluationDue(plan_.first_step, state),
-      absl::MakeSpan(theta_));
-  if (!pulled.ok()) return FailStart(pulled.status());
-  state.pulled = *pulled;
-  if (options_.metrics != nullptr) options_.metrics->CountPull();
+  if (absl::Status pulled = PullFor(plan_.first_step, first, state);
+      !pulled.ok()) {
+    return FailStart(pulled);
+  }
   // samples_per_s counts from here: a restarted rank 0 must not credit
   // itself with what the job applied before it came.
-  samples_at_start_ = pulled->samples_applied;
+  samples_at_start_ = state.pulled.samples_applied;
   started_ = true;
   start_seconds_ = NowSeconds();
 
@@ -224,12 +222,11 @@ absl::Status Trainer::TrainPartitions(uint64_t& step, StepState& state) {
     // push, after a pull that every shard answers at once (each has closed
     // the round this worker pulled).
     while (DroppedEverywhere(before)) {
-      absl::StatusOr<PullInfo> again =
-          task_->Pull(*client_, step, PartitionBatch(state, batch),
-                      EvaluationDue(step, state), absl::MakeSpan(theta_));
-      if (!again.ok()) return again.status();
-      state.pulled = *again;
-      if (options_.metrics != nullptr) options_.metrics->CountPull();
+      if (absl::Status pulled =
+              PullFor(step, PartitionBatch(state, batch), state);
+          !pulled.ok()) {
+        return pulled;
+      }
       before = client_->push_counts();
       if (absl::Status done =
               TakeStep(step, PartitionBatch(state, batch), std::nullopt, state);
@@ -241,13 +238,22 @@ absl::Status Trainer::TrainPartitions(uint64_t& step, StepState& state) {
     absl::StatusOr<bool> leased = LeaseNext(state);
     if (!leased.ok()) return leased.status();
     if (!*leased) break;
-    absl::StatusOr<PullInfo> pulled =
-        task_->Pull(*client_, step, PartitionBatch(state, 0),
-                    EvaluationDue(step, state), absl::MakeSpan(theta_));
-    if (!pulled.ok()) return pulled.status();
-    state.pulled = *pulled;
-    if (options_.metrics != nullptr) options_.metrics->CountPull();
+    if (absl::Status pulled = PullFor(step, PartitionBatch(state, 0), state);
+        !pulled.ok()) {
+      return pulled;
+    }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::PullFor(uint64_t step, absl::Span<const int64_t> examples,
+                              StepState& state) {
+  absl::StatusOr<PullInfo> pulled =
+      task_->Pull(*client_, step, examples, EvaluationDue(step, state),
+                  absl::MakeSpan(theta_));
+  if (!pulled.ok()) return pulled.status();
+  state.pulled = *pulled;
+  if (options_.metrics != nullptr) options_.metrics->CountPull();
   return absl::OkStatus();
 }
 

@@ -162,6 +162,11 @@ class Trainer {
   // Leases the next partition into `state` (shuffled with the seed); false
   // when none is left for this worker.
   absl::StatusOr<bool> LeaseNext(StepState& state);
+  // Pulls θ for step `step` (and `examples`' rows, for a task with
+  // tables) into theta_ and state.pulled, outside the steps' own
+  // push-then-pull: the first step, a partition's first, a batch sent again.
+  absl::Status PullFor(uint64_t step, absl::Span<const int64_t> examples,
+                       StepState& state);
   // The held partition's batch `batch`.
   absl::Span<const int64_t> PartitionBatch(const StepState& state,
                                            uint64_t batch) const;
