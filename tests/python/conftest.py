@@ -84,24 +84,34 @@ class Servers:
     def restart(self, index, num_shards=None):
         """Starts shard `index` (again: on the port it had)."""
         num_shards = num_shards or len(self.shards)
-        port_file = self.tmp_path / f"port{index}"
-        if port_file.exists():
-            port_file.unlink()
-        process = Process(
-            [f"{BIN_DIR}/ps_server", f"--listen=127.0.0.1:{self.ports[index]}",
-             f"--port_file={port_file}", f"--shard_index={index}",
-             f"--num_shards={num_shards}", *self.flags],
-            str(self.tmp_path / f"server{index}.log"))
-        self._processes.append(process)
+        process, self.ports[index] = start_ps_server(
+            self._processes, self.tmp_path, f"port{index}", f"server{index}",
+            [f"--shard_index={index}", f"--num_shards={num_shards}",
+             *self.flags],
+            port=self.ports[index], what=f"shard {index}")
         self.shards[index] = process
-
-        def ready():
-            if process.popen.poll() is not None:
-                pytest.fail(f"ps_server exited:\n{process.log()[-3000:]}")
-            return port_file.exists() and port_file.read_text().strip()
-        wait_for(ready, 30, f"shard {index} to serve")
-        self.ports[index] = int(port_file.read_text())
         return process
+
+
+def start_ps_server(processes, tmp_path, port_name, log_name, flags, port=0,
+                    what="ps_server"):
+    """A ps_server on 127.0.0.1:`port` (0: any) with `flags`, its log
+    tmp_path/`log_name`.log; (process, port) once it serves."""
+    port_file = tmp_path / port_name
+    if port_file.exists():
+        port_file.unlink()
+    process = Process(
+        [f"{BIN_DIR}/ps_server", f"--listen=127.0.0.1:{port}",
+         f"--port_file={port_file}", *flags],
+        str(tmp_path / f"{log_name}.log"))
+    processes.append(process)
+
+    def ready():
+        if process.popen.poll() is not None:
+            pytest.fail(f"ps_server exited:\n{process.log()[-3000:]}")
+        return port_file.exists() and port_file.read_text().strip()
+    wait_for(ready, 30, f"{what} to serve")
+    return process, int(port_file.read_text())
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 import pyps
-from conftest import BIN_DIR, Process, wait_for
+from conftest import start_ps_server, wait_for
 from ps.v1 import parameter_server_pb2 as pb
 from ps.v1 import parameter_server_pb2_grpc as pb_grpc
 
@@ -18,22 +18,14 @@ BATCH = 4
 
 
 def start_replica(tmp_path, processes, index, peers):
-    """Replica `index` of the one shard; its port once it serves."""
-    port_file = tmp_path / f"replica{index}.port"
-    process = Process(
-        [f"{BIN_DIR}/ps_server", "--listen=127.0.0.1:0",
-         f"--port_file={port_file}", "--shard_index=0", "--num_shards=1",
-         "--mode=async", "--lr=0.5", "--l2=0", f"--replicas={len(peers)}",
-         f"--replica_index={index}", f"--replica_peers={','.join(peers)}"],
-        str(tmp_path / f"replica{index}.log"))
-    processes.append(process)
-
-    def serving():
-        if process.popen.poll() is not None:
-            raise AssertionError(f"ps_server exited:\n{process.log()[-3000:]}")
-        return port_file.exists() and port_file.read_text().strip()
-    wait_for(serving, 30, f"replica {index} to serve")
-    return process, f"127.0.0.1:{int(port_file.read_text())}"
+    """Replica `index` of the one shard, and its address once it serves."""
+    process, port = start_ps_server(
+        processes, tmp_path, f"replica{index}.port", f"replica{index}",
+        ["--shard_index=0", "--num_shards=1", "--mode=async", "--lr=0.5",
+         "--l2=0", f"--replicas={len(peers)}", f"--replica_index={index}",
+         f"--replica_peers={','.join(peers)}"],
+        what=f"replica {index}")
+    return process, f"127.0.0.1:{port}"
 
 
 def status_of(address, timeout=10):
