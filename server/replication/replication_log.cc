@@ -80,12 +80,38 @@ void ReplicationLog::Acknowledge(uint32_t replica, uint64_t generation,
 void ReplicationLog::Drop(uint32_t replica, uint64_t generation,
                           const std::string& why) {
   std::vector<Done> ready;
+  std::multimap<uint64_t, Done> refused;
+  absl::Status no_quorum;
   {
     absl::MutexLock lock(&mutex_);
     DropLocked(replica, generation, why);
+    refused = TakeAllIfNoQuorum();
+    if (!refused.empty()) no_quorum = NoQuorum();
     ready = TakeSatisfied();
   }
+  for (auto& [index, done] : refused) done(no_quorum);
   for (Done& done : ready) done(absl::OkStatus());
+}
+
+size_t ReplicationLog::LiveBackups() const {
+  return std::count_if(backups_.begin(), backups_.end(),
+                       [](const auto& b) { return b.second.live; });
+}
+
+std::multimap<uint64_t, ReplicationLog::Done>
+ReplicationLog::TakeAllIfNoQuorum() {
+  std::multimap<uint64_t, Done> refused;
+  if (LiveBackups() < required_backups_) refused.swap(waiting_);
+  return refused;
+}
+
+absl::Status ReplicationLog::NoQuorum() const {
+  return absl::UnavailableError(absl::StrCat(
+      "the change is applied on this primary but not acknowledged: ",
+      LiveBackups(), " backups are live and a majority of the replicas needs ",
+      required_backups_,
+      " (this primary may be cut off from a majority that elects another); "
+      "retry (a retried push is applied once)"));
 }
 
 void ReplicationLog::DropLocked(uint32_t replica, uint64_t generation,
@@ -104,10 +130,13 @@ void ReplicationLog::DropLocked(uint32_t replica, uint64_t generation,
 void ReplicationLog::WhenAcknowledged(uint64_t index, Done done) {
   std::vector<Done> ready;
   std::optional<std::string> closed;
+  absl::Status no_quorum;
   {
     absl::MutexLock lock(&mutex_);
     if (closed_) {
       closed = closed_why_;
+    } else if (LiveBackups() < required_backups_) {
+      no_quorum = NoQuorum();
     } else {
       waiting_.emplace(index, std::move(done));
       ready = TakeSatisfied();
@@ -116,11 +145,14 @@ void ReplicationLog::WhenAcknowledged(uint64_t index, Done done) {
   if (closed.has_value()) {
     done(absl::UnavailableError(
         absl::StrCat(*closed, "; retry (a retried push is applied once)")));
+  } else if (!no_quorum.ok()) {
+    done(no_quorum);
   }
   for (Done& d : ready) d(absl::OkStatus());
 }
 
 std::vector<ReplicationLog::Done> ReplicationLog::TakeSatisfied() {
+  if (LiveBackups() < required_backups_) return {};
   uint64_t acked = last_index_;
   for (const auto& [replica, backup] : backups_) {
     if (backup.live) acked = std::min(acked, backup.acked);

@@ -38,6 +38,12 @@ class ReplicationLog final : public ShardJournal {
     uint64_t acked = 0;
   };
 
+  // A write is acknowledged only while at least `required_backups` backups
+  // are live (with the primary, a majority of the replicas: README,
+  // "Elections"); 0 acknowledges with none.
+  explicit ReplicationLog(size_t required_backups = 0)
+      : required_backups_(required_backups) {}
+
   void Record(absl::Time now, ShardChange change) override;
 
   // The index of the last change recorded (0 before the first).
@@ -71,10 +77,13 @@ class ReplicationLog final : public ShardJournal {
   void Drop(uint32_t replica, uint64_t generation, const std::string& why);
 
   // Runs `done` once every live backup acknowledged `index` (at once when
-  // none is live), or with UNAVAILABLE when the log closes first. It runs
-  // on the thread that acknowledges (or drops, or closes), outside the
-  // log's lock; nothing waits on a thread. A backup that does not answer is
-  // dropped (Drop), which bounds the wait.
+  // none is live and none is required), or with UNAVAILABLE when the log
+  // closes first or fewer than the required backups are live (now, or
+  // after a drop): this primary may be cut off from a majority that elects
+  // another, so it acknowledges nothing; the worker retries. It runs on the
+  // thread that acknowledges (or drops, or closes), outside the log's lock;
+  // nothing waits on a thread. A backup that does not answer is dropped
+  // (Drop), which bounds the wait.
   using Done = std::function<void(absl::Status)>;
   void WhenAcknowledged(uint64_t index, Done done);
 
@@ -102,6 +111,14 @@ class ReplicationLog final : public ShardJournal {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // The waits every live backup's acknowledgements now satisfy.
   std::vector<Done> TakeSatisfied() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  size_t LiveBackups() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // Every wait, when fewer than the required backups are live.
+  std::multimap<uint64_t, Done> TakeAllIfNoQuorum()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // UNAVAILABLE for a write that the live backups cannot acknowledge.
+  absl::Status NoQuorum() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+
+  const size_t required_backups_;
 
   mutable absl::Mutex mutex_;
   // Changes after the ones every live backup acknowledged, in index order.

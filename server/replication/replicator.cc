@@ -30,6 +30,26 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// One call of the Replication service to `address`, within `deadline`.
+template <typename Request, typename Response>
+absl::StatusOr<Response> Ask(const std::string& address,
+                             absl::Duration deadline,
+                             grpc::Status (ps::v1::Replication::Stub::*method)(
+                                 grpc::ClientContext*, const Request&,
+                                 Response*),
+                             const Request& request) {
+  if (address.empty()) return absl::UnavailableError("no address");
+  std::unique_ptr<ps::v1::Replication::Stub> stub =
+      ps::v1::Replication::NewStub(rpc::CreateChannel(address));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  Response response;
+  const grpc::Status answered =
+      (stub.get()->*method)(&context, request, &response);
+  if (!answered.ok()) return rpc::FromGrpcStatus(answered);
+  return response;
+}
+
 absl::Status Refused(absl::string_view reason, std::string message,
                      std::map<std::string, std::string> metadata = {}) {
   return common::WithErrorInfo(
@@ -46,6 +66,7 @@ Replicator::Replicator(const ReplicaOptions& options, ParameterShard* shard,
       own_(options.replica_index),
       shard_(shard),
       clock_(clock),
+      log_(options.peers.size() >= 3 ? options.peers.size() / 2 : 0),
       peers_(options.peers) {}
 
 Replicator::~Replicator() { Stop(); }
@@ -75,7 +96,11 @@ void Replicator::Start(int bound_port) {
         break;
       }
     }
-    if (primary()) shard_->SetJournal(&log_);
+    if (primary()) {
+      absl::MutexLock lock(&apply_mu_);
+      log_term_ = term();
+      shard_->SetJournal(&log_);
+    }
   }
   absl::MutexLock lock(&threads_mu_);
   threads_.emplace_back([this] { FollowLoop(); });
@@ -190,17 +215,9 @@ uint64_t Replicator::log_index() const {
 
 absl::StatusOr<ps::v1::ReplicaStatusResponse> Replicator::AskStatus(
     uint32_t replica, absl::Duration deadline) const {
-  const std::string address = PeerAddress(replica);
-  if (address.empty()) return absl::UnavailableError("no address");
-  std::unique_ptr<ps::v1::Replication::Stub> stub =
-      ps::v1::Replication::NewStub(rpc::CreateChannel(address));
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-  ps::v1::ReplicaStatusResponse status;
-  const grpc::Status answered =
-      stub->ReplicaStatus(&context, ps::v1::ReplicaStatusRequest(), &status);
-  if (!answered.ok()) return rpc::FromGrpcStatus(answered);
-  return status;
+  return Ask(PeerAddress(replica), deadline,
+             &ps::v1::Replication::Stub::ReplicaStatus,
+             ps::v1::ReplicaStatusRequest());
 }
 
 grpc::ServerUnaryReactor* Replicator::Join(grpc::CallbackServerContext* context,
@@ -347,13 +364,25 @@ void Replicator::FollowLoop() {
     }
     if (!joined()) {
       const absl::Status joined = JoinOnce();
-      if (!joined.ok() && absl::Now() - last_logged > absl::Seconds(5)) {
+      if (joined.ok()) return;
+      if (absl::Now() - last_logged > absl::Seconds(5)) {
         spdlog::warn(
             "replication: replica {} cannot join its primary yet: {}; "
             "retrying",
             own_, joined.ToString());
         last_logged = absl::Now();
       }
+      // No primary (an election was lost, or split): a replica that held
+      // the shard's state stands, the replicas in turn (own_ heartbeats
+      // apart), so that two rarely stand at once again.
+      bool stand = false;
+      {
+        absl::MutexLock lock(&apply_mu_);
+        stand = voting() && log_term_ > 0 &&
+                absl::Now() - last_heard_ >=
+                    options_.failover_timeout + own_ * options_.heartbeat_every;
+      }
+      if (stand) Elect();
       return;
     }
     bool silent = false;
@@ -443,6 +472,7 @@ absl::Status Replicator::JoinOnce() {
     primary_ = primary;
   }
   applied_ = response.index();
+  log_term_ = response.term();
   joined_ = true;
   last_heard_ = absl::Now();
   spdlog::info(
@@ -460,7 +490,7 @@ void Replicator::Elect() {
     primary = primary_;
     term = term_;
   }
-  if (primary == kUnknown || primary == own_) return;
+  if (primary == own_ || (primary == kUnknown && !voting())) return;
   uint64_t applied = 0;
   {
     absl::MutexLock lock(&apply_mu_);
@@ -470,7 +500,8 @@ void Replicator::Elect() {
   // or too slow), and copies the state again. A live primary answers
   // within a heartbeat.
   absl::StatusOr<ps::v1::ReplicaStatusResponse> answer =
-      AskStatus(primary, options_.heartbeat_every);
+      primary == kUnknown ? absl::UnavailableError("no primary")
+                          : AskStatus(primary, options_.heartbeat_every);
   if (answer.ok() && answer->role() == ps::v1::PRIMARY &&
       answer->term() >= term) {
     spdlog::warn(
@@ -483,10 +514,11 @@ void Replicator::Elect() {
   }
   // The next replica after the dead primary in the fixed order takes over,
   // unless a replica of the same term applied more: a backup that is
-  // behind must not lead, or acknowledged writes would be lost.
+  // behind must not lead, or acknowledged writes would be lost. With votes
+  // this is a courtesy that saves split elections; the votes decide.
   const uint32_t replicas = options_.peers.size();
   auto place = [&](uint32_t r) {
-    return (r + replicas - primary - 1) % replicas;
+    return primary == kUnknown ? r : (r + replicas - primary - 1) % replicas;
   };
   for (uint32_t replica : KnownPeers()) {
     if (replica == primary) continue;
@@ -511,35 +543,122 @@ void Replicator::Elect() {
       return;
     }
   }
+  if (voting()) {
+    StandForElection();
+    return;
+  }
+  // Two replicas: the other one is the dead primary (README, "Elections",
+  // for the partition this does not survive).
   absl::MutexLock lock(&apply_mu_);
   // The primary spoke meanwhile.
   if (!joined_ || absl::Now() - last_heard_ < options_.failover_timeout) {
     return;
   }
-  TakeOver();
+  TakeOver(this->term() + 1, absl::Now() - last_heard_);
 }
 
-void Replicator::TakeOver() {
+void Replicator::StandForElection() {
+  uint32_t old_primary = kUnknown;
+  Ballot ballot;
+  absl::Duration silent;
+  {
+    absl::MutexLock lock(&apply_mu_);
+    // The primary spoke meanwhile, or this replica voted since.
+    if (absl::Now() - last_heard_ < options_.failover_timeout) return;
+    // A replica that never held the shard's state cannot lead.
+    if (log_term_ == 0) return;
+    silent = absl::Now() - last_heard_;
+    {
+      absl::MutexLock role_lock(&role_mu_);
+      old_primary = primary_;
+    }
+    ballot = {term() + 1, own_, OwnLog()};
+    // Its own vote; the new term fences the old primary (its next Apply
+    // here is refused as stale).
+    if (!Vote(ballot, "it stands for election").granted) return;
+  }
+  spdlog::info(
+      "replication: replica {} stands for primary of term {} (log at change "
+      "{} of term {})",
+      own_, ballot.term, ballot.log.index, ballot.log.term);
+  ps::v1::VoteRequest request;
+  request.set_term(ballot.term);
+  request.set_candidate_index(own_);
+  request.set_last_log_term(ballot.log.term);
+  request.set_last_applied_index(ballot.log.index);
+  // The old primary last: it most likely does not answer.
+  std::vector<uint32_t> voters = KnownPeers();
+  std::stable_partition(voters.begin(), voters.end(),
+                        [&](uint32_t r) { return r != old_primary; });
+  size_t votes = 1;
+  for (uint32_t voter : voters) {
+    if (votes >= majority()) break;
+    absl::StatusOr<ps::v1::VoteResponse> answer =
+        Ask(PeerAddress(voter), options_.heartbeat_every,
+            &ps::v1::Replication::Stub::RequestVote, request);
+    if (!answer.ok()) continue;  // the next election asks again
+    if (answer->term() > ballot.term) {
+      absl::MutexLock lock(&apply_mu_);
+      StepDown(answer->term(), kUnknown,
+               absl::StrCat("replica ", voter, " is in term ", answer->term()));
+      return;
+    }
+    if (answer->granted()) ++votes;
+  }
+  absl::MutexLock lock(&apply_mu_);
+  if (votes < majority()) {
+    spdlog::warn(
+        "replication: replica {} lost the election of term {}: {} of {} "
+        "votes, a majority is {}",
+        own_, ballot.term, votes, options_.peers.size(), majority());
+    return;
+  }
+  // A newer term arrived meanwhile (this replica voted in it, or joined).
+  {
+    absl::MutexLock role_lock(&role_mu_);
+    if (term_ != ballot.term || primary_ != kUnknown) return;
+  }
+  TakeOver(ballot.term, silent);
+}
+
+Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
+  VoterState state = vote_;
+  const uint64_t term = this->term();
+  if (state.term < term) state = VoterState{term, kNoVote};
+  const Verdict verdict = CastVote(ballot, OwnLog(), &state);
+  const absl::Time heard = last_heard_;
+  if (verdict.term_moved) StepDown(ballot.term, kUnknown, why);
+  vote_ = state;
+  // A vote given restarts the election timeout: the candidate gets its
+  // chance. A vote refused does not, or a candidate that cannot win (its
+  // log behind) would keep the others from standing, term after term.
+  last_heard_ = verdict.granted ? absl::Now() : heard;
+  return verdict;
+}
+
+LogPosition Replicator::OwnLog() const {
+  return {log_term_, primary() ? log_.last_index() : applied_};
+}
+
+void Replicator::TakeOver(uint64_t term, absl::Duration silent) {
   // The journal is in place before the first worker call is let through.
   log_.Reopen(applied_);
   clock_->UseRealTime();
   shard_->SetJournal(&log_);
-  uint32_t old_primary = kUnknown;
-  uint64_t term = 0;
   {
     absl::MutexLock lock(&role_mu_);
-    old_primary = primary_;
-    term = ++term_;
+    term_ = term;
     primary_ = own_;
     ++takeovers_;
   }
+  log_term_ = term;
+  vote_ = VoterState{term, own_};
   first_push_logged_.store(false);
   joined_ = false;
   spdlog::warn(
       "replication: replica {} takes over as the primary of term {} at "
-      "change {}: primary {} was silent for {}",
-      own_, term, applied_, old_primary,
-      absl::FormatDuration(absl::Now() - last_heard_));
+      "change {}: no primary was heard for {}",
+      own_, term, applied_, absl::FormatDuration(silent));
 }
 
 void Replicator::StepDown(uint64_t term, uint32_t primary,
@@ -553,7 +672,12 @@ void Replicator::StepDown(uint64_t term, uint32_t primary,
     primary_ = primary;
   }
   joined_ = false;
+  // The new primary gets an election timeout to be found and joined.
+  last_heard_ = absl::Now();
   if (!was_primary) return;
+  // Its shard holds every change it logged (some maybe unacknowledged): its
+  // log, for the votes, until it joins the new primary.
+  applied_ = log_.last_index();
   spdlog::warn(
       "replication: replica {} steps down as primary ({}): it joins the "
       "primary of term {} as a backup",
@@ -678,6 +802,10 @@ grpc::ServerUnaryReactor* Replicator::ReplicaStatus(
   response->set_term(term());
   response->set_version(shard_->Status().version);
   response->set_log_index(log_index());
+  {
+    absl::MutexLock lock(&apply_mu_);
+    response->set_log_term(log_term_);
+  }
   if (primary()) {
     response->set_role(ps::v1::PRIMARY);
     for (const ReplicationLog::BackupProgress& b : log_.Backups()) {
@@ -692,6 +820,39 @@ grpc::ServerUnaryReactor* Replicator::ReplicaStatus(
     absl::MutexLock lock(&apply_mu_);
     response->set_role(joined_ ? ps::v1::BACKUP : ps::v1::JOINING);
   }
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* Replicator::RequestVote(
+    grpc::CallbackServerContext* context, const ps::v1::VoteRequest* request,
+    ps::v1::VoteResponse* response) {
+  const uint32_t candidate = request->candidate_index();
+  if (request->term() == 0 || candidate == own_ ||
+      candidate >= options_.peers.size()) {
+    return FinishNow(
+        context,
+        absl::InvalidArgumentError(absl::StrCat(
+            "a vote for replica ", candidate, " in term ", request->term(),
+            ": the candidate must be another replica of this shard (0 to ",
+            options_.peers.size() - 1, ", this is ", own_,
+            ") and the term at least 1")));
+  }
+  absl::MutexLock lock(&apply_mu_);
+  const Ballot ballot{
+      request->term(),
+      candidate,
+      {request->last_log_term(), request->last_applied_index()}};
+  const Verdict verdict =
+      Vote(ballot, absl::StrCat("replica ", candidate, " stands for term ",
+                                request->term()));
+  response->set_term(term());
+  response->set_granted(verdict.granted);
+  spdlog::info(
+      "replication: replica {} {} its vote in term {} to replica {} (log at "
+      "change {} of term {}; its own at {} of term {})",
+      own_, verdict.granted ? "gives" : "refuses", request->term(), candidate,
+      request->last_applied_index(), request->last_log_term(), OwnLog().index,
+      OwnLog().term);
   return FinishNow(context, absl::OkStatus());
 }
 

@@ -18,6 +18,7 @@
 #include "server/replication/replay_clock.h"
 #include "server/replication/replica_options.h"
 #include "server/replication/replication_log.h"
+#include "server/replication/vote_rule.h"
 
 namespace ps::server {
 
@@ -42,8 +43,9 @@ inline constexpr char kRejoinRequired[] = "REJOIN_REQUIRED";
 //    workers' calls with the primary's address;
 //  - on every replica, failover: a backup whose primary is silent for
 //    failover_timeout holds an election (Elect) and may take over with the
-//    next term; a replica that sees a newer term steps down and joins the
-//    new primary.
+//    next term (with three or more replicas only by the votes of a
+//    majority, RequestVote); a replica that sees a newer term steps down
+//    and joins the new primary.
 class Replicator final : public ps::v1::Replication::CallbackService {
  public:
   // `shard` and `clock` (the shard's clock) must outlive the replicator.
@@ -111,6 +113,9 @@ class Replicator final : public ps::v1::Replication::CallbackService {
       grpc::CallbackServerContext* context,
       const ps::v1::ReplicaStatusRequest* request,
       ps::v1::ReplicaStatusResponse* response) override;
+  grpc::ServerUnaryReactor* RequestVote(
+      grpc::CallbackServerContext* context, const ps::v1::VoteRequest* request,
+      ps::v1::VoteResponse* response) override;
 
  private:
   // Primary: sends `replica`'s changes after `acked` until it is dropped,
@@ -124,7 +129,12 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   absl::Status JoinOnce();
   // The backup's primary is silent: takes over, waits for a better
   // candidate, or joins the primary it finds (README, the election rule).
+  // Also run by a replica of three or more that was in the primary's
+  // history but finds no primary (an election was lost, or nobody won).
   void Elect();
+  // Three or more replicas: stands for the next term and takes over only
+  // with the votes of a majority, itself included.
+  void StandForElection();
   // Primary: steps down if a replica it does not reach otherwise is in a
   // newer term.
   void FenceIfStale();
@@ -133,9 +143,19 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // only the replicas whose addresses it knows, and a backup that cannot
   // ask one that is ahead of it would take over behind it.
   void LearnPeers();
-  // This backup becomes the primary of the next term, from the last
-  // change it applied.
-  void TakeOver() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // This backup becomes the primary of `term`, from the last change it
+  // applied, after `silent` without a primary.
+  void TakeOver(uint64_t term, absl::Duration silent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Elections decided by votes: three replicas or more. With two a
+  // majority is both, and one cannot replace a dead other (README).
+  bool voting() const { return options_.peers.size() >= 3; }
+  size_t majority() const { return options_.peers.size() / 2 + 1; }
+  // Decides `ballot` (the vote rule) and records it; a newer term moves
+  // this replica to it (StepDown).
+  Verdict Vote(const Ballot& ballot, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  LogPosition OwnLog() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // This replica saw `term`, newer than its own: it stops being primary
   // (its waiting writes fail, unacknowledged) and joins `primary` (or the
   // primary it finds, for kUnknown).
@@ -169,8 +189,13 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   mutable absl::Mutex apply_mu_;
   bool joined_ ABSL_GUARDED_BY(apply_mu_) = false;
   uint64_t applied_ ABSL_GUARDED_BY(apply_mu_) = 0;
-  // When the primary was last heard from (an Apply of its term, the join).
+  // When the primary was last heard from (an Apply of its term, the join),
+  // or this replica voted or stood: the start of its election timeout.
   absl::Time last_heard_ ABSL_GUARDED_BY(apply_mu_);
+  // The term of the primary whose changes the shard holds (LogPosition).
+  uint64_t log_term_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  // The vote this replica cast, and in which term.
+  VoterState vote_ ABSL_GUARDED_BY(apply_mu_);
 
   // Who leads, in which term; the replicas' addresses (a port 0 in the
   // flags is learned from the replica's Join).

@@ -1,0 +1,146 @@
+// The election's rules without processes (README, "Elections"): the vote
+// (server/replication/vote_rule.h) and the primary's quorum for
+// acknowledging a write (ReplicationLog with required backups).
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gtest/gtest.h"
+#include "server/replication/replication_log.h"
+#include "server/replication/vote_rule.h"
+
+namespace ps::server {
+namespace {
+
+TEST(Vote, OneVotePerTermAndTheSameCandidateAgain) {
+  VoterState voter{3, kNoVote};
+  const LogPosition own{3, 10};
+  EXPECT_TRUE(CastVote({4, 1, {3, 10}}, own, &voter).granted);
+  EXPECT_EQ(voter.term, 4u);
+  EXPECT_EQ(voter.voted_for, 1u);
+  // Another candidate of the same term: refused, however far its log.
+  EXPECT_FALSE(CastVote({4, 2, {3, 99}}, own, &voter).granted);
+  // The same candidate asking again (a retried request): granted.
+  EXPECT_TRUE(CastVote({4, 1, {3, 10}}, own, &voter).granted);
+  EXPECT_EQ(voter.voted_for, 1u);
+  // The next term is a new vote.
+  const Verdict next = CastVote({5, 2, {3, 10}}, own, &voter);
+  EXPECT_TRUE(next.granted);
+  EXPECT_TRUE(next.term_moved);
+  EXPECT_EQ(voter.voted_for, 2u);
+}
+
+TEST(Vote, AnOlderTermIsRefusedAndMovesNothing) {
+  VoterState voter{7, 2};
+  const Verdict verdict = CastVote({6, 1, {6, 100}}, {6, 5}, &voter);
+  EXPECT_FALSE(verdict.granted);
+  EXPECT_FALSE(verdict.term_moved);
+  EXPECT_EQ(voter.term, 7u);
+  EXPECT_EQ(voter.voted_for, 2u);
+}
+
+TEST(Vote, ACandidateBehindTheVoterIsRefusedButMovesItsTerm) {
+  VoterState voter{2, kNoVote};
+  // Fewer changes of the same term.
+  Verdict verdict = CastVote({3, 1, {2, 9}}, {2, 10}, &voter);
+  EXPECT_FALSE(verdict.granted);
+  EXPECT_TRUE(verdict.term_moved);
+  EXPECT_EQ(voter.term, 3u);
+  EXPECT_EQ(voter.voted_for, kNoVote);
+  // More changes, but of an older primary's history (a replaced primary's
+  // writes nobody acknowledged): the term decides first.
+  verdict = CastVote({4, 1, {1, 50}}, {2, 10}, &voter);
+  EXPECT_FALSE(verdict.granted);
+  // A later term's log wins with fewer changes; as far is enough.
+  EXPECT_TRUE(AtLeastAsFar({3, 4}, {2, 10}));
+  EXPECT_TRUE(AtLeastAsFar({2, 10}, {2, 10}));
+  EXPECT_FALSE(AtLeastAsFar({2, 9}, {2, 10}));
+}
+
+// Two candidates of one term, three and five replicas, every order in
+// which the voters hear them (each candidate votes for itself first): at
+// most one gets a majority. The rule alone decides it; no timing.
+TEST(Election, TwoCandidatesInOneTermNeverBothWin) {
+  for (uint32_t replicas : {3u, 5u}) {
+    const size_t majority = replicas / 2 + 1;
+    // Voter v hears candidate 0 first when bit v of `order` is clear.
+    for (uint32_t order = 0; order < (1u << replicas); ++order) {
+      std::vector<VoterState> voters(replicas, VoterState{1, kNoVote});
+      std::vector<size_t> votes(2, 0);
+      const Ballot ballots[2] = {{2, 0, {1, 10}}, {2, 1, {1, 10}}};
+      for (uint32_t v = 0; v < replicas; ++v) {
+        const LogPosition own{1, 10};
+        int first = (order >> v) & 1;
+        // A candidate votes for itself before anyone else.
+        if (v == 0) first = 0;
+        if (v == 1) first = 1;
+        for (int c : {first, 1 - first}) {
+          if (CastVote(ballots[c], own, &voters[v]).granted) ++votes[c];
+        }
+      }
+      EXPECT_FALSE(votes[0] >= majority && votes[1] >= majority)
+          << replicas << " replicas, order " << order;
+      EXPECT_EQ(votes[0] + votes[1], replicas) << "every voter votes once";
+    }
+  }
+}
+
+// A primary of three replicas (one backup needed) acknowledges only while
+// a backup is live: it refuses at once, and its waiting writes fail when
+// the last backup is dropped; a backup that joins again restores it.
+TEST(ReplicationQuorum, APrimaryWithoutAMajorityAcknowledgesNothing) {
+  ReplicationLog log(/*required_backups=*/1);
+  std::vector<absl::Status> answers;
+  auto done = [&](absl::Status status) { answers.push_back(status); };
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(), done);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].code(), absl::StatusCode::kUnavailable) << answers[0];
+
+  const ReplicationLog::Joined first = log.AddBackup(1, "127.0.0.1:1");
+  const ReplicationLog::Joined second = log.AddBackup(2, "127.0.0.1:2");
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(), done);
+  EXPECT_EQ(answers.size(), 1u) << "waits for its backups";
+  log.Acknowledge(1, first.generation, log.last_index());
+  EXPECT_EQ(answers.size(), 1u) << "waits for every live backup";
+  // One of two dropped: a majority (primary + one) is still live.
+  log.Drop(2, second.generation, "silent");
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_TRUE(answers[1].ok()) << answers[1];
+
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(), done);
+  EXPECT_EQ(answers.size(), 2u);
+  // The last one dropped: the waiting write fails, unacknowledged.
+  log.Drop(1, first.generation, "silent");
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[2].code(), absl::StatusCode::kUnavailable) << answers[2];
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(), done);
+  ASSERT_EQ(answers.size(), 4u);
+  EXPECT_EQ(answers[3].code(), absl::StatusCode::kUnavailable);
+
+  // A backup joins again: writes are acknowledged once it applied them.
+  const ReplicationLog::Joined again = log.AddBackup(1, "127.0.0.1:1");
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(), done);
+  EXPECT_EQ(answers.size(), 4u);
+  log.Acknowledge(1, again.generation, log.last_index());
+  ASSERT_EQ(answers.size(), 5u);
+  EXPECT_TRUE(answers[4].ok()) << answers[4];
+}
+
+TEST(ReplicationQuorum, TwoReplicasStillAcknowledgeAlone) {
+  ReplicationLog log;  // R = 2: no backup required (README, "Elections")
+  std::optional<absl::Status> answer;
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(),
+                       [&](absl::Status status) { answer = status; });
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_TRUE(answer->ok()) << *answer;
+}
+
+}  // namespace
+}  // namespace ps::server
