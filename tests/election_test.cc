@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "server/replication/replication_log.h"
 #include "server/replication/vote_rule.h"
+#include "tests/wait.h"
 
 namespace ps::server {
 namespace {
@@ -87,8 +88,8 @@ TEST(Election, TwoCandidatesInOneTermNeverBothWin) {
 }
 
 // A primary of three replicas (one backup needed) acknowledges only while
-// a backup is live: it refuses at once, and its waiting writes fail when
-// the last backup is dropped; a backup that joins again restores it.
+// a backup is live: it refuses at once (no join grace here), and its
+// waiting writes fail when the last backup is dropped.
 TEST(ReplicationQuorum, APrimaryWithoutAMajorityAcknowledgesNothing) {
   ReplicationLog log(/*required_backups=*/1);
   std::vector<absl::Status> answers;
@@ -100,6 +101,9 @@ TEST(ReplicationQuorum, APrimaryWithoutAMajorityAcknowledgesNothing) {
 
   const ReplicationLog::Joined first = log.AddBackup(1, "127.0.0.1:1");
   const ReplicationLog::Joined second = log.AddBackup(2, "127.0.0.1:2");
+  // Their first answers: they hold the state they were sent.
+  log.Acknowledge(1, first.generation, first.index);
+  log.Acknowledge(2, second.generation, second.index);
   log.Record(absl::Now(), ShardChange());
   log.WhenAcknowledged(log.last_index(), done);
   EXPECT_EQ(answers.size(), 1u) << "waits for its backups";
@@ -121,15 +125,40 @@ TEST(ReplicationQuorum, APrimaryWithoutAMajorityAcknowledgesNothing) {
   log.WhenAcknowledged(log.last_index(), done);
   ASSERT_EQ(answers.size(), 4u);
   EXPECT_EQ(answers[3].code(), absl::StatusCode::kUnavailable);
+}
 
-  // A backup joins again: writes are acknowledged once it applied them.
-  const ReplicationLog::Joined again = log.AddBackup(1, "127.0.0.1:1");
+// A new primary (or one whose backup joins again) lets a write wait the
+// join grace for a backup, and acknowledges it once the backup answered,
+// not when it was merely sent the state.
+TEST(ReplicationQuorum, AWriteWaitsTheJoinGraceForABackupThatAnswers) {
+  ReplicationLog log(/*required_backups=*/1, absl::Hours(1));
+  std::vector<absl::Status> answers;
+  auto done = [&](absl::Status status) { answers.push_back(status); };
   log.Record(absl::Now(), ShardChange());
   log.WhenAcknowledged(log.last_index(), done);
-  EXPECT_EQ(answers.size(), 4u);
-  log.Acknowledge(1, again.generation, log.last_index());
-  ASSERT_EQ(answers.size(), 5u);
-  EXPECT_TRUE(answers[4].ok()) << answers[4];
+  log.ExpireWithoutQuorum();
+  EXPECT_TRUE(answers.empty()) << "waits within the grace";
+  const ReplicationLog::Joined joined = log.AddBackup(1, "127.0.0.1:1");
+  log.WhenAcknowledged(log.last_index(), done);
+  EXPECT_TRUE(answers.empty()) << "the backup has not answered yet";
+  log.Acknowledge(1, joined.generation, joined.index);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_TRUE(answers[0].ok()) << answers[0];
+  EXPECT_TRUE(answers[1].ok()) << answers[1];
+}
+
+TEST(ReplicationQuorum, AWriteWithoutABackupFailsOnceTheGracePassed) {
+  ReplicationLog log(/*required_backups=*/1, absl::Milliseconds(1));
+  std::optional<absl::Status> answer;
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(),
+                       [&](absl::Status status) { answer = status; });
+  // The primary's tick expires it once the grace passed.
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    log.ExpireWithoutQuorum();
+    return answer.has_value();
+  }));
+  EXPECT_EQ(answer->code(), absl::StatusCode::kUnavailable) << *answer;
 }
 
 TEST(ReplicationQuorum, TwoReplicasStillAcknowledgeAlone) {

@@ -32,7 +32,10 @@ ReplicationLog::Joined ReplicationLog::AddBackup(uint32_t replica,
   backup.address = address;
   backup.generation = next_generation_++;
   backup.live = true;
+  backup.confirmed = false;
   backup.acked = last_index_;
+  // A joining backup may restore the quorum: writes wait the grace for it.
+  if (LiveBackups() < required_backups_) quorum_lost_at_ = absl::Now();
   Trim();
   spdlog::info("replication: replica {} ({}) joined at change {}", replica,
                address, last_index_);
@@ -71,6 +74,7 @@ void ReplicationLog::Acknowledge(uint32_t replica, uint64_t generation,
     if (!Current(replica, generation)) return;
     Backup& backup = backups_[replica];
     backup.acked = std::max(backup.acked, index);
+    backup.confirmed = true;
     Trim();
     ready = TakeSatisfied();
   }
@@ -85,6 +89,10 @@ void ReplicationLog::Drop(uint32_t replica, uint64_t generation,
   {
     absl::MutexLock lock(&mutex_);
     DropLocked(replica, generation, why);
+    // Silent for drop_after already: no grace.
+    if (LiveBackups() < required_backups_) {
+      quorum_lost_at_ = absl::InfinitePast();
+    }
     refused = TakeAllIfNoQuorum();
     if (!refused.empty()) no_quorum = NoQuorum();
     ready = TakeSatisfied();
@@ -94,15 +102,32 @@ void ReplicationLog::Drop(uint32_t replica, uint64_t generation,
 }
 
 size_t ReplicationLog::LiveBackups() const {
-  return std::count_if(backups_.begin(), backups_.end(),
-                       [](const auto& b) { return b.second.live; });
+  return std::count_if(backups_.begin(), backups_.end(), [](const auto& b) {
+    return b.second.live && b.second.confirmed;
+  });
+}
+
+bool ReplicationLog::NoQuorumNow() const {
+  return LiveBackups() < required_backups_ &&
+         absl::Now() - quorum_lost_at_ >= join_grace_;
 }
 
 std::multimap<uint64_t, ReplicationLog::Done>
 ReplicationLog::TakeAllIfNoQuorum() {
   std::multimap<uint64_t, Done> refused;
-  if (LiveBackups() < required_backups_) refused.swap(waiting_);
+  if (NoQuorumNow()) refused.swap(waiting_);
   return refused;
+}
+
+void ReplicationLog::ExpireWithoutQuorum() {
+  std::multimap<uint64_t, Done> refused;
+  absl::Status no_quorum;
+  {
+    absl::MutexLock lock(&mutex_);
+    refused = TakeAllIfNoQuorum();
+    if (!refused.empty()) no_quorum = NoQuorum();
+  }
+  for (auto& [index, done] : refused) done(no_quorum);
 }
 
 absl::Status ReplicationLog::NoQuorum() const {
@@ -135,7 +160,7 @@ void ReplicationLog::WhenAcknowledged(uint64_t index, Done done) {
     absl::MutexLock lock(&mutex_);
     if (closed_) {
       closed = closed_why_;
-    } else if (LiveBackups() < required_backups_) {
+    } else if (NoQuorumNow()) {
       no_quorum = NoQuorum();
     } else {
       waiting_.emplace(index, std::move(done));
@@ -184,6 +209,7 @@ void ReplicationLog::Close(const std::string& why) {
 
 void ReplicationLog::Reopen(uint64_t index) {
   absl::MutexLock lock(&mutex_);
+  quorum_lost_at_ = absl::Now();
   closed_ = false;
   closed_why_.clear();
   entries_.clear();

@@ -40,9 +40,15 @@ class ReplicationLog final : public ShardJournal {
 
   // A write is acknowledged only while at least `required_backups` backups
   // are live (with the primary, a majority of the replicas: README,
-  // "Elections"); 0 acknowledges with none.
-  explicit ReplicationLog(size_t required_backups = 0)
-      : required_backups_(required_backups) {}
+  // "Elections"); 0 acknowledges with none. A backup counts once it
+  // answered an Apply after joining (it holds the state). A new log (a
+  // primary just started or elected) or a joining backup lets writes wait
+  // up to `join_grace` for the quorum before it refuses them.
+  explicit ReplicationLog(size_t required_backups = 0,
+                          absl::Duration join_grace = absl::ZeroDuration())
+      : required_backups_(required_backups),
+        join_grace_(join_grace),
+        quorum_lost_at_(absl::Now()) {}
 
   void Record(absl::Time now, ShardChange change) override;
 
@@ -78,14 +84,19 @@ class ReplicationLog final : public ShardJournal {
 
   // Runs `done` once every live backup acknowledged `index` (at once when
   // none is live and none is required), or with UNAVAILABLE when the log
-  // closes first or fewer than the required backups are live (now, or
-  // after a drop): this primary may be cut off from a majority that elects
-  // another, so it acknowledges nothing; the worker retries. It runs on the
+  // closes first or fewer than the required backups are live (after a
+  // drop, or after the join grace of a new log: ExpireWithoutQuorum): this
+  // primary may be cut off from a majority that elects another, so it
+  // acknowledges nothing; the worker retries. It runs on the
   // thread that acknowledges (or drops, or closes), outside the log's lock;
   // nothing waits on a thread. A backup that does not answer is dropped
   // (Drop), which bounds the wait.
   using Done = std::function<void(absl::Status)>;
   void WhenAcknowledged(uint64_t index, Done done);
+
+  // Fails the waits (UNAVAILABLE) once a new log's join grace passed
+  // without the required backups. The primary calls it every tick.
+  void ExpireWithoutQuorum();
 
   // Ends every wait (UNAVAILABLE, saying `why`) and every sender.
   void Close(const std::string& why);
@@ -102,6 +113,9 @@ class ReplicationLog final : public ShardJournal {
     uint64_t generation = 0;
     bool live = false;
     uint64_t acked = 0;
+    // It answered an Apply since it joined: it holds the state it was
+    // sent, and counts toward the quorum.
+    bool confirmed = false;
   };
   // Forgets the changes every live backup acknowledged.
   void Trim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -111,14 +125,23 @@ class ReplicationLog final : public ShardJournal {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // The waits every live backup's acknowledgements now satisfy.
   std::vector<Done> TakeSatisfied() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Live backups that answered since they joined (Backup::confirmed).
   size_t LiveBackups() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
-  // Every wait, when fewer than the required backups are live.
+  // Every wait, when fewer than the required backups are live and the
+  // grace since that began passed.
   std::multimap<uint64_t, Done> TakeAllIfNoQuorum()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Fewer than the required backups live, past the grace.
+  bool NoQuorumNow() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
   // UNAVAILABLE for a write that the live backups cannot acknowledge.
   absl::Status NoQuorum() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
 
   const size_t required_backups_;
+  const absl::Duration join_grace_;
+  // Since when fewer than the required backups are live: a new log's
+  // start or a backup's join (the grace runs), or InfinitePast after a
+  // drop (none).
+  absl::Time quorum_lost_at_ ABSL_GUARDED_BY(mutex_);
 
   mutable absl::Mutex mutex_;
   // Changes after the ones every live backup acknowledged, in index order.

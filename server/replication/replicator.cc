@@ -66,7 +66,8 @@ Replicator::Replicator(const ReplicaOptions& options, ParameterShard* shard,
       own_(options.replica_index),
       shard_(shard),
       clock_(clock),
-      log_(options.peers.size() >= 3 ? options.peers.size() / 2 : 0),
+      log_(options.peers.size() >= 3 ? options.peers.size() / 2 : 0,
+           options.drop_after),
       peers_(options.peers) {}
 
 Replicator::~Replicator() { Stop(); }
@@ -272,10 +273,13 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
   // Since when the backup has not acknowledged a batch; InfiniteFuture
   // while it does.
   absl::Time failing_since = absl::InfiniteFuture();
+  // The first Apply goes at once, empty if nothing is new: its answer
+  // confirms the backup holds the state, and it counts toward the quorum.
+  absl::Duration wait = absl::ZeroDuration();
   while (true) {
     std::optional<std::vector<ReplicationLog::EntryPtr>> batch =
-        log_.Next(replica, generation, acked, kMaxChangesPerApply,
-                  options_.heartbeat_every);
+        log_.Next(replica, generation, acked, kMaxChangesPerApply, wait);
+    wait = options_.heartbeat_every;
     if (!batch.has_value()) return;
     ps::v1::ApplyRequest request;
     request.set_term(term);
@@ -356,6 +360,7 @@ void Replicator::FollowLoop() {
   absl::Time last_learned = absl::InfinitePast();
   auto step = [&] {
     if (primary()) {
+      log_.ExpireWithoutQuorum();
       if (absl::Now() - last_fenced >= options_.heartbeat_every) {
         FenceIfStale();
         last_fenced = absl::Now();
@@ -413,8 +418,18 @@ absl::Status Replicator::JoinOnce() {
     term = term_;
   }
   if (primary == kUnknown || primary == own_) {
-    // Whoever leads now says so.
-    for (uint32_t replica : KnownPeers()) {
+    // Whoever leads now says so. The candidate this replica voted for in
+    // its term first: it most likely won, and a stopped replica asked
+    // before it would cost a whole timeout.
+    uint32_t voted_for = kNoVote;
+    {
+      absl::MutexLock lock(&apply_mu_);
+      if (vote_.term == term) voted_for = vote_.voted_for;
+    }
+    std::vector<uint32_t> peers = KnownPeers();
+    std::stable_partition(peers.begin(), peers.end(),
+                          [&](uint32_t r) { return r == voted_for; });
+    for (uint32_t replica : peers) {
       absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
           AskStatus(replica, options_.failover_timeout);
       if (status.ok() && status->role() == ps::v1::PRIMARY &&
@@ -422,6 +437,8 @@ absl::Status Replicator::JoinOnce() {
         primary = replica;
         break;
       }
+      // Still counting its votes: ask it again next step.
+      if (status.ok() && replica == voted_for) break;
     }
     if (primary == kUnknown || primary == own_) {
       return absl::UnavailableError("no replica says it is the primary");
@@ -454,6 +471,11 @@ absl::Status Replicator::JoinOnce() {
     return rpc::FromGrpcStatus(joined);
   }
   absl::MutexLock lock(&apply_mu_);
+  if (this->term() > std::max(term, response.term())) {
+    return absl::UnavailableError(
+        absl::StrCat("a newer term began while joining replica ", primary,
+                     " of term ", response.term()));
+  }
   if (!response.snapshot().empty()) {
     absl::StatusOr<common::ThetaFile> state =
         common::DecodeThetaFile(response.snapshot(), "the primary's state");
@@ -674,6 +696,12 @@ void Replicator::StepDown(uint64_t term, uint32_t primary,
   joined_ = false;
   // The new primary gets an election timeout to be found and joined.
   last_heard_ = absl::Now();
+  // A join in flight is to a replica of an older term (it may be stopped:
+  // the join would wait its whole deadline).
+  {
+    absl::MutexLock lock(&threads_mu_);
+    if (joining_ != nullptr) joining_->TryCancel();
+  }
   if (!was_primary) return;
   // Its shard holds every change it logged (some maybe unacknowledged): its
   // log, for the votes, until it joins the new primary.
@@ -761,8 +789,11 @@ absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
                                 primary == own_ ? ", its primary" : ""),
                    {{"term", absl::StrCat(term)}});
   }
-  if (request.term() > term || request.primary_index() != primary) {
-    // A primary this replica has not joined: its state may differ.
+  // A primary this replica has not joined: its state may differ. (One of
+  // its own term while it is not joined is the one it is joining: the
+  // first Apply may overtake the Join's answer. It waits, below.)
+  if (request.term() > term ||
+      (joined_ && request.primary_index() != primary)) {
     StepDown(request.term(), request.primary_index(),
              absl::StrCat("changes from replica ", request.primary_index(),
                           " in term ", request.term()));

@@ -185,7 +185,7 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   grpc::ClientContext* joining_ ABSL_GUARDED_BY(threads_mu_) = nullptr;
 
   // The backup's side: the replay of changes, one Apply at a time, and
-  // the join. Taken before role_mu_.
+  // the join. Taken before role_mu_ and threads_mu_.
   mutable absl::Mutex apply_mu_;
   bool joined_ ABSL_GUARDED_BY(apply_mu_) = false;
   uint64_t applied_ ABSL_GUARDED_BY(apply_mu_) = 0;
