@@ -71,14 +71,17 @@ std::vector<Replica> StartShard(const std::string& dir) {
 }
 
 // A worker's Register, a write the primary acknowledges only once
-// replicated; `deadline` bounds the wait.
+// replicated; `deadline` bounds the wait. Each call is a new incarnation
+// of worker 0 (a restarted worker), so it changes the shard: the same one
+// again changes nothing and has nothing new to acknowledge.
 absl::Status Register(const std::string& address, absl::Duration deadline) {
+  static uint64_t incarnation = 0;
   auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
   ps::v1::RegisterRequest request;
   request.set_worker_id(0);
-  request.set_incarnation(1);
+  request.set_incarnation(++incarnation);
   ps::v1::RegisterResponse response;
   return rpc::FromGrpcStatus(stub->Register(&context, request, &response));
 }

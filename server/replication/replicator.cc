@@ -68,6 +68,7 @@ Replicator::Replicator(const ReplicaOptions& options, ParameterShard* shard,
       clock_(clock),
       log_(options.peers.size() >= 3 ? options.peers.size() / 2 : 0,
            options.drop_after),
+      jitter_(static_cast<uint32_t>(absl::ToUnixNanos(absl::Now())) + own_),
       peers_(options.peers) {}
 
 Replicator::~Replicator() { Stop(); }
@@ -629,6 +630,10 @@ void Replicator::StandForElection() {
   }
   absl::MutexLock lock(&apply_mu_);
   if (votes < majority()) {
+    // The next try waits a random part of a timeout more.
+    last_heard_ =
+        absl::Now() + options_.failover_timeout *
+                          std::uniform_real_distribution<double>(0, 1)(jitter_);
     spdlog::warn(
         "replication: replica {} lost the election of term {}: {} of {} "
         "votes, a majority is {}",

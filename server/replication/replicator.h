@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -196,6 +197,9 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   uint64_t log_term_ ABSL_GUARDED_BY(apply_mu_) = 0;
   // The vote this replica cast, and in which term.
   VoterState vote_ ABSL_GUARDED_BY(apply_mu_);
+  // A lost election's random extra wait (Raft's randomised timeout), so
+  // that two replicas that split the votes do not stand together again.
+  std::minstd_rand jitter_ ABSL_GUARDED_BY(apply_mu_);
 
   // Who leads, in which term; the replicas' addresses (a port 0 in the
   // flags is learned from the replica's Join).
