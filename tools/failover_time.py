@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Failover time of a replicated shard, over many kills (issue 16).
 
-Each trial starts one shard on two ps_server replicas (--replicas=2) and one
-ps_worker training softmax asynchronously against both (--servers=p|b),
-lets it train, then kills the primary (kill -9) or stops it (SIGSTOP), and
-measures the time from the signal to the first push the new primary
-acknowledges (its log line "first push acknowledged", written once per
-takeover). Prints every trial and the median, p90 and max.
+Each trial starts one shard on --replicas ps_server replicas (2 by default;
+3 or more elect the new primary by votes) and one ps_worker training softmax
+asynchronously against them (--servers=p|b...), lets it train, then kills
+the primary (kill -9) or stops it (SIGSTOP), and measures the time from the
+signal to the first push the new primary acknowledges (its log line "first
+push acknowledged", written once per takeover). Prints every trial and the
+median, p90 and max.
 
   tools/failover_time.py --bin build/bin --fault kill --trials 20
   tools/failover_time.py --bin build/bin --fault stop --trials 20
+  tools/failover_time.py --bin build/bin --fault kill --trials 20 --replicas 3
 
 Everything runs on 127.0.0.1 with ports the servers pick; the logs stay in
 --dir (a fresh temporary directory by default).
@@ -54,7 +56,7 @@ def start_server(args, directory, index, peers):
     process = subprocess.Popen(
         [os.path.join(args.bin, "ps_server"), "--listen=127.0.0.1:0",
          f"--port_file={port_file}", "--num_workers=1", "--mode=async",
-         "--replicas=2", f"--replica_index={index}",
+         f"--replicas={len(peers)}", f"--replica_index={index}",
          f"--replica_peers={','.join(peers)}",
          f"--failover_timeout={args.failover_timeout}"],
         stdout=log, stderr=subprocess.STDOUT)
@@ -63,20 +65,23 @@ def start_server(args, directory, index, peers):
 
 
 def trial(args, directory):
-    primary, primary_address = start_server(
-        args, directory, 0, ["127.0.0.1:0", "127.0.0.1:0"])
-    backup, backup_address = start_server(
-        args, directory, 1, [primary_address, "127.0.0.1:0"])
-    backup_log = os.path.join(directory, "replica-1.log")
+    peers = ["127.0.0.1:0"] * args.replicas
+    processes = []
+    for index in range(args.replicas):
+        process, peers[index] = start_server(args, directory, index, peers)
+        processes.append(process)
+    primary = processes[0]
+    backup_logs = [os.path.join(directory, f"replica-{index}.log")
+                   for index in range(1, args.replicas)]
     worker_log_path = os.path.join(directory, "worker.log")
-    processes = [primary, backup]
     try:
-        wait_for(lambda: "joined primary" in read(backup_log), 30,
-                 "the backup to join")
+        for log in backup_logs:
+            wait_for(lambda: "joined primary" in read(log), 30,
+                     f"{log} to join")
         worker_log = open(worker_log_path, "w")
         processes.append(subprocess.Popen(
             [os.path.join(args.bin, "ps_worker"),
-             f"--servers={primary_address}|{backup_address}", "--rank=0",
+             f"--servers={'|'.join(peers)}", "--rank=0",
              "--num_workers=1", "--model=softmax", "--epochs=100"],
             stdout=worker_log, stderr=subprocess.STDOUT))
         wait_for(lambda: "starting at step" in read(worker_log_path), 60,
@@ -85,8 +90,10 @@ def trial(args, directory):
         killed_at = time.time()
         os.kill(primary.pid,
                 signal.SIGKILL if args.fault == "kill" else signal.SIGSTOP)
-        stamp = wait_for(lambda: FIRST_PUSH.search(read(backup_log)), 30,
-                         "the new primary's first acknowledged push")
+        stamp = wait_for(
+            lambda: next(filter(None, (FIRST_PUSH.search(read(log))
+                                       for log in backup_logs)), None),
+            30, "the new primary's first acknowledged push")
         acknowledged = datetime.datetime.fromisoformat(
             stamp.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp()
         return acknowledged - killed_at
@@ -105,6 +112,8 @@ def main():
     parser.add_argument("--fault", choices=["kill", "stop"], default="kill",
                         help="kill -9 or SIGSTOP the primary")
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--replicas", type=int, default=2,
+                        help="replicas of the shard (3 or more: votes)")
     parser.add_argument("--failover_timeout", default="300ms",
                         help="ps_server --failover_timeout")
     parser.add_argument("--train_before", type=float, default=1.0,
@@ -124,7 +133,8 @@ def main():
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     print(f"{args.fault}: {len(times)} trials, median "
           f"{statistics.median(times):.3f} s, p90 {p90:.3f} s, max "
-          f"{times[-1]:.3f} s (failover_timeout {args.failover_timeout}; "
+          f"{times[-1]:.3f} s ({args.replicas} replicas, failover_timeout "
+          f"{args.failover_timeout}; "
           f"logs in {root})")
     return 0
 
