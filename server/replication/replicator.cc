@@ -315,9 +315,15 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
         std::optional<common::ErrorInfo> info = common::GetErrorInfo(refused);
         uint64_t newer = 0;
         if (!absl::SimpleAtoi(info->metadata["term"], &newer)) newer = term + 1;
-        absl::MutexLock lock(&apply_mu_);
-        StepDown(newer, kUnknown,
-                 absl::StrCat("replica ", replica, " is in term ", newer));
+        {
+          absl::MutexLock lock(&apply_mu_);
+          StepDown(newer, kUnknown,
+                   absl::StrCat("replica ", replica, " is in term ", newer));
+        }
+        // Dropped in any case: a refusal of the same term (the backup
+        // leads that term too) moves no term, and a backup still counted
+        // live would hold every write until it answered, forever.
+        log_.Drop(replica, generation, refused.ToString());
         return;
       }
       const absl::Time now = absl::Now();
