@@ -187,6 +187,13 @@ TEST(Election, AVoterGivesItsVoteToOneCandidateOfATerm) {
   bad = AskVote(voter, Ballot(kTerm + 2, kReplicas, 1, own.log_index()));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument)
       << bad.status();
+  // A log of the term it stands for, or later: a clear error, no vote.
+  bad = AskVote(voter, Ballot(kTerm + 2, 0, kTerm + 2, own.log_index()));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument)
+      << bad.status();
+  bad = AskVote(voter, Ballot(kTerm + 2, 0, kTerm + 3, own.log_index()));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument)
+      << bad.status();
 
   // Everyone continues: the old primary is fenced by the newer term, and
   // the replicas elect one primary, which acknowledges writes again.

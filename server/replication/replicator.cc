@@ -1,6 +1,7 @@
 #include "server/replication/replicator.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -477,16 +478,25 @@ absl::Status Replicator::JoinOnce() {
     if (primary_ == primary) primary_ = kUnknown;
     return rpc::FromGrpcStatus(joined);
   }
+  // Decoded before taking apply_mu_: a large state takes long to parse, and
+  // meanwhile this replica answers votes and Applies.
+  std::optional<common::ThetaFile> state;
+  if (!response.snapshot().empty()) {
+    absl::StatusOr<common::ThetaFile> decoded =
+        common::DecodeThetaFile(response.snapshot(), "the primary's state");
+    if (!decoded.ok()) return decoded.status();
+    state = *std::move(decoded);
+  }
+  // The restore stays under apply_mu_: the shard's state and the log
+  // position this replica votes with (log_term_, applied_) change together,
+  // and not at all if a vote moved the term meanwhile.
   absl::MutexLock lock(&apply_mu_);
   if (this->term() > std::max(term, response.term())) {
     return absl::UnavailableError(
         absl::StrCat("a newer term began while joining replica ", primary,
                      " of term ", response.term()));
   }
-  if (!response.snapshot().empty()) {
-    absl::StatusOr<common::ThetaFile> state =
-        common::DecodeThetaFile(response.snapshot(), "the primary's state");
-    if (!state.ok()) return state.status();
+  if (state.has_value()) {
     // Leases and the open round restart from the primary's time of the
     // state, as after a restore.
     clock_->Set(absl::FromUnixNanos(response.time_unix_nanos()));
@@ -878,6 +888,16 @@ grpc::ServerUnaryReactor* Replicator::RequestVote(
             ": the candidate must be another replica of this shard (0 to ",
             options_.peers.size() - 1, ", this is ", own_,
             ") and the term at least 1")));
+  }
+  // A candidate stands for a term after the one its log comes from; a log
+  // of that term or later would win every vote it asks for.
+  if (request->last_log_term() >= request->term()) {
+    return FinishNow(
+        context,
+        absl::InvalidArgumentError(absl::StrCat(
+            "replica ", candidate, " stands for term ", request->term(),
+            " with a log of term ", request->last_log_term(),
+            ": a candidate's log must be of an older term")));
   }
   absl::MutexLock lock(&apply_mu_);
   const Ballot ballot{
