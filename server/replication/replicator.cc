@@ -549,6 +549,9 @@ void Replicator::Elect() {
         own_, primary, absl::FormatDuration(options_.failover_timeout));
     absl::MutexLock lock(&apply_mu_);
     joined_ = false;
+    // A timeout to join it before this replica may stand: a failed Join
+    // must not start an election against a live primary.
+    last_heard_ = absl::Now();
     return;
   }
   // The next replica after the dead primary in the fixed order takes over,
@@ -564,10 +567,17 @@ void Replicator::Elect() {
     absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
         AskStatus(replica, options_.heartbeat_every);
     if (!status.ok()) continue;
-    if (status->role() == ps::v1::PRIMARY && status->term() > term) {
+    // A primary of this term or a newer one leads: this replica joins it
+    // (one of its own term it did not know, as after a failed Join)
+    // rather than stand against it.
+    if (status->role() == ps::v1::PRIMARY && status->term() >= term) {
       absl::MutexLock lock(&apply_mu_);
       StepDown(status->term(), replica,
                absl::StrCat("replica ", replica, " took over"));
+      absl::MutexLock role_lock(&role_mu_);
+      if (term_ == status->term()) primary_ = replica;
+      joined_ = false;
+      last_heard_ = absl::Now();
       return;
     }
     if (status->term() == term && status->role() == ps::v1::BACKUP &&
