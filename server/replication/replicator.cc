@@ -443,6 +443,13 @@ absl::Status Replicator::JoinOnce() {
       if (status.ok() && status->role() == ps::v1::PRIMARY &&
           status->term() >= term) {
         primary = replica;
+        // The Join carries the primary's term: its first Apply, of that
+        // term, must not look newer than this replica's term (which would
+        // step it down and cancel this Join).
+        term = status->term();
+        absl::MutexLock lock(&apply_mu_);
+        StepDown(term, replica,
+                 absl::StrCat("replica ", replica, " leads term ", term));
         break;
       }
       // Still counting its votes: ask it again next step.
