@@ -386,14 +386,12 @@ void Replicator::FollowLoop() {
         last_logged = absl::Now();
       }
       // No primary (an election was lost, or split): a replica that held
-      // the shard's state stands, the replicas in turn (own_ heartbeats
-      // apart), so that two rarely stand at once again.
+      // the shard's state stands (ElectionTimeout).
       bool stand = false;
       {
         absl::MutexLock lock(&apply_mu_);
         stand = voting() && log_term_ > 0 &&
-                absl::Now() - last_heard_ >=
-                    options_.failover_timeout + own_ * options_.heartbeat_every;
+                absl::Now() - last_heard_ >= ElectionTimeout();
       }
       if (stand) Elect();
       return;
@@ -401,7 +399,7 @@ void Replicator::FollowLoop() {
     bool silent = false;
     {
       absl::MutexLock lock(&apply_mu_);
-      silent = absl::Now() - last_heard_ >= options_.failover_timeout;
+      silent = absl::Now() - last_heard_ >= ElectionTimeout();
     }
     if (silent) {
       Elect();
@@ -565,10 +563,7 @@ void Replicator::Elect() {
   // unless a replica of the same term applied more: a backup that is
   // behind must not lead, or acknowledged writes would be lost. With votes
   // this is a courtesy that saves split elections; the votes decide.
-  const uint32_t replicas = options_.peers.size();
-  auto place = [&](uint32_t r) {
-    return primary == kUnknown ? r : (r + replicas - primary - 1) % replicas;
-  };
+  auto place = [&](uint32_t r) { return Place(r, primary); };
   for (uint32_t replica : KnownPeers()) {
     if (replica == primary) continue;
     absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
@@ -694,6 +689,22 @@ Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
   // log behind) would keep the others from standing, term after term.
   last_heard_ = verdict.granted ? absl::Now() : heard;
   return verdict;
+}
+
+uint32_t Replicator::Place(uint32_t replica, uint32_t primary) const {
+  const uint32_t replicas = options_.peers.size();
+  return primary == kUnknown ? replica
+                             : (replica + replicas - primary - 1) % replicas;
+}
+
+absl::Duration Replicator::ElectionTimeout() const {
+  uint32_t primary = kUnknown;
+  {
+    absl::MutexLock lock(&role_mu_);
+    primary = primary_;
+  }
+  return options_.failover_timeout +
+         Place(own_, primary) * options_.heartbeat_every;
 }
 
 LogPosition Replicator::OwnLog() const {

@@ -157,6 +157,13 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   Verdict Vote(const Ballot& ballot, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   LogPosition OwnLog() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // `replica`'s place in the order of succession after `primary`: 0 for
+  // the next one (kUnknown: its index).
+  uint32_t Place(uint32_t replica, uint32_t primary) const;
+  // The silence after which this replica stands: failover_timeout, and a
+  // heartbeat more per place after the primary, so that the replicas stand
+  // in turn and rarely split the votes (the next one rarely waits more).
+  absl::Duration ElectionTimeout() const;
   // This replica saw `term`, newer than its own: it stops being primary
   // (its waiting writes fail, unacknowledged) and joins `primary` (or the
   // primary it finds, for kUnknown).
