@@ -31,22 +31,19 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// One call of the Replication service to `address`, within `deadline`.
+// One call of the Replication service through `stub`, within `deadline`.
 template <typename Request, typename Response>
-absl::StatusOr<Response> Ask(const std::string& address,
+absl::StatusOr<Response> Ask(ps::v1::Replication::Stub* stub,
                              absl::Duration deadline,
                              grpc::Status (ps::v1::Replication::Stub::*method)(
                                  grpc::ClientContext*, const Request&,
                                  Response*),
                              const Request& request) {
-  if (address.empty()) return absl::UnavailableError("no address");
-  std::unique_ptr<ps::v1::Replication::Stub> stub =
-      ps::v1::Replication::NewStub(rpc::CreateChannel(address));
+  if (stub == nullptr) return absl::UnavailableError("no address");
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
   Response response;
-  const grpc::Status answered =
-      (stub.get()->*method)(&context, request, &response);
+  const grpc::Status answered = (stub->*method)(&context, request, &response);
   if (!answered.ok()) return rpc::FromGrpcStatus(answered);
   return response;
 }
@@ -70,7 +67,8 @@ Replicator::Replicator(const ReplicaOptions& options, ParameterShard* shard,
       log_(options.peers.size() >= 3 ? options.peers.size() / 2 : 0,
            options.drop_after),
       jitter_(static_cast<uint32_t>(absl::ToUnixNanos(absl::Now())) + own_),
-      peers_(options.peers) {}
+      peers_(options.peers),
+      stubs_(options.peers.size()) {}
 
 Replicator::~Replicator() { Stop(); }
 
@@ -216,9 +214,21 @@ uint64_t Replicator::log_index() const {
   return applied_;
 }
 
+std::shared_ptr<ps::v1::Replication::Stub> Replicator::StubFor(
+    uint32_t replica) const {
+  absl::MutexLock lock(&role_mu_);
+  if (replica >= peers_.size() || peers_[replica].empty()) return nullptr;
+  PeerStub& peer = stubs_[replica];
+  if (peer.stub == nullptr || peer.address != peers_[replica]) {
+    peer.address = peers_[replica];
+    peer.stub = ps::v1::Replication::NewStub(rpc::CreateChannel(peer.address));
+  }
+  return peer.stub;
+}
+
 absl::StatusOr<ps::v1::ReplicaStatusResponse> Replicator::AskStatus(
     uint32_t replica, absl::Duration deadline) const {
-  return Ask(PeerAddress(replica), deadline,
+  return Ask(StubFor(replica).get(), deadline,
              &ps::v1::Replication::Stub::ReplicaStatus,
              ps::v1::ReplicaStatusRequest());
 }
@@ -337,7 +347,7 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
         // may have taken over meanwhile, and then this primary steps down
         // instead of acknowledging writes alone (they would be lost).
         absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
-            AskStatus(replica, options_.heartbeat_every);
+            AskStatus(replica, options_.rpc_deadline);
         if (status.ok() && status->term() > term) {
           absl::MutexLock lock(&apply_mu_);
           StepDown(status->term(),
@@ -457,8 +467,8 @@ absl::Status Replicator::JoinOnce() {
       return absl::UnavailableError("no replica says it is the primary");
     }
   }
-  std::unique_ptr<ps::v1::Replication::Stub> stub =
-      ps::v1::Replication::NewStub(rpc::CreateChannel(PeerAddress(primary)));
+  std::shared_ptr<ps::v1::Replication::Stub> stub = StubFor(primary);
+  if (stub == nullptr) return absl::UnavailableError("no primary's address");
   grpc::ClientContext context;
   context.set_deadline(
       absl::ToChronoTime(absl::Now() + options_.join_deadline));
@@ -542,7 +552,8 @@ void Replicator::Elect() {
   }
   // A primary that answers lives: this backup was dropped (it was stopped,
   // or too slow), and copies the state again. A live primary answers
-  // within a heartbeat.
+  // within a heartbeat; a longer wait would add to every failover from a
+  // hung primary, and one that answers too late costs only an election.
   absl::StatusOr<ps::v1::ReplicaStatusResponse> answer =
       primary == kUnknown ? absl::UnavailableError("no primary")
                           : AskStatus(primary, options_.heartbeat_every);
@@ -567,7 +578,7 @@ void Replicator::Elect() {
   for (uint32_t replica : KnownPeers()) {
     if (replica == primary) continue;
     absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
-        AskStatus(replica, options_.heartbeat_every);
+        AskStatus(replica, options_.failover_timeout);
     if (!status.ok()) continue;
     // A primary of this term or a newer one leads: this replica joins it
     // (one of its own term it did not know, as after a failed Join)
@@ -645,7 +656,7 @@ void Replicator::StandForElection() {
   for (uint32_t voter : voters) {
     if (votes >= majority()) break;
     absl::StatusOr<ps::v1::VoteResponse> answer =
-        Ask(PeerAddress(voter), options_.heartbeat_every,
+        Ask(StubFor(voter).get(), options_.failover_timeout,
             &ps::v1::Replication::Stub::RequestVote, request);
     if (!answer.ok()) continue;  // the next election asks again
     if (answer->term() > ballot.term) {
@@ -774,7 +785,7 @@ void Replicator::LearnPeers() {
   }
   if (primary == kUnknown || primary == own_) return;
   absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
-      AskStatus(primary, options_.heartbeat_every);
+      AskStatus(primary, options_.failover_timeout);
   if (!status.ok()) return;  // the next step asks again
   absl::MutexLock lock(&role_mu_);
   for (const ps::v1::BackupStatus& backup : status->backups()) {
@@ -801,7 +812,7 @@ void Replicator::FenceIfStale() {
       continue;  // its answers to Apply would fence this primary
     }
     absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
-        AskStatus(replica, options_.heartbeat_every);
+        AskStatus(replica, options_.failover_timeout);
     if (status.ok() && status->term() > term) {
       absl::MutexLock lock(&apply_mu_);
       StepDown(

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -170,9 +171,15 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   static constexpr uint32_t kUnknown = UINT32_MAX;
   void StepDown(uint64_t term, uint32_t primary, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
-  // The replica's ReplicaStatus, or an error within `deadline`.
+  // The replica's ReplicaStatus, or an error within `deadline`. The
+  // deadlines of the election's calls are a failover_timeout (a heartbeat
+  // is too short on a loaded machine), but for the silent primary's, which
+  // every failover from a hung primary waits for.
   absl::StatusOr<ps::v1::ReplicaStatusResponse> AskStatus(
       uint32_t replica, absl::Duration deadline) const;
+  // The replica's stub, made once per address (null while it is unknown):
+  // stubs are thread-safe, and a channel per call is set up anew each time.
+  std::shared_ptr<ps::v1::Replication::Stub> StubFor(uint32_t replica) const;
   std::string PeerAddress(uint32_t replica) const;
   // Every replica but this one whose address is known.
   std::vector<uint32_t> KnownPeers() const;
@@ -215,6 +222,11 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   uint32_t primary_ ABSL_GUARDED_BY(role_mu_) = 0;
   std::vector<std::string> peers_ ABSL_GUARDED_BY(role_mu_);
   uint64_t takeovers_ ABSL_GUARDED_BY(role_mu_) = 0;
+  struct PeerStub {
+    std::string address;
+    std::shared_ptr<ps::v1::Replication::Stub> stub;
+  };
+  mutable std::vector<PeerStub> stubs_ ABSL_GUARDED_BY(role_mu_);
   // False from a takeover to the first push acknowledged after it.
   std::atomic<bool> first_push_logged_{true};
 };
