@@ -552,11 +552,10 @@ void Replicator::Elect() {
   }
   // A primary that answers lives: this backup was dropped (it was stopped,
   // or too slow), and copies the state again. A live primary answers
-  // within a heartbeat; a longer wait would add to every failover from a
-  // hung primary, and one that answers too late costs only an election.
+  // soon (SilentPrimaryDeadline).
   absl::StatusOr<ps::v1::ReplicaStatusResponse> answer =
       primary == kUnknown ? absl::UnavailableError("no primary")
-                          : AskStatus(primary, options_.heartbeat_every);
+                          : AskStatus(primary, SilentPrimaryDeadline());
   if (answer.ok() && answer->role() == ps::v1::PRIMARY &&
       answer->term() >= term) {
     spdlog::warn(
@@ -700,6 +699,10 @@ Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
   // log behind) would keep the others from standing, term after term.
   last_heard_ = verdict.granted ? absl::Now() : heard;
   return verdict;
+}
+
+absl::Duration Replicator::SilentPrimaryDeadline() const {
+  return std::max(options_.heartbeat_every, options_.failover_timeout / 3);
 }
 
 uint32_t Replicator::Place(uint32_t replica, uint32_t primary) const {

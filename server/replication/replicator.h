@@ -173,10 +173,14 @@ class Replicator final : public ps::v1::Replication::CallbackService {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   // The replica's ReplicaStatus, or an error within `deadline`. The
   // deadlines of the election's calls are a failover_timeout (a heartbeat
-  // is too short on a loaded machine), but for the silent primary's, which
-  // every failover from a hung primary waits for.
+  // is too short on a loaded machine), but for the silent primary's.
   absl::StatusOr<ps::v1::ReplicaStatusResponse> AskStatus(
       uint32_t replica, absl::Duration deadline) const;
+  // How long an election waits for the silent primary's answer: every
+  // failover from a hung primary waits this long, and an answer missed
+  // costs only an unneeded election: a third of failover_timeout, at
+  // least a heartbeat (100 ms by default).
+  absl::Duration SilentPrimaryDeadline() const;
   // The replica's stub, made once per address (null while it is unknown):
   // stubs are thread-safe, and a channel per call is set up anew each time.
   std::shared_ptr<ps::v1::Replication::Stub> StubFor(uint32_t replica) const;
