@@ -448,9 +448,14 @@ absl::Status Replicator::JoinOnce() {
     for (uint32_t replica : peers) {
       absl::StatusOr<ps::v1::ReplicaStatusResponse> status =
           AskStatus(replica, options_.failover_timeout);
-      if (status.ok() && status->role() == ps::v1::PRIMARY &&
-          status->term() >= term) {
+      if (status.ok() && status->role() == ps::v1::PRIMARY) {
         primary = replica;
+        // A primary of an older term (this replica's was moved by a
+        // candidate) that does not reach this replica otherwise, as after
+        // a restart on a new address: the Join, of this replica's term,
+        // makes it step down, and the shard elects a primary of a term
+        // this replica can follow.
+        if (status->term() < term) break;
         // The Join carries the primary's term: its first Apply, of that
         // term, must not look newer than this replica's term (which would
         // step it down and cancel this Join).
