@@ -136,6 +136,12 @@ ABSL_FLAG(absl::Duration, failover_timeout, absl::Milliseconds(300),
           "long holds an election and may take over (between the replicas' "
           "100ms heartbeat and the 1s after which a primary drops a silent "
           "backup).");
+ABSL_FLAG(std::string, replica_state_dir, "",
+          "An existing directory where this replica keeps the vote it gave "
+          "in its shard's elections (--replicas of 3 or more), fsynced "
+          "before it answers, so it never votes twice in a term even across "
+          "a restart. Empty: it gives votes only once this process has "
+          "followed or led a primary.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -209,6 +215,7 @@ int main(int argc, char** argv) {
   options.replica.peers = absl::GetFlag(FLAGS_replica_peers);
   options.replica.replica_index = absl::GetFlag(FLAGS_replica_index);
   options.replica.failover_timeout = absl::GetFlag(FLAGS_failover_timeout);
+  options.replica.state_dir = absl::GetFlag(FLAGS_replica_state_dir);
   if (replicas == 0) Die("--replicas must be at least 1");
   if (replicas > 1 && options.replica.peers.size() != replicas) {
     Die(absl::StrCat("--replicas=", replicas, " needs --replica_peers with ",

@@ -2,13 +2,18 @@
 // (server/replication/vote_rule.h) and the primary's quorum for
 // acknowledging a write (ReplicationLog with required backups).
 #include <algorithm>
+#include <fstream>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "server/replication/replica_options.h"
 #include "server/replication/replication_log.h"
 #include "server/replication/vote_rule.h"
+#include "server/replication/vote_store.h"
+#include "tests/job.h"
 #include "tests/wait.h"
 
 namespace ps::server {
@@ -90,6 +95,42 @@ TEST(Election, TwoCandidatesInOneTermNeverBothWin) {
 // A primary of three replicas (one backup needed) acknowledges only while
 // a backup is live: it refuses at once (no join grace here), and its
 // waiting writes fail when the last backup is dropped.
+TEST(VoteStore, AVoteSavedIsReadBackByTheNextOpen) {
+  const std::string dir = test_support::FreshDir("vote_store");
+  absl::StatusOr<VoteStore> store = VoteStore::Open(dir, 2);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(store->vote().term, 0u);
+  EXPECT_EQ(store->vote().voted_for, kNoVote);
+  ASSERT_TRUE(store->Save({7, 1}).ok());
+  absl::StatusOr<VoteStore> again = VoteStore::Open(dir, 2);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->vote().term, 7u);
+  EXPECT_EQ(again->vote().voted_for, 1u);
+  // Another replica's vote is its own file.
+  absl::StatusOr<VoteStore> other = VoteStore::Open(dir, 1);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->vote().term, 0u);
+}
+
+TEST(VoteStore, AMissingDirectoryOrABadFileStopsTheServerAtStartUp) {
+  const std::string dir = test_support::FreshDir("vote_store_bad");
+  ReplicaOptions options;
+  options.peers = {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
+  options.replica_index = 1;
+  options.state_dir = dir + "/missing";
+  absl::Status status = ValidateReplicaOptions(options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("--replica_state_dir"), std::string::npos)
+      << status;
+  options.state_dir = dir;
+  EXPECT_TRUE(ValidateReplicaOptions(options).ok());
+  std::ofstream(dir + "/replica-1.vote") << "7 x\n";
+  status = ValidateReplicaOptions(options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("replica-1.vote"), std::string::npos)
+      << status;
+}
+
 TEST(ReplicationQuorum, APrimaryWithoutAMajorityAcknowledgesNothing) {
   ReplicationLog log(/*required_backups=*/1);
   std::vector<absl::Status> answers;

@@ -1,6 +1,7 @@
 #include "server/replication/replica_options.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/replication/vote_store.h"
 
 namespace ps::server {
 
@@ -40,6 +41,11 @@ absl::Status ValidateReplicaOptions(const ReplicaOptions& options) {
         ") and shorter than the time after which a primary drops a silent "
         "backup (",
         absl::FormatDuration(options.drop_after), ")"));
+  }
+  // A store that cannot be read stops the server at start-up, rather than
+  // a replica that may vote twice.
+  if (!options.state_dir.empty()) {
+    return VoteStore::Open(options.state_dir, options.replica_index).status();
   }
   return absl::OkStatus();
 }

@@ -34,6 +34,11 @@ struct ReplicaOptions {
   // no heartbeat) holds an election (README, "Replicated shards"). Longer
   // than heartbeat_every, shorter than drop_after. Default: 300 ms
   absl::Duration failover_timeout = absl::Milliseconds(300);
+  // A directory where this replica keeps the vote it gave (VoteStore), so
+  // that it never votes twice in a term, even across a restart. Empty: a
+  // replica gives no vote until this process has followed a primary
+  // (README, "Elections"). Default: none
+  std::string state_dir;
 
   bool replicated() const { return peers.size() >= 2; }
 };

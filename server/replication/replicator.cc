@@ -68,7 +68,24 @@ Replicator::Replicator(const ReplicaOptions& options, ParameterShard* shard,
            options.drop_after),
       jitter_(static_cast<uint32_t>(absl::ToUnixNanos(absl::Now())) + own_),
       peers_(options.peers),
-      stubs_(options.peers.size()) {}
+      stubs_(options.peers.size()) {
+  if (options_.state_dir.empty() || !voting()) return;
+  absl::StatusOr<VoteStore> store =
+      VoteStore::Open(options_.state_dir, options_.replica_index);
+  absl::MutexLock lock(&apply_mu_);
+  if (!store.ok()) {
+    // ValidateReplicaOptions read it at start-up: this is a race with
+    // whoever changed it since. Votes wait for a primary, as without one.
+    spdlog::error(
+        "replication: {}; this replica votes once it follows a "
+        "primary",
+        store.status().ToString());
+    return;
+  }
+  vote_ = store->vote();
+  vote_store_ = *std::move(store);
+  may_vote_ = true;
+}
 
 Replicator::~Replicator() { Stop(); }
 
@@ -101,6 +118,9 @@ void Replicator::Start(int bound_port) {
       absl::MutexLock lock(&apply_mu_);
       log_term_ = term();
       shard_->SetJournal(&log_);
+      // It leads: a replica that could not vote until it joins would keep
+      // the shard from electing anyone once it stepped down.
+      may_vote_ = true;
     }
   }
   absl::MutexLock lock(&threads_mu_);
@@ -533,6 +553,11 @@ absl::Status Replicator::JoinOnce() {
   applied_ = response.index();
   log_term_ = response.term();
   joined_ = true;
+  // This replica follows the primary of its term now: it votes for no other
+  // candidate of the term, and may give votes from now on.
+  if (vote_.term < response.term())
+    vote_ = VoterState{response.term(), primary};
+  may_vote_ = true;
   last_heard_ = absl::Now();
   spdlog::info(
       "replication: replica {} joined primary {} of term {} at change {} "
@@ -638,7 +663,9 @@ void Replicator::StandForElection() {
       absl::MutexLock role_lock(&role_mu_);
       old_primary = primary_;
     }
-    ballot = {term() + 1, own_, OwnLog()};
+    // After the last term it voted in, which a vote store remembers past
+    // a restart (the term itself starts at 1 again).
+    ballot = {std::max(term(), vote_.term) + 1, own_, OwnLog()};
     // Its own vote; the new term fences the old primary (its next Apply
     // here is refused as stale).
     if (!Vote(ballot, "it stands for election").granted) return;
@@ -695,7 +722,25 @@ Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
   VoterState state = vote_;
   const uint64_t term = this->term();
   if (state.term < term) state = VoterState{term, kNoVote};
-  const Verdict verdict = CastVote(ballot, OwnLog(), &state);
+  Verdict verdict = CastVote(ballot, OwnLog(), &state);
+  const bool same_term = state.term == vote_.term;
+  if (verdict.granted && !may_vote_) {
+    // Restarted without a vote store: it may have voted in this term before.
+    verdict.granted = false;
+    state.voted_for = same_term ? vote_.voted_for : kNoVote;
+  }
+  if (verdict.granted && vote_store_.has_value() &&
+      (!same_term || vote_.voted_for != state.voted_for)) {
+    // Durable before the answer: a restarted replica remembers it.
+    if (absl::Status saved = vote_store_->Save(state); !saved.ok()) {
+      spdlog::error(
+          "replication: replica {} cannot keep its vote, so gives "
+          "none: {}",
+          own_, saved.ToString());
+      verdict.granted = false;
+      state.voted_for = same_term ? vote_.voted_for : kNoVote;
+    }
+  }
   const absl::Time heard = last_heard_;
   if (verdict.term_moved) StepDown(ballot.term, kUnknown, why);
   vote_ = state;

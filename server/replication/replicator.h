@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "server/replication/replica_options.h"
 #include "server/replication/replication_log.h"
 #include "server/replication/vote_rule.h"
+#include "server/replication/vote_store.h"
 
 namespace ps::server {
 
@@ -215,6 +217,12 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   uint64_t log_term_ ABSL_GUARDED_BY(apply_mu_) = 0;
   // The vote this replica cast, and in which term.
   VoterState vote_ ABSL_GUARDED_BY(apply_mu_);
+  // Where the vote is kept across restarts (options_.state_dir), if given.
+  std::optional<VoteStore> vote_store_ ABSL_GUARDED_BY(apply_mu_);
+  // Whether this replica may give votes: with a vote store always; without
+  // one only once this process followed a primary (it may have voted in an
+  // earlier life, and forgotten whom for: it moves terms but gives none).
+  bool may_vote_ ABSL_GUARDED_BY(apply_mu_) = false;
   // A lost election's random extra wait (Raft's randomised timeout), so
   // that two replicas that split the votes do not stand together again.
   std::minstd_rand jitter_ ABSL_GUARDED_BY(apply_mu_);
