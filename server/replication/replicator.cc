@@ -729,8 +729,11 @@ Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
     verdict.granted = false;
     state.voted_for = same_term ? vote_.voted_for : kNoVote;
   }
+  // Saved unless the store holds this very vote (a retried request): also
+  // a vote for the primary this replica joined, which it kept in memory.
   if (verdict.granted && vote_store_.has_value() &&
-      (!same_term || vote_.voted_for != state.voted_for)) {
+      (vote_store_->vote().term != state.term ||
+       vote_store_->vote().voted_for != state.voted_for)) {
     // Durable before the answer: a restarted replica remembers it.
     if (absl::Status saved = vote_store_->Save(state); !saved.ok()) {
       spdlog::error(
