@@ -771,7 +771,8 @@ absl::Duration Replicator::ElectionTimeout() const {
     primary = primary_;
   }
   return options_.failover_timeout +
-         Place(own_, primary) * options_.heartbeat_every;
+         Place(own_, primary) *
+             (SilentPrimaryDeadline() + options_.heartbeat_every);
 }
 
 LogPosition Replicator::OwnLog() const {

@@ -163,9 +163,13 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // `replica`'s place in the order of succession after `primary`: 0 for
   // the next one (kUnknown: its index).
   uint32_t Place(uint32_t replica, uint32_t primary) const;
-  // The silence after which this replica stands: failover_timeout, and a
-  // heartbeat more per place after the primary, so that the replicas stand
-  // in turn and rarely split the votes (the next one rarely waits more).
+  // The silence after which this replica stands: failover_timeout, and
+  // per place after the primary the time the one before it takes to ask
+  // the silent primary and count votes (SilentPrimaryDeadline and a
+  // heartbeat): the replicas stand in turn, rarely split the votes, and a
+  // later one is not busy asking the stopped primary when the next one's
+  // vote and new term reach it (that delayed its join, so the first
+  // acknowledged write, by a tick).
   absl::Duration ElectionTimeout() const;
   // This replica saw `term`, newer than its own: it stops being primary
   // (its waiting writes fail, unacknowledged) and joins `primary` (or the
