@@ -12,6 +12,8 @@
 #include "common/rpc/convert.h"
 #include "common/theta_file.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "ps/v1/parameter_server.grpc.pb.h"
 #include "ps/v1/replication.grpc.pb.h"
@@ -601,6 +603,50 @@ TEST(Fencing, APrimaryThatSeesANewerTermStepsDownAndRefusesWorkers) {
   // Workers are refused from now on.
   EXPECT_TRUE(common::HasErrorReason(RegisterWith(primary->port()),
                                      server::kNotPrimary));
+}
+
+// A backup that refuses every Apply as stale in the sender's own term, as
+// a replica that leads that term too would.
+class SameTermRefuser final : public ps::v1::Replication::Service {
+  grpc::Status Apply(grpc::ServerContext*, const ps::v1::ApplyRequest* request,
+                     ps::v1::ApplyResponse*) override {
+    return rpc::ToGrpcStatus(common::WithErrorInfo(
+        absl::FailedPreconditionError("a primary of the same term"),
+        common::ErrorInfo{server::kStaleTerm,
+                          common::kErrorDomain,
+                          {{"term", absl::StrCat(request->term())}}}));
+  }
+};
+
+// A refusal as stale that moves no term must not leave the backup counted
+// live: the primary drops it, and writes no longer wait for it.
+TEST(Fencing, ABackupRefusingAppliesAsStaleInTheSameTermIsDropped) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kAsync);
+  ASSERT_NE(primary, nullptr);
+  SameTermRefuser refuser;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&refuser);
+  std::unique_ptr<grpc::Server> backup = builder.BuildAndStart();
+  ASSERT_NE(backup, nullptr);
+  auto stub = ps::v1::Replication::NewStub(
+      rpc::CreateChannel(Loopback(primary->port())));
+  grpc::ClientContext context;
+  ps::v1::JoinRequest join;
+  join.set_term(1);
+  join.set_replica_index(1);
+  join.set_address(Loopback(port));
+  ps::v1::JoinResponse joined;
+  ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+  // (Asserted: a write would wait for a backup still counted live.)
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] { return primary->replicator()->backups_dropped() == 1; }));
+  EXPECT_TRUE(primary->replicator()->primary());
+  EXPECT_TRUE(RegisterWith(primary->port()).ok());
+  backup->Shutdown();
 }
 
 TEST(Failover, ASecondFailoverOntoTheRejoinedReplicaLosesNothing) {
