@@ -582,21 +582,28 @@ TEST(Fencing, AReplicaFromAnOlderTermIsRefusedAndAReturningPrimaryRejoins) {
   ExpectSameState(*backup, **returned, /*same_counters=*/false);
 }
 
+// Replica 1's Join of `primary`, sent from term `term` for `address`, as a
+// backup's JoinOnce sends it.
+absl::Status JoinAs(const server::PsServer& primary, uint64_t term,
+                    const std::string& address) {
+  auto stub = ps::v1::Replication::NewStub(
+      rpc::CreateChannel(Loopback(primary.port())));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  ps::v1::JoinRequest join;
+  join.set_term(term);
+  join.set_replica_index(1);
+  join.set_address(address);
+  ps::v1::JoinResponse joined;
+  return rpc::FromGrpcStatus(stub->Join(&context, join, &joined));
+}
+
 TEST(Fencing, APrimaryThatSeesANewerTermStepsDownAndRefusesWorkers) {
   std::unique_ptr<server::PsServer> primary =
       StartPrimary(server::ConsistencyMode::kAsync);
   ASSERT_NE(primary, nullptr);
   // A replica that joins from term 5: a newer primary exists somewhere.
-  auto stub = ps::v1::Replication::NewStub(
-      rpc::CreateChannel(Loopback(primary->port())));
-  grpc::ClientContext context;
-  ps::v1::JoinRequest join;
-  join.set_term(5);
-  join.set_replica_index(1);
-  join.set_address("127.0.0.1:1");
-  ps::v1::JoinResponse joined;
-  const absl::Status refused =
-      rpc::FromGrpcStatus(stub->Join(&context, join, &joined));
+  const absl::Status refused = JoinAs(*primary, 5, "127.0.0.1:1");
   EXPECT_TRUE(common::HasErrorReason(refused, server::kNotPrimary)) << refused;
   EXPECT_FALSE(primary->replicator()->primary());
   EXPECT_EQ(primary->replicator()->term(), 5u);
@@ -632,15 +639,7 @@ TEST(Fencing, ABackupRefusingAppliesAsStaleInTheSameTermIsDropped) {
   builder.RegisterService(&refuser);
   std::unique_ptr<grpc::Server> backup = builder.BuildAndStart();
   ASSERT_NE(backup, nullptr);
-  auto stub = ps::v1::Replication::NewStub(
-      rpc::CreateChannel(Loopback(primary->port())));
-  grpc::ClientContext context;
-  ps::v1::JoinRequest join;
-  join.set_term(1);
-  join.set_replica_index(1);
-  join.set_address(Loopback(port));
-  ps::v1::JoinResponse joined;
-  ASSERT_TRUE(stub->Join(&context, join, &joined).ok());
+  ASSERT_TRUE(JoinAs(*primary, 1, Loopback(port)).ok());
   // (Asserted: a write would wait for a backup still counted live.)
   ASSERT_TRUE(test_support::WaitUntil(
       [&] { return primary->replicator()->backups_dropped() == 1; }));
