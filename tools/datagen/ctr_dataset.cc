@@ -136,7 +136,10 @@ class GroundTruth {
       row.ids[f] = id;
       const double k = static_cast<double>(rank);
       SplitMix64Stream weights(weights_key_ ^ id);
-      row.linear += Centered(weights) / (1 + (k - 1) / kHeadRanks);
+      {
+        const double r = 1 + (k - 1) / kHeadRanks;
+        row.linear += Centered(weights) / (r * r);
+      }
       if (f < kInteractingFields && rank <= kInteractingRanks) {
         row.latent[f] = latent_[f][rank - 1];
       }
