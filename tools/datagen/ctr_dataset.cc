@@ -98,6 +98,14 @@ double Centered(SplitMix64Stream& random) {
 
 double Sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
 
+// The header's 1 / (1 + (k-1)/kHeadRanks)²: squared, so that the hundreds of
+// thousands of values seen a few times in an epoch weigh little in all
+// (falling as 1/k, their weights summed to a signal no epoch could learn).
+double TailWeight(double rank) {
+  const double r = 1 + (rank - 1) / kHeadRanks;
+  return 1 / (r * r);
+}
+
 using Latent = std::array<double, kLatentDim>;
 
 // One drawn row, before the label.
@@ -136,10 +144,7 @@ class GroundTruth {
       row.ids[f] = id;
       const double k = static_cast<double>(rank);
       SplitMix64Stream weights(weights_key_ ^ id);
-      {
-        const double r = 1 + (k - 1) / kHeadRanks;
-        row.linear += Centered(weights) / (r * r);
-      }
+      row.linear += Centered(weights) * TailWeight(k);
       if (f < kInteractingFields && rank <= kInteractingRanks) {
         row.latent[f] = latent_[f][rank - 1];
       }
