@@ -364,8 +364,9 @@ struct CtrRun {
 
 // Measured on these settings (2026-12-05, ps_datagen's ground truth of
 // branch ctr3: tail weights 1/(1+(k-1)/8)², crosses of the 2 most frequent
-// values): bayes_auc 0.8941, linear_auc 0.7336, logreg 0.7926, fm 0.8626
-// (~9 s with the machine loaded). logreg scores above the linear part: with
+// values, each cross of fields scaled alike): bayes_auc 0.8942, linear_auc
+// 0.7462, logreg 0.7873, fm 0.8765
+// (~9-35 s with the machine loaded). logreg scores above the linear part: with
 // interactions this strong, a value with a long latent vector raises the
 // mean click rate (the sigmoid is convex down there) though not the mean
 // logit, and logreg learns that. Why these:

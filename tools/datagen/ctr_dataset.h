@@ -10,7 +10,7 @@
 // pairs get distinct uint64 ids. The label is drawn from the ground truth
 //
 //   p = sigmoid(b + Σ_f w(f, k_f) + Σ_{f<g<kInteractingFields}
-//                                     <v(f, k_f), v(g, k_g)>)
+//                                     c_fg·<v(f, k_f), v(g, k_g)>)
 //
 // a logistic model whose signal lives where a learner can find it, as in
 // real logs where a rare value says little:
@@ -18,11 +18,15 @@
 //   alone, scaled by 1 / (1 + (k-1)/kHeadRanks)²: a field's first ranks,
 //   each in thousands of rows of a million, carry most of the linear
 //   signal, and the millions of tail values are near-noise;
-// - the first kInteractingFields fields interact pairwise, in the form of a
-//   factorization machine with kLatentDim dimensions on their values of
-//   rank 1 to kInteractingRanks (the rest have v = 0): each a uniform
-//   vector, less the field's mean vector under Zipf, so the interactions
-//   have no main effects that a linear model could pick up.
+// - the first kInteractingFields fields interact pairwise, through latent
+//   vectors of kLatentDim dimensions on their values of rank 1 to
+//   kInteractingRanks (the rest have v = 0): each a uniform vector, less
+//   the field's mean vector under Zipf, so the interactions have no main
+//   effects that a linear model could pick up; c_fg scales each cross of
+//   two fields to the same mean square, so that every seed spreads the
+//   interactions over all crosses (a factorization machine of dimension
+//   kInteractingFields or more can still represent them: with 2 values a
+//   field, each field's vectors lie on one line).
 // The linear sum is scaled to standard deviation kLinearLogitStd (a Bayes
 // AUC near 0.8, as real CTR sets' best models reach), the interactions to
 // --interaction_strength times that, and b is set so the mean p is 3%; all
