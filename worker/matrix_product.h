@@ -1,4 +1,5 @@
-#pragma once
+#ifndef PS_WORKER_MATRIX_PRODUCT_H_
+#define PS_WORKER_MATRIX_PRODUCT_H_
 
 #include <Eigen/Core>
 
@@ -23,3 +24,5 @@ void ProductTransposed(const ConstMatrixRef& a, const ConstMatrixRef& b,
                        MatrixRef out);
 
 }  // namespace ps::worker
+
+#endif  // PS_WORKER_MATRIX_PRODUCT_H_
