@@ -76,8 +76,8 @@ TEST(TableMemory,
        "--mode=async", absl::StrCat("--table_memory_limit=", kLimitBytes)},
       dir + "/server.log", {AsanWithoutQuarantine()});
   ASSERT_TRUE(process.ok()) << process.status();
-  ASSERT_TRUE(test_support::WaitForPortFile(*process, dir + "/port"))
-      << test_support::ReadFile(dir + "/server.log");
+  ASSERT_TRUE(test_support::WaitForPortFile(*process, dir + "/port",
+                                            dir + "/server.log"));
   const std::string address =
       absl::StrCat("127.0.0.1:", test_support::ReadFile(dir + "/port"));
   auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));
