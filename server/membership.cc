@@ -66,6 +66,13 @@ absl::StatusOr<Membership::Registration> Membership::Register(
   return registration;
 }
 
+bool Membership::AnyoneRegistered() const {
+  return std::any_of(members_.begin(), members_.end(),
+                     [](const common::WorkerRecord& m) {
+                       return m.registered || m.registrations > 0;
+                     });
+}
+
 absl::Status Membership::Restore(const common::WorkerRecord& saved,
                                  absl::Time now) {
   const uint32_t id = saved.worker_id;

@@ -75,6 +75,9 @@ class Membership {
   // then no sync round may close, so the first rounds do not run ahead of
   // workers still starting.
   bool gathered() const { return ever_registered_ >= expected_workers_; }
+  // Whether any worker registered with this shard's process: its records
+  // then hold state (incarnations, seqs) of their own.
+  bool AnyoneRegistered() const;
 
   bool IsLive(uint32_t id) const;
   std::vector<uint32_t> LiveWorkers() const;

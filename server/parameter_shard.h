@@ -186,8 +186,9 @@ class ParameterShard {
   // Everything a restart must get back, as of one instant: θ, version,
   // the workers' bookkeeping and, in sync mode, the open round's gradients.
   // FAILED_PRECONDITION before the model is declared. `at_instant` (if set)
-  // runs at that instant, under the shard's lock, even before Init: where a
-  // backup joins the journal's stream of changes.
+  // runs at that instant, under the shard's lock: where a backup joins the
+  // journal's stream of changes. Before Init it runs only while no worker
+  // has registered (the empty state is then the shard's whole state).
   absl::StatusOr<common::ThetaFile> Snapshot(
       const std::function<void()>& at_instant = nullptr) const;
 

@@ -174,11 +174,15 @@ absl::Status CheckStateSizes(const common::ThetaFile& file) {
 absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot(
     const std::function<void()>& at_instant) const {
   absl::MutexLock lock(&mutex_);
-  if (at_instant) at_instant();
   if (!initialized_) {
+    // Before Init a shard's only state is its workers, which a checkpoint
+    // cannot carry without a model: an empty state is this shard's only
+    // while no worker has come.
+    if (at_instant && !members_.AnyoneRegistered()) at_instant();
     return absl::FailedPreconditionError(
         "no model is declared on this shard yet; nothing to checkpoint");
   }
+  if (at_instant) at_instant();
   common::ThetaFile file;
   file.tensors = tensors_;
   file.keys = dense_.keys();

@@ -384,7 +384,8 @@ TEST(Daemons, WithLogFormatJsonEveryLineOfServerAndWorkerIsAJsonObject) {
        "--shard_index=1", "--num_shards=2", "--log_format=json"},
       dir + "/server.log");
   ASSERT_TRUE(server.ok()) << server.status();
-  ASSERT_TRUE(test_support::WaitForPortFile(*server, dir + "/port"));
+  ASSERT_TRUE(test_support::WaitForPortFile(*server, dir + "/port",
+                                            dir + "/server.log"));
   server->Signal(SIGTERM);
   ASSERT_TRUE(server->WaitFor(absl::Seconds(30)).has_value());
   const std::string server_log = ReadFile(dir + "/server.log");
@@ -430,7 +431,8 @@ TEST(Daemons, AWorkerWaitsForAServerNameToResolveAndStartsSoonAfterItDoes) {
        absl::StrCat("--port_file=", dir, "/port"), "--mode=async"},
       dir + "/server.log");
   ASSERT_TRUE(server.ok()) << server.status();
-  ASSERT_TRUE(test_support::WaitForPortFile(*server, dir + "/port"));
+  ASSERT_TRUE(test_support::WaitForPortFile(*server, dir + "/port",
+                                            dir + "/server.log"));
   absl::StatusOr<common::Subprocess> worker = common::Subprocess::Spawn(
       {"/usr/bin/unshare", "--user", "--map-root-user", "--mount", "/bin/sh",
        "-c",

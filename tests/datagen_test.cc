@@ -1,5 +1,6 @@
 // ps_datagen ctr, run as a user runs it: the files it writes, their
 // determinism, the ground truth they follow, and its refusal of bad flags.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -121,6 +122,81 @@ TEST(PsDatagenCtr, WritesTheRowsTheirTrueProbabilitiesAndTheBayesAuc) {
   common::Json without_time = printed;
   without_time.erase("seconds");
   EXPECT_EQ(summary, without_time);
+}
+
+TEST(PsDatagenCtr,
+     OnlyCrossesOfTheTopTwoValuesOfFieldsZeroToThreeInteractEachAlike) {
+  // The same seed with and without interactions draws the same rows and
+  // the same weights (the linear part is scaled on its own), so a row's
+  // logit moves by the bias's change alone unless two of fields 0-3 hold
+  // one of their two most frequent values (ranks 1, 2): only crosses of
+  // those carry latent vectors.
+  const std::string root = FreshDir("datagen_crosses");
+  // Seed 2: its random latent directions alone would give the cross of
+  // fields 2 and 3 ~100 times the mean square of fields 1 and 3's.
+  Generate(root + "/none", 2, "0");
+  Generate(root + "/strong", 2, "1");
+  absl::StatusOr<common::SparseDataset> rows =
+      common::ReadLibsvm(root + "/none/test.libsvm");
+  absl::StatusOr<common::SparseDataset> same_rows =
+      common::ReadLibsvm(root + "/strong/test.libsvm");
+  ASSERT_TRUE(rows.ok() && same_rows.ok());
+  ASSERT_EQ(rows->ids, same_rows->ids);
+  const std::vector<double> none = ReadProbabilities(root + "/none/test.prob");
+  const std::vector<double> strong =
+      ReadProbabilities(root + "/strong/test.prob");
+  ASSERT_EQ(none.size(), static_cast<size_t>(rows->size()));
+  ASSERT_EQ(strong.size(), none.size());
+  const auto logit = [](double p) { return std::log(p / (1 - p)); };
+  std::vector<double> shift_alone;  // rows with no cross
+  // Rows with exactly one cross, by its pair of fields f < g (at f*4 + g),
+  // and their shifts; and every crossed row's shift.
+  std::vector<std::vector<double>> by_pair(16);
+  std::vector<double> crossed;
+  for (int64_t row = 0; row < rows->size(); ++row) {
+    std::vector<uint64_t> top_fields;
+    for (uint64_t field = 0; field < 4; ++field) {
+      const uint64_t id = rows->ids[rows->offsets[row] + field];
+      for (uint64_t rank : {1, 2}) {
+        if (id == common::SplitMix64(field << 40 | rank)) {
+          top_fields.push_back(field);
+        }
+      }
+    }
+    const double shift = logit(strong[row]) - logit(none[row]);
+    if (top_fields.size() < 2) {
+      shift_alone.push_back(shift);
+      continue;
+    }
+    crossed.push_back(shift);
+    if (top_fields.size() == 2) {
+      by_pair[top_fields[0] * 4 + top_fields[1]].push_back(shift);
+    }
+  }
+  ASSERT_FALSE(shift_alone.empty());
+  const double bias_shift = shift_alone.front();
+  for (double shift : shift_alone) ASSERT_NEAR(shift, bias_shift, 1e-6);
+  // At Zipf(1.1) over 1,000 values, ranks 1-2 hold ~26% of a field's
+  // rows: about 1 row in 4 crosses two of them, and most crosses move.
+  EXPECT_GT(crossed.size(), kRows / 10 / 10);
+  EXPECT_GT(std::count_if(crossed.begin(), crossed.end(),
+                          [&](double shift) {
+                            return std::abs(shift - bias_shift) > 0.05;
+                          }),
+            static_cast<int64_t>(crossed.size() / 2));
+  // Every cross of two fields carries a like share: the mean square of
+  // its rows' interaction logit is within a factor 4 of every other's.
+  std::vector<double> mean_squares;
+  for (const std::vector<double>& shifts : by_pair) {
+    if (shifts.empty()) continue;
+    double sum = 0;
+    for (double shift : shifts)
+      sum += (shift - bias_shift) * (shift - bias_shift);
+    mean_squares.push_back(sum / static_cast<double>(shifts.size()));
+  }
+  ASSERT_EQ(mean_squares.size(), 6u);
+  EXPECT_LT(*std::max_element(mean_squares.begin(), mean_squares.end()),
+            4 * *std::min_element(mean_squares.begin(), mean_squares.end()));
 }
 
 TEST(PsDatagenCtr, TheInteractionsAreWhatTheLinearPartLacks) {

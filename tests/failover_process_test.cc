@@ -162,7 +162,8 @@ class Job {
         common::Subprocess::Spawn(argv, absl::StrCat(dir_, "/", name, ".log"));
     EXPECT_TRUE(server.ok()) << server.status();
     EXPECT_TRUE(test_support::WaitForPortFile(
-        *server, absl::StrCat(dir_, "/", name, ".port")));
+        *server, absl::StrCat(dir_, "/", name, ".port"),
+        absl::StrCat(dir_, "/", name, ".log")));
     const std::string address =
         absl::StrCat("127.0.0.1:", ReadFile(dir_ + "/" + name + ".port"));
     if (index > 0) {

@@ -67,8 +67,8 @@ class Servers {
         argv, absl::StrCat(dir_, "/server-", i, ".log"));
     ASSERT_TRUE(process.ok()) << process.status();
     processes_[i] = std::make_unique<common::Subprocess>(std::move(*process));
-    ASSERT_TRUE(test_support::WaitForPortFile(*processes_[i], port_file))
-        << ReadFile(absl::StrCat(dir_, "/server-", i, ".log"));
+    ASSERT_TRUE(test_support::WaitForPortFile(
+        *processes_[i], port_file, absl::StrCat(dir_, "/server-", i, ".log")));
     addresses_[i] = absl::StrCat("127.0.0.1:", ReadFile(port_file));
   }
 

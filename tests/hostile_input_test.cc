@@ -48,8 +48,8 @@ class Server {
     auto process = common::Subprocess::Spawn(argv, dir_ + "/server.log");
     EXPECT_TRUE(process.ok()) << process.status();
     process_ = std::make_unique<common::Subprocess>(std::move(*process));
-    EXPECT_TRUE(WaitForPortFile(*process_, dir_ + "/port"))
-        << ReadFile(dir_ + "/server.log");
+    EXPECT_TRUE(
+        WaitForPortFile(*process_, dir_ + "/port", dir_ + "/server.log"));
     stub_ = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(
         absl::StrCat("127.0.0.1:", ReadFile(dir_ + "/port"))));
   }

@@ -104,12 +104,13 @@ inline int64_t ProcStatusBytes(pid_t pid, const std::string& field) {
 }
 
 // Waits (at most 30 s) until a server wrote its --port_file, which it does
-// once it serves; false (and why, in the test log) if it ended or never did.
+// once it serves; false (and why, with the end of `log`, in the test log) if
+// it ended or never did.
 inline bool WaitForPortFile(common::Subprocess& server,
-                            const std::string& port_file) {
-  absl::StatusOr<int> port =
-      launch::WaitForPortFile(port_file, "the server", "its log", server,
-                              absl::Now() + absl::Seconds(30));
+                            const std::string& port_file,
+                            const std::string& log) {
+  absl::StatusOr<int> port = launch::WaitForPortFile(
+      port_file, "the server", log, server, absl::Now() + absl::Seconds(30));
   EXPECT_TRUE(port.ok()) << port.status();
   return port.ok();
 }
@@ -293,7 +294,7 @@ class Job {
     auto server = common::Subprocess::Spawn(argv, log);
     EXPECT_TRUE(server.ok()) << server.status();
     server_ = std::make_unique<common::Subprocess>(std::move(*server));
-    WaitForPortFile(*server_, dir_ + "/port");
+    WaitForPortFile(*server_, dir_ + "/port", log);
   }
 
   std::string dir_;

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "deploy/local/deploy_files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/job.h"
@@ -25,6 +25,26 @@ using test_support::ReadFile;
 using test_support::RunBinary;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+
+// The port a daemon started with --metrics_listen=127.0.0.1:0 bound, from
+// its log line "metrics on port N"; -1 when that line is not there within
+// 60 s. Port 0, not a port found free beforehand: another test's process
+// can take such a port before the daemon binds it.
+int MetricsPort(const std::string& log) {
+  int port = -1;
+  test_support::WaitUntil(
+      [&] {
+        const std::string text = ReadFile(log);
+        const size_t at = text.find("metrics on port ");
+        return at != std::string::npos &&
+               absl::SimpleAtoi(
+                   text.substr(at + 16, text.find(' ', at + 16) - at - 16),
+                   &port);
+      },
+      absl::Seconds(60));
+  EXPECT_GT(port, 0) << "no \"metrics on port\" line in " << log;
+  return port;
+}
 
 // GET /metrics from 127.0.0.1:port; nullopt when nothing answers (yet).
 std::optional<std::string> TryScrape(int port) {
@@ -70,16 +90,12 @@ double Sample(const std::string& exposition, const std::string& series) {
 }
 
 TEST(MetricsDaemons, ServerExpositionPassesPromtoolAndCountsATrainingRun) {
-  const int server_metrics = launch::FreeLoopbackPort();
   test_support::Job job(
-      "metrics_server",
-      {"--mode=async",
-       absl::StrCat("--metrics_listen=127.0.0.1:", server_metrics)},
+      "metrics_server", {"--mode=async", "--metrics_listen=127.0.0.1:0"},
       /*workers=*/1,
       {"--model=softmax", "--epochs=1", "--batch_size=1000", "--eval_every=1"});
   ASSERT_TRUE(job.Finishes(0)) << ReadFile(job.dir() + "/worker-0.log");
-  EXPECT_THAT(ReadFile(job.dir() + "/server.log"),
-              HasSubstr(absl::StrCat("metrics on port ", server_metrics)));
+  const int server_metrics = MetricsPort(job.dir() + "/server.log");
 
   const std::string exposition = Scrape(server_metrics);
   EXPECT_EQ(PromtoolCheck(job.dir(), "server", exposition), "");
@@ -135,14 +151,14 @@ TEST(MetricsDaemons, ServerExpositionPassesPromtoolAndCountsATrainingRun) {
 
 TEST(MetricsDaemons,
      WorkerExpositionPassesPromtoolAndCountsStepsWhileTraining) {
-  const int worker_metrics = launch::FreeLoopbackPort();
   test_support::Job job(
       // Faults, so the worker retries.
       "metrics_worker",
       {"--mode=sync", "--inject_faults=seed=7,error=UNAVAILABLE:0.2"},
       /*workers=*/1,
       {"--model=softmax", "--epochs=20", "--batch_size=64",
-       absl::StrCat("--metrics_listen=127.0.0.1:", worker_metrics)});
+       "--metrics_listen=127.0.0.1:0"});
+  const int worker_metrics = MetricsPort(job.dir() + "/worker-0.log");
   const std::string steps = "ps_worker_steps_total{rank=\"0\"}";
   const std::string retries =
       "ps_worker_rpc_retries_total{rank=\"0\",code=\"unavailable\"}";
@@ -194,20 +210,19 @@ TEST(MetricsDaemons, TableSeriesOfASparseJobPassPromtoolAndAddUp) {
                  "--out=" + data},
                 data + "/datagen.out", absl::Seconds(60));
   ASSERT_TRUE(ExitedWith(generated, 0)) << generated.output;
-  const int server_metrics = launch::FreeLoopbackPort();
   // A limit of a few hundred rows, so that the job evicts.
   constexpr int kLimit = 32 << 10;
   test_support::Job job(
       "metrics_tables",
       {"--mode=async", absl::StrCat("--table_memory_limit=", kLimit),
-       absl::StrCat("--metrics_listen=127.0.0.1:", server_metrics)},
+       "--metrics_listen=127.0.0.1:0"},
       /*workers=*/1,
       {"--model=logreg", "--data_format=libsvm",
        "--train=" + data + "/train.libsvm", "--test=" + data + "/test.libsvm",
        "--epochs=1", "--batch_size=32", "--eval_every=1"});
   ASSERT_TRUE(job.Finishes(0)) << ReadFile(job.dir() + "/worker-0.log");
 
-  const std::string exposition = Scrape(server_metrics);
+  const std::string exposition = Scrape(MetricsPort(job.dir() + "/server.log"));
   EXPECT_EQ(PromtoolCheck(job.dir(), "server_tables", exposition), "");
   const auto table = [&](const std::string& name) {
     return Sample(exposition,

@@ -200,10 +200,10 @@ TEST(Recovery, BadCheckpointDirectoriesStopTheServerWithOneClearLine) {
   std::remove(port_file.c_str());
   std::vector<std::string> argv = server(corrupt, true);
   argv[0] = absl::StrCat(BinDir(), "/", argv[0]);
-  auto fresh = common::Subprocess::Spawn(
-      argv, ::testing::TempDir() + "/recovery_fresh.log");
+  const std::string fresh_log = ::testing::TempDir() + "/recovery_fresh.log";
+  auto fresh = common::Subprocess::Spawn(argv, fresh_log);
   ASSERT_TRUE(fresh.ok());
-  EXPECT_TRUE(test_support::WaitForPortFile(*fresh, port_file))
+  EXPECT_TRUE(test_support::WaitForPortFile(*fresh, port_file, fresh_log))
       << "--allow_fresh_start did not start the server";
   EXPECT_TRUE(common::ExitedCleanly(fresh->Stop(absl::Seconds(10))));
 }

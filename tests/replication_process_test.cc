@@ -38,7 +38,8 @@ common::Subprocess StartServer(const std::string& dir, const std::string& name,
       common::Subprocess::Spawn(argv, absl::StrCat(dir, "/", name, ".log"));
   EXPECT_TRUE(server.ok()) << server.status();
   EXPECT_TRUE(test_support::WaitForPortFile(
-      *server, absl::StrCat(dir, "/", name, ".port")));
+      *server, absl::StrCat(dir, "/", name, ".port"),
+      absl::StrCat(dir, "/", name, ".log")));
   return std::move(*server);
 }
 

@@ -333,6 +333,36 @@ TEST(Replication, ABackupJoiningWhileAWorkerIsIdleCopiesTheFlag) {
   ExpectSameState(*primary, *backup, /*same_counters=*/false);
 }
 
+// Workers that registered before the model was declared are state no
+// checkpoint carries yet: a backup that comes between the Registers and the
+// Init joins once the Init is in and copies them with θ. (It used to join
+// at once with an empty state: it never knew those workers, refused their
+// pushes and ended at version 0 while the primary trained on.)
+TEST(Replication, ABackupComingBetweenRegistersAndInitJoinsOnceTheModelIsIn) {
+  std::unique_ptr<server::PsServer> primary =
+      StartPrimary(server::ConsistencyMode::kSync);
+  ASSERT_NE(primary, nullptr);
+  PrimaryCalls calls(*primary);
+  calls.Register(0);
+  calls.Register(1);
+  std::unique_ptr<server::PsServer> backup =
+      StartBackup(server::ConsistencyMode::kSync, *primary);
+  ASSERT_NE(backup, nullptr);
+  // Time to join before the Init, as it did, or to be refused (it asks
+  // every heartbeat, 100 ms): either way the Init comes after its asking.
+  const bool joined_before_init = test_support::WaitUntil(
+      [&] { return Joined(*backup); }, absl::Seconds(1));
+  EXPECT_FALSE(joined_before_init);
+  calls.Init();
+  ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  calls.Push(0, 1, 0);
+  calls.Push(1, 1, 0);
+  calls.Push(0, 2, 1);
+  calls.Push(1, 2, 1);
+  EXPECT_EQ(primary->shard().Status().version, 2u);
+  ExpectSameState(*primary, *backup, /*same_counters=*/false);
+}
+
 TEST(Replication, ABackupRefusesWorkersCallsNamingThePrimary) {
   std::unique_ptr<server::PsServer> primary =
       StartPrimary(server::ConsistencyMode::kAsync);

@@ -62,8 +62,8 @@ class Security : public ::testing::Test {
     EXPECT_TRUE(server.ok()) << server.status();
     if (!server.ok()) return "";
     server_.emplace(std::move(*server));
-    EXPECT_TRUE(test_support::WaitForPortFile(*server_, dir + "/port"))
-        << ReadFile(dir + "/server.log");
+    EXPECT_TRUE(test_support::WaitForPortFile(*server_, dir + "/port",
+                                              dir + "/server.log"));
     return absl::StrCat("127.0.0.1:", ReadFile(dir + "/port"));
   }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel.h"
 #include "common/subprocess.h"
@@ -35,7 +36,7 @@ constexpr int64_t kLimitBytes = 64 * kMiB;
 // Under AddressSanitizer the server also maps shadow memory (an eighth of
 // what it touches) and pads allocations with redzones: 85 MiB level, 97 MiB
 // peak growth measured there (quarantine off, below), hence 16 MiB more.
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef ABSL_HAVE_ADDRESS_SANITIZER  // GCC's and clang's ASan alike
 constexpr int64_t kAllowanceBytes = 48 * kMiB;
 #else
 constexpr int64_t kAllowanceBytes = 32 * kMiB;
@@ -75,8 +76,8 @@ TEST(TableMemory,
        "--mode=async", absl::StrCat("--table_memory_limit=", kLimitBytes)},
       dir + "/server.log", {AsanWithoutQuarantine()});
   ASSERT_TRUE(process.ok()) << process.status();
-  ASSERT_TRUE(test_support::WaitForPortFile(*process, dir + "/port"))
-      << test_support::ReadFile(dir + "/server.log");
+  ASSERT_TRUE(test_support::WaitForPortFile(*process, dir + "/port",
+                                            dir + "/server.log"));
   const std::string address =
       absl::StrCat("127.0.0.1:", test_support::ReadFile(dir + "/port"));
   auto stub = ps::v1::ParameterServer::NewStub(rpc::CreateChannel(address));

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "worker/matrix_product.h"
 
 namespace ps::worker {
 namespace {
@@ -230,7 +231,7 @@ class SoftmaxModel final : public Classifier {
   void Forward(absl::Span<const float> params,
                const Eigen::Ref<const RowMatrix>& x,
                Eigen::Ref<RowMatrix> logits) override {
-    logits.noalias() = x * Weights(params.data());
+    Product(x, Weights(params.data()), logits);
     logits.rowwise() += Bias(params.data());
   }
 
@@ -238,8 +239,8 @@ class SoftmaxModel final : public Classifier {
                 const Eigen::Ref<const RowMatrix>& x,
                 const Eigen::Ref<const RowMatrix>& logits_grad,
                 absl::Span<float> grad) override {
-    MatrixMap(grad.data(), input_dim_, num_classes_).noalias() =
-        x.transpose() * logits_grad;
+    TransposedProduct(x, logits_grad,
+                      MatrixMap(grad.data(), input_dim_, num_classes_));
     RowVectorMap(grad.data() + WeightCount(), num_classes_) =
         logits_grad.colwise().sum();
   }
@@ -293,12 +294,15 @@ class MlpModel final : public Classifier {
                Eigen::Ref<RowMatrix> logits) override {
     const float* p = params.data();
     auto hidden = hidden_.topRows(x.rows());
-    hidden.noalias() =
-        x * ConstMatrixMap(p + Fc1WeightsOffset(), input_dim_, kMlpHiddenUnits);
+    Product(x,
+            ConstMatrixMap(p + Fc1WeightsOffset(), input_dim_, kMlpHiddenUnits),
+            hidden);
     hidden.rowwise() += ConstRowVectorMap(p + Fc1BiasOffset(), kMlpHiddenUnits);
     hidden = hidden.cwiseMax(0.0f);
-    logits.noalias() = hidden * ConstMatrixMap(p + Fc2WeightsOffset(),
-                                               kMlpHiddenUnits, num_classes_);
+    Product(
+        hidden,
+        ConstMatrixMap(p + Fc2WeightsOffset(), kMlpHiddenUnits, num_classes_),
+        logits);
     logits.rowwise() += ConstRowVectorMap(p + Fc2BiasOffset(), num_classes_);
   }
 
@@ -311,21 +315,23 @@ class MlpModel final : public Classifier {
     auto hidden = hidden_.topRows(rows);
     auto hidden_grad = hidden_grad_.topRows(rows);
 
-    MatrixMap(g + Fc2WeightsOffset(), kMlpHiddenUnits, num_classes_).noalias() =
-        hidden.transpose() * logits_grad;
+    TransposedProduct(
+        hidden, logits_grad,
+        MatrixMap(g + Fc2WeightsOffset(), kMlpHiddenUnits, num_classes_));
     RowVectorMap(g + Fc2BiasOffset(), num_classes_) =
         logits_grad.colwise().sum();
 
-    hidden_grad.noalias() =
-        logits_grad * ConstMatrixMap(params.data() + Fc2WeightsOffset(),
-                                     kMlpHiddenUnits, num_classes_)
-                          .transpose();
+    ProductTransposed(logits_grad,
+                      ConstMatrixMap(params.data() + Fc2WeightsOffset(),
+                                     kMlpHiddenUnits, num_classes_),
+                      hidden_grad);
     // ReLU passes gradient only where its output is positive.
     hidden_grad =
         (hidden.array() > 0.0f).select(hidden_grad.array(), 0.0f).matrix();
 
-    MatrixMap(g + Fc1WeightsOffset(), input_dim_, kMlpHiddenUnits).noalias() =
-        x.transpose() * hidden_grad;
+    TransposedProduct(
+        x, hidden_grad,
+        MatrixMap(g + Fc1WeightsOffset(), input_dim_, kMlpHiddenUnits));
     RowVectorMap(g + Fc1BiasOffset(), kMlpHiddenUnits) =
         hidden_grad.colwise().sum();
   }

@@ -98,6 +98,14 @@ double Centered(SplitMix64Stream& random) {
 
 double Sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
 
+// The header's 1 / (1 + (k-1)/kHeadRanks)²: squared, so that the hundreds of
+// thousands of values seen a few times in an epoch weigh little in all
+// (falling as 1/k, their weights summed to a signal no epoch could learn).
+double TailWeight(double rank) {
+  const double r = 1 + (rank - 1) / kHeadRanks;
+  return 1 / (r * r);
+}
+
 using Latent = std::array<double, kLatentDim>;
 
 // One drawn row, before the label.
@@ -119,6 +127,7 @@ class GroundTruth {
         rows_key_(SplitMix64(options.seed ^ 0x726f7773)),      // "rows"
         weights_key_(SplitMix64(options.seed ^ 0x77656967)) {  // "weig"
     DrawLatentVectors(options.ids / options.fields);
+    ScalePairs(options.ids / options.fields);
     Calibrate();
   }
 
@@ -136,7 +145,7 @@ class GroundTruth {
       row.ids[f] = id;
       const double k = static_cast<double>(rank);
       SplitMix64Stream weights(weights_key_ ^ id);
-      row.linear += Centered(weights) / (1 + (k - 1) / kHeadRanks);
+      row.linear += Centered(weights) * TailWeight(k);
       if (f < kInteractingFields && rank <= kInteractingRanks) {
         row.latent[f] = latent_[f][rank - 1];
       }
@@ -188,21 +197,44 @@ class GroundTruth {
     }
   }
 
-  // Σ_{f<g} <v_f, v_g> over the interacting fields.
+  // Σ_{f<g} c_fg·<v_f, v_g> over the interacting fields.
   double Interaction(const Row& row) const {
-    Latent sum{};
-    double squares = 0;
+    double sum = 0;
     for (uint32_t f = 0; f < kInteractingFields; ++f) {
-      for (int j = 0; j < kLatentDim; ++j) {
-        const double v = row.latent[f][j];
-        sum[j] += v;
-        squares += v * v;
+      for (uint32_t g = f + 1; g < kInteractingFields; ++g) {
+        double dot = 0;
+        for (int j = 0; j < kLatentDim; ++j) {
+          dot += row.latent[f][j] * row.latent[g][j];
+        }
+        sum += pair_scale_[f][g] * dot;
       }
     }
-    // (|Σ v|² − Σ |v|²) / 2: O(fields), not O(fields²).
-    double sum_squared = 0;
-    for (double s : sum) sum_squared += s * s;
-    return 0.5 * (sum_squared - squares);
+    return sum;
+  }
+
+  // c_fg = 1 / the root mean square of <v_f, v_g> under the Zipf law, so
+  // that every cross of two interacting fields carries the same share of
+  // the interactions: with the vectors' random directions alone, one seed
+  // put 70% of them in one cross and another spread them over four.
+  void ScalePairs(uint64_t ids_per_field) {
+    const uint64_t head = std::min<uint64_t>(ids_per_field, kInteractingRanks);
+    for (uint32_t f = 0; f < std::min(fields_, kInteractingFields); ++f) {
+      for (uint32_t g = f + 1; g < std::min(fields_, kInteractingFields); ++g) {
+        double mean_square = 0;
+        for (uint64_t a = 1; a <= head; ++a) {
+          for (uint64_t b = 1; b <= head; ++b) {
+            double dot = 0;
+            for (int j = 0; j < kLatentDim; ++j) {
+              dot += latent_[f][a - 1][j] * latent_[g][b - 1][j];
+            }
+            mean_square +=
+                std::pow(static_cast<double>(a * b), -kZipfExponent) * dot *
+                dot;
+          }
+        }
+        pair_scale_[f][g] = mean_square > 0 ? 1 / std::sqrt(mean_square) : 0;
+      }
+    }
   }
 
   // Sets the scales and the bias from a pilot sample (see the header).
@@ -256,6 +288,9 @@ class GroundTruth {
   // latent_[f][k-1]: field f's value of rank k's latent vector.
   std::array<std::array<Latent, kInteractingRanks>, kInteractingFields>
       latent_{};
+  // pair_scale_[f][g], f < g: ScalePairs' c_fg.
+  std::array<std::array<double, kInteractingFields>, kInteractingFields>
+      pair_scale_{};
   double linear_scale_ = 0;
   double interaction_scale_ = 0;
   double bias_ = 0;

@@ -21,7 +21,7 @@ ABSL_FLAG(std::string, ids, "10M",
           "Distinct feature values over all fields (k, M, G suffixes), "
           "ids/fields per field.");
 ABSL_FLAG(uint64_t, seed, 1, "Seeds the ground truth and every row.");
-ABSL_FLAG(double, interaction_strength, 0.15,
+ABSL_FLAG(double, interaction_strength, 0.18,
           "The pairwise interactions' logit standard deviation over the "
           "linear part's (0 to 10; 0: none).");
 ABSL_FLAG(std::string, out, "", "The directory to write to (created).");
@@ -30,7 +30,7 @@ namespace {
 
 constexpr char kUsage[] =
     "ps_datagen ctr --out=DIR [--rows=1M --fields=26 --ids=10M --seed=1\n"
-    "                          --interaction_strength=0.15]\n"
+    "                          --interaction_strength=0.18]\n"
     "  ctr  a click-through-rate data set with a known Bayes AUC:\n"
     "       DIR/train.libsvm, test.libsvm, test.prob, summary.json\n";
 
