@@ -59,12 +59,12 @@ std::optional<Replica> SpawnReplica(const std::string& dir, uint32_t r,
   if (!state_dir.empty()) {
     flags.extra.push_back(absl::StrCat("--replica_state_dir=", state_dir));
   }
+  const std::string log = absl::StrCat(dir, "/", name, ".log");
   auto server =
-      common::Subprocess::Spawn(launch::ServerCommand(BinDir(), flags),
-                                absl::StrCat(dir, "/", name, ".log"));
+      common::Subprocess::Spawn(launch::ServerCommand(BinDir(), flags), log);
   EXPECT_TRUE(server.ok()) << server.status();
   if (!server.ok()) return std::nullopt;
-  if (!test_support::WaitForPortFile(*server, flags.port_file)) {
+  if (!test_support::WaitForPortFile(*server, flags.port_file, log)) {
     ADD_FAILURE() << name << " wrote no port file; see " << dir;
     return std::nullopt;
   }
