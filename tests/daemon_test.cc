@@ -118,6 +118,33 @@ TEST(LocalClusterReplicas, EachShardsBackupJoinsItsPrimaryAndEndsAtItsVersion) {
   }
 }
 
+// With three replicas the shard elects its primaries, and ps_local gives its
+// replicas a vote directory of their own, emptied for the new job.
+TEST(LocalClusterReplicas,
+     ThreeReplicasKeepTheirVotesInAFreshDirectoryOfTheJob) {
+  const std::string dir = FreshDir("local_three_replicas");
+  const std::string votes = dir + "/server-0-votes";
+  std::filesystem::create_directories(votes);
+  std::ofstream(votes + "/replica-1.vote") << "7 2\n";  // an old job's
+  Outcome outcome =
+      RunBinary({"ps_local", "--servers=1", "--workers=1", "--replicas=3",
+                 "--mode=async", "--model=softmax", "--epochs=1",
+                 "--eval_every=1", absl::StrCat("--out_dir=", dir)},
+                dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output, HasSubstr("3 replicas per shard"));
+  EXPECT_TRUE(std::filesystem::is_directory(votes));
+  EXPECT_FALSE(std::filesystem::exists(votes + "/replica-1.vote"));
+  for (int replica = 1; replica <= 2; ++replica) {
+    const std::string log =
+        absl::StrCat(dir, "/server-0-replica-", replica, ".log");
+    EXPECT_THAT(ReadFile(log),
+                HasSubstr(absl::StrCat("replica ", replica,
+                                       " joined primary 0 of term 1")))
+        << log;
+  }
+}
+
 TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   const std::string dir = FreshDir("bad_data");
   Outcome outcome = RunBinary(

@@ -56,9 +56,7 @@ std::optional<Replica> SpawnReplica(const std::string& dir, uint32_t r,
   flags.replica_peers = peers;
   flags.replica_peers[r] = "127.0.0.1:0";
   flags.extra.push_back(kFailoverTimeout);
-  if (!state_dir.empty()) {
-    flags.extra.push_back(absl::StrCat("--replica_state_dir=", state_dir));
-  }
+  flags.replica_state_dir = state_dir;
   const std::string log = absl::StrCat(dir, "/", name, ".log");
   auto server =
       common::Subprocess::Spawn(launch::ServerCommand(BinDir(), flags), log);

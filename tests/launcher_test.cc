@@ -47,6 +47,18 @@ TEST(DaemonFlags, AWorkerGetsTheServerListInShardOrder) {
                           "--metrics_out=m.jsonl", "--epochs=1"));
 }
 
+TEST(DaemonFlags, AReplicaGetsItsIndexItsPeersAndItsVoteDirectory) {
+  ServerFlags server;
+  server.replicas = 3;
+  server.replica_index = 2;
+  server.replica_peers = {"127.0.0.1:7", "127.0.0.1:8", "127.0.0.1:0"};
+  server.replica_state_dir = "job/server-0-votes";
+  EXPECT_THAT(ServerArgs(server),
+              ElementsAre("--replicas=3", "--replica_index=2",
+                          "--replica_peers=127.0.0.1:7,127.0.0.1:8,127.0.0.1:0",
+                          "--replica_state_dir=job/server-0-votes"));
+}
+
 // The servers get the servers' certificate, the client CA when clients have
 // certificates, and the token; the workers the clients' side.
 TEST(DaemonFlags, TheJobsCredentialsGoToEachSideAsItsFlags) {

@@ -186,6 +186,7 @@ std::vector<std::string> ServerArgs(const ServerFlags& flags) {
   if (!flags.replica_peers.empty()) {
     args.Add("replica_peers", absl::StrJoin(flags.replica_peers, ","));
   }
+  args.Add("replica_state_dir", flags.replica_state_dir);
   const JobSecurity& security = flags.security;
   args.Add("tls_cert", security.server_tls_cert);
   args.Add("tls_key", security.server_tls_key);

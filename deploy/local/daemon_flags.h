@@ -56,6 +56,9 @@ struct ServerFlags {
   std::optional<uint32_t> replicas;
   std::optional<uint32_t> replica_index;
   std::vector<std::string> replica_peers;
+  // --replica_state_dir: where a replica of R >= 3 keeps its election vote
+  // across restarts (one directory per shard).
+  std::string replica_state_dir;
   // --tls_cert --tls_key, and --tls_client_ca (the job's CA) when clients
   // have certificates, and --auth_token_file.
   JobSecurity security;

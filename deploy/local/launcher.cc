@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <utility>
 
@@ -117,6 +118,21 @@ absl::Status LocalCluster::StartReplicas(
       flags.replica_index = replica;
       flags.replica_peers = replica_addresses_[i];
       flags.replica_peers.resize(options_.replicas, "127.0.0.1:0");
+    }
+    if (options_.replicas >= 3) {
+      // Elections: each shard's votes outlive a replica's restart. A
+      // fresh job, fresh votes: an old job's terms mean nothing here.
+      flags.replica_state_dir = absl::StrCat(dir, "/server-", i, "-votes");
+      if (replica == 0) {
+        std::error_code error;
+        std::filesystem::remove_all(flags.replica_state_dir, error);
+        std::filesystem::create_directories(flags.replica_state_dir, error);
+        if (error) {
+          return absl::InternalError(absl::StrCat("cannot create ",
+                                                  flags.replica_state_dir, ": ",
+                                                  error.message()));
+        }
+      }
     }
     if (options_.metrics_base_port > 0) {
       const uint32_t offset = replica == 0 ? i
