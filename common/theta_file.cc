@@ -555,6 +555,15 @@ absl::StatusOr<ThetaFile> DecodeThetaFile(absl::string_view bytes,
         "the checksum matches but the layout does not: written by an "
         "incompatible version?");
   }
+  // No model at all: a shard's workers before Init (ParameterShard::
+  // Snapshot), and nothing else.
+  if (file.tensors.empty() && file.tables.empty()) {
+    if (file.keys.size() != 0 || !file.values.empty() || !file.state.empty() ||
+        !file.round.empty()) {
+      return bad("values without a model");
+    }
+    return file;
+  }
   std::vector<TableSpec> table_specs;
   for (const SavedTable& table : file.tables) {
     table_specs.push_back(table.spec);

@@ -68,7 +68,9 @@ struct RuleSettings {
 // One self-describing file of θ: a shard's checkpoint (its key range plus
 // the server state that must survive a restart) or a whole exported model
 // (keys [0, D), no server state). One format for both, so an export is a
-// checkpoint of one shard and either can seed a model.
+// checkpoint of one shard and either can seed a model. A file without
+// tensors or tables holds only a shard's workers before its model is
+// declared: what a joining backup is sent then.
 struct ThetaFile {
   std::vector<TensorSpec> tensors;  // the whole model's declaration
   KeyRange keys;                    // the part of [0, D) held here

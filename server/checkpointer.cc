@@ -592,6 +592,11 @@ absl::StatusOr<SavedCheckpoint> Checkpointer::Save(const ParameterShard& shard,
   const absl::Time start = absl::Now();
   absl::StatusOr<common::ThetaFile> snapshot = shard.Snapshot();
   if (!snapshot.ok()) return snapshot.status();
+  // Workers without a model: a restart gets them back by registering.
+  if (snapshot->tensors.empty()) {
+    return absl::FailedPreconditionError(
+        "no model is declared on this shard yet; nothing to checkpoint");
+  }
   const std::string bytes = common::EncodeThetaFile(*snapshot);
   const std::string path =
       absl::StrCat(dir_, "/", NameFor(next_seq_, shard_index_, num_shards_));

@@ -185,16 +185,17 @@ class ParameterShard {
 
   // Everything a restart must get back, as of one instant: θ, version,
   // the workers' bookkeeping and, in sync mode, the open round's gradients.
-  // FAILED_PRECONDITION before the model is declared. `at_instant` (if set)
-  // runs at that instant, under the shard's lock: where a backup joins the
-  // journal's stream of changes. Before Init it runs only while no worker
-  // has registered (the empty state is then the shard's whole state).
+  // Before the model is declared the state is the workers alone (a file
+  // without tensors), or FAILED_PRECONDITION while none has registered.
+  // `at_instant` (if set) runs at that instant, under the shard's lock:
+  // where a backup joins the journal's stream of changes.
   absl::StatusOr<common::ThetaFile> Snapshot(
       const std::function<void()>& at_instant = nullptr) const;
 
   // Takes the state of a checkpoint before serving. `saved` must cover
   // exactly this shard's keys of its model; an open round is restored only
-  // when it came from this same shard layout.
+  // when it came from this same shard layout. A state without tensors
+  // (Snapshot before Init) replaces the workers of a shard without a model.
   absl::Status Restore(common::ThetaFile saved);
 
   // A page of table `name`'s stored rows (SparseTables::ExportRows), with
@@ -217,6 +218,10 @@ class ParameterShard {
 
  private:
   using Completion = std::pair<PullDone, absl::StatusOr<PullResult>>;
+
+  // Restore of a state taken before Init: the workers alone.
+  absl::Status RestoreWorkers(const std::vector<common::WorkerRecord>& workers)
+      ABSL_LOCKS_EXCLUDED(mutex_);
 
   absl::StatusOr<common::KeyRange> ResolvePullKeys(
       const common::KeyRange& requested) const

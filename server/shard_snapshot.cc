@@ -174,16 +174,22 @@ absl::Status CheckStateSizes(const common::ThetaFile& file) {
 absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot(
     const std::function<void()>& at_instant) const {
   absl::MutexLock lock(&mutex_);
-  if (!initialized_) {
-    // Before Init a shard's only state is its workers, which a checkpoint
-    // cannot carry without a model: an empty state is this shard's only
-    // while no worker has come.
-    if (at_instant && !members_.AnyoneRegistered()) at_instant();
-    return absl::FailedPreconditionError(
-        "no model is declared on this shard yet; nothing to checkpoint");
-  }
   if (at_instant) at_instant();
   common::ThetaFile file;
+  if (!initialized_) {
+    // Before Init a shard's only state is its workers.
+    if (!members_.AnyoneRegistered()) {
+      return absl::FailedPreconditionError(
+          "no model is declared on this shard yet; nothing to checkpoint");
+    }
+    file.shard_index = options_.shard_index;
+    file.num_shards = options_.num_shards;
+    file.mode = options_.mode;
+    for (const common::WorkerRecord& m : members_.members()) {
+      if (m.registered) file.workers.push_back(m);
+    }
+    return file;
+  }
   file.tensors = tensors_;
   file.keys = dense_.keys();
   file.shard_index = options_.shard_index;
@@ -230,6 +236,9 @@ absl::StatusOr<ParameterShard::ExportedRows> ParameterShard::ExportRows(
 }
 
 absl::Status ParameterShard::Restore(common::ThetaFile saved) {
+  if (saved.tensors.empty() && saved.tables.empty()) {
+    return RestoreWorkers(saved.workers);
+  }
   std::vector<common::TableSpec> table_specs;
   for (const common::SavedTable& table : saved.tables) {
     table_specs.push_back(table.spec);
@@ -343,6 +352,25 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
         "this server runs in {} mode",
         options_.shard_index, saved.round.size(), mode);
   }
+  return absl::OkStatus();
+}
+
+absl::Status ParameterShard::RestoreWorkers(
+    const std::vector<common::WorkerRecord>& workers) {
+  absl::MutexLock lock(&mutex_);
+  if (initialized_) {
+    return absl::FailedPreconditionError(
+        "a state without a model cannot replace a shard that holds one");
+  }
+  Membership members(options_.shard_index, options_.num_workers,
+                     options_.max_workers, options_.lease_timeout);
+  const absl::Time now = Now();
+  for (const common::WorkerRecord& w : workers) {
+    if (absl::Status restored = members.Restore(w, now); !restored.ok()) {
+      return restored;
+    }
+  }
+  members_ = std::move(members);
   return absl::OkStatus();
 }
 

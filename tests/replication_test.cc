@@ -338,7 +338,9 @@ TEST(Replication, ABackupJoiningWhileAWorkerIsIdleCopiesTheFlag) {
 // Init joins once the Init is in and copies them with θ. (It used to join
 // at once with an empty state: it never knew those workers, refused their
 // pushes and ended at version 0 while the primary trained on.)
-TEST(Replication, ABackupComingBetweenRegistersAndInitJoinsOnceTheModelIsIn) {
+// Before Init the workers are the shard's whole state: a backup that joins
+// then gets them, or it would drop their pushes and end at version 0.
+TEST(Replication, ABackupComingBetweenRegistersAndInitJoinsWithTheWorkers) {
   std::unique_ptr<server::PsServer> primary =
       StartPrimary(server::ConsistencyMode::kSync);
   ASSERT_NE(primary, nullptr);
@@ -348,13 +350,9 @@ TEST(Replication, ABackupComingBetweenRegistersAndInitJoinsOnceTheModelIsIn) {
   std::unique_ptr<server::PsServer> backup =
       StartBackup(server::ConsistencyMode::kSync, *primary);
   ASSERT_NE(backup, nullptr);
-  // Time to join before the Init, as it did, or to be refused (it asks
-  // every heartbeat, 100 ms): either way the Init comes after its asking.
-  const bool joined_before_init = test_support::WaitUntil(
-      [&] { return Joined(*backup); }, absl::Seconds(1));
-  EXPECT_FALSE(joined_before_init);
-  calls.Init();
   ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+  EXPECT_EQ(backup->shard().Status().workers.size(), 2u);
+  calls.Init();
   calls.Push(0, 1, 0);
   calls.Push(1, 1, 0);
   calls.Push(0, 2, 1);

@@ -101,6 +101,23 @@ TEST(ThetaFile, AShardWithoutKeysRoundTrips) {
   EXPECT_TRUE(read->round[0].values.empty());
 }
 
+// A shard before Init: its workers and no model, what a joining backup is
+// sent. Values without a model are corrupt.
+TEST(ThetaFile, AShardsWorkersWithoutAModelRoundTripAndValuesAloneDoNot) {
+  ThetaFile file;
+  file.mode = ConsistencyMode::kSync;
+  file.workers = SmallCheckpoint().workers;
+  absl::StatusOr<ThetaFile> read =
+      DecodeThetaFile(EncodeThetaFile(file), "workers");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->tensors.empty());
+  ASSERT_EQ(read->workers.size(), file.workers.size());
+  EXPECT_EQ(read->workers[1].incarnation, file.workers[1].incarnation);
+  file.values = {1.0f};
+  EXPECT_EQ(DecodeThetaFile(EncodeThetaFile(file), "values").status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 TEST(ThetaFile, RoundTripsTheRuleSettings) {
   ThetaFile original = SmallCheckpoint();
   RuleSettings rules;

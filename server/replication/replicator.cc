@@ -277,28 +277,16 @@ grpc::ServerUnaryReactor* Replicator::Join(grpc::CallbackServerContext* context,
   }
   ReplicationLog::Joined joined;
   absl::Time at;
-  bool added = false;
   absl::StatusOr<common::ThetaFile> state = shard_->Snapshot([&] {
     at = clock_->Now();
     joined = log_.AddBackup(replica, request->address());
-    added = true;
   });
-  // Workers registered before the model was declared: no snapshot carries
-  // them yet, and a backup that started empty would never count them. It
-  // asks again (every heartbeat) and joins once the Init is in.
-  if (!added) {
-    return FinishNow(context,
-                     absl::UnavailableError(absl::StrCat(
-                         "workers registered on this shard before its model "
-                         "was declared, which only a checkpoint after Init "
-                         "can carry: replica ",
-                         replica, " can join once a worker declares it")));
-  }
   response->set_term(term);
   response->set_index(joined.index);
   response->set_time_unix_nanos(absl::ToUnixNanos(at));
-  // Before Init and any worker there is no state to copy: the backup starts
-  // empty, as the primary did, and replays the Registers and the Init.
+  // Before Init the state is the workers (a snapshot without a model), and
+  // before any worker there is none: the backup starts empty, as the
+  // primary did, and replays the Registers and the Init.
   if (state.ok()) response->set_snapshot(common::EncodeThetaFile(*state));
   {
     absl::MutexLock lock(&threads_mu_);
