@@ -157,19 +157,31 @@ std::string PlotScript(const Report& report, const std::string& out_dir) {
   const std::string csv = out_dir + "/timeline.csv";
   const std::string base_csv = out_dir + "/baseline/timeline.csv";
   const bool baseline = report.baseline != nullptr;
-  absl::StrAppend(&script, marks,
+  // A column without a point fails gnuplot ("all points y value
+  // undefined"): a run too short to be evaluated draws an empty panel.
+  std::vector<std::string> accuracy;
+  if (!run.timeline.evaluations.empty()) {
+    accuracy.push_back(absl::StrCat("'", csv,
+                                    "' every ::1 using 1:($3*100) with steps "
+                                    "lw 2 lc rgb '#1f77b4' title 'accuracy'"));
+  }
+  if (baseline && !report.baseline->timeline.evaluations.empty()) {
+    accuracy.push_back(
+        absl::StrCat("'", base_csv,
+                     "' every ::1 using 1:($3*100) with steps lw 1 lc rgb "
+                     "'#999999' title 'baseline accuracy'"));
+  }
+  const bool unevaluated = accuracy.empty();
+  if (unevaluated) {
+    accuracy.push_back("1/0 title 'accuracy: no evaluation in this run'");
+  }
+  absl::StrAppend(&script, marks, unevaluated ? "set yrange [0:100]\n" : "",
                   "set ylabel 'test accuracy (%)'\n"
                   "set format x ''\n"
-                  "plot '",
-                  csv,
-                  "' every ::1 using 1:($3*100) with steps lw 2 "
-                  "lc rgb '#1f77b4' title 'accuracy'");
-  if (baseline) {
-    absl::StrAppend(&script, ", '", base_csv,
-                    "' every ::1 using 1:($3*100) with steps lw 1 lc rgb "
-                    "'#999999' title 'baseline accuracy'");
-  }
-  absl::StrAppend(&script, "\nunset label\nset format x '%g'\n", marks,
+                  "plot ",
+                  absl::StrJoin(accuracy, ", "));
+  absl::StrAppend(&script,
+                  "\nunset label\nset autoscale y\nset format x '%g'\n", marks,
                   "set xlabel 'seconds since the workers started'\n"
                   "set ylabel 'examples/s'\n"
                   "set y2label 'live workers'\n"

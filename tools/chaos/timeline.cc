@@ -111,6 +111,22 @@ absl::Status WriteTimelineCsv(const Timeline& timeline,
     out << ",\n";
   }
   write_events_until(1e18);
+  // The runner reads the last evaluation after the workers stop, which can
+  // be after every sample: a row of its own, or a short run's only
+  // accuracy is in no row (and gnuplot has no point to draw).
+  if (!timeline.evaluations.empty()) {
+    const Evaluation& last = timeline.evaluations.back();
+    double written = -1;
+    if (!timeline.samples.empty()) written = timeline.samples.back().t;
+    if (!timeline.events.empty()) {
+      written = std::max(written, timeline.events.back().t);
+    }
+    if (last.t > written) {
+      out << absl::StrFormat("%.3f,%.4f,%.4f,,", last.t, last.epoch,
+                             last.accuracy)
+          << std::string(servers, ',') << ",\n";
+    }
+  }
   out.close();
   if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path));
   return absl::OkStatus();
