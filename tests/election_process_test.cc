@@ -181,8 +181,8 @@ std::optional<ps::v1::ReplicaStatusResponse> CutOffReplicaOne(
     return s.has_value() && s->log_index() > 0;
   })) << "see "
       << dir;
-  EXPECT_EQ(kill(replicas[0].process.pid(), SIGSTOP), 0);
-  EXPECT_EQ(kill(replicas[2].process.pid(), SIGSTOP), 0);
+  EXPECT_TRUE(test_support::StopProcess(replicas[0].process.pid()));
+  EXPECT_TRUE(test_support::StopProcess(replicas[2].process.pid()));
   std::optional<ps::v1::ReplicaStatusResponse> own;
   EXPECT_TRUE(test_support::WaitUntil([&] {
     own = ReplicaStatus(replicas[1].address);
@@ -385,7 +385,7 @@ TEST(Election, APrimaryCutFromItsMajorityStopsAcknowledging) {
   ASSERT_EQ(before->role(), ps::v1::PRIMARY);
   for (uint32_t r = 0; r < kReplicas; ++r) {
     if (r != *leader) {
-      ASSERT_EQ(kill(replicas[r].process.pid(), SIGSTOP), 0);
+      ASSERT_TRUE(test_support::StopProcess(replicas[r].process.pid()));
     }
   }
   const absl::Status cut = Register(primary, absl::Seconds(20));
