@@ -395,6 +395,42 @@ TEST(FirstContact,
   EXPECT_EQ(rejoined, 1u) << log;
 }
 
+// Rank 0 stopped, the other trained the whole job and left, and rank 0
+// started again: it finds nothing left to train and evaluates the final θ
+// at once. (Its final pull asked for the round after the one it joined at,
+// which never came, and failed after 2 minutes: seen in a CI rehearsal,
+// where rank 1 finished the job before rank 0 was back.)
+TEST(FirstContact,
+     ARestartedRankZeroThatFindsTheJobDoneEvaluatesTheFinalTheta) {
+  const std::string dir = FreshDir("restart_after_done");
+  Servers servers(dir, 2, {"--num_workers=2", "--mode=sync"});
+  const std::string metrics = dir + "/metrics.jsonl";
+  const std::vector<std::string> flags = {
+      "--num_workers=2", "--epochs=1", "--eval_every=1",
+      absl::StrCat("--metrics_out=", metrics)};
+  auto rank0 = StartWorker(dir + "/worker-0.log", servers.list(), 0, flags);
+  auto rank1 = StartWorker(dir + "/worker-1.log", servers.list(), 1, flags);
+  ASSERT_TRUE(test_support::WaitUntil(
+      [&] {
+        return absl::StrContains(ReadFile(dir + "/worker-0.log"),
+                                 "starting at step");
+      },
+      absl::Seconds(60)))
+      << ReadFile(dir + "/worker-0.log");
+  rank0->Signal(SIGTERM);
+  ASSERT_TRUE(rank0->WaitFor(absl::Seconds(30)).has_value());
+  ASSERT_TRUE(FinishesCleanly(*rank1)) << ReadFile(dir + "/worker-1.log");
+  rank0 = StartWorker(dir + "/worker-0-again.log", servers.list(), 0, flags);
+  ASSERT_TRUE(FinishesCleanly(*rank0)) << ReadFile(dir + "/worker-0-again.log");
+  EXPECT_THAT(ReadFile(dir + "/worker-0-again.log"),
+              HasSubstr("the job is done"));
+  const std::vector<std::string> lines = Lines(metrics);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(test_support::Field(lines.back(), "epoch"), 1.0) << lines.back();
+  EXPECT_GT(test_support::Field(lines.back(), "test_accuracy"), 0.5)
+      << lines.back();
+}
+
 TEST(FirstContact, StartUpErrorsExitTwoWithOneLineAndDurationsAskForAUnit) {
   const std::string dir = FreshDir("start_up_errors");
   const std::string flagfile = dir + "/worker.flags";

@@ -560,13 +560,16 @@ absl::StatusOr<PullInfo> ParameterClient::PullSparse(
 }
 
 absl::StatusOr<PullInfo> ParameterClient::PullFinal(absl::Span<float> theta) {
-  // No staleness wait: the other workers may have finished long ago.
-  return PullRows(0, theta, nullptr);
+  // No wait of any kind: the other workers may have finished long ago, and
+  // in sync mode the next round may never come (a restarted worker that
+  // found the job done has pulled nothing, so it would ask for the round
+  // after the one it registered at).
+  return PullRows(std::nullopt, theta, nullptr);
 }
 
 absl::StatusOr<PullInfo> ParameterClient::PullFinalSparse(
     absl::Span<float> theta, std::vector<SparseBatch>& rows) {
-  return PullRows(0, theta, &rows);
+  return PullRows(std::nullopt, theta, &rows);
 }
 
 absl::StatusOr<std::vector<uint64_t>> ParameterClient::RowsPerShard() {
@@ -585,7 +588,8 @@ absl::StatusOr<std::vector<uint64_t>> ParameterClient::RowsPerShard() {
 }
 
 absl::StatusOr<PullInfo> ParameterClient::PullRows(
-    uint64_t clock, absl::Span<float> theta, std::vector<SparseBatch>* rows) {
+    std::optional<uint64_t> clock, absl::Span<float> theta,
+    std::vector<SparseBatch>* rows) {
   const std::vector<SparseBatch> none;
   absl::StatusOr<Routes> routes = Route(rows ? *rows : none, false);
   if (!routes.ok()) return routes.status();
@@ -905,9 +909,15 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
   return Pulled();
 }
 
-void ParameterClient::FillPull(const Shard& shard, uint64_t clock,
+void ParameterClient::FillPull(const Shard& shard,
+                               std::optional<uint64_t> clock,
                                ps::v1::PullRequest* request) const {
   request->set_worker_id(options_.worker_id);
+  if (!clock.has_value()) {
+    request->set_min_version(0);
+    request->set_clock(0);
+    return;
+  }
   // Sync: each shard's next round, so shards that fell out of step (one
   // restored from an older checkpoint) each keep their own rounds; a
   // worker that fell behind gets the newest θ at once and catches up.
@@ -917,7 +927,7 @@ void ParameterClient::FillPull(const Shard& shard, uint64_t clock,
     min_version = shard.pulled ? shard.pulled_version + 1 : init_version_;
   }
   request->set_min_version(min_version);
-  request->set_clock(clock);
+  request->set_clock(*clock);
 }
 
 absl::Status ParameterClient::TakePulled(Shard& shard, const absl::Cord& values,

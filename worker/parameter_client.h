@@ -240,7 +240,9 @@ class ParameterClient final : public ParameterStore {
       const google::protobuf::RepeatedPtrField<ps::v1::SparseRows>& pulled,
       std::vector<SparseBatch>& batches) const;
   // The dense calls and their sparse forms in one: null batches send none.
-  absl::StatusOr<PullInfo> PullRows(uint64_t clock, absl::Span<float> theta,
+  // A pull without a clock asks for the newest θ and waits for nothing.
+  absl::StatusOr<PullInfo> PullRows(std::optional<uint64_t> clock,
+                                    absl::Span<float> theta,
                                     std::vector<SparseBatch>* rows);
   absl::Status PushRows(uint64_t step, uint32_t batch_size,
                         absl::Span<const float> gradient,
@@ -272,8 +274,9 @@ class ParameterClient final : public ParameterStore {
   static ReplicaChoice FollowPrimary(Shard& shard, uint32_t tried,
                                      const grpc::Status& status);
   void HeartbeatLoop(absl::Duration interval);
-  // The one place that applies the mode's rule for what a pull waits for.
-  void FillPull(const Shard& shard, uint64_t clock,
+  // The one place that applies the mode's rule for what a pull waits for;
+  // without a clock, nothing (the newest θ).
+  void FillPull(const Shard& shard, std::optional<uint64_t> clock,
                 ps::v1::PullRequest* request) const;
   // The push's fields; its gradient travels apart (GradientBytes), or,
   // compressed, in its compressed_gradient (filled here).
