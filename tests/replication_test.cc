@@ -333,11 +333,6 @@ TEST(Replication, ABackupJoiningWhileAWorkerIsIdleCopiesTheFlag) {
   ExpectSameState(*primary, *backup, /*same_counters=*/false);
 }
 
-// Workers that registered before the model was declared are state no
-// checkpoint carries yet: a backup that comes between the Registers and the
-// Init joins once the Init is in and copies them with θ. (It used to join
-// at once with an empty state: it never knew those workers, refused their
-// pushes and ended at version 0 while the primary trained on.)
 // Before Init the workers are the shard's whole state: a backup that joins
 // then gets them, or it would drop their pushes and end at version 0.
 TEST(Replication, ABackupComingBetweenRegistersAndInitJoinsWithTheWorkers) {
