@@ -118,16 +118,30 @@ class JobRunner {
       if (!process.ok()) return process.status();
       workers.push_back(std::move(*process));
     }
+    // Every worker watched at once: one that fails at start-up is named at
+    // once, not after the others waited out their sync rounds for it.
     const absl::Time give_up = absl::Now() + absl::Seconds(600);
-    for (size_t i = 0; i < workers.size(); ++i) {
-      const absl::Duration left =
-          std::max(give_up - absl::Now(), absl::ZeroDuration());
-      std::optional<int> status = workers[i].WaitFor(left);
-      if (!status || !common::ExitedCleanly(*status)) {
-        return Failed(job_.workers[i], status
-                                           ? common::DescribeWaitStatus(*status)
-                                           : "did not finish in time");
+    std::vector<bool> finished(workers.size(), false);
+    for (size_t done = 0; done < workers.size();) {
+      for (size_t i = 0; i < workers.size(); ++i) {
+        if (finished[i]) continue;
+        std::optional<int> status = workers[i].Poll();
+        if (!status) continue;
+        if (!common::ExitedCleanly(*status)) {
+          return Failed(job_.workers[i], common::DescribeWaitStatus(*status));
+        }
+        finished[i] = true;
+        ++done;
       }
+      if (done == workers.size()) break;
+      if (absl::Now() > give_up) {
+        for (size_t i = 0; i < workers.size(); ++i) {
+          if (!finished[i]) {
+            return Failed(job_.workers[i], "did not finish in time");
+          }
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(50));
     }
     for (size_t i = 0; i < job_.servers.size(); ++i) {
       if (absl::Status healthy = WaitHealthy(i, absl::Seconds(10));

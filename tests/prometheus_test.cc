@@ -1,11 +1,8 @@
 // A real Prometheus (Debian's) scraping a ps_local job: the scrape config a
 // user would write for its endpoints, then the HTTP API's answer about the
 // training. Everything on 127.0.0.1, on ports free a moment before.
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -18,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "common/json.h"
 #include "common/subprocess.h"
+#include "deploy/local/deploy_files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/job.h"
@@ -32,37 +30,6 @@ using test_support::WaitUntil;
 
 constexpr int kServers = 2;
 constexpr int kWorkers = 2;
-
-// Whether a listener could bind 127.0.0.1:port now.
-bool PortFree(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(port);
-  const bool bound =
-      bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-  close(fd);
-  return bound;
-}
-
-// The first of `count` consecutive loopback ports that are free now, below
-// the kernel's ephemeral range (32768 up), so no outgoing connection of a
-// busy machine takes one before the daemons bind it.
-int FreePortRange(int count) {
-  uint32_t seed = static_cast<uint32_t>(getpid());
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    seed = seed * 1103515245u + 12345u;
-    const int first = 20000 + static_cast<int>(seed % 12000);
-    bool all_free = true;
-    for (int port = first; all_free && port < first + count; ++port) {
-      all_free = PortFree(port);
-    }
-    if (all_free) return first;
-  }
-  ADD_FAILURE() << "no " << count << " consecutive free loopback ports";
-  return 0;
-}
 
 std::string Targets(int first, int count) {
   std::vector<std::string> targets;
@@ -107,7 +74,8 @@ TEST(Prometheus, ScrapesAPsLocalJobAndSeesPushesOnEveryShard) {
       << "Debian's prometheus package is missing (tools/setup.sh installs it)";
   const std::string dir = FreshDir("prometheus");
   // One range, so Prometheus's port cannot be one the job will take.
-  const int metrics_base = FreePortRange(kServers + kWorkers + 1);
+  const int metrics_base = launch::FreeLoopbackPorts(kServers + kWorkers + 1);
+  ASSERT_NE(metrics_base, 0) << "no free loopback ports";
   ASSERT_GT(metrics_base, 0);
   const int prometheus_port = metrics_base + kServers + kWorkers;
 

@@ -14,12 +14,30 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "common/cli.h"
 #include "common/subprocess.h"
 #include "yaml-cpp/yaml.h"
 
 namespace ps::launch {
 namespace {
+
+ABSL_CONST_INIT absl::Mutex port_cursor_mutex(absl::kConstInit);
+int port_cursor ABSL_GUARDED_BY(port_cursor_mutex) = 0;
+
+// Whether a listener could bind 127.0.0.1:port now.
+bool LoopbackPortFree(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  const bool bound =
+      bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  close(fd);
+  return bound;
+}
 
 absl::Status AddToJob(Container container, DeployJob& job) {
   const std::string program = Program(container);
@@ -326,16 +344,30 @@ std::string FlagValue(const Container& container, const std::string& flag) {
   return value;
 }
 
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  close(fd);
-  return ntohs(address.sin_port);
+int FreeLoopbackPorts(int count) {
+  // Below the kernel's ephemeral range (32768 up): bind(0) and every
+  // outgoing connection of a busy machine take ports from there, and one of
+  // them took a port we had picked before its daemon bound it. A cursor
+  // from a start of this process's own, so it never hands a port out twice.
+  constexpr int kFirst = 20000;
+  constexpr int kEnd = 32768;
+  absl::MutexLock lock(&port_cursor_mutex);
+  if (port_cursor == 0) {
+    port_cursor = kFirst + static_cast<int>(
+                               (static_cast<uint32_t>(getpid()) * 2654435761u) %
+                               (kEnd - kFirst));
+  }
+  for (int tried = 0; tried < kEnd - kFirst; tried += count) {
+    if (port_cursor + count > kEnd) port_cursor = kFirst;
+    const int first = port_cursor;
+    port_cursor += count;
+    bool all_free = true;
+    for (int port = first; all_free && port < first + count; ++port) {
+      all_free = LoopbackPortFree(port);
+    }
+    if (all_free) return first;
+  }
+  return 0;
 }
 
 LoopbackNetwork::LoopbackNetwork(const DeployJob& job) {
@@ -375,7 +407,11 @@ absl::StatusOr<std::string> LoopbackNetwork::Rewrite(const std::string& text,
     }
     int& port = ports_[{
         server, std::stoi(text.substr(colon + 1, port_end - colon - 1))}];
-    if (port == 0) port = FreeLoopbackPort();
+    if (port == 0) port = FreeLoopbackPorts(1);
+    if (port == 0) {
+      return absl::ResourceExhaustedError(
+          "no free loopback port below the ephemeral range");
+    }
     absl::StrAppend(&result, text.substr(done, host_begin - done),
                     "127.0.0.1:", port);
     done = port_end;

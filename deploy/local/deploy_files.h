@@ -59,8 +59,10 @@ std::string FlagValue(const Container& container, const std::string& flag);
 // Runs a shell command and returns its stdout; stderr goes to the caller's.
 absl::StatusOr<std::string> Capture(const std::string& command);
 
-// A TCP port of 127.0.0.1 that was free a moment ago.
-int FreeLoopbackPort();
+// The first of `count` consecutive TCP ports of 127.0.0.1 that were free a
+// moment ago, from below the kernel's ephemeral range so that no outgoing
+// connection takes one before its daemon binds it; 0 when none are.
+int FreeLoopbackPorts(int count);
 
 // Maps every host:port a deploy file writes to a loopback address: a
 // server's DNS names (from anywhere) and its own wildcard or loopback
