@@ -198,14 +198,19 @@ TEST_P(ReplicatedTraining, ABackupStartedMidTrainingCopiesTheStateAndFollows) {
   ASSERT_NE(primary, nullptr);
   std::unique_ptr<server::PsServer> backup;
   uint64_t version_at_join = 0;
-  Train(*primary, [&] {
-    ASSERT_TRUE(test_support::WaitUntil(
-        [&] { return primary->shard().Status().version >= 20; }));
-    backup = StartBackup(GetParam(), *primary);
-    ASSERT_NE(backup, nullptr);
-    ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
-    version_at_join = backup->shard().Status().version;
-  });
+  // 30 epochs, not 3: on a loaded machine the join outlasted the last
+  // ~90 versions of a 3-epoch job, and the backup had nothing to follow.
+  Train(
+      {Loopback(primary->port())},
+      [&] {
+        ASSERT_TRUE(test_support::WaitUntil(
+            [&] { return primary->shard().Status().version >= 20; }));
+        backup = StartBackup(GetParam(), *primary);
+        ASSERT_NE(backup, nullptr);
+        ASSERT_TRUE(test_support::WaitUntil([&] { return Joined(*backup); }));
+        version_at_join = backup->shard().Status().version;
+      },
+      /*epochs=*/30);
   ASSERT_NE(backup, nullptr);
   // It copied a trained state, not a fresh one, and then followed.
   EXPECT_GE(version_at_join, 20u);
@@ -445,6 +450,12 @@ TEST(Failover, TheNextReplicaInOrderTakesOverAndTheOtherBackupFollowsIt) {
   ASSERT_NE(third, nullptr);
   ASSERT_TRUE(test_support::WaitUntil(
       [&] { return Joined(*second) && Joined(*third); }));
+  // Replica 1 was started before replica 2 (port 0 in its flags): without
+  // replica 2's address, learnt from the primary, it could never win, and
+  // its candidacies would hold replica 2's back.
+  ASSERT_TRUE(test_support::WaitUntil([&] {
+    return second->replicator()->peers()[2] == Loopback(third->port());
+  }));
   Train({Loopback(first->port())});
   first.reset();
   // Replica 1, the next after the dead primary, stands first and most
