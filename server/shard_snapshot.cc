@@ -175,26 +175,21 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot(
     const std::function<void()>& at_instant) const {
   absl::MutexLock lock(&mutex_);
   if (at_instant) at_instant();
-  common::ThetaFile file;
-  if (!initialized_) {
-    // Before Init a shard's only state is its workers.
-    if (!members_.AnyoneRegistered()) {
-      return absl::FailedPreconditionError(
-          "no model is declared on this shard yet; nothing to checkpoint");
-    }
-    file.shard_index = options_.shard_index;
-    file.num_shards = options_.num_shards;
-    file.mode = options_.mode;
-    for (const common::WorkerRecord& m : members_.members()) {
-      if (m.registered) file.workers.push_back(m);
-    }
-    return file;
+  if (!initialized_ && !members_.AnyoneRegistered()) {
+    return absl::FailedPreconditionError(
+        "no model is declared on this shard yet; nothing to checkpoint");
   }
-  file.tensors = tensors_;
-  file.keys = dense_.keys();
+  common::ThetaFile file;
   file.shard_index = options_.shard_index;
   file.num_shards = options_.num_shards;
   file.mode = options_.mode;
+  for (const common::WorkerRecord& m : members_.members()) {
+    if (m.registered) file.workers.push_back(m);
+  }
+  // Before Init a shard's only state is its workers.
+  if (!initialized_) return file;
+  file.tensors = tensors_;
+  file.keys = dense_.keys();
   file.rules = common::RuleSettings{options_.update, options_.sync_quorum,
                                     options_.staleness};
   file.version = version_;
@@ -206,9 +201,6 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot(
   file.state = dense_.state();
   file.model_seed = tables_.model_seed();
   file.tables = tables_.Save();
-  for (const common::WorkerRecord& m : members_.members()) {
-    if (m.registered) file.workers.push_back(m);
-  }
   if (partitions_.declared()) file.partitions = partitions_.Save();
   if (round_.has_value()) {
     for (uint32_t id : round_->Senders()) {
