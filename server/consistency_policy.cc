@@ -85,9 +85,14 @@ RoundClose ConsistencyPolicy::WhyRoundCloses(const SyncRound& round,
   // The quorum is capped by the workers still training: with fewer left
   // than it (the others finished, or wait idle for a partition), a round
   // closes when each of them pushed, neither early nor by the timeout.
+  // A late worker (its push of this step came after its round closed here)
+  // is not waited for: with a quorum, shards close their rounds with
+  // different gradients, so it may be waiting on another shard for a round
+  // that waits on a worker this round holds, and neither would ever close.
   bool all_training_pushed = true;
   for (uint32_t id : members.TrainingWorkers()) {
-    all_training_pushed = all_training_pushed && round.Has(id);
+    all_training_pushed =
+        all_training_pushed && (round.Has(id) || round.Late(id));
   }
   if (all_training_pushed) return RoundClose::kAllLive;
   if (open_for >= round_timeout_) return RoundClose::kTimeout;

@@ -15,7 +15,7 @@ namespace ps::server {
 // Why the open sync round closes now, if it does.
 enum class RoundClose {
   kNotYet,
-  kAllLive,  // every training worker (live, not idle) pushed
+  kAllLive,  // every training worker (live, not idle) pushed or is late
   kQuorum,   // --sync_quorum gradients arrived
   kTimeout,  // --round_timeout ran out with at least one gradient
 };

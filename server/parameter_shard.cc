@@ -488,8 +488,9 @@ absl::StatusOr<PushResult> ParameterShard::Push(const PushArgs& args) {
           "recorded: {}",
           args.seq, args.worker_id, std::string(held.message()));
     }
-    if (result->outcome == PushOutcome::kApplied ||
-        result->outcome == PushOutcome::kAccepted) {
+    // A stale push may close the round too: its worker was the last one
+    // the round waited for (SyncRound::MarkLate).
+    if (result->outcome != PushOutcome::kDuplicate) {
       satisfied = TakeSatisfiedPulls();
     }
   }
@@ -518,6 +519,10 @@ absl::StatusOr<PushResult> ParameterShard::PushToRound(
           "shard {}: dropped a stale push from worker {} for closed "
           "round {} (round {} is open)",
           options_.shard_index, args.worker_id, round, version_);
+      // The open round need not wait for it (SyncRound::MarkLate), and may
+      // close now on the gradients it holds.
+      round_->MarkLate(args.worker_id);
+      MaybeCloseRound(now);
       return PushResult{PushOutcome::kStale, version_};
     case RoundFit::kAlreadyInRound:
       ++counters_.pushes_duplicate;

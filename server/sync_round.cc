@@ -21,6 +21,11 @@ void SyncRound::Commit(uint32_t worker, uint32_t batch_size) {
   ++received_;
 }
 
+void SyncRound::MarkLate(uint32_t worker) {
+  if (worker >= late_.size()) late_.resize(worker + 1, false);
+  late_[worker] = true;
+}
+
 void SyncRound::Mean(absl::Span<float> out, double examples) const {
   assert(out.size() == num_keys_ && received_ > 0 && examples > 0);
   std::fill(out.begin(), out.end(), 0.0f);
@@ -50,6 +55,7 @@ std::vector<uint32_t> SyncRound::Senders() const {
 
 void SyncRound::Clear() {
   std::fill(batch_sizes_.begin(), batch_sizes_.end(), 0);
+  std::fill(late_.begin(), late_.end(), false);
   received_ = 0;
 }
 

@@ -21,6 +21,14 @@ class SyncRound {
   }
   uint32_t received() const { return received_; }
 
+  // A worker whose push came after its round closed (stale) is late for
+  // this one: it pushes here again only once every other shard answered its
+  // step, which may wait on this round. Cleared when the round closes.
+  void MarkLate(uint32_t worker);
+  bool Late(uint32_t worker) const {
+    return worker < late_.size() && late_[worker];
+  }
+
   // Where the worker's gradient is copied before it is validated; it counts
   // only after Commit. A worker's slot is allocated on its first gradient.
   absl::Span<float> Slot(uint32_t worker);
@@ -46,6 +54,7 @@ class SyncRound {
   size_t num_keys_;
   std::vector<std::vector<float>> slots_;
   std::vector<uint32_t> batch_sizes_;  // 0: nothing received from this rank
+  std::vector<bool> late_;             // by rank
   uint32_t received_ = 0;
 };
 

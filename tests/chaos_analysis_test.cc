@@ -2,6 +2,7 @@
 // (tools/chaos/analysis.cc), on timelines built by hand.
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -112,6 +113,29 @@ TEST(ChaosAnalysis, NoRecoveryIsJudgedWhenNothingIsLeftAfterTheStall) {
   EXPECT_NEAR(*report.stall_s, 5.1, 1e-6);
   EXPECT_FALSE(report.recover_s.has_value());
   EXPECT_TRUE(report.notes.empty()) << report.notes[0];
+}
+
+// Evaluations every 0.1 epoch up to 3.0 and a last one at 3.0 again (the
+// final θ): the end is the mean of those from epoch 2.5 on, both ends in.
+TEST(ChaosAnalysis, EndAccuracyIsTheMeanOfTheLastHalfEpochsEvaluations) {
+  Timeline run;
+  for (int i = 1; i <= 30; ++i) {
+    run.evaluations.push_back({0.1 * i, 0.1 * i, i >= 25 ? 0.8 : 0.5, 0});
+  }
+  run.evaluations.back().accuracy = 0.83;
+  run.evaluations.push_back({3.1, 3.0, 0.86, 0});
+  const std::optional<EndAccuracy> end = MeasureEndAccuracy(run);
+  ASSERT_TRUE(end.has_value());
+  EXPECT_EQ(end->evaluations, 7);
+  EXPECT_NEAR(end->accuracy, (5 * 0.8 + 0.83 + 0.86) / 7, 1e-12);
+
+  // A run evaluated once ends at that evaluation; one never evaluated has
+  // no end to judge.
+  run.evaluations = {{1.2, 1.0, 0.81, 0}};
+  EXPECT_NEAR(MeasureEndAccuracy(run)->accuracy, 0.81, 1e-12);
+  EXPECT_EQ(MeasureEndAccuracy(run)->evaluations, 1);
+  run.evaluations.clear();
+  EXPECT_FALSE(MeasureEndAccuracy(run).has_value());
 }
 
 }  // namespace

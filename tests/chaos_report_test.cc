@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/json.h"
 #include "gtest/gtest.h"
 #include "tests/job.h"
 #include "tools/chaos/experiment.h"
@@ -151,6 +152,39 @@ TEST(ChaosPlot, ARunsEvaluationAfterItsLastSampleHasARowAndNoneIsDrawnEmpty) {
       WriteTimelineCsv(stopped.run.timeline, dir + "/timeline.csv").ok());
   drawn = WritePlot(stopped.report, dir);
   EXPECT_TRUE(drawn.ok()) << drawn;
+  EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
+}
+
+// summary.json judges the end over the last half epoch's evaluations (their
+// mean), beside the final evaluation, for the run and its baseline.
+TEST(ChaosSummary, EndAccuracyIsTheLastHalfEpochsMeanBesideTheFinalOne) {
+  StoppedServerReport stopped;  // evaluated at epochs 0.5 … 9.5
+  ExperimentResult baseline;
+  baseline.completed = true;
+  baseline.timeline.evaluations = {
+      {1, 8.9, 0.70, 0}, {2, 9.2, 0.80, 0}, {3, 9.5, 0.84, 0}};
+  stopped.report.baseline = &baseline;
+  const std::string dir = test_support::FreshDir("chaos_summary");
+  ASSERT_TRUE(WriteSummaryJson(stopped.report, dir + "/summary.json").ok());
+  const std::string text = test_support::ReadFile(dir + "/summary.json");
+  const common::Json j = common::ParseJsonObject(text);
+  // The run is evaluated every epoch: its last half epoch holds only the
+  // final evaluation. The baseline's holds two of its three.
+  EXPECT_DOUBLE_EQ(j.value("final_accuracy", 0.0), 0.795) << text;
+  EXPECT_DOUBLE_EQ(j.value("end_accuracy", 0.0), 0.795) << text;
+  EXPECT_EQ(j.value("end_accuracy_evaluations", 0), 1) << text;
+  EXPECT_DOUBLE_EQ(j.at("baseline").value("final_accuracy", 0.0), 0.84) << text;
+  EXPECT_DOUBLE_EQ(j.at("baseline").value("end_accuracy", 0.0), 0.82) << text;
+  EXPECT_EQ(j.at("baseline").value("end_accuracy_evaluations", 0), 2) << text;
+  EXPECT_DOUBLE_EQ(j.value("final_accuracy_delta", 0.0), -0.045) << text;
+  EXPECT_DOUBLE_EQ(j.value("end_accuracy_delta", 0.0), -0.025) << text;
+
+  stopped.report.baseline = nullptr;
+  ASSERT_TRUE(WriteSummaryJson(stopped.report, dir + "/summary.json").ok());
+  const common::Json alone =
+      common::ParseJsonObject(test_support::ReadFile(dir + "/summary.json"));
+  EXPECT_TRUE(alone.at("end_accuracy_delta").is_null());
+  EXPECT_DOUBLE_EQ(alone.value("end_accuracy", 0.0), 0.795);
   EXPECT_EQ(std::system(("rm -rf '" + dir + "'").c_str()), 0);
 }
 

@@ -57,6 +57,9 @@ TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
   const common::Json summary = common::ParseJsonObject(text);
   ASSERT_EQ(summary.value("completed", false), true) << text;
   EXPECT_GT(Field(text, "final_accuracy"), 0.7) << text;
+  // Evaluated every 0.2 epoch: the last half epoch holds two or three.
+  EXPECT_GT(Field(text, "end_accuracy"), 0.7) << text;
+  EXPECT_GE(summary.value("end_accuracy_evaluations", 0), 2) << text;
   EXPECT_EQ(summary.at("teardown").value("clean", false), true) << text;
 
   // The kill (the second fault) was detected through the lease, and the

@@ -11,9 +11,12 @@ namespace {
 
 const absl::Time kStart = absl::UnixEpoch() + absl::Hours(1);
 
-ShardOptions SyncOptions() {
+// Sync, closing rounds with the first `quorum` gradients (0: every live
+// worker's).
+ShardOptions SyncOptions(uint32_t quorum = 0) {
   ShardOptions options;
   options.mode = ConsistencyMode::kSync;
+  options.sync_quorum = quorum;
   return options;
 }
 
@@ -59,8 +62,7 @@ TEST(ConsistencyPolicy, NoRoundClosesBeforeTheExpectedWorkersRegistered) {
 }
 
 TEST(ConsistencyPolicy, ASyncRoundClosesOnQuorumWithoutTheSlowestWorker) {
-  ShardOptions options = SyncOptions();
-  options.sync_quorum = 2;
+  ShardOptions options = SyncOptions(2);
   const ConsistencyPolicy policy(options);
   const Membership members = Members(3, 3);
   SyncRound round(4);
@@ -79,8 +81,7 @@ TEST(ConsistencyPolicy, ASyncRoundClosesOnQuorumWithoutTheSlowestWorker) {
 // alone would move θ as far with twice the noise.
 TEST(ConsistencyPolicy,
      AQuorumLargerThanTheWorkersStillTrainingClosesWithThoseLeft) {
-  ShardOptions options = SyncOptions();
-  options.sync_quorum = 2;
+  ShardOptions options = SyncOptions(2);
   options.round_timeout = absl::Seconds(1);
   const ConsistencyPolicy policy(options);
   Membership members = Members(3, 3);
@@ -103,8 +104,7 @@ TEST(ConsistencyPolicy,
 // (the workers still training, or the timeout); a round with the quorum or
 // more, and every round without one, divides by the examples it holds.
 TEST(ConsistencyPolicy, OnlyARoundShortOfTheQuorumDividesByMoreThanItHolds) {
-  ShardOptions options = SyncOptions();
-  options.sync_quorum = 3;
+  ShardOptions options = SyncOptions(3);
   const ConsistencyPolicy quorum(options);
   const ConsistencyPolicy every_live(SyncOptions());
   SyncRound round(1);
@@ -126,8 +126,7 @@ TEST(ConsistencyPolicy, OnlyARoundShortOfTheQuorumDividesByMoreThanItHolds) {
 // round waits for it, and a quorum larger than the workers still training
 // waits for each of them, not fewer, and not for the timeout.
 TEST(ConsistencyPolicy, AQuorumIsCappedByTheWorkersStillTraining) {
-  ShardOptions options = SyncOptions();
-  options.sync_quorum = 2;
+  ShardOptions options = SyncOptions(2);
   options.round_timeout = absl::Seconds(1);
   const ConsistencyPolicy policy(options);
   Membership members = Members(3, 3);
@@ -144,6 +143,31 @@ TEST(ConsistencyPolicy, AQuorumIsCappedByTheWorkersStillTraining) {
   Push(round, 1);
   EXPECT_EQ(policy.WhyRoundCloses(round, members, absl::ZeroDuration()),
             RoundClose::kQuorum);
+}
+
+// A worker late for a round (its push came after its own round closed)
+// is not waited for, but only in that round: the mark goes when it closes.
+TEST(ConsistencyPolicy, ARoundDoesNotWaitForALateWorker) {
+  const ConsistencyPolicy policy(SyncOptions(2));
+  Membership members = Members(3, 3);
+  ASSERT_TRUE(members.Leave(0, 1, LeaveReason::kIdle).ok());
+  SyncRound round(4);
+  auto why = [&] {
+    return policy.WhyRoundCloses(round, members, absl::ZeroDuration());
+  };
+  Push(round, 1);
+  EXPECT_EQ(why(), RoundClose::kNotYet);
+  round.MarkLate(2);
+  EXPECT_EQ(why(), RoundClose::kAllLive);
+  round.Clear();
+  EXPECT_FALSE(round.Late(2));
+  Push(round, 1);
+  EXPECT_EQ(why(), RoundClose::kNotYet);
+  // Without a gradient a round never closes, late workers or not.
+  round.Clear();
+  round.MarkLate(1);
+  round.MarkLate(2);
+  EXPECT_EQ(why(), RoundClose::kNotYet);
 }
 
 // An idle worker whose lease expired (paused) re-registers, still idle;

@@ -462,6 +462,55 @@ TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
   EXPECT_EQ(shard.Status().rounds_closed_by_quorum, 1u);
 }
 
+// The cross-shard deadlock the straggler_backup_workers preset's baseline
+// hit (1 run in 11, 2026-12-05): --sync_quorum=2 of 3 on two shards, worker
+// 0 idle. With a quorum each shard closes its rounds with whichever
+// gradients come first, so a worker's step can make its round on one shard
+// and miss it on the other. Here worker 1's step waits on shard 0's round 1,
+// which waits for worker 2; worker 2's step, whose push to shard 0 came
+// after its round closed there, waits on shard 1's round 1, which waits for
+// worker 1. A round does not wait for a worker whose push came late: shard
+// 0 closes round 1 on worker 1's gradient, and both steps go on.
+TEST(ParameterShard, ASyncQuorumRoundDoesNotWaitForAWorkerThatCameLate) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 3);
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Hours(1);
+  ParameterShard s0(options);
+  ParameterShard s1(options);
+  for (ParameterShard* shard : {&s0, &s1}) {
+    RegisterAll(*shard, 3);
+    InitShard(*shard, {0, 0, 0, 0});
+  }
+  // Shard 0's round 0 closes on workers 0 and 1; on shard 1, worker 2 came
+  // first.
+  ASSERT_TRUE(Push(s0, 0, 1, 0, {1, 1, 1, 1}).ok());
+  ASSERT_EQ(Push(s0, 1, 1, 0, {1, 1, 1, 1})->outcome, PushOutcome::kApplied);
+  ASSERT_EQ(Push(s1, 2, 1, 0, {1, 1, 1, 1})->outcome, PushOutcome::kAccepted);
+  for (ParameterShard* shard : {&s0, &s1}) {
+    ASSERT_TRUE(shard->Leave(0, kIncarnation, LeaveReason::kIdle).ok());
+  }
+  // Worker 1's step: round 1 on shard 0 (waits for worker 2), round 0 on
+  // shard 1 (closes it).
+  ASSERT_EQ(Push(s0, 1, 2, 1, {2, 2, 2, 2})->outcome, PushOutcome::kAccepted);
+  ASSERT_EQ(Push(s1, 1, 2, 0, {1, 1, 1, 1})->outcome, PushOutcome::kApplied);
+  ASSERT_EQ(s0.Status().version, 1u);
+  // Worker 2's step: its round 0 closed on shard 0; round 1 on shard 1
+  // waits for worker 1, whose step waits on shard 0.
+  ASSERT_EQ(Push(s1, 2, 2, 1, {4, 4, 4, 4})->outcome, PushOutcome::kAccepted);
+  EXPECT_EQ(Push(s0, 2, 2, 0, {1, 1, 1, 1})->outcome, PushOutcome::kStale);
+  EXPECT_EQ(s0.Status().version, 2u)
+      << "shard 0's round 1 waits for the late worker 2";
+  // Worker 1 alone, a half step (the quorum rule): θ = −1 − 2/2.
+  EXPECT_THAT(Theta(s0), ElementsAre(-2, -2, -2, -2));
+  // Worker 1's next step closes shard 1's round 1, and the mark went with
+  // shard 0's round: its round 2 waits for worker 2 again.
+  ASSERT_EQ(Push(s1, 1, 3, 1, {2, 2, 2, 2})->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(Push(s0, 1, 3, 2, {1, 1, 1, 1})->outcome, PushOutcome::kAccepted);
+  EXPECT_EQ(Push(s0, 2, 3, 2, {1, 1, 1, 1})->outcome, PushOutcome::kApplied);
+  EXPECT_EQ(s0.Status().version, 3u);
+  EXPECT_EQ(s1.Status().version, 2u);
+}
+
 // Idle is not a leave: the worker must be live, and stays live.
 TEST(ParameterShard, OnlyALiveWorkerGoesIdle) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 2));

@@ -209,6 +209,24 @@ std::optional<double> AccuracyAtEpoch(const Timeline& timeline, double epoch) {
              : std::nullopt;
 }
 
+std::optional<EndAccuracy> MeasureEndAccuracy(const Timeline& timeline,
+                                              double span) {
+  const std::vector<Evaluation>& e = timeline.evaluations;
+  if (e.empty()) return std::nullopt;
+  // A hair of slack: epochs are ratios of counts, and an evaluation meant
+  // for exactly `span` before the end must not fall out on rounding.
+  const double from = e.back().epoch - span - 1e-9;
+  EndAccuracy end;
+  double sum = 0;
+  for (const Evaluation& evaluation : e) {
+    if (evaluation.epoch < from) continue;
+    sum += evaluation.accuracy;
+    ++end.evaluations;
+  }
+  end.accuracy = sum / end.evaluations;
+  return end;
+}
+
 std::vector<VersionRegression> ParseRegressions(
     const std::string& log, const std::vector<std::string>& server_addresses) {
   std::vector<VersionRegression> found;

@@ -73,6 +73,23 @@ void MeasureFault(const Timeline& run, const Timeline* baseline,
 // nullopt outside the evaluated range.
 std::optional<double> AccuracyAtEpoch(const Timeline& timeline, double epoch);
 
+// How a run ended, judged over its last epochs rather than by its final
+// evaluation alone: one evaluation of the final θ moves by ±0.3–0.5 points
+// from run to run (with a sync quorum, which gradients make a round depends
+// on their arrival), so a bar on it is a coin toss.
+struct EndAccuracy {
+  double accuracy = 0;  // mean of the evaluations in the span
+  int evaluations = 0;  // how many
+};
+
+// Epochs before a run's last evaluation whose evaluations make its end.
+inline constexpr double kEndSpanEpochs = 0.5;
+
+// The mean accuracy of the evaluations at epochs within `span` of the last
+// evaluation's (inclusive); nullopt for a run never evaluated.
+std::optional<EndAccuracy> MeasureEndAccuracy(const Timeline& timeline,
+                                              double span = kEndSpanEpochs);
+
 // The regressions in a worker's log ("H:P went back from version A to B").
 std::vector<VersionRegression> ParseRegressions(
     const std::string& log, const std::vector<std::string>& server_addresses);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -170,6 +171,25 @@ bool WriteOutputs(const chaos::Report& report, const std::string& out) {
   return ok;
 }
 
+// "82.71% (6 evaluations; baseline 82.50%, +0.21 points)", or "-".
+std::string EndAccuracyText(const chaos::Report& report) {
+  const std::optional<chaos::EndAccuracy> end =
+      chaos::MeasureEndAccuracy(report.run->timeline);
+  if (!end) return "-";
+  std::string text = absl::StrFormat("%.2f%% (%d evaluations",
+                                     100 * end->accuracy, end->evaluations);
+  const std::optional<chaos::EndAccuracy> base =
+      report.baseline == nullptr
+          ? std::nullopt
+          : chaos::MeasureEndAccuracy(report.baseline->timeline);
+  if (base) {
+    absl::StrAppendFormat(&text, "; baseline %.2f%%, %+.2f points",
+                          100 * base->accuracy,
+                          100 * (end->accuracy - base->accuracy));
+  }
+  return text + ")";
+}
+
 // One paragraph per fault, then the run's line.
 void PrintSummary(const chaos::Report& report, const std::string& out) {
   for (const chaos::FaultReport& f : report.faults) {
@@ -198,7 +218,8 @@ void PrintSummary(const chaos::Report& report, const std::string& out) {
   }
   const chaos::ExperimentResult& run = *report.run;
   std::printf(
-      "ps_chaos: %s in %.1f s; final accuracy %s; outputs in %s\n",
+      "ps_chaos: %s in %.1f s; final accuracy %s; end accuracy %s; outputs "
+      "in %s\n",
       run.completed ? "training completed"
                     : absl::StrCat("FAILED: ", run.failure).c_str(),
       run.duration_s,
@@ -207,7 +228,7 @@ void PrintSummary(const chaos::Report& report, const std::string& out) {
           : absl::StrFormat("%.2f%%",
                             100 * run.timeline.evaluations.back().accuracy)
                 .c_str(),
-      out.c_str());
+      EndAccuracyText(report).c_str(), out.c_str());
 }
 
 int Run(const std::string& scenario_path) {

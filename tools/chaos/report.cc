@@ -37,6 +37,24 @@ std::optional<double> FinalEpoch(const ExperimentResult* run) {
   return run->timeline.evaluations.back().epoch;
 }
 
+std::optional<double> EndAccuracyOf(const ExperimentResult* run) {
+  if (run == nullptr) return std::nullopt;
+  const std::optional<EndAccuracy> end = MeasureEndAccuracy(run->timeline);
+  return end ? std::optional<double>(end->accuracy) : std::nullopt;
+}
+
+int EndEvaluationsOf(const ExperimentResult& run) {
+  const std::optional<EndAccuracy> end = MeasureEndAccuracy(run.timeline);
+  return end ? end->evaluations : 0;
+}
+
+// run − baseline, when both are there.
+std::optional<double> Delta(std::optional<double> run,
+                            std::optional<double> baseline) {
+  return run && baseline ? std::optional<double>(*run - *baseline)
+                         : std::nullopt;
+}
+
 }  // namespace
 
 absl::Status WriteSummaryJson(const Report& report, const std::string& path) {
@@ -53,17 +71,23 @@ absl::Status WriteSummaryJson(const Report& report, const std::string& path) {
   j["duration_s"] = Figure(run.duration_s);
   j["final_accuracy"] = Figure(FinalAccuracy(&run), 4);
   j["final_epoch"] = Figure(FinalEpoch(&run), 4);
+  j["end_accuracy"] = Figure(EndAccuracyOf(&run), 4);
+  j["end_accuracy_evaluations"] = EndEvaluationsOf(run);
   if (report.baseline != nullptr) {
-    const std::optional<double> base = FinalAccuracy(report.baseline);
-    const std::optional<double> mine = FinalAccuracy(&run);
-    j["baseline"] = {{"completed", report.baseline->completed},
-                     {"duration_s", Figure(report.baseline->duration_s)},
-                     {"final_accuracy", Figure(base, 4)}};
-    j["final_accuracy_delta"] = Figure(
-        base && mine ? std::optional<double>(*mine - *base) : std::nullopt, 4);
+    const ExperimentResult* base = report.baseline;
+    j["baseline"] = {{"completed", base->completed},
+                     {"duration_s", Figure(base->duration_s)},
+                     {"final_accuracy", Figure(FinalAccuracy(base), 4)},
+                     {"end_accuracy", Figure(EndAccuracyOf(base), 4)},
+                     {"end_accuracy_evaluations", EndEvaluationsOf(*base)}};
+    j["final_accuracy_delta"] =
+        Figure(Delta(FinalAccuracy(&run), FinalAccuracy(base)), 4);
+    j["end_accuracy_delta"] =
+        Figure(Delta(EndAccuracyOf(&run), EndAccuracyOf(base)), 4);
   } else {
     j["baseline"] = nullptr;
     j["final_accuracy_delta"] = nullptr;
+    j["end_accuracy_delta"] = nullptr;
   }
   j["faults"] = Json::array();
   for (const FaultReport& f : report.faults) {
