@@ -19,9 +19,9 @@ namespace {
 // tensor's optimizer and schedule, the server's schedule); format 5 appends
 // the sparse tables and the open round's sparse rows; format 6 appends
 // shard 0's data partition table. Older files stay readable. Format 3's
-// finished byte is a set of flags since the idle flag joined it (bit 1):
-// files without an idle worker are byte for byte what they were, and older
-// files read as no worker idle.
+// finished byte is a set of flags since the idle flag joined it (bit 1),
+// and then the late flag (bit 2): files without an idle or late worker are
+// byte for byte what they were, and older files read as none.
 constexpr char kMagicV1[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '1'};
 constexpr char kMagicV2[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '2'};
 constexpr char kMagicV3[8] = {'P', 'S', 'T', 'H', 'E', 'T', 'A', '3'};
@@ -176,20 +176,23 @@ bool DecodeMode(Reader& in, int format, std::optional<ConsistencyMode>* mode) {
 // Format 3's flags byte after a worker's state code.
 constexpr uint8_t kFinishedFlag = 1;
 constexpr uint8_t kIdleFlag = 2;
+constexpr uint8_t kLateFlag = 4;
 
-// Format 3: the state's code, then the flags (finished, idle). Before: one
-// byte, 0 expired or left, 1 live, 2 finished (files before that flag hold
+// Format 3: the state's code, then the flags (finished, idle, late). Before:
+// one byte, 0 expired or left, 1 live, 2 finished (files before that flag hold
 // only 0 and 1).
 bool DecodeWorkerState(Reader& in, int format, WorkerRecord* w) {
   uint8_t code = 0;
   if (format >= 3) {
     uint8_t flags = 0;
     if (!in.Get(&code) || !FromCode(kStateByCode, code, &w->state) ||
-        !in.Get(&flags) || (flags & ~(kFinishedFlag | kIdleFlag)) != 0) {
+        !in.Get(&flags) ||
+        (flags & ~(kFinishedFlag | kIdleFlag | kLateFlag)) != 0) {
       return false;
     }
     w->finished = (flags & kFinishedFlag) != 0;
     w->idle = (flags & kIdleFlag) != 0;
+    w->late = (flags & kLateFlag) != 0;
     return true;
   }
   if (!in.Get(&code) || code > 2) return false;
@@ -434,7 +437,7 @@ std::string EncodeThetaFile(const ThetaFile& file) {
     out.Put(w.clock);
     out.Put<uint8_t>(CodeOf(kStateByCode, w.state));
     out.Put<uint8_t>((w.finished ? kFinishedFlag : 0) |
-                     (w.idle ? kIdleFlag : 0));
+                     (w.idle ? kIdleFlag : 0) | (w.late ? kLateFlag : 0));
   }
   out.Put<uint64_t>(file.round.size());
   for (const RoundGradient& g : file.round) {

@@ -20,7 +20,7 @@ enum class WorkerState {
 absl::string_view WorkerStateName(WorkerState state);
 
 // What a shard knows of one worker id: the one shape membership, the
-// shard's Status, checkpoints (the fields up to `idle`) and the wire
+// shard's Status, checkpoints (the fields up to `late`) and the wire
 // (rpc::ToProto) share.
 struct WorkerRecord {
   uint32_t worker_id = 0;
@@ -39,6 +39,10 @@ struct WorkerRecord {
   // toward no round until its next push. Checkpointed, so that a shard
   // restored (or a backup joined) while a worker waits does not wait for it.
   bool idle = false;
+  // Sync: its push came after its round closed here, so the open round
+  // does not wait for it (SyncRound::MarkLate). Checkpointed, so that a
+  // backup that joins mid-round closes that round as its primary does.
+  bool late = false;
 
   // Kept by a running shard only, not in checkpoints:
   bool registered = false;

@@ -184,7 +184,9 @@ absl::StatusOr<common::ThetaFile> ParameterShard::Snapshot(
   file.num_shards = options_.num_shards;
   file.mode = options_.mode;
   for (const common::WorkerRecord& m : members_.members()) {
-    if (m.registered) file.workers.push_back(m);
+    if (!m.registered) continue;
+    file.workers.push_back(m);
+    file.workers.back().late = round_.has_value() && round_->Late(m.worker_id);
   }
   // Before Init a shard's only state is its workers.
   if (!initialized_) return file;
@@ -329,6 +331,9 @@ absl::Status ParameterShard::Restore(common::ThetaFile saved) {
       std::copy(g.values.begin(), g.values.end(), slot.begin());
       round_->Commit(g.worker_id, g.batch_size);
       tables_.StageRows(g.worker_id, g.batch_size, g.tables);
+    }
+    for (const common::WorkerRecord& w : saved.workers) {
+      if (same_layout && w.late) round_->MarkLate(w.worker_id);
     }
     if (!same_layout && !saved.round.empty()) {
       spdlog::warn(

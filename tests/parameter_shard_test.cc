@@ -586,6 +586,36 @@ TEST(ParameterShard, ARestoredQuorumIsCappedByTheWorkersStillTraining) {
   EXPECT_EQ(restored.Status().rounds_closed_all_live, 1u);
 }
 
+// A late mark is part of the open round's state: a shard restored from a
+// checkpoint taken after worker 2's push came late (a backup that joins
+// then) closes the round without waiting for it, as the shard it came from.
+TEST(ParameterShard, ALateWorkerStaysLateThroughACheckpoint) {
+  ShardOptions options = Options(ConsistencyMode::kSync, 3);
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Hours(1);
+  ParameterShard before(options);
+  RegisterAll(before, 3);
+  InitShard(before, {0, 0, 0, 0});
+  ASSERT_EQ(Push(before, 0, 1, 0, {1, 1, 1, 1})->outcome,
+            PushOutcome::kAccepted);
+  ASSERT_EQ(Push(before, 1, 1, 0, {1, 1, 1, 1})->outcome,
+            PushOutcome::kApplied);
+  ASSERT_TRUE(before.Leave(1, kIncarnation, LeaveReason::kIdle).ok());
+  ASSERT_EQ(Push(before, 2, 1, 0, {1, 1, 1, 1})->outcome, PushOutcome::kStale);
+  absl::StatusOr<common::ThetaFile> read = SnapshotThroughBytes(before);
+  ASSERT_TRUE(read.ok()) << read.status();
+
+  ParameterShard restored(options);
+  ASSERT_TRUE(restored.Restore(*read).ok());
+  for (ParameterShard* shard : {&before, &restored}) {
+    auto pushed = Push(*shard, 0, 2, 1, {2, 2, 2, 2});
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+    EXPECT_EQ(pushed->outcome, PushOutcome::kApplied)
+        << "round 1 waits for the late worker 2";
+  }
+  EXPECT_EQ(Theta(restored), Theta(before));
+}
+
 TEST(ParameterShard, SyncDropsPushesForClosedRoundsAndRoundsNotReached) {
   ParameterShard shard(Options(ConsistencyMode::kSync, 1));
   RegisterAll(shard, 1);

@@ -65,6 +65,7 @@ void ExpectSame(const ThetaFile& a, const ThetaFile& b) {
     EXPECT_EQ(a.workers[i].state, b.workers[i].state);
     EXPECT_EQ(a.workers[i].finished, b.workers[i].finished);
     EXPECT_EQ(a.workers[i].idle, b.workers[i].idle);
+    EXPECT_EQ(a.workers[i].late, b.workers[i].late);
   }
   ASSERT_EQ(a.round.size(), b.round.size());
   EXPECT_EQ(a.round[0].worker_id, b.round[0].worker_id);
@@ -198,8 +199,9 @@ TEST(ThetaFile, WritesFormatSix) {
 }
 
 // A worker waiting idle for a data partition is marked in its flags byte
-// (bit 1, beside finished): a file without one keeps the bytes it always
-// had, so older files read as no worker idle.
+// (bit 1, beside finished), as is one late for the open round (bit 2): a
+// file without either keeps the bytes it always had, so older files read
+// as no worker idle or late.
 TEST(ThetaFile, AnIdleWorkerRoundTripsInItsFlagsByte) {
   ThetaFile file = SmallCheckpoint();
   const std::string without = EncodeThetaFile(file);
@@ -217,7 +219,18 @@ TEST(ThetaFile, AnIdleWorkerRoundTripsInItsFlagsByte) {
   EXPECT_TRUE(decoded->workers[0].idle);
   decoded = DecodeThetaFile(without, "not idle");
   ASSERT_TRUE(decoded.ok()) << decoded.status();
-  for (const WorkerRecord& w : decoded->workers) EXPECT_FALSE(w.idle);
+  for (const WorkerRecord& w : decoded->workers) {
+    EXPECT_FALSE(w.idle);
+    EXPECT_FALSE(w.late);
+  }
+  // A worker late for the open round: bit 2 of the same byte.
+  file.workers[0].late = true;
+  const std::string late = EncodeThetaFile(file);
+  ASSERT_EQ(late.size(), without.size());
+  decoded = DecodeThetaFile(late, "late");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(decoded->workers[0].idle);
+  EXPECT_TRUE(decoded->workers[0].late);
 }
 
 TEST(ThetaFile, AnUnknownWorkerFlagIsDataLoss) {
@@ -229,7 +242,7 @@ TEST(ThetaFile, AnUnknownWorkerFlagIsDataLoss) {
   size_t at = 0;
   while (idle[at] == bytes[at]) ++at;
   bytes.resize(bytes.size() - sizeof(uint32_t));
-  bytes[at] = 4;
+  bytes[at] = 8;  // bits 0-2 are finished, idle and late
   absl::StatusOr<ThetaFile> decoded =
       DecodeThetaFile(WithChecksum(bytes), "bad flags");
   EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
