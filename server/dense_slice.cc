@@ -29,12 +29,26 @@ constexpr double kSurelyFiniteBelow = 1e38;
 constexpr int32_t kNonFiniteBits = 0x7f800000;
 
 int32_t LargestMagnitudeBits(const char* data, size_t n) {
+  // 16 maxima side by side, folded at the end: with one, each compare
+  // waited for the last and the scan ran at 8.6 GB/s; 29 GB/s so, over
+  // 1M floats in cache (a push's gradient, just received).
+  constexpr size_t kLanes = 16;
+  int32_t lanes[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (size_t k = 0; k < kLanes; ++k) {
+      int32_t bits;
+      std::memcpy(&bits, data + (i + k) * sizeof(float), sizeof(bits));
+      lanes[k] = std::max(lanes[k], bits & 0x7fffffff);
+    }
+  }
   int32_t largest = 0;
-  for (size_t i = 0; i < n; ++i) {
+  for (; i < n; ++i) {
     int32_t bits;
     std::memcpy(&bits, data + i * sizeof(float), sizeof(bits));
     largest = std::max(largest, bits & 0x7fffffff);
   }
+  for (const int32_t lane : lanes) largest = std::max(largest, lane);
   return largest;
 }
 

@@ -76,6 +76,25 @@ TEST(DenseSlice, AnUpdateFromBytesInPiecesIsTheFormulaOnEveryKey) {
   }
 }
 
+TEST(DenseSlice, TheLargestMagnitudeIsFoundAtEveryPositionAndLength) {
+  // Lengths around the scan's blocks of 16, the extreme at each position.
+  for (size_t n = 1; n <= 50; ++n) {
+    for (size_t at = 0; at < n; ++at) {
+      std::vector<float> values(n);
+      for (size_t i = 0; i < n; ++i) {
+        values[i] = (i % 2 == 0 ? 1.0f : -1.0f) * static_cast<float>(i % 9);
+      }
+      values[at] = -100.0f;
+      ASSERT_EQ(LargestMagnitude(values), 100.0) << n << " " << at;
+      values[at] = NAN;
+      ASSERT_TRUE(std::isinf(LargestMagnitude(values))) << n << " " << at;
+      values[at] = INFINITY;
+      ASSERT_TRUE(std::isinf(LargestMagnitude(values))) << n << " " << at;
+    }
+  }
+  EXPECT_EQ(LargestMagnitude({}), 0.0);
+}
+
 TEST(DenseSlice, ANonFiniteGradientIsRefusedNamingItsKey) {
   DenseSlice slice(Sgd(1.0f));
   Declare(slice, {1, 2, 3});
