@@ -420,6 +420,15 @@ TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
   EXPECT_EQ(shard.Status().samples_applied, 4u);
 }
 
+// Sync, 3 workers, rounds closing on the first 2 gradients, never by the
+// timeout.
+ShardOptions QuorumOfTwoInThree() {
+  ShardOptions options = Options(ConsistencyMode::kSync, 3);
+  options.sync_quorum = 2;
+  options.round_timeout = absl::Hours(1);
+  return options;
+}
+
 // --sync_quorum=2 of 3: one worker finished and left, one waits idle for a
 // data partition. The straggler still training closes each round alone,
 // at once (not by the timeout), and the step is half its gradient: the
@@ -427,9 +436,7 @@ TEST(ParameterShard, SyncRoundWaitsForEveryWorkerThenAppliesTheWeightedMean) {
 // counts as zero. When the idle worker trains again, rounds wait for the
 // quorum, and a full round takes the whole mean.
 TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
-  ShardOptions options = Options(ConsistencyMode::kSync, 3);
-  options.sync_quorum = 2;
-  options.round_timeout = absl::Hours(1);
+  const ShardOptions options = QuorumOfTwoInThree();
   ParameterShard shard(options);
   RegisterAll(shard, 3);
   InitShard(shard, {0, 0, 0, 0});
@@ -472,9 +479,7 @@ TEST(ParameterShard, SyncQuorumIsCappedByTheWorkersStillTraining) {
 // worker 1. A round does not wait for a worker whose push came late: shard
 // 0 closes round 1 on worker 1's gradient, and both steps go on.
 TEST(ParameterShard, ASyncQuorumRoundDoesNotWaitForAWorkerThatCameLate) {
-  ShardOptions options = Options(ConsistencyMode::kSync, 3);
-  options.sync_quorum = 2;
-  options.round_timeout = absl::Hours(1);
+  const ShardOptions options = QuorumOfTwoInThree();
   ParameterShard s0(options);
   ParameterShard s1(options);
   for (ParameterShard* shard : {&s0, &s1}) {
@@ -567,9 +572,7 @@ TEST(ParameterShard, AnIdleWorkerStaysIdleThroughACheckpoint) {
 // With a quorum, the cap by training workers holds after a restore: 2 of 3
 // with one idle and one finished closes on the straggler alone.
 TEST(ParameterShard, ARestoredQuorumIsCappedByTheWorkersStillTraining) {
-  ShardOptions options = Options(ConsistencyMode::kSync, 3);
-  options.sync_quorum = 2;
-  options.round_timeout = absl::Hours(1);
+  const ShardOptions options = QuorumOfTwoInThree();
   ParameterShard before(options);
   RegisterAll(before, 3);
   InitShard(before, {0, 0, 0, 0});
@@ -590,9 +593,7 @@ TEST(ParameterShard, ARestoredQuorumIsCappedByTheWorkersStillTraining) {
 // checkpoint taken after worker 2's push came late (a backup that joins
 // then) closes the round without waiting for it, as the shard it came from.
 TEST(ParameterShard, ALateWorkerStaysLateThroughACheckpoint) {
-  ShardOptions options = Options(ConsistencyMode::kSync, 3);
-  options.sync_quorum = 2;
-  options.round_timeout = absl::Hours(1);
+  const ShardOptions options = QuorumOfTwoInThree();
   ParameterShard before(options);
   RegisterAll(before, 3);
   InitShard(before, {0, 0, 0, 0});
