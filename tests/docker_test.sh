@@ -22,7 +22,7 @@ image=${2:?the image tag}
 # The job the compose tests run: the compose job's own flags (5 epochs,
 # worker.flags), with checkpoints every second instead of every 30 s, so
 # that one is there soon after training starts (the override below changes
-# nothing else).
+# nothing else; the kill test trains longer).
 epochs=5
 checkpoint_every=1s
 
@@ -70,6 +70,12 @@ services:
     command: ["ps_server", "--flagfile=/etc/ps/server.flags",
               "--listen=0.0.0.0:50051", "--advertise=ps-server-1:50051",
               "--checkpoint_every=$checkpoint_every"]
+  ps-worker-0:
+    command: ["ps_worker", "--flagfile=/etc/ps/worker.flags",
+              "--metrics_listen=0.0.0.0:9100", "--epochs=$epochs"]
+  ps-worker-1:
+    command: ["ps_worker", "--flagfile=/etc/ps/worker.flags",
+              "--metrics_listen=0.0.0.0:9100", "--epochs=$epochs"]
 EOF
 }
 
@@ -256,12 +262,15 @@ case "$what" in
 
   kill)
     engine_answers
+    # 15 epochs, not 5: on an idle machine 5 took 2.6 s, and the job had
+    # ended by the time the kill below followed the first checkpoint.
+    epochs=15
     start_project kill
     expected=$(ps_local_accuracy)
     compose up -d --no-build
     server=$(container ps-server-1)
     # Kill once training is under way and shard 1 has checkpointed. The job
-    # trains for about 4 s: follow the log as it is written rather than
+    # trains for about 8 s: follow the log as it is written rather than
     # asking for it again and again.
     docker logs -f "$server" >"$tmp/server-1.log" 2>&1 &
     follower=$!
