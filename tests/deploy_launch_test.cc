@@ -40,6 +40,7 @@ namespace ps {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 using launch::Capture;
 using launch::ComposeJob;
@@ -121,25 +122,20 @@ class JobRunner {
     // Every worker watched at once: one that fails at start-up is named at
     // once, not after the others waited out their sync rounds for it.
     const absl::Time give_up = absl::Now() + absl::Seconds(600);
-    std::vector<bool> finished(workers.size(), false);
-    for (size_t done = 0; done < workers.size();) {
+    while (true) {
+      // Poll keeps a finished worker's status: each pass looks at all.
+      std::optional<size_t> running;
       for (size_t i = 0; i < workers.size(); ++i) {
-        if (finished[i]) continue;
         std::optional<int> status = workers[i].Poll();
-        if (!status) continue;
-        if (!common::ExitedCleanly(*status)) {
+        if (!status) {
+          if (!running) running = i;
+        } else if (!common::ExitedCleanly(*status)) {
           return Failed(job_.workers[i], common::DescribeWaitStatus(*status));
         }
-        finished[i] = true;
-        ++done;
       }
-      if (done == workers.size()) break;
+      if (!running) break;
       if (absl::Now() > give_up) {
-        for (size_t i = 0; i < workers.size(); ++i) {
-          if (!finished[i]) {
-            return Failed(job_.workers[i], "did not finish in time");
-          }
-        }
+        return Failed(job_.workers[*running], "did not finish in time");
       }
       absl::SleepFor(absl::Milliseconds(50));
     }
@@ -443,6 +439,23 @@ TEST(DeployFiles, AFlagADaemonDoesNotKnowFailsTheLaunchAndIsNamed) {
   absl::Status ran =
       JobRunner(*std::move(job), TempDir("deploy_bad_flag")).Run();
   EXPECT_FALSE(ran.ok());
+  EXPECT_THAT(std::string(ran.message()),
+              HasSubstr("Unknown command line flag 'lerning_rate'"));
+}
+
+// A worker that fails at start-up is the one named, not a peer that waited
+// out its sync rounds for it first.
+TEST(DeployFiles, AWorkerThatFailsAtStartUpIsTheOneNamed) {
+  absl::StatusOr<Job> job = KubernetesJob(kDeploy + "/k8s");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_GE(job->workers.size(), 2u);
+  Container& last = job->workers.back();
+  last.files["/etc/ps/worker.flags"] += "--lerning_rate=0.1\n";
+  const std::string name = last.name;
+  absl::Status ran =
+      JobRunner(*std::move(job), TempDir("deploy_bad_worker")).Run();
+  EXPECT_FALSE(ran.ok());
+  EXPECT_THAT(std::string(ran.message()), StartsWith(name + " ("));
   EXPECT_THAT(std::string(ran.message()),
               HasSubstr("Unknown command line flag 'lerning_rate'"));
 }
