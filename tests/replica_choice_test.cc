@@ -45,6 +45,20 @@ TEST(ChooseReplica, ABackupNamingNoKnownReplicaIsRetriedWithBackoff) {
   EXPECT_EQ(choice.status.error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
+// A backup that knows no primary is left for the next replica, unless a
+// failover is under way (a replica did not answer lately): one cut off from
+// a live primary must not hold the worker.
+TEST(ChooseReplica, ABackupNamingNoPrimaryIsLeftUnlessAFailoverIsUnderWay) {
+  const ReplicaChoice cut_off =
+      ChooseReplica(kReplicas, 2, std::nullopt, NotPrimary(""));
+  EXPECT_EQ(cut_off.next, 0u);  // wraps
+  EXPECT_FALSE(cut_off.redirected);
+  EXPECT_EQ(cut_off.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  const ReplicaChoice electing = ChooseReplica(kReplicas, 1, 0, NotPrimary(""));
+  EXPECT_EQ(electing.next, 1u);
+  EXPECT_EQ(electing.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
 TEST(ChooseReplica, AReplicaThatDoesNotAnswerIsLeftForTheNextOne) {
   for (grpc::StatusCode code :
        {grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::DEADLINE_EXCEEDED}) {

@@ -23,7 +23,12 @@ ReplicaChoice ChooseReplica(const std::vector<std::string>& replicas,
     if (primary < count && primary != tried && primary != unreachable) {
       return {primary, true, false, status};
     }
-    return {tried, false, primary == unreachable,
+    // A backup that knows no primary while none of the others was found
+    // unreachable lately may be the one cut off (a partition, or a lost
+    // election): the next replica may lead.
+    const uint32_t next =
+        named.empty() && !unreachable.has_value() ? (tried + 1) % count : tried;
+    return {next, false, primary == unreachable,
             grpc::Status(grpc::StatusCode::UNAVAILABLE,
                          absl::StrCat(replicas[tried], " is a backup naming ",
                                       named.empty() ? "no primary" : named,

@@ -30,7 +30,10 @@ struct ReplicaChoice {
 //   unless that replica was the last one found unreachable
 //   (`unreachable`): the backup has not noticed its primary died yet, so
 //   stay, and retry it after the usual backoff (UNAVAILABLE) while it
-//   takes over.
+//   takes over. A backup naming no primary: the same while a replica was
+//   found unreachable lately (`unreachable` set: a failover is under way),
+//   else the next replica (this one may be cut off from a primary that
+//   lives).
 // - A failure that may pass (rpc::IsRetryable: a dead or stopped server):
 //   the next replica in the list.
 // - Anything else, or a shard with one replica: unchanged.

@@ -74,10 +74,19 @@ def test_a_backup_naming_the_replica_that_did_not_answer_is_awaited():
 
 
 def test_a_backup_naming_no_listed_primary_is_retried_not_followed():
-    choice = choose_replica([A, B], 1, None, not_primary(""))
+    choice = choose_replica([A, B], 1, None, not_primary("elsewhere:9"))
     assert (choice.next, choice.redirected, choice.awaiting_failover) == (
         1, False, False)
     assert choice.error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_backup_naming_no_primary_is_left_unless_a_failover_is_under_way():
+    # It may be cut off from a primary that lives: the next replica.
+    choice = choose_replica([A, B], 1, None, not_primary(""))
+    assert (choice.next, choice.redirected) == (0, False)
+    assert choice.error.code() == grpc.StatusCode.UNAVAILABLE
+    # A replica did not answer lately: it is taking over, or will.
+    assert choose_replica([A, B], 1, 0, not_primary("")).next == 1
 
 
 def test_a_refusal_that_does_not_pass_and_a_single_replica_stay():

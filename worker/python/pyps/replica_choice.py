@@ -66,7 +66,9 @@ def choose_replica(replicas, tried, unreachable, error):
     - A backup's NOT_PRIMARY naming another listed replica: go there at
       once, unless that replica is `unreachable` (the backup has not
       noticed its primary died yet): stay, and ask again while it takes
-      over (UNAVAILABLE for the retry loop).
+      over (UNAVAILABLE for the retry loop). Naming no primary: the same
+      while a replica is `unreachable`, else the next replica (this one may
+      be cut off from a primary that lives).
     - A failure that may pass (a dead or stopped server): the next replica.
     - Anything else, or a shard with one replica: unchanged."""
     count = len(replicas)
@@ -81,7 +83,12 @@ def choose_replica(replicas, tried, unreachable, error):
         named_text = named or "no primary"
         if named and primary < count:
             named_text += ", which did not answer"
-        return ReplicaChoice(tried, False, primary == unreachable,
+        # A backup that knows no primary while none of the others was found
+        # unreachable lately may be the one cut off (a partition, or a lost
+        # election): the next replica may lead.
+        stay = tried if named or unreachable is not None else \
+            (tried + 1) % count
+        return ReplicaChoice(stay, False, primary == unreachable,
                              WaitingForFailover(
                                  f"{replicas[tried]} is a backup naming "
                                  f"{named_text}: waiting for the shard's "
