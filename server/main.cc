@@ -142,6 +142,12 @@ ABSL_FLAG(std::string, replica_state_dir, "",
           "before it answers, so it never votes twice in a term even across "
           "a restart. Empty: it gives votes only once this process has "
           "followed or led a primary.");
+ABSL_FLAG(bool, replica_witness, false,
+          "This replica is a witness: it holds no θ, follows the primary's "
+          "log by index only, votes in the shard's elections and never "
+          "leads. The third replica of a two-replica shard (--replicas=3, "
+          "--replica_index 1 or 2) that makes its failover safe under a "
+          "network partition.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",
@@ -216,6 +222,7 @@ int main(int argc, char** argv) {
   options.replica.replica_index = absl::GetFlag(FLAGS_replica_index);
   options.replica.failover_timeout = absl::GetFlag(FLAGS_failover_timeout);
   options.replica.state_dir = absl::GetFlag(FLAGS_replica_state_dir);
+  options.replica.witness = absl::GetFlag(FLAGS_replica_witness);
   if (replicas == 0) Die("--replicas must be at least 1");
   if (replicas > 1 && options.replica.peers.size() != replicas) {
     Die(absl::StrCat("--replicas=", replicas, " needs --replica_peers with ",
@@ -227,6 +234,14 @@ int main(int argc, char** argv) {
   }
   ps::common::DieIfError(ps::server::ValidateReplicaOptions(options.replica),
                          "invalid replica flags");
+  if (options.replica.witness && !options.checkpoint_dir.empty()) {
+    // A flagfile shared with the shard's other replicas names one; a
+    // witness must neither restore θ from it nor write one.
+    spdlog::warn("--replica_witness holds no θ: --checkpoint_dir={} ignored",
+                 options.checkpoint_dir);
+    options.checkpoint_dir.clear();
+    options.checkpoint_every = absl::InfiniteDuration();
+  }
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!options.metrics_listen.empty()) {
     ps::common::DieIfError(

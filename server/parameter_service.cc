@@ -107,6 +107,7 @@ void ToProto(const Replicator::State& state, ps::v1::ReplicaState* proto) {
   proto->set_failovers(state.failovers);
   proto->set_replication_bytes_sent(state.bytes_sent);
   proto->set_backups_dropped(state.backups_dropped);
+  proto->set_witness(state.witness);
 }
 
 ps::v1::PushResponse::Outcome ToProto(PushOutcome outcome) {

@@ -169,8 +169,9 @@ std::optional<uint32_t> OnePrimary(const std::vector<Replica>& replicas) {
 
 // Replica 1 alone of the shard: a write reaches it first (so its log is
 // not empty), then its primary (0) and the other backup (2) are stopped.
-// It stands and loses (one vote of three), a JOINING replica of term 2 or
-// later; its status then, or nullopt (a test failure).
+// It asks for pre-votes and gets none (one of three), so it never stands:
+// a backup of a silent primary, still in term 1 (a pre-vote moves no
+// term). Its status then, or nullopt (a test failure).
 std::optional<ps::v1::ReplicaStatusResponse> CutOffReplicaOne(
     const std::vector<Replica>& replicas, const std::string& dir) {
   EXPECT_TRUE(Register(replicas[0].address, absl::Seconds(20)).ok())
@@ -183,13 +184,17 @@ std::optional<ps::v1::ReplicaStatusResponse> CutOffReplicaOne(
       << dir;
   EXPECT_TRUE(test_support::StopProcess(replicas[0].process.pid()));
   EXPECT_TRUE(test_support::StopProcess(replicas[2].process.pid()));
-  std::optional<ps::v1::ReplicaStatusResponse> own;
   EXPECT_TRUE(test_support::WaitUntil([&] {
-    own = ReplicaStatus(replicas[1].address);
-    return own.has_value() && own->term() >= 2 &&
-           own->role() == ps::v1::JOINING;
+    return ReadFile(dir + "/replica-1.log").find("lost the pre-vote") !=
+           std::string::npos;
   })) << "see "
       << dir;
+  std::optional<ps::v1::ReplicaStatusResponse> own =
+      ReplicaStatus(replicas[1].address);
+  EXPECT_TRUE(own.has_value());
+  if (own.has_value()) {
+    EXPECT_EQ(own->term(), 1u) << "a lost pre-vote moved its term";
+  }
   return own;
 }
 
@@ -350,13 +355,25 @@ TEST(Election, ARestartedVoterWithoutStateDirVotesOnlyOnceItFollowsAPrimary) {
   ASSERT_TRUE(joined.has_value());
   ASSERT_EQ(joined->role(), *primary == 1 ? ps::v1::PRIMARY : ps::v1::BACKUP);
   if (*primary == 1) return;  // it led: nobody else to vote for here
-  // A candidate ahead of it in a later term: granted now.
+  // A candidate ahead of it in a later term. While replica 1 hears its
+  // primary it refuses, and stays in its term: a candidate cut off from a
+  // live primary must not depose it.
   const uint32_t candidate = 3 - *primary - 1;  // neither 1 nor the primary
-  absl::StatusOr<ps::v1::VoteResponse> granted = AskVote(
-      replicas[1].address, Ballot(joined->term() + 1000, candidate,
-                                  joined->term(), joined->log_index() + 100));
-  ASSERT_TRUE(granted.ok()) << granted.status();
-  EXPECT_TRUE(granted->granted());
+  const ps::v1::VoteRequest ask =
+      Ballot(joined->term() + 1000, candidate, joined->term(),
+             joined->log_index() + 100);
+  absl::StatusOr<ps::v1::VoteResponse> led = AskVote(replicas[1].address, ask);
+  ASSERT_TRUE(led.ok()) << led.status();
+  EXPECT_FALSE(led->granted()) << "its primary lives";
+  EXPECT_EQ(led->term(), joined->term());
+  // Its primary silent for half a failover timeout: granted.
+  ASSERT_TRUE(test_support::StopProcess(replicas[*primary].process.pid()));
+  absl::StatusOr<ps::v1::VoteResponse> granted;
+  EXPECT_TRUE(test_support::WaitUntil([&] {
+    granted = AskVote(replicas[1].address, ask);
+    return granted.ok() && granted->granted();
+  })) << (granted.ok() ? "refused" : granted.status().ToString())
+      << "; see " << dir;
 }
 
 // A primary whose backups are both stopped is cut off from a majority:

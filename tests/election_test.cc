@@ -212,5 +212,76 @@ TEST(ReplicationQuorum, TwoReplicasStillAcknowledgeAlone) {
   EXPECT_TRUE(answer->ok()) << *answer;
 }
 
+// A witness (README, "A witness for two replicas") is sent a change only
+// once the live backup that holds θ acknowledged it, so its log is never
+// ahead of that backup's, and a write still waits for both. With the
+// backup dropped, the witness gets every change and alone makes the
+// majority.
+TEST(ReplicationQuorum, AWitnessIsSentOnlyWhatTheLiveBackupAcknowledged) {
+  ReplicationLog log(/*required_backups=*/1);
+  const ReplicationLog::Joined backup = log.AddBackup(1, "127.0.0.1:1");
+  const ReplicationLog::Joined witness =
+      log.AddBackup(2, "127.0.0.1:2", /*witness=*/true);
+  log.Acknowledge(1, backup.generation, backup.index);
+  log.Acknowledge(2, witness.generation, witness.index);
+  std::vector<absl::Status> answers;
+  for (int i = 0; i < 3; ++i) log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(),
+                       [&](absl::Status status) { answers.push_back(status); });
+  auto indexes = [](const std::vector<ReplicationLog::EntryPtr>& entries) {
+    std::vector<uint64_t> out;
+    for (const ReplicationLog::EntryPtr& e : entries) out.push_back(e->index);
+    return out;
+  };
+  auto sent_to_witness = [&] {
+    std::optional<std::vector<ReplicationLog::EntryPtr>> next =
+        log.Next(2, witness.generation, 0, 256, absl::ZeroDuration());
+    EXPECT_TRUE(next.has_value());
+    return next.has_value() ? indexes(*next) : std::vector<uint64_t>{};
+  };
+  EXPECT_EQ(sent_to_witness(), std::vector<uint64_t>{});
+  std::optional<std::vector<ReplicationLog::EntryPtr>> to_backup =
+      log.Next(1, backup.generation, 0, 256, absl::ZeroDuration());
+  ASSERT_TRUE(to_backup.has_value());
+  EXPECT_EQ(indexes(*to_backup), (std::vector<uint64_t>{1, 2, 3}));
+
+  log.Acknowledge(1, backup.generation, 2);
+  EXPECT_EQ(sent_to_witness(), (std::vector<uint64_t>{1, 2}));
+  log.Acknowledge(2, witness.generation, 2);
+  log.Acknowledge(1, backup.generation, 3);
+  EXPECT_TRUE(answers.empty()) << "the witness has not acknowledged 3";
+  log.Acknowledge(2, witness.generation, 3);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_TRUE(answers[0].ok()) << answers[0];
+
+  log.Drop(1, backup.generation, "partitioned");
+  log.Record(absl::Now(), ShardChange());
+  log.WhenAcknowledged(log.last_index(),
+                       [&](absl::Status status) { answers.push_back(status); });
+  std::optional<std::vector<ReplicationLog::EntryPtr>> alone =
+      log.Next(2, witness.generation, 3, 256, absl::ZeroDuration());
+  ASSERT_TRUE(alone.has_value());
+  EXPECT_EQ(indexes(*alone), std::vector<uint64_t>{4});
+  log.Acknowledge(2, witness.generation, 4);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_TRUE(answers[1].ok()) << answers[1];
+}
+
+TEST(ReplicaOptions, AWitnessNeedsThreeReplicasAndIsNotReplicaZero) {
+  ReplicaOptions options;
+  options.peers = {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
+  options.witness = true;
+  options.replica_index = 2;
+  EXPECT_TRUE(ValidateReplicaOptions(options).ok());
+  options.replica_index = 0;
+  absl::Status status = ValidateReplicaOptions(options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("--replica_witness"), std::string::npos);
+  options.replica_index = 1;
+  options.peers.pop_back();
+  status = ValidateReplicaOptions(options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+}
+
 }  // namespace
 }  // namespace ps::server

@@ -2,7 +2,8 @@
 """Failover time of a replicated shard, over many kills (issue 16).
 
 Each trial starts one shard on --replicas ps_server replicas (2 by default;
-3 or more elect the new primary by votes) and one ps_worker training softmax
+3 or more elect the new primary by votes, as do 2 with --witness, a third
+replica that holds no θ) and one ps_worker training softmax
 asynchronously against them (--servers=p|b...), lets it train, then kills
 the primary (kill -9) or stops it (SIGSTOP), and measures the time from the
 signal to the first push the new primary acknowledges (its log line "first
@@ -12,6 +13,7 @@ median, p90 and max.
   tools/failover_time.py --bin build/bin --fault kill --trials 20
   tools/failover_time.py --bin build/bin --fault stop --trials 20
   tools/failover_time.py --bin build/bin --fault kill --trials 20 --replicas 3
+  tools/failover_time.py --bin build/bin --fault kill --trials 20 --witness
 
 Everything runs on 127.0.0.1 with ports the servers pick; the logs stay in
 --dir (a fresh temporary directory by default).
@@ -50,7 +52,7 @@ def read(path):
         return ""
 
 
-def start_server(args, directory, index, peers):
+def start_server(args, directory, index, peers, witness=False):
     port_file = os.path.join(directory, f"replica-{index}.port")
     log = open(os.path.join(directory, f"replica-{index}.log"), "w")
     process = subprocess.Popen(
@@ -58,21 +60,24 @@ def start_server(args, directory, index, peers):
          f"--port_file={port_file}", "--num_workers=1", "--mode=async",
          f"--replicas={len(peers)}", f"--replica_index={index}",
          f"--replica_peers={','.join(peers)}",
-         f"--failover_timeout={args.failover_timeout}"],
+         f"--failover_timeout={args.failover_timeout}"] +
+        (["--replica_witness"] if witness else []),
         stdout=log, stderr=subprocess.STDOUT)
     port = wait_for(lambda: read(port_file).strip(), 30, f"{port_file}")
     return process, f"127.0.0.1:{port}"
 
 
 def trial(args, directory):
-    peers = ["127.0.0.1:0"] * args.replicas
+    servers = args.replicas + (1 if args.witness else 0)
+    peers = ["127.0.0.1:0"] * servers
     processes = []
-    for index in range(args.replicas):
-        process, peers[index] = start_server(args, directory, index, peers)
+    for index in range(servers):
+        process, peers[index] = start_server(args, directory, index, peers,
+                                             witness=index >= args.replicas)
         processes.append(process)
     primary = processes[0]
     backup_logs = [os.path.join(directory, f"replica-{index}.log")
-                   for index in range(1, args.replicas)]
+                   for index in range(1, servers)]
     worker_log_path = os.path.join(directory, "worker.log")
     try:
         for log in backup_logs:
@@ -81,7 +86,7 @@ def trial(args, directory):
         worker_log = open(worker_log_path, "w")
         processes.append(subprocess.Popen(
             [os.path.join(args.bin, "ps_worker"),
-             f"--servers={'|'.join(peers)}", "--rank=0",
+             f"--servers={'|'.join(peers[:args.replicas])}", "--rank=0",
              "--num_workers=1", "--model=softmax", "--epochs=100"],
             stdout=worker_log, stderr=subprocess.STDOUT))
         wait_for(lambda: "starting at step" in read(worker_log_path), 60,
@@ -114,6 +119,9 @@ def main():
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--replicas", type=int, default=2,
                         help="replicas of the shard (3 or more: votes)")
+    parser.add_argument("--witness", action="store_true",
+                        help="one more replica, a witness (ps_server "
+                        "--replica_witness)")
     parser.add_argument("--failover_timeout", default="300ms",
                         help="ps_server --failover_timeout")
     parser.add_argument("--train_before", type=float, default=1.0,
@@ -133,7 +141,8 @@ def main():
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
     print(f"{args.fault}: {len(times)} trials, median "
           f"{statistics.median(times):.3f} s, p90 {p90:.3f} s, max "
-          f"{times[-1]:.3f} s ({args.replicas} replicas, failover_timeout "
+          f"{times[-1]:.3f} s ({args.replicas} replicas"
+          f"{' and a witness' if args.witness else ''}, failover_timeout "
           f"{args.failover_timeout}; "
           f"logs in {root})")
     return 0

@@ -108,8 +108,10 @@ const char* RoleName(ps::v1::ReplicaState::Role role) {
 std::string ReplicaLine(const ps::v1::StatusResponse& s,
                         std::optional<uint64_t> primary_version) {
   const ps::v1::ReplicaState& r = s.replica();
-  std::string line = absl::StrCat(RoleName(r.role()), ", term ", r.term(), ", ",
+  std::string line = absl::StrCat(r.witness() ? "witness (holds no θ), " : "",
+                                  RoleName(r.role()), ", term ", r.term(), ", ",
                                   r.failovers(), " failovers");
+  if (r.witness()) return line;  // it has no versions to lag by
   if (r.role() == ps::v1::ReplicaState::PRIMARY) {
     absl::StrAppend(&line, "; ", r.replication_bytes_sent(),
                     " bytes sent to backups, ", r.backups_dropped(),

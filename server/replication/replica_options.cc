@@ -1,11 +1,22 @@
 #include "server/replication/replica_options.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "server/replication/vote_store.h"
 
 namespace ps::server {
 
 absl::Status ValidateReplicaOptions(const ReplicaOptions& options) {
+  if (options.witness &&
+      (options.peers.size() < 3 || options.replica_index == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--replica_witness needs --replicas of 3 or more and a "
+        "--replica_index other than 0 (replica 0 starts as the primary, and a "
+        "witness holds no θ to lead with); got --replicas=",
+        std::max<size_t>(options.peers.size(), 1),
+        " --replica_index=", options.replica_index));
+  }
   if (options.peers.size() <= 1) {
     if (options.replica_index != 0) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -39,6 +39,11 @@ struct ReplicaOptions {
   // replica gives no vote until this process has followed a primary
   // (README, "Elections"). Default: none
   std::string state_dir;
+  // A witness (README, "A witness for two replicas"): a replica that holds
+  // no θ, follows the primary's log by index only and votes, and never
+  // stands for election. Not replica 0; three replicas or more.
+  // Default: false
+  bool witness = false;
 
   bool replicated() const { return peers.size() >= 2; }
 };

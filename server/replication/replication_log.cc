@@ -26,10 +26,12 @@ uint64_t ReplicationLog::last_index() const {
 }
 
 ReplicationLog::Joined ReplicationLog::AddBackup(uint32_t replica,
-                                                 const std::string& address) {
+                                                 const std::string& address,
+                                                 bool witness) {
   absl::MutexLock lock(&mutex_);
   Backup& backup = backups_[replica];
   backup.address = address;
+  backup.witness = witness;
   backup.generation = next_generation_++;
   backup.live = true;
   backup.confirmed = false;
@@ -37,8 +39,8 @@ ReplicationLog::Joined ReplicationLog::AddBackup(uint32_t replica,
   // A joining backup may restore the quorum: writes wait the grace for it.
   if (LiveBackups() < required_backups_) quorum_lost_at_ = absl::Now();
   Trim();
-  spdlog::info("replication: replica {} ({}) joined at change {}", replica,
-               address, last_index_);
+  spdlog::info("replication: replica {} ({}) joined at change {}{}", replica,
+               address, last_index_, witness ? " as a witness" : "");
   return {last_index_, backup.generation};
 }
 
@@ -52,15 +54,21 @@ std::optional<std::vector<ReplicationLog::EntryPtr>> ReplicationLog::Next(
     uint32_t replica, uint64_t generation, uint64_t after, size_t max,
     absl::Duration wait) {
   absl::MutexLock lock(&mutex_);
+  auto until = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
+    auto it = backups_.find(replica);
+    return it != backups_.end() && it->second.witness ? WitnessLimit()
+                                                      : last_index_;
+  };
   auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
-    return !Current(replica, generation) || last_index_ > after;
+    return !Current(replica, generation) || until() > after;
   };
   mutex_.AwaitWithTimeout(absl::Condition(&ready), wait);
   if (!Current(replica, generation)) return std::nullopt;
+  const uint64_t last = until();
   std::vector<EntryPtr> out;
   for (const EntryPtr& e : entries_) {
     if (e->index <= after) continue;
-    if (out.size() == max) break;
+    if (out.size() == max || e->index > last) break;
     out.push_back(e);
   }
   return out;
@@ -229,6 +237,14 @@ std::vector<ReplicationLog::BackupProgress> ReplicationLog::Backups() const {
 uint64_t ReplicationLog::backups_dropped() const {
   absl::MutexLock lock(&mutex_);
   return dropped_;
+}
+
+uint64_t ReplicationLog::WitnessLimit() const {
+  uint64_t limit = last_index_;
+  for (const auto& [replica, backup] : backups_) {
+    if (backup.live && !backup.witness) limit = std::min(limit, backup.acked);
+  }
+  return limit;
 }
 
 void ReplicationLog::Trim() {

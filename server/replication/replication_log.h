@@ -60,17 +60,24 @@ class ReplicationLog final : public ShardJournal {
   // backup's state is taken (ParameterShard::Snapshot's at_instant), so no
   // change falls between the state and the stream. A replica that joins
   // again starts over: the returned generation tells its sender whether it
-  // is still the current one.
+  // is still the current one. A `witness` holds no state: it counts like a
+  // backup, but is given a change only once every live backup that is not
+  // a witness acknowledged it (Next).
   struct Joined {
     uint64_t index = 0;
     uint64_t generation = 0;
   };
-  Joined AddBackup(uint32_t replica, const std::string& address);
+  Joined AddBackup(uint32_t replica, const std::string& address,
+                   bool witness = false);
 
   // Up to `max` changes after `after` for `replica`'s sender, waiting at most
   // `wait` for one (an empty answer: send a heartbeat). nullopt when that
   // generation of the backup is no longer live (dropped, joined again) or
-  // the log is closed: its sender stops.
+  // the log is closed: its sender stops. A witness's log is never ahead of
+  // a live backup's, so its vote never keeps that backup, which holds every
+  // acknowledged change, from taking over; it is ahead only of a backup
+  // that was dropped, and may lack acknowledged changes (README, "A witness
+  // for two replicas").
   std::optional<std::vector<EntryPtr>> Next(uint32_t replica,
                                             uint64_t generation, uint64_t after,
                                             size_t max, absl::Duration wait);
@@ -112,11 +119,15 @@ class ReplicationLog final : public ShardJournal {
     std::string address;
     uint64_t generation = 0;
     bool live = false;
+    bool witness = false;
     uint64_t acked = 0;
     // It answered an Apply since it joined: it holds the state it was
     // sent, and counts toward the quorum.
     bool confirmed = false;
   };
+  // The last change a witness may be given: the least every live backup
+  // that is not a witness acknowledged (the last recorded if none is live).
+  uint64_t WitnessLimit() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
   // Forgets the changes every live backup acknowledged.
   void Trim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   bool Current(uint32_t replica, uint64_t generation) const

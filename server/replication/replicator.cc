@@ -217,6 +217,7 @@ Replicator::State Replicator::state() const {
   State state;
   state.replica_index = options_.replica_index;
   state.replicas = static_cast<uint32_t>(options_.peers.size());
+  state.witness = options_.witness;
   state.primary = primary();
   state.joined = joined();
   state.term = term();
@@ -277,10 +278,19 @@ grpc::ServerUnaryReactor* Replicator::Join(grpc::CallbackServerContext* context,
   }
   ReplicationLog::Joined joined;
   absl::Time at;
-  absl::StatusOr<common::ThetaFile> state = shard_->Snapshot([&] {
+  const bool witness = request->witness();
+  // A witness holds no state: it starts at the log's end.
+  absl::StatusOr<common::ThetaFile> state =
+      absl::FailedPreconditionError("a witness is sent no state");
+  if (witness) {
     at = clock_->Now();
-    joined = log_.AddBackup(replica, request->address());
-  });
+    joined = log_.AddBackup(replica, request->address(), /*witness=*/true);
+  } else {
+    state = shard_->Snapshot([&] {
+      at = clock_->Now();
+      joined = log_.AddBackup(replica, request->address());
+    });
+  }
   response->set_term(term);
   response->set_index(joined.index);
   response->set_time_unix_nanos(absl::ToUnixNanos(at));
@@ -290,16 +300,17 @@ grpc::ServerUnaryReactor* Replicator::Join(grpc::CallbackServerContext* context,
   if (state.ok()) response->set_snapshot(common::EncodeThetaFile(*state));
   {
     absl::MutexLock lock(&threads_mu_);
-    threads_.emplace_back([this, replica, joined,
+    threads_.emplace_back([this, replica, joined, witness,
                            address = request->address()]() mutable {
-      SendLoop(replica, joined.generation, joined.index, std::move(address));
+      SendLoop(replica, joined.generation, joined.index, std::move(address),
+               witness);
     });
   }
   return FinishNow(context, absl::OkStatus());
 }
 
 void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
-                          std::string address) {
+                          std::string address, bool witness) {
   std::unique_ptr<ps::v1::Replication::Stub> stub =
       ps::v1::Replication::NewStub(rpc::CreateChannel(address));
   const uint64_t term = this->term();
@@ -320,7 +331,12 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
     size_t bytes = 0;
     for (const ReplicationLog::EntryPtr& entry : *batch) {
       ps::v1::ShardChange* change = request.add_changes();
-      ToProto(*entry, change);
+      if (witness) {
+        change->set_index(entry->index);
+        change->set_time_unix_nanos(absl::ToUnixNanos(entry->time));
+      } else {
+        ToProto(*entry, change);
+      }
       bytes += change->ByteSizeLong();
       // The rest go in the next batch: under the backup's request limit.
       if (bytes >= kMaxApplyBytes) break;
@@ -502,6 +518,7 @@ absl::Status Replicator::JoinOnce() {
   request.set_term(term);
   request.set_replica_index(own_);
   request.set_address(PeerAddress(own_));
+  request.set_witness(options_.witness);
   ps::v1::JoinResponse response;
   {
     absl::MutexLock lock(&threads_mu_);
@@ -522,7 +539,7 @@ absl::Status Replicator::JoinOnce() {
   // Decoded before taking apply_mu_: a large state takes long to parse, and
   // meanwhile this replica answers votes and Applies.
   std::optional<common::ThetaFile> state;
-  if (!response.snapshot().empty()) {
+  if (!response.snapshot().empty() && !options_.witness) {
     absl::StatusOr<common::ThetaFile> decoded =
         common::DecodeThetaFile(response.snapshot(), "the primary's state");
     if (!decoded.ok()) return decoded.status();
@@ -560,6 +577,7 @@ absl::Status Replicator::JoinOnce() {
     vote_ = VoterState{response.term(), primary};
   may_vote_ = true;
   last_heard_ = absl::Now();
+  heard_from_primary_ = last_heard_;
   spdlog::info(
       "replication: replica {} joined primary {} of term {} at change {} "
       "(state of {} bytes)",
@@ -623,7 +641,10 @@ void Replicator::Elect() {
       last_heard_ = absl::Now();
       return;
     }
+    // A witness's log is only indexes: it cannot lead, and it is never
+    // ahead of a backup that held every change acknowledged.
     if (status->term() == term && status->role() == ps::v1::BACKUP &&
+        !status->witness() &&
         (status->log_index() > applied ||
          (status->log_index() == applied && place(replica) < place(own_)))) {
       spdlog::info(
@@ -650,6 +671,13 @@ void Replicator::Elect() {
 }
 
 void Replicator::StandForElection() {
+  if (options_.witness) {
+    // It holds no θ: it waits for a backup to stand (and votes), asking
+    // around for a primary once per election timeout (Elect).
+    absl::MutexLock lock(&apply_mu_);
+    last_heard_ = absl::Now();
+    return;
+  }
   uint32_t old_primary = kUnknown;
   Ballot ballot;
   absl::Duration silent;
@@ -667,6 +695,22 @@ void Replicator::StandForElection() {
     // After the last term it voted in, which a vote store remembers past
     // a restart (the term itself starts at 1 again).
     ballot = {std::max(term(), vote_.term) + 1, own_, OwnLog()};
+  }
+  ps::v1::VoteRequest request;
+  request.set_term(ballot.term);
+  request.set_candidate_index(own_);
+  request.set_last_log_term(ballot.log.term);
+  request.set_last_applied_index(ballot.log.index);
+  // Pre-vote (Raft's §9.6): a candidate that a majority would not elect (it
+  // is cut off from a primary they still hear, or its log is behind) moves
+  // nobody's term, its own neither, so it cannot depose that primary later.
+  request.set_pre_vote(true);
+  if (!WinsMajority(request, old_primary, "pre-vote")) return;
+  {
+    absl::MutexLock lock(&apply_mu_);
+    // A primary spoke, or this replica voted, while it asked.
+    if (absl::Now() - last_heard_ < options_.failover_timeout) return;
+    if (std::max(term(), vote_.term) + 1 != ballot.term) return;
     // Its own vote; the new term fences the old primary (its next Apply
     // here is refused as stale).
     if (!Vote(ballot, "it stands for election").granted) return;
@@ -675,48 +719,53 @@ void Replicator::StandForElection() {
       "replication: replica {} stands for primary of term {} (log at change "
       "{} of term {})",
       own_, ballot.term, ballot.log.index, ballot.log.term);
-  ps::v1::VoteRequest request;
-  request.set_term(ballot.term);
-  request.set_candidate_index(own_);
-  request.set_last_log_term(ballot.log.term);
-  request.set_last_applied_index(ballot.log.index);
-  // The old primary last: it most likely does not answer.
-  std::vector<uint32_t> voters = KnownPeers();
-  std::stable_partition(voters.begin(), voters.end(),
-                        [&](uint32_t r) { return r != old_primary; });
-  size_t votes = 1;
-  for (uint32_t voter : voters) {
-    if (votes >= majority()) break;
-    absl::StatusOr<ps::v1::VoteResponse> answer =
-        Ask(StubFor(voter).get(), options_.failover_timeout,
-            &ps::v1::Replication::Stub::RequestVote, request);
-    if (!answer.ok()) continue;  // the next election asks again
-    if (answer->term() > ballot.term) {
-      absl::MutexLock lock(&apply_mu_);
-      StepDown(answer->term(), kUnknown,
-               absl::StrCat("replica ", voter, " is in term ", answer->term()));
-      return;
-    }
-    if (answer->granted()) ++votes;
-  }
+  request.set_pre_vote(false);
+  if (!WinsMajority(request, old_primary, "election")) return;
   absl::MutexLock lock(&apply_mu_);
-  if (votes < majority()) {
-    // The next try waits a random part of a timeout more.
-    last_heard_ =
-        absl::Now() + options_.failover_timeout *
-                          std::uniform_real_distribution<double>(0, 1)(jitter_);
-    spdlog::warn(
-        "replication: replica {} lost the election of term {}: {} of {} "
-        "votes, a majority is {}",
-        own_, ballot.term, votes, options_.peers.size(), majority());
-    return;
-  }
   // A newer term arrived meanwhile (this replica voted in it, or joined).
   {
     absl::MutexLock role_lock(&role_mu_);
     if (term_ != ballot.term || primary_ != kUnknown) return;
   }
   TakeOver(ballot.term, silent);
+}
+
+bool Replicator::WinsMajority(const ps::v1::VoteRequest& request,
+                              uint32_t old_primary, absl::string_view what) {
+  // The old primary last: it most likely does not answer.
+  std::vector<uint32_t> voters = KnownPeers();
+  std::stable_partition(voters.begin(), voters.end(),
+                        [&](uint32_t r) { return r != old_primary; });
+  size_t votes = 1;  // its own
+  for (uint32_t voter : voters) {
+    if (votes >= majority()) break;
+    absl::StatusOr<ps::v1::VoteResponse> answer =
+        Ask(StubFor(voter).get(), options_.failover_timeout,
+            &ps::v1::Replication::Stub::RequestVote, request);
+    if (!answer.ok()) continue;  // the next election asks again
+    // A newer term (for a pre-vote, one as new as the term it would
+    // stand for): this replica is behind, and moves to it.
+    if (answer->term() > request.term() ||
+        (request.pre_vote() && answer->term() >= request.term())) {
+      absl::MutexLock lock(&apply_mu_);
+      StepDown(answer->term(), kUnknown,
+               absl::StrCat("replica ", voter, " is in term ", answer->term()));
+      return false;
+    }
+    if (answer->granted()) ++votes;
+  }
+  if (votes >= majority()) return true;
+  absl::MutexLock lock(&apply_mu_);
+  // The next try waits a random part of a timeout more.
+  last_heard_ =
+      absl::Now() + options_.failover_timeout *
+                        std::uniform_real_distribution<double>(0, 1)(jitter_);
+  spdlog::warn(
+      "replication: replica {} lost the {} for term {}: {} of {} votes, a "
+      "majority is {}",
+      own_, std::string(what), request.term(), votes, options_.peers.size(),
+      majority());
+  return false;
 }
 
 Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
@@ -926,6 +975,7 @@ absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
         "this backup is still copying the primary's state; retry");
   }
   last_heard_ = absl::Now();
+  heard_from_primary_ = last_heard_;
   for (const ps::v1::ShardChange& proto : request.changes()) {
     if (proto.index() <= applied_) continue;  // a retried batch
     if (proto.index() != applied_ + 1) {
@@ -934,6 +984,10 @@ absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
                      absl::StrCat("change ", proto.index(),
                                   " arrived but this backup applied up to ",
                                   applied_, "; it must join again"));
+    }
+    if (options_.witness) {
+      applied_ = proto.index();  // its log is the index alone
+      continue;
     }
     absl::StatusOr<ShardChange> change = ShardChangeFromProto(proto);
     if (!change.ok()) return change.status();
@@ -948,6 +1002,7 @@ grpc::ServerUnaryReactor* Replicator::ReplicaStatus(
     grpc::CallbackServerContext* context, const ps::v1::ReplicaStatusRequest*,
     ps::v1::ReplicaStatusResponse* response) {
   response->set_replica_index(own_);
+  response->set_witness(options_.witness);
   response->set_term(term());
   response->set_version(shard_->Status().version);
   response->set_log_index(log_index());
@@ -1001,6 +1056,36 @@ grpc::ServerUnaryReactor* Replicator::RequestVote(
       request->term(),
       candidate,
       {request->last_log_term(), request->last_applied_index()}};
+  // A primary, or a backup that heard from its primary within half a
+  // failover timeout, neither votes nor moves its term: a candidate cut off
+  // from a live primary (a partition) would otherwise depose it, term after
+  // term, without being able to win (Raft's disruptive servers, §9.6 of
+  // Ongaro's thesis). A candidate whose primary truly died is not refused:
+  // a backup hears from a live primary every heartbeat, and the candidate
+  // stood after a whole timeout of its silence.
+  const bool leader_alive =
+      primary() || (joined_ && absl::Now() - heard_from_primary_ <
+                                   options_.failover_timeout / 2);
+  if (request->pre_vote() || (leader_alive && request->term() > term())) {
+    // What it would answer, changing nothing.
+    VoterState state = vote_;
+    if (state.term < term()) state = VoterState{term(), kNoVote};
+    const bool granted = !leader_alive && may_vote_ &&
+                         request->term() > term() &&
+                         CastVote(ballot, OwnLog(), &state).granted;
+    response->set_term(term());
+    response->set_granted(granted);
+    spdlog::info(
+        "replication: replica {} {} its {}vote in term {} to replica {}{}",
+        own_, granted ? "would give" : "refuses",
+        request->pre_vote() ? "pre-" : "", request->term(), candidate,
+        leader_alive ? absl::StrCat(": its primary lives (heard ",
+                                    absl::FormatDuration(absl::Now() -
+                                                         heard_from_primary_),
+                                    " ago)")
+                     : "");
+    return FinishNow(context, absl::OkStatus());
+  }
   const Verdict verdict =
       Vote(ballot, absl::StrCat("replica ", candidate, " stands for term ",
                                 request->term()));

@@ -96,7 +96,8 @@ class Replicator final : public ps::v1::Replication::CallbackService {
     uint32_t replica_index = 0;
     uint32_t replicas = 0;
     bool primary = false;
-    bool joined = false;  // a backup that follows the primary
+    bool joined = false;   // a backup that follows the primary
+    bool witness = false;  // holds no θ, votes, never leads
     uint64_t term = 0;
     // The shard's failovers so far: term − 1 (0: none yet).
     uint64_t failovers = 0;
@@ -122,10 +123,11 @@ class Replicator final : public ps::v1::Replication::CallbackService {
       ps::v1::VoteResponse* response) override;
 
  private:
-  // Primary: sends `replica`'s changes after `acked` until it is dropped,
+  // Primary: sends `replica`'s changes after `acked` (a `witness`: their
+  // indexes only) until it is dropped,
   // joins again, or the replicator stops or steps down.
   void SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
-                std::string address);
+                std::string address, bool witness);
   // Every replica, until Stop: a backup joins its primary and watches it
   // (Elect when it is silent); a primary looks for a newer term among the
   // replicas that do not follow it (FenceIfStale).
@@ -137,8 +139,15 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // history but finds no primary (an election was lost, or nobody won).
   void Elect();
   // Three or more replicas: stands for the next term and takes over only
-  // with the votes of a majority, itself included.
+  // with the votes of a majority, itself included, after a pre-vote that a
+  // majority would elect it.
   void StandForElection();
+  // Asks the voters (`old_primary` last) until a majority, itself
+  // included, granted `request`. False when it did not (the next try waits
+  // a random part of a timeout more) or a voter is in a newer term (this
+  // replica moves to it). `what` names the round in the log.
+  bool WinsMajority(const ps::v1::VoteRequest& request, uint32_t old_primary,
+                    absl::string_view what);
   // Primary: steps down if a replica it does not reach otherwise is in a
   // newer term.
   void FenceIfStale();
@@ -217,6 +226,10 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // When the primary was last heard from (an Apply of its term, the join),
   // or this replica voted or stood: the start of its election timeout.
   absl::Time last_heard_ ABSL_GUARDED_BY(apply_mu_);
+  // When this backup last heard from its primary (an Apply, the join): a
+  // vote asked within half a failover timeout of it is refused
+  // (RequestVote).
+  absl::Time heard_from_primary_ ABSL_GUARDED_BY(apply_mu_);
   // The term of the primary whose changes the shard holds (LogPosition).
   uint64_t log_term_ ABSL_GUARDED_BY(apply_mu_) = 0;
   // The vote this replica cast, and in which term.

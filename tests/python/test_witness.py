@@ -1,0 +1,243 @@
+"""A network partition between the two replicas of a shard that has a
+witness (ps_server --replica_witness, README "A witness for two replicas").
+
+The test routes each replica's view of the other through a TCP link it can
+cut, so on loopback the shard is split in two: replica 0 and a worker on
+one side, replica 1 and a worker on the other, the witness reaching both.
+Both workers push through the partition and after it heals; every push a
+worker saw acknowledged must be on the shard afterwards, once. With two
+replicas and no witness, both sides would take writes, and one side's
+would be lost when they meet again."""
+
+import socket
+import threading
+import time
+
+import grpc
+import numpy as np
+
+import pyps
+from conftest import start_ps_server, wait_for
+from ps.v1 import parameter_server_pb2 as pb
+from ps.v1 import parameter_server_pb2_grpc as pb_grpc
+
+BATCH = 4
+PARTITION_S = 3.0
+
+
+class Link:
+    """A TCP relay on 127.0.0.1 to a target port set later. Cut, it closes
+    every connection and holds new ones silent, as a partition does."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self.target = None
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(client,),
+                             daemon=True).start()
+
+    def _serve(self, client):
+        self._keep(client)
+        give_up = time.monotonic() + 30
+        while (self.target is None or self._cut.is_set()) and \
+                time.monotonic() < give_up and not self._closed:
+            time.sleep(0.01)  # silent: a partition, or no target yet
+        if self.target is None or self._cut.is_set() or self._closed:
+            self._close(client)
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            self._close(client)
+            return
+        self._keep(upstream)
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, sink),
+                             daemon=True).start()
+
+    def _pump(self, source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        self._close(source)
+        self._close(sink)
+
+    def _keep(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+
+    def _close(self, sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def cut(self):
+        self._cut.set()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            self._close(sock)
+
+    def heal(self):
+        self._cut.clear()
+
+    def close(self):
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+
+def shard_status(address, timeout=10):
+    with grpc.insecure_channel(address) as channel:
+        return pb_grpc.ParameterServerStub(channel).Status(
+            pb.StatusRequest(), timeout=timeout)
+
+
+def replica_status(address):
+    """The replica's role (ps.v1.ReplicaState), or an empty one when it
+    does not answer."""
+    try:
+        return shard_status(address, timeout=2).replica
+    except grpc.RpcError:
+        return pb.ReplicaState()
+
+
+def start_replica(tmp_path, processes, index, peers, *flags):
+    process, port = start_ps_server(
+        processes, tmp_path, f"replica{index}.port", f"replica{index}",
+        ["--shard_index=0", "--num_shards=1", "--mode=async", "--lr=0.5",
+         "--l2=0", "--num_workers=2", f"--replicas={len(peers)}",
+         f"--replica_index={index}", f"--replica_peers={','.join(peers)}",
+         *flags],
+        what=f"replica {index}")
+    return process, f"127.0.0.1:{port}"
+
+
+def one_primary(addresses):
+    """The address of the one primary every replica agrees on (all of one
+    term, the others joined), or None."""
+    status = [replica_status(a) for a in addresses]
+    primaries = [a for a, s in zip(addresses, status)
+                 if s.role == pb.ReplicaState.PRIMARY]
+    if len(primaries) != 1 or len({s.term for s in status}) != 1:
+        return None
+    if sum(s.role == pb.ReplicaState.BACKUP for s in status) != \
+            len(addresses) - 1:
+        return None
+    return primaries[0]
+
+
+def test_a_partition_between_two_replicas_with_a_witness_loses_no_push(
+        tmp_path, processes):
+    to_first, to_second = Link(), Link()
+    try:
+        run_partition(tmp_path, processes, to_first, to_second)
+    finally:
+        to_first.close()
+        to_second.close()
+
+
+def run_partition(tmp_path, processes, to_first, to_second):
+    # Replica 0 reaches replica 1 only through `to_second`, replica 1
+    # reaches replica 0 only through `to_first`; the witness reaches both.
+    _, first = start_replica(tmp_path, processes, 0,
+                             ["127.0.0.1:0", to_second.address,
+                              "127.0.0.1:0"])
+    to_first.target = int(first.split(":")[1])
+    second_process, second = start_replica(
+        tmp_path, processes, 1,
+        [to_first.address, to_second.address, "127.0.0.1:0"])
+    to_second.target = int(second.split(":")[1])
+    _, witness = start_replica(tmp_path, processes, 2,
+                               [first, second, "127.0.0.1:0"],
+                               "--replica_witness")
+    wait_for(lambda: replica_status(witness).role == pb.ReplicaState.BACKUP,
+             30, "the witness to join")
+    status = replica_status(witness)
+    assert status.witness and status.replica_index == 2
+    wait_for(lambda: replica_status(second).role == pb.ReplicaState.BACKUP,
+             30, "replica 1 to join")
+    # Replica 1 asks the witness for its vote: it learns its address from
+    # the primary.
+    wait_for(lambda: "learned replica 2's address" in second_process.log(),
+             30, "replica 1 to learn the witness's address")
+
+    ones = {"w": np.ones(8), "b": np.ones(2)}
+    # Each worker sits on one side: it reaches its replica directly, the
+    # other one through the link.
+    sides = [f"{first}|{to_second.address}", f"{to_first.address}|{second}"]
+    clients = [pyps.Client(side, rank, num_workers=2, rpc_deadline=2.0,
+                           max_retry_time=60.0)
+               for rank, side in enumerate(sides)]
+    for client in clients:
+        client.init({"w": np.zeros(8, np.float32),
+                     "b": np.zeros(2, np.float32)})
+        client.pull()
+
+    stop = threading.Event()
+    acknowledged = [0, 0]
+    failures = []
+
+    def train(rank):
+        try:
+            while not stop.is_set():
+                clients[rank].push(ones, BATCH)
+                acknowledged[rank] += 1
+        except pyps.Error as error:
+            failures.append((rank, error))
+    trainers = [threading.Thread(target=train, args=(rank,))
+                for rank in range(2)]
+    for trainer in trainers:
+        trainer.start()
+    wait_for(lambda: min(acknowledged) >= 20, 30, "training to get under way")
+
+    to_first.cut()
+    to_second.cut()
+    time.sleep(PARTITION_S)
+    during = list(acknowledged)
+    to_first.heal()
+    to_second.heal()
+
+    addresses = [first, second, witness]
+    wait_for(lambda: one_primary(addresses) is not None, 60,
+             "one primary that both others follow")
+    # Each worker gets pushes through after the partition.
+    wait_for(lambda: all(a > d + 5 for a, d in zip(acknowledged, during)),
+             60, "both workers to push again")
+    stop.set()
+    for trainer in trainers:
+        trainer.join(120)
+        assert not trainer.is_alive(), "a worker did not stop"
+    assert not failures, failures
+    theta = clients[0].pull()
+    for client in clients:
+        client.close()
+
+    primary = one_primary(addresses)
+    assert primary in (first, second)
+    status = shard_status(primary)
+    # Every acknowledged push is on the shard once: in each worker's
+    # sequence table, the sample count and θ (0.5 a push, exact in float32).
+    pushes = {w.worker_id: w.pushes for w in status.workers}
+    assert pushes == {0: acknowledged[0], 1: acknowledged[1]}
+    total = sum(acknowledged)
+    assert status.samples_applied == total * BATCH
+    assert status.version == total
+    np.testing.assert_array_equal(theta["w"], np.full(8, -0.5 * total))
+    np.testing.assert_array_equal(theta["b"], np.full(2, -0.5 * total))
