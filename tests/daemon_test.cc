@@ -145,6 +145,33 @@ TEST(LocalClusterReplicas,
   }
 }
 
+// A witness (ps_local --replica_witness) joins each shard's primary as a
+// third voter: it is sent no state, and holds none at the end, while the
+// backup ends where the primary does.
+TEST(LocalClusterReplicas,
+     TwoReplicasAndAWitnessTrainAndTheWitnessHoldsNoTheta) {
+  const std::string dir = FreshDir("local_witness");
+  Outcome outcome = RunBinary(
+      {"ps_local", "--servers=1", "--workers=1", "--replicas=2",
+       "--replica_witness", "--mode=async", "--model=softmax", "--epochs=1",
+       "--eval_every=1", absl::StrCat("--out_dir=", dir)},
+      dir + "/ps_local.out");
+  ASSERT_TRUE(ExitedWith(outcome, 0)) << outcome.output;
+  EXPECT_THAT(outcome.output,
+              HasSubstr("2 replicas per shard and a witness (replica 2)"));
+  const std::string primary_log = dir + "/server-0.log";
+  const std::string backup_log = dir + "/server-0-replica-1.log";
+  const std::string witness_log = dir + "/server-0-replica-2.log";
+  EXPECT_THAT(ReadFile(primary_log), HasSubstr("as a witness"));
+  EXPECT_THAT(ReadFile(primary_log), Not(HasSubstr("dropped replica")));
+  EXPECT_THAT(ReadFile(witness_log),
+              HasSubstr("replica 2 joined primary 0 of term 1 at change"));
+  EXPECT_THAT(ReadFile(witness_log), HasSubstr("(state of 0 bytes)"));
+  EXPECT_THAT(FinalState(primary_log), HasSubstr("stopped at version"));
+  EXPECT_EQ(FinalState(backup_log), FinalState(primary_log));
+  EXPECT_EQ(FinalState(witness_log), "stopped at version 0 after 0");
+}
+
 TEST(LocalClusterFaults, AWorkerThatCannotStartFailsTheJobWithItsReason) {
   const std::string dir = FreshDir("bad_data");
   Outcome outcome = RunBinary(
@@ -367,6 +394,11 @@ TEST(Daemons, BadFlagsStopAtStartUpWithOneClearLine) {
       {{"ps_local", "--servers=0"}, "--servers must be"},
       {{"ps_local", "--replicas=0"}, "--replicas must be 1 to 8 (got 0"},
       {{"ps_local", "--replicas=9"}, "--replicas must be 1 to 8 (got 9"},
+      {{"ps_local", "--replica_witness"},
+       "--replica_witness needs --replicas of 2 or more"},
+      {{"ps_server", "--replicas=2", "--replica_index=1",
+        "--replica_peers=127.0.0.1:1,127.0.0.1:2", "--replica_witness"},
+       "--replica_witness needs --replicas of 3 or more"},
       {{"ps_local", "--replicas=2", "--metrics_base_port=65531"},
        "leaves no room for 6 ports"},
       {{"ps_server", "--log_format=xml"}, "--log_format: 'xml' is not"},

@@ -166,9 +166,14 @@ class JobRunner {
 
  private:
   // The numbers the files must agree on, checked here rather than left to
-  // a sync round that would wait for a worker that never comes.
+  // a sync round that would wait for a worker that never comes. A shard
+  // with replicas counts once: by its replica 0.
   absl::Status CheckCounts() {
-    const std::string servers = absl::StrCat(job_.servers.size());
+    const std::string servers = absl::StrCat(std::count_if(
+        job_.servers.begin(), job_.servers.end(), [](const Container& c) {
+          const std::string replica = FlagValue(c, "replica_index");
+          return replica.empty() || replica == "0";
+        }));
     const std::string workers = absl::StrCat(job_.workers.size());
     for (const Container& c : job_.servers) {
       if (FlagValue(c, "num_shards") != servers ||
@@ -194,8 +199,9 @@ class JobRunner {
     return absl::OkStatus();
   }
 
-  // Server i's /metrics, where its --metrics_listen says, names its shard
-  // (a deploy file without metrics passes).
+  // Server i's /metrics, where its --metrics_listen says, names its shard:
+  // its hostname's ordinal, as ps_server reads it (a deploy file without
+  // metrics passes).
   absl::Status CheckMetrics(size_t i) {
     const Container& c = job_.servers[i];
     const std::string listen = FlagValue(c, "metrics_listen");
@@ -206,7 +212,11 @@ class JobRunner {
     client.set_connection_timeout(10);
     client.set_read_timeout(10);
     httplib::Result scraped = client.Get("/metrics");
-    const std::string series = absl::StrCat("ps_server_version{shard=\"", i);
+    const std::string shard =
+        c.hostname.empty() ? absl::StrCat(i)
+                           : c.hostname.substr(c.hostname.rfind('-') + 1);
+    const std::string series =
+        absl::StrCat("ps_server_version{shard=\"", shard, "\"");
     if (!scraped || scraped->status != 200 ||
         !absl::StrContains(scraped->body, series)) {
       return Failed(c, absl::StrCat("serves no ", series, "…} on ", listen,
@@ -380,6 +390,13 @@ TEST(DeployFiles, KubernetesJobTrainsAndItsProbesPass) {
 TEST(DeployFiles, KubernetesOverlayExampleJobTrains) {
   ExpectTrains(KubernetesJob(kDeploy + "/k8s-overlays/example"), 4, 4,
                "overlay");
+}
+
+// Two shards, each on two replicas and a witness, that find each other by
+// their pods' DNS names and ordinals (the pod-index label).
+TEST(DeployFiles, KubernetesReplicatedOverlayJobTrains) {
+  ExpectTrains(KubernetesJob(kDeploy + "/k8s-overlays/replicated"), 6, 2,
+               "replicated");
 }
 
 // The TLS variants: every daemon gets its side of the job's credentials

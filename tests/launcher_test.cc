@@ -57,6 +57,8 @@ TEST(DaemonFlags, AReplicaGetsItsIndexItsPeersAndItsVoteDirectory) {
               ElementsAre("--replicas=3", "--replica_index=2",
                           "--replica_peers=127.0.0.1:7,127.0.0.1:8,127.0.0.1:0",
                           "--replica_state_dir=job/server-0-votes"));
+  server.replica_witness = true;
+  EXPECT_EQ(ServerArgs(server).back(), "--replica_witness=true");
 }
 
 // The servers get the servers' certificate, the client CA when clients have

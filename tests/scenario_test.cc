@@ -326,6 +326,23 @@ TEST(Scenario, RejectsReplicaTargetsThatDoNotFitTheCluster) {
   rejected("cluster:\n  replicas: 0\n",
            "x.yaml:2: replicas must be a whole number from 1 to 8, not '0'");
   rejected("cluster:\n  replicas: 9\n", "replicas must be a whole number");
+  rejected("cluster:\n  replica_witness: true\n",
+           "replica_witness needs replicas of 2 or more");
+  rejected("cluster:\n  replicas: 2\n  replica_witness: maybe\n",
+           "replica_witness must be true or false, not 'maybe'");
+}
+
+// A witness is one more process per server, replica R, and a target.
+TEST(Scenario, AWitnessIsReplicaRAndATarget) {
+  absl::StatusOr<Scenario> s = ParseScenario(
+      "cluster:\n  replicas: 2\n  replica_witness: true\nfaults:\n"
+      "  - at: 1s\n    kill: server 0 replica 2\n",
+      "w.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->cluster.replica_witness);
+  EXPECT_EQ(s->cluster.per_shard(), 3u);
+  EXPECT_EQ(s->faults[0].targets[0],
+            (ProcessRef{ProcessRef::Kind::kServer, 0, 2}));
 }
 
 // Every deploy/experiments/*.yaml, by file name, as LoadScenario read it.

@@ -187,6 +187,7 @@ std::vector<std::string> ServerArgs(const ServerFlags& flags) {
     args.Add("replica_peers", absl::StrJoin(flags.replica_peers, ","));
   }
   args.Add("replica_state_dir", flags.replica_state_dir);
+  if (flags.replica_witness) args.Add("replica_witness", std::string("true"));
   const JobSecurity& security = flags.security;
   args.Add("tls_cert", security.server_tls_cert);
   args.Add("tls_key", security.server_tls_key);

@@ -59,6 +59,8 @@ struct ServerFlags {
   // --replica_state_dir: where a replica of R >= 3 keeps its election vote
   // across restarts (one directory per shard).
   std::string replica_state_dir;
+  // --replica_witness: this replica holds no θ and only votes.
+  bool replica_witness = false;
   // --tls_cert --tls_key, and --tls_client_ca (the job's CA) when clients
   // have certificates, and --auth_token_file.
   JobSecurity security;

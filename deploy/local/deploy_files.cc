@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -62,14 +63,16 @@ YAML::Node FindVolume(const YAML::Node& pod_spec, const std::string& name) {
 }
 
 // The containers of one pod. Kubernetes expands $(VAR) in command and args
-// from the container's env, some of it from the downward API.
+// from the container's env, some of it from the downward API (a
+// StatefulSet's pod also has its ordinal as the label
+// apps.kubernetes.io/pod-index: `pod_index`).
 absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
                     const std::string& hostname,
                     const std::vector<std::string>& dns_names,
                     const std::string& namespace_name,
                     std::vector<std::pair<std::string, std::string>> env,
                     const std::map<std::string, YAML::Node>& config_maps,
-                    DeployJob& job) {
+                    DeployJob& job, std::optional<int> pod_index = {}) {
   for (const YAML::Node& spec : pod_spec["containers"]) {
     Container c;
     c.name = pod_name;
@@ -86,6 +89,9 @@ absl::Status AddPod(const YAML::Node& pod_spec, const std::string& pod_name,
         c.env.emplace_back(name, pod_name);
       } else if (field == "metadata.namespace") {
         c.env.emplace_back(name, namespace_name);
+      } else if (field == "metadata.labels['apps.kubernetes.io/pod-index']" &&
+                 pod_index.has_value()) {
+        c.env.emplace_back(name, absl::StrCat(*pod_index));
       } else {
         return absl::UnimplementedError(absl::StrCat(
             pod_name, ": the test cannot give env ", name, " its value"));
@@ -300,7 +306,7 @@ absl::StatusOr<DeployJob> KubernetesJob(const std::string& kustomize_dir) {
             absl::StrCat(dns, ".", namespace_name, ".svc.cluster.local")};
         absl::Status added =
             AddPod(spec["template"]["spec"], pod, pod, dns_names,
-                   namespace_name, {}, config_maps, job);
+                   namespace_name, {}, config_maps, job, i);
         if (!added.ok()) return added;
       }
     } else if (kind == "Job") {

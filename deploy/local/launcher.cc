@@ -77,7 +77,9 @@ absl::Status LocalCluster::StartServers(
     const std::function<bool()>& interrupted) {
   const absl::Time give_up = absl::Now() + options_.start_timeout;
   replica_addresses_.assign(options_.num_servers, {});
-  for (uint32_t replica = 0; replica < options_.replicas; ++replica) {
+  const uint32_t per_shard =
+      options_.replicas + (options_.replica_witness ? 1 : 0);
+  for (uint32_t replica = 0; replica < per_shard; ++replica) {
     if (absl::Status s = StartReplicas(replica, give_up, interrupted);
         !s.ok()) {
       return s;
@@ -113,13 +115,16 @@ absl::Status LocalCluster::StartReplicas(
     flags.shard_index = i;
     flags.num_shards = servers;
     flags.num_workers = options_.num_workers;
-    if (options_.replicas > 1) {
-      flags.replicas = options_.replicas;
+    const uint32_t per_shard =
+        options_.replicas + (options_.replica_witness ? 1 : 0);
+    if (per_shard > 1) {
+      flags.replicas = per_shard;
       flags.replica_index = replica;
       flags.replica_peers = replica_addresses_[i];
-      flags.replica_peers.resize(options_.replicas, "127.0.0.1:0");
+      flags.replica_peers.resize(per_shard, "127.0.0.1:0");
+      flags.replica_witness = replica >= options_.replicas;
     }
-    if (options_.replicas >= 3) {
+    if (per_shard >= 3) {
       // Elections: each shard's votes outlive a replica's restart. A
       // fresh job, fresh votes: an old job's terms mean nothing here.
       flags.replica_state_dir = absl::StrCat(dir, "/server-", i, "-votes");
@@ -166,8 +171,12 @@ std::vector<std::string> LocalCluster::WorkerCommandLine(uint32_t rank) const {
   WorkerFlags flags = options_.worker_flags;
   // Every worker program (ps_worker, pyps) is given every replica of a
   // shard (`a0|a1`) and follows the primary through a failover.
+  // A witness never leads: workers are not told of it.
   for (const std::vector<std::string>& shard : replica_addresses_) {
-    flags.servers.push_back(absl::StrJoin(shard, "|"));
+    flags.servers.push_back(absl::StrJoin(
+        shard.begin(),
+        shard.begin() + std::min<size_t>(shard.size(), options_.replicas),
+        "|"));
   }
   flags.rank = rank;
   flags.num_workers = options_.num_workers;

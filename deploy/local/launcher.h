@@ -65,6 +65,11 @@ struct LocalClusterOptions {
   // "server i" (server-i.log), replica r > 0 "server i replica r"
   // (server-i-replica-r.log). Default: 1, not replicated
   uint32_t replicas = 1;
+  // Each shard gets one more replica, index `replicas`, that holds no θ
+  // and only votes (ps_server --replica_witness): with replicas = 2, a
+  // failover that a network partition cannot split. Workers are not told
+  // of it. Default: false
+  bool replica_witness = false;
   // Flags for every server; the cluster sets listen, port_file,
   // shard_index, num_shards, num_workers and the replica flags.
   ServerFlags server_flags;

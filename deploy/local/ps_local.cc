@@ -39,6 +39,12 @@ ABSL_FLAG(uint32_t, replicas, 1,
           "ps_server processes per shard (primary-backup replication): "
           "replica 0 is each shard's first primary; workers are told every "
           "replica and follow the primary. 1: not replicated.");
+ABSL_FLAG(bool, replica_witness, false,
+          "With --replicas=2 (or more): each shard gets one more ps_server, "
+          "replica number --replicas, that holds no θ and only votes "
+          "(ps_server --replica_witness), so a network partition between "
+          "the two cannot give the shard two primaries. Workers are not "
+          "told of it.");
 ABSL_FLAG(std::string, mode, "sync", "sync, ssp or async.");
 ABSL_FLAG(std::string, model, "softmax",
           "softmax or mlp (Fashion-MNIST), logreg or fm (sparse, on --train "
@@ -302,6 +308,13 @@ int main(int argc, char** argv) {
     Die(absl::StrCat("--replicas must be 1 to ", kMaxReplicas, " (got ",
                      replicas, "; 1: not replicated)"));
   }
+  const bool witness = absl::GetFlag(FLAGS_replica_witness);
+  if (witness && replicas < 2) {
+    Die("--replica_witness needs --replicas of 2 or more (it votes between "
+        "replicas that hold θ)");
+  }
+  // Server processes per shard, the witness included.
+  const uint32_t per_shard = replicas + (witness ? 1 : 0);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (!ps::common::ParseConsistencyMode(mode).ok()) {
     Die(absl::StrCat("--mode='", mode, "' is not sync, ssp or async"));
@@ -323,7 +336,7 @@ int main(int argc, char** argv) {
                      "DIR/test.libsvm)"));
   }
   const int32_t metrics_base_port = absl::GetFlag(FLAGS_metrics_base_port);
-  const uint32_t metrics_ports = num_servers * replicas + num_workers;
+  const uint32_t metrics_ports = num_servers * per_shard + num_workers;
   if (metrics_base_port < 0 || metrics_base_port + metrics_ports > 65536) {
     Die(absl::StrCat("--metrics_base_port=", metrics_base_port,
                      " leaves no room for ", metrics_ports,
@@ -371,6 +384,7 @@ int main(int argc, char** argv) {
   cluster_options.num_servers = num_servers;
   cluster_options.num_workers = num_workers;
   cluster_options.replicas = replicas;
+  cluster_options.replica_witness = witness;
   cluster_options.metrics_base_port = metrics_base_port;
   ps::launch::ServerFlags& server = cluster_options.server_flags;
   server.mode = mode;
@@ -469,9 +483,12 @@ int main(int argc, char** argv) {
           shards.push_back(absl::StrJoin(shard, ","));
         }
         std::printf(
-            "ps_local: %s%u replicas per shard, primary first (%s); logs "
+            "ps_local: %s%u replicas per shard%s, primary first (%s); logs "
             "server-I-replica-R.log\n",
             job.Prefix().c_str(), replicas,
+            witness ? absl::StrCat(" and a witness (replica ", replicas, ")")
+                          .c_str()
+                    : "",
             absl::StrJoin(shards, "; ").c_str());
       }
       if (metrics_base_port > 0) {
@@ -488,7 +505,8 @@ int main(int argc, char** argv) {
               "ps_local: /metrics of backup replicas on 127.0.0.1:%d-%d "
               "(replica R of server I: %d + (R-1)*%u + I)\n",
               first_backup,
-              first_backup + static_cast<int>((replicas - 1) * num_servers) - 1,
+              first_backup + static_cast<int>((per_shard - 1) * num_servers) -
+                  1,
               first_backup, num_servers);
         }
       }

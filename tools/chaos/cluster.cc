@@ -38,10 +38,10 @@ Cluster::Cluster(const Scenario& scenario, std::string out_dir,
       security_(std::move(security)) {
   const ClusterSpec& c = scenario.cluster;
   for (uint32_t i = 0; i < c.servers; ++i) {
-    for (uint32_t r = 0; r < c.replicas; ++r) {
+    for (uint32_t r = 0; r < c.per_shard(); ++r) {
       Daemon d;
       d.ref = {ProcessRef::Kind::kServer, i};
-      if (c.replicas > 1) d.ref.replica = r;
+      if (c.per_shard() > 1) d.ref.replica = r;
       d.host = ServerHost(i, r);
       // Replica 0 keeps the names of an unreplicated cluster.
       d.log = r == 0 ? absl::StrCat(out_dir_, "/server-", i, ".log")
@@ -69,7 +69,7 @@ Cluster::Cluster(const Scenario& scenario, std::string out_dir,
   for (uint32_t i = 0; i < c.servers; ++i) {
     // Known once the server serves, without namespaces.
     server_addresses_.push_back(
-        sandbox_ != nullptr ? server_listen_[i * c.replicas] : "");
+        sandbox_ != nullptr ? server_listen_[i * c.per_shard()] : "");
   }
 }
 
@@ -78,11 +78,11 @@ Cluster::~Cluster() { StopAll(absl::ZeroDuration()); }
 size_t Cluster::DaemonIndex(const ProcessRef& ref) const {
   const ClusterSpec& c = scenario_.cluster;
   if (ref.kind == ProcessRef::Kind::kWorker) {
-    return c.servers * c.replicas + ref.index;
+    return c.servers * c.per_shard() + ref.index;
   }
   // A primary is resolved (Resolve) before anything reaches a daemon.
   const uint32_t replica = ref.primary() ? 0 : ref.replica.value_or(0);
-  return ref.index * c.replicas + replica;
+  return ref.index * c.per_shard() + replica;
 }
 
 Daemon& Cluster::daemon(const ProcessRef& ref) {
@@ -91,7 +91,7 @@ Daemon& Cluster::daemon(const ProcessRef& ref) {
 
 absl::StatusOr<ProcessRef> Cluster::Resolve(const ProcessRef& ref) const {
   if (!ref.primary()) return ref;
-  const uint32_t replicas = scenario_.cluster.replicas;
+  const uint32_t replicas = scenario_.cluster.per_shard();
   const std::vector<std::string> addresses(
       server_listen_.begin() + ref.index * replicas,
       server_listen_.begin() + (ref.index + 1) * replicas);
@@ -102,7 +102,7 @@ absl::StatusOr<ProcessRef> Cluster::Resolve(const ProcessRef& ref) const {
 }
 
 std::vector<std::vector<std::string>> Cluster::replica_addresses() const {
-  const uint32_t replicas = scenario_.cluster.replicas;
+  const uint32_t replicas = scenario_.cluster.per_shard();
   std::vector<std::vector<std::string>> shards;
   for (uint32_t i = 0; i < scenario_.cluster.servers; ++i) {
     shards.emplace_back(server_listen_.begin() + i * replicas,
@@ -120,7 +120,7 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
   const ClusterSpec& c = scenario_.cluster;
   std::vector<std::string> argv;
   if (d.ref.kind == ProcessRef::Kind::kServer) {
-    const uint32_t first = d.ref.index * c.replicas;
+    const uint32_t first = d.ref.index * c.per_shard();
     const uint32_t replica = d.ref.replica.value_or(0);
     launch::ServerFlags flags;
     flags.listen = server_listen_[first + replica];
@@ -131,13 +131,15 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
     flags.mode = c.mode;
     flags.lease_timeout = c.lease_timeout;
     flags.sync_quorum = c.sync_quorum;
-    if (c.replicas > 1) {
+    if (c.per_shard() > 1) {
       // Every replica's address as far as known (a port 0 until that
       // replica served once).
-      flags.replicas = c.replicas;
+      flags.replicas = c.per_shard();
       flags.replica_index = replica;
-      flags.replica_peers.assign(server_listen_.begin() + first,
-                                 server_listen_.begin() + first + c.replicas);
+      flags.replica_witness = replica >= c.replicas;
+      flags.replica_peers.assign(
+          server_listen_.begin() + first,
+          server_listen_.begin() + first + c.per_shard());
     }
     if (c.checkpoint_every < absl::InfiniteDuration()) {
       // Replicas of a shard write the same file names: one directory each.
@@ -155,8 +157,10 @@ std::vector<std::string> Cluster::CommandLine(const Daemon& d) const {
     launch::WorkerFlags flags;
     // Every replica of a shard (`a0|a1`): a worker follows the primary
     // through a failover.
+    // A witness never leads: workers are not told of it.
     for (const std::vector<std::string>& shard : replica_addresses()) {
-      flags.servers.push_back(absl::StrJoin(shard, "|"));
+      flags.servers.push_back(
+          absl::StrJoin(shard.begin(), shard.begin() + c.replicas, "|"));
     }
     flags.rank = d.ref.index;
     flags.num_workers = c.workers;
@@ -208,7 +212,7 @@ absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
     std::ofstream truncate(d.log, std::ios::trunc);
   }
   const ClusterSpec& c = scenario_.cluster;
-  for (uint32_t r = 1; r < c.replicas; ++r) {
+  for (uint32_t r = 1; r < c.per_shard(); ++r) {
     if (c.checkpoint_every < absl::InfiniteDuration()) {
       std::filesystem::create_directory(
           absl::StrCat(out_dir_, "/checkpoints/replica-", r), ignored);
@@ -217,14 +221,14 @@ absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
   // Replica r of every shard once replicas 0 to r-1 serve: it joins
   // replica 0 and is given the others' addresses.
-  for (uint32_t r = 0; r < c.replicas; ++r) {
+  for (uint32_t r = 0; r < c.per_shard(); ++r) {
     for (uint32_t i = 0; i < c.servers; ++i) {
-      Daemon& d = daemons_[i * c.replicas + r];
+      Daemon& d = daemons_[i * c.per_shard() + r];
       std::remove(absl::StrCat(out_dir_, "/", d.host, ".port").c_str());
       if (absl::Status s = Spawn(d); !s.ok()) return s;
     }
     for (uint32_t i = 0; i < c.servers; ++i) {
-      const uint32_t at = i * c.replicas + r;
+      const uint32_t at = i * c.per_shard() + r;
       Daemon& d = daemons_[at];
       absl::StatusOr<int> port = launch::WaitForPortFile(
           absl::StrCat(out_dir_, "/", d.host, ".port"), d.ref.ToString(), d.log,
@@ -237,7 +241,7 @@ absl::Status Cluster::Start(const std::function<bool()>& interrupted) {
       }
     }
   }
-  for (size_t i = c.servers * c.replicas; i < daemons_.size(); ++i) {
+  for (size_t i = c.servers * c.per_shard(); i < daemons_.size(); ++i) {
     if (absl::Status s = Spawn(daemons_[i]); !s.ok()) return s;
   }
   return absl::OkStatus();

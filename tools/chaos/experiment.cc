@@ -354,7 +354,7 @@ class ExperimentRun {
     if (options_.namespaces) {
       std::vector<std::string> hosts;
       for (uint32_t i = 0; i < c.servers; ++i) {
-        for (uint32_t r = 0; r < c.replicas; ++r) {
+        for (uint32_t r = 0; r < c.per_shard(); ++r) {
           hosts.push_back(ServerHost(i, r));
         }
       }
@@ -480,7 +480,8 @@ class ExperimentRun {
             c.servers, " servers (",
             absl::StrJoin(cluster_->server_addresses(), ","), ")",
             c.replicas > 1 ? absl::StrCat(" x ", c.replicas, " replicas") : "",
-            " and ", c.workers, " workers started",
+            c.replica_witness ? " and a witness each" : "", " and ", c.workers,
+            " workers started",
             options_.namespaces ? " in network namespaces" : "",
             options_.apply_faults ? "" : " (baseline: no faults)"));
   }

@@ -247,7 +247,7 @@ class Parser {
                                       "'server 0', 'workers', 'servers', 'all' "
                                       "or a list of these"));
     }
-    const bool replicated = cluster.replicas > 1;
+    const bool replicated = cluster.per_shard() > 1;
     std::vector<ProcessRef> targets;
     auto add = [&](ProcessRef ref) {
       if (std::find(targets.begin(), targets.end(), ref) == targets.end()) {
@@ -264,7 +264,7 @@ class Parser {
       if (w == "servers" || w == "all") {
         for (uint32_t i = 0; i < cluster.servers; ++i) {
           if (!replicated) add({ProcessRef::Kind::kServer, i});
-          for (uint32_t r = 0; replicated && r < cluster.replicas; ++r) {
+          for (uint32_t r = 0; replicated && r < cluster.per_shard(); ++r) {
             add({ProcessRef::Kind::kServer, i, r});
           }
         }
@@ -334,10 +334,10 @@ class Parser {
                              " is not a process: say 'server ", parts[1],
                              " primary' or 'server ", parts[1], " replica K'"));
     }
-    if (replica >= cluster.replicas) {
+    if (replica >= cluster.per_shard()) {
       return Error(node, absl::StrCat(word, " does not exist: each server has ",
-                                      cluster.replicas, " replicas (0 to ",
-                                      cluster.replicas - 1, ")"));
+                                      cluster.per_shard(), " replicas (0 to ",
+                                      cluster.per_shard() - 1, ")"));
     }
     return replica;
   }
@@ -374,10 +374,10 @@ class Parser {
     if (!node) return c;
     if (absl::Status s = CheckKeys(
             node, "cluster",
-            {"servers", "workers", "replicas", "mode", "model", "epochs",
-             "batch_size", "seed", "eval_every", "lease_timeout", "sync_quorum",
-             "checkpoint_every", "rpc_deadline", "max_retry_time", "network",
-             "server_flags", "worker_flags"});
+            {"servers", "workers", "replicas", "replica_witness", "mode",
+             "model", "epochs", "batch_size", "seed", "eval_every",
+             "lease_timeout", "sync_quorum", "checkpoint_every", "rpc_deadline",
+             "max_retry_time", "network", "server_flags", "worker_flags"});
         !s.ok()) {
       return s;
     }
@@ -395,6 +395,13 @@ class Parser {
       if (key == "servers") take(Unsigned(v, key, 1, 16), c.servers);
       if (key == "workers") take(Unsigned(v, key, 1, 64), c.workers);
       if (key == "replicas") take(Unsigned(v, key, 1, 8), c.replicas);
+      if (key == "replica_witness" &&
+          (!v.IsScalar() ||
+           !absl::SimpleAtob(v.Scalar(), &c.replica_witness))) {
+        return Error(v, absl::StrCat("replica_witness must be true or false, "
+                                     "not '",
+                                     v.Scalar(), "'"));
+      }
       if (key == "epochs") take(Unsigned(v, key, 1, 1000), c.epochs);
       if (key == "batch_size") take(Unsigned(v, key, 1, 1 << 16), c.batch_size);
       if (key == "seed") take(Unsigned(v, key, 0, UINT64_MAX), c.seed);
@@ -436,6 +443,11 @@ class Parser {
         }
       }
       if (!s.ok()) return s;
+    }
+    if (c.replica_witness && c.replicas < 2) {
+      return Error(node["replica_witness"],
+                   "replica_witness needs replicas of 2 or more (it votes "
+                   "between replicas that hold θ)");
     }
     if (c.sync_quorum > c.workers) {
       return Error(node["sync_quorum"],

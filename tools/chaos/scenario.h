@@ -48,6 +48,12 @@ struct ClusterSpec {
   // ps_server processes per server shard (ps_server --replicas): targets
   // then name "server I primary" or "server I replica K". Default: 1
   uint32_t replicas = 1;
+  // With replicas >= 2, each shard gets one more process, replica number
+  // `replicas`: a witness (ps_server --replica_witness) that holds no θ and
+  // only votes. Workers are not told of it. Default: false
+  bool replica_witness = false;
+  // ps_server processes per shard, the witness included.
+  uint32_t per_shard() const { return replicas + (replica_witness ? 1 : 0); }
   // sync, ssp or async. Default: sync
   std::string mode = "sync";
   // softmax or mlp. Default: softmax
