@@ -38,6 +38,10 @@ ABSL_FLAG(uint32_t, replicas, 1,
           "replicated run reports its samples/s over the run before it and "
           "the bytes its primaries sent to backups per push, and a summary "
           "the medians of both and their ratio. 1 to 8.");
+ABSL_FLAG(bool, replica_witness, false,
+          "train --replicas=R > 1: the replicated runs also give each shard "
+          "a witness (ps_local --replica_witness), whose cost they then "
+          "include.");
 ABSL_FLAG(std::string, sizes, "1K,64K,1M,16M",
           "transfer: model sizes in floats (K = 1024, M = 1024²).");
 ABSL_FLAG(std::string, ops, "",
@@ -261,6 +265,7 @@ int RunTrainMode(const std::string& out_dir,
                 options.servers = servers;
                 options.workers = workers;
                 options.replicas = replica_counts[i];
+                options.replica_witness = absl::GetFlag(FLAGS_replica_witness);
                 absl::StatusOr<ps::bench::TrainBenchResult> result =
                     ps::bench::RunTrainBench(options);
                 if (!result.ok()) {

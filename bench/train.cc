@@ -64,6 +64,8 @@ absl::StatusOr<TrainBenchResult> RunTrainBench(
   cluster_options.num_servers = options.servers;
   cluster_options.num_workers = options.workers;
   cluster_options.replicas = options.replicas;
+  cluster_options.replica_witness =
+      options.replicas > 1 && options.replica_witness;
   cluster_options.server_flags.mode = options.mode;
   cluster_options.server_flags.log_level = "warn";
   cluster_options.server_flags.security = options.security;
@@ -203,6 +205,7 @@ std::string TrainJsonLine(const TrainBenchResult& r) {
       {"workers", o.workers},
       {"servers", o.servers},
       {"replicas", o.replicas},
+      {"replica_witness", o.replicas > 1 && o.replica_witness},
       {"batch_size", o.batch_size},
       {"epochs", o.epochs},
       {"compression", o.compression},
@@ -278,6 +281,7 @@ std::string ReplicaComparisonJsonLine(const ReplicaComparison& c) {
       {"workers", o.workers},
       {"servers", o.servers},
       {"replicas", o.replicas},
+      {"replica_witness", o.replicas > 1 && o.replica_witness},
       {"epochs", o.epochs},
       {"compression", o.compression},
       {"rounds", c.replicated.size()},

@@ -24,6 +24,9 @@ struct TrainBenchOptions {
   uint32_t workers = 2;
   // ps_server processes per shard (ps_local --replicas). Default: 1
   uint32_t replicas = 1;
+  // With replicas: each shard also gets a witness (ps_local
+  // --replica_witness). Default: false
+  bool replica_witness = false;
   uint32_t batch_size = 64;
   uint32_t epochs = 5;
   uint64_t seed = 1;

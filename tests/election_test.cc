@@ -212,12 +212,12 @@ TEST(ReplicationQuorum, TwoReplicasStillAcknowledgeAlone) {
   EXPECT_TRUE(answer->ok()) << *answer;
 }
 
-// A witness (README, "A witness for two replicas") is sent a change only
-// once the live backup that holds θ acknowledged it, so its log is never
-// ahead of that backup's, and a write still waits for both. With the
-// backup dropped, the witness gets every change and alone makes the
-// majority.
-TEST(ReplicationQuorum, AWitnessIsSentOnlyWhatTheLiveBackupAcknowledged) {
+// A witness (README, "A witness for two replicas") is sent no changes,
+// only which are committed: on the backup that holds θ. While that backup
+// is live a write waits for it alone; once it is dropped, for the witness
+// to hold the write committed, so the dropped backup, which lacks it,
+// cannot win the witness's vote.
+TEST(ReplicationQuorum, AWitnessHoldsCommittedWhatTheBackupAcknowledged) {
   ReplicationLog log(/*required_backups=*/1);
   const ReplicationLog::Joined backup = log.AddBackup(1, "127.0.0.1:1");
   const ReplicationLog::Joined witness =
@@ -225,44 +225,38 @@ TEST(ReplicationQuorum, AWitnessIsSentOnlyWhatTheLiveBackupAcknowledged) {
   log.Acknowledge(1, backup.generation, backup.index);
   log.Acknowledge(2, witness.generation, witness.index);
   std::vector<absl::Status> answers;
+  auto done = [&](absl::Status status) { answers.push_back(status); };
   for (int i = 0; i < 3; ++i) log.Record(absl::Now(), ShardChange());
-  log.WhenAcknowledged(log.last_index(),
-                       [&](absl::Status status) { answers.push_back(status); });
-  auto indexes = [](const std::vector<ReplicationLog::EntryPtr>& entries) {
-    std::vector<uint64_t> out;
-    for (const ReplicationLog::EntryPtr& e : entries) out.push_back(e->index);
-    return out;
-  };
-  auto sent_to_witness = [&] {
+  log.WhenAcknowledged(log.last_index(), done);
+  auto sent = [&](uint32_t replica, uint64_t generation, uint64_t after) {
     std::optional<std::vector<ReplicationLog::EntryPtr>> next =
-        log.Next(2, witness.generation, 0, 256, absl::ZeroDuration());
+        log.Next(replica, generation, after, 256, absl::ZeroDuration());
+    std::vector<uint64_t> indexes;
     EXPECT_TRUE(next.has_value());
-    return next.has_value() ? indexes(*next) : std::vector<uint64_t>{};
+    if (!next.has_value()) return indexes;
+    for (const ReplicationLog::EntryPtr& e : *next) {
+      indexes.push_back(e->index);
+    }
+    return indexes;
   };
-  EXPECT_EQ(sent_to_witness(), std::vector<uint64_t>{});
-  std::optional<std::vector<ReplicationLog::EntryPtr>> to_backup =
-      log.Next(1, backup.generation, 0, 256, absl::ZeroDuration());
-  ASSERT_TRUE(to_backup.has_value());
-  EXPECT_EQ(indexes(*to_backup), (std::vector<uint64_t>{1, 2, 3}));
-
-  log.Acknowledge(1, backup.generation, 2);
-  EXPECT_EQ(sent_to_witness(), (std::vector<uint64_t>{1, 2}));
-  log.Acknowledge(2, witness.generation, 2);
+  EXPECT_EQ(sent(1, backup.generation, 0), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(sent(2, witness.generation, 0), std::vector<uint64_t>{});
+  EXPECT_EQ(log.DeclareCommitted(2, witness.generation), 0u);
   log.Acknowledge(1, backup.generation, 3);
-  EXPECT_TRUE(answers.empty()) << "the witness has not acknowledged 3";
-  log.Acknowledge(2, witness.generation, 3);
-  ASSERT_EQ(answers.size(), 1u);
+  ASSERT_EQ(answers.size(), 1u) << "the backup alone holds it: enough";
   EXPECT_TRUE(answers[0].ok()) << answers[0];
+  // The witness learns it with its next heartbeat.
+  EXPECT_EQ(log.DeclareCommitted(2, witness.generation), 3u);
+  log.Acknowledge(2, witness.generation, 0, /*committed=*/3);
 
-  log.Drop(1, backup.generation, "partitioned");
   log.Record(absl::Now(), ShardChange());
-  log.WhenAcknowledged(log.last_index(),
-                       [&](absl::Status status) { answers.push_back(status); });
-  std::optional<std::vector<ReplicationLog::EntryPtr>> alone =
-      log.Next(2, witness.generation, 3, 256, absl::ZeroDuration());
-  ASSERT_TRUE(alone.has_value());
-  EXPECT_EQ(indexes(*alone), std::vector<uint64_t>{4});
-  log.Acknowledge(2, witness.generation, 4);
+  log.WhenAcknowledged(log.last_index(), done);
+  // The backup dropped before it acknowledged change 4: the write waits
+  // for the witness to hold it committed.
+  log.Drop(1, backup.generation, "partitioned");
+  EXPECT_EQ(answers.size(), 1u) << "the witness does not hold change 4";
+  EXPECT_EQ(log.DeclareCommitted(2, witness.generation), 4u);
+  log.Acknowledge(2, witness.generation, 0, /*committed=*/4);
   ASSERT_EQ(answers.size(), 2u);
   EXPECT_TRUE(answers[1].ok()) << answers[1];
 }

@@ -32,6 +32,8 @@ ReplicationLog::Joined ReplicationLog::AddBackup(uint32_t replica,
   Backup& backup = backups_[replica];
   backup.address = address;
   backup.witness = witness;
+  backup.committed = 0;
+  backup.declared = 0;
   backup.generation = next_generation_++;
   backup.live = true;
   backup.confirmed = false;
@@ -54,34 +56,47 @@ std::optional<std::vector<ReplicationLog::EntryPtr>> ReplicationLog::Next(
     uint32_t replica, uint64_t generation, uint64_t after, size_t max,
     absl::Duration wait) {
   absl::MutexLock lock(&mutex_);
-  auto until = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
-    auto it = backups_.find(replica);
-    return it != backups_.end() && it->second.witness ? WitnessLimit()
-                                                      : last_index_;
-  };
+  // A witness is sent no changes, only what is committed: with each
+  // heartbeat, and at once when a write waits for it (no backup that holds
+  // θ is live: TakeSatisfied).
   auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
-    return !Current(replica, generation) || until() > after;
+    if (!Current(replica, generation)) return true;
+    const Backup& backup = backups_.at(replica);
+    if (backup.witness) return !HolderLive() && Committed() > backup.declared;
+    return last_index_ > after;
   };
   mutex_.AwaitWithTimeout(absl::Condition(&ready), wait);
   if (!Current(replica, generation)) return std::nullopt;
-  const uint64_t last = until();
   std::vector<EntryPtr> out;
+  if (backups_.at(replica).witness) return out;
   for (const EntryPtr& e : entries_) {
     if (e->index <= after) continue;
-    if (out.size() == max || e->index > last) break;
+    if (out.size() == max) break;
     out.push_back(e);
   }
   return out;
 }
 
+uint64_t ReplicationLog::DeclareCommitted(uint32_t replica,
+                                          uint64_t generation) {
+  absl::MutexLock lock(&mutex_);
+  const uint64_t committed = Committed();
+  if (Current(replica, generation)) {
+    Backup& backup = backups_[replica];
+    backup.declared = std::max(backup.declared, committed);
+  }
+  return committed;
+}
+
 void ReplicationLog::Acknowledge(uint32_t replica, uint64_t generation,
-                                 uint64_t index) {
+                                 uint64_t index, uint64_t committed) {
   std::vector<Done> ready;
   {
     absl::MutexLock lock(&mutex_);
     if (!Current(replica, generation)) return;
     Backup& backup = backups_[replica];
     backup.acked = std::max(backup.acked, index);
+    backup.committed = std::max(backup.committed, committed);
     backup.confirmed = true;
     Trim();
     ready = TakeSatisfied();
@@ -186,9 +201,14 @@ void ReplicationLog::WhenAcknowledged(uint64_t index, Done done) {
 
 std::vector<ReplicationLog::Done> ReplicationLog::TakeSatisfied() {
   if (LiveBackups() < required_backups_) return {};
+  // Every live backup that holds θ acknowledged it; with none live, every
+  // live witness holds it committed, so a backup dropped before it cannot
+  // win a witness's vote (README, "A witness for two replicas").
+  const bool holder_live = HolderLive();
   uint64_t acked = last_index_;
   for (const auto& [replica, backup] : backups_) {
-    if (backup.live) acked = std::min(acked, backup.acked);
+    if (!backup.live || backup.witness != !holder_live) continue;
+    acked = std::min(acked, holder_live ? backup.acked : backup.committed);
   }
   std::vector<Done> ready;
   auto end = waiting_.upper_bound(acked);
@@ -239,19 +259,25 @@ uint64_t ReplicationLog::backups_dropped() const {
   return dropped_;
 }
 
-uint64_t ReplicationLog::WitnessLimit() const {
-  uint64_t limit = last_index_;
+bool ReplicationLog::HolderLive() const {
+  return std::any_of(backups_.begin(), backups_.end(), [](const auto& b) {
+    return b.second.live && !b.second.witness;
+  });
+}
+
+uint64_t ReplicationLog::Committed() const {
+  uint64_t committed = last_index_;
   for (const auto& [replica, backup] : backups_) {
-    if (backup.live && !backup.witness) limit = std::min(limit, backup.acked);
+    if (backup.live && !backup.witness) {
+      committed = std::min(committed, backup.acked);
+    }
   }
-  return limit;
+  return committed;
 }
 
 void ReplicationLog::Trim() {
-  uint64_t keep_after = last_index_;
-  for (const auto& [replica, backup] : backups_) {
-    if (backup.live) keep_after = std::min(keep_after, backup.acked);
-  }
+  // What every live backup that holds θ has: a witness is sent none.
+  const uint64_t keep_after = Committed();
   while (!entries_.empty() && entries_.front()->index <= keep_after) {
     entries_.pop_front();
   }

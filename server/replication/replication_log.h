@@ -61,8 +61,9 @@ class ReplicationLog final : public ShardJournal {
   // change falls between the state and the stream. A replica that joins
   // again starts over: the returned generation tells its sender whether it
   // is still the current one. A `witness` holds no state: it counts like a
-  // backup, but is given a change only once every live backup that is not
-  // a witness acknowledged it (Next).
+  // backup toward the quorum, but is sent no changes, only which are
+  // committed (DeclareCommitted), and a write waits for it only while no
+  // backup that holds θ is live.
   struct Joined {
     uint64_t index = 0;
     uint64_t generation = 0;
@@ -73,25 +74,34 @@ class ReplicationLog final : public ShardJournal {
   // Up to `max` changes after `after` for `replica`'s sender, waiting at most
   // `wait` for one (an empty answer: send a heartbeat). nullopt when that
   // generation of the backup is no longer live (dropped, joined again) or
-  // the log is closed: its sender stops. A witness's log is never ahead of
-  // a live backup's, so its vote never keeps that backup, which holds every
-  // acknowledged change, from taking over; it is ahead only of a backup
-  // that was dropped, and may lack acknowledged changes (README, "A witness
-  // for two replicas").
+  // the log is closed: its sender stops. A witness's sender always gets
+  // none, and is woken early only when a write waits for the witness to
+  // hold more committed (DeclareCommitted).
   std::optional<std::vector<EntryPtr>> Next(uint32_t replica,
                                             uint64_t generation, uint64_t after,
                                             size_t max, absl::Duration wait);
 
-  // `replica` (this generation) applied every change up to `index`.
-  void Acknowledge(uint32_t replica, uint64_t generation, uint64_t index);
+  // What a witness's next Apply tells it is committed: every change up to
+  // the least any live backup that holds θ acknowledged (all of them, with
+  // none live). A witness votes with that position (README, "A witness for
+  // two replicas"): never ahead of a live backup, so it never keeps that
+  // backup, which holds every acknowledged change, from taking over; ahead
+  // of a dropped one, which may lack acknowledged changes.
+  uint64_t DeclareCommitted(uint32_t replica, uint64_t generation);
+
+  // `replica` (this generation) applied every change up to `index`; a
+  // witness also holds every change up to `committed` as committed.
+  void Acknowledge(uint32_t replica, uint64_t generation, uint64_t index,
+                   uint64_t committed = 0);
 
   // Stops counting `replica` (this generation): a write no longer waits for
   // it. Logged and counted; it comes back only by joining again.
   void Drop(uint32_t replica, uint64_t generation, const std::string& why);
 
-  // Runs `done` once every live backup acknowledged `index` (at once when
-  // none is live and none is required), or with UNAVAILABLE when the log
-  // closes first or fewer than the required backups are live (after a
+  // Runs `done` once every live backup that holds θ acknowledged `index`
+  // (with none live, once every live witness holds it committed; at once
+  // when no backup is live and none is required), or with UNAVAILABLE when
+  // the log closes first or fewer than the required backups are live (after a
   // drop, or after the join grace of a new log: ExpireWithoutQuorum): this
   // primary may be cut off from a majority that elects another, so it
   // acknowledges nothing; the worker retries. It runs on the
@@ -120,14 +130,20 @@ class ReplicationLog final : public ShardJournal {
     uint64_t generation = 0;
     bool live = false;
     bool witness = false;
+    // A witness: the last change it holds committed, and the last one its
+    // sender was given to declare so (DeclareCommitted).
+    uint64_t committed = 0;
+    uint64_t declared = 0;
     uint64_t acked = 0;
     // It answered an Apply since it joined: it holds the state it was
     // sent, and counts toward the quorum.
     bool confirmed = false;
   };
-  // The last change a witness may be given: the least every live backup
-  // that is not a witness acknowledged (the last recorded if none is live).
-  uint64_t WitnessLimit() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // The last change every live backup that holds θ acknowledged (the last
+  // recorded if none is live): what a witness is told is committed.
+  uint64_t Committed() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
+  // A live backup that is not a witness.
+  bool HolderLive() const ABSL_SHARED_LOCKS_REQUIRED(mutex_);
   // Forgets the changes every live backup acknowledged.
   void Trim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   bool Current(uint32_t replica, uint64_t generation) const

@@ -331,15 +331,15 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
     size_t bytes = 0;
     for (const ReplicationLog::EntryPtr& entry : *batch) {
       ps::v1::ShardChange* change = request.add_changes();
-      if (witness) {
-        change->set_index(entry->index);
-        change->set_time_unix_nanos(absl::ToUnixNanos(entry->time));
-      } else {
-        ToProto(*entry, change);
-      }
+      ToProto(*entry, change);
       bytes += change->ByteSizeLong();
       // The rest go in the next batch: under the backup's request limit.
       if (bytes >= kMaxApplyBytes) break;
+    }
+    // A witness is sent no changes (Next), only what is committed: it votes
+    // with that.
+    if (witness) {
+      request.set_committed_index(log_.DeclareCommitted(replica, generation));
     }
     const size_t request_bytes = request.ByteSizeLong();
     // A failed batch is sent again whole: the backup skips what it applied.
@@ -352,7 +352,8 @@ void Replicator::SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
       const grpc::Status sent = stub->Apply(&context, request, &response);
       if (sent.ok()) {
         acked = std::max(acked, response.applied_index());
-        log_.Acknowledge(replica, generation, acked);
+        log_.Acknowledge(replica, generation, acked,
+                         response.committed_index());
         failing_since = absl::InfiniteFuture();
         break;
       }
@@ -570,6 +571,9 @@ absl::Status Replicator::JoinOnce() {
   }
   applied_ = response.index();
   log_term_ = response.term();
+  // A witness holds nothing committed until this primary says so: every
+  // change acknowledged before it joined is on a backup that holds θ.
+  committed_ = 0;
   joined_ = true;
   // This replica follows the primary of its term now: it votes for no other
   // candidate of the term, and may give votes from now on.
@@ -826,6 +830,9 @@ absl::Duration Replicator::ElectionTimeout() const {
 }
 
 LogPosition Replicator::OwnLog() const {
+  // A witness holds no changes: it votes with what it was told is
+  // committed.
+  if (options_.witness) return {log_term_, committed_};
   return {log_term_, primary() ? log_.last_index() : applied_};
 }
 
@@ -938,6 +945,7 @@ grpc::ServerUnaryReactor* Replicator::Apply(
   const absl::Status applied = ApplyChanges(*request);
   response->set_term(term());
   response->set_applied_index(applied_);
+  response->set_committed_index(committed_);
   return FinishNow(context, applied);
 }
 
@@ -976,6 +984,12 @@ absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
   }
   last_heard_ = absl::Now();
   heard_from_primary_ = last_heard_;
+  if (options_.witness) {
+    // Its log is what the primary says is committed; it is sent no changes.
+    committed_ = std::max(committed_, request.committed_index());
+    applied_ = std::max(applied_, committed_);
+    return absl::OkStatus();
+  }
   for (const ps::v1::ShardChange& proto : request.changes()) {
     if (proto.index() <= applied_) continue;  // a retried batch
     if (proto.index() != applied_ + 1) {
@@ -984,10 +998,6 @@ absl::Status Replicator::ApplyChanges(const ps::v1::ApplyRequest& request) {
                      absl::StrCat("change ", proto.index(),
                                   " arrived but this backup applied up to ",
                                   applied_, "; it must join again"));
-    }
-    if (options_.witness) {
-      applied_ = proto.index();  // its log is the index alone
-      continue;
     }
     absl::StatusOr<ShardChange> change = ShardChangeFromProto(proto);
     if (!change.ok()) return change.status();

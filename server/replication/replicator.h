@@ -123,8 +123,8 @@ class Replicator final : public ps::v1::Replication::CallbackService {
       ps::v1::VoteResponse* response) override;
 
  private:
-  // Primary: sends `replica`'s changes after `acked` (a `witness`: their
-  // indexes only) until it is dropped,
+  // Primary: sends `replica`'s changes after `acked` (a `witness`: none,
+  // only which are committed) until it is dropped,
   // joins again, or the replicator stops or steps down.
   void SendLoop(uint32_t replica, uint64_t generation, uint64_t acked,
                 std::string address, bool witness);
@@ -230,6 +230,10 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // vote asked within half a failover timeout of it is refused
   // (RequestVote).
   absl::Time heard_from_primary_ ABSL_GUARDED_BY(apply_mu_);
+  // A witness: the last change its primary said is committed (on every
+  // live backup that holds θ, or on none: README, "A witness for two
+  // replicas"). Its log position in votes.
+  uint64_t committed_ ABSL_GUARDED_BY(apply_mu_) = 0;
   // The term of the primary whose changes the shard holds (LogPosition).
   uint64_t log_term_ ABSL_GUARDED_BY(apply_mu_) = 0;
   // The vote this replica cast, and in which term.

@@ -9,12 +9,14 @@ worker saw acknowledged must be on the shard afterwards, once. With two
 replicas and no witness, both sides would take writes, and one side's
 would be lost when they meet again."""
 
+import signal
 import socket
 import threading
 import time
 
 import grpc
 import numpy as np
+import pytest
 
 import pyps
 from conftest import start_ps_server, wait_for
@@ -143,41 +145,61 @@ def one_primary(addresses):
     return primaries[0]
 
 
+class Shard:
+    """One shard on two replicas and a witness. Replica 0 reaches replica 1
+    only through `to_second`, replica 1 reaches replica 0 only through
+    `to_first`; the witness reaches both directly."""
+
+    def __init__(self, tmp_path, processes):
+        self.tmp_path = tmp_path
+        self.to_first, self.to_second = Link(), Link()
+        self.first_process, self.first = start_replica(
+            tmp_path, processes, 0,
+            ["127.0.0.1:0", self.to_second.address, "127.0.0.1:0"])
+        self.to_first.target = int(self.first.split(":")[1])
+        second_process, self.second = start_replica(
+            tmp_path, processes, 1,
+            [self.to_first.address, self.to_second.address, "127.0.0.1:0"])
+        self.to_second.target = int(self.second.split(":")[1])
+        _, self.witness = start_replica(
+            tmp_path, processes, 2, [self.first, self.second, "127.0.0.1:0"],
+            "--replica_witness")
+        wait_for(lambda: replica_status(self.witness).role ==
+                 pb.ReplicaState.BACKUP, 30, "the witness to join")
+        status = replica_status(self.witness)
+        assert status.witness and status.replica_index == 2
+        wait_for(lambda: replica_status(self.second).role ==
+                 pb.ReplicaState.BACKUP, 30, "replica 1 to join")
+        # Replica 1 asks the witness for its vote: it learns its address
+        # from the primary.
+        wait_for(lambda: "learned replica 2's address" in
+                 second_process.log(), 30,
+                 "replica 1 to learn the witness's address")
+
+    def cut(self):
+        self.to_first.cut()
+        self.to_second.cut()
+
+    def heal(self):
+        self.to_first.heal()
+        self.to_second.heal()
+
+    def close(self):
+        self.to_first.close()
+        self.to_second.close()
+
+
+@pytest.fixture
+def shard(tmp_path, processes):
+    made = Shard(tmp_path, processes)
+    yield made
+    made.close()
+
+
 def test_a_partition_between_two_replicas_with_a_witness_loses_no_push(
-        tmp_path, processes):
-    to_first, to_second = Link(), Link()
-    try:
-        run_partition(tmp_path, processes, to_first, to_second)
-    finally:
-        to_first.close()
-        to_second.close()
-
-
-def run_partition(tmp_path, processes, to_first, to_second):
-    # Replica 0 reaches replica 1 only through `to_second`, replica 1
-    # reaches replica 0 only through `to_first`; the witness reaches both.
-    _, first = start_replica(tmp_path, processes, 0,
-                             ["127.0.0.1:0", to_second.address,
-                              "127.0.0.1:0"])
-    to_first.target = int(first.split(":")[1])
-    second_process, second = start_replica(
-        tmp_path, processes, 1,
-        [to_first.address, to_second.address, "127.0.0.1:0"])
-    to_second.target = int(second.split(":")[1])
-    _, witness = start_replica(tmp_path, processes, 2,
-                               [first, second, "127.0.0.1:0"],
-                               "--replica_witness")
-    wait_for(lambda: replica_status(witness).role == pb.ReplicaState.BACKUP,
-             30, "the witness to join")
-    status = replica_status(witness)
-    assert status.witness and status.replica_index == 2
-    wait_for(lambda: replica_status(second).role == pb.ReplicaState.BACKUP,
-             30, "replica 1 to join")
-    # Replica 1 asks the witness for its vote: it learns its address from
-    # the primary.
-    wait_for(lambda: "learned replica 2's address" in second_process.log(),
-             30, "replica 1 to learn the witness's address")
-
+        shard):
+    first, second, witness = shard.first, shard.second, shard.witness
+    to_first, to_second = shard.to_first, shard.to_second
     ones = {"w": np.ones(8), "b": np.ones(2)}
     # Each worker sits on one side: it reaches its replica directly, the
     # other one through the link.
@@ -207,12 +229,10 @@ def run_partition(tmp_path, processes, to_first, to_second):
         trainer.start()
     wait_for(lambda: min(acknowledged) >= 20, 30, "training to get under way")
 
-    to_first.cut()
-    to_second.cut()
+    shard.cut()
     time.sleep(PARTITION_S)
     during = list(acknowledged)
-    to_first.heal()
-    to_second.heal()
+    shard.heal()
 
     addresses = [first, second, witness]
     wait_for(lambda: one_primary(addresses) is not None, 60,
@@ -241,3 +261,37 @@ def run_partition(tmp_path, processes, to_first, to_second):
     assert status.version == total
     np.testing.assert_array_equal(theta["w"], np.full(8, -0.5 * total))
     np.testing.assert_array_equal(theta["b"], np.full(2, -0.5 * total))
+
+
+def test_a_backup_that_missed_acknowledged_pushes_cannot_take_over(shard):
+    """Cut off and dropped, replica 1 misses pushes the primary then
+    acknowledged with the witness. The primary dies (kill -9) and the cut
+    heals: replica 1 stands, but the witness holds those pushes committed
+    and refuses it, so the shard has no primary rather than one that lost
+    acknowledged pushes."""
+    ones = {"w": np.ones(8), "b": np.ones(2)}
+    with pyps.Client(shard.first, 0, rpc_deadline=2.0,
+                     max_retry_time=10.0) as client:
+        client.init({"w": np.zeros(8, np.float32),
+                     "b": np.zeros(2, np.float32)})
+        for _ in range(10):
+            client.push(ones, BATCH)
+        shard.cut()
+        wait_for(lambda: shard_status(shard.first).replica.backups_dropped
+                 >= 1, 30, "the primary to drop replica 1")
+        for _ in range(10):
+            client.push(ones, BATCH)  # acknowledged with the witness
+    acknowledged = shard_status(shard.first).version
+    assert acknowledged >= 20
+    second_log = shard.tmp_path / "replica1.log"
+    before = second_log.read_text().count("lost the pre-vote")
+    shard.first_process.signal(signal.SIGKILL)
+    shard.first_process.wait(10)
+    shard.heal()
+    # Replica 1 keeps standing: a pre-vote the witness refuses, with its log
+    # behind (each standing is a line "lost the pre-vote").
+    wait_for(lambda: second_log.read_text().count("lost the pre-vote") >=
+             before + 3, 30, "replica 1 to stand three times")
+    status = replica_status(shard.second)
+    assert status.role != pb.ReplicaState.PRIMARY
+    assert shard_status(shard.second).version < acknowledged
