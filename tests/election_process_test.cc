@@ -356,24 +356,37 @@ TEST(Election, ARestartedVoterWithoutStateDirVotesOnlyOnceItFollowsAPrimary) {
   ASSERT_EQ(joined->role(), *primary == 1 ? ps::v1::PRIMARY : ps::v1::BACKUP);
   if (*primary == 1) return;  // it led: nobody else to vote for here
   // A candidate ahead of it in a later term. While replica 1 hears its
-  // primary it refuses, and stays in its term: a candidate cut off from a
-  // live primary must not depose it.
+  // primary it would refuse: asked for a pre-vote, which changes nothing,
+  // it says no and stays in its term (a candidate cut off from a live
+  // primary must not depose it). Asked until a heartbeat has just landed,
+  // so a loaded machine that delays one does not decide the test.
   const uint32_t candidate = 3 - *primary - 1;  // neither 1 nor the primary
-  const ps::v1::VoteRequest ask =
-      Ballot(joined->term() + 1000, candidate, joined->term(),
-             joined->log_index() + 100);
-  absl::StatusOr<ps::v1::VoteResponse> led = AskVote(replicas[1].address, ask);
-  ASSERT_TRUE(led.ok()) << led.status();
-  EXPECT_FALSE(led->granted()) << "its primary lives";
-  EXPECT_EQ(led->term(), joined->term());
-  // Its primary silent for half a failover timeout: granted.
-  ASSERT_TRUE(test_support::StopProcess(replicas[*primary].process.pid()));
-  absl::StatusOr<ps::v1::VoteResponse> granted;
+  ps::v1::VoteRequest ask = Ballot(joined->term() + 1000, candidate,
+                                   joined->term(), joined->log_index() + 100);
+  ask.set_pre_vote(true);
+  absl::StatusOr<ps::v1::VoteResponse> led;
   EXPECT_TRUE(test_support::WaitUntil([&] {
-    granted = AskVote(replicas[1].address, ask);
-    return granted.ok() && granted->granted();
-  })) << (granted.ok() ? "refused" : granted.status().ToString())
-      << "; see " << dir;
+    led = AskVote(replicas[1].address, ask);
+    return led.ok() && !led->granted();
+  })) << "its primary lives; see "
+      << dir;
+  ASSERT_TRUE(led.ok()) << led.status();
+  EXPECT_EQ(led->term(), joined->term());
+  // Its primary silent for half a failover timeout: granted, the pre-vote
+  // and then the vote. The candidate's replica is stopped too, so that
+  // neither backup is elected meanwhile (a primary votes for nobody).
+  ASSERT_TRUE(test_support::StopProcess(replicas[*primary].process.pid()));
+  ASSERT_TRUE(test_support::StopProcess(replicas[candidate].process.pid()));
+  for (const bool pre_vote : {true, false}) {
+    ask.set_pre_vote(pre_vote);
+    absl::StatusOr<ps::v1::VoteResponse> granted;
+    EXPECT_TRUE(test_support::WaitUntil([&] {
+      granted = AskVote(replicas[1].address, ask);
+      return granted.ok() && granted->granted();
+    })) << (pre_vote ? "pre-vote " : "vote ")
+        << (granted.ok() ? "refused" : granted.status().ToString()) << "; see "
+        << dir;
+  }
 }
 
 // A primary whose backups are both stopped is cut off from a majority:
