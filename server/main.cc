@@ -143,11 +143,11 @@ ABSL_FLAG(std::string, replica_state_dir, "",
           "a restart. Empty: it gives votes only once this process has "
           "followed or led a primary.");
 ABSL_FLAG(bool, replica_witness, false,
-          "This replica is a witness: it holds no θ, follows the primary's "
-          "log by index only, votes in the shard's elections and never "
-          "leads. The third replica of a two-replica shard (--replicas=3, "
-          "--replica_index 1 or 2) that makes its failover safe under a "
-          "network partition.");
+          "This replica is a witness: it holds no θ and is sent no "
+          "changes, only which are committed; it votes in the shard's "
+          "elections and never leads. The third replica of a two-replica "
+          "shard (--replicas=3, --replica_index 1 or 2) that makes its "
+          "failover safe under a network partition.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off.");
 ABSL_FLAG(std::string, log_format, "text",

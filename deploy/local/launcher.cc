@@ -77,9 +77,7 @@ absl::Status LocalCluster::StartServers(
     const std::function<bool()>& interrupted) {
   const absl::Time give_up = absl::Now() + options_.start_timeout;
   replica_addresses_.assign(options_.num_servers, {});
-  const uint32_t per_shard =
-      options_.replicas + (options_.replica_witness ? 1 : 0);
-  for (uint32_t replica = 0; replica < per_shard; ++replica) {
+  for (uint32_t replica = 0; replica < options_.per_shard(); ++replica) {
     if (absl::Status s = StartReplicas(replica, give_up, interrupted);
         !s.ok()) {
       return s;
@@ -115,8 +113,7 @@ absl::Status LocalCluster::StartReplicas(
     flags.shard_index = i;
     flags.num_shards = servers;
     flags.num_workers = options_.num_workers;
-    const uint32_t per_shard =
-        options_.replicas + (options_.replica_witness ? 1 : 0);
+    const uint32_t per_shard = options_.per_shard();
     if (per_shard > 1) {
       flags.replicas = per_shard;
       flags.replica_index = replica;

@@ -70,6 +70,8 @@ struct LocalClusterOptions {
   // failover that a network partition cannot split. Workers are not told
   // of it. Default: false
   bool replica_witness = false;
+  // ps_server processes per shard, the witness included.
+  uint32_t per_shard() const { return replicas + (replica_witness ? 1 : 0); }
   // Flags for every server; the cluster sets listen, port_file,
   // shard_index, num_shards, num_workers and the replica flags.
   ServerFlags server_flags;

@@ -40,7 +40,7 @@ struct ReplicaOptions {
   // (README, "Elections"). Default: none
   std::string state_dir;
   // A witness (README, "A witness for two replicas"): a replica that holds
-  // no θ, follows the primary's log by index only and votes, and never
+  // no θ, is told only which changes are committed, votes, and never
   // stands for election. Not replica 0; three replicas or more.
   // Default: false
   bool witness = false;

@@ -204,11 +204,12 @@ std::vector<ReplicationLog::Done> ReplicationLog::TakeSatisfied() {
   // Every live backup that holds θ acknowledged it; with none live, every
   // live witness holds it committed, so a backup dropped before it cannot
   // win a witness's vote (README, "A witness for two replicas").
-  const bool holder_live = HolderLive();
-  uint64_t acked = last_index_;
-  for (const auto& [replica, backup] : backups_) {
-    if (!backup.live || backup.witness != !holder_live) continue;
-    acked = std::min(acked, holder_live ? backup.acked : backup.committed);
+  uint64_t acked = Committed();
+  if (!HolderLive()) {
+    // Every live backup is a witness.
+    for (const auto& [replica, backup] : backups_) {
+      if (backup.live) acked = std::min(acked, backup.committed);
+    }
   }
   std::vector<Done> ready;
   auto end = waiting_.upper_bound(acked);

@@ -645,8 +645,8 @@ void Replicator::Elect() {
       last_heard_ = absl::Now();
       return;
     }
-    // A witness's log is only indexes: it cannot lead, and it is never
-    // ahead of a backup that held every change acknowledged.
+    // A witness holds no θ and cannot lead; its log is only the committed
+    // index, never ahead of a backup that holds every change acknowledged.
     if (status->term() == term && status->role() == ps::v1::BACKUP &&
         !status->witness() &&
         (status->log_index() > applied ||
@@ -772,17 +772,23 @@ bool Replicator::WinsMajority(const ps::v1::VoteRequest& request,
   return false;
 }
 
-Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
-  VoterState state = vote_;
+Verdict Replicator::Decide(const Ballot& ballot, VoterState* state) const {
+  *state = vote_;
   const uint64_t term = this->term();
-  if (state.term < term) state = VoterState{term, kNoVote};
-  Verdict verdict = CastVote(ballot, OwnLog(), &state);
-  const bool same_term = state.term == vote_.term;
+  if (state->term < term) *state = VoterState{term, kNoVote};
+  Verdict verdict = CastVote(ballot, OwnLog(), state);
   if (verdict.granted && !may_vote_) {
     // Restarted without a vote store: it may have voted in this term before.
     verdict.granted = false;
-    state.voted_for = same_term ? vote_.voted_for : kNoVote;
+    state->voted_for = state->term == vote_.term ? vote_.voted_for : kNoVote;
   }
+  return verdict;
+}
+
+Verdict Replicator::Vote(const Ballot& ballot, const std::string& why) {
+  VoterState state;
+  Verdict verdict = Decide(ballot, &state);
+  const bool same_term = state.term == vote_.term;
   // Saved unless the store holds this very vote (a retried request): also
   // a vote for the primary this replica joined, which it kept in memory.
   if (verdict.granted && vote_store_.has_value() &&
@@ -1078,11 +1084,9 @@ grpc::ServerUnaryReactor* Replicator::RequestVote(
                                    options_.failover_timeout / 2);
   if (request->pre_vote() || (leader_alive && request->term() > term())) {
     // What it would answer, changing nothing.
-    VoterState state = vote_;
-    if (state.term < term()) state = VoterState{term(), kNoVote};
-    const bool granted = !leader_alive && may_vote_ &&
-                         request->term() > term() &&
-                         CastVote(ballot, OwnLog(), &state).granted;
+    VoterState would_be;
+    const bool granted = !leader_alive && request->term() > term() &&
+                         Decide(ballot, &would_be).granted;
     response->set_term(term());
     response->set_granted(granted);
     spdlog::info(

@@ -164,8 +164,13 @@ class Replicator final : public ps::v1::Replication::CallbackService {
   // majority is both, and one cannot replace a dead other (README).
   bool voting() const { return options_.peers.size() >= 3; }
   size_t majority() const { return options_.peers.size() / 2 + 1; }
-  // Decides `ballot` (the vote rule) and records it; a newer term moves
-  // this replica to it (StepDown).
+  // The vote rule's answer to `ballot` (CastVote, and no vote before this
+  // process followed a primary without a vote store), and the voter state
+  // it would leave in `state`; changes nothing.
+  Verdict Decide(const Ballot& ballot, VoterState* state) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Decides `ballot` (Decide) and records it; a newer term moves this
+  // replica to it (StepDown).
   Verdict Vote(const Ballot& ballot, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   LogPosition OwnLog() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
