@@ -9,7 +9,11 @@ import signal
 import subprocess
 import time
 
+import grpc
 import pytest
+
+from ps.v1 import parameter_server_pb2 as pb
+from ps.v1 import parameter_server_pb2_grpc as pb_grpc
 
 BIN_DIR = os.environ.get("PS_BIN_DIR", "build/bin")
 
@@ -112,6 +116,25 @@ def start_ps_server(processes, tmp_path, port_name, log_name, flags, port=0,
         return port_file.exists() and port_file.read_text().strip()
     wait_for(ready, 30, f"{what} to serve")
     return process, int(port_file.read_text())
+
+
+def server_status(address, timeout=10):
+    """The server's ParameterServer.Status."""
+    with grpc.insecure_channel(address) as channel:
+        return pb_grpc.ParameterServerStub(channel).Status(
+            pb.StatusRequest(), timeout=timeout)
+
+
+def start_replica(tmp_path, processes, index, peers, *flags):
+    """Replica `index` (of len(peers)) of the one shard of an async job,
+    with `flags` more, and its address once it serves."""
+    process, port = start_ps_server(
+        processes, tmp_path, f"replica{index}.port", f"replica{index}",
+        ["--shard_index=0", "--num_shards=1", "--mode=async", "--lr=0.5",
+         "--l2=0", f"--replicas={len(peers)}", f"--replica_index={index}",
+         f"--replica_peers={','.join(peers)}", *flags],
+        what=f"replica {index}")
+    return process, f"127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -9,35 +9,17 @@ import grpc
 import numpy as np
 
 import pyps
-from conftest import start_ps_server, wait_for
+from conftest import server_status, start_replica, wait_for
 from ps.v1 import parameter_server_pb2 as pb
-from ps.v1 import parameter_server_pb2_grpc as pb_grpc
 
 PUSHES = 600
 BATCH = 4
 
 
-def start_replica(tmp_path, processes, index, peers):
-    """Replica `index` of the one shard, and its address once it serves."""
-    process, port = start_ps_server(
-        processes, tmp_path, f"replica{index}.port", f"replica{index}",
-        ["--shard_index=0", "--num_shards=1", "--mode=async", "--lr=0.5",
-         "--l2=0", f"--replicas={len(peers)}", f"--replica_index={index}",
-         f"--replica_peers={','.join(peers)}"],
-        what=f"replica {index}")
-    return process, f"127.0.0.1:{port}"
-
-
-def status_of(address, timeout=10):
-    with grpc.insecure_channel(address) as channel:
-        return pb_grpc.ParameterServerStub(channel).Status(
-            pb.StatusRequest(), timeout=timeout)
-
-
 def role(address):
     """The replica's role and term, or None when it does not answer."""
     try:
-        replica = status_of(address, timeout=2).replica
+        replica = server_status(address, timeout=2).replica
     except grpc.RpcError:
         return None
     return replica.role, replica.term
@@ -80,7 +62,7 @@ def test_worker_follows_the_new_primary_after_kill_9_and_loses_no_push(
         trainer = threading.Thread(target=train)
         trainer.start()
         assert reached_kill_point.wait(60), "training did not get under way"
-        assert status_of(first).version == PUSHES // 3
+        assert server_status(first).version == PUSHES // 3
         primary.signal(signal.SIGKILL)
         primary.wait(10)
         primary_dead.set()
@@ -101,7 +83,7 @@ def test_worker_follows_the_new_primary_after_kill_9_and_loses_no_push(
     # The survivor holds each acknowledged push once: in the worker's
     # sequence table, in the sample count, and in θ (0.5 per push, exact
     # in float32).
-    status = status_of(second)
+    status = server_status(second)
     assert [(w.worker_id, w.pushes, w.last_seq) for w in status.workers] == [
         (0, PUSHES, PUSHES)]
     assert status.samples_applied == PUSHES * BATCH

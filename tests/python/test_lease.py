@@ -4,26 +4,26 @@ REGISTRATION_REQUIRED detail, not the error text, tells it to."""
 
 import signal
 
-from conftest import wait_for
-from test_signals import start_worker, status
+from conftest import server_status, wait_for
+from test_signals import start_worker
 
 
 def test_worker_paused_past_its_lease_registers_again_and_trains_on(
         servers, spawn):
     servers.start(2, "--mode=async", "--lease_timeout=1s")
     worker = start_worker(spawn, servers, "worker")
-    wait_for(lambda: all(status(a).pushes_applied >= 5
+    wait_for(lambda: all(server_status(a).pushes_applied >= 5
                          for a in servers.addresses), 60, "pushes")
     worker.signal(signal.SIGSTOP)
-    wait_for(lambda: all(status(a).leases_expired >= 1 and
-                         status(a).live_workers == 0
+    wait_for(lambda: all(server_status(a).leases_expired >= 1 and
+                         server_status(a).live_workers == 0
                          for a in servers.addresses), 30,
              "the servers to expire the paused worker's lease")
-    pushed = [status(a).pushes_applied for a in servers.addresses]
+    pushed = [server_status(a).pushes_applied for a in servers.addresses]
     worker.signal(signal.SIGCONT)
 
     def registered_again_and_pushing():
-        answers = [status(a) for a in servers.addresses]
+        answers = [server_status(a) for a in servers.addresses]
         return all(s.live_workers == 1 and s.workers[0].registrations >= 2
                    and s.pushes_applied > before + 5
                    for s, before in zip(answers, pushed))

@@ -7,20 +7,9 @@ import sys
 
 import pytest
 
-from conftest import wait_for
-from ps.v1 import parameter_server_pb2 as pb
-import grpc
+from conftest import server_status, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def status(address):
-    with grpc.insecure_channel(address) as channel:
-        stub = channel.unary_unary(
-            "/ps.v1.ParameterServer/Status",
-            request_serializer=pb.StatusRequest.SerializeToString,
-            response_deserializer=pb.StatusResponse.FromString)
-        return stub(pb.StatusRequest(), timeout=10)
 
 
 def start_worker(spawn, servers, name, worker_id=0, num_workers=1):
@@ -36,12 +25,12 @@ def test_stop_signal_leaves_the_job_and_exits_128_plus_signal(
     # A lease far longer than the test: only Leave can free the worker.
     servers.start(2, "--mode=async", "--lease_timeout=600s")
     worker = start_worker(spawn, servers, "worker")
-    wait_for(lambda: all(status(a).pushes_applied >= 5
+    wait_for(lambda: all(server_status(a).pushes_applied >= 5
                          for a in servers.addresses), 60, "pushes")
     worker.signal(number)
     assert worker.wait(30) == 128 + number, worker.log()
     for address in servers.addresses:
-        answer = status(address)
+        answer = server_status(address)
         assert answer.live_workers == 0, answer
         [me] = answer.workers
         # Stopped, not finished: a restart resumes it.

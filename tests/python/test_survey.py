@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pyps
-from test_signals import status
+from conftest import server_status
 
 
 def test_servers_listed_out_of_order_are_refused_before_registering(servers):
@@ -14,7 +14,7 @@ def test_servers_listed_out_of_order_are_refused_before_registering(servers):
     with pytest.raises(pyps.Rejected) as raised:
         pyps.Client(servers.addresses[::-1], 0)
     assert "list the servers in shard order" in str(raised.value)
-    assert all(not status(a).workers for a in servers.addresses)
+    assert all(not server_status(a).workers for a in servers.addresses)
 
 
 def test_too_few_servers_are_refused_before_registering(servers):
@@ -22,7 +22,7 @@ def test_too_few_servers_are_refused_before_registering(servers):
     with pytest.raises(pyps.Rejected) as raised:
         pyps.Client(servers.addresses[:1], 0)
     assert "give every server of the job" in str(raised.value)
-    assert all(not status(a).workers for a in servers.addresses)
+    assert all(not server_status(a).workers for a in servers.addresses)
 
 
 def test_a_finished_job_is_reported_and_not_joined(servers):
@@ -32,10 +32,10 @@ def test_a_finished_job_is_reported_and_not_joined(servers):
         client.pull()
         client.push({"w": np.ones(4)}, 1)
     # The with-block ended normally: the worker left as finished.
-    assert all(status(a).workers[0].finished for a in servers.addresses)
+    assert all(server_status(a).workers[0].finished for a in servers.addresses)
     with pyps.Client(servers.addresses, 0) as again:
         assert again.job_complete
         with pytest.raises(pyps.Error, match="already complete"):
             again.init({"w": np.zeros(4, np.float32)})
-    assert all(status(a).workers[0].registrations == 1
+    assert all(server_status(a).workers[0].registrations == 1
                for a in servers.addresses)

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 import pyps
-from conftest import start_ps_server, wait_for
+from conftest import server_status, start_replica, wait_for
 from ps.v1 import parameter_server_pb2 as pb
-from ps.v1 import parameter_server_pb2_grpc as pb_grpc
 
 BATCH = 4
 PARTITION_S = 3.0
@@ -105,30 +104,13 @@ class Link:
         self._listener.close()
 
 
-def shard_status(address, timeout=10):
-    with grpc.insecure_channel(address) as channel:
-        return pb_grpc.ParameterServerStub(channel).Status(
-            pb.StatusRequest(), timeout=timeout)
-
-
 def replica_status(address):
     """The replica's role (ps.v1.ReplicaState), or an empty one when it
     does not answer."""
     try:
-        return shard_status(address, timeout=2).replica
+        return server_status(address, timeout=2).replica
     except grpc.RpcError:
         return pb.ReplicaState()
-
-
-def start_replica(tmp_path, processes, index, peers, *flags):
-    process, port = start_ps_server(
-        processes, tmp_path, f"replica{index}.port", f"replica{index}",
-        ["--shard_index=0", "--num_shards=1", "--mode=async", "--lr=0.5",
-         "--l2=0", "--num_workers=2", f"--replicas={len(peers)}",
-         f"--replica_index={index}", f"--replica_peers={','.join(peers)}",
-         *flags],
-        what=f"replica {index}")
-    return process, f"127.0.0.1:{port}"
 
 
 def one_primary(addresses):
@@ -155,15 +137,17 @@ class Shard:
         self.to_first, self.to_second = Link(), Link()
         self.first_process, self.first = start_replica(
             tmp_path, processes, 0,
-            ["127.0.0.1:0", self.to_second.address, "127.0.0.1:0"])
+            ["127.0.0.1:0", self.to_second.address, "127.0.0.1:0"],
+            "--num_workers=2")
         self.to_first.target = int(self.first.split(":")[1])
         second_process, self.second = start_replica(
             tmp_path, processes, 1,
-            [self.to_first.address, self.to_second.address, "127.0.0.1:0"])
+            [self.to_first.address, self.to_second.address, "127.0.0.1:0"],
+            "--num_workers=2")
         self.to_second.target = int(self.second.split(":")[1])
         _, self.witness = start_replica(
             tmp_path, processes, 2, [self.first, self.second, "127.0.0.1:0"],
-            "--replica_witness")
+            "--num_workers=2", "--replica_witness")
         wait_for(lambda: replica_status(self.witness).role ==
                  pb.ReplicaState.BACKUP, 30, "the witness to join")
         status = replica_status(self.witness)
@@ -251,7 +235,7 @@ def test_a_partition_between_two_replicas_with_a_witness_loses_no_push(
 
     primary = one_primary(addresses)
     assert primary in (first, second)
-    status = shard_status(primary)
+    status = server_status(primary)
     # Every acknowledged push is on the shard once: in each worker's
     # sequence table, the sample count and θ (0.5 a push, exact in float32).
     pushes = {w.worker_id: w.pushes for w in status.workers}
@@ -277,11 +261,11 @@ def test_a_backup_that_missed_acknowledged_pushes_cannot_take_over(shard):
         for _ in range(10):
             client.push(ones, BATCH)
         shard.cut()
-        wait_for(lambda: shard_status(shard.first).replica.backups_dropped
+        wait_for(lambda: server_status(shard.first).replica.backups_dropped
                  >= 1, 30, "the primary to drop replica 1")
         for _ in range(10):
             client.push(ones, BATCH)  # acknowledged with the witness
-    acknowledged = shard_status(shard.first).version
+    acknowledged = server_status(shard.first).version
     assert acknowledged >= 20
     second_log = shard.tmp_path / "replica1.log"
     before = second_log.read_text().count("lost the pre-vote")
@@ -294,4 +278,4 @@ def test_a_backup_that_missed_acknowledged_pushes_cannot_take_over(shard):
              before + 3, 30, "replica 1 to stand three times")
     status = replica_status(shard.second)
     assert status.role != pb.ReplicaState.PRIMARY
-    assert shard_status(shard.second).version < acknowledged
+    assert server_status(shard.second).version < acknowledged
