@@ -2,6 +2,7 @@
 // faults on another, on loopback; the assertions read summary.json.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,56 @@ TEST(Chaos, AReplicatedClusterStartsEveryReplicaAndFaultsFindThePrimary) {
   EXPECT_THAT(backup_log, HasSubstr("takes over as the primary of term 2"));
   EXPECT_THAT(ReadFile(out + "/server-0.log"),
               HasSubstr("replica 0 joined primary 1 of term 2 at change"));
+}
+
+// replica_witness: each shard gets a third ps_server, replica 2, started
+// with --replica_witness and not given to the workers. The primary killed
+// for good, the backup takes over with the witness's vote, the witness
+// follows it, and training finishes.
+TEST(Chaos, AWitnessIsStartedNotGivenToWorkersAndElectsTheBackup) {
+  const std::string dir = FreshDir("chaos_witness");
+  const std::string scenario = dir + "/witness.yaml";
+  ASSERT_TRUE(common::WriteFileAtomically(scenario,
+                                          "cluster:\n"
+                                          "  servers: 1\n"
+                                          "  replicas: 2\n"
+                                          "  replica_witness: true\n"
+                                          "  workers: 2\n"
+                                          "  mode: async\n"
+                                          "  epochs: 8\n"
+                                          "  eval_every: 0.5\n"
+                                          "  network: loopback\n"
+                                          "poll_every: 100ms\n"
+                                          "timeout: 3m\n"
+                                          "faults:\n"
+                                          "  - at: 0.2 epoch\n"
+                                          "    kill: server 0 primary\n")
+                  .ok());
+  const std::string out = dir + "/out";
+  test_support::Outcome run =
+      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
+                dir + "/ps_chaos.log", absl::Minutes(4));
+  ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
+  const std::string text = ReadFile(out + "/summary.json");
+  const common::Json summary = common::ParseJsonObject(text);
+  ASSERT_EQ(summary.value("completed", false), true) << text;
+
+  const std::string witness_log = ReadFile(out + "/server-0-replica-2.log");
+  EXPECT_THAT(witness_log, HasSubstr("--replicas=3 --replica_index=2"));
+  EXPECT_THAT(witness_log, HasSubstr("--replica_witness=true"));
+  EXPECT_THAT(witness_log,
+              HasSubstr("replica 2 joined primary 0 of term 1 at change"));
+  EXPECT_THAT(witness_log,
+              HasSubstr("replica 2 joined primary 1 of term 2 at change"));
+  EXPECT_THAT(ReadFile(out + "/server-0-replica-1.log"),
+              HasSubstr("takes over as the primary of term 2"));
+  // The workers' --servers name the two replicas, not the witness.
+  const std::string worker_log = ReadFile(out + "/worker-0.log");
+  const size_t servers = worker_log.find("--servers=");
+  ASSERT_NE(servers, std::string::npos) << worker_log.substr(0, 500);
+  const std::string listed =
+      worker_log.substr(servers, worker_log.find(' ', servers) - servers);
+  EXPECT_EQ(std::count(listed.begin(), listed.end(), '|'), 1) << listed;
 }
 
 TEST(Chaos, ABadScenarioIsRejectedBeforeAnythingStarts) {
