@@ -25,6 +25,26 @@ using ::testing::Not;
 
 constexpr double kLeaseSeconds = 1;
 
+// ps_chaos runs `scenario` (outputs in `out`, its log in `dir`): the run's
+// summary.json once it exited 0 and the training completed, else a test
+// failure and "".
+std::string RunToCompletion(const std::string& scenario, const std::string& out,
+                            const std::string& dir) {
+  test_support::Outcome run =
+      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
+                dir + "/ps_chaos.log", absl::Minutes(4));
+  if (!test_support::ExitedWith(run, 0)) {
+    ADD_FAILURE() << run.output;
+    return "";
+  }
+  const std::string text = ReadFile(out + "/summary.json");
+  if (!common::ParseJsonObject(text).value("completed", false)) {
+    ADD_FAILURE() << "training did not complete: " << text;
+    return "";
+  }
+  return text;
+}
+
 TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
   const std::string dir = FreshDir("chaos");
   const std::string scenario = dir + "/worker_kill.yaml";
@@ -49,14 +69,9 @@ TEST(Chaos, SyncTrainingRidesThroughAKilledWorkerAndTheSummarySaysHow) {
                                           "    kill: worker 2\n")
                   .ok());
   const std::string out = dir + "/out";
-  test_support::Outcome run =
-      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
-                dir + "/ps_chaos.log", absl::Minutes(4));
-  ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
-
-  const std::string text = ReadFile(out + "/summary.json");
+  const std::string text = RunToCompletion(scenario, out, dir);
+  ASSERT_FALSE(text.empty());
   const common::Json summary = common::ParseJsonObject(text);
-  ASSERT_EQ(summary.value("completed", false), true) << text;
   EXPECT_GT(Field(text, "final_accuracy"), 0.7) << text;
   // Evaluated every 0.2 epoch: the last half epoch holds two or three.
   EXPECT_GT(Field(text, "end_accuracy"), 0.7) << text;
@@ -118,14 +133,9 @@ TEST(Chaos, AReplicatedClusterStartsEveryReplicaAndFaultsFindThePrimary) {
                                           "    for: 1s\n")
                   .ok());
   const std::string out = dir + "/out";
-  test_support::Outcome run =
-      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
-                dir + "/ps_chaos.log", absl::Minutes(4));
-  ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
-
-  const std::string text = ReadFile(out + "/summary.json");
+  const std::string text = RunToCompletion(scenario, out, dir);
+  ASSERT_FALSE(text.empty());
   const common::Json summary = common::ParseJsonObject(text);
-  ASSERT_EQ(summary.value("completed", false), true) << text;
   ASSERT_EQ(summary.at("faults").size(), 1u) << text;
   const common::Json& stop = summary.at("faults")[0];
   EXPECT_EQ(stop.value("what", ""), "stop server 0 primary: for 1s") << text;
@@ -169,13 +179,7 @@ TEST(Chaos, AWitnessIsStartedNotGivenToWorkersAndElectsTheBackup) {
                                           "    kill: server 0 primary\n")
                   .ok());
   const std::string out = dir + "/out";
-  test_support::Outcome run =
-      RunBinary({"ps_chaos", "run", scenario, "--out", out, "--quiet"},
-                dir + "/ps_chaos.log", absl::Minutes(4));
-  ASSERT_TRUE(test_support::ExitedWith(run, 0)) << run.output;
-  const std::string text = ReadFile(out + "/summary.json");
-  const common::Json summary = common::ParseJsonObject(text);
-  ASSERT_EQ(summary.value("completed", false), true) << text;
+  ASSERT_FALSE(RunToCompletion(scenario, out, dir).empty());
 
   const std::string witness_log = ReadFile(out + "/server-0-replica-2.log");
   EXPECT_THAT(witness_log, HasSubstr("--replicas=3 --replica_index=2"));
