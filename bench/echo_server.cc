@@ -7,15 +7,80 @@
 
 namespace ps::bench {
 
+namespace {
+
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
+                                 const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// Each message read is written back, one at a time, until the client
+// closes its side.
+class StreamEcho final
+    : public grpc::ServerBidiReactor<EchoService::EchoMessage,
+                                     EchoService::EchoMessage> {
+ public:
+  StreamEcho() { StartRead(&in_); }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    *out_.mutable_payload() = in_.payload();
+    StartWrite(&out_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the stream broke while answering"));
+      return;
+    }
+    StartRead(&in_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  EchoService::EchoMessage in_;
+  EchoService::EchoMessage out_;
+};
+
+}  // namespace
+
 grpc::ServerUnaryReactor* EchoService::Echo(
-    grpc::CallbackServerContext* context,
-    const ps::bench::v1::EchoMessage* request,
-    ps::bench::v1::EchoMessage* response) {
+    grpc::CallbackServerContext* context, const EchoMessage* request,
+    EchoMessage* response) {
   // One copy, as any service that answers with bytes it was sent makes.
   *response->mutable_payload() = request->payload();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return Answer(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* EchoService::Sink(
+    grpc::CallbackServerContext* context, const EchoMessage*,
+    ps::bench::v1::SinkReply*) {
+  return Answer(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* EchoService::Source(
+    grpc::CallbackServerContext* context,
+    const ps::bench::v1::SourceRequest* request, EchoMessage* response) {
+  if (request->bytes() > static_cast<uint64_t>(rpc::kMaxMessageBytes)) {
+    return Answer(context,
+                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               absl::StrCat("Source of ", request->bytes(),
+                                            " bytes: at most ",
+                                            rpc::kMaxMessageBytes, " fit")));
+  }
+  // One pass over the bytes, as a server answering with its own values
+  // (a pull's copy of θ) makes.
+  response->mutable_payload()->assign(request->bytes(), '\0');
+  return Answer(context, grpc::Status::OK);
+}
+
+grpc::ServerBidiReactor<EchoService::EchoMessage, EchoService::EchoMessage>*
+EchoService::EchoStream(grpc::CallbackServerContext*) {
+  return new StreamEcho;
 }
 
 absl::StatusOr<EchoServer> StartEchoServer(

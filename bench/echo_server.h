@@ -11,13 +11,23 @@
 
 namespace ps::bench {
 
-// Returns every request's payload unchanged: the cheapest unary round trip
-// of those bytes, with the parameter server's channel settings.
+// The cheapest gRPC calls that move a push's, a pull's and a PushPull's
+// bytes, with the parameter server's channel settings: what our calls are
+// measured against.
 class EchoService final : public ps::bench::v1::Echo::CallbackService {
  public:
+  using EchoMessage = ps::bench::v1::EchoMessage;
   grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* context,
-                                 const ps::bench::v1::EchoMessage* request,
-                                 ps::bench::v1::EchoMessage* response) override;
+                                 const EchoMessage* request,
+                                 EchoMessage* response) override;
+  grpc::ServerUnaryReactor* Sink(grpc::CallbackServerContext* context,
+                                 const EchoMessage* request,
+                                 ps::bench::v1::SinkReply* response) override;
+  grpc::ServerUnaryReactor* Source(grpc::CallbackServerContext* context,
+                                   const ps::bench::v1::SourceRequest* request,
+                                   EchoMessage* response) override;
+  grpc::ServerBidiReactor<EchoMessage, EchoMessage>* EchoStream(
+      grpc::CallbackServerContext* context) override;
 };
 
 // A running echo server on `listen` (port 0: a free one).

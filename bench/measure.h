@@ -15,6 +15,7 @@ namespace ps::bench {
 // Throughput and latency of one kind of operation, over all callers.
 struct OpStats {
   std::string name;         // "push", "pull", "push+pull", "echo"
+  std::string raw;          // the raw gRPC call of the same shape, or ""
   uint64_t ops = 0;         // completed, all callers together
   double seconds = 0;       // wall time of the measurement
   double bytes_per_op = 0;  // payload bytes moved (both directions)

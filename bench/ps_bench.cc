@@ -1,6 +1,6 @@
 // ps_bench: figures for the parameter server, each beside a limit measured
 // in the same run.
-//   ps_bench transfer   push / pull / push+pull against a raw gRPC echo and
+//   ps_bench transfer   push / pull / push+pull against raw gRPC calls and
 //                       memcpy, per payload size and cluster shape
 //   ps_bench train      samples/s, time to accuracy and peak RSS of a local
 //                       cluster training Fashion-MNIST
@@ -45,8 +45,9 @@ ABSL_FLAG(bool, replica_witness, false,
 ABSL_FLAG(std::string, sizes, "1K,64K,1M,16M",
           "transfer: model sizes in floats (K = 1024, M = 1024²).");
 ABSL_FLAG(std::string, ops, "",
-          "transfer: the ops to measure beside the echo, of push, pull, "
-          "push+pull and pushpull. Default: all.");
+          "transfer: the ops to measure beside the echo, of sink, source, "
+          "echostream (raw gRPC calls), push, pull, push+pull and pushpull; "
+          "each of ours brings its raw twin. Default: all.");
 ABSL_FLAG(std::string, max_message_bytes, "4M",
           "transfer: comma-separated ClientOptions::max_message_bytes values "
           "to run, each with its own servers (K = 1024, M = 1024² bytes): a "

@@ -33,27 +33,87 @@ constexpr double kMiB = 1 << 20;
 // parameter client's: the same copies in and out of the caller's floats.
 class EchoClient {
  public:
+  using EchoMessage = ps::bench::v1::EchoMessage;
+
   EchoClient(const std::string& address, uint64_t floats)
       : stub_(ps::bench::v1::Echo::NewStub(rpc::CreateChannel(address))),
         values_(floats, 0.5f),
-        back_(floats) {}
+        back_(floats) {
+    source_.set_bytes(floats * sizeof(float));
+  }
+  ~EchoClient() { CloseStream().IgnoreError(); }
 
-  absl::Status RoundTrip() {
+  absl::Status Echo() {
     common::FloatsToBytes(values_, request_.mutable_payload());
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    SetDeadline(context);
     grpc::Status status = stub_->Echo(&context, request_, &response_);
     if (!status.ok()) return rpc::FromGrpcStatus(status);
+    return TakeAnswer();
+  }
+
+  absl::Status Sink() {
+    common::FloatsToBytes(values_, request_.mutable_payload());
+    grpc::ClientContext context;
+    SetDeadline(context);
+    ps::bench::v1::SinkReply reply;
+    return rpc::FromGrpcStatus(stub_->Sink(&context, request_, &reply));
+  }
+
+  absl::Status Source() {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    grpc::Status status = stub_->Source(&context, source_, &response_);
+    if (!status.ok()) return rpc::FromGrpcStatus(status);
+    return TakeAnswer();
+  }
+
+  // An echo on the stream this client keeps open; a broken stream says
+  // why, and the next call opens a new one.
+  absl::Status StreamEcho() {
+    if (stream_ == nullptr) {
+      stream_context_ = std::make_unique<grpc::ClientContext>();
+      // The stream's deadline covers every echo it carries.
+      stream_context_->set_deadline(
+          absl::ToChronoTime(absl::Now() + absl::Hours(1)));
+      stream_ = stub_->EchoStream(stream_context_.get());
+    }
+    common::FloatsToBytes(values_, request_.mutable_payload());
+    if (!stream_->Write(request_) || !stream_->Read(&response_)) {
+      absl::Status closed = CloseStream();
+      return closed.ok() ? absl::UnavailableError("the echo stream ended")
+                         : closed;
+    }
+    return TakeAnswer();
+  }
+
+ private:
+  static void SetDeadline(grpc::ClientContext& context) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  }
+
+  absl::Status TakeAnswer() {
     return common::BytesToFloats(response_.payload(), absl::MakeSpan(back_),
                                  "the echo");
   }
 
- private:
+  absl::Status CloseStream() {
+    if (stream_ == nullptr) return absl::OkStatus();
+    stream_->WritesDone();
+    const grpc::Status status = stream_->Finish();
+    stream_.reset();
+    stream_context_.reset();
+    return rpc::FromGrpcStatus(status);
+  }
+
   std::unique_ptr<ps::bench::v1::Echo::Stub> stub_;
   std::vector<float> values_;
   std::vector<float> back_;
-  ps::bench::v1::EchoMessage request_;
-  ps::bench::v1::EchoMessage response_;
+  EchoMessage request_;
+  EchoMessage response_;
+  ps::bench::v1::SourceRequest source_;
+  std::unique_ptr<grpc::ClientContext> stream_context_;
+  std::unique_ptr<grpc::ClientReaderWriter<EchoMessage, EchoMessage>> stream_;
 };
 
 // A worker as the trainer drives it, minus the model: θ and a gradient of
@@ -116,7 +176,9 @@ absl::Status PushPull(BenchWorker& w) {
       .status();
 }
 
-constexpr const char* kOps[] = {"push", "pull", "push+pull", "pushpull"};
+// Beside the echo: the other raw gRPC calls, then ours.
+constexpr const char* kOps[] = {"sink", "source",    "echostream", "push",
+                                "pull", "push+pull", "pushpull"};
 
 absl::Status MeasureSize(const TransferOptions& options,
                          const std::string& echo_address, uint64_t floats,
@@ -150,27 +212,47 @@ absl::Status MeasureSize(const TransferOptions& options,
   struct Kind {
     const char* name;
     double bytes_per_op;
+    // The raw gRPC call that moves the same bytes the same way; none for
+    // the raw calls themselves.
+    const char* raw;
     std::function<absl::Status(uint32_t)> op;
   };
   std::vector<BenchWorker>& ws = *workers;
   std::vector<Kind> kinds = {
-      {"echo", 2 * bytes, [&](uint32_t w) { return echoes[w]->RoundTrip(); }},
-      {"push", bytes, [&](uint32_t w) { return Push(ws[w]); }},
-      {"pull", bytes, [&](uint32_t w) { return Pull(ws[w]); }},
-      {"push+pull", 2 * bytes,
+      {"echo", 2 * bytes, "", [&](uint32_t w) { return echoes[w]->Echo(); }},
+      {"sink", bytes, "", [&](uint32_t w) { return echoes[w]->Sink(); }},
+      {"source", bytes, "", [&](uint32_t w) { return echoes[w]->Source(); }},
+      {"echostream", 2 * bytes, "",
+       [&](uint32_t w) { return echoes[w]->StreamEcho(); }},
+      {"push", bytes, "sink", [&](uint32_t w) { return Push(ws[w]); }},
+      {"pull", bytes, "source", [&](uint32_t w) { return Pull(ws[w]); }},
+      {"push+pull", 2 * bytes, "echo",
        [&](uint32_t w) {
          absl::Status s = Push(ws[w]);
          return s.ok() ? Pull(ws[w]) : s;
        }},
-      {"pushpull", 2 * bytes, [&](uint32_t w) { return PushPull(ws[w]); }},
+      {"pushpull", 2 * bytes, "echo",
+       [&](uint32_t w) { return PushPull(ws[w]); }},
   };
   if (!options.ops.empty()) {
+    // The echo, and each chosen op after its raw twin.
     std::vector<Kind> chosen = {kinds[0]};
+    auto choose = [&](const std::string& name) {
+      auto it = std::find_if(kinds.begin(), kinds.end(),
+                             [&](const Kind& k) { return name == k.name; });
+      if (it == kinds.end()) return false;
+      if (std::none_of(chosen.begin(), chosen.end(),
+                       [&](const Kind& k) { return name == k.name; })) {
+        chosen.push_back(*it);
+      }
+      return true;
+    };
     for (const std::string& name : options.ops) {
       auto it = std::find_if(kinds.begin() + 1, kinds.end(),
                              [&](const Kind& k) { return name == k.name; });
       if (it == kinds.end()) return ValidateTransferOps(options.ops);
-      chosen.push_back(*it);
+      if (*it->raw != '\0') choose(it->raw);
+      choose(name);
     }
     kinds = std::move(chosen);
   }
@@ -189,6 +271,7 @@ absl::Status MeasureSize(const TransferOptions& options,
     for (size_t k = 0; k < kinds.size(); ++k) {
       OpStats& stats = result->ops[k];
       stats.name = kinds[k].name;
+      stats.raw = kinds[k].raw;
       stats.bytes_per_op = kinds[k].bytes_per_op;
       if (absl::Status s =
               Measure(options.workers, options.duration / options.rounds,
@@ -270,6 +353,20 @@ absl::Status RunTransfer(
   return absl::OkStatus();
 }
 
+namespace {
+
+// An op's GB/s over its raw twin's in the same run (0: none measured).
+double RatioToRaw(const TransferResult& r, const OpStats& op) {
+  for (const OpStats& raw : r.ops) {
+    if (!op.raw.empty() && raw.name == op.raw && raw.gb_per_s() > 0) {
+      return op.gb_per_s() / raw.gb_per_s();
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
 void PrintTransferHeader(const TransferOptions& options, std::FILE* out) {
   std::fprintf(out,
                "ps_bench transfer: %u worker(s) x %u server(s) on loopback, "
@@ -278,17 +375,20 @@ void PrintTransferHeader(const TransferOptions& options, std::FILE* out) {
                options.workers, options.servers,
                absl::FormatDuration(options.duration).c_str(),
                options.max_message_bytes / kMiB);
-  std::fprintf(out, "%-6s %-10s %9s %8s %10s %9s %9s\n", "floats", "op", "GB/s",
-               "x echo", "ops/s", "p50 ms", "p99 ms");
+  std::fprintf(out, "%-6s %-10s %9s %8s %14s %10s %9s %9s\n", "floats", "op",
+               "GB/s", "x echo", "x raw", "ops/s", "p50 ms", "p99 ms");
 }
 
 void PrintTransferResult(const TransferResult& r, std::FILE* out) {
   const double echo = r.ops.empty() ? 0 : r.ops[0].gb_per_s();
   for (const OpStats& op : r.ops) {
-    std::fprintf(out, "%-6s %-10s %9.3f %8.2f %10.0f %9.3f %9.3f\n",
+    const double raw = RatioToRaw(r, op);
+    const std::string vs_raw =
+        raw > 0 ? absl::StrFormat("%.2f %s", raw, op.raw) : "-";
+    std::fprintf(out, "%-6s %-10s %9.3f %8.2f %14s %10.0f %9.3f %9.3f\n",
                  SizeName(r.floats).c_str(), op.name.c_str(), op.gb_per_s(),
-                 echo > 0 ? op.gb_per_s() / echo : 0, op.ops_per_s(), op.p50_ms,
-                 op.p99_ms);
+                 echo > 0 ? op.gb_per_s() / echo : 0, vs_raw.c_str(),
+                 op.ops_per_s(), op.p50_ms, op.p99_ms);
   }
   std::vector<std::string> rss;
   for (int64_t b : r.server_peak_rss_bytes) {
@@ -310,7 +410,7 @@ std::string TransferJsonLines(const TransferResult& r) {
   for (int64_t b : r.server_peak_rss_bytes) rss.push_back(RoundTo(b / kMiB, 1));
   std::string out;
   for (const OpStats& op : r.ops) {
-    const common::Json line = {
+    common::Json line = {
         {"bench", "transfer"},
         {"workers", r.workers},
         {"servers", r.servers},
@@ -325,6 +425,10 @@ std::string TransferJsonLines(const TransferResult& r) {
         {"ops", op.ops},
         {"memcpy_gb_per_s", RoundTo(r.memcpy_gb_per_s, 3)},
         {"server_peak_rss_mib", rss}};
+    if (const double raw = RatioToRaw(r, op); raw > 0) {
+      line["raw"] = op.raw;
+      line["ratio_to_raw"] = RoundTo(raw, 3);
+    }
     absl::StrAppend(&out, line.dump(), "\n");
   }
   return out;
