@@ -231,7 +231,8 @@ absl::Status MeasureSize(const TransferOptions& options,
          absl::Status s = Push(ws[w]);
          return s.ok() ? Pull(ws[w]) : s;
        }},
-      {"pushpull", 2 * bytes, "echo",
+      // On the worker's stream (ClientOptions::pushpull_stream).
+      {"pushpull", 2 * bytes, "echostream",
        [&](uint32_t w) { return PushPull(ws[w]); }},
   };
   if (!options.ops.empty()) {

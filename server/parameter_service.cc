@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/float_bytes.h"
 #include "common/rpc/convert.h"
+#include "common/rpc/fault_injection.h"
 #include "common/rpc/wire_format.h"
 #include "server/parked_pull.h"
 #include "server/wire_messages.h"
@@ -442,6 +443,217 @@ grpc::ServerUnaryReactor* ParameterService::PushPull(
     }
   });
   return reactor;
+}
+
+void ParameterService::ExchangePushPull(
+    const grpc::ByteBuffer& request, absl::Time expires,
+    ParameterShard::PullTicket ticket,
+    std::function<void(absl::StatusOr<grpc::ByteBuffer>)> answer) {
+  const RpcCall call =
+      ServerMetrics::StartCall(RpcMethod::kPushPull, request.Length());
+  ReceivedPush push;
+  ps::v1::PullRequest pull;
+  if (absl::Status parsed = ParsePushPullRequest(&request, &push, &pull);
+      !parsed.ok()) {
+    metrics_->CountPush(parsed, PushOutcome::kApplied);
+    metrics_->EndCall(call, parsed, 0);
+    answer(parsed);
+    return;
+  }
+  ps::v1::PushResponse pushed;
+  if (absl::Status applied = ApplyPush(std::move(push), &pushed);
+      !applied.ok()) {
+    metrics_->EndCall(call, applied, 0);
+    answer(applied);
+    return;
+  }
+  auto complete = [this, call, pushed,
+                   answer](absl::StatusOr<PullResult> result) {
+    metrics_->CountPull(result.status());
+    if (!result.ok()) {
+      metrics_->EndCall(call, result.status(), 0);
+      answer(result.status());
+      return;
+    }
+    result->waited =
+        absl::FromChrono(std::chrono::steady_clock::now() - call.start);
+    absl::StatusOr<grpc::ByteBuffer> encoded =
+        EncodeAnswer(&pushed, std::move(*result));
+    metrics_->EndCall(call, encoded.status(),
+                      encoded.ok() ? encoded->Length() : 0);
+    answer(std::move(encoded));
+  };
+  // As PullReactor: a parked pull is answered once replicated.
+  auto parked = [this, complete](absl::StatusOr<PullResult> result) {
+    AnswerWhenReplicated(replicator_, std::move(result),
+                         [this, complete](absl::StatusOr<PullResult> ready) {
+                           metrics_->ParkedPullEnded();
+                           complete(std::move(ready));
+                         });
+  };
+  const PullArgs args = ToPullArgs(pull);
+  if (replicator_ == nullptr) {
+    std::optional<absl::StatusOr<PullResult>> ready =
+        shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
+    if (ready.has_value()) {
+      complete(std::move(*ready));
+      return;
+    }
+    StartParkedPull(*shard_, *metrics_, args, expires, ticket, parked);
+    return;
+  }
+  replicator_->WhenReplicated(
+      [this, args, expires, ticket, parked](absl::Status replicated) {
+        if (replicated.ok()) {
+          NotePushAcknowledged();
+          StartParkedPull(*shard_, *metrics_, args, expires, ticket, parked);
+        } else {
+          metrics_->PullParked();
+          parked(replicated);
+        }
+      });
+}
+
+// PushPulls read one at a time from one stream, each answered before the
+// next is read; the first refusal ends the stream with its status. Read,
+// exchange and write take turns, so one of them at a time runs; End comes
+// from the server's shutdown, at any time.
+class PushPullStreamReactor final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  PushPullStreamReactor(ParameterService* service, absl::Time deadline)
+      : service_(service), deadline_(deadline) {
+    service_->metrics_->StreamOpened();
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      if (!ok) {
+        FinishOnce(grpc::Status::OK);  // the client closed its side
+        return;
+      }
+      reading_ = false;
+    }
+    const ParameterShard::PullTicket ticket =
+        service_->shard()->NewPullTicket();
+    ticket_.store(ticket);
+    const absl::Time expires =
+        std::min(absl::Now() + service_->max_pull_wait(), deadline_);
+    service_->ExchangePushPull(
+        in_, expires, ticket, [this](absl::StatusOr<grpc::ByteBuffer> answer) {
+          absl::MutexLock lock(&mu_);
+          if (!answer.ok()) {
+            FinishOnce(rpc::ToGrpcStatus(answer.status()));
+            return;
+          }
+          out_ = *std::move(answer);
+          StartWrite(&out_);
+        });
+    // A cancel that read the ticket before this one may have missed the
+    // pull just parked. (gRPC runs OnDone only after this returns.)
+    if (cancelled_.load()) service_->shard()->CancelPull(ticket);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "the stream broke while answering"));
+    } else if (ending_) {
+      FinishOnce(ShuttingDown());
+    } else {
+      reading_ = true;
+      StartRead(&in_);
+    }
+  }
+
+  // A pull parked for this stream ends now, and with it the stream.
+  void OnCancel() override {
+    cancelled_.store(true);
+    service_->shard()->CancelPull(ticket_.load());
+  }
+
+  void OnDone() override {
+    service_->metrics_->StreamClosed();
+    service_->ForgetStream(this);
+    delete this;
+  }
+
+  // The server stops: a stream waiting for its next request ends now, one
+  // busy with a request once that is answered.
+  void End() {
+    absl::MutexLock lock(&mu_);
+    ending_ = true;
+    if (reading_) FinishOnce(ShuttingDown());
+  }
+
+ private:
+  static grpc::Status ShuttingDown() {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the server is shutting down");
+  }
+
+  void FinishOnce(const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  ParameterService* const service_;
+  const absl::Time deadline_;
+  std::atomic<ParameterShard::PullTicket> ticket_{0};
+  std::atomic<bool> cancelled_{false};
+  grpc::ByteBuffer in_;
+  grpc::ByteBuffer out_;
+  absl::Mutex mu_;
+  bool reading_ ABSL_GUARDED_BY(mu_) = true;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+namespace {
+
+// A PushPullStream ended at once with `status`, nothing read.
+class RefusedStream final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+void ParameterService::ForgetStream(PushPullStreamReactor* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+}
+
+void ParameterService::EndStreams() {
+  absl::MutexLock lock(&streams_mu_);
+  streams_ended_ = true;
+  for (PushPullStreamReactor* stream : streams_) stream->End();
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
+ParameterService::PushPullStream(grpc::CallbackServerContext* context) {
+  if (rpc::InstalledFaultInjector() != nullptr) {
+    // Its faults hit calls, and a stream is one call: the worker sends its
+    // PushPulls as unary calls instead, each one a call faults can hit.
+    return new RefusedStream(grpc::Status(
+        grpc::StatusCode::UNIMPLEMENTED,
+        "this server injects faults (--inject_faults), which hit calls: "
+        "send PushPulls as unary calls"));
+  }
+  auto* stream =
+      new PushPullStreamReactor(this, absl::FromChrono(context->deadline()));
+  absl::MutexLock lock(&streams_mu_);
+  streams_.insert(stream);
+  if (streams_ended_) stream->End();
+  return stream;
 }
 
 void ParameterService::SetAdvertisedAddress(std::string address) {

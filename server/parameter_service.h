@@ -4,6 +4,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -16,22 +17,35 @@
 
 namespace ps::server {
 
+class PushPullStreamReactor;
+
 // Init, Push, Pull, PushPull and the streamed calls take and answer raw
 // bytes (server/wire_messages.h): θ-sized values and gradients are read
 // from the request's slices where they arrived, and θ is copied once on its
-// way out. The rest are typed.
-using ParameterServiceBase =
-    ps::v1::ParameterServer::WithRawCallbackMethod_Init<
-        ps::v1::ParameterServer::WithRawCallbackMethod_Push<
-            ps::v1::ParameterServer::WithRawCallbackMethod_Pull<
-                ps::v1::ParameterServer::WithRawCallbackMethod_PushPull<
-                    ps::v1::ParameterServer::WithRawCallbackMethod_PushStream<
-                        ps::v1::ParameterServer::
-                            WithRawCallbackMethod_PullStream<
-                                ps::v1::ParameterServer::
-                                    WithRawCallbackMethod_InitStream<
-                                        ps::v1::ParameterServer::
-                                            CallbackService>>>>>>>;
+// way out. The rest are typed. The chain names each method once, not
+// through ParameterServer::CallbackService: that one's typed
+// PushPullStream has the raw one's signature with another return type.
+namespace grpc_base {
+using ps::v1::ParameterServer;
+using Typed = ParameterServer::WithCallbackMethod_Register<
+    ParameterServer::WithCallbackMethod_Heartbeat<
+        ParameterServer::WithCallbackMethod_Leave<
+            ParameterServer::WithCallbackMethod_Status<
+                ParameterServer::WithCallbackMethod_Checkpoint<
+                    ParameterServer::WithCallbackMethod_ExportRows<
+                        ParameterServer::WithCallbackMethod_LeasePartition<
+                            ParameterServer::Service>>>>>>>;
+using Raw = ParameterServer::WithRawCallbackMethod_Init<
+    ParameterServer::WithRawCallbackMethod_InitStream<
+        ParameterServer::WithRawCallbackMethod_Pull<
+            ParameterServer::WithRawCallbackMethod_Push<
+                ParameterServer::WithRawCallbackMethod_PushPull<
+                    ParameterServer::WithRawCallbackMethod_PushPullStream<
+                        ParameterServer::WithRawCallbackMethod_PushStream<
+                            ParameterServer::WithRawCallbackMethod_PullStream<
+                                Typed>>>>>>>>;
+}  // namespace grpc_base
+using ParameterServiceBase = grpc_base::Raw;
 
 // The gRPC face of a ParameterShard: converts messages and calls the core.
 // Pulls that must wait park in a reactor, costing no thread; a background
@@ -74,6 +88,21 @@ class ParameterService final : public ParameterServiceBase {
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PushPullStream(
+      grpc::CallbackServerContext* context) override;
+  // One PushPull of a stream: `answer` runs once, now or later and on any
+  // thread, with the encoded answer or the status PushPull would end with.
+  // A pull that waits parks under `ticket`.
+  void ExchangePushPull(
+      const grpc::ByteBuffer& request, absl::Time expires,
+      ParameterShard::PullTicket ticket,
+      std::function<void(absl::StatusOr<grpc::ByteBuffer>)> answer);
+  // Ends the PushPull streams, and any opened later: each at once if it
+  // waits for a request, else once its answer is written. An open stream
+  // would otherwise hold the server's shutdown for its whole grace.
+  void EndStreams();
+  ParameterShard* shard() const { return shard_; }
+  absl::Duration max_pull_wait() const { return max_pull_wait_; }
   // The streamed forms of Init, Push and Pull for shards too big for one
   // message (server/parameter_service_streams.cc): an Init's values and a
   // push's gradient are staged whole (server/push_stream.h) and then taken
@@ -163,6 +192,12 @@ class ParameterService final : public ParameterServiceBase {
   std::thread expiry_ticker_;
   absl::Mutex mu_;
   std::string advertised_address_ ABSL_GUARDED_BY(mu_);
+  friend class PushPullStreamReactor;
+  void ForgetStream(PushPullStreamReactor* stream);
+  absl::Mutex streams_mu_;
+  absl::flat_hash_set<PushPullStreamReactor*> streams_
+      ABSL_GUARDED_BY(streams_mu_);
+  bool streams_ended_ ABSL_GUARDED_BY(streams_mu_) = false;
 };
 
 }  // namespace ps::server

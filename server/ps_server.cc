@@ -193,6 +193,7 @@ void PsServer::Shutdown(absl::Duration grace) {
   // Writes waiting for backups end (UNAVAILABLE: workers retry elsewhere).
   if (replicator_ != nullptr) replicator_->Stop();
   shard_->EndParkedPulls();
+  service_->EndStreams();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   // The metrics go before the shard (members are destroyed in reverse).

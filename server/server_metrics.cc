@@ -115,6 +115,12 @@ ServerMetrics::ServerMetrics(const ParameterShard* shard,
                        .AddGauge("ps_server_parked_pulls",
                                  "Pulls waiting for their version now.")
                        .WithLabels({});
+  pushpull_streams_ =
+      &registry_
+           .AddGauge("ps_server_pushpull_streams",
+                     "PushPullStream calls open now: workers sending their "
+                     "PushPulls on a long-lived stream.")
+           .WithLabels({});
 
   version_ = &registry_
                   .AddGauge("ps_server_version",

@@ -70,6 +70,8 @@ class ServerMetrics final : public ShardObserver {
   void CountPull(const absl::Status& status);
   void PullParked() { parked_pulls_->Add(1); }
   void ParkedPullEnded() { parked_pulls_->Add(-1); }
+  void StreamOpened() { pushpull_streams_->Add(1); }
+  void StreamClosed() { pushpull_streams_->Add(-1); }
 
   void RoundClosed(RoundClose why, absl::Duration open_for) override;
   void PushApplied(uint64_t staleness) override;
@@ -99,6 +101,7 @@ class ServerMetrics final : public ShardObserver {
   std::array<std::atomic<common::metrics::Counter*>, 4 + 17> push_series_{};
   std::array<std::atomic<common::metrics::Counter*>, 17> pull_series_{};
   common::metrics::Gauge* parked_pulls_;
+  common::metrics::Gauge* pushpull_streams_;
 
   // Set at scrape time.
   common::metrics::Gauge* version_;

@@ -92,6 +92,10 @@ ABSL_FLAG(uint64_t, max_message_bytes,
           "A shard whose dense values are more bytes than this is pushed and "
           "pulled as a stream of chunks of at most this size (at least "
           "65536), so no message holds a second copy of its θ.");
+ABSL_FLAG(bool, pushpull_stream, true,
+          "Send each step's PushPull on one long-lived stream per shard "
+          "(false: a unary call each step). A stream that fails falls back to "
+          "the unary call for that step; off with --inject_faults.");
 ABSL_FLAG(absl::Duration, max_retry_time, absl::Seconds(120),
           "Give up on a server after retrying this long, and exit non-zero.");
 ABSL_FLAG(std::string, init_from, "",
@@ -258,6 +262,7 @@ int main(int argc, char** argv) {
     Die(absl::StrCat("--max_message_bytes=", client_options.max_message_bytes,
                      " is below the smallest message, 65536 bytes"));
   }
+  client_options.pushpull_stream = absl::GetFlag(FLAGS_pushpull_stream);
   client_options.retry.rpc_deadline = absl::GetFlag(FLAGS_rpc_deadline);
   client_options.retry.max_retry_time = absl::GetFlag(FLAGS_max_retry_time);
   if (client_options.retry.rpc_deadline <= absl::ZeroDuration() ||

@@ -13,6 +13,7 @@
 #include "common/parallel.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/convert.h"
+#include "common/rpc/fault_injection.h"
 #include "common/rpc/wire_format.h"
 #include "spdlog/spdlog.h"
 
@@ -51,6 +52,8 @@ const std::string kPushMethod =
     absl::StrCat("/", ps::v1::ParameterServer::service_full_name(), "/Push");
 const std::string kPushPullMethod = absl::StrCat(
     "/", ps::v1::ParameterServer::service_full_name(), "/PushPull");
+const std::string kPushPullStreamMethod = absl::StrCat(
+    "/", ps::v1::ParameterServer::service_full_name(), "/PushPullStream");
 
 grpc::Status Unparsable(const google::protobuf::MessageLite& message) {
   return grpc::Status(grpc::StatusCode::INTERNAL,
@@ -464,6 +467,8 @@ absl::StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
       std::shared_ptr<grpc::Channel> channel = rpc::CreateChannel(address);
       replica.stub = ps::v1::ParameterServer::NewStub(channel);
       replica.caller = std::make_unique<rpc::RawUnaryCaller>(channel);
+      replica.stream = std::make_unique<rpc::RawStreamCaller>(
+          channel, kPushPullStreamMethod);
     }
   }
   client->team_ = std::make_unique<common::ThreadTeam>(client->shards_.size());
@@ -853,8 +858,7 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
   SizeRows(rows);
   const uint64_t seq = next_seq_++;
   SelectCompressed(gradient);
-  FirstError error;
-  team_->Run([&](size_t i) {
+  auto fill = [&](size_t i) {
     Shard& shard = shards_[i];
     FillPush(shard, seq, step, batch_size, gradient);
     FillSparse(i, gradients ? *gradients : none, *push_routes, true,
@@ -862,51 +866,166 @@ absl::StatusOr<PullInfo> ParameterClient::PushPullRows(
     FillPull(shard, step + 1, shard.request.mutable_pull());
     FillSparse(i, rows ? *rows : none, *pull_routes, false,
                shard.request.mutable_pull()->mutable_sparse());
-    if (StreamsPull(shard)) {
-      // Too big for one message each way: the push, then (once it is
-      // taken) the pull, each streamed. Two round trips instead of one,
-      // which at this size cost little beside the transfer.
-      absl::Status taken = rpc::FromGrpcStatus(PushShard(shard, gradient));
-      if (taken.ok()) taken = PullShard(shard, theta);
-      if (taken.ok() && rows != nullptr) {
-        taken =
-            TakeSparse(i, *pull_routes, shard.response.pull().sparse(), *rows);
+  };
+  auto take = [&](size_t i, const grpc::Status& status,
+                  const grpc::ByteBuffer& answer) {
+    return TakePushPullAnswer(i, status, answer, theta, *pull_routes, rows);
+  };
+  FirstError error;
+  if (UsesPushPullStreams()) {
+    std::vector<grpc::ByteBuffer> requests(shards_.size());
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      fill(i);
+      requests[i] = PushPullBytes(shards_[i], gradient);
+    }
+    PushPullOnStreams(requests, [&](size_t i, const grpc::Status& status,
+                                    const grpc::ByteBuffer& answer) {
+      error.Record(shards_[i].address(), take(i, status, answer));
+    });
+  } else {
+    team_->Run([&](size_t i) {
+      Shard& shard = shards_[i];
+      fill(i);
+      if (StreamsPull(shard)) {
+        // Too big for one message each way: the push, then (once it is
+        // taken) the pull, each streamed. Two round trips instead of one,
+        // which at this size cost little beside the transfer.
+        absl::Status taken = rpc::FromGrpcStatus(PushShard(shard, gradient));
+        if (taken.ok()) taken = PullShard(shard, theta);
+        if (taken.ok() && rows != nullptr) {
+          taken = TakeSparse(i, *pull_routes, shard.response.pull().sparse(),
+                             *rows);
+        }
+        error.Record(shard.address(), taken);
+        return;
       }
-      error.Record(shard.address(), taken);
-      return;
-    }
-    const grpc::ByteBuffer request =
-        rpc::SerializeApart(shard.request,
-                            {ps::v1::PushPullRequest::kPushFieldNumber,
-                             ps::v1::PushRequest::kGradientFieldNumber},
-                            GradientBytes(shard, gradient));
-    shard.push_request_bytes = request.Length();
-    grpc::ByteBuffer answer;
-    grpc::Status status =
-        CallPushing(shard, "PushPull with ", [&](grpc::ClientContext& context) {
-          return shard.caller()->Call(&context, kPushPullMethod, request,
-                                      &answer);
-        });
-    absl::Cord values;
-    if (status.ok() &&
-        !rpc::ParseApart(rpc::CordOf(answer),
-                         {ps::v1::PushPullResponse::kPullFieldNumber,
-                          ps::v1::PullResponse::kValuesFieldNumber},
-                         &shard.response, &values)) {
-      status = Unparsable(shard.response);
-    }
-    absl::Status taken = status.ok() ? TakePulled(shard, values, theta)
-                                     : rpc::FromGrpcStatus(status);
-    if (taken.ok() && rows != nullptr) {
-      taken =
-          TakeSparse(i, *pull_routes, shard.response.pull().sparse(), *rows);
-    }
-    error.Record(shard.address(), taken);
-  });
+      const grpc::ByteBuffer request = PushPullBytes(shard, gradient);
+      grpc::ByteBuffer answer;
+      const grpc::Status status = CallPushPull(shard, request, &answer);
+      error.Record(shard.address(), take(i, status, answer));
+    });
+  }
   CountPushes();
   if (!error.status().ok()) return error.status();
   completes_.reset();
   return Pulled();
+}
+
+bool ParameterClient::UsesPushPullStreams() const {
+  return options_.pushpull_stream && rpc::InstalledFaultInjector() == nullptr &&
+         std::none_of(shards_.begin(), shards_.end(),
+                      [&](const Shard& shard) { return StreamsPull(shard); });
+}
+
+grpc::ByteBuffer ParameterClient::PushPullBytes(
+    Shard& shard, absl::Span<const float> gradient) {
+  grpc::ByteBuffer request =
+      rpc::SerializeApart(shard.request,
+                          {ps::v1::PushPullRequest::kPushFieldNumber,
+                           ps::v1::PushRequest::kGradientFieldNumber},
+                          GradientBytes(shard, gradient));
+  shard.push_request_bytes = request.Length();
+  return request;
+}
+
+grpc::Status ParameterClient::CallPushPull(Shard& shard,
+                                           const grpc::ByteBuffer& request,
+                                           grpc::ByteBuffer* answer) {
+  return CallPushing(
+      shard, "PushPull with ", [&](grpc::ClientContext& context) {
+        return shard.caller()->Call(&context, kPushPullMethod, request, answer);
+      });
+}
+
+void ParameterClient::PushPullOnStreams(
+    const std::vector<grpc::ByteBuffer>& requests,
+    const std::function<void(size_t, const grpc::Status&,
+                             const grpc::ByteBuffer&)>& answered) {
+  const size_t n = shards_.size();
+  const absl::Time deadline = absl::Now() + options_.retry.rpc_deadline;
+  std::vector<uint32_t> tried(n);
+  std::vector<bool> sent(n, false);
+  std::vector<std::multimap<uint32_t, grpc::ClientContext*>::iterator>
+      registered(n);
+  for (size_t i = 0; i < n; ++i) {
+    Shard& shard = shards_[i];
+    tried[i] = shard.current->load();
+    Replica& replica = shard.replicas[tried[i]];
+    if (replica.refuses_streams) continue;
+    replica.stream->Send(requests[i], deadline);
+    sent[i] = true;
+    // Cancelled, as the unary calls are, when calls move off this replica.
+    absl::MutexLock lock(&shard.routing->mu);
+    registered[i] =
+        shard.routing->in_flight.emplace(tried[i], replica.stream->context());
+  }
+  std::vector<grpc::ByteBuffer> answers(n);
+  std::vector<grpc::Status> statuses(n);
+  bool all_answered = true;
+  for (size_t i = 0; i < n; ++i) {
+    if (!sent[i]) {
+      all_answered = false;
+      continue;
+    }
+    Shard& shard = shards_[i];
+    Replica& replica = shard.replicas[tried[i]];
+    statuses[i] = replica.stream->Receive(deadline, &answers[i]);
+    {
+      absl::MutexLock lock(&shard.routing->mu);
+      shard.routing->in_flight.erase(registered[i]);
+    }
+    if (statuses[i].error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      // An older server, or one injecting faults: unary calls from now on.
+      replica.refuses_streams = true;
+      sent[i] = false;
+      spdlog::info("{} takes no PushPull streams ({}): unary calls from now on",
+                   replica.address, statuses[i].error_message());
+    }
+    all_answered = all_answered && statuses[i].ok();
+  }
+  auto finish = [&](size_t i) {
+    Shard& shard = shards_[i];
+    grpc::Status status = statuses[i];
+    if (sent[i] && status.ok()) {
+      shard.push_attempts = 1;
+      shard.push_answered = true;
+    } else {
+      if (sent[i]) FollowPrimary(shard, tried[i], status);
+      // The unary call, with its retries and failover, sends the same
+      // request again (the same seq: applied at most once).
+      status = CallPushPull(shard, requests[i], &answers[i]);
+      // The stream's try was an attempt too: a DUPLICATE now may be it.
+      if (sent[i]) ++shard.push_attempts;
+    }
+    answered(i, status, answers[i]);
+  };
+  // Shards left to unary calls make them in parallel, each on its thread.
+  if (all_answered) {
+    for (size_t i = 0; i < n; ++i) finish(i);
+  } else {
+    team_->Run(finish);
+  }
+}
+
+absl::Status ParameterClient::TakePushPullAnswer(
+    size_t i, grpc::Status status, const grpc::ByteBuffer& answer,
+    absl::Span<float> theta, const Routes& pull_routes,
+    std::vector<SparseBatch>* rows) {
+  Shard& shard = shards_[i];
+  absl::Cord values;
+  if (status.ok() &&
+      !rpc::ParseApart(rpc::CordOf(answer),
+                       {ps::v1::PushPullResponse::kPullFieldNumber,
+                        ps::v1::PullResponse::kValuesFieldNumber},
+                       &shard.response, &values)) {
+    status = Unparsable(shard.response);
+  }
+  absl::Status taken = status.ok() ? TakePulled(shard, values, theta)
+                                   : rpc::FromGrpcStatus(status);
+  if (taken.ok() && rows != nullptr) {
+    taken = TakeSparse(i, pull_routes, shard.response.pull().sparse(), *rows);
+  }
+  return taken;
 }
 
 void ParameterClient::FillPull(const Shard& shard,

@@ -56,6 +56,16 @@ struct ClientOptions {
   // (ps_worker --max_message_bytes). Default: 4 MiB
   uint64_t max_message_bytes = kDefaultMaxMessageBytes;
   static constexpr uint64_t kDefaultMaxMessageBytes = 4 << 20;
+  // PushPull goes on one long-lived stream per shard (ps.v1
+  // PushPullStream), every shard's request sent before any answer is read:
+  // a unary call's per-call cost and the hand-off to a thread per shard
+  // are left out. A stream that fails (a deadline included) is closed and
+  // that shard's request sent again as a unary PushPull, with its retries
+  // and failover; the same seq is applied at most once. Off with fault
+  // injection (--inject_faults), whose faults hit calls, not messages; and
+  // for shards that stream their values (max_message_bytes)
+  // (ps_worker --pushpull_stream). Default: on
+  bool pushpull_stream = true;
   static constexpr uint64_t kMinMessageBytes = 64 << 10;
 };
 
@@ -174,6 +184,11 @@ class ParameterClient final : public ParameterStore {
     std::unique_ptr<ps::v1::ParameterServer::Stub> stub;
     // Pull, Push and PushPull, with raw bytes on the same channel.
     std::unique_ptr<rpc::RawUnaryCaller> caller;
+    // PushPull on one long-lived stream (ClientOptions::pushpull_stream),
+    // unless the server refused streams (UNIMPLEMENTED: it predates them,
+    // or injects faults); the training thread's alone.
+    std::unique_ptr<rpc::RawStreamCaller> stream;
+    bool refuses_streams = false;
   };
   struct Shard {
     // One, or the shard's replicas; calls go to `current`, the primary as
@@ -247,6 +262,29 @@ class ParameterClient final : public ParameterStore {
   absl::Status PushRows(uint64_t step, uint32_t batch_size,
                         absl::Span<const float> gradient,
                         const std::vector<SparseBatch>* gradients);
+  // Whether this step's PushPulls go on the shards' streams.
+  bool UsesPushPullStreams() const;
+  // Shard's PushPull request as sent, its gradient's bytes apart (its
+  // fields filled); notes its size.
+  grpc::ByteBuffer PushPullBytes(Shard& shard,
+                                 absl::Span<const float> gradient);
+  // A unary PushPull with retries and failover.
+  grpc::Status CallPushPull(Shard& shard, const grpc::ByteBuffer& request,
+                            grpc::ByteBuffer* answer);
+  // Every shard's request on its replica's stream, sent before any answer
+  // is read; a shard whose stream failed, or whose replica takes none, as
+  // a unary PushPull (those in parallel). `answered(i, status, answer)`
+  // runs once per shard, on this thread or shard i's.
+  void PushPullOnStreams(
+      const std::vector<grpc::ByteBuffer>& requests,
+      const std::function<void(size_t, const grpc::Status&,
+                               const grpc::ByteBuffer&)>& answered);
+  // Shard i's PushPull answer (or `status`): θ and the rows taken from it.
+  absl::Status TakePushPullAnswer(size_t i, grpc::Status status,
+                                  const grpc::ByteBuffer& answer,
+                                  absl::Span<float> theta,
+                                  const Routes& pull_routes,
+                                  std::vector<SparseBatch>* rows);
   absl::StatusOr<PullInfo> PushPullRows(
       uint64_t step, uint32_t batch_size, absl::Span<const float> gradient,
       const std::vector<SparseBatch>* gradients, absl::Span<float> theta,

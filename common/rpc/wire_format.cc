@@ -236,4 +236,105 @@ grpc::Status RawUnaryCaller::Call(grpc::ClientContext* context,
   return status;
 }
 
+RawStreamCaller::RawStreamCaller(std::shared_ptr<grpc::Channel> channel,
+                                 std::string method)
+    : stub_(std::move(channel)), method_(std::move(method)) {}
+
+RawStreamCaller::~RawStreamCaller() {
+  if (call_ != nullptr) {
+    // Close our side and wait briefly for the server's; then cancel.
+    const absl::Time deadline = absl::Now() + absl::Seconds(1);
+    call_->WritesDone(reinterpret_cast<void*>(kWritesDone));
+    ++pending_;
+    Await(kWritesDone, deadline);
+    Close(grpc::Status::OK);
+  }
+  queue_.Shutdown();
+  void* tag;
+  bool ok;
+  while (queue_.Next(&tag, &ok)) {
+  }
+}
+
+bool RawStreamCaller::Await(Tag tag, absl::Time deadline) {
+  const uint32_t bit = 1u << tag;
+  while ((done_ & bit) == 0) {
+    void* got = nullptr;
+    bool ok = false;
+    if (queue_.AsyncNext(&got, &ok, absl::ToChronoTime(deadline)) !=
+        grpc::CompletionQueue::GOT_EVENT) {
+      return false;
+    }
+    --pending_;
+    const uint32_t got_bit = 1u << reinterpret_cast<intptr_t>(got);
+    done_ |= got_bit;
+    if (ok) done_ok_ |= got_bit;
+  }
+  done_ &= ~bit;
+  const bool ok = (done_ok_ & bit) != 0;
+  done_ok_ &= ~bit;
+  return ok;
+}
+
+grpc::Status RawStreamCaller::Close(grpc::Status why) {
+  context_->TryCancel();
+  // Every pending op completes once cancelled.
+  while (pending_ > 0) {
+    void* tag;
+    bool ok;
+    if (!queue_.Next(&tag, &ok)) break;
+    --pending_;
+  }
+  grpc::Status status;
+  call_->Finish(&status, reinterpret_cast<void*>(kFinish));
+  ++pending_;
+  done_ = done_ok_ = 0;
+  Await(kFinish, absl::InfiniteFuture());
+  // The context lives on until the next stream opens: others may still
+  // hold it to cancel (a no-op now).
+  call_.reset();
+  if (!why.ok()) return why;
+  // The server ended the stream: its status says why, unless it had none.
+  return status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                    "the server ended the stream")
+                     : status;
+}
+
+void RawStreamCaller::Send(const grpc::ByteBuffer& request,
+                           absl::Time deadline) {
+  if (call_ == nullptr) {
+    context_ = std::make_unique<grpc::ClientContext>();
+    call_ = stub_.PrepareCall(context_.get(), method_, &queue_);
+    call_->StartCall(reinterpret_cast<void*>(kStart));
+    ++pending_;
+    // The start's batch (the headers) must end before the first write.
+    if (!Await(kStart, deadline)) {
+      start_failed_ = true;
+      return;
+    }
+  }
+  call_->Write(request, reinterpret_cast<void*>(kWrite));
+  call_->Read(&answer_, reinterpret_cast<void*>(kRead));
+  pending_ += 2;
+}
+
+grpc::Status RawStreamCaller::Receive(absl::Time deadline,
+                                      grpc::ByteBuffer* answer) {
+  if (call_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "Receive without Send");
+  }
+  const bool started = !start_failed_;
+  start_failed_ = false;
+  const bool wrote = started && Await(kWrite, deadline);
+  const bool read = wrote && Await(kRead, deadline);
+  if (!read) {
+    const bool late = absl::Now() >= deadline;
+    return Close(late ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                     "no answer on the stream in time")
+                      : grpc::Status::OK);
+  }
+  answer->Swap(&answer_);
+  return grpc::Status::OK;
+}
+
 }  // namespace ps::rpc

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -56,6 +57,50 @@ class RawUnaryCaller {
  private:
   grpc::GenericStub stub_;
   grpc::CompletionQueue queue_;
+};
+
+// Request and answer pairs, one pair at a time, on one long-lived
+// bidirectional stream: a unary call's per-call cost (a new HTTP/2 stream,
+// its headers and trailers, the call's set-up) is paid once per stream.
+// Send then Receive; any failure, a deadline included, ends the stream
+// (Receive says why) and the next Send opens a new one. One caller at a
+// time.
+class RawStreamCaller {
+ public:
+  RawStreamCaller(std::shared_ptr<grpc::Channel> channel, std::string method);
+  ~RawStreamCaller();
+  RawStreamCaller(const RawStreamCaller&) = delete;
+  RawStreamCaller& operator=(const RawStreamCaller&) = delete;
+
+  // Sends `request` and asks for its answer; opening the stream first
+  // waits for it until `deadline`.
+  void Send(const grpc::ByteBuffer& request, absl::Time deadline);
+  // The answer to the last Send, waited for until `deadline`.
+  grpc::Status Receive(absl::Time deadline, grpc::ByteBuffer* answer);
+  // The stream's context, from Send until the next Send: TryCancel from
+  // any thread ends a Receive early.
+  grpc::ClientContext* context() const { return context_.get(); }
+
+ private:
+  enum Tag : intptr_t { kStart = 1, kWrite, kRead, kWritesDone, kFinish };
+  // Waits for `tag` (others that arrive first are noted); false when it
+  // completed not ok, or at `deadline`.
+  bool Await(Tag tag, absl::Time deadline);
+  // Ends the stream: cancels what is pending and collects the status.
+  grpc::Status Close(grpc::Status why);
+
+  grpc::GenericStub stub_;
+  const std::string method_;
+  grpc::CompletionQueue queue_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+  grpc::ByteBuffer answer_;
+  // Tags started and not yet completed, and those completed (with ok) that
+  // Await has not asked for yet.
+  int pending_ = 0;
+  bool start_failed_ = false;  // the last Send could not open the stream
+  uint32_t done_ = 0;
+  uint32_t done_ok_ = 0;
 };
 
 }  // namespace ps::rpc
