@@ -30,6 +30,31 @@ grpc::ByteBuffer EncodeAnswer(const ps::v1::PushResponse* pushed,
                            : EncodePushPullResponse(*pushed, std::move(pulled));
 }
 
+// A pull's end, counted in `metrics` as `call`'s: `result` encoded as
+// EncodeAnswer does, or its error. A `parked` pull says how long it waited
+// since the call started; one answered at once waited nothing.
+absl::StatusOr<grpc::ByteBuffer> AnswerPull(ServerMetrics& metrics,
+                                            const RpcCall& call,
+                                            const ps::v1::PushResponse* pushed,
+                                            absl::StatusOr<PullResult> result,
+                                            bool parked) {
+  if (parked) {
+    metrics.ParkedPullEnded();
+    if (result.ok()) {
+      result->waited =
+          absl::FromChrono(std::chrono::steady_clock::now() - call.start);
+    }
+  }
+  metrics.CountPull(result.status());
+  if (!result.ok()) {
+    metrics.EndCall(call, result.status(), 0);
+    return result.status();
+  }
+  grpc::ByteBuffer answer = EncodeAnswer(pushed, *std::move(result));
+  metrics.EndCall(call, absl::OkStatus(), answer.Length());
+  return answer;
+}
+
 // A pull that may wait for its version. Its ticket exists before the pull
 // can park, and once parked the reactor is only touched by whichever of
 // "woken by a push", "expired" or "cancelled" the shard runs, exactly once.
@@ -76,17 +101,11 @@ class PullReactor final : public grpc::ServerUnaryReactor {
   }
 
   void Answer(absl::StatusOr<PullResult> result) {
-    if (result.ok()) {
-      result->waited =
-          absl::FromChrono(std::chrono::steady_clock::now() - call_.start);
-      *response_ =
-          EncodeAnswer(pushed_ ? &*pushed_ : nullptr, std::move(*result));
-    }
-    metrics_->ParkedPullEnded();
-    metrics_->CountPull(result.status());
-    metrics_->EndCall(call_, result.status(),
-                      result.ok() ? response_->Length() : 0);
-    Finish(rpc::ToGrpcStatus(result.status()));
+    absl::StatusOr<grpc::ByteBuffer> answer =
+        AnswerPull(*metrics_, call_, pushed_ ? &*pushed_ : nullptr,
+                   std::move(result), /*parked=*/true);
+    if (answer.ok()) *response_ = *std::move(answer);
+    Finish(rpc::ToGrpcStatus(answer.status()));
   }
 
   ParameterShard* const shard_;
@@ -338,11 +357,11 @@ grpc::ServerUnaryReactor* ParameterService::StartPull(
     ready = shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
   }
   if (ready.has_value()) {
-    if (ready->ok()) *response = EncodeAnswer(pushed, std::move(**ready));
-    metrics_->CountPull(ready->status());
-    metrics_->EndCall(call, ready->status(),
-                      ready->ok() ? response->Length() : 0);
-    return FinishNow(context, ready->status());
+    absl::StatusOr<grpc::ByteBuffer> answer =
+        AnswerPull(*metrics_, call, pushed, *std::move(ready),
+                   /*parked=*/false);
+    if (answer.ok()) *response = *std::move(answer);
+    return FinishNow(context, answer.status());
   }
   auto* reactor =
       new PullReactor(shard_, metrics_, replicator_, call, pushed, response);
@@ -467,36 +486,23 @@ void ParameterService::ExchangePushPull(
     answer(applied);
     return;
   }
-  auto complete = [this, call, pushed,
-                   answer](absl::StatusOr<PullResult> result) {
-    metrics_->CountPull(result.status());
-    if (!result.ok()) {
-      metrics_->EndCall(call, result.status(), 0);
-      answer(result.status());
-      return;
-    }
-    result->waited =
-        absl::FromChrono(std::chrono::steady_clock::now() - call.start);
-    absl::StatusOr<grpc::ByteBuffer> encoded =
-        EncodeAnswer(&pushed, std::move(*result));
-    metrics_->EndCall(call, encoded.status(),
-                      encoded.ok() ? encoded->Length() : 0);
-    answer(std::move(encoded));
-  };
   // As PullReactor: a parked pull is answered once replicated.
-  auto parked = [this, complete](absl::StatusOr<PullResult> result) {
-    AnswerWhenReplicated(replicator_, std::move(result),
-                         [this, complete](absl::StatusOr<PullResult> ready) {
-                           metrics_->ParkedPullEnded();
-                           complete(std::move(ready));
-                         });
+  auto parked = [this, call, pushed,
+                 answer](absl::StatusOr<PullResult> result) {
+    AnswerWhenReplicated(
+        replicator_, std::move(result),
+        [this, call, pushed, answer](absl::StatusOr<PullResult> ready) {
+          answer(AnswerPull(*metrics_, call, &pushed, std::move(ready),
+                            /*parked=*/true));
+        });
   };
   const PullArgs args = ToPullArgs(pull);
   if (replicator_ == nullptr) {
     std::optional<absl::StatusOr<PullResult>> ready =
         shard_->Pull(args, expires, /*ticket=*/0, /*done=*/nullptr);
     if (ready.has_value()) {
-      complete(std::move(*ready));
+      answer(AnswerPull(*metrics_, call, &pushed, *std::move(ready),
+                        /*parked=*/false));
       return;
     }
     StartParkedPull(*shard_, *metrics_, args, expires, ticket, parked);

@@ -2,6 +2,7 @@
 // same θ as unary calls, a fall-back that applies a push once, and servers
 // that stop without waiting for open streams.
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <thread>
@@ -37,6 +38,9 @@ struct StepsRun {
   std::vector<float> theta;
   worker::PushCounts counts;
   std::string streams_while_training;
+  // The longest wait a shard reported: one worker closes each sync round
+  // itself, so none of its pulls was held.
+  double longest_wait_seconds = 0;
 };
 
 // 20 sync steps of one worker on two shards, with or without streams.
@@ -60,6 +64,10 @@ StepsRun TwentySteps(bool streams) {
     absl::StatusOr<worker::PullInfo> pulled =
         (*client)->PushPull(step, 8, gradient, absl::MakeSpan(run.theta));
     EXPECT_TRUE(pulled.ok()) << pulled.status();
+    if (pulled.ok()) {
+      run.longest_wait_seconds =
+          std::max(run.longest_wait_seconds, pulled->waited_seconds);
+    }
   }
   run.counts = (*client)->push_counts();
   run.streams_while_training =
@@ -82,6 +90,9 @@ TEST(PushPullStream, TrainsTheSameThetaAsUnaryCalls) {
   EXPECT_EQ(streamed.counts.duplicate, 0u);
   EXPECT_EQ(streamed.counts.applied_or_accepted,
             unary.counts.applied_or_accepted);
+  // Answered at once on either path: no wait reported.
+  EXPECT_EQ(unary.longest_wait_seconds, 0);
+  EXPECT_EQ(streamed.longest_wait_seconds, 0);
 }
 
 // A stream's answer that comes too late: the push it carried was taken,
