@@ -47,9 +47,7 @@ class EchoClient {
     common::FloatsToBytes(values_, request_.mutable_payload());
     grpc::ClientContext context;
     SetDeadline(context);
-    grpc::Status status = stub_->Echo(&context, request_, &response_);
-    if (!status.ok()) return rpc::FromGrpcStatus(status);
-    return TakeAnswer();
+    return TakeAnswer(stub_->Echo(&context, request_, &response_));
   }
 
   absl::Status Sink() {
@@ -63,9 +61,7 @@ class EchoClient {
   absl::Status Source() {
     grpc::ClientContext context;
     SetDeadline(context);
-    grpc::Status status = stub_->Source(&context, source_, &response_);
-    if (!status.ok()) return rpc::FromGrpcStatus(status);
-    return TakeAnswer();
+    return TakeAnswer(stub_->Source(&context, source_, &response_));
   }
 
   // An echo on the stream this client keeps open; a broken stream says
@@ -84,7 +80,7 @@ class EchoClient {
       return closed.ok() ? absl::UnavailableError("the echo stream ended")
                          : closed;
     }
-    return TakeAnswer();
+    return TakeAnswer(grpc::Status::OK);
   }
 
  private:
@@ -92,7 +88,9 @@ class EchoClient {
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
   }
 
-  absl::Status TakeAnswer() {
+  // The call's error, or its answer's floats copied out.
+  absl::Status TakeAnswer(const grpc::Status& status) {
+    if (!status.ok()) return rpc::FromGrpcStatus(status);
     return common::BytesToFloats(response_.payload(), absl::MakeSpan(back_),
                                  "the echo");
   }

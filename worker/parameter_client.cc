@@ -113,16 +113,10 @@ grpc::Status ParameterClient::CallShard(
     const std::function<grpc::Status(grpc::ClientContext&)>& attempt) {
   auto run = [&](grpc::ClientContext& context) {
     const uint32_t tried = shard.current->load();
-    std::multimap<uint32_t, grpc::ClientContext*>::iterator registered;
-    {
-      absl::MutexLock lock(&shard.routing->mu);
-      registered = shard.routing->in_flight.emplace(tried, &context);
-    }
+    const Shard::Routing::InFlight tracked =
+        shard.routing->Track(tried, &context);
     const grpc::Status status = attempt(context);
-    {
-      absl::MutexLock lock(&shard.routing->mu);
-      shard.routing->in_flight.erase(registered);
-    }
+    shard.routing->Untrack(tracked);
     return FollowPrimary(shard, tried, status);
   };
   return rpc::CallWithRetry(
@@ -945,8 +939,7 @@ void ParameterClient::PushPullOnStreams(
   const absl::Time deadline = absl::Now() + options_.retry.rpc_deadline;
   std::vector<uint32_t> tried(n);
   std::vector<bool> sent(n, false);
-  std::vector<std::multimap<uint32_t, grpc::ClientContext*>::iterator>
-      registered(n);
+  std::vector<Shard::Routing::InFlight> tracked(n);
   for (size_t i = 0; i < n; ++i) {
     Shard& shard = shards_[i];
     tried[i] = shard.current->load();
@@ -955,9 +948,7 @@ void ParameterClient::PushPullOnStreams(
     replica.stream->Send(requests[i], deadline);
     sent[i] = true;
     // Cancelled, as the unary calls are, when calls move off this replica.
-    absl::MutexLock lock(&shard.routing->mu);
-    registered[i] =
-        shard.routing->in_flight.emplace(tried[i], replica.stream->context());
+    tracked[i] = shard.routing->Track(tried[i], replica.stream->context());
   }
   std::vector<grpc::ByteBuffer> answers(n);
   std::vector<grpc::Status> statuses(n);
@@ -970,10 +961,7 @@ void ParameterClient::PushPullOnStreams(
     Shard& shard = shards_[i];
     Replica& replica = shard.replicas[tried[i]];
     statuses[i] = replica.stream->Receive(deadline, &answers[i]);
-    {
-      absl::MutexLock lock(&shard.routing->mu);
-      shard.routing->in_flight.erase(registered[i]);
-    }
+    shard.routing->Untrack(tracked[i]);
     if (statuses[i].error_code() == grpc::StatusCode::UNIMPLEMENTED) {
       // An older server, or one injecting faults: unary calls from now on.
       replica.refuses_streams = true;

@@ -207,6 +207,16 @@ class ParameterClient final : public ParameterStore {
       // from are cancelled (a stopped server never answers them).
       std::multimap<uint32_t, grpc::ClientContext*> in_flight
           ABSL_GUARDED_BY(mu);
+      using InFlight = std::multimap<uint32_t, grpc::ClientContext*>::iterator;
+      // A call on `replica`, in flight until Untrack.
+      InFlight Track(uint32_t replica, grpc::ClientContext* context) {
+        absl::MutexLock lock(&mu);
+        return in_flight.emplace(replica, context);
+      }
+      void Untrack(InFlight call) {
+        absl::MutexLock lock(&mu);
+        in_flight.erase(call);
+      }
     };
     std::unique_ptr<Routing> routing = std::make_unique<Routing>();
     const Replica& replica() const { return replicas[current->load()]; }

@@ -241,14 +241,7 @@ RawStreamCaller::RawStreamCaller(std::shared_ptr<grpc::Channel> channel,
     : stub_(std::move(channel)), method_(std::move(method)) {}
 
 RawStreamCaller::~RawStreamCaller() {
-  if (call_ != nullptr) {
-    // Close our side and wait briefly for the server's; then cancel.
-    const absl::Time deadline = absl::Now() + absl::Seconds(1);
-    call_->WritesDone(reinterpret_cast<void*>(kWritesDone));
-    ++pending_;
-    Await(kWritesDone, deadline);
-    Close(grpc::Status::OK);
-  }
+  if (call_ != nullptr) Close(grpc::Status::OK);
   queue_.Shutdown();
   void* tag;
   bool ok;

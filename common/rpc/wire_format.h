@@ -82,7 +82,7 @@ class RawStreamCaller {
   grpc::ClientContext* context() const { return context_.get(); }
 
  private:
-  enum Tag : intptr_t { kStart = 1, kWrite, kRead, kWritesDone, kFinish };
+  enum Tag : intptr_t { kStart = 1, kWrite, kRead, kFinish };
   // Waits for `tag` (others that arrive first are noted); false when it
   // completed not ok, or at `deadline`.
   bool Await(Tag tag, absl::Time deadline);
