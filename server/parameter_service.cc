@@ -527,8 +527,9 @@ void ParameterService::ExchangePushPull(
 class PushPullStreamReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  PushPullStreamReactor(ParameterService* service, absl::Time deadline)
-      : service_(service), deadline_(deadline) {
+  PushPullStreamReactor(ParameterService* service,
+                        const grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
     service_->metrics_->StreamOpened();
     StartRead(&in_);
   }
@@ -543,13 +544,11 @@ class PushPullStreamReactor final
       }
       reading_ = false;
     }
-    const ParameterShard::PullTicket ticket =
-        service_->shard()->NewPullTicket();
+    const ParameterShard::PullTicket ticket = service_->shard_->NewPullTicket();
     ticket_.store(ticket);
-    const absl::Time expires =
-        std::min(absl::Now() + service_->max_pull_wait(), deadline_);
     service_->ExchangePushPull(
-        in_, expires, ticket, [this](absl::StatusOr<grpc::ByteBuffer> answer) {
+        in_, service_->PullExpiry(*context_), ticket,
+        [this](absl::StatusOr<grpc::ByteBuffer> answer) {
           absl::MutexLock lock(&mu_);
           if (!answer.ok()) {
             FinishOnce(rpc::ToGrpcStatus(answer.status()));
@@ -560,7 +559,7 @@ class PushPullStreamReactor final
         });
     // A cancel that read the ticket before this one may have missed the
     // pull just parked. (gRPC runs OnDone only after this returns.)
-    if (cancelled_.load()) service_->shard()->CancelPull(ticket);
+    if (cancelled_.load()) service_->shard_->CancelPull(ticket);
   }
 
   void OnWriteDone(bool ok) override {
@@ -579,7 +578,7 @@ class PushPullStreamReactor final
   // A pull parked for this stream ends now, and with it the stream.
   void OnCancel() override {
     cancelled_.store(true);
-    service_->shard()->CancelPull(ticket_.load());
+    service_->shard_->CancelPull(ticket_.load());
   }
 
   void OnDone() override {
@@ -610,7 +609,7 @@ class PushPullStreamReactor final
   }
 
   ParameterService* const service_;
-  const absl::Time deadline_;
+  const grpc::CallbackServerContext* const context_;  // until OnDone
   std::atomic<ParameterShard::PullTicket> ticket_{0};
   std::atomic<bool> cancelled_{false};
   grpc::ByteBuffer in_;
@@ -654,8 +653,7 @@ ParameterService::PushPullStream(grpc::CallbackServerContext* context) {
         "this server injects faults (--inject_faults), which hit calls: "
         "send PushPulls as unary calls"));
   }
-  auto* stream =
-      new PushPullStreamReactor(this, absl::FromChrono(context->deadline()));
+  auto* stream = new PushPullStreamReactor(this, context);
   absl::MutexLock lock(&streams_mu_);
   streams_.insert(stream);
   if (streams_ended_) stream->End();

@@ -90,19 +90,10 @@ class ParameterService final : public ParameterServiceBase {
                                      grpc::ByteBuffer* response) override;
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PushPullStream(
       grpc::CallbackServerContext* context) override;
-  // One PushPull of a stream: `answer` runs once, now or later and on any
-  // thread, with the encoded answer or the status PushPull would end with.
-  // A pull that waits parks under `ticket`.
-  void ExchangePushPull(
-      const grpc::ByteBuffer& request, absl::Time expires,
-      ParameterShard::PullTicket ticket,
-      std::function<void(absl::StatusOr<grpc::ByteBuffer>)> answer);
   // Ends the PushPull streams, and any opened later: each at once if it
   // waits for a request, else once its answer is written. An open stream
   // would otherwise hold the server's shutdown for its whole grace.
   void EndStreams();
-  ParameterShard* shard() const { return shard_; }
-  absl::Duration max_pull_wait() const { return max_pull_wait_; }
   // The streamed forms of Init, Push and Pull for shards too big for one
   // message (server/parameter_service_streams.cc): an Init's values and a
   // push's gradient are staged whole (server/push_stream.h) and then taken
@@ -192,7 +183,16 @@ class ParameterService final : public ParameterServiceBase {
   std::thread expiry_ticker_;
   absl::Mutex mu_;
   std::string advertised_address_ ABSL_GUARDED_BY(mu_);
+  // A PushPullStream's reactor (parameter_service.cc) answers each message
+  // with ExchangePushPull and leaves with ForgetStream.
   friend class PushPullStreamReactor;
+  // One PushPull of a stream: `answer` runs once, now or later and on any
+  // thread, with the encoded answer or the status PushPull would end with.
+  // A pull that waits parks under `ticket`.
+  void ExchangePushPull(
+      const grpc::ByteBuffer& request, absl::Time expires,
+      ParameterShard::PullTicket ticket,
+      std::function<void(absl::StatusOr<grpc::ByteBuffer>)> answer);
   void ForgetStream(PushPullStreamReactor* stream);
   absl::Mutex streams_mu_;
   absl::flat_hash_set<PushPullStreamReactor*> streams_
