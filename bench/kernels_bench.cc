@@ -32,6 +32,7 @@
 #include "server/embedding_table.h"
 #include "server/wire_messages.h"
 #include "worker/gradient_compressor.h"
+#include "worker/matrix_product.h"
 #include "worker/model.h"
 #include "worker/sparse_model.h"
 
@@ -349,9 +350,15 @@ void BM_PullDecodeTyped(benchmark::State& state) {
 }
 
 // One worker step's compute: loss and mean gradient of a batch of 784-pixel
-// images (random, as the figure does not depend on the values).
-void BM_ModelStep(benchmark::State& state, const std::string& name) {
+// images (random, as the figure does not depend on the values), on the
+// named matrix kernels.
+void BM_ModelStep(benchmark::State& state, const std::string& name,
+                  const std::string& kernels) {
   const int64_t batch = state.range(0);
+  if (absl::Status used = ps::worker::UseMatrixKernels(kernels); !used.ok()) {
+    state.SkipWithError(std::string(used.message()).c_str());
+    return;
+  }
   auto model = ps::worker::CreateModel(name, 784, 10);
   if (!model.ok()) {
     state.SkipWithError(std::string(model.status().message()).c_str());
@@ -666,11 +673,15 @@ int main(int argc, char** argv) {
         ->Arg(n);
     benchmark::RegisterBenchmark("TopKStep/0.01", BM_TopKStep, 0.01)->Arg(n);
   }
+  // Each model on every matrix kernels this CPU runs, side by side.
   for (const char* model : {"softmax", "mlp"}) {
-    benchmark::RegisterBenchmark((std::string("ModelStep/") + model).c_str(),
-                                 BM_ModelStep, std::string(model))
-        ->Arg(64)
-        ->Arg(128);
+    for (absl::string_view kernels : ps::worker::MatrixKernelsThisCpuRuns()) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("ModelStep/", model, "/", kernels).c_str(),
+          BM_ModelStep, std::string(model), std::string(kernels))
+          ->Arg(64)
+          ->Arg(128);
+    }
   }
   benchmark::RegisterBenchmark("ParseLibsvm", BM_ParseLibsvm)->Arg(100000);
   benchmark::RegisterBenchmark("SparseModelStep/logreg", BM_SparseModelStep,

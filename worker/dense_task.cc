@@ -2,9 +2,13 @@
 // features copied into a matrix, one gradient vector pushed.
 #include <algorithm>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "spdlog/spdlog.h"
+#include "worker/matrix_product.h"
 #include "worker/training_task.h"
 
 namespace ps::worker {
@@ -56,7 +60,13 @@ class DenseTask final : public TrainingTask {
   absl::StatusOr<ClusterInfo> Declare(ParameterStore& store, uint64_t seed,
                                       std::vector<float>& theta) override {
     if (theta.empty()) theta = model_->InitialParams(seed);
-    return store.Init(model_->tensors(), theta);
+    absl::StatusOr<ClusterInfo> cluster = store.Init(model_->tensors(), theta);
+    if (cluster.ok()) {
+      spdlog::info("matrix products: {} kernels (this CPU runs {})",
+                   std::string(MatrixKernelsInUse()),
+                   absl::StrJoin(MatrixKernelsThisCpuRuns(), ", "));
+    }
+    return cluster;
   }
 
   absl::StatusOr<PullInfo> Pull(ParameterStore& store, uint64_t step,

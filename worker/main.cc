@@ -24,6 +24,7 @@
 #include "common/stop_signal.h"
 #include "common/theta_file.h"
 #include "spdlog/spdlog.h"
+#include "worker/matrix_product.h"
 #include "worker/model.h"
 #include "worker/parameter_client.h"
 #include "worker/sparse_model.h"
@@ -96,6 +97,11 @@ ABSL_FLAG(bool, pushpull_stream, true,
           "Send each step's PushPull on one long-lived stream per shard "
           "(false: a unary call each step). A stream that fails falls back to "
           "the unary call for that step; off with --inject_faults.");
+ABSL_FLAG(std::string, matrix_kernels, "auto",
+          "Instruction set of the dense models' matrix products: auto (the "
+          "best this CPU runs), avx512, avx2 or baseline (the build's own "
+          "flags). Naming one pins it, e.g. when comparing runs on "
+          "different CPUs.");
 ABSL_FLAG(absl::Duration, max_retry_time, absl::Seconds(120),
           "Give up on a server after retrying this long, and exit non-zero.");
 ABSL_FLAG(std::string, init_from, "",
@@ -240,6 +246,8 @@ int main(int argc, char** argv) {
   ps::common::DieIfError(
       ps::rpc::InstallFaultInjection(absl::GetFlag(FLAGS_inject_faults)),
       "--inject_faults");
+  DieIfError(ps::worker::UseMatrixKernels(absl::GetFlag(FLAGS_matrix_kernels)),
+             "--matrix_kernels");
   if (absl::GetFlag(FLAGS_stop_grace) <= absl::ZeroDuration()) {
     Die("--stop_grace must be > 0");
   }
