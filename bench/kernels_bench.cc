@@ -677,8 +677,8 @@ int main(int argc, char** argv) {
   for (const char* model : {"softmax", "mlp"}) {
     for (absl::string_view kernels : ps::worker::MatrixKernelsThisCpuRuns()) {
       benchmark::RegisterBenchmark(
-          absl::StrCat("ModelStep/", model, "/", kernels).c_str(),
-          BM_ModelStep, std::string(model), std::string(kernels))
+          absl::StrCat("ModelStep/", model, "/", kernels).c_str(), BM_ModelStep,
+          std::string(model), std::string(kernels))
           ->Arg(64)
           ->Arg(128);
     }
