@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_clones.h"
 
 namespace ps::common {
 
@@ -73,7 +74,8 @@ constexpr uint32_t kExponentBits = 0x7f800000u;
 // Scans blocks without an early exit, so the compiler vectorises the test
 // (it does not vectorise an early-exit loop over std::isfinite); only a
 // block that holds a bad value is searched for its first one.
-std::optional<size_t> FindNonFinite(absl::Span<const float> values) {
+PS_CPU_CLONES std::optional<size_t> FindNonFinite(
+    absl::Span<const float> values) {
   constexpr size_t kBlock = 1024;
   const size_t n = values.size();
   auto bits_at = [&values](size_t i) {

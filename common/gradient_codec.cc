@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/cpu_clones.h"
 #include "common/float_bytes.h"
 #include "common/splitmix64.h"
 
@@ -116,7 +117,8 @@ inline uint16_t Bfloat16OfBits(uint32_t bits) {
 
 // 2-byte codes of `values` into `out` (values.size() · 2 bytes).
 template <uint16_t (*Encode)(uint32_t)>
-void EncodeHalves(absl::Span<const float> values, char* out) {
+[[gnu::always_inline]] inline void EncodeHalves(absl::Span<const float> values,
+                                                char* out) {
   const float* in = values.data();
   for (size_t i = 0; i < values.size(); ++i) {
     uint32_t bits;
@@ -131,7 +133,8 @@ inline uint32_t FloatBitsOfBfloat16(uint32_t code) { return code << 16; }
 // Floats of the 2-byte codes in `in` (out.size() of them); false when one
 // of them is infinite or NaN. The test rides along in the same pass.
 template <uint32_t (*Decode)(uint32_t)>
-bool DecodeHalves(const char* in, absl::Span<float> out) {
+[[gnu::always_inline]] inline bool DecodeHalves(const char* in,
+                                                absl::Span<float> out) {
   float* to = out.data();
   uint32_t non_finite = 0;
   for (size_t i = 0; i < out.size(); ++i) {
@@ -142,6 +145,20 @@ bool DecodeHalves(const char* in, absl::Span<float> out) {
     std::memcpy(to + i, &bits, sizeof bits);
   }
   return non_finite == 0;
+}
+
+// The codecs' loops, built for each instruction set (common/cpu_clones.h).
+PS_CPU_CLONES void EncodeFp16(absl::Span<const float> values, char* out) {
+  EncodeHalves<HalfOfBits>(values, out);
+}
+PS_CPU_CLONES void EncodeBf16(absl::Span<const float> values, char* out) {
+  EncodeHalves<Bfloat16OfBits>(values, out);
+}
+PS_CPU_CLONES bool DecodeFp16(const char* in, absl::Span<float> out) {
+  return DecodeHalves<FloatBitsOfHalf>(in, out);
+}
+PS_CPU_CLONES bool DecodeBf16(const char* in, absl::Span<float> out) {
+  return DecodeHalves<FloatBitsOfBfloat16>(in, out);
 }
 
 // |v| as an integer that orders as |v| does (a non-negative float's bits
@@ -269,9 +286,9 @@ void EncodeDense(CompressionKind kind, absl::Span<const float> values,
   }
   out->resize(values.size() * sizeof(uint16_t));
   if (kind == CompressionKind::kFp16) {
-    EncodeHalves<HalfOfBits>(values, out->data());
+    EncodeFp16(values, out->data());
   } else {
-    EncodeHalves<Bfloat16OfBits>(values, out->data());
+    EncodeBf16(values, out->data());
   }
 }
 
@@ -295,9 +312,8 @@ absl::Status DecodePart(CompressionKind kind, absl::string_view values,
                        out.size(), " keys need ", out.size() * sizeof(uint16_t),
                        " (2 bytes each)");
       }
-      finite = kind == CompressionKind::kFp16
-                   ? DecodeHalves<FloatBitsOfHalf>(values.data(), out)
-                   : DecodeHalves<FloatBitsOfBfloat16>(values.data(), out);
+      finite = kind == CompressionKind::kFp16 ? DecodeFp16(values.data(), out)
+                                              : DecodeBf16(values.data(), out);
     }
     if (!finite) {
       const size_t bad = *FindNonFinite(out);

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/cpu_clones.h"
 
 namespace ps::common {
 namespace {
@@ -280,10 +281,10 @@ inline float FtrlWeight(float z, float l1, float denominator) {
 
 // The elementwise part of every optimizer but sgd.
 template <bool kGeneral>
-void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
-                    bool regularize, uint64_t step,
-                    absl::Span<const float> gradient, absl::Span<float> theta,
-                    absl::Span<const absl::Span<float>> state) {
+[[gnu::always_inline]] inline void UpdateElements(
+    const OptimizerOptions& o, const UpdateOptions& update, bool regularize,
+    uint64_t step, absl::Span<const float> gradient, absl::Span<float> theta,
+    absl::Span<const absl::Span<float>> state) {
   const size_t n = theta.size();
   const float lr = update.learning_rate;
   SharedTerms<kGeneral> c;
@@ -368,6 +369,24 @@ void UpdateElements(const OptimizerOptions& o, const UpdateOptions& update,
   }
 }
 
+// Each of the two, built for each instruction set (common/cpu_clones.h).
+PS_CPU_CLONES void UpdateWithTerms(const OptimizerOptions& o,
+                                   const UpdateOptions& update, bool regularize,
+                                   uint64_t step,
+                                   absl::Span<const float> gradient,
+                                   absl::Span<float> theta,
+                                   absl::Span<const absl::Span<float>> state) {
+  UpdateElements<true>(o, update, regularize, step, gradient, theta, state);
+}
+
+PS_CPU_CLONES void UpdatePlain(const OptimizerOptions& o,
+                               const UpdateOptions& update, bool regularize,
+                               uint64_t step, absl::Span<const float> gradient,
+                               absl::Span<float> theta,
+                               absl::Span<const absl::Span<float>> state) {
+  UpdateElements<false>(o, update, regularize, step, gradient, theta, state);
+}
+
 }  // namespace
 
 void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
@@ -383,9 +402,9 @@ void ApplyOptimizer(const OptimizerOptions& o, const UpdateOptions& update,
   const float l1 = regularize ? update.l1 : 0.0f;
   const bool penalize = update.penalty_beta > 0;
   if (penalize || l1 > 0 || update.has_box()) {
-    UpdateElements<true>(o, update, regularize, step, gradient, theta, state);
+    UpdateWithTerms(o, update, regularize, step, gradient, theta, state);
   } else {
-    UpdateElements<false>(o, update, regularize, step, gradient, theta, state);
+    UpdatePlain(o, update, regularize, step, gradient, theta, state);
   }
   ProjectOntoBall(update, theta);
 }

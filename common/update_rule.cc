@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_clones.h"
 
 namespace ps::common {
 namespace {
@@ -59,8 +60,9 @@ struct Terms {
 };
 
 template <bool kPenalize, bool kL1, bool kClamp>
-void UpdateElements(const Terms& c, const float* __restrict gradient,
-                    float* __restrict theta, size_t n) {
+[[gnu::always_inline]] inline void UpdateElements(
+    const Terms& c, const float* __restrict gradient, float* __restrict theta,
+    size_t n) {
   const float threshold = c.lr * c.l1;
   for (size_t i = 0; i < n; ++i) {
     const float t = theta[i];
@@ -85,6 +87,23 @@ void UpdateElements(const Terms& c, const float* __restrict gradient,
   }
 }
 
+// The variant of the terms in play, over n elements; built for each
+// instruction set (common/cpu_clones.h).
+PS_CPU_CLONES void UpdateVariant(const Terms& c, bool penalize, bool l1,
+                                 bool clamp, const float* __restrict gradient,
+                                 float* __restrict theta, size_t n) {
+  if (penalize) {
+    l1 ? UpdateElements<true, true, false>(c, gradient, theta, n)
+       : UpdateElements<true, false, false>(c, gradient, theta, n);
+  } else if (clamp) {
+    l1 ? UpdateElements<false, true, true>(c, gradient, theta, n)
+       : UpdateElements<false, false, true>(c, gradient, theta, n);
+  } else {
+    l1 ? UpdateElements<false, true, false>(c, gradient, theta, n)
+       : UpdateElements<false, false, false>(c, gradient, theta, n);
+  }
+}
+
 }  // namespace
 
 void ApplyUpdate(const UpdateOptions& o, bool regularize,
@@ -102,20 +121,9 @@ void ApplyUpdate(const UpdateOptions& o, bool regularize,
 
   c.ball_gradient_scale = BallPenaltyScale(o, theta);
 
-  const float* g = gradient.data();
-  float* t = theta.data();
-  const bool l1 = c.l1 > 0;
-  const bool clamp = !penalize && o.has_box();
-  if (penalize) {
-    l1 ? UpdateElements<true, true, false>(c, g, t, n)
-       : UpdateElements<true, false, false>(c, g, t, n);
-  } else if (clamp) {
-    l1 ? UpdateElements<false, true, true>(c, g, t, n)
-       : UpdateElements<false, false, true>(c, g, t, n);
-  } else {
-    l1 ? UpdateElements<false, true, false>(c, g, t, n)
-       : UpdateElements<false, false, false>(c, g, t, n);
-  }
+  UpdateVariant(c, penalize, /*l1=*/c.l1 > 0,
+                /*clamp=*/!penalize && o.has_box(), gradient.data(),
+                theta.data(), n);
 
   ProjectOntoBall(o, theta);
 }
