@@ -12,7 +12,19 @@
 // the attribute. The build turns floating-point contraction off
 // (-ffp-contract=off), so the AVX versions give the portable one's bits:
 // sync training stays reproducible across CPUs.
-#if defined(__x86_64__) && !defined(PS_NATIVE_BUILD)
+//
+// Not under ThreadSanitizer: it instruments the loader's resolver, which
+// runs before TSan is set up, and the program dies at load.
+#if defined(__SANITIZE_THREAD__)
+#define PS_CPU_CLONES_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PS_CPU_CLONES_UNDER_TSAN 1
+#endif
+#endif
+
+#if defined(__x86_64__) && !defined(PS_NATIVE_BUILD) && \
+    !defined(PS_CPU_CLONES_UNDER_TSAN)
 #define PS_CPU_CLONES \
   __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
