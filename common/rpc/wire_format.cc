@@ -1,5 +1,6 @@
 #include "common/rpc/wire_format.h"
 
+#include <climits>
 #include <utility>
 #include <vector>
 
@@ -61,6 +62,15 @@ class CordReader {
     return true;
   }
 
+  // A length-delimited field's length as protobuf reads one: at most 5
+  // bytes and at most INT_MAX - 16 (its parser keeps 16 bytes of slop
+  // below INT_MAX), so that both parsers refuse the same lengths.
+  bool ReadSize(uint64_t* size) {
+    const size_t before = left_;
+    return ReadVarint(size) && before - left_ <= 5 &&
+           *size <= static_cast<uint64_t>(INT_MAX) - 16;
+  }
+
   // The next n bytes, sharing the Cord's memory.
   bool Read(uint64_t n, absl::Cord* out) {
     if (n > left_) return false;
@@ -98,7 +108,7 @@ bool CopyPayload(CordReader& reader, uint32_t wire_type, std::string* out) {
       return reader.Append(4, out);
     case WireFormatLite::WIRETYPE_LENGTH_DELIMITED: {
       uint64_t length;
-      if (!reader.ReadVarint(&length)) return false;
+      if (!reader.ReadSize(&length)) return false;
       AppendVarint(length, out);
       return reader.Append(length, out);
     }
@@ -122,7 +132,7 @@ bool Split(CordReader& reader, uint64_t length, absl::Span<const uint32_t> path,
     if ((tag >> 3) == path[0] &&
         wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       uint64_t size;
-      if (!reader.ReadVarint(&size)) return false;
+      if (!reader.ReadSize(&size)) return false;
       if (path.size() == 1) {
         if (!reader.Read(size, bytes)) return false;
         continue;
